@@ -1,0 +1,147 @@
+//! Every way a request can fail at the edge, classified by where the failure
+//! came from and whether another attempt could succeed. The classification
+//! drives the status code, the retry decision and outlier ejection.
+
+use bytes::Bytes;
+use http::{header, HeaderValue, Response, StatusCode};
+use http_body_util::Full;
+
+/// Where a failure came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// The request itself is wrong; nothing upstream was tried.
+    Client,
+    /// The edge chose not to serve it (shed, read-only, fault).
+    Edge,
+    /// An instance or another region's edge failed.
+    Upstream,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ErrorKind {
+    BadRequest,
+    UnknownService,
+    PayloadTooLarge,
+    HeadersTooLarge,
+    Shed,
+    ReadOnly,
+    /// An injected abort; answered with the fault's status.
+    FaultAbort,
+    /// No instance could be chosen at all.
+    NoInstance,
+    /// TCP connect refused, reset or timed out: the request never reached it.
+    UpstreamConnect,
+    /// Connected, but no response head within the header timeout, or the
+    /// whole exchange overran the total timeout.
+    UpstreamTimeout,
+    /// The connection broke mid-exchange or the peer spoke bad HTTP.
+    UpstreamProtocol,
+}
+
+impl ErrorKind {
+    pub fn origin(self) -> Origin {
+        use ErrorKind::*;
+        match self {
+            BadRequest | UnknownService | PayloadTooLarge | HeadersTooLarge => Origin::Client,
+            Shed | ReadOnly | FaultAbort => Origin::Edge,
+            NoInstance | UpstreamConnect | UpstreamTimeout | UpstreamProtocol => Origin::Upstream,
+        }
+    }
+
+    /// Whether trying another instance may help. A connect failure never
+    /// reached the instance, so it is always safe to try elsewhere.
+    pub fn retryable(self) -> bool {
+        matches!(self, ErrorKind::UpstreamConnect)
+    }
+
+    /// Whether it counts against the instance for outlier ejection.
+    pub fn counts_against_instance(self) -> bool {
+        matches!(
+            self,
+            ErrorKind::UpstreamConnect | ErrorKind::UpstreamTimeout | ErrorKind::UpstreamProtocol
+        )
+    }
+
+    pub fn status(self) -> StatusCode {
+        use ErrorKind::*;
+        match self {
+            BadRequest => StatusCode::BAD_REQUEST,
+            UnknownService => StatusCode::NOT_FOUND,
+            PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            Shed | ReadOnly | NoInstance => StatusCode::SERVICE_UNAVAILABLE,
+            FaultAbort => StatusCode::SERVICE_UNAVAILABLE,
+            UpstreamConnect | UpstreamProtocol => StatusCode::BAD_GATEWAY,
+            UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
+        }
+    }
+
+    /// The stable machine-readable name used in JSON bodies, metrics and signals.
+    pub fn code(self) -> &'static str {
+        use ErrorKind::*;
+        match self {
+            BadRequest => "bad_request",
+            UnknownService => "unknown_service",
+            PayloadTooLarge => "payload_too_large",
+            HeadersTooLarge => "headers_too_large",
+            Shed => "shed",
+            ReadOnly => "read_only",
+            FaultAbort => "fault",
+            NoInstance => "no_instance",
+            UpstreamConnect => "upstream_connect",
+            UpstreamTimeout => "upstream_timeout",
+            UpstreamProtocol => "upstream_protocol",
+        }
+    }
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{kind:?}: {message}")]
+pub struct EdgeError {
+    pub kind: ErrorKind,
+    pub message: String,
+    /// For `FaultAbort`: the injected status.
+    pub status: Option<StatusCode>,
+}
+
+impl EdgeError {
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+        EdgeError {
+            kind,
+            message: message.into(),
+            status: None,
+        }
+    }
+
+    pub fn status(&self) -> StatusCode {
+        self.status.unwrap_or_else(|| self.kind.status())
+    }
+
+    /// The JSON answer to the client. Deliberate rejections carry
+    /// `Retry-After` so well-behaved clients back off.
+    pub fn to_response(&self, service: Option<&str>) -> Response<Full<Bytes>> {
+        let body = serde_json::json!({
+            "error": self.kind.code(),
+            "reason": self.message,
+            "service": service,
+        });
+        let mut resp = Response::new(Full::new(Bytes::from(body.to_string())));
+        *resp.status_mut() = self.status();
+        let h = resp.headers_mut();
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        if matches!(
+            self.kind,
+            ErrorKind::Shed | ErrorKind::ReadOnly | ErrorKind::NoInstance
+        ) {
+            h.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        h.insert(
+            "x-switchyard-error",
+            HeaderValue::from_static(self.kind.code()),
+        );
+        resp
+    }
+}

@@ -1,0 +1,325 @@
+//! The edge: Switchyard's data plane. One per zone, it proxies HTTP/1.1 and
+//! h2c to the service's instances, own zone first, and carries out every
+//! traffic move the control plane decides. It never waits on the control
+//! plane and keeps serving with the last-known-good controls without it.
+#![forbid(unsafe_code)]
+
+pub mod admin;
+pub mod error;
+pub mod metrics;
+pub mod outlier;
+pub mod proxy;
+pub mod routing;
+pub mod shed;
+pub mod signals;
+pub mod sources;
+pub mod state;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{header, Method, Request};
+use http_body_util::Full;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use switchyard_model::Config;
+use tokio::net::TcpListener;
+
+pub use state::{Edge, UpdateError};
+
+use crate::outlier::{peer_outliers, IntervalStats};
+use crate::state::ServiceRuntime;
+
+/// Reads and validates a config file; the error names the file and lists
+/// every problem.
+pub fn load_config(path: &Path) -> anyhow::Result<Config> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
+    Config::from_toml(&text, |k| std::env::var(k).ok())
+        .map_err(|e| anyhow::anyhow!("{}: {}", path.display(), e))
+}
+
+/// Re-reads the config file. A config that fails validation is refused and
+/// the running one stays.
+pub fn reload_config(edge: &Edge) -> Result<(), UpdateError> {
+    let text = std::fs::read_to_string(&edge.config_path).map_err(|e| {
+        UpdateError::Refused(format!("cannot read {}: {e}", edge.config_path.display()))
+    })?;
+    match Config::from_toml(&text, |k| std::env::var(k).ok()) {
+        Ok(c) => edge.apply_config(c),
+        Err(e) => {
+            edge.metrics.update("config", false);
+            tracing::error!(reasons = ?e.reasons(), "config refused; keeping the running one");
+            Err(e.into())
+        }
+    }
+}
+
+pub struct EdgeOptions {
+    pub config_path: PathBuf,
+    pub zone: String,
+    /// Overrides the zone's edge address from the config (for benchmarks).
+    pub listen: Option<SocketAddr>,
+    pub admin_listen: Option<SocketAddr>,
+}
+
+/// A running edge, for tests and the CLI.
+pub struct Running {
+    pub edge: Arc<Edge>,
+    pub listen: SocketAddr,
+    pub admin: SocketAddr,
+    shutdown: tokio::sync::watch::Sender<bool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Running {
+    /// Stops accepting, lets requests in flight finish (up to 5 s), then returns.
+    pub async fn shutdown(self) {
+        let _ = self.shutdown.send(true);
+        for t in self.tasks {
+            let _ = tokio::time::timeout(Duration::from_secs(6), t).await;
+        }
+    }
+}
+
+pub async fn start(opts: EdgeOptions) -> anyhow::Result<Running> {
+    let config = load_config(&opts.config_path)?;
+    let edge = Edge::new(config, opts.config_path.clone(), &opts.zone)?;
+    let snap = edge.snapshot();
+    if let Some(p) = &snap.config.edge.controls_file {
+        sources::load_controls_file(&edge, &sources::resolve(&edge.config_path, p));
+    }
+    let zone = snap
+        .config
+        .zone(&opts.zone)
+        .expect("checked by Edge::new")
+        .clone();
+    let listen = opts.listen.unwrap_or(zone.edge);
+    let admin = opts.admin_listen.unwrap_or(zone.admin);
+    let proxy_l = TcpListener::bind(listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
+    let admin_l = TcpListener::bind(admin)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {admin}: {e}"))?;
+    let listen = proxy_l.local_addr()?;
+    let admin = admin_l.local_addr()?;
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    let max_header = snap.config.edge.max_header_bytes;
+    let mut tasks = Vec::new();
+    {
+        let edge = edge.clone();
+        tasks.push(tokio::spawn(serve_proxy(
+            proxy_l,
+            edge,
+            rx.clone(),
+            max_header,
+        )));
+    }
+    {
+        let edge = edge.clone();
+        tasks.push(tokio::spawn(serve_admin(admin_l, edge, rx.clone())));
+    }
+    let background = vec![
+        tokio::spawn(sources::watch_files(edge.clone())),
+        tokio::spawn(sources::watch_sighup(edge.clone())),
+        tokio::spawn(sources::watch_control_plane(edge.clone())),
+        tokio::spawn(outlier_loop(edge.clone())),
+        tokio::spawn(signal_loop(edge.clone())),
+    ];
+    {
+        let mut rx = rx.clone();
+        tasks.push(tokio::spawn(async move {
+            let _ = rx.wait_for(|s| *s).await;
+            for b in background {
+                b.abort();
+            }
+        }));
+    }
+    tracing::info!(zone = %opts.zone, region = %edge.region, %listen, %admin, "edge serving");
+    Ok(Running {
+        edge,
+        listen,
+        admin,
+        shutdown: tx,
+        tasks,
+    })
+}
+
+async fn serve_proxy(
+    l: TcpListener,
+    edge: Arc<Edge>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+    max_header: usize,
+) {
+    let graceful = GracefulShutdown::new();
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .max_buf_size(max_header.max(8192))
+        .keep_alive(true)
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(Duration::from_secs(30));
+    builder.http2().max_header_list_size(max_header as u32);
+    loop {
+        tokio::select! {
+            acc = l.accept() => {
+                let Ok((stream, peer)) = acc else { continue };
+                let _ = stream.set_nodelay(true);
+                let edge = edge.clone();
+                let svc = service_fn(move |req| proxy::handle(edge.clone(), req, peer));
+                let conn = builder.serve_connection(TokioIo::new(stream), svc).into_owned();
+                let conn = graceful.watch(conn);
+                tokio::spawn(async move {
+                    let _ = conn.await;
+                });
+            }
+            _ = stop.wait_for(|s| *s) => break,
+        }
+    }
+    drop(l);
+    let _ = tokio::time::timeout(Duration::from_secs(5), graceful.shutdown()).await;
+}
+
+async fn serve_admin(
+    l: TcpListener,
+    edge: Arc<Edge>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let stop_conn = stop.clone();
+    let builder = auto::Builder::new(TokioExecutor::new());
+    loop {
+        tokio::select! {
+            acc = l.accept() => {
+                let Ok((stream, _)) = acc else { continue };
+                let edge = edge.clone();
+                let svc = service_fn(move |req| admin::handle(edge.clone(), req));
+                let conn = builder.serve_connection(TokioIo::new(stream), svc).into_owned();
+                let mut stop = stop_conn.clone();
+                tokio::spawn(async move {
+                    tokio::select! {
+                        _ = conn => {}
+                        _ = stop.wait_for(|s| *s) => {}
+                    }
+                });
+            }
+            _ = stop.wait_for(|s| *s) => break,
+        }
+    }
+}
+
+/// Publishes one signal snapshot per interval.
+async fn signal_loop(edge: Arc<Edge>) {
+    loop {
+        let every = edge.snapshot().config.edge.signal_interval;
+        tokio::time::sleep(every).await;
+        edge.signals.rotate(state::now_ms(), every);
+    }
+}
+
+/// Runs outlier analysis per service interval, moves expired ejections to
+/// probing, and re-checks probing instances before they return.
+async fn outlier_loop(edge: Arc<Edge>) {
+    let mut tick = tokio::time::interval(Duration::from_millis(250));
+    loop {
+        tick.tick().await;
+        let snap = edge.snapshot();
+        let now = Instant::now();
+        for rt in &snap.services {
+            for inst in &rt.local {
+                if inst.ejection_expired(now) {
+                    let (edge, rt, inst) = (edge.clone(), rt.clone(), inst.clone());
+                    tokio::spawn(async move {
+                        let passed = recheck(&rt, &inst.meta.addr).await;
+                        inst.recheck(passed, Instant::now(), &rt.svc.ejection);
+                        tracing::info!(service = %rt.svc.name, instance = %inst.meta.name, passed, "ejected instance re-checked");
+                        let _ = edge;
+                    });
+                }
+            }
+            analyse(&edge, rt, now);
+            let plan = routing::plan(
+                &rt.local,
+                rt.svc.floor(&edge.region),
+                snap.controls.service(&rt.svc.name),
+                state::now_ms(),
+            );
+            edge.set_panic_gauge(&rt.svc.name, plan.mode == routing::Mode::Panic);
+            edge.metrics
+                .concurrency_limit
+                .get_or_create(&metrics::ServiceLabels {
+                    service: rt.svc.name.clone(),
+                })
+                .set(rt.admission.limit() as i64);
+        }
+    }
+}
+
+fn analyse(edge: &Edge, rt: &Arc<ServiceRuntime>, now: Instant) {
+    {
+        let mut last = rt.last_analysis.lock().unwrap_or_else(|e| e.into_inner());
+        if now.saturating_duration_since(*last) < rt.svc.ejection.interval {
+            return;
+        }
+        *last = now;
+    }
+    let stats: Vec<IntervalStats> = rt
+        .local
+        .iter()
+        .map(|i| {
+            let (requests, success_rate, mean_latency) = i.take_interval();
+            IntervalStats {
+                requests,
+                success_rate,
+                mean_latency,
+            }
+        })
+        .collect();
+    let mut zones: Vec<&str> = rt.local.iter().map(|i| i.meta.zone.as_str()).collect();
+    zones.sort();
+    zones.dedup();
+    for z in zones {
+        let idx: Vec<usize> = (0..rt.local.len())
+            .filter(|&i| rt.local[i].meta.zone == z && rt.local[i].is_healthy())
+            .collect();
+        let zstats: Vec<IntervalStats> = idx.iter().map(|&i| stats[i]).collect();
+        for (k, reason) in peer_outliers(&zstats, &rt.svc.ejection) {
+            edge.try_eject(rt, &rt.local[idx[k]], reason);
+        }
+    }
+}
+
+/// An active check of an ejected instance: its health endpoint must answer 2xx.
+async fn recheck(rt: &ServiceRuntime, addr: &SocketAddr) -> bool {
+    let uri = format!("http://{addr}{}", rt.svc.health_path);
+    let host = rt.svc.hosts.first().cloned().unwrap_or_default();
+    let Ok(req) = Request::builder()
+        .method(Method::GET)
+        .uri(uri)
+        .header(header::HOST, host)
+        .header("user-agent", "switchyard-edge-recheck")
+        .body(Full::new(Bytes::new()))
+    else {
+        return false;
+    };
+    let t = rt.svc.timeouts.connect + rt.svc.timeouts.header;
+    matches!(tokio::time::timeout(t, rt.client.request(req)).await, Ok(Ok(r)) if r.status().is_success())
+}
+
+/// Runs an edge until SIGINT or SIGTERM, then drains.
+pub async fn run(opts: EdgeOptions) -> anyhow::Result<()> {
+    let running = start(opts).await?;
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    tracing::info!("shutting down: draining connections");
+    running.shutdown().await;
+    Ok(())
+}

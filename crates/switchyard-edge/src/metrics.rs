@@ -1,0 +1,216 @@
+//! Prometheus metrics, served as text at the admin listener's `/metrics`.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    pub service: String,
+    pub route_kind: String,
+    pub zone: String,
+    pub instance: String,
+    pub code: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LatencyLabels {
+    pub service: String,
+    pub route_kind: String,
+    pub zone: String,
+    pub instance: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ErrorLabels {
+    pub service: String,
+    pub zone: String,
+    pub instance: String,
+    pub class: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct InstanceLabels {
+    pub service: String,
+    pub instance: String,
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ShedLabels {
+    pub service: String,
+    pub priority: String,
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ServiceLabels {
+    pub service: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RegionLabels {
+    pub service: String,
+    pub region: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabels {
+    pub service: String,
+    pub outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SourceLabels {
+    pub source: String,
+    pub result: String,
+}
+
+pub struct Metrics {
+    pub registry: Registry,
+    pub requests: Family<RequestLabels, Counter>,
+    pub latency: Family<LatencyLabels, Histogram>,
+    pub upstream_errors: Family<ErrorLabels, Counter>,
+    pub ejections: Family<InstanceLabels, Counter>,
+    pub ejections_refused: Family<InstanceLabels, Counter>,
+    pub shed: Family<ShedLabels, Counter>,
+    pub read_only: Family<ServiceLabels, Counter>,
+    pub panic: Family<RegionLabels, Gauge>,
+    pub retries: Family<OutcomeLabels, Counter>,
+    pub forwarded: Family<RegionLabels, Counter>,
+    pub concurrency_limit: Family<ServiceLabels, Gauge>,
+    pub inflight: Family<ServiceLabels, Gauge>,
+    pub updates: Family<SourceLabels, Counter>,
+    pub control_plane_connected: Gauge,
+}
+
+fn latency_histogram() -> Histogram {
+    // 0.5 ms to ~33 s.
+    Histogram::new(exponential_buckets(0.0005, 2.0, 17))
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("switchyard");
+        let requests = Family::<RequestLabels, Counter>::default();
+        let latency = Family::<LatencyLabels, Histogram>::new_with_constructor(
+            latency_histogram as fn() -> Histogram,
+        );
+        let upstream_errors = Family::default();
+        let ejections = Family::default();
+        let ejections_refused = Family::default();
+        let shed = Family::default();
+        let read_only = Family::default();
+        let panic = Family::default();
+        let retries = Family::default();
+        let forwarded = Family::default();
+        let concurrency_limit = Family::default();
+        let inflight = Family::default();
+        let updates = Family::default();
+        let control_plane_connected = Gauge::default();
+        registry.register(
+            "requests",
+            "Requests answered, by service, route kind, serving zone, instance and status class",
+            requests.clone(),
+        );
+        registry.register(
+            "request_duration_seconds",
+            "Time from request to full response, by service, route kind, serving zone and instance",
+            latency.clone(),
+        );
+        registry.register(
+            "upstream_errors",
+            "Failed attempts against instances or remote edges, by class",
+            upstream_errors.clone(),
+        );
+        registry.register(
+            "ejections",
+            "Instances ejected by outlier detection, by reason",
+            ejections.clone(),
+        );
+        registry.register(
+            "ejections_refused",
+            "Ejections refused because they would break the capacity floor or the ejection cap",
+            ejections_refused.clone(),
+        );
+        registry.register(
+            "shed",
+            "Requests rejected by load shedding, by priority and reason",
+            shed.clone(),
+        );
+        registry.register(
+            "read_only_rejections",
+            "Write requests refused in read-only mode",
+            read_only.clone(),
+        );
+        registry.register("panic", "1 while a region's serving capacity is at the floor and the edge routes to every instance", panic.clone());
+        registry.register(
+            "retries",
+            "Retries, by outcome (sent, budget_exhausted)",
+            retries.clone(),
+        );
+        registry.register(
+            "forwarded",
+            "Requests forwarded to another region's edges, by target region",
+            forwarded.clone(),
+        );
+        registry.register(
+            "concurrency_limit",
+            "Current concurrency limit (adaptive or fixed)",
+            concurrency_limit.clone(),
+        );
+        registry.register("inflight", "Requests in flight", inflight.clone());
+        registry.register(
+            "updates",
+            "Config and controls updates, by source and result",
+            updates.clone(),
+        );
+        registry.register(
+            "control_plane_connected",
+            "1 while the control-plane watch stream is connected",
+            control_plane_connected.clone(),
+        );
+        Metrics {
+            registry,
+            requests,
+            latency,
+            upstream_errors,
+            ejections,
+            ejections_refused,
+            shed,
+            read_only,
+            panic,
+            retries,
+            forwarded,
+            concurrency_limit,
+            inflight,
+            updates,
+            control_plane_connected,
+        }
+    }
+
+    pub fn update(&self, source: &str, ok: bool) {
+        self.updates
+            .get_or_create(&SourceLabels {
+                source: source.into(),
+                result: if ok { "accepted" } else { "refused" }.into(),
+            })
+            .inc();
+    }
+
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            .expect("writing to a String cannot fail");
+        out
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}

@@ -1,0 +1,713 @@
+//! The request path: find the service, shed or admit, pick a region and an
+//! instance, send with timeouts, retry once where it is safe, and record what
+//! happened for metrics, signals and outlier ejection.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, Request, Response, StatusCode, Uri, Version};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use rand::Rng;
+use switchyard_model::{Fault, Route, RouteKind, ServiceControls};
+
+use crate::error::{EdgeError, ErrorKind};
+use crate::metrics::{
+    ErrorLabels, LatencyLabels, OutcomeLabels, RegionLabels, RequestLabels, ServiceLabels,
+    ShedLabels,
+};
+use crate::outlier::{InstanceState, Outcome, Verdict};
+use crate::routing::{self, Mode, Target};
+use crate::signals::SeriesKey;
+use crate::state::{now_ms, Edge, ServiceRuntime, Snapshot};
+
+pub const HOME_REGION: &str = "x-switchyard-home-region";
+pub const FORWARDED: &str = "x-switchyard-forwarded";
+pub const UPSTREAM: &str = "x-switchyard-upstream";
+const MAX_RESPONSE_BYTES: usize = 64 * 1024 * 1024;
+
+const HOP_BY_HOP: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+type Resp = Response<Full<Bytes>>;
+
+/// Entry point for every client request.
+pub async fn handle(
+    edge: Arc<Edge>,
+    req: Request<Incoming>,
+    peer: SocketAddr,
+) -> Result<Resp, Infallible> {
+    let start = Instant::now();
+    let snap = edge.snapshot();
+    let resp = match serve(&edge, &snap, req, peer, start).await {
+        Ok(r) => r,
+        Err((e, svc)) => {
+            let resp = e.to_response(svc.as_deref());
+            if let Some(s) = &svc {
+                count_request(&edge, s, None, "", "", resp.status(), start.elapsed());
+            }
+            resp
+        }
+    };
+    Ok(resp)
+}
+
+type Failure = (EdgeError, Option<String>);
+
+fn request_host(req: &Request<Incoming>) -> Option<String> {
+    let raw = match req.headers().get(header::HOST) {
+        Some(h) => h.to_str().ok()?.to_string(),
+        None => req.uri().authority()?.as_str().to_string(),
+    };
+    let host = if raw.starts_with('[') {
+        raw.split(']').next().map(|h| format!("{h}]"))?
+    } else {
+        raw.split(':').next()?.to_string()
+    };
+    (!host.is_empty()).then(|| host.to_ascii_lowercase())
+}
+
+fn home_region(headers: &HeaderMap) -> Option<String> {
+    if let Some(v) = headers.get(HOME_REGION).and_then(|v| v.to_str().ok()) {
+        return Some(v.trim().to_string());
+    }
+    for c in headers.get_all(header::COOKIE) {
+        for part in c.to_str().unwrap_or("").split(';') {
+            if let Some((k, v)) = part.trim().split_once('=') {
+                if k == HOME_REGION {
+                    return Some(v.trim().to_string());
+                }
+            }
+        }
+    }
+    None
+}
+
+async fn serve(
+    edge: &Arc<Edge>,
+    snap: &Arc<Snapshot>,
+    req: Request<Incoming>,
+    peer: SocketAddr,
+    start: Instant,
+) -> Result<Resp, Failure> {
+    let max_header = snap.config.edge.max_header_bytes;
+    let header_bytes: usize = req
+        .headers()
+        .iter()
+        .map(|(k, v)| k.as_str().len() + v.len() + 4)
+        .sum();
+    if header_bytes > max_header {
+        return Err((
+            EdgeError::new(
+                ErrorKind::HeadersTooLarge,
+                format!("request headers are {header_bytes} bytes; the limit is {max_header}"),
+            ),
+            None,
+        ));
+    }
+    let Some(host) = request_host(&req) else {
+        return Err((
+            EdgeError::new(ErrorKind::BadRequest, "the request has no Host header"),
+            None,
+        ));
+    };
+    let path = req.uri().path().to_string();
+    let Some(rt) = snap.service_for(&host, &path).cloned() else {
+        return Err((
+            EdgeError::new(
+                ErrorKind::UnknownService,
+                format!("no service is configured for host {host:?}"),
+            ),
+            None,
+        ));
+    };
+    let svc_name = rt.svc.name.clone();
+    let fail = |e: EdgeError| (e, Some(svc_name.clone()));
+    let route = rt.svc.route_for(req.method().as_str(), &path);
+    let sc = snap
+        .controls
+        .service(&svc_name)
+        .cloned()
+        .unwrap_or_default();
+
+    let permit = match rt.admission.try_admit(route.priority, sc.shed_level, start) {
+        Ok(p) => p,
+        Err(reason) => {
+            edge.metrics
+                .shed
+                .get_or_create(&ShedLabels {
+                    service: svc_name.clone(),
+                    priority: route.priority.as_str().into(),
+                    reason: reason.as_str().into(),
+                })
+                .inc();
+            record_signal(
+                edge,
+                &svc_name,
+                &route.name,
+                "",
+                "",
+                start.elapsed(),
+                Some("shed"),
+            );
+            return Err(fail(EdgeError::new(
+                ErrorKind::Shed,
+                format!(
+                    "shed: {} request over the {} limit (priority {})",
+                    svc_name,
+                    reason.as_str(),
+                    route.priority.as_str()
+                ),
+            )));
+        }
+    };
+    // Cloned out of the family so no lock guard is held across an await.
+    let inflight_gauge = edge
+        .metrics
+        .inflight
+        .get_or_create(&ServiceLabels {
+            service: svc_name.clone(),
+        })
+        .clone();
+    inflight_gauge.inc();
+    struct Dec(prometheus_client::metrics::gauge::Gauge);
+    impl Drop for Dec {
+        fn drop(&mut self) {
+            self.0.dec();
+        }
+    }
+    let _dec = Dec(inflight_gauge);
+
+    let (parts, body) = req.into_parts();
+    let max_body = snap.config.edge.max_body_bytes;
+    if let Some(len) = parts.headers.get(header::CONTENT_LENGTH) {
+        match len.to_str().ok().and_then(|s| s.parse::<u64>().ok()) {
+            Some(n) if n > max_body as u64 => {
+                return Err(fail(EdgeError::new(
+                    ErrorKind::PayloadTooLarge,
+                    format!("request body is {n} bytes; the limit is {max_body}"),
+                )))
+            }
+            Some(_) => {}
+            None => {
+                return Err(fail(EdgeError::new(
+                    ErrorKind::BadRequest,
+                    "Content-Length is not a number",
+                )))
+            }
+        }
+    }
+    let body = match Limited::new(body, max_body).collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(e) => {
+            return Err(fail(
+                if e.downcast_ref::<http_body_util::LengthLimitError>()
+                    .is_some()
+                {
+                    EdgeError::new(
+                        ErrorKind::PayloadTooLarge,
+                        format!("request body exceeds the limit of {max_body} bytes"),
+                    )
+                } else {
+                    EdgeError::new(
+                        ErrorKind::BadRequest,
+                        format!("could not read the request body: {e}"),
+                    )
+                },
+            ));
+        }
+    };
+
+    let home = home_region(&parts.headers);
+    let forwarded = parts.headers.contains_key(FORWARDED);
+    let target = routing::target(
+        &rt.svc,
+        &snap.controls,
+        &edge.region,
+        home.as_deref(),
+        forwarded,
+        &mut rand::thread_rng(),
+    );
+    let out = Outbound {
+        method: parts.method,
+        uri: parts.uri,
+        headers: outbound_headers(&parts.headers, &host, peer),
+        body,
+    };
+    let result = match target {
+        Target::Region { name, reason } => {
+            edge.metrics
+                .forwarded
+                .get_or_create(&RegionLabels {
+                    service: svc_name.clone(),
+                    region: name.clone(),
+                })
+                .inc();
+            tracing::debug!(service = %svc_name, to = %name, reason = reason.as_str(), "forwarding to another region");
+            forward_to_region(edge, snap, &rt, &name, out).await
+        }
+        Target::Local => serve_local(edge, snap, &rt, &route, &sc, out, start).await,
+    };
+    match result {
+        Ok((resp, zone, inst)) => {
+            if resp.status().is_success()
+                || resp.status().is_redirection()
+                || resp.status().is_client_error()
+            {
+                permit.report_latency(Instant::now());
+            }
+            count_request(
+                edge,
+                &svc_name,
+                Some(route.kind),
+                &zone,
+                &inst,
+                resp.status(),
+                start.elapsed(),
+            );
+            Ok(resp)
+        }
+        Err(e) => Err(fail(e)),
+    }
+}
+
+struct Outbound {
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+}
+
+fn outbound_headers(h: &HeaderMap, host: &str, peer: SocketAddr) -> HeaderMap {
+    let mut out = HeaderMap::with_capacity(h.len() + 3);
+    for (k, v) in h {
+        if !HOP_BY_HOP.contains(&k.as_str()) && k != header::HOST {
+            out.append(k.clone(), v.clone());
+        }
+    }
+    if let Ok(v) = HeaderValue::from_str(host) {
+        out.insert(header::HOST, v);
+    }
+    let xff = match h.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+        Some(prev) => format!("{prev}, {}", peer.ip()),
+        None => peer.ip().to_string(),
+    };
+    if let Ok(v) = HeaderValue::from_str(&xff) {
+        out.insert(HeaderName::from_static("x-forwarded-for"), v);
+    }
+    if !out.contains_key("traceparent") {
+        let mut rng = rand::thread_rng();
+        let tp = format!(
+            "00-{:032x}-{:016x}-01",
+            rng.gen::<u128>() | 1,
+            rng.gen::<u64>() | 1
+        );
+        out.insert(
+            HeaderName::from_static("traceparent"),
+            HeaderValue::from_str(&tp).expect("hex is a valid header"),
+        );
+    }
+    out
+}
+
+fn is_idempotent(m: &Method) -> bool {
+    matches!(
+        *m,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE | Method::TRACE
+    )
+}
+
+async fn serve_local(
+    edge: &Arc<Edge>,
+    snap: &Snapshot,
+    rt: &Arc<ServiceRuntime>,
+    route: &Route,
+    sc: &ServiceControls,
+    out: Outbound,
+    start: Instant,
+) -> Result<(Resp, String, String), EdgeError> {
+    let region_ro = sc.regions.get(&edge.region).is_some_and(|r| r.read_only);
+    if (sc.read_only || region_ro) && route.kind == RouteKind::Write {
+        edge.metrics
+            .read_only
+            .get_or_create(&ServiceLabels {
+                service: rt.svc.name.clone(),
+            })
+            .inc();
+        record_signal(
+            edge,
+            &rt.svc.name,
+            &route.name,
+            "",
+            "",
+            start.elapsed(),
+            Some("read_only"),
+        );
+        return Err(EdgeError::new(
+            ErrorKind::ReadOnly,
+            format!(
+                "service {} is read-only for now; reads keep working",
+                rt.svc.name
+            ),
+        ));
+    }
+    let plan = routing::plan(&rt.local, rt.svc.floor(&edge.region), Some(sc), now_ms());
+    edge.set_panic_gauge(&rt.svc.name, plan.mode == Mode::Panic);
+    let first =
+        routing::choose(&plan, &edge.zone, None, &mut rand::thread_rng()).ok_or_else(|| {
+            EdgeError::new(
+                ErrorKind::NoInstance,
+                format!(
+                    "service {} has no instance in region {}",
+                    rt.svc.name, edge.region
+                ),
+            )
+        })?;
+    let faults: Vec<&Fault> = snap
+        .controls
+        .faults
+        .iter()
+        .filter(|f| f.service == rt.svc.name && f.route.as_ref().is_none_or(|r| *r == route.name))
+        .collect();
+    let result = attempt(edge, rt, route, &faults, &first, &out).await;
+    let retry_worthy = match &result {
+        Err(e) => e.kind.retryable(),
+        Ok((r, _, _)) => r.status() == StatusCode::SERVICE_UNAVAILABLE,
+    };
+    if !(retry_worthy && is_idempotent(&out.method)) {
+        return result.map(|r| tag(r, &first));
+    }
+    let Some(_retry) = rt.retry.try_acquire(rt.admission.inflight()) else {
+        retry_metric(edge, &rt.svc.name, "budget_exhausted");
+        return result.map(|r| tag(r, &first));
+    };
+    let Some(second) = routing::choose(&plan, &edge.zone, Some(&first), &mut rand::thread_rng())
+    else {
+        retry_metric(edge, &rt.svc.name, "no_candidate");
+        return result.map(|r| tag(r, &first));
+    };
+    retry_metric(edge, &rt.svc.name, "sent");
+    attempt(edge, rt, route, &faults, &second, &out)
+        .await
+        .map(|r| tag(r, &second))
+}
+
+fn tag((mut resp, _, _): (Resp, String, String), inst: &InstanceState) -> (Resp, String, String) {
+    let m = &inst.meta;
+    if let Ok(v) = HeaderValue::from_str(&format!("{}/{}/{}", m.region, m.zone, m.name)) {
+        resp.headers_mut()
+            .insert(HeaderName::from_static(UPSTREAM), v);
+    }
+    (resp, m.zone.clone(), m.name.clone())
+}
+
+fn retry_metric(edge: &Edge, service: &str, outcome: &str) {
+    edge.metrics
+        .retries
+        .get_or_create(&OutcomeLabels {
+            service: service.into(),
+            outcome: outcome.into(),
+        })
+        .inc();
+}
+
+/// Decides whether an injected fault hits this attempt.
+fn roll(percent: f64) -> bool {
+    percent >= 100.0 || (percent > 0.0 && rand::thread_rng().gen::<f64>() * 100.0 < percent)
+}
+
+struct InflightGuard<'a>(&'a InstanceState);
+impl Drop for InflightGuard<'_> {
+    fn drop(&mut self) {
+        self.0.inflight.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+async fn attempt(
+    edge: &Arc<Edge>,
+    rt: &Arc<ServiceRuntime>,
+    route: &Route,
+    faults: &[&Fault],
+    inst: &Arc<InstanceState>,
+    out: &Outbound,
+) -> Result<(Resp, String, String), EdgeError> {
+    let t0 = Instant::now();
+    let zone = inst.meta.zone.as_str();
+    for f in faults
+        .iter()
+        .filter(|f| f.zone.as_ref().is_none_or(|z| z == zone))
+    {
+        if f.delay_ms + f.delay_jitter_ms > 0 && roll(f.delay_percent) {
+            let jitter = if f.delay_jitter_ms > 0 {
+                rand::thread_rng().gen_range(0..=f.delay_jitter_ms)
+            } else {
+                0
+            };
+            tokio::time::sleep(Duration::from_millis(f.delay_ms + jitter)).await;
+        }
+        if let Some(status) = f.abort_status {
+            if roll(f.abort_percent) {
+                record_signal(
+                    edge,
+                    &rt.svc.name,
+                    &route.name,
+                    zone,
+                    &inst.meta.name,
+                    t0.elapsed(),
+                    Some("fault"),
+                );
+                let mut e = EdgeError::new(
+                    ErrorKind::FaultAbort,
+                    format!("fault injected: abort with {status}"),
+                );
+                e.status = StatusCode::from_u16(status).ok();
+                return Err(e);
+            }
+        }
+    }
+    inst.inflight.fetch_add(1, Ordering::AcqRel);
+    let _g = InflightGuard(inst);
+    let t = &rt.svc.timeouts;
+    let result = send(&rt.client, inst.meta.addr, out, t.header, t.total).await;
+    let latency = t0.elapsed();
+    let (outcome, class) = match &result {
+        Ok(r) if r.status().is_server_error() => (Outcome::Status5xx, Some("status_5xx")),
+        Ok(_) => (Outcome::Success, None),
+        Err(e) => (Outcome::LocalOriginFailure, Some(e.kind.code())),
+    };
+    record_signal(
+        edge,
+        &rt.svc.name,
+        &route.name,
+        zone,
+        &inst.meta.name,
+        latency,
+        class,
+    );
+    if let Some(c) = class {
+        edge.metrics
+            .upstream_errors
+            .get_or_create(&ErrorLabels {
+                service: rt.svc.name.clone(),
+                zone: zone.into(),
+                instance: inst.meta.name.clone(),
+                class: c.into(),
+            })
+            .inc();
+    }
+    if let Verdict::Eject(reason) = inst.observe(outcome, latency, &rt.svc.ejection) {
+        edge.try_eject(rt, inst, reason);
+    }
+    result.map(|r| (r, String::new(), String::new()))
+}
+
+/// One HTTP exchange with a header timeout and a total timeout, the response
+/// fully read so that the total timeout covers the body too.
+async fn send(
+    client: &crate::state::HttpClient,
+    addr: SocketAddr,
+    out: &Outbound,
+    header_timeout: Duration,
+    total_timeout: Duration,
+) -> Result<Resp, EdgeError> {
+    let deadline = tokio::time::Instant::now() + total_timeout;
+    let pq = out.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+    let uri: Uri = format!("http://{addr}{pq}")
+        .parse()
+        .map_err(|e| EdgeError::new(ErrorKind::BadRequest, format!("bad request target: {e}")))?;
+    let mut req = Request::new(Full::new(out.body.clone()));
+    *req.method_mut() = out.method.clone();
+    *req.uri_mut() = uri;
+    *req.version_mut() = Version::HTTP_11;
+    *req.headers_mut() = out.headers.clone();
+    let resp =
+        match tokio::time::timeout(header_timeout.min(total_timeout), client.request(req)).await {
+            Err(_) => {
+                return Err(EdgeError::new(
+                    ErrorKind::UpstreamTimeout,
+                    format!(
+                        "{addr} sent no response head within {} ms",
+                        header_timeout.as_millis()
+                    ),
+                ))
+            }
+            Ok(Err(e)) if e.is_connect() => {
+                return Err(EdgeError::new(
+                    ErrorKind::UpstreamConnect,
+                    format!("could not connect to {addr}: {}", root_cause(&e)),
+                ))
+            }
+            Ok(Err(e)) => {
+                return Err(EdgeError::new(
+                    ErrorKind::UpstreamProtocol,
+                    format!("exchange with {addr} failed: {}", root_cause(&e)),
+                ))
+            }
+            Ok(Ok(r)) => r,
+        };
+    let (mut parts, body) = resp.into_parts();
+    let body =
+        match tokio::time::timeout_at(deadline, Limited::new(body, MAX_RESPONSE_BYTES).collect())
+            .await
+        {
+            Err(_) => {
+                return Err(EdgeError::new(
+                    ErrorKind::UpstreamTimeout,
+                    format!(
+                        "{addr} did not finish its response within {} ms",
+                        total_timeout.as_millis()
+                    ),
+                ))
+            }
+            Ok(Err(e)) => {
+                return Err(EdgeError::new(
+                    ErrorKind::UpstreamProtocol,
+                    format!("reading the response from {addr} failed: {e}"),
+                ))
+            }
+            Ok(Ok(b)) => b.to_bytes(),
+        };
+    for h in HOP_BY_HOP {
+        parts.headers.remove(*h);
+    }
+    parts.version = Version::HTTP_11;
+    Ok(Response::from_parts(parts, Full::new(body)))
+}
+
+fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut cur = e;
+    while let Some(next) = cur.source() {
+        cur = next;
+    }
+    cur.to_string()
+}
+
+/// Sends to another region's edges, trying a second edge if the first cannot
+/// be reached. The remote edge serves it locally whatever its own controls say.
+async fn forward_to_region(
+    edge: &Arc<Edge>,
+    snap: &Snapshot,
+    rt: &Arc<ServiceRuntime>,
+    region: &str,
+    mut out: Outbound,
+) -> Result<(Resp, String, String), EdgeError> {
+    let mut edges: Vec<SocketAddr> = snap
+        .config
+        .region(region)
+        .map(|r| r.zones.iter().map(|z| z.edge).collect())
+        .unwrap_or_default();
+    if edges.is_empty() {
+        return Err(EdgeError::new(
+            ErrorKind::NoInstance,
+            format!("region {region} has no edges"),
+        ));
+    }
+    let first = rand::thread_rng().gen_range(0..edges.len());
+    edges.rotate_left(first);
+    out.headers.insert(
+        HeaderName::from_static(FORWARDED),
+        HeaderValue::from_str(&edge.region).expect("region names are valid header values"),
+    );
+    let t = &rt.svc.timeouts;
+    let mut last = None;
+    for addr in edges.iter().take(2) {
+        let t0 = Instant::now();
+        match send(&rt.client, *addr, &out, t.header, t.total).await {
+            Ok(r) => {
+                record_signal(
+                    edge,
+                    &rt.svc.name,
+                    "forward",
+                    region,
+                    "",
+                    t0.elapsed(),
+                    r.status().is_server_error().then_some("status_5xx"),
+                );
+                return Ok((r, format!("region:{region}"), addr.to_string()));
+            }
+            Err(e) => {
+                record_signal(
+                    edge,
+                    &rt.svc.name,
+                    "forward",
+                    region,
+                    "",
+                    t0.elapsed(),
+                    Some(e.kind.code()),
+                );
+                let again = e.kind == ErrorKind::UpstreamConnect;
+                last = Some(e);
+                if !again {
+                    break;
+                }
+            }
+        }
+    }
+    Err(last.expect("at least one edge was tried"))
+}
+
+fn record_signal(
+    edge: &Edge,
+    service: &str,
+    route: &str,
+    zone: &str,
+    inst: &str,
+    latency: Duration,
+    class: Option<&'static str>,
+) {
+    edge.signals.record(
+        SeriesKey {
+            service: service.into(),
+            route: route.into(),
+            target_zone: zone.into(),
+            instance: inst.into(),
+        },
+        latency,
+        class,
+    );
+}
+
+fn count_request(
+    edge: &Edge,
+    service: &str,
+    kind: Option<RouteKind>,
+    zone: &str,
+    instance: &str,
+    status: StatusCode,
+    elapsed: Duration,
+) {
+    let kind = kind.map(|k| k.as_str()).unwrap_or("none");
+    edge.metrics
+        .requests
+        .get_or_create(&RequestLabels {
+            service: service.into(),
+            route_kind: kind.into(),
+            zone: zone.into(),
+            instance: instance.into(),
+            code: format!("{}xx", status.as_u16() / 100),
+        })
+        .inc();
+    edge.metrics
+        .latency
+        .get_or_create(&LatencyLabels {
+            service: service.into(),
+            route_kind: kind.into(),
+            zone: zone.into(),
+            instance: instance.into(),
+        })
+        .observe(elapsed.as_secs_f64());
+}

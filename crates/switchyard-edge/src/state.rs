@@ -1,0 +1,472 @@
+//! The edge's shared state: the current config and controls (swapped
+//! atomically, never locked on the request path), the per-service runtime that
+//! survives reloads, and the last-known-good controls on disk.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use serde::{Deserialize, Serialize};
+use switchyard_model::{Config, ConfigError, Controls, Service};
+
+use crate::metrics::{InstanceLabels, Metrics, RegionLabels};
+use crate::outlier::{EjectReason, InstanceState};
+use crate::routing;
+use crate::shed::{Admission, RetryBudget};
+use crate::signals::Signals;
+
+pub type HttpClient = Client<HttpConnector, Full<Bytes>>;
+
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+pub fn http_client(connect_timeout: Duration) -> HttpClient {
+    let mut conn = HttpConnector::new();
+    conn.set_connect_timeout(Some(connect_timeout));
+    conn.set_nodelay(true);
+    conn.enforce_http(true);
+    Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(60))
+        .pool_max_idle_per_host(1024)
+        .build(conn)
+}
+
+/// One service as this edge runs it.
+pub struct ServiceRuntime {
+    pub svc: Service,
+    /// Instances in this edge's region: the only ones it sends to directly.
+    pub local: Vec<Arc<InstanceState>>,
+    pub admission: Arc<Admission>,
+    pub retry: Arc<RetryBudget>,
+    pub client: HttpClient,
+    pub(crate) last_analysis: Mutex<Instant>,
+    eject_lock: Mutex<()>,
+}
+
+pub struct Snapshot {
+    pub config: Arc<Config>,
+    pub controls: Arc<Controls>,
+    pub services: Vec<Arc<ServiceRuntime>>,
+}
+
+impl Snapshot {
+    /// The service for a host (port ignored, case-insensitive) and path; the
+    /// longest matching path prefix wins.
+    pub fn service_for(&self, host: &str, path: &str) -> Option<&Arc<ServiceRuntime>> {
+        self.services
+            .iter()
+            .filter(|s| s.svc.hosts.iter().any(|h| h == host))
+            .filter(|s| {
+                s.svc
+                    .path_prefix
+                    .as_deref()
+                    .is_none_or(|p| path.starts_with(p))
+            })
+            .max_by_key(|s| s.svc.path_prefix.as_ref().map(|p| p.len()).unwrap_or(0))
+    }
+
+    pub fn service(&self, name: &str) -> Option<&Arc<ServiceRuntime>> {
+        self.services.iter().find(|s| s.svc.name == name)
+    }
+}
+
+/// Why a change was refused; the edge keeps what it had.
+#[derive(Debug, thiserror::Error)]
+pub enum UpdateError {
+    #[error("{0}")]
+    Invalid(#[from] ConfigError),
+    #[error("{0}")]
+    Refused(String),
+    #[error("could not save last-known-good controls: {0}")]
+    Persist(std::io::Error),
+}
+
+impl UpdateError {
+    pub fn reasons(&self) -> Vec<String> {
+        match self {
+            UpdateError::Invalid(e) => e.reasons(),
+            other => vec![other.to_string()],
+        }
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct LastKnownGood {
+    saved_at_ms: u64,
+    source: String,
+    controls: Controls,
+}
+
+pub struct Edge {
+    pub zone: String,
+    pub region: String,
+    pub config_path: PathBuf,
+    snap: ArcSwap<Snapshot>,
+    pub metrics: Metrics,
+    pub signals: Signals,
+    pub started: Instant,
+    pub control_plane_connected: AtomicBool,
+    lkg_path: Option<PathBuf>,
+    update_lock: Mutex<()>,
+    controls_source: Mutex<String>,
+}
+
+impl Edge {
+    /// Builds the edge for `zone`. Controls start from the last-known-good
+    /// file when it is there and still fits the config.
+    pub fn new(config: Config, config_path: PathBuf, zone: &str) -> anyhow::Result<Arc<Edge>> {
+        let z = config.zone(zone).ok_or_else(|| {
+            anyhow::anyhow!(
+                "zone {zone:?} is not in the config (known: {})",
+                zone_list(&config)
+            )
+        })?;
+        let region = z.region.clone();
+        let lkg_path = config
+            .edge
+            .state_dir
+            .as_ref()
+            .map(|d| Path::new(d).join(format!("{zone}.controls.lkg.json")));
+        let mut controls = Controls::default();
+        let mut source = "default".to_string();
+        if let Some(p) = &lkg_path {
+            match load_lkg(p, &config) {
+                Ok(Some(c)) => {
+                    tracing::info!(path = %p.display(), version = c.version, "starting from last-known-good controls");
+                    controls = c;
+                    source = "last-known-good".into();
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::warn!(path = %p.display(), error = %e, "ignoring unusable last-known-good controls")
+                }
+            }
+        }
+        let config = Arc::new(config);
+        let services = build_services(&config, &region, None);
+        let edge = Arc::new(Edge {
+            zone: zone.to_string(),
+            region: region.clone(),
+            config_path,
+            snap: ArcSwap::from_pointee(Snapshot {
+                config,
+                controls: Arc::new(controls),
+                services,
+            }),
+            metrics: Metrics::new(),
+            signals: Signals::new(&region, zone),
+            started: Instant::now(),
+            control_plane_connected: AtomicBool::new(false),
+            lkg_path,
+            update_lock: Mutex::new(()),
+            controls_source: Mutex::new(source),
+        });
+        Ok(edge)
+    }
+
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.snap.load_full()
+    }
+
+    pub fn controls_source(&self) -> String {
+        self.controls_source
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Validates, saves as last-known-good, then swaps in. A refused set
+    /// changes nothing.
+    pub fn apply_controls_json(
+        &self,
+        text: &str,
+        source: &str,
+    ) -> Result<Arc<Controls>, UpdateError> {
+        let cfg = self.snapshot().config.clone();
+        let controls = Controls::from_json(text, &cfg);
+        match controls {
+            Ok(c) => self.apply_controls(c, source),
+            Err(e) => {
+                self.metrics.update(source, false);
+                Err(e.into())
+            }
+        }
+    }
+
+    pub fn apply_controls(
+        &self,
+        controls: Controls,
+        source: &str,
+    ) -> Result<Arc<Controls>, UpdateError> {
+        let _g = self.update_lock.lock().unwrap_or_else(|e| e.into_inner());
+        let cur = self.snapshot();
+        let result = (|| {
+            controls
+                .validate(&cur.config)
+                .map_err(ConfigError::Invalid)?;
+            if let Some(p) = &self.lkg_path {
+                save_lkg(p, &controls, source).map_err(UpdateError::Persist)?;
+            }
+            let controls = Arc::new(controls);
+            self.snap.store(Arc::new(Snapshot {
+                config: cur.config.clone(),
+                controls: controls.clone(),
+                services: cur.services.clone(),
+            }));
+            Ok(controls)
+        })();
+        self.metrics.update(source, result.is_ok());
+        match &result {
+            Ok(c) => {
+                *self
+                    .controls_source
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner()) = source.to_string();
+                tracing::info!(source, version = c.version, "controls applied");
+            }
+            Err(e) => {
+                tracing::warn!(source, error = %e, "controls refused; keeping the current set")
+            }
+        }
+        result
+    }
+
+    /// Swaps in a new config. Instance health, limits and connection pools
+    /// carry over for everything that did not change.
+    pub fn apply_config(&self, config: Config) -> Result<(), UpdateError> {
+        let _g = self.update_lock.lock().unwrap_or_else(|e| e.into_inner());
+        let cur = self.snapshot();
+        let result = (|| {
+            let old_zone = cur
+                .config
+                .zone(&self.zone)
+                .expect("own zone exists in the running config");
+            let new_zone = config.zone(&self.zone).ok_or_else(|| {
+                UpdateError::Refused(format!(
+                    "the new config has no zone {:?}, which this edge serves",
+                    self.zone
+                ))
+            })?;
+            if new_zone.edge != old_zone.edge
+                || new_zone.admin != old_zone.admin
+                || new_zone.region != old_zone.region
+            {
+                return Err(UpdateError::Refused(format!(
+                    "zone {:?} changed its addresses or region; that needs a restart",
+                    self.zone
+                )));
+            }
+            cur.controls.validate(&config).map_err(|e| {
+                UpdateError::Refused(format!(
+                    "the current controls do not fit the new config: {}",
+                    e.iter()
+                        .map(|x| x.to_string())
+                        .collect::<Vec<_>>()
+                        .join("; ")
+                ))
+            })?;
+            let config = Arc::new(config);
+            let services = build_services(&config, &self.region, Some(&cur.services));
+            self.snap.store(Arc::new(Snapshot {
+                config,
+                controls: cur.controls.clone(),
+                services,
+            }));
+            Ok(())
+        })();
+        self.metrics.update("config", result.is_ok());
+        match &result {
+            Ok(()) => tracing::info!("config reloaded"),
+            Err(e) => tracing::warn!(error = %e, "config refused; keeping the running one"),
+        }
+        result
+    }
+
+    /// Ejects if the cap on ejected instances and the capacity floor allow;
+    /// otherwise counts the refusal. Serialized per service so that two
+    /// concurrent failures cannot both pass the check.
+    pub fn try_eject(
+        &self,
+        rt: &ServiceRuntime,
+        inst: &Arc<InstanceState>,
+        reason: EjectReason,
+    ) -> bool {
+        let _g = rt.eject_lock.lock().unwrap_or_else(|e| e.into_inner());
+        if !inst.is_healthy() {
+            return false;
+        }
+        let snap = self.snapshot();
+        let sc = snap.controls.service(&rt.svc.name);
+        let now = now_ms();
+        let w = |z: &str| routing::zone_weight(sc, z, now);
+        let total = rt.local.len();
+        let ejected = rt.local.iter().filter(|i| !i.is_healthy()).count();
+        let cap = ((total as f64) * rt.svc.ejection.max_ejection_percent / 100.0)
+            .floor()
+            .max(1.0) as usize;
+        let serving = rt
+            .local
+            .iter()
+            .filter(|i| i.is_healthy() && w(&i.meta.zone) > 0.0)
+            .count();
+        let after = serving - usize::from(w(&inst.meta.zone) > 0.0);
+        let floor = rt.svc.floor(&self.region);
+        let refused = if ejected >= cap {
+            Some("max_ejection_percent")
+        } else if after < floor.max(1) {
+            Some("capacity_guard")
+        } else {
+            None
+        };
+        let labels = InstanceLabels {
+            service: rt.svc.name.clone(),
+            instance: inst.meta.name.clone(),
+            reason: refused.unwrap_or(reason_str(reason)).to_string(),
+        };
+        if refused.is_some() {
+            self.metrics.ejections_refused.get_or_create(&labels).inc();
+            return false;
+        }
+        let d = inst.eject(reason, Instant::now(), &rt.svc.ejection);
+        self.metrics.ejections.get_or_create(&labels).inc();
+        tracing::warn!(service = %rt.svc.name, instance = %inst.meta.name, ?reason, for_s = d.as_secs(), "instance ejected");
+        true
+    }
+
+    pub fn set_panic_gauge(&self, service: &str, panic: bool) {
+        self.metrics
+            .panic
+            .get_or_create(&RegionLabels {
+                service: service.into(),
+                region: self.region.clone(),
+            })
+            .set(i64::from(panic));
+    }
+
+    pub fn set_control_plane_connected(&self, up: bool) {
+        self.control_plane_connected.store(up, Ordering::Relaxed);
+        self.metrics.control_plane_connected.set(i64::from(up));
+    }
+}
+
+pub fn reason_str(r: EjectReason) -> &'static str {
+    match r {
+        EjectReason::Consecutive5xx => "consecutive_5xx",
+        EjectReason::ConsecutiveLocalFailures => "consecutive_local_failures",
+        EjectReason::SuccessRate => "success_rate",
+        EjectReason::Latency => "latency",
+        EjectReason::FailedRecheck => "failed_recheck",
+    }
+}
+
+fn zone_list(c: &Config) -> String {
+    c.zones()
+        .map(|z| z.name.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn build_services(
+    config: &Config,
+    region: &str,
+    old: Option<&[Arc<ServiceRuntime>]>,
+) -> Vec<Arc<ServiceRuntime>> {
+    let now = Instant::now();
+    let old: HashMap<&str, &Arc<ServiceRuntime>> = old
+        .unwrap_or(&[])
+        .iter()
+        .map(|s| (s.svc.name.as_str(), s))
+        .collect();
+    config
+        .services
+        .iter()
+        .map(|svc| {
+            let prev = old.get(svc.name.as_str());
+            let local = svc
+                .instances_in_region(region)
+                .map(|i| {
+                    prev.and_then(|p| p.local.iter().find(|x| x.meta == *i).cloned())
+                        .unwrap_or_else(|| Arc::new(InstanceState::new(i.clone())))
+                })
+                .collect();
+            let admission = match prev {
+                Some(p) if p.admission.settings() == svc.limits => p.admission.clone(),
+                _ => Admission::new(svc.limits, now),
+            };
+            let retry = match prev {
+                Some(p)
+                    if p.retry.budget == svc.retry_budget
+                        && p.retry.min_concurrency == svc.retry_min_concurrency =>
+                {
+                    p.retry.clone()
+                }
+                _ => Arc::new(RetryBudget::new(
+                    svc.retry_budget,
+                    svc.retry_min_concurrency,
+                )),
+            };
+            let client = match prev {
+                Some(p) if p.svc.timeouts.connect == svc.timeouts.connect => p.client.clone(),
+                _ => http_client(svc.timeouts.connect),
+            };
+            Arc::new(ServiceRuntime {
+                svc: svc.clone(),
+                local,
+                admission,
+                retry,
+                client,
+                last_analysis: Mutex::new(now),
+                eject_lock: Mutex::new(()),
+            })
+        })
+        .collect()
+}
+
+fn load_lkg(path: &Path, config: &Config) -> anyhow::Result<Option<Controls>> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
+    let lkg: LastKnownGood = serde_json::from_str(&text)?;
+    lkg.controls.validate(config)?;
+    Ok(Some(lkg.controls))
+}
+
+/// Written to a temporary file, synced, then renamed over the old one, so a
+/// crash at any point leaves either the old or the new set, never half.
+fn save_lkg(path: &Path, controls: &Controls, source: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let body = serde_json::to_vec_pretty(&LastKnownGood {
+        saved_at_ms: now_ms(),
+        source: source.into(),
+        controls: controls.clone(),
+    })
+    .map_err(std::io::Error::other)?;
+    let tmp = path.with_extension("json.tmp");
+    {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(&body)?;
+        f.sync_all()?;
+    }
+    std::fs::rename(&tmp, path)?;
+    if let Some(dir) = path.parent() {
+        std::fs::File::open(dir)?.sync_all()?;
+    }
+    Ok(())
+}

@@ -1,0 +1,994 @@
+//! The config file: raw serde types that deny unknown fields, and the validated
+//! model the rest of Switchyard uses. Validation reports every error at once,
+//! each with the path of the field, and never fills in a safety floor.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{ConfigError, ValidationErrors};
+
+pub mod raw {
+    //! The file as written. Optional fields stay `Option` so that validation,
+    //! not serde, decides what is required and can report all gaps at once.
+    use serde::Deserialize;
+
+    #[derive(Debug, Deserialize, Default)]
+    #[serde(deny_unknown_fields)]
+    pub struct Config {
+        #[serde(default)]
+        pub edge: Edge,
+        #[serde(default, rename = "region")]
+        pub regions: Vec<Region>,
+        #[serde(default, rename = "service")]
+        pub services: Vec<Service>,
+    }
+
+    #[derive(Debug, Deserialize, Default)]
+    #[serde(deny_unknown_fields)]
+    pub struct Edge {
+        pub admin_token: Option<String>,
+        pub admin_token_env: Option<String>,
+        pub state_dir: Option<String>,
+        pub controls_file: Option<String>,
+        pub control_url: Option<String>,
+        pub max_header_bytes: Option<usize>,
+        pub max_body_bytes: Option<usize>,
+        pub signal_interval_ms: Option<u64>,
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct Region {
+        pub name: Option<String>,
+        #[serde(default, rename = "zone")]
+        pub zones: Vec<Zone>,
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct Zone {
+        pub name: Option<String>,
+        pub edge: Option<String>,
+        pub admin: Option<String>,
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct Service {
+        pub name: Option<String>,
+        #[serde(default)]
+        pub hosts: Vec<String>,
+        pub path_prefix: Option<String>,
+        pub min_healthy: Option<f64>,
+        pub region_preference: Option<Vec<String>>,
+        pub health_path: Option<String>,
+        pub retry_budget: Option<f64>,
+        pub retry_min_concurrency: Option<u32>,
+        #[serde(default)]
+        pub timeouts: Timeouts,
+        #[serde(default)]
+        pub limits: Limits,
+        #[serde(default)]
+        pub ejection: Ejection,
+        #[serde(default, rename = "route")]
+        pub routes: Vec<Route>,
+        #[serde(default, rename = "instance")]
+        pub instances: Vec<Instance>,
+    }
+
+    #[derive(Debug, Deserialize, Default)]
+    #[serde(deny_unknown_fields)]
+    pub struct Timeouts {
+        pub connect_ms: Option<u64>,
+        pub header_ms: Option<u64>,
+        pub total_ms: Option<u64>,
+    }
+
+    #[derive(Debug, Deserialize, Default)]
+    #[serde(deny_unknown_fields)]
+    pub struct Limits {
+        pub max_concurrency: Option<u32>,
+        pub adaptive: Option<bool>,
+        pub min_concurrency: Option<u32>,
+        pub max_rps: Option<f64>,
+    }
+
+    #[derive(Debug, Deserialize, Default)]
+    #[serde(deny_unknown_fields)]
+    pub struct Ejection {
+        pub consecutive_5xx: Option<u32>,
+        pub consecutive_connect_failures: Option<u32>,
+        pub interval_ms: Option<u64>,
+        pub base_ejection_ms: Option<u64>,
+        pub max_ejection_ms: Option<u64>,
+        pub max_ejection_percent: Option<f64>,
+        pub success_rate_min_hosts: Option<u32>,
+        pub success_rate_min_requests: Option<u64>,
+        pub success_rate_stdev_factor: Option<f64>,
+        pub latency_factor: Option<f64>,
+        pub latency_min_ms: Option<u64>,
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct Route {
+        pub name: Option<String>,
+        pub path_prefix: Option<String>,
+        #[serde(default)]
+        pub methods: Vec<String>,
+        pub kind: Option<super::RouteKind>,
+        pub priority: Option<super::Priority>,
+        pub heartbeat_path: Option<String>,
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct Instance {
+        pub name: Option<String>,
+        pub zone: Option<String>,
+        pub addr: Option<String>,
+    }
+}
+
+/// Whether a route only reads (safe in read-only mode) or writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RouteKind {
+    Read,
+    Write,
+}
+
+impl RouteKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RouteKind::Read => "read",
+            RouteKind::Write => "write",
+        }
+    }
+}
+
+/// Shedding order: sheddable routes go first, critical ones last.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Priority {
+    Sheddable,
+    Normal,
+    Critical,
+}
+
+impl Priority {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Priority::Sheddable => "sheddable",
+            Priority::Normal => "normal",
+            Priority::Critical => "critical",
+        }
+    }
+}
+
+/// The validated config. Indexes are built once so lookups on the request
+/// path are map reads.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    pub edge: EdgeSettings,
+    pub regions: Vec<Region>,
+    pub services: Vec<Service>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct EdgeSettings {
+    /// The admin bearer token, already resolved from the environment if the
+    /// file names a variable. `None` means admin writes are refused.
+    pub admin_token: Option<String>,
+    pub admin_token_env: Option<String>,
+    pub state_dir: Option<String>,
+    pub controls_file: Option<String>,
+    pub control_url: Option<String>,
+    pub max_header_bytes: usize,
+    pub max_body_bytes: usize,
+    pub signal_interval: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Region {
+    pub name: String,
+    pub zones: Vec<Zone>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Zone {
+    pub name: String,
+    pub region: String,
+    pub edge: SocketAddr,
+    pub admin: SocketAddr,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Service {
+    pub name: String,
+    pub hosts: Vec<String>,
+    pub path_prefix: Option<String>,
+    /// Fraction of the service's instances in each region that must stay in
+    /// service. Always explicit in the file.
+    pub min_healthy: f64,
+    pub region_preference: Vec<String>,
+    pub health_path: String,
+    pub retry_budget: f64,
+    pub retry_min_concurrency: u32,
+    pub timeouts: Timeouts,
+    pub limits: LimitSettings,
+    pub ejection: EjectionSettings,
+    pub routes: Vec<Route>,
+    pub instances: Vec<Instance>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Timeouts {
+    pub connect: Duration,
+    pub header: Duration,
+    pub total: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LimitSettings {
+    pub max_concurrency: u32,
+    pub adaptive: bool,
+    pub min_concurrency: u32,
+    /// Requests per second admitted by this edge; `None` for no ceiling.
+    pub max_rps: Option<f64>,
+}
+
+/// Outlier ejection. Defaults follow Envoy's published ones.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct EjectionSettings {
+    pub consecutive_5xx: u32,
+    pub consecutive_connect_failures: u32,
+    pub interval: Duration,
+    pub base_ejection: Duration,
+    pub max_ejection: Duration,
+    pub max_ejection_percent: f64,
+    pub success_rate_min_hosts: u32,
+    pub success_rate_min_requests: u64,
+    pub success_rate_stdev_factor: f64,
+    pub latency_factor: f64,
+    pub latency_min: Duration,
+}
+
+impl Default for EjectionSettings {
+    fn default() -> Self {
+        EjectionSettings {
+            consecutive_5xx: 5,
+            consecutive_connect_failures: 5,
+            interval: Duration::from_secs(10),
+            base_ejection: Duration::from_secs(30),
+            max_ejection: Duration::from_secs(300),
+            max_ejection_percent: 10.0,
+            success_rate_min_hosts: 5,
+            success_rate_min_requests: 100,
+            success_rate_stdev_factor: 1.9,
+            latency_factor: 3.0,
+            latency_min: Duration::from_millis(50),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Route {
+    pub name: String,
+    pub path_prefix: String,
+    /// Upper-case methods; empty matches any method.
+    pub methods: Vec<String>,
+    pub kind: RouteKind,
+    pub priority: Priority,
+    /// Path of the route's heartbeat endpoint on each instance, if it has one.
+    pub heartbeat_path: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Instance {
+    pub name: String,
+    pub zone: String,
+    pub region: String,
+    pub addr: SocketAddr,
+}
+
+pub const DEFAULT_MAX_HEADER_BYTES: usize = 16 * 1024;
+pub const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;
+pub const DEFAULT_CONNECT_MS: u64 = 250;
+pub const DEFAULT_HEADER_MS: u64 = 3_000;
+pub const DEFAULT_TOTAL_MS: u64 = 10_000;
+pub const DEFAULT_MAX_CONCURRENCY: u32 = 1_024;
+
+const HTTP_METHODS: &[&str] = &[
+    "GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "TRACE", "CONNECT",
+];
+
+impl Config {
+    /// Parses and validates TOML text. `env` resolves `admin_token_env`; pass
+    /// `|k| std::env::var(k).ok()` in production, a map in tests.
+    pub fn from_toml(
+        text: &str,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
+        let raw: raw::Config =
+            toml::from_str(text).map_err(|e| ConfigError::Parse(e.to_string()))?;
+        Config::validate(raw, env).map_err(ConfigError::Invalid)
+    }
+
+    pub fn validate(
+        raw: raw::Config,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Config, ValidationErrors> {
+        let mut errs = ValidationErrors::default();
+        let edge = validate_edge(&raw.edge, &env, &mut errs);
+        let regions = validate_regions(&raw.regions, &mut errs);
+        let zone_regions: HashMap<&str, &str> = regions
+            .iter()
+            .flat_map(|r| r.zones.iter().map(|z| (z.name.as_str(), z.region.as_str())))
+            .collect();
+        let mut taken_addrs: HashMap<SocketAddr, String> = HashMap::new();
+        for r in &regions {
+            for z in &r.zones {
+                let p = format!("region.{}.zone.{}", r.name, z.name);
+                taken_addrs.insert(z.edge, format!("{p}.edge"));
+                taken_addrs.insert(z.admin, format!("{p}.admin"));
+            }
+        }
+        let region_names: Vec<String> = regions.iter().map(|r| r.name.clone()).collect();
+        let mut services = Vec::new();
+        let mut seen_services = BTreeSet::new();
+        let mut seen_hosts: HashMap<(String, String), String> = HashMap::new();
+        for (i, s) in raw.services.iter().enumerate() {
+            let path = match &s.name {
+                Some(n) if !n.is_empty() => format!("service.{n}"),
+                _ => {
+                    errs.push(format!("service[{i}].name"), "required");
+                    format!("service[{i}]")
+                }
+            };
+            if let Some(n) = &s.name {
+                if !n.is_empty() && !seen_services.insert(n.clone()) {
+                    errs.push(
+                        format!("{path}.name"),
+                        format!("duplicate service name {n:?}"),
+                    );
+                }
+            }
+            if let Some(svc) = validate_service(
+                s,
+                &path,
+                &zone_regions,
+                &region_names,
+                &mut taken_addrs,
+                &mut seen_hosts,
+                &mut errs,
+            ) {
+                services.push(svc);
+            }
+        }
+        if raw.services.is_empty() {
+            errs.push("service", "at least one [[service]] is required");
+        }
+        errs.into_result(Config {
+            edge,
+            regions,
+            services,
+        })
+    }
+
+    pub fn region(&self, name: &str) -> Option<&Region> {
+        self.regions.iter().find(|r| r.name == name)
+    }
+
+    pub fn zone(&self, name: &str) -> Option<&Zone> {
+        self.regions
+            .iter()
+            .flat_map(|r| r.zones.iter())
+            .find(|z| z.name == name)
+    }
+
+    pub fn service(&self, name: &str) -> Option<&Service> {
+        self.services.iter().find(|s| s.name == name)
+    }
+
+    pub fn zones(&self) -> impl Iterator<Item = &Zone> {
+        self.regions.iter().flat_map(|r| r.zones.iter())
+    }
+}
+
+impl Service {
+    /// The route a request belongs to. Requests that match no configured
+    /// route get a synthetic `default` route: safe methods read, others write.
+    pub fn route_for(&self, method: &str, path: &str) -> Route {
+        for r in &self.routes {
+            if path.starts_with(&r.path_prefix)
+                && (r.methods.is_empty() || r.methods.iter().any(|m| m == method))
+            {
+                return r.clone();
+            }
+        }
+        Route {
+            name: "default".into(),
+            path_prefix: "/".into(),
+            methods: vec![],
+            kind: if matches!(method, "GET" | "HEAD" | "OPTIONS") {
+                RouteKind::Read
+            } else {
+                RouteKind::Write
+            },
+            priority: Priority::Normal,
+            heartbeat_path: None,
+        }
+    }
+
+    pub fn instances_in_region<'a>(
+        &'a self,
+        region: &'a str,
+    ) -> impl Iterator<Item = &'a Instance> + 'a {
+        self.instances.iter().filter(move |i| i.region == region)
+    }
+
+    /// The number of instances that must stay in service in `region`.
+    pub fn floor(&self, region: &str) -> usize {
+        let n = self.instances_in_region(region).count();
+        (self.min_healthy * n as f64).ceil() as usize
+    }
+}
+
+fn validate_edge(
+    e: &raw::Edge,
+    env: &impl Fn(&str) -> Option<String>,
+    errs: &mut ValidationErrors,
+) -> EdgeSettings {
+    let admin_token = match (&e.admin_token, &e.admin_token_env) {
+        (Some(_), Some(_)) => {
+            errs.push(
+                "edge.admin_token",
+                "set either admin_token or admin_token_env, not both",
+            );
+            None
+        }
+        (Some(t), None) if t.len() < 8 => {
+            errs.push("edge.admin_token", "must be at least 8 characters");
+            None
+        }
+        (Some(t), None) => Some(t.clone()),
+        (None, Some(var)) => env(var).filter(|t| !t.is_empty()),
+        (None, None) => None,
+    };
+    if let Some(url) = &e.control_url {
+        if !url.starts_with("http://") {
+            errs.push(
+                "edge.control_url",
+                format!("must be an http:// URL, got {url:?}"),
+            );
+        }
+    }
+    let max_header_bytes = e.max_header_bytes.unwrap_or(DEFAULT_MAX_HEADER_BYTES);
+    if !(1024..=1024 * 1024).contains(&max_header_bytes) {
+        errs.push(
+            "edge.max_header_bytes",
+            format!("must be between 1024 and 1048576, got {max_header_bytes}"),
+        );
+    }
+    let max_body_bytes = e.max_body_bytes.unwrap_or(DEFAULT_MAX_BODY_BYTES);
+    if max_body_bytes == 0 || max_body_bytes > 1024 * 1024 * 1024 {
+        errs.push(
+            "edge.max_body_bytes",
+            format!("must be between 1 and 1073741824, got {max_body_bytes}"),
+        );
+    }
+    let signal_ms = e.signal_interval_ms.unwrap_or(1000);
+    if !(100..=60_000).contains(&signal_ms) {
+        errs.push(
+            "edge.signal_interval_ms",
+            format!("must be between 100 and 60000, got {signal_ms}"),
+        );
+    }
+    EdgeSettings {
+        admin_token,
+        admin_token_env: e.admin_token_env.clone(),
+        state_dir: e.state_dir.clone(),
+        controls_file: e.controls_file.clone(),
+        control_url: e.control_url.clone(),
+        max_header_bytes,
+        max_body_bytes,
+        signal_interval: Duration::from_millis(signal_ms),
+    }
+}
+
+fn parse_addr(v: &Option<String>, path: &str, errs: &mut ValidationErrors) -> Option<SocketAddr> {
+    match v {
+        None => {
+            errs.push(path, "required");
+            None
+        }
+        Some(s) => match s.parse::<SocketAddr>() {
+            Ok(a) => Some(a),
+            Err(_) => {
+                errs.push(path, format!("not an address of the form ip:port: {s:?}"));
+                None
+            }
+        },
+    }
+}
+
+fn validate_regions(raw: &[raw::Region], errs: &mut ValidationErrors) -> Vec<Region> {
+    let mut out = Vec::new();
+    let mut region_names = BTreeSet::new();
+    let mut zone_names: HashMap<String, String> = HashMap::new();
+    let mut addrs: HashMap<SocketAddr, String> = HashMap::new();
+    if raw.is_empty() {
+        errs.push("region", "at least one [[region]] is required");
+    }
+    for (ri, r) in raw.iter().enumerate() {
+        let rpath = match &r.name {
+            Some(n) if valid_name(n) => format!("region.{n}"),
+            Some(n) => {
+                errs.push(
+                    format!("region[{ri}].name"),
+                    format!("{n:?} is not a valid name (letters, digits, '-' and '_')"),
+                );
+                format!("region[{ri}]")
+            }
+            None => {
+                errs.push(format!("region[{ri}].name"), "required");
+                format!("region[{ri}]")
+            }
+        };
+        if let Some(n) = &r.name {
+            if !region_names.insert(n.clone()) {
+                errs.push(
+                    format!("{rpath}.name"),
+                    format!("duplicate region name {n:?}"),
+                );
+            }
+        }
+        if r.zones.is_empty() {
+            errs.push(
+                format!("{rpath}.zone"),
+                "a region needs at least one [[region.zone]]",
+            );
+        }
+        let mut zones = Vec::new();
+        for (zi, z) in r.zones.iter().enumerate() {
+            let zpath = match &z.name {
+                Some(n) if valid_name(n) => format!("{rpath}.zone.{n}"),
+                Some(n) => {
+                    errs.push(
+                        format!("{rpath}.zone[{zi}].name"),
+                        format!("{n:?} is not a valid name (letters, digits, '-' and '_')"),
+                    );
+                    format!("{rpath}.zone[{zi}]")
+                }
+                None => {
+                    errs.push(format!("{rpath}.zone[{zi}].name"), "required");
+                    format!("{rpath}.zone[{zi}]")
+                }
+            };
+            if let Some(n) = &z.name {
+                if let Some(prev) = zone_names.insert(n.clone(), zpath.clone()) {
+                    errs.push(
+                        format!("{zpath}.name"),
+                        format!("duplicate zone name {n:?} (also at {prev})"),
+                    );
+                }
+            }
+            let edge = parse_addr(&z.edge, &format!("{zpath}.edge"), errs);
+            let admin = parse_addr(&z.admin, &format!("{zpath}.admin"), errs);
+            for (a, field) in [(edge, "edge"), (admin, "admin")] {
+                if let Some(a) = a {
+                    let p = format!("{zpath}.{field}");
+                    if let Some(prev) = addrs.insert(a, p.clone()) {
+                        errs.push(p, format!("duplicate address {a} (also at {prev})"));
+                    }
+                }
+            }
+            if let (Some(name), Some(edge), Some(admin), Some(region)) =
+                (&z.name, edge, admin, &r.name)
+            {
+                zones.push(Zone {
+                    name: name.clone(),
+                    region: region.clone(),
+                    edge,
+                    admin,
+                });
+            }
+        }
+        if let Some(name) = &r.name {
+            out.push(Region {
+                name: name.clone(),
+                zones,
+            });
+        }
+    }
+    out
+}
+
+fn valid_name(n: &str) -> bool {
+    !n.is_empty()
+        && n.len() <= 64
+        && n.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+}
+
+fn fraction(v: Option<f64>, default: f64, path: String, errs: &mut ValidationErrors) -> f64 {
+    let v = v.unwrap_or(default);
+    if !(0.0..=1.0).contains(&v) {
+        errs.push(path, format!("must be a fraction between 0 and 1, got {v}"));
+    }
+    v
+}
+
+#[allow(clippy::too_many_arguments)]
+fn validate_service(
+    s: &raw::Service,
+    path: &str,
+    zone_regions: &HashMap<&str, &str>,
+    region_names: &[String],
+    taken_addrs: &mut HashMap<SocketAddr, String>,
+    seen_hosts: &mut HashMap<(String, String), String>,
+    errs: &mut ValidationErrors,
+) -> Option<Service> {
+    let before = errs.len();
+    let name = s.name.clone().unwrap_or_default();
+    if !name.is_empty() && !valid_name(&name) {
+        errs.push(
+            format!("{path}.name"),
+            format!("{name:?} is not a valid name (letters, digits, '-' and '_')"),
+        );
+    }
+    // The lesson of the resolver outage: a missing floor is an error, never a default.
+    let min_healthy = match s.min_healthy {
+        None => {
+            errs.push(
+                format!("{path}.min_healthy"),
+                "required: the fraction of instances per region that must stay in service (for example 0.5)",
+            );
+            0.0
+        }
+        Some(v) => fraction(Some(v), 0.0, format!("{path}.min_healthy"), errs),
+    };
+    if s.hosts.is_empty() {
+        errs.push(
+            format!("{path}.hosts"),
+            "at least one host name is required",
+        );
+    }
+    let prefix = s.path_prefix.clone();
+    if let Some(p) = &prefix {
+        if !p.starts_with('/') {
+            errs.push(
+                format!("{path}.path_prefix"),
+                format!("must start with '/', got {p:?}"),
+            );
+        }
+    }
+    for (i, h) in s.hosts.iter().enumerate() {
+        let host = h.to_ascii_lowercase();
+        if host.is_empty() || host.contains('/') || host.contains(' ') {
+            errs.push(
+                format!("{path}.hosts[{i}]"),
+                format!("not a host name: {h:?}"),
+            );
+            continue;
+        }
+        let key = (host, prefix.clone().unwrap_or_default());
+        let here = format!("{path}.hosts[{i}]");
+        if let Some(prev) = seen_hosts.insert(key, here.clone()) {
+            errs.push(here, format!("duplicate host {h:?} (also at {prev})"));
+        }
+    }
+    let region_preference = match &s.region_preference {
+        None => region_names.to_vec(),
+        Some(list) => {
+            let mut seen = BTreeSet::new();
+            for (i, r) in list.iter().enumerate() {
+                if !region_names.contains(r) {
+                    errs.push(
+                        format!("{path}.region_preference[{i}]"),
+                        format!("unknown region {r:?}"),
+                    );
+                }
+                if !seen.insert(r) {
+                    errs.push(
+                        format!("{path}.region_preference[{i}]"),
+                        format!("duplicate region {r:?}"),
+                    );
+                }
+            }
+            list.clone()
+        }
+    };
+    let health_path = s.health_path.clone().unwrap_or_else(|| "/health".into());
+    if !health_path.starts_with('/') {
+        errs.push(
+            format!("{path}.health_path"),
+            format!("must start with '/', got {health_path:?}"),
+        );
+    }
+    let retry_budget = fraction(s.retry_budget, 0.2, format!("{path}.retry_budget"), errs);
+    let timeouts = {
+        let t = &s.timeouts;
+        let connect = t.connect_ms.unwrap_or(DEFAULT_CONNECT_MS);
+        let header = t.header_ms.unwrap_or(DEFAULT_HEADER_MS);
+        let total = t.total_ms.unwrap_or(DEFAULT_TOTAL_MS);
+        for (v, f) in [
+            (connect, "connect_ms"),
+            (header, "header_ms"),
+            (total, "total_ms"),
+        ] {
+            if v == 0 {
+                errs.push(format!("{path}.timeouts.{f}"), "must be greater than 0");
+            }
+        }
+        if header > total {
+            errs.push(
+                format!("{path}.timeouts.header_ms"),
+                format!("{header} is longer than total_ms {total}"),
+            );
+        }
+        if connect > total {
+            errs.push(
+                format!("{path}.timeouts.connect_ms"),
+                format!("{connect} is longer than total_ms {total}"),
+            );
+        }
+        Timeouts {
+            connect: Duration::from_millis(connect),
+            header: Duration::from_millis(header),
+            total: Duration::from_millis(total),
+        }
+    };
+    let limits = {
+        let l = &s.limits;
+        let max_concurrency = l.max_concurrency.unwrap_or(DEFAULT_MAX_CONCURRENCY);
+        let min_concurrency = l.min_concurrency.unwrap_or(max_concurrency.clamp(1, 16));
+        if max_concurrency == 0 {
+            errs.push(
+                format!("{path}.limits.max_concurrency"),
+                "must be greater than 0",
+            );
+        }
+        if min_concurrency == 0 || min_concurrency > max_concurrency {
+            errs.push(
+                format!("{path}.limits.min_concurrency"),
+                format!("must be between 1 and max_concurrency ({max_concurrency}), got {min_concurrency}"),
+            );
+        }
+        if let Some(r) = l.max_rps {
+            if !(r.is_finite() && r > 0.0) {
+                errs.push(
+                    format!("{path}.limits.max_rps"),
+                    format!("must be greater than 0, got {r}"),
+                );
+            }
+        }
+        LimitSettings {
+            max_concurrency,
+            adaptive: l.adaptive.unwrap_or(false),
+            min_concurrency,
+            max_rps: l.max_rps,
+        }
+    };
+    let ejection = {
+        let e = &s.ejection;
+        let d = EjectionSettings::default();
+        let ms = |v: Option<u64>, def: Duration| v.map(Duration::from_millis).unwrap_or(def);
+        let out = EjectionSettings {
+            consecutive_5xx: e.consecutive_5xx.unwrap_or(d.consecutive_5xx),
+            consecutive_connect_failures: e
+                .consecutive_connect_failures
+                .unwrap_or(d.consecutive_connect_failures),
+            interval: ms(e.interval_ms, d.interval),
+            base_ejection: ms(e.base_ejection_ms, d.base_ejection),
+            max_ejection: ms(e.max_ejection_ms, d.max_ejection),
+            max_ejection_percent: e.max_ejection_percent.unwrap_or(d.max_ejection_percent),
+            success_rate_min_hosts: e.success_rate_min_hosts.unwrap_or(d.success_rate_min_hosts),
+            success_rate_min_requests: e
+                .success_rate_min_requests
+                .unwrap_or(d.success_rate_min_requests),
+            success_rate_stdev_factor: e
+                .success_rate_stdev_factor
+                .unwrap_or(d.success_rate_stdev_factor),
+            latency_factor: e.latency_factor.unwrap_or(d.latency_factor),
+            latency_min: ms(e.latency_min_ms, d.latency_min),
+        };
+        let ep = format!("{path}.ejection");
+        if !(0.0..=100.0).contains(&out.max_ejection_percent) {
+            errs.push(
+                format!("{ep}.max_ejection_percent"),
+                format!(
+                    "must be a percentage between 0 and 100, got {}",
+                    out.max_ejection_percent
+                ),
+            );
+        }
+        if out.interval.is_zero() {
+            errs.push(format!("{ep}.interval_ms"), "must be greater than 0");
+        }
+        if out.base_ejection > out.max_ejection {
+            errs.push(
+                format!("{ep}.base_ejection_ms"),
+                "must not be longer than max_ejection_ms",
+            );
+        }
+        if out.latency_factor < 1.0 {
+            errs.push(
+                format!("{ep}.latency_factor"),
+                format!("must be at least 1, got {}", out.latency_factor),
+            );
+        }
+        if out.success_rate_stdev_factor <= 0.0 {
+            errs.push(
+                format!("{ep}.success_rate_stdev_factor"),
+                "must be greater than 0",
+            );
+        }
+        out
+    };
+    let mut routes = Vec::new();
+    let mut route_names = BTreeSet::new();
+    for (i, r) in s.routes.iter().enumerate() {
+        let rp = match &r.name {
+            Some(n) if valid_name(n) => format!("{path}.route.{n}"),
+            Some(n) => {
+                errs.push(
+                    format!("{path}.route[{i}].name"),
+                    format!("{n:?} is not a valid name"),
+                );
+                format!("{path}.route[{i}]")
+            }
+            None => {
+                errs.push(format!("{path}.route[{i}].name"), "required");
+                format!("{path}.route[{i}]")
+            }
+        };
+        if let Some(n) = &r.name {
+            if n == "default" {
+                errs.push(
+                    format!("{rp}.name"),
+                    "\"default\" is reserved for unmatched requests",
+                );
+            }
+            if !route_names.insert(n.clone()) {
+                errs.push(format!("{rp}.name"), format!("duplicate route name {n:?}"));
+            }
+        }
+        let prefix = r.path_prefix.clone().unwrap_or_else(|| "/".into());
+        if !prefix.starts_with('/') {
+            errs.push(
+                format!("{rp}.path_prefix"),
+                format!("must start with '/', got {prefix:?}"),
+            );
+        }
+        let mut methods = Vec::new();
+        for (mi, m) in r.methods.iter().enumerate() {
+            let up = m.to_ascii_uppercase();
+            if !HTTP_METHODS.contains(&up.as_str()) {
+                errs.push(
+                    format!("{rp}.methods[{mi}]"),
+                    format!("unknown HTTP method {m:?}"),
+                );
+            }
+            methods.push(up);
+        }
+        if r.kind.is_none() {
+            errs.push(format!("{rp}.kind"), "required: \"read\" or \"write\"");
+        }
+        if let Some(h) = &r.heartbeat_path {
+            if !h.starts_with('/') {
+                errs.push(
+                    format!("{rp}.heartbeat_path"),
+                    format!("must start with '/', got {h:?}"),
+                );
+            }
+        }
+        if let (Some(name), Some(kind)) = (&r.name, r.kind) {
+            routes.push(Route {
+                name: name.clone(),
+                path_prefix: prefix,
+                methods,
+                kind,
+                priority: r.priority.unwrap_or(Priority::Normal),
+                heartbeat_path: r.heartbeat_path.clone(),
+            });
+        }
+    }
+    let mut instances = Vec::new();
+    let mut inst_names = BTreeSet::new();
+    if s.instances.is_empty() {
+        errs.push(
+            format!("{path}.instance"),
+            "at least one [[service.instance]] is required",
+        );
+    }
+    for (i, inst) in s.instances.iter().enumerate() {
+        let ip = match &inst.name {
+            Some(n) if valid_name(n) => format!("{path}.instance.{n}"),
+            Some(n) => {
+                errs.push(
+                    format!("{path}.instance[{i}].name"),
+                    format!("{n:?} is not a valid name"),
+                );
+                format!("{path}.instance[{i}]")
+            }
+            None => {
+                errs.push(format!("{path}.instance[{i}].name"), "required");
+                format!("{path}.instance[{i}]")
+            }
+        };
+        if let Some(n) = &inst.name {
+            if !inst_names.insert(n.clone()) {
+                errs.push(
+                    format!("{ip}.name"),
+                    format!("duplicate instance name {n:?}"),
+                );
+            }
+        }
+        let region = match &inst.zone {
+            None => {
+                errs.push(format!("{ip}.zone"), "required");
+                None
+            }
+            Some(z) => match zone_regions.get(z.as_str()) {
+                Some(r) => Some(r.to_string()),
+                None => {
+                    errs.push(format!("{ip}.zone"), format!("unknown zone {z:?}"));
+                    None
+                }
+            },
+        };
+        let addr = parse_addr(&inst.addr, &format!("{ip}.addr"), errs);
+        if let Some(a) = addr {
+            let p = format!("{ip}.addr");
+            if let Some(prev) = taken_addrs.insert(a, p.clone()) {
+                errs.push(p, format!("duplicate address {a} (also at {prev})"));
+            }
+        }
+        if let (Some(name), Some(zone), Some(region), Some(addr)) =
+            (&inst.name, &inst.zone, region, addr)
+        {
+            instances.push(Instance {
+                name: name.clone(),
+                zone: zone.clone(),
+                region,
+                addr,
+            });
+        }
+    }
+    if errs.len() > before {
+        return None;
+    }
+    Some(Service {
+        name,
+        hosts: s.hosts.iter().map(|h| h.to_ascii_lowercase()).collect(),
+        path_prefix: prefix,
+        min_healthy,
+        region_preference,
+        health_path,
+        retry_budget,
+        retry_min_concurrency: s.retry_min_concurrency.unwrap_or(3),
+        timeouts,
+        limits,
+        ejection,
+        routes,
+        instances,
+    })
+}
+
+/// A short, stable summary used by `validate` and logs.
+pub fn summary(c: &Config) -> BTreeMap<&'static str, usize> {
+    let mut m = BTreeMap::new();
+    m.insert("regions", c.regions.len());
+    m.insert("zones", c.zones().count());
+    m.insert("services", c.services.len());
+    m.insert(
+        "instances",
+        c.services.iter().map(|s| s.instances.len()).sum(),
+    );
+    m
+}

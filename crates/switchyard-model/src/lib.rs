@@ -1,0 +1,17 @@
+//! Switchyard's shared vocabulary: the topology and config (raw serde types and
+//! the validated model), and the controls the control plane holds.
+//!
+//! Nothing here performs I/O: callers read files and hand over text, so every
+//! rule can be unit-tested and reused by the edge, the control plane and the CLI.
+#![forbid(unsafe_code)]
+
+pub mod config;
+pub mod controls;
+pub mod error;
+
+pub use config::{
+    Config, EdgeSettings, EjectionSettings, Instance, LimitSettings, Priority, Region, Route,
+    RouteKind, Service, Timeouts, Zone,
+};
+pub use controls::{Controls, Fault, RegionControl, RegionState, ServiceControls, ZoneControl};
+pub use error::{ConfigError, ValidationError, ValidationErrors};

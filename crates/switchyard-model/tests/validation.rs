@@ -1,0 +1,136 @@
+use switchyard_model::{Config, ConfigError, Controls};
+
+const EXAMPLE: &str = include_str!("../../../examples/switchyard.toml");
+
+fn no_env(_: &str) -> Option<String> {
+    None
+}
+
+fn errors(text: &str) -> Vec<String> {
+    match Config::from_toml(text, no_env) {
+        Ok(_) => panic!("expected the config to be refused"),
+        Err(e) => e.reasons(),
+    }
+}
+
+#[test]
+fn the_shipped_example_is_valid() {
+    let c = Config::from_toml(EXAMPLE, no_env).unwrap();
+    assert_eq!(c.regions.len(), 2);
+    assert_eq!(c.zones().count(), 6);
+    let svc = c.service("catalog").unwrap();
+    assert_eq!(svc.instances.len(), 12);
+    assert_eq!(svc.floor("us-east"), 3);
+}
+
+#[test]
+fn a_missing_floor_is_refused_never_defaulted() {
+    let text = EXAMPLE.replace("min_healthy = 0.5", "");
+    assert_eq!(
+        errors(&text),
+        vec!["service.catalog.min_healthy: required: the fraction of instances per region that must stay in service (for example 0.5)"]
+    );
+}
+
+#[test]
+fn every_error_is_reported_at_once_with_its_path() {
+    let text = EXAMPLE
+        .replace("min_healthy = 0.5", "min_healthy = 1.5")
+        .replace(
+            "zone = \"us-east-b\"\n  addr = \"127.1.2.11:8081\"",
+            "zone = \"us-east-q\"\n  addr = \"127.1.2.11:8081\"",
+        )
+        .replace("addr = \"127.2.3.12:8081\"", "addr = \"127.2.3.11:8081\"")
+        .replace("edge = \"127.2.2.1:8080\"", "edge = \"127.2.1.1:8080\"")
+        .replace(
+            "region_preference = [\"us-east\", \"eu-west\"]",
+            "region_preference = [\"us-east\", \"mars\"]",
+        )
+        .replace("retry_budget = 0.2", "retry_budget = 2.0");
+    let errs = errors(&text);
+    let expect = [
+        "service.catalog.min_healthy: must be a fraction between 0 and 1, got 1.5",
+        "service.catalog.instance.use-b-1.zone: unknown zone \"us-east-q\"",
+        "service.catalog.instance.euw-c-2.addr: duplicate address 127.2.3.11:8081 (also at service.catalog.instance.euw-c-1.addr)",
+        "region.eu-west.zone.eu-west-b.edge: duplicate address 127.2.1.1:8080 (also at region.eu-west.zone.eu-west-a.edge)",
+        "service.catalog.region_preference[1]: unknown region \"mars\"",
+        "service.catalog.retry_budget: must be a fraction between 0 and 1, got 2",
+    ];
+    for e in expect {
+        assert!(errs.iter().any(|x| x == e), "missing {e:?} in {errs:#?}");
+    }
+    assert_eq!(errs.len(), expect.len(), "{errs:#?}");
+}
+
+#[test]
+fn unknown_fields_are_refused_with_line_and_name() {
+    let text = EXAMPLE.replace("min_healthy = 0.5", "min_healthy = 0.5\nmin_helthy = 0.5");
+    let err = Config::from_toml(&text, no_env).unwrap_err();
+    assert!(matches!(err, ConfigError::Parse(_)));
+    let msg = err.to_string();
+    assert!(msg.contains("unknown field `min_helthy`"), "{msg}");
+    let line = EXAMPLE
+        .lines()
+        .position(|l| l == "min_healthy = 0.5")
+        .unwrap()
+        + 2;
+    assert!(msg.contains(&format!("line {line}")), "{msg}");
+}
+
+#[test]
+fn duplicate_names_and_hosts_are_refused() {
+    let text = format!(
+        "{EXAMPLE}\n[[service]]\nname = \"catalog\"\nhosts = [\"catalog.local\"]\nmin_healthy = 0.5\n[[service.instance]]\nname = \"x\"\nzone = \"us-east-a\"\naddr = \"127.1.1.13:8081\"\n"
+    );
+    let errs = errors(&text);
+    assert!(
+        errs.contains(&"service.catalog.name: duplicate service name \"catalog\"".to_string()),
+        "{errs:#?}"
+    );
+    assert!(
+        errs.contains(&"service.catalog.hosts[0]: duplicate host \"catalog.local\" (also at service.catalog.hosts[0])".to_string()),
+        "{errs:#?}"
+    );
+}
+
+#[test]
+fn admin_token_comes_from_the_environment() {
+    let c = Config::from_toml(EXAMPLE, |k| {
+        (k == "SWITCHYARD_ADMIN_TOKEN").then(|| "s3cret-token".to_string())
+    })
+    .unwrap();
+    assert_eq!(c.edge.admin_token.as_deref(), Some("s3cret-token"));
+}
+
+#[test]
+fn controls_are_checked_against_the_topology() {
+    let c = Config::from_toml(EXAMPLE, no_env).unwrap();
+    let ok = r#"{"version":3,"services":{"catalog":{"read_only":true,"zones":{"us-east-a":{"weight":0,"expires_at_ms":99}},"regions":{"eu-west":{"state":"out"}}}}}"#;
+    let ctl = Controls::from_json(ok, &c).unwrap();
+    assert_eq!(
+        ctl.services["catalog"].zones["us-east-a"].effective_weight(10),
+        0.0
+    );
+    assert_eq!(
+        ctl.services["catalog"].zones["us-east-a"].effective_weight(100),
+        1.0
+    );
+
+    let bad = r#"{"services":{"catalog":{"shed_level":7,"zones":{"us-east-z":{"weight":2}}},"nope":{}},
+                 "faults":[{"service":"catalog","route":"nope","abort_percent":10}]}"#;
+    let errs = Controls::from_json(bad, &c).unwrap_err().reasons();
+    for e in [
+        "services.catalog.shed_level: must be 0, 1 or 2, got 7",
+        "services.catalog.zones.us-east-z: unknown zone \"us-east-z\"",
+        "services.catalog.zones.us-east-z.weight: must be a weight between 0 and 1, got 2",
+        "services.nope: unknown service \"nope\"",
+        "faults[0].route: unknown route \"nope\" of service \"catalog\"",
+        "faults[0].abort_status: required when abort_percent is above 0",
+    ] {
+        assert!(errs.iter().any(|x| x == e), "missing {e:?} in {errs:#?}");
+    }
+    let unknown = Controls::from_json(r#"{"servces":{}}"#, &c)
+        .unwrap_err()
+        .to_string();
+    assert!(unknown.contains("unknown field `servces`"), "{unknown}");
+}

@@ -1,0 +1,164 @@
+//! `switchyard`: one binary, one subcommand per part.
+#![forbid(unsafe_code)]
+
+mod backend;
+mod demo;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+#[derive(Parser)]
+#[command(
+    name = "switchyard",
+    version,
+    about = "Keeps a multi-region service serving when part of it fails"
+)]
+struct Cli {
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+    /// Exit when standard input closes: a supervisor that dies takes its
+    /// children with it, even under kill -9.
+    #[arg(long, global = true, hide = true)]
+    exit_on_stdin_eof: bool,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Check a config file and print every problem; exit 2 if it is invalid.
+    Validate {
+        file: PathBuf,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run the edge (data plane) of one zone.
+    Edge {
+        #[arg(long)]
+        config: PathBuf,
+        #[arg(long)]
+        zone: String,
+        /// Listen here instead of the zone's `edge` address.
+        #[arg(long)]
+        listen: Option<SocketAddr>,
+        /// Serve the admin API here instead of the zone's `admin` address.
+        #[arg(long)]
+        admin: Option<SocketAddr>,
+    },
+    /// Run a simple HTTP backend (a stand-in service instance).
+    Backend(backend::Args),
+    /// Start a small local topology of edges and backends, drive load through
+    /// it and show zonal shift, instance loss and read-only mode at work.
+    Demo(demo::Args),
+}
+
+fn init_logs(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let b = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => b.init(),
+        LogFormat::Json => b.json().init(),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if cli.exit_on_stdin_eof {
+        std::thread::spawn(|| {
+            let mut sink = Vec::new();
+            let _ = std::io::Read::read_to_end(&mut std::io::stdin(), &mut sink);
+            std::process::exit(0);
+        });
+    }
+    match cli.cmd {
+        Cmd::Validate { file, json } => validate(&file, json),
+        Cmd::Edge {
+            config,
+            zone,
+            listen,
+            admin,
+        } => {
+            init_logs(cli.log_format);
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .expect("tokio runtime");
+            match rt.block_on(switchyard_edge::run(switchyard_edge::EdgeOptions {
+                config_path: config,
+                zone,
+                listen,
+                admin_listen: admin,
+            })) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("switchyard edge: {e:#}");
+                    ExitCode::from(2)
+                }
+            }
+        }
+        Cmd::Backend(args) => {
+            init_logs(cli.log_format);
+            backend::main(args)
+        }
+        Cmd::Demo(args) => demo::main(args),
+    }
+}
+
+fn validate(file: &PathBuf, json: bool) -> ExitCode {
+    let text = match std::fs::read_to_string(file) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("switchyard validate: cannot read {}: {e}", file.display());
+            return ExitCode::from(2);
+        }
+    };
+    match switchyard_model::Config::from_toml(&text, |k| std::env::var(k).ok()) {
+        Ok(c) => {
+            let summary = switchyard_model::config::summary(&c);
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({"valid": true, "file": file, "summary": summary})
+                );
+            } else {
+                let parts: Vec<String> = summary.iter().map(|(k, v)| format!("{v} {k}")).collect();
+                println!("{}: valid ({})", file.display(), parts.join(", "));
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            let reasons = e.reasons();
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({"valid": false, "file": file, "errors": reasons})
+                );
+            } else {
+                eprintln!(
+                    "{}: invalid ({} problem{})",
+                    file.display(),
+                    reasons.len(),
+                    if reasons.len() == 1 { "" } else { "s" }
+                );
+                for r in reasons {
+                    eprintln!("  {r}");
+                }
+            }
+            ExitCode::from(2)
+        }
+    }
+}
