@@ -323,10 +323,10 @@ impl Edge {
             .count();
         let after = serving - usize::from(w(&inst.meta.zone) > 0.0);
         let floor = rt.svc.floor(&self.region);
-        let refused = if ejected >= cap {
-            Some("max_ejection_percent")
-        } else if after < floor.max(1) {
+        let refused = if after < floor.max(1) {
             Some("capacity_guard")
+        } else if ejected >= cap {
+            Some("max_ejection_percent")
         } else {
             None
         };

@@ -1,1 +1,21 @@
+//! Test support: start upstreams, edges and a stand-in control-plane stream on
+//! loopback addresses, talk HTTP to them, and wait for things to become true.
+//! Each integration test should read as a short story built from these.
 #![forbid(unsafe_code)]
+
+pub mod client;
+pub mod edge;
+pub mod eventually;
+pub mod sse;
+pub mod topology;
+pub mod upstream;
+
+pub use client::{send, Reply, Req};
+pub use edge::EdgeProcess;
+pub use eventually::eventually;
+pub use sse::WatchServer;
+pub use topology::Topology;
+pub use upstream::Upstream;
+
+/// The admin token every test topology uses.
+pub const ADMIN_TOKEN: &str = "test-admin-token";

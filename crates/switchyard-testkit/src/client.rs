@@ -1,0 +1,129 @@
+//! A plain HTTP/1.1 client for tests: one request, full answer.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderMap, Method, Request, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::{connect::HttpConnector, Client};
+use hyper_util::rt::TokioExecutor;
+
+#[derive(Debug)]
+pub struct Reply {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: String,
+}
+
+impl Reply {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))
+    }
+
+    /// `region/zone/instance` that served the request, from the edge's header.
+    pub fn upstream(&self) -> String {
+        self.header("x-switchyard-upstream").unwrap_or_default()
+    }
+
+    /// The zone part of [`Reply::upstream`].
+    pub fn zone(&self) -> String {
+        self.upstream().split('/').nth(1).unwrap_or("").to_string()
+    }
+
+    pub fn header(&self, name: &str) -> Option<String> {
+        self.headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    }
+}
+
+/// A request to build with chained calls and send with [`Req::send`].
+pub struct Req {
+    method: Method,
+    addr: SocketAddr,
+    path: String,
+    headers: Vec<(String, String)>,
+    body: Bytes,
+}
+
+impl Req {
+    pub fn new(method: Method, addr: SocketAddr, path: &str) -> Self {
+        Req {
+            method,
+            addr,
+            path: path.into(),
+            headers: Vec::new(),
+            body: Bytes::new(),
+        }
+    }
+
+    pub fn get(addr: SocketAddr, path: &str) -> Self {
+        Self::new(Method::GET, addr, path)
+    }
+
+    pub fn put(addr: SocketAddr, path: &str) -> Self {
+        Self::new(Method::PUT, addr, path)
+    }
+
+    pub fn post(addr: SocketAddr, path: &str) -> Self {
+        Self::new(Method::POST, addr, path)
+    }
+
+    pub fn host(self, host: &str) -> Self {
+        self.header("host", host)
+    }
+
+    pub fn header(mut self, k: &str, v: &str) -> Self {
+        self.headers.push((k.into(), v.into()));
+        self
+    }
+
+    pub fn bearer(self, token: &str) -> Self {
+        self.header("authorization", &format!("Bearer {token}"))
+    }
+
+    pub fn body(mut self, b: impl Into<Bytes>) -> Self {
+        self.body = b.into();
+        self
+    }
+
+    pub async fn send(self) -> Result<Reply, String> {
+        let mut b = Request::builder()
+            .method(self.method)
+            .uri(format!("http://{}{}", self.addr, self.path));
+        for (k, v) in &self.headers {
+            b = b.header(k.as_str(), v.as_str());
+        }
+        let req = b.body(Full::new(self.body)).map_err(|e| e.to_string())?;
+        send(req).await
+    }
+}
+
+fn client() -> Client<HttpConnector, Full<Bytes>> {
+    Client::builder(TokioExecutor::new())
+        .pool_max_idle_per_host(0)
+        .build_http()
+}
+
+/// Sends on a fresh connection, with a 10 s bound so a hung edge fails the
+/// test instead of hanging it.
+pub async fn send(req: Request<Full<Bytes>>) -> Result<Reply, String> {
+    let fut = async {
+        let resp = client()
+            .request(req)
+            .await
+            .map_err(|e| format!("request failed: {e:?}"))?;
+        let (parts, body) = resp.into_parts();
+        let body = body.collect().await.map_err(|e| e.to_string())?.to_bytes();
+        Ok(Reply {
+            status: parts.status,
+            headers: parts.headers,
+            body: String::from_utf8_lossy(&body).into_owned(),
+        })
+    };
+    tokio::time::timeout(Duration::from_secs(10), fut)
+        .await
+        .map_err(|_| "no answer within 10 s".to_string())?
+}

@@ -1,0 +1,211 @@
+//! A test topology: regions, zones and one service with instances, written as
+//! a real config file on unique loopback addresses so tests can run side by side.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU8, Ordering};
+
+use crate::edge::EdgeProcess;
+use crate::upstream::Upstream;
+use crate::ADMIN_TOKEN;
+
+pub const HOST: &str = "svc.test";
+
+/// Each topology in a test process takes its own second octet of 127/8.
+static NEXT: AtomicU8 = AtomicU8::new(0);
+
+pub struct Topology {
+    bin: PathBuf,
+    dir: tempfile::TempDir,
+    octet: u8,
+    regions: Vec<(String, Vec<String>)>,
+    pub min_healthy: Option<f64>,
+    pub per_zone: usize,
+    service_extra: String,
+    edge_extra: String,
+}
+
+impl Topology {
+    /// `bin` is the `switchyard` binary (`env!("CARGO_BIN_EXE_switchyard")`);
+    /// `regions` lists each region with its zones, in preference order.
+    pub fn new(bin: &str, regions: &[(&str, &[&str])]) -> Topology {
+        let base = (std::process::id() % 8) as u8 * 24;
+        let octet = 10 + base + NEXT.fetch_add(1, Ordering::Relaxed) % 24;
+        Topology {
+            bin: bin.into(),
+            dir: tempfile::Builder::new()
+                .prefix("switchyard-test-")
+                .tempdir()
+                .expect("temp dir"),
+            octet,
+            regions: regions
+                .iter()
+                .map(|(r, zs)| (r.to_string(), zs.iter().map(|z| z.to_string()).collect()))
+                .collect(),
+            min_healthy: Some(0.5),
+            per_zone: 2,
+            service_extra: String::new(),
+            edge_extra: String::new(),
+        }
+    }
+
+    pub fn min_healthy(mut self, v: f64) -> Self {
+        self.min_healthy = Some(v);
+        self
+    }
+
+    /// Leaves `min_healthy` out, as the resolver outage's bad change did.
+    pub fn without_floor(mut self) -> Self {
+        self.min_healthy = None;
+        self
+    }
+
+    pub fn instances_per_zone(mut self, n: usize) -> Self {
+        self.per_zone = n;
+        self
+    }
+
+    /// Extra TOML inside the `[[service]]` table (sub-tables go last).
+    pub fn service_toml(mut self, extra: &str) -> Self {
+        self.service_extra.push_str(extra);
+        self.service_extra.push('\n');
+        self
+    }
+
+    /// Extra keys for the `[edge]` table.
+    pub fn edge_toml(mut self, extra: &str) -> Self {
+        self.edge_extra.push_str(extra);
+        self.edge_extra.push('\n');
+        self
+    }
+
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn place(&self, zone: &str) -> (usize, usize) {
+        for (ri, (_, zs)) in self.regions.iter().enumerate() {
+            if let Some(zi) = zs.iter().position(|z| z == zone) {
+                return (ri + 1, zi + 1);
+            }
+        }
+        panic!("no zone {zone} in the topology");
+    }
+
+    fn ip(&self, zone: &str, host: usize) -> String {
+        let (r, z) = self.place(zone);
+        format!("127.{}.{}.{}", self.octet, r * 16 + z, host)
+    }
+
+    pub fn edge_addr(&self, zone: &str) -> SocketAddr {
+        format!("{}:8080", self.ip(zone, 1)).parse().unwrap()
+    }
+
+    pub fn admin_addr(&self, zone: &str) -> SocketAddr {
+        format!("{}:9901", self.ip(zone, 1)).parse().unwrap()
+    }
+
+    /// Instance `i` (from 1) of `zone`: named `{zone}-{i}`.
+    pub fn instance(&self, zone: &str, i: usize) -> (String, SocketAddr) {
+        (
+            format!("{zone}-{i}"),
+            format!("{}:8081", self.ip(zone, 10 + i)).parse().unwrap(),
+        )
+    }
+
+    /// A spare address of this topology, for helpers such as a watch server.
+    pub fn aux_addr(&self, n: u8) -> SocketAddr {
+        format!("127.{}.0.{n}:7000", self.octet).parse().unwrap()
+    }
+
+    pub fn zones(&self) -> Vec<String> {
+        self.regions.iter().flat_map(|(_, zs)| zs.clone()).collect()
+    }
+
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.path().join("switchyard.toml")
+    }
+
+    pub fn config_text(&self) -> String {
+        let mut t = String::new();
+        writeln!(
+            t,
+            "[edge]\nadmin_token = {ADMIN_TOKEN:?}\nstate_dir = {:?}",
+            self.dir.path().join("state").display().to_string()
+        )
+        .unwrap();
+        t.push_str(&self.edge_extra);
+        for (r, zs) in &self.regions {
+            writeln!(t, "\n[[region]]\nname = {r:?}").unwrap();
+            for z in zs {
+                writeln!(
+                    t,
+                    "[[region.zone]]\nname = {z:?}\nedge = \"{}\"\nadmin = \"{}\"",
+                    self.edge_addr(z),
+                    self.admin_addr(z)
+                )
+                .unwrap();
+            }
+        }
+        writeln!(t, "\n[[service]]\nname = \"svc\"\nhosts = [{HOST:?}]").unwrap();
+        if let Some(m) = self.min_healthy {
+            writeln!(t, "min_healthy = {m}").unwrap();
+        }
+        t.push_str(&self.service_extra);
+        t.push_str(
+            "[[service.route]]\nname = \"get-item\"\npath_prefix = \"/items/\"\nmethods = [\"GET\"]\nkind = \"read\"\npriority = \"critical\"\n\
+             [[service.route]]\nname = \"put-item\"\npath_prefix = \"/items/\"\nmethods = [\"PUT\", \"POST\"]\nkind = \"write\"\npriority = \"normal\"\n\
+             [[service.route]]\nname = \"recommendations\"\npath_prefix = \"/recommendations\"\nkind = \"read\"\npriority = \"sheddable\"\n",
+        );
+        for z in self.zones() {
+            for i in 1..=self.per_zone {
+                let (name, addr) = self.instance(&z, i);
+                writeln!(
+                    t,
+                    "[[service.instance]]\nname = {name:?}\nzone = {z:?}\naddr = \"{addr}\""
+                )
+                .unwrap();
+            }
+        }
+        t
+    }
+
+    /// Writes the config file (again) and returns its path.
+    pub fn write_config(&self) -> PathBuf {
+        let p = self.config_path();
+        std::fs::write(&p, self.config_text()).expect("write config");
+        p
+    }
+
+    /// Starts every instance of every zone.
+    pub async fn start_upstreams(&self) -> BTreeMap<String, Upstream> {
+        let mut out = BTreeMap::new();
+        for z in self.zones() {
+            for i in 1..=self.per_zone {
+                let (name, addr) = self.instance(&z, i);
+                out.insert(name.clone(), Upstream::start(&name, addr).await);
+            }
+        }
+        out
+    }
+
+    /// Starts the edge of `zone` as a real process on the config as written now.
+    pub async fn start_edge(&self, zone: &str) -> EdgeProcess {
+        let cfg = self.write_config();
+        EdgeProcess::start(
+            &self.bin,
+            &cfg,
+            zone,
+            self.edge_addr(zone),
+            self.admin_addr(zone),
+            self.dir.path(),
+        )
+        .await
+    }
+
+    pub fn bin(&self) -> &Path {
+        &self.bin
+    }
+}

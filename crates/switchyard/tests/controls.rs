@@ -1,0 +1,281 @@
+//! Controls and config over time: sources, static stability without the
+//! control plane, last-known-good across restarts, and refusals that change nothing.
+
+use std::process::Command;
+use std::time::Duration;
+
+use serde_json::json;
+use switchyard_testkit::{eventually, Req, Topology, WatchServer, ADMIN_TOKEN};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const BIN: &str = env!("CARGO_BIN_EXE_switchyard");
+
+fn shift_a() -> serde_json::Value {
+    json!({"version": 7, "services": {"svc": {"zones": {"a": {"weight": 0.0, "reason": "cp"}}}}})
+}
+
+async fn served_zone(e: &switchyard_testkit::EdgeProcess) -> String {
+    e.get("/items/1").send().await.unwrap().zone()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn losing_the_control_plane_changes_nothing_and_a_restart_uses_last_known_good() {
+    let lab0 = Topology::new(BIN, &[("r1", &["a", "b"])]);
+    let cp_addr = lab0.aux_addr(5);
+    let lab = lab0.edge_toml(&format!("control_url = \"http://{cp_addr}\""));
+    let _ups = lab.start_upstreams().await;
+    let cp = WatchServer::start(cp_addr, shift_a()).await;
+    let mut a = lab.start_edge("a").await;
+    eventually(
+        "the watch stream's shift is applied",
+        Duration::from_secs(5),
+        || async {
+            let z = served_zone(&a).await;
+            (z == "b").then_some(()).ok_or(z)
+        },
+    )
+    .await;
+    assert_eq!(a.status().await["control_plane"]["connected"], true);
+
+    cp.stop();
+    eventually(
+        "the edge notices the control plane is gone",
+        Duration::from_secs(5),
+        || async {
+            let s = a.status().await;
+            (s["control_plane"]["connected"] == false)
+                .then_some(())
+                .ok_or(s.to_string())
+        },
+    )
+    .await;
+    for _ in 0..10 {
+        assert_eq!(
+            served_zone(&a).await,
+            "b",
+            "routing must not change without the control plane"
+        );
+    }
+
+    a.kill9();
+    a.restart().await;
+    let s = a.status().await;
+    assert_eq!(s["controls"]["source"], "last-known-good", "{s}");
+    assert_eq!(s["controls"]["version"], 7);
+    assert_eq!(served_zone(&a).await, "b");
+
+    // The control plane returns with new state; the edge catches up in full.
+    let cp = WatchServer::start(cp_addr, json!({"version": 8})).await;
+    eventually(
+        "the reconnected edge receives the full state",
+        Duration::from_secs(10),
+        || async {
+            let z = served_zone(&a).await;
+            (z == "a").then_some(()).ok_or(z)
+        },
+    )
+    .await;
+    cp.push(shift_a());
+    eventually(
+        "a pushed change arrives",
+        Duration::from_secs(5),
+        || async {
+            let z = served_zone(&a).await;
+            (z == "b").then_some(()).ok_or(z)
+        },
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn acknowledged_controls_survive_kill_9() {
+    let lab = Topology::new(BIN, &[("r1", &["a", "b"])]);
+    let _ups = lab.start_upstreams().await;
+    let mut a = lab.start_edge("a").await;
+    assert_eq!(a.put_controls(&shift_a()).await.status, 200);
+    a.kill9();
+    a.restart().await;
+    assert_eq!(served_zone(&a).await, "b");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_controls_are_refused_with_reasons_and_change_nothing() {
+    let lab = Topology::new(BIN, &[("r1", &["a", "b"])]);
+    let _ups = lab.start_upstreams().await;
+    let a = lab.start_edge("a").await;
+    a.put_controls(&shift_a()).await;
+    let before = Req::get(a.admin, "/controls").send().await.unwrap().body;
+
+    let r = a
+        .put_controls(&json!({"services": {"svc": {"zones": {"nowhere": {"weight": 3}}}}}))
+        .await;
+    assert_eq!(r.status, 400);
+    let reasons = r.json()["reasons"].clone();
+    assert!(
+        reasons
+            .to_string()
+            .contains("services.svc.zones.nowhere: unknown zone"),
+        "{reasons}"
+    );
+    assert!(
+        reasons
+            .to_string()
+            .contains("services.svc.zones.nowhere.weight: must be a weight between 0 and 1, got 3"),
+        "{reasons}"
+    );
+
+    let r = Req::put(a.admin, "/controls")
+        .bearer(ADMIN_TOKEN)
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status, 400);
+    assert!(
+        r.json()["reasons"][0].as_str().unwrap().contains("line 1"),
+        "{}",
+        r.body
+    );
+
+    let r = Req::put(a.admin, "/controls")
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status, 401);
+    let r = Req::put(a.admin, "/controls")
+        .bearer("wrong-token")
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status, 401);
+
+    assert_eq!(
+        Req::get(a.admin, "/controls").send().await.unwrap().body,
+        before
+    );
+    assert_eq!(served_zone(&a).await, "b");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_config_reload_that_fails_validation_keeps_the_running_config() {
+    let lab = Topology::new(BIN, &[("r1", &["a"])]);
+    let _ups = lab.start_upstreams().await;
+    let a = lab.start_edge("a").await;
+    // A keep-alive connection opened before the reloads must keep working.
+    let mut conn = tokio::net::TcpStream::connect(a.listen).await.unwrap();
+    let ask = b"GET /items/1 HTTP/1.1\r\nhost: svc.test\r\n\r\n";
+    conn.write_all(ask).await.unwrap();
+    assert!(read_response(&mut conn).await.starts_with("HTTP/1.1 200"));
+
+    let bad = lab.config_text().replace("min_healthy = 0.5\n", "");
+    std::fs::write(lab.config_path(), bad).unwrap();
+    let r = Req::post(a.admin, "/reload")
+        .bearer(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status, 422, "{}", r.body);
+    assert!(
+        r.body.contains("service.svc.min_healthy: required"),
+        "{}",
+        r.body
+    );
+    tokio::time::sleep(Duration::from_millis(1200)).await; // the file watcher sees it too
+    assert_eq!(a.status().await["services"][0]["floor"], 1);
+    assert_eq!(a.get("/items/1").send().await.unwrap().status, 200);
+
+    // A valid change is picked up by the file watcher without a restart.
+    std::fs::write(
+        lab.config_path(),
+        lab.config_text()
+            .replace("min_healthy = 0.5", "min_healthy = 1"),
+    )
+    .unwrap();
+    eventually(
+        "the new floor is in force",
+        Duration::from_secs(5),
+        || async {
+            let f = a.status().await["services"][0]["floor"].clone();
+            (f == 2).then_some(()).ok_or(f.to_string())
+        },
+    )
+    .await;
+    conn.write_all(ask).await.unwrap();
+    assert!(
+        read_response(&mut conn).await.starts_with("HTTP/1.1 200"),
+        "the old connection still works"
+    );
+    let m = a.metrics().await;
+    assert!(
+        m.contains("switchyard_updates_total{source=\"config\",result=\"refused\"}"),
+        "{m}"
+    );
+}
+
+async fn read_response(conn: &mut tokio::net::TcpStream) -> String {
+    let mut buf = vec![0u8; 4096];
+    let n = tokio::time::timeout(Duration::from_secs(5), conn.read(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    String::from_utf8_lossy(&buf[..n]).into_owned()
+}
+
+#[test]
+fn validate_prints_every_error_and_exits_2() {
+    let lab = Topology::new(BIN, &[("r1", &["a"])]).without_floor();
+    let text = lab
+        .config_text()
+        .replace("zone = \"a\"\naddr", "zone = \"q\"\naddr");
+    std::fs::write(lab.config_path(), text).unwrap();
+    let out = Command::new(BIN)
+        .arg("validate")
+        .arg(lab.config_path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("invalid (3 problems)"), "{err}");
+    assert!(err.contains("service.svc.min_healthy: required"), "{err}");
+    assert!(
+        err.contains("service.svc.instance.a-1.zone: unknown zone \"q\""),
+        "{err}"
+    );
+    assert!(
+        err.contains("service.svc.instance.a-2.zone: unknown zone \"q\""),
+        "{err}"
+    );
+
+    let ok = Command::new(BIN)
+        .args(["validate", "--json"])
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../examples/switchyard.toml"
+        ))
+        .output()
+        .unwrap();
+    assert_eq!(
+        ok.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&ok.stdout).unwrap();
+    assert_eq!(v["valid"], true);
+    assert_eq!(v["summary"]["instances"], 12);
+}
+
+#[test]
+fn an_edge_refuses_to_start_on_a_config_without_a_floor() {
+    let lab = Topology::new(BIN, &[("r1", &["a"])]).without_floor();
+    let cfg = lab.write_config();
+    let out = Command::new(BIN)
+        .args(["edge", "--zone", "a", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("service.svc.min_healthy: required"));
+}

@@ -1,0 +1,199 @@
+//! Where the edge sends traffic: own zone first, away from shifted zones, to
+//! another zone on retry, and to other regions by home region or evacuation.
+
+use std::time::Duration;
+
+use serde_json::json;
+use switchyard_testkit::{eventually, Topology};
+
+const BIN: &str = env!("CARGO_BIN_EXE_switchyard");
+
+async fn zones_seen(edge: &switchyard_testkit::EdgeProcess, n: usize) -> Vec<String> {
+    let mut v = Vec::new();
+    for i in 0..n {
+        let r = edge.get(&format!("/items/{i}")).send().await.unwrap();
+        assert_eq!(r.status, 200, "{}", r.body);
+        v.push(r.zone());
+    }
+    v
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn each_edge_serves_from_its_own_zone() {
+    let lab = Topology::new(BIN, &[("r1", &["a", "b"])]);
+    let _ups = lab.start_upstreams().await;
+    let a = lab.start_edge("a").await;
+    let b = lab.start_edge("b").await;
+    assert!(zones_seen(&a, 20).await.iter().all(|z| z == "a"));
+    assert!(zones_seen(&b, 20).await.iter().all(|z| z == "b"));
+    let r = a.get("/items/1").send().await.unwrap();
+    assert!(r.upstream().starts_with("r1/a/a-"), "{}", r.upstream());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_shifted_zone_gets_nothing_from_any_edge_of_the_region() {
+    let lab = Topology::new(BIN, &[("r1", &["a", "b", "c"])]);
+    let ups = lab.start_upstreams().await;
+    let edges = [
+        lab.start_edge("a").await,
+        lab.start_edge("b").await,
+        lab.start_edge("c").await,
+    ];
+    let shift = json!({"version": 1, "services": {"svc": {"zones": {"a": {"weight": 0.0, "reason": "test"}}}}});
+    for e in &edges {
+        assert_eq!(e.put_controls(&shift).await.status, 200);
+    }
+    let before = ups["a-1"].requests() + ups["a-2"].requests();
+    for e in &edges {
+        for z in zones_seen(e, 20).await {
+            assert_ne!(z, "a", "edge {} sent traffic to the shifted zone", e.zone);
+        }
+    }
+    assert_eq!(ups["a-1"].requests() + ups["a-2"].requests(), before);
+    // The shift is a lease: once it expires, zone a serves its own edge again.
+    let soon = json!({"services": {"svc": {"zones": {"a": {"weight": 0.0, "expires_at_ms": now_ms() + 300}}}}});
+    edges[0].put_controls(&soon).await;
+    eventually("the expired shift ends", Duration::from_secs(5), || async {
+        let z = zones_seen(&edges[0], 5).await;
+        z.iter()
+            .all(|z| z == "a")
+            .then_some(())
+            .ok_or(format!("{z:?}"))
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failed_connect_is_retried_once_in_another_zone() {
+    let lab = Topology::new(BIN, &[("r1", &["a", "b"])])
+        .instances_per_zone(1)
+        .min_healthy(0.0);
+    let mut ups = lab.start_upstreams().await;
+    let a = lab.start_edge("a").await;
+    ups.get_mut("a-1").unwrap().stop();
+    let r = a.get("/items/1").send().await.unwrap();
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.zone(), "b");
+    // A non-idempotent request is not retried: the client sees the failure.
+    let ups_b = ups["b-1"].requests();
+    let r = switchyard_testkit::Req::post(a.listen, "/items/1")
+        .host("svc.test")
+        .send()
+        .await
+        .unwrap();
+    // One failure is far from the five that eject a-1, so the own zone is tried first.
+    assert_eq!(r.status, 502, "{}", r.body);
+    assert_eq!(r.json()["error"], "upstream_connect");
+    assert_eq!(ups["b-1"].requests(), ups_b);
+    assert!(a
+        .metrics()
+        .await
+        .contains("switchyard_retries_total{service=\"svc\",outcome=\"sent\"}"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn requests_go_to_their_home_region_unless_this_region_is_in_failover() {
+    let lab = Topology::new(BIN, &[("r1", &["a"]), ("r2", &["b"])]);
+    let _ups = lab.start_upstreams().await;
+    let a = lab.start_edge("a").await;
+    let _b = lab.start_edge("b").await;
+    let r = a
+        .get("/items/1")
+        .header("x-switchyard-home-region", "r2")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(r.upstream().starts_with("r2/b/"), "{}", r.upstream());
+    let r = a
+        .get("/items/1")
+        .header("cookie", "theme=dark; x-switchyard-home-region=r2")
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        r.upstream().starts_with("r2/b/"),
+        "cookie: {}",
+        r.upstream()
+    );
+    let r = a
+        .get("/items/1")
+        .header("x-switchyard-home-region", "r1")
+        .send()
+        .await
+        .unwrap();
+    assert!(r.upstream().starts_with("r1/a/"), "{}", r.upstream());
+
+    a.put_controls(&json!({"services": {"svc": {"regions": {"r1": {"failover": true}}}}}))
+        .await;
+    let r = a
+        .get("/items/1")
+        .header("x-switchyard-home-region", "r2")
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        r.upstream().starts_with("r1/a/"),
+        "failover serves locally: {}",
+        r.upstream()
+    );
+
+    // The home region being out also keeps the request here.
+    a.put_controls(&json!({"services": {"svc": {"regions": {"r2": {"state": "out"}}}}}))
+        .await;
+    let r = a
+        .get("/items/1")
+        .header("x-switchyard-home-region", "r2")
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        r.upstream().starts_with("r1/a/"),
+        "home out: {}",
+        r.upstream()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_evacuated_region_forwards_to_the_next_one_and_never_bounces() {
+    let lab = Topology::new(BIN, &[("r1", &["a"]), ("r2", &["b"])]);
+    let _ups = lab.start_upstreams().await;
+    let a = lab.start_edge("a").await;
+    let b = lab.start_edge("b").await;
+    let out = json!({"services": {"svc": {"regions": {"r1": {"state": "out"}}}}});
+    a.put_controls(&out).await;
+    b.put_controls(&out).await;
+    for _ in 0..10 {
+        let r = a.get("/items/1").send().await.unwrap();
+        assert!(r.upstream().starts_with("r2/b/"), "{}", r.upstream());
+    }
+    // Half-evacuated: roughly half the traffic stays.
+    a.put_controls(&json!({"services": {"svc": {"regions": {"r1": {"weight": 0.5}}}}}))
+        .await;
+    let mut local = 0;
+    for _ in 0..100 {
+        if a.get("/items/1")
+            .send()
+            .await
+            .unwrap()
+            .upstream()
+            .starts_with("r1/")
+        {
+            local += 1;
+        }
+    }
+    assert!((25..=75).contains(&local), "{local} of 100 stayed local");
+    // Both regions out: serving locally beats serving nobody.
+    let both =
+        json!({"services": {"svc": {"regions": {"r1": {"state": "out"}, "r2": {"state": "out"}}}}});
+    a.put_controls(&both).await;
+    let r = a.get("/items/1").send().await.unwrap();
+    assert!(r.upstream().starts_with("r1/a/"), "{}", r.upstream());
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
