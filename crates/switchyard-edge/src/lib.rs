@@ -66,6 +66,8 @@ pub struct EdgeOptions {
     /// Overrides the zone's edge address from the config (for benchmarks).
     pub listen: Option<SocketAddr>,
     pub admin_listen: Option<SocketAddr>,
+    /// Proxy worker threads; by default one per core.
+    pub workers: Option<usize>,
 }
 
 /// A running edge, for tests and the CLI.
@@ -75,6 +77,7 @@ pub struct Running {
     pub admin: SocketAddr,
     shutdown: tokio::sync::watch::Sender<bool>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
+    workers: Vec<std::thread::JoinHandle<()>>,
 }
 
 impl Running {
@@ -84,6 +87,13 @@ impl Running {
         for t in self.tasks {
             let _ = tokio::time::timeout(Duration::from_secs(6), t).await;
         }
+        let workers = self.workers;
+        let _ = tokio::task::spawn_blocking(move || {
+            for w in workers {
+                let _ = w.join();
+            }
+        })
+        .await;
     }
 }
 
@@ -101,25 +111,49 @@ pub async fn start(opts: EdgeOptions) -> anyhow::Result<Running> {
         .clone();
     let listen = opts.listen.unwrap_or(zone.edge);
     let admin = opts.admin_listen.unwrap_or(zone.admin);
-    let proxy_l = TcpListener::bind(listen)
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
+    // One listener per worker thread on the same address (SO_REUSEPORT): the
+    // kernel spreads connections, and each worker's runtime, requests and
+    // upstream pool stay on one thread, like nginx's worker processes.
+    let n_workers = opts
+        .workers
+        .unwrap_or_else(|| {
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1)
+        })
+        .max(1);
+    let first = bind_reuseport(listen)?;
+    let listen = first.local_addr()?;
+    let mut proxy_ls = vec![first];
+    for _ in 1..n_workers {
+        proxy_ls.push(bind_reuseport(listen)?);
+    }
     let admin_l = TcpListener::bind(admin)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {admin}: {e}"))?;
-    let listen = proxy_l.local_addr()?;
     let admin = admin_l.local_addr()?;
     let (tx, rx) = tokio::sync::watch::channel(false);
     let max_header = snap.config.edge.max_header_bytes;
     let mut tasks = Vec::new();
-    {
-        let edge = edge.clone();
-        tasks.push(tokio::spawn(serve_proxy(
-            proxy_l,
-            edge,
-            rx.clone(),
-            max_header,
-        )));
+    let mut workers = Vec::new();
+    for (i, l) in proxy_ls.into_iter().enumerate() {
+        let (edge, rx) = (edge.clone(), rx.clone());
+        workers.push(
+            std::thread::Builder::new()
+                .name(format!("edge-worker-{i}"))
+                .spawn(move || {
+                    let rt = tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                        .expect("worker runtime");
+                    rt.block_on(async move {
+                        match TcpListener::from_std(l) {
+                            Ok(l) => serve_proxy(l, edge, rx, max_header).await,
+                            Err(e) => tracing::error!(error = %e, "worker cannot use its listener"),
+                        }
+                    });
+                })?,
+        );
     }
     {
         let edge = edge.clone();
@@ -148,7 +182,23 @@ pub async fn start(opts: EdgeOptions) -> anyhow::Result<Running> {
         admin,
         shutdown: tx,
         tasks,
+        workers,
     })
+}
+
+fn bind_reuseport(addr: SocketAddr) -> anyhow::Result<std::net::TcpListener> {
+    let sock = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    sock.set_reuseaddr(true)?;
+    sock.set_reuseport(true)?;
+    sock.set_nodelay(true)?;
+    sock.bind(addr)
+        .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
+    let l = sock.listen(4096)?;
+    Ok(l.into_std()?)
 }
 
 async fn serve_proxy(
@@ -308,7 +358,8 @@ async fn recheck(rt: &ServiceRuntime, addr: &SocketAddr) -> bool {
         return false;
     };
     let t = rt.svc.timeouts.connect + rt.svc.timeouts.header;
-    matches!(tokio::time::timeout(t, rt.client.request(req)).await, Ok(Ok(r)) if r.status().is_success())
+    let client = state::client_for(rt.svc.timeouts.connect);
+    matches!(tokio::time::timeout(t, client.request(req)).await, Ok(Ok(r)) if r.status().is_success())
 }
 
 /// Runs an edge until SIGINT or SIGTERM, then drains.

@@ -4,7 +4,7 @@
 //!
 //! The state machine takes `now` as an argument so it can be driven by tests.
 
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -60,6 +60,8 @@ struct Inner {
 pub struct InstanceState {
     pub meta: Instance,
     pub inflight: AtomicU32,
+    /// Mirrors `inner.health == Healthy` so routing reads it without a lock.
+    healthy: AtomicBool,
     inner: Mutex<Inner>,
 }
 
@@ -89,6 +91,7 @@ impl InstanceState {
         InstanceState {
             meta,
             inflight: AtomicU32::new(0),
+            healthy: AtomicBool::new(true),
             inner: Mutex::new(Inner {
                 health: Health::Healthy,
                 consecutive_5xx: 0,
@@ -112,7 +115,12 @@ impl InstanceState {
     }
 
     pub fn is_healthy(&self) -> bool {
-        self.health() == Health::Healthy
+        self.healthy.load(Ordering::Acquire)
+    }
+
+    fn set_health(&self, g: &mut Inner, h: Health) {
+        g.health = h;
+        self.healthy.store(h == Health::Healthy, Ordering::Release);
     }
 
     /// Records one attempt. Failures on an instance already out of rotation
@@ -157,7 +165,7 @@ impl InstanceState {
             .base_ejection
             .saturating_mul(g.ejections)
             .min(s.max_ejection);
-        g.health = Health::Ejected;
+        self.set_health(&mut g, Health::Ejected);
         g.ejected_until = Some(now + d);
         g.last_reason = Some(reason);
         g.consecutive_5xx = 0;
@@ -169,7 +177,7 @@ impl InstanceState {
     pub fn ejection_expired(&self, now: Instant) -> bool {
         let mut g = self.lock();
         if g.health == Health::Ejected && g.ejected_until.is_some_and(|t| now >= t) {
-            g.health = Health::Probing;
+            self.set_health(&mut g, Health::Probing);
             return true;
         }
         false
@@ -180,7 +188,7 @@ impl InstanceState {
         if passed {
             let mut g = self.lock();
             if g.health == Health::Probing {
-                g.health = Health::Healthy;
+                self.set_health(&mut g, Health::Healthy);
                 g.ejected_until = None;
             }
         } else if self.health() == Health::Probing {

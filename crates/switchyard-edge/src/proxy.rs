@@ -22,7 +22,7 @@ use crate::metrics::{
     ShedLabels,
 };
 use crate::outlier::{InstanceState, Outcome, Verdict};
-use crate::routing::{self, Mode, Target};
+use crate::routing::{self, Target};
 use crate::signals::SeriesKey;
 use crate::state::{now_ms, Edge, ServiceRuntime, Snapshot};
 
@@ -138,11 +138,8 @@ async fn serve(
     let svc_name = rt.svc.name.clone();
     let fail = |e: EdgeError| (e, Some(svc_name.clone()));
     let route = rt.svc.route_for(req.method().as_str(), &path);
-    let sc = snap
-        .controls
-        .service(&svc_name)
-        .cloned()
-        .unwrap_or_default();
+    let no_controls = ServiceControls::default();
+    let sc = snap.controls.service(&svc_name).unwrap_or(&no_controls);
 
     let permit = match rt.admission.try_admit(route.priority, sc.shed_level, start) {
         Ok(p) => p,
@@ -175,22 +172,14 @@ async fn serve(
             )));
         }
     };
-    // Cloned out of the family so no lock guard is held across an await.
-    let inflight_gauge = edge
-        .metrics
-        .inflight
-        .get_or_create(&ServiceLabels {
-            service: svc_name.clone(),
-        })
-        .clone();
-    inflight_gauge.inc();
-    struct Dec(prometheus_client::metrics::gauge::Gauge);
-    impl Drop for Dec {
+    rt.inflight_gauge.inc();
+    struct Dec<'a>(&'a prometheus_client::metrics::gauge::Gauge);
+    impl Drop for Dec<'_> {
         fn drop(&mut self) {
             self.0.dec();
         }
     }
-    let _dec = Dec(inflight_gauge);
+    let _dec = Dec(&rt.inflight_gauge);
 
     let (parts, body) = req.into_parts();
     let max_body = snap.config.edge.max_body_bytes;
@@ -260,7 +249,7 @@ async fn serve(
             tracing::debug!(service = %svc_name, to = %name, reason = reason.as_str(), "forwarding to another region");
             forward_to_region(edge, snap, &rt, &name, out).await
         }
-        Target::Local => serve_local(edge, snap, &rt, &route, &sc, out, start).await,
+        Target::Local => serve_local(edge, snap, &rt, route, sc, out, start).await,
     };
     match result {
         Ok((resp, zone, inst)) => {
@@ -366,7 +355,6 @@ async fn serve_local(
         ));
     }
     let plan = routing::plan(&rt.local, rt.svc.floor(&edge.region), Some(sc), now_ms());
-    edge.set_panic_gauge(&rt.svc.name, plan.mode == Mode::Panic);
     let first =
         routing::choose(&plan, &edge.zone, None, &mut rand::thread_rng()).ok_or_else(|| {
             EdgeError::new(
@@ -482,7 +470,14 @@ async fn attempt(
     inst.inflight.fetch_add(1, Ordering::AcqRel);
     let _g = InflightGuard(inst);
     let t = &rt.svc.timeouts;
-    let result = send(&rt.client, inst.meta.addr, out, t.header, t.total).await;
+    let result = send(
+        &crate::state::client_for(t.connect),
+        inst.meta.addr,
+        out,
+        t.header,
+        t.total,
+    )
+    .await;
     let latency = t0.elapsed();
     let (outcome, class) = match &result {
         Ok(r) if r.status().is_server_error() => (Outcome::Status5xx, Some("status_5xx")),
@@ -626,7 +621,15 @@ async fn forward_to_region(
     let mut last = None;
     for addr in edges.iter().take(2) {
         let t0 = Instant::now();
-        match send(&rt.client, *addr, &out, t.header, t.total).await {
+        match send(
+            &crate::state::client_for(t.connect),
+            *addr,
+            &out,
+            t.header,
+            t.total,
+        )
+        .await
+        {
             Ok(r) => {
                 record_signal(
                     edge,

@@ -27,13 +27,23 @@ pub enum Mode {
 }
 
 #[derive(Debug)]
-pub struct Plan {
+pub struct Plan<'a> {
     pub mode: Mode,
     pub floor: usize,
     pub serving: usize,
-    pub candidates: Vec<Arc<InstanceState>>,
+    pub candidates: Vec<&'a Arc<InstanceState>>,
     /// Zone weights used for choosing between zones (all 1 outside `Normal`).
-    pub weights: BTreeMap<String, f64>,
+    weights: Vec<(&'a str, f64)>,
+}
+
+impl Plan<'_> {
+    pub fn weight(&self, zone: &str) -> f64 {
+        self.weights
+            .iter()
+            .find(|(z, _)| *z == zone)
+            .map(|(_, w)| *w)
+            .unwrap_or(0.0)
+    }
 }
 
 pub fn zone_weight(sc: Option<&ServiceControls>, zone: &str, now_ms: u64) -> f64 {
@@ -44,23 +54,31 @@ pub fn zone_weight(sc: Option<&ServiceControls>, zone: &str, now_ms: u64) -> f64
 
 /// The capacity guard lives here: whatever ejection and shifts say, the plan
 /// never offers fewer than the service's floor of instances in the region.
-pub fn plan(
-    local: &[Arc<InstanceState>],
+/// Runs on every request, so it avoids allocating beyond two small vectors.
+pub fn plan<'a>(
+    local: &'a [Arc<InstanceState>],
     floor: usize,
     sc: Option<&ServiceControls>,
     now_ms: u64,
-) -> Plan {
-    let mut weights = BTreeMap::new();
+) -> Plan<'a> {
+    let mut weights: Vec<(&'a str, f64)> = Vec::with_capacity(4);
     for i in local {
-        weights
-            .entry(i.meta.zone.clone())
-            .or_insert_with(|| zone_weight(sc, &i.meta.zone, now_ms));
+        let z = i.meta.zone.as_str();
+        if !weights.iter().any(|(x, _)| *x == z) {
+            weights.push((z, zone_weight(sc, z, now_ms)));
+        }
     }
+    let w = |z: &str| {
+        weights
+            .iter()
+            .find(|(x, _)| *x == z)
+            .map(|(_, w)| *w)
+            .unwrap_or(0.0)
+    };
     let need = floor.max(1);
-    let serving: Vec<_> = local
+    let serving: Vec<&'a Arc<InstanceState>> = local
         .iter()
-        .filter(|i| i.is_healthy() && weights[&i.meta.zone] > 0.0)
-        .cloned()
+        .filter(|i| i.is_healthy() && w(&i.meta.zone) > 0.0)
         .collect();
     let n_serving = serving.len();
     if n_serving >= need {
@@ -72,23 +90,25 @@ pub fn plan(
             weights,
         };
     }
-    let ones: BTreeMap<String, f64> = weights.keys().map(|z| (z.clone(), 1.0)).collect();
-    let healthy: Vec<_> = local.iter().filter(|i| i.is_healthy()).cloned().collect();
+    for (_, w) in weights.iter_mut() {
+        *w = 1.0;
+    }
+    let healthy: Vec<&'a Arc<InstanceState>> = local.iter().filter(|i| i.is_healthy()).collect();
     if healthy.len() >= need {
         return Plan {
             mode: Mode::ShiftFailedOpen,
             floor,
             serving: n_serving,
             candidates: healthy,
-            weights: ones,
+            weights,
         };
     }
     Plan {
         mode: Mode::Panic,
         floor,
         serving: n_serving,
-        candidates: local.to_vec(),
-        weights: ones,
+        candidates: local.iter().collect(),
+        weights,
     }
 }
 
@@ -125,6 +145,7 @@ pub fn choose<R: Rng>(
     let cands: Vec<&Arc<InstanceState>> = plan
         .candidates
         .iter()
+        .copied()
         .filter(|c| failed.is_none_or(|f| !Arc::ptr_eq(c, f)))
         .collect();
     if cands.is_empty() {
@@ -136,7 +157,7 @@ pub fn choose<R: Rng>(
         .copied()
         .filter(|c| c.meta.zone == own_zone)
         .collect();
-    let own_w = plan.weights.get(own_zone).copied().unwrap_or(0.0);
+    let own_w = plan.weight(own_zone);
     if !own.is_empty() && own_zone != avoid_zone && (own_w >= 1.0 || rng.gen::<f64>() < own_w) {
         return p2c(&own, rng);
     }
@@ -155,14 +176,14 @@ pub fn choose<R: Rng>(
     }
     let total: f64 = zones
         .iter()
-        .map(|(z, v)| plan.weights.get(*z).copied().unwrap_or(1.0) * v.len() as f64)
+        .map(|(z, v)| plan.weight(z) * v.len() as f64)
         .sum();
     if total <= 0.0 {
         return p2c(&cands, rng);
     }
     let mut x = rng.gen::<f64>() * total;
     for (z, v) in &zones {
-        x -= plan.weights.get(*z).copied().unwrap_or(1.0) * v.len() as f64;
+        x -= plan.weight(z) * v.len() as f64;
         if x <= 0.0 {
             return p2c(v, rng);
         }

@@ -43,6 +43,25 @@ pub fn http_client(connect_timeout: Duration) -> HttpClient {
         .build(conn)
 }
 
+thread_local! {
+    static CLIENTS: std::cell::RefCell<Vec<(Duration, HttpClient)>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// The connection pool of the calling thread for a connect timeout. Each
+/// proxy worker thread runs its own runtime; a pool per thread keeps a
+/// request, its upstream connection and that connection's task on one thread.
+pub fn client_for(connect_timeout: Duration) -> HttpClient {
+    CLIENTS.with(|c| {
+        let mut c = c.borrow_mut();
+        if let Some((_, cl)) = c.iter().find(|(t, _)| *t == connect_timeout) {
+            return cl.clone();
+        }
+        let cl = http_client(connect_timeout);
+        c.push((connect_timeout, cl.clone()));
+        cl
+    })
+}
+
 /// One service as this edge runs it.
 pub struct ServiceRuntime {
     pub svc: Service,
@@ -50,7 +69,7 @@ pub struct ServiceRuntime {
     pub local: Vec<Arc<InstanceState>>,
     pub admission: Arc<Admission>,
     pub retry: Arc<RetryBudget>,
-    pub client: HttpClient,
+    pub inflight_gauge: prometheus_client::metrics::gauge::Gauge,
     pub(crate) last_analysis: Mutex<Instant>,
     eject_lock: Mutex<()>,
 }
@@ -155,7 +174,8 @@ impl Edge {
             }
         }
         let config = Arc::new(config);
-        let services = build_services(&config, &region, None);
+        let metrics = Metrics::new();
+        let services = build_services(&config, &region, None, &metrics);
         let edge = Arc::new(Edge {
             zone: zone.to_string(),
             region: region.clone(),
@@ -165,7 +185,7 @@ impl Edge {
                 controls: Arc::new(controls),
                 services,
             }),
-            metrics: Metrics::new(),
+            metrics,
             signals: Signals::new(&region, zone),
             started: Instant::now(),
             control_plane_connected: AtomicBool::new(false),
@@ -278,7 +298,8 @@ impl Edge {
                 ))
             })?;
             let config = Arc::new(config);
-            let services = build_services(&config, &self.region, Some(&cur.services));
+            let services =
+                build_services(&config, &self.region, Some(&cur.services), &self.metrics);
             self.snap.store(Arc::new(Snapshot {
                 config,
                 controls: cur.controls.clone(),
@@ -382,6 +403,7 @@ fn build_services(
     config: &Config,
     region: &str,
     old: Option<&[Arc<ServiceRuntime>]>,
+    metrics: &Metrics,
 ) -> Vec<Arc<ServiceRuntime>> {
     let now = Instant::now();
     let old: HashMap<&str, &Arc<ServiceRuntime>> = old
@@ -417,16 +439,18 @@ fn build_services(
                     svc.retry_min_concurrency,
                 )),
             };
-            let client = match prev {
-                Some(p) if p.svc.timeouts.connect == svc.timeouts.connect => p.client.clone(),
-                _ => http_client(svc.timeouts.connect),
-            };
+            let inflight_gauge = metrics
+                .inflight
+                .get_or_create(&crate::metrics::ServiceLabels {
+                    service: svc.name.clone(),
+                })
+                .clone();
             Arc::new(ServiceRuntime {
                 svc: svc.clone(),
                 local,
                 admission,
                 retry,
-                client,
+                inflight_gauge,
                 last_analysis: Mutex::new(now),
                 eject_lock: Mutex::new(()),
             })

@@ -223,6 +223,8 @@ pub struct Service {
     pub ejection: EjectionSettings,
     pub routes: Vec<Route>,
     pub instances: Vec<Instance>,
+    /// What requests that match no route are: `[read, write]`.
+    pub default_routes: [Route; 2],
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -402,25 +404,18 @@ impl Config {
 impl Service {
     /// The route a request belongs to. Requests that match no configured
     /// route get a synthetic `default` route: safe methods read, others write.
-    pub fn route_for(&self, method: &str, path: &str) -> Route {
+    pub fn route_for(&self, method: &str, path: &str) -> &Route {
         for r in &self.routes {
             if path.starts_with(&r.path_prefix)
                 && (r.methods.is_empty() || r.methods.iter().any(|m| m == method))
             {
-                return r.clone();
+                return r;
             }
         }
-        Route {
-            name: "default".into(),
-            path_prefix: "/".into(),
-            methods: vec![],
-            kind: if matches!(method, "GET" | "HEAD" | "OPTIONS") {
-                RouteKind::Read
-            } else {
-                RouteKind::Write
-            },
-            priority: Priority::Normal,
-            heartbeat_path: None,
+        if matches!(method, "GET" | "HEAD" | "OPTIONS") {
+            &self.default_routes[0]
+        } else {
+            &self.default_routes[1]
         }
     }
 
@@ -977,7 +972,22 @@ fn validate_service(
         ejection,
         routes,
         instances,
+        default_routes: [
+            default_route(RouteKind::Read),
+            default_route(RouteKind::Write),
+        ],
     })
+}
+
+fn default_route(kind: RouteKind) -> Route {
+    Route {
+        name: "default".into(),
+        path_prefix: "/".into(),
+        methods: vec![],
+        kind,
+        priority: Priority::Normal,
+        heartbeat_path: None,
+    }
 }
 
 /// A short, stable summary used by `validate` and logs.

@@ -191,7 +191,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         ),
         (
             "readonly",
-            format!("{} read-only: writes get 503, reads keep working", svc.name),
+            format!("{} read-only, shift still on: writes get 503, reads keep working", svc.name),
         ),
         (
             "restore",
@@ -220,7 +220,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 procs.kill(&victim.name);
             }
             "readonly" => {
-                let body = serde_json::json!({"version": 3, "services": {svc.name.clone(): {"read_only": true}}});
+                // Controls are a full set: keep the shift while adding read-only.
+                let until = switchyard_edge::state::now_ms() + 600_000;
+                let shift = serde_json::json!({shifted.clone(): {"weight": 0.0, "expires_at_ms": until, "reason": "demo"}});
+                let body = serde_json::json!({"version": 3, "services": {svc.name.clone(): {"read_only": true, "zones": shift}}});
                 put_controls(&client, &all_admins, &body).await?;
             }
             "restore" => {

@@ -279,3 +279,36 @@ fn an_edge_refuses_to_start_on_a_config_without_a_floor() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("service.svc.min_healthy: required"));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_controls_file_is_watched_and_a_bad_one_is_refused() {
+    let lab =
+        Topology::new(BIN, &[("r1", &["a", "b"])]).edge_toml("controls_file = \"controls.json\"");
+    let _ups = lab.start_upstreams().await;
+    let file = lab.dir().join("controls.json");
+    std::fs::write(&file, shift_a().to_string()).unwrap();
+    let a = lab.start_edge("a").await;
+    assert_eq!(served_zone(&a).await, "b", "the file is read at start");
+    assert_eq!(a.status().await["controls"]["source"], "file");
+    std::fs::write(
+        &file,
+        "{\"services\": {\"svc\": {\"zones\": {\"a\": {\"weight\": 7}}}}}",
+    )
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    assert_eq!(served_zone(&a).await, "b", "a refused file changes nothing");
+    std::fs::write(&file, "{\"version\": 9}").unwrap();
+    eventually(
+        "the edited file is applied",
+        Duration::from_secs(5),
+        || async {
+            let z = served_zone(&a).await;
+            (z == "a").then_some(()).ok_or(z)
+        },
+    )
+    .await;
+    assert!(a
+        .metrics()
+        .await
+        .contains("switchyard_updates_total{source=\"file\",result=\"refused\"} 1"));
+}
