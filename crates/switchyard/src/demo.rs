@@ -191,7 +191,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
         ),
         (
             "readonly",
-            format!("{} read-only, shift still on: writes get 503, reads keep working", svc.name),
+            format!(
+                "{} read-only, shift still on: writes get 503, reads keep working",
+                svc.name
+            ),
         ),
         (
             "restore",
