@@ -621,37 +621,30 @@ async fn forward_to_region(
     let mut last = None;
     for addr in edges.iter().take(2) {
         let t0 = Instant::now();
-        match send(
+        let result = send(
             &crate::state::client_for(t.connect),
             *addr,
             &out,
             t.header,
             t.total,
         )
-        .await
-        {
-            Ok(r) => {
-                record_signal(
-                    edge,
-                    &rt.svc.name,
-                    "forward",
-                    region,
-                    "",
-                    t0.elapsed(),
-                    r.status().is_server_error().then_some("status_5xx"),
-                );
-                return Ok((r, format!("region:{region}"), addr.to_string()));
-            }
+        .await;
+        let class = match &result {
+            Ok(r) => r.status().is_server_error().then_some("status_5xx"),
+            Err(e) => Some(e.kind.code()),
+        };
+        record_signal(
+            edge,
+            &rt.svc.name,
+            "forward",
+            region,
+            "",
+            t0.elapsed(),
+            class,
+        );
+        match result {
+            Ok(r) => return Ok((r, format!("region:{region}"), addr.to_string())),
             Err(e) => {
-                record_signal(
-                    edge,
-                    &rt.svc.name,
-                    "forward",
-                    region,
-                    "",
-                    t0.elapsed(),
-                    Some(e.kind.code()),
-                );
                 let again = e.kind == ErrorKind::UpstreamConnect;
                 last = Some(e);
                 if !again {

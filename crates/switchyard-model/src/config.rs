@@ -344,13 +344,7 @@ impl Config {
         let mut seen_services = BTreeSet::new();
         let mut seen_hosts: HashMap<(String, String), String> = HashMap::new();
         for (i, s) in raw.services.iter().enumerate() {
-            let path = match &s.name {
-                Some(n) if !n.is_empty() => format!("service.{n}"),
-                _ => {
-                    errs.push(format!("service[{i}].name"), "required");
-                    format!("service[{i}]")
-                }
-            };
+            let path = item_path("service", i, &s.name, &mut errs);
             if let Some(n) = &s.name {
                 if !n.is_empty() && !seen_services.insert(n.clone()) {
                     errs.push(
@@ -520,20 +514,7 @@ fn validate_regions(raw: &[raw::Region], errs: &mut ValidationErrors) -> Vec<Reg
         errs.push("region", "at least one [[region]] is required");
     }
     for (ri, r) in raw.iter().enumerate() {
-        let rpath = match &r.name {
-            Some(n) if valid_name(n) => format!("region.{n}"),
-            Some(n) => {
-                errs.push(
-                    format!("region[{ri}].name"),
-                    format!("{n:?} is not a valid name (letters, digits, '-' and '_')"),
-                );
-                format!("region[{ri}]")
-            }
-            None => {
-                errs.push(format!("region[{ri}].name"), "required");
-                format!("region[{ri}]")
-            }
-        };
+        let rpath = item_path("region", ri, &r.name, errs);
         if let Some(n) = &r.name {
             if !region_names.insert(n.clone()) {
                 errs.push(
@@ -550,20 +531,7 @@ fn validate_regions(raw: &[raw::Region], errs: &mut ValidationErrors) -> Vec<Reg
         }
         let mut zones = Vec::new();
         for (zi, z) in r.zones.iter().enumerate() {
-            let zpath = match &z.name {
-                Some(n) if valid_name(n) => format!("{rpath}.zone.{n}"),
-                Some(n) => {
-                    errs.push(
-                        format!("{rpath}.zone[{zi}].name"),
-                        format!("{n:?} is not a valid name (letters, digits, '-' and '_')"),
-                    );
-                    format!("{rpath}.zone[{zi}]")
-                }
-                None => {
-                    errs.push(format!("{rpath}.zone[{zi}].name"), "required");
-                    format!("{rpath}.zone[{zi}]")
-                }
-            };
+            let zpath = item_path(&format!("{rpath}.zone"), zi, &z.name, errs);
             if let Some(n) = &z.name {
                 if let Some(prev) = zone_names.insert(n.clone(), zpath.clone()) {
                     errs.push(
@@ -603,6 +571,30 @@ fn validate_regions(raw: &[raw::Region], errs: &mut ValidationErrors) -> Vec<Reg
     out
 }
 
+/// The path of a named item (`{prefix}.{name}`), or of its index when the
+/// name is missing or unusable, which is then reported.
+fn item_path(
+    prefix: &str,
+    index: usize,
+    name: &Option<String>,
+    errs: &mut ValidationErrors,
+) -> String {
+    match name {
+        Some(n) if valid_name(n) => format!("{prefix}.{n}"),
+        Some(n) => {
+            errs.push(
+                format!("{prefix}[{index}].name"),
+                format!("{n:?} is not a valid name (letters, digits, '-' and '_', at most 64)"),
+            );
+            format!("{prefix}[{index}]")
+        }
+        None => {
+            errs.push(format!("{prefix}[{index}].name"), "required");
+            format!("{prefix}[{index}]")
+        }
+    }
+}
+
 fn valid_name(n: &str) -> bool {
     !n.is_empty()
         && n.len() <= 64
@@ -630,12 +622,6 @@ fn validate_service(
 ) -> Option<Service> {
     let before = errs.len();
     let name = s.name.clone().unwrap_or_default();
-    if !name.is_empty() && !valid_name(&name) {
-        errs.push(
-            format!("{path}.name"),
-            format!("{name:?} is not a valid name (letters, digits, '-' and '_')"),
-        );
-    }
     // The lesson of the resolver outage: a missing floor is an error, never a default.
     let min_healthy = match s.min_healthy {
         None => {
@@ -828,20 +814,7 @@ fn validate_service(
     let mut routes = Vec::new();
     let mut route_names = BTreeSet::new();
     for (i, r) in s.routes.iter().enumerate() {
-        let rp = match &r.name {
-            Some(n) if valid_name(n) => format!("{path}.route.{n}"),
-            Some(n) => {
-                errs.push(
-                    format!("{path}.route[{i}].name"),
-                    format!("{n:?} is not a valid name"),
-                );
-                format!("{path}.route[{i}]")
-            }
-            None => {
-                errs.push(format!("{path}.route[{i}].name"), "required");
-                format!("{path}.route[{i}]")
-            }
-        };
+        let rp = item_path(&format!("{path}.route"), i, &r.name, errs);
         if let Some(n) = &r.name {
             if n == "default" {
                 errs.push(
@@ -902,20 +875,7 @@ fn validate_service(
         );
     }
     for (i, inst) in s.instances.iter().enumerate() {
-        let ip = match &inst.name {
-            Some(n) if valid_name(n) => format!("{path}.instance.{n}"),
-            Some(n) => {
-                errs.push(
-                    format!("{path}.instance[{i}].name"),
-                    format!("{n:?} is not a valid name"),
-                );
-                format!("{path}.instance[{i}]")
-            }
-            None => {
-                errs.push(format!("{path}.instance[{i}].name"), "required");
-                format!("{path}.instance[{i}]")
-            }
-        };
+        let ip = item_path(&format!("{path}.instance"), i, &inst.name, errs);
         if let Some(n) = &inst.name {
             if !inst_names.insert(n.clone()) {
                 errs.push(

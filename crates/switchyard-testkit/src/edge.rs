@@ -133,6 +133,17 @@ impl EdgeProcess {
             .body
     }
 
+    /// Sends requests through the edge until `instance` reports `health`
+    /// (`healthy`, `ejected` or `probing`) in `/status`.
+    pub async fn drive_until_health(&self, instance: &str, health: &str, within: Duration) {
+        crate::eventually(&format!("{instance} is {health}"), within, || async {
+            let _ = self.get("/items/1").send().await;
+            let i = self.instance(instance).await;
+            (i["health"] == health).then_some(()).ok_or(i.to_string())
+        })
+        .await;
+    }
+
     /// The `/status` entry of one instance of the test service.
     pub async fn instance(&self, name: &str) -> serde_json::Value {
         let s = self.status().await;

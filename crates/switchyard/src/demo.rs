@@ -59,17 +59,7 @@ impl Procs {
 }
 
 pub fn main(args: Args) -> ExitCode {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
-    match rt.block_on(run(args)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("switchyard demo: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    crate::block_on("demo", run(args))
 }
 
 fn spawn(exe: &Path, args: &[&str], log: &Path) -> anyhow::Result<Child> {

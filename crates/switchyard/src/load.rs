@@ -62,17 +62,7 @@ struct Report {
 }
 
 pub fn main(args: Args) -> ExitCode {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
-    match rt.block_on(run(args)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("switchyard load: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    crate::block_on("load", run(args))
 }
 
 fn histogram() -> Histogram<u64> {

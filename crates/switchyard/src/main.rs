@@ -135,6 +135,22 @@ fn main() -> ExitCode {
     }
 }
 
+/// Runs a subcommand's async body on a multi-threaded runtime; an error is
+/// printed with the subcommand's name and exits 1.
+fn block_on(name: &str, fut: impl std::future::Future<Output = anyhow::Result<()>>) -> ExitCode {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    match rt.block_on(fut) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("switchyard {name}: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 fn validate(file: &PathBuf, json: bool) -> ExitCode {
     let text = match std::fs::read_to_string(file) {
         Ok(t) => t,

@@ -18,14 +18,8 @@ async fn a_failing_instance_is_ejected_then_returns_after_its_recheck() {
     let a = lab.start_edge("a").await;
     ups["a-1"].set_status(500);
     ups["a-1"].set_health(500);
-    eventually("a-1 is ejected", Duration::from_secs(5), || async {
-        let _ = a.get("/items/1").send().await;
-        let i = a.instance("a-1").await;
-        (i["health"] == "ejected")
-            .then_some(())
-            .ok_or(i.to_string())
-    })
-    .await;
+    a.drive_until_health("a-1", "ejected", Duration::from_secs(5))
+        .await;
     let i = a.instance("a-1").await;
     assert_eq!(i["last_ejection_reason"], "consecutive5xx");
     let before = ups["a-1"].requests();
@@ -44,17 +38,9 @@ async fn a_failing_instance_is_ejected_then_returns_after_its_recheck() {
     assert_ne!(a.instance("a-1").await["health"], "healthy");
     ups["a-1"].set_status(200);
     ups["a-1"].set_health(200);
-    eventually(
-        "a-1 returns after passing its recheck",
-        Duration::from_secs(8),
-        || async {
-            let i = a.instance("a-1").await;
-            (i["health"] == "healthy")
-                .then_some(())
-                .ok_or(i.to_string())
-        },
-    )
-    .await;
+    // Requests keep flowing meanwhile; the re-check alone brings it back.
+    a.drive_until_health("a-1", "healthy", Duration::from_secs(8))
+        .await;
     assert!(
         a.instance("a-1").await["ejections"].as_u64().unwrap() >= 2,
         "the failed recheck counted as an ejection"
@@ -73,14 +59,8 @@ async fn ejection_stops_at_the_floor() {
     let ups = lab.start_upstreams().await;
     let a = lab.start_edge("a").await;
     ups["a-1"].set_status(500);
-    eventually("a-1 is ejected", Duration::from_secs(5), || async {
-        let _ = a.get("/items/1").send().await;
-        let i = a.instance("a-1").await;
-        (i["health"] == "ejected")
-            .then_some(())
-            .ok_or(i.to_string())
-    })
-    .await;
+    a.drive_until_health("a-1", "ejected", Duration::from_secs(5))
+        .await;
     ups["a-2"].set_status(500);
     for _ in 0..20 {
         let r = a.get("/items/1").send().await.unwrap();
@@ -104,14 +84,8 @@ async fn a_shift_that_would_break_the_floor_fails_open_and_below_it_the_edge_pan
     let a = lab.start_edge("a").await;
     ups["a-1"].set_status(500);
     ups["a-1"].set_health(500);
-    eventually("a-1 is ejected", Duration::from_secs(5), || async {
-        let _ = a.get("/items/1").send().await;
-        let i = a.instance("a-1").await;
-        (i["health"] == "ejected")
-            .then_some(())
-            .ok_or(i.to_string())
-    })
-    .await;
+    a.drive_until_health("a-1", "ejected", Duration::from_secs(5))
+        .await;
     assert_eq!(
         a.get("/items/1").send().await.unwrap().upstream(),
         "r1/b/b-1"

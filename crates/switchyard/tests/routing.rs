@@ -97,12 +97,7 @@ async fn requests_go_to_their_home_region_unless_this_region_is_in_failover() {
     let _ups = lab.start_upstreams().await;
     let a = lab.start_edge("a").await;
     let _b = lab.start_edge("b").await;
-    let r = a
-        .get("/items/1")
-        .header("x-switchyard-home-region", "r2")
-        .send()
-        .await
-        .unwrap();
+    let r = from_home(&a, "r2").await;
     assert_eq!(r.status, 200, "{}", r.body);
     assert!(r.upstream().starts_with("r2/b/"), "{}", r.upstream());
     let r = a
@@ -116,22 +111,12 @@ async fn requests_go_to_their_home_region_unless_this_region_is_in_failover() {
         "cookie: {}",
         r.upstream()
     );
-    let r = a
-        .get("/items/1")
-        .header("x-switchyard-home-region", "r1")
-        .send()
-        .await
-        .unwrap();
+    let r = from_home(&a, "r1").await;
     assert!(r.upstream().starts_with("r1/a/"), "{}", r.upstream());
 
     a.put_controls(&json!({"services": {"svc": {"regions": {"r1": {"failover": true}}}}}))
         .await;
-    let r = a
-        .get("/items/1")
-        .header("x-switchyard-home-region", "r2")
-        .send()
-        .await
-        .unwrap();
+    let r = from_home(&a, "r2").await;
     assert!(
         r.upstream().starts_with("r1/a/"),
         "failover serves locally: {}",
@@ -141,12 +126,7 @@ async fn requests_go_to_their_home_region_unless_this_region_is_in_failover() {
     // The home region being out also keeps the request here.
     a.put_controls(&json!({"services": {"svc": {"regions": {"r2": {"state": "out"}}}}}))
         .await;
-    let r = a
-        .get("/items/1")
-        .header("x-switchyard-home-region", "r2")
-        .send()
-        .await
-        .unwrap();
+    let r = from_home(&a, "r2").await;
     assert!(
         r.upstream().starts_with("r1/a/"),
         "home out: {}",
@@ -189,6 +169,17 @@ async fn an_evacuated_region_forwards_to_the_next_one_and_never_bounces() {
     a.put_controls(&both).await;
     let r = a.get("/items/1").send().await.unwrap();
     assert!(r.upstream().starts_with("r1/a/"), "{}", r.upstream());
+}
+
+async fn from_home(
+    edge: &switchyard_testkit::EdgeProcess,
+    home: &str,
+) -> switchyard_testkit::Reply {
+    edge.get("/items/1")
+        .header("x-switchyard-home-region", home)
+        .send()
+        .await
+        .unwrap()
 }
 
 fn now_ms() -> u64 {
