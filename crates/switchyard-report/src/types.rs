@@ -1,0 +1,117 @@
+//! The report `switchyard drill SCENARIO --json FILE` writes. Field names are a
+//! contract: add fields, never rename or remove them.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct DrillReport {
+    pub scenario: String,
+    /// Every expectation held and the drill was not aborted.
+    pub passed: bool,
+    /// Client-side counts over the whole run. A failed request is a
+    /// connection error, a timeout, or a 5xx other than a deliberate shed or
+    /// read-only answer; those two are counted apart.
+    pub requests_total: u64,
+    pub requests_failed: u64,
+    pub requests_shed: u64,
+    pub requests_read_only: u64,
+    /// Seconds from the start of the run.
+    pub fault_at_s: Option<f64>,
+    /// First finding whose scope matches the fault.
+    pub detected_at_s: Option<f64>,
+    /// First moment after the fault when the client error rate is back under
+    /// the steady-state bound.
+    pub mitigated_at_s: Option<f64>,
+    /// When the fault was removed (the scenario's restore step), if it was.
+    pub restored_at_s: Option<f64>,
+    /// First moment after the restore when error rate and p99 are both back
+    /// within the steady state.
+    pub recovered_at_s: Option<f64>,
+    pub duration_s: f64,
+    pub steady_state: SteadyState,
+    pub findings: Vec<Finding>,
+    pub actions: Vec<Action>,
+    pub expectations: Vec<Expectation>,
+    /// Set when a stop condition ended the run early.
+    pub aborted: Option<String>,
+    /// One entry per second of the run.
+    pub timeline: Vec<Second>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct SteadyState {
+    /// Largest acceptable share of failed requests per second (0..1).
+    pub max_error_rate: f64,
+    /// Largest acceptable p99 per second, in milliseconds.
+    pub max_p99_ms: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Finding {
+    /// `instance:NAME`, `zone:NAME`, `region:NAME` or `link:FROM->TO`.
+    pub scope: String,
+    /// `errors`, `latency` or `unreachable`.
+    pub kind: String,
+    pub at_s: f64,
+    /// The numbers that fired and their peers' numbers.
+    pub evidence: serde_json::Value,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Action {
+    /// What changed, for example `kill instance use-a-1` or `zone us-east-a weight 0`.
+    pub what: String,
+    /// Who or what asked for it and why: the scenario step, a playbook, a person.
+    pub why: String,
+    pub at_s: f64,
+    pub accepted: bool,
+    /// The rule that refused it, when it was refused.
+    pub refused_by: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Expectation {
+    /// As written in the scenario, for example `failed_ratio <= 0.01`.
+    pub name: String,
+    pub held: bool,
+    /// The measured value and the bound, in words.
+    pub detail: String,
+}
+
+/// One second of the run as clients saw it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Second {
+    /// Seconds from the start of the run.
+    pub t: u32,
+    pub requests: u64,
+    pub failures: u64,
+    pub shed: u64,
+    pub read_only: u64,
+    pub p99_ms: f64,
+    /// By the region of the edge the client called: what users there felt.
+    pub regions: BTreeMap<String, Cell>,
+    /// By the zone whose instance served the request (`x-switchyard-upstream`);
+    /// requests no instance answered are under `"none"`.
+    pub zones: BTreeMap<String, Cell>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Cell {
+    pub requests: u64,
+    pub failures: u64,
+    pub p99_ms: f64,
+}
+
+impl DrillReport {
+    /// Time to detect, from the fault.
+    pub fn ttd_s(&self) -> Option<f64> {
+        Some(self.detected_at_s? - self.fault_at_s?)
+    }
+
+    /// Time to mitigate, from the fault.
+    pub fn ttm_s(&self) -> Option<f64> {
+        Some(self.mitigated_at_s? - self.fault_at_s?)
+    }
+}
