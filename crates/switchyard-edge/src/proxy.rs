@@ -600,11 +600,17 @@ async fn forward_to_region(
     region: &str,
     mut out: Outbound,
 ) -> Result<(Resp, String, String), EdgeError> {
-    let mut edges: Vec<SocketAddr> = snap
+    let via = snap
         .config
-        .region(region)
-        .map(|r| r.zones.iter().map(|z| z.edge).collect())
-        .unwrap_or_default();
+        .region(&edge.region)
+        .and_then(|r| r.forward_via.get(region))
+        .cloned();
+    let mut edges: Vec<SocketAddr> = via.unwrap_or_else(|| {
+        snap.config
+            .region(region)
+            .map(|r| r.zones.iter().map(|z| z.edge).collect())
+            .unwrap_or_default()
+    });
     if edges.is_empty() {
         return Err(EdgeError::new(
             ErrorKind::NoInstance,

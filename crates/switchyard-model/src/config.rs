@@ -45,6 +45,10 @@ pub mod raw {
         pub name: Option<String>,
         #[serde(default, rename = "zone")]
         pub zones: Vec<Zone>,
+        /// Per target region, the addresses this region's edges forward to
+        /// instead of that region's edges (a link, a tunnel, a load balancer).
+        #[serde(default)]
+        pub forward_via: std::collections::BTreeMap<String, Vec<String>>,
     }
 
     #[derive(Debug, Deserialize)]
@@ -196,6 +200,9 @@ pub struct EdgeSettings {
 pub struct Region {
     pub name: String,
     pub zones: Vec<Zone>,
+    /// Where this region's edges send requests forwarded to another region;
+    /// by default that region's edges.
+    pub forward_via: BTreeMap<String, Vec<SocketAddr>>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -561,10 +568,34 @@ fn validate_regions(raw: &[raw::Region], errs: &mut ValidationErrors) -> Vec<Reg
                 });
             }
         }
+        let mut forward_via = BTreeMap::new();
+        for (target, addrs) in &r.forward_via {
+            let p = format!("{rpath}.forward_via.{target}");
+            if !raw
+                .iter()
+                .any(|x| x.name.as_deref() == Some(target.as_str()))
+                || r.name.as_deref() == Some(target.as_str())
+            {
+                errs.push(
+                    p.clone(),
+                    format!("{target:?} is not another region of this config"),
+                );
+            }
+            if addrs.is_empty() {
+                errs.push(p.clone(), "at least one address is required");
+            }
+            let parsed: Vec<SocketAddr> = addrs
+                .iter()
+                .enumerate()
+                .filter_map(|(i, a)| parse_addr(&Some(a.clone()), &format!("{p}[{i}]"), errs))
+                .collect();
+            forward_via.insert(target.clone(), parsed);
+        }
         if let Some(name) = &r.name {
             out.push(Region {
                 name: name.clone(),
                 zones,
+                forward_via,
             });
         }
     }

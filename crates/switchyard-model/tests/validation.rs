@@ -134,3 +134,29 @@ fn controls_are_checked_against_the_topology() {
         .to_string();
     assert!(unknown.contains("unknown field `servces`"), "{unknown}");
 }
+
+#[test]
+fn forward_via_names_another_region_and_valid_addresses() {
+    let ok = EXAMPLE.replace(
+        "[[region]]\nname = \"us-east\"\n",
+        "[[region]]\nname = \"us-east\"\nforward_via = { \"eu-west\" = [\"127.1.0.33:8080\"] }\n",
+    );
+    let c = Config::from_toml(&ok, no_env).unwrap();
+    assert_eq!(
+        c.region("us-east").unwrap().forward_via["eu-west"],
+        vec!["127.1.0.33:8080".parse().unwrap()]
+    );
+    let bad = EXAMPLE.replace(
+        "[[region]]\nname = \"us-east\"\n",
+        "[[region]]\nname = \"us-east\"\nforward_via = { \"us-east\" = [\"nowhere\"], \"mars\" = [] }\n",
+    );
+    let errs = errors(&bad);
+    for e in [
+        "region.us-east.forward_via.us-east: \"us-east\" is not another region of this config",
+        "region.us-east.forward_via.us-east[0]: not an address of the form ip:port: \"nowhere\"",
+        "region.us-east.forward_via.mars: \"mars\" is not another region of this config",
+        "region.us-east.forward_via.mars: at least one address is required",
+    ] {
+        assert!(errs.iter().any(|x| x == e), "missing {e:?} in {errs:#?}");
+    }
+}

@@ -2,6 +2,35 @@
 //! design's "Drill report contract"), and its rendering for people.
 #![forbid(unsafe_code)]
 
+mod draw;
+mod markdown;
+mod plot;
 pub mod types;
 
+use std::io;
+use std::path::{Path, PathBuf};
+
+pub use markdown::render_markdown;
 pub use types::*;
+
+/// Writes the report for people into `dir` (created if needed):
+///
+/// - `report.md`: verdict, summary, expectations, findings, actions, and the
+///   plots embedded;
+/// - `rps.png` / `rps.svg`: requests per second served by each zone;
+/// - `errors.png` / `errors.svg`: client error rate per region and overall;
+/// - `p99.png` / `p99.svg`: p99 latency per region.
+///
+/// Returns the path of `report.md`. Existing files of those names are
+/// replaced. Text in the plots uses a font bundled in this crate, so no
+/// system fonts are needed.
+pub fn write_report(report: &DrillReport, dir: &Path) -> io::Result<PathBuf> {
+    std::fs::create_dir_all(dir)?;
+    for plot in &plot::PLOTS {
+        draw::write_plot(&(plot.build)(report), dir, plot.stem)?;
+    }
+    // Written last, so a report.md never points at plots that failed.
+    let path = dir.join("report.md");
+    std::fs::write(&path, render_markdown(report))?;
+    Ok(path)
+}

@@ -2,7 +2,7 @@
 #![forbid(unsafe_code)]
 
 mod backend;
-mod demo;
+mod lab_cmd;
 mod load;
 
 use std::net::SocketAddr;
@@ -67,9 +67,12 @@ enum Cmd {
     },
     /// Run a simple HTTP backend (a stand-in service instance).
     Backend(backend::Args),
-    /// Start a small local topology of edges and backends, drive load through
-    /// it and show zonal shift, instance loss and read-only mode at work.
-    Demo(demo::Args),
+    /// The whole topology on this machine: `lab up`, `lab link`, and the
+    /// lab's own processes.
+    #[command(subcommand)]
+    Lab(lab_cmd::LabCmd),
+    /// Run a chaos drill on the lab and report what users felt.
+    Drill(lab_cmd::DrillArgs),
     /// Generate HTTP load: open loop at a fixed rate, closed loop to
     /// saturation, or idle connections.
     Load(load::Args),
@@ -130,7 +133,11 @@ fn main() -> ExitCode {
             init_logs(cli.log_format);
             backend::main(args)
         }
-        Cmd::Demo(args) => demo::main(args),
+        Cmd::Lab(cmd) => {
+            init_logs(cli.log_format);
+            lab_cmd::lab(cmd)
+        }
+        Cmd::Drill(args) => lab_cmd::drill(args),
         Cmd::Load(args) => load::main(args),
     }
 }

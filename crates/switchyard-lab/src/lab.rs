@@ -1,0 +1,353 @@
+//! The whole topology on one machine: stores, links, catalog instances and
+//! edges, as real processes (links run inside the lab process), plus the
+//! helpers drills use to break things and to ask the edges what they see.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Method, StatusCode};
+
+use crate::http::call;
+use crate::link::{Link, LinkSettings};
+use crate::load::{self, Group, Recorder};
+use crate::procs::{wait_listening, Supervisor};
+use crate::topology::{Topology, ADMIN_TOKEN, HOST};
+
+pub struct Lab {
+    pub topo: Topology,
+    pub dir: PathBuf,
+    pub config_path: PathBuf,
+    pub procs: Supervisor,
+    pub links: Arc<BTreeMap<String, Link>>,
+}
+
+/// What a control write to the edges achieved.
+#[derive(Debug)]
+pub struct EdgeAnswer {
+    pub zone: String,
+    pub status: u16,
+    pub body: String,
+}
+
+impl Lab {
+    /// Starts everything and waits until every part listens.
+    pub async fn start(topo: Topology, dir: &Path, bin: &Path) -> anyhow::Result<Lab> {
+        std::fs::create_dir_all(dir)?;
+        let state = dir.join("state");
+        let config_path = dir.join("switchyard.toml");
+        std::fs::write(
+            &config_path,
+            topo.switchyard_config(&state.display().to_string(), Some(topo.service.min_healthy)),
+        )?;
+        let mut procs = Supervisor::new(bin, &dir.join("logs"))?;
+        for r in &topo.regions {
+            let mut args = vec![
+                "lab".into(),
+                "store".into(),
+                "--listen".into(),
+                topo.store_addr(&r.name).to_string(),
+                "--region".into(),
+                r.name.clone(),
+            ];
+            if let Some(peer) = topo.replication_peer(&r.name) {
+                args.extend(["--peer".into(), peer.to_string()]);
+            }
+            procs.start(&format!("store-{}", r.name), args)?;
+        }
+        let mut links = BTreeMap::new();
+        for plan in topo.links() {
+            links.insert(
+                plan.name.clone(),
+                Link::start(&plan.name, &plan.pipes).await?,
+            );
+        }
+        for (name, zone, addr) in topo.all_instances() {
+            procs.start(
+                &name,
+                vec![
+                    "lab".into(),
+                    "catalog".into(),
+                    "--listen".into(),
+                    addr.to_string(),
+                    "--name".into(),
+                    name.clone(),
+                    "--zone".into(),
+                    zone.clone(),
+                    "--store".into(),
+                    topo.store_link_addr(&zone).to_string(),
+                ],
+            )?;
+        }
+        let cfg = config_path.display().to_string();
+        for (_, zone) in topo.zones() {
+            procs.start(
+                &format!("edge-{zone}"),
+                vec![
+                    "edge".into(),
+                    "--config".into(),
+                    cfg.clone(),
+                    "--zone".into(),
+                    zone.into(),
+                    "--workers".into(),
+                    "1".into(),
+                ],
+            )?;
+        }
+        let mut lab = Lab {
+            topo,
+            dir: dir.into(),
+            config_path,
+            procs,
+            links: Arc::new(links),
+        };
+        lab.wait_ready().await?;
+        Ok(lab)
+    }
+
+    async fn wait_ready(&mut self) -> anyhow::Result<()> {
+        let mut addrs: Vec<SocketAddr> = self
+            .topo
+            .regions
+            .iter()
+            .map(|r| self.topo.store_addr(&r.name))
+            .collect();
+        addrs.extend(self.topo.all_instances().into_iter().map(|(_, _, a)| a));
+        for (_, z) in self.topo.zones() {
+            addrs.push(self.topo.edge_addr(z));
+            addrs.push(self.topo.admin_addr(z));
+        }
+        for a in addrs {
+            if let Err(e) = wait_listening(a, Duration::from_secs(20)).await {
+                let exited = self.procs.exited();
+                anyhow::bail!(
+                    "{e}; processes that exited: {exited:?} (logs in {})",
+                    self.dir.join("logs").display()
+                );
+            }
+        }
+        Ok(())
+    }
+
+    pub fn edge_zones(&self) -> Vec<String> {
+        self.topo.zones().map(|(_, z)| z.to_string()).collect()
+    }
+
+    /// Client groups as the topology describes them.
+    pub fn groups(&self) -> Vec<Group> {
+        self.topo
+            .clients
+            .iter()
+            .enumerate()
+            .map(|(i, c)| Group {
+                name: c.name.clone(),
+                source: self.topo.client_source(i),
+                region: c.region.clone(),
+                edges: self.topo.regions[self.topo.region_index(&c.region).expect("checked") - 1]
+                    .zones
+                    .iter()
+                    .map(|z| self.topo.edge_addr(z))
+                    .collect(),
+                host: HOST.into(),
+                home: c.home.clone(),
+                rate: c.rate,
+                write_percent: c.write_percent,
+                timeout: Duration::from_secs(2),
+            })
+            .collect()
+    }
+
+    /// Starts every client group; they run until `stop` is set.
+    pub fn start_load(
+        &self,
+        rec: &Arc<Recorder>,
+        stop: &Arc<AtomicBool>,
+    ) -> Vec<tokio::task::JoinHandle<()>> {
+        self.groups()
+            .into_iter()
+            .map(|g| tokio::spawn(load::run_group(g, rec.clone(), stop.clone())))
+            .collect()
+    }
+
+    pub fn set_link(&self, name: &str, s: LinkSettings) -> anyhow::Result<()> {
+        let l = self.links.get(name).ok_or_else(|| {
+            anyhow::anyhow!(
+                "no link {name:?} (links: {})",
+                self.links.keys().cloned().collect::<Vec<_>>().join(", ")
+            )
+        })?;
+        l.set(s).map_err(|e| anyhow::anyhow!("link {name}: {e}"))
+    }
+
+    /// Sends a controls document to the edges of `zones`.
+    pub async fn put_controls(
+        &self,
+        zones: &[String],
+        controls: &serde_json::Value,
+    ) -> Vec<EdgeAnswer> {
+        let mut out = Vec::new();
+        for z in zones {
+            let r = admin_call(
+                self.topo.admin_addr(z),
+                Method::PUT,
+                "/controls",
+                Bytes::from(controls.to_string()),
+            )
+            .await;
+            out.push(EdgeAnswer {
+                zone: z.clone(),
+                status: r.as_ref().map(|x| x.0.as_u16()).unwrap_or(0),
+                body: r
+                    .map(|x| String::from_utf8_lossy(&x.1).into_owned())
+                    .unwrap_or_else(|e| e),
+            });
+        }
+        out
+    }
+
+    /// Writes a new config for the edges and asks each to reload it.
+    pub async fn push_config(&self, text: &str) -> anyhow::Result<Vec<EdgeAnswer>> {
+        std::fs::write(&self.config_path, text)?;
+        let mut out = Vec::new();
+        for z in self.edge_zones() {
+            let r = admin_call(
+                self.topo.admin_addr(&z),
+                Method::POST,
+                "/reload",
+                Bytes::new(),
+            )
+            .await;
+            out.push(EdgeAnswer {
+                zone: z.clone(),
+                status: r.as_ref().map(|x| x.0.as_u16()).unwrap_or(0),
+                body: r
+                    .map(|x| String::from_utf8_lossy(&x.1).into_owned())
+                    .unwrap_or_else(|e| e),
+            });
+        }
+        Ok(out)
+    }
+
+    pub async fn edge_status(&self, zone: &str) -> Option<serde_json::Value> {
+        let (s, b) = admin_call(
+            self.topo.admin_addr(zone),
+            Method::GET,
+            "/status",
+            Bytes::new(),
+        )
+        .await
+        .ok()?;
+        (s == StatusCode::OK)
+            .then(|| serde_json::from_slice(&b).ok())
+            .flatten()
+    }
+
+    pub async fn replication(&self, region: &str) -> Option<serde_json::Value> {
+        let (s, b) = call(
+            self.topo.store_addr(region),
+            Method::GET,
+            "/replication",
+            Bytes::new(),
+            Duration::from_secs(1),
+        )
+        .await
+        .ok()?;
+        (s == StatusCode::OK)
+            .then(|| serde_json::from_slice(&b).ok())
+            .flatten()
+    }
+
+    /// A readable list of where everything listens.
+    pub fn describe(&self) -> String {
+        let mut s = String::new();
+        let t = &self.topo;
+        for r in &t.regions {
+            s.push_str(&format!(
+                "region {}  store {}\n",
+                r.name,
+                t.store_addr(&r.name)
+            ));
+            for z in &r.zones {
+                let inst: Vec<String> = t
+                    .instances(z)
+                    .iter()
+                    .map(|(n, a)| format!("{n} {a}"))
+                    .collect();
+                s.push_str(&format!(
+                    "  zone {:<10} edge {}  admin http://{}  instances: {}\n",
+                    z,
+                    t.edge_addr(z),
+                    t.admin_addr(z),
+                    inst.join(", ")
+                ));
+            }
+        }
+        s.push_str(&format!(
+            "links: {}\n",
+            self.links.keys().cloned().collect::<Vec<_>>().join(", ")
+        ));
+        for (i, c) in t.clients.iter().enumerate() {
+            s.push_str(&format!(
+                "clients {:<10} from {} to {} edges, {}/s, {}% writes, home {}\n",
+                c.name,
+                t.client_source(i),
+                c.region,
+                c.rate,
+                c.write_percent,
+                c.home.as_deref().unwrap_or("-")
+            ));
+        }
+        s.push_str(&format!(
+            "config {}  logs {}\n",
+            self.config_path.display(),
+            self.dir.join("logs").display()
+        ));
+        s.push_str(&format!(
+            "try: curl -H 'Host: {HOST}' http://{}/items/1\n",
+            t.edge_addr(&t.regions[0].zones[0])
+        ));
+        s
+    }
+}
+
+async fn admin_call(
+    addr: SocketAddr,
+    method: Method,
+    path: &str,
+    body: Bytes,
+) -> Result<(StatusCode, Bytes), String> {
+    // Admin writes need the token; the helper adds it for every call.
+    let fut = async {
+        let stream = tokio::net::TcpStream::connect(addr)
+            .await
+            .map_err(|e| e.to_string())?;
+        let (mut send, conn) = hyper::client::conn::http1::handshake::<
+            _,
+            http_body_util::Full<Bytes>,
+        >(hyper_util::rt::TokioIo::new(stream))
+        .await
+        .map_err(|e| e.to_string())?;
+        tokio::spawn(conn);
+        let req = http::Request::builder()
+            .method(method)
+            .uri(path)
+            .header("host", addr.to_string())
+            .header("authorization", format!("Bearer {ADMIN_TOKEN}"))
+            .body(http_body_util::Full::new(body))
+            .map_err(|e| e.to_string())?;
+        let resp = send.send_request(req).await.map_err(|e| e.to_string())?;
+        let status = resp.status();
+        let body = http_body_util::BodyExt::collect(resp.into_body())
+            .await
+            .map_err(|e| e.to_string())?
+            .to_bytes();
+        Ok((status, body))
+    };
+    tokio::time::timeout(Duration::from_secs(3), fut)
+        .await
+        .map_err(|_| "timeout".to_string())?
+}

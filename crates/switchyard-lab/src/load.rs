@@ -1,0 +1,278 @@
+//! The lab's open-loop load generator. Client groups stand for user
+//! geographies: each binds its own source address, sends at a fixed rate with
+//! a read/write mix and a home region, and never slows down because the
+//! server does. Every outcome lands in per-second buckets with HDR
+//! histograms, keyed by when the request was due to leave.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use hdrhistogram::Histogram;
+use http::Request;
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::{connect::HttpConnector, Client};
+use hyper_util::rt::TokioExecutor;
+use rand::Rng;
+use switchyard_report::{Cell, Second};
+use tokio::time::Instant;
+
+#[derive(Debug, Clone)]
+pub struct Group {
+    pub name: String,
+    pub source: IpAddr,
+    /// The region whose edges the group calls; the label of its timeline.
+    pub region: String,
+    pub edges: Vec<SocketAddr>,
+    pub host: String,
+    pub home: Option<String>,
+    pub rate: f64,
+    pub write_percent: f64,
+    pub timeout: Duration,
+}
+
+/// How one request ended, from the client's side.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Ok,
+    /// Connection error, timeout, or a 5xx that was not a deliberate rejection.
+    Failed,
+    Shed,
+    ReadOnly,
+}
+
+fn hist() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 120_000_000, 2).expect("static bounds are valid")
+}
+
+#[derive(Default)]
+struct Bucket {
+    requests: u64,
+    failures: u64,
+    shed: u64,
+    read_only: u64,
+    latency: Option<Histogram<u64>>,
+    regions: BTreeMap<String, (u64, u64, Histogram<u64>)>,
+    zones: BTreeMap<String, (u64, u64, Histogram<u64>)>,
+}
+
+fn p99(h: &Histogram<u64>) -> f64 {
+    if h.is_empty() {
+        0.0
+    } else {
+        h.value_at_quantile(0.99) as f64 / 1000.0
+    }
+}
+
+/// Per-second outcomes of every group, shared by all requests in flight.
+pub struct Recorder {
+    start: Instant,
+    buckets: Mutex<Vec<Bucket>>,
+    /// Offered load multiplier ×1000 (for the thundering-herd drill).
+    multiplier: AtomicU64,
+    sent: AtomicU64,
+}
+
+impl Recorder {
+    pub fn new(start: Instant) -> Arc<Recorder> {
+        Arc::new(Recorder {
+            start,
+            buckets: Mutex::new(Vec::new()),
+            multiplier: AtomicU64::new(1000),
+            sent: AtomicU64::new(0),
+        })
+    }
+
+    pub fn start(&self) -> Instant {
+        self.start
+    }
+
+    pub fn set_multiplier(&self, m: f64) {
+        self.multiplier
+            .store((m * 1000.0).round() as u64, Ordering::Relaxed);
+    }
+
+    pub fn multiplier(&self) -> f64 {
+        self.multiplier.load(Ordering::Relaxed) as f64 / 1000.0
+    }
+
+    /// Requests that have left so far.
+    pub fn sent(&self) -> u64 {
+        self.sent.load(Ordering::Relaxed)
+    }
+
+    pub fn record(
+        &self,
+        due: Instant,
+        region: &str,
+        zone: Option<&str>,
+        outcome: Outcome,
+        latency: Duration,
+    ) {
+        let sec = due.saturating_duration_since(self.start).as_secs() as usize;
+        let us = (latency.as_micros() as u64).max(1);
+        let mut b = self.buckets.lock().expect("recorder lock");
+        while b.len() <= sec {
+            b.push(Bucket::default());
+        }
+        let bk = &mut b[sec];
+        bk.requests += 1;
+        let failed = outcome == Outcome::Failed;
+        match outcome {
+            Outcome::Ok => {}
+            Outcome::Failed => bk.failures += 1,
+            Outcome::Shed => bk.shed += 1,
+            Outcome::ReadOnly => bk.read_only += 1,
+        }
+        bk.latency.get_or_insert_with(hist).saturating_record(us);
+        for (map, key) in [
+            (&mut bk.regions, region),
+            (&mut bk.zones, zone.unwrap_or("none")),
+        ] {
+            let e = map.entry(key.to_string()).or_insert_with(|| (0, 0, hist()));
+            e.0 += 1;
+            e.1 += u64::from(failed);
+            e.2.saturating_record(us);
+        }
+    }
+
+    /// p99 in milliseconds over every request due in seconds `from..to`.
+    pub fn p99_between(&self, from: usize, to: usize) -> f64 {
+        let b = self.buckets.lock().expect("recorder lock");
+        let mut h = hist();
+        for bk in b.iter().take(to).skip(from) {
+            if let Some(x) = &bk.latency {
+                let _ = h.add(x);
+            }
+        }
+        p99(&h)
+    }
+
+    /// The timeline of seconds `0..upto`.
+    pub fn timeline(&self, upto: usize) -> Vec<Second> {
+        let b = self.buckets.lock().expect("recorder lock");
+        (0..upto)
+            .map(|t| {
+                let Some(bk) = b.get(t) else {
+                    return Second {
+                        t: t as u32,
+                        ..Default::default()
+                    };
+                };
+                let cells = |m: &BTreeMap<String, (u64, u64, Histogram<u64>)>| {
+                    m.iter()
+                        .map(|(k, (r, f, h))| {
+                            (
+                                k.clone(),
+                                Cell {
+                                    requests: *r,
+                                    failures: *f,
+                                    p99_ms: p99(h),
+                                },
+                            )
+                        })
+                        .collect()
+                };
+                Second {
+                    t: t as u32,
+                    requests: bk.requests,
+                    failures: bk.failures,
+                    shed: bk.shed,
+                    read_only: bk.read_only,
+                    p99_ms: bk.latency.as_ref().map(p99).unwrap_or(0.0),
+                    regions: cells(&bk.regions),
+                    zones: cells(&bk.zones),
+                }
+            })
+            .collect()
+    }
+}
+
+/// Classifies an answer: deliberate rejections are told apart by the edge's
+/// `x-switchyard-error` header.
+pub fn classify(status: http::StatusCode, error: Option<&str>) -> Outcome {
+    match error {
+        Some("shed") => Outcome::Shed,
+        Some("read_only") => Outcome::ReadOnly,
+        _ if status.is_server_error() => Outcome::Failed,
+        _ => Outcome::Ok,
+    }
+}
+
+/// Sends the group's load until `stop` is set. Open loop: each request leaves
+/// at its scheduled time in its own task, whatever earlier ones are doing.
+pub async fn run_group(g: Group, rec: Arc<Recorder>, stop: Arc<AtomicBool>) {
+    let mut conn = HttpConnector::new();
+    conn.set_local_address(Some(g.source));
+    conn.set_connect_timeout(Some(Duration::from_secs(1)));
+    conn.set_nodelay(true);
+    let client: Client<HttpConnector, Full<Bytes>> = Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(30))
+        .build(conn);
+    let mut next = Instant::now();
+    let mut n: u64 = 0;
+    let mut tasks = tokio::task::JoinSet::new();
+    while !stop.load(Ordering::Relaxed) {
+        let rate = (g.rate * rec.multiplier()).max(0.1);
+        next += Duration::from_secs_f64(1.0 / rate);
+        tokio::time::sleep_until(next).await;
+        let due = next;
+        n += 1;
+        let edge = g.edges[(n as usize) % g.edges.len()];
+        let write = rand::thread_rng().gen::<f64>() * 100.0 < g.write_percent;
+        let id = rand::thread_rng().gen_range(0..1000);
+        let mut b = Request::builder()
+            .method(if write { "PUT" } else { "GET" })
+            .uri(format!("http://{edge}/items/{id}"))
+            .header("host", &g.host);
+        if let Some(h) = &g.home {
+            b = b.header("x-switchyard-home-region", h);
+        }
+        let req = b
+            .body(Full::new(if write {
+                Bytes::from_static(b"{\"v\":1}")
+            } else {
+                Bytes::new()
+            }))
+            .expect("valid request");
+        let (client, rec2, region, timeout) =
+            (client.clone(), rec.clone(), g.region.clone(), g.timeout);
+        rec.sent.fetch_add(1, Ordering::Relaxed);
+        tasks.spawn(async move {
+            let r = tokio::time::timeout(timeout, async {
+                let resp = client.request(req).await?;
+                let status = resp.status();
+                let error = resp
+                    .headers()
+                    .get("x-switchyard-error")
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_string);
+                let zone = resp
+                    .headers()
+                    .get("x-switchyard-upstream")
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|u| u.split('/').nth(1))
+                    .map(str::to_string);
+                let _ = resp.into_body().collect().await;
+                Ok::<_, hyper_util::client::legacy::Error>((status, error, zone))
+            })
+            .await;
+            let latency = due.elapsed();
+            match r {
+                Ok(Ok((status, error, zone))) => rec2.record(
+                    due,
+                    &region,
+                    zone.as_deref(),
+                    classify(status, error.as_deref()),
+                    latency,
+                ),
+                _ => rec2.record(due, &region, None, Outcome::Failed, latency),
+            }
+        });
+        while tasks.try_join_next().is_some() {}
+    }
+    while tasks.join_next().await.is_some() {}
+}

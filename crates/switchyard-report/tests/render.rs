@@ -1,0 +1,308 @@
+//! Rendering a drill report for people: report.md plus PNG and SVG plots.
+//!
+//! Set `SWITCHYARD_REPORT_OUT=/some/dir` to also write each test's report
+//! into a subdirectory there, to look at the plots.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde_json::json;
+use switchyard_report::{
+    write_report, Action, Cell, DrillReport, Expectation, Finding, Second, SteadyState,
+};
+
+const REGIONS: [&str; 2] = ["us-east", "eu-west"];
+const ZONES: [&str; 3] = ["a", "b", "c"];
+const PLOTS: [&str; 3] = ["rps", "errors", "p99"];
+const MARKERS: [&str; 5] = [
+    "fault 10.0 s",
+    "detected 12.5 s",
+    "mitigated 14.0 s",
+    "restored 30.0 s",
+    "recovered 32.0 s",
+];
+const PNG_SIGNATURE: &[u8] = b"\x89PNG\r\n\x1a\n";
+
+/// 40 seconds, 2 regions × 3 zones, 300 requests per region per second.
+/// At 10 s zone us-east-a starts failing most requests (and some get no
+/// answer at all, counted under zone "none"); at 14 s it is drained, its
+/// traffic moving to us-east-b and -c; at 30 s the fault is removed and the
+/// zone gets its traffic back over two seconds.
+fn sample_report() -> DrillReport {
+    DrillReport {
+        scenario: "zone-gray-failure".into(),
+        passed: false,
+        requests_total: 24_000,
+        requests_failed: 320,
+        requests_shed: 0,
+        requests_read_only: 0,
+        fault_at_s: Some(10.0),
+        detected_at_s: Some(12.5),
+        mitigated_at_s: Some(14.0),
+        restored_at_s: Some(30.0),
+        recovered_at_s: Some(32.0),
+        duration_s: 40.0,
+        steady_state: SteadyState {
+            max_error_rate: 0.01,
+            max_p99_ms: 250.0,
+        },
+        findings: vec![Finding {
+            scope: "zone:us-east-a".into(),
+            kind: "errors".into(),
+            at_s: 12.5,
+            evidence: json!({"error_rate": 0.75, "peers_error_rate": 0.0, "instances": 2}),
+        }],
+        actions: vec![
+            Action {
+                what: "zone us-east-a weight 0".into(),
+                why: "playbook zone-errors after finding zone:us-east-a errors".into(),
+                at_s: 14.0,
+                accepted: true,
+                refused_by: None,
+            },
+            Action {
+                what: "zone us-east-b weight 0".into(),
+                why: "playbook zone-errors".into(),
+                at_s: 14.5,
+                accepted: false,
+                refused_by: Some("one-zone-at-a-time".into()),
+            },
+        ],
+        expectations: vec![
+            Expectation {
+                name: "failed_ratio <= 0.05".into(),
+                held: true,
+                detail: "failed 1.42 % of requests, bound 5 %".into(),
+            },
+            Expectation {
+                name: "ttm_s <= 3".into(),
+                held: false,
+                detail: "mitigated 4.0 s after the fault, bound 3 s".into(),
+            },
+        ],
+        aborted: None,
+        timeline: (0..40).map(second).collect(),
+    }
+}
+
+fn second(t: u32) -> Second {
+    let mut zones = BTreeMap::new();
+    let mut regions = BTreeMap::new();
+    for region in REGIONS {
+        let served = zone_shares(region, t);
+        let mut failures = 0;
+        for (zone, (requests, zone_failures)) in ZONES.iter().zip(served) {
+            let p99_ms = if zone_failures > 0 { 900.0 } else { 40.0 };
+            zones.insert(
+                format!("{region}-{zone}"),
+                cell(requests, zone_failures, p99_ms),
+            );
+            failures += zone_failures;
+        }
+        let unanswered = if region == "us-east" && (10..14).contains(&t) {
+            20
+        } else {
+            0
+        };
+        if unanswered > 0 {
+            zones.insert("none".into(), cell(unanswered, unanswered, 1000.0));
+        }
+        failures += unanswered;
+        let p99_ms = if failures > 0 {
+            950.0
+        } else if region == "us-east" {
+            45.0
+        } else {
+            60.0
+        };
+        regions.insert(region.to_string(), cell(300, failures, p99_ms));
+    }
+    let requests = regions.values().map(|c| c.requests).sum();
+    let failures = regions.values().map(|c| c.failures).sum();
+    Second {
+        t,
+        requests,
+        failures,
+        shed: 0,
+        read_only: 0,
+        p99_ms: regions.values().map(|c| c.p99_ms).fold(0.0, f64::max),
+        regions,
+        zones,
+    }
+}
+
+/// `(requests, failures)` per zone a, b, c of `region` in second `t`.
+fn zone_shares(region: &str, t: u32) -> [(u64, u64); 3] {
+    if region != "us-east" {
+        return [(100, 0); 3];
+    }
+    match t {
+        10..=13 => [(80, 60), (100, 0), (100, 0)],
+        14..=29 => [(0, 0), (150, 0), (150, 0)],
+        30 => [(30, 0), (135, 0), (135, 0)],
+        31 => [(60, 0), (120, 0), (120, 0)],
+        _ => [(100, 0); 3],
+    }
+}
+
+fn cell(requests: u64, failures: u64, p99_ms: f64) -> Cell {
+    Cell {
+        requests,
+        failures,
+        p99_ms,
+    }
+}
+
+fn render(report: &DrillReport, test: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("drill");
+    let md = write_report(report, &out).unwrap();
+    assert_eq!(md, out.join("report.md"));
+    if let Some(keep) = std::env::var_os("SWITCHYARD_REPORT_OUT") {
+        write_report(report, &Path::new(&keep).join(test)).unwrap();
+    }
+    dir
+}
+
+#[test]
+fn report_md_states_the_verdict_and_the_numbers() {
+    let report = sample_report();
+    let dir = render(&report, "verdict");
+    let md = std::fs::read_to_string(dir.path().join("drill/report.md")).unwrap();
+
+    assert!(md.contains("zone-gray-failure"), "{md}");
+    assert!(md.contains("FAILED"), "{md}");
+    assert!(!md.contains("PASSED"), "{md}");
+    for e in &report.expectations {
+        assert!(
+            md.contains(&e.name),
+            "missing expectation {}:\n{md}",
+            e.name
+        );
+    }
+    assert!(md.contains("| Time to detect (TTD) | 2.5 s |"), "{md}");
+    assert!(md.contains("| Time to mitigate (TTM) | 4.0 s |"), "{md}");
+    assert!(md.contains("| ✗ |"), "{md}");
+    assert!(md.contains("refused by `one-zone-at-a-time`"), "{md}");
+    assert!(
+        md.contains(r#"`{"error_rate":0.75,"instances":2,"peers_error_rate":0.0}`"#),
+        "{md}"
+    );
+    for plot in PLOTS {
+        assert!(md.contains(&format!("({plot}.png)")), "{md}");
+        assert!(md.contains(&format!("({plot}.svg)")), "{md}");
+    }
+}
+
+#[test]
+fn plots_are_written_as_png_and_svg() {
+    let dir = render(&sample_report(), "plots");
+    let out = dir.path().join("drill");
+    for plot in PLOTS {
+        let png = std::fs::read(out.join(format!("{plot}.png"))).unwrap();
+        assert!(png.starts_with(PNG_SIGNATURE), "{plot}.png is not a PNG");
+        assert!(
+            png.len() > 8 * 1024,
+            "{plot}.png is only {} bytes",
+            png.len()
+        );
+
+        let svg = std::fs::read_to_string(out.join(format!("{plot}.svg"))).unwrap();
+        assert!(svg.contains("<svg"), "{plot}.svg");
+    }
+
+    let texts = |plot: &str| svg_texts(&out.join(format!("{plot}.svg")));
+    let rps = texts("rps");
+    for region in REGIONS {
+        for zone in ZONES {
+            let name = format!("{region}-{zone}");
+            assert!(
+                rps.contains(&name),
+                "zone {name} not in the legend: {rps:?}"
+            );
+        }
+    }
+    assert!(
+        rps.iter().any(|t| t == "none"),
+        "zone none served requests, so it has a line"
+    );
+    for plot in ["errors", "p99"] {
+        let texts = texts(plot);
+        for region in REGIONS {
+            assert!(
+                texts.iter().any(|t| t == region),
+                "region {region} not in {plot} legend"
+            );
+        }
+        assert!(
+            texts.iter().any(|t| t.starts_with("steady-state bound")),
+            "{plot}.svg has no bound"
+        );
+    }
+    for plot in PLOTS {
+        let texts = texts(plot);
+        for marker in MARKERS {
+            assert!(
+                texts.iter().any(|t| t == marker),
+                "{plot}.svg lacks marker {marker}"
+            );
+        }
+    }
+    assert!(texts("errors").iter().any(|t| t == "all regions"));
+}
+
+/// The text of every `<text>` element: the plotters SVG backend writes each
+/// label as one element, its content on a line of its own.
+fn svg_texts(path: &Path) -> Vec<String> {
+    let svg = std::fs::read_to_string(path).unwrap();
+    svg.split("<text")
+        .skip(1)
+        .filter_map(|element| {
+            let content = element.split_once('>')?.1;
+            Some(content.split_once("</text>")?.0.trim().to_string())
+        })
+        .collect()
+}
+
+#[test]
+fn zone_none_without_requests_gets_no_line() {
+    let mut report = sample_report();
+    for second in &mut report.timeline {
+        if let Some(none) = second.zones.get_mut("none") {
+            none.requests = 0;
+            none.failures = 0;
+        }
+    }
+    let dir = render(&report, "no-none");
+    let rps = svg_texts(&dir.path().join("drill/rps.svg"));
+    assert!(rps.contains(&"us-east-a".to_string()), "{rps:?}");
+    assert!(!rps.contains(&"none".to_string()), "{rps:?}");
+}
+
+#[test]
+fn empty_report_renders() {
+    let report = DrillReport {
+        scenario: "nothing-happened".into(),
+        passed: true,
+        ..DrillReport::default()
+    };
+    let dir = render(&report, "empty");
+    let out = dir.path().join("drill");
+    let md = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(md.contains("PASSED"));
+    assert!(md.contains("| Fault at | — |"), "{md}");
+    assert!(md.contains("| Failed (% of total) | — |"), "{md}");
+    for plot in PLOTS {
+        let png = std::fs::read(out.join(format!("{plot}.png"))).unwrap();
+        assert!(png.starts_with(PNG_SIGNATURE));
+        assert!(out.join(format!("{plot}.svg")).exists());
+    }
+}
+
+#[test]
+fn json_round_trip() {
+    let report = sample_report();
+    let text = serde_json::to_string(&report).unwrap();
+    let back: DrillReport = serde_json::from_str(&text).unwrap();
+    assert_eq!(back, report);
+}
