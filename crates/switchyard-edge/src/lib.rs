@@ -8,6 +8,7 @@ pub mod admin;
 pub mod error;
 pub mod metrics;
 pub mod outlier;
+pub mod probes;
 pub mod proxy;
 pub mod routing;
 pub mod shed;
@@ -165,6 +166,7 @@ pub async fn start(opts: EdgeOptions) -> anyhow::Result<Running> {
         tokio::spawn(sources::watch_control_plane(edge.clone())),
         tokio::spawn(outlier_loop(edge.clone())),
         tokio::spawn(signal_loop(edge.clone())),
+        tokio::spawn(probes::probe_loop(edge.clone())),
     ];
     {
         let mut rx = rx.clone();

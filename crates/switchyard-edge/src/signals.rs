@@ -7,7 +7,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use hdrhistogram::Histogram;
-use serde::{Deserialize, Serialize};
+pub use switchyard_model::signals::{Probe, Series, Snapshot};
 use tokio::sync::broadcast;
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -24,38 +24,12 @@ struct Acc {
     latency: Histogram<u64>,
 }
 
-/// One series of one second.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct Series {
-    pub service: String,
-    pub route: String,
-    pub target_zone: String,
-    pub instance: String,
-    pub requests: u64,
-    /// Failed requests by class (`status_5xx`, `upstream_connect`, `upstream_timeout`, `shed`, ...).
-    pub errors: BTreeMap<String, u64>,
-    pub p50_ms: f64,
-    pub p90_ms: f64,
-    pub p99_ms: f64,
-    pub max_ms: f64,
-}
-
-/// Everything one edge saw in one interval.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct Snapshot {
-    /// Unix milliseconds at the end of the interval.
-    pub at_ms: u64,
-    pub interval_ms: u64,
-    pub region: String,
-    pub source_zone: String,
-    pub series: Vec<Series>,
-}
-
 pub struct Signals {
     region: String,
     zone: String,
     current: Mutex<HashMap<SeriesKey, Acc>>,
     recent: Mutex<VecDeque<Snapshot>>,
+    probes: Mutex<Vec<Probe>>,
     tx: broadcast::Sender<Snapshot>,
 }
 
@@ -68,6 +42,7 @@ impl Signals {
             zone: zone.into(),
             current: Mutex::new(HashMap::new()),
             recent: Mutex::new(VecDeque::with_capacity(KEEP)),
+            probes: Mutex::new(Vec::new()),
             tx: broadcast::channel(KEEP).0,
         }
     }
@@ -86,6 +61,14 @@ impl Signals {
             *acc.errors.entry(e).or_default() += 1;
         }
         acc.latency.saturating_record(latency.as_micros() as u64);
+    }
+
+    /// Adds the result of an active probe to the current interval.
+    pub fn record_probe(&self, p: Probe) {
+        self.probes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(p);
     }
 
     /// Closes the interval and publishes its snapshot.
@@ -118,6 +101,7 @@ impl Signals {
                     max_ms: a.latency.max() as f64 / 1000.0,
                 })
                 .collect(),
+            probes: std::mem::take(&mut *self.probes.lock().unwrap_or_else(|e| e.into_inner())),
         };
         let mut recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
         if recent.len() == KEEP {

@@ -11,6 +11,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::json;
+use switchyard_detect::{DetectConfig, Engine, Event};
+use switchyard_model::signals::Snapshot;
 use switchyard_model::{Controls, Fault, RegionState, ZoneControl};
 use switchyard_report::{
     Action as ActionRecord, DrillReport, Expectation, Finding, Second, SteadyState,
@@ -23,6 +25,8 @@ use crate::load::Recorder;
 use crate::scenario::{holds, Action, Scenario};
 
 pub struct Options {
+    /// Also write the signal trace (with the fault as its label) here.
+    pub record: Option<PathBuf>,
     /// The `switchyard` binary the lab starts its processes from.
     pub bin: PathBuf,
     /// Where the lab keeps its config, state and logs.
@@ -82,6 +86,51 @@ fn plan(s: &Scenario) -> Vec<Planned> {
     }
     out.sort_by(|a, b| a.at_s.total_cmp(&b.at_s));
     out
+}
+
+/// Follows one edge's `/signals` stream and forwards every snapshot.
+async fn follow_signals(
+    admin: std::net::SocketAddr,
+    tx: tokio::sync::mpsc::UnboundedSender<Snapshot>,
+) {
+    use http_body_util::BodyExt;
+    loop {
+        let Ok(stream) = tokio::net::TcpStream::connect(admin).await else {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            continue;
+        };
+        let Ok((mut send, conn)) = hyper::client::conn::http1::handshake::<
+            _,
+            http_body_util::Empty<bytes::Bytes>,
+        >(hyper_util::rt::TokioIo::new(stream))
+        .await
+        else {
+            continue;
+        };
+        tokio::spawn(conn);
+        let req = http::Request::get("/signals")
+            .header("host", admin.to_string())
+            .body(http_body_util::Empty::new())
+            .expect("valid request");
+        let Ok(resp) = send.send_request(req).await else {
+            continue;
+        };
+        let mut body = resp.into_body();
+        let mut buf = Vec::new();
+        while let Some(Ok(frame)) = body.frame().await {
+            let Some(d) = frame.data_ref() else { continue };
+            buf.extend_from_slice(d);
+            while let Some(pos) = buf.iter().position(|b| *b == b'\n') {
+                let line: Vec<u8> = buf.drain(..=pos).collect();
+                if let Ok(snap) = serde_json::from_slice::<Snapshot>(&line) {
+                    if tx.send(snap).is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 struct Run<'a> {
@@ -369,6 +418,13 @@ impl Run<'_> {
     }
 }
 
+fn wall_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
 fn rate(s: &Second) -> f64 {
     if s.requests == 0 {
         0.0
@@ -426,7 +482,19 @@ pub async fn run(scenario: &Scenario, opts: &Options) -> anyhow::Result<DrillRep
     let mut lab = Lab::start(topo, &opts.dir, &opts.bin).await?;
     // Let connections and pools warm before the clock starts.
     tokio::time::sleep(Duration::from_millis(500)).await;
+    // Detection runs here, on the edges' signals, until the control plane
+    // hosts it; every snapshot can also be recorded as a trace.
+    let (sig_tx, mut sig_rx) = tokio::sync::mpsc::unbounded_channel();
+    let followers: Vec<_> = lab
+        .edge_zones()
+        .iter()
+        .map(|z| tokio::spawn(follow_signals(lab.topo.admin_addr(z), sig_tx.clone())))
+        .collect();
+    drop(sig_tx);
+    let mut engine = Engine::new(DetectConfig::default());
+    let mut trace = switchyard_detect::trace::Trace::default();
     let rec = Recorder::new(Instant::now());
+    let t0_ms = wall_ms();
     let stop = Arc::new(AtomicBool::new(false));
     let load = lab.start_load(&rec, &stop);
     let steps = plan(scenario);
@@ -462,6 +530,23 @@ pub async fn run(scenario: &Scenario, opts: &Options) -> anyhow::Result<DrillRep
                     false,
                     Some(e.to_string()),
                 );
+            }
+        }
+        while let Ok(snap) = sig_rx.try_recv() {
+            engine.ingest(&snap);
+            if opts.record.is_some() {
+                trace.snapshots.push(snap);
+            }
+        }
+        for ev in engine.tick(wall_ms()) {
+            if let Event::Opened(f) = ev {
+                let at_s = f.detected_ms.saturating_sub(t0_ms) as f64 / 1000.0;
+                run.findings.push(Finding {
+                    scope: f.scope.clone(),
+                    kind: f.kind.clone(),
+                    at_s,
+                    evidence: json!({"detector": "switchyard-detect", "service": f.service, "since_s": f.start_ms.saturating_sub(t0_ms) as f64 / 1000.0, "numbers": f.evidence}),
+                });
             }
         }
         let sec = t as usize;
@@ -505,6 +590,9 @@ pub async fn run(scenario: &Scenario, opts: &Options) -> anyhow::Result<DrillRep
         }
     }
     let duration = run.now_s();
+    for f in followers {
+        f.abort();
+    }
     stop.store(true, Ordering::Relaxed);
     for l in load {
         let _ = l.await;
@@ -537,6 +625,20 @@ pub async fn run(scenario: &Scenario, opts: &Options) -> anyhow::Result<DrillRep
     run.lab.procs.stop_all();
     drop(lab);
 
+    if let Some(path) = &opts.record {
+        trace
+            .meta
+            .push(json!({"source": "lab", "scenario": scenario.name, "t0_ms": t0_ms}));
+        if let (Some(scope), Some(f)) = (&scenario.fault_scope, fault_at) {
+            trace.labels.push(switchyard_detect::trace::Label {
+                scope: scope.clone(),
+                kind: None,
+                start_ms: t0_ms + (f * 1000.0) as u64,
+                end_ms: t0_ms + (restored_at.unwrap_or(duration) * 1000.0) as u64,
+            });
+        }
+        std::fs::write(path, trace.to_ndjson())?;
+    }
     let steady = SteadyState {
         max_error_rate: scenario.steady_state.max_error_rate,
         max_p99_ms: scenario.steady_state.max_p99_ms,

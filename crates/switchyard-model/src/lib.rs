@@ -8,6 +8,7 @@
 pub mod config;
 pub mod controls;
 pub mod error;
+pub mod signals;
 
 pub use config::{
     Config, EdgeSettings, EjectionSettings, Instance, LimitSettings, Priority, Region, Route,

@@ -87,6 +87,10 @@ pub struct DrillArgs {
     /// List the built-in scenarios.
     #[arg(long)]
     list: bool,
+    /// Record the edges' signals, labelled with the fault, as a trace for
+    /// `switchyard detect replay`.
+    #[arg(long)]
+    record: Option<PathBuf>,
 }
 
 fn lab_dir(dir: Option<PathBuf>) -> anyhow::Result<(PathBuf, Option<tempfile::TempDir>)> {
@@ -251,6 +255,7 @@ pub fn drill(args: DrillArgs) -> ExitCode {
     let result = rt.block_on(async {
         let (dir, _keep) = lab_dir(args.dir.clone())?;
         let opts = drill::Options {
+            record: args.record.clone(),
             bin: std::env::current_exe()?,
             dir,
             progress: true,

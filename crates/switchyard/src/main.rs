@@ -2,6 +2,7 @@
 #![forbid(unsafe_code)]
 
 mod backend;
+mod detect_cmd;
 mod lab_cmd;
 mod load;
 
@@ -73,6 +74,9 @@ enum Cmd {
     Lab(lab_cmd::LabCmd),
     /// Run a chaos drill on the lab and report what users felt.
     Drill(lab_cmd::DrillArgs),
+    /// Detection: replay and score traces, synthetic cases, the corpus, the benchmark.
+    #[command(subcommand)]
+    Detect(detect_cmd::DetectCmd),
     /// Generate HTTP load: open loop at a fixed rate, closed loop to
     /// saturation, or idle connections.
     Load(load::Args),
@@ -138,6 +142,7 @@ fn main() -> ExitCode {
             lab_cmd::lab(cmd)
         }
         Cmd::Drill(args) => lab_cmd::drill(args),
+        Cmd::Detect(cmd) => detect_cmd::detect(cmd),
         Cmd::Load(args) => load::main(args),
     }
 }

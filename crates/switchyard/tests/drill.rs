@@ -71,6 +71,22 @@ fn children(pid: u32) -> Vec<u32> {
     out
 }
 
+/// Processes whose command line mentions `needle` (the lab's folder: every
+/// edge gets its config from there).
+fn processes_mentioning(needle: &str) -> Vec<u32> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_string_lossy().parse::<u32>().ok())
+        .filter(|p| alive(*p))
+        .filter(|p| {
+            std::fs::read(format!("/proc/{p}/cmdline"))
+                .map(|c| String::from_utf8_lossy(&c).contains(needle))
+                .unwrap_or(false)
+        })
+        .collect()
+}
+
 fn alive(pid: u32) -> bool {
     // A zombie has exited; it only waits for its new parent to reap it.
     std::fs::read_to_string(format!("/proc/{pid}/stat"))
@@ -180,6 +196,12 @@ fn a_failed_expectation_exits_non_zero_and_says_which() {
     assert!(
         stdout.contains("FAILED requests_total < 10 (measured"),
         "{stdout}"
+    );
+    let lab = dir.path().join("lab").display().to_string();
+    assert_eq!(
+        processes_mentioning(&lab),
+        Vec::<u32>::new(),
+        "edges left behind by a failed drill"
     );
 }
 

@@ -1,0 +1,866 @@
+//! The detection engine: per-second signals in, findings out.
+//!
+//! Every second (once the edges have had `lag_ms` to report it) the engine
+//! computes raw alarms over the last `window_s` seconds — zone outliers among
+//! their peers, instances affected, region-wide impairment, instance outliers,
+//! probe failures between zones and regions — combines them with the
+//! composite templates, and turns each composite into a finding with M-of-N
+//! to open and a hold-down to close, so findings neither flap nor multiply:
+//! a single failing instance never yields a zone finding, and a region-wide
+//! problem yields one region finding, not one per zone.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use switchyard_model::signals::{ProbeTarget, Snapshot};
+
+use crate::alerts::{Heartbeat, HeartbeatMonitor, IngestedAlert};
+use crate::expr::Expr;
+use crate::slo::{default_rules, SloTracker};
+use crate::stats;
+use crate::trend::TrendAlarm;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DetectConfig {
+    /// Seconds of signals each evaluation looks at.
+    pub window_s: u64,
+    /// How long after a second ends the engine waits for every edge's report.
+    pub lag_ms: u64,
+    /// A finding opens when its condition held in `open_m` of the last `open_n` seconds…
+    pub open_m: usize,
+    pub open_n: usize,
+    /// …and closes after `clear_after_s` seconds in a row without it.
+    pub clear_after_s: u64,
+    /// Requests a zone needs in the window to be judged.
+    pub min_requests: u64,
+    /// Error rate above the peers' median that counts as an outlier.
+    pub error_excess: f64,
+    /// Chi-squared p-value below which zones' error rates differ.
+    pub chi_p: f64,
+    /// Robust z-score (MAD) above which a zone is an outlier.
+    pub mad_z: f64,
+    /// p99 above the peers' median, in ms, that counts as an outlier…
+    pub latency_excess_ms: f64,
+    /// …and as a ratio to that median.
+    pub latency_ratio: f64,
+    /// Instances that must be affected before a zone is impaired.
+    pub min_instances_affected: usize,
+    pub instance_min_requests: u64,
+    pub instance_error_excess: f64,
+    /// Probes: a link is impaired when this share of its probes fail while
+    /// its source reaches others and others reach its target.
+    pub probe_fail_ratio: f64,
+    pub probe_peer_max_fail: f64,
+    pub probe_min: u64,
+    /// Seconds of probes each link evaluation looks at: probes are few per
+    /// second, so links need a longer window than traffic to be sure.
+    pub link_window_s: u64,
+    /// Seconds of history kept.
+    pub keep_s: u64,
+    /// Availability objective of every service, for SLO burn-rate alarms.
+    pub slo_objective: f64,
+    /// A zone's error rate projected to reach this within `trend_horizon_s`
+    /// raises a trend alarm before it does.
+    pub trend_threshold: f64,
+    pub trend_horizon_s: f64,
+    /// Intervals an application heartbeat may miss before it alarms.
+    pub heartbeat_grace: u32,
+}
+
+impl Default for DetectConfig {
+    fn default() -> Self {
+        DetectConfig {
+            window_s: 3,
+            lag_ms: 400,
+            open_m: 2,
+            open_n: 3,
+            clear_after_s: 5,
+            min_requests: 20,
+            error_excess: 0.02,
+            chi_p: 0.05,
+            mad_z: 3.0,
+            latency_excess_ms: 40.0,
+            latency_ratio: 1.5,
+            min_instances_affected: 2,
+            instance_min_requests: 5,
+            instance_error_excess: 0.1,
+            probe_fail_ratio: 0.5,
+            probe_peer_max_fail: 0.1,
+            probe_min: 6,
+            link_window_s: 5,
+            keep_s: 120,
+            slo_objective: 0.999,
+            trend_threshold: 0.05,
+            trend_horizon_s: 300.0,
+            heartbeat_grace: 3,
+        }
+    }
+}
+
+/// A detector's conclusion.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Finding {
+    /// `instance:NAME`, `zone:NAME`, `region:NAME` or `link:FROM->TO`.
+    pub scope: String,
+    /// `errors`, `latency` or `unreachable`.
+    pub kind: String,
+    pub service: String,
+    /// When the condition began (the first second of the opening run).
+    pub start_ms: u64,
+    /// When the engine concluded.
+    pub detected_ms: u64,
+    /// When it cleared; `None` while open.
+    pub end_ms: Option<u64>,
+    /// The numbers that fired and the peers' numbers, at detection.
+    pub evidence: serde_json::Value,
+}
+
+#[derive(Default, Clone)]
+struct InstAcc {
+    requests: u64,
+    failures: u64,
+    /// Per second of the window: (requests, failures). A real zone failure
+    /// shows in most seconds; unrelated one-second blips in two instances
+    /// must not add up to one.
+    seconds: Vec<(u64, u64)>,
+    /// (p99, requests) of each series, for a request-weighted latency.
+    lat_sum: f64,
+    lat_weight: u64,
+}
+
+#[derive(Default)]
+struct Bucket {
+    /// (service, zone, instance) → accumulated.
+    inst: BTreeMap<(String, String, String), InstAcc>,
+    /// (service, source zone, target zone) → (ok, total), instance probes.
+    zprobe: BTreeMap<(String, String, String), (u64, u64)>,
+    /// (service, source region, target region) → (ok, total), edge probes.
+    rprobe: BTreeMap<(String, String, String), (u64, u64)>,
+}
+
+struct Track {
+    scope: String,
+    kind: String,
+    service: String,
+    history: Vec<(u64, bool)>,
+    open: Option<usize>,
+    quiet_s: u64,
+}
+
+/// A non-localized alarm: an SLO burning too fast, a metric trending to its
+/// threshold, an application heartbeat gone quiet. Current state, not history.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Alarm {
+    pub name: String,
+    pub service: String,
+    pub severity: String,
+    pub at_ms: u64,
+    pub detail: serde_json::Value,
+}
+
+/// Events emitted by [`Engine::tick`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    Opened(Finding),
+    Closed(Finding),
+}
+
+pub struct Engine {
+    cfg: DetectConfig,
+    buckets: BTreeMap<u64, Bucket>,
+    zone_region: BTreeMap<String, String>,
+    next_eval: Option<u64>,
+    tracks: BTreeMap<(String, String, String), Track>,
+    findings: Vec<Finding>,
+    slo: BTreeMap<String, SloTracker>,
+    trends: BTreeMap<(String, String), Vec<(f64, f64)>>,
+    heartbeats: HeartbeatMonitor,
+    /// Open findings raised by ingested alerts, by (alert name, scope).
+    alert_findings: BTreeMap<(String, String), usize>,
+    alarms: Vec<Alarm>,
+}
+
+type Raw = BTreeMap<String, bool>;
+
+impl Engine {
+    pub fn new(cfg: DetectConfig) -> Engine {
+        Engine {
+            cfg,
+            buckets: BTreeMap::new(),
+            zone_region: BTreeMap::new(),
+            next_eval: None,
+            tracks: BTreeMap::new(),
+            findings: Vec::new(),
+            slo: BTreeMap::new(),
+            trends: BTreeMap::new(),
+            heartbeats: HeartbeatMonitor::new(),
+            alert_findings: BTreeMap::new(),
+            alarms: Vec::new(),
+        }
+    }
+
+    /// The alarms in force after the last evaluated second.
+    pub fn alarms(&self) -> &[Alarm] {
+        &self.alarms
+    }
+
+    /// An alert from elsewhere (Alertmanager): a firing alert with a scope
+    /// is a finding at once — its source already waited out its own M-of-N —
+    /// and its resolution closes it.
+    pub fn ingest_alert(&mut self, a: &IngestedAlert, now_ms: u64) -> Option<Event> {
+        let scope = a.scope.clone()?;
+        let key = (a.name.clone(), scope.clone());
+        match (a.firing, self.alert_findings.get(&key).copied()) {
+            (true, None) => {
+                let f = Finding {
+                    scope,
+                    kind: format!("alert:{}", a.name),
+                    service: a.labels.get("service").cloned().unwrap_or_default(),
+                    start_ms: a.starts_at_ms.unwrap_or(now_ms),
+                    detected_ms: now_ms,
+                    end_ms: None,
+                    evidence: json!({"source": "alertmanager", "labels": a.labels}),
+                };
+                self.alert_findings.insert(key, self.findings.len());
+                self.findings.push(f.clone());
+                Some(Event::Opened(f))
+            }
+            (false, Some(i)) => {
+                self.alert_findings.remove(&key);
+                let f = &mut self.findings[i];
+                f.end_ms = Some(a.ends_at_ms.unwrap_or(now_ms));
+                Some(Event::Closed(f.clone()))
+            }
+            _ => None,
+        }
+    }
+
+    /// An application's own heartbeat; silence beyond the grace raises an alarm.
+    pub fn ingest_heartbeat(&mut self, hb: Heartbeat) {
+        self.heartbeats.record(hb);
+    }
+
+    pub fn config(&self) -> &DetectConfig {
+        &self.cfg
+    }
+
+    /// Every finding so far, open and closed, in the order they opened.
+    pub fn findings(&self) -> &[Finding] {
+        &self.findings
+    }
+
+    /// Adds one edge's snapshot. Late snapshots for seconds already
+    /// evaluated are still counted in later windows that include them.
+    pub fn ingest(&mut self, s: &Snapshot) {
+        let sec = s.at_ms.saturating_sub(1) / 1000;
+        self.zone_region
+            .insert(s.source_zone.clone(), s.region.clone());
+        let b = self.buckets.entry(sec).or_default();
+        for x in &s.series {
+            if x.instance.is_empty() || x.target_zone.is_empty() {
+                continue;
+            }
+            let a = b
+                .inst
+                .entry((x.service.clone(), x.target_zone.clone(), x.instance.clone()))
+                .or_default();
+            a.requests += x.requests;
+            a.failures += x.failures();
+            a.lat_sum += x.p99_ms * x.requests as f64;
+            a.lat_weight += x.requests;
+        }
+        for p in &s.probes {
+            match p.target {
+                ProbeTarget::Instance => {
+                    let e = b
+                        .zprobe
+                        .entry((
+                            p.service.clone(),
+                            s.source_zone.clone(),
+                            p.target_zone.clone(),
+                        ))
+                        .or_default();
+                    e.0 += u64::from(p.ok);
+                    e.1 += 1;
+                }
+                ProbeTarget::Edge => {
+                    let e = b
+                        .rprobe
+                        .entry((p.service.clone(), s.region.clone(), p.target_region.clone()))
+                        .or_default();
+                    e.0 += u64::from(p.ok);
+                    e.1 += 1;
+                }
+            }
+        }
+        for x in &s.series {
+            if !x.target_zone.is_empty() && !x.instance.is_empty() {
+                self.zone_region
+                    .entry(x.target_zone.clone())
+                    .or_insert_with(|| s.region.clone());
+            }
+        }
+        for p in s
+            .probes
+            .iter()
+            .filter(|p| p.target == ProbeTarget::Instance)
+        {
+            self.zone_region
+                .entry(p.target_zone.clone())
+                .or_insert_with(|| p.target_region.clone());
+        }
+        if self.next_eval.is_none() {
+            self.next_eval = Some(sec);
+        }
+    }
+
+    /// Evaluates every second that is complete at `now_ms`.
+    pub fn tick(&mut self, now_ms: u64) -> Vec<Event> {
+        let mut events = Vec::new();
+        let Some(mut next) = self.next_eval else {
+            return events;
+        };
+        while (next + 1) * 1000 + self.cfg.lag_ms <= now_ms {
+            events.extend(self.evaluate(next));
+            next += 1;
+        }
+        self.next_eval = Some(next);
+        let keep_from = next.saturating_sub(self.cfg.keep_s);
+        self.buckets = self.buckets.split_off(&keep_from);
+        events
+    }
+
+    fn window(&self, sec: u64, len: u64) -> impl Iterator<Item = &Bucket> {
+        let from = (sec + 1).saturating_sub(len);
+        self.buckets.range(from..=sec).map(|(_, b)| b)
+    }
+
+    fn evaluate(&mut self, sec: u64) -> Vec<Event> {
+        let mut inst: BTreeMap<(String, String, String), InstAcc> = BTreeMap::new();
+        let mut zprobe: BTreeMap<(String, String, String), (u64, u64)> = BTreeMap::new();
+        let mut rprobe: BTreeMap<(String, String, String), (u64, u64)> = BTreeMap::new();
+        for b in self.window(sec, self.cfg.window_s) {
+            for (k, a) in &b.inst {
+                let e = inst.entry(k.clone()).or_default();
+                e.requests += a.requests;
+                e.failures += a.failures;
+                e.seconds.push((a.requests, a.failures));
+                e.lat_sum += a.lat_sum;
+                e.lat_weight += a.lat_weight;
+            }
+        }
+        for b in self.window(sec, self.cfg.link_window_s) {
+            for (k, (ok, n)) in &b.zprobe {
+                let e = zprobe.entry(k.clone()).or_default();
+                e.0 += ok;
+                e.1 += n;
+            }
+            for (k, (ok, n)) in &b.rprobe {
+                let e = rprobe.entry(k.clone()).or_default();
+                e.0 += ok;
+                e.1 += n;
+            }
+        }
+        let services: BTreeSet<String> = inst
+            .keys()
+            .map(|k| k.0.clone())
+            .chain(zprobe.keys().map(|k| k.0.clone()))
+            .chain(rprobe.keys().map(|k| k.0.clone()))
+            .collect();
+        // Open findings suppress the ones beneath them (a region's its zones',
+        // a zone's its instances') for as long as they stay open.
+        let mut raw: Raw = self
+            .tracks
+            .values()
+            .filter(|t| t.open.is_some())
+            .map(|t| (format!("open:{}:{}:{}", t.service, t.scope, t.kind), true))
+            .collect();
+        let mut candidates: Vec<(String, String, String, Expr, serde_json::Value)> = Vec::new();
+        for svc in &services {
+            self.service_alarms(svc, &inst, &zprobe, &rprobe, &mut raw, &mut candidates);
+        }
+        let now_ms = (sec + 1) * 1000;
+        self.update_alarms(sec, &inst, now_ms);
+        let mut events = Vec::new();
+        let mut seen = BTreeSet::new();
+        for (svc, scope, kind, expr, evidence) in candidates {
+            let on = expr.eval(&raw);
+            let key = (svc.clone(), scope.clone(), kind.clone());
+            seen.insert(key.clone());
+            events.extend(self.step(key, sec, on, now_ms, evidence));
+        }
+        // Keys with no data this second count as quiet.
+        let missing: Vec<_> = self
+            .tracks
+            .keys()
+            .filter(|k| !seen.contains(*k))
+            .cloned()
+            .collect();
+        for key in missing {
+            events.extend(self.step(key, sec, false, now_ms, serde_json::Value::Null));
+        }
+        events
+    }
+
+    /// SLO burn per service (from this second's traffic), error-rate trends
+    /// per zone (from the window) and silent heartbeats.
+    fn update_alarms(
+        &mut self,
+        sec: u64,
+        window: &BTreeMap<(String, String, String), InstAcc>,
+        now_ms: u64,
+    ) {
+        let cfg = self.cfg.clone();
+        let mut alarms = Vec::new();
+        let mut this_second: BTreeMap<String, (u64, u64)> = BTreeMap::new();
+        if let Some(b) = self.buckets.get(&sec) {
+            for ((svc, _, _), a) in &b.inst {
+                let e = this_second.entry(svc.clone()).or_default();
+                e.0 += a.requests;
+                e.1 += a.failures;
+            }
+        }
+        for (svc, (q, f)) in this_second {
+            let Ok(t) = (match self.slo.get_mut(&svc) {
+                Some(t) => Ok(t),
+                None => SloTracker::new(cfg.slo_objective, default_rules())
+                    .map(|t| self.slo.entry(svc.clone()).or_insert(t)),
+            }) else {
+                continue;
+            };
+            t.observe(sec, q, f);
+            for b in t.evaluate(sec) {
+                alarms.push(Alarm {
+                    name: format!("slo_burn:{}", b.rule),
+                    service: svc.clone(),
+                    severity: serde_json::to_value(b.severity).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default(),
+                    at_ms: now_ms,
+                    detail: json!({"objective": cfg.slo_objective, "long_burn": b.long_burn, "short_burn": b.short_burn}),
+                });
+            }
+        }
+        let mut zones: BTreeMap<(String, String), (u64, u64)> = BTreeMap::new();
+        for ((svc, z, _), a) in window {
+            let e = zones.entry((svc.clone(), z.clone())).or_default();
+            e.0 += a.requests;
+            e.1 += a.failures;
+        }
+        let trend = TrendAlarm {
+            threshold: cfg.trend_threshold,
+            horizon_s: cfg.trend_horizon_s,
+            ..TrendAlarm::default()
+        };
+        for (key, (q, f)) in zones {
+            let pts = self.trends.entry(key.clone()).or_default();
+            pts.push((sec as f64, if q == 0 { 0.0 } else { f as f64 / q as f64 }));
+            if pts.len() > trend.window {
+                pts.remove(0);
+            }
+            if let Some(v) = trend.projection(pts) {
+                alarms.push(Alarm {
+                    name: format!("trend:zone:{}", key.1),
+                    service: key.0.clone(),
+                    severity: "ticket".into(),
+                    at_ms: now_ms,
+                    detail: json!({"metric": "error_rate", "current": v.current, "slope_per_s": v.slope, "threshold": cfg.trend_threshold, "crosses_in_s": v.crosses_in_s, "r_squared": v.r_squared}),
+                });
+            }
+        }
+        // Heartbeats carry their own clock; judge them by the trace's.
+        for (source, silent_ms) in self.heartbeats.missing(now_ms, cfg.heartbeat_grace) {
+            alarms.push(Alarm {
+                name: format!("heartbeat_missing:{source}"),
+                service: String::new(),
+                severity: "page".into(),
+                at_ms: now_ms,
+                detail: json!({"silent_ms": silent_ms}),
+            });
+        }
+        self.alarms = alarms;
+    }
+
+    fn step(
+        &mut self,
+        key: (String, String, String),
+        sec: u64,
+        on: bool,
+        now_ms: u64,
+        evidence: serde_json::Value,
+    ) -> Vec<Event> {
+        let cfg = &self.cfg;
+        let t = self.tracks.entry(key.clone()).or_insert_with(|| Track {
+            service: key.0.clone(),
+            scope: key.1.clone(),
+            kind: key.2.clone(),
+            history: Vec::new(),
+            open: None,
+            quiet_s: 0,
+        });
+        t.history.push((sec, on));
+        if t.history.len() > cfg.open_n {
+            t.history.remove(0);
+        }
+        let mut out = Vec::new();
+        match t.open {
+            None => {
+                let hits = t.history.iter().filter(|(_, h)| *h).count();
+                if on && hits >= cfg.open_m {
+                    let start = t
+                        .history
+                        .iter()
+                        .find(|(_, h)| *h)
+                        .map(|(s, _)| *s)
+                        .unwrap_or(sec);
+                    let f = Finding {
+                        scope: t.scope.clone(),
+                        kind: t.kind.clone(),
+                        service: t.service.clone(),
+                        start_ms: start * 1000,
+                        detected_ms: now_ms,
+                        end_ms: None,
+                        evidence,
+                    };
+                    t.open = Some(self.findings.len());
+                    t.quiet_s = 0;
+                    self.findings.push(f.clone());
+                    out.push(Event::Opened(f));
+                }
+            }
+            Some(i) => {
+                if on {
+                    t.quiet_s = 0;
+                } else {
+                    t.quiet_s += 1;
+                    if t.quiet_s >= cfg.clear_after_s {
+                        let f = &mut self.findings[i];
+                        f.end_ms = Some((sec + 1 - t.quiet_s) * 1000);
+                        out.push(Event::Closed(f.clone()));
+                        t.open = None;
+                        t.history.clear();
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    #[allow(clippy::type_complexity)]
+    fn service_alarms(
+        &self,
+        svc: &str,
+        inst: &BTreeMap<(String, String, String), InstAcc>,
+        zprobe: &BTreeMap<(String, String, String), (u64, u64)>,
+        rprobe: &BTreeMap<(String, String, String), (u64, u64)>,
+        raw: &mut Raw,
+        out: &mut Vec<(String, String, String, Expr, serde_json::Value)>,
+    ) {
+        let cfg = &self.cfg;
+        // Per-zone and per-instance numbers for this service.
+        let mut zones: BTreeMap<&str, (u64, u64, Vec<(&str, &InstAcc)>)> = BTreeMap::new();
+        for ((s, z, i), a) in inst {
+            if s != svc {
+                continue;
+            }
+            let e = zones.entry(z.as_str()).or_default();
+            e.0 += a.requests;
+            e.1 += a.failures;
+            e.2.push((i.as_str(), a));
+        }
+        let lat = |a: &InstAcc| {
+            if a.lat_weight == 0 {
+                None
+            } else {
+                Some(a.lat_sum / a.lat_weight as f64)
+            }
+        };
+        let measured: Vec<&str> = zones
+            .iter()
+            .filter(|(_, v)| v.0 >= cfg.min_requests)
+            .map(|(z, _)| *z)
+            .collect();
+        let rate = |z: &str| {
+            let v = &zones[z];
+            v.1 as f64 / v.0.max(1) as f64
+        };
+        let zone_lat = |z: &str| {
+            stats::median(
+                &zones[z]
+                    .2
+                    .iter()
+                    .filter_map(|(_, a)| lat(a))
+                    .collect::<Vec<_>>(),
+            )
+        };
+        let errors: Vec<u64> = measured.iter().map(|z| zones[z].1).collect();
+        let totals: Vec<u64> = measured.iter().map(|z| zones[z].0).collect();
+        let chi = stats::chi_squared_p(&errors, &totals);
+        let region_of = |z: &str| self.zone_region.get(z).cloned().unwrap_or_default();
+        let mut zone_evidence: BTreeMap<(String, &str), serde_json::Value> = BTreeMap::new();
+
+        for z in &measured {
+            let peers: Vec<&str> = measured.iter().copied().filter(|p| p != z).collect();
+            if peers.is_empty() {
+                continue;
+            }
+            // Errors.
+            let peer_rates: Vec<f64> = peers.iter().map(|p| rate(p)).collect();
+            let med = stats::median(&peer_rates).unwrap_or(0.0);
+            let r = rate(z);
+            let excess = r - med;
+            let mad = stats::mad_score(r, &peer_rates);
+            let outlier = excess >= cfg.error_excess
+                && chi.is_some_and(|p| p <= cfg.chi_p)
+                && mad.is_none_or(|m| m >= cfg.mad_z);
+            raw.insert(format!("zone_outlier:errors:{svc}:{z}"), outlier);
+            // Affected: above the peers in most seconds of the window, not just overall.
+            let affected: Vec<&str> = zones[z]
+                .2
+                .iter()
+                .filter(|(_, a)| {
+                    let bad = a
+                        .seconds
+                        .iter()
+                        .filter(|(q, f)| *q > 0 && *f as f64 / *q as f64 - med >= cfg.error_excess)
+                        .count();
+                    a.requests >= cfg.instance_min_requests && bad * 2 > a.seconds.len()
+                })
+                .map(|(i, _)| *i)
+                .collect();
+            let need = cfg.min_instances_affected.min(zones[z].2.len()).max(1);
+            raw.insert(
+                format!("zone_affected:errors:{svc}:{z}"),
+                affected.len() >= need,
+            );
+            zone_evidence.insert(
+                ("errors".into(), z),
+                json!({
+                    "error_rate": r, "requests": zones[z].0, "peer_median": med,
+                    "peers": peers.iter().map(|p| (p.to_string(), rate(p))).collect::<BTreeMap<_, _>>(),
+                    "chi_squared_p": chi, "mad_z": mad, "instances_affected": affected,
+                    "window_s": cfg.window_s,
+                }),
+            );
+            // Latency.
+            let peer_lats: Vec<f64> = peers.iter().filter_map(|p| zone_lat(p)).collect();
+            if let (Some(l), Some(pm)) = (zone_lat(z), stats::median(&peer_lats)) {
+                let mad = stats::mad_score(l, &peer_lats);
+                let outlier = l - pm >= cfg.latency_excess_ms
+                    && l >= cfg.latency_ratio * pm
+                    && mad.is_none_or(|m| m >= cfg.mad_z);
+                raw.insert(format!("zone_outlier:latency:{svc}:{z}"), outlier);
+                let affected: Vec<&str> = zones[z]
+                    .2
+                    .iter()
+                    .filter(|(_, a)| lat(a).is_some_and(|x| x - pm >= cfg.latency_excess_ms / 2.0))
+                    .map(|(i, _)| *i)
+                    .collect();
+                raw.insert(
+                    format!("zone_affected:latency:{svc}:{z}"),
+                    affected.len() >= need,
+                );
+                zone_evidence.insert(
+                    ("latency".into(), z),
+                    json!({
+                        "p99_ms": l, "peer_median_p99_ms": pm,
+                        "peers": peers.iter().filter_map(|p| zone_lat(p).map(|x| (p.to_string(), x))).collect::<BTreeMap<_, _>>(),
+                        "mad_z": mad, "instances_affected": affected, "window_s": cfg.window_s,
+                    }),
+                );
+            }
+        }
+
+        // Regions: most of a region's zones are outliers.
+        let mut regions: BTreeMap<String, Vec<&str>> = BTreeMap::new();
+        for z in &measured {
+            regions.entry(region_of(z)).or_default().push(z);
+        }
+        for kind in ["errors", "latency"] {
+            for (r, zs) in &regions {
+                let all_zones_of_r: Vec<&str> = zones
+                    .keys()
+                    .copied()
+                    .filter(|z| region_of(z) == *r)
+                    .collect();
+                let k = all_zones_of_r.len().div_ceil(2).max(1);
+                // One zone alone is a zone problem, never a region one.
+                let expr = if all_zones_of_r.len() < 2 {
+                    Expr::All(vec![])
+                } else {
+                    Expr::AtLeast(
+                        k,
+                        zs.iter()
+                            .map(|z| {
+                                Expr::All(vec![
+                                    Expr::alarm(format!("zone_outlier:{kind}:{svc}:{z}")),
+                                    Expr::alarm(format!("zone_affected:{kind}:{svc}:{z}")),
+                                ])
+                            })
+                            .collect(),
+                    )
+                };
+                let on = all_zones_of_r.len() >= 2 && expr.eval(raw);
+                raw.insert(format!("region_wide:{kind}:{svc}:{r}"), on);
+                let ev = json!({
+                    "zones": zs.iter().map(|z| (z.to_string(), zone_evidence.get(&(kind.to_string(), *z)).cloned().unwrap_or_default())).collect::<BTreeMap<_, _>>(),
+                    "zones_needed": k,
+                });
+                out.push((
+                    svc.into(),
+                    format!("region:{r}"),
+                    kind.into(),
+                    Expr::alarm(format!("region_wide:{kind}:{svc}:{r}")),
+                    ev,
+                ));
+            }
+            for z in &measured {
+                let r = region_of(z);
+                let expr = Expr::All(vec![
+                    Expr::alarm(format!("zone_outlier:{kind}:{svc}:{z}")),
+                    Expr::alarm(format!("zone_affected:{kind}:{svc}:{z}")),
+                    Expr::negate(Expr::alarm(format!("region_wide:{kind}:{svc}:{r}"))),
+                    Expr::negate(Expr::alarm(format!("open:{svc}:region:{r}:{kind}"))),
+                ]);
+                let ev = zone_evidence
+                    .get(&(kind.to_string(), *z))
+                    .cloned()
+                    .unwrap_or_default();
+                out.push((svc.into(), format!("zone:{z}"), kind.into(), expr, ev));
+            }
+        }
+
+        // Instances: outliers among the region's instances, when their zone
+        // as a whole is not.
+        for z in zones.keys() {
+            let r = region_of(z);
+            let peers_all: Vec<(&str, &InstAcc)> = zones
+                .iter()
+                .filter(|(pz, _)| region_of(pz) == r)
+                .flat_map(|(_, v)| v.2.iter().copied())
+                .collect();
+            for (i, a) in &zones[z].2 {
+                if a.requests < cfg.instance_min_requests {
+                    continue;
+                }
+                let others: Vec<f64> = peers_all
+                    .iter()
+                    .filter(|(n, pa)| n != i && pa.requests >= cfg.instance_min_requests)
+                    .map(|(_, pa)| pa.failures as f64 / pa.requests as f64)
+                    .collect();
+                let Some(med) = stats::median(&others) else {
+                    continue;
+                };
+                let r_i = a.failures as f64 / a.requests as f64;
+                let bad_secs = a
+                    .seconds
+                    .iter()
+                    .filter(|(q, f)| {
+                        *q > 0 && *f as f64 / *q as f64 - med >= cfg.instance_error_excess
+                    })
+                    .count();
+                let outlier =
+                    r_i - med >= cfg.instance_error_excess && bad_secs * 2 > a.seconds.len();
+                raw.insert(format!("instance_outlier:errors:{svc}:{i}"), outlier);
+                // A zone finding covers its instances; one bad instance alone
+                // makes the zone an outlier but not impaired, so it is named here.
+                let expr = Expr::All(vec![
+                    Expr::alarm(format!("instance_outlier:errors:{svc}:{i}")),
+                    Expr::negate(Expr::All(vec![
+                        Expr::alarm(format!("zone_outlier:errors:{svc}:{z}")),
+                        Expr::alarm(format!("zone_affected:errors:{svc}:{z}")),
+                    ])),
+                    Expr::negate(Expr::alarm(format!("region_wide:errors:{svc}:{r}"))),
+                    Expr::negate(Expr::alarm(format!("open:{svc}:zone:{z}:errors"))),
+                    Expr::negate(Expr::alarm(format!("open:{svc}:region:{r}:errors"))),
+                ]);
+                let ev = json!({"error_rate": r_i, "requests": a.requests, "peer_median": med, "zone": z, "window_s": cfg.window_s});
+                out.push((
+                    svc.into(),
+                    format!("instance:{i}"),
+                    "errors".into(),
+                    expr,
+                    ev,
+                ));
+            }
+        }
+
+        // Links between zones, from the probe matrix.
+        let fail = |m: &BTreeMap<(String, String, String), (u64, u64)>, a: &str, b: &str| {
+            m.get(&(svc.to_string(), a.to_string(), b.to_string()))
+                .filter(|(_, n)| *n >= cfg.probe_min)
+                .map(|(ok, n)| 1.0 - *ok as f64 / *n as f64)
+        };
+        let srcs: BTreeSet<&str> = zprobe
+            .keys()
+            .filter(|k| k.0 == svc)
+            .map(|k| k.1.as_str())
+            .collect();
+        let dsts: BTreeSet<&str> = zprobe
+            .keys()
+            .filter(|k| k.0 == svc)
+            .map(|k| k.2.as_str())
+            .collect();
+        for x in &srcs {
+            for y in &dsts {
+                if x == y {
+                    continue;
+                }
+                let Some(f) = fail(zprobe, x, y) else {
+                    continue;
+                };
+                let from_x: Vec<f64> = dsts
+                    .iter()
+                    .filter(|d| *d != y)
+                    .filter_map(|d| fail(zprobe, x, d))
+                    .collect();
+                let to_y: Vec<f64> = srcs
+                    .iter()
+                    .filter(|s| *s != x)
+                    .filter_map(|s| fail(zprobe, s, y))
+                    .collect();
+                let ok_side = |v: &[f64]| {
+                    !v.is_empty() && stats::mean(v).unwrap_or(1.0) <= cfg.probe_peer_max_fail
+                };
+                let on = f >= cfg.probe_fail_ratio && ok_side(&from_x) && ok_side(&to_y);
+                let name = format!("link:{x}->{y}");
+                raw.insert(format!("link_impaired:{svc}:{x}->{y}"), on);
+                let ev = json!({"fail_ratio": f, "source_to_others": from_x, "others_to_target": to_y, "window_s": cfg.window_s});
+                out.push((
+                    svc.into(),
+                    name,
+                    "unreachable".into(),
+                    Expr::alarm(format!("link_impaired:{svc}:{x}->{y}")),
+                    ev,
+                ));
+            }
+        }
+        // Links between regions: a region reaches its own zones but not the
+        // other region's edges, while that region serves its own clients.
+        for ((s, from, to), (ok, n)) in rprobe {
+            if s != svc || *n < cfg.probe_min {
+                continue;
+            }
+            let f = 1.0 - *ok as f64 / *n as f64;
+            let local_ok = |r: &str| {
+                let v: Vec<f64> = zprobe
+                    .iter()
+                    .filter(|(k, _)| k.0 == svc && region_of(&k.1) == r && region_of(&k.2) == r)
+                    .filter(|(_, (_, n))| *n >= cfg.probe_min)
+                    .map(|(_, (ok, n))| 1.0 - *ok as f64 / *n as f64)
+                    .collect();
+                !v.is_empty() && stats::mean(&v).unwrap_or(1.0) <= cfg.probe_peer_max_fail
+            };
+            let on = f >= cfg.probe_fail_ratio && local_ok(from) && local_ok(to);
+            raw.insert(format!("link_impaired:{svc}:{from}->{to}"), on);
+            let ev = json!({"fail_ratio": f, "probes": n, "window_s": cfg.window_s});
+            out.push((
+                svc.into(),
+                format!("link:{from}->{to}"),
+                "unreachable".into(),
+                Expr::alarm(format!("link_impaired:{svc}:{from}->{to}")),
+                ev,
+            ));
+        }
+    }
+}

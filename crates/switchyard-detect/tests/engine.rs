@@ -1,0 +1,116 @@
+//! The engine's other inputs and outputs: ingested alerts, application
+//! heartbeats, SLO burn and trend alarms, and hysteresis.
+
+use switchyard_detect::alerts::{parse_alertmanager, Heartbeat};
+use switchyard_detect::synth::generate;
+use switchyard_detect::{DetectConfig, Engine, Event};
+
+const AM: &str = r#"{
+  "version": "4", "groupKey": "{}:{alertname=\"StoreDown\"}", "truncatedAlerts": 0, "status": "firing",
+  "receiver": "switchyard", "groupLabels": {}, "commonLabels": {}, "commonAnnotations": {}, "externalURL": "http://am",
+  "alerts": [{"status": "STATUS", "labels": {"alertname": "StoreDown", "switchyard_zone": "us-east-a", "service": "catalog"},
+              "annotations": {}, "startsAt": "2026-11-21T10:00:00Z", "endsAt": "0001-01-01T00:00:00Z",
+              "generatorURL": "http://prom", "fingerprint": "abc"}]
+}"#;
+
+#[test]
+fn a_firing_alert_with_a_scope_is_a_finding_until_it_resolves() {
+    let mut e = Engine::new(DetectConfig::default());
+    let firing = parse_alertmanager(&AM.replace("STATUS", "firing")).unwrap();
+    match e.ingest_alert(&firing[0], 5_000) {
+        Some(Event::Opened(f)) => {
+            assert_eq!(f.scope, "zone:us-east-a");
+            assert_eq!(f.kind, "alert:StoreDown");
+            assert_eq!(f.service, "catalog");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(
+        e.ingest_alert(&firing[0], 6_000).is_none(),
+        "a repeat changes nothing"
+    );
+    let resolved = parse_alertmanager(&AM.replace("STATUS", "resolved")).unwrap();
+    assert!(matches!(
+        e.ingest_alert(&resolved[0], 9_000),
+        Some(Event::Closed(_))
+    ));
+    assert_eq!(e.findings()[0].end_ms, Some(9_000));
+}
+
+#[test]
+fn a_silent_application_heartbeat_raises_an_alarm() {
+    let t = generate("healthy", 1, 20, 100).unwrap();
+    let mut e = Engine::new(DetectConfig::default());
+    let t0 = t.snapshots[0].at_ms;
+    e.ingest_heartbeat(Heartbeat {
+        source: "billing".into(),
+        at_ms: t0,
+        interval_ms: 1000,
+    });
+    for s in &t.snapshots {
+        e.ingest(s);
+        e.tick(s.at_ms);
+        if s.at_ms < t0 + 2_000 {
+            assert!(e
+                .alarms()
+                .iter()
+                .all(|a| !a.name.starts_with("heartbeat_missing")));
+        }
+    }
+    assert!(
+        e.alarms()
+            .iter()
+            .any(|a| a.name == "heartbeat_missing:billing"),
+        "{:?}",
+        e.alarms()
+    );
+}
+
+#[test]
+fn errors_in_every_zone_burn_the_slo_and_a_slow_rise_trends_before_the_threshold() {
+    let t = generate("region-errors", 3, 50, 100).unwrap();
+    let mut e = Engine::new(DetectConfig::default());
+    let mut burned = false;
+    for s in &t.snapshots {
+        e.ingest(s);
+        e.tick(s.at_ms);
+        burned |= e.alarms().iter().any(|a| a.name == "slo_burn:page-fast");
+    }
+    assert!(
+        burned,
+        "10 % errors in half the traffic is a 50x burn of a 99.9 % objective"
+    );
+
+    let t = generate("slow-growth", 3, 60, 100).unwrap();
+    let mut e = Engine::new(DetectConfig::default());
+    let mut first_trend = None;
+    for s in &t.snapshots {
+        e.ingest(s);
+        e.tick(s.at_ms);
+        if first_trend.is_none() && e.alarms().iter().any(|a| a.name == "trend:zone:us-east-a") {
+            first_trend = Some(s.at_ms - t.snapshots[0].at_ms);
+        }
+    }
+    // Errors grow by 1/3 of a point per second from t=20 s; 5 % is reached at t=35 s.
+    let at = first_trend.expect("the trend alarms");
+    assert!(
+        at < 35_000,
+        "trend alarm at {at} ms, after the threshold would have been crossed"
+    );
+}
+
+#[test]
+fn a_finding_closes_after_the_hold_down_and_records_its_end() {
+    let t = generate("zone-errors-20", 2, 70, 100).unwrap();
+    let f = t.replay(&DetectConfig::default());
+    let z: Vec<_> = f.iter().filter(|x| x.scope == "zone:us-east-a").collect();
+    assert_eq!(z.len(), 1, "{z:#?}");
+    let end = z[0].end_ms.expect("closed after the fault ended");
+    let fault_end = t.labels[0].end_ms;
+    assert!(
+        end >= fault_end - 1000 && end <= fault_end + 4000,
+        "ended at {end}, fault ended {fault_end}"
+    );
+    assert!(z[0].start_ms >= t.labels[0].start_ms && z[0].start_ms <= t.labels[0].start_ms + 3000);
+    assert!(z[0].evidence["peers"].as_object().unwrap().len() == 5);
+}

@@ -1,0 +1,181 @@
+//! Active probes — the heartbeat on every API, not only `/health`. Every
+//! interval the edge calls each route's heartbeat endpoint on every instance
+//! of its region, and one heartbeat through every other region's edges (the
+//! path forwarded requests take). Results go into the signal snapshot, so
+//! every zone is seen from every other zone and every region from every other.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{header, Method, Request};
+use http_body_util::Full;
+use rand::Rng;
+use switchyard_model::signals::{Probe, ProbeTarget};
+use switchyard_model::Service;
+
+use crate::state::{client_for, Edge};
+
+/// The paths probed on each instance: every route's heartbeat, or the
+/// service's health path when no route has one.
+fn heartbeat_paths(svc: &Service) -> Vec<(String, String)> {
+    let hb: Vec<(String, String)> = svc
+        .routes
+        .iter()
+        .filter_map(|r| r.heartbeat_path.clone().map(|p| (r.name.clone(), p)))
+        .collect();
+    if hb.is_empty() {
+        vec![("health".into(), svc.health_path.clone())]
+    } else {
+        hb
+    }
+}
+
+async fn probe(
+    svc: &Service,
+    addr: SocketAddr,
+    path: &str,
+    forwarded_from: Option<&str>,
+) -> (bool, f64, Option<String>) {
+    let mut b = Request::builder()
+        .method(Method::GET)
+        .uri(format!("http://{addr}{path}"))
+        .header(header::HOST, svc.hosts.first().cloned().unwrap_or_default())
+        .header("user-agent", "switchyard-edge-probe");
+    if let Some(r) = forwarded_from {
+        b = b.header(crate::proxy::FORWARDED, r);
+    }
+    let Ok(req) = b.body(Full::new(Bytes::new())) else {
+        return (false, 0.0, Some("bad probe request".into()));
+    };
+    let t0 = Instant::now();
+    let timeout = svc.timeouts.header.min(Duration::from_secs(1)) + svc.timeouts.connect;
+    let r = tokio::time::timeout(timeout, client_for(svc.timeouts.connect).request(req)).await;
+    let ms = t0.elapsed().as_secs_f64() * 1000.0;
+    match r {
+        Ok(Ok(resp)) if resp.status().is_success() => (true, ms, None),
+        Ok(Ok(resp)) => (
+            false,
+            ms,
+            Some(format!("status {}", resp.status().as_u16())),
+        ),
+        Ok(Err(e)) => (
+            false,
+            ms,
+            Some(if e.is_connect() {
+                "connect".into()
+            } else {
+                "exchange".into()
+            }),
+        ),
+        Err(_) => (false, ms, Some("timeout".into())),
+    }
+}
+
+/// One probe to send this interval.
+struct ProbeJob {
+    svc: Arc<Service>,
+    addr: SocketAddr,
+    route: String,
+    path: String,
+    target: ProbeTarget,
+    name: String,
+    zone: String,
+    /// Set for probes through another region's edges.
+    remote_region: Option<String>,
+}
+
+/// Probes forever, once per signal interval, spreading the probes over the
+/// interval so they do not arrive as a burst.
+pub async fn probe_loop(edge: Arc<Edge>) {
+    loop {
+        let snap = edge.snapshot();
+        let every = snap.config.edge.signal_interval;
+        let mut jobs: Vec<ProbeJob> = Vec::new();
+        for rt in &snap.services {
+            let svc = Arc::new(rt.svc.clone());
+            let paths = heartbeat_paths(&svc);
+            for inst in &rt.local {
+                for (route, path) in &paths {
+                    jobs.push(ProbeJob {
+                        svc: svc.clone(),
+                        addr: inst.meta.addr,
+                        route: route.clone(),
+                        path: path.clone(),
+                        target: ProbeTarget::Instance,
+                        name: inst.meta.name.clone(),
+                        zone: inst.meta.zone.clone(),
+                        remote_region: None,
+                    });
+                }
+            }
+            let (route, path) = paths[0].clone();
+            for region in svc.region_preference.iter().filter(|r| **r != edge.region) {
+                let via = snap
+                    .config
+                    .region(&edge.region)
+                    .and_then(|r| r.forward_via.get(region))
+                    .cloned();
+                let targets: Vec<(SocketAddr, String)> = match via {
+                    Some(addrs) => addrs.into_iter().map(|a| (a, a.to_string())).collect(),
+                    None => snap
+                        .config
+                        .region(region)
+                        .map(|r| r.zones.iter().map(|z| (z.edge, z.name.clone())).collect())
+                        .unwrap_or_default(),
+                };
+                if targets.is_empty() {
+                    continue;
+                }
+                let (addr, name) = targets[rand::thread_rng().gen_range(0..targets.len())].clone();
+                jobs.push(ProbeJob {
+                    svc: svc.clone(),
+                    addr,
+                    route: route.clone(),
+                    path: path.clone(),
+                    target: ProbeTarget::Edge,
+                    name,
+                    zone: String::new(),
+                    remote_region: Some(region.clone()),
+                });
+            }
+        }
+        if jobs.is_empty() {
+            tokio::time::sleep(every).await;
+            continue;
+        }
+        let gap = every / jobs.len() as u32;
+        let own_region = edge.region.clone();
+        for ProbeJob {
+            svc,
+            addr,
+            route,
+            path,
+            target,
+            name,
+            zone,
+            remote_region,
+        } in jobs
+        {
+            let edge = edge.clone();
+            let own_region = own_region.clone();
+            tokio::spawn(async move {
+                let forwarded = remote_region.as_ref().map(|_| own_region.as_str());
+                let (ok, latency_ms, error) = probe(&svc, addr, &path, forwarded).await;
+                edge.signals.record_probe(Probe {
+                    service: svc.name.clone(),
+                    route,
+                    target,
+                    name,
+                    target_zone: zone,
+                    target_region: remote_region.unwrap_or(own_region),
+                    ok,
+                    latency_ms,
+                    error,
+                });
+            });
+            tokio::time::sleep(gap).await;
+        }
+    }
+}
