@@ -138,6 +138,8 @@ struct Bucket {
     zprobe: BTreeMap<(String, String, String), (u64, u64)>,
     /// (service, source region, target region) → (ok, total), edge probes.
     rprobe: BTreeMap<(String, String, String), (u64, u64)>,
+    /// (service, target zone, target instance) → (ok, total), from every source.
+    iprobe: BTreeMap<(String, String, String), (u64, u64)>,
 }
 
 struct Track {
@@ -284,6 +286,12 @@ impl Engine {
                         .or_default();
                     e.0 += u64::from(p.ok);
                     e.1 += 1;
+                    let e = b
+                        .iprobe
+                        .entry((p.service.clone(), p.target_zone.clone(), p.name.clone()))
+                        .or_default();
+                    e.0 += u64::from(p.ok);
+                    e.1 += 1;
                 }
                 ProbeTarget::Edge => {
                     let e = b
@@ -341,6 +349,7 @@ impl Engine {
         let mut inst: BTreeMap<(String, String, String), InstAcc> = BTreeMap::new();
         let mut zprobe: BTreeMap<(String, String, String), (u64, u64)> = BTreeMap::new();
         let mut rprobe: BTreeMap<(String, String, String), (u64, u64)> = BTreeMap::new();
+        let mut iprobe: BTreeMap<(String, String, String), (u64, u64)> = BTreeMap::new();
         for b in self.window(sec, self.cfg.window_s) {
             for (k, a) in &b.inst {
                 let e = inst.entry(k.clone()).or_default();
@@ -362,6 +371,11 @@ impl Engine {
                 e.0 += ok;
                 e.1 += n;
             }
+            for (k, (ok, n)) in &b.iprobe {
+                let e = iprobe.entry(k.clone()).or_default();
+                e.0 += ok;
+                e.1 += n;
+            }
         }
         let services: BTreeSet<String> = inst
             .keys()
@@ -380,6 +394,7 @@ impl Engine {
         let mut candidates: Vec<(String, String, String, Expr, serde_json::Value)> = Vec::new();
         for svc in &services {
             self.service_alarms(svc, &inst, &zprobe, &rprobe, &mut raw, &mut candidates);
+            self.unreachable_alarms(svc, &iprobe, &mut raw, &mut candidates);
         }
         let now_ms = (sec + 1) * 1000;
         self.update_alarms(sec, &inst, now_ms);
@@ -402,6 +417,84 @@ impl Engine {
             events.extend(self.step(key, sec, false, now_ms, serde_json::Value::Null));
         }
         events
+    }
+
+    /// Instances and zones that stop answering their heartbeats from every
+    /// source: a dead instance the edges have already ejected sends no more
+    /// passive signals, but its heartbeats keep failing.
+    #[allow(clippy::type_complexity)]
+    fn unreachable_alarms(
+        &self,
+        svc: &str,
+        iprobe: &BTreeMap<(String, String, String), (u64, u64)>,
+        raw: &mut Raw,
+        out: &mut Vec<(String, String, String, Expr, serde_json::Value)>,
+    ) {
+        let cfg = &self.cfg;
+        let mut zones: BTreeMap<&str, Vec<(&str, f64)>> = BTreeMap::new();
+        for ((s, z, i), (ok, n)) in iprobe {
+            if s == svc && *n >= cfg.probe_min {
+                zones
+                    .entry(z.as_str())
+                    .or_default()
+                    .push((i.as_str(), 1.0 - *ok as f64 / *n as f64));
+            }
+        }
+        let region_of = |z: &str| self.zone_region.get(z).cloned().unwrap_or_default();
+        for (z, insts) in &zones {
+            let dead: Vec<&str> = insts
+                .iter()
+                .filter(|(_, f)| *f >= cfg.probe_fail_ratio)
+                .map(|(i, _)| *i)
+                .collect();
+            let r = region_of(z);
+            let others: Vec<f64> = zones
+                .iter()
+                .filter(|(oz, _)| *oz != z && region_of(oz) == r)
+                .flat_map(|(_, v)| v.iter().map(|(_, f)| *f))
+                .collect();
+            let others_fine = !others.is_empty()
+                && stats::mean(&others).unwrap_or(1.0) <= cfg.probe_peer_max_fail;
+            let zone_dead = others_fine
+                && dead.len() >= cfg.min_instances_affected.min(insts.len()).max(1)
+                && dead.len() * 2 > insts.len();
+            raw.insert(format!("zone_unreachable:{svc}:{z}"), zone_dead);
+            let ev = json!({
+                "heartbeat_fail_ratio": insts.iter().map(|(i, f)| (i.to_string(), *f)).collect::<BTreeMap<_, _>>(),
+                "failing": dead, "other_zones_mean_fail": stats::mean(&others), "window_s": cfg.link_window_s,
+            });
+            out.push((
+                svc.into(),
+                format!("zone:{z}"),
+                "unreachable".into(),
+                Expr::All(vec![
+                    Expr::alarm(format!("zone_unreachable:{svc}:{z}")),
+                    Expr::negate(Expr::alarm(format!("open:{svc}:region:{r}:errors"))),
+                ]),
+                ev,
+            ));
+            for (i, f) in insts {
+                let peers: Vec<f64> = insts
+                    .iter()
+                    .filter(|(o, _)| o != i)
+                    .map(|(_, f)| *f)
+                    .collect();
+                let peers_fine = peers.is_empty()
+                    || stats::mean(&peers).unwrap_or(1.0) <= cfg.probe_peer_max_fail;
+                let on = *f >= cfg.probe_fail_ratio && peers_fine && !zone_dead;
+                raw.insert(format!("instance_unreachable:{svc}:{i}"), on);
+                out.push((
+                    svc.into(),
+                    format!("instance:{i}"),
+                    "unreachable".into(),
+                    Expr::All(vec![
+                        Expr::alarm(format!("instance_unreachable:{svc}:{i}")),
+                        Expr::negate(Expr::alarm(format!("open:{svc}:zone:{z}:unreachable"))),
+                    ]),
+                    json!({"heartbeat_fail_ratio": f, "zone_peers": peers, "window_s": cfg.link_window_s}),
+                ));
+            }
+        }
     }
 
     /// SLO burn per service (from this second's traffic), error-rate trends

@@ -34,15 +34,14 @@ impl Score {
     }
 }
 
+/// Localization is what counts: a zone that fails outright may be found
+/// both as `errors` and as `unreachable`, and both are right.
 fn matches(f: &Finding, l: &Label, slack_ms: u64) -> bool {
-    f.scope == l.scope
-        && l.kind.as_ref().is_none_or(|k| *k == f.kind)
-        && f.detected_ms + 1000 >= l.start_ms
-        && f.detected_ms <= l.end_ms + slack_ms
+    f.scope == l.scope && f.detected_ms + 1000 >= l.start_ms && f.detected_ms <= l.end_ms + slack_ms
 }
 
 /// Scores `findings` against `labels`. A finding counts for a label when it
-/// has the label's scope (and kind) and was detected while the fault lasted
+/// has the label's scope and was detected while the fault lasted
 /// (plus `slack_ms` for lag).
 pub fn score(findings: &[Finding], labels: &[Label], slack_ms: u64) -> Score {
     let label_scores: Vec<LabelScore> = labels

@@ -130,3 +130,45 @@ fn every_case_replays_identically() {
         assert_eq!(a, back.replay(&DetectConfig::default()), "{case}");
     }
 }
+
+/// Traces recorded in the lab (`switchyard drill NAME --record FILE`): each is
+/// labelled with its drill's fault, and must be found in time and in place.
+#[test]
+fn recorded_lab_traces_are_localized_within_10_s() {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/corpus");
+    let mut seen = 0;
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        let path = e.path();
+        if path.extension().and_then(|x| x.to_str()) != Some("ndjson") {
+            continue;
+        }
+        seen += 1;
+        let t = switchyard_detect::trace::Trace::parse(&std::fs::read_to_string(&path).unwrap())
+            .unwrap();
+        assert!(!t.labels.is_empty(), "{} has no label", path.display());
+        let findings = t.replay(&DetectConfig::default());
+        let s = score(&findings, &t.labels, 5_000);
+        for l in &s.labels {
+            let ttd = l.ttd_s.unwrap_or_else(|| {
+                panic!(
+                    "{}: {} not detected; wrong findings {:?}",
+                    path.display(),
+                    l.scope,
+                    s.false_findings
+                )
+            });
+            assert!(ttd <= 10.0, "{}: {} took {ttd} s", path.display(), l.scope);
+        }
+        assert_eq!(
+            s.false_at("zone") + s.false_at("region"),
+            0,
+            "{}: {:?}",
+            path.display(),
+            s.false_findings
+        );
+    }
+    assert!(
+        seen >= 4,
+        "the recorded corpus is missing: {seen} traces in {dir}"
+    );
+}

@@ -629,13 +629,15 @@ pub async fn run(scenario: &Scenario, opts: &Options) -> anyhow::Result<DrillRep
         trace
             .meta
             .push(json!({"source": "lab", "scenario": scenario.name, "t0_ms": t0_ms}));
-        if let (Some(scope), Some(f)) = (&scenario.fault_scope, fault_at) {
-            trace.labels.push(switchyard_detect::trace::Label {
-                scope: scope.clone(),
-                kind: None,
-                start_ms: t0_ms + (f * 1000.0) as u64,
-                end_ms: t0_ms + (restored_at.unwrap_or(duration) * 1000.0) as u64,
-            });
+        if let Some(f) = fault_at {
+            for scope in &scenario.fault_scope {
+                trace.labels.push(switchyard_detect::trace::Label {
+                    scope: scope.clone(),
+                    kind: None,
+                    start_ms: t0_ms + (f * 1000.0) as u64,
+                    end_ms: t0_ms + (restored_at.unwrap_or(duration) * 1000.0) as u64,
+                });
+            }
         }
         std::fs::write(path, trace.to_ndjson())?;
     }
@@ -663,14 +665,14 @@ pub async fn run(scenario: &Scenario, opts: &Options) -> anyhow::Result<DrillRep
         aborted,
         timeline,
     };
-    report.detected_at_s = scenario.fault_scope.as_ref().and_then(|scope| {
-        report
-            .findings
-            .iter()
-            .filter(|f| &f.scope == scope && fault_at.is_some_and(|t| f.at_s >= t))
-            .map(|f| f.at_s)
-            .next()
-    });
+    report.detected_at_s = report
+        .findings
+        .iter()
+        .filter(|f| {
+            scenario.fault_scope.contains(&f.scope) && fault_at.is_some_and(|t| f.at_s >= t)
+        })
+        .map(|f| f.at_s)
+        .reduce(f64::min);
     report.mitigated_at_s = fault_at.map(|f| mitigated_at(&report.timeline, f, &steady));
     report.recovered_at_s = restored_at.and_then(|r| {
         report

@@ -52,8 +52,10 @@ pub struct Scenario {
     /// Overrides the service's per-edge `max_rps` ceiling from the topology.
     pub max_rps: Option<f64>,
     /// What the fault is expected to be found as, for time to detect:
-    /// `instance:NAME`, `zone:NAME`, `region:NAME` or `link:FROM->TO`.
-    pub fault_scope: Option<String>,
+    /// `instance:NAME`, `zone:NAME`, `region:NAME` or `link:FROM->TO`; a
+    /// list when the fault has several places (a cut in both directions).
+    #[serde(default, deserialize_with = "one_or_many")]
+    pub fault_scope: Vec<String>,
     pub steady_state: SteadyStateSpec,
     pub stop: Option<StopSpec>,
     #[serde(default, rename = "step")]
@@ -64,6 +66,19 @@ pub struct Scenario {
 
 fn one() -> f64 {
     1.0
+}
+
+fn one_or_many<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(String),
+        Many(Vec<String>),
+    }
+    Ok(match OneOrMany::deserialize(d)? {
+        OneOrMany::One(s) => vec![s],
+        OneOrMany::Many(v) => v,
+    })
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -413,7 +428,7 @@ impl Scenario {
                 ));
             }
         }
-        if let Some(scope) = &s.fault_scope {
+        for scope in &s.fault_scope {
             if !["instance:", "zone:", "region:", "link:"]
                 .iter()
                 .any(|p| scope.starts_with(p))
