@@ -8,7 +8,7 @@ use crate::score::score;
 use crate::synth::{generate, CASES};
 use crate::trace::Trace;
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Default, Serialize)]
 pub struct CaseResult {
     pub case: String,
     pub runs: usize,
@@ -73,13 +73,7 @@ pub fn run(cfg: &DetectConfig, seeds: &[u64], recorded: &[(String, Trace)]) -> V
     for case in CASES {
         let mut r = CaseResult {
             case: case.to_string(),
-            runs: 0,
-            ttd_s: vec![],
-            detected: 0,
-            labelled: 0,
-            true_findings: 0,
-            false_findings: 0,
-            false_zone_or_region: 0,
+            ..Default::default()
         };
         for &seed in seeds {
             let t = generate(case, seed, 90, 100).expect("corpus cases exist");
@@ -90,13 +84,7 @@ pub fn run(cfg: &DetectConfig, seeds: &[u64], recorded: &[(String, Trace)]) -> V
     for (name, t) in recorded {
         let mut r = CaseResult {
             case: name.clone(),
-            runs: 0,
-            ttd_s: vec![],
-            detected: 0,
-            labelled: 0,
-            true_findings: 0,
-            false_findings: 0,
-            false_zone_or_region: 0,
+            ..Default::default()
         };
         add(&mut r, t, cfg);
         out.push(r);

@@ -39,7 +39,10 @@ pub struct DetectConfig {
     pub error_excess: f64,
     /// Chi-squared p-value below which zones' error rates differ.
     pub chi_p: f64,
-    /// Robust z-score (MAD) above which a zone is an outlier.
+    /// How a zone is judged against its peers: `mad` (robust z-score,
+    /// the default), `z` (plain z-score) or `iqr` (above Q3 + k·IQR).
+    pub outlier_method: OutlierMethod,
+    /// Score above which a zone is an outlier (`mad` and `z`), or the IQR `k`.
     pub mad_z: f64,
     /// p99 above the peers' median, in ms, that counts as an outlier…
     pub latency_excess_ms: f64,
@@ -67,6 +70,8 @@ pub struct DetectConfig {
     pub trend_horizon_s: f64,
     /// Intervals an application heartbeat may miss before it alarms.
     pub heartbeat_grace: u32,
+    /// Static thresholds, reported as alarms.
+    pub thresholds: Vec<StaticThreshold>,
 }
 
 impl Default for DetectConfig {
@@ -80,6 +85,7 @@ impl Default for DetectConfig {
             min_requests: 20,
             error_excess: 0.02,
             chi_p: 0.05,
+            outlier_method: OutlierMethod::Mad,
             mad_z: 3.0,
             latency_excess_ms: 40.0,
             latency_ratio: 1.5,
@@ -95,6 +101,52 @@ impl Default for DetectConfig {
             trend_threshold: 0.05,
             trend_horizon_s: 300.0,
             heartbeat_grace: 3,
+            thresholds: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OutlierMethod {
+    Mad,
+    Z,
+    Iqr,
+}
+
+/// A static threshold with M-of-N datapoints, on a zone's or region's error
+/// rate or p99: the classic alarm, for operators who know their numbers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StaticThreshold {
+    pub name: String,
+    /// `error_rate` or `p99_ms`.
+    pub metric: String,
+    /// `zone` or `region`.
+    pub level: String,
+    pub above: f64,
+    pub m: usize,
+    pub n: usize,
+}
+
+impl OutlierMethod {
+    /// Whether `x` stands out above `peers`; `None` scores (no spread among
+    /// the peers) count as standing out, since the excess test already held.
+    fn judge(self, x: f64, peers: &[f64], k: f64) -> (bool, Option<f64>) {
+        match self {
+            OutlierMethod::Mad => {
+                let s = stats::mad_score(x, peers);
+                (s.is_none_or(|m| m >= k), s)
+            }
+            OutlierMethod::Z => {
+                let s = stats::z_score(x, peers);
+                (s.is_none_or(|m| m >= k), s)
+            }
+            OutlierMethod::Iqr => (
+                stats::iqr_outlier(x, peers, k)
+                    || stats::quantile(peers, 0.75) == stats::quantile(peers, 0.25),
+                None,
+            ),
         }
     }
 }
@@ -182,6 +234,8 @@ pub struct Engine {
     /// Open findings raised by ingested alerts, by (alert name, scope).
     alert_findings: BTreeMap<(String, String), usize>,
     alarms: Vec<Alarm>,
+    /// Recent verdicts of each static threshold, per (name, service, place).
+    threshold_history: BTreeMap<(String, String, String), Vec<bool>>,
 }
 
 type Raw = BTreeMap<String, bool>;
@@ -200,6 +254,7 @@ impl Engine {
             heartbeats: HeartbeatMonitor::new(),
             alert_findings: BTreeMap::new(),
             alarms: Vec::new(),
+            threshold_history: BTreeMap::new(),
         }
     }
 
@@ -561,6 +616,46 @@ impl Engine {
                 });
             }
         }
+        // Static thresholds on zones and regions, M of the last N seconds.
+        let mut places: BTreeMap<(String, String, String), InstAcc> = BTreeMap::new();
+        for ((svc, z, _), a) in window {
+            let r = self.zone_region.get(z).cloned().unwrap_or_default();
+            for (level, name) in [("zone", z.clone()), ("region", r)] {
+                let e = places
+                    .entry((svc.clone(), level.to_string(), name))
+                    .or_default();
+                e.requests += a.requests;
+                e.failures += a.failures;
+                e.lat_sum += a.lat_sum;
+                e.lat_weight += a.lat_weight;
+            }
+        }
+        for th in &cfg.thresholds {
+            for ((svc, level, name), a) in places.iter().filter(|(k, _)| k.1 == th.level) {
+                let value = match th.metric.as_str() {
+                    "p99_ms" if a.lat_weight > 0 => a.lat_sum / a.lat_weight as f64,
+                    "error_rate" if a.requests > 0 => a.failures as f64 / a.requests as f64,
+                    _ => continue,
+                };
+                let h = self
+                    .threshold_history
+                    .entry((th.name.clone(), svc.clone(), format!("{level}:{name}")))
+                    .or_default();
+                h.push(value > th.above);
+                if h.len() > th.n {
+                    h.remove(0);
+                }
+                if h.iter().filter(|x| **x).count() >= th.m {
+                    alarms.push(Alarm {
+                        name: format!("threshold:{}:{level}:{name}", th.name),
+                        service: svc.clone(),
+                        severity: "page".into(),
+                        at_ms: now_ms,
+                        detail: json!({"metric": th.metric, "value": value, "above": th.above, "m": th.m, "n": th.n}),
+                    });
+                }
+            }
+        }
         // Heartbeats carry their own clock; judge them by the trace's.
         for (source, silent_ms) in self.heartbeats.missing(now_ms, cfg.heartbeat_grace) {
             alarms.push(Alarm {
@@ -702,10 +797,9 @@ impl Engine {
             let med = stats::median(&peer_rates).unwrap_or(0.0);
             let r = rate(z);
             let excess = r - med;
-            let mad = stats::mad_score(r, &peer_rates);
-            let outlier = excess >= cfg.error_excess
-                && chi.is_some_and(|p| p <= cfg.chi_p)
-                && mad.is_none_or(|m| m >= cfg.mad_z);
+            let (stands_out, mad) = cfg.outlier_method.judge(r, &peer_rates, cfg.mad_z);
+            let outlier =
+                excess >= cfg.error_excess && chi.is_some_and(|p| p <= cfg.chi_p) && stands_out;
             raw.insert(format!("zone_outlier:errors:{svc}:{z}"), outlier);
             // Affected: above the peers in most seconds of the window, not just overall.
             let affected: Vec<&str> = zones[z]
@@ -738,10 +832,9 @@ impl Engine {
             // Latency.
             let peer_lats: Vec<f64> = peers.iter().filter_map(|p| zone_lat(p)).collect();
             if let (Some(l), Some(pm)) = (zone_lat(z), stats::median(&peer_lats)) {
-                let mad = stats::mad_score(l, &peer_lats);
-                let outlier = l - pm >= cfg.latency_excess_ms
-                    && l >= cfg.latency_ratio * pm
-                    && mad.is_none_or(|m| m >= cfg.mad_z);
+                let (stands_out, mad) = cfg.outlier_method.judge(l, &peer_lats, cfg.mad_z);
+                let outlier =
+                    l - pm >= cfg.latency_excess_ms && l >= cfg.latency_ratio * pm && stands_out;
                 raw.insert(format!("zone_outlier:latency:{svc}:{z}"), outlier);
                 let affected: Vec<&str> = zones[z]
                     .2
@@ -875,6 +968,35 @@ impl Engine {
                     expr,
                     ev,
                 ));
+                // Latency: slower than the region's other instances by the
+                // zone margins, when its zone as a whole is not.
+                let other_lats: Vec<f64> = peers_all
+                    .iter()
+                    .filter(|(n, pa)| n != i && pa.requests >= cfg.instance_min_requests)
+                    .filter_map(|(_, pa)| lat(pa))
+                    .collect();
+                if let (Some(l), Some(pm)) = (lat(a), stats::median(&other_lats)) {
+                    let on = l - pm >= cfg.latency_excess_ms && l >= cfg.latency_ratio * pm;
+                    raw.insert(format!("instance_outlier:latency:{svc}:{i}"), on);
+                    let expr = Expr::All(vec![
+                        Expr::alarm(format!("instance_outlier:latency:{svc}:{i}")),
+                        Expr::negate(Expr::All(vec![
+                            Expr::alarm(format!("zone_outlier:latency:{svc}:{z}")),
+                            Expr::alarm(format!("zone_affected:latency:{svc}:{z}")),
+                        ])),
+                        Expr::negate(Expr::alarm(format!("region_wide:latency:{svc}:{r}"))),
+                        Expr::negate(Expr::alarm(format!("open:{svc}:zone:{z}:latency"))),
+                        Expr::negate(Expr::alarm(format!("open:{svc}:region:{r}:latency"))),
+                    ]);
+                    let ev = json!({"p99_ms": l, "peer_median_p99_ms": pm, "zone": z, "window_s": cfg.window_s});
+                    out.push((
+                        svc.into(),
+                        format!("instance:{i}"),
+                        "latency".into(),
+                        expr,
+                        ev,
+                    ));
+                }
             }
         }
 

@@ -16,6 +16,7 @@ pub const CASES: &[&str] = &[
     "healthy",
     "noisy",
     "single-instance",
+    "single-instance-slow",
     "zone-errors-5",
     "zone-errors-20",
     "zone-errors-100",
@@ -94,6 +95,17 @@ fn during(t: u64) -> bool {
     (FAULT.0..FAULT.1).contains(&t)
 }
 
+/// The harm of one instance during the fault.
+fn one_instance(name: &'static str, harm: Harm) -> InstanceHarm {
+    Box::new(move |t, _, _, i| {
+        if during(t) && i == name {
+            harm
+        } else {
+            Harm::default()
+        }
+    })
+}
+
 fn case(name: &str) -> Option<Case> {
     let none_i = |_: u64, _: &str, _: &str, _: &str| Harm::default();
     let none_p = |_: u64, _: &str, _: &str| 0.0;
@@ -140,16 +152,31 @@ fn case(name: &str) -> Option<Case> {
                 FAULT.0,
                 FAULT.1,
             )],
-            instance: Box::new(|t, _, _, i| {
-                if during(t) && i == "us-east-a-1" {
-                    Harm {
-                        error_rate: 0.5,
-                        extra_ms: 0.0,
-                    }
-                } else {
-                    Harm::default()
-                }
-            }),
+            instance: one_instance(
+                "us-east-a-1",
+                Harm {
+                    error_rate: 0.5,
+                    extra_ms: 0.0,
+                },
+            ),
+            zone_probe: Box::new(none_p),
+            region_probe: Box::new(none_p),
+            noise: 1.0,
+        },
+        "single-instance-slow" => Case {
+            labels: vec![label(
+                "instance:us-east-a-1",
+                Some("latency"),
+                FAULT.0,
+                FAULT.1,
+            )],
+            instance: one_instance(
+                "us-east-a-1",
+                Harm {
+                    error_rate: 0.0,
+                    extra_ms: 200.0,
+                },
+            ),
             zone_probe: Box::new(none_p),
             region_probe: Box::new(none_p),
             noise: 1.0,

@@ -15,7 +15,12 @@ fn run(case: &str, seed: u64) -> switchyard_detect::score::Score {
 
 #[test]
 fn healthy_noisy_and_single_instance_runs_raise_no_zone_or_region_finding() {
-    for case in ["healthy", "noisy", "single-instance"] {
+    for case in [
+        "healthy",
+        "noisy",
+        "single-instance",
+        "single-instance-slow",
+    ] {
         for &seed in SEEDS {
             let s = run(case, seed);
             assert_eq!(

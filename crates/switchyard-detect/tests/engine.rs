@@ -114,3 +114,77 @@ fn a_finding_closes_after_the_hold_down_and_records_its_end() {
     assert!(z[0].start_ms >= t.labels[0].start_ms && z[0].start_ms <= t.labels[0].start_ms + 3000);
     assert!(z[0].evidence["peers"].as_object().unwrap().len() == 5);
 }
+
+#[test]
+fn a_static_threshold_needs_m_of_n_seconds() {
+    use switchyard_detect::engine::StaticThreshold;
+    let cfg = DetectConfig {
+        thresholds: vec![StaticThreshold {
+            name: "zone-5xx".into(),
+            metric: "error_rate".into(),
+            level: "zone".into(),
+            above: 0.1,
+            m: 3,
+            n: 5,
+        }],
+        ..DetectConfig::default()
+    };
+    let t = generate("zone-errors-20", 4, 40, 100).unwrap();
+    let mut e = Engine::new(cfg);
+    let mut first = None;
+    for s in &t.snapshots {
+        e.ingest(s);
+        e.tick(s.at_ms);
+        if first.is_none()
+            && e.alarms()
+                .iter()
+                .any(|a| a.name == "threshold:zone-5xx:zone:us-east-a")
+        {
+            first = Some(s.at_ms);
+        }
+        assert!(
+            !e.alarms()
+                .iter()
+                .any(|a| a.name.starts_with("threshold:") && !a.name.ends_with("us-east-a")),
+            "{:?}",
+            e.alarms()
+        );
+    }
+    let at = first.expect("fires") - t.labels[0].start_ms;
+    assert!(
+        (2_000..=7_000).contains(&at),
+        "three bad seconds are needed: {at} ms"
+    );
+}
+
+#[test]
+fn every_outlier_method_finds_the_zone_and_nothing_in_healthy_noise() {
+    use switchyard_detect::engine::OutlierMethod;
+    use switchyard_detect::score::score;
+    for (method, k) in [
+        (OutlierMethod::Mad, 3.0),
+        (OutlierMethod::Z, 2.0),
+        (OutlierMethod::Iqr, 1.5),
+    ] {
+        let cfg = DetectConfig {
+            outlier_method: method,
+            mad_z: k,
+            ..DetectConfig::default()
+        };
+        let t = generate("zone-errors-20", 1, 70, 100).unwrap();
+        let s = score(&t.replay(&cfg), &t.labels, 5_000);
+        assert!(
+            s.labels[0].ttd_s.is_some_and(|x| x <= 10.0),
+            "{method:?}: {:?}",
+            s.labels
+        );
+        let h = generate("healthy", 1, 70, 100).unwrap();
+        let s = score(&h.replay(&cfg), &h.labels, 5_000);
+        assert_eq!(
+            s.false_at("zone") + s.false_at("region"),
+            0,
+            "{method:?}: {:?}",
+            s.false_findings
+        );
+    }
+}

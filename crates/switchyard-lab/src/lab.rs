@@ -189,15 +189,34 @@ impl Lab {
         zones: &[String],
         controls: &serde_json::Value,
     ) -> Vec<EdgeAnswer> {
+        self.ask_edges(
+            zones,
+            Method::PUT,
+            "/controls",
+            Bytes::from(controls.to_string()),
+        )
+        .await
+    }
+
+    /// Writes a new config for the edges and asks each to reload it.
+    pub async fn push_config(&self, text: &str) -> anyhow::Result<Vec<EdgeAnswer>> {
+        std::fs::write(&self.config_path, text)?;
+        Ok(self
+            .ask_edges(&self.edge_zones(), Method::POST, "/reload", Bytes::new())
+            .await)
+    }
+
+    /// One admin call to each edge of `zones`, with every answer kept.
+    async fn ask_edges(
+        &self,
+        zones: &[String],
+        method: Method,
+        path: &str,
+        body: Bytes,
+    ) -> Vec<EdgeAnswer> {
         let mut out = Vec::new();
         for z in zones {
-            let r = admin_call(
-                self.topo.admin_addr(z),
-                Method::PUT,
-                "/controls",
-                Bytes::from(controls.to_string()),
-            )
-            .await;
+            let r = admin_call(self.topo.admin_addr(z), method.clone(), path, body.clone()).await;
             out.push(EdgeAnswer {
                 zone: z.clone(),
                 status: r.as_ref().map(|x| x.0.as_u16()).unwrap_or(0),
@@ -207,29 +226,6 @@ impl Lab {
             });
         }
         out
-    }
-
-    /// Writes a new config for the edges and asks each to reload it.
-    pub async fn push_config(&self, text: &str) -> anyhow::Result<Vec<EdgeAnswer>> {
-        std::fs::write(&self.config_path, text)?;
-        let mut out = Vec::new();
-        for z in self.edge_zones() {
-            let r = admin_call(
-                self.topo.admin_addr(&z),
-                Method::POST,
-                "/reload",
-                Bytes::new(),
-            )
-            .await;
-            out.push(EdgeAnswer {
-                zone: z.clone(),
-                status: r.as_ref().map(|x| x.0.as_u16()).unwrap_or(0),
-                body: r
-                    .map(|x| String::from_utf8_lossy(&x.1).into_owned())
-                    .unwrap_or_else(|e| e),
-            });
-        }
-        Ok(out)
     }
 
     pub async fn edge_status(&self, zone: &str) -> Option<serde_json::Value> {
