@@ -12,7 +12,6 @@ use std::time::Duration;
 
 use serde_json::json;
 use switchyard_detect::{DetectConfig, Engine, Event};
-use switchyard_model::signals::Snapshot;
 use switchyard_model::{Controls, Fault, RegionState, ZoneControl};
 use switchyard_report::{
     Action as ActionRecord, DrillReport, Expectation, Finding, Second, SteadyState,
@@ -88,51 +87,6 @@ fn plan(s: &Scenario) -> Vec<Planned> {
     out
 }
 
-/// Follows one edge's `/signals` stream and forwards every snapshot.
-async fn follow_signals(
-    admin: std::net::SocketAddr,
-    tx: tokio::sync::mpsc::UnboundedSender<Snapshot>,
-) {
-    use http_body_util::BodyExt;
-    loop {
-        let Ok(stream) = tokio::net::TcpStream::connect(admin).await else {
-            tokio::time::sleep(Duration::from_millis(200)).await;
-            continue;
-        };
-        let Ok((mut send, conn)) = hyper::client::conn::http1::handshake::<
-            _,
-            http_body_util::Empty<bytes::Bytes>,
-        >(hyper_util::rt::TokioIo::new(stream))
-        .await
-        else {
-            continue;
-        };
-        tokio::spawn(conn);
-        let req = http::Request::get("/signals")
-            .header("host", admin.to_string())
-            .body(http_body_util::Empty::new())
-            .expect("valid request");
-        let Ok(resp) = send.send_request(req).await else {
-            continue;
-        };
-        let mut body = resp.into_body();
-        let mut buf = Vec::new();
-        while let Some(Ok(frame)) = body.frame().await {
-            let Some(d) = frame.data_ref() else { continue };
-            buf.extend_from_slice(d);
-            while let Some(pos) = buf.iter().position(|b| *b == b'\n') {
-                let line: Vec<u8> = buf.drain(..=pos).collect();
-                if let Ok(snap) = serde_json::from_slice::<Snapshot>(&line) {
-                    if tx.send(snap).is_err() {
-                        return;
-                    }
-                }
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
 struct Run<'a> {
     lab: &'a mut Lab,
     rec: Arc<Recorder>,
@@ -161,7 +115,24 @@ impl Run<'_> {
         });
     }
 
+    /// Sends the drill's controls: through the control plane when the lab has
+    /// one (as an admin's planned change, forced past the rules and audited),
+    /// straight to every edge otherwise.
     async fn push_controls(&mut self, what: String, why: String) {
+        if self.lab.topo.control_plane {
+            let body = serde_json::json!({"controls": self.controls, "reason": format!("drill: {why}"), "force": true});
+            let r = self
+                .lab
+                .control(http::Method::PUT, "/v1/controls", Some(body))
+                .await;
+            let (ok, refused) = match r {
+                Ok((200, _)) => (true, None),
+                Ok((s, v)) => (false, Some(format!("control plane {s}: {}", v["reasons"]))),
+                Err(e) => (false, Some(format!("control plane unreachable: {e}"))),
+            };
+            self.record(what, why, ok, refused);
+            return;
+        }
         self.controls.version += 1;
         let doc = serde_json::to_value(&self.controls).expect("controls serialize");
         let answers = self.lab.put_controls(&self.lab.edge_zones(), &doc).await;
@@ -180,6 +151,18 @@ impl Run<'_> {
 
     async fn apply(&mut self, p: &Planned) -> anyhow::Result<()> {
         let why = format!("scenario step at {:.0} s", p.at_s);
+        // Playbooks change the controls too: start from what is in force.
+        if self.lab.topo.control_plane {
+            if let Ok((200, v)) = self
+                .lab
+                .control(http::Method::GET, "/v1/controls", None)
+                .await
+            {
+                if let Ok(c) = serde_json::from_value::<Controls>(v["controls"].clone()) {
+                    self.controls = c;
+                }
+            }
+        }
         match &p.action {
             Action::KillInstance { target } => {
                 self.lab.procs.kill(target)?;
@@ -330,6 +313,34 @@ impl Run<'_> {
                         (!ok).then_some(format!("config validation: {reason}")),
                     );
                 }
+            }
+            Action::RemoveCapacity { zones, .. } if self.lab.topo.control_plane => {
+                // As an operator would: one shift at a time, through the rules.
+                let z = zones[0].clone();
+                let body = serde_json::json!({"service": "catalog", "zone": z, "for": "30m", "reason": "drill: remove capacity"});
+                let r = self
+                    .lab
+                    .control(http::Method::POST, "/v1/shift", Some(body))
+                    .await;
+                let (ok, refused) = match r {
+                    Ok((200, _)) => (true, None),
+                    Ok((s, v)) => (
+                        false,
+                        Some(format!(
+                            "control plane {s}: {}",
+                            v["reasons"]
+                                .as_array()
+                                .map(|a| a
+                                    .iter()
+                                    .filter_map(|x| x.as_str())
+                                    .collect::<Vec<_>>()
+                                    .join("; "))
+                                .unwrap_or_default()
+                        )),
+                    ),
+                    Err(e) => (false, Some(format!("control plane unreachable: {e}"))),
+                };
+                self.record(format!("shift zone {z} away"), why.clone(), ok, refused);
             }
             Action::RemoveCapacity { zones, .. } => {
                 let z = zones[0].clone();
@@ -488,7 +499,12 @@ pub async fn run(scenario: &Scenario, opts: &Options) -> anyhow::Result<DrillRep
     let followers: Vec<_> = lab
         .edge_zones()
         .iter()
-        .map(|z| tokio::spawn(follow_signals(lab.topo.admin_addr(z), sig_tx.clone())))
+        .map(|z| {
+            tokio::spawn(switchyard_control::signals::follow(
+                lab.topo.admin_addr(z),
+                sig_tx.clone(),
+            ))
+        })
         .collect();
     drop(sig_tx);
     let mut engine = Engine::new(DetectConfig::default());
@@ -615,6 +631,29 @@ pub async fn run(scenario: &Scenario, opts: &Options) -> anyhow::Result<DrillRep
     }
     let secs = duration.floor() as usize;
     let timeline = rec.timeline(secs);
+    if run.lab.topo.control_plane {
+        if let Ok((200, h)) = run
+            .lab
+            .control(http::Method::GET, "/v1/history?limit=1000", None)
+            .await
+        {
+            for e in h["entries"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|e| e["who"] == "playbook")
+            {
+                run.actions.push(ActionRecord {
+                    what: format!("playbook: {}", e["action"].as_str().unwrap_or("")),
+                    why: e["reason"].as_str().unwrap_or("").to_string(),
+                    at_s: e["at_ms"].as_u64().unwrap_or(0).saturating_sub(t0_ms) as f64 / 1000.0,
+                    accepted: e["accepted"] == true,
+                    refused_by: e["rule"].as_str().map(str::to_string),
+                });
+            }
+            run.actions.sort_by(|a, b| a.at_s.total_cmp(&b.at_s));
+        }
+    }
     let (actions, findings, fault_at, restored_at, replication_max) = (
         run.actions,
         run.findings,
@@ -704,6 +743,25 @@ pub async fn run(scenario: &Scenario, opts: &Options) -> anyhow::Result<DrillRep
             "refused_actions" => report.actions.iter().filter(|a| !a.accepted).count() as f64,
             "accepted_actions" => report.actions.iter().filter(|a| a.accepted).count() as f64,
             "replication_queue_max" => replication_max as f64,
+            "playbook_shifts" => report
+                .actions
+                .iter()
+                .filter(|a| a.accepted && a.what.starts_with("playbook: shift"))
+                .count() as f64,
+            "playbook_evacuations" => report
+                .actions
+                .iter()
+                .filter(|a| {
+                    a.accepted
+                        && a.what.starts_with("playbook: region")
+                        && a.what.contains("weight")
+                })
+                .count() as f64,
+            "playbook_actions" => report
+                .actions
+                .iter()
+                .filter(|a| a.accepted && a.what.starts_with("playbook:"))
+                .count() as f64,
             "replication_queue_end" => replication_end as f64,
             _ => return None,
         })

@@ -84,6 +84,21 @@ impl Lab {
             )?;
         }
         let cfg = config_path.display().to_string();
+        if topo.control_plane {
+            procs.start(
+                "control",
+                vec!["control".into(), "--config".into(), cfg.clone()],
+            )?;
+            let addr = crate::topology::CONTROL_ADDR
+                .parse()
+                .expect("valid address");
+            if let Err(e) = wait_listening(addr, Duration::from_secs(20)).await {
+                anyhow::bail!(
+                    "the control plane did not start: {e} (log in {})",
+                    dir.join("logs/control.log").display()
+                );
+            }
+        }
         for (_, zone) in topo.zones() {
             procs.start(
                 &format!("edge-{zone}"),
@@ -226,6 +241,29 @@ impl Lab {
             });
         }
         out
+    }
+
+    /// One call to the lab's control plane, with the lab's admin token.
+    pub async fn control(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> Result<(u16, serde_json::Value), String> {
+        let addr = crate::topology::CONTROL_ADDR
+            .parse()
+            .expect("valid address");
+        let (s, b) = admin_call(
+            addr,
+            method,
+            path,
+            body.map(|v| Bytes::from(v.to_string())).unwrap_or_default(),
+        )
+        .await?;
+        Ok((
+            s.as_u16(),
+            serde_json::from_slice(&b).unwrap_or(serde_json::Value::Null),
+        ))
     }
 
     pub async fn edge_status(&self, zone: &str) -> Option<serde_json::Value> {

@@ -271,6 +271,9 @@ pub const METRICS: &[&str] = &[
     "accepted_actions",
     "replication_queue_max",
     "replication_queue_end",
+    "playbook_shifts",
+    "playbook_evacuations",
+    "playbook_actions",
     "requests_total",
 ];
 

@@ -23,7 +23,24 @@ pub struct Topology {
     pub service: ServiceSpec,
     #[serde(default, rename = "client")]
     pub clients: Vec<ClientSpec>,
+    /// Run a control plane that every edge follows (on by default).
+    #[serde(default = "yes")]
+    pub control_plane: bool,
+    /// Its playbook mode for the service: `auto`, `recommend` or `off`.
+    #[serde(default = "auto")]
+    pub playbooks: String,
 }
+
+fn yes() -> bool {
+    true
+}
+
+fn auto() -> String {
+    "auto".into()
+}
+
+/// Where the lab's control plane listens.
+pub const CONTROL_ADDR: &str = "127.0.0.1:7000";
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -310,6 +327,9 @@ impl Topology {
             "[edge]\nadmin_token = {ADMIN_TOKEN:?}\nstate_dir = {state_dir:?}\n"
         )
         .unwrap();
+        if self.control_plane {
+            writeln!(t, "control_url = \"http://{CONTROL_ADDR}\"\n").unwrap();
+        }
         for r in &self.regions {
             writeln!(t, "[[region]]\nname = {:?}", r.name).unwrap();
             let others: Vec<&RegionSpec> =
@@ -364,6 +384,18 @@ impl Topology {
             writeln!(
                 t,
                 "[[service.instance]]\nname = {name:?}\nzone = {zone:?}\naddr = \"{addr}\""
+            )
+            .unwrap();
+        }
+        if self.control_plane {
+            // Drills take steps seconds apart, so flips may follow faster
+            // than the production default.
+            writeln!(
+                t,
+                "\n[control]\nlisten = \"{CONTROL_ADDR}\"\nstore = \"sqlite:{state_dir}/control.db\"\nplaybooks = {{ catalog = {:?} }}\n\
+                 [control.safety]\nflip_wait_ms = 2000\n\
+                 [[control.token]]\nname = \"lab\"\nscope = \"admin\"\ntoken = {ADMIN_TOKEN:?}",
+                self.playbooks
             )
             .unwrap();
         }

@@ -24,6 +24,31 @@ pub mod raw {
         pub regions: Vec<Region>,
         #[serde(default, rename = "service")]
         pub services: Vec<Service>,
+        pub control: Option<Control>,
+    }
+
+    #[derive(Debug, Deserialize, Default)]
+    #[serde(deny_unknown_fields)]
+    pub struct Control {
+        pub listen: Option<String>,
+        /// `sqlite:PATH` or `etcd:http://HOST:PORT[,http://HOST:PORT…]`.
+        pub store: Option<String>,
+        #[serde(default, rename = "token")]
+        pub tokens: Vec<Token>,
+        /// Per service: `auto`, `recommend` or `off`.
+        #[serde(default)]
+        pub playbooks: std::collections::BTreeMap<String, String>,
+        /// Checked by the control plane, which owns these rules.
+        pub safety: Option<toml::Table>,
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct Token {
+        pub name: Option<String>,
+        pub scope: Option<String>,
+        pub token: Option<String>,
+        pub token_env: Option<String>,
     }
 
     #[derive(Debug, Deserialize, Default)]
@@ -180,6 +205,46 @@ pub struct Config {
     pub edge: EdgeSettings,
     pub regions: Vec<Region>,
     pub services: Vec<Service>,
+    /// Present when the file configures a control plane.
+    pub control: Option<ControlSettings>,
+}
+
+/// What a token may do on the control plane's API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Scope {
+    /// Look: status, controls, history, the watch stream.
+    Read,
+    /// Act within the safety rules: shift, fail over, read-only.
+    Operate,
+    /// Also replace controls wholesale and override rules with `force`.
+    Admin,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreSpec {
+    Sqlite(String),
+    Etcd(Vec<String>),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PlaybookMode {
+    /// Act, within the safety rules.
+    Auto,
+    /// Say what would be done; do nothing.
+    Recommend,
+    Off,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ControlSettings {
+    pub listen: SocketAddr,
+    pub store: StoreSpec,
+    /// (name, scope, secret), secrets already resolved from the environment.
+    pub tokens: Vec<(String, Scope, String)>,
+    pub playbooks: BTreeMap<String, PlaybookMode>,
+    pub safety: Option<toml::Table>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -375,10 +440,15 @@ impl Config {
         if raw.services.is_empty() {
             errs.push("service", "at least one [[service]] is required");
         }
+        let control = raw
+            .control
+            .as_ref()
+            .map(|c| validate_control(c, &services_names(&raw.services), &env, &mut errs));
         errs.into_result(Config {
             edge,
             regions,
             services,
+            control: control.flatten(),
         })
     }
 
@@ -979,6 +1049,144 @@ fn default_route(kind: RouteKind) -> Route {
         priority: Priority::Normal,
         heartbeat_path: None,
     }
+}
+
+fn services_names(raw: &[raw::Service]) -> Vec<String> {
+    raw.iter().filter_map(|s| s.name.clone()).collect()
+}
+
+fn validate_control(
+    c: &raw::Control,
+    services: &[String],
+    env: &impl Fn(&str) -> Option<String>,
+    errs: &mut ValidationErrors,
+) -> Option<ControlSettings> {
+    let before = errs.len();
+    let listen = parse_addr(&c.listen, "control.listen", errs);
+    let store = match c.store.as_deref() {
+        None => {
+            errs.push(
+                "control.store",
+                "required: sqlite:PATH or etcd:http://HOST:PORT[,…]",
+            );
+            None
+        }
+        Some(s) if s.starts_with("sqlite:") && s.len() > 7 => {
+            Some(StoreSpec::Sqlite(s[7..].to_string()))
+        }
+        Some(s) if s.starts_with("etcd:") => {
+            let eps: Vec<String> = s[5..]
+                .split(',')
+                .map(|x| x.trim().to_string())
+                .filter(|x| !x.is_empty())
+                .collect();
+            if eps.is_empty() || eps.iter().any(|e| !e.starts_with("http://")) {
+                errs.push(
+                    "control.store",
+                    format!("etcd endpoints must be http:// URLs, got {s:?}"),
+                );
+            }
+            Some(StoreSpec::Etcd(eps))
+        }
+        Some(s) => {
+            errs.push(
+                "control.store",
+                format!("must be sqlite:PATH or etcd:http://HOST:PORT, got {s:?}"),
+            );
+            None
+        }
+    };
+    let mut tokens = Vec::new();
+    let mut names = BTreeSet::new();
+    for (i, t) in c.tokens.iter().enumerate() {
+        let p = item_path("control.token", i, &t.name, errs);
+        if let Some(n) = &t.name {
+            if !names.insert(n.clone()) {
+                errs.push(format!("{p}.name"), format!("duplicate token name {n:?}"));
+            }
+        }
+        let scope = match t.scope.as_deref() {
+            Some("read") => Some(Scope::Read),
+            Some("operate") => Some(Scope::Operate),
+            Some("admin") => Some(Scope::Admin),
+            Some(x) => {
+                errs.push(
+                    format!("{p}.scope"),
+                    format!("must be read, operate or admin, got {x:?}"),
+                );
+                None
+            }
+            None => {
+                errs.push(format!("{p}.scope"), "required: read, operate or admin");
+                None
+            }
+        };
+        let secret = match (&t.token, &t.token_env) {
+            (Some(_), Some(_)) => {
+                errs.push(
+                    format!("{p}.token"),
+                    "set either token or token_env, not both",
+                );
+                None
+            }
+            (Some(x), None) if x.len() >= 8 => Some(x.clone()),
+            (Some(_), None) => {
+                errs.push(format!("{p}.token"), "must be at least 8 characters");
+                None
+            }
+            (None, Some(v)) => match env(v) {
+                Some(x) if x.len() >= 8 => Some(x),
+                _ => {
+                    errs.push(
+                        format!("{p}.token_env"),
+                        format!(
+                            "the variable {v:?} is not set to a token of at least 8 characters"
+                        ),
+                    );
+                    None
+                }
+            },
+            (None, None) => {
+                errs.push(format!("{p}.token"), "required: token or token_env");
+                None
+            }
+        };
+        if let (Some(n), Some(sc), Some(sec)) = (&t.name, scope, secret) {
+            tokens.push((n.clone(), sc, sec));
+        }
+    }
+    let mut playbooks = BTreeMap::new();
+    for (svc, mode) in &c.playbooks {
+        if !services.contains(svc) {
+            errs.push(
+                format!("control.playbooks.{svc}"),
+                format!("unknown service {svc:?}"),
+            );
+        }
+        let m = match mode.as_str() {
+            "auto" => PlaybookMode::Auto,
+            "recommend" => PlaybookMode::Recommend,
+            "off" => PlaybookMode::Off,
+            x => {
+                errs.push(
+                    format!("control.playbooks.{svc}"),
+                    format!("must be auto, recommend or off, got {x:?}"),
+                );
+                continue;
+            }
+        };
+        playbooks.insert(svc.clone(), m);
+    }
+    if errs.len() > before {
+        return None;
+    }
+    Some(ControlSettings {
+        listen: listen?,
+        store: store?,
+        tokens,
+        playbooks,
+        safety: c.safety.clone(),
+    })
 }
 
 /// A short, stable summary used by `validate` and logs.

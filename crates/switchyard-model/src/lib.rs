@@ -11,8 +11,8 @@ pub mod error;
 pub mod signals;
 
 pub use config::{
-    Config, EdgeSettings, EjectionSettings, Instance, LimitSettings, Priority, Region, Route,
-    RouteKind, Service, Timeouts, Zone,
+    Config, ControlSettings, EdgeSettings, EjectionSettings, Instance, LimitSettings, PlaybookMode,
+    Priority, Region, Route, RouteKind, Scope, Service, StoreSpec, Timeouts, Zone,
 };
 pub use controls::{Controls, Fault, RegionControl, RegionState, ServiceControls, ZoneControl};
 pub use error::{ConfigError, ValidationError, ValidationErrors};

@@ -159,3 +159,106 @@ impl Drop for EdgeProcess {
         self.kill9();
     }
 }
+
+/// `switchyard control` as a real child process.
+pub struct ControlProcess {
+    pub addr: SocketAddr,
+    bin: PathBuf,
+    config: PathBuf,
+    log: PathBuf,
+    child: Option<Child>,
+}
+
+impl ControlProcess {
+    pub async fn start(bin: &Path, config: &Path, addr: SocketAddr, dir: &Path) -> ControlProcess {
+        let mut c = ControlProcess {
+            addr,
+            bin: bin.into(),
+            config: config.into(),
+            log: dir.join("control.log"),
+            child: None,
+        };
+        c.spawn().await;
+        c
+    }
+
+    async fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("control log");
+        self.child = Some(
+            Command::new(&self.bin)
+                .args(["--exit-on-stdin-eof", "control", "--config"])
+                .arg(&self.config)
+                .env("RUST_LOG", "info")
+                .stdin(Stdio::piped())
+                .stdout(log.try_clone().unwrap())
+                .stderr(log)
+                .spawn()
+                .expect("spawn switchyard control"),
+        );
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            if let Some(Ok(Some(st))) = self.child.as_mut().map(|c| c.try_wait()) {
+                panic!(
+                    "control plane exited with {st} at start:\n{}",
+                    std::fs::read_to_string(&self.log).unwrap_or_default()
+                );
+            }
+            if let Ok(r) = Req::get(self.addr, "/health").send().await {
+                if r.status.is_success() {
+                    return;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "control plane did not come up:\n{}",
+                std::fs::read_to_string(&self.log).unwrap_or_default()
+            );
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub async fn restart(&mut self) {
+        self.kill9();
+        self.spawn().await;
+    }
+
+    /// `switchyard ctl --json ARGS` against this control plane: (exit code, parsed JSON output).
+    pub fn ctl(&self, token: &str, args: &[&str]) -> (i32, serde_json::Value, String) {
+        let out = Command::new(&self.bin)
+            .args([
+                "ctl",
+                "--json",
+                "--url",
+                &format!("http://{}", self.addr),
+                "--token",
+                token,
+            ])
+            .args(args)
+            .output()
+            .expect("run switchyard ctl");
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        let v = serde_json::from_str(stdout.trim()).unwrap_or(serde_json::Value::Null);
+        (
+            out.status.code().unwrap_or(-1),
+            v,
+            format!("{stdout}{}", String::from_utf8_lossy(&out.stderr)),
+        )
+    }
+}
+
+impl Drop for ControlProcess {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}

@@ -11,7 +11,7 @@ pub mod topology;
 pub mod upstream;
 
 pub use client::{send, Reply, Req};
-pub use edge::EdgeProcess;
+pub use edge::{ControlProcess, EdgeProcess};
 pub use eventually::eventually;
 pub use sse::WatchServer;
 pub use topology::Topology;

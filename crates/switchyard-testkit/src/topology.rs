@@ -25,6 +25,8 @@ pub struct Topology {
     pub per_zone: usize,
     service_extra: String,
     edge_extra: String,
+    control: bool,
+    playbooks: Option<String>,
 }
 
 impl Topology {
@@ -48,6 +50,8 @@ impl Topology {
             per_zone: 2,
             service_extra: String::new(),
             edge_extra: String::new(),
+            control: false,
+            playbooks: None,
         }
     }
 
@@ -79,6 +83,25 @@ impl Topology {
         self.edge_extra.push_str(extra);
         self.edge_extra.push('\n');
         self
+    }
+
+    /// Adds a control plane (SQLite store in the test's folder) that every
+    /// edge follows, with one token per scope: `read-token`, `operate-token`,
+    /// `admin-token` (each padded to the minimum length).
+    pub fn with_control_plane(mut self) -> Self {
+        self.control = true;
+        let url = format!("control_url = \"http://{}\"", self.control_addr());
+        self.edge_toml(&url)
+    }
+
+    /// The playbook mode (`auto`, `recommend`, `off`) of the test service.
+    pub fn playbooks(mut self, mode: &str) -> Self {
+        self.playbooks = Some(mode.into());
+        self
+    }
+
+    pub fn control_addr(&self) -> SocketAddr {
+        self.aux_addr(7)
     }
 
     pub fn dir(&self) -> &Path {
@@ -169,6 +192,21 @@ impl Topology {
                 .unwrap();
             }
         }
+        if self.control {
+            // Tests flip controls in quick succession and fail a whole region
+            // over, so the wait and the removal rate are relaxed here.
+            writeln!(
+                t,
+                "\n[control]\nlisten = \"{}\"\nstore = \"sqlite:{}\"\nplaybooks = {{ svc = {:?} }}\n[control.safety]\nflip_wait_ms = 0\nmax_removal_per_hour = 0.6",
+                self.control_addr(),
+                self.dir.path().join("control.db").display(),
+                self.playbooks.as_deref().unwrap_or("off")
+            )
+            .unwrap();
+            for scope in ["read", "operate", "admin"] {
+                writeln!(t, "[[control.token]]\nname = \"{scope}-user\"\nscope = \"{scope}\"\ntoken = \"{scope}-token\"").unwrap();
+            }
+        }
         t
     }
 
@@ -203,6 +241,13 @@ impl Topology {
             self.dir.path(),
         )
         .await
+    }
+
+    /// Starts the control plane as a real process.
+    pub async fn start_control(&self) -> crate::edge::ControlProcess {
+        let cfg = self.write_config();
+        crate::edge::ControlProcess::start(&self.bin, &cfg, self.control_addr(), self.dir.path())
+            .await
     }
 
     pub fn bin(&self) -> &Path {

@@ -2,6 +2,7 @@
 #![forbid(unsafe_code)]
 
 mod backend;
+mod ctl_cmd;
 mod detect_cmd;
 mod lab_cmd;
 mod load;
@@ -74,6 +75,13 @@ enum Cmd {
     Lab(lab_cmd::LabCmd),
     /// Run a chaos drill on the lab and report what users felt.
     Drill(lab_cmd::DrillArgs),
+    /// Run the control plane.
+    Control {
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// The operator's one command: status, shift, failover, read-only, history.
+    Ctl(ctl_cmd::CtlArgs),
     /// Detection: replay and score traces, synthetic cases, the corpus, the benchmark.
     #[command(subcommand)]
     Detect(detect_cmd::DetectCmd),
@@ -143,6 +151,21 @@ fn main() -> ExitCode {
         }
         Cmd::Drill(args) => lab_cmd::drill(args),
         Cmd::Detect(cmd) => detect_cmd::detect(cmd),
+        Cmd::Ctl(args) => ctl_cmd::ctl(args),
+        Cmd::Control { config } => {
+            init_logs(cli.log_format);
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .expect("tokio runtime");
+            match rt.block_on(switchyard_control::server::run(&config)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("switchyard control: {e:#}");
+                    ExitCode::from(2)
+                }
+            }
+        }
         Cmd::Load(args) => load::main(args),
     }
 }

@@ -219,17 +219,17 @@ fn no_lab_process_outlives_a_killed_drill() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    // Wait for the lab to be up: 2 stores, 12 instances, 6 edges.
+    // Wait for the lab to be up: 2 stores, 12 instances, a control plane, 6 edges.
     let deadline = Instant::now() + Duration::from_secs(20);
     let mut kids = Vec::new();
     while Instant::now() < deadline {
         kids = children(drill.id());
-        if kids.len() >= 20 {
+        if kids.len() >= 21 {
             break;
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-    assert_eq!(kids.len(), 20, "the lab's processes: {kids:?}");
+    assert_eq!(kids.len(), 21, "the lab processes: {kids:?}");
     drill.kill().unwrap();
     drill.wait().unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);

@@ -1,0 +1,203 @@
+//! Detection and playbooks inside the control plane: follow every edge's
+//! signals, run the detection engine, and turn findings into control changes
+//! through the same safety rules as a person's — or only recommend them.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::json;
+use switchyard_detect::{DetectConfig, Engine, Event, Finding};
+use switchyard_model::{Controls, PlaybookMode, RegionState, ZoneControl};
+
+use crate::plane::{now_ms, Change, ChangeError, ControlPlane};
+use crate::playbooks::{Planned, PlaybookConfig, Playbooks};
+use crate::store::{AuditEntry, Store};
+
+fn edit_for(p: &Planned) -> impl Fn(&mut Controls) -> Result<(), ChangeError> + Send + Sync + '_ {
+    move |c: &mut Controls| {
+        match p {
+            Planned::Shift {
+                service,
+                zone,
+                until_ms,
+                why,
+            } => {
+                c.services.entry(service.clone()).or_default().zones.insert(
+                    zone.clone(),
+                    ZoneControl {
+                        weight: 0.0,
+                        expires_at_ms: Some(*until_ms),
+                        reason: Some(format!("playbook: {why}")),
+                    },
+                );
+            }
+            Planned::Unshift { service, zone, .. } => {
+                if let Some(sc) = c.services.get_mut(service) {
+                    sc.zones.remove(zone);
+                }
+            }
+            Planned::RegionWeight {
+                service,
+                region,
+                weight,
+                ..
+            } => {
+                let rc = c
+                    .services
+                    .entry(service.clone())
+                    .or_default()
+                    .regions
+                    .entry(region.clone())
+                    .or_default();
+                rc.weight = *weight;
+                rc.state = if *weight <= 0.0 {
+                    RegionState::Out
+                } else {
+                    RegionState::In
+                };
+            }
+            Planned::RegionBack {
+                service, region, ..
+            } => {
+                if let Some(sc) = c.services.get_mut(service) {
+                    if let Some(rc) = sc.regions.get_mut(region) {
+                        rc.state = RegionState::In;
+                        rc.weight = 1.0;
+                    }
+                }
+            }
+            Planned::Failover {
+                service,
+                regions,
+                on,
+                ..
+            } => {
+                let sc = c.services.entry(service.clone()).or_default();
+                for r in regions {
+                    sc.regions.entry(r.clone()).or_default().failover = *on;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn service_of(p: &Planned) -> &str {
+    match p {
+        Planned::Shift { service, .. }
+        | Planned::Unshift { service, .. }
+        | Planned::RegionWeight { service, .. }
+        | Planned::RegionBack { service, .. }
+        | Planned::Failover { service, .. } => service,
+    }
+}
+
+/// Runs until the task is dropped.
+pub async fn run<S: Store + 'static>(
+    plane: Arc<ControlPlane<S>>,
+    detect: DetectConfig,
+    playbook_cfg: PlaybookConfig,
+) {
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    for z in plane.config.zones() {
+        tokio::spawn(crate::signals::follow(z.admin, tx.clone()));
+    }
+    drop(tx);
+    let modes: BTreeMap<String, PlaybookMode> = plane
+        .config
+        .control
+        .as_ref()
+        .map(|c| c.playbooks.clone())
+        .unwrap_or_default();
+    let regions = plane
+        .config
+        .regions
+        .iter()
+        .map(|r| r.name.clone())
+        .collect();
+    let mut engine = Engine::new(detect);
+    let mut books = Playbooks::new(playbook_cfg, regions);
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    let mut recent: Vec<Finding> = Vec::new();
+    loop {
+        tick.tick().await;
+        while let Ok(s) = rx.try_recv() {
+            engine.ingest(&s);
+        }
+        let now = now_ms();
+        let mut planned = Vec::new();
+        for ev in engine.tick(now) {
+            match &ev {
+                Event::Opened(f) => {
+                    tracing::warn!(scope = %f.scope, kind = %f.kind, service = %f.service, "finding opened");
+                    recent.push(f.clone());
+                }
+                Event::Closed(f) => {
+                    tracing::info!(scope = %f.scope, kind = %f.kind, "finding closed");
+                    if let Some(r) = recent
+                        .iter_mut()
+                        .rev()
+                        .find(|r| r.scope == f.scope && r.kind == f.kind && r.end_ms.is_none())
+                    {
+                        r.end_ms = f.end_ms;
+                    }
+                }
+            }
+            planned.extend(books.on_event(&ev, now));
+        }
+        planned.extend(books.tick(now));
+        if recent.len() > 200 {
+            recent.drain(..recent.len() - 200);
+        }
+        for p in planned {
+            let mode = modes
+                .get(service_of(&p))
+                .cloned()
+                .unwrap_or(PlaybookMode::Off);
+            match mode {
+                PlaybookMode::Off => {}
+                PlaybookMode::Recommend => {
+                    let _ = plane
+                        .note(&AuditEntry {
+                            at_ms: now,
+                            who: "playbook".into(),
+                            action: format!("recommend: {}", p.describe()),
+                            reason: p.why().to_string(),
+                            accepted: false,
+                            rule: Some("recommend-only".into()),
+                            version: None,
+                            detail: serde_json::to_value(&p).unwrap_or_default(),
+                        })
+                        .await;
+                }
+                PlaybookMode::Auto => {
+                    let edit = edit_for(&p);
+                    let r = plane
+                        .change(Change {
+                            who: "playbook".into(),
+                            action: p.describe(),
+                            reason: p.why().to_string(),
+                            force: false,
+                            edit: &edit,
+                        })
+                        .await;
+                    match r {
+                        Ok(v) => {
+                            tracing::warn!(action = %p.describe(), version = v.version, "playbook acted")
+                        }
+                        Err(e) => {
+                            tracing::warn!(action = %p.describe(), error = %e, "playbook action not taken")
+                        }
+                    }
+                }
+            }
+        }
+        *plane.observed.lock().unwrap_or_else(|e| e.into_inner()) = json!({
+            "findings": recent,
+            "open": recent.iter().filter(|f| f.end_ms.is_none()).count(),
+            "mitigations": books.active(),
+            "alarms": engine.alarms(),
+        });
+    }
+}

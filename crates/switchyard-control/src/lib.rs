@@ -1,0 +1,15 @@
+//! The control plane: holds the controls every edge obeys, checks each change
+//! against the safety rules, records who changed what and why, and pushes the
+//! result to every edge over a watch stream. Its store is a local SQLite file
+//! by default, or an existing etcd cluster when several control planes share
+//! state; never a home-made consensus.
+#![forbid(unsafe_code)]
+
+pub mod api;
+pub mod automation;
+pub mod plane;
+pub mod playbooks;
+pub mod safety;
+pub mod server;
+pub mod signals;
+pub mod store;

@@ -1,0 +1,153 @@
+//! `switchyard control --config FILE`: opens the store the config names,
+//! serves the API, and keeps in step with other control planes sharing it.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use switchyard_model::{Config, StoreSpec};
+
+use crate::api::{router, Api};
+use crate::plane::ControlPlane;
+use crate::safety::SafetyConfig;
+use crate::store::etcd::EtcdStore;
+use crate::store::sqlite::SqliteStore;
+use crate::store::Store;
+
+/// The control plane's part of a config, checked: the store and the
+/// safety rules (`[control.safety]`, every field optional).
+pub fn safety_config(config: &Config) -> anyhow::Result<SafetyConfig> {
+    let Some(c) = &config.control else {
+        anyhow::bail!("control: the config has no [control] section");
+    };
+    match &c.safety {
+        None => Ok(SafetyConfig::default()),
+        Some(t) => t
+            .clone()
+            .try_into::<SafetyConfig>()
+            .map_err(|e| anyhow::anyhow!("control.safety: {}", e.message())),
+    }
+}
+
+pub struct Running {
+    pub listen: std::net::SocketAddr,
+    stop: tokio::sync::watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Running {
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        let _ = self.task.await;
+    }
+}
+
+/// Starts the control plane of `config` (with its path resolving a relative
+/// SQLite file) and returns once it listens.
+pub async fn start(config: Config, config_path: &Path) -> anyhow::Result<Running> {
+    let safety = safety_config(&config)?;
+    let ctl = config.control.clone().expect("checked by safety_config");
+    let config = Arc::new(config);
+    match &ctl.store {
+        StoreSpec::Sqlite(p) => {
+            let path = if Path::new(p).is_absolute() {
+                p.into()
+            } else {
+                config_path.parent().unwrap_or(Path::new(".")).join(p)
+            };
+            let store =
+                SqliteStore::open(&path).map_err(|e| anyhow::anyhow!("control.store: {e}"))?;
+            serve(config, safety, store, ctl.listen).await
+        }
+        StoreSpec::Etcd(eps) => {
+            serve(
+                config,
+                safety,
+                EtcdStore::new(eps.clone(), "/switchyard/"),
+                ctl.listen,
+            )
+            .await
+        }
+    }
+}
+
+async fn serve<S: Store + 'static>(
+    config: Arc<Config>,
+    safety: SafetyConfig,
+    store: S,
+    listen: std::net::SocketAddr,
+) -> anyhow::Result<Running> {
+    let plane = ControlPlane::new(config, safety, store)
+        .await
+        .map_err(|e| anyhow::anyhow!("control.store: {e}"))?;
+    let l = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("control.listen: cannot listen on {listen}: {e}"))?;
+    let listen = l.local_addr()?;
+    let (tx, mut rx) = tokio::sync::watch::channel(false);
+    let app = router(Api {
+        plane: plane.clone(),
+    });
+    let sync_plane = plane.clone();
+    let mut sync_rx = rx.clone();
+    // Other control planes may change a shared store: follow it.
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(250)) => {
+                    if let Err(e) = sync_plane.sync().await {
+                        tracing::warn!(error = %e, "cannot read the store; serving the last known state");
+                    }
+                }
+                r = sync_rx.changed() => {
+                    if r.is_err() || *sync_rx.borrow() {
+                        return;
+                    }
+                }
+            }
+        }
+    });
+    let automation = tokio::spawn(crate::automation::run(
+        plane.clone(),
+        switchyard_detect::DetectConfig::default(),
+        crate::playbooks::PlaybookConfig::default(),
+    ));
+    let task = tokio::spawn(async move {
+        let _g = AbortOnDrop(automation);
+        let _ = axum::serve(l, app)
+            .with_graceful_shutdown(async move {
+                let _ = rx.wait_for(|s| *s).await;
+            })
+            .await;
+    });
+    tracing::info!(%listen, "control plane serving");
+    Ok(Running {
+        listen,
+        stop: tx,
+        task,
+    })
+}
+
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Runs until SIGINT or SIGTERM.
+pub async fn run(config_path: &Path) -> anyhow::Result<()> {
+    let text = std::fs::read_to_string(config_path)
+        .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", config_path.display()))?;
+    let config = Config::from_toml(&text, |k| std::env::var(k).ok())
+        .map_err(|e| anyhow::anyhow!("{}: {e}", config_path.display()))?;
+    let running = start(config, config_path).await?;
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    running.shutdown().await;
+    Ok(())
+}

@@ -1,0 +1,149 @@
+//! Where the control plane keeps its state: the current controls with a
+//! version, and the audit log. Two backends pass the same conformance suite:
+//! a local SQLite file (the default; an acknowledged change survives kill -9)
+//! and etcd (several control planes share state through a real cluster).
+
+use std::future::Future;
+
+use serde::{Deserialize, Serialize};
+use switchyard_model::Controls;
+
+pub mod etcd;
+pub mod sqlite;
+
+/// One line of the audit log: every change, accepted or refused, with who
+/// asked, why, and the rule that refused it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AuditEntry {
+    pub at_ms: u64,
+    /// A person (from the token's name) or a playbook.
+    pub who: String,
+    /// What was asked, in words: `shift us-east-a for 1h`.
+    pub action: String,
+    pub reason: String,
+    pub accepted: bool,
+    /// The rule that refused it, when it was refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rule: Option<String>,
+    /// The controls version this change produced, when accepted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<u64>,
+    #[serde(default)]
+    pub detail: serde_json::Value,
+}
+
+/// The controls as stored, with the version they were stored under.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Stored {
+    pub version: u64,
+    pub controls: Controls,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// Someone else (another control plane) changed the controls first.
+    #[error("the controls changed meanwhile: expected version {expected}, found {found}")]
+    Conflict { expected: u64, found: u64 },
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    #[error("store holds data it cannot read: {0}")]
+    Corrupt(String),
+}
+
+impl StoreError {
+    /// Whether trying again may succeed.
+    pub fn retryable(&self) -> bool {
+        matches!(
+            self,
+            StoreError::Conflict { .. } | StoreError::Unavailable(_)
+        )
+    }
+}
+
+/// A backend. `commit` is a compare-and-swap on the version, so two control
+/// planes sharing a store can never both apply a change made from the same
+/// state: one of them gets a conflict and re-checks its change.
+// The futures are declared `Send` so the API can run them on any worker.
+pub trait Store: Send + Sync {
+    /// The current controls, or `None` before the first commit.
+    fn load(&self) -> impl Future<Output = Result<Option<Stored>, StoreError>> + Send;
+    /// Stores `controls` as version `expected + 1` and appends `audit` (with
+    /// that version), atomically, if the stored version is still `expected`
+    /// (0 when nothing is stored yet). Returns the new version once durable.
+    fn commit(
+        &self,
+        expected: u64,
+        controls: &Controls,
+        audit: &AuditEntry,
+    ) -> impl Future<Output = Result<u64, StoreError>> + Send;
+    /// Appends an audit entry that changed nothing (a refusal).
+    fn append_audit(
+        &self,
+        entry: &AuditEntry,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// The last `limit` audit entries, oldest first.
+    fn history(
+        &self,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<AuditEntry>, StoreError>> + Send;
+}
+
+/// The suite both backends must pass; tests call it with a fresh store.
+pub mod conformance {
+    use super::*;
+
+    fn entry(action: &str, accepted: bool) -> AuditEntry {
+        AuditEntry {
+            at_ms: 1,
+            who: "test".into(),
+            action: action.into(),
+            reason: "conformance".into(),
+            accepted,
+            rule: (!accepted).then(|| "some-rule".into()),
+            version: None,
+            detail: serde_json::json!({"k": 1}),
+        }
+    }
+
+    /// Runs every check; panics with the first that fails.
+    pub async fn run<S: Store>(s: &S) {
+        assert_eq!(s.load().await.unwrap(), None, "a fresh store is empty");
+        let mut c = Controls::default();
+        c.services.entry("catalog".into()).or_default().read_only = true;
+        let v1 = s.commit(0, &c, &entry("read-only on", true)).await.unwrap();
+        assert_eq!(v1, 1);
+        let got = s.load().await.unwrap().unwrap();
+        assert_eq!(got.version, 1);
+        assert!(got.controls.services["catalog"].read_only);
+
+        // A commit from a stale version is refused and changes nothing.
+        let mut c2 = c.clone();
+        c2.services.get_mut("catalog").unwrap().shed_level = 2;
+        match s.commit(0, &c2, &entry("stale", true)).await {
+            Err(StoreError::Conflict {
+                expected: 0,
+                found: 1,
+            }) => {}
+            other => panic!("expected a conflict, got {other:?}"),
+        }
+        assert_eq!(
+            s.load().await.unwrap().unwrap().controls.services["catalog"].shed_level,
+            0
+        );
+
+        let v2 = s.commit(1, &c2, &entry("shed 2", true)).await.unwrap();
+        assert_eq!(v2, 2);
+        s.append_audit(&entry("refused thing", false))
+            .await
+            .unwrap();
+        let h = s.history(10).await.unwrap();
+        let actions: Vec<&str> = h.iter().map(|e| e.action.as_str()).collect();
+        assert_eq!(actions, vec!["read-only on", "shed 2", "refused thing"]);
+        assert_eq!(h[0].version, Some(1));
+        assert_eq!(h[1].version, Some(2));
+        assert_eq!(h[2].rule.as_deref(), Some("some-rule"));
+        assert_eq!(h[2].version, None);
+        assert_eq!(s.history(2).await.unwrap().len(), 2, "the newest two");
+        assert_eq!(s.history(2).await.unwrap()[1].action, "refused thing");
+    }
+}

@@ -1,0 +1,131 @@
+//! The embedded default: one SQLite file. Every commit is one transaction in
+//! WAL mode with `synchronous = FULL`, so an acknowledged change is on disk
+//! before the caller hears about it and survives kill -9.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use rusqlite::{params, Connection, OptionalExtension};
+use switchyard_model::Controls;
+
+use super::{AuditEntry, Store, StoreError, Stored};
+
+pub struct SqliteStore {
+    conn: Arc<Mutex<Connection>>,
+}
+
+fn unavailable(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Unavailable(e.to_string())
+}
+
+impl SqliteStore {
+    pub fn open(path: &Path) -> Result<SqliteStore, StoreError> {
+        if let Some(d) = path.parent() {
+            if !d.as_os_str().is_empty() {
+                std::fs::create_dir_all(d).map_err(unavailable)?;
+            }
+        }
+        let conn = Connection::open(path).map_err(unavailable)?;
+        conn.execute_batch(
+            "PRAGMA journal_mode = WAL;
+             PRAGMA synchronous = FULL;
+             CREATE TABLE IF NOT EXISTS controls (id INTEGER PRIMARY KEY CHECK (id = 1), version INTEGER NOT NULL, body TEXT NOT NULL);
+             CREATE TABLE IF NOT EXISTS audit (seq INTEGER PRIMARY KEY AUTOINCREMENT, body TEXT NOT NULL);",
+        )
+        .map_err(unavailable)?;
+        Ok(SqliteStore {
+            conn: Arc::new(Mutex::new(conn)),
+        })
+    }
+
+    /// Runs blocking SQLite work off the async workers.
+    async fn with<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let conn = self.conn.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut c = conn.lock().unwrap_or_else(|e| e.into_inner());
+            f(&mut c)
+        })
+        .await
+        .map_err(unavailable)?
+    }
+}
+
+fn current(c: &Connection) -> Result<Option<(u64, String)>, StoreError> {
+    c.query_row("SELECT version, body FROM controls WHERE id = 1", [], |r| {
+        Ok((r.get::<_, i64>(0)? as u64, r.get::<_, String>(1)?))
+    })
+    .optional()
+    .map_err(unavailable)
+}
+
+impl Store for SqliteStore {
+    async fn load(&self) -> Result<Option<Stored>, StoreError> {
+        self.with(|c| match current(c)? {
+            None => Ok(None),
+            Some((version, body)) => Ok(Some(Stored {
+                version,
+                controls: serde_json::from_str(&body)
+                    .map_err(|e| StoreError::Corrupt(e.to_string()))?,
+            })),
+        })
+        .await
+    }
+
+    async fn commit(
+        &self,
+        expected: u64,
+        controls: &Controls,
+        audit: &AuditEntry,
+    ) -> Result<u64, StoreError> {
+        let body =
+            serde_json::to_string(controls).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let mut audit = audit.clone();
+        self.with(move |c| {
+            let tx = c.transaction().map_err(unavailable)?;
+            let found = current(&tx)?.map(|x| x.0).unwrap_or(0);
+            if found != expected {
+                return Err(StoreError::Conflict { expected, found });
+            }
+            let version = expected + 1;
+            tx.execute(
+                "INSERT INTO controls (id, version, body) VALUES (1, ?1, ?2) ON CONFLICT(id) DO UPDATE SET version = ?1, body = ?2",
+                params![version as i64, body],
+            )
+            .map_err(unavailable)?;
+            audit.version = Some(version);
+            let a = serde_json::to_string(&audit).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            tx.execute("INSERT INTO audit (body) VALUES (?1)", params![a]).map_err(unavailable)?;
+            tx.commit().map_err(unavailable)?;
+            Ok(version)
+        })
+        .await
+    }
+
+    async fn append_audit(&self, entry: &AuditEntry) -> Result<(), StoreError> {
+        let a = serde_json::to_string(entry).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        self.with(move |c| {
+            c.execute("INSERT INTO audit (body) VALUES (?1)", params![a])
+                .map_err(unavailable)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn history(&self, limit: usize) -> Result<Vec<AuditEntry>, StoreError> {
+        self.with(move |c| {
+            let mut st = c
+                .prepare("SELECT body FROM (SELECT seq, body FROM audit ORDER BY seq DESC LIMIT ?1) ORDER BY seq ASC")
+                .map_err(unavailable)?;
+            let rows = st.query_map(params![limit as i64], |r| r.get::<_, String>(0)).map_err(unavailable)?;
+            rows.map(|r| {
+                let b = r.map_err(unavailable)?;
+                serde_json::from_str(&b).map_err(|e| StoreError::Corrupt(e.to_string()))
+            })
+            .collect()
+        })
+        .await
+    }
+}

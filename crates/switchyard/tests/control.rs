@@ -1,0 +1,354 @@
+//! The control plane with real edges: one command moves traffic on every
+//! edge, rules refuse what is unsafe, tokens are scoped, and acknowledged
+//! changes survive kill -9.
+
+use std::time::Duration;
+
+use serde_json::json;
+use switchyard_testkit::{eventually, EdgeProcess, Req, Topology};
+
+const BIN: &str = env!("CARGO_BIN_EXE_switchyard");
+
+async fn zone_of(e: &EdgeProcess) -> String {
+    e.get("/items/1").send().await.unwrap().zone()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn one_shift_command_moves_every_edge_and_the_end_of_it_moves_them_back() {
+    let lab = Topology::new(BIN, &[("r1", &["a", "b", "c"])]).with_control_plane();
+    let _ups = lab.start_upstreams().await;
+    let cp = lab.start_control().await;
+    let edges = [lab.start_edge("a").await, lab.start_edge("b").await];
+    let (code, v, out) = cp.ctl(
+        "operate-token",
+        &[
+            "shift",
+            "a",
+            "--service",
+            "svc",
+            "--for",
+            "1h",
+            "--reason",
+            "gray failure",
+        ],
+    );
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(v["accepted"], true);
+    for e in &edges {
+        eventually(
+            "the shift reaches the edge",
+            Duration::from_secs(3),
+            || async {
+                let z = zone_of(e).await;
+                (z != "a").then_some(()).ok_or(z)
+            },
+        )
+        .await;
+    }
+    let st = Req::get(cp.addr, "/v1/status").send().await.unwrap().json();
+    let zone_a = &st["services"][0]["regions"][0]["zones"][0];
+    assert_eq!(zone_a["weight"], 0.0);
+    assert_eq!(zone_a["shift_reason"], "gray failure");
+    let (code, _, out) = cp.ctl("operate-token", &["unshift", "a", "--service", "svc"]);
+    assert_eq!(code, 0, "{out}");
+    eventually(
+        "the edge of zone a serves its zone again",
+        Duration::from_secs(3),
+        || async {
+            let z = zone_of(&edges[0]).await;
+            (z == "a").then_some(()).ok_or(z)
+        },
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn unsafe_changes_are_refused_naming_the_rule_and_audited() {
+    let lab = Topology::new(BIN, &[("r1", &["a", "b", "c"])]).with_control_plane();
+    let cp = lab.start_control().await;
+    assert_eq!(
+        cp.ctl(
+            "operate-token",
+            &["shift", "a", "--service", "svc", "--reason", "first"]
+        )
+        .0,
+        0
+    );
+    let (code, v, out) = cp.ctl(
+        "operate-token",
+        &["shift", "b", "--service", "svc", "--reason", "second"],
+    );
+    assert_eq!(code, 1, "{out}");
+    assert_eq!(v["error"], "refused");
+    let rules: Vec<&str> = v["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|r| r["rule"].as_str())
+        .collect();
+    assert!(rules.contains(&"one_zone_per_region"), "{v}");
+    let (_, h, _) = cp.ctl("read-token", &["history"]);
+    let entries = h["entries"].as_array().unwrap();
+    let last = entries.last().unwrap();
+    assert_eq!(last["accepted"], false);
+    assert!(last["rule"]
+        .as_str()
+        .unwrap()
+        .contains("one_zone_per_region"));
+    assert_eq!(last["who"], "operate-user");
+    // An admin may force it past the rules; that too is audited.
+    let (code, _, out) = cp.ctl(
+        "admin-token",
+        &[
+            "shift",
+            "b",
+            "--service",
+            "svc",
+            "--reason",
+            "forced",
+            "--force",
+        ],
+    );
+    assert_eq!(code, 0, "{out}");
+    let (_, h, _) = cp.ctl("read-token", &["history"]);
+    let last = h["entries"].as_array().unwrap().last().unwrap().clone();
+    assert!(
+        last["detail"]["forced_past"]
+            .as_array()
+            .is_some_and(|a| !a.is_empty()),
+        "{last}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tokens_are_scoped_and_bad_input_is_named() {
+    let lab = Topology::new(BIN, &[("r1", &["a", "b", "c"])]).with_control_plane();
+    let cp = lab.start_control().await;
+    let shift = json!({"service": "svc", "zone": "a", "for": "1h", "reason": "x"}).to_string();
+    let r = Req::post(cp.addr, "/v1/shift")
+        .body(shift.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status, 401);
+    let r = Req::post(cp.addr, "/v1/shift")
+        .bearer("read-token")
+        .body(shift.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status, 403);
+    let r = Req::post(cp.addr, "/v1/shift")
+        .bearer("operate-token")
+        .body("{\"service\": 1}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status, 400, "{}", r.body);
+    let r = Req::post(cp.addr, "/v1/shift")
+        .bearer("operate-token")
+        .body(shift.replace("\"a\"", "\"nowhere\""))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status, 404, "{}", r.body);
+    assert!(r.body.contains("unknown zone"), "{}", r.body);
+    let r = Req::post(cp.addr, "/v1/shift")
+        .bearer("operate-token")
+        .body(shift.replace("1h", "forever"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status, 400, "{}", r.body);
+    let r = Req::put(cp.addr, "/v1/controls")
+        .bearer("operate-token")
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status, 403, "replacing the controls is for admins");
+    assert_eq!(
+        Req::get(cp.addr, "/v1/controls")
+            .send()
+            .await
+            .unwrap()
+            .json()["version"],
+        0,
+        "nothing changed"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_acknowledged_change_survives_kill_9_and_edges_keep_routing_meanwhile() {
+    let lab = Topology::new(BIN, &[("r1", &["a", "b", "c"])]).with_control_plane();
+    let _ups = lab.start_upstreams().await;
+    let mut cp = lab.start_control().await;
+    let a = lab.start_edge("a").await;
+    assert_eq!(
+        cp.ctl(
+            "operate-token",
+            &["readonly", "svc", "on", "--reason", "store impaired"]
+        )
+        .0,
+        0
+    );
+    eventually(
+        "read-only reaches the edge",
+        Duration::from_secs(3),
+        || async {
+            let s = a.put("/items/1").body("{}").send().await.unwrap().status;
+            (s == 503).then_some(()).ok_or(s.to_string())
+        },
+    )
+    .await;
+    cp.kill9();
+    // Static stability: without the control plane the edge serves as before.
+    assert_eq!(
+        a.put("/items/1").body("{}").send().await.unwrap().status,
+        503
+    );
+    assert_eq!(a.get("/items/1").send().await.unwrap().status, 200);
+    cp.restart().await;
+    let c = Req::get(cp.addr, "/v1/controls")
+        .send()
+        .await
+        .unwrap()
+        .json();
+    assert_eq!(c["controls"]["services"]["svc"]["read_only"], true, "{c}");
+    assert_eq!(c["version"], 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn failover_previews_then_moves_the_service_and_failback_returns_it() {
+    let lab = Topology::new(BIN, &[("r1", &["a"]), ("r2", &["b"])]).with_control_plane();
+    let _ups = lab.start_upstreams().await;
+    let cp = lab.start_control().await;
+    let a = lab.start_edge("a").await;
+    let _b = lab.start_edge("b").await;
+    let r = Req::post(cp.addr, "/v1/failover")
+        .body(json!({"service": "svc", "to": "r2", "preview": true}).to_string())
+        .send()
+        .await
+        .unwrap();
+    let p = r.json();
+    assert_eq!(p["serving_instances_after"], 2);
+    assert_eq!(p["total_instances"], 4);
+    let (code, _, out) = cp.ctl(
+        "operate-token",
+        &[
+            "failover", "svc", "--to", "r2", "--yes", "--reason", "drill",
+        ],
+    );
+    assert_eq!(code, 0, "{out}");
+    eventually(
+        "r1's edge forwards to r2",
+        Duration::from_secs(3),
+        || async {
+            let u = a.get("/items/1").send().await.unwrap().upstream();
+            u.starts_with("r2/").then_some(()).ok_or(u)
+        },
+    )
+    .await;
+    assert_eq!(cp.ctl("operate-token", &["failback", "svc"]).0, 0);
+    eventually(
+        "r1 serves its own again",
+        Duration::from_secs(3),
+        || async {
+            let u = a.get("/items/1").send().await.unwrap().upstream();
+            u.starts_with("r1/").then_some(()).ok_or(u)
+        },
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_gray_zone_is_found_and_shifted_away_by_the_playbook() {
+    let lab = Topology::new(BIN, &[("r1", &["a", "b", "c"])])
+        .with_control_plane()
+        .playbooks("auto");
+    let ups = lab.start_upstreams().await;
+    let cp = lab.start_control().await;
+    let edges = vec![
+        lab.start_edge("a").await,
+        lab.start_edge("b").await,
+        lab.start_edge("c").await,
+    ];
+    // Steady traffic through every edge, so the control plane has signals.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut load = Vec::new();
+    for e in &edges {
+        let (addr, stop) = (e.listen, stop.clone());
+        load.push(tokio::spawn(async move {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let _ = Req::get(addr, "/items/1").host("svc.test").send().await;
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Zone a's instances fail their requests while /health stays green.
+    ups["a-1"].set_status(500);
+    ups["a-2"].set_status(500);
+    eventually(
+        "the playbook shifts zone a away",
+        Duration::from_secs(15),
+        || async {
+            let c = Req::get(cp.addr, "/v1/controls")
+                .send()
+                .await
+                .unwrap()
+                .json();
+            c["controls"]["services"]["svc"]["zones"]["a"]["weight"]
+                .as_f64()
+                .filter(|w| *w == 0.0)
+                .map(|_| ())
+                .ok_or(c.to_string())
+        },
+    )
+    .await;
+    eventually(
+        "zone a's edge serves from other zones",
+        Duration::from_secs(3),
+        || async {
+            let r = edges[0].get("/items/1").send().await.unwrap();
+            (r.status == 200 && r.zone() != "a")
+                .then_some(())
+                .ok_or(format!("{} {}", r.status, r.zone()))
+        },
+    )
+    .await;
+    let f = Req::get(cp.addr, "/v1/findings")
+        .send()
+        .await
+        .unwrap()
+        .json();
+    assert!(
+        f["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|x| x["scope"] == "zone:a"),
+        "{f}"
+    );
+    let h = Req::get(cp.addr, "/v1/history")
+        .send()
+        .await
+        .unwrap()
+        .json();
+    let acted = h["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["who"] == "playbook")
+        .cloned()
+        .expect("the playbook's change is audited");
+    assert_eq!(acted["accepted"], true);
+    assert!(
+        acted["action"].as_str().unwrap().contains("zone a"),
+        "{acted}"
+    );
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for l in load {
+        let _ = l.await;
+    }
+}
