@@ -215,7 +215,8 @@ async fn status<S: Store>(State(api): State<Api<S>>) -> Response {
             })
         })
         .collect();
-    Json(json!({"version": cur.version, "services": services, "watchers": api.plane.subscribe().len()})).into_response()
+    Json(json!({"version": cur.version, "services": services, "watchers": api.plane.watchers()}))
+        .into_response()
 }
 
 async fn get_controls<S: Store>(State(api): State<Api<S>>) -> Response {

@@ -93,6 +93,9 @@ fn service_of(p: &Planned) -> &str {
     }
 }
 
+/// How long after acting a playbook checks that it helped.
+const VERIFY_AFTER_MS: u64 = 10_000;
+
 /// Runs until the task is dropped.
 pub async fn run<S: Store + 'static>(
     plane: Arc<ControlPlane<S>>,
@@ -120,6 +123,9 @@ pub async fn run<S: Store + 'static>(
     let mut books = Playbooks::new(playbook_cfg, regions);
     let mut tick = tokio::time::interval(Duration::from_millis(100));
     let mut recent: Vec<Finding> = Vec::new();
+    // Actions to check: (when, service, region, error rate before, what was done).
+    let mut to_verify: Vec<(u64, String, String, Option<f64>, String)> = Vec::new();
+    let region_of_zone = |z: &str| plane.config.zone(z).map(|x| x.region.clone());
     loop {
         tick.tick().await;
         while let Ok(s) = rx.try_recv() {
@@ -184,7 +190,23 @@ pub async fn run<S: Store + 'static>(
                         .await;
                     match r {
                         Ok(v) => {
-                            tracing::warn!(action = %p.describe(), version = v.version, "playbook acted")
+                            tracing::warn!(action = %p.describe(), version = v.version, "playbook acted");
+                            let region = match &p {
+                                Planned::Shift { zone, .. } => region_of_zone(zone),
+                                Planned::RegionWeight { region, .. } => Some(region.clone()),
+                                _ => None,
+                            };
+                            if let Some(region) = region {
+                                let svc = service_of(&p).to_string();
+                                let before = engine.region_error_rate(&svc, &region);
+                                to_verify.push((
+                                    now + VERIFY_AFTER_MS,
+                                    svc,
+                                    region,
+                                    before,
+                                    p.describe(),
+                                ));
+                            }
                         }
                         Err(e) => {
                             tracing::warn!(action = %p.describe(), error = %e, "playbook action not taken")
@@ -192,6 +214,34 @@ pub async fn run<S: Store + 'static>(
                     }
                 }
             }
+        }
+        // Did it help? Compare the errors the edges see in the region now
+        // with those when the playbook acted.
+        let (due, later): (Vec<_>, Vec<_>) = to_verify.into_iter().partition(|v| v.0 <= now);
+        to_verify = later;
+        for (_, svc, region, before, action) in due {
+            let after = engine.region_error_rate(&svc, &region);
+            let helped = match (before, after) {
+                (_, None) => true,
+                (None, Some(a)) => a <= 0.01,
+                (Some(b), Some(a)) => a <= 0.01 || a <= b / 2.0,
+            };
+            let pct = |x: Option<f64>| {
+                x.map(|v| format!("{:.1} %", v * 100.0))
+                    .unwrap_or_else(|| "no traffic".into())
+            };
+            let _ = plane
+                .note(&AuditEntry {
+                    at_ms: now,
+                    who: "playbook".into(),
+                    action: format!("verify: {action}"),
+                    reason: format!("errors of {svc} in {region}: {} when acting, {} {} s later", pct(before), pct(after), VERIFY_AFTER_MS / 1000),
+                    accepted: helped,
+                    rule: (!helped).then(|| "not-verified".into()),
+                    version: None,
+                    detail: json!({"region": region, "error_rate_before": before, "error_rate_after": after}),
+                })
+                .await;
         }
         *plane.observed.lock().unwrap_or_else(|e| e.into_inner()) = json!({
             "findings": recent,

@@ -105,6 +105,11 @@ impl<S: Store> ControlPlane<S> {
         self.tx.subscribe()
     }
 
+    /// Watch streams open now (edges following this control plane).
+    pub fn watchers(&self) -> usize {
+        self.tx.receiver_count()
+    }
+
     /// Appends an audit entry that changes nothing (a playbook's recommendation).
     pub async fn note(&self, entry: &AuditEntry) -> Result<(), StoreError> {
         self.store.append_audit(entry).await

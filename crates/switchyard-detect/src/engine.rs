@@ -84,7 +84,9 @@ impl Default for DetectConfig {
             clear_after_s: 5,
             min_requests: 20,
             error_excess: 0.02,
-            chi_p: 0.05,
+            // Strict: every zone is tested every second, and a service-wide
+            // problem must not single out the zone that drew the short straw.
+            chi_p: 0.005,
             outlier_method: OutlierMethod::Mad,
             mad_z: 3.0,
             latency_excess_ms: 40.0,
@@ -256,6 +258,22 @@ impl Engine {
             alarms: Vec::new(),
             threshold_history: BTreeMap::new(),
         }
+    }
+
+    /// The share of failed requests to `service` in `region` over the last
+    /// window: what the edges saw, for checking that an action helped.
+    pub fn region_error_rate(&self, service: &str, region: &str) -> Option<f64> {
+        let last = self.next_eval?.checked_sub(1)?;
+        let (mut q, mut f) = (0u64, 0u64);
+        for b in self.window(last, self.cfg.window_s) {
+            for ((s, z, _), a) in &b.inst {
+                if s == service && self.zone_region.get(z).map(String::as_str) == Some(region) {
+                    q += a.requests;
+                    f += a.failures;
+                }
+            }
+        }
+        (q > 0).then(|| f as f64 / q as f64)
     }
 
     /// The alarms in force after the last evaluated second.

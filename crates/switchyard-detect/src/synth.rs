@@ -15,6 +15,7 @@ use crate::trace::{Label, Trace};
 pub const CASES: &[&str] = &[
     "healthy",
     "noisy",
+    "uniform-errors",
     "single-instance",
     "single-instance-slow",
     "zone-errors-5",
@@ -144,6 +145,23 @@ fn case(name: &str) -> Option<Case> {
             zone_probe: Box::new(none_p),
             region_probe: Box::new(none_p),
             noise: 2.0,
+        },
+        // A service-wide problem (every zone 5 % errors) is nobody's zone.
+        "uniform-errors" => Case {
+            labels: vec![],
+            instance: Box::new(|t, _, _, _| {
+                if during(t) {
+                    Harm {
+                        error_rate: 0.05,
+                        extra_ms: 0.0,
+                    }
+                } else {
+                    Harm::default()
+                }
+            }),
+            zone_probe: Box::new(none_p),
+            region_probe: Box::new(none_p),
+            noise: 1.0,
         },
         "single-instance" => Case {
             labels: vec![label(

@@ -34,6 +34,22 @@ fn healthy_noisy_and_single_instance_runs_raise_no_zone_or_region_finding() {
 }
 
 #[test]
+fn errors_everywhere_at_low_traffic_single_out_no_zone() {
+    // Like the lab's latency-injection drill: 5 % errors in every zone, about
+    // 100 requests per zone per window, where chance alone makes one zone look worse.
+    for seed in 1..=20 {
+        let t = generate("uniform-errors", seed, 90, 33).unwrap();
+        let s = score(&t.replay(&DetectConfig::default()), &t.labels, 5_000);
+        assert_eq!(
+            s.false_at("zone") + s.false_at("region"),
+            0,
+            "seed {seed}: {:?}",
+            s.false_findings
+        );
+    }
+}
+
+#[test]
 fn zone_gray_failures_are_localized_within_5_s_median_and_10_s_worst() {
     let mut ttds = Vec::new();
     for case in [

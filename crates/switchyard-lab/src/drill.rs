@@ -740,7 +740,12 @@ pub async fn run(scenario: &Scenario, opts: &Options) -> anyhow::Result<DrillRep
             "ttm_s" => report.ttm_s()?,
             "recovery_s" => report.recovered_at_s? - report.restored_at_s?,
             "p99_ms" => rec.p99_between(window.0, window.1),
-            "refused_actions" => report.actions.iter().filter(|a| !a.accepted).count() as f64,
+            // A playbook's check of its own action is not an action.
+            "refused_actions" => report
+                .actions
+                .iter()
+                .filter(|a| !a.accepted && !a.what.starts_with("playbook: verify"))
+                .count() as f64,
             "accepted_actions" => report.actions.iter().filter(|a| a.accepted).count() as f64,
             "replication_queue_max" => replication_max as f64,
             "playbook_shifts" => report
@@ -760,7 +765,11 @@ pub async fn run(scenario: &Scenario, opts: &Options) -> anyhow::Result<DrillRep
             "playbook_actions" => report
                 .actions
                 .iter()
-                .filter(|a| a.accepted && a.what.starts_with("playbook:"))
+                .filter(|a| {
+                    a.accepted
+                        && a.what.starts_with("playbook:")
+                        && !a.what.starts_with("playbook: verify")
+                })
                 .count() as f64,
             "replication_queue_end" => replication_end as f64,
             _ => return None,

@@ -6,6 +6,7 @@ mod ctl_cmd;
 mod detect_cmd;
 mod lab_cmd;
 mod load;
+mod propagation;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -82,6 +83,8 @@ enum Cmd {
     },
     /// The operator's one command: status, shift, failover, read-only, history.
     Ctl(ctl_cmd::CtlArgs),
+    /// Measure how long a control change takes to reach every edge.
+    BenchPropagation(propagation::Args),
     /// Detection: replay and score traces, synthetic cases, the corpus, the benchmark.
     #[command(subcommand)]
     Detect(detect_cmd::DetectCmd),
@@ -152,6 +155,7 @@ fn main() -> ExitCode {
         Cmd::Drill(args) => lab_cmd::drill(args),
         Cmd::Detect(cmd) => detect_cmd::detect(cmd),
         Cmd::Ctl(args) => ctl_cmd::ctl(args),
+        Cmd::BenchPropagation(args) => propagation::main(args),
         Cmd::Control { config } => {
             init_logs(cli.log_format);
             let rt = tokio::runtime::Builder::new_multi_thread()

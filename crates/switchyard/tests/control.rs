@@ -347,6 +347,34 @@ async fn a_gray_zone_is_found_and_shifted_away_by_the_playbook() {
         acted["action"].as_str().unwrap().contains("zone a"),
         "{acted}"
     );
+    // Ten seconds on, the playbook checks that errors dropped, and says so.
+    eventually(
+        "the playbook verifies its shift",
+        Duration::from_secs(15),
+        || async {
+            let h = Req::get(cp.addr, "/v1/history")
+                .send()
+                .await
+                .unwrap()
+                .json();
+            let v = h["entries"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|e| {
+                    e["action"]
+                        .as_str()
+                        .is_some_and(|a| a.starts_with("verify: shift"))
+                })
+                .cloned();
+            match v {
+                Some(v) if v["accepted"] == true => Ok(()),
+                Some(v) => Err(format!("not verified: {v}")),
+                None => Err("no verification yet".into()),
+            }
+        },
+    )
+    .await;
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     for l in load {
         let _ = l.await;
