@@ -149,6 +149,7 @@ pub fn router<S: Store + 'static>(api: Api<S>) -> Router {
         )
         .route("/v1/history", get(history::<S>))
         .route("/v1/findings", get(findings::<S>))
+        .route("/metrics", get(metrics::<S>))
         .route("/v1/watch", get(watch::<S>))
         .route("/v1/shift", post(shift::<S>))
         .route("/v1/shift/{service}/{zone}", delete(unshift::<S>))
@@ -269,6 +270,20 @@ fn respond(r: Result<Published, ChangeError>) -> Response {
         Ok(p) => Json(json!({"accepted": true, "version": p.version})).into_response(),
         Err(e) => e.into_response(),
     }
+}
+
+async fn metrics<S: Store>(State(api): State<Api<S>>) -> Response {
+    let m = &api.plane.metrics;
+    m.watchers.set(api.plane.watchers() as i64);
+    m.version.set(api.plane.current().version as i64);
+    (
+        [(
+            "content-type",
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        m.encode(),
+    )
+        .into_response()
 }
 
 async fn findings<S: Store>(State(api): State<Api<S>>) -> Response {

@@ -243,6 +243,10 @@ pub async fn run<S: Store + 'static>(
                 })
                 .await;
         }
+        plane
+            .metrics
+            .open_findings
+            .set(recent.iter().filter(|f| f.end_ms.is_none()).count() as i64);
         *plane.observed.lock().unwrap_or_else(|e| e.into_inner()) = json!({
             "findings": recent,
             "open": recent.iter().filter(|f| f.end_ms.is_none()).count(),

@@ -7,6 +7,7 @@
 
 pub mod api;
 pub mod automation;
+pub mod metrics;
 pub mod plane;
 pub mod playbooks;
 pub mod safety;

@@ -53,6 +53,7 @@ pub struct ControlPlane<S: Store> {
     tx: broadcast::Sender<Arc<Published>>,
     /// What detection and the playbooks see now, for `/v1/findings`.
     pub observed: Mutex<serde_json::Value>,
+    pub metrics: crate::metrics::Metrics,
 }
 
 /// A change to make: who asks, what, why, and the edit itself.
@@ -91,6 +92,7 @@ impl<S: Store> ControlPlane<S> {
             changes: tokio::sync::Mutex::new(()),
             tx: broadcast::channel(64).0,
             observed: Mutex::new(serde_json::json!({"findings": [], "mitigations": []})),
+            metrics: crate::metrics::Metrics::new(),
         }))
     }
 
@@ -136,6 +138,39 @@ impl<S: Store> ControlPlane<S> {
     /// Makes a change, or says why not. Changes are serialized here; across
     /// control planes sharing a store, the version check serializes them.
     pub async fn change(&self, c: Change<'_>) -> Result<Published, ChangeError> {
+        let r = self.change_inner(&c).await;
+        let by = if c.who == "playbook" {
+            "playbook"
+        } else {
+            "person"
+        };
+        let result = match &r {
+            Ok(p) => {
+                self.metrics.version.set(p.version as i64);
+                "accepted"
+            }
+            Err(ChangeError::Refused(rules)) => {
+                for (rule, _) in rules {
+                    self.metrics
+                        .refusals
+                        .get_or_create(&crate::metrics::RuleLabels { rule: rule.clone() })
+                        .inc();
+                }
+                "refused"
+            }
+            Err(_) => "failed",
+        };
+        self.metrics
+            .changes
+            .get_or_create(&crate::metrics::ChangeLabels {
+                by: by.into(),
+                result: result.into(),
+            })
+            .inc();
+        r
+    }
+
+    async fn change_inner(&self, c: &Change<'_>) -> Result<Published, ChangeError> {
         let _one_at_a_time = self.changes.lock().await;
         for attempt in 0..3 {
             let cur = self.current();

@@ -118,6 +118,15 @@ async fn unsafe_changes_are_refused_naming_the_rule_and_audited() {
             .is_some_and(|a| !a.is_empty()),
         "{last}"
     );
+    let m = Req::get(cp.addr, "/metrics").send().await.unwrap().body;
+    assert!(
+        m.contains("switchyard_control_refusals_total{rule=\"one_zone_per_region\"} 1"),
+        "{m}"
+    );
+    assert!(
+        m.contains("switchyard_control_changes_total{by=\"person\",result=\"accepted\"} 2"),
+        "{m}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -1,0 +1,82 @@
+//! Prometheus metrics of the control plane, at `GET /metrics`.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ChangeLabels {
+    /// `person` or `playbook`.
+    pub by: String,
+    /// `accepted`, `refused` or `failed`.
+    pub result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RuleLabels {
+    pub rule: String,
+}
+
+pub struct Metrics {
+    registry: Registry,
+    pub changes: Family<ChangeLabels, Counter>,
+    pub refusals: Family<RuleLabels, Counter>,
+    pub version: Gauge,
+    pub watchers: Gauge,
+    pub open_findings: Gauge,
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("switchyard_control");
+        let changes = Family::<ChangeLabels, Counter>::default();
+        let refusals = Family::<RuleLabels, Counter>::default();
+        let version = Gauge::default();
+        let watchers = Gauge::default();
+        let open_findings = Gauge::default();
+        registry.register(
+            "changes",
+            "Control changes asked for, by who and result",
+            changes.clone(),
+        );
+        registry.register("refusals", "Refusals by safety rule", refusals.clone());
+        registry.register(
+            "controls_version",
+            "Version of the controls in force",
+            version.clone(),
+        );
+        registry.register(
+            "watchers",
+            "Edges (watch streams) connected",
+            watchers.clone(),
+        );
+        registry.register(
+            "open_findings",
+            "Detection findings open now",
+            open_findings.clone(),
+        );
+        Metrics {
+            registry,
+            changes,
+            refusals,
+            version,
+            watchers,
+            open_findings,
+        }
+    }
+
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            .expect("writing to a String cannot fail");
+        out
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
