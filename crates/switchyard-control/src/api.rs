@@ -150,6 +150,8 @@ pub fn router<S: Store + 'static>(api: Api<S>) -> Router {
         .route("/v1/history", get(history::<S>))
         .route("/v1/findings", get(findings::<S>))
         .route("/metrics", get(metrics::<S>))
+        .route("/v1/ingest/alertmanager", post(ingest_alertmanager::<S>))
+        .route("/v1/ingest/heartbeat", post(ingest_heartbeat::<S>))
         .route("/v1/watch", get(watch::<S>))
         .route("/v1/shift", post(shift::<S>))
         .route("/v1/shift/{service}/{zone}", delete(unshift::<S>))
@@ -269,6 +271,47 @@ fn respond(r: Result<Published, ChangeError>) -> Response {
     match r {
         Ok(p) => Json(json!({"accepted": true, "version": p.version})).into_response(),
         Err(e) => e.into_response(),
+    }
+}
+
+/// An Alertmanager webhook receiver (payload version 4). Alerts whose labels
+/// name a place (`switchyard_zone`, `switchyard_region`, `switchyard_instance`)
+/// become findings, and feed the playbooks like any other.
+async fn ingest_alertmanager<S: Store>(
+    State(api): State<Api<S>>,
+    headers: HeaderMap,
+    raw: axum::body::Bytes,
+) -> Response {
+    if let Err(r) = authorize(&api, &headers, Scope::Operate) {
+        return r;
+    }
+    let text = String::from_utf8_lossy(&raw);
+    match switchyard_detect::alerts::parse_alertmanager(&text) {
+        Ok(alerts) => {
+            let n = alerts.len();
+            let scoped = alerts.iter().filter(|a| a.scope.is_some()).count();
+            let _ = api.plane.ingest.send(crate::plane::Ingest::Alerts(alerts));
+            Json(json!({"alerts": n, "with_scope": scoped})).into_response()
+        }
+        Err(e) => error(StatusCode::BAD_REQUEST, "invalid", vec![e.to_string()]),
+    }
+}
+
+/// An application's own heartbeat: `{"source", "at_ms", "interval_ms"}`.
+async fn ingest_heartbeat<S: Store>(
+    State(api): State<Api<S>>,
+    headers: HeaderMap,
+    raw: axum::body::Bytes,
+) -> Response {
+    if let Err(r) = authorize(&api, &headers, Scope::Operate) {
+        return r;
+    }
+    match switchyard_detect::alerts::parse_heartbeat(&String::from_utf8_lossy(&raw)) {
+        Ok(hb) => {
+            let _ = api.plane.ingest.send(crate::plane::Ingest::Heartbeat(hb));
+            Json(json!({"accepted": true})).into_response()
+        }
+        Err(e) => error(StatusCode::BAD_REQUEST, "invalid", vec![e.to_string()]),
     }
 }
 

@@ -121,6 +121,11 @@ pub async fn run<S: Store + 'static>(
         .collect();
     let mut engine = Engine::new(detect);
     let mut books = Playbooks::new(playbook_cfg, regions);
+    let mut ingest = plane
+        .ingest_rx
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .take();
     let mut tick = tokio::time::interval(Duration::from_millis(100));
     let mut recent: Vec<Finding> = Vec::new();
     // Actions to check: (when, service, region, error rate before, what was done).
@@ -133,7 +138,20 @@ pub async fn run<S: Store + 'static>(
         }
         let now = now_ms();
         let mut planned = Vec::new();
-        for ev in engine.tick(now) {
+        let mut alert_events = Vec::new();
+        if let Some(rx) = ingest.as_mut() {
+            while let Ok(i) = rx.try_recv() {
+                match i {
+                    crate::plane::Ingest::Alerts(alerts) => {
+                        for a in &alerts {
+                            alert_events.extend(engine.ingest_alert(a, now));
+                        }
+                    }
+                    crate::plane::Ingest::Heartbeat(hb) => engine.ingest_heartbeat(hb),
+                }
+            }
+        }
+        for ev in alert_events.into_iter().chain(engine.tick(now)) {
             match &ev {
                 Event::Opened(f) => {
                     tracing::warn!(scope = %f.scope, kind = %f.kind, service = %f.service, "finding opened");

@@ -54,6 +54,16 @@ pub struct ControlPlane<S: Store> {
     /// What detection and the playbooks see now, for `/v1/findings`.
     pub observed: Mutex<serde_json::Value>,
     pub metrics: crate::metrics::Metrics,
+    /// Alerts and heartbeats posted to the API, for the detection loop.
+    pub ingest: tokio::sync::mpsc::UnboundedSender<Ingest>,
+    pub ingest_rx: Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<Ingest>>>,
+}
+
+/// What the ingest endpoints hand to detection.
+#[derive(Debug)]
+pub enum Ingest {
+    Alerts(Vec<switchyard_detect::alerts::IngestedAlert>),
+    Heartbeat(switchyard_detect::alerts::Heartbeat),
 }
 
 /// A change to make: who asks, what, why, and the edit itself.
@@ -72,6 +82,7 @@ impl<S: Store> ControlPlane<S> {
         safety: SafetyConfig,
         store: S,
     ) -> Result<Arc<Self>, StoreError> {
+        let (ingest, ingest_rx) = tokio::sync::mpsc::unbounded_channel();
         let loaded = store.load().await?;
         let current = match loaded {
             Some(s) => Published {
@@ -93,6 +104,8 @@ impl<S: Store> ControlPlane<S> {
             tx: broadcast::channel(64).0,
             observed: Mutex::new(serde_json::json!({"findings": [], "mitigations": []})),
             metrics: crate::metrics::Metrics::new(),
+            ingest,
+            ingest_rx: Mutex::new(Some(ingest_rx)),
         }))
     }
 

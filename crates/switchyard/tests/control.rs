@@ -389,3 +389,97 @@ async fn a_gray_zone_is_found_and_shifted_away_by_the_playbook() {
         let _ = l.await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_alertmanager_alert_naming_a_zone_is_a_finding_and_bad_payloads_are_named() {
+    let lab = Topology::new(BIN, &[("r1", &["a", "b", "c"])])
+        .with_control_plane()
+        .playbooks("recommend");
+    let cp = lab.start_control().await;
+    let alert = json!({
+        "version": "4", "groupKey": "g", "truncatedAlerts": 0, "status": "firing", "receiver": "switchyard",
+        "groupLabels": {}, "commonLabels": {}, "commonAnnotations": {}, "externalURL": "http://am",
+        "alerts": [{"status": "firing", "labels": {"alertname": "StoreSlow", "switchyard_zone": "b", "service": "svc"},
+                    "annotations": {}, "startsAt": "2026-11-21T10:00:00Z", "endsAt": "0001-01-01T00:00:00Z",
+                    "generatorURL": "http://prom", "fingerprint": "f1"}]
+    });
+    let r = Req::post(cp.addr, "/v1/ingest/alertmanager")
+        .body(alert.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status, 401, "ingest needs a token");
+    let r = Req::post(cp.addr, "/v1/ingest/alertmanager")
+        .bearer("operate-token")
+        .body(alert.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()["with_scope"], 1);
+    eventually("the alert is a finding", Duration::from_secs(5), || async {
+        let f = Req::get(cp.addr, "/v1/findings")
+            .send()
+            .await
+            .unwrap()
+            .json();
+        f["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|x| x["scope"] == "zone:b" && x["kind"] == "alert:StoreSlow")
+            .then_some(())
+            .ok_or(f.to_string())
+    })
+    .await;
+    // In recommend mode the playbook says what it would do, and does nothing.
+    eventually(
+        "the playbook recommends a shift",
+        Duration::from_secs(5),
+        || async {
+            let h = Req::get(cp.addr, "/v1/history")
+                .send()
+                .await
+                .unwrap()
+                .json();
+            h["entries"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|e| {
+                    e["action"]
+                        .as_str()
+                        .is_some_and(|a| a.starts_with("recommend: shift svc away from zone b"))
+                })
+                .then_some(())
+                .ok_or(h.to_string())
+        },
+    )
+    .await;
+    assert_eq!(
+        Req::get(cp.addr, "/v1/controls")
+            .send()
+            .await
+            .unwrap()
+            .json()["version"],
+        0
+    );
+    let bad = alert
+        .to_string()
+        .replace("\"version\":\"4\"", "\"version\":\"3\"");
+    let r = Req::post(cp.addr, "/v1/ingest/alertmanager")
+        .bearer("operate-token")
+        .body(bad)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status, 400);
+    assert!(r.body.contains("version"), "{}", r.body);
+    let r = Req::post(cp.addr, "/v1/ingest/heartbeat")
+        .bearer("operate-token")
+        .body("{\"source\": \"billing\", \"at_ms\": 5}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200, "{}", r.body);
+}
