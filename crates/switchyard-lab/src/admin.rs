@@ -32,7 +32,8 @@ pub async fn serve_admin(
                         .expect("serializable"),
                 ),
                 (Method::PUT, Some(name)) if name.len() > 1 => {
-                    let name = &name[1..];
+                    let decoded = name[1..].replace("%3E", ">").replace("%3e", ">");
+                    let name = decoded.as_str();
                     let Some(link) = links.get(name) else {
                         return json(
                             StatusCode::NOT_FOUND,

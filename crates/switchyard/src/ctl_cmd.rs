@@ -199,9 +199,9 @@ async fn run(c: &Ctl, cmd: CtlCmd, json_out: bool) -> Result<ExitCode, String> {
                                 "{:<10} {:<6} {:>6} {:>8} {:>5}",
                                 r["region"].as_str().unwrap_or(""),
                                 r["state"].as_str().unwrap_or(""),
-                                r["weight"],
-                                r["failover"],
-                                r["floor"]
+                                r["weight"].to_string(),
+                                r["failover"].to_string(),
+                                r["floor"].to_string()
                             )
                         } else {
                             " ".repeat(39)
@@ -217,8 +217,8 @@ async fn run(c: &Ctl, cmd: CtlCmd, json_out: bool) -> Result<ExitCode, String> {
                         println!(
                             "  {left} | {:<12} {:>6} {:>9}  {shift}",
                             z["zone"].as_str().unwrap_or(""),
-                            z["weight"],
-                            z["instances"]
+                            z["weight"].to_string(),
+                            z["instances"].to_string()
                         );
                     }
                 }

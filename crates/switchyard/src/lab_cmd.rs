@@ -131,7 +131,8 @@ pub fn lab(cmd: LabCmd) -> ExitCode {
                 let (status, body) = switchyard_lab::http::call(
                     admin,
                     http::Method::PUT,
-                    &format!("/links/{name}"),
+                    // Link names hold `->`; `>` may not stand in a path.
+                    &format!("/links/{}", name.replace('>', "%3E")),
                     bytes::Bytes::from(body.to_string()),
                     Duration::from_secs(3),
                 )
