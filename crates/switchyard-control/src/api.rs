@@ -36,7 +36,7 @@ impl<S: Store> Clone for Api<S> {
     }
 }
 
-fn error(status: StatusCode, code: &str, reasons: Vec<String>) -> Response {
+pub(crate) fn error(status: StatusCode, code: &str, reasons: Vec<String>) -> Response {
     (status, Json(json!({"error": code, "reasons": reasons}))).into_response()
 }
 
@@ -62,7 +62,11 @@ impl IntoResponse for ChangeError {
 /// The caller's name, if its token allows `need`. The error is the answer
 /// to send as it is, so handlers can return it directly.
 #[allow(clippy::result_large_err)]
-fn authorize<S: Store>(api: &Api<S>, headers: &HeaderMap, need: Scope) -> Result<String, Response> {
+pub(crate) fn authorize<S: Store>(
+    api: &Api<S>,
+    headers: &HeaderMap,
+    need: Scope,
+) -> Result<String, Response> {
     let given = headers
         .get("authorization")
         .and_then(|v| v.to_str().ok())
@@ -158,6 +162,7 @@ pub fn router<S: Store + 'static>(api: Api<S>) -> Router {
         .route("/v1/readonly", post(readonly::<S>))
         .route("/v1/failover", post(failover::<S>))
         .route("/v1/failback", post(failback::<S>))
+        .merge(crate::api_incidents::routes::<S>())
         .fallback(|| async {
             error(
                 StatusCode::NOT_FOUND,
@@ -170,7 +175,7 @@ pub fn router<S: Store + 'static>(api: Api<S>) -> Router {
 
 /// A body that failed to parse is a 400 with serde's reason (which names the field).
 #[allow(clippy::result_large_err)]
-fn body<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, Response> {
+pub(crate) fn body<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, Response> {
     serde_json::from_slice(bytes)
         .map_err(|e| error(StatusCode::BAD_REQUEST, "invalid", vec![e.to_string()]))
 }

@@ -78,6 +78,20 @@ fn edit_for(p: &Planned) -> impl Fn(&mut Controls) -> Result<(), ChangeError> + 
                     sc.regions.entry(r.clone()).or_default().failover = *on;
                 }
             }
+            Planned::ReadOnly {
+                service,
+                region,
+                on,
+                ..
+            } => {
+                c.services
+                    .entry(service.clone())
+                    .or_default()
+                    .regions
+                    .entry(region.clone())
+                    .or_default()
+                    .read_only = *on;
+            }
         }
         Ok(())
     }
@@ -89,7 +103,8 @@ fn service_of(p: &Planned) -> &str {
         | Planned::Unshift { service, .. }
         | Planned::RegionWeight { service, .. }
         | Planned::RegionBack { service, .. }
-        | Planned::Failover { service, .. } => service,
+        | Planned::Failover { service, .. }
+        | Planned::ReadOnly { service, .. } => service,
     }
 }
 
@@ -131,10 +146,18 @@ pub async fn run<S: Store + 'static>(
     // Actions to check: (when, service, region, error rate before, what was done).
     let mut to_verify: Vec<(u64, String, String, Option<f64>, String)> = Vec::new();
     let region_of_zone = |z: &str| plane.config.zone(z).map(|x| x.region.clone());
+    let base_url = plane
+        .config
+        .control
+        .as_ref()
+        .map(|c| format!("http://{}", c.listen))
+        .unwrap_or_default();
+    let mut last_incident_tick = 0u64;
     loop {
         tick.tick().await;
         while let Ok(s) = rx.try_recv() {
             engine.ingest(&s);
+            plane.incidents.lock().ingest(&s);
         }
         let now = now_ms();
         let mut planned = Vec::new();
@@ -168,6 +191,7 @@ pub async fn run<S: Store + 'static>(
                     }
                 }
             }
+            plane.incidents.lock().on_event(&ev, now);
             planned.extend(books.on_event(&ev, now));
         }
         planned.extend(books.tick(now));
@@ -211,7 +235,10 @@ pub async fn run<S: Store + 'static>(
                             tracing::warn!(action = %p.describe(), version = v.version, "playbook acted");
                             let region = match &p {
                                 Planned::Shift { zone, .. } => region_of_zone(zone),
-                                Planned::RegionWeight { region, .. } => Some(region.clone()),
+                                Planned::RegionWeight { region, .. }
+                                | Planned::ReadOnly {
+                                    region, on: true, ..
+                                } => Some(region.clone()),
                                 _ => None,
                             };
                             if let Some(region) = region {
@@ -260,6 +287,23 @@ pub async fn run<S: Store + 'static>(
                     detail: json!({"region": region, "error_rate_before": before, "error_rate_after": after}),
                 })
                 .await;
+        }
+        // Incidents once a second: impact, severity, series, resolution;
+        // then what changed is stored and what is due is told.
+        if now >= last_incident_tick + 1000 {
+            last_incident_tick = now;
+            let open = {
+                let mut t = plane.incidents.lock();
+                t.tick(now);
+                t.open_incidents().count()
+            };
+            plane.metrics.open_incidents.set(open as i64);
+            if let Err(e) = plane.incidents.persist(plane.store()).await {
+                tracing::warn!(error = %e, "cannot store incidents; kept in memory and retried");
+            }
+        }
+        for g in plane.incidents.due_notices(&base_url, now) {
+            tokio::spawn(crate::incidents::deliver(plane.clone(), g));
         }
         plane
             .metrics

@@ -6,7 +6,9 @@
 #![forbid(unsafe_code)]
 
 pub mod api;
+pub mod api_incidents;
 pub mod automation;
+pub mod incidents;
 pub mod metrics;
 pub mod plane;
 pub mod playbooks;

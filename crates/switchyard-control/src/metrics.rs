@@ -19,6 +19,13 @@ pub struct RuleLabels {
     pub rule: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct NotifyLabels {
+    pub receiver: String,
+    /// `delivered` or `failed` (one per attempt).
+    pub result: String,
+}
+
 pub struct Metrics {
     registry: Registry,
     pub changes: Family<ChangeLabels, Counter>,
@@ -26,6 +33,8 @@ pub struct Metrics {
     pub version: Gauge,
     pub watchers: Gauge,
     pub open_findings: Gauge,
+    pub open_incidents: Gauge,
+    pub notifications: Family<NotifyLabels, Counter>,
 }
 
 impl Metrics {
@@ -36,6 +45,18 @@ impl Metrics {
         let version = Gauge::default();
         let watchers = Gauge::default();
         let open_findings = Gauge::default();
+        let open_incidents = Gauge::default();
+        let notifications = Family::<NotifyLabels, Counter>::default();
+        registry.register(
+            "open_incidents",
+            "Incidents not resolved yet",
+            open_incidents.clone(),
+        );
+        registry.register(
+            "notification_attempts",
+            "Notification delivery attempts, by receiver and result",
+            notifications.clone(),
+        );
         registry.register(
             "changes",
             "Control changes asked for, by who and result",
@@ -64,6 +85,8 @@ impl Metrics {
             version,
             watchers,
             open_findings,
+            open_incidents,
+            notifications,
         }
     }
 

@@ -57,6 +57,8 @@ pub struct ControlPlane<S: Store> {
     /// Alerts and heartbeats posted to the API, for the detection loop.
     pub ingest: tokio::sync::mpsc::UnboundedSender<Ingest>,
     pub ingest_rx: Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<Ingest>>>,
+    /// Incidents, fed by detection and by every change made here.
+    pub incidents: crate::incidents::Incidents,
 }
 
 /// What the ingest endpoints hand to detection.
@@ -81,6 +83,7 @@ impl<S: Store> ControlPlane<S> {
         config: Arc<Config>,
         safety: SafetyConfig,
         store: S,
+        incidents: crate::incidents::Incidents,
     ) -> Result<Arc<Self>, StoreError> {
         let (ingest, ingest_rx) = tokio::sync::mpsc::unbounded_channel();
         let loaded = store.load().await?;
@@ -106,7 +109,12 @@ impl<S: Store> ControlPlane<S> {
             metrics: crate::metrics::Metrics::new(),
             ingest,
             ingest_rx: Mutex::new(Some(ingest_rx)),
+            incidents,
         }))
+    }
+
+    pub fn store(&self) -> &S {
+        &self.store
     }
 
     pub fn current(&self) -> Published {
@@ -151,7 +159,32 @@ impl<S: Store> ControlPlane<S> {
     /// Makes a change, or says why not. Changes are serialized here; across
     /// control planes sharing a store, the version check serializes them.
     pub async fn change(&self, c: Change<'_>) -> Result<Published, ChangeError> {
+        // Which services it touches, for their open incidents' timelines.
+        let before = self.current().controls;
+        let mut after = before.clone();
+        let touched = match (c.edit)(&mut after) {
+            Ok(()) => crate::incidents::services_changed(&before, &after),
+            Err(_) => Default::default(),
+        };
         let r = self.change_inner(&c).await;
+        if matches!(r, Ok(_) | Err(ChangeError::Refused(_))) && !touched.is_empty() {
+            let detail = match &r {
+                Err(ChangeError::Refused(rules)) => {
+                    serde_json::json!({"reason": c.reason, "refused_by": rules.iter().map(|(r, m)| serde_json::json!({"rule": r, "message": m})).collect::<Vec<_>>()})
+                }
+                Ok(p) => serde_json::json!({"reason": c.reason, "version": p.version}),
+                Err(_) => serde_json::Value::Null,
+            };
+            {
+                let mut t = self.incidents.lock();
+                for svc in &touched {
+                    t.on_action(svc, &c.who, &c.action, r.is_ok(), now_ms(), detail.clone());
+                }
+            }
+            if let Err(e) = self.incidents.persist(&self.store).await {
+                tracing::warn!(error = %e, "cannot store the incidents' timelines");
+            }
+        }
         let by = if c.who == "playbook" {
             "playbook"
         } else {

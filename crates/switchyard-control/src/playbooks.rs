@@ -7,7 +7,11 @@
 //!   `evacuation_step_ms` apart, so the other regions can scale and warm
 //!   caches while edges forward; back in once clear for the hold;
 //! - a cut link between regions → no evacuation: both sides go to failover
-//!   mode and serve locally, until the link is back.
+//!   mode and serve locally, until the link is back;
+//! - an impaired write path in a region (its writes fail, its reads work) →
+//!   read-only mode for the service there, so reads keep being served and
+//!   writes are turned away at once instead of timing out; off again once
+//!   the write heartbeats have been clean for the hold.
 //!
 //! Pure: events and time in, planned changes out. The control plane applies
 //! them through the safety rules like any other change.
@@ -71,6 +75,12 @@ pub enum Planned {
         on: bool,
         why: String,
     },
+    ReadOnly {
+        service: String,
+        region: String,
+        on: bool,
+        why: String,
+    },
 }
 
 impl Planned {
@@ -103,6 +113,15 @@ impl Planned {
                     regions.join(", ")
                 )
             }
+            Planned::ReadOnly {
+                service,
+                region,
+                on,
+                ..
+            } => format!(
+                "read-only mode {} for {service} in {region}",
+                if *on { "on" } else { "off" }
+            ),
         }
     }
 
@@ -112,7 +131,8 @@ impl Planned {
             | Planned::Unshift { why, .. }
             | Planned::RegionWeight { why, .. }
             | Planned::RegionBack { why, .. }
-            | Planned::Failover { why, .. } => why,
+            | Planned::Failover { why, .. }
+            | Planned::ReadOnly { why, .. } => why,
         }
     }
 }
@@ -142,6 +162,19 @@ fn place(scope: &str) -> Option<(&str, &str)> {
     scope.split_once(':')
 }
 
+/// Write-path findings share their region's scope but get their own
+/// mitigation (read-only mode), tracked apart from an evacuation.
+const WRITE_PATH: &str = "write_path";
+
+fn mitigation_key(f: &Finding) -> (String, String) {
+    let scope = if f.kind == WRITE_PATH {
+        format!("{}#{WRITE_PATH}", f.scope)
+    } else {
+        f.scope.clone()
+    };
+    (f.service.clone(), scope)
+}
+
 impl Playbooks {
     pub fn new(cfg: PlaybookConfig, regions: Vec<String>) -> Playbooks {
         Playbooks {
@@ -156,7 +189,12 @@ impl Playbooks {
     }
 
     fn why(f: &Finding) -> String {
-        format!("finding {} ({}) since {} ms", f.scope, f.kind, f.start_ms)
+        format!(
+            "finding {} ({}) since {}",
+            f.scope,
+            f.kind,
+            switchyard_model::time::human_utc(f.start_ms as i64)
+        )
     }
 
     /// Reacts to a finding opening or closing.
@@ -170,7 +208,7 @@ impl Playbooks {
                 if f.service.is_empty() || !matches!(level, "zone" | "region" | "link") {
                     return out;
                 }
-                let key = (f.service.clone(), f.scope.clone());
+                let key = mitigation_key(f);
                 if let Some(m) = self.active.get_mut(&key) {
                     // Still (or again) impaired: keep the mitigation, cancel the failback.
                     m.open.push(f.kind.clone());
@@ -178,7 +216,7 @@ impl Playbooks {
                     return out;
                 }
                 let mut m = Mitigation {
-                    scope: f.scope.clone(),
+                    scope: key.1.clone(),
                     started_ms: now_ms,
                     open: vec![f.kind.clone()],
                     clear_since_ms: None,
@@ -186,6 +224,12 @@ impl Playbooks {
                     next_step_ms: None,
                 };
                 match level {
+                    "region" if f.kind == WRITE_PATH => out.push(Planned::ReadOnly {
+                        service: f.service.clone(),
+                        region: name.to_string(),
+                        on: true,
+                        why: Self::why(f),
+                    }),
                     "zone" => out.push(Planned::Shift {
                         service: f.service.clone(),
                         zone: name.to_string(),
@@ -219,7 +263,7 @@ impl Playbooks {
                 self.active.insert(key, m);
             }
             Event::Closed(f) => {
-                let key = (f.service.clone(), f.scope.clone());
+                let key = mitigation_key(f);
                 if let Some(m) = self.active.get_mut(&key) {
                     if let Some(i) = m.open.iter().position(|k| *k == f.kind) {
                         m.open.remove(i);
@@ -238,11 +282,15 @@ impl Playbooks {
     pub fn tick(&mut self, now_ms: u64) -> Vec<Planned> {
         let mut out = Vec::new();
         let mut done = Vec::new();
-        for ((svc, scope), m) in self.active.iter_mut() {
+        for ((svc, key), m) in self.active.iter_mut() {
+            let (scope, write_path) = match key.strip_suffix(&format!("#{WRITE_PATH}")) {
+                Some(s) => (s, true),
+                None => (key.as_str(), false),
+            };
             let Some((level, name)) = place(scope) else {
                 continue;
             };
-            if level == "region" && m.clear_since_ms.is_none() {
+            if level == "region" && !write_path && m.clear_since_ms.is_none() {
                 if let Some(t) = m.next_step_ms.filter(|t| *t <= now_ms) {
                     if m.step < self.cfg.evacuation_steps {
                         m.step += 1;
@@ -264,6 +312,12 @@ impl Playbooks {
                 if now_ms.saturating_sub(c) >= self.cfg.failback_hold_ms {
                     let why = format!("{scope} clear for {} s", self.cfg.failback_hold_ms / 1000);
                     match level {
+                        "region" if write_path => out.push(Planned::ReadOnly {
+                            service: svc.clone(),
+                            region: name.to_string(),
+                            on: false,
+                            why,
+                        }),
                         "zone" => out.push(Planned::Unshift {
                             service: svc.clone(),
                             zone: name.to_string(),
@@ -286,7 +340,7 @@ impl Playbooks {
                         }
                         _ => {}
                     }
-                    done.push((svc.clone(), scope.clone()));
+                    done.push((svc.clone(), key.clone()));
                 }
             }
         }
@@ -364,6 +418,37 @@ mod tests {
         assert_eq!(weights, vec![0.75, 0.5, 0.25, 0.0]);
         p.on_event(&Event::Closed(finding("region:us-east", "errors")), 50_000);
         assert!(matches!(&p.tick(80_000)[..], [Planned::RegionBack { .. }]));
+    }
+
+    #[test]
+    fn an_impaired_write_path_means_read_only_not_evacuation() {
+        let mut p = Playbooks::new(
+            PlaybookConfig::default(),
+            vec!["us-east".into(), "eu-west".into()],
+        );
+        let out = p.on_event(&Event::Opened(finding("region:us-east", "write_path")), 0);
+        assert!(
+            matches!(&out[..], [Planned::ReadOnly { on: true, region, .. }] if region == "us-east"),
+            "{out:?}"
+        );
+        assert!(
+            [0, 10_000, 20_000, 40_000]
+                .iter()
+                .flat_map(|t| p.tick(*t))
+                .all(|x| !matches!(x, Planned::RegionWeight { .. })),
+            "no evacuation step for a write-path finding"
+        );
+        p.on_event(
+            &Event::Closed(finding("region:us-east", "write_path")),
+            50_000,
+        );
+        assert!(p.tick(70_000).is_empty(), "clear for less than the hold");
+        let out = p.tick(80_000);
+        assert!(
+            matches!(&out[..], [Planned::ReadOnly { on: false, region, .. }] if region == "us-east"),
+            "{out:?}"
+        );
+        assert!(p.active().is_empty());
     }
 
     #[test]

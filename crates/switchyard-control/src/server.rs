@@ -9,23 +9,60 @@ use switchyard_model::{Config, StoreSpec};
 
 use crate::api::{router, Api};
 use crate::plane::ControlPlane;
+use crate::playbooks::PlaybookConfig;
 use crate::safety::SafetyConfig;
 use crate::store::etcd::EtcdStore;
 use crate::store::sqlite::SqliteStore;
 use crate::store::Store;
+use switchyard_detect::DetectConfig;
 
-/// The control plane's part of a config, checked: the store and the
-/// safety rules (`[control.safety]`, every field optional).
-pub fn safety_config(config: &Config) -> anyhow::Result<SafetyConfig> {
+/// The tables of `[control]` the control plane owns, checked: safety
+/// rules, playbook timings and detection settings, every field optional.
+pub struct Settings {
+    pub safety: SafetyConfig,
+    pub playbook: PlaybookConfig,
+    pub detect: DetectConfig,
+    pub incidents: switchyard_incident::TrackerConfig,
+    pub notify: switchyard_notify::NotifyConfig,
+}
+
+fn table<T: Default + serde::de::DeserializeOwned>(
+    t: &Option<toml::Table>,
+    path: &str,
+    errs: &mut Vec<String>,
+) -> T {
+    match t {
+        None => T::default(),
+        Some(t) => t.clone().try_into::<T>().unwrap_or_else(|e| {
+            errs.push(format!("{path}: {}", e.message()));
+            T::default()
+        }),
+    }
+}
+
+/// Reports every table's error at once.
+pub fn settings(config: &Config) -> anyhow::Result<Settings> {
     let Some(c) = &config.control else {
         anyhow::bail!("control: the config has no [control] section");
     };
-    match &c.safety {
-        None => Ok(SafetyConfig::default()),
-        Some(t) => t
-            .clone()
-            .try_into::<SafetyConfig>()
-            .map_err(|e| anyhow::anyhow!("control.safety: {}", e.message())),
+    let mut errs = Vec::new();
+    let s = Settings {
+        safety: table(&c.safety, "control.safety", &mut errs),
+        playbook: table(&c.playbook, "control.playbook", &mut errs),
+        detect: table(&c.detect, "control.detect", &mut errs),
+        incidents: table(&c.incidents, "control.incidents", &mut errs),
+        notify: table(&c.notify, "control.notify", &mut errs),
+    };
+    if let Err(e) = s.notify.validate() {
+        errs.extend(e);
+    }
+    if s.playbook.evacuation_steps == 0 {
+        errs.push("control.playbook.evacuation_steps: at least 1".into());
+    }
+    if errs.is_empty() {
+        Ok(s)
+    } else {
+        anyhow::bail!("{}", errs.join("\n"))
     }
 }
 
@@ -45,7 +82,7 @@ impl Running {
 /// Starts the control plane of `config` (with its path resolving a relative
 /// SQLite file) and returns once it listens.
 pub async fn start(config: Config, config_path: &Path) -> anyhow::Result<Running> {
-    let safety = safety_config(&config)?;
+    let settings = settings(&config)?;
     let ctl = config.control.clone().expect("checked by safety_config");
     let config = Arc::new(config);
     match &ctl.store {
@@ -57,12 +94,12 @@ pub async fn start(config: Config, config_path: &Path) -> anyhow::Result<Running
             };
             let store =
                 SqliteStore::open(&path).map_err(|e| anyhow::anyhow!("control.store: {e}"))?;
-            serve(config, safety, store, ctl.listen).await
+            serve(config, settings, store, ctl.listen).await
         }
         StoreSpec::Etcd(eps) => {
             serve(
                 config,
-                safety,
+                settings,
                 EtcdStore::new(eps.clone(), "/switchyard/"),
                 ctl.listen,
             )
@@ -73,13 +110,22 @@ pub async fn start(config: Config, config_path: &Path) -> anyhow::Result<Running
 
 async fn serve<S: Store + 'static>(
     config: Arc<Config>,
-    safety: SafetyConfig,
+    settings: Settings,
     store: S,
     listen: std::net::SocketAddr,
 ) -> anyhow::Result<Running> {
-    let plane = ControlPlane::new(config, safety, store)
+    let incidents = crate::incidents::Incidents::new(&config, settings.incidents, settings.notify);
+    let plane = ControlPlane::new(config, settings.safety, store, incidents)
         .await
         .map_err(|e| anyhow::anyhow!("control.store: {e}"))?;
+    let open = plane
+        .incidents
+        .restore(plane.store())
+        .await
+        .map_err(|e| anyhow::anyhow!("control.store: cannot read incidents: {e}"))?;
+    if open > 0 {
+        tracing::warn!(open, "open incidents taken back from the store");
+    }
     let l = tokio::net::TcpListener::bind(listen)
         .await
         .map_err(|e| anyhow::anyhow!("control.listen: cannot listen on {listen}: {e}"))?;
@@ -109,8 +155,8 @@ async fn serve<S: Store + 'static>(
     });
     let automation = tokio::spawn(crate::automation::run(
         plane.clone(),
-        switchyard_detect::DetectConfig::default(),
-        crate::playbooks::PlaybookConfig::default(),
+        settings.detect,
+        settings.playbook,
     ));
     let task = tokio::spawn(async move {
         let _g = AbortOnDrop(automation);

@@ -86,6 +86,30 @@ pub trait Store: Send + Sync {
         &self,
         limit: usize,
     ) -> impl Future<Output = Result<Vec<AuditEntry>, StoreError>> + Send;
+    /// Puts a document (an incident, a silence) as `kind`/`id`, replacing
+    /// any there; returns once durable.
+    fn put_doc(
+        &self,
+        kind: &str,
+        id: &str,
+        body: &serde_json::Value,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+    fn get_doc(
+        &self,
+        kind: &str,
+        id: &str,
+    ) -> impl Future<Output = Result<Option<serde_json::Value>, StoreError>> + Send;
+    /// Every document of `kind`, ordered by id.
+    fn list_docs(
+        &self,
+        kind: &str,
+    ) -> impl Future<Output = Result<Vec<(String, serde_json::Value)>, StoreError>> + Send;
+    /// Removes a document; removing one that is not there is not an error.
+    fn delete_doc(
+        &self,
+        kind: &str,
+        id: &str,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
 }
 
 /// The suite both backends must pass; tests call it with a fresh store.
@@ -145,5 +169,36 @@ pub mod conformance {
         assert_eq!(h[2].version, None);
         assert_eq!(s.history(2).await.unwrap().len(), 2, "the newest two");
         assert_eq!(s.history(2).await.unwrap()[1].action, "refused thing");
+
+        // Documents: put replaces, kinds do not mix, list is ordered by id.
+        assert_eq!(s.get_doc("incident", "a").await.unwrap(), None);
+        s.put_doc("incident", "b", &serde_json::json!({"n": 1}))
+            .await
+            .unwrap();
+        s.put_doc("incident", "a", &serde_json::json!({"n": 2}))
+            .await
+            .unwrap();
+        s.put_doc("incident", "a", &serde_json::json!({"n": 3}))
+            .await
+            .unwrap();
+        s.put_doc("silence", "a", &serde_json::json!({"s": true}))
+            .await
+            .unwrap();
+        assert_eq!(
+            s.get_doc("incident", "a").await.unwrap(),
+            Some(serde_json::json!({"n": 3}))
+        );
+        let ids: Vec<String> = s
+            .list_docs("incident")
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|(id, _)| id)
+            .collect();
+        assert_eq!(ids, vec!["a", "b"]);
+        s.delete_doc("silence", "a").await.unwrap();
+        s.delete_doc("silence", "never-there").await.unwrap();
+        assert!(s.list_docs("silence").await.unwrap().is_empty());
+        assert_eq!(s.list_docs("incident").await.unwrap().len(), 2);
     }
 }

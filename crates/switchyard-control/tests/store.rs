@@ -3,17 +3,14 @@
 //! control planes sharing one real etcd never both committing from the same
 //! version.
 
-use std::collections::BTreeSet;
-use std::net::{SocketAddr, TcpListener};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::Mutex;
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use switchyard_control::store::etcd::EtcdStore;
 use switchyard_control::store::sqlite::SqliteStore;
 use switchyard_control::store::{conformance, AuditEntry, Store, StoreError};
 use switchyard_model::Controls;
+use switchyard_testkit::etcd::{free_port, Etcd};
 
 fn entry(action: &str) -> AuditEntry {
     AuditEntry {
@@ -68,163 +65,21 @@ async fn sqlite_keeps_an_acknowledged_change_across_a_reopen() {
     assert_eq!(h[0].version, Some(1));
 }
 
-/// One member of a real etcd cluster on free loopback ports, killed on drop.
-struct Etcd {
-    child: Child,
-    endpoint: String,
-    log: PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-fn etcd_binary() -> PathBuf {
-    let found = std::env::var_os("PATH")
-        .into_iter()
-        .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
-        .map(|d| d.join("etcd"))
-        .find(|p| p.is_file());
-    // Never skip: a missing server would otherwise hide that the etcd backend
-    // was not tested at all.
-    found.unwrap_or_else(|| {
-        panic!(
-            "the etcd tests need a real etcd server, and `etcd` is not on PATH; install Debian's \
-             etcd-server (`apt-get install etcd-server`), or run scripts/test, which installs it"
-        )
-    })
-}
-
-/// A port nothing listens on right now. The OS may hand a released port out
-/// again, so the ones already given to a test here are remembered: tests run
-/// in parallel and must not start two members on one port.
-fn free_port() -> u16 {
-    static GIVEN: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
-    loop {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        if GIVEN.lock().unwrap().insert(port) {
-            return port;
-        }
-    }
-}
-
-impl Etcd {
-    async fn start() -> Etcd {
-        Etcd::cluster(1).await.pop().unwrap()
-    }
-
-    /// `n` members forming one cluster, all serving.
-    async fn cluster(n: usize) -> Vec<Etcd> {
-        let binary = etcd_binary();
-        for attempt in 1.. {
-            let mut members = Etcd::spawn(&binary, n);
-            match Etcd::wait_ready(&mut members).await {
-                Ok(()) => return members,
-                // Something outside these tests took a port between our probe
-                // and etcd's bind; new ports will do.
-                Err(e) if attempt < 3 && e.contains("address already in use") => continue,
-                Err(e) => panic!("{e}"),
-            }
-        }
-        unreachable!()
-    }
-
-    fn spawn(binary: &Path, n: usize) -> Vec<Etcd> {
-        let ports: Vec<(u16, u16)> = (0..n).map(|_| (free_port(), free_port())).collect();
-        let initial_cluster = ports
-            .iter()
-            .enumerate()
-            .map(|(i, (_, peer))| format!("m{i}=http://127.0.0.1:{peer}"))
-            .collect::<Vec<_>>()
-            .join(",");
-        ports
-            .iter()
-            .enumerate()
-            .map(|(i, (client, peer))| {
-                let dir = tempfile::tempdir().unwrap();
-                let endpoint = format!("http://127.0.0.1:{client}");
-                let peer_url = format!("http://127.0.0.1:{peer}");
-                let log = dir.path().join("etcd.log");
-                let child = Command::new(binary)
-                    .args(["--name", &format!("m{i}"), "--data-dir"])
-                    .arg(dir.path().join("data"))
-                    .args(["--listen-client-urls", &endpoint])
-                    .args(["--advertise-client-urls", &endpoint])
-                    .args(["--listen-peer-urls", &peer_url])
-                    .args(["--initial-advertise-peer-urls", &peer_url])
-                    .args(["--initial-cluster", &initial_cluster])
-                    .stdin(Stdio::null())
-                    .stdout(Stdio::null())
-                    .stderr(std::fs::File::create(&log).unwrap())
-                    .spawn()
-                    .unwrap_or_else(|e| panic!("cannot start {}: {e}", binary.display()));
-                Etcd {
-                    child,
-                    endpoint,
-                    log,
-                    _dir: dir,
-                }
-            })
-            .collect()
-    }
-
-    async fn wait_ready(members: &mut [Etcd]) -> Result<(), String> {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        for m in members {
-            let probe = EtcdStore::new(vec![m.endpoint.clone()], "/readiness/");
-            loop {
-                if let Some(status) = m.child.try_wait().unwrap() {
-                    return Err(format!(
-                        "etcd at {} exited ({status}) before serving:\n{}",
-                        m.endpoint,
-                        tail(&m.log)
-                    ));
-                }
-                match probe.load().await {
-                    Ok(_) => break,
-                    Err(e) if Instant::now() > deadline => {
-                        return Err(format!(
-                            "etcd at {} did not serve within 30s ({e}):\n{}",
-                            m.endpoint,
-                            tail(&m.log)
-                        ))
-                    }
-                    Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
-                }
-            }
-        }
-        Ok(())
-    }
-
-    fn store(&self, prefix: &str) -> EtcdStore {
-        EtcdStore::new(vec![self.endpoint.clone()], prefix)
-    }
-}
-
-impl Drop for Etcd {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn tail(log: &Path) -> String {
-    let text = std::fs::read_to_string(log).unwrap_or_default();
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(20)..].join("\n")
+/// A store on a test's etcd member.
+fn store_on(e: &Etcd, prefix: &str) -> EtcdStore {
+    EtcdStore::new(vec![e.endpoint.clone()], prefix)
 }
 
 #[tokio::test]
 async fn etcd_passes_the_conformance_suite() {
     let etcd = Etcd::start().await;
-    conformance::run(&etcd.store("/switchyard-conformance/")).await;
+    conformance::run(&store_on(&etcd, "/switchyard-conformance/")).await;
 }
 
 #[tokio::test]
 async fn two_stores_on_one_etcd_never_both_commit_from_the_same_version() {
     let etcd = Etcd::start().await;
-    let (a, b) = (etcd.store("/shared/"), etcd.store("/shared/"));
+    let (a, b) = (store_on(&etcd, "/shared/"), store_on(&etcd, "/shared/"));
     let mut version = 0;
     for round in 0..20u8 {
         let (ca, cb) = (shedding(round % 4), shedding((round + 1) % 4));
@@ -271,7 +126,10 @@ async fn append_25(s: &EtcdStore, name: &str) {
 #[tokio::test]
 async fn audit_entries_from_two_stores_at_once_are_all_kept_in_commit_order() {
     let etcd = Etcd::start().await;
-    let (a, b) = (etcd.store("/audit-race/"), etcd.store("/audit-race/"));
+    let (a, b) = (
+        store_on(&etcd, "/audit-race/"),
+        store_on(&etcd, "/audit-race/"),
+    );
     tokio::join!(append_25(&a, "a"), append_25(&b, "b"));
     let h = b.history(1000).await.unwrap();
     assert_eq!(h.len(), 50, "no entry lost or overwritten");
@@ -336,7 +194,7 @@ async fn etcd_unreachable_is_unavailable() {
 async fn a_member_without_a_leader_refuses_at_once_instead_of_hanging() {
     let mut cluster = Etcd::cluster(3).await;
     let survivor = cluster.remove(0);
-    let store = survivor.store("/leaderless/");
+    let store = store_on(&survivor, "/leaderless/");
     assert_eq!(
         store
             .commit(0, &shedding(1), &entry("shed 1"))

@@ -70,6 +70,10 @@ pub struct DetectConfig {
     pub trend_horizon_s: f64,
     /// Intervals an application heartbeat may miss before it alarms.
     pub heartbeat_grace: u32,
+    /// Write path: a zone's writes (requests or heartbeats of write routes)
+    /// failing at least this share while its reads fail at most a quarter
+    /// as often; most of a region's zones like that is a write-path finding.
+    pub write_fail_ratio: f64,
     /// Static thresholds, reported as alarms.
     pub thresholds: Vec<StaticThreshold>,
 }
@@ -103,6 +107,7 @@ impl Default for DetectConfig {
             trend_threshold: 0.05,
             trend_horizon_s: 300.0,
             heartbeat_grace: 3,
+            write_fail_ratio: 0.2,
             thresholds: Vec::new(),
         }
     }
@@ -194,6 +199,41 @@ struct Bucket {
     rprobe: BTreeMap<(String, String, String), (u64, u64)>,
     /// (service, target zone, target instance) → (ok, total), from every source.
     iprobe: BTreeMap<(String, String, String), (u64, u64)>,
+    /// (service, target zone) → reads and writes, passive and probed.
+    paths: BTreeMap<(String, String), PathAcc>,
+}
+
+/// Requests and heartbeats of one zone split by route kind: (done, failed).
+#[derive(Default, Clone, Copy)]
+struct PathAcc {
+    read: (u64, u64),
+    write: (u64, u64),
+    read_probe: (u64, u64),
+    write_probe: (u64, u64),
+}
+
+impl PathAcc {
+    fn add(&mut self, o: &PathAcc) {
+        for (a, b) in [
+            (&mut self.read, o.read),
+            (&mut self.write, o.write),
+            (&mut self.read_probe, o.read_probe),
+            (&mut self.write_probe, o.write_probe),
+        ] {
+            a.0 += b.0;
+            a.1 += b.1;
+        }
+    }
+
+    /// The larger of the passive and probed failure shares, each counted
+    /// only with enough samples; `None` when neither has them.
+    fn fail_ratio(passive: (u64, u64), probed: (u64, u64), min_q: u64, min_p: u64) -> Option<f64> {
+        let r = |(n, f): (u64, u64), min: u64| (n >= min && n > 0).then(|| f as f64 / n as f64);
+        match (r(passive, min_q), r(probed, min_p)) {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            (a, b) => a.or(b),
+        }
+    }
 }
 
 struct Track {
@@ -291,7 +331,13 @@ impl Engine {
             (true, None) => {
                 let f = Finding {
                     scope,
-                    kind: format!("alert:{}", a.name),
+                    // An alert about the write side (replication stopped,
+                    // primary unreachable) says so with `impact="write_path"`
+                    // and gets that playbook.
+                    kind: match a.labels.get("impact").map(String::as_str) {
+                        Some("write_path") => "write_path".into(),
+                        _ => format!("alert:{}", a.name),
+                    },
                     service: a.labels.get("service").cloned().unwrap_or_default(),
                     start_ms: a.starts_at_ms.unwrap_or(now_ms),
                     detected_ms: now_ms,
@@ -345,6 +391,13 @@ impl Engine {
             a.failures += x.failures();
             a.lat_sum += x.p99_ms * x.requests as f64;
             a.lat_weight += x.requests;
+            let p = b
+                .paths
+                .entry((x.service.clone(), x.target_zone.clone()))
+                .or_default();
+            let e = if x.write { &mut p.write } else { &mut p.read };
+            e.0 += x.requests;
+            e.1 += x.failures();
         }
         for p in &s.probes {
             match p.target {
@@ -365,6 +418,17 @@ impl Engine {
                         .or_default();
                     e.0 += u64::from(p.ok);
                     e.1 += 1;
+                    let acc = b
+                        .paths
+                        .entry((p.service.clone(), p.target_zone.clone()))
+                        .or_default();
+                    let e = if p.write {
+                        &mut acc.write_probe
+                    } else {
+                        &mut acc.read_probe
+                    };
+                    e.0 += 1;
+                    e.1 += u64::from(!p.ok);
                 }
                 ProbeTarget::Edge => {
                     let e = b
@@ -423,7 +487,11 @@ impl Engine {
         let mut zprobe: BTreeMap<(String, String, String), (u64, u64)> = BTreeMap::new();
         let mut rprobe: BTreeMap<(String, String, String), (u64, u64)> = BTreeMap::new();
         let mut iprobe: BTreeMap<(String, String, String), (u64, u64)> = BTreeMap::new();
+        let mut paths: BTreeMap<(String, String), PathAcc> = BTreeMap::new();
         for b in self.window(sec, self.cfg.window_s) {
+            for (k, a) in &b.paths {
+                paths.entry(k.clone()).or_default().add(a);
+            }
             for (k, a) in &b.inst {
                 let e = inst.entry(k.clone()).or_default();
                 e.requests += a.requests;
@@ -468,6 +536,7 @@ impl Engine {
         for svc in &services {
             self.service_alarms(svc, &inst, &zprobe, &rprobe, &mut raw, &mut candidates);
             self.unreachable_alarms(svc, &iprobe, &mut raw, &mut candidates);
+            self.write_path_alarms(svc, &paths, &mut raw, &mut candidates);
         }
         let now_ms = (sec + 1) * 1000;
         self.update_alarms(sec, &inst, now_ms);
@@ -567,6 +636,65 @@ impl Engine {
                     json!({"heartbeat_fail_ratio": f, "zone_peers": peers, "window_s": cfg.link_window_s}),
                 ));
             }
+        }
+    }
+
+    /// Writes failing across most of a region while its reads work: the
+    /// store's write side (primary unreachable, replication stopped) rather
+    /// than the region, so the answer is read-only mode there, which keeps
+    /// reads served. The write routes' heartbeats keep measuring the write
+    /// path while read-only mode turns the writes themselves away.
+    fn write_path_alarms(
+        &self,
+        svc: &str,
+        paths: &BTreeMap<(String, String), PathAcc>,
+        raw: &mut Raw,
+        out: &mut Vec<(String, String, String, Expr, serde_json::Value)>,
+    ) {
+        let cfg = &self.cfg;
+        let mut regions: BTreeMap<String, Vec<(&str, &PathAcc)>> = BTreeMap::new();
+        for ((s, z), a) in paths {
+            if s == svc {
+                if let Some(r) = self.zone_region.get(z) {
+                    regions.entry(r.clone()).or_default().push((z.as_str(), a));
+                }
+            }
+        }
+        for (r, zones) in regions {
+            let mut impaired = Vec::new();
+            let mut evidence = BTreeMap::new();
+            for (z, a) in &zones {
+                let w = PathAcc::fail_ratio(
+                    a.write,
+                    a.write_probe,
+                    cfg.min_requests / 4,
+                    cfg.probe_min,
+                );
+                let rd = PathAcc::fail_ratio(a.read, a.read_probe, cfg.min_requests, cfg.probe_min);
+                if let Some(w) = w {
+                    if w >= cfg.write_fail_ratio && rd.unwrap_or(0.0) * 4.0 <= w {
+                        impaired.push(z.to_string());
+                    }
+                }
+                evidence.insert(
+                    z.to_string(),
+                    json!({"write_fail_ratio": w, "read_fail_ratio": rd,
+                           "writes": a.write.0, "writes_failed": a.write.1,
+                           "write_heartbeats": a.write_probe.0, "write_heartbeats_failed": a.write_probe.1}),
+                );
+            }
+            let all = self.zone_region.values().filter(|x| **x == r).count();
+            let need = all.div_ceil(2).max(1);
+            let on = !impaired.is_empty() && impaired.len() >= need;
+            raw.insert(format!("write_path:{svc}:{r}"), on);
+            out.push((
+                svc.into(),
+                format!("region:{r}"),
+                "write_path".into(),
+                Expr::alarm(format!("write_path:{svc}:{r}")),
+                json!({"zones": evidence, "impaired": impaired, "zones_needed": need,
+                       "threshold": cfg.write_fail_ratio, "window_s": cfg.window_s}),
+            ));
         }
     }
 
@@ -910,11 +1038,17 @@ impl Engine {
                     "zones": zs.iter().map(|z| (z.to_string(), zone_evidence.get(&(kind.to_string(), *z)).cloned().unwrap_or_default())).collect::<BTreeMap<_, _>>(),
                     "zones_needed": k,
                 });
+                // Failing writes with working reads are the write path's,
+                // answered with read-only mode, not by moving the region.
                 out.push((
                     svc.into(),
                     format!("region:{r}"),
                     kind.into(),
-                    Expr::alarm(format!("region_wide:{kind}:{svc}:{r}")),
+                    Expr::All(vec![
+                        Expr::alarm(format!("region_wide:{kind}:{svc}:{r}")),
+                        Expr::negate(Expr::alarm(format!("write_path:{svc}:{r}"))),
+                        Expr::negate(Expr::alarm(format!("open:{svc}:region:{r}:write_path"))),
+                    ]),
                     ev,
                 ));
             }
@@ -925,6 +1059,8 @@ impl Engine {
                     Expr::alarm(format!("zone_affected:{kind}:{svc}:{z}")),
                     Expr::negate(Expr::alarm(format!("region_wide:{kind}:{svc}:{r}"))),
                     Expr::negate(Expr::alarm(format!("open:{svc}:region:{r}:{kind}"))),
+                    Expr::negate(Expr::alarm(format!("write_path:{svc}:{r}"))),
+                    Expr::negate(Expr::alarm(format!("open:{svc}:region:{r}:write_path"))),
                 ]);
                 let ev = zone_evidence
                     .get(&(kind.to_string(), *z))
@@ -977,6 +1113,7 @@ impl Engine {
                     Expr::negate(Expr::alarm(format!("region_wide:errors:{svc}:{r}"))),
                     Expr::negate(Expr::alarm(format!("open:{svc}:zone:{z}:errors"))),
                     Expr::negate(Expr::alarm(format!("open:{svc}:region:{r}:errors"))),
+                    Expr::negate(Expr::alarm(format!("open:{svc}:region:{r}:write_path"))),
                 ]);
                 let ev = json!({"error_rate": r_i, "requests": a.requests, "peer_median": med, "zone": z, "window_s": cfg.window_s});
                 out.push((

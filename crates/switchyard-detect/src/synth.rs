@@ -28,6 +28,7 @@ pub const CASES: &[&str] = &[
     "inter-region-link",
     "slow-growth",
     "fast-flapping",
+    "write-path",
 ];
 
 /// splitmix64: small, fast and deterministic across platforms.
@@ -62,6 +63,8 @@ impl Rng {
 struct Harm {
     error_rate: f64,
     extra_ms: f64,
+    /// Failing writes only (requests and heartbeats of the write route).
+    write_error_rate: f64,
 }
 
 /// (t seconds, region, zone, instance) → what is wrong with the instance.
@@ -116,6 +119,7 @@ fn case(name: &str) -> Option<Case> {
                 Harm {
                     error_rate: rate,
                     extra_ms: 0.0,
+                    ..Harm::default()
                 }
             } else {
                 Harm::default()
@@ -154,6 +158,7 @@ fn case(name: &str) -> Option<Case> {
                     Harm {
                         error_rate: 0.05,
                         extra_ms: 0.0,
+                        ..Harm::default()
                     }
                 } else {
                     Harm::default()
@@ -175,6 +180,7 @@ fn case(name: &str) -> Option<Case> {
                 Harm {
                     error_rate: 0.5,
                     extra_ms: 0.0,
+                    ..Harm::default()
                 },
             ),
             zone_probe: Box::new(none_p),
@@ -193,6 +199,7 @@ fn case(name: &str) -> Option<Case> {
                 Harm {
                     error_rate: 0.0,
                     extra_ms: 200.0,
+                    ..Harm::default()
                 },
             ),
             zone_probe: Box::new(none_p),
@@ -226,6 +233,7 @@ fn case(name: &str) -> Option<Case> {
                         Harm {
                             error_rate: 0.0,
                             extra_ms: ms,
+                            ..Harm::default()
                         }
                     } else {
                         Harm::default()
@@ -243,6 +251,7 @@ fn case(name: &str) -> Option<Case> {
                     Harm {
                         error_rate: 0.1,
                         extra_ms: 0.0,
+                        ..Harm::default()
                     }
                 } else {
                     Harm::default()
@@ -302,6 +311,7 @@ fn case(name: &str) -> Option<Case> {
                     Harm {
                         error_rate: 0.2 * (t - 20) as f64 / 60.0,
                         extra_ms: 0.0,
+                        ..Harm::default()
                     }
                 } else {
                     Harm::default()
@@ -319,6 +329,29 @@ fn case(name: &str) -> Option<Case> {
                     Harm {
                         error_rate: 0.2,
                         extra_ms: 0.0,
+                        ..Harm::default()
+                    }
+                } else {
+                    Harm::default()
+                }
+            }),
+            zone_probe: Box::new(none_p),
+            region_probe: Box::new(none_p),
+            noise: 1.0,
+        },
+        // The region's store turns writes away; reads keep working.
+        "write-path" => Case {
+            labels: vec![label(
+                "region:us-east",
+                Some("write_path"),
+                FAULT.0,
+                FAULT.1,
+            )],
+            instance: Box::new(|t, region, _, _| {
+                if during(t) && region == "us-east" {
+                    Harm {
+                        write_error_rate: 1.0,
+                        ..Harm::default()
                     }
                 } else {
                     Harm::default()
@@ -382,24 +415,55 @@ pub fn generate(name: &str, seed: u64, seconds: u64, rps: u64) -> Option<Trace> 
                         p90_ms: p99 / 1.5,
                         p99_ms: p99,
                         max_ms: p99 * 1.2,
+                        write: false,
+                    });
+                    // One request in five writes.
+                    let writes = (requests / 4).max(1);
+                    let wf = rng.binomial(
+                        writes,
+                        (0.002 * noise + h.error_rate + h.write_error_rate).min(1.0),
+                    );
+                    series.push(Series {
+                        service: "catalog".into(),
+                        route: "put-item".into(),
+                        target_zone: zone.to_string(),
+                        instance: format!("{zone}-{i}"),
+                        write: true,
+                        requests: writes,
+                        errors: if wf > 0 {
+                            BTreeMap::from([("status_5xx".to_string(), wf)])
+                        } else {
+                            BTreeMap::new()
+                        },
+                        p50_ms: p99 / 3.0,
+                        p90_ms: p99 / 1.5,
+                        p99_ms: p99,
+                        max_ms: p99 * 1.2,
                     });
                 }
                 let mut probes = Vec::new();
                 for dst in *zones {
                     for i in 1..=2 {
                         let f = (c.zone_probe)(t, zone, dst);
-                        let ok = rng.f() >= f;
-                        probes.push(Probe {
-                            service: "catalog".into(),
-                            route: "get-item".into(),
-                            target: ProbeTarget::Instance,
-                            name: format!("{dst}-{i}"),
-                            target_zone: dst.to_string(),
-                            target_region: region.to_string(),
-                            ok,
-                            latency_ms: 5.0,
-                            error: (!ok).then(|| "status 503".into()),
-                        });
+                        let name = format!("{dst}-{i}");
+                        let wf = (c.instance)(t, region, dst, &name).write_error_rate;
+                        for (route, write, f) in
+                            [("get-item", false, f), ("put-item", true, f.max(wf))]
+                        {
+                            let ok = rng.f() >= f;
+                            probes.push(Probe {
+                                service: "catalog".into(),
+                                route: route.into(),
+                                target: ProbeTarget::Instance,
+                                name: name.clone(),
+                                target_zone: dst.to_string(),
+                                target_region: region.to_string(),
+                                write,
+                                ok,
+                                latency_ms: 5.0,
+                                error: (!ok).then(|| "status 503".into()),
+                            });
+                        }
                     }
                 }
                 for (other, _) in REGIONS.iter().filter(|(r, _)| r != region) {
@@ -412,6 +476,7 @@ pub fn generate(name: &str, seed: u64, seconds: u64, rps: u64) -> Option<Trace> 
                         name: format!("{other}-edge"),
                         target_zone: String::new(),
                         target_region: other.to_string(),
+                        write: false,
                         ok,
                         latency_ms: 30.0,
                         error: (!ok).then(|| "connect".into()),

@@ -193,3 +193,24 @@ fn recorded_lab_traces_are_localized_within_10_s() {
         "the recorded corpus is missing: {seen} traces in {dir}"
     );
 }
+
+#[test]
+fn failing_writes_with_working_reads_are_the_write_path_not_the_region() {
+    for &seed in SEEDS {
+        let t = generate("write-path", seed, 90, 100).expect("known case");
+        let findings = t.replay(&DetectConfig::default());
+        let s = score(&findings, &t.labels, 5_000);
+        assert!(
+            s.labels[0].ttd_s.is_some_and(|x| x <= 5.0),
+            "seed {seed}: {:?}",
+            s.labels
+        );
+        // Not a region failure (that would evacuate), nor one per zone.
+        let others: Vec<String> = findings
+            .iter()
+            .filter(|f| f.kind != "write_path")
+            .map(|f| format!("{} ({})", f.scope, f.kind))
+            .collect();
+        assert!(others.is_empty(), "seed {seed}: {others:?}");
+    }
+}

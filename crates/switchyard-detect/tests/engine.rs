@@ -188,3 +188,23 @@ fn every_outlier_method_finds_the_zone_and_nothing_in_healthy_noise() {
         );
     }
 }
+
+#[test]
+fn an_alert_about_the_write_side_is_a_write_path_finding() {
+    let mut e = Engine::new(DetectConfig::default());
+    let am = AM
+        .replace("STATUS", "firing")
+        .replace(
+            r#""switchyard_zone": "us-east-a""#,
+            r#""switchyard_region": "us-east", "impact": "write_path""#,
+        )
+        .replace("StoreDown", "ReplicationStopped");
+    let alerts = parse_alertmanager(&am).unwrap();
+    match e.ingest_alert(&alerts[0], 5_000) {
+        Some(Event::Opened(f)) => {
+            assert_eq!(f.scope, "region:us-east");
+            assert_eq!(f.kind, "write_path");
+        }
+        other => panic!("{other:?}"),
+    }
+}

@@ -13,7 +13,7 @@ use http::{header, Method, Request};
 use http_body_util::Full;
 use rand::Rng;
 use switchyard_model::signals::{Probe, ProbeTarget};
-use switchyard_model::Service;
+use switchyard_model::{RouteKind, Service};
 
 use crate::state::{client_for, Edge};
 
@@ -163,6 +163,10 @@ pub async fn probe_loop(edge: Arc<Edge>) {
             tokio::spawn(async move {
                 let forwarded = remote_region.as_ref().map(|_| own_region.as_str());
                 let (ok, latency_ms, error) = probe(&svc, addr, &path, forwarded).await;
+                let write = svc
+                    .routes
+                    .iter()
+                    .any(|r| r.name == route && r.kind == RouteKind::Write);
                 edge.signals.record_probe(Probe {
                     service: svc.name.clone(),
                     route,
@@ -170,6 +174,7 @@ pub async fn probe_loop(edge: Arc<Edge>) {
                     name,
                     target_zone: zone,
                     target_region: remote_region.unwrap_or(own_region),
+                    write,
                     ok,
                     latency_ms,
                     error,

@@ -155,7 +155,7 @@ async fn serve(
             record_signal(
                 edge,
                 &svc_name,
-                &route.name,
+                (&route.name, route.kind == RouteKind::Write),
                 "",
                 "",
                 start.elapsed(),
@@ -247,7 +247,7 @@ async fn serve(
                 })
                 .inc();
             tracing::debug!(service = %svc_name, to = %name, reason = reason.as_str(), "forwarding to another region");
-            forward_to_region(edge, snap, &rt, &name, out).await
+            forward_to_region(edge, snap, &rt, &name, route.kind == RouteKind::Write, out).await
         }
         Target::Local => serve_local(edge, snap, &rt, route, sc, out, start).await,
     };
@@ -340,7 +340,7 @@ async fn serve_local(
         record_signal(
             edge,
             &rt.svc.name,
-            &route.name,
+            (&route.name, route.kind == RouteKind::Write),
             "",
             "",
             start.elapsed(),
@@ -452,7 +452,7 @@ async fn attempt(
                 record_signal(
                     edge,
                     &rt.svc.name,
-                    &route.name,
+                    (&route.name, route.kind == RouteKind::Write),
                     zone,
                     &inst.meta.name,
                     t0.elapsed(),
@@ -487,7 +487,7 @@ async fn attempt(
     record_signal(
         edge,
         &rt.svc.name,
-        &route.name,
+        (&route.name, route.kind == RouteKind::Write),
         zone,
         &inst.meta.name,
         latency,
@@ -598,6 +598,7 @@ async fn forward_to_region(
     snap: &Snapshot,
     rt: &Arc<ServiceRuntime>,
     region: &str,
+    write: bool,
     mut out: Outbound,
 ) -> Result<(Resp, String, String), EdgeError> {
     let via = snap
@@ -642,7 +643,7 @@ async fn forward_to_region(
         record_signal(
             edge,
             &rt.svc.name,
-            "forward",
+            ("forward", write),
             region,
             "",
             t0.elapsed(),
@@ -665,7 +666,7 @@ async fn forward_to_region(
 fn record_signal(
     edge: &Edge,
     service: &str,
-    route: &str,
+    (route, write): (&str, bool),
     zone: &str,
     inst: &str,
     latency: Duration,
@@ -677,6 +678,7 @@ fn record_signal(
             route: route.into(),
             target_zone: zone.into(),
             instance: inst.into(),
+            write,
         },
         latency,
         class,

@@ -16,6 +16,7 @@ pub struct SeriesKey {
     pub route: String,
     pub target_zone: String,
     pub instance: String,
+    pub write: bool,
 }
 
 struct Acc {
@@ -89,6 +90,7 @@ impl Signals {
                     route: k.route,
                     target_zone: k.target_zone,
                     instance: k.instance,
+                    write: k.write,
                     requests: a.requests,
                     errors: a
                         .errors
@@ -138,6 +140,7 @@ mod tests {
             route: "get".into(),
             target_zone: "z1".into(),
             instance: inst.into(),
+            write: false,
         };
         for i in 0..100 {
             s.record(

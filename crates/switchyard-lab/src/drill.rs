@@ -211,6 +211,18 @@ impl Run<'_> {
                 self.lab.set_link(target, LinkSettings::default())?;
                 self.record(format!("link {target} restored"), why, true, None);
             }
+            Action::StoreWrites { target, reject } => {
+                self.lab.store_writes(target, *reject).await?;
+                self.record(
+                    format!(
+                        "store of {target} {} writes",
+                        if *reject { "rejects" } else { "accepts" }
+                    ),
+                    why,
+                    true,
+                    None,
+                );
+            }
             Action::EvacuateRegion { target, .. } => {
                 let w = p.weight.unwrap_or(0.0);
                 let rc = self
@@ -429,7 +441,7 @@ impl Run<'_> {
     }
 }
 
-fn wall_ms() -> u64 {
+pub fn wall_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
@@ -631,6 +643,8 @@ pub async fn run(scenario: &Scenario, opts: &Options) -> anyhow::Result<DrillRep
     }
     let secs = duration.floor() as usize;
     let timeline = rec.timeline(secs);
+    let mut incidents = Vec::new();
+    let mut notifications = Vec::new();
     if run.lab.topo.control_plane {
         if let Ok((200, h)) = run
             .lab
@@ -653,6 +667,42 @@ pub async fn run(scenario: &Scenario, opts: &Options) -> anyhow::Result<DrillRep
             }
             run.actions.sort_by(|a, b| a.at_s.total_cmp(&b.at_s));
         }
+        // The incidents opened during the run, as the control plane has them.
+        if let Ok((200, list)) = run
+            .lab
+            .control(http::Method::GET, "/v1/incidents", None)
+            .await
+        {
+            for i in list["incidents"].as_array().into_iter().flatten() {
+                if i["created_ms"].as_u64().unwrap_or(0) < t0_ms {
+                    continue;
+                }
+                let id = i["id"].as_str().unwrap_or("");
+                if let Ok((200, full)) = run
+                    .lab
+                    .control(http::Method::GET, &format!("/v1/incidents/{id}"), None)
+                    .await
+                {
+                    incidents.push(full);
+                }
+            }
+        }
+        notifications = run
+            .lab
+            .inbox
+            .received()
+            .into_iter()
+            .map(|n| {
+                json!({
+                    "at_s": n.at_ms.saturating_sub(t0_ms) as f64 / 1000.0,
+                    "receiver": n.receiver,
+                    "incident": n.body["incident"]["id"],
+                    "status": n.body["incident"]["status"],
+                    "events": n.body["events"],
+                    "body": n.body,
+                })
+            })
+            .collect();
     }
     let (actions, findings, fault_at, restored_at, replication_max) = (
         run.actions,
@@ -703,6 +753,9 @@ pub async fn run(scenario: &Scenario, opts: &Options) -> anyhow::Result<DrillRep
         expectations: Vec::new(),
         aborted,
         timeline,
+        started_at_ms: t0_ms,
+        incidents,
+        notifications,
     };
     report.detected_at_s = report
         .findings
@@ -761,6 +814,13 @@ pub async fn run(scenario: &Scenario, opts: &Options) -> anyhow::Result<DrillRep
                         && a.what.starts_with("playbook: region")
                         && a.what.contains("weight")
                 })
+                .count() as f64,
+            "incidents_opened" => report.incidents.len() as f64,
+            "notifications_delivered" => report.notifications.len() as f64,
+            "playbook_read_only" => report
+                .actions
+                .iter()
+                .filter(|a| a.accepted && a.what.starts_with("playbook: read-only mode on"))
                 .count() as f64,
             "playbook_actions" => report
                 .actions
@@ -839,6 +899,12 @@ pub fn write_outputs(
     }
     if let Some(d) = report_dir {
         switchyard_report::write_report(report, d)?;
+        // Each incident's postmortem next to the report, from its record.
+        for v in &report.incidents {
+            let i: switchyard_incident::Incident = serde_json::from_value(v.clone())
+                .map_err(|e| anyhow::anyhow!("an incident of the run cannot be read: {e}"))?;
+            switchyard_incident::postmortem::write(&i, &d.join("incidents").join(&i.id))?;
+        }
     }
     Ok(())
 }

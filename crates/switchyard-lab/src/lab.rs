@@ -24,6 +24,18 @@ pub struct Lab {
     pub config_path: PathBuf,
     pub procs: Supervisor,
     pub links: Arc<BTreeMap<String, Link>>,
+    /// What the control plane told people (its receivers point here).
+    pub inbox: crate::inbox::Inbox,
+    _inbox_task: Option<AbortOnDrop>,
+}
+
+/// Stops a task when the lab is dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// What a control write to the edges achieved.
@@ -113,12 +125,24 @@ impl Lab {
                 ],
             )?;
         }
+        let inbox = crate::inbox::Inbox::default();
+        let inbox_task = if topo.control_plane {
+            Some(AbortOnDrop(
+                inbox
+                    .serve(crate::inbox::ADDR.parse().expect("valid address"))
+                    .await?,
+            ))
+        } else {
+            None
+        };
         let mut lab = Lab {
             topo,
             dir: dir.into(),
             config_path,
             procs,
             links: Arc::new(links),
+            inbox,
+            _inbox_task: inbox_task,
         };
         lab.wait_ready().await?;
         Ok(lab)
@@ -196,6 +220,29 @@ impl Lab {
             )
         })?;
         l.set(s).map_err(|e| anyhow::anyhow!("link {name}: {e}"))
+    }
+
+    /// Makes a region's store reject writes, or take them again.
+    pub async fn store_writes(&self, region: &str, reject: bool) -> anyhow::Result<()> {
+        if !self.topo.regions.iter().any(|r| r.name == region) {
+            anyhow::bail!("no region {region:?}");
+        }
+        let (s, b) = crate::http::call(
+            self.topo.store_addr(region),
+            Method::POST,
+            "/admin/writes",
+            Bytes::from(serde_json::json!({ "reject": reject }).to_string()),
+            std::time::Duration::from_secs(2),
+        )
+        .await
+        .map_err(|e| anyhow::anyhow!("store of {region}: {e}"))?;
+        if !s.is_success() {
+            anyhow::bail!(
+                "store of {region} answered {s}: {}",
+                String::from_utf8_lossy(&b)
+            );
+        }
+        Ok(())
     }
 
     /// Sends a controls document to the edges of `zones`.

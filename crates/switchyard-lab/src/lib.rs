@@ -9,6 +9,7 @@ pub mod admin;
 pub mod catalog;
 pub mod drill;
 pub mod http;
+pub mod inbox;
 pub mod lab;
 pub mod link;
 pub mod load;

@@ -35,6 +35,7 @@ pub const BUILTIN: &[(&str, &str)] = &[
         "unsafe-config",
         include_str!("../scenarios/unsafe-config.toml"),
     ),
+    ("write-path", include_str!("../scenarios/write-path.toml")),
 ];
 
 #[derive(Debug, Clone, Deserialize)]
@@ -179,6 +180,12 @@ pub enum Action {
     RestoreLink {
         target: String,
     },
+    /// Makes a region's store turn writes away (`reject = true`) or take
+    /// them again; reads keep working either way.
+    StoreWrites {
+        target: String,
+        reject: bool,
+    },
     /// Moves a region's traffic away in `steps` equal steps, `step_s` apart.
     EvacuateRegion {
         target: String,
@@ -274,6 +281,9 @@ pub const METRICS: &[&str] = &[
     "playbook_shifts",
     "playbook_evacuations",
     "playbook_actions",
+    "playbook_read_only",
+    "incidents_opened",
+    "notifications_delivered",
     "requests_total",
 ];
 
@@ -371,7 +381,9 @@ impl Scenario {
                         ));
                     }
                 }
-                Action::RestoreRegion { target } => known(&regions, target, "region", &mut errs),
+                Action::RestoreRegion { target } | Action::StoreWrites { target, .. } => {
+                    known(&regions, target, "region", &mut errs)
+                }
                 Action::Controls { controls } => {
                     if let Err(e) = serde_json::from_str::<serde_json::Value>(controls) {
                         errs.push(format!("{p}.controls: not JSON: {e}"));

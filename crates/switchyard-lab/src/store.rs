@@ -2,6 +2,11 @@
 //! replicates every write asynchronously to the other region's store over a
 //! link. Replication lag is real: cut the link and the queue grows, restore it
 //! and the queue drains; concurrent writes resolve last-writer-wins.
+//!
+//! `POST /admin/writes {"reject": true}` makes the store turn client writes
+//! away (503) while reads keep working — a primary that lost its disk or its
+//! quorum while replicas still serve reads: the write path fails, the read
+//! path does not.
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -39,6 +44,8 @@ pub struct Store {
     replicated: AtomicU64,
     received: AtomicU64,
     last_error: Mutex<Option<String>>,
+    reject_writes: std::sync::atomic::AtomicBool,
+    writes_rejected: AtomicU64,
 }
 
 fn now_us() -> u64 {
@@ -57,6 +64,8 @@ impl Store {
             replicated: AtomicU64::new(0),
             received: AtomicU64::new(0),
             last_error: Mutex::new(None),
+            reject_writes: std::sync::atomic::AtomicBool::new(false),
+            writes_rejected: AtomicU64::new(0),
         })
     }
 
@@ -95,6 +104,8 @@ impl Store {
             "replicated_total": self.replicated.load(Ordering::Relaxed),
             "received_total": self.received.load(Ordering::Relaxed),
             "last_error": *self.last_error.lock().expect("error lock"),
+            "rejecting_writes": self.reject_writes.load(Ordering::Relaxed),
+            "writes_rejected_total": self.writes_rejected.load(Ordering::Relaxed),
         })
     }
 
@@ -106,6 +117,29 @@ impl Store {
         }
         if path == "/replication" {
             return json(StatusCode::OK, &self.replication());
+        }
+        if path == "/admin/writes" && method == Method::POST {
+            #[derive(Deserialize)]
+            #[serde(deny_unknown_fields)]
+            struct WritesKnob {
+                reject: bool,
+            }
+            let knob = match read_body(req, 4096)
+                .await
+                .map_err(|e| e.to_string())
+                .and_then(|b| serde_json::from_slice::<WritesKnob>(&b).map_err(|e| e.to_string()))
+            {
+                Ok(k) => k,
+                Err(e) => {
+                    return json(
+                        StatusCode::BAD_REQUEST,
+                        &json!({"error": "bad_body", "reason": e}),
+                    )
+                }
+            };
+            self.reject_writes.store(knob.reject, Ordering::Relaxed);
+            tracing::warn!(region = %self.region, reject = knob.reject, "store writes knob");
+            return json(StatusCode::OK, &json!({"rejecting_writes": knob.reject}));
         }
         if let Some(key) = path.strip_prefix("/kv/") {
             let key = key.to_string();
@@ -120,6 +154,13 @@ impl Store {
                         &json!({"error": "not_found", "key": key}),
                     ),
                 },
+                Method::PUT if self.reject_writes.load(Ordering::Relaxed) => {
+                    self.writes_rejected.fetch_add(1, Ordering::Relaxed);
+                    json(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        &json!({"error": "writes_unavailable", "region": self.region}),
+                    )
+                }
                 Method::PUT => match read_body(req, 64 * 1024).await {
                     Ok(b) => {
                         let w = self.put(&key, String::from_utf8_lossy(&b).into_owned());

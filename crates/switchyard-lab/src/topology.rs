@@ -389,13 +389,20 @@ impl Topology {
         }
         if self.control_plane {
             // Drills take steps seconds apart, so flips may follow faster
-            // than the production default.
+            // and failbacks come sooner than the production defaults.
             writeln!(
                 t,
                 "\n[control]\nlisten = \"{CONTROL_ADDR}\"\nstore = \"sqlite:{state_dir}/control.db\"\nplaybooks = {{ catalog = {:?} }}\n\
                  [control.safety]\nflip_wait_ms = 2000\n\
+                 [control.playbook]\nfailback_hold_ms = 15000\n\
+                 [control.incidents]\nresolve_after_ms = 15000\n\
+                 [control.notify]\ngroup_wait_ms = 1000\n\
+                 [[control.notify.receiver]]\nname = \"lab-oncall\"\nkind = \"webhook\"\nurl = \"http://{inbox}/webhook\"\n\
+                 [[control.notify.receiver]]\nname = \"lab-chat\"\nkind = \"slack\"\nurl = \"http://{inbox}/slack\"\n\
+                 [[control.notify.route]]\nreceivers = [\"lab-oncall\", \"lab-chat\"]\n\
                  [[control.token]]\nname = \"lab\"\nscope = \"admin\"\ntoken = {ADMIN_TOKEN:?}",
-                self.playbooks
+                self.playbooks,
+                inbox = crate::inbox::ADDR,
             )
             .unwrap();
         }

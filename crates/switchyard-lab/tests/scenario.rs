@@ -5,7 +5,7 @@ use switchyard_lab::scenario::{Scenario, BUILTIN};
 
 #[test]
 fn every_built_in_scenario_parses_and_is_under_a_minute() {
-    assert_eq!(BUILTIN.len(), 8);
+    assert_eq!(BUILTIN.len(), 9);
     for (name, text) in BUILTIN {
         let s = Scenario::parse(text).unwrap_or_else(|e| panic!("{name}: {e}"));
         assert_eq!(&s.name, name);

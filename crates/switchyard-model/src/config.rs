@@ -40,6 +40,15 @@ pub mod raw {
         pub playbooks: std::collections::BTreeMap<String, String>,
         /// Checked by the control plane, which owns these rules.
         pub safety: Option<toml::Table>,
+        /// Playbook timings (shift expiry, failback hold, evacuation steps),
+        /// checked by the control plane.
+        pub playbook: Option<toml::Table>,
+        /// Detection settings (windows, thresholds), checked by the engine.
+        pub detect: Option<toml::Table>,
+        /// Incident settings (resolve hold, objective), checked by the control plane.
+        pub incidents: Option<toml::Table>,
+        /// Notification receivers, routes and silences.
+        pub notify: Option<toml::Table>,
     }
 
     #[derive(Debug, Deserialize)]
@@ -245,6 +254,10 @@ pub struct ControlSettings {
     pub tokens: Vec<(String, Scope, String)>,
     pub playbooks: BTreeMap<String, PlaybookMode>,
     pub safety: Option<toml::Table>,
+    pub playbook: Option<toml::Table>,
+    pub detect: Option<toml::Table>,
+    pub incidents: Option<toml::Table>,
+    pub notify: Option<toml::Table>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -1186,6 +1199,10 @@ fn validate_control(
         tokens,
         playbooks,
         safety: c.safety.clone(),
+        playbook: c.playbook.clone(),
+        detect: c.detect.clone(),
+        incidents: c.incidents.clone(),
+        notify: c.notify.clone(),
     })
 }
 

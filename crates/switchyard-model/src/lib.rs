@@ -9,6 +9,7 @@ pub mod config;
 pub mod controls;
 pub mod error;
 pub mod signals;
+pub mod time;
 
 pub use config::{
     Config, ControlSettings, EdgeSettings, EjectionSettings, Instance, LimitSettings, PlaybookMode,

@@ -24,6 +24,10 @@ pub struct Series {
     pub route: String,
     pub target_zone: String,
     pub instance: String,
+    /// The route writes (its kind is `write`): write-path impairment is told
+    /// apart from a failing region by comparing write routes with reads.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub write: bool,
     pub requests: u64,
     /// Failed requests by class (`status_5xx`, `upstream_connect`, `upstream_timeout`, `shed`, ...).
     pub errors: BTreeMap<String, u64>,
@@ -62,6 +66,9 @@ pub struct Probe {
     pub name: String,
     pub target_zone: String,
     pub target_region: String,
+    /// The probed route writes.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub write: bool,
     pub ok: bool,
     pub latency_ms: f64,
     #[serde(default, skip_serializing_if = "Option::is_none")]

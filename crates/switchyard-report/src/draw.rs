@@ -68,7 +68,7 @@ type DrawResult<T, DB> = Result<T, DrawingAreaErrorKind<<DB as DrawingBackend>::
 type Chart<'a, DB> = ChartContext<'a, DB, Cartesian2d<RangedCoordf64, RangedCoordf64>>;
 
 /// Writes `DIR/STEM.png` and `DIR/STEM.svg`.
-pub(crate) fn write_plot(plot: &Plot, dir: &Path, stem: &str) -> io::Result<()> {
+pub fn write_plot(plot: &Plot, dir: &Path, stem: &str) -> io::Result<()> {
     register_bundled_font()?;
 
     let png = dir.join(format!("{stem}.png"));
@@ -316,6 +316,8 @@ fn marker_color(kind: MarkerKind) -> RGBColor {
         MarkerKind::Mitigated => RGBColor(0x2E, 0x7D, 0x32),
         MarkerKind::Restored => RGBColor(0x15, 0x65, 0xC0),
         MarkerKind::Recovered => RGBColor(0x6A, 0x1B, 0x9A),
+        MarkerKind::Occurred => RGBColor(0x8B, 0x00, 0x00),
+        MarkerKind::Notified => RGBColor(0x00, 0x83, 0x8F),
     }
 }
 

@@ -13,6 +13,13 @@ use std::path::{Path, PathBuf};
 pub use markdown::render_markdown;
 pub use types::*;
 
+/// Charts for other reports (incident postmortems): lines over time with
+/// event markers and a bound, written as PNG and SVG with the bundled font.
+pub mod chart {
+    pub use crate::draw::write_plot;
+    pub use crate::plot::{Marker, MarkerKind, Plot, Series};
+}
+
 /// Writes the report for people into `dir` (created if needed):
 ///
 /// - `report.md`: verdict, summary, expectations, findings, actions, and the

@@ -28,7 +28,74 @@ pub fn render_markdown(report: &DrillReport) -> String {
     plots(&mut md);
     findings(&mut md, &report.findings);
     actions(&mut md, &report.actions);
+    incidents(&mut md, report);
     md
+}
+
+/// The incidents the control plane opened, with their stages on the run's
+/// clock, and what the receivers were told.
+fn incidents(md: &mut String, r: &DrillReport) {
+    if r.incidents.is_empty() && r.notifications.is_empty() {
+        return;
+    }
+    md.push_str(
+        "## Incidents
+
+",
+    );
+    let at = |v: &serde_json::Value| {
+        v.as_u64()
+            .map(|t| format!("{:.1} s", (t as f64 - r.started_at_ms as f64) / 1000.0))
+            .unwrap_or_else(|| "—".into())
+    };
+    if r.incidents.is_empty() {
+        md.push_str(
+            "None opened.
+
+",
+        );
+    } else {
+        md.push_str("| incident | severity | status | scopes | occurred | detected | notified | mitigated | recovered | postmortem |
+|---|---|---|---|---|---|---|---|---|---|
+");
+        for i in &r.incidents {
+            let id = i["id"].as_str().unwrap_or("");
+            let scopes: Vec<&str> = i["scopes"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|s| s.as_str())
+                .collect();
+            let st = &i["stages"];
+            let _ = writeln!(
+                md,
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | [postmortem](incidents/{id}/postmortem.md) |",
+                code(id),
+                cell(i["severity"].as_str().unwrap_or("")),
+                cell(i["status"].as_str().unwrap_or("")),
+                cell(&scopes.join(", ")),
+                at(&st["occurred"]),
+                at(&st["detected"]),
+                at(&st["notified"]),
+                at(&st["mitigated"]),
+                at(&st["recovered"]),
+            );
+        }
+        md.push('\n');
+    }
+    let _ = writeln!(
+        md,
+        "Notifications received by the lab's inbox: {} ({} webhook, {} Slack-compatible).\n",
+        r.notifications.len(),
+        r.notifications
+            .iter()
+            .filter(|n| n["receiver"] == "webhook")
+            .count(),
+        r.notifications
+            .iter()
+            .filter(|n| n["receiver"] == "slack")
+            .count(),
+    );
 }
 
 fn summary(md: &mut String, r: &DrillReport) {

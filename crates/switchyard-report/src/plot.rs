@@ -34,7 +34,7 @@ pub(crate) struct PlotFile {
 
 /// One chart: lines over time, event markers, and an optional bound.
 #[derive(Debug, Clone, PartialEq)]
-pub(crate) struct Plot {
+pub struct Plot {
     pub title: String,
     pub y_label: String,
     /// Unit appended to the bound in the legend, e.g. `" %"`.
@@ -49,7 +49,7 @@ pub(crate) struct Plot {
 }
 
 #[derive(Debug, Clone, PartialEq)]
-pub(crate) struct Series {
+pub struct Series {
     pub name: String,
     /// `(t, value)`; `None` where there is nothing to show for that second
     /// (for example an error rate with no requests), drawn as a gap rather
@@ -61,18 +61,22 @@ pub(crate) struct Series {
 
 /// A moment of the drill drawn as a vertical line with a label.
 #[derive(Debug, Clone, PartialEq)]
-pub(crate) struct Marker {
+pub struct Marker {
     pub kind: MarkerKind,
     pub at_s: f64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum MarkerKind {
+pub enum MarkerKind {
     Fault,
     Detected,
     Mitigated,
     Restored,
     Recovered,
+    /// Incidents: the onset estimated from the signals, and the first
+    /// notification delivered.
+    Occurred,
+    Notified,
 }
 
 impl MarkerKind {
@@ -83,6 +87,8 @@ impl MarkerKind {
             MarkerKind::Mitigated => "mitigated",
             MarkerKind::Restored => "restored",
             MarkerKind::Recovered => "recovered",
+            MarkerKind::Occurred => "occurred",
+            MarkerKind::Notified => "notified",
         }
     }
 }

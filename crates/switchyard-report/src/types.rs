@@ -38,6 +38,16 @@ pub struct DrillReport {
     pub aborted: Option<String>,
     /// One entry per second of the run.
     pub timeline: Vec<Second>,
+    /// Unix milliseconds of second 0, to place absolute times on the run.
+    #[serde(default)]
+    pub started_at_ms: u64,
+    /// The incidents the control plane opened during the run, as it
+    /// recorded them (stages in Unix ms, timeline, impact).
+    #[serde(default)]
+    pub incidents: Vec<serde_json::Value>,
+    /// What the control plane's receivers got during the run.
+    #[serde(default)]
+    pub notifications: Vec<serde_json::Value>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

@@ -82,6 +82,7 @@ fn sample_report() -> DrillReport {
         ],
         aborted: None,
         timeline: (0..40).map(second).collect(),
+        ..DrillReport::default()
     }
 }
 

@@ -127,3 +127,51 @@ pub async fn send(req: Request<Full<Bytes>>) -> Result<Reply, String> {
         .await
         .map_err(|_| "no answer within 10 s".to_string())?
 }
+
+/// Steady background traffic through edges until dropped: every 10 ms each
+/// edge gets the next request of `mix` (method, path) in turn, so the
+/// control plane has signals to detect from.
+pub struct Traffic {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Traffic {
+    pub fn start(edges: &[SocketAddr], host: &str, mix: &[(Method, &str)]) -> Traffic {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let mix: Vec<(Method, String)> = mix
+            .iter()
+            .map(|(m, p)| (m.clone(), p.to_string()))
+            .collect();
+        let tasks = edges
+            .iter()
+            .map(|addr| {
+                let (addr, stop, mix, host) = (*addr, stop.clone(), mix.clone(), host.to_string());
+                tokio::spawn(async move {
+                    let mut i = 0;
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        let (m, p) = &mix[i % mix.len()];
+                        let _ = Req::new(m.clone(), addr, p).host(&host).send().await;
+                        i += 1;
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                    }
+                })
+            })
+            .collect();
+        Traffic { stop, tasks }
+    }
+
+    /// Stops and waits for the last requests to finish.
+    pub async fn stop(mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        for t in self.tasks.drain(..) {
+            let _ = t.await;
+        }
+    }
+}
+
+impl Drop for Traffic {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}

@@ -5,14 +5,18 @@
 
 pub mod client;
 pub mod edge;
+pub mod etcd;
 pub mod eventually;
+pub mod receiver;
 pub mod sse;
 pub mod topology;
 pub mod upstream;
 
-pub use client::{send, Reply, Req};
+pub use client::{send, Reply, Req, Traffic};
 pub use edge::{ControlProcess, EdgeProcess};
+pub use etcd::Etcd;
 pub use eventually::eventually;
+pub use receiver::Receiver;
 pub use sse::WatchServer;
 pub use topology::Topology;
 pub use upstream::Upstream;

@@ -25,8 +25,12 @@ pub struct Topology {
     pub per_zone: usize,
     service_extra: String,
     edge_extra: String,
+    route_heartbeats: bool,
+    control_extra: String,
     control: bool,
     playbooks: Option<String>,
+    /// `etcd:ENDPOINT` when the control planes share an etcd, else SQLite.
+    control_store: Option<String>,
 }
 
 impl Topology {
@@ -50,6 +54,9 @@ impl Topology {
             per_zone: 2,
             service_extra: String::new(),
             edge_extra: String::new(),
+            route_heartbeats: false,
+            control_extra: String::new(),
+            control_store: None,
             control: false,
             playbooks: None,
         }
@@ -72,6 +79,22 @@ impl Topology {
     }
 
     /// Extra TOML inside the `[[service]]` table (sub-tables go last).
+    /// Gives `get-item` and `put-item` heartbeat paths (`/heartbeat/read`,
+    /// [`crate::upstream::WRITE_HEARTBEAT`]), so edges probe the read and
+    /// the write path of every instance apart.
+    pub fn route_heartbeats(mut self) -> Self {
+        self.route_heartbeats = true;
+        self
+    }
+
+    /// Extra TOML tables for the control plane (`[control.notify]`, …),
+    /// appended after its section.
+    pub fn control_toml(mut self, extra: &str) -> Self {
+        self.control_extra.push_str(extra);
+        self.control_extra.push('\n');
+        self
+    }
+
     pub fn service_toml(mut self, extra: &str) -> Self {
         self.service_extra.push_str(extra);
         self.service_extra.push('\n');
@@ -92,6 +115,13 @@ impl Topology {
         self.control = true;
         let url = format!("control_url = \"http://{}\"", self.control_addr());
         self.edge_toml(&url)
+    }
+
+    /// Control planes keep their state in this etcd (an endpoint such as
+    /// `http://127.0.0.1:2379`) instead of a SQLite file, so several can share it.
+    pub fn etcd_store(mut self, endpoint: &str) -> Self {
+        self.control_store = Some(format!("etcd:{endpoint}"));
+        self
     }
 
     /// The playbook mode (`auto`, `recommend`, `off`) of the test service.
@@ -152,6 +182,11 @@ impl Topology {
     }
 
     pub fn config_text(&self) -> String {
+        self.config_text_with(self.control_addr())
+    }
+
+    /// The config with the control plane listening on `control_listen`.
+    fn config_text_with(&self, control_listen: SocketAddr) -> String {
         let mut t = String::new();
         writeln!(
             t,
@@ -177,11 +212,20 @@ impl Topology {
             writeln!(t, "min_healthy = {m}").unwrap();
         }
         t.push_str(&self.service_extra);
-        t.push_str(
-            "[[service.route]]\nname = \"get-item\"\npath_prefix = \"/items/\"\nmethods = [\"GET\"]\nkind = \"read\"\npriority = \"critical\"\n\
-             [[service.route]]\nname = \"put-item\"\npath_prefix = \"/items/\"\nmethods = [\"PUT\", \"POST\"]\nkind = \"write\"\npriority = \"normal\"\n\
+        let hb = |p: &str| {
+            if self.route_heartbeats {
+                format!("heartbeat_path = {p:?}\n")
+            } else {
+                String::new()
+            }
+        };
+        t.push_str(&format!(
+            "[[service.route]]\nname = \"get-item\"\npath_prefix = \"/items/\"\nmethods = [\"GET\"]\nkind = \"read\"\npriority = \"critical\"\n{}\
+             [[service.route]]\nname = \"put-item\"\npath_prefix = \"/items/\"\nmethods = [\"PUT\", \"POST\"]\nkind = \"write\"\npriority = \"normal\"\n{}\
              [[service.route]]\nname = \"recommendations\"\npath_prefix = \"/recommendations\"\nkind = \"read\"\npriority = \"sheddable\"\n",
-        );
+            hb("/heartbeat/read"),
+            hb(crate::upstream::WRITE_HEARTBEAT)
+        ));
         for z in self.zones() {
             for i in 1..=self.per_zone {
                 let (name, addr) = self.instance(&z, i);
@@ -193,19 +237,24 @@ impl Topology {
             }
         }
         if self.control {
-            // Tests flip controls in quick succession and fail a whole region
-            // over, so the wait and the removal rate are relaxed here.
+            // Tests flip controls in quick succession, fail a whole region
+            // over and wait for failbacks, so the wait, the removal rate and
+            // the failback hold are relaxed here.
             writeln!(
                 t,
-                "\n[control]\nlisten = \"{}\"\nstore = \"sqlite:{}\"\nplaybooks = {{ svc = {:?} }}\n[control.safety]\nflip_wait_ms = 0\nmax_removal_per_hour = 0.6",
-                self.control_addr(),
-                self.dir.path().join("control.db").display(),
+                "\n[control]\nlisten = \"{}\"\nstore = \"{}\"\nplaybooks = {{ svc = {:?} }}\n[control.safety]\nflip_wait_ms = 0\nmax_removal_per_hour = 0.6\n[control.playbook]\nfailback_hold_ms = 3000",
+                control_listen,
+                self.control_store.clone().unwrap_or_else(|| format!(
+                    "sqlite:{}",
+                    self.dir.path().join("control.db").display()
+                )),
                 self.playbooks.as_deref().unwrap_or("off")
             )
             .unwrap();
             for scope in ["read", "operate", "admin"] {
                 writeln!(t, "[[control.token]]\nname = \"{scope}-user\"\nscope = \"{scope}\"\ntoken = \"{scope}-token\"").unwrap();
             }
+            t.push_str(&self.control_extra);
         }
         t
     }
@@ -248,6 +297,18 @@ impl Topology {
         let cfg = self.write_config();
         crate::edge::ControlProcess::start(&self.bin, &cfg, self.control_addr(), self.dir.path())
             .await
+    }
+
+    /// Another control plane on the same config but listening on
+    /// `aux_addr(n)`, with its own config file and log; edges keep
+    /// following the first one.
+    pub async fn start_another_control(&self, n: u8) -> crate::edge::ControlProcess {
+        let addr = self.aux_addr(n);
+        let dir = self.dir.path().join(format!("control-{n}"));
+        std::fs::create_dir_all(&dir).expect("control dir");
+        let cfg = dir.join("switchyard.toml");
+        std::fs::write(&cfg, self.config_text_with(addr)).expect("write config");
+        crate::edge::ControlProcess::start(&self.bin, &cfg, addr, &dir).await
     }
 
     pub fn bin(&self) -> &Path {

@@ -14,9 +14,14 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 
+/// The heartbeat path that exercises an upstream's write path.
+pub const WRITE_HEARTBEAT: &str = "/heartbeat/write";
+
 #[derive(Default)]
 struct Knobs {
     status: AtomicU16,
+    /// For PUT, POST and DELETE when set (0: as `status`).
+    write_status: AtomicU16,
     health: AtomicU16,
     delay_ms: AtomicU64,
     requests: AtomicU64,
@@ -49,6 +54,13 @@ impl Upstream {
     /// Answers every non-health request with this status from now on.
     pub fn set_status(&self, s: u16) {
         self.knobs.status.store(s, Ordering::Relaxed);
+    }
+
+    /// Answers writes (PUT, POST, DELETE, and the write heartbeat
+    /// [`WRITE_HEARTBEAT`]) with this status from now on; 0 answers them like reads. Reads and `/health` are unaffected, like a
+    /// backend whose database turns writes away.
+    pub fn set_write_status(&self, s: u16) {
+        self.knobs.write_status.store(s, Ordering::Relaxed);
     }
 
     /// What `/health` answers (health checks can stay green while requests fail).
@@ -102,6 +114,10 @@ impl Upstream {
                         let (knobs, name) = (knobs.clone(), name.clone());
                         async move {
                             let path = req.uri().path().to_string();
+                            let write = matches!(
+                                *req.method(),
+                                http::Method::PUT | http::Method::POST | http::Method::DELETE
+                            ) || path == WRITE_HEARTBEAT;
                             let headers: Vec<(String, String)> = req
                                 .headers()
                                 .iter()
@@ -118,7 +134,13 @@ impl Upstream {
                             if d > 0 {
                                 tokio::time::sleep(Duration::from_millis(d)).await;
                             }
-                            Ok(reply(knobs.status.load(Ordering::Relaxed), &name))
+                            let ws = knobs.write_status.load(Ordering::Relaxed);
+                            let s = if write && ws != 0 {
+                                ws
+                            } else {
+                                knobs.status.load(Ordering::Relaxed)
+                            };
+                            Ok(reply(s, &name))
                         }
                     });
                     let _ = auto::Builder::new(TokioExecutor::new())

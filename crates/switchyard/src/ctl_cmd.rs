@@ -88,14 +88,14 @@ enum CtlCmd {
     },
 }
 
-struct Ctl {
-    url: String,
-    token: Option<String>,
-    client: Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>,
+pub(crate) struct Ctl {
+    pub(crate) url: String,
+    pub(crate) token: Option<String>,
+    pub(crate) client: Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>,
 }
 
 impl Ctl {
-    async fn call(
+    pub(crate) async fn call(
         &self,
         method: Method,
         path: &str,
@@ -131,7 +131,7 @@ impl Ctl {
     }
 }
 
-fn exit_for(status: StatusCode) -> ExitCode {
+pub(crate) fn exit_for(status: StatusCode) -> ExitCode {
     match status.as_u16() {
         200..=299 => ExitCode::SUCCESS,
         400 | 404 => ExitCode::from(2),
@@ -154,19 +154,37 @@ fn show(json_out: bool, status: StatusCode, v: &Value) -> ExitCode {
 }
 
 pub fn ctl(args: CtlArgs) -> ExitCode {
+    let json_out = args.json;
+    with_client("ctl", &args.url, args.token.clone(), |c| {
+        Box::pin(async move { run(c, args.cmd, json_out).await })
+    })
+}
+
+/// Runs `f` with a client of the control plane at `url`; an error from it
+/// means the control plane could not be reached (exit 3).
+pub(crate) fn with_client(
+    what: &str,
+    url: &str,
+    token: Option<String>,
+    f: impl for<'a> FnOnce(
+        &'a Ctl,
+    ) -> std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<ExitCode, String>> + 'a>,
+    >,
+) -> ExitCode {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .expect("tokio runtime");
     let c = Ctl {
-        url: args.url.clone(),
-        token: args.token.clone(),
+        url: url.to_string(),
+        token,
         client: Client::builder(TokioExecutor::new()).build_http(),
     };
-    match rt.block_on(run(&c, args.cmd, args.json)) {
+    match rt.block_on(f(&c)) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("switchyard ctl: {e}");
+            eprintln!("switchyard {what}: {e}");
             ExitCode::from(3)
         }
     }

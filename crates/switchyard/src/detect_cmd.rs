@@ -232,6 +232,7 @@ fn bench(series: usize, seconds: u64) -> (usize, f64) {
                             .1
                             .clone(),
                         instance: inst,
+                        write: i % 4 == 3,
                         requests: 20 + (i as u64 % 7),
                         errors: if (i + t as usize).is_multiple_of(13) {
                             [("status_5xx".to_string(), 1)].into()

@@ -4,9 +4,11 @@
 mod backend;
 mod ctl_cmd;
 mod detect_cmd;
+mod incident_cmd;
 mod lab_cmd;
 mod load;
 mod propagation;
+mod sla_cmd;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -83,6 +85,9 @@ enum Cmd {
     },
     /// The operator's one command: status, shift, failover, read-only, history.
     Ctl(ctl_cmd::CtlArgs),
+    /// Incidents: list, show, open, acknowledge, status, stages, silences,
+    /// durations, and the postmortem written from what was recorded.
+    Incident(incident_cmd::Args),
     /// Measure how long a control change takes to reach every edge.
     BenchPropagation(propagation::Args),
     /// Detection: replay and score traces, synthetic cases, the corpus, the benchmark.
@@ -91,6 +96,8 @@ enum Cmd {
     /// Generate HTTP load: open loop at a fixed rate, closed loop to
     /// saturation, or idle connections.
     Load(load::Args),
+    /// Availability of a composition, and measured availability and error budget from recorded signals.
+    Sla(sla_cmd::Args),
 }
 
 fn init_logs(format: LogFormat) {
@@ -155,6 +162,7 @@ fn main() -> ExitCode {
         Cmd::Drill(args) => lab_cmd::drill(args),
         Cmd::Detect(cmd) => detect_cmd::detect(cmd),
         Cmd::Ctl(args) => ctl_cmd::ctl(args),
+        Cmd::Incident(args) => incident_cmd::run(args),
         Cmd::BenchPropagation(args) => propagation::main(args),
         Cmd::Control { config } => {
             init_logs(cli.log_format);
@@ -171,6 +179,7 @@ fn main() -> ExitCode {
             }
         }
         Cmd::Load(args) => load::main(args),
+        Cmd::Sla(args) => sla_cmd::sla(args),
     }
 }
 

@@ -4,8 +4,9 @@
 
 use std::time::Duration;
 
+use http::Method;
 use serde_json::json;
-use switchyard_testkit::{eventually, EdgeProcess, Req, Topology};
+use switchyard_testkit::{eventually, EdgeProcess, Etcd, Req, Topology, Traffic};
 
 const BIN: &str = env!("CARGO_BIN_EXE_switchyard");
 
@@ -277,23 +278,13 @@ async fn a_gray_zone_is_found_and_shifted_away_by_the_playbook() {
         .playbooks("auto");
     let ups = lab.start_upstreams().await;
     let cp = lab.start_control().await;
-    let edges = vec![
+    let edges = [
         lab.start_edge("a").await,
         lab.start_edge("b").await,
         lab.start_edge("c").await,
     ];
-    // Steady traffic through every edge, so the control plane has signals.
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let mut load = Vec::new();
-    for e in &edges {
-        let (addr, stop) = (e.listen, stop.clone());
-        load.push(tokio::spawn(async move {
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                let _ = Req::get(addr, "/items/1").host("svc.test").send().await;
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-        }));
-    }
+    let addrs: Vec<_> = edges.iter().map(|e| e.listen).collect();
+    let traffic = Traffic::start(&addrs, "svc.test", &[(Method::GET, "/items/1")]);
     tokio::time::sleep(Duration::from_secs(3)).await;
     // Zone a's instances fail their requests while /health stays green.
     ups["a-1"].set_status(500);
@@ -384,10 +375,113 @@ async fn a_gray_zone_is_found_and_shifted_away_by_the_playbook() {
         },
     )
     .await;
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    for l in load {
-        let _ = l.await;
+    traffic.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn writes_failing_across_a_region_turn_on_read_only_there_until_they_work_again() {
+    let lab = Topology::new(BIN, &[("r1", &["a", "b", "c"])])
+        .route_heartbeats()
+        .with_control_plane()
+        .playbooks("auto");
+    let ups = lab.start_upstreams().await;
+    let cp = lab.start_control().await;
+    let edges = [
+        lab.start_edge("a").await,
+        lab.start_edge("b").await,
+        lab.start_edge("c").await,
+    ];
+    let addrs: Vec<_> = edges.iter().map(|e| e.listen).collect();
+    let traffic = Traffic::start(
+        &addrs,
+        "svc.test",
+        &[
+            (Method::GET, "/items/1"),
+            (Method::GET, "/items/2"),
+            (Method::PUT, "/items/3"),
+        ],
+    );
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    // The database behind every instance turns writes away; reads work.
+    for u in ups.values() {
+        u.set_write_status(503);
     }
+    let read_only = || async {
+        Req::get(cp.addr, "/v1/controls")
+            .send()
+            .await
+            .unwrap()
+            .json()["controls"]["services"]["svc"]["regions"]["r1"]["read_only"]
+            .as_bool()
+            .unwrap_or(false)
+    };
+    eventually(
+        "the playbook turns read-only mode on in r1",
+        Duration::from_secs(15),
+        || async {
+            read_only()
+                .await
+                .then_some(())
+                .ok_or("not read-only".to_string())
+        },
+    )
+    .await;
+    eventually(
+        "writes are refused at the edge, reads served",
+        Duration::from_secs(3),
+        || async {
+            let w = edges[0].put("/items/9").send().await.unwrap();
+            let r = edges[0].get("/items/9").send().await.unwrap();
+            (w.status == 503 && w.body.contains("read_only") && r.status == 200)
+                .then_some(())
+                .ok_or(format!("write {} {} / read {}", w.status, w.body, r.status))
+        },
+    )
+    .await;
+    let c = Req::get(cp.addr, "/v1/controls")
+        .send()
+        .await
+        .unwrap()
+        .json();
+    let svc = &c["controls"]["services"]["svc"];
+    assert!(
+        svc["zones"].as_object().is_none_or(|z| z.is_empty()),
+        "no zone shifted: {svc}"
+    );
+    assert_eq!(svc["regions"]["r1"]["state"], "in", "not evacuated: {svc}");
+    let f = Req::get(cp.addr, "/v1/findings")
+        .send()
+        .await
+        .unwrap()
+        .json();
+    assert!(
+        f["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|x| x["scope"] == "region:r1" && x["kind"] == "write_path"),
+        "{f}"
+    );
+    // Read-only mode turned the writes away, but the write heartbeats still
+    // fail: the mode holds for as long as the write path is broken.
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    assert!(read_only().await, "read-only held while writes still fail");
+    for u in ups.values() {
+        u.set_write_status(0);
+    }
+    eventually(
+        "read-only mode ends once writes work for the hold",
+        Duration::from_secs(20),
+        || async {
+            (!read_only().await)
+                .then_some(())
+                .ok_or("still read-only".to_string())
+        },
+    )
+    .await;
+    let w = edges[1].put("/items/9").send().await.unwrap();
+    assert_eq!(w.status, 200, "{}", w.body);
+    traffic.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -482,4 +576,83 @@ async fn an_alertmanager_alert_naming_a_zone_is_a_finding_and_bad_payloads_are_n
         .await
         .unwrap();
     assert_eq!(r.status, 200, "{}", r.body);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_control_planes_on_one_etcd_act_as_one_and_either_may_die() {
+    let etcd = Etcd::start().await;
+    let lab = Topology::new(BIN, &[("r1", &["a", "b", "c"])])
+        .with_control_plane()
+        .etcd_store(&etcd.endpoint);
+    let _ups = lab.start_upstreams().await;
+    let one = lab.start_control().await;
+    let mut two = lab.start_another_control(8).await;
+    // The edges follow the first control plane only.
+    let edges = [lab.start_edge("a").await, lab.start_edge("b").await];
+    let (code, _, out) = two.ctl(
+        "operate-token",
+        &["shift", "a", "--service", "svc", "--reason", "via two"],
+    );
+    assert_eq!(code, 0, "{out}");
+    for e in &edges {
+        eventually(
+            "a change made at the second plane reaches edges following the first",
+            Duration::from_secs(3),
+            || async {
+                let z = zone_of(e).await;
+                (z != "a").then_some(()).ok_or(z)
+            },
+        )
+        .await;
+    }
+    let (_, h, _) = one.ctl("read-token", &["history"]);
+    assert!(
+        h["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["reason"] == "via two" && e["accepted"] == true),
+        "the first plane's history holds the second's change: {h}"
+    );
+    // The rules see the shared state: the first plane refuses a second
+    // shifted zone in the region, though it never saw the first shift made.
+    let (code, v, out) = one.ctl(
+        "operate-token",
+        &["shift", "b", "--service", "svc", "--reason", "via one"],
+    );
+    assert_eq!(code, 1, "{out}");
+    assert!(v.to_string().contains("one_zone_per_region"), "{v}");
+    // One plane dies; the other carries on, and the dead one comes back to
+    // the state as it is now, not as it left it.
+    two.kill9();
+    let (code, _, out) = one.ctl("operate-token", &["unshift", "a", "--service", "svc"]);
+    assert_eq!(code, 0, "{out}");
+    eventually(
+        "the edge of zone a serves its zone again",
+        Duration::from_secs(3),
+        || async {
+            let z = zone_of(&edges[0]).await;
+            (z == "a").then_some(()).ok_or(z)
+        },
+    )
+    .await;
+    two.restart().await;
+    let c1 = Req::get(one.addr, "/v1/controls")
+        .send()
+        .await
+        .unwrap()
+        .json();
+    let c2 = Req::get(two.addr, "/v1/controls")
+        .send()
+        .await
+        .unwrap()
+        .json();
+    assert_eq!(c1["version"], c2["version"], "{c1} / {c2}");
+    assert_eq!(c1["controls"], c2["controls"]);
+    assert!(
+        c2["controls"]["services"]["svc"]["zones"]
+            .as_object()
+            .is_none_or(|z| z.is_empty()),
+        "{c2}"
+    );
 }

@@ -68,6 +68,7 @@ pub struct EtcdStore {
     controls_key: String,
     seq_key: String,
     audit_prefix: String,
+    docs_prefix: String,
     /// The audit counter as last seen. Only a guess: a wrong one costs one
     /// failed txn, whose failure branch returns the right value.
     seq_hint: AtomicU64,
@@ -117,8 +118,13 @@ impl EtcdStore {
             controls_key: format!("{prefix}controls"),
             seq_key: format!("{prefix}audit_seq"),
             audit_prefix: format!("{prefix}audit/"),
+            docs_prefix: format!("{prefix}docs/"),
             seq_hint: AtomicU64::new(0),
         }
+    }
+
+    fn doc_key(&self, kind: &str, id: &str) -> String {
+        format!("{}{kind}/{id}", self.docs_prefix)
     }
 
     fn audit_key(&self, seq: u64) -> String {
@@ -347,6 +353,60 @@ impl Store for EtcdStore {
         self.append(None, &entry).await
     }
 
+    async fn put_doc(&self, kind: &str, id: &str, body: &Value) -> Result<(), StoreError> {
+        let key = self.doc_key(kind, id);
+        let _: Value = self
+            .call(
+                "/v3/kv/put",
+                &json!({"key": b64(&key), "value": b64(body.to_string())}),
+                true,
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn get_doc(&self, kind: &str, id: &str) -> Result<Option<Value>, StoreError> {
+        let key = self.doc_key(kind, id);
+        match self.get(&key).await? {
+            None => Ok(None),
+            Some(kv) => serde_json::from_slice(&kv.value(&key)?)
+                .map(Some)
+                .map_err(|e| StoreError::Corrupt(format!("{key}: {e}"))),
+        }
+    }
+
+    async fn list_docs(&self, kind: &str) -> Result<Vec<(String, Value)>, StoreError> {
+        let prefix = self.doc_key(kind, "");
+        let r: RangeResponse = self
+            .call(
+                "/v3/kv/range",
+                &json!({"key": b64(&prefix), "range_end": b64(prefix_end(&prefix))}),
+                false,
+            )
+            .await?;
+        let mut out: Vec<(String, Value)> = r
+            .kvs
+            .iter()
+            .map(|kv| {
+                let key =
+                    String::from_utf8_lossy(&B64.decode(&kv.key).unwrap_or_default()).into_owned();
+                let v = serde_json::from_slice(&kv.value(&key)?)
+                    .map_err(|e| StoreError::Corrupt(format!("{key}: {e}")))?;
+                Ok((key[prefix.len()..].to_string(), v))
+            })
+            .collect::<Result<_, StoreError>>()?;
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(out)
+    }
+
+    async fn delete_doc(&self, kind: &str, id: &str) -> Result<(), StoreError> {
+        let key = self.doc_key(kind, id);
+        let _: Value = self
+            .call("/v3/kv/deleterange", &json!({"key": b64(&key)}), true)
+            .await?;
+        Ok(())
+    }
+
     async fn history(&self, limit: usize) -> Result<Vec<AuditEntry>, StoreError> {
         if limit == 0 {
             return Ok(Vec::new());
@@ -436,6 +496,19 @@ fn number<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
         N::Number(n) => Ok(n),
         N::Text(s) => s.parse().map_err(D::Error::custom),
     }
+}
+
+/// The end of etcd's range holding every key that starts with `prefix`:
+/// the prefix with its last byte incremented.
+fn prefix_end(prefix: &str) -> Vec<u8> {
+    let mut end = prefix.as_bytes().to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return end;
+        }
+    }
+    vec![0]
 }
 
 fn b64(bytes: impl AsRef<[u8]>) -> String {

@@ -30,7 +30,8 @@ impl SqliteStore {
             "PRAGMA journal_mode = WAL;
              PRAGMA synchronous = FULL;
              CREATE TABLE IF NOT EXISTS controls (id INTEGER PRIMARY KEY CHECK (id = 1), version INTEGER NOT NULL, body TEXT NOT NULL);
-             CREATE TABLE IF NOT EXISTS audit (seq INTEGER PRIMARY KEY AUTOINCREMENT, body TEXT NOT NULL);",
+             CREATE TABLE IF NOT EXISTS audit (seq INTEGER PRIMARY KEY AUTOINCREMENT, body TEXT NOT NULL);
+             CREATE TABLE IF NOT EXISTS docs (kind TEXT NOT NULL, id TEXT NOT NULL, body TEXT NOT NULL, PRIMARY KEY (kind, id));",
         )
         .map_err(unavailable)?;
         Ok(SqliteStore {
@@ -125,6 +126,79 @@ impl Store for SqliteStore {
                 serde_json::from_str(&b).map_err(|e| StoreError::Corrupt(e.to_string()))
             })
             .collect()
+        })
+        .await
+    }
+
+    async fn put_doc(
+        &self,
+        kind: &str,
+        id: &str,
+        body: &serde_json::Value,
+    ) -> Result<(), StoreError> {
+        let (kind, id, body) = (kind.to_string(), id.to_string(), body.to_string());
+        self.with(move |c| {
+            c.execute(
+                "INSERT INTO docs (kind, id, body) VALUES (?1, ?2, ?3) ON CONFLICT (kind, id) DO UPDATE SET body = excluded.body",
+                params![kind, id, body],
+            )
+            .map_err(unavailable)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn get_doc(&self, kind: &str, id: &str) -> Result<Option<serde_json::Value>, StoreError> {
+        let (kind, id) = (kind.to_string(), id.to_string());
+        self.with(move |c| {
+            let body: Option<String> = c
+                .query_row(
+                    "SELECT body FROM docs WHERE kind = ?1 AND id = ?2",
+                    params![kind, id],
+                    |r| r.get(0),
+                )
+                .optional()
+                .map_err(unavailable)?;
+            body.map(|b| {
+                serde_json::from_str(&b)
+                    .map_err(|e| StoreError::Corrupt(format!("{kind}/{id}: {e}")))
+            })
+            .transpose()
+        })
+        .await
+    }
+
+    async fn list_docs(&self, kind: &str) -> Result<Vec<(String, serde_json::Value)>, StoreError> {
+        let kind = kind.to_string();
+        self.with(move |c| {
+            let mut st = c
+                .prepare("SELECT id, body FROM docs WHERE kind = ?1 ORDER BY id")
+                .map_err(unavailable)?;
+            let rows = st
+                .query_map(params![kind], |r| {
+                    Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+                })
+                .map_err(unavailable)?;
+            rows.map(|r| {
+                let (id, b) = r.map_err(unavailable)?;
+                let v = serde_json::from_str(&b)
+                    .map_err(|e| StoreError::Corrupt(format!("{kind}/{id}: {e}")))?;
+                Ok((id, v))
+            })
+            .collect()
+        })
+        .await
+    }
+
+    async fn delete_doc(&self, kind: &str, id: &str) -> Result<(), StoreError> {
+        let (kind, id) = (kind.to_string(), id.to_string());
+        self.with(move |c| {
+            c.execute(
+                "DELETE FROM docs WHERE kind = ?1 AND id = ?2",
+                params![kind, id],
+            )
+            .map_err(unavailable)?;
+            Ok(())
         })
         .await
     }

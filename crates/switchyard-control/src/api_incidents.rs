@@ -1,0 +1,631 @@
+//! The incident API: list, show, open by hand, move the status, acknowledge,
+//! set the people's stages, notes, severity; silences; durations over a
+//! period; and the status feed per service. Reads are open, writes need an
+//! `operate` token. Unknown ids are 404, transitions that are not allowed
+//! 409 with the reason, malformed bodies 400.
+
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::json;
+use switchyard_incident::incident::{durations, EntryKind};
+use switchyard_incident::{Incident, Severity, Stage, Status};
+use switchyard_model::Scope;
+use switchyard_notify::Silence;
+
+use crate::api::{authorize, body, error, Api};
+use crate::incidents::{INCIDENT, SILENCE};
+use crate::plane::now_ms;
+use crate::store::{Store, StoreError};
+
+type Answer = Result<Response, Response>;
+
+pub fn routes<S: Store + 'static>() -> Router<Api<S>> {
+    Router::new()
+        .route("/v1/incidents", get(list::<S>).post(open::<S>))
+        .route("/v1/incidents/stats", get(stats::<S>))
+        .route("/v1/incidents/{id}", get(show::<S>))
+        .route("/v1/incidents/{id}/status", post(set_status::<S>))
+        .route("/v1/incidents/{id}/ack", post(ack::<S>))
+        .route("/v1/incidents/{id}/stage", post(stage::<S>))
+        .route("/v1/incidents/{id}/note", post(note::<S>))
+        .route("/v1/incidents/{id}/severity", post(severity::<S>))
+        .route("/v1/silences", get(silences::<S>).post(add_silence::<S>))
+        .route("/v1/silences/{id}", delete(remove_silence::<S>))
+        .route("/v1/status-feed", get(feed::<S>))
+        .route("/v1/status-feed/{service}", get(feed_one::<S>))
+}
+
+fn unavailable(e: StoreError) -> Response {
+    error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "store_unavailable",
+        vec![e.to_string()],
+    )
+}
+
+fn not_found(id: &str) -> Response {
+    error(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        vec![format!("no incident {id:?}")],
+    )
+}
+
+fn refused(reason: String) -> Response {
+    error(StatusCode::CONFLICT, "invalid_transition", vec![reason])
+}
+
+/// Every incident: the store's, with the tracker's newer copies of the
+/// ones it holds.
+async fn all<S: Store>(api: &Api<S>) -> Result<Vec<Incident>, Response> {
+    let docs = api
+        .plane
+        .store()
+        .list_docs(INCIDENT)
+        .await
+        .map_err(unavailable)?;
+    let t = api.plane.incidents.lock();
+    let mut out: Vec<Incident> = docs
+        .into_iter()
+        .filter_map(|(_, v)| serde_json::from_value::<Incident>(v).ok())
+        .collect();
+    for i in out.iter_mut() {
+        if let Some(fresh) = t.open_incidents().find(|x| x.id == i.id) {
+            *i = fresh.clone();
+        }
+    }
+    for i in t.open_incidents() {
+        if !out.iter().any(|x| x.id == i.id) {
+            out.push(i.clone());
+        }
+    }
+    out.sort_by_key(|i| i.created_ms);
+    Ok(out)
+}
+
+async fn one<S: Store>(api: &Api<S>, id: &str) -> Result<Incident, Response> {
+    if let Some(i) = api
+        .plane
+        .incidents
+        .lock()
+        .open_incidents()
+        .find(|i| i.id == id)
+    {
+        return Ok(i.clone());
+    }
+    match api
+        .plane
+        .store()
+        .get_doc(INCIDENT, id)
+        .await
+        .map_err(unavailable)?
+    {
+        Some(v) => serde_json::from_value(v).map_err(|e| {
+            error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "corrupt",
+                vec![format!("incident {id}: {e}")],
+            )
+        }),
+        None => Err(not_found(id)),
+    }
+}
+
+/// Changes an incident where it lives: through the tracker when it holds
+/// it (so a later automatic update cannot overwrite the change), else in
+/// the store. Answers with the changed incident.
+async fn change<S: Store>(
+    api: &Api<S>,
+    id: &str,
+    edit: impl FnOnce(&mut Incident) -> Result<(), String>,
+) -> Answer {
+    let mut edit = Some(edit);
+    let held = {
+        let mut t = api.plane.incidents.lock();
+        match t.get_mut(id) {
+            Some(i) => {
+                (edit.take().expect("unused"))(i).map_err(refused)?;
+                Some(i.clone())
+            }
+            None => None,
+        }
+    };
+    let changed = match held {
+        Some(i) => {
+            api.plane
+                .incidents
+                .persist(api.plane.store())
+                .await
+                .map_err(unavailable)?;
+            i
+        }
+        None => {
+            let mut i = one(api, id).await?;
+            (edit.take().expect("unused"))(&mut i).map_err(refused)?;
+            api.plane
+                .store()
+                .put_doc(
+                    INCIDENT,
+                    id,
+                    &serde_json::to_value(&i).expect("serializable"),
+                )
+                .await
+                .map_err(unavailable)?;
+            i
+        }
+    };
+    Ok(Json(changed).into_response())
+}
+
+fn summary(i: &Incident) -> serde_json::Value {
+    json!({
+        "id": i.id, "service": i.service, "title": i.title, "status": i.status,
+        "severity": i.severity, "scopes": i.scopes, "opened_by": i.opened_by,
+        "stages": i.stages, "created_ms": i.created_ms, "updated_ms": i.updated_ms,
+        "traffic_share": i.impact.traffic_share, "failed": i.impact.failed,
+    })
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListQuery {
+    /// `open` (default: every incident) or a status.
+    #[serde(default)]
+    status: Option<String>,
+    #[serde(default)]
+    service: Option<String>,
+}
+
+async fn list<S: Store>(State(api): State<Api<S>>, Query(q): Query<ListQuery>) -> Answer {
+    let wanted = match q.status.as_deref() {
+        None | Some("all") => None,
+        Some("open") => Some(None),
+        Some(s) => Some(Some(Status::parse(s).map_err(|e| {
+            error(
+                StatusCode::BAD_REQUEST,
+                "invalid",
+                vec![format!("status: {e}")],
+            )
+        })?)),
+    };
+    let items: Vec<_> = all(&api)
+        .await?
+        .iter()
+        .filter(|i| match wanted {
+            None => true,
+            Some(None) => i.status != Status::Resolved,
+            Some(Some(s)) => i.status == s,
+        })
+        .filter(|i| q.service.as_ref().is_none_or(|s| &i.service == s))
+        .map(summary)
+        .collect();
+    Ok(Json(json!({ "incidents": items })).into_response())
+}
+
+async fn show<S: Store>(State(api): State<Api<S>>, Path(id): Path<String>) -> Answer {
+    Ok(Json(one(&api, &id).await?).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct OpenReq {
+    service: String,
+    title: String,
+    #[serde(default)]
+    severity: Option<String>,
+}
+
+async fn open<S: Store>(
+    State(api): State<Api<S>>,
+    headers: HeaderMap,
+    raw: axum::body::Bytes,
+) -> Answer {
+    let who = authorize(&api, &headers, Scope::Operate)?;
+    let req: OpenReq = body(&raw)?;
+    let mut errs = Vec::new();
+    if api.plane.config.service(&req.service).is_none() {
+        return Err(error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            vec![format!("service: unknown service {:?}", req.service)],
+        ));
+    }
+    if req.title.trim().is_empty() {
+        errs.push("title: must not be empty".to_string());
+    }
+    let sev = match req.severity.as_deref().map(Severity::parse).transpose() {
+        Ok(s) => s,
+        Err(e) => {
+            errs.push(format!("severity: {e}"));
+            None
+        }
+    };
+    if !errs.is_empty() {
+        return Err(error(StatusCode::BAD_REQUEST, "invalid", errs));
+    }
+    let (id, created) = api.plane.incidents.lock().open_by_hand(
+        &req.service,
+        req.title.trim(),
+        &who,
+        sev,
+        now_ms(),
+    );
+    api.plane
+        .incidents
+        .persist(api.plane.store())
+        .await
+        .map_err(unavailable)?;
+    let code = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((code, Json(json!({"id": id, "created": created}))).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StatusReq {
+    status: String,
+    #[serde(default)]
+    note: String,
+}
+
+async fn set_status<S: Store>(
+    State(api): State<Api<S>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    raw: axum::body::Bytes,
+) -> Answer {
+    let who = authorize(&api, &headers, Scope::Operate)?;
+    let req: StatusReq = body(&raw)?;
+    let to = Status::parse(&req.status).map_err(|e| {
+        error(
+            StatusCode::BAD_REQUEST,
+            "invalid",
+            vec![format!("status: {e}")],
+        )
+    })?;
+    let open = api
+        .plane
+        .incidents
+        .lock()
+        .open_incidents()
+        .any(|i| i.id == id);
+    if open {
+        // Through the tracker, which also tells people and stops tracking
+        // an incident resolved by hand.
+        let r = api
+            .plane
+            .incidents
+            .lock()
+            .set_status(&id, to, &who, &req.note, now_ms());
+        let i = r.map_err(refused)?;
+        api.plane
+            .incidents
+            .persist(api.plane.store())
+            .await
+            .map_err(unavailable)?;
+        return Ok(Json(i).into_response());
+    }
+    change(&api, &id, |i| i.set_status(to, now_ms(), &who, &req.note)).await
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct StageReq {
+    /// Absent for `ack`, which is the `acknowledged` stage.
+    #[serde(default)]
+    stage: Option<String>,
+    #[serde(default)]
+    note: String,
+}
+
+/// A stage reached by a person, with an optional note.
+async fn record_stage<S: Store>(
+    api: &Api<S>,
+    id: &str,
+    headers: &HeaderMap,
+    raw: &[u8],
+    fixed: Option<Stage>,
+) -> Answer {
+    let who = authorize(api, headers, Scope::Operate)?;
+    let req: StageReq = if raw.is_empty() {
+        StageReq::default()
+    } else {
+        body(raw)?
+    };
+    let stage = match (fixed, req.stage.as_deref()) {
+        (Some(s), _) => s,
+        (None, Some(s)) => Stage::parse(s).map_err(|e| {
+            error(
+                StatusCode::BAD_REQUEST,
+                "invalid",
+                vec![format!("stage: {e}")],
+            )
+        })?,
+        (None, None) => {
+            return Err(error(
+                StatusCode::BAD_REQUEST,
+                "invalid",
+                vec!["stage: required (analysed, shared or reviewed)".into()],
+            ))
+        }
+    };
+    change(api, id, |i| {
+        let now = now_ms();
+        i.set_stage_by_person(stage, now, &who)?;
+        if !req.note.is_empty() {
+            i.log(
+                now,
+                EntryKind::Note,
+                &who,
+                req.note.clone(),
+                serde_json::Value::Null,
+            );
+        }
+        Ok(())
+    })
+    .await
+}
+
+async fn ack<S: Store>(
+    State(api): State<Api<S>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    raw: axum::body::Bytes,
+) -> Answer {
+    record_stage(&api, &id, &headers, &raw, Some(Stage::Acknowledged)).await
+}
+
+async fn stage<S: Store>(
+    State(api): State<Api<S>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    raw: axum::body::Bytes,
+) -> Answer {
+    record_stage(&api, &id, &headers, &raw, None).await
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NoteReq {
+    text: String,
+}
+
+async fn note<S: Store>(
+    State(api): State<Api<S>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    raw: axum::body::Bytes,
+) -> Answer {
+    let who = authorize(&api, &headers, Scope::Operate)?;
+    let req: NoteReq = body(&raw)?;
+    if req.text.trim().is_empty() {
+        return Err(error(
+            StatusCode::BAD_REQUEST,
+            "invalid",
+            vec!["text: must not be empty".into()],
+        ));
+    }
+    change(&api, &id, |i| {
+        i.log(
+            now_ms(),
+            EntryKind::Note,
+            &who,
+            req.text.clone(),
+            serde_json::Value::Null,
+        );
+        Ok(())
+    })
+    .await
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SeverityReq {
+    severity: String,
+    reason: String,
+}
+
+async fn severity<S: Store>(
+    State(api): State<Api<S>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    raw: axum::body::Bytes,
+) -> Answer {
+    let who = authorize(&api, &headers, Scope::Operate)?;
+    let req: SeverityReq = body(&raw)?;
+    let sev = Severity::parse(&req.severity).map_err(|e| {
+        error(
+            StatusCode::BAD_REQUEST,
+            "invalid",
+            vec![format!("severity: {e}")],
+        )
+    })?;
+    change(&api, &id, |i| {
+        let now = now_ms();
+        i.log(
+            now,
+            EntryKind::Severity,
+            &who,
+            format!(
+                "severity {} → {}: {}",
+                i.severity.as_str(),
+                sev.as_str(),
+                req.reason
+            ),
+            serde_json::Value::Null,
+        );
+        i.severity = sev;
+        i.severity_reason = format!("set by {who}: {}", req.reason);
+        i.severity_pinned = true;
+        Ok(())
+    })
+    .await
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StatsQuery {
+    #[serde(default)]
+    from_ms: Option<u64>,
+    #[serde(default)]
+    to_ms: Option<u64>,
+}
+
+async fn stats<S: Store>(State(api): State<Api<S>>, Query(q): Query<StatsQuery>) -> Answer {
+    let all = all(&api).await?;
+    let d = durations(&all, q.from_ms.unwrap_or(0), q.to_ms.unwrap_or(u64::MAX));
+    Ok(Json(d).into_response())
+}
+
+async fn silences<S: Store>(State(api): State<Api<S>>) -> Answer {
+    let now = now_ms();
+    let all: Vec<Silence> = api.plane.incidents.silences(api.plane.store()).await;
+    let active: Vec<&Silence> = all.iter().filter(|s| s.until_ms > now).collect();
+    Ok(Json(json!({"silences": active})).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SilenceReq {
+    #[serde(default)]
+    service: Option<String>,
+    #[serde(default)]
+    severity: Option<String>,
+    #[serde(default)]
+    scope_prefix: Option<String>,
+    /// How long, e.g. `2h`.
+    #[serde(rename = "for")]
+    duration: String,
+    reason: String,
+}
+
+async fn add_silence<S: Store>(
+    State(api): State<Api<S>>,
+    headers: HeaderMap,
+    raw: axum::body::Bytes,
+) -> Answer {
+    let who = authorize(&api, &headers, Scope::Operate)?;
+    let req: SilenceReq = body(&raw)?;
+    let mut errs = Vec::new();
+    let d = crate::api::parse_duration(&req.duration)
+        .map_err(|e| errs.push(format!("for: {e}")))
+        .ok();
+    let severity = match req.severity.as_deref().map(Severity::parse).transpose() {
+        Ok(s) => s,
+        Err(e) => {
+            errs.push(format!("severity: {e}"));
+            None
+        }
+    };
+    if let Some(s) = &req.service {
+        if api.plane.config.service(s).is_none() {
+            errs.push(format!("service: unknown service {s:?}"));
+        }
+    }
+    if req.reason.trim().is_empty() {
+        errs.push("reason: must not be empty".into());
+    }
+    if !errs.is_empty() {
+        return Err(error(StatusCode::BAD_REQUEST, "invalid", errs));
+    }
+    let now = now_ms();
+    let s = Silence {
+        id: format!("silence-{now}"),
+        service: req.service,
+        severity: severity.map(crate::incidents::notify_severity),
+        scope_prefix: req.scope_prefix,
+        until_ms: now + d.expect("checked").as_millis() as u64,
+        reason: req.reason,
+        created_by: who,
+    };
+    api.plane
+        .store()
+        .put_doc(
+            SILENCE,
+            &s.id,
+            &serde_json::to_value(&s).expect("serializable"),
+        )
+        .await
+        .map_err(unavailable)?;
+    Ok((StatusCode::CREATED, Json(s)).into_response())
+}
+
+async fn remove_silence<S: Store>(
+    State(api): State<Api<S>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Answer {
+    authorize(&api, &headers, Scope::Operate)?;
+    let store = api.plane.store();
+    if store
+        .get_doc(SILENCE, &id)
+        .await
+        .map_err(unavailable)?
+        .is_none()
+    {
+        return Err(error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            vec![format!(
+                "no silence {id:?} (static silences live in the config)"
+            )],
+        ));
+    }
+    store.delete_doc(SILENCE, &id).await.map_err(unavailable)?;
+    Ok(Json(json!({"removed": id})).into_response())
+}
+
+/// The documented status of a service (docs/incidents.md).
+fn service_status<S: Store>(api: &Api<S>, service: &str, now: u64) -> serde_json::Value {
+    let t = api.plane.incidents.lock();
+    let (q, f, p99) = t.recent(service, now);
+    let err = if q == 0 { 0.0 } else { f as f64 / q as f64 };
+    let inc = t.open_for(service);
+    let active = inc.filter(|i| i.status < Status::Monitoring);
+    let status = if err >= 0.25 || active.is_some_and(|i| i.severity == Severity::Sev1) {
+        "major_outage"
+    } else if err >= 0.05 || active.is_some_and(|i| i.impact.failed > 0) {
+        "partial_outage"
+    } else if err >= 0.01 || inc.is_some() {
+        "degraded_performance"
+    } else {
+        "operational"
+    };
+    json!({
+        "service": service,
+        "status": status,
+        "incident": inc.map(|i| json!({"id": i.id, "title": i.title, "severity": i.severity, "status": i.status, "since_ms": i.stages.get(&Stage::Occurred).copied().unwrap_or(i.created_ms)})),
+        "last_60s": {"requests": q, "failed": f, "error_rate": err, "p99_ms": p99},
+        "updated_ms": now,
+    })
+}
+
+async fn feed<S: Store>(State(api): State<Api<S>>) -> Answer {
+    let now = now_ms();
+    let services: Vec<_> = api
+        .plane
+        .config
+        .services
+        .iter()
+        .map(|s| service_status(&api, &s.name, now))
+        .collect();
+    Ok(Json(json!({"services": services})).into_response())
+}
+
+async fn feed_one<S: Store>(State(api): State<Api<S>>, Path(service): Path<String>) -> Answer {
+    if api.plane.config.service(&service).is_none() {
+        return Err(error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            vec![format!("unknown service {service:?}")],
+        ));
+    }
+    Ok(Json(service_status(&api, &service, now_ms())).into_response())
+}

@@ -1,0 +1,244 @@
+//! Incidents inside the control plane: the tracker fed by detection and by
+//! every control change, persisted in the store (an incident and its
+//! timeline survive kill -9), and notifications routed, grouped, silenced
+//! and delivered with every attempt written into the incident's timeline.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
+
+use serde_json::json;
+use switchyard_incident::{Incident, Severity, Status, Tracker, TrackerConfig};
+use switchyard_model::{Config, Controls};
+use switchyard_notify::{Grouper, NotifyConfig, Silence};
+
+use crate::store::{Store, StoreError};
+
+pub const INCIDENT: &str = "incident";
+pub const SILENCE: &str = "silence";
+
+pub struct Incidents {
+    pub tracker: Mutex<Tracker>,
+    pub notify: NotifyConfig,
+    grouper: Mutex<Grouper>,
+}
+
+/// The services whose controls differ between two states.
+pub fn services_changed(a: &Controls, b: &Controls) -> BTreeSet<String> {
+    let mut out: BTreeSet<String> = a
+        .services
+        .keys()
+        .chain(b.services.keys())
+        .filter(|s| a.services.get(*s) != b.services.get(*s))
+        .cloned()
+        .collect();
+    for f in a.faults.iter().chain(b.faults.iter()) {
+        if a.faults != b.faults {
+            out.insert(f.service.clone());
+        }
+    }
+    out
+}
+
+pub fn notify_severity(s: Severity) -> switchyard_notify::Severity {
+    match s {
+        Severity::Sev1 => switchyard_notify::Severity::Sev1,
+        Severity::Sev2 => switchyard_notify::Severity::Sev2,
+        Severity::Sev3 => switchyard_notify::Severity::Sev3,
+        Severity::Sev4 => switchyard_notify::Severity::Sev4,
+    }
+}
+
+/// What people are told about an incident at one moment.
+pub fn notice(i: &Incident, event: &str, at_ms: u64, base_url: &str) -> switchyard_notify::Notice {
+    let started = i
+        .stages
+        .get(&switchyard_incident::Stage::Occurred)
+        .copied()
+        .unwrap_or(i.created_ms);
+    switchyard_notify::Notice {
+        incident_id: i.id.clone(),
+        service: i.service.clone(),
+        severity: notify_severity(i.severity),
+        status: i.status.as_str().into(),
+        title: i.title.clone(),
+        summary: format!(
+            "{} — {}; {:.1} % of traffic ({}), {} failed requests; {}",
+            i.scopes.join(", "),
+            i.severity_reason,
+            i.impact.traffic_share * 100.0,
+            if i.impact.routes.is_empty() {
+                "no route failing".to_string()
+            } else {
+                i.impact.routes.join(", ")
+            },
+            i.impact.failed,
+            i.status
+        ),
+        scopes: i.scopes.clone(),
+        event: event.into(),
+        at_ms,
+        started_at_ms: started,
+        ended_at_ms: (i.status == Status::Resolved).then_some(i.updated_ms),
+        url: Some(format!("{base_url}/v1/incidents/{}", i.id)),
+    }
+}
+
+impl Incidents {
+    pub fn new(config: &Config, tracker: TrackerConfig, notify: NotifyConfig) -> Incidents {
+        let zone_region: BTreeMap<String, String> = config
+            .regions
+            .iter()
+            .flat_map(|r| {
+                r.zones
+                    .iter()
+                    .map(move |z| (z.name.clone(), r.name.clone()))
+            })
+            .collect();
+        let critical = config
+            .services
+            .iter()
+            .map(|s| {
+                (
+                    s.name.clone(),
+                    s.routes
+                        .iter()
+                        .filter(|r| r.priority == switchyard_model::Priority::Critical)
+                        .map(|r| r.name.clone())
+                        .collect(),
+                )
+            })
+            .collect();
+        let wait = notify.group_wait_ms;
+        Incidents {
+            tracker: Mutex::new(Tracker::new(tracker, zone_region, critical)),
+            notify,
+            grouper: Mutex::new(Grouper::new(wait)),
+        }
+    }
+
+    pub fn lock(&self) -> std::sync::MutexGuard<'_, Tracker> {
+        self.tracker.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Takes back what the store holds after a (re)start.
+    pub async fn restore<S: Store>(&self, store: &S) -> Result<usize, StoreError> {
+        let docs = store.list_docs(INCIDENT).await?;
+        let mut all = Vec::new();
+        for (id, v) in docs {
+            match serde_json::from_value::<Incident>(v) {
+                Ok(i) => all.push(i),
+                Err(e) => {
+                    tracing::warn!(%id, error = %e, "unreadable incident in the store, skipped")
+                }
+            }
+        }
+        let open = all.iter().filter(|i| i.status != Status::Resolved).count();
+        let mut t = self.lock();
+        for i in &all {
+            t.know_id(&i.id);
+        }
+        t.restore(all);
+        Ok(open)
+    }
+
+    /// Writes every changed incident; returns how many.
+    pub async fn persist<S: Store>(&self, store: &S) -> Result<usize, StoreError> {
+        let dirty = self.lock().take_dirty();
+        for (n, i) in dirty.iter().enumerate() {
+            let body = serde_json::to_value(i).expect("serializable");
+            if let Err(e) = store.put_doc(INCIDENT, &i.id, &body).await {
+                // Not written: try these again next time.
+                let mut t = self.lock();
+                for i in &dirty[n..] {
+                    t.mark_dirty(&i.id);
+                }
+                return Err(e);
+            }
+        }
+        Ok(dirty.len())
+    }
+
+    pub async fn silences<S: Store>(&self, store: &S) -> Vec<Silence> {
+        let mut out = self.notify.static_silences();
+        match store.list_docs(SILENCE).await {
+            Ok(docs) => out.extend(
+                docs.into_iter()
+                    .filter_map(|(_, v)| serde_json::from_value(v).ok()),
+            ),
+            Err(e) => tracing::warn!(error = %e, "cannot read silences; using the static ones"),
+        }
+        out
+    }
+
+    /// Queues the tracker's notices, and hands back the groups that are due.
+    pub fn due_notices(&self, base_url: &str, now_ms: u64) -> Vec<switchyard_notify::Grouped> {
+        let notices = self.lock().take_notices();
+        let mut g = self.grouper.lock().unwrap_or_else(|e| e.into_inner());
+        for n in notices {
+            g.push(notice(&n.incident, &n.event, n.at_ms, base_url), now_ms);
+        }
+        g.due(now_ms)
+    }
+}
+
+/// Routes and delivers one grouped message, writing every attempt (and a
+/// silence, when one holds it back) into the incident's timeline.
+pub async fn deliver<S: Store + 'static>(
+    plane: Arc<crate::plane::ControlPlane<S>>,
+    grouped: switchyard_notify::Grouped,
+) {
+    let now = crate::plane::now_ms();
+    let silences = plane.incidents.silences(plane.store()).await;
+    let routed = switchyard_notify::route(&plane.incidents.notify, &grouped.notice, &silences, now);
+    let id = grouped.notice.incident_id.clone();
+    if let Some(s) = &routed.silenced_by {
+        plane.incidents.lock().on_attempt(
+            &id,
+            "silence",
+            false,
+            now,
+            format!("not sent: silenced by {s}"),
+            json!({"silence": s}),
+        );
+        return;
+    }
+    if routed.receivers.is_empty() {
+        return;
+    }
+    let cfg = plane.incidents.notify.clone();
+    let p = plane.clone();
+    let deliveries = switchyard_notify::deliver(&cfg, &grouped, &routed.receivers, |a| {
+        let text = match (&a.status, &a.error) {
+            (_, Some(e)) => format!("attempt {} failed: {e}", a.attempt),
+            (Some(s), None) if a.ok => format!("delivered (attempt {}, HTTP {s})", a.attempt),
+            (Some(s), None) => format!("attempt {} answered HTTP {s}", a.attempt),
+            (None, None) => format!("attempt {}", a.attempt),
+        };
+        p.incidents.lock().on_attempt(
+            &id,
+            &a.receiver,
+            a.ok,
+            a.at_ms,
+            text,
+            serde_json::to_value(a).unwrap_or_default(),
+        );
+        p.metrics
+            .notifications
+            .get_or_create(&crate::metrics::NotifyLabels {
+                receiver: a.receiver.clone(),
+                result: if a.ok {
+                    "delivered".into()
+                } else {
+                    "failed".into()
+                },
+            })
+            .inc();
+    })
+    .await;
+    for d in deliveries.iter().filter(|d| !d.delivered) {
+        tracing::warn!(incident = %id, receiver = %d.receiver, attempts = d.attempts.len(), "notification not delivered");
+    }
+    if let Err(e) = plane.incidents.persist(plane.store()).await {
+        tracing::warn!(error = %e, "cannot store the incident's delivery attempts");
+    }
+}

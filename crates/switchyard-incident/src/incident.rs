@@ -1,0 +1,639 @@
+//! An incident: what is affected, how badly, where it stands, and a timeline
+//! the system fills in itself, with the raw timestamps kept so time to
+//! detect, acknowledge, mitigate and recover can be computed for any period.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+use switchyard_detect::Finding;
+
+/// Where an incident stands. Moves forward; the one way back is from
+/// monitoring to mitigating, when the mitigation did not hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    Investigating,
+    Identified,
+    Mitigating,
+    Monitoring,
+    Resolved,
+}
+
+impl Status {
+    pub const ALL: [Status; 5] = [
+        Status::Investigating,
+        Status::Identified,
+        Status::Mitigating,
+        Status::Monitoring,
+        Status::Resolved,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Investigating => "investigating",
+            Status::Identified => "identified",
+            Status::Mitigating => "mitigating",
+            Status::Monitoring => "monitoring",
+            Status::Resolved => "resolved",
+        }
+    }
+
+    pub fn parse(s: &str) -> Result<Status, String> {
+        Status::ALL
+            .into_iter()
+            .find(|x| x.as_str() == s)
+            .ok_or_else(|| {
+                format!(
+                    "unknown status {s:?} (one of {})",
+                    Status::ALL.map(Status::as_str).join(", ")
+                )
+            })
+    }
+
+    /// Whether `self` → `to` is allowed, and why not.
+    pub fn check(self, to: Status) -> Result<(), String> {
+        if self == to {
+            return Err(format!("the incident is already {}", to.as_str()));
+        }
+        if self == Status::Resolved {
+            return Err("a resolved incident stays resolved; open a new one".into());
+        }
+        if to < self && !(self == Status::Monitoring && to == Status::Mitigating) {
+            return Err(format!(
+                "cannot go back from {} to {} (the only way back is monitoring → mitigating)",
+                self.as_str(),
+                to.as_str()
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Display for Status {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The timeline's stages. The first six are set by the system from what it
+/// recorded (acknowledged by the person who acknowledges); the last three
+/// are set by people, in order, once the incident is resolved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Stage {
+    Occurred,
+    Detected,
+    Notified,
+    Acknowledged,
+    Mitigated,
+    Recovered,
+    Analysed,
+    Shared,
+    Reviewed,
+}
+
+impl Stage {
+    pub const ALL: [Stage; 9] = [
+        Stage::Occurred,
+        Stage::Detected,
+        Stage::Notified,
+        Stage::Acknowledged,
+        Stage::Mitigated,
+        Stage::Recovered,
+        Stage::Analysed,
+        Stage::Shared,
+        Stage::Reviewed,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Stage::Occurred => "occurred",
+            Stage::Detected => "detected",
+            Stage::Notified => "notified",
+            Stage::Acknowledged => "acknowledged",
+            Stage::Mitigated => "mitigated",
+            Stage::Recovered => "recovered",
+            Stage::Analysed => "analysed",
+            Stage::Shared => "shared",
+            Stage::Reviewed => "reviewed",
+        }
+    }
+
+    pub fn parse(s: &str) -> Result<Stage, String> {
+        Stage::ALL
+            .into_iter()
+            .find(|x| x.as_str() == s)
+            .ok_or_else(|| {
+                format!(
+                    "unknown stage {s:?} (one of {})",
+                    Stage::ALL.map(Stage::as_str).join(", ")
+                )
+            })
+    }
+
+    pub fn by_people(self) -> bool {
+        matches!(self, Stage::Analysed | Stage::Shared | Stage::Reviewed)
+    }
+}
+
+/// SEV1 is the worst.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum Severity {
+    #[serde(rename = "SEV1")]
+    Sev1,
+    #[serde(rename = "SEV2")]
+    Sev2,
+    #[serde(rename = "SEV3")]
+    Sev3,
+    #[serde(rename = "SEV4")]
+    Sev4,
+}
+
+impl Severity {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Sev1 => "SEV1",
+            Severity::Sev2 => "SEV2",
+            Severity::Sev3 => "SEV3",
+            Severity::Sev4 => "SEV4",
+        }
+    }
+
+    pub fn parse(s: &str) -> Result<Severity, String> {
+        match s.to_ascii_uppercase().as_str() {
+            "SEV1" => Ok(Severity::Sev1),
+            "SEV2" => Ok(Severity::Sev2),
+            "SEV3" => Ok(Severity::Sev3),
+            "SEV4" => Ok(Severity::Sev4),
+            _ => Err(format!("unknown severity {s:?} (SEV1 … SEV4)")),
+        }
+    }
+
+    /// One level worse (SEV1 stays).
+    pub fn raised(self) -> Severity {
+        match self {
+            Severity::Sev1 | Severity::Sev2 => Severity::Sev1,
+            Severity::Sev3 => Severity::Sev2,
+            Severity::Sev4 => Severity::Sev3,
+        }
+    }
+}
+
+/// Who and what is affected, measured from the edges' signals over the
+/// incident so far.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Impact {
+    /// Share of the service's requests that went to the affected places on
+    /// the routes that failed there.
+    pub traffic_share: f64,
+    /// Routes that failed in the affected places.
+    pub routes: Vec<String>,
+    /// Whether one of them is a critical route.
+    pub critical_route: bool,
+    pub requests: u64,
+    pub failed: u64,
+    /// Failed requests as a share of the month's error budget at the
+    /// service's current traffic.
+    pub budget_burned: f64,
+    pub duration_ms: u64,
+}
+
+/// The documented severity rules (docs/incidents.md): the worst level any
+/// rule gives.
+pub fn severity_of(i: &Impact) -> (Severity, String) {
+    let s = i.traffic_share;
+    let b = i.budget_burned;
+    let mut why: Vec<(Severity, String)> = Vec::new();
+    let mut worse = |l: Severity, reason: String| why.push((l, reason));
+    if s >= 0.5 {
+        worse(
+            Severity::Sev1,
+            format!("{:.0} % of traffic affected (≥ 50 %)", s * 100.0),
+        );
+    } else if s >= 0.2 {
+        worse(
+            Severity::Sev2,
+            format!("{:.0} % of traffic affected (≥ 20 %)", s * 100.0),
+        );
+    } else if s >= 0.05 {
+        worse(
+            Severity::Sev3,
+            format!("{:.1} % of traffic affected (≥ 5 %)", s * 100.0),
+        );
+    }
+    if b >= 0.10 {
+        worse(
+            Severity::Sev1,
+            format!(
+                "{:.1} % of the month's error budget burned (≥ 10 %)",
+                b * 100.0
+            ),
+        );
+    } else if b >= 0.02 {
+        worse(
+            Severity::Sev2,
+            format!(
+                "{:.1} % of the month's error budget burned (≥ 2 %)",
+                b * 100.0
+            ),
+        );
+    } else if b >= 0.005 {
+        worse(
+            Severity::Sev3,
+            format!(
+                "{:.2} % of the month's error budget burned (≥ 0.5 %)",
+                b * 100.0
+            ),
+        );
+    }
+    if i.critical_route && s >= 0.05 {
+        worse(
+            Severity::Sev2,
+            "a critical route fails for ≥ 5 % of traffic".into(),
+        );
+    }
+    let level = |w: &[(Severity, String)]| w.iter().map(|x| x.0).min().unwrap_or(Severity::Sev4);
+    if i.duration_ms >= 30 * 60 * 1000 && level(&why) > Severity::Sev1 {
+        let raised = level(&why).raised();
+        why.push((raised, "not over after 30 minutes: one level up".into()));
+    }
+    let level = level(&why);
+    let reason = why
+        .into_iter()
+        .filter(|(l, _)| *l == level)
+        .map(|(_, r)| r)
+        .collect::<Vec<_>>()
+        .join("; ");
+    let reason = if reason.is_empty() {
+        "below every rule's threshold".to_string()
+    } else {
+        reason
+    };
+    (level, reason)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EntryKind {
+    Opened,
+    FindingOpened,
+    FindingClosed,
+    Action,
+    Verification,
+    Notification,
+    Status,
+    Stage,
+    Severity,
+    Note,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Entry {
+    pub at_ms: u64,
+    pub kind: EntryKind,
+    /// `switchyard` (or `playbook`) for the system, else the person's name.
+    pub who: String,
+    pub text: String,
+    #[serde(default, skip_serializing_if = "serde_json::Value::is_null")]
+    pub detail: serde_json::Value,
+}
+
+/// One second of the affected service, kept for the postmortem's plots and
+/// before/after numbers.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Point {
+    pub at_ms: u64,
+    pub requests: u64,
+    pub failed: u64,
+    pub p99_ms: f64,
+    /// Per zone: (requests, failed, p99 ms).
+    #[serde(default)]
+    pub zones: BTreeMap<String, (u64, u64, f64)>,
+    /// Heartbeats per route: (sent, failed) — the dependencies behind them.
+    #[serde(default)]
+    pub heartbeats: BTreeMap<String, (u64, u64)>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Incident {
+    pub id: String,
+    pub service: String,
+    pub title: String,
+    /// `switchyard` when opened from findings, else the person's name.
+    pub opened_by: String,
+    pub status: Status,
+    pub severity: Severity,
+    pub severity_reason: String,
+    /// Set by a person: automatic rules no longer change the severity.
+    #[serde(default)]
+    pub severity_pinned: bool,
+    /// The failure points: scopes of the findings.
+    pub scopes: Vec<String>,
+    pub impact: Impact,
+    /// When each stage was reached (Unix ms).
+    pub stages: BTreeMap<Stage, u64>,
+    pub findings: Vec<Finding>,
+    pub timeline: Vec<Entry>,
+    /// Per second from a minute before the onset; bounded.
+    #[serde(default)]
+    pub series: Vec<Point>,
+    /// First and last second the service's error rate was above the bound.
+    #[serde(default)]
+    pub error_window: Option<(u64, u64)>,
+    pub created_ms: u64,
+    pub updated_ms: u64,
+}
+
+impl Incident {
+    pub fn new(id: String, service: &str, title: &str, by: &str, now_ms: u64) -> Incident {
+        Incident {
+            id,
+            service: service.into(),
+            title: title.into(),
+            opened_by: by.into(),
+            status: Status::Investigating,
+            severity: Severity::Sev4,
+            severity_reason: "not measured yet".into(),
+            severity_pinned: false,
+            scopes: Vec::new(),
+            impact: Impact::default(),
+            stages: BTreeMap::new(),
+            findings: Vec::new(),
+            timeline: vec![Entry {
+                at_ms: now_ms,
+                kind: EntryKind::Opened,
+                who: by.into(),
+                text: format!("incident opened: {title}"),
+                detail: serde_json::Value::Null,
+            }],
+            series: Vec::new(),
+            error_window: None,
+            created_ms: now_ms,
+            updated_ms: now_ms,
+        }
+    }
+
+    pub fn log(
+        &mut self,
+        at_ms: u64,
+        kind: EntryKind,
+        who: &str,
+        text: String,
+        detail: serde_json::Value,
+    ) {
+        self.timeline.push(Entry {
+            at_ms,
+            kind,
+            who: who.into(),
+            text,
+            detail,
+        });
+        self.updated_ms = self.updated_ms.max(at_ms);
+    }
+
+    /// Records a stage the first time it is reached; later ones keep the first.
+    pub fn reach(&mut self, stage: Stage, at_ms: u64, who: &str) -> bool {
+        if self.stages.contains_key(&stage) {
+            return false;
+        }
+        self.stages.insert(stage, at_ms);
+        self.log(
+            at_ms,
+            EntryKind::Stage,
+            who,
+            format!("stage {}", stage.as_str()),
+            serde_json::Value::Null,
+        );
+        true
+    }
+
+    /// Moves the status, or says why it cannot.
+    pub fn set_status(
+        &mut self,
+        to: Status,
+        at_ms: u64,
+        who: &str,
+        note: &str,
+    ) -> Result<(), String> {
+        self.status.check(to)?;
+        let from = self.status;
+        self.status = to;
+        let text = if note.is_empty() {
+            format!("status {from} → {to}")
+        } else {
+            format!("status {from} → {to}: {note}")
+        };
+        self.log(at_ms, EntryKind::Status, who, text, serde_json::Value::Null);
+        Ok(())
+    }
+
+    /// A stage set by a person: the people's stages in order, once resolved;
+    /// `acknowledged` at any time before it is resolved.
+    pub fn set_stage_by_person(
+        &mut self,
+        stage: Stage,
+        at_ms: u64,
+        who: &str,
+    ) -> Result<(), String> {
+        if let Some(t) = self.stages.get(&stage) {
+            return Err(format!(
+                "stage {} was already reached at {t}",
+                stage.as_str()
+            ));
+        }
+        match stage {
+            Stage::Acknowledged => {}
+            Stage::Analysed | Stage::Shared | Stage::Reviewed => {
+                if self.status != Status::Resolved {
+                    return Err(format!(
+                        "stage {} comes after the incident is resolved (it is {})",
+                        stage.as_str(),
+                        self.status
+                    ));
+                }
+                let before = match stage {
+                    Stage::Shared => Some(Stage::Analysed),
+                    Stage::Reviewed => Some(Stage::Shared),
+                    _ => None,
+                };
+                if let Some(b) = before.filter(|b| !self.stages.contains_key(b)) {
+                    return Err(format!(
+                        "stage {} comes after {}, which is not reached yet",
+                        stage.as_str(),
+                        b.as_str()
+                    ));
+                }
+            }
+            _ => {
+                return Err(format!(
+                    "stage {} is set by the system from what it recorded; people set acknowledged, analysed, shared and reviewed",
+                    stage.as_str()
+                ))
+            }
+        }
+        self.reach(stage, at_ms, who);
+        Ok(())
+    }
+
+    /// Seconds between two stages, when both were reached.
+    pub fn between(&self, from: Stage, to: Stage) -> Option<f64> {
+        let (a, b) = (self.stages.get(&from)?, self.stages.get(&to)?);
+        Some((*b as f64 - *a as f64) / 1000.0)
+    }
+}
+
+/// Durations over a set of incidents, from their raw stage timestamps.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Durations {
+    pub incidents: usize,
+    /// (median, mean, worst) seconds, over the incidents that have both stages.
+    pub ttd_s: Option<(f64, f64, f64)>,
+    pub tta_s: Option<(f64, f64, f64)>,
+    pub ttm_s: Option<(f64, f64, f64)>,
+    pub ttr_s: Option<(f64, f64, f64)>,
+}
+
+/// TTD (occurred → detected), time to acknowledge (notified → acknowledged),
+/// TTM (occurred → mitigated) and TTR (occurred → recovered) for the
+/// incidents that occurred in `[from_ms, to_ms)`.
+pub fn durations(incidents: &[Incident], from_ms: u64, to_ms: u64) -> Durations {
+    let chosen: Vec<&Incident> = incidents
+        .iter()
+        .filter(|i| {
+            let t = i
+                .stages
+                .get(&Stage::Occurred)
+                .copied()
+                .unwrap_or(i.created_ms);
+            t >= from_ms && t < to_ms
+        })
+        .collect();
+    let stat = |a: Stage, b: Stage| {
+        let mut v: Vec<f64> = chosen.iter().filter_map(|i| i.between(a, b)).collect();
+        if v.is_empty() {
+            return None;
+        }
+        v.sort_by(f64::total_cmp);
+        let median = if v.len() % 2 == 1 {
+            v[v.len() / 2]
+        } else {
+            (v[v.len() / 2 - 1] + v[v.len() / 2]) / 2.0
+        };
+        let mean = v.iter().sum::<f64>() / v.len() as f64;
+        Some((median, mean, *v.last().expect("not empty")))
+    };
+    Durations {
+        incidents: chosen.len(),
+        ttd_s: stat(Stage::Occurred, Stage::Detected),
+        tta_s: stat(Stage::Notified, Stage::Acknowledged),
+        ttm_s: stat(Stage::Occurred, Stage::Mitigated),
+        ttr_s: stat(Stage::Occurred, Stage::Recovered),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_lifecycle_moves_forward_with_one_way_back() {
+        use Status::*;
+        assert!(
+            Investigating.check(Mitigating).is_ok(),
+            "skipping ahead is fine"
+        );
+        assert!(Monitoring.check(Mitigating).is_ok());
+        let e = Mitigating.check(Investigating).unwrap_err();
+        assert!(e.contains("cannot go back"), "{e}");
+        let e = Resolved.check(Monitoring).unwrap_err();
+        assert!(e.contains("stays resolved"), "{e}");
+        assert!(Identified
+            .check(Identified)
+            .unwrap_err()
+            .contains("already"));
+    }
+
+    #[test]
+    fn people_set_their_stages_in_order_after_resolution() {
+        let mut i = Incident::new("x".into(), "svc", "t", "switchyard", 0);
+        let e = i
+            .set_stage_by_person(Stage::Analysed, 1, "ana")
+            .unwrap_err();
+        assert!(e.contains("after the incident is resolved"), "{e}");
+        let e = i
+            .set_stage_by_person(Stage::Mitigated, 1, "ana")
+            .unwrap_err();
+        assert!(e.contains("set by the system"), "{e}");
+        i.set_stage_by_person(Stage::Acknowledged, 2, "ana")
+            .unwrap();
+        assert!(i.set_stage_by_person(Stage::Acknowledged, 3, "bo").is_err());
+        i.set_status(Status::Resolved, 4, "ana", "").unwrap();
+        let e = i
+            .set_stage_by_person(Stage::Reviewed, 5, "ana")
+            .unwrap_err();
+        assert!(e.contains("after shared"), "{e}");
+        i.set_stage_by_person(Stage::Analysed, 5, "ana").unwrap();
+        i.set_stage_by_person(Stage::Shared, 6, "ana").unwrap();
+        i.set_stage_by_person(Stage::Reviewed, 7, "ana").unwrap();
+        assert_eq!(i.stages.len(), 4);
+    }
+
+    #[test]
+    fn severity_takes_the_worst_rule() {
+        let base = Impact {
+            traffic_share: 0.17,
+            ..Impact::default()
+        };
+        assert_eq!(severity_of(&base).0, Severity::Sev3);
+        let half = Impact {
+            traffic_share: 0.5,
+            ..Impact::default()
+        };
+        assert_eq!(severity_of(&half).0, Severity::Sev1);
+        let budget = Impact {
+            traffic_share: 0.01,
+            budget_burned: 0.03,
+            ..Impact::default()
+        };
+        let (s, why) = severity_of(&budget);
+        assert_eq!(s, Severity::Sev2);
+        assert!(why.contains("error budget"), "{why}");
+        let critical = Impact {
+            traffic_share: 0.06,
+            critical_route: true,
+            ..Impact::default()
+        };
+        assert_eq!(severity_of(&critical).0, Severity::Sev2);
+        let long = Impact {
+            traffic_share: 0.06,
+            duration_ms: 31 * 60 * 1000,
+            ..Impact::default()
+        };
+        assert_eq!(severity_of(&long).0, Severity::Sev2);
+        assert_eq!(severity_of(&Impact::default()).0, Severity::Sev4);
+    }
+
+    #[test]
+    fn durations_come_from_the_raw_stage_times() {
+        let mut a = Incident::new("a".into(), "svc", "t", "switchyard", 0);
+        for (s, t) in [
+            (Stage::Occurred, 10_000),
+            (Stage::Detected, 12_000),
+            (Stage::Notified, 13_000),
+            (Stage::Mitigated, 15_000),
+            (Stage::Recovered, 40_000),
+        ] {
+            a.reach(s, t, "switchyard");
+        }
+        let mut b = a.clone();
+        b.stages.insert(Stage::Detected, 16_000);
+        b.stages.insert(Stage::Acknowledged, 73_000);
+        let d = durations(&[a.clone(), b], 0, 100_000);
+        assert_eq!(d.incidents, 2);
+        assert_eq!(d.ttd_s, Some((4.0, 4.0, 6.0)));
+        assert_eq!(d.tta_s, Some((60.0, 60.0, 60.0)));
+        assert_eq!(d.ttm_s, Some((5.0, 5.0, 5.0)));
+        assert_eq!(durations(&[a], 20_000, 100_000).incidents, 0);
+    }
+}

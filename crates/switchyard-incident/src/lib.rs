@@ -1,0 +1,13 @@
+//! Incidents: findings and actions grouped into incidents with a timeline the
+//! system fills in, severity by documented rules, a status lifecycle,
+//! postmortems written from what was recorded, SLA arithmetic and the status
+//! feed.
+#![forbid(unsafe_code)]
+pub mod sla;
+
+pub mod incident;
+pub mod postmortem;
+pub mod tracker;
+
+pub use incident::{Incident, Severity, Stage, Status};
+pub use tracker::{Notice, Tracker, TrackerConfig};

@@ -1,0 +1,29 @@
+//! Incident notifications: who hears about an incident, when, and in what
+//! shape, and proof of whether they were told.
+//!
+//! The flow for the control plane: each [`Notice`] an incident emits is
+//! pushed into a [`Grouper`]; whatever [`Grouper::due`] returns is routed with
+//! [`route()`] (silences first, then the configured routes) and handed to
+//! [`deliver()`], whose attempts go into the incident's timeline. Everything
+//! except [`deliver()`] is pure and takes the clock as an argument.
+//!
+//! Modules: [`config`] (the `[control.notify]` table and its validation),
+//! [`types`], [`route`](mod@route), [`group`], [`payload`] (webhook, Slack and
+//! Alertmanager bodies) and [`deliver`](mod@deliver) (HTTP with retries).
+#![forbid(unsafe_code)]
+
+pub mod config;
+pub mod deliver;
+pub mod group;
+pub mod payload;
+pub mod route;
+pub mod types;
+
+pub use config::{
+    parse_http_url, HttpTarget, NotifyConfig, ReceiverConfig, ReceiverKind, RetryConfig,
+    RouteConfig, SilenceConfig, UrlError,
+};
+pub use deliver::{deliver, judge, Judgement, Outcome, PostError};
+pub use group::{Grouped, Grouper};
+pub use route::{route, Routed};
+pub use types::{Attempt, Delivery, Notice, ParseSeverityError, Severity, Silence};

@@ -1,0 +1,167 @@
+//! A real etcd cluster on free loopback ports for tests, killed on drop.
+//! Tests never skip when etcd is missing: that would hide that the etcd
+//! backend went untested.
+
+use std::collections::BTreeSet;
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use crate::client::Req;
+
+/// One member of a cluster.
+pub struct Etcd {
+    child: Child,
+    /// `http://127.0.0.1:PORT`, what clients use.
+    pub endpoint: String,
+    client: SocketAddr,
+    log: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+fn etcd_binary() -> PathBuf {
+    let found = std::env::var_os("PATH")
+        .into_iter()
+        .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+        .map(|d| d.join("etcd"))
+        .find(|p| p.is_file());
+    found.unwrap_or_else(|| {
+        panic!(
+            "the etcd tests need a real etcd server, and `etcd` is not on PATH; install Debian's \
+             etcd-server (`apt-get install etcd-server`), or run scripts/test, which installs it"
+        )
+    })
+}
+
+/// A port nothing listens on right now. The OS may hand a released port out
+/// again, so the ones already given out here are remembered: tests run in
+/// parallel and must not start two members on one port.
+pub fn free_port() -> u16 {
+    static GIVEN: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
+    loop {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .expect("bind an ephemeral port")
+            .local_addr()
+            .expect("local address")
+            .port();
+        if GIVEN.lock().unwrap_or_else(|e| e.into_inner()).insert(port) {
+            return port;
+        }
+    }
+}
+
+impl Etcd {
+    /// A one-member cluster, serving.
+    pub async fn start() -> Etcd {
+        Etcd::cluster(1).await.pop().expect("one member")
+    }
+
+    /// `n` members forming one cluster, all serving.
+    pub async fn cluster(n: usize) -> Vec<Etcd> {
+        let binary = etcd_binary();
+        for attempt in 1.. {
+            let mut members = Etcd::spawn(&binary, n);
+            match Etcd::wait_ready(&mut members).await {
+                Ok(()) => return members,
+                // Something outside these tests took a port between our probe
+                // and etcd's bind; new ports will do.
+                Err(e) if attempt < 3 && e.contains("address already in use") => continue,
+                Err(e) => panic!("{e}"),
+            }
+        }
+        unreachable!()
+    }
+
+    fn spawn(binary: &Path, n: usize) -> Vec<Etcd> {
+        let ports: Vec<(u16, u16)> = (0..n).map(|_| (free_port(), free_port())).collect();
+        let initial_cluster = ports
+            .iter()
+            .enumerate()
+            .map(|(i, (_, peer))| format!("m{i}=http://127.0.0.1:{peer}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        ports
+            .iter()
+            .enumerate()
+            .map(|(i, (client, peer))| {
+                let dir = tempfile::tempdir().expect("temp dir");
+                let endpoint = format!("http://127.0.0.1:{client}");
+                let peer_url = format!("http://127.0.0.1:{peer}");
+                let log = dir.path().join("etcd.log");
+                let child = Command::new(binary)
+                    .args(["--name", &format!("m{i}"), "--data-dir"])
+                    .arg(dir.path().join("data"))
+                    .args(["--listen-client-urls", &endpoint])
+                    .args(["--advertise-client-urls", &endpoint])
+                    .args(["--listen-peer-urls", &peer_url])
+                    .args(["--initial-advertise-peer-urls", &peer_url])
+                    .args(["--initial-cluster", &initial_cluster])
+                    .stdin(Stdio::null())
+                    .stdout(Stdio::null())
+                    .stderr(std::fs::File::create(&log).expect("etcd log"))
+                    .spawn()
+                    .unwrap_or_else(|e| panic!("cannot start {}: {e}", binary.display()));
+                Etcd {
+                    child,
+                    endpoint,
+                    client: SocketAddr::from(([127, 0, 0, 1], *client)),
+                    log,
+                    _dir: dir,
+                }
+            })
+            .collect()
+    }
+
+    /// Every member answers its health check (which needs a leader).
+    async fn wait_ready(members: &mut [Etcd]) -> Result<(), String> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        for m in members {
+            loop {
+                if let Some(status) = m.child.try_wait().map_err(|e| e.to_string())? {
+                    return Err(format!(
+                        "etcd at {} exited ({status}) before serving:\n{}",
+                        m.endpoint,
+                        m.log_tail()
+                    ));
+                }
+                let healthy = Req::get(m.client, "/health")
+                    .send()
+                    .await
+                    .is_ok_and(|r| r.status.is_success() && r.body.contains("true"));
+                if healthy {
+                    break;
+                }
+                if Instant::now() > deadline {
+                    return Err(format!(
+                        "etcd at {} did not serve within 30s:\n{}",
+                        m.endpoint,
+                        m.log_tail()
+                    ));
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+        Ok(())
+    }
+
+    /// The last lines of the member's log, for failure messages.
+    pub fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(20)..].join("\n")
+    }
+
+    /// Kills the member (SIGKILL).
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Etcd {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
