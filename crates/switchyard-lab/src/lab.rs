@@ -371,6 +371,13 @@ impl Lab {
             "links: {}\n",
             self.links.keys().cloned().collect::<Vec<_>>().join(", ")
         ));
+        if t.control_plane {
+            s.push_str(&format!(
+                "control plane http://{}  incidents /v1/incidents  status feed /v1/status-feed\nnotifications received: http://{}/received\n",
+                crate::topology::CONTROL_ADDR,
+                crate::inbox::ADDR
+            ));
+        }
         for (i, c) in t.clients.iter().enumerate() {
             s.push_str(&format!(
                 "clients {:<10} from {} to {} edges, {}/s, {}% writes, home {}\n",
