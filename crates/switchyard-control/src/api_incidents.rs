@@ -55,6 +55,15 @@ fn not_found(id: &str) -> Response {
     )
 }
 
+/// A 400 naming the field and what is wrong with it.
+fn invalid(field: &str, problem: impl std::fmt::Display) -> Response {
+    error(
+        StatusCode::BAD_REQUEST,
+        "invalid",
+        vec![format!("{field}: {problem}")],
+    )
+}
+
 fn refused(reason: String) -> Response {
     error(StatusCode::CONFLICT, "invalid_transition", vec![reason])
 }
@@ -184,13 +193,7 @@ async fn list<S: Store>(State(api): State<Api<S>>, Query(q): Query<ListQuery>) -
     let wanted = match q.status.as_deref() {
         None | Some("all") => None,
         Some("open") => Some(None),
-        Some(s) => Some(Some(Status::parse(s).map_err(|e| {
-            error(
-                StatusCode::BAD_REQUEST,
-                "invalid",
-                vec![format!("status: {e}")],
-            )
-        })?)),
+        Some(s) => Some(Some(Status::parse(s).map_err(|e| invalid("status", e))?)),
     };
     let items: Vec<_> = all(&api)
         .await?
@@ -283,13 +286,7 @@ async fn set_status<S: Store>(
 ) -> Answer {
     let who = authorize(&api, &headers, Scope::Operate)?;
     let req: StatusReq = body(&raw)?;
-    let to = Status::parse(&req.status).map_err(|e| {
-        error(
-            StatusCode::BAD_REQUEST,
-            "invalid",
-            vec![format!("status: {e}")],
-        )
-    })?;
+    let to = Status::parse(&req.status).map_err(|e| invalid("status", e))?;
     let open = api
         .plane
         .incidents
@@ -341,20 +338,8 @@ async fn record_stage<S: Store>(
     };
     let stage = match (fixed, req.stage.as_deref()) {
         (Some(s), _) => s,
-        (None, Some(s)) => Stage::parse(s).map_err(|e| {
-            error(
-                StatusCode::BAD_REQUEST,
-                "invalid",
-                vec![format!("stage: {e}")],
-            )
-        })?,
-        (None, None) => {
-            return Err(error(
-                StatusCode::BAD_REQUEST,
-                "invalid",
-                vec!["stage: required (analysed, shared or reviewed)".into()],
-            ))
-        }
+        (None, Some(s)) => Stage::parse(s).map_err(|e| invalid("stage", e))?,
+        (None, None) => return Err(invalid("stage", "required (analysed, shared or reviewed)")),
     };
     change(api, id, |i| {
         let now = now_ms();
@@ -406,11 +391,7 @@ async fn note<S: Store>(
     let who = authorize(&api, &headers, Scope::Operate)?;
     let req: NoteReq = body(&raw)?;
     if req.text.trim().is_empty() {
-        return Err(error(
-            StatusCode::BAD_REQUEST,
-            "invalid",
-            vec!["text: must not be empty".into()],
-        ));
+        return Err(invalid("text", "must not be empty"));
     }
     change(&api, &id, |i| {
         i.log(
@@ -440,13 +421,7 @@ async fn severity<S: Store>(
 ) -> Answer {
     let who = authorize(&api, &headers, Scope::Operate)?;
     let req: SeverityReq = body(&raw)?;
-    let sev = Severity::parse(&req.severity).map_err(|e| {
-        error(
-            StatusCode::BAD_REQUEST,
-            "invalid",
-            vec![format!("severity: {e}")],
-        )
-    })?;
+    let sev = Severity::parse(&req.severity).map_err(|e| invalid("severity", e))?;
     change(&api, &id, |i| {
         let now = now_ms();
         i.log(

@@ -31,10 +31,8 @@ pub fn services_changed(a: &Controls, b: &Controls) -> BTreeSet<String> {
         .filter(|s| a.services.get(*s) != b.services.get(*s))
         .cloned()
         .collect();
-    for f in a.faults.iter().chain(b.faults.iter()) {
-        if a.faults != b.faults {
-            out.insert(f.service.clone());
-        }
+    if a.faults != b.faults {
+        out.extend(a.faults.iter().chain(&b.faults).map(|f| f.service.clone()));
     }
     out
 }

@@ -160,13 +160,8 @@ impl<S: Store> ControlPlane<S> {
     /// control planes sharing a store, the version check serializes them.
     pub async fn change(&self, c: Change<'_>) -> Result<Published, ChangeError> {
         // Which services it touches, for their open incidents' timelines.
-        let before = self.current().controls;
-        let mut after = before.clone();
-        let touched = match (c.edit)(&mut after) {
-            Ok(()) => crate::incidents::services_changed(&before, &after),
-            Err(_) => Default::default(),
-        };
-        let r = self.change_inner(&c).await;
+        let mut touched = std::collections::BTreeSet::new();
+        let r = self.change_inner(&c, &mut touched).await;
         if matches!(r, Ok(_) | Err(ChangeError::Refused(_))) && !touched.is_empty() {
             let detail = match &r {
                 Err(ChangeError::Refused(rules)) => {
@@ -216,7 +211,13 @@ impl<S: Store> ControlPlane<S> {
         r
     }
 
-    async fn change_inner(&self, c: &Change<'_>) -> Result<Published, ChangeError> {
+    /// `touched` gets the services the proposal changes, also when it is
+    /// refused.
+    async fn change_inner(
+        &self,
+        c: &Change<'_>,
+        touched: &mut std::collections::BTreeSet<String>,
+    ) -> Result<Published, ChangeError> {
         let _one_at_a_time = self.changes.lock().await;
         for attempt in 0..3 {
             let cur = self.current();
@@ -226,6 +227,7 @@ impl<S: Store> ControlPlane<S> {
             proposed
                 .validate(&self.config)
                 .map_err(|e| ChangeError::Invalid(e.iter().map(|x| x.to_string()).collect()))?;
+            *touched = crate::incidents::services_changed(&cur.controls, &proposed);
             let now = now_ms();
             let verdict = {
                 let h = self.history.lock().unwrap_or_else(|e| e.into_inner());

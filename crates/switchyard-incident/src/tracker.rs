@@ -81,6 +81,8 @@ pub struct Tracker {
     /// second → service → what the edges saw.
     seconds: BTreeMap<u64, BTreeMap<String, Second>>,
     zone_region: BTreeMap<String, String>,
+    /// Learned from the signals: the zone each instance serves in.
+    instance_zone: BTreeMap<String, String>,
     critical_routes: BTreeMap<String, BTreeSet<String>>,
     open: BTreeMap<String, Incident>,
     /// Actions waiting to be judged, by incident id.
@@ -128,6 +130,7 @@ impl Tracker {
             cfg,
             seconds: BTreeMap::new(),
             zone_region,
+            instance_zone: BTreeMap::new(),
             critical_routes,
             open: BTreeMap::new(),
             verify: BTreeMap::new(),
@@ -235,6 +238,10 @@ impl Tracker {
         for x in &s.series {
             if x.target_zone.is_empty() || x.instance.is_empty() {
                 continue;
+            }
+            if !self.instance_zone.contains_key(&x.instance) {
+                self.instance_zone
+                    .insert(x.instance.clone(), x.target_zone.clone());
             }
             let c = by_service
                 .entry(x.service.clone())
@@ -521,20 +528,13 @@ impl Tracker {
                         zones.extend(zones_of(from));
                     }
                 }
-                Some(("instance", inst)) => {
-                    // The instance's zone is in its name in every topology we
-                    // generate; otherwise count the whole service.
-                    match self
-                        .zone_region
-                        .keys()
-                        .find(|z| inst.starts_with(&format!("{z}-")))
-                    {
-                        Some(z) => {
-                            zones.insert(z.clone());
-                        }
-                        None => all = true,
+                // An instance never seen serving: count the whole service.
+                Some(("instance", inst)) => match self.instance_zone.get(inst) {
+                    Some(z) => {
+                        zones.insert(z.clone());
                     }
-                }
+                    None => all = true,
+                },
                 _ => all = true,
             }
         }

@@ -260,3 +260,34 @@ fn the_postmortem_follows_the_template_with_the_recorded_numbers() {
     // What only people know is left to them, not made up.
     assert!(md.contains("Candidate fixes of the cause, the one chosen and why: _For the reviewers"));
 }
+
+#[test]
+fn an_instance_finding_joining_an_incident_counts_its_zone_not_the_service() {
+    let t = generate("single-instance", 1, 60, 100).expect("known case");
+    let mut engine = Engine::new(DetectConfig::default());
+    let mut tracker = Tracker::new(TrackerConfig::default(), zone_region(), BTreeMap::new());
+    let start = t.snapshots[0].at_ms;
+    let (id, _) = tracker.open_by_hand("catalog", "errors reported", "ana", None, start);
+    let mut now = start;
+    let mut snaps = t.snapshots.iter().peekable();
+    while now <= t.snapshots.last().unwrap().at_ms {
+        while let Some(s) = snaps.next_if(|s| s.at_ms <= now) {
+            engine.ingest(s);
+            tracker.ingest(s);
+        }
+        for ev in engine.tick(now) {
+            tracker.on_event(&ev, now);
+        }
+        tracker.tick(now);
+        now += 500;
+    }
+    let i = tracker.get_mut(&id).unwrap().clone();
+    assert_eq!(i.scopes, vec!["instance:us-east-a-1".to_string()]);
+    // The instance's zone, learned from the signals: a sixth of the traffic
+    // at most, where the whole service would be all of it.
+    assert!(
+        i.impact.traffic_share > 0.0 && i.impact.traffic_share < 0.2,
+        "{:?}",
+        i.impact
+    );
+}

@@ -33,13 +33,17 @@ impl Inbox {
         self.got.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
-    /// Listens on `addr` until the task is dropped.
-    pub async fn serve(&self, addr: SocketAddr) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    /// Listens on `addr`, in a task of `tasks`.
+    pub async fn serve(
+        &self,
+        addr: SocketAddr,
+        tasks: &mut tokio::task::JoinSet<()>,
+    ) -> anyhow::Result<()> {
         let l = TcpListener::bind(addr)
             .await
             .map_err(|e| anyhow::anyhow!("notification inbox: cannot listen on {addr}: {e}"))?;
         let got = self.got.clone();
-        Ok(tokio::spawn(serve(l, move |req| {
+        tasks.spawn(serve(l, move |req| {
             let got = got.clone();
             async move {
                 let path = req.uri().path().to_string();
@@ -70,6 +74,7 @@ impl Inbox {
                     ),
                 }
             }
-        })))
+        }));
+        Ok(())
     }
 }

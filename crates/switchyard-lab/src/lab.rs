@@ -26,16 +26,8 @@ pub struct Lab {
     pub links: Arc<BTreeMap<String, Link>>,
     /// What the control plane told people (its receivers point here).
     pub inbox: crate::inbox::Inbox,
-    _inbox_task: Option<AbortOnDrop>,
-}
-
-/// Stops a task when the lab is dropped.
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
+    /// The lab's own servers; dropping the set stops them.
+    _tasks: tokio::task::JoinSet<()>,
 }
 
 /// What a control write to the edges achieved.
@@ -126,15 +118,15 @@ impl Lab {
             )?;
         }
         let inbox = crate::inbox::Inbox::default();
-        let inbox_task = if topo.control_plane {
-            Some(AbortOnDrop(
-                inbox
-                    .serve(crate::inbox::ADDR.parse().expect("valid address"))
-                    .await?,
-            ))
-        } else {
-            None
-        };
+        let mut tasks = tokio::task::JoinSet::new();
+        if topo.control_plane {
+            inbox
+                .serve(
+                    crate::inbox::ADDR.parse().expect("valid address"),
+                    &mut tasks,
+                )
+                .await?;
+        }
         let mut lab = Lab {
             topo,
             dir: dir.into(),
@@ -142,7 +134,7 @@ impl Lab {
             procs,
             links: Arc::new(links),
             inbox,
-            _inbox_task: inbox_task,
+            _tasks: tasks,
         };
         lab.wait_ready().await?;
         Ok(lab)

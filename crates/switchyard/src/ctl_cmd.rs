@@ -154,34 +154,31 @@ fn show(json_out: bool, status: StatusCode, v: &Value) -> ExitCode {
 }
 
 pub fn ctl(args: CtlArgs) -> ExitCode {
-    let json_out = args.json;
-    with_client("ctl", &args.url, args.token.clone(), |c| {
-        Box::pin(async move { run(c, args.cmd, json_out).await })
-    })
+    let c = Ctl::new(&args.url, args.token.clone());
+    block_on("ctl", run(&c, args.cmd, args.json))
 }
 
-/// Runs `f` with a client of the control plane at `url`; an error from it
-/// means the control plane could not be reached (exit 3).
-pub(crate) fn with_client(
+impl Ctl {
+    pub(crate) fn new(url: &str, token: Option<String>) -> Ctl {
+        Ctl {
+            url: url.to_string(),
+            token,
+            client: Client::builder(TokioExecutor::new()).build_http(),
+        }
+    }
+}
+
+/// Runs a command's work; an error from it means the control plane could
+/// not be reached (exit 3).
+pub(crate) fn block_on(
     what: &str,
-    url: &str,
-    token: Option<String>,
-    f: impl for<'a> FnOnce(
-        &'a Ctl,
-    ) -> std::pin::Pin<
-        Box<dyn std::future::Future<Output = Result<ExitCode, String>> + 'a>,
-    >,
+    work: impl std::future::Future<Output = Result<ExitCode, String>>,
 ) -> ExitCode {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .expect("tokio runtime");
-    let c = Ctl {
-        url: url.to_string(),
-        token,
-        client: Client::builder(TokioExecutor::new()).build_http(),
-    };
-    match rt.block_on(f(&c)) {
+    match rt.block_on(work) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("switchyard {what}: {e}");

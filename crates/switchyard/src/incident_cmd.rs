@@ -10,7 +10,7 @@ use std::process::ExitCode;
 use http::Method;
 use serde_json::{json, Value};
 
-use crate::ctl_cmd::{exit_for, with_client, Ctl};
+use crate::ctl_cmd::{block_on, exit_for, Ctl};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -117,10 +117,8 @@ enum SilenceCmd {
 }
 
 pub fn run(args: Args) -> ExitCode {
-    let json_out = args.json;
-    with_client("incident", &args.url, args.token.clone(), |c| {
-        Box::pin(async move { go(c, args.cmd, json_out).await })
-    })
+    let c = Ctl::new(&args.url, args.token.clone());
+    block_on("incident", go(&c, args.cmd, args.json))
 }
 
 fn ms(v: &Value) -> String {

@@ -14,6 +14,24 @@ async fn zone_of(e: &EdgeProcess) -> String {
     e.get("/items/1").send().await.unwrap().zone()
 }
 
+/// Within 3 s the edge serves from `zone` (or, for `avoids_zone`, from
+/// anywhere else).
+async fn serves_zone(e: &EdgeProcess, zone: &str, what: &str) {
+    eventually(what, Duration::from_secs(3), || async {
+        let z = zone_of(e).await;
+        (z == zone).then_some(()).ok_or(z)
+    })
+    .await;
+}
+
+async fn avoids_zone(e: &EdgeProcess, zone: &str, what: &str) {
+    eventually(what, Duration::from_secs(3), || async {
+        let z = zone_of(e).await;
+        (z != zone).then_some(()).ok_or(z)
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn one_shift_command_moves_every_edge_and_the_end_of_it_moves_them_back() {
     let lab = Topology::new(BIN, &[("r1", &["a", "b", "c"])]).with_control_plane();
@@ -36,15 +54,7 @@ async fn one_shift_command_moves_every_edge_and_the_end_of_it_moves_them_back() 
     assert_eq!(code, 0, "{out}");
     assert_eq!(v["accepted"], true);
     for e in &edges {
-        eventually(
-            "the shift reaches the edge",
-            Duration::from_secs(3),
-            || async {
-                let z = zone_of(e).await;
-                (z != "a").then_some(()).ok_or(z)
-            },
-        )
-        .await;
+        avoids_zone(e, "a", "the shift reaches the edge").await;
     }
     let st = Req::get(cp.addr, "/v1/status").send().await.unwrap().json();
     let zone_a = &st["services"][0]["regions"][0]["zones"][0];
@@ -52,15 +62,7 @@ async fn one_shift_command_moves_every_edge_and_the_end_of_it_moves_them_back() 
     assert_eq!(zone_a["shift_reason"], "gray failure");
     let (code, _, out) = cp.ctl("operate-token", &["unshift", "a", "--service", "svc"]);
     assert_eq!(code, 0, "{out}");
-    eventually(
-        "the edge of zone a serves its zone again",
-        Duration::from_secs(3),
-        || async {
-            let z = zone_of(&edges[0]).await;
-            (z == "a").then_some(()).ok_or(z)
-        },
-    )
-    .await;
+    serves_zone(&edges[0], "a", "the edge of zone a serves its zone again").await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -595,13 +597,10 @@ async fn two_control_planes_on_one_etcd_act_as_one_and_either_may_die() {
     );
     assert_eq!(code, 0, "{out}");
     for e in &edges {
-        eventually(
+        avoids_zone(
+            e,
+            "a",
             "a change made at the second plane reaches edges following the first",
-            Duration::from_secs(3),
-            || async {
-                let z = zone_of(e).await;
-                (z != "a").then_some(()).ok_or(z)
-            },
         )
         .await;
     }
@@ -627,15 +626,7 @@ async fn two_control_planes_on_one_etcd_act_as_one_and_either_may_die() {
     two.kill9();
     let (code, _, out) = one.ctl("operate-token", &["unshift", "a", "--service", "svc"]);
     assert_eq!(code, 0, "{out}");
-    eventually(
-        "the edge of zone a serves its zone again",
-        Duration::from_secs(3),
-        || async {
-            let z = zone_of(&edges[0]).await;
-            (z == "a").then_some(()).ok_or(z)
-        },
-    )
-    .await;
+    serves_zone(&edges[0], "a", "the edge of zone a serves its zone again").await;
     two.restart().await;
     let c1 = Req::get(one.addr, "/v1/controls")
         .send()
