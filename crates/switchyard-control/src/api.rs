@@ -1,167 +1,48 @@
 //! The REST API and the watch stream.
 //!
-//! Reads are open (status, controls, history, the watch stream edges follow);
-//! writes need a bearer token whose scope covers them: `operate` for shifts,
-//! fail-overs and read-only, `admin` for replacing the controls wholesale and
-//! for `force`. Malformed requests get 400 with the reasons, unknown targets
-//! 404, refusals by a safety rule 409 naming the rule and the numbers.
+//! Reads are open (status, controls, history, findings, previews, the watch
+//! stream edges follow); changes are operations (`POST /v1/ops`, one
+//! [`switchyard_model::Op`] each) and need a bearer token whose scope covers
+//! them: `operate` for shifts, fail-overs, read-only and the rest, `admin`
+//! for replacing the controls wholesale and for `force`. Malformed requests
+//! get 400 with the reasons, unknown targets 404, refusals by a safety rule
+//! 409 naming the rule and the numbers. Request and answer types live in
+//! `switchyard-api`, which every client uses.
 
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post};
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use futures_util::stream::{self, Stream, StreamExt};
 use serde::Deserialize;
-use serde_json::json;
-use switchyard_model::{Controls, RegionState, Scope, ZoneControl};
+use switchyard_api::{
+    Accepted, Applied, ControlsView, History, IngestedAlerts, OpRequest, Preview, RegionStatus,
+    ServiceStatus, StatusView, ZoneStatus,
+};
+use switchyard_model::{Actor, Scope};
 
-use crate::plane::{now_ms, Change, ChangeError, ControlPlane, Published};
+use crate::plane::{now_ms, Change, Published};
+use crate::respond::{authorize, body, error, unavailable, Answer, Api};
 use crate::store::Store;
-
-pub struct Api<S: Store> {
-    pub plane: Arc<ControlPlane<S>>,
-}
-
-impl<S: Store> Clone for Api<S> {
-    fn clone(&self) -> Self {
-        Api {
-            plane: self.plane.clone(),
-        }
-    }
-}
-
-pub(crate) fn error(status: StatusCode, code: &str, reasons: Vec<String>) -> Response {
-    (status, Json(json!({"error": code, "reasons": reasons}))).into_response()
-}
-
-impl IntoResponse for ChangeError {
-    fn into_response(self) -> Response {
-        match self {
-            ChangeError::Invalid(r) => error(StatusCode::BAD_REQUEST, "invalid", r),
-            ChangeError::NotFound(m) => error(StatusCode::NOT_FOUND, "not_found", vec![m]),
-            ChangeError::Refused(rules) => (
-                StatusCode::CONFLICT,
-                Json(json!({
-                    "error": "refused",
-                    "rules": rules.iter().map(|(r, m)| json!({"rule": r, "message": m})).collect::<Vec<_>>(),
-                    "reasons": rules.iter().map(|(r, m)| format!("{r}: {m}")).collect::<Vec<_>>(),
-                })),
-            )
-                .into_response(),
-            ChangeError::Store(e) => error(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", vec![e.to_string()]),
-        }
-    }
-}
-
-/// The caller's name, if its token allows `need`. The error is the answer
-/// to send as it is, so handlers can return it directly.
-#[allow(clippy::result_large_err)]
-pub(crate) fn authorize<S: Store>(
-    api: &Api<S>,
-    headers: &HeaderMap,
-    need: Scope,
-) -> Result<String, Response> {
-    let given = headers
-        .get("authorization")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .ok_or_else(|| {
-            error(
-                StatusCode::UNAUTHORIZED,
-                "unauthorized",
-                vec!["an Authorization: Bearer token is required".into()],
-            )
-        })?;
-    let tokens = api
-        .plane
-        .config
-        .control
-        .as_ref()
-        .map(|c| c.tokens.clone())
-        .unwrap_or_default();
-    let Some((name, scope, _)) = tokens.iter().find(|(_, _, t)| {
-        t.len() == given.len()
-            && t.bytes()
-                .zip(given.bytes())
-                .fold(0u8, |a, (x, y)| a | (x ^ y))
-                == 0
-    }) else {
-        return Err(error(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
-            vec!["unknown token".into()],
-        ));
-    };
-    if *scope < need {
-        return Err(error(
-            StatusCode::FORBIDDEN,
-            "forbidden",
-            vec![format!(
-                "token {name:?} has scope {scope:?}; this needs {need:?}"
-            )],
-        ));
-    }
-    Ok(name.clone())
-}
-
-/// `90s`, `30m`, `1h`, `2h30m`, `3d`.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let mut total = 0u64;
-    let mut num = String::new();
-    for c in s.trim().chars() {
-        if c.is_ascii_digit() {
-            num.push(c);
-            continue;
-        }
-        let n: u64 = num
-            .parse()
-            .map_err(|_| format!("not a duration: {s:?} (use 90s, 30m, 1h, 2h30m, 3d)"))?;
-        num.clear();
-        total += n * match c {
-            's' => 1,
-            'm' => 60,
-            'h' => 3600,
-            'd' => 86_400,
-            _ => {
-                return Err(format!(
-                    "not a duration: {s:?} (use 90s, 30m, 1h, 2h30m, 3d)"
-                ))
-            }
-        };
-    }
-    if !num.is_empty() || total == 0 {
-        return Err(format!(
-            "not a duration: {s:?} (use 90s, 30m, 1h, 2h30m, 3d)"
-        ));
-    }
-    Ok(Duration::from_secs(total))
-}
 
 pub fn router<S: Store + 'static>(api: Api<S>) -> Router {
     Router::new()
-        .route("/health", get(|| async { Json(json!({"status": "ok"})) }))
+        .route("/health", get(|| async { Json(serde_json::json!({"status": "ok"})) }))
         .route("/v1/status", get(status::<S>))
-        .route(
-            "/v1/controls",
-            get(get_controls::<S>).put(put_controls::<S>),
-        )
+        .route("/v1/controls", get(get_controls::<S>))
+        .route("/v1/ops", post(ops::<S>))
         .route("/v1/history", get(history::<S>))
         .route("/v1/findings", get(findings::<S>))
         .route("/metrics", get(metrics::<S>))
         .route("/v1/ingest/alertmanager", post(ingest_alertmanager::<S>))
         .route("/v1/ingest/heartbeat", post(ingest_heartbeat::<S>))
         .route("/v1/watch", get(watch::<S>))
-        .route("/v1/shift", post(shift::<S>))
-        .route("/v1/shift/{service}/{zone}", delete(unshift::<S>))
-        .route("/v1/readonly", post(readonly::<S>))
-        .route("/v1/failover", post(failover::<S>))
-        .route("/v1/failback", post(failback::<S>))
         .merge(crate::api_incidents::routes::<S>())
         .fallback(|| async {
             error(
@@ -173,110 +54,150 @@ pub fn router<S: Store + 'static>(api: Api<S>) -> Router {
         .with_state(api)
 }
 
-/// A body that failed to parse is a 400 with serde's reason (which names the field).
-#[allow(clippy::result_large_err)]
-pub(crate) fn body<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, Response> {
-    serde_json::from_slice(bytes)
-        .map_err(|e| error(StatusCode::BAD_REQUEST, "invalid", vec![e.to_string()]))
-}
-
-async fn status<S: Store>(State(api): State<Api<S>>) -> Response {
+async fn status<S: Store>(State(api): State<Api<S>>) -> Json<StatusView> {
     let cur = api.plane.current();
     let cfg = &api.plane.config;
     let now = now_ms();
-    let services: Vec<_> = cfg
+    let services = cfg
         .services
         .iter()
         .map(|svc| {
             let sc = cur.controls.service(&svc.name);
-            let regions: Vec<_> = cfg
+            let regions = cfg
                 .regions
                 .iter()
                 .map(|r| {
-                    let rc = sc.and_then(|c| c.regions.get(&r.name)).cloned().unwrap_or_default();
-                    let zones: Vec<_> = r
+                    let rc = sc
+                        .and_then(|c| c.regions.get(&r.name))
+                        .cloned()
+                        .unwrap_or_default();
+                    let zones = r
                         .zones
                         .iter()
                         .map(|z| {
                             let zc = sc.and_then(|c| c.zones.get(&z.name));
-                            let instances = svc.instances.iter().filter(|i| i.zone == z.name).count();
-                            json!({
-                                "zone": z.name,
-                                "weight": zc.map(|c| c.effective_weight(now)).unwrap_or(1.0),
-                                "shift_expires_at_ms": zc.and_then(|c| c.expires_at_ms).filter(|t| *t > now),
-                                "shift_reason": zc.and_then(|c| c.reason.clone()),
-                                "instances": instances,
-                            })
+                            ZoneStatus {
+                                zone: z.name.clone(),
+                                weight: zc.map(|c| c.effective_weight(now)).unwrap_or(1.0),
+                                shift_expires_at_ms: zc
+                                    .and_then(|c| c.expires_at_ms)
+                                    .filter(|t| *t > now),
+                                shift_reason: zc.and_then(|c| c.reason.clone()),
+                                instances: svc.instances.iter().filter(|i| i.zone == z.name).count(),
+                            }
                         })
                         .collect();
-                    json!({
-                        "region": r.name, "state": rc.state, "weight": rc.weight, "failover": rc.failover,
-                        "read_only": rc.read_only, "floor": svc.floor(&r.name), "zones": zones,
-                    })
+                    RegionStatus {
+                        region: r.name.clone(),
+                        state: rc.state,
+                        weight: rc.weight,
+                        failover: rc.failover,
+                        read_only: rc.read_only,
+                        floor: svc.floor(&r.name),
+                        zones,
+                    }
                 })
                 .collect();
-            json!({
-                "service": svc.name,
-                "read_only": sc.map(|c| c.read_only).unwrap_or(false),
-                "shed_level": sc.map(|c| c.shed_level).unwrap_or(0),
-                "regions": regions,
-            })
+            ServiceStatus {
+                service: svc.name.clone(),
+                read_only: sc.map(|c| c.read_only).unwrap_or(false),
+                shed_level: sc.map(|c| c.shed_level).unwrap_or(0),
+                regions,
+            }
         })
         .collect();
-    Json(json!({"version": cur.version, "services": services, "watchers": api.plane.watchers()}))
-        .into_response()
+    Json(StatusView {
+        version: cur.version,
+        services,
+        watchers: api.plane.watchers(),
+    })
 }
 
-async fn get_controls<S: Store>(State(api): State<Api<S>>) -> Response {
+async fn get_controls<S: Store>(State(api): State<Api<S>>) -> Json<ControlsView> {
     let cur = api.plane.current();
-    Json(json!({"version": cur.version, "controls": cur.controls})).into_response()
+    Json(ControlsView {
+        version: cur.version,
+        controls: cur.controls,
+    })
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct PutControls {
-    controls: Controls,
-    reason: String,
-    #[serde(default)]
-    force: bool,
-}
-
-async fn put_controls<S: Store>(
+/// One operation: previewed (open to every reader), or made as the token's
+/// owner — or as a drill acting through that token.
+async fn ops<S: Store>(
     State(api): State<Api<S>>,
     headers: HeaderMap,
     raw: axum::body::Bytes,
-) -> Response {
-    let who = match authorize(&api, &headers, Scope::Admin) {
-        Ok(w) => w,
-        Err(r) => return r,
+) -> Answer {
+    let req: OpRequest = body(&raw)?;
+    if req.preview {
+        return Ok(Json(preview(&api, req)?).into_response());
+    }
+    let need = if req.force || req.op.needs_admin() {
+        Scope::Admin
+    } else {
+        Scope::Operate
     };
-    let req: PutControls = match body(&raw) {
-        Ok(b) => b,
-        Err(r) => return r,
+    let token = authorize(&api, &headers, need)?;
+    let actor = match req.drill {
+        Some(name) => Actor::Drill { name, token },
+        None => Actor::Person { name: token },
     };
-    let new = req.controls.clone();
-    let edit = move |c: &mut Controls| {
-        *c = new.clone();
-        Ok(())
-    };
-    respond(
-        api.plane
-            .change(Change {
-                who,
-                action: "replace controls".into(),
-                reason: req.reason,
-                force: req.force,
-                edit: &edit,
-            })
-            .await,
-    )
+    let p = api
+        .plane
+        .change(Change {
+            actor,
+            op: req.op,
+            reason: req.reason,
+            force: req.force,
+        })
+        .await
+        .map_err(IntoResponse::into_response)?;
+    Ok(Json(Applied {
+        accepted: true,
+        version: p.version,
+    })
+    .into_response())
 }
 
-fn respond(r: Result<Published, ChangeError>) -> Response {
-    match r {
-        Ok(p) => Json(json!({"accepted": true, "version": p.version})).into_response(),
-        Err(e) => e.into_response(),
+/// Capacity after the operation (instances of the services it touches that
+/// would still take traffic) and every rule's verdict.
+fn preview<S: Store>(api: &Api<S>, req: OpRequest) -> Result<Preview, Response> {
+    let (proposed, verdict) = api
+        .plane
+        .preview(&req.op, &Actor::person("preview"), &req.reason)
+        .map_err(IntoResponse::into_response)?;
+    let now = now_ms();
+    let services: Vec<_> = api
+        .plane
+        .config
+        .services
+        .iter()
+        .filter(|s| req.op.service().is_none_or(|n| n == s.name))
+        .collect();
+    let (mut serving, mut total) = (0, 0);
+    for svc in services {
+        let sc = proposed.service(&svc.name);
+        for i in &svc.instances {
+            total += 1;
+            let region = sc
+                .and_then(|c| c.regions.get(&i.region))
+                .map_or(1.0, |r| r.local_share());
+            let zone = sc
+                .and_then(|c| c.zones.get(&i.zone))
+                .map_or(1.0, |z| z.effective_weight(now));
+            if region > 0.0 && zone > 0.0 {
+                serving += 1;
+            }
+        }
     }
+    Ok(Preview {
+        op: req.op,
+        serving_instances_after: serving,
+        total_instances: total,
+        capacity_after: serving as f64 / total.max(1) as f64,
+        allowed: verdict.allowed,
+        refusals: verdict.refusals.iter().map(|r| r.to_wire()).collect(),
+    })
 }
 
 /// An Alertmanager webhook receiver (payload version 4). Alerts whose labels
@@ -286,20 +207,17 @@ async fn ingest_alertmanager<S: Store>(
     State(api): State<Api<S>>,
     headers: HeaderMap,
     raw: axum::body::Bytes,
-) -> Response {
-    if let Err(r) = authorize(&api, &headers, Scope::Operate) {
-        return r;
-    }
+) -> Answer {
+    authorize(&api, &headers, Scope::Operate)?;
     let text = String::from_utf8_lossy(&raw);
-    match switchyard_detect::alerts::parse_alertmanager(&text) {
-        Ok(alerts) => {
-            let n = alerts.len();
-            let scoped = alerts.iter().filter(|a| a.scope.is_some()).count();
-            let _ = api.plane.ingest.send(crate::plane::Ingest::Alerts(alerts));
-            Json(json!({"alerts": n, "with_scope": scoped})).into_response()
-        }
-        Err(e) => error(StatusCode::BAD_REQUEST, "invalid", vec![e.to_string()]),
-    }
+    let alerts = switchyard_detect::alerts::parse_alertmanager(&text)
+        .map_err(|e| error(StatusCode::BAD_REQUEST, "invalid", vec![e.to_string()]))?;
+    let answer = IngestedAlerts {
+        alerts: alerts.len(),
+        with_scope: alerts.iter().filter(|a| a.scope.is_some()).count(),
+    };
+    let _ = api.plane.ingest.send(crate::plane::Ingest::Alerts(alerts));
+    Ok(Json(answer).into_response())
 }
 
 /// An application's own heartbeat: `{"source", "at_ms", "interval_ms"}`.
@@ -307,17 +225,12 @@ async fn ingest_heartbeat<S: Store>(
     State(api): State<Api<S>>,
     headers: HeaderMap,
     raw: axum::body::Bytes,
-) -> Response {
-    if let Err(r) = authorize(&api, &headers, Scope::Operate) {
-        return r;
-    }
-    match switchyard_detect::alerts::parse_heartbeat(&String::from_utf8_lossy(&raw)) {
-        Ok(hb) => {
-            let _ = api.plane.ingest.send(crate::plane::Ingest::Heartbeat(hb));
-            Json(json!({"accepted": true})).into_response()
-        }
-        Err(e) => error(StatusCode::BAD_REQUEST, "invalid", vec![e.to_string()]),
-    }
+) -> Answer {
+    authorize(&api, &headers, Scope::Operate)?;
+    let hb = switchyard_detect::alerts::parse_heartbeat(&String::from_utf8_lossy(&raw))
+        .map_err(|e| error(StatusCode::BAD_REQUEST, "invalid", vec![e.to_string()]))?;
+    let _ = api.plane.ingest.send(crate::plane::Ingest::Heartbeat(hb));
+    Ok(Json(Accepted { accepted: true }).into_response())
 }
 
 async fn metrics<S: Store>(State(api): State<Api<S>>) -> Response {
@@ -334,7 +247,7 @@ async fn metrics<S: Store>(State(api): State<Api<S>>) -> Response {
         .into_response()
 }
 
-async fn findings<S: Store>(State(api): State<Api<S>>) -> Response {
+async fn findings<S: Store>(State(api): State<Api<S>>) -> Json<switchyard_api::FindingsView> {
     Json(
         api.plane
             .observed
@@ -342,7 +255,6 @@ async fn findings<S: Store>(State(api): State<Api<S>>) -> Response {
             .unwrap_or_else(|e| e.into_inner())
             .clone(),
     )
-    .into_response()
 }
 
 #[derive(Deserialize)]
@@ -350,15 +262,13 @@ struct HistoryQuery {
     limit: Option<usize>,
 }
 
-async fn history<S: Store>(State(api): State<Api<S>>, Query(q): Query<HistoryQuery>) -> Response {
-    match api.plane.history(q.limit.unwrap_or(50).min(10_000)).await {
-        Ok(h) => Json(json!({"entries": h})).into_response(),
-        Err(e) => error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "store_unavailable",
-            vec![e.to_string()],
-        ),
-    }
+async fn history<S: Store>(State(api): State<Api<S>>, Query(q): Query<HistoryQuery>) -> Answer {
+    let entries = api
+        .plane
+        .history(q.limit.unwrap_or(50).min(10_000))
+        .await
+        .map_err(unavailable)?;
+    Ok(Json(History { entries }).into_response())
 }
 
 /// Server-sent events: the full state at once, then every change. Edges
@@ -392,361 +302,4 @@ async fn watch<S: Store>(
         }
     });
     Sse::new(head.chain(rest)).keep_alive(KeepAlive::new().interval(Duration::from_secs(5)))
-}
-
-fn known_service<S: Store>(api: &Api<S>, service: &str) -> Result<(), ChangeError> {
-    api.plane
-        .config
-        .service(service)
-        .map(|_| ())
-        .ok_or_else(|| ChangeError::NotFound(format!("unknown service {service:?}")))
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ShiftReq {
-    service: String,
-    zone: String,
-    /// How long, e.g. `1h` (at most the safety rules' limit).
-    #[serde(rename = "for")]
-    for_: String,
-    reason: String,
-    #[serde(default)]
-    force: bool,
-}
-
-async fn shift<S: Store>(
-    State(api): State<Api<S>>,
-    headers: HeaderMap,
-    raw: axum::body::Bytes,
-) -> Response {
-    let req: ShiftReq = match body(&raw) {
-        Ok(b) => b,
-        Err(r) => return r,
-    };
-    let who = match authorize(
-        &api,
-        &headers,
-        if req.force {
-            Scope::Admin
-        } else {
-            Scope::Operate
-        },
-    ) {
-        Ok(w) => w,
-        Err(r) => return r,
-    };
-    if let Err(e) = known_service(&api, &req.service) {
-        return e.into_response();
-    }
-    if api.plane.config.zone(&req.zone).is_none() {
-        return ChangeError::NotFound(format!("unknown zone {:?}", req.zone)).into_response();
-    }
-    let d = match parse_duration(&req.for_) {
-        Ok(d) => d,
-        Err(e) => return ChangeError::Invalid(vec![format!("for: {e}")]).into_response(),
-    };
-    let until = now_ms() + d.as_millis() as u64;
-    let (svc, zone, reason) = (req.service.clone(), req.zone.clone(), req.reason.clone());
-    let edit = move |c: &mut Controls| {
-        c.services.entry(svc.clone()).or_default().zones.insert(
-            zone.clone(),
-            ZoneControl {
-                weight: 0.0,
-                expires_at_ms: Some(until),
-                reason: Some(reason.clone()),
-            },
-        );
-        Ok(())
-    };
-    respond(
-        api.plane
-            .change(Change {
-                who,
-                action: format!(
-                    "shift {} away from zone {} for {}",
-                    req.service, req.zone, req.for_
-                ),
-                reason: req.reason,
-                force: req.force,
-                edit: &edit,
-            })
-            .await,
-    )
-}
-
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct ReasonReq {
-    #[serde(default)]
-    reason: String,
-}
-
-async fn unshift<S: Store>(
-    State(api): State<Api<S>>,
-    Path((service, zone)): Path<(String, String)>,
-    headers: HeaderMap,
-    raw: axum::body::Bytes,
-) -> Response {
-    let who = match authorize(&api, &headers, Scope::Operate) {
-        Ok(w) => w,
-        Err(r) => return r,
-    };
-    let req: ReasonReq = if raw.is_empty() {
-        ReasonReq::default()
-    } else {
-        match body(&raw) {
-            Ok(b) => b,
-            Err(r) => return r,
-        }
-    };
-    if let Err(e) = known_service(&api, &service) {
-        return e.into_response();
-    }
-    let shifted = api
-        .plane
-        .current()
-        .controls
-        .service(&service)
-        .is_some_and(|c| c.zones.contains_key(&zone));
-    if !shifted {
-        return ChangeError::NotFound(format!(
-            "zone {zone:?} is not shifted for service {service:?}"
-        ))
-        .into_response();
-    }
-    let (svc, z) = (service.clone(), zone.clone());
-    let edit = move |c: &mut Controls| {
-        if let Some(sc) = c.services.get_mut(&svc) {
-            sc.zones.remove(&z);
-        }
-        Ok(())
-    };
-    respond(
-        api.plane
-            .change(Change {
-                who,
-                action: format!("end the shift of {service} away from zone {zone}"),
-                reason: req.reason,
-                force: false,
-                edit: &edit,
-            })
-            .await,
-    )
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ReadOnlyReq {
-    service: String,
-    /// One region only; the whole service when absent.
-    #[serde(default)]
-    region: Option<String>,
-    on: bool,
-    reason: String,
-}
-
-async fn readonly<S: Store>(
-    State(api): State<Api<S>>,
-    headers: HeaderMap,
-    raw: axum::body::Bytes,
-) -> Response {
-    let who = match authorize(&api, &headers, Scope::Operate) {
-        Ok(w) => w,
-        Err(r) => return r,
-    };
-    let req: ReadOnlyReq = match body(&raw) {
-        Ok(b) => b,
-        Err(r) => return r,
-    };
-    if let Err(e) = known_service(&api, &req.service) {
-        return e.into_response();
-    }
-    if let Some(r) = &req.region {
-        if api.plane.config.region(r).is_none() {
-            return ChangeError::NotFound(format!("unknown region {r:?}")).into_response();
-        }
-    }
-    let (svc, region, on) = (req.service.clone(), req.region.clone(), req.on);
-    let edit = move |c: &mut Controls| {
-        let sc = c.services.entry(svc.clone()).or_default();
-        match &region {
-            Some(r) => sc.regions.entry(r.clone()).or_default().read_only = on,
-            None => sc.read_only = on,
-        }
-        Ok(())
-    };
-    respond(
-        api.plane
-            .change(Change {
-                who,
-                action: format!(
-                    "read-only {} for {}{}",
-                    if req.on { "on" } else { "off" },
-                    req.service,
-                    req.region
-                        .as_ref()
-                        .map(|r| format!(" in {r}"))
-                        .unwrap_or_default()
-                ),
-                reason: req.reason,
-                force: false,
-                edit: &edit,
-            })
-            .await,
-    )
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct FailoverReq {
-    service: String,
-    to: String,
-    #[serde(default)]
-    reason: String,
-    /// Only say what would happen.
-    #[serde(default)]
-    preview: bool,
-    #[serde(default)]
-    force: bool,
-}
-
-/// Moves a service to one region: every other region of its preference goes
-/// out, so their edges forward there. The preview shows the capacity left
-/// and every rule's verdict before anything changes.
-async fn failover<S: Store>(
-    State(api): State<Api<S>>,
-    headers: HeaderMap,
-    raw: axum::body::Bytes,
-) -> Response {
-    let req: FailoverReq = match body(&raw) {
-        Ok(b) => b,
-        Err(r) => return r,
-    };
-    let Some(svc) = api.plane.config.service(&req.service).cloned() else {
-        return ChangeError::NotFound(format!("unknown service {:?}", req.service)).into_response();
-    };
-    if !svc.region_preference.contains(&req.to) {
-        return ChangeError::NotFound(format!(
-            "region {:?} does not serve {:?}",
-            req.to, req.service
-        ))
-        .into_response();
-    }
-    let (name, to) = (svc.name.clone(), req.to.clone());
-    let others: Vec<String> = svc
-        .region_preference
-        .iter()
-        .filter(|r| **r != req.to)
-        .cloned()
-        .collect();
-    let edit = move |c: &mut Controls| {
-        let sc = c.services.entry(name.clone()).or_default();
-        sc.regions.entry(to.clone()).or_default().state = RegionState::In;
-        for r in &others {
-            let rc = sc.regions.entry(r.clone()).or_default();
-            rc.state = RegionState::Out;
-        }
-        Ok(())
-    };
-    if req.preview {
-        let mut proposed = api.plane.current().controls;
-        let _ = edit(&mut proposed);
-        let verdict = api.plane.preview(&proposed);
-        let instances = svc.instances_in_region(&req.to).count();
-        return Json(json!({
-            "preview": true,
-            "service": req.service,
-            "to": req.to,
-            "serving_instances_after": instances,
-            "total_instances": svc.instances.len(),
-            "capacity_after": instances as f64 / svc.instances.len().max(1) as f64,
-            "allowed": verdict.allowed,
-            "refusals": verdict.refusals.iter().map(|r| json!({"rule": r.rule, "message": r.message})).collect::<Vec<_>>(),
-        }))
-        .into_response();
-    }
-    let who = match authorize(
-        &api,
-        &headers,
-        if req.force {
-            Scope::Admin
-        } else {
-            Scope::Operate
-        },
-    ) {
-        Ok(w) => w,
-        Err(r) => return r,
-    };
-    respond(
-        api.plane
-            .change(Change {
-                who,
-                action: format!("fail {} over to {}", req.service, req.to),
-                reason: req.reason,
-                force: req.force,
-                edit: &edit,
-            })
-            .await,
-    )
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct FailbackReq {
-    service: String,
-    #[serde(default)]
-    reason: String,
-}
-
-async fn failback<S: Store>(
-    State(api): State<Api<S>>,
-    headers: HeaderMap,
-    raw: axum::body::Bytes,
-) -> Response {
-    let who = match authorize(&api, &headers, Scope::Operate) {
-        Ok(w) => w,
-        Err(r) => return r,
-    };
-    let req: FailbackReq = match body(&raw) {
-        Ok(b) => b,
-        Err(r) => return r,
-    };
-    if let Err(e) = known_service(&api, &req.service) {
-        return e.into_response();
-    }
-    let name = req.service.clone();
-    let edit = move |c: &mut Controls| {
-        if let Some(sc) = c.services.get_mut(&name) {
-            sc.regions.clear();
-        }
-        Ok(())
-    };
-    respond(
-        api.plane
-            .change(Change {
-                who,
-                action: format!("fail {} back: every region in", req.service),
-                reason: req.reason,
-                force: false,
-                edit: &edit,
-            })
-            .await,
-    )
-}
-
-#[cfg(test)]
-mod tests {
-    use super::parse_duration;
-    use std::time::Duration;
-
-    #[test]
-    fn durations_read_like_people_write_them() {
-        assert_eq!(parse_duration("90s").unwrap(), Duration::from_secs(90));
-        assert_eq!(parse_duration("2h30m").unwrap(), Duration::from_secs(9000));
-        assert_eq!(parse_duration("3d").unwrap(), Duration::from_secs(259_200));
-        for bad in ["", "1", "h", "1x", "0s", "-5m"] {
-            assert!(parse_duration(bad).is_err(), "{bad:?}");
-        }
-    }
 }

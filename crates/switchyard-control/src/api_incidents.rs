@@ -9,19 +9,21 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
-use serde::Deserialize;
-use serde_json::json;
+use switchyard_api::{
+    FeedIncident, IncidentList, IncidentQuery, IncidentSummary, LastMinute, NoteRequest,
+    OpenIncident, Opened, Removed, ServiceFeed, ServiceHealth, SeverityChange, SilenceList,
+    SilenceRequest, StageChange, StatsQuery, StatusChange, StatusFeed,
+};
 use switchyard_incident::incident::{durations, EntryKind};
 use switchyard_incident::{Incident, Severity, Stage, Status};
+use switchyard_model::ops::human_duration;
 use switchyard_model::Scope;
 use switchyard_notify::Silence;
 
-use crate::api::{authorize, body, error, Api};
 use crate::incidents::{INCIDENT, SILENCE};
 use crate::plane::now_ms;
-use crate::store::{Store, StoreError};
-
-type Answer = Result<Response, Response>;
+use crate::respond::{authorize, body, error, invalid, unavailable, Answer, Api};
+use crate::store::Store;
 
 pub fn routes<S: Store + 'static>() -> Router<Api<S>> {
     Router::new()
@@ -39,29 +41,8 @@ pub fn routes<S: Store + 'static>() -> Router<Api<S>> {
         .route("/v1/status-feed/{service}", get(feed_one::<S>))
 }
 
-fn unavailable(e: StoreError) -> Response {
-    error(
-        StatusCode::SERVICE_UNAVAILABLE,
-        "store_unavailable",
-        vec![e.to_string()],
-    )
-}
-
 fn not_found(id: &str) -> Response {
-    error(
-        StatusCode::NOT_FOUND,
-        "not_found",
-        vec![format!("no incident {id:?}")],
-    )
-}
-
-/// A 400 naming the field and what is wrong with it.
-fn invalid(field: &str, problem: impl std::fmt::Display) -> Response {
-    error(
-        StatusCode::BAD_REQUEST,
-        "invalid",
-        vec![format!("{field}: {problem}")],
-    )
+    crate::respond::not_found(format!("no incident {id:?}"))
 }
 
 fn refused(reason: String) -> Response {
@@ -77,7 +58,7 @@ async fn all<S: Store>(api: &Api<S>) -> Result<Vec<Incident>, Response> {
         .list_docs(INCIDENT)
         .await
         .map_err(unavailable)?;
-    let t = api.plane.incidents.lock();
+    let t = api.incidents.lock();
     let mut out: Vec<Incident> = docs
         .into_iter()
         .filter_map(|(_, v)| serde_json::from_value::<Incident>(v).ok())
@@ -98,7 +79,6 @@ async fn all<S: Store>(api: &Api<S>) -> Result<Vec<Incident>, Response> {
 
 async fn one<S: Store>(api: &Api<S>, id: &str) -> Result<Incident, Response> {
     if let Some(i) = api
-        .plane
         .incidents
         .lock()
         .open_incidents()
@@ -134,7 +114,7 @@ async fn change<S: Store>(
 ) -> Answer {
     let mut edit = Some(edit);
     let held = {
-        let mut t = api.plane.incidents.lock();
+        let mut t = api.incidents.lock();
         match t.get_mut(id) {
             Some(i) => {
                 (edit.take().expect("unused"))(i).map_err(refused)?;
@@ -145,8 +125,7 @@ async fn change<S: Store>(
     };
     let changed = match held {
         Some(i) => {
-            api.plane
-                .incidents
+            api.incidents
                 .persist(api.plane.store())
                 .await
                 .map_err(unavailable)?;
@@ -170,26 +149,24 @@ async fn change<S: Store>(
     Ok(Json(changed).into_response())
 }
 
-fn summary(i: &Incident) -> serde_json::Value {
-    json!({
-        "id": i.id, "service": i.service, "title": i.title, "status": i.status,
-        "severity": i.severity, "scopes": i.scopes, "opened_by": i.opened_by,
-        "stages": i.stages, "created_ms": i.created_ms, "updated_ms": i.updated_ms,
-        "traffic_share": i.impact.traffic_share, "failed": i.impact.failed,
-    })
+fn summary(i: &Incident) -> IncidentSummary {
+    IncidentSummary {
+        id: i.id.clone(),
+        service: i.service.clone(),
+        title: i.title.clone(),
+        status: i.status,
+        severity: i.severity,
+        scopes: i.scopes.clone(),
+        opened_by: i.opened_by.clone(),
+        stages: i.stages.clone(),
+        created_ms: i.created_ms,
+        updated_ms: i.updated_ms,
+        traffic_share: i.impact.traffic_share,
+        failed: i.impact.failed,
+    }
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ListQuery {
-    /// `open` (default: every incident) or a status.
-    #[serde(default)]
-    status: Option<String>,
-    #[serde(default)]
-    service: Option<String>,
-}
-
-async fn list<S: Store>(State(api): State<Api<S>>, Query(q): Query<ListQuery>) -> Answer {
+async fn list<S: Store>(State(api): State<Api<S>>, Query(q): Query<IncidentQuery>) -> Answer {
     let wanted = match q.status.as_deref() {
         None | Some("all") => None,
         Some("open") => Some(None),
@@ -206,20 +183,11 @@ async fn list<S: Store>(State(api): State<Api<S>>, Query(q): Query<ListQuery>) -
         .filter(|i| q.service.as_ref().is_none_or(|s| &i.service == s))
         .map(summary)
         .collect();
-    Ok(Json(json!({ "incidents": items })).into_response())
+    Ok(Json(IncidentList { incidents: items }).into_response())
 }
 
 async fn show<S: Store>(State(api): State<Api<S>>, Path(id): Path<String>) -> Answer {
     Ok(Json(one(&api, &id).await?).into_response())
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct OpenReq {
-    service: String,
-    title: String,
-    #[serde(default)]
-    severity: Option<String>,
 }
 
 async fn open<S: Store>(
@@ -228,7 +196,7 @@ async fn open<S: Store>(
     raw: axum::body::Bytes,
 ) -> Answer {
     let who = authorize(&api, &headers, Scope::Operate)?;
-    let req: OpenReq = body(&raw)?;
+    let req: OpenIncident = body(&raw)?;
     let mut errs = Vec::new();
     if api.plane.config.service(&req.service).is_none() {
         return Err(error(
@@ -250,15 +218,14 @@ async fn open<S: Store>(
     if !errs.is_empty() {
         return Err(error(StatusCode::BAD_REQUEST, "invalid", errs));
     }
-    let (id, created) = api.plane.incidents.lock().open_by_hand(
+    let (id, created) = api.incidents.lock().open_by_hand(
         &req.service,
         req.title.trim(),
         &who,
         sev,
         now_ms(),
     );
-    api.plane
-        .incidents
+    api.incidents
         .persist(api.plane.store())
         .await
         .map_err(unavailable)?;
@@ -267,15 +234,7 @@ async fn open<S: Store>(
     } else {
         StatusCode::OK
     };
-    Ok((code, Json(json!({"id": id, "created": created}))).into_response())
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct StatusReq {
-    status: String,
-    #[serde(default)]
-    note: String,
+    Ok((code, Json(Opened { id, created })).into_response())
 }
 
 async fn set_status<S: Store>(
@@ -285,10 +244,9 @@ async fn set_status<S: Store>(
     raw: axum::body::Bytes,
 ) -> Answer {
     let who = authorize(&api, &headers, Scope::Operate)?;
-    let req: StatusReq = body(&raw)?;
+    let req: StatusChange = body(&raw)?;
     let to = Status::parse(&req.status).map_err(|e| invalid("status", e))?;
     let open = api
-        .plane
         .incidents
         .lock()
         .open_incidents()
@@ -297,29 +255,17 @@ async fn set_status<S: Store>(
         // Through the tracker, which also tells people and stops tracking
         // an incident resolved by hand.
         let r = api
-            .plane
             .incidents
             .lock()
             .set_status(&id, to, &who, &req.note, now_ms());
         let i = r.map_err(refused)?;
-        api.plane
-            .incidents
+        api.incidents
             .persist(api.plane.store())
             .await
             .map_err(unavailable)?;
         return Ok(Json(i).into_response());
     }
     change(&api, &id, |i| i.set_status(to, now_ms(), &who, &req.note)).await
-}
-
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct StageReq {
-    /// Absent for `ack`, which is the `acknowledged` stage.
-    #[serde(default)]
-    stage: Option<String>,
-    #[serde(default)]
-    note: String,
 }
 
 /// A stage reached by a person, with an optional note.
@@ -331,8 +277,8 @@ async fn record_stage<S: Store>(
     fixed: Option<Stage>,
 ) -> Answer {
     let who = authorize(api, headers, Scope::Operate)?;
-    let req: StageReq = if raw.is_empty() {
-        StageReq::default()
+    let req: StageChange = if raw.is_empty() {
+        StageChange::default()
     } else {
         body(raw)?
     };
@@ -376,12 +322,6 @@ async fn stage<S: Store>(
     record_stage(&api, &id, &headers, &raw, None).await
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct NoteReq {
-    text: String,
-}
-
 async fn note<S: Store>(
     State(api): State<Api<S>>,
     Path(id): Path<String>,
@@ -389,7 +329,7 @@ async fn note<S: Store>(
     raw: axum::body::Bytes,
 ) -> Answer {
     let who = authorize(&api, &headers, Scope::Operate)?;
-    let req: NoteReq = body(&raw)?;
+    let req: NoteRequest = body(&raw)?;
     if req.text.trim().is_empty() {
         return Err(invalid("text", "must not be empty"));
     }
@@ -406,13 +346,6 @@ async fn note<S: Store>(
     .await
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct SeverityReq {
-    severity: String,
-    reason: String,
-}
-
 async fn severity<S: Store>(
     State(api): State<Api<S>>,
     Path(id): Path<String>,
@@ -420,7 +353,7 @@ async fn severity<S: Store>(
     raw: axum::body::Bytes,
 ) -> Answer {
     let who = authorize(&api, &headers, Scope::Operate)?;
-    let req: SeverityReq = body(&raw)?;
+    let req: SeverityChange = body(&raw)?;
     let sev = Severity::parse(&req.severity).map_err(|e| invalid("severity", e))?;
     change(&api, &id, |i| {
         let now = now_ms();
@@ -444,15 +377,6 @@ async fn severity<S: Store>(
     .await
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct StatsQuery {
-    #[serde(default)]
-    from_ms: Option<u64>,
-    #[serde(default)]
-    to_ms: Option<u64>,
-}
-
 async fn stats<S: Store>(State(api): State<Api<S>>, Query(q): Query<StatsQuery>) -> Answer {
     let all = all(&api).await?;
     let d = durations(&all, q.from_ms.unwrap_or(0), q.to_ms.unwrap_or(u64::MAX));
@@ -461,24 +385,9 @@ async fn stats<S: Store>(State(api): State<Api<S>>, Query(q): Query<StatsQuery>)
 
 async fn silences<S: Store>(State(api): State<Api<S>>) -> Answer {
     let now = now_ms();
-    let all: Vec<Silence> = api.plane.incidents.silences(api.plane.store()).await;
-    let active: Vec<&Silence> = all.iter().filter(|s| s.until_ms > now).collect();
-    Ok(Json(json!({"silences": active})).into_response())
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct SilenceReq {
-    #[serde(default)]
-    service: Option<String>,
-    #[serde(default)]
-    severity: Option<String>,
-    #[serde(default)]
-    scope_prefix: Option<String>,
-    /// How long, e.g. `2h`.
-    #[serde(rename = "for")]
-    duration: String,
-    reason: String,
+    let all: Vec<Silence> = api.incidents.silences(api.plane.store()).await;
+    let active: Vec<Silence> = all.into_iter().filter(|s| s.until_ms > now).collect();
+    Ok(Json(SilenceList { silences: active }).into_response())
 }
 
 async fn add_silence<S: Store>(
@@ -487,9 +396,9 @@ async fn add_silence<S: Store>(
     raw: axum::body::Bytes,
 ) -> Answer {
     let who = authorize(&api, &headers, Scope::Operate)?;
-    let req: SilenceReq = body(&raw)?;
+    let req: SilenceRequest = body(&raw)?;
     let mut errs = Vec::new();
-    let d = crate::api::parse_duration(&req.duration)
+    let d = human_duration::parse(&req.duration)
         .map_err(|e| errs.push(format!("for: {e}")))
         .ok();
     let severity = match req.severity.as_deref().map(Severity::parse).transpose() {
@@ -554,32 +463,47 @@ async fn remove_silence<S: Store>(
         ));
     }
     store.delete_doc(SILENCE, &id).await.map_err(unavailable)?;
-    Ok(Json(json!({"removed": id})).into_response())
+    Ok(Json(Removed { removed: id }).into_response())
 }
 
 /// The documented status of a service (docs/incidents.md).
-fn service_status<S: Store>(api: &Api<S>, service: &str, now: u64) -> serde_json::Value {
-    let t = api.plane.incidents.lock();
+fn service_status<S: Store>(api: &Api<S>, service: &str, now: u64) -> ServiceFeed {
+    let t = api.incidents.lock();
     let (q, f, p99) = t.recent(service, now);
     let err = if q == 0 { 0.0 } else { f as f64 / q as f64 };
     let inc = t.open_for(service);
     let active = inc.filter(|i| i.status < Status::Monitoring);
     let status = if err >= 0.25 || active.is_some_and(|i| i.severity == Severity::Sev1) {
-        "major_outage"
+        ServiceHealth::MajorOutage
     } else if err >= 0.05 || active.is_some_and(|i| i.impact.failed > 0) {
-        "partial_outage"
+        ServiceHealth::PartialOutage
     } else if err >= 0.01 || inc.is_some() {
-        "degraded_performance"
+        ServiceHealth::DegradedPerformance
     } else {
-        "operational"
+        ServiceHealth::Operational
     };
-    json!({
-        "service": service,
-        "status": status,
-        "incident": inc.map(|i| json!({"id": i.id, "title": i.title, "severity": i.severity, "status": i.status, "since_ms": i.stages.get(&Stage::Occurred).copied().unwrap_or(i.created_ms)})),
-        "last_60s": {"requests": q, "failed": f, "error_rate": err, "p99_ms": p99},
-        "updated_ms": now,
-    })
+    ServiceFeed {
+        service: service.to_string(),
+        status,
+        incident: inc.map(|i| FeedIncident {
+            id: i.id.clone(),
+            title: i.title.clone(),
+            severity: i.severity,
+            status: i.status,
+            since_ms: i
+                .stages
+                .get(&Stage::Occurred)
+                .copied()
+                .unwrap_or(i.created_ms),
+        }),
+        last_60s: LastMinute {
+            requests: q,
+            failed: f,
+            error_rate: err,
+            p99_ms: p99,
+        },
+        updated_ms: now,
+    }
 }
 
 async fn feed<S: Store>(State(api): State<Api<S>>) -> Answer {
@@ -591,7 +515,7 @@ async fn feed<S: Store>(State(api): State<Api<S>>) -> Answer {
         .iter()
         .map(|s| service_status(&api, &s.name, now))
         .collect();
-    Ok(Json(json!({"services": services})).into_response())
+    Ok(Json(StatusFeed { services }).into_response())
 }
 
 async fn feed_one<S: Store>(State(api): State<Api<S>>, Path(service): Path<String>) -> Answer {

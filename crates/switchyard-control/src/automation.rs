@@ -7,105 +7,25 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::json;
+use switchyard_api::FindingsView;
 use switchyard_detect::{DetectConfig, Engine, Event, Finding};
-use switchyard_model::{Controls, PlaybookMode, RegionState, ZoneControl};
+use switchyard_model::ops::Place;
+use switchyard_model::{Actor, AuditKind, Op, PlaybookMode};
 
-use crate::plane::{now_ms, Change, ChangeError, ControlPlane};
+use crate::incidents::Incidents;
+use crate::plane::{now_ms, Change, ControlPlane};
 use crate::playbooks::{Planned, PlaybookConfig, Playbooks};
 use crate::store::{AuditEntry, Store};
 
-fn edit_for(p: &Planned) -> impl Fn(&mut Controls) -> Result<(), ChangeError> + Send + Sync + '_ {
-    move |c: &mut Controls| {
-        match p {
-            Planned::Shift {
-                service,
-                zone,
-                until_ms,
-                why,
-            } => {
-                c.services.entry(service.clone()).or_default().zones.insert(
-                    zone.clone(),
-                    ZoneControl {
-                        weight: 0.0,
-                        expires_at_ms: Some(*until_ms),
-                        reason: Some(format!("playbook: {why}")),
-                    },
-                );
-            }
-            Planned::Unshift { service, zone, .. } => {
-                if let Some(sc) = c.services.get_mut(service) {
-                    sc.zones.remove(zone);
-                }
-            }
-            Planned::RegionWeight {
-                service,
-                region,
-                weight,
-                ..
-            } => {
-                let rc = c
-                    .services
-                    .entry(service.clone())
-                    .or_default()
-                    .regions
-                    .entry(region.clone())
-                    .or_default();
-                rc.weight = *weight;
-                rc.state = if *weight <= 0.0 {
-                    RegionState::Out
-                } else {
-                    RegionState::In
-                };
-            }
-            Planned::RegionBack {
-                service, region, ..
-            } => {
-                if let Some(sc) = c.services.get_mut(service) {
-                    if let Some(rc) = sc.regions.get_mut(region) {
-                        rc.state = RegionState::In;
-                        rc.weight = 1.0;
-                    }
-                }
-            }
-            Planned::Failover {
-                service,
-                regions,
-                on,
-                ..
-            } => {
-                let sc = c.services.entry(service.clone()).or_default();
-                for r in regions {
-                    sc.regions.entry(r.clone()).or_default().failover = *on;
-                }
-            }
-            Planned::ReadOnly {
-                service,
-                region,
-                on,
-                ..
-            } => {
-                c.services
-                    .entry(service.clone())
-                    .or_default()
-                    .regions
-                    .entry(region.clone())
-                    .or_default()
-                    .read_only = *on;
-            }
-        }
-        Ok(())
-    }
-}
-
-fn service_of(p: &Planned) -> &str {
-    match p {
-        Planned::Shift { service, .. }
-        | Planned::Unshift { service, .. }
-        | Planned::RegionWeight { service, .. }
-        | Planned::RegionBack { service, .. }
-        | Planned::Failover { service, .. }
-        | Planned::ReadOnly { service, .. } => service,
-    }
+/// An action to check later: when, the region whose errors tell, the error
+/// rate when acting, and what was done.
+struct ToVerify {
+    due_ms: u64,
+    service: String,
+    region: String,
+    before: Option<f64>,
+    playbook: &'static str,
+    op: Op,
 }
 
 /// How long after acting a playbook checks that it helped.
@@ -114,6 +34,7 @@ const VERIFY_AFTER_MS: u64 = 10_000;
 /// Runs until the task is dropped.
 pub async fn run<S: Store + 'static>(
     plane: Arc<ControlPlane<S>>,
+    incidents: Arc<Incidents>,
     detect: DetectConfig,
     playbook_cfg: PlaybookConfig,
 ) {
@@ -143,8 +64,7 @@ pub async fn run<S: Store + 'static>(
         .take();
     let mut tick = tokio::time::interval(Duration::from_millis(100));
     let mut recent: Vec<Finding> = Vec::new();
-    // Actions to check: (when, service, region, error rate before, what was done).
-    let mut to_verify: Vec<(u64, String, String, Option<f64>, String)> = Vec::new();
+    let mut to_verify: Vec<ToVerify> = Vec::new();
     let region_of_zone = |z: &str| plane.config.zone(z).map(|x| x.region.clone());
     let base_url = plane
         .config
@@ -157,7 +77,7 @@ pub async fn run<S: Store + 'static>(
         tick.tick().await;
         while let Ok(s) = rx.try_recv() {
             engine.ingest(&s);
-            plane.incidents.lock().ingest(&s);
+            incidents.lock().ingest(&s);
         }
         let now = now_ms();
         let mut planned = Vec::new();
@@ -191,7 +111,7 @@ pub async fn run<S: Store + 'static>(
                     }
                 }
             }
-            plane.incidents.lock().on_event(&ev, now);
+            incidents.lock().on_event(&ev, now);
             planned.extend(books.on_event(&ev, now));
         }
         planned.extend(books.tick(now));
@@ -199,74 +119,38 @@ pub async fn run<S: Store + 'static>(
             recent.drain(..recent.len() - 200);
         }
         for p in planned {
-            let mode = modes
-                .get(service_of(&p))
-                .cloned()
-                .unwrap_or(PlaybookMode::Off);
+            let Some(service) = p.op.service().map(str::to_string) else {
+                continue;
+            };
+            let mode = modes.get(&service).cloned().unwrap_or(PlaybookMode::Off);
             match mode {
                 PlaybookMode::Off => {}
                 PlaybookMode::Recommend => {
                     let _ = plane
-                        .note(&AuditEntry {
+                        .record(AuditEntry {
                             at_ms: now,
-                            who: "playbook".into(),
-                            action: format!("recommend: {}", p.describe()),
-                            reason: p.why().to_string(),
+                            actor: Actor::playbook(p.playbook),
+                            kind: AuditKind::Recommendation,
+                            action: format!("recommend: {}", p.op.describe()),
+                            op: Some(p.op.clone()),
+                            reason: p.why.clone(),
                             accepted: false,
                             rule: Some("recommend-only".into()),
                             version: None,
-                            detail: serde_json::to_value(&p).unwrap_or_default(),
+                            detail: serde_json::Value::Null,
                         })
                         .await;
                 }
-                PlaybookMode::Auto => {
-                    let edit = edit_for(&p);
-                    let r = plane
-                        .change(Change {
-                            who: "playbook".into(),
-                            action: p.describe(),
-                            reason: p.why().to_string(),
-                            force: false,
-                            edit: &edit,
-                        })
-                        .await;
-                    match r {
-                        Ok(v) => {
-                            tracing::warn!(action = %p.describe(), version = v.version, "playbook acted");
-                            let region = match &p {
-                                Planned::Shift { zone, .. } => region_of_zone(zone),
-                                Planned::RegionWeight { region, .. }
-                                | Planned::ReadOnly {
-                                    region, on: true, ..
-                                } => Some(region.clone()),
-                                _ => None,
-                            };
-                            if let Some(region) = region {
-                                let svc = service_of(&p).to_string();
-                                let before = engine.region_error_rate(&svc, &region);
-                                to_verify.push((
-                                    now + VERIFY_AFTER_MS,
-                                    svc,
-                                    region,
-                                    before,
-                                    p.describe(),
-                                ));
-                            }
-                        }
-                        Err(e) => {
-                            tracing::warn!(action = %p.describe(), error = %e, "playbook action not taken")
-                        }
-                    }
-                }
+                PlaybookMode::Auto => act(&plane, &engine, &region_of_zone, p, service, now, &mut to_verify).await,
             }
         }
         // Did it help? Compare the errors the edges see in the region now
         // with those when the playbook acted.
-        let (due, later): (Vec<_>, Vec<_>) = to_verify.into_iter().partition(|v| v.0 <= now);
+        let (due, later): (Vec<_>, Vec<_>) = to_verify.into_iter().partition(|v| v.due_ms <= now);
         to_verify = later;
-        for (_, svc, region, before, action) in due {
-            let after = engine.region_error_rate(&svc, &region);
-            let helped = match (before, after) {
+        for v in due {
+            let after = engine.region_error_rate(&v.service, &v.region);
+            let helped = match (v.before, after) {
                 (_, None) => true,
                 (None, Some(a)) => a <= 0.01,
                 (Some(b), Some(a)) => a <= 0.01 || a <= b / 2.0,
@@ -276,15 +160,17 @@ pub async fn run<S: Store + 'static>(
                     .unwrap_or_else(|| "no traffic".into())
             };
             let _ = plane
-                .note(&AuditEntry {
+                .record(AuditEntry {
                     at_ms: now,
-                    who: "playbook".into(),
-                    action: format!("verify: {action}"),
-                    reason: format!("errors of {svc} in {region}: {} when acting, {} {} s later", pct(before), pct(after), VERIFY_AFTER_MS / 1000),
+                    actor: Actor::playbook(v.playbook),
+                    kind: AuditKind::Verification,
+                    action: format!("verify: {}", v.op.describe()),
+                    op: Some(v.op),
+                    reason: format!("errors of {} in {}: {} when acting, {} {} s later", v.service, v.region, pct(v.before), pct(after), VERIFY_AFTER_MS / 1000),
                     accepted: helped,
                     rule: (!helped).then(|| "not-verified".into()),
                     version: None,
-                    detail: json!({"region": region, "error_rate_before": before, "error_rate_after": after}),
+                    detail: json!({"region": v.region, "error_rate_before": v.before, "error_rate_after": after}),
                 })
                 .await;
         }
@@ -293,27 +179,74 @@ pub async fn run<S: Store + 'static>(
         if now >= last_incident_tick + 1000 {
             last_incident_tick = now;
             let open = {
-                let mut t = plane.incidents.lock();
+                let mut t = incidents.lock();
                 t.tick(now);
                 t.open_incidents().count()
             };
             plane.metrics.open_incidents.set(open as i64);
-            if let Err(e) = plane.incidents.persist(plane.store()).await {
+            if let Err(e) = incidents.persist(plane.store()).await {
                 tracing::warn!(error = %e, "cannot store incidents; kept in memory and retried");
             }
         }
-        for g in plane.incidents.due_notices(&base_url, now) {
-            tokio::spawn(crate::incidents::deliver(plane.clone(), g));
+        for g in incidents.due_notices(&base_url, now) {
+            tokio::spawn(crate::incidents::deliver(plane.clone(), incidents.clone(), g));
         }
         plane
             .metrics
             .open_findings
             .set(recent.iter().filter(|f| f.end_ms.is_none()).count() as i64);
-        *plane.observed.lock().unwrap_or_else(|e| e.into_inner()) = json!({
-            "findings": recent,
-            "open": recent.iter().filter(|f| f.end_ms.is_none()).count(),
-            "mitigations": books.active(),
-            "alarms": engine.alarms(),
-        });
+        *plane.observed.lock().unwrap_or_else(|e| e.into_inner()) = FindingsView {
+            open: recent.iter().filter(|f| f.end_ms.is_none()).count(),
+            findings: recent.clone(),
+            mitigations: books.active().into_iter().cloned().collect(),
+            alarms: engine.alarms().to_vec(),
+        };
+    }
+}
+
+/// Makes a playbook's change through the rules, like anyone's, and keeps the
+/// ones whose effect can be measured (a place lost traffic or was put in
+/// read-only mode) for verification.
+async fn act<S: Store + 'static>(
+    plane: &ControlPlane<S>,
+    engine: &Engine,
+    region_of_zone: &impl Fn(&str) -> Option<String>,
+    p: Planned,
+    service: String,
+    now: u64,
+    to_verify: &mut Vec<ToVerify>,
+) {
+    let r = plane
+        .change(Change {
+            actor: Actor::playbook(p.playbook),
+            op: p.op.clone(),
+            reason: p.why.clone(),
+            force: false,
+        })
+        .await;
+    match r {
+        Ok(v) => {
+            tracing::warn!(action = %p.op, version = v.version, "playbook acted");
+            let region = match (&p.op, p.op.scope().place) {
+                (Op::Shift { .. }, Place::Zone(z)) => region_of_zone(z),
+                (Op::RegionWeight { .. }, Place::Region(r))
+                | (Op::ReadOnly { on: true, .. }, Place::Region(r)) => Some(r.to_string()),
+                _ => None,
+            };
+            if let Some(region) = region {
+                let before = engine.region_error_rate(&service, &region);
+                to_verify.push(ToVerify {
+                    due_ms: now + VERIFY_AFTER_MS,
+                    service,
+                    region,
+                    before,
+                    playbook: p.playbook,
+                    op: p.op,
+                });
+            }
+        }
+        Err(e) => {
+            tracing::warn!(action = %p.op, error = %e, "playbook action not taken")
+        }
     }
 }

@@ -1,16 +1,17 @@
 //! Incidents inside the control plane: the tracker fed by detection and by
-//! every control change, persisted in the store (an incident and its
+//! every control change (followed from the plane's change events), persisted in the store (an incident and its
 //! timeline survive kill -9), and notifications routed, grouped, silenced
 //! and delivered with every attempt written into the incident's timeline.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 use serde_json::json;
 use switchyard_incident::{Incident, Severity, Status, Tracker, TrackerConfig};
-use switchyard_model::{Config, Controls};
+use switchyard_model::{AuditKind, Config};
 use switchyard_notify::{Grouper, NotifyConfig, Silence};
 
+use crate::plane::ControlPlane;
 use crate::store::{Store, StoreError};
 
 pub const INCIDENT: &str = "incident";
@@ -20,21 +21,6 @@ pub struct Incidents {
     pub tracker: Mutex<Tracker>,
     pub notify: NotifyConfig,
     grouper: Mutex<Grouper>,
-}
-
-/// The services whose controls differ between two states.
-pub fn services_changed(a: &Controls, b: &Controls) -> BTreeSet<String> {
-    let mut out: BTreeSet<String> = a
-        .services
-        .keys()
-        .chain(b.services.keys())
-        .filter(|s| a.services.get(*s) != b.services.get(*s))
-        .cloned()
-        .collect();
-    if a.faults != b.faults {
-        out.extend(a.faults.iter().chain(&b.faults).map(|f| f.service.clone()));
-    }
-    out
 }
 
 pub fn notify_severity(s: Severity) -> switchyard_notify::Severity {
@@ -179,18 +165,53 @@ impl Incidents {
     }
 }
 
+/// Writes every change the plane makes or refuses into the timelines of the
+/// open incidents of the services it touches, until the plane is gone.
+pub async fn follow_changes<S: Store + 'static>(plane: Arc<ControlPlane<S>>, incidents: Arc<Incidents>) {
+    let mut events = plane.change_events();
+    loop {
+        let ev = match events.recv().await {
+            Ok(ev) => ev,
+            Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                tracing::warn!(missed = n, "incidents fell behind the control plane's changes");
+                continue;
+            }
+            Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+        };
+        let e = &ev.entry;
+        if e.kind != AuditKind::Change || ev.services.is_empty() {
+            continue;
+        }
+        let detail = if e.accepted {
+            json!({"reason": e.reason, "version": e.version})
+        } else {
+            json!({"reason": e.reason, "refused_by": e.detail["refusals"]})
+        };
+        {
+            let mut t = incidents.lock();
+            for svc in &ev.services {
+                t.on_action(svc, &e.actor.to_string(), &e.action, e.accepted, e.at_ms, detail.clone());
+            }
+        }
+        if let Err(err) = incidents.persist(plane.store()).await {
+            tracing::warn!(error = %err, "cannot store the incidents' timelines");
+        }
+    }
+}
+
 /// Routes and delivers one grouped message, writing every attempt (and a
 /// silence, when one holds it back) into the incident's timeline.
 pub async fn deliver<S: Store + 'static>(
-    plane: Arc<crate::plane::ControlPlane<S>>,
+    plane: Arc<ControlPlane<S>>,
+    incidents: Arc<Incidents>,
     grouped: switchyard_notify::Grouped,
 ) {
     let now = crate::plane::now_ms();
-    let silences = plane.incidents.silences(plane.store()).await;
-    let routed = switchyard_notify::route(&plane.incidents.notify, &grouped.notice, &silences, now);
+    let silences = incidents.silences(plane.store()).await;
+    let routed = switchyard_notify::route(&incidents.notify, &grouped.notice, &silences, now);
     let id = grouped.notice.incident_id.clone();
     if let Some(s) = &routed.silenced_by {
-        plane.incidents.lock().on_attempt(
+        incidents.lock().on_attempt(
             &id,
             "silence",
             false,
@@ -203,8 +224,8 @@ pub async fn deliver<S: Store + 'static>(
     if routed.receivers.is_empty() {
         return;
     }
-    let cfg = plane.incidents.notify.clone();
-    let p = plane.clone();
+    let cfg = incidents.notify.clone();
+    let (p, inc) = (plane.clone(), incidents.clone());
     let deliveries = switchyard_notify::deliver(&cfg, &grouped, &routed.receivers, |a| {
         let text = match (&a.status, &a.error) {
             (_, Some(e)) => format!("attempt {} failed: {e}", a.attempt),
@@ -212,7 +233,7 @@ pub async fn deliver<S: Store + 'static>(
             (Some(s), None) => format!("attempt {} answered HTTP {s}", a.attempt),
             (None, None) => format!("attempt {}", a.attempt),
         };
-        p.incidents.lock().on_attempt(
+        inc.lock().on_attempt(
             &id,
             &a.receiver,
             a.ok,
@@ -236,7 +257,7 @@ pub async fn deliver<S: Store + 'static>(
     for d in deliveries.iter().filter(|d| !d.delivered) {
         tracing::warn!(incident = %id, receiver = %d.receiver, attempts = d.attempts.len(), "notification not delivered");
     }
-    if let Err(e) = plane.incidents.persist(plane.store()).await {
+    if let Err(e) = incidents.persist(plane.store()).await {
         tracing::warn!(error = %e, "cannot store the incident's delivery attempts");
     }
 }

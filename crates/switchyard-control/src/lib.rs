@@ -12,6 +12,7 @@ pub mod incidents;
 pub mod metrics;
 pub mod plane;
 pub mod playbooks;
+pub mod respond;
 pub mod safety;
 pub mod server;
 pub mod signals;

@@ -1,23 +1,23 @@
 //! The control plane's core: one place where every change — from a person
 //! through the API or from a playbook — is checked against the topology and
 //! the safety rules, committed to the store (compare-and-swap on the
-//! version), audited, and pushed to every watcher.
+//! version), audited, and pushed to every watcher. Whoever else cares about
+//! changes (incidents, their timelines) subscribes to the change events the
+//! plane publishes; the plane calls into none of them.
 
+use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 
 use serde::Serialize;
-use switchyard_model::{Config, Controls};
+use switchyard_api::{FindingsView, Refusal};
+use switchyard_model::ops::ApplyContext;
+use switchyard_model::{Actor, AuditKind, Config, Controls, Op, OpError};
 use tokio::sync::broadcast;
 
 use crate::safety::{self, History, SafetyConfig};
 use crate::store::{AuditEntry, Store, StoreError};
 
-pub fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
+pub use switchyard_model::time::now_ms;
 
 /// Why a change was not made, classified for the API's status codes.
 #[derive(Debug, thiserror::Error)]
@@ -29,11 +29,29 @@ pub enum ChangeError {
     #[error("{0}")]
     NotFound(String),
     /// A safety rule refused it (409); every rule that did, with numbers.
-    #[error("refused by {}", .0.iter().map(|(r, m)| format!("{r}: {m}")).collect::<Vec<_>>().join("; "))]
-    Refused(Vec<(String, String)>),
+    #[error("refused by {}", .0.iter().map(|r| format!("{}: {}", r.rule, r.message)).collect::<Vec<_>>().join("; "))]
+    Refused(Vec<Refusal>),
     /// The store could not take it (503); nothing changed.
     #[error("{0}")]
     Store(#[from] StoreError),
+}
+
+impl From<OpError> for ChangeError {
+    fn from(e: OpError) -> ChangeError {
+        match e {
+            OpError::Invalid(m) => ChangeError::Invalid(vec![m]),
+            OpError::NotFound(m) => ChangeError::NotFound(m),
+        }
+    }
+}
+
+/// What happened to a change, for whoever follows the plane: the audit
+/// entry as stored and the services whose controls it changed (or would
+/// have, when refused).
+#[derive(Debug, Clone)]
+pub struct ChangeEvent {
+    pub entry: AuditEntry,
+    pub services: BTreeSet<String>,
 }
 
 /// The state every watcher receives: the full controls and their version.
@@ -51,14 +69,14 @@ pub struct ControlPlane<S: Store> {
     history: Mutex<History>,
     changes: tokio::sync::Mutex<()>,
     tx: broadcast::Sender<Arc<Published>>,
+    /// Every change made or refused here, for incidents and other followers.
+    events: broadcast::Sender<Arc<ChangeEvent>>,
     /// What detection and the playbooks see now, for `/v1/findings`.
-    pub observed: Mutex<serde_json::Value>,
+    pub observed: Mutex<FindingsView>,
     pub metrics: crate::metrics::Metrics,
     /// Alerts and heartbeats posted to the API, for the detection loop.
     pub ingest: tokio::sync::mpsc::UnboundedSender<Ingest>,
     pub ingest_rx: Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<Ingest>>>,
-    /// Incidents, fed by detection and by every change made here.
-    pub incidents: crate::incidents::Incidents,
 }
 
 /// What the ingest endpoints hand to detection.
@@ -68,14 +86,13 @@ pub enum Ingest {
     Heartbeat(switchyard_detect::alerts::Heartbeat),
 }
 
-/// A change to make: who asks, what, why, and the edit itself.
-pub struct Change<'a> {
-    pub who: String,
-    pub action: String,
+/// A change to make: who asks, what, why.
+pub struct Change {
+    pub actor: Actor,
+    pub op: Op,
     pub reason: String,
     /// Skip the safety rules (admin only, audited as forced).
     pub force: bool,
-    pub edit: &'a (dyn Fn(&mut Controls) -> Result<(), ChangeError> + Send + Sync),
 }
 
 impl<S: Store> ControlPlane<S> {
@@ -83,7 +100,6 @@ impl<S: Store> ControlPlane<S> {
         config: Arc<Config>,
         safety: SafetyConfig,
         store: S,
-        incidents: crate::incidents::Incidents,
     ) -> Result<Arc<Self>, StoreError> {
         let (ingest, ingest_rx) = tokio::sync::mpsc::unbounded_channel();
         let loaded = store.load().await?;
@@ -105,11 +121,11 @@ impl<S: Store> ControlPlane<S> {
             history: Mutex::new(History::new()),
             changes: tokio::sync::Mutex::new(()),
             tx: broadcast::channel(64).0,
-            observed: Mutex::new(serde_json::json!({"findings": [], "mitigations": []})),
+            events: broadcast::channel(256).0,
+            observed: Mutex::new(FindingsView::default()),
             metrics: crate::metrics::Metrics::new(),
             ingest,
             ingest_rx: Mutex::new(Some(ingest_rx)),
-            incidents,
         }))
     }
 
@@ -128,6 +144,12 @@ impl<S: Store> ControlPlane<S> {
         self.tx.subscribe()
     }
 
+    /// Every change event from now on. A follower that falls more than 256
+    /// behind is told how many it missed.
+    pub fn change_events(&self) -> broadcast::Receiver<Arc<ChangeEvent>> {
+        self.events.subscribe()
+    }
+
     /// Watch streams open now (edges following this control plane).
     pub fn watchers(&self) -> usize {
         self.tx.receiver_count()
@@ -142,59 +164,60 @@ impl<S: Store> ControlPlane<S> {
         self.store.history(limit).await
     }
 
-    /// What the rules would say about a proposal, without making it.
-    pub fn preview(&self, proposed: &Controls) -> safety::Verdict {
+    /// The controls an operation would produce from the current ones, and
+    /// what the rules would say about them, without making the change.
+    pub fn preview(&self, op: &Op, actor: &Actor, reason: &str) -> Result<(Controls, safety::Verdict), ChangeError> {
         let cur = self.current();
+        let now = now_ms();
+        let proposed = self.propose(&cur, op, actor, reason, now)?;
         let h = self.history.lock().unwrap_or_else(|e| e.into_inner());
-        safety::check(
-            &self.config,
-            &self.safety,
-            &h,
-            &cur.controls,
-            proposed,
-            now_ms(),
-        )
+        let verdict = safety::check(&self.config, &self.safety, &h, &cur.controls, &proposed, now);
+        Ok((proposed, verdict))
+    }
+
+    /// The one place an operation becomes new controls: applied to a copy,
+    /// then checked against the topology as a whole.
+    fn propose(&self, cur: &Published, op: &Op, actor: &Actor, reason: &str, now: u64) -> Result<Controls, ChangeError> {
+        let mut proposed = cur.controls.clone();
+        let label = actor.label(reason);
+        op.apply(
+            &ApplyContext {
+                config: &self.config,
+                now_ms: now,
+                reason: &label,
+            },
+            &mut proposed,
+        )?;
+        proposed.version = cur.version + 1;
+        proposed
+            .validate(&self.config)
+            .map_err(|e| ChangeError::Invalid(e.iter().map(|x| x.to_string()).collect()))?;
+        Ok(proposed)
+    }
+
+    /// Records a playbook's recommendation or verification: an audit entry
+    /// that changes nothing, published like a change.
+    pub async fn record(&self, entry: AuditEntry) -> Result<(), StoreError> {
+        self.store.append_audit(&entry).await?;
+        let services = entry.op.as_ref().and_then(|o| o.service()).map(str::to_string).into_iter().collect();
+        let _ = self.events.send(Arc::new(ChangeEvent { entry, services }));
+        Ok(())
     }
 
     /// Makes a change, or says why not. Changes are serialized here; across
     /// control planes sharing a store, the version check serializes them.
-    pub async fn change(&self, c: Change<'_>) -> Result<Published, ChangeError> {
-        // Which services it touches, for their open incidents' timelines.
-        let mut touched = std::collections::BTreeSet::new();
-        let r = self.change_inner(&c, &mut touched).await;
-        if matches!(r, Ok(_) | Err(ChangeError::Refused(_))) && !touched.is_empty() {
-            let detail = match &r {
-                Err(ChangeError::Refused(rules)) => {
-                    serde_json::json!({"reason": c.reason, "refused_by": rules.iter().map(|(r, m)| serde_json::json!({"rule": r, "message": m})).collect::<Vec<_>>()})
-                }
-                Ok(p) => serde_json::json!({"reason": c.reason, "version": p.version}),
-                Err(_) => serde_json::Value::Null,
-            };
-            {
-                let mut t = self.incidents.lock();
-                for svc in &touched {
-                    t.on_action(svc, &c.who, &c.action, r.is_ok(), now_ms(), detail.clone());
-                }
-            }
-            if let Err(e) = self.incidents.persist(&self.store).await {
-                tracing::warn!(error = %e, "cannot store the incidents' timelines");
-            }
-        }
-        let by = if c.who == "playbook" {
-            "playbook"
-        } else {
-            "person"
-        };
+    pub async fn change(&self, c: Change) -> Result<Published, ChangeError> {
+        let r = self.change_inner(&c).await;
         let result = match &r {
-            Ok(p) => {
+            Ok((p, _)) => {
                 self.metrics.version.set(p.version as i64);
                 "accepted"
             }
             Err(ChangeError::Refused(rules)) => {
-                for (rule, _) in rules {
+                for r in rules {
                     self.metrics
                         .refusals
-                        .get_or_create(&crate::metrics::RuleLabels { rule: rule.clone() })
+                        .get_or_create(&crate::metrics::RuleLabels { rule: r.rule.clone() })
                         .inc();
                 }
                 "refused"
@@ -204,84 +227,59 @@ impl<S: Store> ControlPlane<S> {
         self.metrics
             .changes
             .get_or_create(&crate::metrics::ChangeLabels {
-                by: by.into(),
+                by: c.actor.kind().into(),
                 result: result.into(),
             })
             .inc();
-        r
+        r.map(|(p, _)| p)
     }
 
-    /// `touched` gets the services the proposal changes, also when it is
-    /// refused.
-    async fn change_inner(
-        &self,
-        c: &Change<'_>,
-        touched: &mut std::collections::BTreeSet<String>,
-    ) -> Result<Published, ChangeError> {
+    async fn change_inner(&self, c: &Change) -> Result<(Published, AuditEntry), ChangeError> {
         let _one_at_a_time = self.changes.lock().await;
         for attempt in 0..3 {
             let cur = self.current();
-            let mut proposed = cur.controls.clone();
-            (c.edit)(&mut proposed)?;
-            proposed.version = cur.version + 1;
-            proposed
-                .validate(&self.config)
-                .map_err(|e| ChangeError::Invalid(e.iter().map(|x| x.to_string()).collect()))?;
-            *touched = crate::incidents::services_changed(&cur.controls, &proposed);
             let now = now_ms();
+            let mut proposed = self.propose(&cur, &c.op, &c.actor, &c.reason, now)?;
+            let services = services_changed(&cur.controls, &proposed);
             let verdict = {
                 let h = self.history.lock().unwrap_or_else(|e| e.into_inner());
-                safety::check(
-                    &self.config,
-                    &self.safety,
-                    &h,
-                    &cur.controls,
-                    &proposed,
-                    now,
-                )
+                safety::check(&self.config, &self.safety, &h, &cur.controls, &proposed, now)
             };
-            if !verdict.allowed && !c.force {
-                let refusals: Vec<(String, String)> = verdict
-                    .refusals
-                    .iter()
-                    .map(|r| (r.rule.to_string(), r.message.clone()))
-                    .collect();
-                let entry = AuditEntry {
-                    at_ms: now,
-                    who: c.who.clone(),
-                    action: c.action.clone(),
-                    reason: c.reason.clone(),
-                    accepted: false,
-                    rule: Some(
-                        refusals
-                            .iter()
-                            .map(|(r, _)| r.as_str())
-                            .collect::<Vec<_>>()
-                            .join(","),
-                    ),
-                    version: None,
-                    detail: serde_json::json!({"refusals": refusals.iter().map(|(r, m)| serde_json::json!({"rule": r, "message": m})).collect::<Vec<_>>()}),
-                };
-                self.store.append_audit(&entry).await?;
-                return Err(ChangeError::Refused(refusals));
-            }
-            let entry = AuditEntry {
+            let refusals: Vec<Refusal> = verdict
+                .refusals
+                .iter()
+                .map(|r| Refusal {
+                    rule: r.rule.to_string(),
+                    message: r.message.clone(),
+                })
+                .collect();
+            let mut entry = AuditEntry {
                 at_ms: now,
-                who: c.who.clone(),
-                action: c.action.clone(),
+                actor: c.actor.clone(),
+                kind: AuditKind::Change,
+                op: Some(c.op.clone()),
+                action: c.op.describe(),
                 reason: c.reason.clone(),
-                accepted: true,
+                accepted: false,
                 rule: None,
                 version: None,
-                detail: if c.force && !verdict.allowed {
-                    serde_json::json!({"forced_past": verdict.refusals.iter().map(|r| serde_json::json!({"rule": r.rule, "message": r.message})).collect::<Vec<_>>()})
-                } else {
-                    serde_json::Value::Null
-                },
+                detail: serde_json::Value::Null,
             };
+            if !verdict.allowed && !c.force {
+                entry.rule = Some(refusals.iter().map(|r| r.rule.as_str()).collect::<Vec<_>>().join(","));
+                entry.detail = serde_json::json!({ "refusals": refusals });
+                self.store.append_audit(&entry).await?;
+                self.publish_event(&entry, services);
+                return Err(ChangeError::Refused(refusals));
+            }
+            entry.accepted = true;
+            if !verdict.allowed {
+                entry.detail = serde_json::json!({ "forced_past": refusals });
+            }
             match self.store.commit(cur.version, &proposed, &entry).await {
                 Ok(v) => {
                     proposed.version = v;
+                    entry.version = Some(v);
                     self.history
                         .lock()
                         .unwrap_or_else(|e| e.into_inner())
@@ -292,8 +290,9 @@ impl<S: Store> ControlPlane<S> {
                     };
                     *self.current.lock().unwrap_or_else(|e| e.into_inner()) = p.clone();
                     let _ = self.tx.send(Arc::new(p.clone()));
-                    tracing::info!(who = %c.who, action = %c.action, version = v, "controls changed");
-                    return Ok(p);
+                    tracing::info!(actor = %c.actor, action = %entry.action, version = v, "controls changed");
+                    self.publish_event(&entry, services);
+                    return Ok((p, entry));
                 }
                 Err(StoreError::Conflict { .. }) if attempt < 2 => {
                     // Another control plane got there first: take its state
@@ -306,6 +305,13 @@ impl<S: Store> ControlPlane<S> {
         Err(ChangeError::Store(StoreError::Unavailable(
             "the controls kept changing underneath; try again".into(),
         )))
+    }
+
+    fn publish_event(&self, entry: &AuditEntry, services: BTreeSet<String>) {
+        let _ = self.events.send(Arc::new(ChangeEvent {
+            entry: entry.clone(),
+            services,
+        }));
     }
 
     /// Takes the store's state if another control plane changed it; returns
@@ -330,4 +336,19 @@ impl<S: Store> ControlPlane<S> {
         let _ = self.tx.send(Arc::new(p));
         Ok(true)
     }
+}
+
+/// The services whose controls differ between two states.
+pub fn services_changed(a: &Controls, b: &Controls) -> BTreeSet<String> {
+    let mut out: BTreeSet<String> = a
+        .services
+        .keys()
+        .chain(b.services.keys())
+        .filter(|s| a.services.get(*s) != b.services.get(*s))
+        .cloned()
+        .collect();
+    if a.faults != b.faults {
+        out.extend(a.faults.iter().chain(&b.faults).map(|f| f.service.clone()));
+    }
+    out
 }

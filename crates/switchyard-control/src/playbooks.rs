@@ -18,8 +18,12 @@
 
 use std::collections::BTreeMap;
 
+use std::time::Duration;
+
 use serde::{Deserialize, Serialize};
+use switchyard_model::Op;
 use switchyard_detect::{Event, Finding};
+pub use switchyard_model::finding::Mitigation;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -43,112 +47,25 @@ impl Default for PlaybookConfig {
     }
 }
 
-/// A change a playbook wants; applied through the safety rules.
+/// The playbooks by name, as the audit log records them.
+pub const ZONE_SHIFT: &str = "zone-shift";
+pub const REGION_EVACUATION: &str = "region-evacuation";
+pub const LINK_FAILOVER: &str = "link-failover";
+pub const WRITE_PATH_READ_ONLY: &str = "write-path-read-only";
+
+/// A change a playbook wants: an operation like anyone's, applied through the
+/// safety rules, with the playbook's name and its reason.
 #[derive(Debug, Clone, PartialEq, Serialize)]
-#[serde(tag = "action", rename_all = "snake_case")]
-pub enum Planned {
-    Shift {
-        service: String,
-        zone: String,
-        until_ms: u64,
-        why: String,
-    },
-    Unshift {
-        service: String,
-        zone: String,
-        why: String,
-    },
-    RegionWeight {
-        service: String,
-        region: String,
-        weight: f64,
-        why: String,
-    },
-    RegionBack {
-        service: String,
-        region: String,
-        why: String,
-    },
-    Failover {
-        service: String,
-        regions: Vec<String>,
-        on: bool,
-        why: String,
-    },
-    ReadOnly {
-        service: String,
-        region: String,
-        on: bool,
-        why: String,
-    },
+pub struct Planned {
+    pub playbook: &'static str,
+    pub op: Op,
+    pub why: String,
 }
 
 impl Planned {
-    pub fn describe(&self) -> String {
-        match self {
-            Planned::Shift { service, zone, .. } => {
-                format!("shift {service} away from zone {zone}")
-            }
-            Planned::Unshift { service, zone, .. } => {
-                format!("end the shift of {service} away from zone {zone}")
-            }
-            Planned::RegionWeight {
-                service,
-                region,
-                weight,
-                ..
-            } => format!("region {region} of {service} weight {weight:.2}"),
-            Planned::RegionBack {
-                service, region, ..
-            } => format!("region {region} of {service} back in"),
-            Planned::Failover {
-                service,
-                regions,
-                on,
-                ..
-            } => {
-                format!(
-                    "failover mode {} for {service} in {}",
-                    if *on { "on" } else { "off" },
-                    regions.join(", ")
-                )
-            }
-            Planned::ReadOnly {
-                service,
-                region,
-                on,
-                ..
-            } => format!(
-                "read-only mode {} for {service} in {region}",
-                if *on { "on" } else { "off" }
-            ),
-        }
+    fn new(playbook: &'static str, op: Op, why: String) -> Planned {
+        Planned { playbook, op, why }
     }
-
-    pub fn why(&self) -> &str {
-        match self {
-            Planned::Shift { why, .. }
-            | Planned::Unshift { why, .. }
-            | Planned::RegionWeight { why, .. }
-            | Planned::RegionBack { why, .. }
-            | Planned::Failover { why, .. }
-            | Planned::ReadOnly { why, .. } => why,
-        }
-    }
-}
-
-/// One mitigation in progress, keyed by (service, scope).
-#[derive(Debug, Clone, Serialize)]
-pub struct Mitigation {
-    pub scope: String,
-    pub started_ms: u64,
-    /// Findings of this scope now open (kinds).
-    pub open: Vec<String>,
-    /// When the last finding closed, if all are closed.
-    pub clear_since_ms: Option<u64>,
-    /// Evacuation: the steps taken so far.
-    pub step: u32,
-    pub next_step_ms: Option<u64>,
 }
 
 pub struct Playbooks {
@@ -224,18 +141,24 @@ impl Playbooks {
                     next_step_ms: None,
                 };
                 match level {
-                    "region" if f.kind == WRITE_PATH => out.push(Planned::ReadOnly {
-                        service: f.service.clone(),
-                        region: name.to_string(),
-                        on: true,
-                        why: Self::why(f),
-                    }),
-                    "zone" => out.push(Planned::Shift {
-                        service: f.service.clone(),
-                        zone: name.to_string(),
-                        until_ms: now_ms + self.cfg.shift_for_ms,
-                        why: Self::why(f),
-                    }),
+                    "region" if f.kind == WRITE_PATH => out.push(Planned::new(
+                        WRITE_PATH_READ_ONLY,
+                        Op::ReadOnly {
+                            service: f.service.clone(),
+                            region: Some(name.to_string()),
+                            on: true,
+                        },
+                        Self::why(f),
+                    )),
+                    "zone" => out.push(Planned::new(
+                        ZONE_SHIFT,
+                        Op::Shift {
+                            service: f.service.clone(),
+                            zone: name.to_string(),
+                            for_: Duration::from_millis(self.cfg.shift_for_ms),
+                        },
+                        Self::why(f),
+                    )),
                     "region" => {
                         m.next_step_ms = Some(now_ms);
                     }
@@ -251,12 +174,15 @@ impl Playbooks {
                             // Between zones: the zone findings handle it.
                             return out;
                         }
-                        out.push(Planned::Failover {
-                            service: f.service.clone(),
-                            regions: vec![from.to_string(), to.to_string()],
-                            on: true,
-                            why: Self::why(f),
-                        });
+                        out.push(Planned::new(
+                            LINK_FAILOVER,
+                            Op::FailoverMode {
+                                service: f.service.clone(),
+                                regions: vec![from.to_string(), to.to_string()],
+                                on: true,
+                            },
+                            Self::why(f),
+                        ));
                     }
                     _ => {}
                 }
@@ -295,15 +221,18 @@ impl Playbooks {
                     if m.step < self.cfg.evacuation_steps {
                         m.step += 1;
                         let w = 1.0 - m.step as f64 / self.cfg.evacuation_steps as f64;
-                        out.push(Planned::RegionWeight {
-                            service: svc.clone(),
-                            region: name.to_string(),
-                            weight: w,
-                            why: format!(
+                        out.push(Planned::new(
+                            REGION_EVACUATION,
+                            Op::RegionWeight {
+                                service: svc.clone(),
+                                region: name.to_string(),
+                                weight: w,
+                            },
+                            format!(
                                 "region finding: evacuation step {} of {}",
                                 m.step, self.cfg.evacuation_steps
                             ),
-                        });
+                        ));
                         m.next_step_ms = Some(t + self.cfg.evacuation_step_ms);
                     }
                 }
@@ -312,30 +241,42 @@ impl Playbooks {
                 if now_ms.saturating_sub(c) >= self.cfg.failback_hold_ms {
                     let why = format!("{scope} clear for {} s", self.cfg.failback_hold_ms / 1000);
                     match level {
-                        "region" if write_path => out.push(Planned::ReadOnly {
-                            service: svc.clone(),
-                            region: name.to_string(),
-                            on: false,
+                        "region" if write_path => out.push(Planned::new(
+                            WRITE_PATH_READ_ONLY,
+                            Op::ReadOnly {
+                                service: svc.clone(),
+                                region: Some(name.to_string()),
+                                on: false,
+                            },
                             why,
-                        }),
-                        "zone" => out.push(Planned::Unshift {
-                            service: svc.clone(),
-                            zone: name.to_string(),
+                        )),
+                        "zone" => out.push(Planned::new(
+                            ZONE_SHIFT,
+                            Op::Unshift {
+                                service: svc.clone(),
+                                zone: name.to_string(),
+                            },
                             why,
-                        }),
-                        "region" => out.push(Planned::RegionBack {
-                            service: svc.clone(),
-                            region: name.to_string(),
+                        )),
+                        "region" => out.push(Planned::new(
+                            REGION_EVACUATION,
+                            Op::RegionBack {
+                                service: svc.clone(),
+                                region: name.to_string(),
+                            },
                             why,
-                        }),
+                        )),
                         "link" => {
                             if let Some((from, to)) = name.split_once("->") {
-                                out.push(Planned::Failover {
-                                    service: svc.clone(),
-                                    regions: vec![from.to_string(), to.to_string()],
-                                    on: false,
+                                out.push(Planned::new(
+                                    LINK_FAILOVER,
+                                    Op::FailoverMode {
+                                        service: svc.clone(),
+                                        regions: vec![from.to_string(), to.to_string()],
+                                        on: false,
+                                    },
                                     why,
-                                });
+                                ));
                             }
                         }
                         _ => {}
@@ -375,7 +316,7 @@ mod tests {
         );
         let out = p.on_event(&Event::Opened(finding("zone:us-east-a", "errors")), 10_000);
         assert!(
-            matches!(&out[..], [Planned::Shift { zone, until_ms: 1_810_000, .. }] if zone == "us-east-a"),
+            matches!(&out[..], [Planned { op: Op::Shift { zone, for_, .. }, .. }] if zone == "us-east-a" && for_.as_millis() == 1_800_000),
             "{out:?}"
         );
         // A second kind of finding on the same zone changes nothing.
@@ -392,7 +333,7 @@ mod tests {
         p.on_event(&Event::Closed(finding("zone:us-east-a", "errors")), 100_000);
         let out = p.tick(130_000);
         assert!(
-            matches!(&out[..], [Planned::Unshift { zone, .. }] if zone == "us-east-a"),
+            matches!(&out[..], [Planned { op: Op::Unshift { zone, .. }, .. }] if zone == "us-east-a"),
             "{out:?}"
         );
         assert!(p.active().is_empty());
@@ -411,13 +352,13 @@ mod tests {
             .iter()
             .flat_map(|t| p.tick(*t))
             .filter_map(|x| match x {
-                Planned::RegionWeight { weight, .. } => Some(weight),
+                Planned { op: Op::RegionWeight { weight, .. }, .. } => Some(weight),
                 _ => None,
             })
             .collect();
         assert_eq!(weights, vec![0.75, 0.5, 0.25, 0.0]);
         p.on_event(&Event::Closed(finding("region:us-east", "errors")), 50_000);
-        assert!(matches!(&p.tick(80_000)[..], [Planned::RegionBack { .. }]));
+        assert!(matches!(&p.tick(80_000)[..], [Planned { op: Op::RegionBack { .. }, .. }]));
     }
 
     #[test]
@@ -428,14 +369,14 @@ mod tests {
         );
         let out = p.on_event(&Event::Opened(finding("region:us-east", "write_path")), 0);
         assert!(
-            matches!(&out[..], [Planned::ReadOnly { on: true, region, .. }] if region == "us-east"),
+            matches!(&out[..], [Planned { op: Op::ReadOnly { on: true, region: Some(region), .. }, .. }] if region == "us-east"),
             "{out:?}"
         );
         assert!(
             [0, 10_000, 20_000, 40_000]
                 .iter()
                 .flat_map(|t| p.tick(*t))
-                .all(|x| !matches!(x, Planned::RegionWeight { .. })),
+                .all(|x| !matches!(x.op, Op::RegionWeight { .. })),
             "no evacuation step for a write-path finding"
         );
         p.on_event(
@@ -445,7 +386,7 @@ mod tests {
         assert!(p.tick(70_000).is_empty(), "clear for less than the hold");
         let out = p.tick(80_000);
         assert!(
-            matches!(&out[..], [Planned::ReadOnly { on: false, region, .. }] if region == "us-east"),
+            matches!(&out[..], [Planned { op: Op::ReadOnly { on: false, region: Some(region), .. }, .. }] if region == "us-east"),
             "{out:?}"
         );
         assert!(p.active().is_empty());
@@ -462,12 +403,12 @@ mod tests {
             0,
         );
         assert!(
-            matches!(&out[..], [Planned::Failover { on: true, regions, .. }] if regions == &vec!["us-east".to_string(), "eu-west".to_string()])
+            matches!(&out[..], [Planned { op: Op::FailoverMode { on: true, regions, .. }, .. }] if regions == &vec!["us-east".to_string(), "eu-west".to_string()])
         );
         assert!(p
             .tick(5_000)
             .iter()
-            .all(|x| !matches!(x, Planned::RegionWeight { .. })));
+            .all(|x| !matches!(x.op, Op::RegionWeight { .. })));
         // A link between two zones of one region is not a region matter.
         assert!(p
             .on_event(

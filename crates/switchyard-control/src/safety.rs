@@ -164,6 +164,16 @@ pub struct Refusal {
     pub message: String,
 }
 
+impl Refusal {
+    /// As the API answers it.
+    pub fn to_wire(&self) -> switchyard_api::Refusal {
+        switchyard_api::Refusal {
+            rule: self.rule.to_string(),
+            message: self.message.clone(),
+        }
+    }
+}
+
 impl fmt::Display for Refusal {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}: {}", self.rule, self.message)

@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use switchyard_model::{Config, StoreSpec};
 
-use crate::api::{router, Api};
+use crate::api::router;
+use crate::respond::Api;
 use crate::plane::ControlPlane;
 use crate::playbooks::PlaybookConfig;
 use crate::safety::SafetyConfig;
@@ -114,12 +115,15 @@ async fn serve<S: Store + 'static>(
     store: S,
     listen: std::net::SocketAddr,
 ) -> anyhow::Result<Running> {
-    let incidents = crate::incidents::Incidents::new(&config, settings.incidents, settings.notify);
-    let plane = ControlPlane::new(config, settings.safety, store, incidents)
+    let incidents = Arc::new(crate::incidents::Incidents::new(
+        &config,
+        settings.incidents,
+        settings.notify,
+    ));
+    let plane = ControlPlane::new(config, settings.safety, store)
         .await
         .map_err(|e| anyhow::anyhow!("control.store: {e}"))?;
-    let open = plane
-        .incidents
+    let open = incidents
         .restore(plane.store())
         .await
         .map_err(|e| anyhow::anyhow!("control.store: cannot read incidents: {e}"))?;
@@ -133,7 +137,12 @@ async fn serve<S: Store + 'static>(
     let (tx, mut rx) = tokio::sync::watch::channel(false);
     let app = router(Api {
         plane: plane.clone(),
+        incidents: incidents.clone(),
     });
+    let timelines = tokio::spawn(crate::incidents::follow_changes(
+        plane.clone(),
+        incidents.clone(),
+    ));
     let sync_plane = plane.clone();
     let mut sync_rx = rx.clone();
     // Other control planes may change a shared store: follow it.
@@ -155,11 +164,12 @@ async fn serve<S: Store + 'static>(
     });
     let automation = tokio::spawn(crate::automation::run(
         plane.clone(),
+        incidents,
         settings.detect,
         settings.playbook,
     ));
     let task = tokio::spawn(async move {
-        let _g = AbortOnDrop(automation);
+        let _g = (AbortOnDrop(automation), AbortOnDrop(timelines));
         let _ = axum::serve(l, app)
             .with_graceful_shutdown(async move {
                 let _ = rx.wait_for(|s| *s).await;

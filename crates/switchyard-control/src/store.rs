@@ -5,32 +5,12 @@
 
 use std::future::Future;
 
-use serde::{Deserialize, Serialize};
 use switchyard_model::Controls;
 
 pub mod etcd;
 pub mod sqlite;
 
-/// One line of the audit log: every change, accepted or refused, with who
-/// asked, why, and the rule that refused it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct AuditEntry {
-    pub at_ms: u64,
-    /// A person (from the token's name) or a playbook.
-    pub who: String,
-    /// What was asked, in words: `shift us-east-a for 1h`.
-    pub action: String,
-    pub reason: String,
-    pub accepted: bool,
-    /// The rule that refused it, when it was refused.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub rule: Option<String>,
-    /// The controls version this change produced, when accepted.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub version: Option<u64>,
-    #[serde(default)]
-    pub detail: serde_json::Value,
-}
+pub use switchyard_model::AuditEntry;
 
 /// The controls as stored, with the version they were stored under.
 #[derive(Debug, Clone, PartialEq)]
@@ -116,10 +96,16 @@ pub trait Store: Send + Sync {
 pub mod conformance {
     use super::*;
 
-    fn entry(action: &str, accepted: bool) -> AuditEntry {
+    /// An audit entry whose content the suite checks comes back unchanged.
+    pub fn entry(action: &str, accepted: bool) -> AuditEntry {
         AuditEntry {
             at_ms: 1,
-            who: "test".into(),
+            actor: switchyard_model::Actor::person("test"),
+            kind: switchyard_model::AuditKind::Change,
+            op: Some(switchyard_model::Op::ShedLevel {
+                service: "catalog".into(),
+                level: 1,
+            }),
             action: action.into(),
             reason: "conformance".into(),
             accepted,

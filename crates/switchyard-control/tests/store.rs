@@ -13,16 +13,7 @@ use switchyard_model::Controls;
 use switchyard_testkit::etcd::{free_port, Etcd};
 
 fn entry(action: &str) -> AuditEntry {
-    AuditEntry {
-        at_ms: 7,
-        who: "test".into(),
-        action: action.into(),
-        reason: "store tests".into(),
-        accepted: true,
-        rule: None,
-        version: None,
-        detail: serde_json::Value::Null,
-    }
+    conformance::entry(action, true)
 }
 
 fn shedding(level: u8) -> Controls {

@@ -15,6 +15,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use switchyard_model::signals::{ProbeTarget, Snapshot};
 
+pub use switchyard_model::finding::{Alarm, Finding};
+
 use crate::alerts::{Heartbeat, HeartbeatMonitor, IngestedAlert};
 use crate::expr::Expr;
 use crate::slo::{default_rules, SloTracker};
@@ -158,24 +160,6 @@ impl OutlierMethod {
     }
 }
 
-/// A detector's conclusion.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Finding {
-    /// `instance:NAME`, `zone:NAME`, `region:NAME` or `link:FROM->TO`.
-    pub scope: String,
-    /// `errors`, `latency` or `unreachable`.
-    pub kind: String,
-    pub service: String,
-    /// When the condition began (the first second of the opening run).
-    pub start_ms: u64,
-    /// When the engine concluded.
-    pub detected_ms: u64,
-    /// When it cleared; `None` while open.
-    pub end_ms: Option<u64>,
-    /// The numbers that fired and the peers' numbers, at detection.
-    pub evidence: serde_json::Value,
-}
-
 #[derive(Default, Clone)]
 struct InstAcc {
     requests: u64,
@@ -243,17 +227,6 @@ struct Track {
     history: Vec<(u64, bool)>,
     open: Option<usize>,
     quiet_s: u64,
-}
-
-/// A non-localized alarm: an SLO burning too fast, a metric trending to its
-/// threshold, an application heartbeat gone quiet. Current state, not history.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Alarm {
-    pub name: String,
-    pub service: String,
-    pub severity: String,
-    pub at_ms: u64,
-    pub detail: serde_json::Value,
 }
 
 /// Events emitted by [`Engine::tick`].

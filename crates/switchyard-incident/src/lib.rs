@@ -5,7 +5,7 @@
 #![forbid(unsafe_code)]
 pub mod sla;
 
-pub mod incident;
+pub use switchyard_model::incident;
 pub mod postmortem;
 pub mod tracker;
 

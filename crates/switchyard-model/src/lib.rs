@@ -1,5 +1,7 @@
 //! Switchyard's shared vocabulary: the topology and config (raw serde types and
-//! the validated model), and the controls the control plane holds.
+//! the validated model), the controls the control plane holds and the
+//! operations that change them, and the records that cross every boundary
+//! (findings, incidents, notices, audit entries).
 //!
 //! Nothing here performs I/O: callers read files and hand over text, so every
 //! rule can be unit-tested and reused by the edge, the control plane and the CLI.
@@ -8,6 +10,10 @@
 pub mod config;
 pub mod controls;
 pub mod error;
+pub mod finding;
+pub mod incident;
+pub mod notice;
+pub mod ops;
 pub mod signals;
 pub mod time;
 
@@ -16,4 +22,6 @@ pub use config::{
     Priority, Region, Route, RouteKind, Scope, Service, StoreSpec, Timeouts, Zone,
 };
 pub use controls::{Controls, Fault, RegionControl, RegionState, ServiceControls, ZoneControl};
+pub use finding::{Alarm, Finding};
+pub use ops::{Actor, AuditEntry, AuditKind, Op, OpError};
 pub use error::{ConfigError, ValidationError, ValidationErrors};

@@ -1,6 +1,15 @@
 //! Unix milliseconds as RFC 3339 text (UTC), for payloads and reports that
 //! people and other tools read: `2026-11-21T10:00:00.250Z`.
 
+/// The wall clock as Unix milliseconds: the one clock every process stamps
+/// records with. Pure code takes the time as an argument instead.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
 /// Days since 1970-01-01 → (year, month, day), proleptic Gregorian
 /// (Howard Hinnant's `civil_from_days`).
 fn civil_from_days(z: i64) -> (i64, u32, u32) {

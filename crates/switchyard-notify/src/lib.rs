@@ -17,7 +17,7 @@ pub mod deliver;
 pub mod group;
 pub mod payload;
 pub mod route;
-pub mod types;
+pub use switchyard_model::notice as types;
 
 pub use config::{
     parse_http_url, HttpTarget, NotifyConfig, ReceiverConfig, ReceiverKind, RetryConfig,

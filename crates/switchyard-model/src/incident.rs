@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
-use switchyard_detect::Finding;
+use crate::finding::Finding;
 
 /// Where an incident stands. Moves forward; the one way back is from
 /// monitoring to mitigating, when the mitigation did not hold.
@@ -484,7 +484,7 @@ impl Incident {
 }
 
 /// Durations over a set of incidents, from their raw stage timestamps.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Durations {
     pub incidents: usize,
     /// (median, mean, worst) seconds, over the incidents that have both stages.

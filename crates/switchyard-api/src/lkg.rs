@@ -1,0 +1,104 @@
+//! Last-known-good controls on disk. A data-plane process writes every set
+//! it accepts here before using it, and reads it back on start, so it comes
+//! up serving what it served before even when the control plane is gone
+//! (static stability).
+
+use std::io::Write;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+use switchyard_model::{Config, Controls};
+
+/// What is kept: the controls, when and from where they came.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LastKnownGood {
+    pub saved_at_ms: u64,
+    /// `control-plane`, `file`, `admin`, …
+    pub source: String,
+    pub controls: Controls,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LkgError {
+    #[error("cannot read {path}: {source}")]
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{path} is not a last-known-good file: {reason}")]
+    Unreadable { path: String, reason: String },
+}
+
+/// The saved set, checked against the topology; `None` when there is none.
+/// A set the current config refuses is an error, never applied half.
+pub fn load(path: &Path, config: &Config) -> Result<Option<LastKnownGood>, LkgError> {
+    let p = path.display().to_string();
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(source) => return Err(LkgError::Io { path: p, source }),
+    };
+    let lkg: LastKnownGood =
+        serde_json::from_str(&text).map_err(|e| LkgError::Unreadable {
+            path: p.clone(),
+            reason: e.to_string(),
+        })?;
+    lkg.controls
+        .validate(config)
+        .map_err(|e| LkgError::Unreadable {
+            path: p,
+            reason: e.to_string(),
+        })?;
+    Ok(Some(lkg))
+}
+
+/// Written to a temporary file, synced, then renamed over the old one (and
+/// the folder synced), so a crash at any point leaves either the old or the
+/// new set, never half of one.
+pub fn save(path: &Path, controls: &Controls, source: &str, now_ms: u64) -> std::io::Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let body = serde_json::to_vec_pretty(&LastKnownGood {
+        saved_at_ms: now_ms,
+        source: source.into(),
+        controls: controls.clone(),
+    })
+    .map_err(std::io::Error::other)?;
+    let tmp = path.with_extension("json.tmp");
+    {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(&body)?;
+        f.sync_all()?;
+    }
+    std::fs::rename(&tmp, path)?;
+    if let Some(dir) = path.parent() {
+        std::fs::File::open(dir)?.sync_all()?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_saved_set_reads_back_and_a_torn_file_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("z.controls.lkg.json");
+        let config = Config::from_toml(
+            include_str!("../../../examples/switchyard.toml"),
+            |_| Some("t".into()),
+        )
+        .unwrap();
+        assert!(load(&path, &config).unwrap().is_none());
+        let mut c = Controls::default();
+        c.version = 7;
+        c.services.entry("catalog".into()).or_default().read_only = true;
+        save(&path, &c, "control-plane", 42).unwrap();
+        let back = load(&path, &config).unwrap().unwrap();
+        assert_eq!((back.controls, back.source.as_str(), back.saved_at_ms), (c, "control-plane", 42));
+        std::fs::write(&path, "{\"saved_at_ms\": 1, \"sou").unwrap();
+        assert!(matches!(load(&path, &config), Err(LkgError::Unreadable { .. })));
+    }
+}

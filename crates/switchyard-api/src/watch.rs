@@ -1,0 +1,124 @@
+//! Following the control plane's watch stream (`GET /v1/watch`, server-sent
+//! events). Every `controls` event carries the full set, and the first one
+//! after a (re)connect is the current state, so a follower needs nothing
+//! else to catch up. While the plane is unreachable the follower keeps what
+//! it has and tries again with a capped backoff: the data plane never waits
+//! on the control plane.
+//!
+//! The event framing is parsed by `eventsource-stream` (the SSE format has
+//! corner cases — multi-line data, comments, CRLF — not worth owning).
+
+use std::time::Duration;
+
+use eventsource_stream::Eventsource;
+use futures_util::StreamExt;
+use switchyard_model::Controls;
+
+/// A process that follows the control plane: an edge, a DNS server.
+pub trait Follower: Send + Sync {
+    /// The plane's base URL now (it may change with a config reload); `None`
+    /// while none is configured.
+    fn control_url(&self) -> Option<String>;
+    /// Who follows, as query pairs (`region`, `zone`), for the plane's view
+    /// of its watchers.
+    fn identity(&self) -> Vec<(&'static str, String)>;
+    /// The stream is up (`true`) or lost (`false`).
+    fn connected(&self, up: bool);
+    /// A full set arrived. The follower validates it against its own config
+    /// and keeps its current set when it refuses.
+    fn controls(&self, controls: Controls);
+    /// An event that is not a controls document this build can read.
+    fn unreadable(&self, reason: &str) {
+        tracing::error!(reason, "control plane sent controls that cannot be read");
+    }
+}
+
+const FIRST_BACKOFF: Duration = Duration::from_millis(100);
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// The plane sends a keep-alive every 5 s; three missed ones mean the
+/// connection is gone even if TCP has not noticed.
+const IDLE_LIMIT: Duration = Duration::from_secs(15);
+
+/// Follows forever (until the task is dropped).
+pub async fn follow<F: Follower>(f: &F) {
+    let http = reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(5))
+        .no_proxy()
+        .build()
+        .expect("an HTTP client without TLS builds");
+    let mut backoff = FIRST_BACKOFF;
+    loop {
+        let Some(base) = f.control_url() else {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            continue;
+        };
+        let mut url = match url::Url::parse(&format!("{}/v1/watch", base.trim_end_matches('/'))) {
+            Ok(u) => u,
+            Err(e) => {
+                tracing::error!(%base, error = %e, "control_url is not a URL");
+                tokio::time::sleep(MAX_BACKOFF).await;
+                continue;
+            }
+        };
+        url.query_pairs_mut().extend_pairs(f.identity());
+        let mut was_up = false;
+        match once(&http, &url, f, &mut was_up).await {
+            Ok(()) => tracing::warn!(%url, "control-plane stream ended"),
+            Err(e) => {
+                tracing::warn!(%url, error = %e, "control plane unreachable; serving with current controls")
+            }
+        }
+        f.connected(false);
+        if was_up {
+            backoff = FIRST_BACKOFF;
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(MAX_BACKOFF);
+    }
+}
+
+async fn once<F: Follower>(
+    http: &reqwest::Client,
+    url: &url::Url,
+    f: &F,
+    was_up: &mut bool,
+) -> Result<(), String> {
+    let resp = tokio::time::timeout(
+        Duration::from_secs(5),
+        http.get(url.clone())
+            .header("accept", "text/event-stream")
+            .send(),
+    )
+    .await
+    .map_err(|_| "no answer within 5 s".to_string())?
+    .map_err(|e| e.to_string())?;
+    if !resp.status().is_success() {
+        return Err(format!("watch answered {}", resp.status()));
+    }
+    f.connected(true);
+    *was_up = true;
+    // The limit applies to bytes, not events: keep-alive comments are
+    // bytes that the event parser swallows.
+    let bytes = futures_util::stream::unfold(resp.bytes_stream(), |mut s| async move {
+        match tokio::time::timeout(IDLE_LIMIT, s.next()).await {
+            Ok(Some(chunk)) => Some((chunk.map_err(|e| e.to_string()), s)),
+            Ok(None) => None,
+            Err(_) => Some((
+                Err(format!("nothing for {} s", IDLE_LIMIT.as_secs())),
+                s,
+            )),
+        }
+    });
+    let mut events = std::pin::pin!(bytes.eventsource());
+    while let Some(ev) = events.next().await {
+        let ev = ev.map_err(|e| e.to_string())?;
+        if ev.event != "controls" {
+            continue;
+        }
+        match serde_json::from_str::<Controls>(&ev.data) {
+            Ok(c) => f.controls(c),
+            Err(e) => f.unreadable(&e.to_string()),
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,139 @@
+//! What every handler of the API shares: its state, the error answer (one
+//! body shape, `switchyard_api::ErrorBody`), token checks and body parsing.
+//! Handlers return [`Answer`], so every failure on the way is a `?`.
+
+use std::sync::Arc;
+
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use switchyard_api::ErrorBody;
+use switchyard_model::Scope;
+
+use crate::incidents::Incidents;
+use crate::plane::{ChangeError, ControlPlane};
+use crate::store::{Store, StoreError};
+
+pub struct Api<S: Store> {
+    pub plane: Arc<ControlPlane<S>>,
+    pub incidents: Arc<Incidents>,
+}
+
+impl<S: Store> Clone for Api<S> {
+    fn clone(&self) -> Self {
+        Api {
+            plane: self.plane.clone(),
+            incidents: self.incidents.clone(),
+        }
+    }
+}
+
+/// A handler's result: the answer, or the error answer to send as it is.
+pub type Answer = Result<Response, Response>;
+
+pub fn error(status: StatusCode, code: &str, reasons: Vec<String>) -> Response {
+    (
+        status,
+        Json(ErrorBody {
+            error: code.into(),
+            reasons,
+            rules: Vec::new(),
+        }),
+    )
+        .into_response()
+}
+
+/// A 400 naming the field and what is wrong with it.
+pub fn invalid(field: &str, problem: impl std::fmt::Display) -> Response {
+    error(
+        StatusCode::BAD_REQUEST,
+        "invalid",
+        vec![format!("{field}: {problem}")],
+    )
+}
+
+pub fn not_found(what: String) -> Response {
+    error(StatusCode::NOT_FOUND, "not_found", vec![what])
+}
+
+pub fn unavailable(e: StoreError) -> Response {
+    error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "store_unavailable",
+        vec![e.to_string()],
+    )
+}
+
+impl IntoResponse for ChangeError {
+    fn into_response(self) -> Response {
+        match self {
+            ChangeError::Invalid(r) => error(StatusCode::BAD_REQUEST, "invalid", r),
+            ChangeError::NotFound(m) => not_found(m),
+            ChangeError::Refused(rules) => (
+                StatusCode::CONFLICT,
+                Json(ErrorBody {
+                    error: "refused".into(),
+                    reasons: rules
+                        .iter()
+                        .map(|r| format!("{}: {}", r.rule, r.message))
+                        .collect(),
+                    rules,
+                }),
+            )
+                .into_response(),
+            ChangeError::Store(e) => unavailable(e),
+        }
+    }
+}
+
+/// The caller's token name, if its token allows `need`.
+pub fn authorize<S: Store>(api: &Api<S>, headers: &HeaderMap, need: Scope) -> Result<String, Response> {
+    let given = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .ok_or_else(|| {
+            error(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                vec!["an Authorization: Bearer token is required".into()],
+            )
+        })?;
+    let tokens = api
+        .plane
+        .config
+        .control
+        .as_ref()
+        .map(|c| c.tokens.clone())
+        .unwrap_or_default();
+    // Compared in constant time: the answer must not tell how much matched.
+    let Some((name, scope, _)) = tokens.iter().find(|(_, _, t)| {
+        t.len() == given.len()
+            && t.bytes()
+                .zip(given.bytes())
+                .fold(0u8, |a, (x, y)| a | (x ^ y))
+                == 0
+    }) else {
+        return Err(error(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            vec!["unknown token".into()],
+        ));
+    };
+    if *scope < need {
+        return Err(error(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            vec![format!(
+                "token {name:?} has scope {scope:?}; this needs {need:?}"
+            )],
+        ));
+    }
+    Ok(name.clone())
+}
+
+/// A body that failed to parse is a 400 with serde's reason (which names the field).
+pub fn body<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, Response> {
+    serde_json::from_slice(bytes)
+        .map_err(|e| error(StatusCode::BAD_REQUEST, "invalid", vec![e.to_string()]))
+}
