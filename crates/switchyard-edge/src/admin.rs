@@ -13,7 +13,6 @@ use http_body_util::{combinators::UnsyncBoxBody, BodyExt, Full, Limited, StreamB
 use hyper::body::{Frame, Incoming};
 use serde_json::json;
 
-use crate::routing;
 use crate::state::{now_ms, Edge};
 
 pub type AdminBody = UnsyncBoxBody<Bytes, Infallible>;
@@ -173,7 +172,7 @@ pub fn status(edge: &Edge) -> serde_json::Value {
         .iter()
         .map(|rt| {
             let sc = snap.controls.service(&rt.svc.name);
-            let plan = routing::plan(&rt.local, rt.svc.floor(&edge.region), sc, nms);
+            let plan = switchyard_steer::plan(&rt.local, rt.svc.floor(&edge.region), sc, nms);
             let zones: Vec<String> = snap
                 .config
                 .region(&edge.region)
@@ -186,7 +185,7 @@ pub fn status(edge: &Edge) -> serde_json::Value {
                     json!({
                         "zone": z,
                         "weight": c.map(|c| c.weight).unwrap_or(1.0),
-                        "effective_weight": routing::zone_weight(sc, z, nms),
+                        "effective_weight": switchyard_steer::zone_weight(sc, z, nms),
                         "shift_expires_at_ms": c.and_then(|c| c.expires_at_ms),
                     })
                 })
@@ -194,7 +193,7 @@ pub fn status(edge: &Edge) -> serde_json::Value {
             json!({
                 "name": rt.svc.name,
                 "mode": plan.mode,
-                "panic": plan.mode == routing::Mode::Panic,
+                "panic": plan.mode == switchyard_steer::Mode::Panic,
                 "floor": plan.floor,
                 "serving": plan.serving,
                 "instances_in_region": rt.local.len(),

@@ -10,7 +10,6 @@ pub mod metrics;
 pub mod outlier;
 pub mod probes;
 pub mod proxy;
-pub mod routing;
 pub mod shed;
 pub mod signals;
 pub mod sources;
@@ -295,13 +294,13 @@ async fn outlier_loop(edge: Arc<Edge>) {
                 }
             }
             analyse(&edge, rt, now);
-            let plan = routing::plan(
+            let plan = switchyard_steer::plan(
                 &rt.local,
                 rt.svc.floor(&edge.region),
                 snap.controls.service(&rt.svc.name),
                 state::now_ms(),
             );
-            edge.set_panic_gauge(&rt.svc.name, plan.mode == routing::Mode::Panic);
+            edge.set_panic_gauge(&rt.svc.name, plan.mode == switchyard_steer::Mode::Panic);
             edge.metrics
                 .concurrency_limit
                 .get_or_create(&metrics::ServiceLabels {

@@ -65,6 +65,20 @@ pub struct InstanceState {
     inner: Mutex<Inner>,
 }
 
+/// Steering reads the live state in place: a plan borrows the instances, it
+/// never copies them.
+impl switchyard_steer::Backend for InstanceState {
+    fn zone(&self) -> &str {
+        &self.meta.zone
+    }
+    fn is_healthy(&self) -> bool {
+        InstanceState::is_healthy(self)
+    }
+    fn inflight(&self) -> u32 {
+        self.inflight.load(Ordering::Relaxed)
+    }
+}
+
 /// What the state machine wants done after an observation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verdict {

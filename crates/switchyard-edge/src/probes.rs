@@ -112,30 +112,21 @@ pub async fn probe_loop(edge: Arc<Edge>) {
             }
             let (route, path) = paths[0].clone();
             for region in svc.region_preference.iter().filter(|r| **r != edge.region) {
-                let via = snap
-                    .config
-                    .region(&edge.region)
-                    .and_then(|r| r.forward_via.get(region))
-                    .cloned();
-                let targets: Vec<(SocketAddr, String)> = match via {
-                    Some(addrs) => addrs.into_iter().map(|a| (a, a.to_string())).collect(),
-                    None => snap
-                        .config
-                        .region(region)
-                        .map(|r| r.zones.iter().map(|z| (z.edge, z.name.clone())).collect())
-                        .unwrap_or_default(),
-                };
-                if targets.is_empty() {
+                // Probed the way forwarded requests travel, so a cut link shows.
+                let edges = switchyard_steer::forward_edges(&snap.config, &edge.region, region);
+                if edges.is_empty() {
                     continue;
                 }
-                let (addr, name) = targets[rand::thread_rng().gen_range(0..targets.len())].clone();
+                let ep = edges
+                    .get(rand::thread_rng().gen_range(0..edges.len()))
+                    .expect("the index is within the edges");
                 jobs.push(ProbeJob {
                     svc: svc.clone(),
-                    addr,
+                    addr: ep.addr,
                     route: route.clone(),
                     path: path.clone(),
                     target: ProbeTarget::Edge,
-                    name,
+                    name: ep.zone.map_or_else(|| ep.addr.to_string(), str::to_string),
                     zone: String::new(),
                     remote_region: Some(region.clone()),
                 });

@@ -15,6 +15,7 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use rand::Rng;
 use switchyard_model::{Fault, Route, RouteKind, ServiceControls};
+use switchyard_steer::{AllUp, Target};
 
 use crate::error::{EdgeError, ErrorKind};
 use crate::metrics::{
@@ -22,7 +23,6 @@ use crate::metrics::{
     ShedLabels,
 };
 use crate::outlier::{InstanceState, Outcome, Verdict};
-use crate::routing::{self, Target};
 use crate::signals::SeriesKey;
 use crate::state::{now_ms, Edge, ServiceRuntime, Snapshot};
 
@@ -223,12 +223,13 @@ async fn serve(
 
     let home = home_region(&parts.headers);
     let forwarded = parts.headers.contains_key(FORWARDED);
-    let target = routing::target(
+    let target = switchyard_steer::target(
         &rt.svc,
         &snap.controls,
         &edge.region,
         home.as_deref(),
         forwarded,
+        &AllUp,
         &mut rand::thread_rng(),
     );
     let out = Outbound {
@@ -238,16 +239,16 @@ async fn serve(
         body,
     };
     let result = match target {
-        Target::Region { name, reason } => {
+        Target::Forward { region, reason } => {
             edge.metrics
                 .forwarded
                 .get_or_create(&RegionLabels {
                     service: svc_name.clone(),
-                    region: name.clone(),
+                    region: region.to_string(),
                 })
                 .inc();
-            tracing::debug!(service = %svc_name, to = %name, reason = reason.as_str(), "forwarding to another region");
-            forward_to_region(edge, snap, &rt, &name, route.kind == RouteKind::Write, out).await
+            tracing::debug!(service = %svc_name, to = %region, reason = reason.as_str(), "forwarding to another region");
+            forward_to_region(edge, snap, &rt, region, route.kind == RouteKind::Write, out).await
         }
         Target::Local => serve_local(edge, snap, &rt, route, sc, out, start).await,
     };
@@ -354,9 +355,9 @@ async fn serve_local(
             ),
         ));
     }
-    let plan = routing::plan(&rt.local, rt.svc.floor(&edge.region), Some(sc), now_ms());
-    let first =
-        routing::choose(&plan, &edge.zone, None, &mut rand::thread_rng()).ok_or_else(|| {
+    let plan = switchyard_steer::plan(&rt.local, rt.svc.floor(&edge.region), Some(sc), now_ms());
+    let first = switchyard_steer::choose(&plan, &edge.zone, None, &mut rand::thread_rng())
+        .ok_or_else(|| {
             EdgeError::new(
                 ErrorKind::NoInstance,
                 format!(
@@ -371,27 +372,28 @@ async fn serve_local(
         .iter()
         .filter(|f| f.service == rt.svc.name && f.route.as_ref().is_none_or(|r| *r == route.name))
         .collect();
-    let result = attempt(edge, rt, route, &faults, &first, &out).await;
+    let result = attempt(edge, rt, route, &faults, first, &out).await;
     let retry_worthy = match &result {
         Err(e) => e.kind.retryable(),
         Ok((r, _, _)) => r.status() == StatusCode::SERVICE_UNAVAILABLE,
     };
     if !(retry_worthy && is_idempotent(&out.method)) {
-        return result.map(|r| tag(r, &first));
+        return result.map(|r| tag(r, first));
     }
     let Some(_retry) = rt.retry.try_acquire(rt.admission.inflight()) else {
         retry_metric(edge, &rt.svc.name, "budget_exhausted");
-        return result.map(|r| tag(r, &first));
+        return result.map(|r| tag(r, first));
     };
-    let Some(second) = routing::choose(&plan, &edge.zone, Some(&first), &mut rand::thread_rng())
+    let Some(second) =
+        switchyard_steer::choose(&plan, &edge.zone, Some(first), &mut rand::thread_rng())
     else {
         retry_metric(edge, &rt.svc.name, "no_candidate");
-        return result.map(|r| tag(r, &first));
+        return result.map(|r| tag(r, first));
     };
     retry_metric(edge, &rt.svc.name, "sent");
-    attempt(edge, rt, route, &faults, &second, &out)
+    attempt(edge, rt, route, &faults, second, &out)
         .await
-        .map(|r| tag(r, &second))
+        .map(|r| tag(r, second))
 }
 
 fn tag((mut resp, _, _): (Resp, String, String), inst: &InstanceState) -> (Resp, String, String) {
@@ -601,36 +603,30 @@ async fn forward_to_region(
     write: bool,
     mut out: Outbound,
 ) -> Result<(Resp, String, String), EdgeError> {
-    let via = snap
-        .config
-        .region(&edge.region)
-        .and_then(|r| r.forward_via.get(region))
-        .cloned();
-    let mut edges: Vec<SocketAddr> = via.unwrap_or_else(|| {
-        snap.config
-            .region(region)
-            .map(|r| r.zones.iter().map(|z| z.edge).collect())
-            .unwrap_or_default()
-    });
+    let edges = switchyard_steer::forward_edges(&snap.config, &edge.region, region);
     if edges.is_empty() {
         return Err(EdgeError::new(
             ErrorKind::NoInstance,
             format!("region {region} has no edges"),
         ));
     }
-    let first = rand::thread_rng().gen_range(0..edges.len());
-    edges.rotate_left(first);
+    let n = edges.len();
+    let first = rand::thread_rng().gen_range(0..n);
     out.headers.insert(
         HeaderName::from_static(FORWARDED),
         HeaderValue::from_str(&edge.region).expect("region names are valid header values"),
     );
     let t = &rt.svc.timeouts;
     let mut last = None;
-    for addr in edges.iter().take(2) {
+    for k in 0..n.min(2) {
+        let addr = edges
+            .get((first + k) % n)
+            .expect("the index wraps within the edges")
+            .addr;
         let t0 = Instant::now();
         let result = send(
             &crate::state::client_for(t.connect),
-            *addr,
+            addr,
             &out,
             t.header,
             t.total,

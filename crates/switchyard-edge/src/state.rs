@@ -19,7 +19,6 @@ use switchyard_model::{Config, ConfigError, Controls, Service};
 
 use crate::metrics::{InstanceLabels, Metrics, RegionLabels};
 use crate::outlier::{EjectReason, InstanceState};
-use crate::routing;
 use crate::shed::{Admission, RetryBudget};
 use crate::signals::Signals;
 
@@ -329,28 +328,16 @@ impl Edge {
             return false;
         }
         let snap = self.snapshot();
-        let sc = snap.controls.service(&rt.svc.name);
-        let now = now_ms();
-        let w = |z: &str| routing::zone_weight(sc, z, now);
-        let total = rt.local.len();
-        let ejected = rt.local.iter().filter(|i| !i.is_healthy()).count();
-        let cap = ((total as f64) * rt.svc.ejection.max_ejection_percent / 100.0)
-            .floor()
-            .max(1.0) as usize;
-        let serving = rt
-            .local
-            .iter()
-            .filter(|i| i.is_healthy() && w(&i.meta.zone) > 0.0)
-            .count();
-        let after = serving - usize::from(w(&inst.meta.zone) > 0.0);
-        let floor = rt.svc.floor(&self.region);
-        let refused = if after < floor.max(1) {
-            Some("capacity_guard")
-        } else if ejected >= cap {
-            Some("max_ejection_percent")
-        } else {
-            None
-        };
+        let refused = switchyard_steer::may_eject(
+            &rt.local,
+            inst,
+            rt.svc.floor(&self.region),
+            rt.svc.ejection.max_ejection_percent,
+            snap.controls.service(&rt.svc.name),
+            now_ms(),
+        )
+        .err()
+        .map(switchyard_steer::EjectRefusal::as_str);
         let labels = InstanceLabels {
             service: rt.svc.name.clone(),
             instance: inst.meta.name.clone(),

@@ -1,0 +1,511 @@
+//! Which region serves traffic that reached a region. A DNS server asks it
+//! which regions' edges to answer a client with; an edge asks it whether to
+//! serve a request or forward it. Both read the one weighted list
+//! [`regions`] returns, so during an evacuation or a failover the names DNS
+//! hands out and the forwarding the edges do tell the same story.
+
+use std::net::SocketAddr;
+
+use rand::Rng;
+use serde::Serialize;
+use switchyard_model::{Config, Controls, Service, ServiceControls, Zone};
+
+/// What the caller knows of each region's health, beyond the controls. A
+/// region that is not up takes no traffic from others, and gives its own
+/// away when another region can take it.
+pub trait RegionHealth {
+    fn is_up(&self, region: &str) -> bool;
+}
+
+/// For a caller that knows no region's health. An edge is one: it steers on
+/// the controls alone, as it always has, and it is itself the proof that its
+/// own region is up.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct AllUp;
+
+impl RegionHealth for AllUp {
+    fn is_up(&self, _region: &str) -> bool {
+        true
+    }
+}
+
+impl<F: Fn(&str) -> bool> RegionHealth for F {
+    fn is_up(&self, region: &str) -> bool {
+        self(region)
+    }
+}
+
+/// Why a region takes its share.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Reason {
+    /// The region the traffic reached keeps it (all of it, or its weight).
+    Local,
+    /// The client names this region as its home.
+    Home,
+    /// The region the traffic reached is out or partly evacuated; this is
+    /// the first region in the service's preference that can take the rest.
+    Evacuation,
+    /// The region the traffic reached should give traffic away but no other
+    /// region can take it: serving there beats serving nobody.
+    FailOpen,
+}
+
+impl Reason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::Local => "local",
+            Reason::Home => "home",
+            Reason::Evacuation => "evacuation",
+            Reason::FailOpen => "fail_open",
+        }
+    }
+}
+
+/// One region's part of the traffic.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Share<'a> {
+    pub region: &'a str,
+    /// Fraction of the traffic, in (0, 1]; the shares of a list add up to 1.
+    pub weight: f64,
+    pub reason: Reason,
+}
+
+/// Where traffic goes, as a weighted list of regions. There are never more
+/// than two (the region itself and the one that takes what it gives away),
+/// so the list lives inline: steering runs on every request and allocates
+/// nothing.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Regions<'a> {
+    shares: [Share<'a>; 2],
+    len: usize,
+}
+
+impl<'a> Regions<'a> {
+    fn one(region: &'a str, reason: Reason) -> Self {
+        let s = Share {
+            region,
+            weight: 1.0,
+            reason,
+        };
+        Regions {
+            shares: [s, s],
+            len: 1,
+        }
+    }
+
+    fn split(first: Share<'a>, second: Share<'a>) -> Self {
+        Regions {
+            shares: [first, second],
+            len: 2,
+        }
+    }
+
+    pub fn as_slice(&self) -> &[Share<'a>] {
+        &self.shares[..self.len]
+    }
+
+    /// Draws one region by weight; a list of one needs no draw.
+    pub fn pick<R: Rng>(&self, rng: &mut R) -> Share<'a> {
+        let shares = self.as_slice();
+        if let [only] = shares {
+            return *only;
+        }
+        let mut x = rng.gen::<f64>();
+        for s in shares {
+            if x < s.weight {
+                return *s;
+            }
+            x -= s.weight;
+        }
+        shares[shares.len() - 1]
+    }
+}
+
+fn region_share(sc: Option<&ServiceControls>, region: &str) -> f64 {
+    sc.and_then(|c| c.regions.get(region))
+        .map_or(1.0, |r| r.local_share())
+}
+
+/// Which regions take the traffic of `service` that reached region `from`
+/// (an edge's own region, or the region a DNS client is nearest to), for a
+/// client whose home region is `home`, if it names one.
+///
+/// - A home elsewhere in the service's preference takes everything, unless
+///   `from` is in failover mode or the home is out or down.
+/// - Otherwise `from` keeps its weight's share (none when out or down) and
+///   the first region of the preference that is in and up takes the rest.
+/// - When no region can take it, `from` keeps everything: steering fails
+///   open rather than send users nowhere.
+pub fn regions<'a>(
+    service: &'a Service,
+    controls: &Controls,
+    from: &'a str,
+    home: Option<&str>,
+    health: &impl RegionHealth,
+) -> Regions<'a> {
+    let sc = controls.service(&service.name);
+    let takes = |r: &str| health.is_up(r) && region_share(sc, r) > 0.0;
+    let failover = sc
+        .and_then(|c| c.regions.get(from))
+        .is_some_and(|r| r.failover);
+    if let Some(h) = home.filter(|h| *h != from && !failover) {
+        if let Some(h) = service.region_preference.iter().find(|r| *r == h) {
+            if takes(h) {
+                return Regions::one(h, Reason::Home);
+            }
+        }
+    }
+    let share = if health.is_up(from) {
+        region_share(sc, from)
+    } else {
+        0.0
+    };
+    if share >= 1.0 {
+        return Regions::one(from, Reason::Local);
+    }
+    let next = service
+        .region_preference
+        .iter()
+        .find(|r| r.as_str() != from && takes(r));
+    match next {
+        Some(next) if share > 0.0 => Regions::split(
+            Share {
+                region: from,
+                weight: share,
+                reason: Reason::Local,
+            },
+            Share {
+                region: next,
+                weight: 1.0 - share,
+                reason: Reason::Evacuation,
+            },
+        ),
+        Some(next) => Regions::one(next, Reason::Evacuation),
+        None => Regions::one(from, Reason::FailOpen),
+    }
+}
+
+/// Where an edge serves one request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target<'a> {
+    Local,
+    /// Forward to this region's edges; the reason is `Home` or `Evacuation`.
+    Forward {
+        region: &'a str,
+        reason: Reason,
+    },
+}
+
+/// An edge's decision for one request: one draw from [`regions`]. A request
+/// already forwarded once is always served where it lands, so two edges
+/// whose views of the controls differ for a moment can never bounce it
+/// between them.
+pub fn target<'a, R: Rng>(
+    service: &'a Service,
+    controls: &Controls,
+    local_region: &'a str,
+    home: Option<&str>,
+    already_forwarded: bool,
+    health: &impl RegionHealth,
+    rng: &mut R,
+) -> Target<'a> {
+    if already_forwarded {
+        return Target::Local;
+    }
+    let s = regions(service, controls, local_region, home, health).pick(rng);
+    match s.reason {
+        Reason::Local | Reason::FailOpen => Target::Local,
+        Reason::Home | Reason::Evacuation => Target::Forward {
+            region: s.region,
+            reason: s.reason,
+        },
+    }
+}
+
+/// Edges that take a region's traffic: its own zone edges, or the addresses
+/// another region forwards to it through (a link, a tunnel, a load balancer).
+#[derive(Debug, Clone, Copy)]
+pub enum EntryPoints<'a> {
+    Zones(&'a [Zone]),
+    Via(&'a [SocketAddr]),
+}
+
+/// One edge address, with its zone when it is a zone's own edge.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EntryPoint<'a> {
+    pub addr: SocketAddr,
+    pub zone: Option<&'a str>,
+}
+
+impl<'a> EntryPoints<'a> {
+    pub fn len(&self) -> usize {
+        match self {
+            EntryPoints::Zones(z) => z.len(),
+            EntryPoints::Via(a) => a.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Indexed rather than iterated so a caller can start at a random edge
+    /// and wrap around without collecting the list.
+    pub fn get(&self, i: usize) -> Option<EntryPoint<'a>> {
+        match self {
+            EntryPoints::Zones(z) => z.get(i).map(|z| EntryPoint {
+                addr: z.edge,
+                zone: Some(z.name.as_str()),
+            }),
+            EntryPoints::Via(a) => a.get(i).map(|&addr| EntryPoint { addr, zone: None }),
+        }
+    }
+}
+
+/// The zone edges of `region` (none for an unknown region): what a DNS
+/// server answers with for it.
+pub fn region_edges<'a>(config: &'a Config, region: &str) -> EntryPoints<'a> {
+    EntryPoints::Zones(config.region(region).map_or(&[], |r| &r.zones))
+}
+
+/// Where region `from`'s edges send traffic forwarded to region `to`: the
+/// `forward_via` addresses `from` configures for `to` when there are any
+/// (even an empty list, which means no way through), else `to`'s edges.
+pub fn forward_edges<'a>(config: &'a Config, from: &str, to: &str) -> EntryPoints<'a> {
+    match config.region(from).and_then(|r| r.forward_via.get(to)) {
+        Some(via) => EntryPoints::Via(via),
+        None => region_edges(config, to),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::{rngs::StdRng, SeedableRng};
+    use std::sync::LazyLock;
+    use switchyard_model::{RegionControl, RegionState};
+
+    const CONFIG: &str = r#"
+[[region]]
+name = "r1"
+zone = [
+  { name = "r1a", edge = "127.1.1.1:8080", admin = "127.1.1.1:9901" },
+  { name = "r1b", edge = "127.1.2.1:8080", admin = "127.1.2.1:9901" },
+]
+forward_via = { r3 = ["127.9.0.1:7000"] }
+[[region]]
+name = "r2"
+zone = [{ name = "r2a", edge = "127.2.1.1:8080", admin = "127.2.1.1:9901" }]
+[[region]]
+name = "r3"
+zone = [{ name = "r3a", edge = "127.3.1.1:8080", admin = "127.3.1.1:9901" }]
+
+[[service]]
+name = "svc"
+hosts = ["svc.local"]
+min_healthy = 0.5
+region_preference = ["r1", "r2", "r3"]
+instance = [{ name = "i1", zone = "r1a", addr = "127.1.1.11:8081" }]
+"#;
+
+    static CFG: LazyLock<Config> = LazyLock::new(|| Config::from_toml(CONFIG, |_| None).unwrap());
+
+    fn svc() -> &'static Service {
+        CFG.service("svc").unwrap()
+    }
+
+    fn controls(regions: &[(&str, RegionControl)]) -> Controls {
+        let mut c = Controls::default();
+        let sc = c.services.entry("svc".into()).or_default();
+        for (r, rc) in regions {
+            sc.regions.insert(r.to_string(), rc.clone());
+        }
+        c
+    }
+
+    fn out() -> RegionControl {
+        RegionControl {
+            state: RegionState::Out,
+            ..Default::default()
+        }
+    }
+
+    fn weight(w: f64) -> RegionControl {
+        RegionControl {
+            weight: w,
+            ..Default::default()
+        }
+    }
+
+    fn failover() -> RegionControl {
+        RegionControl {
+            failover: true,
+            ..Default::default()
+        }
+    }
+
+    /// The whole list as (region, weight, reason), to compare it at once.
+    fn steer(
+        c: &Controls,
+        from: &'static str,
+        home: Option<&str>,
+        health: &impl RegionHealth,
+    ) -> Vec<(&'static str, f64, Reason)> {
+        regions(svc(), c, from, home, health)
+            .as_slice()
+            .iter()
+            .map(|s| (s.region, s.weight, s.reason))
+            .collect()
+    }
+
+    #[test]
+    fn a_region_that_is_in_keeps_its_traffic() {
+        let none = Controls::default();
+        assert_eq!(
+            steer(&none, "r2", None, &AllUp),
+            [("r2", 1.0, Reason::Local)]
+        );
+    }
+
+    #[test]
+    fn an_out_region_gives_everything_to_the_next_in_preference() {
+        let c = controls(&[("r1", out())]);
+        assert_eq!(
+            steer(&c, "r1", None, &AllUp),
+            [("r2", 1.0, Reason::Evacuation)]
+        );
+        // The next region skips every region that is out, itself included.
+        let c = controls(&[("r1", out()), ("r2", out())]);
+        assert_eq!(
+            steer(&c, "r2", None, &AllUp),
+            [("r3", 1.0, Reason::Evacuation)]
+        );
+    }
+
+    #[test]
+    fn a_partly_evacuated_region_keeps_its_weight_and_gives_the_rest() {
+        let c = controls(&[("r1", weight(0.25))]);
+        assert_eq!(
+            steer(&c, "r1", None, &AllUp),
+            [
+                ("r1", 0.25, Reason::Local),
+                ("r2", 0.75, Reason::Evacuation)
+            ]
+        );
+        let r = regions(svc(), &c, "r1", None, &AllUp);
+        let mut rng = StdRng::seed_from_u64(11);
+        let n = 10_000;
+        let kept = (0..n).filter(|_| r.pick(&mut rng).region == "r1").count();
+        let share = kept as f64 / n as f64;
+        assert!((0.22..0.28).contains(&share), "kept {share}");
+    }
+
+    #[test]
+    fn when_every_region_is_out_steering_fails_open_to_the_local_one() {
+        let c = controls(&[("r1", out()), ("r2", out()), ("r3", out())]);
+        assert_eq!(
+            steer(&c, "r1", None, &AllUp),
+            [("r1", 1.0, Reason::FailOpen)]
+        );
+        // Half evacuated with nowhere to go: everything stays.
+        let c = controls(&[("r1", weight(0.5)), ("r2", out()), ("r3", out())]);
+        assert_eq!(
+            steer(&c, "r1", None, &AllUp),
+            [("r1", 1.0, Reason::FailOpen)]
+        );
+    }
+
+    #[test]
+    fn a_home_elsewhere_takes_the_traffic_unless_failover_or_out() {
+        let none = Controls::default();
+        let home = Some("r2");
+        assert_eq!(
+            steer(&none, "r1", home, &AllUp),
+            [("r2", 1.0, Reason::Home)]
+        );
+        // The home being where the traffic already is changes nothing.
+        assert_eq!(
+            steer(&none, "r2", home, &AllUp),
+            [("r2", 1.0, Reason::Local)]
+        );
+        // A home the service does not run in is ignored.
+        let mars = Some("mars");
+        assert_eq!(
+            steer(&none, "r1", mars, &AllUp),
+            [("r1", 1.0, Reason::Local)]
+        );
+        let c = controls(&[("r1", failover())]);
+        assert_eq!(steer(&c, "r1", home, &AllUp), [("r1", 1.0, Reason::Local)]);
+        let c = controls(&[("r2", out())]);
+        assert_eq!(steer(&c, "r1", home, &AllUp), [("r1", 1.0, Reason::Local)]);
+    }
+
+    #[test]
+    fn a_region_known_to_be_down_is_treated_as_out() {
+        let none = Controls::default();
+        let r2_down = |r: &str| r != "r2";
+        assert_eq!(
+            steer(&none, "r2", None, &r2_down),
+            [("r1", 1.0, Reason::Evacuation)]
+        );
+        assert_eq!(
+            steer(&none, "r1", Some("r2"), &r2_down),
+            [("r1", 1.0, Reason::Local)]
+        );
+        let c = controls(&[("r1", out())]);
+        assert_eq!(
+            steer(&c, "r1", None, &r2_down),
+            [("r3", 1.0, Reason::Evacuation)]
+        );
+        let all_down = |_: &str| false;
+        assert_eq!(
+            steer(&none, "r1", None, &all_down),
+            [("r1", 1.0, Reason::FailOpen)]
+        );
+    }
+
+    #[test]
+    fn the_edge_forwards_what_the_list_gives_away_but_never_twice() {
+        let mut rng = StdRng::seed_from_u64(5);
+        let mut edge = |c: &Controls, home, forwarded| {
+            target(svc(), c, "r1", home, forwarded, &AllUp, &mut rng)
+        };
+        let c = controls(&[("r1", out())]);
+        let evacuation = Target::Forward {
+            region: "r2",
+            reason: Reason::Evacuation,
+        };
+        assert_eq!(edge(&c, None, false), evacuation);
+        assert_eq!(edge(&c, None, true), Target::Local);
+        let c = controls(&[("r1", out()), ("r2", out()), ("r3", out())]);
+        assert_eq!(edge(&c, None, false), Target::Local);
+        let home = Target::Forward {
+            region: "r3",
+            reason: Reason::Home,
+        };
+        assert_eq!(edge(&Controls::default(), Some("r3"), false), home);
+    }
+
+    #[test]
+    fn forwarding_goes_through_forward_via_where_configured() {
+        let via = forward_edges(&CFG, "r1", "r3");
+        assert_eq!(via.len(), 1);
+        assert_eq!(
+            via.get(0),
+            Some(EntryPoint {
+                addr: "127.9.0.1:7000".parse().unwrap(),
+                zone: None
+            })
+        );
+        assert_eq!(
+            forward_edges(&CFG, "r1", "r2").get(0),
+            Some(EntryPoint {
+                addr: "127.2.1.1:8080".parse().unwrap(),
+                zone: Some("r2a")
+            })
+        );
+        assert_eq!(region_edges(&CFG, "r1").len(), 2);
+        assert!(region_edges(&CFG, "mars").is_empty());
+    }
+}
