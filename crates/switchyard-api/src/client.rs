@@ -272,8 +272,7 @@ impl Client {
             stage: None,
             note: note.into(),
         };
-        self.post(&path(&["incidents", id, "ack"], &[]), &req)
-            .await
+        self.post(&path(&["incidents", id, "ack"], &[]), &req).await
     }
 
     pub async fn stage(&self, id: &str, req: &StageChange) -> Result<Incident, ClientError> {

@@ -10,6 +10,7 @@
 
 pub mod client;
 pub mod lkg;
+pub mod signals;
 pub mod types;
 pub mod watch;
 

@@ -38,11 +38,10 @@ pub fn load(path: &Path, config: &Config) -> Result<Option<LastKnownGood>, LkgEr
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(source) => return Err(LkgError::Io { path: p, source }),
     };
-    let lkg: LastKnownGood =
-        serde_json::from_str(&text).map_err(|e| LkgError::Unreadable {
-            path: p.clone(),
-            reason: e.to_string(),
-        })?;
+    let lkg: LastKnownGood = serde_json::from_str(&text).map_err(|e| LkgError::Unreadable {
+        path: p.clone(),
+        reason: e.to_string(),
+    })?;
     lkg.controls
         .validate(config)
         .map_err(|e| LkgError::Unreadable {
@@ -86,19 +85,26 @@ mod tests {
     fn a_saved_set_reads_back_and_a_torn_file_is_an_error() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("z.controls.lkg.json");
-        let config = Config::from_toml(
-            include_str!("../../../examples/switchyard.toml"),
-            |_| Some("t".into()),
-        )
+        let config = Config::from_toml(include_str!("../../../examples/switchyard.toml"), |_| {
+            Some("t".into())
+        })
         .unwrap();
         assert!(load(&path, &config).unwrap().is_none());
-        let mut c = Controls::default();
-        c.version = 7;
+        let mut c = Controls {
+            version: 7,
+            ..Default::default()
+        };
         c.services.entry("catalog".into()).or_default().read_only = true;
         save(&path, &c, "control-plane", 42).unwrap();
         let back = load(&path, &config).unwrap().unwrap();
-        assert_eq!((back.controls, back.source.as_str(), back.saved_at_ms), (c, "control-plane", 42));
+        assert_eq!(
+            (back.controls, back.source.as_str(), back.saved_at_ms),
+            (c, "control-plane", 42)
+        );
         std::fs::write(&path, "{\"saved_at_ms\": 1, \"sou").unwrap();
-        assert!(matches!(load(&path, &config), Err(LkgError::Unreadable { .. })));
+        assert!(matches!(
+            load(&path, &config),
+            Err(LkgError::Unreadable { .. })
+        ));
     }
 }

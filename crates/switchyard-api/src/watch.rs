@@ -103,10 +103,7 @@ async fn once<F: Follower>(
         match tokio::time::timeout(IDLE_LIMIT, s.next()).await {
             Ok(Some(chunk)) => Some((chunk.map_err(|e| e.to_string()), s)),
             Ok(None) => None,
-            Err(_) => Some((
-                Err(format!("nothing for {} s", IDLE_LIMIT.as_secs())),
-                s,
-            )),
+            Err(_) => Some((Err(format!("nothing for {} s", IDLE_LIMIT.as_secs())), s)),
         }
     });
     let mut events = std::pin::pin!(bytes.eventsource());

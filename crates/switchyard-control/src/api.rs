@@ -33,7 +33,10 @@ use crate::store::Store;
 
 pub fn router<S: Store + 'static>(api: Api<S>) -> Router {
     Router::new()
-        .route("/health", get(|| async { Json(serde_json::json!({"status": "ok"})) }))
+        .route(
+            "/health",
+            get(|| async { Json(serde_json::json!({"status": "ok"})) }),
+        )
         .route("/v1/status", get(status::<S>))
         .route("/v1/controls", get(get_controls::<S>))
         .route("/v1/ops", post(ops::<S>))
@@ -83,7 +86,11 @@ async fn status<S: Store>(State(api): State<Api<S>>) -> Json<StatusView> {
                                     .and_then(|c| c.expires_at_ms)
                                     .filter(|t| *t > now),
                                 shift_reason: zc.and_then(|c| c.reason.clone()),
-                                instances: svc.instances.iter().filter(|i| i.zone == z.name).count(),
+                                instances: svc
+                                    .instances
+                                    .iter()
+                                    .filter(|i| i.zone == z.name)
+                                    .count(),
                             }
                         })
                         .collect();
@@ -161,6 +168,7 @@ async fn ops<S: Store>(
 
 /// Capacity after the operation (instances of the services it touches that
 /// would still take traffic) and every rule's verdict.
+#[allow(clippy::result_large_err)]
 fn preview<S: Store>(api: &Api<S>, req: OpRequest) -> Result<Preview, Response> {
     let (proposed, verdict) = api
         .plane

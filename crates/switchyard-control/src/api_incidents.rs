@@ -78,12 +78,7 @@ async fn all<S: Store>(api: &Api<S>) -> Result<Vec<Incident>, Response> {
 }
 
 async fn one<S: Store>(api: &Api<S>, id: &str) -> Result<Incident, Response> {
-    if let Some(i) = api
-        .incidents
-        .lock()
-        .open_incidents()
-        .find(|i| i.id == id)
-    {
+    if let Some(i) = api.incidents.lock().open_incidents().find(|i| i.id == id) {
         return Ok(i.clone());
     }
     match api
@@ -218,13 +213,10 @@ async fn open<S: Store>(
     if !errs.is_empty() {
         return Err(error(StatusCode::BAD_REQUEST, "invalid", errs));
     }
-    let (id, created) = api.incidents.lock().open_by_hand(
-        &req.service,
-        req.title.trim(),
-        &who,
-        sev,
-        now_ms(),
-    );
+    let (id, created) =
+        api.incidents
+            .lock()
+            .open_by_hand(&req.service, req.title.trim(), &who, sev, now_ms());
     api.incidents
         .persist(api.plane.store())
         .await
@@ -246,11 +238,7 @@ async fn set_status<S: Store>(
     let who = authorize(&api, &headers, Scope::Operate)?;
     let req: StatusChange = body(&raw)?;
     let to = Status::parse(&req.status).map_err(|e| invalid("status", e))?;
-    let open = api
-        .incidents
-        .lock()
-        .open_incidents()
-        .any(|i| i.id == id);
+    let open = api.incidents.lock().open_incidents().any(|i| i.id == id);
     if open {
         // Through the tracker, which also tells people and stops tracking
         // an incident resolved by hand.

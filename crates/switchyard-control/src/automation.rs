@@ -40,7 +40,7 @@ pub async fn run<S: Store + 'static>(
 ) {
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     for z in plane.config.zones() {
-        tokio::spawn(crate::signals::follow(z.admin, tx.clone()));
+        tokio::spawn(switchyard_api::signals::follow(z.admin, tx.clone()));
     }
     drop(tx);
     let modes: BTreeMap<String, PlaybookMode> = plane
@@ -141,7 +141,18 @@ pub async fn run<S: Store + 'static>(
                         })
                         .await;
                 }
-                PlaybookMode::Auto => act(&plane, &engine, &region_of_zone, p, service, now, &mut to_verify).await,
+                PlaybookMode::Auto => {
+                    act(
+                        &plane,
+                        &engine,
+                        &region_of_zone,
+                        p,
+                        service,
+                        now,
+                        &mut to_verify,
+                    )
+                    .await
+                }
             }
         }
         // Did it help? Compare the errors the edges see in the region now
@@ -189,7 +200,11 @@ pub async fn run<S: Store + 'static>(
             }
         }
         for g in incidents.due_notices(&base_url, now) {
-            tokio::spawn(crate::incidents::deliver(plane.clone(), incidents.clone(), g));
+            tokio::spawn(crate::incidents::deliver(
+                plane.clone(),
+                incidents.clone(),
+                g,
+            ));
         }
         plane
             .metrics

@@ -167,13 +167,19 @@ impl Incidents {
 
 /// Writes every change the plane makes or refuses into the timelines of the
 /// open incidents of the services it touches, until the plane is gone.
-pub async fn follow_changes<S: Store + 'static>(plane: Arc<ControlPlane<S>>, incidents: Arc<Incidents>) {
+pub async fn follow_changes<S: Store + 'static>(
+    plane: Arc<ControlPlane<S>>,
+    incidents: Arc<Incidents>,
+) {
     let mut events = plane.change_events();
     loop {
         let ev = match events.recv().await {
             Ok(ev) => ev,
             Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
-                tracing::warn!(missed = n, "incidents fell behind the control plane's changes");
+                tracing::warn!(
+                    missed = n,
+                    "incidents fell behind the control plane's changes"
+                );
                 continue;
             }
             Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
@@ -190,7 +196,14 @@ pub async fn follow_changes<S: Store + 'static>(plane: Arc<ControlPlane<S>>, inc
         {
             let mut t = incidents.lock();
             for svc in &ev.services {
-                t.on_action(svc, &e.actor.to_string(), &e.action, e.accepted, e.at_ms, detail.clone());
+                t.on_action(
+                    svc,
+                    &e.actor.to_string(),
+                    &e.action,
+                    e.accepted,
+                    e.at_ms,
+                    detail.clone(),
+                );
             }
         }
         if let Err(err) = incidents.persist(plane.store()).await {

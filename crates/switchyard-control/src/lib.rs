@@ -15,5 +15,5 @@ pub mod playbooks;
 pub mod respond;
 pub mod safety;
 pub mod server;
-pub mod signals;
+
 pub mod store;

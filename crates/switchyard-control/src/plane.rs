@@ -166,18 +166,37 @@ impl<S: Store> ControlPlane<S> {
 
     /// The controls an operation would produce from the current ones, and
     /// what the rules would say about them, without making the change.
-    pub fn preview(&self, op: &Op, actor: &Actor, reason: &str) -> Result<(Controls, safety::Verdict), ChangeError> {
+    pub fn preview(
+        &self,
+        op: &Op,
+        actor: &Actor,
+        reason: &str,
+    ) -> Result<(Controls, safety::Verdict), ChangeError> {
         let cur = self.current();
         let now = now_ms();
         let proposed = self.propose(&cur, op, actor, reason, now)?;
         let h = self.history.lock().unwrap_or_else(|e| e.into_inner());
-        let verdict = safety::check(&self.config, &self.safety, &h, &cur.controls, &proposed, now);
+        let verdict = safety::check(
+            &self.config,
+            &self.safety,
+            &h,
+            &cur.controls,
+            &proposed,
+            now,
+        );
         Ok((proposed, verdict))
     }
 
     /// The one place an operation becomes new controls: applied to a copy,
     /// then checked against the topology as a whole.
-    fn propose(&self, cur: &Published, op: &Op, actor: &Actor, reason: &str, now: u64) -> Result<Controls, ChangeError> {
+    fn propose(
+        &self,
+        cur: &Published,
+        op: &Op,
+        actor: &Actor,
+        reason: &str,
+        now: u64,
+    ) -> Result<Controls, ChangeError> {
         let mut proposed = cur.controls.clone();
         let label = actor.label(reason);
         op.apply(
@@ -199,7 +218,13 @@ impl<S: Store> ControlPlane<S> {
     /// that changes nothing, published like a change.
     pub async fn record(&self, entry: AuditEntry) -> Result<(), StoreError> {
         self.store.append_audit(&entry).await?;
-        let services = entry.op.as_ref().and_then(|o| o.service()).map(str::to_string).into_iter().collect();
+        let services = entry
+            .op
+            .as_ref()
+            .and_then(|o| o.service())
+            .map(str::to_string)
+            .into_iter()
+            .collect();
         let _ = self.events.send(Arc::new(ChangeEvent { entry, services }));
         Ok(())
     }
@@ -217,7 +242,9 @@ impl<S: Store> ControlPlane<S> {
                 for r in rules {
                     self.metrics
                         .refusals
-                        .get_or_create(&crate::metrics::RuleLabels { rule: r.rule.clone() })
+                        .get_or_create(&crate::metrics::RuleLabels {
+                            rule: r.rule.clone(),
+                        })
                         .inc();
                 }
                 "refused"
@@ -243,7 +270,14 @@ impl<S: Store> ControlPlane<S> {
             let services = services_changed(&cur.controls, &proposed);
             let verdict = {
                 let h = self.history.lock().unwrap_or_else(|e| e.into_inner());
-                safety::check(&self.config, &self.safety, &h, &cur.controls, &proposed, now)
+                safety::check(
+                    &self.config,
+                    &self.safety,
+                    &h,
+                    &cur.controls,
+                    &proposed,
+                    now,
+                )
             };
             let refusals: Vec<Refusal> = verdict
                 .refusals
@@ -266,7 +300,13 @@ impl<S: Store> ControlPlane<S> {
                 detail: serde_json::Value::Null,
             };
             if !verdict.allowed && !c.force {
-                entry.rule = Some(refusals.iter().map(|r| r.rule.as_str()).collect::<Vec<_>>().join(","));
+                entry.rule = Some(
+                    refusals
+                        .iter()
+                        .map(|r| r.rule.as_str())
+                        .collect::<Vec<_>>()
+                        .join(","),
+                );
                 entry.detail = serde_json::json!({ "refusals": refusals });
                 self.store.append_audit(&entry).await?;
                 self.publish_event(&entry, services);

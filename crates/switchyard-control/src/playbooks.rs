@@ -21,9 +21,9 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use switchyard_model::Op;
 use switchyard_detect::{Event, Finding};
 pub use switchyard_model::finding::Mitigation;
+use switchyard_model::Op;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -352,13 +352,22 @@ mod tests {
             .iter()
             .flat_map(|t| p.tick(*t))
             .filter_map(|x| match x {
-                Planned { op: Op::RegionWeight { weight, .. }, .. } => Some(weight),
+                Planned {
+                    op: Op::RegionWeight { weight, .. },
+                    ..
+                } => Some(weight),
                 _ => None,
             })
             .collect();
         assert_eq!(weights, vec![0.75, 0.5, 0.25, 0.0]);
         p.on_event(&Event::Closed(finding("region:us-east", "errors")), 50_000);
-        assert!(matches!(&p.tick(80_000)[..], [Planned { op: Op::RegionBack { .. }, .. }]));
+        assert!(matches!(
+            &p.tick(80_000)[..],
+            [Planned {
+                op: Op::RegionBack { .. },
+                ..
+            }]
+        ));
     }
 
     #[test]

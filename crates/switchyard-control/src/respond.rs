@@ -87,7 +87,12 @@ impl IntoResponse for ChangeError {
 }
 
 /// The caller's token name, if its token allows `need`.
-pub fn authorize<S: Store>(api: &Api<S>, headers: &HeaderMap, need: Scope) -> Result<String, Response> {
+#[allow(clippy::result_large_err)] // the error is the answer to send as it is
+pub fn authorize<S: Store>(
+    api: &Api<S>,
+    headers: &HeaderMap,
+    need: Scope,
+) -> Result<String, Response> {
     let given = headers
         .get("authorization")
         .and_then(|v| v.to_str().ok())
@@ -133,6 +138,7 @@ pub fn authorize<S: Store>(api: &Api<S>, headers: &HeaderMap, need: Scope) -> Re
 }
 
 /// A body that failed to parse is a 400 with serde's reason (which names the field).
+#[allow(clippy::result_large_err)]
 pub fn body<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, Response> {
     serde_json::from_slice(bytes)
         .map_err(|e| error(StatusCode::BAD_REQUEST, "invalid", vec![e.to_string()]))

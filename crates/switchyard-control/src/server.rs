@@ -8,9 +8,9 @@ use std::time::Duration;
 use switchyard_model::{Config, StoreSpec};
 
 use crate::api::router;
-use crate::respond::Api;
 use crate::plane::ControlPlane;
 use crate::playbooks::PlaybookConfig;
+use crate::respond::Api;
 use crate::safety::SafetyConfig;
 use crate::store::etcd::EtcdStore;
 use crate::store::sqlite::SqliteStore;

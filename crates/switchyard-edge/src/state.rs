@@ -14,7 +14,6 @@ use http_body_util::Full;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use serde::{Deserialize, Serialize};
 use switchyard_model::{Config, ConfigError, Controls, Service};
 
 use crate::metrics::{InstanceLabels, Metrics, RegionLabels};
@@ -120,13 +119,6 @@ impl UpdateError {
     }
 }
 
-#[derive(Serialize, Deserialize)]
-struct LastKnownGood {
-    saved_at_ms: u64,
-    source: String,
-    controls: Controls,
-}
-
 pub struct Edge {
     pub zone: String,
     pub region: String,
@@ -160,8 +152,9 @@ impl Edge {
         let mut controls = Controls::default();
         let mut source = "default".to_string();
         if let Some(p) = &lkg_path {
-            match load_lkg(p, &config) {
-                Ok(Some(c)) => {
+            match switchyard_api::lkg::load(p, &config) {
+                Ok(Some(lkg)) => {
+                    let c = lkg.controls;
                     tracing::info!(path = %p.display(), version = c.version, "starting from last-known-good controls");
                     controls = c;
                     source = "last-known-good".into();
@@ -236,7 +229,8 @@ impl Edge {
                 .validate(&cur.config)
                 .map_err(ConfigError::Invalid)?;
             if let Some(p) = &self.lkg_path {
-                save_lkg(p, &controls, source).map_err(UpdateError::Persist)?;
+                switchyard_api::lkg::save(p, &controls, source, now_ms())
+                    .map_err(UpdateError::Persist)?;
             }
             let controls = Arc::new(controls);
             self.snap.store(Arc::new(Snapshot {
@@ -443,41 +437,4 @@ fn build_services(
             })
         })
         .collect()
-}
-
-fn load_lkg(path: &Path, config: &Config) -> anyhow::Result<Option<Controls>> {
-    let text = match std::fs::read_to_string(path) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(e.into()),
-    };
-    let lkg: LastKnownGood = serde_json::from_str(&text)?;
-    lkg.controls.validate(config)?;
-    Ok(Some(lkg.controls))
-}
-
-/// Written to a temporary file, synced, then renamed over the old one, so a
-/// crash at any point leaves either the old or the new set, never half.
-fn save_lkg(path: &Path, controls: &Controls, source: &str) -> std::io::Result<()> {
-    use std::io::Write;
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
-    let body = serde_json::to_vec_pretty(&LastKnownGood {
-        saved_at_ms: now_ms(),
-        source: source.into(),
-        controls: controls.clone(),
-    })
-    .map_err(std::io::Error::other)?;
-    let tmp = path.with_extension("json.tmp");
-    {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(&body)?;
-        f.sync_all()?;
-    }
-    std::fs::rename(&tmp, path)?;
-    if let Some(dir) = path.parent() {
-        std::fs::File::open(dir)?.sync_all()?;
-    }
-    Ok(())
 }

@@ -26,6 +26,8 @@ pub struct Lab {
     pub links: Arc<BTreeMap<String, Link>>,
     /// What the control plane told people (its receivers point here).
     pub inbox: crate::inbox::Inbox,
+    /// The lab's control plane, with the lab's admin token.
+    pub api: switchyard_api::Client,
     /// The lab's own servers; dropping the set stops them.
     _tasks: tokio::task::JoinSet<()>,
 }
@@ -134,6 +136,10 @@ impl Lab {
             procs,
             links: Arc::new(links),
             inbox,
+            api: switchyard_api::Client::new(
+                &format!("http://{}", crate::topology::CONTROL_ADDR),
+                Some(ADMIN_TOKEN.to_string()),
+            ),
             _tasks: tasks,
         };
         lab.wait_ready().await?;
@@ -241,13 +247,13 @@ impl Lab {
     pub async fn put_controls(
         &self,
         zones: &[String],
-        controls: &serde_json::Value,
+        controls: &switchyard_model::Controls,
     ) -> Vec<EdgeAnswer> {
         self.ask_edges(
             zones,
             Method::PUT,
             "/controls",
-            Bytes::from(controls.to_string()),
+            Bytes::from(serde_json::to_vec(controls).expect("controls serialize")),
         )
         .await
     }
@@ -280,29 +286,6 @@ impl Lab {
             });
         }
         out
-    }
-
-    /// One call to the lab's control plane, with the lab's admin token.
-    pub async fn control(
-        &self,
-        method: Method,
-        path: &str,
-        body: Option<serde_json::Value>,
-    ) -> Result<(u16, serde_json::Value), String> {
-        let addr = crate::topology::CONTROL_ADDR
-            .parse()
-            .expect("valid address");
-        let (s, b) = admin_call(
-            addr,
-            method,
-            path,
-            body.map(|v| Bytes::from(v.to_string())).unwrap_or_default(),
-        )
-        .await?;
-        Ok((
-            s.as_u16(),
-            serde_json::from_slice(&b).unwrap_or(serde_json::Value::Null),
-        ))
     }
 
     pub async fn edge_status(&self, zone: &str) -> Option<serde_json::Value> {

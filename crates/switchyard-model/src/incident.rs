@@ -5,8 +5,8 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
-use serde::{Deserialize, Serialize};
 use crate::finding::Finding;
+use serde::{Deserialize, Serialize};
 
 /// Where an incident stands. Moves forward; the one way back is from
 /// monitoring to mitigating, when the mitigation did not hold.

@@ -22,6 +22,6 @@ pub use config::{
     Priority, Region, Route, RouteKind, Scope, Service, StoreSpec, Timeouts, Zone,
 };
 pub use controls::{Controls, Fault, RegionControl, RegionState, ServiceControls, ZoneControl};
+pub use error::{ConfigError, ValidationError, ValidationErrors};
 pub use finding::{Alarm, Finding};
 pub use ops::{Actor, AuditEntry, AuditKind, Op, OpError};
-pub use error::{ConfigError, ValidationError, ValidationErrors};

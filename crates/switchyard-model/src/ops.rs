@@ -406,7 +406,10 @@ impl Op {
             } => format!(
                 "read-only mode {} for {service}{}",
                 on_off(*on),
-                region.as_ref().map(|r| format!(" in {r}")).unwrap_or_default()
+                region
+                    .as_ref()
+                    .map(|r| format!(" in {r}"))
+                    .unwrap_or_default()
             ),
             Failover { service, to } => format!("fail {service} over to {to}"),
             Failback { service } => format!("fail {service} back: every region in"),
@@ -792,8 +795,8 @@ mod tests {
         assert!(a.is_playbook());
         let a: Actor = serde_json::from_str(r#""ops-oncall""#).unwrap();
         assert_eq!(a, Actor::person("ops-oncall"));
-        let a: Actor = serde_json::from_str(r#"{"kind":"drill","name":"zone-gray","token":"lab"}"#)
-            .unwrap();
+        let a: Actor =
+            serde_json::from_str(r#"{"kind":"drill","name":"zone-gray","token":"lab"}"#).unwrap();
         assert_eq!(a.kind(), "drill");
         let e: AuditEntry = serde_json::from_str(
             r#"{"at_ms":1,"who":"playbook","action":"x","reason":"y","accepted":true}"#,

@@ -233,6 +233,11 @@ impl ControlProcess {
         self.spawn().await;
     }
 
+    /// The typed API client of this control plane, acting with `token`.
+    pub fn api(&self, token: Option<&str>) -> switchyard_api::Client {
+        switchyard_api::Client::new(&format!("http://{}", self.addr), token.map(str::to_string))
+    }
+
     /// `switchyard ctl --json ARGS` against this control plane: (exit code, parsed JSON output).
     pub fn ctl(&self, token: &str, args: &[&str]) -> (i32, serde_json::Value, String) {
         let out = Command::new(&self.bin)

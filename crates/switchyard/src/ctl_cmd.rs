@@ -4,13 +4,12 @@
 
 use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
+use std::time::Duration;
 
-use bytes::Bytes;
-use http::{Method, Request, StatusCode};
-use http_body_util::{BodyExt, Full};
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
-use serde_json::{json, Value};
+use serde::Serialize;
+use switchyard_api::{Client, ClientError, OpRequest};
+use switchyard_model::ops::human_duration;
+use switchyard_model::Op;
 
 #[derive(clap::Args)]
 pub struct CtlArgs {
@@ -36,8 +35,9 @@ enum CtlCmd {
         zone: String,
         #[arg(long, default_value = "catalog")]
         service: String,
-        #[arg(long = "for", default_value = "1h")]
-        for_: String,
+        /// How long: 90s, 30m, 1h, 2h30m, 3d.
+        #[arg(long = "for", default_value = "1h", value_parser = human_duration::parse)]
+        for_: Duration,
         #[arg(long)]
         reason: String,
         /// Past the safety rules (admin token; audited).
@@ -88,158 +88,74 @@ enum CtlCmd {
     },
 }
 
-pub(crate) struct Ctl {
-    pub(crate) url: String,
-    pub(crate) token: Option<String>,
-    pub(crate) client: Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>,
+/// The client of `--url` with `--token`.
+pub(crate) fn client(url: &str, token: Option<String>) -> Client {
+    Client::new(url, token)
 }
 
-impl Ctl {
-    pub(crate) async fn call(
-        &self,
-        method: Method,
-        path: &str,
-        body: Option<Value>,
-    ) -> Result<(StatusCode, Value), String> {
-        let mut b = Request::builder()
-            .method(method)
-            .uri(format!("{}{path}", self.url.trim_end_matches('/')));
-        if let Some(t) = &self.token {
-            b = b.header("authorization", format!("Bearer {t}"));
+/// Prints a failed call: the error body as JSON with `--json`, its reasons
+/// otherwise; the exit code says what kind of failure it was.
+pub(crate) fn failed(what: &str, json_out: bool, e: &ClientError) -> ExitCode {
+    match (json_out, e.body()) {
+        (true, Some(b)) => println!("{}", serde_json::to_string(b).expect("serializable")),
+        (_, Some(b)) => {
+            eprintln!("refused ({}):", e.status().unwrap_or(0));
+            for r in &b.reasons {
+                eprintln!("  {r}");
+            }
         }
-        let req = b
-            .header("content-type", "application/json")
-            .body(Full::new(
-                body.map(|v| Bytes::from(v.to_string())).unwrap_or_default(),
-            ))
-            .map_err(|e| e.to_string())?;
-        let resp =
-            tokio::time::timeout(std::time::Duration::from_secs(10), self.client.request(req))
-                .await
-                .map_err(|_| format!("{} did not answer within 10 s", self.url))?
-                .map_err(|e| format!("cannot reach the control plane at {}: {e}", self.url))?;
-        let status = resp.status();
-        let bytes = resp
-            .into_body()
-            .collect()
-            .await
-            .map_err(|e| e.to_string())?
-            .to_bytes();
-        let v = serde_json::from_slice(&bytes)
-            .unwrap_or_else(|_| json!({"raw": String::from_utf8_lossy(&bytes)}));
-        Ok((status, v))
+        (_, None) => eprintln!("switchyard {what}: {e}"),
     }
+    ExitCode::from(e.exit_code())
 }
 
-pub(crate) fn exit_for(status: StatusCode) -> ExitCode {
-    match status.as_u16() {
-        200..=299 => ExitCode::SUCCESS,
-        400 | 404 => ExitCode::from(2),
-        _ => ExitCode::FAILURE,
-    }
-}
-
-fn show(json_out: bool, status: StatusCode, v: &Value) -> ExitCode {
-    if json_out {
-        println!("{v}");
-    } else if status.is_success() {
-        println!("done: version {}", v["version"]);
-    } else {
-        eprintln!("refused ({}):", status.as_u16());
-        for r in v["reasons"].as_array().into_iter().flatten() {
-            eprintln!("  {}", r.as_str().unwrap_or_default());
-        }
-    }
-    exit_for(status)
+/// Prints an answer as JSON.
+pub(crate) fn print_json<T: Serialize>(v: &T) {
+    println!("{}", serde_json::to_string(v).expect("serializable"));
 }
 
 pub fn ctl(args: CtlArgs) -> ExitCode {
-    let c = Ctl::new(&args.url, args.token.clone());
-    block_on("ctl", run(&c, args.cmd, args.json))
+    let c = client(&args.url, args.token.clone());
+    block_on(run(&c, args.cmd, args.json))
 }
 
-impl Ctl {
-    pub(crate) fn new(url: &str, token: Option<String>) -> Ctl {
-        Ctl {
-            url: url.to_string(),
-            token,
-            client: Client::builder(TokioExecutor::new()).build_http(),
-        }
-    }
-}
-
-/// Runs a command's work; an error from it means the control plane could
-/// not be reached (exit 3).
-pub(crate) fn block_on(
-    what: &str,
-    work: impl std::future::Future<Output = Result<ExitCode, String>>,
-) -> ExitCode {
-    let rt = tokio::runtime::Builder::new_current_thread()
+/// Runs a command's work on a small runtime of its own.
+pub(crate) fn block_on(work: impl std::future::Future<Output = ExitCode>) -> ExitCode {
+    tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .expect("tokio runtime");
-    match rt.block_on(work) {
-        Ok(code) => code,
-        Err(e) => {
-            eprintln!("switchyard {what}: {e}");
-            ExitCode::from(3)
+        .expect("tokio runtime")
+        .block_on(work)
+}
+
+/// One operation: `done: version N`, or why not.
+async fn apply(c: &Client, req: OpRequest, json_out: bool) -> ExitCode {
+    match c.apply(&req).await {
+        Ok(a) if json_out => {
+            print_json(&a);
+            ExitCode::SUCCESS
         }
+        Ok(a) => {
+            println!("done: version {}", a.version);
+            ExitCode::SUCCESS
+        }
+        Err(e) => failed("ctl", json_out, &e),
     }
 }
 
-async fn run(c: &Ctl, cmd: CtlCmd, json_out: bool) -> Result<ExitCode, String> {
-    Ok(match cmd {
-        CtlCmd::Status => {
-            let (s, v) = c.call(Method::GET, "/v1/status", None).await?;
-            if json_out || !s.is_success() {
-                println!("{v}");
-                return Ok(exit_for(s));
+async fn run(c: &Client, cmd: CtlCmd, json_out: bool) -> ExitCode {
+    match cmd {
+        CtlCmd::Status => match c.status().await {
+            Ok(v) if json_out => {
+                print_json(&v);
+                ExitCode::SUCCESS
             }
-            println!("controls version {}", v["version"]);
-            for svc in v["services"].as_array().into_iter().flatten() {
-                println!(
-                    "service {}  read-only {}  shed level {}",
-                    svc["service"].as_str().unwrap_or(""),
-                    svc["read_only"],
-                    svc["shed_level"]
-                );
-                println!(
-                    "  {:<10} {:<6} {:>6} {:>8} {:>5} | {:<12} {:>6} {:>9}  shift",
-                    "region", "state", "weight", "failover", "floor", "zone", "weight", "instances"
-                );
-                for r in svc["regions"].as_array().into_iter().flatten() {
-                    for (i, z) in r["zones"].as_array().into_iter().flatten().enumerate() {
-                        let left = if i == 0 {
-                            format!(
-                                "{:<10} {:<6} {:>6} {:>8} {:>5}",
-                                r["region"].as_str().unwrap_or(""),
-                                r["state"].as_str().unwrap_or(""),
-                                r["weight"].to_string(),
-                                r["failover"].to_string(),
-                                r["floor"].to_string()
-                            )
-                        } else {
-                            " ".repeat(39)
-                        };
-                        let shift = match z["shift_expires_at_ms"].as_u64() {
-                            Some(t) => format!(
-                                "until {} s from now ({})",
-                                t.saturating_sub(switchyard_control::plane::now_ms()) / 1000,
-                                z["shift_reason"].as_str().unwrap_or("")
-                            ),
-                            None => "-".into(),
-                        };
-                        println!(
-                            "  {left} | {:<12} {:>6} {:>9}  {shift}",
-                            z["zone"].as_str().unwrap_or(""),
-                            z["weight"].to_string(),
-                            z["instances"].to_string()
-                        );
-                    }
-                }
+            Ok(v) => {
+                print_status(&v);
+                ExitCode::SUCCESS
             }
-            ExitCode::SUCCESS
-        }
+            Err(e) => failed("ctl", json_out, &e),
+        },
         CtlCmd::Shift {
             zone,
             service,
@@ -247,24 +163,24 @@ async fn run(c: &Ctl, cmd: CtlCmd, json_out: bool) -> Result<ExitCode, String> {
             reason,
             force,
         } => {
-            let (s, v) = c
-                .call(Method::POST, "/v1/shift", Some(json!({"service": service, "zone": zone, "for": for_, "reason": reason, "force": force})))
-                .await?;
-            show(json_out, s, &v)
+            let op = Op::Shift {
+                service,
+                zone,
+                for_,
+            };
+            apply(c, OpRequest::new(op, reason).force(force), json_out).await
         }
         CtlCmd::Unshift {
             zone,
             service,
             reason,
         } => {
-            let (s, v) = c
-                .call(
-                    Method::DELETE,
-                    &format!("/v1/shift/{service}/{zone}"),
-                    Some(json!({"reason": reason})),
-                )
-                .await?;
-            show(json_out, s, &v)
+            apply(
+                c,
+                OpRequest::new(Op::Unshift { service, zone }, reason),
+                json_out,
+            )
+            .await
         }
         CtlCmd::Failover {
             service,
@@ -273,42 +189,33 @@ async fn run(c: &Ctl, cmd: CtlCmd, json_out: bool) -> Result<ExitCode, String> {
             yes,
             force,
         } => {
-            let (s, preview) = c
-                .call(
-                    Method::POST,
-                    "/v1/failover",
-                    Some(json!({"service": service, "to": to, "preview": true})),
-                )
-                .await?;
-            if !s.is_success() {
-                return Ok(show(json_out, s, &preview));
-            }
+            let req = OpRequest::new(Op::Failover { service, to }, reason).force(force);
+            let preview = match c.preview(&req).await {
+                Ok(p) => p,
+                Err(e) => return failed("ctl", json_out, &e),
+            };
             if !json_out {
                 println!(
-                    "fail {service} over to {to}: {} of {} instances would serve ({:.0} %)",
-                    preview["serving_instances_after"],
-                    preview["total_instances"],
-                    preview["capacity_after"].as_f64().unwrap_or(0.0) * 100.0
+                    "{}: {} of {} instances would serve ({:.0} %)",
+                    preview.op,
+                    preview.serving_instances_after,
+                    preview.total_instances,
+                    preview.capacity_after * 100.0
                 );
-                let refusals = preview["refusals"].as_array().cloned().unwrap_or_default();
-                if refusals.is_empty() {
+                if preview.refusals.is_empty() {
                     println!("  every safety rule allows it");
                 }
-                for r in &refusals {
-                    println!(
-                        "  {} refuses: {}",
-                        r["rule"].as_str().unwrap_or(""),
-                        r["message"].as_str().unwrap_or("")
-                    );
+                for r in &preview.refusals {
+                    println!("  {} refuses: {}", r.rule, r.message);
                 }
             }
             if !yes {
                 if !std::io::stdin().is_terminal() {
                     if json_out {
-                        println!("{preview}");
+                        print_json(&preview);
                     }
                     eprintln!("not confirmed: add --yes to fail over without asking");
-                    return Ok(ExitCode::from(2));
+                    return ExitCode::from(2);
                 }
                 print!("proceed? [y/N] ");
                 let _ = std::io::stdout().flush();
@@ -316,27 +223,18 @@ async fn run(c: &Ctl, cmd: CtlCmd, json_out: bool) -> Result<ExitCode, String> {
                 let _ = std::io::stdin().read_line(&mut answer);
                 if !matches!(answer.trim(), "y" | "yes") {
                     println!("nothing changed");
-                    return Ok(ExitCode::SUCCESS);
+                    return ExitCode::SUCCESS;
                 }
             }
-            let (s, v) = c
-                .call(
-                    Method::POST,
-                    "/v1/failover",
-                    Some(json!({"service": service, "to": to, "reason": reason, "force": force})),
-                )
-                .await?;
-            show(json_out, s, &v)
+            apply(c, req, json_out).await
         }
         CtlCmd::Failback { service, reason } => {
-            let (s, v) = c
-                .call(
-                    Method::POST,
-                    "/v1/failback",
-                    Some(json!({"service": service, "reason": reason})),
-                )
-                .await?;
-            show(json_out, s, &v)
+            apply(
+                c,
+                OpRequest::new(Op::Failback { service }, reason),
+                json_out,
+            )
+            .await
         }
         CtlCmd::Readonly {
             service,
@@ -344,38 +242,80 @@ async fn run(c: &Ctl, cmd: CtlCmd, json_out: bool) -> Result<ExitCode, String> {
             region,
             reason,
         } => {
-            let (s, v) = c
-                .call(Method::POST, "/v1/readonly", Some(json!({"service": service, "region": region, "on": state == "on", "reason": reason})))
-                .await?;
-            show(json_out, s, &v)
+            let op = Op::ReadOnly {
+                service,
+                region,
+                on: state == "on",
+            };
+            apply(c, OpRequest::new(op, reason), json_out).await
         }
-        CtlCmd::History { limit } => {
-            let (s, v) = c
-                .call(Method::GET, &format!("/v1/history?limit={limit}"), None)
-                .await?;
-            if json_out || !s.is_success() {
-                println!("{v}");
-                return Ok(exit_for(s));
+        CtlCmd::History { limit } => match c.history(limit).await {
+            Ok(h) if json_out => {
+                print_json(&h);
+                ExitCode::SUCCESS
             }
-            for e in v["entries"].as_array().into_iter().flatten() {
+            Ok(h) => {
+                for e in &h.entries {
+                    println!(
+                        "{}  {:<10} {:<8} {}  — {}{}",
+                        switchyard_model::time::rfc3339_ms(e.at_ms as i64),
+                        e.actor.to_string(),
+                        if e.accepted { "accepted" } else { "REFUSED" },
+                        e.action,
+                        e.reason,
+                        e.rule
+                            .as_ref()
+                            .map(|r| format!(" [{r}]"))
+                            .unwrap_or_default()
+                    );
+                }
+                ExitCode::SUCCESS
+            }
+            Err(e) => failed("ctl", json_out, &e),
+        },
+    }
+}
+
+fn print_status(v: &switchyard_api::StatusView) {
+    println!("controls version {}", v.version);
+    let now = switchyard_model::time::now_ms();
+    for svc in &v.services {
+        println!(
+            "service {}  read-only {}  shed level {}",
+            svc.service, svc.read_only, svc.shed_level
+        );
+        println!(
+            "  {:<10} {:<6} {:>6} {:>8} {:>5} | {:<12} {:>6} {:>9}  shift",
+            "region", "state", "weight", "failover", "floor", "zone", "weight", "instances"
+        );
+        for r in &svc.regions {
+            for (i, z) in r.zones.iter().enumerate() {
+                let left = if i == 0 {
+                    let state = serde_json::to_value(r.state).expect("serializable");
+                    format!(
+                        "{:<10} {:<6} {:>6} {:>8} {:>5}",
+                        r.region,
+                        state.as_str().unwrap_or(""),
+                        r.weight,
+                        r.failover,
+                        r.floor
+                    )
+                } else {
+                    " ".repeat(39)
+                };
+                let shift = match z.shift_expires_at_ms {
+                    Some(t) => format!(
+                        "until {} s from now ({})",
+                        t.saturating_sub(now) / 1000,
+                        z.shift_reason.as_deref().unwrap_or("")
+                    ),
+                    None => "-".into(),
+                };
                 println!(
-                    "{}  {:<10} {:<8} {}  — {}{}",
-                    e["at_ms"],
-                    e["who"].as_str().unwrap_or(""),
-                    if e["accepted"] == true {
-                        "accepted"
-                    } else {
-                        "REFUSED"
-                    },
-                    e["action"].as_str().unwrap_or(""),
-                    e["reason"].as_str().unwrap_or(""),
-                    e["rule"]
-                        .as_str()
-                        .map(|r| format!(" [{r}]"))
-                        .unwrap_or_default()
+                    "  {left} | {:<12} {:>6} {:>9}  {shift}",
+                    z.zone, z.weight, z.instances
                 );
             }
-            ExitCode::SUCCESS
         }
-    })
+    }
 }

@@ -7,10 +7,17 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use http::Method;
-use serde_json::{json, Value};
+use std::time::Duration;
 
-use crate::ctl_cmd::{block_on, exit_for, Ctl};
+use serde::Serialize;
+use switchyard_api::{
+    Client, ClientError, IncidentQuery, OpenIncident, SeverityChange, SilenceRequest, StageChange,
+    StatsQuery, StatusChange,
+};
+use switchyard_model::incident::{Incident, Stage};
+use switchyard_model::ops::human_duration;
+
+use crate::ctl_cmd::{block_on, client, failed, print_json};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -81,8 +88,8 @@ enum Cmd {
     /// TTD, time to acknowledge, TTM and TTR over the incidents of a period.
     Stats {
         /// How far back, e.g. `7d`, `24h`.
-        #[arg(long, default_value = "30d")]
-        since: String,
+        #[arg(long, default_value = "30d", value_parser = human_duration::parse)]
+        since: Duration,
     },
     /// Write the postmortem (Markdown and plots) from what was recorded.
     Postmortem {
@@ -117,227 +124,190 @@ enum SilenceCmd {
 }
 
 pub fn run(args: Args) -> ExitCode {
-    let c = Ctl::new(&args.url, args.token.clone());
-    block_on("incident", go(&c, args.cmd, args.json))
+    let c = client(&args.url, args.token.clone());
+    block_on(go(&c, args.cmd, args.json))
 }
 
-fn ms(v: &Value) -> String {
-    v.as_u64()
-        .map(|t| switchyard_model::time::human_utc(t as i64))
+fn ms(t: Option<u64>) -> String {
+    t.map(|t| switchyard_model::time::human_utc(t as i64))
         .unwrap_or_else(|| "—".into())
 }
 
-fn fail(s: http::StatusCode, v: &Value, json_out: bool) -> ExitCode {
-    if json_out {
-        println!("{v}");
-    } else {
-        eprintln!("refused ({}):", s.as_u16());
-        for r in v["reasons"].as_array().into_iter().flatten() {
-            eprintln!("  {}", r.as_str().unwrap_or_default());
+/// Prints an answer: as JSON, or as people read it.
+fn done<T: Serialize>(
+    r: Result<T, ClientError>,
+    json_out: bool,
+    show: impl FnOnce(&T),
+) -> ExitCode {
+    match r {
+        Ok(v) if json_out => {
+            print_json(&v);
+            ExitCode::SUCCESS
         }
+        Ok(v) => {
+            show(&v);
+            ExitCode::SUCCESS
+        }
+        Err(e) => failed("incident", json_out, &e),
     }
-    exit_for(s)
 }
 
-fn print_incident(v: &Value) {
+fn print_incident(v: &Incident) {
     println!(
         "{}  {}  {}  {}",
-        v["id"].as_str().unwrap_or(""),
-        v["severity"].as_str().unwrap_or(""),
-        v["status"].as_str().unwrap_or(""),
-        v["title"].as_str().unwrap_or("")
+        v.id,
+        v.severity.as_str(),
+        v.status.as_str(),
+        v.title
     );
+    println!("  severity reason: {}", v.severity_reason);
+    println!("  scopes: {}", v.scopes.join(", "));
     println!(
-        "  severity reason: {}",
-        v["severity_reason"].as_str().unwrap_or("")
-    );
-    println!(
-        "  scopes: {}",
-        v["scopes"]
-            .as_array()
-            .map(|a| a
-                .iter()
-                .filter_map(|x| x.as_str())
-                .collect::<Vec<_>>()
-                .join(", "))
-            .unwrap_or_default()
-    );
-    println!(
-        "  impact: {:.2} % of traffic, {} failed requests, routes {}",
-        v["impact"]["traffic_share"].as_f64().unwrap_or(0.0) * 100.0,
-        v["impact"]["failed"],
-        v["impact"]["routes"]
+        "  impact: {:.2} % of traffic, {} failed requests, routes {:?}",
+        v.impact.traffic_share * 100.0,
+        v.impact.failed,
+        v.impact.routes
     );
     println!("  stages:");
-    for s in [
-        "occurred",
-        "detected",
-        "notified",
-        "acknowledged",
-        "mitigated",
-        "recovered",
-        "analysed",
-        "shared",
-        "reviewed",
-    ] {
-        println!("    {s:<13} {}", ms(&v["stages"][s]));
+    for s in Stage::ALL {
+        println!("    {:<13} {}", s.as_str(), ms(v.stages.get(&s).copied()));
     }
     println!("  timeline:");
-    for e in v["timeline"].as_array().into_iter().flatten() {
+    for e in &v.timeline {
+        let kind = serde_json::to_value(e.kind).expect("serializable");
         println!(
             "    {}  {:<16} {:<10} {}",
-            ms(&e["at_ms"]),
-            e["kind"].as_str().unwrap_or(""),
-            e["who"].as_str().unwrap_or(""),
-            e["text"].as_str().unwrap_or("")
+            ms(Some(e.at_ms)),
+            kind.as_str().unwrap_or(""),
+            e.who,
+            e.text
         );
     }
 }
 
-async fn go(c: &Ctl, cmd: Cmd, json_out: bool) -> Result<ExitCode, String> {
-    let post =
-        |path: String, body: Value| async move { c.call(Method::POST, &path, Some(body)).await };
-    let (s, v) = match cmd {
+fn print_value<T: Serialize>(v: &T) {
+    print_json(v)
+}
+
+async fn go(c: &Client, cmd: Cmd, json_out: bool) -> ExitCode {
+    match cmd {
         Cmd::List { status, service } => {
-            let mut q = format!("/v1/incidents?status={status}");
-            if let Some(svc) = service {
-                q.push_str(&format!("&service={svc}"));
-            }
-            let (s, v) = c.call(Method::GET, &q, None).await?;
-            if s.is_success() && !json_out {
+            let q = IncidentQuery {
+                status: Some(status),
+                service,
+            };
+            done(c.incidents(&q).await, json_out, |v| {
                 println!(
                     "{:<28} {:<5} {:<13} {:<21} title",
                     "id", "sev", "status", "occurred"
                 );
-                for i in v["incidents"].as_array().into_iter().flatten() {
+                for i in &v.incidents {
                     println!(
                         "{:<28} {:<5} {:<13} {:<21} {}",
-                        i["id"].as_str().unwrap_or(""),
-                        i["severity"].as_str().unwrap_or(""),
-                        i["status"].as_str().unwrap_or(""),
-                        ms(&i["stages"]["occurred"]),
-                        i["title"].as_str().unwrap_or("")
+                        i.id,
+                        i.severity.as_str(),
+                        i.status.as_str(),
+                        ms(i.stages.get(&Stage::Occurred).copied()),
+                        i.title
                     );
                 }
-                return Ok(ExitCode::SUCCESS);
-            }
-            (s, v)
+            })
         }
-        Cmd::Show { id } => {
-            let (s, v) = c.call(Method::GET, &format!("/v1/incidents/{id}"), None).await?;
-            if s.is_success() && !json_out {
-                print_incident(&v);
-                return Ok(ExitCode::SUCCESS);
-            }
-            (s, v)
-        }
+        Cmd::Show { id } => done(c.incident(&id).await, json_out, print_incident),
         Cmd::Open {
             service,
             title,
             severity,
         } => {
-            post(
-                "/v1/incidents".into(),
-                json!({"service": service, "title": title, "severity": severity}),
-            )
-            .await?
+            let req = OpenIncident {
+                service,
+                title,
+                severity,
+            };
+            done(c.open_incident(&req).await, json_out, print_value)
         }
-        Cmd::Ack { id, note } => post(format!("/v1/incidents/{id}/ack"), json!({"note": note})).await?,
+        Cmd::Ack { id, note } => done(c.ack(&id, &note).await, json_out, print_incident),
         Cmd::Status { id, status, note } => {
-            post(
-                format!("/v1/incidents/{id}/status"),
-                json!({"status": status, "note": note}),
-            )
-            .await?
+            let req = StatusChange { status, note };
+            done(c.set_status(&id, &req).await, json_out, print_incident)
         }
         Cmd::Stage { id, stage, note } => {
-            post(
-                format!("/v1/incidents/{id}/stage"),
-                json!({"stage": stage, "note": note}),
-            )
-            .await?
+            let req = StageChange {
+                stage: Some(stage),
+                note,
+            };
+            done(c.stage(&id, &req).await, json_out, print_incident)
         }
-        Cmd::Note { id, text } => post(format!("/v1/incidents/{id}/note"), json!({"text": text})).await?,
+        Cmd::Note { id, text } => done(c.note(&id, &text).await, json_out, print_incident),
         Cmd::Severity {
             id,
             severity,
             reason,
         } => {
-            post(
-                format!("/v1/incidents/{id}/severity"),
-                json!({"severity": severity, "reason": reason}),
-            )
-            .await?
+            let req = SeverityChange { severity, reason };
+            done(c.severity(&id, &req).await, json_out, print_incident)
         }
         Cmd::Stats { since } => {
-            let d = switchyard_control::api::parse_duration(&since).map_err(|e| e.to_string());
-            let d = match d {
-                Ok(d) => d,
-                Err(e) => {
-                    eprintln!("switchyard incident: --since: {e}");
-                    return Ok(ExitCode::from(2));
-                }
+            let from = switchyard_model::time::now_ms().saturating_sub(since.as_millis() as u64);
+            let q = StatsQuery {
+                from_ms: Some(from),
+                to_ms: None,
             };
-            let from = switchyard_control::plane::now_ms().saturating_sub(d.as_millis() as u64);
-            let (s, v) = c
-                .call(Method::GET, &format!("/v1/incidents/stats?from_ms={from}"), None)
-                .await?;
-            if s.is_success() && !json_out {
-                println!("incidents: {}", v["incidents"]);
-                for (k, name) in [
-                    ("ttd_s", "time to detect"),
-                    ("tta_s", "time to acknowledge"),
-                    ("ttm_s", "time to mitigate"),
-                    ("ttr_s", "time to recover"),
+            done(c.stats(&q).await, json_out, |v| {
+                println!("incidents: {}", v.incidents);
+                for (d, name) in [
+                    (v.ttd_s, "time to detect"),
+                    (v.tta_s, "time to acknowledge"),
+                    (v.ttm_s, "time to mitigate"),
+                    (v.ttr_s, "time to recover"),
                 ] {
-                    match v[k].as_array() {
-                        Some(a) => println!(
-                            "{name:<20} median {:.1} s  mean {:.1} s  worst {:.1} s",
-                            a[0].as_f64().unwrap_or(0.0),
-                            a[1].as_f64().unwrap_or(0.0),
-                            a[2].as_f64().unwrap_or(0.0)
+                    match d {
+                        Some((median, mean, worst)) => println!(
+                            "{name:<20} median {median:.1} s  mean {mean:.1} s  worst {worst:.1} s"
                         ),
                         None => println!("{name:<20} —"),
                     }
                 }
-                return Ok(ExitCode::SUCCESS);
-            }
-            (s, v)
+            })
         }
         Cmd::Postmortem { id, out } => {
-            let (s, v) = c.call(Method::GET, &format!("/v1/incidents/{id}"), None).await?;
-            if !s.is_success() {
-                return Ok(fail(s, &v, json_out));
-            }
-            let incident: switchyard_incident::Incident = serde_json::from_value(v)
-                .map_err(|e| format!("the control plane sent an incident this version cannot read: {e}"))?;
-            let path = switchyard_incident::postmortem::write(&incident, &out)
-                .map_err(|e| format!("cannot write into {}: {e}", out.display()))?;
-            if json_out {
-                println!("{}", json!({"id": id, "postmortem": path}));
-            } else {
-                println!("postmortem of {id} written to {}", path.display());
-            }
-            return Ok(ExitCode::SUCCESS);
-        }
-        Cmd::Silence(SilenceCmd::List) => {
-            let (s, v) = c.call(Method::GET, "/v1/silences", None).await?;
-            if s.is_success() && !json_out {
-                for x in v["silences"].as_array().into_iter().flatten() {
-                    println!(
-                        "{}  until {}  service {}  severity {}  by {}: {}",
-                        x["id"].as_str().unwrap_or(""),
-                        ms(&x["until_ms"]),
-                        x["service"].as_str().unwrap_or("any"),
-                        x["severity"].as_str().unwrap_or("any"),
-                        x["created_by"].as_str().unwrap_or(""),
-                        x["reason"].as_str().unwrap_or("")
-                    );
+            let incident = match c.incident(&id).await {
+                Ok(i) => i,
+                Err(e) => return failed("incident", json_out, &e),
+            };
+            match switchyard_incident::postmortem::write(&incident, &out) {
+                Ok(path) if json_out => {
+                    print_json(&serde_json::json!({"id": id, "postmortem": path}));
+                    ExitCode::SUCCESS
                 }
-                return Ok(ExitCode::SUCCESS);
+                Ok(path) => {
+                    println!("postmortem of {id} written to {}", path.display());
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!(
+                        "switchyard incident: cannot write into {}: {e}",
+                        out.display()
+                    );
+                    ExitCode::FAILURE
+                }
             }
-            (s, v)
         }
+        Cmd::Silence(SilenceCmd::List) => done(c.silences().await, json_out, |v| {
+            for x in &v.silences {
+                println!(
+                    "{}  until {}  service {}  severity {}  by {}: {}",
+                    x.id,
+                    ms(Some(x.until_ms)),
+                    x.service.as_deref().unwrap_or("any"),
+                    x.severity
+                        .map(|s| s.to_string())
+                        .unwrap_or_else(|| "any".into()),
+                    x.created_by,
+                    x.reason
+                );
+            }
+        }),
         Cmd::Silence(SilenceCmd::Add {
             service,
             severity,
@@ -345,23 +315,17 @@ async fn go(c: &Ctl, cmd: Cmd, json_out: bool) -> Result<ExitCode, String> {
             for_,
             reason,
         }) => {
-            post(
-                "/v1/silences".into(),
-                json!({"service": service, "severity": severity, "scope_prefix": scope_prefix, "for": for_, "reason": reason}),
-            )
-            .await?
+            let req = SilenceRequest {
+                service,
+                severity,
+                scope_prefix,
+                duration: for_,
+                reason,
+            };
+            done(c.add_silence(&req).await, json_out, print_value)
         }
-        Cmd::Silence(SilenceCmd::Rm { id }) => c.call(Method::DELETE, &format!("/v1/silences/{id}"), None).await?,
-    };
-    if !s.is_success() {
-        return Ok(fail(s, &v, json_out));
+        Cmd::Silence(SilenceCmd::Rm { id }) => {
+            done(c.remove_silence(&id).await, json_out, print_value)
+        }
     }
-    if json_out {
-        println!("{v}");
-    } else if v.get("timeline").is_some() {
-        print_incident(&v);
-    } else {
-        println!("{v}");
-    }
-    Ok(exit_for(s))
 }

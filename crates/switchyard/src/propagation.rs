@@ -113,14 +113,12 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let client: Client<HttpConnector, Full<Bytes>> = Client::builder(TokioExecutor::new())
         .pool_max_idle_per_host(4)
         .build_http();
+    let api = switchyard_api::Client::new(&format!("http://{control}"), Some(TOKEN.into()));
     eprintln!("waiting for {n} edges to follow the control plane");
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let watchers = get(&client, format!("http://{control}/v1/status"))
-            .await
-            .and_then(|v| v["watchers"].as_u64())
-            .unwrap_or(0);
-        if watchers as usize >= n {
+        let watchers = api.status().await.map(|s| s.watchers).unwrap_or(0);
+        if watchers >= n {
             break;
         }
         anyhow::ensure!(
@@ -132,17 +130,17 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let mut per_edge_ms: Vec<f64> = Vec::new();
     let mut per_change_max_ms: Vec<f64> = Vec::new();
     for k in 0..args.changes {
-        let body = serde_json::json!({"service": "svc", "on": k % 2 == 0, "reason": "propagation benchmark"});
-        let req = Request::post(format!("http://{control}/v1/readonly"))
-            .header("authorization", format!("Bearer {TOKEN}"))
-            .body(Full::new(Bytes::from(body.to_string())))?;
+        let op = switchyard_model::Op::ReadOnly {
+            service: "svc".into(),
+            region: None,
+            on: k % 2 == 0,
+        };
         let t0 = Instant::now();
-        let resp = client.request(req).await?;
-        let v: serde_json::Value =
-            serde_json::from_slice(&resp.into_body().collect().await?.to_bytes())?;
-        let version = v["version"]
-            .as_u64()
-            .ok_or_else(|| anyhow::anyhow!("change refused: {v}"))?;
+        let version = api
+            .apply(&switchyard_api::OpRequest::new(op, "propagation benchmark"))
+            .await
+            .map_err(|e| anyhow::anyhow!("change refused: {e}"))?
+            .version;
         let mut tasks = tokio::task::JoinSet::new();
         for i in 0..n {
             let (client, url) = (

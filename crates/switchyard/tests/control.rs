@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use http::Method;
 use serde_json::json;
-use switchyard_testkit::{eventually, EdgeProcess, Etcd, Req, Topology, Traffic};
+use switchyard_api::{Applied, ErrorBody, History, OpRequest};
+use switchyard_model::{Actor, AuditKind, Controls, Op, RegionState};
+use switchyard_testkit::{eventually, EdgeProcess, Etcd, Topology, Traffic};
 
 const BIN: &str = env!("CARGO_BIN_EXE_switchyard");
 
@@ -32,6 +34,19 @@ async fn avoids_zone(e: &EdgeProcess, zone: &str, what: &str) {
     .await;
 }
 
+/// `switchyard ctl --json` output read as the typed answer it prints.
+fn typed<T: serde::de::DeserializeOwned>(v: serde_json::Value) -> T {
+    serde_json::from_value(v.clone()).unwrap_or_else(|e| panic!("not the answer ({e}): {v}"))
+}
+
+fn shift(zone: &str) -> Op {
+    Op::Shift {
+        service: "svc".into(),
+        zone: zone.into(),
+        for_: Duration::from_secs(3600),
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn one_shift_command_moves_every_edge_and_the_end_of_it_moves_them_back() {
     let lab = Topology::new(BIN, &[("r1", &["a", "b", "c"])]).with_control_plane();
@@ -52,14 +67,14 @@ async fn one_shift_command_moves_every_edge_and_the_end_of_it_moves_them_back() 
         ],
     );
     assert_eq!(code, 0, "{out}");
-    assert_eq!(v["accepted"], true);
+    assert!(typed::<Applied>(v).accepted);
     for e in &edges {
         avoids_zone(e, "a", "the shift reaches the edge").await;
     }
-    let st = Req::get(cp.addr, "/v1/status").send().await.unwrap().json();
-    let zone_a = &st["services"][0]["regions"][0]["zones"][0];
-    assert_eq!(zone_a["weight"], 0.0);
-    assert_eq!(zone_a["shift_reason"], "gray failure");
+    let st = cp.api(None).status().await.unwrap();
+    let zone_a = &st.services[0].regions[0].zones[0];
+    assert_eq!(zone_a.weight, 0.0);
+    assert_eq!(zone_a.shift_reason.as_deref(), Some("gray failure"));
     let (code, _, out) = cp.ctl("operate-token", &["unshift", "a", "--service", "svc"]);
     assert_eq!(code, 0, "{out}");
     serves_zone(&edges[0], "a", "the edge of zone a serves its zone again").await;
@@ -82,23 +97,25 @@ async fn unsafe_changes_are_refused_naming_the_rule_and_audited() {
         &["shift", "b", "--service", "svc", "--reason", "second"],
     );
     assert_eq!(code, 1, "{out}");
-    assert_eq!(v["error"], "refused");
-    let rules: Vec<&str> = v["rules"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(|r| r["rule"].as_str())
-        .collect();
-    assert!(rules.contains(&"one_zone_per_region"), "{v}");
+    let refused: ErrorBody = typed(v);
+    assert_eq!(refused.error, "refused");
+    assert!(
+        refused
+            .rules
+            .iter()
+            .any(|r| r.rule == "one_zone_per_region"),
+        "{refused:?}"
+    );
     let (_, h, _) = cp.ctl("read-token", &["history"]);
-    let entries = h["entries"].as_array().unwrap();
-    let last = entries.last().unwrap();
-    assert_eq!(last["accepted"], false);
-    assert!(last["rule"]
-        .as_str()
+    let h: History = typed(h);
+    let last = h.entries.last().unwrap();
+    assert!(!last.accepted);
+    assert!(last
+        .rule
+        .as_deref()
         .unwrap()
         .contains("one_zone_per_region"));
-    assert_eq!(last["who"], "operate-user");
+    assert_eq!(last.actor, Actor::person("operate-user"));
     // An admin may force it past the rules; that too is audited.
     let (code, _, out) = cp.ctl(
         "admin-token",
@@ -114,14 +131,15 @@ async fn unsafe_changes_are_refused_naming_the_rule_and_audited() {
     );
     assert_eq!(code, 0, "{out}");
     let (_, h, _) = cp.ctl("read-token", &["history"]);
-    let last = h["entries"].as_array().unwrap().last().unwrap().clone();
+    let h: History = typed(h);
+    let last = h.entries.last().unwrap();
     assert!(
-        last["detail"]["forced_past"]
+        last.detail["forced_past"]
             .as_array()
             .is_some_and(|a| !a.is_empty()),
-        "{last}"
+        "{last:?}"
     );
-    let m = Req::get(cp.addr, "/metrics").send().await.unwrap().body;
+    let m = cp.api(None).metrics().await.unwrap();
     assert!(
         m.contains("switchyard_control_refusals_total{rule=\"one_zone_per_region\"} 1"),
         "{m}"
@@ -136,55 +154,50 @@ async fn unsafe_changes_are_refused_naming_the_rule_and_audited() {
 async fn tokens_are_scoped_and_bad_input_is_named() {
     let lab = Topology::new(BIN, &[("r1", &["a", "b", "c"])]).with_control_plane();
     let cp = lab.start_control().await;
-    let shift = json!({"service": "svc", "zone": "a", "for": "1h", "reason": "x"}).to_string();
-    let r = Req::post(cp.addr, "/v1/shift")
-        .body(shift.clone())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status, 401);
-    let r = Req::post(cp.addr, "/v1/shift")
-        .bearer("read-token")
-        .body(shift.clone())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status, 403);
-    let r = Req::post(cp.addr, "/v1/shift")
-        .bearer("operate-token")
-        .body("{\"service\": 1}")
-        .send()
+    let operate = cp.api(Some("operate-token"));
+    let req = OpRequest::new(shift("a"), "x");
+    let e = cp.api(None).apply(&req).await.unwrap_err();
+    assert_eq!(e.status(), Some(401), "{e}");
+    let e = cp.api(Some("read-token")).apply(&req).await.unwrap_err();
+    assert_eq!(e.status(), Some(403), "{e}");
+    let r = operate
+        .raw(
+            Method::POST,
+            "/v1/ops",
+            Some(r#"{"op": {"op": "shift", "service": 1}}"#),
+        )
         .await
         .unwrap();
     assert_eq!(r.status, 400, "{}", r.body);
-    let r = Req::post(cp.addr, "/v1/shift")
-        .bearer("operate-token")
-        .body(shift.replace("\"a\"", "\"nowhere\""))
-        .send()
+    let e = operate
+        .apply(&OpRequest::new(shift("nowhere"), "x"))
         .await
-        .unwrap();
-    assert_eq!(r.status, 404, "{}", r.body);
-    assert!(r.body.contains("unknown zone"), "{}", r.body);
-    let r = Req::post(cp.addr, "/v1/shift")
-        .bearer("operate-token")
-        .body(shift.replace("1h", "forever"))
-        .send()
+        .unwrap_err();
+    assert_eq!(e.status(), Some(404), "{e}");
+    assert!(e.to_string().contains("unknown zone"), "{e}");
+    let forever = json!({
+        "op": {"op": "shift", "service": "svc", "zone": "a", "for": "forever"},
+        "reason": "x"
+    });
+    let r = operate
+        .raw(Method::POST, "/v1/ops", Some(&forever.to_string()))
         .await
         .unwrap();
     assert_eq!(r.status, 400, "{}", r.body);
-    let r = Req::put(cp.addr, "/v1/controls")
-        .bearer("operate-token")
-        .body("{}")
-        .send()
+    let replace = Op::Replace {
+        controls: Controls::default(),
+    };
+    let e = operate
+        .apply(&OpRequest::new(replace, "x"))
         .await
-        .unwrap();
-    assert_eq!(r.status, 403, "replacing the controls is for admins");
+        .unwrap_err();
     assert_eq!(
-        Req::get(cp.addr, "/v1/controls")
-            .send()
-            .await
-            .unwrap()
-            .json()["version"],
+        e.status(),
+        Some(403),
+        "replacing the controls is for admins: {e}"
+    );
+    assert_eq!(
+        cp.api(None).controls().await.unwrap().version,
         0,
         "nothing changed"
     );
@@ -221,13 +234,9 @@ async fn an_acknowledged_change_survives_kill_9_and_edges_keep_routing_meanwhile
     );
     assert_eq!(a.get("/items/1").send().await.unwrap().status, 200);
     cp.restart().await;
-    let c = Req::get(cp.addr, "/v1/controls")
-        .send()
-        .await
-        .unwrap()
-        .json();
-    assert_eq!(c["controls"]["services"]["svc"]["read_only"], true, "{c}");
-    assert_eq!(c["version"], 1);
+    let c = cp.api(None).controls().await.unwrap();
+    assert!(c.controls.services["svc"].read_only, "{c:?}");
+    assert_eq!(c.version, 1);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -237,14 +246,17 @@ async fn failover_previews_then_moves_the_service_and_failback_returns_it() {
     let cp = lab.start_control().await;
     let a = lab.start_edge("a").await;
     let _b = lab.start_edge("b").await;
-    let r = Req::post(cp.addr, "/v1/failover")
-        .body(json!({"service": "svc", "to": "r2", "preview": true}).to_string())
-        .send()
+    let failover = Op::Failover {
+        service: "svc".into(),
+        to: "r2".into(),
+    };
+    let p = cp
+        .api(None)
+        .preview(&OpRequest::new(failover, ""))
         .await
         .unwrap();
-    let p = r.json();
-    assert_eq!(p["serving_instances_after"], 2);
-    assert_eq!(p["total_instances"], 4);
+    assert_eq!(p.serving_instances_after, 2);
+    assert_eq!(p.total_instances, 4);
     let (code, _, out) = cp.ctl(
         "operate-token",
         &[
@@ -280,6 +292,7 @@ async fn a_gray_zone_is_found_and_shifted_away_by_the_playbook() {
         .playbooks("auto");
     let ups = lab.start_upstreams().await;
     let cp = lab.start_control().await;
+    let api = cp.api(None);
     let edges = [
         lab.start_edge("a").await,
         lab.start_edge("b").await,
@@ -295,16 +308,12 @@ async fn a_gray_zone_is_found_and_shifted_away_by_the_playbook() {
         "the playbook shifts zone a away",
         Duration::from_secs(15),
         || async {
-            let c = Req::get(cp.addr, "/v1/controls")
-                .send()
-                .await
-                .unwrap()
-                .json();
-            c["controls"]["services"]["svc"]["zones"]["a"]["weight"]
-                .as_f64()
-                .filter(|w| *w == 0.0)
+            let c = api.controls().await.unwrap().controls;
+            c.service("svc")
+                .and_then(|s| s.zones.get("a"))
+                .filter(|z| z.weight == 0.0)
                 .map(|_| ())
-                .ok_or(c.to_string())
+                .ok_or(format!("{c:?}"))
         },
     )
     .await;
@@ -319,59 +328,30 @@ async fn a_gray_zone_is_found_and_shifted_away_by_the_playbook() {
         },
     )
     .await;
-    let f = Req::get(cp.addr, "/v1/findings")
-        .send()
-        .await
-        .unwrap()
-        .json();
-    assert!(
-        f["findings"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|x| x["scope"] == "zone:a"),
-        "{f}"
-    );
-    let h = Req::get(cp.addr, "/v1/history")
-        .send()
-        .await
-        .unwrap()
-        .json();
-    let acted = h["entries"]
-        .as_array()
-        .unwrap()
+    let f = api.findings().await.unwrap();
+    assert!(f.findings.iter().any(|x| x.scope == "zone:a"), "{f:?}");
+    let h = api.history(50).await.unwrap();
+    let acted = h
+        .entries
         .iter()
-        .find(|e| e["who"] == "playbook")
-        .cloned()
+        .find(|e| e.actor.is_playbook())
         .expect("the playbook's change is audited");
-    assert_eq!(acted["accepted"], true);
     assert!(
-        acted["action"].as_str().unwrap().contains("zone a"),
-        "{acted}"
+        acted.accepted_change(|op| matches!(op, Op::Shift { zone, .. } if zone == "a")),
+        "{acted:?}"
     );
     // Ten seconds on, the playbook checks that errors dropped, and says so.
     eventually(
         "the playbook verifies its shift",
         Duration::from_secs(15),
         || async {
-            let h = Req::get(cp.addr, "/v1/history")
-                .send()
-                .await
-                .unwrap()
-                .json();
-            let v = h["entries"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .find(|e| {
-                    e["action"]
-                        .as_str()
-                        .is_some_and(|a| a.starts_with("verify: shift"))
-                })
-                .cloned();
+            let h = api.history(50).await.unwrap();
+            let v = h.entries.into_iter().find(|e| {
+                e.kind == AuditKind::Verification && matches!(e.op, Some(Op::Shift { .. }))
+            });
             match v {
-                Some(v) if v["accepted"] == true => Ok(()),
-                Some(v) => Err(format!("not verified: {v}")),
+                Some(v) if v.accepted => Ok(()),
+                Some(v) => Err(format!("not verified: {v:?}")),
                 None => Err("no verification yet".into()),
             }
         },
@@ -388,6 +368,7 @@ async fn writes_failing_across_a_region_turn_on_read_only_there_until_they_work_
         .playbooks("auto");
     let ups = lab.start_upstreams().await;
     let cp = lab.start_control().await;
+    let api = cp.api(None);
     let edges = [
         lab.start_edge("a").await,
         lab.start_edge("b").await,
@@ -409,13 +390,10 @@ async fn writes_failing_across_a_region_turn_on_read_only_there_until_they_work_
         u.set_write_status(503);
     }
     let read_only = || async {
-        Req::get(cp.addr, "/v1/controls")
-            .send()
-            .await
-            .unwrap()
-            .json()["controls"]["services"]["svc"]["regions"]["r1"]["read_only"]
-            .as_bool()
-            .unwrap_or(false)
+        let c = api.controls().await.unwrap().controls;
+        c.service("svc")
+            .and_then(|s| s.regions.get("r1"))
+            .is_some_and(|r| r.read_only)
     };
     eventually(
         "the playbook turns read-only mode on in r1",
@@ -440,29 +418,20 @@ async fn writes_failing_across_a_region_turn_on_read_only_there_until_they_work_
         },
     )
     .await;
-    let c = Req::get(cp.addr, "/v1/controls")
-        .send()
-        .await
-        .unwrap()
-        .json();
-    let svc = &c["controls"]["services"]["svc"];
-    assert!(
-        svc["zones"].as_object().is_none_or(|z| z.is_empty()),
-        "no zone shifted: {svc}"
+    let c = api.controls().await.unwrap().controls;
+    let svc = &c.services["svc"];
+    assert!(svc.zones.is_empty(), "no zone shifted: {svc:?}");
+    assert_eq!(
+        svc.regions["r1"].state,
+        RegionState::In,
+        "not evacuated: {svc:?}"
     );
-    assert_eq!(svc["regions"]["r1"]["state"], "in", "not evacuated: {svc}");
-    let f = Req::get(cp.addr, "/v1/findings")
-        .send()
-        .await
-        .unwrap()
-        .json();
+    let f = api.findings().await.unwrap();
     assert!(
-        f["findings"]
-            .as_array()
-            .unwrap()
+        f.findings
             .iter()
-            .any(|x| x["scope"] == "region:r1" && x["kind"] == "write_path"),
-        "{f}"
+            .any(|x| x.scope == "region:r1" && x.kind == "write_path"),
+        "{f:?}"
     );
     // Read-only mode turned the writes away, but the write heartbeats still
     // fail: the mode holds for as long as the write path is broken.
@@ -492,6 +461,7 @@ async fn an_alertmanager_alert_naming_a_zone_is_a_finding_and_bad_payloads_are_n
         .with_control_plane()
         .playbooks("recommend");
     let cp = lab.start_control().await;
+    let (api, operate) = (cp.api(None), cp.api(Some("operate-token")));
     let alert = json!({
         "version": "4", "groupKey": "g", "truncatedAlerts": 0, "status": "firing", "receiver": "switchyard",
         "groupLabels": {}, "commonLabels": {}, "commonAnnotations": {}, "externalURL": "http://am",
@@ -499,33 +469,23 @@ async fn an_alertmanager_alert_naming_a_zone_is_a_finding_and_bad_payloads_are_n
                     "annotations": {}, "startsAt": "2026-11-21T10:00:00Z", "endsAt": "0001-01-01T00:00:00Z",
                     "generatorURL": "http://prom", "fingerprint": "f1"}]
     });
-    let r = Req::post(cp.addr, "/v1/ingest/alertmanager")
-        .body(alert.to_string())
-        .send()
+    let e = api
+        .ingest_alertmanager(&alert.to_string())
+        .await
+        .unwrap_err();
+    assert_eq!(e.status(), Some(401), "ingest needs a token: {e}");
+    let ingested = operate
+        .ingest_alertmanager(&alert.to_string())
         .await
         .unwrap();
-    assert_eq!(r.status, 401, "ingest needs a token");
-    let r = Req::post(cp.addr, "/v1/ingest/alertmanager")
-        .bearer("operate-token")
-        .body(alert.to_string())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status, 200, "{}", r.body);
-    assert_eq!(r.json()["with_scope"], 1);
+    assert_eq!(ingested.with_scope, 1);
     eventually("the alert is a finding", Duration::from_secs(5), || async {
-        let f = Req::get(cp.addr, "/v1/findings")
-            .send()
-            .await
-            .unwrap()
-            .json();
-        f["findings"]
-            .as_array()
-            .unwrap()
+        let f = api.findings().await.unwrap();
+        f.findings
             .iter()
-            .any(|x| x["scope"] == "zone:b" && x["kind"] == "alert:StoreSlow")
+            .any(|x| x.scope == "zone:b" && x.kind == "alert:StoreSlow")
             .then_some(())
-            .ok_or(f.to_string())
+            .ok_or(format!("{f:?}"))
     })
     .await;
     // In recommend mode the playbook says what it would do, and does nothing.
@@ -533,51 +493,30 @@ async fn an_alertmanager_alert_naming_a_zone_is_a_finding_and_bad_payloads_are_n
         "the playbook recommends a shift",
         Duration::from_secs(5),
         || async {
-            let h = Req::get(cp.addr, "/v1/history")
-                .send()
-                .await
-                .unwrap()
-                .json();
-            h["entries"]
-                .as_array()
-                .unwrap()
+            let h = api.history(50).await.unwrap();
+            h.entries
                 .iter()
                 .any(|e| {
-                    e["action"]
-                        .as_str()
-                        .is_some_and(|a| a.starts_with("recommend: shift svc away from zone b"))
+                    e.kind == AuditKind::Recommendation
+                        && matches!(&e.op, Some(Op::Shift { service, zone, .. })
+                            if service == "svc" && zone == "b")
                 })
                 .then_some(())
-                .ok_or(h.to_string())
+                .ok_or(format!("{h:?}"))
         },
     )
     .await;
-    assert_eq!(
-        Req::get(cp.addr, "/v1/controls")
-            .send()
-            .await
-            .unwrap()
-            .json()["version"],
-        0
-    );
+    assert_eq!(api.controls().await.unwrap().version, 0);
     let bad = alert
         .to_string()
         .replace("\"version\":\"4\"", "\"version\":\"3\"");
-    let r = Req::post(cp.addr, "/v1/ingest/alertmanager")
-        .bearer("operate-token")
-        .body(bad)
-        .send()
+    let e = operate.ingest_alertmanager(&bad).await.unwrap_err();
+    assert_eq!(e.status(), Some(400), "{e}");
+    assert!(e.to_string().contains("version"), "{e}");
+    operate
+        .ingest_heartbeat(&json!({"source": "billing", "at_ms": 5}))
         .await
         .unwrap();
-    assert_eq!(r.status, 400);
-    assert!(r.body.contains("version"), "{}", r.body);
-    let r = Req::post(cp.addr, "/v1/ingest/heartbeat")
-        .bearer("operate-token")
-        .body("{\"source\": \"billing\", \"at_ms\": 5}")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status, 200, "{}", r.body);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -605,13 +544,12 @@ async fn two_control_planes_on_one_etcd_act_as_one_and_either_may_die() {
         .await;
     }
     let (_, h, _) = one.ctl("read-token", &["history"]);
+    let h: History = typed(h);
     assert!(
-        h["entries"]
-            .as_array()
-            .unwrap()
+        h.entries
             .iter()
-            .any(|e| e["reason"] == "via two" && e["accepted"] == true),
-        "the first plane's history holds the second's change: {h}"
+            .any(|e| e.reason == "via two" && e.accepted),
+        "the first plane's history holds the second's change: {h:?}"
     );
     // The rules see the shared state: the first plane refuses a second
     // shifted zone in the region, though it never saw the first shift made.
@@ -620,7 +558,14 @@ async fn two_control_planes_on_one_etcd_act_as_one_and_either_may_die() {
         &["shift", "b", "--service", "svc", "--reason", "via one"],
     );
     assert_eq!(code, 1, "{out}");
-    assert!(v.to_string().contains("one_zone_per_region"), "{v}");
+    let refused: ErrorBody = typed(v);
+    assert!(
+        refused
+            .rules
+            .iter()
+            .any(|r| r.rule == "one_zone_per_region"),
+        "{refused:?}"
+    );
     // One plane dies; the other carries on, and the dead one comes back to
     // the state as it is now, not as it left it.
     two.kill9();
@@ -628,22 +573,14 @@ async fn two_control_planes_on_one_etcd_act_as_one_and_either_may_die() {
     assert_eq!(code, 0, "{out}");
     serves_zone(&edges[0], "a", "the edge of zone a serves its zone again").await;
     two.restart().await;
-    let c1 = Req::get(one.addr, "/v1/controls")
-        .send()
-        .await
-        .unwrap()
-        .json();
-    let c2 = Req::get(two.addr, "/v1/controls")
-        .send()
-        .await
-        .unwrap()
-        .json();
-    assert_eq!(c1["version"], c2["version"], "{c1} / {c2}");
-    assert_eq!(c1["controls"], c2["controls"]);
+    let c1 = one.api(None).controls().await.unwrap();
+    let c2 = two.api(None).controls().await.unwrap();
+    assert_eq!(c1.version, c2.version, "{c1:?} / {c2:?}");
+    assert_eq!(c1.controls, c2.controls);
     assert!(
-        c2["controls"]["services"]["svc"]["zones"]
-            .as_object()
-            .is_none_or(|z| z.is_empty()),
-        "{c2}"
+        c2.controls
+            .service("svc")
+            .is_none_or(|s| s.zones.is_empty()),
+        "{c2:?}"
     );
 }

@@ -7,36 +7,45 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use http::Method;
-use serde_json::{json, Value};
+use serde_json::Value;
+use switchyard_api::{
+    Client, IncidentQuery, IncidentSummary, OpenIncident, ServiceHealth, SilenceRequest,
+    StageChange, StatusChange,
+};
+use switchyard_model::incident::{EntryKind, Stage, Status};
+use switchyard_model::notice::Silence;
 use switchyard_testkit::receiver::Receiver;
-use switchyard_testkit::{eventually, Req, Topology, Traffic};
+use switchyard_testkit::{eventually, Topology, Traffic};
 
 const BIN: &str = env!("CARGO_BIN_EXE_switchyard");
 
-async fn incidents(cp: SocketAddr) -> Vec<Value> {
-    Req::get(cp, "/v1/incidents").send().await.unwrap().json()["incidents"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default()
-}
-
-async fn incident(cp: SocketAddr, id: &str) -> Value {
-    Req::get(cp, &format!("/v1/incidents/{id}"))
-        .send()
+async fn incidents(api: &Client) -> Vec<IncidentSummary> {
+    api.incidents(&IncidentQuery::default())
         .await
         .unwrap()
-        .json()
+        .incidents
 }
 
-async fn post(cp: SocketAddr, path: &str, body: Value) -> (u16, Value) {
-    let r = Req::post(cp, path)
-        .bearer("operate-token")
-        .body(body.to_string())
-        .send()
-        .await
-        .unwrap();
-    let v = serde_json::from_str(&r.body).unwrap_or(Value::Null);
-    (r.status.as_u16(), v)
+fn status(status: &str, note: &str) -> StatusChange {
+    StatusChange {
+        status: status.into(),
+        note: note.into(),
+    }
+}
+
+fn stage(stage: &str, note: &str) -> StageChange {
+    StageChange {
+        stage: Some(stage.into()),
+        note: note.into(),
+    }
+}
+
+fn open(service: &str, title: &str, severity: Option<&str>) -> OpenIncident {
+    OpenIncident {
+        service: service.into(),
+        title: title.into(),
+        severity: severity.map(str::to_string),
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -62,6 +71,7 @@ async fn a_gray_zone_is_one_incident_told_mitigated_resolved_and_kept() {
         .control_toml(&notify);
     let ups = lab.start_upstreams().await;
     let mut cp = lab.start_control().await;
+    let api = cp.api(Some("operate-token"));
     let edges = [
         lab.start_edge("a").await,
         lab.start_edge("b").await,
@@ -71,7 +81,7 @@ async fn a_gray_zone_is_one_incident_told_mitigated_resolved_and_kept() {
     let traffic = Traffic::start(&addrs, "svc.test", &[(Method::GET, "/items/1")]);
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert!(
-        incidents(cp.addr).await.is_empty(),
+        incidents(&api).await.is_empty(),
         "a healthy start opens nothing"
     );
 
@@ -82,18 +92,15 @@ async fn a_gray_zone_is_one_incident_told_mitigated_resolved_and_kept() {
         "one incident opens, the zone is shifted and it is mitigated",
         Duration::from_secs(30),
         || async {
-            let list = incidents(cp.addr).await;
+            let list = incidents(&api).await;
             match &list[..] {
-                [i] if i["stages"]["mitigated"].is_u64() => Ok(()),
+                [i] if i.stages.contains_key(&Stage::Mitigated) => Ok(()),
                 other => Err(format!("{other:?}")),
             }
         },
     )
     .await;
-    let id = incidents(cp.addr).await[0]["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let id = incidents(&api).await[0].id.clone();
     // The zone is fixed; the playbook fails back later, the incident resolves.
     ups["a-1"].set_status(200);
     ups["a-2"].set_status(200);
@@ -101,38 +108,38 @@ async fn a_gray_zone_is_one_incident_told_mitigated_resolved_and_kept() {
         "the incident recovers and resolves",
         Duration::from_secs(40),
         || async {
-            let i = incident(cp.addr, &id).await;
-            (i["status"] == "resolved")
+            let i = api.incident(&id).await.unwrap();
+            (i.status == Status::Resolved)
                 .then_some(())
-                .ok_or(format!("{} {}", i["status"], i["stages"]))
+                .ok_or(format!("{:?} {:?}", i.status, i.stages))
         },
     )
     .await;
     traffic.stop().await;
-    let i = incident(cp.addr, &id).await;
-    assert_eq!(i["service"], "svc");
-    assert_eq!(i["scopes"], json!(["zone:a"]), "one incident for the zone");
-    let st = |s: &str| {
-        i["stages"][s]
-            .as_u64()
-            .unwrap_or_else(|| panic!("no stage {s}: {}", i["stages"]))
+    let i = api.incident(&id).await.unwrap();
+    assert_eq!(i.service, "svc");
+    assert_eq!(i.scopes, ["zone:a"], "one incident for the zone");
+    let st = |s: Stage| {
+        *i.stages
+            .get(&s)
+            .unwrap_or_else(|| panic!("no stage {s:?}: {:?}", i.stages))
     };
-    assert!(st("occurred") <= st("detected"));
-    assert!(st("detected") <= st("notified"));
-    assert!(st("detected") <= st("mitigated"));
-    assert!(st("mitigated") <= st("recovered"));
+    assert!(st(Stage::Occurred) <= st(Stage::Detected));
+    assert!(st(Stage::Detected) <= st(Stage::Notified));
+    assert!(st(Stage::Detected) <= st(Stage::Mitigated));
+    assert!(st(Stage::Mitigated) <= st(Stage::Recovered));
     // Every delivery attempt is in the timeline: two failures, then delivered.
-    let attempts: Vec<&Value> = i["timeline"]
-        .as_array()
-        .unwrap()
+    let attempts: Vec<&Value> = i
+        .timeline
         .iter()
-        .filter(|e| e["kind"] == "notification" && e["detail"]["receiver"] == "oncall")
+        .filter(|e| e.kind == EntryKind::Notification && e.detail["receiver"] == "oncall")
+        .map(|e| &e.detail)
         .collect();
     assert!(attempts.len() >= 3, "{attempts:?}");
-    assert_eq!(attempts[0]["detail"]["ok"], false);
-    assert_eq!(attempts[0]["detail"]["status"], 503);
-    assert_eq!(attempts[1]["detail"]["ok"], false);
-    assert_eq!(attempts[2]["detail"]["ok"], true);
+    assert_eq!(attempts[0]["ok"], false);
+    assert_eq!(attempts[0]["status"], 503);
+    assert_eq!(attempts[1]["ok"], false);
+    assert_eq!(attempts[2]["ok"], true);
     // What the receivers got: the webhook's JSON and Slack's text.
     eventually(
         "the webhook is told of the opening and the resolution",
@@ -165,51 +172,32 @@ async fn a_gray_zone_is_one_incident_told_mitigated_resolved_and_kept() {
     );
 
     // People: bad ids, bad moves and the stages in order.
-    let r = Req::get(cp.addr, "/v1/incidents/nope")
-        .send()
+    let e = api.incident("nope").await.unwrap_err();
+    assert_eq!(e.status(), Some(404), "{e}");
+    let e = api
+        .set_status(&id, &status("investigating", ""))
+        .await
+        .unwrap_err();
+    assert_eq!(e.status(), Some(409), "{e}");
+    assert!(
+        e.body().unwrap().reasons[0].contains("stays resolved"),
+        "{e}"
+    );
+    let e = api.stage(&id, &stage("reviewed", "")).await.unwrap_err();
+    assert_eq!(e.status(), Some(409), "{e}");
+    api.stage(&id, &stage("analysed", "store link flaky"))
         .await
         .unwrap();
-    assert_eq!(r.status, 404, "{}", r.body);
-    let (code, v) = post(
-        cp.addr,
-        &format!("/v1/incidents/{id}/status"),
-        json!({"status": "investigating"}),
-    )
-    .await;
-    assert_eq!(code, 409, "{v}");
-    assert!(
-        v["reasons"][0].as_str().unwrap().contains("stays resolved"),
-        "{v}"
-    );
-    let (code, v) = post(
-        cp.addr,
-        &format!("/v1/incidents/{id}/stage"),
-        json!({"stage": "reviewed"}),
-    )
-    .await;
-    assert_eq!(code, 409, "{v}");
-    let (code, v) = post(
-        cp.addr,
-        &format!("/v1/incidents/{id}/stage"),
-        json!({"stage": "analysed", "note": "store link flaky"}),
-    )
-    .await;
-    assert_eq!(code, 200, "{v}");
-    let (code, v) = post(
-        cp.addr,
-        &format!("/v1/incidents/{id}/stage"),
-        json!({"stage": "sideways"}),
-    )
-    .await;
-    assert_eq!(code, 400, "{v}");
+    let e = api.stage(&id, &stage("sideways", "")).await.unwrap_err();
+    assert_eq!(e.status(), Some(400), "{e}");
 
     // kill -9: the incident and its timeline are still there.
-    let before = incident(cp.addr, &id).await;
+    let before = api.incident(&id).await.unwrap();
     cp.kill9();
     cp.restart().await;
-    let after = incident(cp.addr, &id).await;
-    assert_eq!(after["stages"], before["stages"]);
-    assert_eq!(after["timeline"], before["timeline"]);
+    let after = api.incident(&id).await.unwrap();
+    assert_eq!(after.stages, before.stages);
+    assert_eq!(after.timeline, before.timeline);
 
     // The postmortem from the command line.
     let dir = tempfile::tempdir().unwrap();
@@ -236,13 +224,9 @@ async fn a_gray_zone_is_one_incident_told_mitigated_resolved_and_kept() {
     assert!(dir.path().join("errors.png").exists());
 
     // The status feed says the service is fine again.
-    let feed = Req::get(cp.addr, "/v1/status-feed/svc")
-        .send()
-        .await
-        .unwrap()
-        .json();
-    assert_eq!(feed["service"], "svc");
-    assert!(feed["incident"].is_null(), "{feed}");
+    let feed = api.service_feed("svc").await.unwrap();
+    assert_eq!(feed.service, "svc");
+    assert!(feed.incident.is_none(), "{feed:?}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -259,92 +243,77 @@ async fn people_open_incidents_and_silence_notifications() {
         .with_control_plane()
         .control_toml(&notify);
     let cp = lab.start_control().await;
-    let r = Req::post(cp.addr, "/v1/incidents")
-        .body(json!({"service": "svc", "title": "x"}).to_string())
-        .send()
+    let api = cp.api(Some("operate-token"));
+    let e = cp
+        .api(None)
+        .open_incident(&open("svc", "x", None))
         .await
-        .unwrap();
-    assert_eq!(r.status, 401, "opening needs a token");
-    let (code, v) = post(
-        cp.addr,
-        "/v1/incidents",
-        json!({"service": "nope", "title": "x"}),
-    )
-    .await;
-    assert_eq!(code, 404, "{v}");
-    let (code, v) = post(
-        cp.addr,
-        "/v1/incidents",
-        json!({"service": "svc", "title": " ", "severity": "SEV9"}),
-    )
-    .await;
-    assert_eq!(code, 400, "{v}");
+        .unwrap_err();
+    assert_eq!(e.status(), Some(401), "opening needs a token: {e}");
+    let e = api
+        .open_incident(&open("nope", "x", None))
+        .await
+        .unwrap_err();
+    assert_eq!(e.status(), Some(404), "{e}");
+    let e = api
+        .open_incident(&open("svc", " ", Some("SEV9")))
+        .await
+        .unwrap_err();
+    assert_eq!(e.status(), Some(400), "{e}");
     assert_eq!(
-        v["reasons"].as_array().unwrap().len(),
+        e.body().unwrap().reasons.len(),
         2,
-        "every problem at once: {v}"
+        "every problem at once: {e}"
     );
     // A silence for the service holds its notifications back, and says so.
-    let (code, v) = post(
-        cp.addr,
-        "/v1/silences",
-        json!({"service": "svc", "for": "1h", "reason": "planned maintenance"}),
-    )
-    .await;
-    assert_eq!(code, 201, "{v}");
-    let silence = v["id"].as_str().unwrap().to_string();
-    let (code, v) = post(
-        cp.addr,
-        "/v1/incidents",
-        json!({"service": "svc", "title": "checkout slow in EU", "severity": "SEV2"}),
-    )
-    .await;
-    assert_eq!(code, 201, "{v}");
-    let id = v["id"].as_str().unwrap().to_string();
+    // Raw, to see the 201 the typed client folds into success.
+    let req = SilenceRequest {
+        service: Some("svc".into()),
+        severity: None,
+        scope_prefix: None,
+        duration: "1h".into(),
+        reason: "planned maintenance".into(),
+    };
+    let r = api
+        .raw(
+            Method::POST,
+            "/v1/silences",
+            Some(&serde_json::to_string(&req).unwrap()),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status, 201, "{}", r.body);
+    let silence = serde_json::from_str::<Silence>(&r.body).unwrap().id;
+    let opened = api
+        .open_incident(&open("svc", "checkout slow in EU", Some("SEV2")))
+        .await
+        .unwrap();
+    assert!(opened.created, "{opened:?}");
+    let id = opened.id;
     eventually(
         "the silence is in the timeline",
         Duration::from_secs(5),
         || async {
-            let i = incident(cp.addr, &id).await;
-            i["timeline"]
-                .as_array()
-                .unwrap()
+            let i = api.incident(&id).await.unwrap();
+            i.timeline
                 .iter()
-                .any(|e| {
-                    e["text"]
-                        .as_str()
-                        .is_some_and(|t| t.contains(&format!("silenced by {silence}")))
-                })
+                .any(|e| e.text.contains(&format!("silenced by {silence}")))
                 .then_some(())
-                .ok_or(i["timeline"].to_string())
+                .ok_or(format!("{:?}", i.timeline))
         },
     )
     .await;
     assert!(webhook.requests().is_empty(), "silenced");
-    let (code, v) = post(
-        cp.addr,
-        &format!("/v1/incidents/{id}/ack"),
-        json!({"note": "on it"}),
-    )
-    .await;
-    assert_eq!(code, 200, "{v}");
-    assert!(v["stages"]["acknowledged"].is_u64());
-    let (code, _) = post(cp.addr, &format!("/v1/incidents/{id}/ack"), json!({})).await;
-    assert_eq!(code, 409, "acknowledged once");
+    let i = api.ack(&id, "on it").await.unwrap();
+    assert!(i.stages.contains_key(&Stage::Acknowledged), "{i:?}");
+    let e = api.ack(&id, "").await.unwrap_err();
+    assert_eq!(e.status(), Some(409), "acknowledged once: {e}");
     // The silence lifted, the next change is told.
-    let r = Req::new(Method::DELETE, cp.addr, &format!("/v1/silences/{silence}"))
-        .bearer("operate-token")
-        .send()
+    let removed = api.remove_silence(&silence).await.unwrap();
+    assert_eq!(removed.removed, silence);
+    api.set_status(&id, &status("mitigating", "shifted eu-west-b"))
         .await
         .unwrap();
-    assert_eq!(r.status, 200, "{}", r.body);
-    let (code, v) = post(
-        cp.addr,
-        &format!("/v1/incidents/{id}/status"),
-        json!({"status": "mitigating", "note": "shifted eu-west-b"}),
-    )
-    .await;
-    assert_eq!(code, 200, "{v}");
     eventually(
         "the webhook hears of it",
         Duration::from_secs(5),
@@ -358,11 +327,12 @@ async fn people_open_incidents_and_silence_notifications() {
         },
     )
     .await;
-    let feed = Req::get(cp.addr, "/v1/status-feed")
-        .send()
-        .await
-        .unwrap()
-        .json();
-    assert_eq!(feed["services"][0]["incident"]["id"], id.as_str(), "{feed}");
-    assert_ne!(feed["services"][0]["status"], "operational", "{feed}");
+    let feed = api.status_feed().await.unwrap();
+    let svc = &feed.services[0];
+    assert_eq!(
+        svc.incident.as_ref().map(|i| i.id.as_str()),
+        Some(id.as_str()),
+        "{feed:?}"
+    );
+    assert_ne!(svc.status, ServiceHealth::Operational, "{feed:?}");
 }
