@@ -12,12 +12,7 @@ use tokio::sync::broadcast;
 use crate::safety::{self, History, SafetyConfig};
 use crate::store::{AuditEntry, Store, StoreError};
 
-pub fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
+pub use switchyard_model::time::now_ms;
 
 /// Why a change was not made, classified for the API's status codes.
 #[derive(Debug, thiserror::Error)]

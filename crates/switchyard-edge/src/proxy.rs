@@ -14,6 +14,7 @@ use http::{Method, Request, Response, StatusCode, Uri, Version};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use rand::Rng;
+use switchyard_model::time::now_ms;
 use switchyard_model::{Fault, Route, RouteKind, ServiceControls};
 
 use crate::error::{EdgeError, ErrorKind};
@@ -24,7 +25,7 @@ use crate::metrics::{
 use crate::outlier::{InstanceState, Outcome, Verdict};
 use crate::routing::{self, Target};
 use crate::signals::SeriesKey;
-use crate::state::{now_ms, Edge, ServiceRuntime, Snapshot};
+use crate::state::{Edge, ServiceRuntime, Snapshot};
 
 pub const HOME_REGION: &str = "x-switchyard-home-region";
 pub const FORWARDED: &str = "x-switchyard-forwarded";

@@ -441,12 +441,7 @@ impl Run<'_> {
     }
 }
 
-pub fn wall_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
+pub use switchyard_model::time::now_ms as wall_ms;
 
 fn rate(s: &Second) -> f64 {
     if s.requests == 0 {

@@ -60,7 +60,7 @@ impl Inbox {
                             got.lock()
                                 .unwrap_or_else(|e| e.into_inner())
                                 .push(Received {
-                                    at_ms: crate::drill::wall_ms(),
+                                    at_ms: switchyard_model::time::now_ms(),
                                     receiver: path[1..].to_string(),
                                     body,
                                 });
