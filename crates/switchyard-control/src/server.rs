@@ -5,7 +5,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use switchyard_model::{Config, StoreSpec};
+use switchyard_model::{Config, ControlTables, StoreSpec};
 
 use crate::api::router;
 use crate::plane::ControlPlane;
@@ -41,18 +41,17 @@ fn table<T: Default + serde::de::DeserializeOwned>(
     }
 }
 
-/// Reports every table's error at once.
-pub fn settings(config: &Config) -> anyhow::Result<Settings> {
-    let Some(c) = &config.control else {
-        anyhow::bail!("control: the config has no [control] section");
-    };
+/// Checks the tables and reports every problem at once, each as
+/// `path: message`. The control plane refuses to start on them, and
+/// `switchyard validate` lists them with the rest of the file's.
+pub fn check(t: &ControlTables) -> Result<Settings, Vec<String>> {
     let mut errs = Vec::new();
     let s = Settings {
-        safety: table(&c.safety, "control.safety", &mut errs),
-        playbook: table(&c.playbook, "control.playbook", &mut errs),
-        detect: table(&c.detect, "control.detect", &mut errs),
-        incidents: table(&c.incidents, "control.incidents", &mut errs),
-        notify: table(&c.notify, "control.notify", &mut errs),
+        safety: table(&t.safety, "control.safety", &mut errs),
+        playbook: table(&t.playbook, "control.playbook", &mut errs),
+        detect: table(&t.detect, "control.detect", &mut errs),
+        incidents: table(&t.incidents, "control.incidents", &mut errs),
+        notify: table(&t.notify, "control.notify", &mut errs),
     };
     if let Err(e) = s.notify.validate() {
         errs.extend(e);
@@ -63,8 +62,16 @@ pub fn settings(config: &Config) -> anyhow::Result<Settings> {
     if errs.is_empty() {
         Ok(s)
     } else {
-        anyhow::bail!("{}", errs.join("\n"))
+        Err(errs)
     }
+}
+
+/// The checked settings of a config with a `[control]` section.
+pub fn settings(config: &Config) -> anyhow::Result<Settings> {
+    let Some(c) = &config.control else {
+        anyhow::bail!("control: the config has no [control] section");
+    };
+    check(&c.tables).map_err(|errs| anyhow::anyhow!("{}", errs.join("\n")))
 }
 
 pub struct Running {

@@ -19,6 +19,7 @@ pub use switchyard_model::finding::{Alarm, Finding};
 
 use crate::alerts::{Heartbeat, HeartbeatMonitor, IngestedAlert};
 use crate::expr::Expr;
+use crate::keys::{AlertKey, InstanceKey, PlaceKey, ProbeKey, ThresholdKey, TrackKey, ZoneKey};
 use crate::slo::{default_rules, SloTracker};
 use crate::stats;
 use crate::trend::TrendAlarm;
@@ -175,16 +176,16 @@ struct InstAcc {
 
 #[derive(Default)]
 struct Bucket {
-    /// (service, zone, instance) → accumulated.
-    inst: BTreeMap<(String, String, String), InstAcc>,
-    /// (service, source zone, target zone) → (ok, total), instance probes.
-    zprobe: BTreeMap<(String, String, String), (u64, u64)>,
-    /// (service, source region, target region) → (ok, total), edge probes.
-    rprobe: BTreeMap<(String, String, String), (u64, u64)>,
-    /// (service, target zone, target instance) → (ok, total), from every source.
-    iprobe: BTreeMap<(String, String, String), (u64, u64)>,
-    /// (service, target zone) → reads and writes, passive and probed.
-    paths: BTreeMap<(String, String), PathAcc>,
+    /// What callers saw of each instance.
+    inst: BTreeMap<InstanceKey, InstAcc>,
+    /// Source zone → target zone: (ok, total), instance probes.
+    zprobe: BTreeMap<ProbeKey, (u64, u64)>,
+    /// Source region → target region: (ok, total), edge probes.
+    rprobe: BTreeMap<ProbeKey, (u64, u64)>,
+    /// Target instance: (ok, total), from every source.
+    iprobe: BTreeMap<InstanceKey, (u64, u64)>,
+    /// Target zone: reads and writes, passive and probed.
+    paths: BTreeMap<ZoneKey, PathAcc>,
 }
 
 /// Requests and heartbeats of one zone split by route kind: (done, failed).
@@ -220,14 +221,17 @@ impl PathAcc {
     }
 }
 
+/// One possible finding's recent seconds; its [`TrackKey`] says which.
+#[derive(Default)]
 struct Track {
-    scope: String,
-    kind: String,
-    service: String,
     history: Vec<(u64, bool)>,
     open: Option<usize>,
     quiet_s: u64,
 }
+
+/// A finding the alarms of one second may support: the track it belongs to,
+/// the condition over the raw alarms, and the evidence should it open.
+type Candidate = (TrackKey, Expr, serde_json::Value);
 
 /// Events emitted by [`Engine::tick`].
 #[derive(Debug, Clone, PartialEq)]
@@ -241,16 +245,16 @@ pub struct Engine {
     buckets: BTreeMap<u64, Bucket>,
     zone_region: BTreeMap<String, String>,
     next_eval: Option<u64>,
-    tracks: BTreeMap<(String, String, String), Track>,
+    tracks: BTreeMap<TrackKey, Track>,
     findings: Vec<Finding>,
     slo: BTreeMap<String, SloTracker>,
-    trends: BTreeMap<(String, String), Vec<(f64, f64)>>,
+    trends: BTreeMap<ZoneKey, Vec<(f64, f64)>>,
     heartbeats: HeartbeatMonitor,
-    /// Open findings raised by ingested alerts, by (alert name, scope).
-    alert_findings: BTreeMap<(String, String), usize>,
+    /// Open findings raised by ingested alerts.
+    alert_findings: BTreeMap<AlertKey, usize>,
     alarms: Vec<Alarm>,
-    /// Recent verdicts of each static threshold, per (name, service, place).
-    threshold_history: BTreeMap<(String, String, String), Vec<bool>>,
+    /// Recent verdicts of each static threshold, per place.
+    threshold_history: BTreeMap<ThresholdKey, Vec<bool>>,
 }
 
 type Raw = BTreeMap<String, bool>;
@@ -279,8 +283,10 @@ impl Engine {
         let last = self.next_eval?.checked_sub(1)?;
         let (mut q, mut f) = (0u64, 0u64);
         for b in self.window(last, self.cfg.window_s) {
-            for ((s, z, _), a) in &b.inst {
-                if s == service && self.zone_region.get(z).map(String::as_str) == Some(region) {
+            for (k, a) in &b.inst {
+                if k.service == service
+                    && self.zone_region.get(&k.zone).map(String::as_str) == Some(region)
+                {
                     q += a.requests;
                     f += a.failures;
                 }
@@ -299,7 +305,10 @@ impl Engine {
     /// and its resolution closes it.
     pub fn ingest_alert(&mut self, a: &IngestedAlert, now_ms: u64) -> Option<Event> {
         let scope = a.scope.clone()?;
-        let key = (a.name.clone(), scope.clone());
+        let key = AlertKey {
+            alert: a.name.clone(),
+            scope: scope.clone(),
+        };
         match (a.firing, self.alert_findings.get(&key).copied()) {
             (true, None) => {
                 let f = Finding {
@@ -358,7 +367,11 @@ impl Engine {
             }
             let a = b
                 .inst
-                .entry((x.service.clone(), x.target_zone.clone(), x.instance.clone()))
+                .entry(InstanceKey {
+                    service: x.service.clone(),
+                    zone: x.target_zone.clone(),
+                    instance: x.instance.clone(),
+                })
                 .or_default();
             a.requests += x.requests;
             a.failures += x.failures();
@@ -366,7 +379,10 @@ impl Engine {
             a.lat_weight += x.requests;
             let p = b
                 .paths
-                .entry((x.service.clone(), x.target_zone.clone()))
+                .entry(ZoneKey {
+                    service: x.service.clone(),
+                    zone: x.target_zone.clone(),
+                })
                 .or_default();
             let e = if x.write { &mut p.write } else { &mut p.read };
             e.0 += x.requests;
@@ -377,23 +393,30 @@ impl Engine {
                 ProbeTarget::Instance => {
                     let e = b
                         .zprobe
-                        .entry((
-                            p.service.clone(),
-                            s.source_zone.clone(),
-                            p.target_zone.clone(),
-                        ))
+                        .entry(ProbeKey {
+                            service: p.service.clone(),
+                            from: s.source_zone.clone(),
+                            to: p.target_zone.clone(),
+                        })
                         .or_default();
                     e.0 += u64::from(p.ok);
                     e.1 += 1;
                     let e = b
                         .iprobe
-                        .entry((p.service.clone(), p.target_zone.clone(), p.name.clone()))
+                        .entry(InstanceKey {
+                            service: p.service.clone(),
+                            zone: p.target_zone.clone(),
+                            instance: p.name.clone(),
+                        })
                         .or_default();
                     e.0 += u64::from(p.ok);
                     e.1 += 1;
                     let acc = b
                         .paths
-                        .entry((p.service.clone(), p.target_zone.clone()))
+                        .entry(ZoneKey {
+                            service: p.service.clone(),
+                            zone: p.target_zone.clone(),
+                        })
                         .or_default();
                     let e = if p.write {
                         &mut acc.write_probe
@@ -406,7 +429,11 @@ impl Engine {
                 ProbeTarget::Edge => {
                     let e = b
                         .rprobe
-                        .entry((p.service.clone(), s.region.clone(), p.target_region.clone()))
+                        .entry(ProbeKey {
+                            service: p.service.clone(),
+                            from: s.region.clone(),
+                            to: p.target_region.clone(),
+                        })
                         .or_default();
                     e.0 += u64::from(p.ok);
                     e.1 += 1;
@@ -456,11 +483,11 @@ impl Engine {
     }
 
     fn evaluate(&mut self, sec: u64) -> Vec<Event> {
-        let mut inst: BTreeMap<(String, String, String), InstAcc> = BTreeMap::new();
-        let mut zprobe: BTreeMap<(String, String, String), (u64, u64)> = BTreeMap::new();
-        let mut rprobe: BTreeMap<(String, String, String), (u64, u64)> = BTreeMap::new();
-        let mut iprobe: BTreeMap<(String, String, String), (u64, u64)> = BTreeMap::new();
-        let mut paths: BTreeMap<(String, String), PathAcc> = BTreeMap::new();
+        let mut inst: BTreeMap<InstanceKey, InstAcc> = BTreeMap::new();
+        let mut zprobe: BTreeMap<ProbeKey, (u64, u64)> = BTreeMap::new();
+        let mut rprobe: BTreeMap<ProbeKey, (u64, u64)> = BTreeMap::new();
+        let mut iprobe: BTreeMap<InstanceKey, (u64, u64)> = BTreeMap::new();
+        let mut paths: BTreeMap<ZoneKey, PathAcc> = BTreeMap::new();
         for b in self.window(sec, self.cfg.window_s) {
             for (k, a) in &b.paths {
                 paths.entry(k.clone()).or_default().add(a);
@@ -493,19 +520,19 @@ impl Engine {
         }
         let services: BTreeSet<String> = inst
             .keys()
-            .map(|k| k.0.clone())
-            .chain(zprobe.keys().map(|k| k.0.clone()))
-            .chain(rprobe.keys().map(|k| k.0.clone()))
+            .map(|k| k.service.clone())
+            .chain(zprobe.keys().map(|k| k.service.clone()))
+            .chain(rprobe.keys().map(|k| k.service.clone()))
             .collect();
         // Open findings suppress the ones beneath them (a region's its zones',
         // a zone's its instances') for as long as they stay open.
         let mut raw: Raw = self
             .tracks
-            .values()
-            .filter(|t| t.open.is_some())
-            .map(|t| (format!("open:{}:{}:{}", t.service, t.scope, t.kind), true))
+            .iter()
+            .filter(|(_, t)| t.open.is_some())
+            .map(|(k, _)| (format!("open:{}:{}:{}", k.service, k.scope, k.kind), true))
             .collect();
-        let mut candidates: Vec<(String, String, String, Expr, serde_json::Value)> = Vec::new();
+        let mut candidates: Vec<Candidate> = Vec::new();
         for svc in &services {
             self.service_alarms(svc, &inst, &zprobe, &rprobe, &mut raw, &mut candidates);
             self.unreachable_alarms(svc, &iprobe, &mut raw, &mut candidates);
@@ -515,9 +542,8 @@ impl Engine {
         self.update_alarms(sec, &inst, now_ms);
         let mut events = Vec::new();
         let mut seen = BTreeSet::new();
-        for (svc, scope, kind, expr, evidence) in candidates {
+        for (key, expr, evidence) in candidates {
             let on = expr.eval(&raw);
-            let key = (svc.clone(), scope.clone(), kind.clone());
             seen.insert(key.clone());
             events.extend(self.step(key, sec, on, now_ms, evidence));
         }
@@ -537,22 +563,21 @@ impl Engine {
     /// Instances and zones that stop answering their heartbeats from every
     /// source: a dead instance the edges have already ejected sends no more
     /// passive signals, but its heartbeats keep failing.
-    #[allow(clippy::type_complexity)]
     fn unreachable_alarms(
         &self,
         svc: &str,
-        iprobe: &BTreeMap<(String, String, String), (u64, u64)>,
+        iprobe: &BTreeMap<InstanceKey, (u64, u64)>,
         raw: &mut Raw,
-        out: &mut Vec<(String, String, String, Expr, serde_json::Value)>,
+        out: &mut Vec<Candidate>,
     ) {
         let cfg = &self.cfg;
         let mut zones: BTreeMap<&str, Vec<(&str, f64)>> = BTreeMap::new();
-        for ((s, z, i), (ok, n)) in iprobe {
-            if s == svc && *n >= cfg.probe_min {
+        for (k, (ok, n)) in iprobe {
+            if k.service == svc && *n >= cfg.probe_min {
                 zones
-                    .entry(z.as_str())
+                    .entry(k.zone.as_str())
                     .or_default()
-                    .push((i.as_str(), 1.0 - *ok as f64 / *n as f64));
+                    .push((k.instance.as_str(), 1.0 - *ok as f64 / *n as f64));
             }
         }
         let region_of = |z: &str| self.zone_region.get(z).cloned().unwrap_or_default();
@@ -579,9 +604,7 @@ impl Engine {
                 "failing": dead, "other_zones_mean_fail": stats::mean(&others), "window_s": cfg.link_window_s,
             });
             out.push((
-                svc.into(),
-                format!("zone:{z}"),
-                "unreachable".into(),
+                TrackKey::new(svc, format!("zone:{z}"), "unreachable"),
                 Expr::All(vec![
                     Expr::alarm(format!("zone_unreachable:{svc}:{z}")),
                     Expr::negate(Expr::alarm(format!("open:{svc}:region:{r}:errors"))),
@@ -599,9 +622,7 @@ impl Engine {
                 let on = *f >= cfg.probe_fail_ratio && peers_fine && !zone_dead;
                 raw.insert(format!("instance_unreachable:{svc}:{i}"), on);
                 out.push((
-                    svc.into(),
-                    format!("instance:{i}"),
-                    "unreachable".into(),
+                    TrackKey::new(svc, format!("instance:{i}"), "unreachable"),
                     Expr::All(vec![
                         Expr::alarm(format!("instance_unreachable:{svc}:{i}")),
                         Expr::negate(Expr::alarm(format!("open:{svc}:zone:{z}:unreachable"))),
@@ -620,16 +641,19 @@ impl Engine {
     fn write_path_alarms(
         &self,
         svc: &str,
-        paths: &BTreeMap<(String, String), PathAcc>,
+        paths: &BTreeMap<ZoneKey, PathAcc>,
         raw: &mut Raw,
-        out: &mut Vec<(String, String, String, Expr, serde_json::Value)>,
+        out: &mut Vec<Candidate>,
     ) {
         let cfg = &self.cfg;
         let mut regions: BTreeMap<String, Vec<(&str, &PathAcc)>> = BTreeMap::new();
-        for ((s, z), a) in paths {
-            if s == svc {
-                if let Some(r) = self.zone_region.get(z) {
-                    regions.entry(r.clone()).or_default().push((z.as_str(), a));
+        for (k, a) in paths {
+            if k.service == svc {
+                if let Some(r) = self.zone_region.get(&k.zone) {
+                    regions
+                        .entry(r.clone())
+                        .or_default()
+                        .push((k.zone.as_str(), a));
                 }
             }
         }
@@ -661,9 +685,7 @@ impl Engine {
             let on = !impaired.is_empty() && impaired.len() >= need;
             raw.insert(format!("write_path:{svc}:{r}"), on);
             out.push((
-                svc.into(),
-                format!("region:{r}"),
-                "write_path".into(),
+                TrackKey::new(svc, format!("region:{r}"), "write_path"),
                 Expr::alarm(format!("write_path:{svc}:{r}")),
                 json!({"zones": evidence, "impaired": impaired, "zones_needed": need,
                        "threshold": cfg.write_fail_ratio, "window_s": cfg.window_s}),
@@ -673,18 +695,13 @@ impl Engine {
 
     /// SLO burn per service (from this second's traffic), error-rate trends
     /// per zone (from the window) and silent heartbeats.
-    fn update_alarms(
-        &mut self,
-        sec: u64,
-        window: &BTreeMap<(String, String, String), InstAcc>,
-        now_ms: u64,
-    ) {
+    fn update_alarms(&mut self, sec: u64, window: &BTreeMap<InstanceKey, InstAcc>, now_ms: u64) {
         let cfg = self.cfg.clone();
         let mut alarms = Vec::new();
         let mut this_second: BTreeMap<String, (u64, u64)> = BTreeMap::new();
         if let Some(b) = self.buckets.get(&sec) {
-            for ((svc, _, _), a) in &b.inst {
-                let e = this_second.entry(svc.clone()).or_default();
+            for (k, a) in &b.inst {
+                let e = this_second.entry(k.service.clone()).or_default();
                 e.0 += a.requests;
                 e.1 += a.failures;
             }
@@ -708,9 +725,14 @@ impl Engine {
                 });
             }
         }
-        let mut zones: BTreeMap<(String, String), (u64, u64)> = BTreeMap::new();
-        for ((svc, z, _), a) in window {
-            let e = zones.entry((svc.clone(), z.clone())).or_default();
+        let mut zones: BTreeMap<ZoneKey, (u64, u64)> = BTreeMap::new();
+        for (k, a) in window {
+            let e = zones
+                .entry(ZoneKey {
+                    service: k.service.clone(),
+                    zone: k.zone.clone(),
+                })
+                .or_default();
             e.0 += a.requests;
             e.1 += a.failures;
         }
@@ -727,8 +749,8 @@ impl Engine {
             }
             if let Some(v) = trend.projection(pts) {
                 alarms.push(Alarm {
-                    name: format!("trend:zone:{}", key.1),
-                    service: key.0.clone(),
+                    name: format!("trend:zone:{}", key.zone),
+                    service: key.service.clone(),
                     severity: "ticket".into(),
                     at_ms: now_ms,
                     detail: json!({"metric": "error_rate", "current": v.current, "slope_per_s": v.slope, "threshold": cfg.trend_threshold, "crosses_in_s": v.crosses_in_s, "r_squared": v.r_squared}),
@@ -736,12 +758,16 @@ impl Engine {
             }
         }
         // Static thresholds on zones and regions, M of the last N seconds.
-        let mut places: BTreeMap<(String, String, String), InstAcc> = BTreeMap::new();
-        for ((svc, z, _), a) in window {
-            let r = self.zone_region.get(z).cloned().unwrap_or_default();
-            for (level, name) in [("zone", z.clone()), ("region", r)] {
+        let mut places: BTreeMap<PlaceKey, InstAcc> = BTreeMap::new();
+        for (k, a) in window {
+            let r = self.zone_region.get(&k.zone).cloned().unwrap_or_default();
+            for (level, name) in [("zone", k.zone.clone()), ("region", r)] {
                 let e = places
-                    .entry((svc.clone(), level.to_string(), name))
+                    .entry(PlaceKey {
+                        service: k.service.clone(),
+                        level,
+                        name,
+                    })
                     .or_default();
                 e.requests += a.requests;
                 e.failures += a.failures;
@@ -750,7 +776,8 @@ impl Engine {
             }
         }
         for th in &cfg.thresholds {
-            for ((svc, level, name), a) in places.iter().filter(|(k, _)| k.1 == th.level) {
+            for (p, a) in places.iter().filter(|(k, _)| k.level == th.level) {
+                let (svc, level, name) = (&p.service, p.level, &p.name);
                 let value = match th.metric.as_str() {
                     "p99_ms" if a.lat_weight > 0 => a.lat_sum / a.lat_weight as f64,
                     "error_rate" if a.requests > 0 => a.failures as f64 / a.requests as f64,
@@ -758,7 +785,10 @@ impl Engine {
                 };
                 let h = self
                     .threshold_history
-                    .entry((th.name.clone(), svc.clone(), format!("{level}:{name}")))
+                    .entry(ThresholdKey {
+                        threshold: th.name.clone(),
+                        place: p.clone(),
+                    })
                     .or_default();
                 h.push(value > th.above);
                 if h.len() > th.n {
@@ -790,21 +820,14 @@ impl Engine {
 
     fn step(
         &mut self,
-        key: (String, String, String),
+        key: TrackKey,
         sec: u64,
         on: bool,
         now_ms: u64,
         evidence: serde_json::Value,
     ) -> Vec<Event> {
         let cfg = &self.cfg;
-        let t = self.tracks.entry(key.clone()).or_insert_with(|| Track {
-            service: key.0.clone(),
-            scope: key.1.clone(),
-            kind: key.2.clone(),
-            history: Vec::new(),
-            open: None,
-            quiet_s: 0,
-        });
+        let t = self.tracks.entry(key.clone()).or_default();
         t.history.push((sec, on));
         if t.history.len() > cfg.open_n {
             t.history.remove(0);
@@ -821,9 +844,9 @@ impl Engine {
                         .map(|(s, _)| *s)
                         .unwrap_or(sec);
                     let f = Finding {
-                        scope: t.scope.clone(),
-                        kind: t.kind.clone(),
-                        service: t.service.clone(),
+                        scope: key.scope,
+                        kind: key.kind,
+                        service: key.service,
                         start_ms: start * 1000,
                         detected_ms: now_ms,
                         end_ms: None,
@@ -857,23 +880,23 @@ impl Engine {
     fn service_alarms(
         &self,
         svc: &str,
-        inst: &BTreeMap<(String, String, String), InstAcc>,
-        zprobe: &BTreeMap<(String, String, String), (u64, u64)>,
-        rprobe: &BTreeMap<(String, String, String), (u64, u64)>,
+        inst: &BTreeMap<InstanceKey, InstAcc>,
+        zprobe: &BTreeMap<ProbeKey, (u64, u64)>,
+        rprobe: &BTreeMap<ProbeKey, (u64, u64)>,
         raw: &mut Raw,
-        out: &mut Vec<(String, String, String, Expr, serde_json::Value)>,
+        out: &mut Vec<Candidate>,
     ) {
         let cfg = &self.cfg;
         // Per-zone and per-instance numbers for this service.
         let mut zones: BTreeMap<&str, (u64, u64, Vec<(&str, &InstAcc)>)> = BTreeMap::new();
-        for ((s, z, i), a) in inst {
-            if s != svc {
+        for (k, a) in inst {
+            if k.service != svc {
                 continue;
             }
-            let e = zones.entry(z.as_str()).or_default();
+            let e = zones.entry(k.zone.as_str()).or_default();
             e.0 += a.requests;
             e.1 += a.failures;
-            e.2.push((i.as_str(), a));
+            e.2.push((k.instance.as_str(), a));
         }
         let lat = |a: &InstAcc| {
             if a.lat_weight == 0 {
@@ -1014,9 +1037,7 @@ impl Engine {
                 // Failing writes with working reads are the write path's,
                 // answered with read-only mode, not by moving the region.
                 out.push((
-                    svc.into(),
-                    format!("region:{r}"),
-                    kind.into(),
+                    TrackKey::new(svc, format!("region:{r}"), kind),
                     Expr::All(vec![
                         Expr::alarm(format!("region_wide:{kind}:{svc}:{r}")),
                         Expr::negate(Expr::alarm(format!("write_path:{svc}:{r}"))),
@@ -1039,7 +1060,7 @@ impl Engine {
                     .get(&(kind.to_string(), *z))
                     .cloned()
                     .unwrap_or_default();
-                out.push((svc.into(), format!("zone:{z}"), kind.into(), expr, ev));
+                out.push((TrackKey::new(svc, format!("zone:{z}"), kind), expr, ev));
             }
         }
 
@@ -1090,9 +1111,7 @@ impl Engine {
                 ]);
                 let ev = json!({"error_rate": r_i, "requests": a.requests, "peer_median": med, "zone": z, "window_s": cfg.window_s});
                 out.push((
-                    svc.into(),
-                    format!("instance:{i}"),
-                    "errors".into(),
+                    TrackKey::new(svc, format!("instance:{i}"), "errors"),
                     expr,
                     ev,
                 ));
@@ -1118,9 +1137,7 @@ impl Engine {
                     ]);
                     let ev = json!({"p99_ms": l, "peer_median_p99_ms": pm, "zone": z, "window_s": cfg.window_s});
                     out.push((
-                        svc.into(),
-                        format!("instance:{i}"),
-                        "latency".into(),
+                        TrackKey::new(svc, format!("instance:{i}"), "latency"),
                         expr,
                         ev,
                     ));
@@ -1129,20 +1146,24 @@ impl Engine {
         }
 
         // Links between zones, from the probe matrix.
-        let fail = |m: &BTreeMap<(String, String, String), (u64, u64)>, a: &str, b: &str| {
-            m.get(&(svc.to_string(), a.to_string(), b.to_string()))
-                .filter(|(_, n)| *n >= cfg.probe_min)
-                .map(|(ok, n)| 1.0 - *ok as f64 / *n as f64)
+        let fail = |m: &BTreeMap<ProbeKey, (u64, u64)>, a: &str, b: &str| {
+            m.get(&ProbeKey {
+                service: svc.to_string(),
+                from: a.to_string(),
+                to: b.to_string(),
+            })
+            .filter(|(_, n)| *n >= cfg.probe_min)
+            .map(|(ok, n)| 1.0 - *ok as f64 / *n as f64)
         };
         let srcs: BTreeSet<&str> = zprobe
             .keys()
-            .filter(|k| k.0 == svc)
-            .map(|k| k.1.as_str())
+            .filter(|k| k.service == svc)
+            .map(|k| k.from.as_str())
             .collect();
         let dsts: BTreeSet<&str> = zprobe
             .keys()
-            .filter(|k| k.0 == svc)
-            .map(|k| k.2.as_str())
+            .filter(|k| k.service == svc)
+            .map(|k| k.to.as_str())
             .collect();
         for x in &srcs {
             for y in &dsts {
@@ -1170,9 +1191,7 @@ impl Engine {
                 raw.insert(format!("link_impaired:{svc}:{x}->{y}"), on);
                 let ev = json!({"fail_ratio": f, "source_to_others": from_x, "others_to_target": to_y, "window_s": cfg.window_s});
                 out.push((
-                    svc.into(),
-                    name,
-                    "unreachable".into(),
+                    TrackKey::new(svc, name, "unreachable"),
                     Expr::alarm(format!("link_impaired:{svc}:{x}->{y}")),
                     ev,
                 ));
@@ -1180,15 +1199,18 @@ impl Engine {
         }
         // Links between regions: a region reaches its own zones but not the
         // other region's edges, while that region serves its own clients.
-        for ((s, from, to), (ok, n)) in rprobe {
-            if s != svc || *n < cfg.probe_min {
+        for (k, (ok, n)) in rprobe {
+            if k.service != svc || *n < cfg.probe_min {
                 continue;
             }
+            let (from, to) = (&k.from, &k.to);
             let f = 1.0 - *ok as f64 / *n as f64;
             let local_ok = |r: &str| {
                 let v: Vec<f64> = zprobe
                     .iter()
-                    .filter(|(k, _)| k.0 == svc && region_of(&k.1) == r && region_of(&k.2) == r)
+                    .filter(|(k, _)| {
+                        k.service == svc && region_of(&k.from) == r && region_of(&k.to) == r
+                    })
                     .filter(|(_, (_, n))| *n >= cfg.probe_min)
                     .map(|(_, (ok, n))| 1.0 - *ok as f64 / *n as f64)
                     .collect();
@@ -1198,9 +1220,7 @@ impl Engine {
             raw.insert(format!("link_impaired:{svc}:{from}->{to}"), on);
             let ev = json!({"fail_ratio": f, "probes": n, "window_s": cfg.window_s});
             out.push((
-                svc.into(),
-                format!("link:{from}->{to}"),
-                "unreachable".into(),
+                TrackKey::new(svc, format!("link:{from}->{to}"), "unreachable"),
                 Expr::alarm(format!("link_impaired:{svc}:{from}->{to}")),
                 ev,
             ));

@@ -9,6 +9,7 @@ pub mod alerts;
 pub mod corpus;
 pub mod engine;
 pub mod expr;
+mod keys;
 pub mod score;
 pub mod slo;
 pub mod stats;

@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 
 use serde_json::json;
-use switchyard_model::signals::{Probe, ProbeTarget, Series, Snapshot};
+use switchyard_model::signals::{ErrorClass, Probe, ProbeTarget, Series, Snapshot};
 
 use crate::trace::{Label, Trace};
 
@@ -402,7 +402,7 @@ pub fn generate(name: &str, seed: u64, seconds: u64, rps: u64) -> Option<Trace> 
                     }
                     let mut errors = BTreeMap::new();
                     if failures > 0 {
-                        errors.insert("status_5xx".to_string(), failures);
+                        errors.insert(ErrorClass::Status5xx.to_string(), failures);
                     }
                     series.push(Series {
                         service: "catalog".into(),
@@ -431,7 +431,7 @@ pub fn generate(name: &str, seed: u64, seconds: u64, rps: u64) -> Option<Trace> 
                         write: true,
                         requests: writes,
                         errors: if wf > 0 {
-                            BTreeMap::from([("status_5xx".to_string(), wf)])
+                            BTreeMap::from([(ErrorClass::Status5xx.to_string(), wf)])
                         } else {
                             BTreeMap::new()
                         },

@@ -12,8 +12,9 @@ use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::{combinators::UnsyncBoxBody, BodyExt, Full, Limited, StreamBody};
 use hyper::body::{Frame, Incoming};
 use serde_json::json;
+use switchyard_model::time::now_ms;
 
-use crate::state::{now_ms, Edge};
+use crate::state::Edge;
 
 pub type AdminBody = UnsyncBoxBody<Bytes, Infallible>;
 

@@ -5,6 +5,7 @@
 use bytes::Bytes;
 use http::{header, HeaderValue, Response, StatusCode};
 use http_body_util::Full;
+use switchyard_model::signals::ErrorClass;
 
 /// Where a failure came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -76,7 +77,27 @@ impl ErrorKind {
         }
     }
 
-    /// The stable machine-readable name used in JSON bodies, metrics and signals.
+    /// The class signals and the upstream-error metric record it under.
+    /// Everything the client got wrong is one class there: it says nothing
+    /// about the target, whichever way the request was wrong.
+    pub fn class(self) -> ErrorClass {
+        use ErrorKind::*;
+        match self {
+            BadRequest | UnknownService | PayloadTooLarge | HeadersTooLarge => {
+                ErrorClass::BadRequest
+            }
+            Shed => ErrorClass::Shed,
+            ReadOnly => ErrorClass::ReadOnly,
+            FaultAbort => ErrorClass::Fault,
+            NoInstance => ErrorClass::NoInstance,
+            UpstreamConnect => ErrorClass::UpstreamConnect,
+            UpstreamTimeout => ErrorClass::UpstreamTimeout,
+            UpstreamProtocol => ErrorClass::UpstreamProtocol,
+        }
+    }
+
+    /// The stable machine-readable name used in JSON bodies and the
+    /// `x-switchyard-error` header.
     pub fn code(self) -> &'static str {
         use ErrorKind::*;
         match self {

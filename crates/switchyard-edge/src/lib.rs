@@ -27,6 +27,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
+use switchyard_model::time::now_ms;
 use switchyard_model::Config;
 use tokio::net::TcpListener;
 
@@ -269,7 +270,7 @@ async fn signal_loop(edge: Arc<Edge>) {
     loop {
         let every = edge.snapshot().config.edge.signal_interval;
         tokio::time::sleep(every).await;
-        edge.signals.rotate(state::now_ms(), every);
+        edge.signals.rotate(now_ms(), every);
     }
 }
 
@@ -298,7 +299,7 @@ async fn outlier_loop(edge: Arc<Edge>) {
                 &rt.local,
                 rt.svc.floor(&edge.region),
                 snap.controls.service(&rt.svc.name),
-                state::now_ms(),
+                now_ms(),
             );
             edge.set_panic_gauge(&rt.svc.name, plan.mode == switchyard_steer::Mode::Panic);
             edge.metrics

@@ -14,6 +14,8 @@ use http::{Method, Request, Response, StatusCode, Uri, Version};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use rand::Rng;
+use switchyard_model::signals::ErrorClass;
+use switchyard_model::time::now_ms;
 use switchyard_model::{Fault, Route, RouteKind, ServiceControls};
 use switchyard_steer::{AllUp, Target};
 
@@ -24,7 +26,7 @@ use crate::metrics::{
 };
 use crate::outlier::{InstanceState, Outcome, Verdict};
 use crate::signals::SeriesKey;
-use crate::state::{now_ms, Edge, ServiceRuntime, Snapshot};
+use crate::state::{Edge, ServiceRuntime, Snapshot};
 
 pub const HOME_REGION: &str = "x-switchyard-home-region";
 pub const FORWARDED: &str = "x-switchyard-forwarded";
@@ -159,7 +161,7 @@ async fn serve(
                 "",
                 "",
                 start.elapsed(),
-                Some("shed"),
+                Some(ErrorClass::Shed),
             );
             return Err(fail(EdgeError::new(
                 ErrorKind::Shed,
@@ -345,7 +347,7 @@ async fn serve_local(
             "",
             "",
             start.elapsed(),
-            Some("read_only"),
+            Some(ErrorClass::ReadOnly),
         );
         return Err(EdgeError::new(
             ErrorKind::ReadOnly,
@@ -458,7 +460,7 @@ async fn attempt(
                     zone,
                     &inst.meta.name,
                     t0.elapsed(),
-                    Some("fault"),
+                    Some(ErrorClass::Fault),
                 );
                 let mut e = EdgeError::new(
                     ErrorKind::FaultAbort,
@@ -482,9 +484,9 @@ async fn attempt(
     .await;
     let latency = t0.elapsed();
     let (outcome, class) = match &result {
-        Ok(r) if r.status().is_server_error() => (Outcome::Status5xx, Some("status_5xx")),
+        Ok(r) if r.status().is_server_error() => (Outcome::Status5xx, Some(ErrorClass::Status5xx)),
         Ok(_) => (Outcome::Success, None),
-        Err(e) => (Outcome::LocalOriginFailure, Some(e.kind.code())),
+        Err(e) => (Outcome::LocalOriginFailure, Some(e.kind.class())),
     };
     record_signal(
         edge,
@@ -502,7 +504,7 @@ async fn attempt(
                 service: rt.svc.name.clone(),
                 zone: zone.into(),
                 instance: inst.meta.name.clone(),
-                class: c.into(),
+                class: c.as_str().into(),
             })
             .inc();
     }
@@ -633,8 +635,11 @@ async fn forward_to_region(
         )
         .await;
         let class = match &result {
-            Ok(r) => r.status().is_server_error().then_some("status_5xx"),
-            Err(e) => Some(e.kind.code()),
+            Ok(r) => r
+                .status()
+                .is_server_error()
+                .then_some(ErrorClass::Status5xx),
+            Err(e) => Some(e.kind.class()),
         };
         record_signal(
             edge,
@@ -666,7 +671,7 @@ fn record_signal(
     zone: &str,
     inst: &str,
     latency: Duration,
-    class: Option<&'static str>,
+    class: Option<ErrorClass>,
 ) {
     edge.signals.record(
         SeriesKey {

@@ -7,7 +7,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use hdrhistogram::Histogram;
-pub use switchyard_model::signals::{Probe, Series, Snapshot};
+pub use switchyard_model::signals::{ErrorClass, Probe, Series, Snapshot};
 use tokio::sync::broadcast;
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -21,7 +21,7 @@ pub struct SeriesKey {
 
 struct Acc {
     requests: u64,
-    errors: BTreeMap<&'static str, u64>,
+    errors: BTreeMap<ErrorClass, u64>,
     latency: Histogram<u64>,
 }
 
@@ -49,7 +49,7 @@ impl Signals {
     }
 
     /// `error` is `None` for a success, else the class of failure.
-    pub fn record(&self, key: SeriesKey, latency: Duration, error: Option<&'static str>) {
+    pub fn record(&self, key: SeriesKey, latency: Duration, error: Option<ErrorClass>) {
         let mut cur = self.current.lock().unwrap_or_else(|e| e.into_inner());
         let acc = cur.entry(key).or_insert_with(|| Acc {
             requests: 0,
@@ -95,7 +95,7 @@ impl Signals {
                     errors: a
                         .errors
                         .into_iter()
-                        .map(|(k, v)| (k.to_string(), v))
+                        .map(|(k, v)| (k.as_str().to_string(), v))
                         .collect(),
                     p50_ms: ms(&a.latency, 0.5),
                     p90_ms: ms(&a.latency, 0.9),
@@ -146,10 +146,14 @@ mod tests {
             s.record(
                 key("a"),
                 Duration::from_millis(i + 1),
-                (i % 10 == 0).then_some("status_5xx"),
+                (i % 10 == 0).then_some(ErrorClass::Status5xx),
             );
         }
-        s.record(key("b"), Duration::from_millis(5), Some("upstream_connect"));
+        s.record(
+            key("b"),
+            Duration::from_millis(5),
+            Some(ErrorClass::UpstreamConnect),
+        );
         let snap = s.rotate(1000, Duration::from_secs(1));
         assert_eq!(snap.series.len(), 2);
         let a = &snap.series[0];

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
@@ -14,6 +14,7 @@ use http_body_util::Full;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
+use switchyard_model::time::now_ms;
 use switchyard_model::{Config, ConfigError, Controls, Service};
 
 use crate::metrics::{InstanceLabels, Metrics, RegionLabels};
@@ -22,13 +23,6 @@ use crate::shed::{Admission, RetryBudget};
 use crate::signals::Signals;
 
 pub type HttpClient = Client<HttpConnector, Full<Bytes>>;
-
-pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
 
 pub fn http_client(connect_timeout: Duration) -> HttpClient {
     let mut conn = HttpConnector::new();

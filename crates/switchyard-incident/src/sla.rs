@@ -27,8 +27,8 @@
 //! # Measured availability
 //!
 //! From a trace of edge snapshots: requests and failed requests per service
-//! (only the [`FAILURE_CLASSES`](switchyard_model::signals::FAILURE_CLASSES)
-//! count; deliberate `shed` and `read_only` answers are counted apart), the
+//! (only the [`ErrorClass`]es that count against the target count;
+//! deliberate `shed` and `read_only` answers are counted apart), the
 //! availability 1 − failed/requests, the window the snapshots cover, the
 //! error budget (1 − objective) × requests, how much of it was spent and what
 //! remains, and the worst minute. The same per region of the target zone,
@@ -37,7 +37,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
-use switchyard_model::signals::{ProbeTarget, Snapshot};
+use switchyard_model::signals::{ErrorClass, ProbeTarget, Snapshot};
 
 /// A month for SLA purposes: 30 days.
 pub const MONTH_S: f64 = 30.0 * 86_400.0;
@@ -556,7 +556,7 @@ pub struct Minute {
 pub struct Measured {
     pub requests: u64,
     /// Requests that failed because of what they were sent to
-    /// ([`FAILURE_CLASSES`](switchyard_model::signals::FAILURE_CLASSES)).
+    /// ([`ErrorClass::counts_against_target`]).
     pub failed: u64,
     /// Deliberate rejections, not failures.
     pub shed: u64,
@@ -728,8 +728,8 @@ pub fn measure(snapshots: &[Snapshot], objective: f64) -> SignalsReport {
         let minute = s.at_ms.saturating_sub(1) / 1000 / 60;
         for x in &s.series {
             let failed = x.failures();
-            let shed = x.errors.get("shed").copied().unwrap_or(0);
-            let read_only = x.errors.get("read_only").copied().unwrap_or(0);
+            let shed = x.count(ErrorClass::Shed);
+            let read_only = x.count(ErrorClass::ReadOnly);
             let region = regions
                 .get(&x.target_zone)
                 .cloned()

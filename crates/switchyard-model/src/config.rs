@@ -27,6 +27,27 @@ pub mod raw {
         pub control: Option<Control>,
     }
 
+    impl Config {
+        /// The file as written; wrong types and unknown fields are refused here.
+        pub fn parse(text: &str) -> Result<Config, crate::ConfigError> {
+            toml::from_str(text).map_err(|e| crate::ConfigError::Parse(e.to_string()))
+        }
+    }
+
+    impl Control {
+        /// The tables the control plane checks itself, also when the rest
+        /// of the file is invalid.
+        pub fn tables(&self) -> super::ControlTables {
+            super::ControlTables {
+                safety: self.safety.clone(),
+                playbook: self.playbook.clone(),
+                detect: self.detect.clone(),
+                incidents: self.incidents.clone(),
+                notify: self.notify.clone(),
+            }
+        }
+    }
+
     #[derive(Debug, Deserialize, Default)]
     #[serde(deny_unknown_fields)]
     pub struct Control {
@@ -253,6 +274,13 @@ pub struct ControlSettings {
     /// (name, scope, secret), secrets already resolved from the environment.
     pub tokens: Vec<(String, Scope, String)>,
     pub playbooks: BTreeMap<String, PlaybookMode>,
+    pub tables: ControlTables,
+}
+
+/// The `[control.*]` tables the control plane owns and checks itself
+/// (`switchyard_control::server::check`), as the file has them.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ControlTables {
     pub safety: Option<toml::Table>,
     pub playbook: Option<toml::Table>,
     pub detect: Option<toml::Table>,
@@ -400,9 +428,7 @@ impl Config {
         text: &str,
         env: impl Fn(&str) -> Option<String>,
     ) -> Result<Config, ConfigError> {
-        let raw: raw::Config =
-            toml::from_str(text).map_err(|e| ConfigError::Parse(e.to_string()))?;
-        Config::validate(raw, env).map_err(ConfigError::Invalid)
+        Config::validate(raw::Config::parse(text)?, env).map_err(ConfigError::Invalid)
     }
 
     pub fn validate(
@@ -1198,11 +1224,7 @@ fn validate_control(
         store: store?,
         tokens,
         playbooks,
-        safety: c.safety.clone(),
-        playbook: c.playbook.clone(),
-        detect: c.detect.clone(),
-        incidents: c.incidents.clone(),
-        notify: c.notify.clone(),
+        tables: c.tables(),
     })
 }
 

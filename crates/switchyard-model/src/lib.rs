@@ -18,8 +18,9 @@ pub mod signals;
 pub mod time;
 
 pub use config::{
-    Config, ControlSettings, EdgeSettings, EjectionSettings, Instance, LimitSettings, PlaybookMode,
-    Priority, Region, Route, RouteKind, Scope, Service, StoreSpec, Timeouts, Zone,
+    Config, ControlSettings, ControlTables, EdgeSettings, EjectionSettings, Instance,
+    LimitSettings, PlaybookMode, Priority, Region, Route, RouteKind, Scope, Service, StoreSpec,
+    Timeouts, Zone,
 };
 pub use controls::{Controls, Fault, RegionControl, RegionState, ServiceControls, ZoneControl};
 pub use error::{ConfigError, ValidationError, ValidationErrors};

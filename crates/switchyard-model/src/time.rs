@@ -1,11 +1,17 @@
-//! Unix milliseconds as RFC 3339 text (UTC), for payloads and reports that
-//! people and other tools read: `2026-11-21T10:00:00.250Z`.
+//! Unix milliseconds: the one reading of the wall clock every part shares
+//! (so an edge's signal, a control change and a drill's report agree on what
+//! a timestamp means), and their RFC 3339 text (UTC) for payloads and reports
+//! that people and other tools read: `2026-11-21T10:00:00.250Z`.
 
-/// The wall clock as Unix milliseconds: the one clock every process stamps
-/// records with. Pure code takes the time as an argument instead.
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// Milliseconds since the Unix epoch by the system clock. Code that must be
+/// replayable (detection) takes the time as an argument instead; this is for
+/// the callers at the edges that hand it over. A clock set before 1970 reads
+/// as 0 rather than failing: timestamps are records, not invariants.
 pub fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0)
 }

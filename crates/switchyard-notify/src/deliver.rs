@@ -7,7 +7,7 @@
 //! should show "paging failed, retrying" while it is still true.
 
 use std::error::Error as StdError;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::header::{CONTENT_TYPE, USER_AGENT};
@@ -243,12 +243,8 @@ struct Clock {
 
 impl Clock {
     fn now() -> Clock {
-        let unix_ms = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_millis() as u64)
-            .unwrap_or(0);
         Clock {
-            unix_ms,
+            unix_ms: switchyard_model::time::now_ms(),
             at: Instant::now(),
         }
     }

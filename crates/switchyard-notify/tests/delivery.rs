@@ -7,8 +7,9 @@
 //! make them flake.
 
 use std::net::SocketAddr;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
+use switchyard_model::time::now_ms;
 use switchyard_notify::{
     deliver, route, Attempt, Delivery, Grouped, Grouper, Notice, NotifyConfig, ReceiverConfig,
     ReceiverKind, RetryConfig, RouteConfig, Severity, Silence, SilenceConfig,
@@ -17,13 +18,6 @@ use switchyard_testkit::Receiver;
 
 fn addr(x: u8) -> SocketAddr {
     SocketAddr::from(([127, 0, 9, x], 9000))
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as u64
 }
 
 fn receiver(name: &str, kind: ReceiverKind, url: String) -> ReceiverConfig {

@@ -4,16 +4,19 @@
 #![forbid(unsafe_code)]
 
 pub mod client;
+pub mod control;
 pub mod edge;
 pub mod etcd;
 pub mod eventually;
+pub mod process;
 pub mod receiver;
 pub mod sse;
 pub mod topology;
 pub mod upstream;
 
 pub use client::{send, Reply, Req, Traffic};
-pub use edge::{ControlProcess, EdgeProcess};
+pub use control::ControlProcess;
+pub use edge::EdgeProcess;
 pub use etcd::Etcd;
 pub use eventually::eventually;
 pub use receiver::Receiver;
@@ -23,3 +26,6 @@ pub use upstream::Upstream;
 
 /// The admin token every test topology uses.
 pub const ADMIN_TOKEN: &str = "test-admin-token";
+
+/// The `Host` of the one service every test topology configures.
+pub const HOST: &str = "svc.test";

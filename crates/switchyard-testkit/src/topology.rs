@@ -7,11 +7,10 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU8, Ordering};
 
+use crate::control::ControlProcess;
 use crate::edge::EdgeProcess;
 use crate::upstream::Upstream;
-use crate::ADMIN_TOKEN;
-
-pub const HOST: &str = "svc.test";
+use crate::{ADMIN_TOKEN, HOST};
 
 /// Each topology in a test process takes its own second octet of 127/8.
 static NEXT: AtomicU8 = AtomicU8::new(0);
@@ -293,22 +292,21 @@ impl Topology {
     }
 
     /// Starts the control plane as a real process.
-    pub async fn start_control(&self) -> crate::edge::ControlProcess {
+    pub async fn start_control(&self) -> ControlProcess {
         let cfg = self.write_config();
-        crate::edge::ControlProcess::start(&self.bin, &cfg, self.control_addr(), self.dir.path())
-            .await
+        ControlProcess::start(&self.bin, &cfg, self.control_addr(), self.dir.path()).await
     }
 
     /// Another control plane on the same config but listening on
     /// `aux_addr(n)`, with its own config file and log; edges keep
     /// following the first one.
-    pub async fn start_another_control(&self, n: u8) -> crate::edge::ControlProcess {
+    pub async fn start_another_control(&self, n: u8) -> ControlProcess {
         let addr = self.aux_addr(n);
         let dir = self.dir.path().join(format!("control-{n}"));
         std::fs::create_dir_all(&dir).expect("control dir");
         let cfg = dir.join("switchyard.toml");
         std::fs::write(&cfg, self.config_text_with(addr)).expect("write config");
-        crate::edge::ControlProcess::start(&self.bin, &cfg, addr, &dir).await
+        ControlProcess::start(&self.bin, &cfg, addr, &dir).await
     }
 
     pub fn bin(&self) -> &Path {

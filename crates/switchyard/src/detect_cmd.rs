@@ -10,7 +10,7 @@ use switchyard_detect::score::score;
 use switchyard_detect::synth::{generate, CASES};
 use switchyard_detect::trace::Trace;
 use switchyard_detect::{DetectConfig, Engine};
-use switchyard_model::signals::{Series, Snapshot};
+use switchyard_model::signals::{ErrorClass, Series, Snapshot};
 
 #[derive(clap::Subcommand)]
 pub enum DetectCmd {
@@ -235,7 +235,7 @@ fn bench(series: usize, seconds: u64) -> (usize, f64) {
                         write: i % 4 == 3,
                         requests: 20 + (i as u64 % 7),
                         errors: if (i + t as usize).is_multiple_of(13) {
-                            [("status_5xx".to_string(), 1)].into()
+                            [(ErrorClass::Status5xx.to_string(), 1)].into()
                         } else {
                             Default::default()
                         },

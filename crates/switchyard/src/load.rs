@@ -1,8 +1,8 @@
-//! `switchyard load`: the load generator used by benchmarks (and, later, the
-//! lab). Three modes:
+//! `switchyard load`: the load generator used by benchmarks. Three modes:
 //! - open loop (`--rate`): requests leave on a fixed schedule whatever the
 //!   server does, and latency is measured from the scheduled send time, so a
-//!   slow server cannot hide its slowness by slowing the client;
+//!   slow server cannot hide its slowness by slowing the client (the lab's
+//!   client groups send with the same loop, `switchyard_lab::load::open_loop`);
 //! - closed loop (`--connections` without `--rate`): each connection sends
 //!   its next request when the last one returns, to find saturation;
 //! - idle (`--idle`): open this many connections, send one request on each,
@@ -125,16 +125,14 @@ async fn open_loop(
     let interval = Duration::from_secs_f64(1.0 / rate.max(1) as f64);
     let start = tokio::time::Instant::now();
     let total = (dur.as_secs_f64() * rate as f64) as u64;
-    let mut tasks = tokio::task::JoinSet::new();
-    for i in 0..total {
-        let due = start + interval * i as u32;
-        tokio::time::sleep_until(due).await;
+    let schedule = |i: u64| (i < total).then(|| start + interval * i as u32);
+    switchyard_lab::load::open_loop(schedule, |_, due| {
         let req = Request::get(format!("http://{}{}", args.target, args.path))
             .header("host", &args.host)
             .body(Empty::new())
             .expect("valid request");
         let (client, hist, errors) = (client.clone(), hist.clone(), errors.clone());
-        tasks.spawn(async move {
+        async move {
             let ok = match tokio::time::timeout(Duration::from_secs(5), client.request(req)).await {
                 Ok(Ok(resp)) => {
                     let s = resp.status();
@@ -150,10 +148,9 @@ async fn open_loop(
             if !ok {
                 errors.fetch_add(1, Ordering::Relaxed);
             }
-        });
-        while tasks.try_join_next().is_some() {}
-    }
-    while tasks.join_next().await.is_some() {}
+        }
+    })
+    .await;
 }
 
 async fn closed_loop(

@@ -199,6 +199,26 @@ fn block_on(name: &str, fut: impl std::future::Future<Output = anyhow::Result<()
     }
 }
 
+/// The whole file's problems, each as `path: message`: the model's, and
+/// those of the `[control.*]` tables the control plane checks itself
+/// (through its own check, so the two cannot disagree). Those tables are
+/// checked even when the rest is invalid, so one run names every problem.
+fn check_file(text: &str) -> Result<switchyard_model::Config, Vec<String>> {
+    use switchyard_model::config::raw;
+    use switchyard_model::{Config, ConfigError};
+    let raw = raw::Config::parse(text).map_err(|e| e.reasons())?;
+    let control = raw
+        .control
+        .as_ref()
+        .and_then(|c| switchyard_control::server::check(&c.tables()).err())
+        .unwrap_or_default();
+    match Config::validate(raw, |k| std::env::var(k).ok()) {
+        Ok(c) if control.is_empty() => Ok(c),
+        Ok(_) => Err(control),
+        Err(e) => Err([ConfigError::Invalid(e).reasons(), control].concat()),
+    }
+}
+
 fn validate(file: &PathBuf, json: bool) -> ExitCode {
     let text = match std::fs::read_to_string(file) {
         Ok(t) => t,
@@ -207,7 +227,7 @@ fn validate(file: &PathBuf, json: bool) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    match switchyard_model::Config::from_toml(&text, |k| std::env::var(k).ok()) {
+    match check_file(&text) {
         Ok(c) => {
             let summary = switchyard_model::config::summary(&c);
             if json {
@@ -221,8 +241,7 @@ fn validate(file: &PathBuf, json: bool) -> ExitCode {
             }
             ExitCode::SUCCESS
         }
-        Err(e) => {
-            let reasons = e.reasons();
+        Err(reasons) => {
             if json {
                 println!(
                     "{}",

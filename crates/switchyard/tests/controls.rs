@@ -267,6 +267,63 @@ fn validate_prints_every_error_and_exits_2() {
     assert_eq!(v["summary"]["instances"], 12);
 }
 
+/// The `[control.*]` tables are checked by `validate` too, with the rest of
+/// the file, rather than first when the control plane starts.
+#[test]
+fn validate_checks_the_control_tables_with_the_rest_of_the_file() {
+    let lab = Topology::new(BIN, &[("r1", &["a"])])
+        .with_control_plane()
+        .control_toml("[control.notify.retry]\nattempts = 0\n[control.detect]\nwindow_seconds = 3");
+    let control_only = lab.config_text().replace(
+        "failback_hold_ms = 3000",
+        "failback_hold_ms = 3000\nevacuation_steps = 0",
+    );
+    let validate = |text: &str, json: bool| {
+        std::fs::write(lab.config_path(), text).unwrap();
+        let mut c = Command::new(BIN);
+        c.arg("validate").arg(lab.config_path());
+        if json {
+            c.arg("--json");
+        }
+        c.output().unwrap()
+    };
+    let control_problems = [
+        "control.detect: unknown field `window_seconds`",
+        "control.notify.retry.attempts: must be at least 1",
+        "control.playbook.evacuation_steps: at least 1",
+    ];
+
+    // The rest is valid: the control tables alone make the file invalid.
+    let out = validate(&control_only, false);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("invalid (3 problems)"), "{err}");
+    for p in control_problems {
+        assert!(err.contains(p), "{p} in {err}");
+    }
+
+    // Every problem of the file at once, the model's and the control plane's.
+    let both = control_only.replace("min_healthy = 0.5\n", "");
+    let out = validate(&both, true);
+    assert_eq!(out.status.code(), Some(2));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["valid"], false);
+    let errors: Vec<&str> = v["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e.as_str().unwrap())
+        .collect();
+    assert_eq!(errors.len(), 4, "{errors:?}");
+    assert!(
+        errors[0].starts_with("service.svc.min_healthy: required"),
+        "{errors:?}"
+    );
+    for p in control_problems {
+        assert!(errors.iter().any(|e| e.starts_with(p)), "{p} in {errors:?}");
+    }
+}
+
 #[test]
 fn an_edge_refuses_to_start_on_a_config_without_a_floor() {
     let lab = Topology::new(BIN, &[("r1", &["a"])]).without_floor();

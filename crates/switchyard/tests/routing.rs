@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use serde_json::json;
+use switchyard_model::time::now_ms;
 use switchyard_testkit::{eventually, Topology};
 
 const BIN: &str = env!("CARGO_BIN_EXE_switchyard");
@@ -180,11 +181,4 @@ async fn from_home(
         .send()
         .await
         .unwrap()
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as u64
 }

@@ -1,0 +1,115 @@
+//! A `switchyard` subcommand as a real child process: started with its output
+//! in a log file, waited for until its `/health` answers, killed with SIGKILL
+//! and restarted. The edge and the control plane differ only in their
+//! arguments and in what a test asks of them afterwards, so both are built on
+//! this one piece.
+
+use std::ffi::OsString;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::client::Req;
+
+/// How long a process may take to answer `/health` before the test fails.
+const START_TIMEOUT: Duration = Duration::from_secs(15);
+
+pub struct ChildProcess {
+    /// Names the process in failure messages (`edge us-east-a`, `control plane`).
+    what: String,
+    bin: PathBuf,
+    args: Vec<OsString>,
+    log: PathBuf,
+    health: SocketAddr,
+    child: Option<Child>,
+}
+
+impl ChildProcess {
+    /// Runs `bin --exit-on-stdin-eof ARGS` and returns once `health` answers
+    /// `/health` with a success. The flag and the piped stdin tie the child's
+    /// life to the test's even when the test process is killed.
+    pub async fn start(
+        what: &str,
+        bin: &Path,
+        args: Vec<OsString>,
+        log: PathBuf,
+        health: SocketAddr,
+    ) -> ChildProcess {
+        let mut p = ChildProcess {
+            what: what.into(),
+            bin: bin.into(),
+            args,
+            log,
+            health,
+            child: None,
+        };
+        p.spawn().await;
+        p
+    }
+
+    async fn spawn(&mut self) {
+        // Appended, so a restarted process's log follows the killed one's.
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .unwrap_or_else(|e| panic!("{} log: {e}", self.what));
+        let child = Command::new(&self.bin)
+            .arg("--exit-on-stdin-eof")
+            .args(&self.args)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::piped())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {}: {e}", self.what));
+        self.child = Some(child);
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            if let Some(Ok(Some(st))) = self.child.as_mut().map(|c| c.try_wait()) {
+                panic!("{} exited with {st} at start:\n{}", self.what, self.log());
+            }
+            if let Ok(r) = Req::get(self.health, "/health").send().await {
+                if r.status.is_success() {
+                    return;
+                }
+            }
+            if Instant::now() > deadline {
+                panic!("{} did not come up:\n{}", self.what, self.log());
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// SIGKILL: no chance to flush or clean up.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub async fn restart(&mut self) {
+        self.kill9();
+        self.spawn().await;
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
+    pub fn bin(&self) -> &Path {
+        &self.bin
+    }
+}
+
+impl Drop for ChildProcess {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
