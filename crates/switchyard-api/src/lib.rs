@@ -9,6 +9,7 @@
 #![forbid(unsafe_code)]
 
 pub mod client;
+pub mod edge;
 pub mod lkg;
 pub mod signals;
 pub mod types;

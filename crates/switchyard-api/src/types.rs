@@ -93,6 +93,13 @@ pub struct ErrorBody {
     pub rules: Vec<Refusal>,
 }
 
+impl ErrorBody {
+    /// Whether a safety rule of that name refused.
+    pub fn refused_by(&self, rule: &str) -> bool {
+        self.rules.iter().any(|r| r.rule == rule)
+    }
+}
+
 /// `GET /v1/controls`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ControlsView {

@@ -411,7 +411,7 @@ async fn add_silence<S: Store>(
     let s = Silence {
         id: format!("silence-{now}"),
         service: req.service,
-        severity: severity.map(crate::incidents::notify_severity),
+        severity,
         scope_prefix: req.scope_prefix,
         until_ms: now + d.expect("checked").as_millis() as u64,
         reason: req.reason,

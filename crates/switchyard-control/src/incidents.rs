@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 use serde_json::json;
-use switchyard_incident::{Incident, Severity, Status, Tracker, TrackerConfig};
+use switchyard_incident::{Incident, Status, Tracker, TrackerConfig};
 use switchyard_model::{AuditKind, Config};
 use switchyard_notify::{Grouper, NotifyConfig, Silence};
 
@@ -23,15 +23,6 @@ pub struct Incidents {
     grouper: Mutex<Grouper>,
 }
 
-pub fn notify_severity(s: Severity) -> switchyard_notify::Severity {
-    match s {
-        Severity::Sev1 => switchyard_notify::Severity::Sev1,
-        Severity::Sev2 => switchyard_notify::Severity::Sev2,
-        Severity::Sev3 => switchyard_notify::Severity::Sev3,
-        Severity::Sev4 => switchyard_notify::Severity::Sev4,
-    }
-}
-
 /// What people are told about an incident at one moment.
 pub fn notice(i: &Incident, event: &str, at_ms: u64, base_url: &str) -> switchyard_notify::Notice {
     let started = i
@@ -42,7 +33,7 @@ pub fn notice(i: &Incident, event: &str, at_ms: u64, base_url: &str) -> switchya
     switchyard_notify::Notice {
         incident_id: i.id.clone(),
         service: i.service.clone(),
-        severity: notify_severity(i.severity),
+        severity: i.severity,
         status: i.status.as_str().into(),
         title: i.title.clone(),
         summary: format!(

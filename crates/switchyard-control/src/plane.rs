@@ -155,11 +155,6 @@ impl<S: Store> ControlPlane<S> {
         self.tx.receiver_count()
     }
 
-    /// Appends an audit entry that changes nothing (a playbook's recommendation).
-    pub async fn note(&self, entry: &AuditEntry) -> Result<(), StoreError> {
-        self.store.append_audit(entry).await
-    }
-
     pub async fn history(&self, limit: usize) -> Result<Vec<AuditEntry>, StoreError> {
         self.store.history(limit).await
     }
@@ -225,7 +220,7 @@ impl<S: Store> ControlPlane<S> {
             .map(str::to_string)
             .into_iter()
             .collect();
-        let _ = self.events.send(Arc::new(ChangeEvent { entry, services }));
+        self.publish_event(&entry, services);
         Ok(())
     }
 
@@ -234,7 +229,7 @@ impl<S: Store> ControlPlane<S> {
     pub async fn change(&self, c: Change) -> Result<Published, ChangeError> {
         let r = self.change_inner(&c).await;
         let result = match &r {
-            Ok((p, _)) => {
+            Ok(p) => {
                 self.metrics.version.set(p.version as i64);
                 "accepted"
             }
@@ -258,10 +253,10 @@ impl<S: Store> ControlPlane<S> {
                 result: result.into(),
             })
             .inc();
-        r.map(|(p, _)| p)
+        r
     }
 
-    async fn change_inner(&self, c: &Change) -> Result<(Published, AuditEntry), ChangeError> {
+    async fn change_inner(&self, c: &Change) -> Result<Published, ChangeError> {
         let _one_at_a_time = self.changes.lock().await;
         for attempt in 0..3 {
             let cur = self.current();
@@ -332,7 +327,7 @@ impl<S: Store> ControlPlane<S> {
                     let _ = self.tx.send(Arc::new(p.clone()));
                     tracing::info!(actor = %c.actor, action = %entry.action, version = v, "controls changed");
                     self.publish_event(&entry, services);
-                    return Ok((p, entry));
+                    return Ok(p);
                 }
                 Err(StoreError::Conflict { .. }) if attempt < 2 => {
                     // Another control plane got there first: take its state

@@ -14,6 +14,10 @@ use hyper::body::{Frame, Incoming};
 use serde_json::json;
 use switchyard_model::time::now_ms;
 
+use switchyard_api::edge::{
+    ControlPlaneLink, EdgeControls, EdgeLimits, EdgeService, EdgeStatus, EdgeZone,
+};
+
 use crate::state::Edge;
 
 pub type AdminBody = UnsyncBoxBody<Bytes, Infallible>;
@@ -34,8 +38,14 @@ fn json_resp(status: StatusCode, v: serde_json::Value) -> Response<AdminBody> {
     r
 }
 
+/// The same error body as the control plane's, so one client type reads both.
 fn error(status: StatusCode, code: &str, reasons: Vec<String>) -> Response<AdminBody> {
-    json_resp(status, json!({ "error": code, "reasons": reasons }))
+    let body = switchyard_api::ErrorBody {
+        error: code.into(),
+        reasons,
+        rules: Vec::new(),
+    };
+    json_resp(status, serde_json::to_value(body).expect("serializable"))
 }
 
 pub async fn handle(
@@ -45,7 +55,10 @@ pub async fn handle(
     let path = req.uri().path().to_string();
     let resp = match (req.method().clone(), path.as_str()) {
         (Method::GET, "/health") => json_resp(StatusCode::OK, json!({"status": "ok"})),
-        (Method::GET, "/status") => json_resp(StatusCode::OK, status(&edge)),
+        (Method::GET, "/status") => json_resp(
+            StatusCode::OK,
+            serde_json::to_value(status(&edge)).expect("serializable"),
+        ),
         (Method::GET, "/controls") => json_resp(
             StatusCode::OK,
             serde_json::to_value(&*edge.snapshot().controls).expect("controls serialize"),
@@ -164,70 +177,74 @@ async fn put_controls(edge: &Arc<Edge>, req: Request<Incoming>) -> Response<Admi
 }
 
 /// What an operator wants to see at a glance, in one JSON document.
-pub fn status(edge: &Edge) -> serde_json::Value {
+pub fn status(edge: &Edge) -> EdgeStatus {
     let snap = edge.snapshot();
     let now = Instant::now();
     let nms = now_ms();
-    let services: Vec<_> = snap
+    let zones_here: Vec<&str> = snap
+        .config
+        .region(&edge.region)
+        .map(|r| r.zones.iter().map(|z| z.name.as_str()).collect())
+        .unwrap_or_default();
+    let services = snap
         .services
         .iter()
         .map(|rt| {
             let sc = snap.controls.service(&rt.svc.name);
             let plan = switchyard_steer::plan(&rt.local, rt.svc.floor(&edge.region), sc, nms);
-            let zones: Vec<String> = snap
-                .config
-                .region(&edge.region)
-                .map(|r| r.zones.iter().map(|z| z.name.clone()).collect())
-                .unwrap_or_default();
-            let zones: Vec<_> = zones
+            let zones = zones_here
                 .iter()
                 .map(|z| {
-                    let c = sc.and_then(|c| c.zones.get(z));
-                    json!({
-                        "zone": z,
-                        "weight": c.map(|c| c.weight).unwrap_or(1.0),
-                        "effective_weight": switchyard_steer::zone_weight(sc, z, nms),
-                        "shift_expires_at_ms": c.and_then(|c| c.expires_at_ms),
-                    })
+                    let c = sc.and_then(|c| c.zones.get(*z));
+                    EdgeZone {
+                        zone: z.to_string(),
+                        weight: c.map(|c| c.weight).unwrap_or(1.0),
+                        effective_weight: switchyard_steer::zone_weight(sc, z, nms),
+                        shift_expires_at_ms: c.and_then(|c| c.expires_at_ms),
+                    }
                 })
                 .collect();
-            json!({
-                "name": rt.svc.name,
-                "mode": plan.mode,
-                "panic": plan.mode == switchyard_steer::Mode::Panic,
-                "floor": plan.floor,
-                "serving": plan.serving,
-                "instances_in_region": rt.local.len(),
-                "read_only": sc.map(|c| c.read_only || c.regions.get(&edge.region).is_some_and(|r| r.read_only)).unwrap_or(false),
-                "shed_level": sc.map(|c| c.shed_level).unwrap_or(0),
-                "limits": {
-                    "concurrency_limit": rt.admission.limit(),
-                    "max_concurrency": rt.svc.limits.max_concurrency,
-                    "adaptive": rt.svc.limits.adaptive,
-                    "max_rps": rt.svc.limits.max_rps,
-                    "inflight": rt.admission.inflight(),
+            EdgeService {
+                name: rt.svc.name.clone(),
+                mode: plan.mode,
+                panic: plan.mode == switchyard_steer::Mode::Panic,
+                floor: plan.floor,
+                serving: plan.serving,
+                instances_in_region: rt.local.len(),
+                read_only: sc
+                    .map(|c| {
+                        c.read_only || c.regions.get(&edge.region).is_some_and(|r| r.read_only)
+                    })
+                    .unwrap_or(false),
+                shed_level: sc.map(|c| c.shed_level).unwrap_or(0),
+                limits: EdgeLimits {
+                    concurrency_limit: rt.admission.limit(),
+                    max_concurrency: rt.svc.limits.max_concurrency,
+                    adaptive: rt.svc.limits.adaptive,
+                    max_rps: rt.svc.limits.max_rps,
+                    inflight: rt.admission.inflight(),
                 },
-                "zones": zones,
-                "regions": sc.map(|c| serde_json::to_value(&c.regions).expect("serializable")).unwrap_or(json!({})),
-                "instances": rt.local.iter().map(|i| i.view(now)).collect::<Vec<_>>(),
-            })
+                zones,
+                regions: sc.map(|c| c.regions.clone()).unwrap_or_default(),
+                instances: rt.local.iter().map(|i| i.view(now)).collect(),
+            }
         })
         .collect();
-    json!({
-        "zone": edge.zone,
-        "region": edge.region,
-        "uptime_s": edge.started.elapsed().as_secs(),
-        "controls": {
-            "version": snap.controls.version,
-            "source": edge.controls_source(),
-            "faults": snap.controls.faults,
+    EdgeStatus {
+        zone: edge.zone.clone(),
+        region: edge.region.clone(),
+        uptime_s: edge.started.elapsed().as_secs(),
+        controls: EdgeControls {
+            version: snap.controls.version,
+            source: edge.controls_source(),
+            faults: snap.controls.faults.clone(),
         },
-        "control_plane": {
-            "url": snap.config.edge.control_url,
-            "connected": edge.control_plane_connected.load(Ordering::Relaxed),
+        control_plane: ControlPlaneLink {
+            url: snap.config.edge.control_url.clone(),
+            connected: edge.control_plane_connected.load(Ordering::Relaxed),
         },
-        "services": services,
-    })
+        services,
+    }
 }
 
 fn signals_stream(edge: &Arc<Edge>) -> Response<AdminBody> {

@@ -8,7 +8,6 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use serde::Serialize;
 use switchyard_model::{EjectionSettings, Instance};
 
 /// How one attempt against an instance ended, from the instance's point of view.
@@ -21,24 +20,7 @@ pub enum Outcome {
     LocalOriginFailure,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Health {
-    Healthy,
-    Ejected,
-    /// Ejection time is over; waiting for an active check to pass.
-    Probing,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum EjectReason {
-    Consecutive5xx,
-    ConsecutiveLocalFailures,
-    SuccessRate,
-    Latency,
-    FailedRecheck,
-}
+pub use switchyard_api::edge::{EjectReason, Health, InstanceView};
 
 #[derive(Debug)]
 struct Inner {
@@ -85,19 +67,6 @@ pub enum Verdict {
     Keep,
     /// Eject if the capacity guard allows it.
     Eject(EjectReason),
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct InstanceView {
-    pub name: String,
-    pub zone: String,
-    pub addr: String,
-    pub health: Health,
-    pub ejections: u32,
-    pub ejected_for_ms: Option<u64>,
-    pub last_ejection_reason: Option<EjectReason>,
-    pub consecutive_5xx: u32,
-    pub inflight: u32,
 }
 
 impl InstanceState {

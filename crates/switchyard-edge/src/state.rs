@@ -329,7 +329,7 @@ impl Edge {
         let labels = InstanceLabels {
             service: rt.svc.name.clone(),
             instance: inst.meta.name.clone(),
-            reason: refused.unwrap_or(reason_str(reason)).to_string(),
+            reason: refused.unwrap_or(reason.as_str()).to_string(),
         };
         if refused.is_some() {
             self.metrics.ejections_refused.get_or_create(&labels).inc();
@@ -354,16 +354,6 @@ impl Edge {
     pub fn set_control_plane_connected(&self, up: bool) {
         self.control_plane_connected.store(up, Ordering::Relaxed);
         self.metrics.control_plane_connected.set(i64::from(up));
-    }
-}
-
-pub fn reason_str(r: EjectReason) -> &'static str {
-    match r {
-        EjectReason::Consecutive5xx => "consecutive_5xx",
-        EjectReason::ConsecutiveLocalFailures => "consecutive_local_failures",
-        EjectReason::SuccessRate => "success_rate",
-        EjectReason::Latency => "latency",
-        EjectReason::FailedRecheck => "failed_recheck",
     }
 }
 

@@ -755,8 +755,8 @@ impl Tracker {
         if !i.severity_pinned {
             let (sev, why) = severity_of(&i.impact);
             // Automatic rules only ever raise the severity during an incident.
-            if sev < i.severity || i.severity_reason == "not measured yet" {
-                if sev < i.severity && self.announced.contains(&i.id) {
+            if sev > i.severity || i.severity_reason == "not measured yet" {
+                if sev > i.severity && self.announced.contains(&i.id) {
                     raised = Some(sev);
                 }
                 i.log(

@@ -288,7 +288,9 @@ impl Lab {
         out
     }
 
-    pub async fn edge_status(&self, zone: &str) -> Option<serde_json::Value> {
+    /// One edge's admin status; `None` when it does not answer (or
+    /// answers something this build cannot read).
+    pub async fn edge_status(&self, zone: &str) -> Option<switchyard_api::edge::EdgeStatus> {
         let (s, b) = admin_call(
             self.topo.admin_addr(zone),
             Method::GET,
@@ -302,7 +304,7 @@ impl Lab {
             .flatten()
     }
 
-    pub async fn replication(&self, region: &str) -> Option<serde_json::Value> {
+    pub async fn replication(&self, region: &str) -> Option<crate::store::Replication> {
         let (s, b) = call(
             self.topo.store_addr(region),
             Method::GET,

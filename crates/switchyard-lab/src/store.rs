@@ -23,6 +23,20 @@ use tokio::net::TcpListener;
 
 use crate::http::{call, json, read_body, serve, Resp};
 
+/// What a store says of its replication to the other region
+/// (`GET /replication`): drills watch the queue grow during a cut and drain.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Replication {
+    pub region: String,
+    pub queue_len: u64,
+    pub lag_ms: u64,
+    pub replicated_total: u64,
+    pub received_total: u64,
+    pub last_error: Option<String>,
+    pub rejecting_writes: bool,
+    pub writes_rejected_total: u64,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Write {
     pub key: String,
@@ -95,18 +109,21 @@ impl Store {
         w
     }
 
-    pub fn replication(&self) -> serde_json::Value {
+    pub fn replication(&self) -> Replication {
         let q = self.queue.lock().expect("queue lock");
-        json!({
-            "region": self.region,
-            "queue_len": q.len(),
-            "lag_ms": q.front().map(|x| x.at.elapsed().as_millis() as u64).unwrap_or(0),
-            "replicated_total": self.replicated.load(Ordering::Relaxed),
-            "received_total": self.received.load(Ordering::Relaxed),
-            "last_error": *self.last_error.lock().expect("error lock"),
-            "rejecting_writes": self.reject_writes.load(Ordering::Relaxed),
-            "writes_rejected_total": self.writes_rejected.load(Ordering::Relaxed),
-        })
+        Replication {
+            region: self.region.clone(),
+            queue_len: q.len() as u64,
+            lag_ms: q
+                .front()
+                .map(|x| x.at.elapsed().as_millis() as u64)
+                .unwrap_or(0),
+            replicated_total: self.replicated.load(Ordering::Relaxed),
+            received_total: self.received.load(Ordering::Relaxed),
+            last_error: self.last_error.lock().expect("error lock").clone(),
+            rejecting_writes: self.reject_writes.load(Ordering::Relaxed),
+            writes_rejected_total: self.writes_rejected.load(Ordering::Relaxed),
+        }
     }
 
     async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Resp {
@@ -116,7 +133,10 @@ impl Store {
             return json(StatusCode::OK, &json!({"status": "ok"}));
         }
         if path == "/replication" {
-            return json(StatusCode::OK, &self.replication());
+            return json(
+                StatusCode::OK,
+                &serde_json::to_value(self.replication()).expect("serializable"),
+            );
         }
         if path == "/admin/writes" && method == Method::POST {
             #[derive(Deserialize)]

@@ -389,11 +389,15 @@ impl Topology {
         }
         if self.control_plane {
             // Drills take steps seconds apart, so flips may follow faster
-            // and failbacks come sooner than the production defaults.
+            // and failbacks come sooner than the production defaults. With
+            // two regions, evacuating one takes half the serving capacity
+            // out: the hourly removal budget allows that (the default 34 %
+            // would refuse a planned evacuation halfway), while the floor,
+            // zone and region rules still hold.
             writeln!(
                 t,
                 "\n[control]\nlisten = \"{CONTROL_ADDR}\"\nstore = \"sqlite:{state_dir}/control.db\"\nplaybooks = {{ catalog = {:?} }}\n\
-                 [control.safety]\nflip_wait_ms = 2000\n\
+                 [control.safety]\nflip_wait_ms = 2000\nmax_removal_per_hour = 0.5\n\
                  [control.playbook]\nfailback_hold_ms = 15000\n\
                  [control.incidents]\nresolve_after_ms = 15000\n\
                  [control.notify]\ngroup_wait_ms = 1000\n\

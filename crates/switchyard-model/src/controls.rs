@@ -72,6 +72,22 @@ impl ZoneControl {
     }
 }
 
+/// How the capacity guard formed the set of instances a request may go to:
+/// every removal of capacity (ejection, zonal shift, evacuation) stops at
+/// the service's floor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CapacityMode {
+    /// Healthy instances in zones that are not shifted away.
+    Normal,
+    /// Honouring the zonal shift would leave too little; the shift is
+    /// ignored (fails open) but ejected instances stay out.
+    ShiftFailedOpen,
+    /// Even ignoring shifts, healthy instances are below the floor: route to
+    /// every instance rather than overload the few that are left.
+    Panic,
+}
+
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum RegionState {

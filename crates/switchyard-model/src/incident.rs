@@ -137,48 +137,9 @@ impl Stage {
     }
 }
 
-/// SEV1 is the worst.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub enum Severity {
-    #[serde(rename = "SEV1")]
-    Sev1,
-    #[serde(rename = "SEV2")]
-    Sev2,
-    #[serde(rename = "SEV3")]
-    Sev3,
-    #[serde(rename = "SEV4")]
-    Sev4,
-}
-
-impl Severity {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Severity::Sev1 => "SEV1",
-            Severity::Sev2 => "SEV2",
-            Severity::Sev3 => "SEV3",
-            Severity::Sev4 => "SEV4",
-        }
-    }
-
-    pub fn parse(s: &str) -> Result<Severity, String> {
-        match s.to_ascii_uppercase().as_str() {
-            "SEV1" => Ok(Severity::Sev1),
-            "SEV2" => Ok(Severity::Sev2),
-            "SEV3" => Ok(Severity::Sev3),
-            "SEV4" => Ok(Severity::Sev4),
-            _ => Err(format!("unknown severity {s:?} (SEV1 … SEV4)")),
-        }
-    }
-
-    /// One level worse (SEV1 stays).
-    pub fn raised(self) -> Severity {
-        match self {
-            Severity::Sev1 | Severity::Sev2 => Severity::Sev1,
-            Severity::Sev3 => Severity::Sev2,
-            Severity::Sev4 => Severity::Sev3,
-        }
-    }
-}
+/// One severity scale for incidents and the notices about them: SEV1 is
+/// the worst and orders highest.
+pub use crate::notice::Severity;
 
 /// Who and what is affected, measured from the edges' signals over the
 /// incident so far.
@@ -253,8 +214,8 @@ pub fn severity_of(i: &Impact) -> (Severity, String) {
             "a critical route fails for ≥ 5 % of traffic".into(),
         );
     }
-    let level = |w: &[(Severity, String)]| w.iter().map(|x| x.0).min().unwrap_or(Severity::Sev4);
-    if i.duration_ms >= 30 * 60 * 1000 && level(&why) > Severity::Sev1 {
+    let level = |w: &[(Severity, String)]| w.iter().map(|x| x.0).max().unwrap_or(Severity::Sev4);
+    if i.duration_ms >= 30 * 60 * 1000 && level(&why) < Severity::Sev1 {
         let raised = level(&why).raised();
         why.push((raised, "not over after 30 minutes: one level up".into()));
     }

@@ -22,7 +22,9 @@ pub use config::{
     LimitSettings, PlaybookMode, Priority, Region, Route, RouteKind, Scope, Service, StoreSpec,
     Timeouts, Zone,
 };
-pub use controls::{Controls, Fault, RegionControl, RegionState, ServiceControls, ZoneControl};
+pub use controls::{
+    CapacityMode, Controls, Fault, RegionControl, RegionState, ServiceControls, ZoneControl,
+};
 pub use error::{ConfigError, ValidationError, ValidationErrors};
 pub use finding::{Alarm, Finding};
 pub use ops::{Actor, AuditEntry, AuditKind, Op, OpError};

@@ -48,6 +48,20 @@ impl Severity {
         }
     }
 
+    /// One level worse (SEV1 stays).
+    pub fn raised(self) -> Severity {
+        match self {
+            Severity::Sev1 | Severity::Sev2 => Severity::Sev1,
+            Severity::Sev3 => Severity::Sev2,
+            Severity::Sev4 => Severity::Sev3,
+        }
+    }
+
+    /// As people type it, in any letter case; the error names the text.
+    pub fn parse(s: &str) -> Result<Severity, ParseSeverityError> {
+        s.parse()
+    }
+
     /// True when `self` is as severe as `min` or more.
     pub fn is_at_least(self, min: Severity) -> bool {
         self >= min

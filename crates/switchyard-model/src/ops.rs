@@ -155,8 +155,9 @@ impl Op {
         }
     }
 
-    /// Whether it takes capacity away or may make things worse in a way the
-    /// rules weigh; a scope check for tokens, not the rules themselves.
+    /// Whether only an admin token may ask for it (the whole document at
+    /// once); every other operation needs `operate`, and the safety rules
+    /// judge it whoever asks.
     pub fn needs_admin(&self) -> bool {
         matches!(self, Op::Replace { .. })
     }

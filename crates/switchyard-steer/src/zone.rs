@@ -8,7 +8,6 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use rand::Rng;
-use serde::Serialize;
 use switchyard_model::ServiceControls;
 
 /// What steering needs to know of one instance. The edge implements it on
@@ -33,19 +32,8 @@ impl<T: Backend + ?Sized> Backend for Arc<T> {
     }
 }
 
-/// How the candidate set was formed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Mode {
-    /// Healthy instances in zones that are not shifted away.
-    Normal,
-    /// Honouring the zonal shift would leave too little; the shift is
-    /// ignored (fails open) but ejected instances stay out.
-    ShiftFailedOpen,
-    /// Even ignoring shifts, healthy instances are below the floor: route to
-    /// every instance rather than overload the few that are left.
-    Panic,
-}
+/// How the candidate set was formed (one type with the edge's status).
+pub use switchyard_model::CapacityMode as Mode;
 
 #[derive(Debug)]
 pub struct Plan<'a, B> {

@@ -76,12 +76,14 @@ impl EdgeProcess {
             .expect("admin answers")
     }
 
-    pub async fn status(&self) -> serde_json::Value {
-        Req::get(self.admin, "/status")
+    /// The edge's admin status, typed.
+    pub async fn status(&self) -> switchyard_api::edge::EdgeStatus {
+        let r = Req::get(self.admin, "/status")
             .send()
             .await
-            .expect("admin answers")
-            .json()
+            .expect("admin answers");
+        serde_json::from_str(&r.body)
+            .unwrap_or_else(|e| panic!("unreadable status ({e}): {}", r.body))
     }
 
     pub async fn metrics(&self) -> String {
@@ -94,21 +96,27 @@ impl EdgeProcess {
 
     /// Sends requests through the edge until `instance` reports `health`
     /// (`healthy`, `ejected` or `probing`) in `/status`.
-    pub async fn drive_until_health(&self, instance: &str, health: &str, within: Duration) {
-        crate::eventually(&format!("{instance} is {health}"), within, || async {
+    pub async fn drive_until_health(
+        &self,
+        instance: &str,
+        health: switchyard_api::edge::Health,
+        within: Duration,
+    ) {
+        crate::eventually(&format!("{instance} is {health:?}"), within, || async {
             let _ = self.get("/items/1").send().await;
             let i = self.instance(instance).await;
-            (i["health"] == health).then_some(()).ok_or(i.to_string())
+            (i.health == health).then_some(()).ok_or(format!("{i:?}"))
         })
         .await;
     }
 
     /// The `/status` entry of one instance of the test service.
-    pub async fn instance(&self, name: &str) -> serde_json::Value {
+    /// One instance of the edge's first service.
+    pub async fn instance(&self, name: &str) -> switchyard_api::edge::InstanceView {
         let s = self.status().await;
-        s["services"][0]["instances"]
-            .as_array()
-            .and_then(|a| a.iter().find(|i| i["name"] == name).cloned())
-            .unwrap_or_else(|| panic!("no instance {name} in {s}"))
+        s.services[0]
+            .instance(name)
+            .cloned()
+            .unwrap_or_else(|| panic!("no instance {name} in {s:?}"))
     }
 }

@@ -4,6 +4,8 @@
 use std::time::Duration;
 
 use serde_json::json;
+use switchyard_api::edge::{EjectReason, Health};
+use switchyard_model::CapacityMode;
 use switchyard_testkit::{eventually, Topology};
 
 const BIN: &str = env!("CARGO_BIN_EXE_switchyard");
@@ -18,10 +20,10 @@ async fn a_failing_instance_is_ejected_then_returns_after_its_recheck() {
     let a = lab.start_edge("a").await;
     ups["a-1"].set_status(500);
     ups["a-1"].set_health(500);
-    a.drive_until_health("a-1", "ejected", Duration::from_secs(5))
+    a.drive_until_health("a-1", Health::Ejected, Duration::from_secs(5))
         .await;
     let i = a.instance("a-1").await;
-    assert_eq!(i["last_ejection_reason"], "consecutive5xx");
+    assert_eq!(i.last_ejection_reason, Some(EjectReason::Consecutive5xx));
     let before = ups["a-1"].requests();
     for _ in 0..20 {
         let r = a.get("/items/1").send().await.unwrap();
@@ -35,14 +37,14 @@ async fn a_failing_instance_is_ejected_then_returns_after_its_recheck() {
     );
     // Its ejection ends after a second, but a failing health check keeps it out.
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    assert_ne!(a.instance("a-1").await["health"], "healthy");
+    assert_ne!(a.instance("a-1").await.health, Health::Healthy);
     ups["a-1"].set_status(200);
     ups["a-1"].set_health(200);
     // Requests keep flowing meanwhile; the re-check alone brings it back.
-    a.drive_until_health("a-1", "healthy", Duration::from_secs(8))
+    a.drive_until_health("a-1", Health::Healthy, Duration::from_secs(8))
         .await;
     assert!(
-        a.instance("a-1").await["ejections"].as_u64().unwrap() >= 2,
+        a.instance("a-1").await.ejections >= 2,
         "the failed recheck counted as an ejection"
     );
     assert!(a.metrics().await.contains(
@@ -59,14 +61,14 @@ async fn ejection_stops_at_the_floor() {
     let ups = lab.start_upstreams().await;
     let a = lab.start_edge("a").await;
     ups["a-1"].set_status(500);
-    a.drive_until_health("a-1", "ejected", Duration::from_secs(5))
+    a.drive_until_health("a-1", Health::Ejected, Duration::from_secs(5))
         .await;
     ups["a-2"].set_status(500);
     for _ in 0..20 {
         let r = a.get("/items/1").send().await.unwrap();
         assert_eq!(r.upstream(), "r1/a/a-2");
     }
-    assert_eq!(a.instance("a-2").await["health"], "healthy");
+    assert_eq!(a.instance("a-2").await.health, Health::Healthy);
     let m = a.metrics().await;
     assert!(
         m.contains("switchyard_ejections_refused_total{service=\"svc\",instance=\"a-2\",reason=\"capacity_guard\"}"),
@@ -84,7 +86,7 @@ async fn a_shift_that_would_break_the_floor_fails_open_and_below_it_the_edge_pan
     let a = lab.start_edge("a").await;
     ups["a-1"].set_status(500);
     ups["a-1"].set_health(500);
-    a.drive_until_health("a-1", "ejected", Duration::from_secs(5))
+    a.drive_until_health("a-1", Health::Ejected, Duration::from_secs(5))
         .await;
     assert_eq!(
         a.get("/items/1").send().await.unwrap().upstream(),
@@ -99,7 +101,10 @@ async fn a_shift_that_would_break_the_floor_fails_open_and_below_it_the_edge_pan
         a.get("/items/1").send().await.unwrap().upstream(),
         "r1/b/b-1"
     );
-    assert_eq!(a.status().await["services"][0]["mode"], "shift_failed_open");
+    assert_eq!(
+        a.status().await.services[0].mode,
+        CapacityMode::ShiftFailedOpen
+    );
     // Raise the floor to every instance: with a-1 out, the edge panics and
     // routes to every instance rather than overload the one left.
     std::fs::write(
@@ -115,8 +120,8 @@ async fn a_shift_that_would_break_the_floor_fails_open_and_below_it_the_edge_pan
         .unwrap();
     assert_eq!(r.status, 200, "{}", r.body);
     let st = a.status().await;
-    assert_eq!(st["services"][0]["mode"], "panic", "{st}");
-    assert_eq!(st["services"][0]["panic"], true);
+    assert_eq!(st.services[0].mode, CapacityMode::Panic, "{st:?}");
+    assert!(st.services[0].panic);
     let mut zones = std::collections::BTreeSet::new();
     for _ in 0..40 {
         zones.insert(a.get("/items/1").send().await.unwrap().zone());

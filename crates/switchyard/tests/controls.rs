@@ -35,7 +35,7 @@ async fn losing_the_control_plane_changes_nothing_and_a_restart_uses_last_known_
         },
     )
     .await;
-    assert_eq!(a.status().await["control_plane"]["connected"], true);
+    assert!(a.status().await.control_plane.connected);
 
     cp.stop();
     eventually(
@@ -43,9 +43,9 @@ async fn losing_the_control_plane_changes_nothing_and_a_restart_uses_last_known_
         Duration::from_secs(5),
         || async {
             let s = a.status().await;
-            (s["control_plane"]["connected"] == false)
+            (!s.control_plane.connected)
                 .then_some(())
-                .ok_or(s.to_string())
+                .ok_or(format!("{s:?}"))
         },
     )
     .await;
@@ -60,8 +60,8 @@ async fn losing_the_control_plane_changes_nothing_and_a_restart_uses_last_known_
     a.kill9();
     a.restart().await;
     let s = a.status().await;
-    assert_eq!(s["controls"]["source"], "last-known-good", "{s}");
-    assert_eq!(s["controls"]["version"], 7);
+    assert_eq!(s.controls.source, "last-known-good", "{s:?}");
+    assert_eq!(s.controls.version, 7);
     assert_eq!(served_zone(&a).await, "b");
 
     // The control plane returns with new state; the edge catches up in full.
@@ -183,7 +183,7 @@ async fn a_config_reload_that_fails_validation_keeps_the_running_config() {
         r.body
     );
     tokio::time::sleep(Duration::from_millis(1200)).await; // the file watcher sees it too
-    assert_eq!(a.status().await["services"][0]["floor"], 1);
+    assert_eq!(a.status().await.services[0].floor, 1);
     assert_eq!(a.get("/items/1").send().await.unwrap().status, 200);
 
     // A valid change is picked up by the file watcher without a restart.
@@ -197,7 +197,7 @@ async fn a_config_reload_that_fails_validation_keeps_the_running_config() {
         "the new floor is in force",
         Duration::from_secs(5),
         || async {
-            let f = a.status().await["services"][0]["floor"].clone();
+            let f = a.status().await.services[0].floor;
             (f == 2).then_some(()).ok_or(f.to_string())
         },
     )
@@ -346,7 +346,7 @@ async fn a_controls_file_is_watched_and_a_bad_one_is_refused() {
     std::fs::write(&file, shift_a().to_string()).unwrap();
     let a = lab.start_edge("a").await;
     assert_eq!(served_zone(&a).await, "b", "the file is read at start");
-    assert_eq!(a.status().await["controls"]["source"], "file");
+    assert_eq!(a.status().await.controls.source, "file");
     std::fs::write(
         &file,
         "{\"services\": {\"svc\": {\"zones\": {\"a\": {\"weight\": 7}}}}}",

@@ -26,9 +26,7 @@ async fn over_the_concurrency_limit_sheddable_goes_first_and_critical_last() {
         "eight requests in flight",
         Duration::from_secs(5),
         || async {
-            let n = a.status().await["services"][0]["limits"]["inflight"]
-                .as_u64()
-                .unwrap();
+            let n = a.status().await.services[0].limits.inflight;
             (n == 8).then_some(()).ok_or(format!("{n} in flight"))
         },
     )

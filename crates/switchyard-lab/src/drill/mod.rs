@@ -20,6 +20,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::json;
+use switchyard_api::edge::Health;
 use switchyard_model::{AuditEntry, Config, Controls};
 use switchyard_report::{Action as ActionRecord, DrillReport, Finding, Second};
 use tokio::time::Instant;
@@ -54,7 +55,7 @@ struct Run<'a> {
     findings: Vec<Finding>,
     /// Findings already taken from the control plane: (scope, kind, detected).
     seen_findings: BTreeSet<(String, String, u64)>,
-    seen_ejections: BTreeMap<String, u64>,
+    seen_ejections: BTreeMap<String, u32>,
     fault_at: Option<f64>,
     restored_at: Option<f64>,
     replication_max: u64,
@@ -99,9 +100,7 @@ impl Run<'_> {
         }
         for r in self.lab.topo.regions.clone() {
             if let Some(v) = self.lab.replication(&r.name).await {
-                self.replication_max = self
-                    .replication_max
-                    .max(v["queue_len"].as_u64().unwrap_or(0));
+                self.replication_max = self.replication_max.max(v.queue_len);
             }
         }
     }
@@ -111,29 +110,25 @@ impl Run<'_> {
             let Some(st) = self.lab.edge_status(&z).await else {
                 continue;
             };
-            let Some(insts) = st["services"][0]["instances"].as_array() else {
+            let Some(svc) = st.services.first() else {
                 continue;
             };
-            for i in insts {
-                let name = i["name"].as_str().unwrap_or("").to_string();
-                let ejections = i["ejections"].as_u64().unwrap_or(0);
-                if i["health"] == "ejected"
-                    && self.seen_ejections.get(&name).copied().unwrap_or(0) < ejections
+            for i in &svc.instances {
+                let reason = i.last_ejection_reason.map_or("?", |r| r.as_str());
+                if i.health == Health::Ejected
+                    && self.seen_ejections.get(&i.name).copied().unwrap_or(0) < i.ejections
                 {
-                    self.seen_ejections.insert(name.clone(), ejections);
+                    self.seen_ejections.insert(i.name.clone(), i.ejections);
                     let at_s = self.now_s();
                     self.findings.push(Finding {
-                        scope: format!("instance:{name}"),
+                        scope: format!("instance:{}", i.name),
                         kind: "errors".into(),
                         at_s,
-                        evidence: json!({"seen_by_edge": z, "reason": i["last_ejection_reason"], "ejections": ejections}),
+                        evidence: json!({"seen_by_edge": z, "reason": reason, "ejections": i.ejections}),
                     });
                     self.actions.push(ActionRecord {
-                        what: format!("eject instance {name}"),
-                        why: format!(
-                            "outlier ejection by the edges ({})",
-                            i["last_ejection_reason"].as_str().unwrap_or("?")
-                        ),
+                        what: format!("eject instance {}", i.name),
+                        why: format!("outlier ejection by the edges ({reason})"),
                         at_s,
                         accepted: true,
                         refused_by: None,
@@ -392,8 +387,7 @@ impl Run<'_> {
                 .lab
                 .replication(&r.name)
                 .await
-                .and_then(|v| v["queue_len"].as_u64())
-                .unwrap_or(0);
+                .map_or(0, |v| v.queue_len);
         }
         let mut observed = Observed {
             playbook_entries: Vec::new(),

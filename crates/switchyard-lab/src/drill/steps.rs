@@ -8,7 +8,7 @@
 
 use switchyard_api::OpRequest;
 use switchyard_model::ops::ApplyContext;
-use switchyard_model::{Fault, Op};
+use switchyard_model::{CapacityMode, Fault, Op};
 
 use super::Run;
 use crate::link::LinkSettings;
@@ -191,16 +191,22 @@ impl Run<'_> {
     }
 
     async fn edges_kept_the_floor(&mut self, zone: &str) {
-        let Some(st) = self.lab.edge_status(zone).await else {
+        let Some(svc) = self
+            .lab
+            .edge_status(zone)
+            .await
+            .and_then(|st| st.services.into_iter().next())
+        else {
             return;
         };
-        let mode = st["services"][0]["mode"].as_str().unwrap_or("").to_string();
-        if mode != "normal" {
-            let floor = st["services"][0]["floor"].clone();
+        if svc.mode != CapacityMode::Normal {
+            let mode = serde_json::to_value(svc.mode).expect("serializable");
             let last = self.actions.last_mut().expect("just recorded");
             last.accepted = false;
             last.refused_by = Some(format!(
-                "capacity_guard: shifting {zone} would leave fewer serving instances than the floor ({floor}); edges serve in mode {mode}"
+                "capacity_guard: shifting {zone} would leave fewer serving instances than the floor ({}); edges serve in mode {}",
+                svc.floor,
+                mode.as_str().unwrap_or("?")
             ));
         }
     }
