@@ -41,6 +41,11 @@ const IDLE_LIMIT: Duration = Duration::from_secs(15);
 
 /// Follows forever (until the task is dropped).
 pub async fn follow<F: Follower>(f: &F) {
+    follow_with(f, IDLE_LIMIT).await
+}
+
+/// [`follow`] with another limit on silence (tests use a short one).
+pub async fn follow_with<F: Follower>(f: &F, idle_limit: Duration) {
     let http = reqwest::Client::builder()
         .connect_timeout(Duration::from_secs(5))
         .no_proxy()
@@ -62,7 +67,7 @@ pub async fn follow<F: Follower>(f: &F) {
         };
         url.query_pairs_mut().extend_pairs(f.identity());
         let mut was_up = false;
-        match once(&http, &url, f, &mut was_up).await {
+        match once(&http, &url, f, &mut was_up, idle_limit).await {
             Ok(()) => tracing::warn!(%url, "control-plane stream ended"),
             Err(e) => {
                 tracing::warn!(%url, error = %e, "control plane unreachable; serving with current controls")
@@ -82,6 +87,7 @@ async fn once<F: Follower>(
     url: &url::Url,
     f: &F,
     was_up: &mut bool,
+    idle_limit: Duration,
 ) -> Result<(), String> {
     let resp = tokio::time::timeout(
         Duration::from_secs(5),
@@ -99,11 +105,11 @@ async fn once<F: Follower>(
     *was_up = true;
     // The limit applies to bytes, not events: keep-alive comments are
     // bytes that the event parser swallows.
-    let bytes = futures_util::stream::unfold(resp.bytes_stream(), |mut s| async move {
-        match tokio::time::timeout(IDLE_LIMIT, s.next()).await {
+    let bytes = futures_util::stream::unfold(resp.bytes_stream(), move |mut s| async move {
+        match tokio::time::timeout(idle_limit, s.next()).await {
             Ok(Some(chunk)) => Some((chunk.map_err(|e| e.to_string()), s)),
             Ok(None) => None,
-            Err(_) => Some((Err(format!("nothing for {} s", IDLE_LIMIT.as_secs())), s)),
+            Err(_) => Some((Err(format!("nothing for {idle_limit:?}")), s)),
         }
     });
     let mut events = std::pin::pin!(bytes.eventsource());

@@ -1,6 +1,6 @@
-//! A minimal server of the control plane's watch stream (server-sent events),
-//! standing in until the control plane exists: it sends the current controls
-//! on connect and every set pushed afterwards.
+//! A minimal server of the control plane's watch stream (server-sent events)
+//! for edge tests that need to control the stream itself: it sends the
+//! current controls on connect, every set pushed afterwards, and keep-alives.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -42,8 +42,15 @@ impl WatchServer {
                         let rx = tx.subscribe();
                         async move {
                             let head = futures_once(first);
+                            // Keep-alives as the control plane sends them: a
+                            // follower drops a stream silent for 15 s.
                             let rest = futures_util::stream::unfold(rx, |mut rx| async move {
-                                let ev = rx.recv().await.ok()?;
+                                let ev = tokio::select! {
+                                    r = rx.recv() => r.ok()?,
+                                    _ = tokio::time::sleep(std::time::Duration::from_secs(5)) => {
+                                        ": keep-alive\n\n".to_string()
+                                    }
+                                };
                                 Some((Ok::<_, Infallible>(Frame::data(Bytes::from(ev))), rx))
                             });
                             use futures_util::StreamExt;

@@ -142,6 +142,31 @@ async fn unsafe_changes_are_refused_naming_the_rule_and_audited() {
         m.contains("switchyard_control_changes_total{by=\"person\",result=\"accepted\"} 2"),
         "{m}"
     );
+    // A drill acts through a person's token and is audited as the drill.
+    let op = Op::ShedLevel {
+        service: "svc".into(),
+        level: 1,
+    };
+    let req = OpRequest::new(op.clone(), "practice").drill("zone-gray");
+    cp.api(Some("operate-token")).apply(&req).await.unwrap();
+    let h = cp.api(None).history(1).await.unwrap();
+    let last = h.entries.last().unwrap();
+    assert_eq!(
+        last.actor,
+        Actor::Drill {
+            name: "zone-gray".into(),
+            token: "operate-user".into()
+        }
+    );
+    assert_eq!(
+        (last.kind, last.op.as_ref()),
+        (AuditKind::Change, Some(&op))
+    );
+    let m = cp.api(None).metrics().await.unwrap();
+    assert!(
+        m.contains("switchyard_control_changes_total{by=\"drill\",result=\"accepted\"} 1"),
+        "{m}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
