@@ -246,10 +246,7 @@ async fn metrics<S: Store>(State(api): State<Api<S>>) -> Response {
     m.watchers.set(api.plane.watchers() as i64);
     m.version.set(api.plane.current().version as i64);
     (
-        [(
-            "content-type",
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
+        [("content-type", switchyard_metrics::CONTENT_TYPE)],
         m.encode(),
     )
         .into_response()

@@ -170,16 +170,14 @@ impl<S: Store> ControlPlane<S> {
         let cur = self.current();
         let now = now_ms();
         let proposed = self.propose(&cur, op, actor, reason, now)?;
-        let h = self.history.lock().unwrap_or_else(|e| e.into_inner());
-        let verdict = safety::check(
-            &self.config,
-            &self.safety,
-            &h,
-            &cur.controls,
-            &proposed,
-            now,
-        );
+        let verdict = self.judge(&cur.controls, &proposed, now);
         Ok((proposed, verdict))
+    }
+
+    /// Every safety rule's verdict on going from `cur` to `proposed`.
+    fn judge(&self, cur: &Controls, proposed: &Controls, now: u64) -> safety::Verdict {
+        let h = self.history.lock().unwrap_or_else(|e| e.into_inner());
+        safety::check(&self.config, &self.safety, &h, cur, proposed, now)
     }
 
     /// The one place an operation becomes new controls: applied to a copy,
@@ -263,25 +261,8 @@ impl<S: Store> ControlPlane<S> {
             let now = now_ms();
             let mut proposed = self.propose(&cur, &c.op, &c.actor, &c.reason, now)?;
             let services = services_changed(&cur.controls, &proposed);
-            let verdict = {
-                let h = self.history.lock().unwrap_or_else(|e| e.into_inner());
-                safety::check(
-                    &self.config,
-                    &self.safety,
-                    &h,
-                    &cur.controls,
-                    &proposed,
-                    now,
-                )
-            };
-            let refusals: Vec<Refusal> = verdict
-                .refusals
-                .iter()
-                .map(|r| Refusal {
-                    rule: r.rule.to_string(),
-                    message: r.message.clone(),
-                })
-                .collect();
+            let verdict = self.judge(&cur.controls, &proposed, now);
+            let refusals: Vec<Refusal> = verdict.refusals.iter().map(|r| r.to_wire()).collect();
             let mut entry = AuditEntry {
                 at_ms: now,
                 actor: c.actor.clone(),

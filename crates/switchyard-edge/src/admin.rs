@@ -79,9 +79,7 @@ pub async fn handle(
             let mut r = Response::new(full(edge.metrics.encode()));
             r.headers_mut().insert(
                 header::CONTENT_TYPE,
-                HeaderValue::from_static(
-                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                ),
+                HeaderValue::from_static(switchyard_metrics::CONTENT_TYPE),
             );
             r
         }

@@ -278,6 +278,15 @@ impl Topology {
     }
 
     /// Starts the edge of `zone` as a real process on the config as written now.
+    /// An edge in each of `zones`, in that order.
+    pub async fn start_edges(&self, zones: &[&str]) -> Vec<EdgeProcess> {
+        let mut out = Vec::with_capacity(zones.len());
+        for z in zones {
+            out.push(self.start_edge(z).await);
+        }
+        out
+    }
+
     pub async fn start_edge(&self, zone: &str) -> EdgeProcess {
         let cfg = self.write_config();
         EdgeProcess::start(

@@ -11,17 +11,31 @@ use switchyard_api::{Client, ClientError, OpRequest};
 use switchyard_model::ops::human_duration;
 use switchyard_model::Op;
 
+/// Where the control plane is and how to talk to it: shared by every
+/// command that is a client of its API.
 #[derive(clap::Args)]
-pub struct CtlArgs {
+pub(crate) struct Endpoint {
     /// The control plane's URL.
     #[arg(long, env = "SWITCHYARD_URL", default_value = "http://127.0.0.1:7000")]
     url: String,
-    /// Bearer token (or SWITCHYARD_TOKEN).
+    /// Bearer token (or SWITCHYARD_TOKEN); needed to change anything.
     #[arg(long, env = "SWITCHYARD_TOKEN", hide_env_values = true)]
     token: Option<String>,
     /// Print the answer as JSON.
     #[arg(long, global = true)]
-    json: bool,
+    pub(crate) json: bool,
+}
+
+impl Endpoint {
+    pub(crate) fn client(&self) -> Client {
+        Client::new(&self.url, self.token.clone())
+    }
+}
+
+#[derive(clap::Args)]
+pub struct CtlArgs {
+    #[command(flatten)]
+    endpoint: Endpoint,
     #[command(subcommand)]
     cmd: CtlCmd,
 }
@@ -88,11 +102,6 @@ enum CtlCmd {
     },
 }
 
-/// The client of `--url` with `--token`.
-pub(crate) fn client(url: &str, token: Option<String>) -> Client {
-    Client::new(url, token)
-}
-
 /// Prints a failed call: the error body as JSON with `--json`, its reasons
 /// otherwise; the exit code says what kind of failure it was.
 pub(crate) fn failed(what: &str, json_out: bool, e: &ClientError) -> ExitCode {
@@ -115,8 +124,8 @@ pub(crate) fn print_json<T: Serialize>(v: &T) {
 }
 
 pub fn ctl(args: CtlArgs) -> ExitCode {
-    let c = client(&args.url, args.token.clone());
-    block_on(run(&c, args.cmd, args.json))
+    let c = args.endpoint.client();
+    block_on(run(&c, args.cmd, args.endpoint.json))
 }
 
 /// Runs a command's work on a small runtime of its own.

@@ -17,19 +17,12 @@ use switchyard_api::{
 use switchyard_model::incident::{Incident, Stage};
 use switchyard_model::ops::human_duration;
 
-use crate::ctl_cmd::{block_on, client, failed, print_json};
+use crate::ctl_cmd::{block_on, failed, print_json, Endpoint};
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// The control plane's URL.
-    #[arg(long, env = "SWITCHYARD_URL", default_value = "http://127.0.0.1:7000")]
-    url: String,
-    /// Bearer token (or SWITCHYARD_TOKEN); needed to change anything.
-    #[arg(long, env = "SWITCHYARD_TOKEN", hide_env_values = true)]
-    token: Option<String>,
-    /// Print the answer as JSON.
-    #[arg(long, global = true)]
-    json: bool,
+    #[command(flatten)]
+    endpoint: Endpoint,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -124,8 +117,8 @@ enum SilenceCmd {
 }
 
 pub fn run(args: Args) -> ExitCode {
-    let c = client(&args.url, args.token.clone());
-    block_on(go(&c, args.cmd, args.json))
+    let c = args.endpoint.client();
+    block_on(go(&c, args.cmd, args.endpoint.json))
 }
 
 fn ms(t: Option<u64>) -> String {

@@ -312,11 +312,7 @@ async fn a_gray_zone_is_found_and_shifted_away_by_the_playbook() {
     let ups = lab.start_upstreams().await;
     let cp = lab.start_control().await;
     let api = cp.api(None);
-    let edges = [
-        lab.start_edge("a").await,
-        lab.start_edge("b").await,
-        lab.start_edge("c").await,
-    ];
+    let edges = lab.start_edges(&["a", "b", "c"]).await;
     let addrs: Vec<_> = edges.iter().map(|e| e.listen).collect();
     let traffic = Traffic::start(&addrs, "svc.test", &[(Method::GET, "/items/1")]);
     tokio::time::sleep(Duration::from_secs(3)).await;
@@ -388,11 +384,7 @@ async fn writes_failing_across_a_region_turn_on_read_only_there_until_they_work_
     let ups = lab.start_upstreams().await;
     let cp = lab.start_control().await;
     let api = cp.api(None);
-    let edges = [
-        lab.start_edge("a").await,
-        lab.start_edge("b").await,
-        lab.start_edge("c").await,
-    ];
+    let edges = lab.start_edges(&["a", "b", "c"]).await;
     let addrs: Vec<_> = edges.iter().map(|e| e.listen).collect();
     let traffic = Traffic::start(
         &addrs,

@@ -72,11 +72,7 @@ async fn a_gray_zone_is_one_incident_told_mitigated_resolved_and_kept() {
     let ups = lab.start_upstreams().await;
     let mut cp = lab.start_control().await;
     let api = cp.api(Some("operate-token"));
-    let edges = [
-        lab.start_edge("a").await,
-        lab.start_edge("b").await,
-        lab.start_edge("c").await,
-    ];
+    let edges = lab.start_edges(&["a", "b", "c"]).await;
     let addrs: Vec<_> = edges.iter().map(|e| e.listen).collect();
     let traffic = Traffic::start(&addrs, "svc.test", &[(Method::GET, "/items/1")]);
     tokio::time::sleep(Duration::from_secs(3)).await;
