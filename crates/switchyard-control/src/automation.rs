@@ -126,18 +126,17 @@ pub async fn run<S: Store + 'static>(
             match mode {
                 PlaybookMode::Off => {}
                 PlaybookMode::Recommend => {
+                    let note = AuditEntry::note(
+                        now,
+                        Actor::playbook(p.playbook),
+                        AuditKind::Recommendation,
+                        p.op,
+                        p.why,
+                    );
                     let _ = plane
                         .record(AuditEntry {
-                            at_ms: now,
-                            actor: Actor::playbook(p.playbook),
-                            kind: AuditKind::Recommendation,
-                            action: format!("recommend: {}", p.op.describe()),
-                            op: Some(p.op.clone()),
-                            reason: p.why.clone(),
-                            accepted: false,
                             rule: Some("recommend-only".into()),
-                            version: None,
-                            detail: serde_json::Value::Null,
+                            ..note
                         })
                         .await;
                 }
@@ -170,18 +169,28 @@ pub async fn run<S: Store + 'static>(
                 x.map(|v| format!("{:.1} %", v * 100.0))
                     .unwrap_or_else(|| "no traffic".into())
             };
+            let reason = format!(
+                "errors of {} in {}: {} when acting, {} {} s later",
+                v.service,
+                v.region,
+                pct(v.before),
+                pct(after),
+                VERIFY_AFTER_MS / 1000
+            );
+            let detail = json!({"region": v.region, "error_rate_before": v.before, "error_rate_after": after});
+            let note = AuditEntry::note(
+                now,
+                Actor::playbook(v.playbook),
+                AuditKind::Verification,
+                v.op,
+                reason,
+            );
             let _ = plane
                 .record(AuditEntry {
-                    at_ms: now,
-                    actor: Actor::playbook(v.playbook),
-                    kind: AuditKind::Verification,
-                    action: format!("verify: {}", v.op.describe()),
-                    op: Some(v.op),
-                    reason: format!("errors of {} in {}: {} when acting, {} {} s later", v.service, v.region, pct(v.before), pct(after), VERIFY_AFTER_MS / 1000),
                     accepted: helped,
                     rule: (!helped).then(|| "not-verified".into()),
-                    version: None,
-                    detail: json!({"region": v.region, "error_rate_before": v.before, "error_rate_after": after}),
+                    detail,
+                    ..note
                 })
                 .await;
         }

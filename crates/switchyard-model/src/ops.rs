@@ -594,6 +594,29 @@ pub struct AuditEntry {
 }
 
 impl AuditEntry {
+    /// An entry that changes nothing: what automation would do
+    /// (recommendation) or whether what it did helped (verification). Not
+    /// accepted, no rule, no detail until the caller says otherwise.
+    pub fn note(at_ms: u64, actor: Actor, kind: AuditKind, op: Op, reason: String) -> AuditEntry {
+        let prefix = match kind {
+            AuditKind::Change => "",
+            AuditKind::Recommendation => "recommend: ",
+            AuditKind::Verification => "verify: ",
+        };
+        AuditEntry {
+            at_ms,
+            actor,
+            kind,
+            action: format!("{prefix}{}", op.describe()),
+            op: Some(op),
+            reason,
+            accepted: false,
+            rule: None,
+            version: None,
+            detail: serde_json::Value::Null,
+        }
+    }
+
     /// An accepted change whose operation matches `f`.
     pub fn accepted_change(&self, f: impl Fn(&Op) -> bool) -> bool {
         self.accepted && self.kind == AuditKind::Change && self.op.as_ref().is_some_and(f)
