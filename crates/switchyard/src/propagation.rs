@@ -42,7 +42,11 @@ pub fn main(args: Args) -> ExitCode {
     crate::block_on("bench-propagation", run(args))
 }
 
-async fn get(c: &Client<HttpConnector, Full<Bytes>>, url: String) -> Option<serde_json::Value> {
+/// An edge's controls as its admin API shows them.
+async fn get(
+    c: &Client<HttpConnector, Full<Bytes>>,
+    url: String,
+) -> Option<switchyard_model::Controls> {
     let req = Request::get(url).body(Full::new(Bytes::new())).ok()?;
     let r = tokio::time::timeout(Duration::from_secs(2), c.request(req))
         .await
@@ -150,7 +154,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             tasks.spawn(async move {
                 loop {
                     if let Some(c) = get(&client, url.clone()).await {
-                        if c["version"].as_u64().unwrap_or(0) >= version {
+                        if c.version >= version {
                             return t0.elapsed().as_secs_f64() * 1000.0;
                         }
                     }
