@@ -11,6 +11,7 @@ use std::time::Duration;
 use reqwest::Method;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
+use switchyard_model::error::chain;
 use switchyard_model::incident::Incident;
 use switchyard_model::notice::Silence;
 
@@ -127,12 +128,12 @@ impl Client {
     async fn send(&self, r: reqwest::RequestBuilder, path: &str) -> Result<RawAnswer, ClientError> {
         let resp = r.send().await.map_err(|e| ClientError::Unreachable {
             url: self.url(path),
-            reason: error_chain(&e),
+            reason: chain(&e),
         })?;
         let status = resp.status().as_u16();
         let body = resp.text().await.map_err(|e| ClientError::Unreachable {
             url: self.url(path),
-            reason: error_chain(&e),
+            reason: chain(&e),
         })?;
         Ok(RawAnswer { status, body })
     }
@@ -336,17 +337,4 @@ fn path(segments: &[&str], query: &[(&str, String)]) -> String {
         Some(q) => format!("{}?{q}", u.path()),
         None => u.path().to_string(),
     }
-}
-
-/// reqwest's top-level message ("error sending request") hides the cause
-/// (refused, timed out); people need the cause.
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
 }

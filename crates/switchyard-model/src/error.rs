@@ -82,3 +82,17 @@ impl ConfigError {
         }
     }
 }
+
+/// An error with every cause behind it, `top: cause: root cause`. HTTP
+/// clients say only "error sending request" at the top; the cause (refused,
+/// timed out) is what people need to read.
+pub fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        s.push_str(": ");
+        s.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    s
+}

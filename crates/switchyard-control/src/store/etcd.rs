@@ -31,7 +31,6 @@
 //! `limit` keys; etcd ignores `limit` for sorted (e.g. descending) ranges and
 //! reads the whole prefix before truncating, which would grow with the log.
 
-use std::error::Error as StdError;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
@@ -45,6 +44,7 @@ use hyper_util::rt::TokioExecutor;
 use serde::de::{DeserializeOwned, Error as _};
 use serde::{Deserialize, Deserializer};
 use serde_json::{json, Value};
+use switchyard_model::error::chain;
 use switchyard_model::Controls;
 
 use super::{AuditEntry, Store, StoreError, Stored};
@@ -531,17 +531,4 @@ fn put(key: &str, value: &[u8]) -> Value {
 
 fn range(key: &str) -> Value {
     json!({"request_range": {"key": b64(key)}})
-}
-
-/// hyper's errors say only "client error (Connect)" at the top; the cause
-/// (connection refused, timed out) is in the sources.
-fn chain(e: &dyn StdError) -> String {
-    let mut s = e.to_string();
-    let mut source = e.source();
-    while let Some(cause) = source {
-        s.push_str(": ");
-        s.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    s
 }
