@@ -438,9 +438,17 @@ impl Config {
         let mut errs = ValidationErrors::default();
         let edge = validate_edge(&raw.edge, &env, &mut errs);
         let regions = validate_regions(&raw.regions, &mut errs);
-        let zone_regions: HashMap<&str, &str> = regions
+        // From the names as written: a zone whose own fields are wrong is
+        // still a zone, so its instances are not reported again as unknown.
+        let zone_regions: HashMap<&str, &str> = raw
+            .regions
             .iter()
-            .flat_map(|r| r.zones.iter().map(|z| (z.name.as_str(), z.region.as_str())))
+            .filter_map(|r| Some((r, r.name.as_deref()?)))
+            .flat_map(|(r, region)| {
+                r.zones
+                    .iter()
+                    .filter_map(move |z| Some((z.name.as_deref()?, region)))
+            })
             .collect();
         let mut taken_addrs: HashMap<SocketAddr, String> = HashMap::new();
         for r in &regions {
@@ -611,13 +619,22 @@ fn parse_addr(v: &Option<String>, path: &str, errs: &mut ValidationErrors) -> Op
             errs.push(path, "required");
             None
         }
-        Some(s) => match s.parse::<SocketAddr>() {
-            Ok(a) => Some(a),
-            Err(_) => {
-                errs.push(path, format!("not an address of the form ip:port: {s:?}"));
-                None
+        Some(s) => {
+            match s.parse::<SocketAddr>() {
+                Ok(a) if a.port() == 0 => {
+                    errs.push(
+                    path,
+                    format!("port 0 means any free port, so nobody could find it: name a port in {s:?}"),
+                );
+                    None
+                }
+                Ok(a) => Some(a),
+                Err(_) => {
+                    errs.push(path, format!("not an address of the form ip:port: {s:?}"));
+                    None
+                }
             }
-        },
+        }
     }
 }
 
@@ -770,6 +787,15 @@ fn validate_service(
                 "required: the fraction of instances per region that must stay in service (for example 0.5)",
             );
             0.0
+        }
+        Some(v) if v <= 0.0 => {
+            errs.push(
+                format!("{path}.min_healthy"),
+                format!(
+                    "must be above 0 (a floor of 0 lets every instance leave service), got {v}"
+                ),
+            );
+            v
         }
         Some(v) => fraction(Some(v), 0.0, format!("{path}.min_healthy"), errs),
     };

@@ -160,3 +160,23 @@ fn forward_via_names_another_region_and_valid_addresses() {
         assert!(errs.iter().any(|x| x == e), "missing {e:?} in {errs:#?}");
     }
 }
+
+#[test]
+fn a_floor_of_zero_is_no_floor_and_is_refused() {
+    let text = EXAMPLE.replace("min_healthy = 0.5", "min_healthy = 0.0");
+    assert_eq!(
+        errors(&text),
+        vec!["service.catalog.min_healthy: must be above 0 (a floor of 0 lets every instance leave service), got 0"]
+    );
+}
+
+#[test]
+fn port_zero_is_refused_where_an_address_is_named() {
+    let text = EXAMPLE.replace("edge = \"127.1.1.1:8080\"", "edge = \"127.1.1.1:0\"");
+    let errs = errors(&text);
+    assert_eq!(errs.len(), 1, "{errs:?}");
+    assert!(
+        errs[0].starts_with("region.us-east.zone.us-east-a.edge: port 0"),
+        "{errs:?}"
+    );
+}

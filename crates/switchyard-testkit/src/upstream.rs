@@ -90,7 +90,18 @@ impl Upstream {
     }
 
     /// Closes the listener and every connection: new connects are refused.
-    pub fn stop(&mut self) {
+    /// Stops listening and drops every connection. Returns once the
+    /// listener is closed: an abort alone only asks the runtime to drop the
+    /// task later, and a connect that lands meanwhile would be accepted by
+    /// the kernel and then reset, not refused.
+    pub async fn stop(&mut self) {
+        if let Some(t) = self.task.take() {
+            t.abort();
+            let _ = t.await;
+        }
+    }
+
+    fn abort(&mut self) {
         if let Some(t) = self.task.take() {
             t.abort();
         }
@@ -98,7 +109,7 @@ impl Upstream {
 
     /// Listens again after [`Upstream::stop`].
     pub async fn resume(&mut self) {
-        self.stop();
+        self.stop().await;
         let l = bind_retrying(self.addr).await;
         let knobs = self.knobs.clone();
         let name = self.name.clone();
@@ -154,7 +165,7 @@ impl Upstream {
 
 impl Drop for Upstream {
     fn drop(&mut self) {
-        self.stop();
+        self.abort();
     }
 }
 

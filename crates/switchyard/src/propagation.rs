@@ -74,7 +74,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             zone_addr(i)
         ));
     }
-    cfg.push_str("\n[[service]]\nname = \"svc\"\nhosts = [\"svc\"]\nmin_healthy = 0.0\n");
+    cfg.push_str("\n[[service]]\nname = \"svc\"\nhosts = [\"svc\"]\nmin_healthy = 0.01\n");
     for i in 0..n {
         cfg.push_str(&format!(
             "[[service.instance]]\nname = \"i{i}\"\nzone = \"z{i}\"\naddr = \"{}:8081\"\n",

@@ -69,7 +69,7 @@ async fn bad_requests_get_a_status_and_a_json_reason() {
 async fn upstream_failures_map_to_502_and_504_by_cause() {
     let lab = Topology::new(BIN, &[("r1", &["a"])])
         .instances_per_zone(1)
-        .min_healthy(0.0)
+        .min_healthy(0.01)
         .service_toml("[service.timeouts]\nheader_ms = 300\ntotal_ms = 1000\n");
     let mut ups = lab.start_upstreams().await;
     let a = lab.start_edge("a").await;
@@ -77,7 +77,7 @@ async fn upstream_failures_map_to_502_and_504_by_cause() {
     let r = a.get("/items/1").send().await.unwrap();
     assert_eq!(r.status, 504, "{}", r.body);
     assert_eq!(r.json()["error"], "upstream_timeout");
-    ups.get_mut("a-1").unwrap().stop();
+    ups.get_mut("a-1").unwrap().stop().await;
     let r = a.get("/items/1").send().await.unwrap();
     assert_eq!(r.status, 502, "{}", r.body);
     assert_eq!(r.json()["error"], "upstream_connect");
@@ -201,4 +201,15 @@ async fn metrics_and_per_second_signals_describe_the_traffic() {
         got.push_str(&String::from_utf8_lossy(&buf[..n]));
     }
     assert!(got.contains("application/x-ndjson"), "{got}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn logs_written_to_a_file_carry_no_colour_codes() {
+    let lab = Topology::new(BIN, &[("r1", &["a"])]).instances_per_zone(1);
+    let _ups = lab.start_upstreams().await;
+    let a = lab.start_edge("a").await;
+    assert_eq!(a.get("/items/1").send().await.unwrap().status, 200);
+    let log = a.log();
+    assert!(log.contains("INFO"), "the edge logged something: {log}");
+    assert!(!log.contains('\u{1b}'), "escape codes in a file: {log:?}");
 }

@@ -68,10 +68,10 @@ async fn a_shifted_zone_gets_nothing_from_any_edge_of_the_region() {
 async fn a_failed_connect_is_retried_once_in_another_zone() {
     let lab = Topology::new(BIN, &[("r1", &["a", "b"])])
         .instances_per_zone(1)
-        .min_healthy(0.0);
+        .min_healthy(0.01);
     let mut ups = lab.start_upstreams().await;
     let a = lab.start_edge("a").await;
-    ups.get_mut("a-1").unwrap().stop();
+    ups.get_mut("a-1").unwrap().stop().await;
     let r = a.get("/items/1").send().await.unwrap();
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(r.zone(), "b");
