@@ -73,6 +73,9 @@ pub struct EdgeOptions {
 
 /// A running edge, for tests and the CLI.
 pub struct Running {
+    /// Held for the process's lifetime; the kernel releases them on exit,
+    /// kill -9 included.
+    _locks: Vec<std::fs::File>,
     pub edge: Arc<Edge>,
     pub listen: SocketAddr,
     pub admin: SocketAddr,
@@ -100,6 +103,17 @@ impl Running {
 
 pub async fn start(opts: EdgeOptions) -> anyhow::Result<Running> {
     let config = load_config(&opts.config_path)?;
+    let listen_for_lock = opts
+        .listen
+        .or_else(|| config.zone(&opts.zone).map(|z| z.edge));
+    // Before anything reads or writes the zone's state: a second edge of the
+    // same zone would overwrite its last-known-good file, and one on the same
+    // address would silently share the port (SO_REUSEPORT).
+    let locks = take_locks(
+        config.edge.state_dir.as_deref().map(Path::new),
+        &opts.zone,
+        listen_for_lock,
+    )?;
     let edge = Edge::new(config, opts.config_path.clone(), &opts.zone)?;
     let snap = edge.snapshot();
     if let Some(p) = &snap.config.edge.controls_file {
@@ -179,6 +193,7 @@ pub async fn start(opts: EdgeOptions) -> anyhow::Result<Running> {
     }
     tracing::info!(zone = %opts.zone, region = %edge.region, %listen, %admin, "edge serving");
     Ok(Running {
+        _locks: locks,
         edge,
         listen,
         admin,
@@ -365,6 +380,54 @@ async fn recheck(rt: &ServiceRuntime, addr: &SocketAddr) -> bool {
 }
 
 /// Runs an edge until SIGINT or SIGTERM, then drains.
+/// Exclusive locks on the zone's state (`STATE_DIR/ZONE.lock`) and on the
+/// proxy address (in the temporary directory), or a clear error naming what
+/// another edge holds.
+fn take_locks(
+    state_dir: Option<&Path>,
+    zone: &str,
+    listen: Option<SocketAddr>,
+) -> anyhow::Result<Vec<std::fs::File>> {
+    let mut wanted = Vec::new();
+    if let Some(dir) = state_dir {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| anyhow::anyhow!("edge.state_dir {}: {e}", dir.display()))?;
+        wanted.push((
+            dir.join(format!("{zone}.lock")),
+            format!(
+                "another edge of zone {zone} is running with its state in {}",
+                dir.display()
+            ),
+        ));
+    }
+    if let Some(a) = listen.filter(|a| a.port() != 0) {
+        let name = format!("switchyard-edge-{}-{}.lock", a.ip(), a.port()).replace(':', "_");
+        wanted.push((
+            std::env::temp_dir().join(name),
+            format!("another edge is listening on {a}"),
+        ));
+    }
+    let mut held = Vec::new();
+    for (path, who) in wanted {
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|e| anyhow::anyhow!("cannot open the lock {}: {e}", path.display()))?;
+        match f.try_lock() {
+            Ok(()) => held.push(f),
+            Err(std::fs::TryLockError::WouldBlock) => {
+                anyhow::bail!("{who} (lock {} is held); refusing to start", path.display())
+            }
+            Err(std::fs::TryLockError::Error(e)) => {
+                anyhow::bail!("cannot lock {}: {e}", path.display())
+            }
+        }
+    }
+    Ok(held)
+}
+
 pub async fn run(opts: EdgeOptions) -> anyhow::Result<()> {
     let running = start(opts).await?;
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;

@@ -369,3 +369,49 @@ async fn a_controls_file_is_watched_and_a_bad_one_is_refused() {
         .await
         .contains("switchyard_updates_total{source=\"file\",result=\"refused\"} 1"));
 }
+
+/// A second edge of a zone would overwrite its last-known-good file, and one
+/// on the same address would share the port unseen: both refuse to start.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_second_edge_of_the_zone_or_on_its_address_refuses_to_start() {
+    let lab = Topology::new(BIN, &[("r1", &["a", "b"])]);
+    let _ups = lab.start_upstreams().await;
+    let a = lab.start_edge("a").await;
+    // What a second edge says and how it exits; killed if it keeps running.
+    let second = |zone: &str, extra: &[String]| {
+        let mut child = Command::new(BIN)
+            .args(["edge", "--config"])
+            .arg(lab.config_path())
+            .args(["--zone", zone, "--admin", "127.0.0.1:0"])
+            .args(extra)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("run switchyard edge");
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while child.try_wait().unwrap().is_none() && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = child.kill();
+        child.wait_with_output().unwrap()
+    };
+    let out = second("a", &[]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "a second edge of zone a started: {err}"
+    );
+    assert!(err.contains("another edge of zone a is running"), "{err}");
+    let out = second("b", &["--listen".into(), a.listen.to_string()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "zone b started on a's address: {err}"
+    );
+    assert!(
+        err.contains(&format!("another edge is listening on {}", a.listen)),
+        "{err}"
+    );
+    // The first edge never noticed.
+    assert_eq!(a.get("/items/1").send().await.unwrap().status, 200);
+}
