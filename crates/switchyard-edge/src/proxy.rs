@@ -375,11 +375,16 @@ async fn serve_local(
         .filter(|f| f.service == rt.svc.name && f.route.as_ref().is_none_or(|r| *r == route.name))
         .collect();
     let result = attempt(edge, rt, route, &faults, first, &out).await;
+    // A request that never reached an instance (its connect failed) may go
+    // elsewhere whatever its method; one that reached it only when sending
+    // it twice is harmless.
     let retry_worthy = match &result {
         Err(e) => e.kind.retryable(),
-        Ok((r, _, _)) => r.status() == StatusCode::SERVICE_UNAVAILABLE,
+        Ok((r, _, _)) => {
+            r.status() == StatusCode::SERVICE_UNAVAILABLE && is_idempotent(&out.method)
+        }
     };
-    if !(retry_worthy && is_idempotent(&out.method)) {
+    if !retry_worthy {
         return result.map(|r| tag(r, first));
     }
     let Some(_retry) = rt.retry.try_acquire(rt.admission.inflight()) else {

@@ -75,21 +75,43 @@ async fn a_failed_connect_is_retried_once_in_another_zone() {
     let r = a.get("/items/1").send().await.unwrap();
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(r.zone(), "b");
-    // A non-idempotent request is not retried: the client sees the failure.
-    let ups_b = ups["b-1"].requests();
+    // A request that never reached an instance is retried whatever its
+    // method: a refused connect cannot have written anything. One failure is
+    // far from the five that eject a-1, so the own zone is tried first.
     let r = switchyard_testkit::Req::post(a.listen, "/items/1")
         .host("svc.test")
         .send()
         .await
         .unwrap();
-    // One failure is far from the five that eject a-1, so the own zone is tried first.
-    assert_eq!(r.status, 502, "{}", r.body);
-    assert_eq!(r.json()["error"], "upstream_connect");
-    assert_eq!(ups["b-1"].requests(), ups_b);
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.zone(), "b");
     assert!(a
         .metrics()
         .await
         .contains("switchyard_retries_total{service=\"svc\",outcome=\"sent\"}"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_answer_from_an_instance_is_retried_only_when_the_method_is_idempotent() {
+    let lab = Topology::new(BIN, &[("r1", &["a", "b"])])
+        .instances_per_zone(1)
+        .min_healthy(0.01);
+    let ups = lab.start_upstreams().await;
+    let a = lab.start_edge("a").await;
+    ups["a-1"].set_status(503);
+    let before = ups["b-1"].requests();
+    // The POST reached a-1, which may have acted on it: not sent again.
+    let r = switchyard_testkit::Req::post(a.listen, "/items/1")
+        .host("svc.test")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status, 503, "{}", r.body);
+    assert_eq!(r.zone(), "a");
+    assert_eq!(ups["b-1"].requests(), before);
+    let r = a.get("/items/1").send().await.unwrap();
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.zone(), "b");
 }
 
 #[tokio::test(flavor = "multi_thread")]
