@@ -52,6 +52,9 @@ pub struct EdgeService {
     /// Instances that would take a request now.
     pub serving: usize,
     pub instances_in_region: usize,
+    /// Forwarded requests served here because no region to forward to could
+    /// be reached (failing open), since the edge started.
+    pub forward_failed_open: u64,
     pub read_only: bool,
     pub shed_level: u8,
     pub limits: EdgeLimits,

@@ -18,6 +18,7 @@ use switchyard_api::edge::{
     ControlPlaneLink, EdgeControls, EdgeLimits, EdgeService, EdgeStatus, EdgeZone,
 };
 
+use crate::metrics::RegionLabels;
 use crate::state::Edge;
 
 pub type AdminBody = UnsyncBoxBody<Bytes, Infallible>;
@@ -209,6 +210,14 @@ pub fn status(edge: &Edge) -> EdgeStatus {
                 floor: plan.floor,
                 serving: plan.serving,
                 instances_in_region: rt.local.len(),
+                forward_failed_open: edge
+                    .metrics
+                    .forward_fallbacks
+                    .get_or_create(&RegionLabels {
+                        service: rt.svc.name.clone(),
+                        region: edge.region.clone(),
+                    })
+                    .get(),
                 read_only: sc
                     .map(|c| {
                         c.read_only || c.regions.get(&edge.region).is_some_and(|r| r.read_only)

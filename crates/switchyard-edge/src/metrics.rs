@@ -81,6 +81,9 @@ pub struct Metrics {
     pub panic: Family<RegionLabels, Gauge>,
     pub retries: Family<OutcomeLabels, Counter>,
     pub forwarded: Family<RegionLabels, Counter>,
+    /// Forwarded requests whose target region could not be reached, by the
+    /// region that served them instead (this edge's own: failed open).
+    pub forward_fallbacks: Family<RegionLabels, Counter>,
     pub concurrency_limit: Family<ServiceLabels, Gauge>,
     pub inflight: Family<ServiceLabels, Gauge>,
     pub updates: Family<SourceLabels, Counter>,
@@ -107,6 +110,7 @@ impl Metrics {
         let panic = Family::default();
         let retries = Family::default();
         let forwarded = Family::default();
+        let forward_fallbacks = Family::default();
         let concurrency_limit = Family::default();
         let inflight = Family::default();
         let updates = Family::default();
@@ -158,6 +162,11 @@ impl Metrics {
             forwarded.clone(),
         );
         registry.register(
+            "forward_fallbacks",
+            "Forwarded requests whose target region could not be reached, by the region that served them instead (this edge's own: failed open)",
+            forward_fallbacks.clone(),
+        );
+        registry.register(
             "concurrency_limit",
             "Current concurrency limit (adaptive or fixed)",
             concurrency_limit.clone(),
@@ -185,6 +194,7 @@ impl Metrics {
             panic,
             retries,
             forwarded,
+            forward_fallbacks,
             concurrency_limit,
             inflight,
             updates,

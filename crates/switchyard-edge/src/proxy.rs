@@ -250,7 +250,7 @@ async fn serve(
                 })
                 .inc();
             tracing::debug!(service = %svc_name, to = %region, reason = reason.as_str(), "forwarding to another region");
-            forward_to_region(edge, snap, &rt, region, route.kind == RouteKind::Write, out).await
+            forward_or_fall_back(edge, snap, &rt, route, sc, region, out, start).await
         }
         Target::Local => serve_local(edge, snap, &rt, route, sc, out, start).await,
     };
@@ -277,6 +277,7 @@ async fn serve(
     }
 }
 
+#[derive(Clone)]
 struct Outbound {
     method: Method,
     uri: Uri,
@@ -598,6 +599,58 @@ fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
         cur = next;
     }
     cur.to_string()
+}
+
+/// Forwards to `region`. When none of its edges can be reached (so the
+/// request never left this edge), it goes to the next region of the
+/// service's preference that is not out, and when there is none it is served
+/// here: with local instances healthy, failing open beats failing every
+/// request of an evacuated region whose destination is down. Each fallback is
+/// counted by the region that served it (this one: failed open).
+#[allow(clippy::too_many_arguments)]
+async fn forward_or_fall_back(
+    edge: &Arc<Edge>,
+    snap: &Snapshot,
+    rt: &Arc<ServiceRuntime>,
+    route: &Route,
+    sc: &ServiceControls,
+    region: &str,
+    out: Outbound,
+    start: Instant,
+) -> Result<(Resp, String, String), EdgeError> {
+    let write = route.kind == RouteKind::Write;
+    let mut tried = vec![region];
+    loop {
+        let to = tried.last().expect("one region at least");
+        let result = forward_to_region(edge, snap, rt, to, write, out.clone()).await;
+        match &result {
+            Err(e) if e.kind == ErrorKind::UpstreamConnect => {}
+            _ => return result,
+        }
+        let next = rt.svc.region_preference.iter().find(|r| {
+            **r != edge.region
+                && !tried.contains(&r.as_str())
+                && sc.regions.get(*r).is_none_or(|c| c.local_share() > 0.0)
+        });
+        let served_by = next.map_or(edge.region.as_str(), |r| r.as_str());
+        edge.metrics
+            .forward_fallbacks
+            .get_or_create(&RegionLabels {
+                service: rt.svc.name.clone(),
+                region: served_by.to_string(),
+            })
+            .inc();
+        match next {
+            Some(r) => {
+                tracing::warn!(service = %rt.svc.name, unreachable = %to, next = %r, "no edge of the region could be reached; forwarding to the next region");
+                tried.push(r);
+            }
+            None => {
+                tracing::warn!(service = %rt.svc.name, unreachable = ?tried, "no region to forward to could be reached; serving here (failing open)");
+                return serve_local(edge, snap, rt, route, sc, out, start).await;
+            }
+        }
+    }
 }
 
 /// Sends to another region's edges, trying a second edge if the first cannot

@@ -204,3 +204,47 @@ async fn from_home(
         .await
         .unwrap()
 }
+
+/// An evacuated region whose destination is down: the request goes to the
+/// next region that can take it, and with none left it is served here,
+/// where instances are healthy, rather than failed.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_evacuated_region_with_its_destination_down_fails_open() {
+    let lab = Topology::new(BIN, &[("r1", &["a"]), ("r2", &["b"])]);
+    let _ups = lab.start_upstreams().await;
+    let a = lab.start_edge("a").await; // r2's edge is never started
+    a.put_controls(&json!({"services": {"svc": {"regions": {"r1": {"state": "out"}}}}}))
+        .await;
+    for req in [
+        a.get("/items/1"),
+        switchyard_testkit::Req::post(a.listen, "/items/2").host("svc.test"),
+    ] {
+        let r = req.send().await.unwrap();
+        assert_eq!(r.status, 200, "{}", r.body);
+        assert!(r.upstream().starts_with("r1/a/"), "{}", r.upstream());
+    }
+    assert_eq!(a.status().await.services[0].forward_failed_open, 2);
+    let m = a.metrics().await;
+    assert!(
+        m.contains("switchyard_forward_fallbacks_total{service=\"svc\",region=\"r1\"} 2"),
+        "{m}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_forward_whose_region_is_down_goes_to_the_next_region() {
+    let lab = Topology::new(BIN, &[("r1", &["a"]), ("r2", &["b"]), ("r3", &["c"])]);
+    let _ups = lab.start_upstreams().await;
+    let a = lab.start_edge("a").await;
+    let _c = lab.start_edge("c").await; // r2's edge is never started
+    a.put_controls(&json!({"services": {"svc": {"regions": {"r1": {"state": "out"}}}}}))
+        .await;
+    let r = a.get("/items/1").send().await.unwrap();
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(r.upstream().starts_with("r3/c/"), "{}", r.upstream());
+    assert_eq!(a.status().await.services[0].forward_failed_open, 0);
+    assert!(a
+        .metrics()
+        .await
+        .contains("switchyard_forward_fallbacks_total{service=\"svc\",region=\"r3\"} 1"));
+}
