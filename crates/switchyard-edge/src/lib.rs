@@ -134,7 +134,7 @@ pub async fn start(opts: EdgeOptions) -> anyhow::Result<Running> {
         .map_err(|e| anyhow::anyhow!("cannot listen on {admin}: {e}"))?;
     let admin = admin_l.local_addr()?;
     let (tx, rx) = tokio::sync::watch::channel(false);
-    let max_header = snap.config.edge.max_header_bytes;
+    let limits = ClientLimits::of(&edge);
     let mut tasks = Vec::new();
     let mut workers = Vec::new();
     for (i, l) in proxy_ls.into_iter().enumerate() {
@@ -149,7 +149,7 @@ pub async fn start(opts: EdgeOptions) -> anyhow::Result<Running> {
                         .expect("worker runtime");
                     rt.block_on(async move {
                         match TcpListener::from_std(l) {
-                            Ok(l) => serve_proxy(l, edge, rx, max_header).await,
+                            Ok(l) => serve_proxy(l, edge, rx, limits).await,
                             Err(e) => tracing::error!(error = %e, "worker cannot use its listener"),
                         }
                     });
@@ -203,33 +203,86 @@ fn bind_reuseport(addr: SocketAddr) -> anyhow::Result<std::net::TcpListener> {
     Ok(l.into_std()?)
 }
 
+/// Client limits every listener applies to its connections.
+#[derive(Clone, Copy)]
+struct ClientLimits {
+    max_header: usize,
+    header_timeout: Duration,
+}
+
+impl ClientLimits {
+    fn of(edge: &Edge) -> ClientLimits {
+        let e = &edge.snapshot().config.edge;
+        ClientLimits {
+            max_header: e.max_header_bytes,
+            header_timeout: e.client_header_timeout,
+        }
+    }
+
+    fn builder(&self) -> auto::Builder<TokioExecutor> {
+        let mut builder = auto::Builder::new(TokioExecutor::new());
+        // hyper starts this timer whenever it waits for a request head: the
+        // first one and every later one on a keep-alive connection, so it is
+        // also the idle limit between requests.
+        builder
+            .http1()
+            .max_buf_size(self.max_header.max(8192))
+            .keep_alive(true)
+            .timer(hyper_util::rt::TokioTimer::new())
+            .header_read_timeout(self.header_timeout);
+        builder
+            .http2()
+            .timer(hyper_util::rt::TokioTimer::new())
+            .max_header_list_size(self.max_header as u32)
+            .keep_alive_interval(Some(Duration::from_secs(30)))
+            .keep_alive_timeout(Duration::from_secs(20));
+        builder
+    }
+}
+
+/// Runs one connection, closing it if no request has begun within the header
+/// timeout. hyper's own header timer only starts once the auto builder has
+/// read enough to tell HTTP/1 from h2; a client that sends nothing (or less
+/// than the h2 preface) would otherwise hold its socket forever.
+async fn run_conn<F>(conn: F, first: Arc<tokio::sync::Notify>, header_timeout: Duration)
+where
+    F: std::future::Future,
+{
+    let mut conn = std::pin::pin!(conn);
+    tokio::select! {
+        _ = &mut conn => return,
+        _ = first.notified() => {}
+        _ = tokio::time::sleep(header_timeout) => {
+            tracing::debug!("closing a connection that sent no request in time");
+            return;
+        }
+    }
+    conn.await;
+}
+
 async fn serve_proxy(
     l: TcpListener,
     edge: Arc<Edge>,
     mut stop: tokio::sync::watch::Receiver<bool>,
-    max_header: usize,
+    limits: ClientLimits,
 ) {
     let graceful = GracefulShutdown::new();
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .max_buf_size(max_header.max(8192))
-        .keep_alive(true)
-        .timer(hyper_util::rt::TokioTimer::new())
-        .header_read_timeout(Duration::from_secs(30));
-    builder.http2().max_header_list_size(max_header as u32);
+    let builder = limits.builder();
     loop {
         tokio::select! {
             acc = l.accept() => {
                 let Ok((stream, peer)) = acc else { continue };
                 let _ = stream.set_nodelay(true);
                 let edge = edge.clone();
-                let svc = service_fn(move |req| proxy::handle(edge.clone(), req, peer));
+                let first = Arc::new(tokio::sync::Notify::new());
+                let seen = first.clone();
+                let svc = service_fn(move |req| {
+                    seen.notify_one();
+                    proxy::handle(edge.clone(), req, peer)
+                });
                 let conn = builder.serve_connection(TokioIo::new(stream), svc).into_owned();
                 let conn = graceful.watch(conn);
-                tokio::spawn(async move {
-                    let _ = conn.await;
-                });
+                tokio::spawn(run_conn(conn, first, limits.header_timeout));
             }
             _ = stop.wait_for(|s| *s) => break,
         }
@@ -244,18 +297,24 @@ async fn serve_admin(
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
     let stop_conn = stop.clone();
-    let builder = auto::Builder::new(TokioExecutor::new());
+    let limits = ClientLimits::of(&edge);
+    let builder = limits.builder();
     loop {
         tokio::select! {
             acc = l.accept() => {
                 let Ok((stream, _)) = acc else { continue };
                 let edge = edge.clone();
-                let svc = service_fn(move |req| admin::handle(edge.clone(), req));
+                let first = Arc::new(tokio::sync::Notify::new());
+                let seen = first.clone();
+                let svc = service_fn(move |req| {
+                    seen.notify_one();
+                    admin::handle(edge.clone(), req)
+                });
                 let conn = builder.serve_connection(TokioIo::new(stream), svc).into_owned();
                 let mut stop = stop_conn.clone();
                 tokio::spawn(async move {
                     tokio::select! {
-                        _ = conn => {}
+                        _ = run_conn(conn, first, limits.header_timeout) => {}
                         _ = stop.wait_for(|s| *s) => {}
                     }
                 });

@@ -92,6 +92,7 @@ pub mod raw {
         pub max_header_bytes: Option<usize>,
         pub max_body_bytes: Option<usize>,
         pub signal_interval_ms: Option<u64>,
+        pub client_header_timeout_ms: Option<u64>,
     }
 
     #[derive(Debug, Deserialize)]
@@ -300,6 +301,11 @@ pub struct EdgeSettings {
     pub max_header_bytes: usize,
     pub max_body_bytes: usize,
     pub signal_interval: Duration,
+    /// How long a client connection may go without a complete request head:
+    /// from accept to the first request, and between two requests on a
+    /// keep-alive connection (hyper runs one timer for both). nginx:
+    /// `client_header_timeout` 60 s, `keepalive_timeout` 75 s.
+    pub client_header_timeout: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -412,6 +418,7 @@ pub struct Instance {
 
 pub const DEFAULT_MAX_HEADER_BYTES: usize = 16 * 1024;
 pub const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;
+pub const DEFAULT_CLIENT_HEADER_TIMEOUT_MS: u64 = 60_000;
 pub const DEFAULT_CONNECT_MS: u64 = 250;
 pub const DEFAULT_HEADER_MS: u64 = 3_000;
 pub const DEFAULT_TOTAL_MS: u64 = 10_000;
@@ -593,6 +600,15 @@ fn validate_edge(
             format!("must be between 100 and 60000, got {signal_ms}"),
         );
     }
+    let client_header_ms = e
+        .client_header_timeout_ms
+        .unwrap_or(DEFAULT_CLIENT_HEADER_TIMEOUT_MS);
+    if !(100..=3_600_000).contains(&client_header_ms) {
+        errs.push(
+            "edge.client_header_timeout_ms",
+            format!("must be between 100 and 3600000, got {client_header_ms}"),
+        );
+    }
     EdgeSettings {
         admin_token,
         admin_token_env: e.admin_token_env.clone(),
@@ -602,6 +618,7 @@ fn validate_edge(
         max_header_bytes,
         max_body_bytes,
         signal_interval: Duration::from_millis(signal_ms),
+        client_header_timeout: Duration::from_millis(client_header_ms),
     }
 }
 

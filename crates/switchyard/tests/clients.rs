@@ -1,0 +1,90 @@
+//! Clients that hold the edge's resources without using them: connections
+//! that send nothing, send slowly, or never finish. Every test here is a
+//! hostile client on a raw socket against a real edge process.
+
+use std::time::{Duration, Instant};
+
+use switchyard_testkit::{Topology, HOST};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+const BIN: &str = env!("CARGO_BIN_EXE_switchyard");
+
+/// Waits until the edge closes `s` (EOF or reset) and returns how long that
+/// took, or panics after `within`.
+async fn closed_within(s: &mut TcpStream, within: Duration) -> Duration {
+    let t = Instant::now();
+    let mut buf = [0u8; 1024];
+    loop {
+        match tokio::time::timeout(within.saturating_sub(t.elapsed()), s.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return t.elapsed(),
+            Ok(Ok(_)) => continue,
+            Err(_) => panic!("the edge kept the connection open for {within:?}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_connection_that_sends_nothing_is_closed_on_both_listeners() {
+    let lab = Topology::new(BIN, &[("r1", &["a"])]).edge_toml("client_header_timeout_ms = 300");
+    let _ups = lab.start_upstreams().await;
+    let a = lab.start_edge("a").await;
+    for addr in [a.listen, a.admin] {
+        let mut silent = TcpStream::connect(addr).await.unwrap();
+        let took = closed_within(&mut silent, Duration::from_secs(3)).await;
+        assert!(
+            took >= Duration::from_millis(250),
+            "{addr}: closed before the timeout ({took:?})"
+        );
+        // Less than the h2 preface, then nothing: hyper cannot yet tell the
+        // protocol, and the connection must still be closed.
+        let mut partial = TcpStream::connect(addr).await.unwrap();
+        partial.write_all(b"PRI * HT").await.unwrap();
+        closed_within(&mut partial, Duration::from_secs(3)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_idle_keep_alive_connection_is_closed_and_a_slow_valid_client_is_served() {
+    let lab = Topology::new(BIN, &[("r1", &["a"])]).edge_toml("client_header_timeout_ms = 600");
+    let _ups = lab.start_upstreams().await;
+    let a = lab.start_edge("a").await;
+
+    // A slow client, within the limit: the head in three pieces over 300 ms.
+    let mut s = TcpStream::connect(a.listen).await.unwrap();
+    for piece in [
+        "GET /items/1 HTTP/1.1\r\n".to_string(),
+        format!("Host: {HOST}\r\n"),
+        "\r\n".to_string(),
+    ] {
+        s.write_all(piece.as_bytes()).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let head = read_head(&mut s).await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    // Then idle on the kept-alive connection: closed after the timeout.
+    let took = closed_within(&mut s, Duration::from_secs(3)).await;
+    assert!(
+        took >= Duration::from_millis(300),
+        "closed too early ({took:?})"
+    );
+}
+
+/// Reads one response head and as much body as arrives with it.
+async fn read_head(s: &mut TcpStream) -> String {
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !out.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = tokio::time::timeout(Duration::from_secs(3), s.read(&mut buf))
+            .await
+            .expect("a response")
+            .unwrap();
+        assert!(
+            n > 0,
+            "closed before a response: {:?}",
+            String::from_utf8_lossy(&out)
+        );
+        out.extend_from_slice(&buf[..n]);
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
