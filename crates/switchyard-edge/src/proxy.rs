@@ -47,6 +47,70 @@ const HOP_BY_HOP: &[&str] = &[
 
 type Resp = Response<Full<Bytes>>;
 
+/// Reads the whole request body, within `edge.max_body_bytes`, the time
+/// allowed between two reads and the time allowed in all.
+async fn read_body(
+    mut body: Incoming,
+    headers: &HeaderMap,
+    limits: &switchyard_model::config::EdgeSettings,
+) -> Result<Bytes, EdgeError> {
+    let max_body = limits.max_body_bytes;
+    if let Some(len) = headers.get(header::CONTENT_LENGTH) {
+        match len.to_str().ok().and_then(|s| s.parse::<u64>().ok()) {
+            Some(n) if n > max_body as u64 => {
+                return Err(EdgeError::new(
+                    ErrorKind::PayloadTooLarge,
+                    format!("request body is {n} bytes; the limit is {max_body}"),
+                ))
+            }
+            Some(_) => {}
+            None => {
+                return Err(EdgeError::new(
+                    ErrorKind::BadRequest,
+                    "Content-Length is not a number",
+                ))
+            }
+        }
+    }
+    let deadline = tokio::time::Instant::now() + limits.client_body_total_timeout;
+    let mut out = bytes::BytesMut::new();
+    loop {
+        let wait = limits
+            .client_body_timeout
+            .min(deadline.saturating_duration_since(tokio::time::Instant::now()));
+        let frame = match tokio::time::timeout(wait, body.frame()).await {
+            Err(_) => {
+                return Err(EdgeError::new(
+                    ErrorKind::RequestTimeout,
+                    format!(
+                        "the request body stalled ({} bytes received; {:?} allowed between reads, {:?} in all)",
+                        out.len(),
+                        limits.client_body_timeout,
+                        limits.client_body_total_timeout
+                    ),
+                ))
+            }
+            Ok(None) => return Ok(out.freeze()),
+            Ok(Some(Err(e))) => {
+                return Err(EdgeError::new(
+                    ErrorKind::BadRequest,
+                    format!("could not read the request body: {e}"),
+                ))
+            }
+            Ok(Some(Ok(f))) => f,
+        };
+        if let Ok(data) = frame.into_data() {
+            if out.len() + data.len() > max_body {
+                return Err(EdgeError::new(
+                    ErrorKind::PayloadTooLarge,
+                    format!("request body exceeds the limit of {max_body} bytes"),
+                ));
+            }
+            out.extend_from_slice(&data);
+        }
+    }
+}
+
 /// Entry point for every client request.
 pub async fn handle(
     edge: Arc<Edge>,
@@ -143,7 +207,18 @@ async fn serve(
     let no_controls = ServiceControls::default();
     let sc = snap.controls.service(&svc_name).unwrap_or(&no_controls);
 
-    let permit = match rt.admission.try_admit(route.priority, sc.shed_level, start) {
+    // The body arrives before a concurrency slot is taken: it is buffered
+    // whole anyway (so a retry can resend it), and a client that trickles it
+    // in must not hold a slot that protects the instances.
+    let (parts, body) = req.into_parts();
+    let body = read_body(body, &parts.headers, &snap.config.edge)
+        .await
+        .map_err(fail)?;
+
+    let permit = match rt
+        .admission
+        .try_admit(route.priority, sc.shed_level, Instant::now())
+    {
         Ok(p) => p,
         Err(reason) => {
             edge.metrics
@@ -182,46 +257,6 @@ async fn serve(
         }
     }
     let _dec = Dec(&rt.inflight_gauge);
-
-    let (parts, body) = req.into_parts();
-    let max_body = snap.config.edge.max_body_bytes;
-    if let Some(len) = parts.headers.get(header::CONTENT_LENGTH) {
-        match len.to_str().ok().and_then(|s| s.parse::<u64>().ok()) {
-            Some(n) if n > max_body as u64 => {
-                return Err(fail(EdgeError::new(
-                    ErrorKind::PayloadTooLarge,
-                    format!("request body is {n} bytes; the limit is {max_body}"),
-                )))
-            }
-            Some(_) => {}
-            None => {
-                return Err(fail(EdgeError::new(
-                    ErrorKind::BadRequest,
-                    "Content-Length is not a number",
-                )))
-            }
-        }
-    }
-    let body = match Limited::new(body, max_body).collect().await {
-        Ok(b) => b.to_bytes(),
-        Err(e) => {
-            return Err(fail(
-                if e.downcast_ref::<http_body_util::LengthLimitError>()
-                    .is_some()
-                {
-                    EdgeError::new(
-                        ErrorKind::PayloadTooLarge,
-                        format!("request body exceeds the limit of {max_body} bytes"),
-                    )
-                } else {
-                    EdgeError::new(
-                        ErrorKind::BadRequest,
-                        format!("could not read the request body: {e}"),
-                    )
-                },
-            ));
-        }
-    };
 
     let home = home_region(&parts.headers);
     let forwarded = parts.headers.contains_key(FORWARDED);

@@ -93,6 +93,8 @@ pub mod raw {
         pub max_body_bytes: Option<usize>,
         pub signal_interval_ms: Option<u64>,
         pub client_header_timeout_ms: Option<u64>,
+        pub client_body_timeout_ms: Option<u64>,
+        pub client_body_total_timeout_ms: Option<u64>,
     }
 
     #[derive(Debug, Deserialize)]
@@ -306,6 +308,12 @@ pub struct EdgeSettings {
     /// keep-alive connection (hyper runs one timer for both). nginx:
     /// `client_header_timeout` 60 s, `keepalive_timeout` 75 s.
     pub client_header_timeout: Duration,
+    /// The longest wait between two reads of a request body (nginx:
+    /// `client_body_timeout` 60 s).
+    pub client_body_timeout: Duration,
+    /// The longest a whole request body may take to arrive (Envoy's
+    /// `stream_idle_timeout`, 5 min, is the nearest).
+    pub client_body_total_timeout: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -419,6 +427,8 @@ pub struct Instance {
 pub const DEFAULT_MAX_HEADER_BYTES: usize = 16 * 1024;
 pub const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;
 pub const DEFAULT_CLIENT_HEADER_TIMEOUT_MS: u64 = 60_000;
+pub const DEFAULT_CLIENT_BODY_TIMEOUT_MS: u64 = 60_000;
+pub const DEFAULT_CLIENT_BODY_TOTAL_TIMEOUT_MS: u64 = 300_000;
 pub const DEFAULT_CONNECT_MS: u64 = 250;
 pub const DEFAULT_HEADER_MS: u64 = 3_000;
 pub const DEFAULT_TOTAL_MS: u64 = 10_000;
@@ -609,6 +619,25 @@ fn validate_edge(
             format!("must be between 100 and 3600000, got {client_header_ms}"),
         );
     }
+    let ms_in = |v: Option<u64>, def: u64, path: &str, errs: &mut ValidationErrors| {
+        let ms = v.unwrap_or(def);
+        if !(100..=3_600_000).contains(&ms) {
+            errs.push(path, format!("must be between 100 and 3600000, got {ms}"));
+        }
+        Duration::from_millis(ms)
+    };
+    let client_body_timeout = ms_in(
+        e.client_body_timeout_ms,
+        DEFAULT_CLIENT_BODY_TIMEOUT_MS,
+        "edge.client_body_timeout_ms",
+        errs,
+    );
+    let client_body_total_timeout = ms_in(
+        e.client_body_total_timeout_ms,
+        DEFAULT_CLIENT_BODY_TOTAL_TIMEOUT_MS,
+        "edge.client_body_total_timeout_ms",
+        errs,
+    );
     EdgeSettings {
         admin_token,
         admin_token_env: e.admin_token_env.clone(),
@@ -619,6 +648,8 @@ fn validate_edge(
         max_body_bytes,
         signal_interval: Duration::from_millis(signal_ms),
         client_header_timeout: Duration::from_millis(client_header_ms),
+        client_body_timeout,
+        client_body_total_timeout,
     }
 }
 

@@ -88,3 +88,38 @@ async fn read_head(s: &mut TcpStream) -> String {
     }
     String::from_utf8_lossy(&out).into_owned()
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn slow_request_bodies_hold_no_concurrency_slot_and_get_408() {
+    let lab = Topology::new(BIN, &[("r1", &["a"])])
+        .edge_toml("client_body_timeout_ms = 800")
+        .service_toml("[service.limits]\nmax_concurrency = 10\n");
+    let _ups = lab.start_upstreams().await;
+    let a = lab.start_edge("a").await;
+
+    // Thirty clients, three times the limit: a head announcing 100 bytes,
+    // then one byte, then nothing.
+    let mut slow = Vec::new();
+    for _ in 0..30 {
+        let mut s = TcpStream::connect(a.listen).await.unwrap();
+        let head = format!("PUT /items/1 HTTP/1.1\r\nHost: {HOST}\r\nContent-Length: 100\r\n\r\nx");
+        s.write_all(head.as_bytes()).await.unwrap();
+        slow.push(s);
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let t = Instant::now();
+    for path in ["/items/1", "/recommendations"] {
+        let r = a.get(path).send().await.unwrap();
+        assert_eq!(r.status, 200, "{path} while bodies trickle: {}", r.body);
+    }
+    let r = a.put("/items/2").body("{}").send().await.unwrap();
+    assert_eq!(r.status, 200, "a complete write: {}", r.body);
+    assert!(t.elapsed() < Duration::from_millis(500), "served at once");
+
+    for mut s in slow {
+        let head = read_head(&mut s).await;
+        assert!(head.starts_with("HTTP/1.1 408"), "{head}");
+        assert!(head.contains("request_timeout"), "{head}");
+    }
+    assert_eq!(a.status().await.services[0].limits.inflight, 0);
+}
