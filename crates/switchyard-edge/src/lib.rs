@@ -260,6 +260,63 @@ where
     conn.await;
 }
 
+/// What an accept loop does after a failed accept. Running out of file
+/// descriptors (or kernel memory) is not fixed by retrying at once: the
+/// pending connection stays in the backlog and accept fails again, so the
+/// loop would spin a core. It sleeps instead, 10 ms doubling to 1 s, logs
+/// once per episode, and resets on the next accepted connection.
+struct AcceptBackoff {
+    listener: &'static str,
+    delay: Option<Duration>,
+}
+
+impl AcceptBackoff {
+    fn new(listener: &'static str) -> AcceptBackoff {
+        AcceptBackoff {
+            listener,
+            delay: None,
+        }
+    }
+
+    fn accepted(&mut self) {
+        if self.delay.take().is_some() {
+            tracing::info!(listener = self.listener, "accepting connections again");
+        }
+    }
+
+    async fn failed(&mut self, e: &std::io::Error, edge: &Edge) {
+        // Linux errno values; the standard library names none of them.
+        let kind = match e.raw_os_error() {
+            Some(24) => "emfile",
+            Some(23) => "enfile",
+            Some(105) => "enobufs",
+            Some(12) => "enomem",
+            _ => "other",
+        };
+        edge.metrics
+            .accept_errors
+            .get_or_create(&metrics::AcceptLabels {
+                listener: self.listener.into(),
+                kind: kind.into(),
+            })
+            .inc();
+        if kind == "other" {
+            // A connection reset before it was accepted: the next may be fine.
+            tracing::debug!(listener = self.listener, error = %e, "accept failed");
+            return;
+        }
+        let delay = match self.delay {
+            None => {
+                tracing::error!(listener = self.listener, error = %e, "cannot accept connections; backing off until resources free up");
+                Duration::from_millis(10)
+            }
+            Some(d) => (d * 2).min(Duration::from_secs(1)),
+        };
+        self.delay = Some(delay);
+        tokio::time::sleep(delay).await;
+    }
+}
+
 async fn serve_proxy(
     l: TcpListener,
     edge: Arc<Edge>,
@@ -268,24 +325,33 @@ async fn serve_proxy(
 ) {
     let graceful = GracefulShutdown::new();
     let builder = limits.builder();
+    let mut backoff = AcceptBackoff::new("proxy");
     loop {
-        tokio::select! {
-            acc = l.accept() => {
-                let Ok((stream, peer)) = acc else { continue };
-                let _ = stream.set_nodelay(true);
-                let edge = edge.clone();
-                let first = Arc::new(tokio::sync::Notify::new());
-                let seen = first.clone();
-                let svc = service_fn(move |req| {
-                    seen.notify_one();
-                    proxy::handle(edge.clone(), req, peer)
-                });
-                let conn = builder.serve_connection(TokioIo::new(stream), svc).into_owned();
-                let conn = graceful.watch(conn);
-                tokio::spawn(run_conn(conn, first, limits.header_timeout));
-            }
+        let acc = tokio::select! {
+            acc = l.accept() => acc,
             _ = stop.wait_for(|s| *s) => break,
-        }
+        };
+        let (stream, peer) = match acc {
+            Ok(a) => a,
+            Err(e) => {
+                backoff.failed(&e, &edge).await;
+                continue;
+            }
+        };
+        backoff.accepted();
+        let _ = stream.set_nodelay(true);
+        let edge = edge.clone();
+        let first = Arc::new(tokio::sync::Notify::new());
+        let seen = first.clone();
+        let svc = service_fn(move |req| {
+            seen.notify_one();
+            proxy::handle(edge.clone(), req, peer)
+        });
+        let conn = builder
+            .serve_connection(TokioIo::new(stream), svc)
+            .into_owned();
+        let conn = graceful.watch(conn);
+        tokio::spawn(run_conn(conn, first, limits.header_timeout));
     }
     drop(l);
     let _ = tokio::time::timeout(Duration::from_secs(5), graceful.shutdown()).await;
@@ -299,28 +365,37 @@ async fn serve_admin(
     let stop_conn = stop.clone();
     let limits = ClientLimits::of(&edge);
     let builder = limits.builder();
+    let mut backoff = AcceptBackoff::new("admin");
     loop {
-        tokio::select! {
-            acc = l.accept() => {
-                let Ok((stream, _)) = acc else { continue };
-                let edge = edge.clone();
-                let first = Arc::new(tokio::sync::Notify::new());
-                let seen = first.clone();
-                let svc = service_fn(move |req| {
-                    seen.notify_one();
-                    admin::handle(edge.clone(), req)
-                });
-                let conn = builder.serve_connection(TokioIo::new(stream), svc).into_owned();
-                let mut stop = stop_conn.clone();
-                tokio::spawn(async move {
-                    tokio::select! {
-                        _ = run_conn(conn, first, limits.header_timeout) => {}
-                        _ = stop.wait_for(|s| *s) => {}
-                    }
-                });
-            }
+        let acc = tokio::select! {
+            acc = l.accept() => acc,
             _ = stop.wait_for(|s| *s) => break,
-        }
+        };
+        let stream = match acc {
+            Ok((s, _)) => s,
+            Err(e) => {
+                backoff.failed(&e, &edge).await;
+                continue;
+            }
+        };
+        backoff.accepted();
+        let edge = edge.clone();
+        let first = Arc::new(tokio::sync::Notify::new());
+        let seen = first.clone();
+        let svc = service_fn(move |req| {
+            seen.notify_one();
+            admin::handle(edge.clone(), req)
+        });
+        let conn = builder
+            .serve_connection(TokioIo::new(stream), svc)
+            .into_owned();
+        let mut stop = stop_conn.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = run_conn(conn, first, limits.header_timeout) => {}
+                _ = stop.wait_for(|s| *s) => {}
+            }
+        });
     }
 }
 

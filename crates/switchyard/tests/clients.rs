@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use switchyard_testkit::{Topology, HOST};
+use switchyard_testkit::{eventually, Topology, HOST};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -122,4 +122,63 @@ async fn slow_request_bodies_hold_no_concurrency_slot_and_get_408() {
         assert!(head.contains("request_timeout"), "{head}");
     }
     assert_eq!(a.status().await.services[0].limits.inflight, 0);
+}
+
+/// CPU time (user + system) the process has used, in clock ticks.
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // Fields after the command name, which is in parentheses.
+    let rest = &stat[stat.rfind(')').unwrap() + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the whole line: 11 and 12 here.
+    f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn out_of_file_descriptors_the_edge_backs_off_and_recovers() {
+    let lab = Topology::new(BIN, &[("r1", &["a"])]);
+    let _ups = lab.start_upstreams().await;
+    let a = lab.start_edge("a").await;
+    assert_eq!(a.get("/items/1").send().await.unwrap().status, 200);
+    let pid = a.pid().expect("edge running");
+    let ok = std::process::Command::new("prlimit")
+        .args(["--pid", &pid.to_string(), "--nofile=64:64"])
+        .status()
+        .expect("prlimit (util-linux) is installed");
+    assert!(ok.success());
+
+    // More connections than the edge has descriptors: the rest wait in the
+    // backlog and every accept fails with EMFILE.
+    let mut held = Vec::new();
+    for _ in 0..120 {
+        held.push(TcpStream::connect(a.listen).await.unwrap());
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (t0, c0) = (Instant::now(), cpu_ticks(pid));
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let used = (cpu_ticks(pid) - c0) as f64 / 100.0 / t0.elapsed().as_secs_f64();
+    assert!(
+        used < 0.2,
+        "the edge used {used:.2} cores while out of descriptors"
+    );
+
+    drop(held);
+    eventually("the edge serves again", Duration::from_secs(10), || async {
+        match a.get("/items/1").send().await {
+            Ok(r) if r.status == 200 => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    let m = a.metrics().await;
+    assert!(
+        m.contains("switchyard_accept_errors_total{listener=\"proxy\",kind=\"emfile\"}"),
+        "{m}"
+    );
+    let log = a.log();
+    let episodes = log.matches("cannot accept connections").count();
+    assert!(
+        (1..=4).contains(&episodes),
+        "logged once per episode and worker, got {episodes}:\n{log}"
+    );
 }
