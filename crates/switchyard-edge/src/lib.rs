@@ -207,6 +207,7 @@ fn bind_reuseport(addr: SocketAddr) -> anyhow::Result<std::net::TcpListener> {
 #[derive(Clone, Copy)]
 struct ClientLimits {
     max_header: usize,
+    max_headers: usize,
     header_timeout: Duration,
 }
 
@@ -215,6 +216,7 @@ impl ClientLimits {
         let e = &edge.snapshot().config.edge;
         ClientLimits {
             max_header: e.max_header_bytes,
+            max_headers: e.max_headers,
             header_timeout: e.client_header_timeout,
         }
     }
@@ -224,16 +226,20 @@ impl ClientLimits {
         // hyper starts this timer whenever it waits for a request head: the
         // first one and every later one on a keep-alive connection, so it is
         // also the idle limit between requests.
+        // hyper answers a head over its own limits with a bare 400 or 431
+        // it writes itself. Its limits sit at twice ours, so a head between
+        // one and two times a limit reaches `proxy` and gets the JSON answer.
         builder
             .http1()
-            .max_buf_size(self.max_header.max(8192))
+            .max_buf_size((2 * self.max_header).max(8192))
+            .max_headers(2 * self.max_headers)
             .keep_alive(true)
             .timer(hyper_util::rt::TokioTimer::new())
             .header_read_timeout(self.header_timeout);
         builder
             .http2()
             .timer(hyper_util::rt::TokioTimer::new())
-            .max_header_list_size(self.max_header as u32)
+            .max_header_list_size(2 * self.max_header as u32)
             .keep_alive_interval(Some(Duration::from_secs(30)))
             .keep_alive_timeout(Duration::from_secs(20));
         builder

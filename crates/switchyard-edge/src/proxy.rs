@@ -185,6 +185,28 @@ async fn serve(
             None,
         ));
     }
+    let max_headers = snap.config.edge.max_headers;
+    if req.headers().len() > max_headers {
+        return Err((
+            EdgeError::new(
+                ErrorKind::HeadersTooLarge,
+                format!(
+                    "the request has {} headers; the limit is {max_headers}",
+                    req.headers().len()
+                ),
+            ),
+            None,
+        ));
+    }
+    if req.headers().get_all(header::HOST).iter().count() > 1 {
+        return Err((
+            EdgeError::new(
+                ErrorKind::BadRequest,
+                "the request has more than one Host header",
+            ),
+            None,
+        ));
+    }
     let Some(host) = request_host(&req) else {
         return Err((
             EdgeError::new(ErrorKind::BadRequest, "the request has no Host header"),
@@ -319,10 +341,42 @@ struct Outbound {
     body: Bytes,
 }
 
+/// Whether a header belongs to one connection and must not be forwarded:
+/// the fixed hop-by-hop set, and every header the message's `Connection`
+/// header names (RFC 9110 §7.6.1).
+fn is_hop_by_hop(name: &HeaderName, connection: &[String]) -> bool {
+    HOP_BY_HOP.contains(&name.as_str()) || connection.iter().any(|c| c == name.as_str())
+}
+
+/// The header names listed in `Connection`, lower-cased.
+fn connection_tokens(h: &HeaderMap) -> Vec<String> {
+    h.get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|t| t.trim().to_ascii_lowercase())
+        .filter(|t| !t.is_empty())
+        .collect()
+}
+
+/// Drops hop-by-hop headers from a message in place.
+fn strip_hop_by_hop(h: &mut HeaderMap) {
+    let connection = connection_tokens(h);
+    let names: Vec<HeaderName> = h
+        .keys()
+        .filter(|k| is_hop_by_hop(k, &connection))
+        .cloned()
+        .collect();
+    for n in names {
+        h.remove(n);
+    }
+}
+
 fn outbound_headers(h: &HeaderMap, host: &str, peer: SocketAddr) -> HeaderMap {
     let mut out = HeaderMap::with_capacity(h.len() + 3);
+    let connection = connection_tokens(h);
     for (k, v) in h {
-        if !HOP_BY_HOP.contains(&k.as_str()) && k != header::HOST {
+        if !is_hop_by_hop(k, &connection) && k != header::HOST {
             out.append(k.clone(), v.clone());
         }
     }
@@ -615,9 +669,7 @@ async fn send(
             }
             Ok(Ok(b)) => b.to_bytes(),
         };
-    for h in HOP_BY_HOP {
-        parts.headers.remove(*h);
-    }
+    strip_hop_by_hop(&mut parts.headers);
     parts.version = Version::HTTP_11;
     Ok(Response::from_parts(parts, Full::new(body)))
 }

@@ -90,6 +90,7 @@ pub mod raw {
         pub controls_file: Option<String>,
         pub control_url: Option<String>,
         pub max_header_bytes: Option<usize>,
+        pub max_headers: Option<usize>,
         pub max_body_bytes: Option<usize>,
         pub signal_interval_ms: Option<u64>,
         pub client_header_timeout_ms: Option<u64>,
@@ -301,6 +302,8 @@ pub struct EdgeSettings {
     pub controls_file: Option<String>,
     pub control_url: Option<String>,
     pub max_header_bytes: usize,
+    /// The most header fields a request may carry.
+    pub max_headers: usize,
     pub max_body_bytes: usize,
     pub signal_interval: Duration,
     /// How long a client connection may go without a complete request head:
@@ -424,7 +427,10 @@ pub struct Instance {
     pub addr: SocketAddr,
 }
 
-pub const DEFAULT_MAX_HEADER_BYTES: usize = 16 * 1024;
+/// nginx: `large_client_header_buffers` 4 × 8 KiB.
+pub const DEFAULT_MAX_HEADER_BYTES: usize = 32 * 1024;
+/// nginx has no count limit (only bytes); Envoy's `max_headers_count` is 100.
+pub const DEFAULT_MAX_HEADERS: usize = 500;
 pub const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;
 pub const DEFAULT_CLIENT_HEADER_TIMEOUT_MS: u64 = 60_000;
 pub const DEFAULT_CLIENT_BODY_TIMEOUT_MS: u64 = 60_000;
@@ -596,6 +602,13 @@ fn validate_edge(
             format!("must be between 1024 and 1048576, got {max_header_bytes}"),
         );
     }
+    let max_headers = e.max_headers.unwrap_or(DEFAULT_MAX_HEADERS);
+    if !(16..=10_000).contains(&max_headers) {
+        errs.push(
+            "edge.max_headers",
+            format!("must be between 16 and 10000, got {max_headers}"),
+        );
+    }
     let max_body_bytes = e.max_body_bytes.unwrap_or(DEFAULT_MAX_BODY_BYTES);
     if max_body_bytes == 0 || max_body_bytes > 1024 * 1024 * 1024 {
         errs.push(
@@ -645,6 +658,7 @@ fn validate_edge(
         controls_file: e.controls_file.clone(),
         control_url: e.control_url.clone(),
         max_header_bytes,
+        max_headers,
         max_body_bytes,
         signal_interval: Duration::from_millis(signal_ms),
         client_header_timeout: Duration::from_millis(client_header_ms),

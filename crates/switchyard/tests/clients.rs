@@ -182,3 +182,74 @@ async fn out_of_file_descriptors_the_edge_backs_off_and_recovers() {
         "logged once per episode and worker, got {episodes}:\n{log}"
     );
 }
+
+/// Sends one raw request and reads until the edge closes or 3 s pass.
+async fn raw(addr: std::net::SocketAddr, request: &str) -> String {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(request.as_bytes()).await.unwrap();
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(3), s.read_to_end(&mut out)).await;
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn headers_are_parsed_as_generously_as_nginx_and_as_strictly_as_the_rfc() {
+    let lab = Topology::new(BIN, &[("r1", &["a"])]).instances_per_zone(1);
+    let ups = lab.start_upstreams().await;
+    let up = ups.values().next().unwrap();
+    let a = lab.start_edge("a").await;
+
+    // 150 ordinary headers, about 3 KB: served.
+    let many: String = (0..150)
+        .map(|i| format!("x-h-{i:03}: v{i:03}\r\n"))
+        .collect();
+    let r = raw(
+        a.listen,
+        &format!("GET /items/1 HTTP/1.1\r\nHost: {HOST}\r\n{many}Connection: close\r\n\r\n"),
+    )
+    .await;
+    assert!(r.starts_with("HTTP/1.1 200"), "{r}");
+    assert_eq!(up.last_header("x-h-149").as_deref(), Some("v149"));
+
+    // Two Host headers: which one is meant is ambiguous, so refused.
+    let r = raw(
+        a.listen,
+        &format!(
+            "GET /items/1 HTTP/1.1\r\nHost: {HOST}\r\nHost: evil.test\r\nConnection: close\r\n\r\n"
+        ),
+    )
+    .await;
+    assert!(r.starts_with("HTTP/1.1 400"), "{r}");
+    assert!(r.contains("\"error\":\"bad_request\""), "{r}");
+
+    // Headers named in Connection are for this hop only.
+    let r = raw(
+        a.listen,
+        &format!(
+            "GET /items/1 HTTP/1.1\r\nHost: {HOST}\r\nConnection: close, X-Secret\r\n\
+             X-Secret: 1\r\nX-Kept: 2\r\n\r\n"
+        ),
+    )
+    .await;
+    assert!(r.starts_with("HTTP/1.1 200"), "{r}");
+    assert_eq!(up.last_header("x-secret"), None);
+    assert_eq!(up.last_header("x-kept").as_deref(), Some("2"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn header_limits_are_configurable_and_answered_in_json() {
+    let lab = Topology::new(BIN, &[("r1", &["a"])]).edge_toml("max_headers = 20");
+    let _ups = lab.start_upstreams().await;
+    let a = lab.start_edge("a").await;
+    let head = |n: usize| {
+        let hs: String = (0..n).map(|i| format!("x-h-{i}: v\r\n")).collect();
+        format!("GET /items/1 HTTP/1.1\r\nHost: {HOST}\r\n{hs}Connection: close\r\n\r\n")
+    };
+    assert!(raw(a.listen, &head(15)).await.starts_with("HTTP/1.1 200"));
+    let r = raw(a.listen, &head(30)).await;
+    assert!(r.starts_with("HTTP/1.1 431"), "{r}");
+    assert!(r.contains("\"error\":\"headers_too_large\""), "{r}");
+    // Past twice the limit hyper's parser answers itself, without a body.
+    let r = raw(a.listen, &head(60)).await;
+    assert!(r.starts_with("HTTP/1.1 431"), "{r}");
+}
