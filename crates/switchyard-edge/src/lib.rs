@@ -5,6 +5,7 @@
 #![forbid(unsafe_code)]
 
 pub mod admin;
+pub mod conn;
 pub mod error;
 pub mod metrics;
 pub mod outlier;
@@ -15,6 +16,7 @@ pub mod signals;
 pub mod sources;
 pub mod state;
 
+use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -209,6 +211,7 @@ struct ClientLimits {
     max_header: usize,
     max_headers: usize,
     header_timeout: Duration,
+    idle_timeout: Duration,
 }
 
 impl ClientLimits {
@@ -218,6 +221,7 @@ impl ClientLimits {
             max_header: e.max_header_bytes,
             max_headers: e.max_headers,
             header_timeout: e.client_header_timeout,
+            idle_timeout: e.client_idle_timeout,
         }
     }
 
@@ -244,26 +248,6 @@ impl ClientLimits {
             .keep_alive_timeout(Duration::from_secs(20));
         builder
     }
-}
-
-/// Runs one connection, closing it if no request has begun within the header
-/// timeout. hyper's own header timer only starts once the auto builder has
-/// read enough to tell HTTP/1 from h2; a client that sends nothing (or less
-/// than the h2 preface) would otherwise hold its socket forever.
-async fn run_conn<F>(conn: F, first: Arc<tokio::sync::Notify>, header_timeout: Duration)
-where
-    F: std::future::Future,
-{
-    let mut conn = std::pin::pin!(conn);
-    tokio::select! {
-        _ = &mut conn => return,
-        _ = first.notified() => {}
-        _ = tokio::time::sleep(header_timeout) => {
-            tracing::debug!("closing a connection that sent no request in time");
-            return;
-        }
-    }
-    conn.await;
 }
 
 /// What an accept loop does after a failed accept. Running out of file
@@ -347,17 +331,26 @@ async fn serve_proxy(
         backoff.accepted();
         let _ = stream.set_nodelay(true);
         let edge = edge.clone();
-        let first = Arc::new(tokio::sync::Notify::new());
-        let seen = first.clone();
+        let activity = conn::Activity::new();
+        let seen = activity.clone();
         let svc = service_fn(move |req| {
-            seen.notify_one();
-            proxy::handle(edge.clone(), req, peer)
+            let in_flight = seen.begin();
+            let resp = proxy::handle(edge.clone(), req, peer);
+            async move {
+                let r = resp.await?;
+                Ok::<_, Infallible>(r.map(|b| conn::Tracked::new(b, in_flight)))
+            }
         });
         let conn = builder
             .serve_connection(TokioIo::new(stream), svc)
             .into_owned();
         let conn = graceful.watch(conn);
-        tokio::spawn(run_conn(conn, first, limits.header_timeout));
+        tokio::spawn(conn::run(
+            conn,
+            activity,
+            limits.header_timeout,
+            limits.idle_timeout,
+        ));
     }
     drop(l);
     let _ = tokio::time::timeout(Duration::from_secs(5), graceful.shutdown()).await;
@@ -386,11 +379,15 @@ async fn serve_admin(
         };
         backoff.accepted();
         let edge = edge.clone();
-        let first = Arc::new(tokio::sync::Notify::new());
-        let seen = first.clone();
+        let activity = conn::Activity::new();
+        let seen = activity.clone();
         let svc = service_fn(move |req| {
-            seen.notify_one();
-            admin::handle(edge.clone(), req)
+            let in_flight = seen.begin();
+            let resp = admin::handle(edge.clone(), req);
+            async move {
+                let r = resp.await?;
+                Ok::<_, Infallible>(r.map(|b| conn::Tracked::new(b, in_flight)))
+            }
         });
         let conn = builder
             .serve_connection(TokioIo::new(stream), svc)
@@ -398,7 +395,7 @@ async fn serve_admin(
         let mut stop = stop_conn.clone();
         tokio::spawn(async move {
             tokio::select! {
-                _ = run_conn(conn, first, limits.header_timeout) => {}
+                _ = conn::run(conn, activity, limits.header_timeout, limits.idle_timeout) => {}
                 _ = stop.wait_for(|s| *s) => {}
             }
         });

@@ -95,6 +95,7 @@ pub mod raw {
         pub signal_interval_ms: Option<u64>,
         pub client_header_timeout_ms: Option<u64>,
         pub client_body_timeout_ms: Option<u64>,
+        pub client_idle_timeout_ms: Option<u64>,
         pub client_body_total_timeout_ms: Option<u64>,
     }
 
@@ -311,6 +312,10 @@ pub struct EdgeSettings {
     /// keep-alive connection (hyper runs one timer for both). nginx:
     /// `client_header_timeout` 60 s, `keepalive_timeout` 75 s.
     pub client_header_timeout: Duration,
+    /// How long a client connection may stay open with no request in flight
+    /// (h2 between streams; HTTP/1.1 is closed first by the header timeout).
+    /// nginx: `keepalive_timeout` 75 s (HTTP/2 too); Envoy: `idle_timeout` 1 h.
+    pub client_idle_timeout: Duration,
     /// The longest wait between two reads of a request body (nginx:
     /// `client_body_timeout` 60 s).
     pub client_body_timeout: Duration,
@@ -434,6 +439,7 @@ pub const DEFAULT_MAX_HEADERS: usize = 500;
 pub const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;
 pub const DEFAULT_CLIENT_HEADER_TIMEOUT_MS: u64 = 60_000;
 pub const DEFAULT_CLIENT_BODY_TIMEOUT_MS: u64 = 60_000;
+pub const DEFAULT_CLIENT_IDLE_TIMEOUT_MS: u64 = 75_000;
 pub const DEFAULT_CLIENT_BODY_TOTAL_TIMEOUT_MS: u64 = 300_000;
 pub const DEFAULT_CONNECT_MS: u64 = 250;
 pub const DEFAULT_HEADER_MS: u64 = 3_000;
@@ -645,6 +651,12 @@ fn validate_edge(
         "edge.client_body_timeout_ms",
         errs,
     );
+    let client_idle_timeout = ms_in(
+        e.client_idle_timeout_ms,
+        DEFAULT_CLIENT_IDLE_TIMEOUT_MS,
+        "edge.client_idle_timeout_ms",
+        errs,
+    );
     let client_body_total_timeout = ms_in(
         e.client_body_total_timeout_ms,
         DEFAULT_CLIENT_BODY_TOTAL_TIMEOUT_MS,
@@ -664,6 +676,7 @@ fn validate_edge(
         client_header_timeout: Duration::from_millis(client_header_ms),
         client_body_timeout,
         client_body_total_timeout,
+        client_idle_timeout,
     }
 }
 

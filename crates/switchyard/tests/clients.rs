@@ -253,3 +253,38 @@ async fn header_limits_are_configurable_and_answered_in_json() {
     let r = raw(a.listen, &head(60)).await;
     assert!(r.starts_with("HTTP/1.1 431"), "{r}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_idle_h2_connection_is_closed_after_the_idle_timeout() {
+    use http_body_util::{BodyExt, Empty};
+    let lab = Topology::new(BIN, &[("r1", &["a"])]).edge_toml("client_idle_timeout_ms = 600");
+    let _ups = lab.start_upstreams().await;
+    let a = lab.start_edge("a").await;
+    let io = hyper_util::rt::TokioIo::new(TcpStream::connect(a.listen).await.unwrap());
+    let (mut send, conn) = hyper::client::conn::http2::handshake::<_, _, Empty<bytes::Bytes>>(
+        hyper_util::rt::TokioExecutor::new(),
+        io,
+    )
+    .await
+    .unwrap();
+    let conn = tokio::spawn(conn);
+    // Two requests 400 ms apart: each is within the idle limit.
+    for _ in 0..2 {
+        let req = http::Request::get(format!("http://{HOST}/items/1"))
+            .body(Empty::new())
+            .unwrap();
+        let resp = send.send_request(req).await.unwrap();
+        assert_eq!(resp.status(), 200);
+        resp.into_body().collect().await.unwrap();
+        tokio::time::sleep(Duration::from_millis(400)).await;
+    }
+    let t = Instant::now();
+    let _ = tokio::time::timeout(Duration::from_secs(3), conn)
+        .await
+        .expect("the edge closed the idle h2 connection");
+    let took = t.elapsed();
+    assert!(
+        took >= Duration::from_millis(100),
+        "closed too early ({took:?})"
+    );
+}
