@@ -24,6 +24,8 @@ pub enum ErrorKind {
     UnknownService,
     PayloadTooLarge,
     HeadersTooLarge,
+    /// The request body did not arrive in time (between two reads or in all).
+    RequestTimeout,
     Shed,
     ReadOnly,
     /// An injected abort; answered with the fault's status.
@@ -43,7 +45,9 @@ impl ErrorKind {
     pub fn origin(self) -> Origin {
         use ErrorKind::*;
         match self {
-            BadRequest | UnknownService | PayloadTooLarge | HeadersTooLarge => Origin::Client,
+            BadRequest | UnknownService | PayloadTooLarge | HeadersTooLarge | RequestTimeout => {
+                Origin::Client
+            }
             Shed | ReadOnly | FaultAbort => Origin::Edge,
             NoInstance | UpstreamConnect | UpstreamTimeout | UpstreamProtocol => Origin::Upstream,
         }
@@ -70,6 +74,7 @@ impl ErrorKind {
             UnknownService => StatusCode::NOT_FOUND,
             PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             Shed | ReadOnly | NoInstance => StatusCode::SERVICE_UNAVAILABLE,
             FaultAbort => StatusCode::SERVICE_UNAVAILABLE,
             UpstreamConnect | UpstreamProtocol => StatusCode::BAD_GATEWAY,
@@ -83,7 +88,7 @@ impl ErrorKind {
     pub fn class(self) -> ErrorClass {
         use ErrorKind::*;
         match self {
-            BadRequest | UnknownService | PayloadTooLarge | HeadersTooLarge => {
+            BadRequest | UnknownService | PayloadTooLarge | HeadersTooLarge | RequestTimeout => {
                 ErrorClass::BadRequest
             }
             Shed => ErrorClass::Shed,
@@ -105,6 +110,7 @@ impl ErrorKind {
             UnknownService => "unknown_service",
             PayloadTooLarge => "payload_too_large",
             HeadersTooLarge => "headers_too_large",
+            RequestTimeout => "request_timeout",
             Shed => "shed",
             ReadOnly => "read_only",
             FaultAbort => "fault",

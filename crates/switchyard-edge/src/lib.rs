@@ -5,6 +5,7 @@
 #![forbid(unsafe_code)]
 
 pub mod admin;
+pub mod conn;
 pub mod error;
 pub mod metrics;
 pub mod outlier;
@@ -15,6 +16,7 @@ pub mod signals;
 pub mod sources;
 pub mod state;
 
+use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -148,7 +150,7 @@ pub async fn start(opts: EdgeOptions) -> anyhow::Result<Running> {
         .map_err(|e| anyhow::anyhow!("cannot listen on {admin}: {e}"))?;
     let admin = admin_l.local_addr()?;
     let (tx, rx) = tokio::sync::watch::channel(false);
-    let max_header = snap.config.edge.max_header_bytes;
+    let limits = ClientLimits::of(&edge);
     let mut tasks = Vec::new();
     let mut workers = Vec::new();
     for (i, l) in proxy_ls.into_iter().enumerate() {
@@ -163,7 +165,7 @@ pub async fn start(opts: EdgeOptions) -> anyhow::Result<Running> {
                         .expect("worker runtime");
                     rt.block_on(async move {
                         match TcpListener::from_std(l) {
-                            Ok(l) => serve_proxy(l, edge, rx, max_header).await,
+                            Ok(l) => serve_proxy(l, edge, rx, limits).await,
                             Err(e) => tracing::error!(error = %e, "worker cannot use its listener"),
                         }
                     });
@@ -218,36 +220,152 @@ fn bind_reuseport(addr: SocketAddr) -> anyhow::Result<std::net::TcpListener> {
     Ok(l.into_std()?)
 }
 
+/// Client limits every listener applies to its connections.
+#[derive(Clone, Copy)]
+struct ClientLimits {
+    max_header: usize,
+    max_headers: usize,
+    header_timeout: Duration,
+    idle_timeout: Duration,
+}
+
+impl ClientLimits {
+    fn of(edge: &Edge) -> ClientLimits {
+        let e = &edge.snapshot().config.edge;
+        ClientLimits {
+            max_header: e.max_header_bytes,
+            max_headers: e.max_headers,
+            header_timeout: e.client_header_timeout,
+            idle_timeout: e.client_idle_timeout,
+        }
+    }
+
+    fn builder(&self) -> auto::Builder<TokioExecutor> {
+        let mut builder = auto::Builder::new(TokioExecutor::new());
+        // hyper starts this timer whenever it waits for a request head: the
+        // first one and every later one on a keep-alive connection, so it is
+        // also the idle limit between requests.
+        // hyper answers a head over its own limits with a bare 400 or 431
+        // it writes itself. Its limits sit at twice ours, so a head between
+        // one and two times a limit reaches `proxy` and gets the JSON answer.
+        builder
+            .http1()
+            .max_buf_size((2 * self.max_header).max(8192))
+            .max_headers(2 * self.max_headers)
+            .keep_alive(true)
+            .timer(hyper_util::rt::TokioTimer::new())
+            .header_read_timeout(self.header_timeout);
+        builder
+            .http2()
+            .timer(hyper_util::rt::TokioTimer::new())
+            .max_header_list_size(2 * self.max_header as u32)
+            .keep_alive_interval(Some(Duration::from_secs(30)))
+            .keep_alive_timeout(Duration::from_secs(20));
+        builder
+    }
+}
+
+/// What an accept loop does after a failed accept. Running out of file
+/// descriptors (or kernel memory) is not fixed by retrying at once: the
+/// pending connection stays in the backlog and accept fails again, so the
+/// loop would spin a core. It sleeps instead, 10 ms doubling to 1 s, logs
+/// once per episode, and resets on the next accepted connection.
+struct AcceptBackoff {
+    listener: &'static str,
+    delay: Option<Duration>,
+}
+
+impl AcceptBackoff {
+    fn new(listener: &'static str) -> AcceptBackoff {
+        AcceptBackoff {
+            listener,
+            delay: None,
+        }
+    }
+
+    fn accepted(&mut self) {
+        if self.delay.take().is_some() {
+            tracing::info!(listener = self.listener, "accepting connections again");
+        }
+    }
+
+    async fn failed(&mut self, e: &std::io::Error, edge: &Edge) {
+        // Linux errno values; the standard library names none of them.
+        let kind = match e.raw_os_error() {
+            Some(24) => "emfile",
+            Some(23) => "enfile",
+            Some(105) => "enobufs",
+            Some(12) => "enomem",
+            _ => "other",
+        };
+        edge.metrics
+            .accept_errors
+            .get_or_create(&metrics::AcceptLabels {
+                listener: self.listener.into(),
+                kind: kind.into(),
+            })
+            .inc();
+        if kind == "other" {
+            // A connection reset before it was accepted: the next may be fine.
+            tracing::debug!(listener = self.listener, error = %e, "accept failed");
+            return;
+        }
+        let delay = match self.delay {
+            None => {
+                tracing::error!(listener = self.listener, error = %e, "cannot accept connections; backing off until resources free up");
+                Duration::from_millis(10)
+            }
+            Some(d) => (d * 2).min(Duration::from_secs(1)),
+        };
+        self.delay = Some(delay);
+        tokio::time::sleep(delay).await;
+    }
+}
+
 async fn serve_proxy(
     l: TcpListener,
     edge: Arc<Edge>,
     mut stop: tokio::sync::watch::Receiver<bool>,
-    max_header: usize,
+    limits: ClientLimits,
 ) {
     let graceful = GracefulShutdown::new();
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .max_buf_size(max_header.max(8192))
-        .keep_alive(true)
-        .timer(hyper_util::rt::TokioTimer::new())
-        .header_read_timeout(Duration::from_secs(30));
-    builder.http2().max_header_list_size(max_header as u32);
+    let builder = limits.builder();
+    let mut backoff = AcceptBackoff::new("proxy");
     loop {
-        tokio::select! {
-            acc = l.accept() => {
-                let Ok((stream, peer)) = acc else { continue };
-                let _ = stream.set_nodelay(true);
-                let edge = edge.clone();
-                let svc = service_fn(move |req| proxy::handle(edge.clone(), req, peer));
-                let conn = builder.serve_connection(TokioIo::new(stream), svc).into_owned();
-                let conn = graceful.watch(conn);
-                tokio::spawn(async move {
-                    let _ = conn.await;
-                });
-            }
+        let acc = tokio::select! {
+            acc = l.accept() => acc,
             _ = stop.wait_for(|s| *s) => break,
-        }
+        };
+        let (stream, peer) = match acc {
+            Ok(a) => a,
+            Err(e) => {
+                backoff.failed(&e, &edge).await;
+                continue;
+            }
+        };
+        backoff.accepted();
+        let _ = stream.set_nodelay(true);
+        let edge = edge.clone();
+        let activity = conn::Activity::new();
+        let seen = activity.clone();
+        let svc = service_fn(move |req| {
+            let in_flight = seen.begin();
+            let resp = proxy::handle(edge.clone(), req, peer);
+            async move {
+                let r = resp.await?;
+                Ok::<_, Infallible>(r.map(|b| conn::Tracked::new(b, in_flight)))
+            }
+        });
+        let conn = builder
+            .serve_connection(TokioIo::new(stream), svc)
+            .into_owned();
+        let conn = graceful.watch(conn);
+        tokio::spawn(conn::run(
+            conn,
+            activity,
+            limits.header_timeout,
+            limits.idle_timeout,
+        ));
     }
     drop(l);
     let _ = tokio::time::timeout(Duration::from_secs(5), graceful.shutdown()).await;
@@ -259,24 +377,43 @@ async fn serve_admin(
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
     let stop_conn = stop.clone();
-    let builder = auto::Builder::new(TokioExecutor::new());
+    let limits = ClientLimits::of(&edge);
+    let builder = limits.builder();
+    let mut backoff = AcceptBackoff::new("admin");
     loop {
-        tokio::select! {
-            acc = l.accept() => {
-                let Ok((stream, _)) = acc else { continue };
-                let edge = edge.clone();
-                let svc = service_fn(move |req| admin::handle(edge.clone(), req));
-                let conn = builder.serve_connection(TokioIo::new(stream), svc).into_owned();
-                let mut stop = stop_conn.clone();
-                tokio::spawn(async move {
-                    tokio::select! {
-                        _ = conn => {}
-                        _ = stop.wait_for(|s| *s) => {}
-                    }
-                });
-            }
+        let acc = tokio::select! {
+            acc = l.accept() => acc,
             _ = stop.wait_for(|s| *s) => break,
-        }
+        };
+        let stream = match acc {
+            Ok((s, _)) => s,
+            Err(e) => {
+                backoff.failed(&e, &edge).await;
+                continue;
+            }
+        };
+        backoff.accepted();
+        let edge = edge.clone();
+        let activity = conn::Activity::new();
+        let seen = activity.clone();
+        let svc = service_fn(move |req| {
+            let in_flight = seen.begin();
+            let resp = admin::handle(edge.clone(), req);
+            async move {
+                let r = resp.await?;
+                Ok::<_, Infallible>(r.map(|b| conn::Tracked::new(b, in_flight)))
+            }
+        });
+        let conn = builder
+            .serve_connection(TokioIo::new(stream), svc)
+            .into_owned();
+        let mut stop = stop_conn.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = conn::run(conn, activity, limits.header_timeout, limits.idle_timeout) => {}
+                _ = stop.wait_for(|s| *s) => {}
+            }
+        });
     }
 }
 

@@ -64,6 +64,14 @@ pub struct OutcomeLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AcceptLabels {
+    /// `proxy` or `admin`.
+    pub listener: String,
+    /// `emfile`, `enfile`, `enobufs`, `enomem` or `other`.
+    pub kind: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct SourceLabels {
     pub source: String,
     pub result: String,
@@ -88,6 +96,7 @@ pub struct Metrics {
     pub inflight: Family<ServiceLabels, Gauge>,
     pub updates: Family<SourceLabels, Counter>,
     pub control_plane_connected: Gauge,
+    pub accept_errors: Family<AcceptLabels, Counter>,
 }
 
 fn latency_histogram() -> Histogram {
@@ -115,6 +124,12 @@ impl Metrics {
         let inflight = Family::default();
         let updates = Family::default();
         let control_plane_connected = Gauge::default();
+        let accept_errors = Family::default();
+        registry.register(
+            "accept_errors",
+            "Failed accepts on a listener, by listener and cause (emfile: out of file descriptors)",
+            accept_errors.clone(),
+        );
         registry.register(
             "requests",
             "Requests answered, by service, route kind, serving zone, instance and status class",
@@ -199,6 +214,7 @@ impl Metrics {
             inflight,
             updates,
             control_plane_connected,
+            accept_errors,
         }
     }
 

@@ -47,6 +47,70 @@ const HOP_BY_HOP: &[&str] = &[
 
 type Resp = Response<Full<Bytes>>;
 
+/// Reads the whole request body, within `edge.max_body_bytes`, the time
+/// allowed between two reads and the time allowed in all.
+async fn read_body(
+    mut body: Incoming,
+    headers: &HeaderMap,
+    limits: &switchyard_model::config::EdgeSettings,
+) -> Result<Bytes, EdgeError> {
+    let max_body = limits.max_body_bytes;
+    if let Some(len) = headers.get(header::CONTENT_LENGTH) {
+        match len.to_str().ok().and_then(|s| s.parse::<u64>().ok()) {
+            Some(n) if n > max_body as u64 => {
+                return Err(EdgeError::new(
+                    ErrorKind::PayloadTooLarge,
+                    format!("request body is {n} bytes; the limit is {max_body}"),
+                ))
+            }
+            Some(_) => {}
+            None => {
+                return Err(EdgeError::new(
+                    ErrorKind::BadRequest,
+                    "Content-Length is not a number",
+                ))
+            }
+        }
+    }
+    let deadline = tokio::time::Instant::now() + limits.client_body_total_timeout;
+    let mut out = bytes::BytesMut::new();
+    loop {
+        let wait = limits
+            .client_body_timeout
+            .min(deadline.saturating_duration_since(tokio::time::Instant::now()));
+        let frame = match tokio::time::timeout(wait, body.frame()).await {
+            Err(_) => {
+                return Err(EdgeError::new(
+                    ErrorKind::RequestTimeout,
+                    format!(
+                        "the request body stalled ({} bytes received; {:?} allowed between reads, {:?} in all)",
+                        out.len(),
+                        limits.client_body_timeout,
+                        limits.client_body_total_timeout
+                    ),
+                ))
+            }
+            Ok(None) => return Ok(out.freeze()),
+            Ok(Some(Err(e))) => {
+                return Err(EdgeError::new(
+                    ErrorKind::BadRequest,
+                    format!("could not read the request body: {e}"),
+                ))
+            }
+            Ok(Some(Ok(f))) => f,
+        };
+        if let Ok(data) = frame.into_data() {
+            if out.len() + data.len() > max_body {
+                return Err(EdgeError::new(
+                    ErrorKind::PayloadTooLarge,
+                    format!("request body exceeds the limit of {max_body} bytes"),
+                ));
+            }
+            out.extend_from_slice(&data);
+        }
+    }
+}
+
 /// Entry point for every client request.
 pub async fn handle(
     edge: Arc<Edge>,
@@ -121,6 +185,28 @@ async fn serve(
             None,
         ));
     }
+    let max_headers = snap.config.edge.max_headers;
+    if req.headers().len() > max_headers {
+        return Err((
+            EdgeError::new(
+                ErrorKind::HeadersTooLarge,
+                format!(
+                    "the request has {} headers; the limit is {max_headers}",
+                    req.headers().len()
+                ),
+            ),
+            None,
+        ));
+    }
+    if req.headers().get_all(header::HOST).iter().count() > 1 {
+        return Err((
+            EdgeError::new(
+                ErrorKind::BadRequest,
+                "the request has more than one Host header",
+            ),
+            None,
+        ));
+    }
     let Some(host) = request_host(&req) else {
         return Err((
             EdgeError::new(ErrorKind::BadRequest, "the request has no Host header"),
@@ -143,7 +229,18 @@ async fn serve(
     let no_controls = ServiceControls::default();
     let sc = snap.controls.service(&svc_name).unwrap_or(&no_controls);
 
-    let permit = match rt.admission.try_admit(route.priority, sc.shed_level, start) {
+    // The body arrives before a concurrency slot is taken: it is buffered
+    // whole anyway (so a retry can resend it), and a client that trickles it
+    // in must not hold a slot that protects the instances.
+    let (parts, body) = req.into_parts();
+    let body = read_body(body, &parts.headers, &snap.config.edge)
+        .await
+        .map_err(fail)?;
+
+    let permit = match rt
+        .admission
+        .try_admit(route.priority, sc.shed_level, Instant::now())
+    {
         Ok(p) => p,
         Err(reason) => {
             edge.metrics
@@ -182,46 +279,6 @@ async fn serve(
         }
     }
     let _dec = Dec(&rt.inflight_gauge);
-
-    let (parts, body) = req.into_parts();
-    let max_body = snap.config.edge.max_body_bytes;
-    if let Some(len) = parts.headers.get(header::CONTENT_LENGTH) {
-        match len.to_str().ok().and_then(|s| s.parse::<u64>().ok()) {
-            Some(n) if n > max_body as u64 => {
-                return Err(fail(EdgeError::new(
-                    ErrorKind::PayloadTooLarge,
-                    format!("request body is {n} bytes; the limit is {max_body}"),
-                )))
-            }
-            Some(_) => {}
-            None => {
-                return Err(fail(EdgeError::new(
-                    ErrorKind::BadRequest,
-                    "Content-Length is not a number",
-                )))
-            }
-        }
-    }
-    let body = match Limited::new(body, max_body).collect().await {
-        Ok(b) => b.to_bytes(),
-        Err(e) => {
-            return Err(fail(
-                if e.downcast_ref::<http_body_util::LengthLimitError>()
-                    .is_some()
-                {
-                    EdgeError::new(
-                        ErrorKind::PayloadTooLarge,
-                        format!("request body exceeds the limit of {max_body} bytes"),
-                    )
-                } else {
-                    EdgeError::new(
-                        ErrorKind::BadRequest,
-                        format!("could not read the request body: {e}"),
-                    )
-                },
-            ));
-        }
-    };
 
     let home = home_region(&parts.headers);
     let forwarded = parts.headers.contains_key(FORWARDED);
@@ -285,10 +342,42 @@ struct Outbound {
     body: Bytes,
 }
 
+/// Whether a header belongs to one connection and must not be forwarded:
+/// the fixed hop-by-hop set, and every header the message's `Connection`
+/// header names (RFC 9110 §7.6.1).
+fn is_hop_by_hop(name: &HeaderName, connection: &[String]) -> bool {
+    HOP_BY_HOP.contains(&name.as_str()) || connection.iter().any(|c| c == name.as_str())
+}
+
+/// The header names listed in `Connection`, lower-cased.
+fn connection_tokens(h: &HeaderMap) -> Vec<String> {
+    h.get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|t| t.trim().to_ascii_lowercase())
+        .filter(|t| !t.is_empty())
+        .collect()
+}
+
+/// Drops hop-by-hop headers from a message in place.
+fn strip_hop_by_hop(h: &mut HeaderMap) {
+    let connection = connection_tokens(h);
+    let names: Vec<HeaderName> = h
+        .keys()
+        .filter(|k| is_hop_by_hop(k, &connection))
+        .cloned()
+        .collect();
+    for n in names {
+        h.remove(n);
+    }
+}
+
 fn outbound_headers(h: &HeaderMap, host: &str, peer: SocketAddr) -> HeaderMap {
     let mut out = HeaderMap::with_capacity(h.len() + 3);
+    let connection = connection_tokens(h);
     for (k, v) in h {
-        if !HOP_BY_HOP.contains(&k.as_str()) && k != header::HOST {
+        if !is_hop_by_hop(k, &connection) && k != header::HOST {
             out.append(k.clone(), v.clone());
         }
     }
@@ -586,9 +675,7 @@ async fn send(
             }
             Ok(Ok(b)) => b.to_bytes(),
         };
-    for h in HOP_BY_HOP {
-        parts.headers.remove(*h);
-    }
+    strip_hop_by_hop(&mut parts.headers);
     parts.version = Version::HTTP_11;
     Ok(Response::from_parts(parts, Full::new(body)))
 }

@@ -90,8 +90,13 @@ pub mod raw {
         pub controls_file: Option<String>,
         pub control_url: Option<String>,
         pub max_header_bytes: Option<usize>,
+        pub max_headers: Option<usize>,
         pub max_body_bytes: Option<usize>,
         pub signal_interval_ms: Option<u64>,
+        pub client_header_timeout_ms: Option<u64>,
+        pub client_body_timeout_ms: Option<u64>,
+        pub client_idle_timeout_ms: Option<u64>,
+        pub client_body_total_timeout_ms: Option<u64>,
     }
 
     #[derive(Debug, Deserialize)]
@@ -298,8 +303,25 @@ pub struct EdgeSettings {
     pub controls_file: Option<String>,
     pub control_url: Option<String>,
     pub max_header_bytes: usize,
+    /// The most header fields a request may carry.
+    pub max_headers: usize,
     pub max_body_bytes: usize,
     pub signal_interval: Duration,
+    /// How long a client connection may go without a complete request head:
+    /// from accept to the first request, and between two requests on a
+    /// keep-alive connection (hyper runs one timer for both). nginx:
+    /// `client_header_timeout` 60 s, `keepalive_timeout` 75 s.
+    pub client_header_timeout: Duration,
+    /// How long a client connection may stay open with no request in flight
+    /// (h2 between streams; HTTP/1.1 is closed first by the header timeout).
+    /// nginx: `keepalive_timeout` 75 s (HTTP/2 too); Envoy: `idle_timeout` 1 h.
+    pub client_idle_timeout: Duration,
+    /// The longest wait between two reads of a request body (nginx:
+    /// `client_body_timeout` 60 s).
+    pub client_body_timeout: Duration,
+    /// The longest a whole request body may take to arrive (Envoy's
+    /// `stream_idle_timeout`, 5 min, is the nearest).
+    pub client_body_total_timeout: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -410,8 +432,15 @@ pub struct Instance {
     pub addr: SocketAddr,
 }
 
-pub const DEFAULT_MAX_HEADER_BYTES: usize = 16 * 1024;
+/// nginx: `large_client_header_buffers` 4 × 8 KiB.
+pub const DEFAULT_MAX_HEADER_BYTES: usize = 32 * 1024;
+/// nginx has no count limit (only bytes); Envoy's `max_headers_count` is 100.
+pub const DEFAULT_MAX_HEADERS: usize = 500;
 pub const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;
+pub const DEFAULT_CLIENT_HEADER_TIMEOUT_MS: u64 = 60_000;
+pub const DEFAULT_CLIENT_BODY_TIMEOUT_MS: u64 = 60_000;
+pub const DEFAULT_CLIENT_IDLE_TIMEOUT_MS: u64 = 75_000;
+pub const DEFAULT_CLIENT_BODY_TOTAL_TIMEOUT_MS: u64 = 300_000;
 pub const DEFAULT_CONNECT_MS: u64 = 250;
 pub const DEFAULT_HEADER_MS: u64 = 3_000;
 pub const DEFAULT_TOTAL_MS: u64 = 10_000;
@@ -587,6 +616,13 @@ fn validate_edge(
             format!("must be between 1024 and 1048576, got {max_header_bytes}"),
         );
     }
+    let max_headers = e.max_headers.unwrap_or(DEFAULT_MAX_HEADERS);
+    if !(16..=10_000).contains(&max_headers) {
+        errs.push(
+            "edge.max_headers",
+            format!("must be between 16 and 10000, got {max_headers}"),
+        );
+    }
     let max_body_bytes = e.max_body_bytes.unwrap_or(DEFAULT_MAX_BODY_BYTES);
     if max_body_bytes == 0 || max_body_bytes > 1024 * 1024 * 1024 {
         errs.push(
@@ -601,6 +637,40 @@ fn validate_edge(
             format!("must be between 100 and 60000, got {signal_ms}"),
         );
     }
+    let client_header_ms = e
+        .client_header_timeout_ms
+        .unwrap_or(DEFAULT_CLIENT_HEADER_TIMEOUT_MS);
+    if !(100..=3_600_000).contains(&client_header_ms) {
+        errs.push(
+            "edge.client_header_timeout_ms",
+            format!("must be between 100 and 3600000, got {client_header_ms}"),
+        );
+    }
+    let ms_in = |v: Option<u64>, def: u64, path: &str, errs: &mut ValidationErrors| {
+        let ms = v.unwrap_or(def);
+        if !(100..=3_600_000).contains(&ms) {
+            errs.push(path, format!("must be between 100 and 3600000, got {ms}"));
+        }
+        Duration::from_millis(ms)
+    };
+    let client_body_timeout = ms_in(
+        e.client_body_timeout_ms,
+        DEFAULT_CLIENT_BODY_TIMEOUT_MS,
+        "edge.client_body_timeout_ms",
+        errs,
+    );
+    let client_idle_timeout = ms_in(
+        e.client_idle_timeout_ms,
+        DEFAULT_CLIENT_IDLE_TIMEOUT_MS,
+        "edge.client_idle_timeout_ms",
+        errs,
+    );
+    let client_body_total_timeout = ms_in(
+        e.client_body_total_timeout_ms,
+        DEFAULT_CLIENT_BODY_TOTAL_TIMEOUT_MS,
+        "edge.client_body_total_timeout_ms",
+        errs,
+    );
     EdgeSettings {
         admin_token,
         admin_token_env: e.admin_token_env.clone(),
@@ -608,8 +678,13 @@ fn validate_edge(
         controls_file: e.controls_file.clone(),
         control_url: e.control_url.clone(),
         max_header_bytes,
+        max_headers,
         max_body_bytes,
         signal_interval: Duration::from_millis(signal_ms),
+        client_header_timeout: Duration::from_millis(client_header_ms),
+        client_body_timeout,
+        client_body_total_timeout,
+        client_idle_timeout,
     }
 }
 
