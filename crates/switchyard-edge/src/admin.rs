@@ -170,6 +170,9 @@ async fn put_controls(edge: &Arc<Edge>, req: Request<Incoming>) -> Response<Admi
                 "could not save the controls, so they were not applied: {e}"
             )],
         ),
+        Err(e @ crate::state::UpdateError::Older { .. }) => {
+            error(StatusCode::CONFLICT, "older_version", e.reasons())
+        }
         Err(e) => error(StatusCode::BAD_REQUEST, "invalid_controls", e.reasons()),
     }
 }

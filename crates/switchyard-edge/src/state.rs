@@ -100,6 +100,12 @@ pub enum UpdateError {
     Invalid(#[from] ConfigError),
     #[error("{0}")]
     Refused(String),
+    /// A document older than the state in force: no source ever takes the
+    /// edge back in time.
+    #[error(
+        "controls version {offered} is older than version {current}, which is in force; keeping it"
+    )]
+    Older { offered: u64, current: u64 },
     #[error("could not save last-known-good controls: {0}")]
     Persist(std::io::Error),
 }
@@ -222,6 +228,12 @@ impl Edge {
             controls
                 .validate(&cur.config)
                 .map_err(ConfigError::Invalid)?;
+            if controls.version < cur.controls.version {
+                return Err(UpdateError::Older {
+                    offered: controls.version,
+                    current: cur.controls.version,
+                });
+            }
             if let Some(p) = &self.lkg_path {
                 switchyard_api::lkg::save(p, &controls, source, now_ms())
                     .map_err(UpdateError::Persist)?;

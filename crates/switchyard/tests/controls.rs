@@ -75,7 +75,9 @@ async fn losing_the_control_plane_changes_nothing_and_a_restart_uses_last_known_
         },
     )
     .await;
-    cp.push(shift_a());
+    let mut v9 = shift_a();
+    v9["version"] = json!(9);
+    cp.push(v9);
     eventually(
         "a pushed change arrives",
         Duration::from_secs(5),
@@ -368,4 +370,46 @@ async fn a_controls_file_is_watched_and_a_bad_one_is_refused() {
         .metrics()
         .await
         .contains("switchyard_updates_total{source=\"file\",result=\"refused\"} 1"));
+}
+
+/// The controls file says version 8; the operator accepts version 9 through
+/// the admin API. After a restart the edge serves 9: the file, read after
+/// the last-known-good, is older and is refused.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_acknowledged_change_newer_than_the_controls_file_survives_a_restart() {
+    let lab =
+        Topology::new(BIN, &[("r1", &["a", "b"])]).edge_toml("controls_file = \"controls.json\"");
+    let _ups = lab.start_upstreams().await;
+    std::fs::write(
+        lab.dir().join("controls.json"),
+        json!({"version": 8}).to_string(),
+    )
+    .unwrap();
+    let mut a = lab.start_edge("a").await;
+    assert_eq!(a.status().await.controls.version, 8);
+    let mut v9 = shift_a();
+    v9["version"] = json!(9);
+    assert_eq!(a.put_controls(&v9).await.status, 200);
+    assert_eq!(served_zone(&a).await, "b");
+
+    a.kill9();
+    a.restart().await;
+    let s = a.status().await;
+    assert_eq!(
+        (s.controls.version, s.controls.source.as_str()),
+        (9, "last-known-good"),
+        "{s:?}"
+    );
+    assert_eq!(served_zone(&a).await, "b");
+    assert!(a
+        .metrics()
+        .await
+        .contains("switchyard_updates_total{source=\"file\",result=\"refused\"} 1"));
+
+    // An older document through the admin API is refused and changes nothing.
+    let r = a.put_controls(&json!({"version": 3})).await;
+    assert_eq!(r.status, 409, "{}", r.body);
+    assert!(r.body.contains("older than"), "{}", r.body);
+    assert_eq!(a.status().await.controls.version, 9);
+    assert_eq!(served_zone(&a).await, "b");
 }

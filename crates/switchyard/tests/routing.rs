@@ -52,7 +52,7 @@ async fn a_shifted_zone_gets_nothing_from_any_edge_of_the_region() {
     }
     assert_eq!(ups["a-1"].requests() + ups["a-2"].requests(), before);
     // The shift is a lease: once it expires, zone a serves its own edge again.
-    let soon = json!({"services": {"svc": {"zones": {"a": {"weight": 0.0, "expires_at_ms": now_ms() + 300}}}}});
+    let soon = json!({"version": 2, "services": {"svc": {"zones": {"a": {"weight": 0.0, "expires_at_ms": now_ms() + 300}}}}});
     edges[0].put_controls(&soon).await;
     eventually("the expired shift ends", Duration::from_secs(5), || async {
         let z = zones_seen(&edges[0], 5).await;
