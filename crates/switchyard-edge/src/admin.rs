@@ -239,6 +239,7 @@ pub fn status(edge: &Edge) -> EdgeStatus {
             version: snap.controls.version,
             source: edge.controls_source(),
             faults: snap.controls.faults.clone(),
+            last_known_good_error: edge.last_known_good_error.clone(),
         },
         control_plane: ControlPlaneLink {
             url: snap.config.edge.control_url.clone(),

@@ -85,6 +85,7 @@ pub struct Metrics {
     pub inflight: Family<ServiceLabels, Gauge>,
     pub updates: Family<SourceLabels, Counter>,
     pub control_plane_connected: Gauge,
+    pub last_known_good_unusable: Gauge,
 }
 
 fn latency_histogram() -> Histogram {
@@ -111,6 +112,7 @@ impl Metrics {
         let inflight = Family::default();
         let updates = Family::default();
         let control_plane_connected = Gauge::default();
+        let last_known_good_unusable = Gauge::default();
         registry.register(
             "requests",
             "Requests answered, by service, route kind, serving zone, instance and status class",
@@ -173,6 +175,11 @@ impl Metrics {
             "1 while the control-plane watch stream is connected",
             control_plane_connected.clone(),
         );
+        registry.register(
+            "last_known_good_unusable",
+            "1 when the last-known-good controls file could not be used at start-up",
+            last_known_good_unusable.clone(),
+        );
         Metrics {
             registry,
             requests,
@@ -189,6 +196,7 @@ impl Metrics {
             inflight,
             updates,
             control_plane_connected,
+            last_known_good_unusable,
         }
     }
 

@@ -131,6 +131,8 @@ pub struct Edge {
     lkg_path: Option<PathBuf>,
     update_lock: Mutex<()>,
     controls_source: Mutex<String>,
+    /// Why the last-known-good file was unusable at start-up, if it was.
+    pub last_known_good_error: Option<String>,
 }
 
 impl Edge {
@@ -151,6 +153,7 @@ impl Edge {
             .map(|d| Path::new(d).join(format!("{zone}.controls.lkg.json")));
         let mut controls = Controls::default();
         let mut source = "default".to_string();
+        let mut lkg_error = None;
         if let Some(p) = &lkg_path {
             match switchyard_api::lkg::load(p, &config) {
                 Ok(Some(lkg)) => {
@@ -161,12 +164,18 @@ impl Edge {
                 }
                 Ok(None) => {}
                 Err(e) => {
-                    tracing::warn!(path = %p.display(), error = %e, "ignoring unusable last-known-good controls")
+                    tracing::error!(path = %p.display(), error = %e,
+                        "the last-known-good controls are unusable; NOT starting from what this edge served before, \
+                         but from the controls file if there is one, else from the control plane or empty controls");
+                    lkg_error = Some(e.to_string());
                 }
             }
         }
         let config = Arc::new(config);
         let metrics = Metrics::new();
+        metrics
+            .last_known_good_unusable
+            .set(i64::from(lkg_error.is_some()));
         let services = build_services(&config, &region, None, &metrics);
         let edge = Arc::new(Edge {
             zone: zone.to_string(),
@@ -184,6 +193,7 @@ impl Edge {
             lkg_path,
             update_lock: Mutex::new(()),
             controls_source: Mutex::new(source),
+            last_known_good_error: lkg_error,
         });
         Ok(edge)
     }

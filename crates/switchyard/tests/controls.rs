@@ -413,3 +413,37 @@ async fn an_acknowledged_change_newer_than_the_controls_file_survives_a_restart(
     assert_eq!(a.status().await.controls.version, 9);
     assert_eq!(served_zone(&a).await, "b");
 }
+
+/// A torn or empty last-known-good file is not "no controls": the edge says
+/// so (error log, `/status`, a metric) and takes the controls file.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_corrupt_last_known_good_file_is_reported_and_the_controls_file_wins() {
+    let lab =
+        Topology::new(BIN, &[("r1", &["a", "b"])]).edge_toml("controls_file = \"controls.json\"");
+    let _ups = lab.start_upstreams().await;
+    std::fs::write(lab.dir().join("controls.json"), shift_a().to_string()).unwrap();
+    let state = lab.dir().join("state");
+    std::fs::create_dir_all(&state).unwrap();
+    for garbage in ["{\"saved_at_ms\": 1, \"sou", ""] {
+        std::fs::write(state.join("a.controls.lkg.json"), garbage).unwrap();
+        let mut a = lab.start_edge("a").await;
+        let s = a.status().await;
+        let err = s.controls.last_known_good_error.clone();
+        assert!(
+            err.as_deref()
+                .is_some_and(|e| e.contains("a.controls.lkg.json")),
+            "{s:?}"
+        );
+        assert_eq!(
+            (s.controls.version, s.controls.source.as_str()),
+            (7, "file")
+        );
+        assert_eq!(served_zone(&a).await, "b");
+        assert!(a
+            .metrics()
+            .await
+            .contains("switchyard_last_known_good_unusable 1"));
+        assert!(a.log().contains("last-known-good controls are unusable"));
+        a.kill9();
+    }
+}
