@@ -106,6 +106,13 @@ pub enum UpdateError {
         "controls version {offered} is older than version {current}, which is in force; keeping it"
     )]
     Older { offered: u64, current: u64 },
+    /// A conditional write (`If-Match`) based on another version than the
+    /// one in force.
+    #[error("If-Match names version {given}, but version {current} is in force; nothing changed")]
+    Mismatch { given: u64, current: u64 },
+    /// Not a controls document at all (an array, a string, …).
+    #[error("{0}")]
+    NotADocument(String),
     #[error("could not save last-known-good controls: {0}")]
     Persist(std::io::Error),
 }
@@ -216,15 +223,7 @@ impl Edge {
         text: &str,
         source: &str,
     ) -> Result<Arc<Controls>, UpdateError> {
-        let cfg = self.snapshot().config.clone();
-        let controls = Controls::from_json(text, &cfg);
-        match controls {
-            Ok(c) => self.apply_controls(c, source),
-            Err(e) => {
-                self.metrics.update(source, false);
-                Err(e.into())
-            }
-        }
+        self.update_controls(source, None, |_, cfg| Ok(Controls::from_json(text, cfg)?))
     }
 
     pub fn apply_controls(
@@ -232,16 +231,37 @@ impl Edge {
         controls: Controls,
         source: &str,
     ) -> Result<Arc<Controls>, UpdateError> {
+        self.update_controls(source, None, move |_, _| Ok(controls))
+    }
+
+    /// The one way controls change: under the update lock, `change` makes
+    /// the new set from the one in force (a replacement ignores it, a merge
+    /// patch reads it), so a read-modify-write and a compare-and-set
+    /// (`if_match`: the version the writer based its change on) cannot
+    /// interleave with another update. The result is validated, must not be
+    /// older than the set in force, and is saved as last-known-good before
+    /// it is swapped in. A refused change changes nothing.
+    pub fn update_controls(
+        &self,
+        source: &str,
+        if_match: Option<u64>,
+        change: impl FnOnce(&Controls, &Config) -> Result<Controls, UpdateError>,
+    ) -> Result<Arc<Controls>, UpdateError> {
         let _g = self.update_lock.lock().unwrap_or_else(|e| e.into_inner());
         let cur = self.snapshot();
         let result = (|| {
+            let current = cur.controls.version;
+            if let Some(given) = if_match.filter(|v| *v != current) {
+                return Err(UpdateError::Mismatch { given, current });
+            }
+            let controls = change(&cur.controls, &cur.config)?;
             controls
                 .validate(&cur.config)
                 .map_err(ConfigError::Invalid)?;
-            if controls.version < cur.controls.version {
+            if controls.version < current {
                 return Err(UpdateError::Older {
                     offered: controls.version,
-                    current: cur.controls.version,
+                    current,
                 });
             }
             if let Some(p) = &self.lkg_path {

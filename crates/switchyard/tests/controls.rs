@@ -447,3 +447,68 @@ async fn a_corrupt_last_known_good_file_is_reported_and_the_controls_file_wins()
         a.kill9();
     }
 }
+
+fn admin_write(a: &switchyard_testkit::EdgeProcess, method: &str, body: &str) -> Req {
+    Req::new(method.parse().unwrap(), a.admin, "/controls")
+        .bearer(ADMIN_TOKEN)
+        .body(body.to_string())
+}
+
+/// The README's read-only switch is a merge (`PATCH`), so it keeps an active
+/// zonal shift; `If-Match` makes a write conditional on the version it was
+/// based on; a document that is not a JSON object is refused.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_patch_keeps_what_it_does_not_name_and_if_match_refuses_a_stale_write() {
+    let lab = Topology::new(BIN, &[("r1", &["a", "b"])]);
+    let _ups = lab.start_upstreams().await;
+    let a = lab.start_edge("a").await;
+    assert_eq!(a.put_controls(&shift_a()).await.status, 200);
+
+    let r = admin_write(&a, "PATCH", r#"{"services":{"svc":{"read_only":true}}}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()["version"], 8, "a patch without a version bumps it");
+    let s = a.status().await;
+    assert!(s.services[0].read_only, "{s:?}");
+    assert_eq!(served_zone(&a).await, "b", "the shift is still in force");
+    assert_eq!(a.put("/items/1").send().await.unwrap().status, 503);
+
+    let before = Req::get(a.admin, "/controls").send().await.unwrap();
+    assert_eq!(before.header("etag").as_deref(), Some("\"8\""));
+    for method in ["PUT", "PATCH"] {
+        let r = admin_write(&a, method, r#"{"version": 20}"#)
+            .header("if-match", "\"7\"")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status, 412, "{method}: {}", r.body);
+        assert_eq!(r.json()["current_version"], 8, "{}", r.body);
+        assert_eq!(r.header("etag").as_deref(), Some("\"8\""));
+    }
+    for (method, body) in [("PUT", "[]"), ("PATCH", "[1]"), ("PATCH", "\"x\"")] {
+        let r = admin_write(&a, method, body).send().await.unwrap();
+        assert_eq!(r.status, 400, "{method} {body}: {}", r.body);
+        assert!(
+            r.body.contains("a controls document is a JSON object"),
+            "{}",
+            r.body
+        );
+    }
+    assert_eq!(
+        Req::get(a.admin, "/controls").send().await.unwrap().body,
+        before.body,
+        "refused writes change nothing"
+    );
+
+    let r = admin_write(&a, "PATCH", r#"{"services":{"svc":{"read_only":null}}}"#)
+        .header("if-match", "8")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()["version"], 9);
+    assert!(!a.status().await.services[0].read_only);
+    assert_eq!(served_zone(&a).await, "b");
+}
