@@ -512,3 +512,30 @@ async fn a_patch_keeps_what_it_does_not_name_and_if_match_refuses_a_stale_write(
     assert!(!a.status().await.services[0].read_only);
     assert_eq!(served_zone(&a).await, "b");
 }
+
+/// A control plane whose store was wiped comes back at a low version: the
+/// edge refuses what it sends, loudly, and keeps its newer set.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_older_watch_stream_is_refused_loudly_and_changes_nothing() {
+    let lab0 = Topology::new(BIN, &[("r1", &["a", "b"])]);
+    let cp_addr = lab0.aux_addr(5);
+    let lab = lab0.edge_toml(&format!("control_url = \"http://{cp_addr}\""));
+    let _ups = lab.start_upstreams().await;
+    let a = lab.start_edge("a").await;
+    assert_eq!(a.put_controls(&shift_a()).await.status, 200);
+    let _cp = WatchServer::start(cp_addr, json!({"version": 0})).await;
+    eventually(
+        "the stale watch stream is refused",
+        Duration::from_secs(10),
+        || async {
+            let m = a.metrics().await;
+            m.contains("switchyard_updates_total{source=\"control-plane\",result=\"refused\"}")
+                .then_some(())
+                .ok_or(m)
+        },
+    )
+    .await;
+    assert_eq!(a.status().await.controls.version, 7);
+    assert_eq!(served_zone(&a).await, "b");
+    assert!(a.log().contains("older than those in force"), "{}", a.log());
+}
