@@ -33,6 +33,12 @@ pub struct EdgeControls {
     /// `control-plane`, `file`, `admin`, `last-known-good` or `default`.
     pub source: String,
     pub faults: Vec<Fault>,
+    /// Why the last-known-good file could not be used at start-up (torn,
+    /// empty, unreadable or no longer fitting the config); `None` when it was
+    /// used or there was none. The edge then started from the freshest other
+    /// source, which an operator must know is not what it served before.
+    #[serde(default)]
+    pub last_known_good_error: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -60,11 +60,17 @@ pub async fn handle(
             StatusCode::OK,
             serde_json::to_value(status(&edge)).expect("serializable"),
         ),
-        (Method::GET, "/controls") => json_resp(
-            StatusCode::OK,
-            serde_json::to_value(&*edge.snapshot().controls).expect("controls serialize"),
-        ),
-        (Method::PUT, "/controls") => put_controls(&edge, req).await,
+        (Method::GET, "/controls") => {
+            let c = edge.snapshot().controls.clone();
+            with_etag(
+                json_resp(
+                    StatusCode::OK,
+                    serde_json::to_value(&*c).expect("controls serialize"),
+                ),
+                c.version,
+            )
+        }
+        (Method::PUT | Method::PATCH, "/controls") => write_controls(&edge, req).await,
         (Method::POST, "/reload") => match authorize(&edge, &req) {
             Err(r) => r,
             Ok(()) => match crate::reload_config(&edge) {
@@ -141,37 +147,134 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-async fn put_controls(edge: &Arc<Edge>, req: Request<Incoming>) -> Response<AdminBody> {
+/// `PUT /controls` replaces the whole set; `PATCH /controls` merges a JSON
+/// merge patch (RFC 7396) into the set in force, so a change names only what
+/// it changes (a patch that names no `version` gets the next one). Both take
+/// `If-Match: VERSION` to apply only over that version (412 otherwise).
+async fn write_controls(edge: &Arc<Edge>, req: Request<Incoming>) -> Response<AdminBody> {
     if let Err(r) = authorize(edge, &req) {
         return r;
     }
+    let merge = req.method() == Method::PATCH;
+    let if_match = match if_match(&req) {
+        Ok(v) => v,
+        Err(reason) => return error(StatusCode::BAD_REQUEST, "bad_if_match", vec![reason]),
+    };
     let body = match Limited::new(req.into_body(), 1024 * 1024).collect().await {
         Ok(b) => b.to_bytes(),
         Err(e) => return error(StatusCode::BAD_REQUEST, "bad_body", vec![e.to_string()]),
     };
-    let text = match std::str::from_utf8(&body) {
-        Ok(t) => t,
-        Err(_) => {
+    let Ok(text) = std::str::from_utf8(&body) else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "bad_body",
+            vec!["the body is not UTF-8".into()],
+        );
+    };
+    // Any JSON value that is not an object is refused by name; text that is
+    // not JSON at all gets the parser's reason from the model below.
+    let doc = serde_json::from_str::<serde_json::Value>(text).ok();
+    if let Some(kind) = doc.as_ref().and_then(not_an_object) {
+        let e = crate::state::UpdateError::NotADocument(format!(
+            "a controls document is a JSON object; got {kind}"
+        ));
+        edge.metrics.update("admin", false);
+        return update_error(e);
+    }
+    let result = if merge {
+        let Some(patch) = doc else {
             return error(
                 StatusCode::BAD_REQUEST,
                 "bad_body",
-                vec!["the body is not UTF-8".into()],
-            )
-        }
+                vec!["a merge patch must be JSON (RFC 7396)".into()],
+            );
+        };
+        edge.update_controls("admin", if_match, |cur, cfg| {
+            let mut merged = serde_json::to_value(cur).expect("controls serialize");
+            json_patch::merge(&mut merged, &patch);
+            if patch.get("version").is_none() {
+                merged["version"] = json!(cur.version + 1);
+            }
+            Ok(switchyard_model::Controls::from_json(
+                &merged.to_string(),
+                cfg,
+            )?)
+        })
+    } else {
+        edge.update_controls("admin", if_match, |_, cfg| {
+            Ok(switchyard_model::Controls::from_json(text, cfg)?)
+        })
     };
-    match edge.apply_controls_json(text, "admin") {
-        Ok(c) => json_resp(
-            StatusCode::OK,
-            json!({"accepted": true, "version": c.version}),
+    match result {
+        Ok(c) => with_etag(
+            json_resp(
+                StatusCode::OK,
+                json!({"accepted": true, "version": c.version}),
+            ),
+            c.version,
         ),
-        Err(crate::state::UpdateError::Persist(e)) => error(
+        Err(e) => update_error(e),
+    }
+}
+
+fn not_an_object(v: &serde_json::Value) -> Option<&'static str> {
+    match v {
+        serde_json::Value::Object(_) => None,
+        serde_json::Value::Array(_) => Some("an array"),
+        serde_json::Value::String(_) => Some("a string"),
+        serde_json::Value::Number(_) => Some("a number"),
+        serde_json::Value::Bool(_) => Some("a boolean"),
+        serde_json::Value::Null => Some("null"),
+    }
+}
+
+/// `If-Match: 12` or, as an entity tag, `If-Match: "12"`.
+fn if_match(req: &Request<Incoming>) -> Result<Option<u64>, String> {
+    let Some(v) = req.headers().get(header::IF_MATCH) else {
+        return Ok(None);
+    };
+    let s = v.to_str().unwrap_or("").trim();
+    s.trim_start_matches("W/")
+        .trim_matches('"')
+        .parse()
+        .map(Some)
+        .map_err(|_| format!("If-Match must be a controls version (a number), got {s:?}"))
+}
+
+fn with_etag(mut r: Response<AdminBody>, version: u64) -> Response<AdminBody> {
+    if let Ok(v) = HeaderValue::from_str(&format!("\"{version}\"")) {
+        r.headers_mut().insert(header::ETAG, v);
+    }
+    r
+}
+
+fn update_error(e: crate::state::UpdateError) -> Response<AdminBody> {
+    use crate::state::UpdateError as E;
+    match e {
+        E::Persist(e) => error(
             StatusCode::INTERNAL_SERVER_ERROR,
             "not_persisted",
             vec![format!(
                 "could not save the controls, so they were not applied: {e}"
             )],
         ),
-        Err(e) => error(StatusCode::BAD_REQUEST, "invalid_controls", e.reasons()),
+        e @ E::Older { .. } => error(StatusCode::CONFLICT, "older_version", e.reasons()),
+        E::Mismatch { current, .. } => {
+            let body = switchyard_api::ErrorBody {
+                error: "version_mismatch".into(),
+                reasons: e.reasons(),
+                rules: Vec::new(),
+            };
+            let mut v = serde_json::to_value(body).expect("serializable");
+            v["current_version"] = json!(current);
+            with_etag(json_resp(StatusCode::PRECONDITION_FAILED, v), current)
+        }
+        e @ E::NotADocument(_) => error(
+            StatusCode::BAD_REQUEST,
+            "not_a_controls_document",
+            e.reasons(),
+        ),
+        e => error(StatusCode::BAD_REQUEST, "invalid_controls", e.reasons()),
     }
 }
 
@@ -245,6 +348,7 @@ pub fn status(edge: &Edge) -> EdgeStatus {
             version: snap.controls.version,
             source: edge.controls_source(),
             faults: snap.controls.faults.clone(),
+            last_known_good_error: edge.last_known_good_error.clone(),
         },
         control_plane: ControlPlaneLink {
             url: snap.config.edge.control_url.clone(),

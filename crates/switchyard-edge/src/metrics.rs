@@ -97,6 +97,7 @@ pub struct Metrics {
     pub updates: Family<SourceLabels, Counter>,
     pub control_plane_connected: Gauge,
     pub accept_errors: Family<AcceptLabels, Counter>,
+    pub last_known_good_unusable: Gauge,
 }
 
 fn latency_histogram() -> Histogram {
@@ -130,6 +131,7 @@ impl Metrics {
             "Failed accepts on a listener, by listener and cause (emfile: out of file descriptors)",
             accept_errors.clone(),
         );
+        let last_known_good_unusable = Gauge::default();
         registry.register(
             "requests",
             "Requests answered, by service, route kind, serving zone, instance and status class",
@@ -197,6 +199,11 @@ impl Metrics {
             "1 while the control-plane watch stream is connected",
             control_plane_connected.clone(),
         );
+        registry.register(
+            "last_known_good_unusable",
+            "1 when the last-known-good controls file could not be used at start-up",
+            last_known_good_unusable.clone(),
+        );
         Metrics {
             registry,
             requests,
@@ -215,6 +222,7 @@ impl Metrics {
             updates,
             control_plane_connected,
             accept_errors,
+            last_known_good_unusable,
         }
     }
 

@@ -37,6 +37,7 @@ async fn probe(
     addr: SocketAddr,
     path: &str,
     forwarded_from: Option<&str>,
+    forward_secret: Option<&str>,
 ) -> (bool, f64, Option<String>) {
     let mut b = Request::builder()
         .method(Method::GET)
@@ -45,6 +46,9 @@ async fn probe(
         .header("user-agent", "switchyard-edge-probe");
     if let Some(r) = forwarded_from {
         b = b.header(crate::proxy::FORWARDED, r);
+        if let Some(secret) = forward_secret {
+            b = b.header(crate::proxy::FORWARD_AUTH, secret);
+        }
     }
     let Ok(req) = b.body(Full::new(Bytes::new())) else {
         return (false, 0.0, Some("bad probe request".into()));
@@ -138,6 +142,7 @@ pub async fn probe_loop(edge: Arc<Edge>) {
         }
         let gap = every / jobs.len() as u32;
         let own_region = edge.region.clone();
+        let secret = snap.config.edge.forward_secret.clone();
         for ProbeJob {
             svc,
             addr,
@@ -151,9 +156,11 @@ pub async fn probe_loop(edge: Arc<Edge>) {
         {
             let edge = edge.clone();
             let own_region = own_region.clone();
+            let secret = secret.clone();
             tokio::spawn(async move {
                 let forwarded = remote_region.as_ref().map(|_| own_region.as_str());
-                let (ok, latency_ms, error) = probe(&svc, addr, &path, forwarded).await;
+                let (ok, latency_ms, error) =
+                    probe(&svc, addr, &path, forwarded, secret.as_deref()).await;
                 let write = svc
                     .routes
                     .iter()

@@ -31,6 +31,12 @@ use crate::state::{Edge, ServiceRuntime, Snapshot};
 pub const HOME_REGION: &str = "x-switchyard-home-region";
 pub const FORWARDED: &str = "x-switchyard-forwarded";
 pub const UPSTREAM: &str = "x-switchyard-upstream";
+/// The deployment's forward secret, set by a forwarding edge next to
+/// `FORWARDED`; a marker without it is a client's claim and is ignored.
+pub const FORWARD_AUTH: &str = "x-switchyard-forward-auth";
+/// The prefix of the edges' own headers. A client's are dropped before
+/// routing, except the documented home-region header.
+const INTERNAL_PREFIX: &str = "x-switchyard-";
 const MAX_RESPONSE_BYTES: usize = 64 * 1024 * 1024;
 
 const HOP_BY_HOP: &[&str] = &[
@@ -281,7 +287,7 @@ async fn serve(
     let _dec = Dec(&rt.inflight_gauge);
 
     let home = home_region(&parts.headers);
-    let forwarded = parts.headers.contains_key(FORWARDED);
+    let forwarded = forwarded_by_an_edge(&parts.headers, snap);
     let target = switchyard_steer::target(
         &rt.svc,
         &snap.controls,
@@ -373,11 +379,33 @@ fn strip_hop_by_hop(h: &mut HeaderMap) {
     }
 }
 
+/// True only when the request carries the forwarded marker and the
+/// deployment's forward secret (compared in constant time). Without a
+/// configured secret nothing counts as forwarded.
+fn forwarded_by_an_edge(h: &HeaderMap, snap: &Snapshot) -> bool {
+    let Some(secret) = snap.config.edge.forward_secret.as_deref() else {
+        return false;
+    };
+    h.contains_key(FORWARDED)
+        && h.get(FORWARD_AUTH)
+            .is_some_and(|v| constant_time_eq(v.as_bytes(), secret.as_bytes()))
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Internal headers are the edges' own: whatever a client (or the previous
+/// edge) sent is not passed on. The home-region header is public contract.
+fn is_internal(k: &HeaderName) -> bool {
+    k.as_str().starts_with(INTERNAL_PREFIX) && k != HOME_REGION
+}
+
 fn outbound_headers(h: &HeaderMap, host: &str, peer: SocketAddr) -> HeaderMap {
     let mut out = HeaderMap::with_capacity(h.len() + 3);
     let connection = connection_tokens(h);
     for (k, v) in h {
-        if !is_hop_by_hop(k, &connection) && k != header::HOST {
+        if !is_hop_by_hop(k, &connection) && k != header::HOST && !is_internal(k) {
             out.append(k.clone(), v.clone());
         }
     }
@@ -763,6 +791,11 @@ async fn forward_to_region(
         HeaderName::from_static(FORWARDED),
         HeaderValue::from_str(&edge.region).expect("region names are valid header values"),
     );
+    if let Some(secret) = snap.config.edge.forward_secret.as_deref() {
+        if let Ok(v) = HeaderValue::from_str(secret) {
+            out.headers.insert(HeaderName::from_static(FORWARD_AUTH), v);
+        }
+    }
     let t = &rt.svc.timeouts;
     let mut last = None;
     for k in 0..n.min(2) {

@@ -105,8 +105,18 @@ impl switchyard_api::watch::Follower for Edge {
     }
 
     fn controls(&self, controls: switchyard_model::Controls) {
-        if let Err(e) = self.apply_controls(controls, "control-plane") {
-            tracing::error!(reasons = ?e.reasons(), "control plane sent controls that were refused");
+        match self.apply_controls(controls, "control-plane") {
+            Ok(_) => {}
+            Err(crate::state::UpdateError::Older { offered, current }) => tracing::error!(
+                offered,
+                current,
+                "the control plane sent controls older than those in force; refused. \
+                 A control plane whose store was reset restarts at a low version: \
+                 it must move past version {current} before this edge follows it again"
+            ),
+            Err(e) => {
+                tracing::error!(reasons = ?e.reasons(), "control plane sent controls that were refused")
+            }
         }
     }
 

@@ -100,6 +100,19 @@ pub enum UpdateError {
     Invalid(#[from] ConfigError),
     #[error("{0}")]
     Refused(String),
+    /// A document older than the state in force: no source ever takes the
+    /// edge back in time.
+    #[error(
+        "controls version {offered} is older than version {current}, which is in force; keeping it"
+    )]
+    Older { offered: u64, current: u64 },
+    /// A conditional write (`If-Match`) based on another version than the
+    /// one in force.
+    #[error("If-Match names version {given}, but version {current} is in force; nothing changed")]
+    Mismatch { given: u64, current: u64 },
+    /// Not a controls document at all (an array, a string, …).
+    #[error("{0}")]
+    NotADocument(String),
     #[error("could not save last-known-good controls: {0}")]
     Persist(std::io::Error),
 }
@@ -125,6 +138,8 @@ pub struct Edge {
     lkg_path: Option<PathBuf>,
     update_lock: Mutex<()>,
     controls_source: Mutex<String>,
+    /// Why the last-known-good file was unusable at start-up, if it was.
+    pub last_known_good_error: Option<String>,
 }
 
 impl Edge {
@@ -145,6 +160,7 @@ impl Edge {
             .map(|d| Path::new(d).join(format!("{zone}.controls.lkg.json")));
         let mut controls = Controls::default();
         let mut source = "default".to_string();
+        let mut lkg_error = None;
         if let Some(p) = &lkg_path {
             match switchyard_api::lkg::load(p, &config) {
                 Ok(Some(lkg)) => {
@@ -155,12 +171,18 @@ impl Edge {
                 }
                 Ok(None) => {}
                 Err(e) => {
-                    tracing::warn!(path = %p.display(), error = %e, "ignoring unusable last-known-good controls")
+                    tracing::error!(path = %p.display(), error = %e,
+                        "the last-known-good controls are unusable; NOT starting from what this edge served before, \
+                         but from the controls file if there is one, else from the control plane or empty controls");
+                    lkg_error = Some(e.to_string());
                 }
             }
         }
         let config = Arc::new(config);
         let metrics = Metrics::new();
+        metrics
+            .last_known_good_unusable
+            .set(i64::from(lkg_error.is_some()));
         let services = build_services(&config, &region, None, &metrics);
         let edge = Arc::new(Edge {
             zone: zone.to_string(),
@@ -178,6 +200,7 @@ impl Edge {
             lkg_path,
             update_lock: Mutex::new(()),
             controls_source: Mutex::new(source),
+            last_known_good_error: lkg_error,
         });
         Ok(edge)
     }
@@ -200,15 +223,7 @@ impl Edge {
         text: &str,
         source: &str,
     ) -> Result<Arc<Controls>, UpdateError> {
-        let cfg = self.snapshot().config.clone();
-        let controls = Controls::from_json(text, &cfg);
-        match controls {
-            Ok(c) => self.apply_controls(c, source),
-            Err(e) => {
-                self.metrics.update(source, false);
-                Err(e.into())
-            }
-        }
+        self.update_controls(source, None, |_, cfg| Ok(Controls::from_json(text, cfg)?))
     }
 
     pub fn apply_controls(
@@ -216,12 +231,39 @@ impl Edge {
         controls: Controls,
         source: &str,
     ) -> Result<Arc<Controls>, UpdateError> {
+        self.update_controls(source, None, move |_, _| Ok(controls))
+    }
+
+    /// The one way controls change: under the update lock, `change` makes
+    /// the new set from the one in force (a replacement ignores it, a merge
+    /// patch reads it), so a read-modify-write and a compare-and-set
+    /// (`if_match`: the version the writer based its change on) cannot
+    /// interleave with another update. The result is validated, must not be
+    /// older than the set in force, and is saved as last-known-good before
+    /// it is swapped in. A refused change changes nothing.
+    pub fn update_controls(
+        &self,
+        source: &str,
+        if_match: Option<u64>,
+        change: impl FnOnce(&Controls, &Config) -> Result<Controls, UpdateError>,
+    ) -> Result<Arc<Controls>, UpdateError> {
         let _g = self.update_lock.lock().unwrap_or_else(|e| e.into_inner());
         let cur = self.snapshot();
         let result = (|| {
+            let current = cur.controls.version;
+            if let Some(given) = if_match.filter(|v| *v != current) {
+                return Err(UpdateError::Mismatch { given, current });
+            }
+            let controls = change(&cur.controls, &cur.config)?;
             controls
                 .validate(&cur.config)
                 .map_err(ConfigError::Invalid)?;
+            if controls.version < current {
+                return Err(UpdateError::Older {
+                    offered: controls.version,
+                    current,
+                });
+            }
             if let Some(p) = &self.lkg_path {
                 switchyard_api::lkg::save(p, &controls, source, now_ms())
                     .map_err(UpdateError::Persist)?;

@@ -12,6 +12,8 @@ use serde::Deserialize;
 pub const DEFAULT: &str = include_str!("../topologies/default.toml");
 pub const HOST: &str = "catalog.lab";
 pub const ADMIN_TOKEN: &str = "lab-admin-token";
+/// The secret the lab's edges show each other when they forward.
+pub const FORWARD_SECRET: &str = "lab-forward-secret-0123";
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -324,7 +326,7 @@ impl Topology {
         .unwrap();
         writeln!(
             t,
-            "[edge]\nadmin_token = {ADMIN_TOKEN:?}\nstate_dir = {state_dir:?}\n"
+            "[edge]\nadmin_token = {ADMIN_TOKEN:?}\nforward_secret = {FORWARD_SECRET:?}\nstate_dir = {state_dir:?}\n"
         )
         .unwrap();
         if self.control_plane {

@@ -86,6 +86,8 @@ pub mod raw {
     pub struct Edge {
         pub admin_token: Option<String>,
         pub admin_token_env: Option<String>,
+        pub forward_secret: Option<String>,
+        pub forward_secret_env: Option<String>,
         pub state_dir: Option<String>,
         pub controls_file: Option<String>,
         pub control_url: Option<String>,
@@ -299,6 +301,10 @@ pub struct EdgeSettings {
     /// file names a variable. `None` means admin writes are refused.
     pub admin_token: Option<String>,
     pub admin_token_env: Option<String>,
+    /// The secret this deployment's edges show each other when one forwards
+    /// a request to another region, resolved like the admin token. Without
+    /// it no request is believed to be forwarded.
+    pub forward_secret: Option<String>,
     pub state_dir: Option<String>,
     pub controls_file: Option<String>,
     pub control_url: Option<String>,
@@ -601,6 +607,22 @@ fn validate_edge(
         (None, Some(var)) => env(var).filter(|t| !t.is_empty()),
         (None, None) => None,
     };
+    let forward_secret = match (&e.forward_secret, &e.forward_secret_env) {
+        (Some(_), Some(_)) => {
+            errs.push(
+                "edge.forward_secret",
+                "set either forward_secret or forward_secret_env, not both",
+            );
+            None
+        }
+        (Some(t), None) if t.len() < 16 => {
+            errs.push("edge.forward_secret", "must be at least 16 characters");
+            None
+        }
+        (Some(t), None) => Some(t.clone()),
+        (None, Some(var)) => env(var).filter(|t| !t.is_empty()),
+        (None, None) => None,
+    };
     if let Some(url) = &e.control_url {
         if !url.starts_with("http://") {
             errs.push(
@@ -674,6 +696,7 @@ fn validate_edge(
     EdgeSettings {
         admin_token,
         admin_token_env: e.admin_token_env.clone(),
+        forward_secret,
         state_dir: e.state_dir.clone(),
         controls_file: e.controls_file.clone(),
         control_url: e.control_url.clone(),

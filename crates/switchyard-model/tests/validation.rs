@@ -103,6 +103,44 @@ fn admin_token_comes_from_the_environment() {
 }
 
 #[test]
+fn the_forward_secret_comes_from_the_environment_and_a_short_one_is_refused() {
+    let c = Config::from_toml(EXAMPLE, |k| {
+        (k == "SWITCHYARD_FORWARD_SECRET").then(|| "a-long-enough-secret".to_string())
+    })
+    .unwrap();
+    assert_eq!(
+        c.edge.forward_secret.as_deref(),
+        Some("a-long-enough-secret")
+    );
+    assert_eq!(
+        Config::from_toml(EXAMPLE, no_env)
+            .unwrap()
+            .edge
+            .forward_secret,
+        None
+    );
+    let short = EXAMPLE.replace(
+        "forward_secret_env = \"SWITCHYARD_FORWARD_SECRET\"",
+        "forward_secret = \"short\"",
+    );
+    assert!(
+        errors(&short).contains(&"edge.forward_secret: must be at least 16 characters".to_string())
+    );
+    let both = EXAMPLE.replace(
+        "forward_secret_env = \"SWITCHYARD_FORWARD_SECRET\"",
+        "forward_secret_env = \"X\"\nforward_secret = \"0123456789abcdef\"",
+    );
+    assert!(
+        errors(&both).contains(
+            &"edge.forward_secret: set either forward_secret or forward_secret_env, not both"
+                .to_string()
+        ),
+        "{:?}",
+        errors(&both)
+    );
+}
+
+#[test]
 fn controls_are_checked_against_the_topology() {
     let c = Config::from_toml(EXAMPLE, no_env).unwrap();
     let ok = r#"{"version":3,"services":{"catalog":{"read_only":true,"zones":{"us-east-a":{"weight":0,"expires_at_ms":99}},"regions":{"eu-west":{"state":"out"}}}}}"#;

@@ -26,6 +26,8 @@ pub use upstream::Upstream;
 
 /// The admin token every test topology uses.
 pub const ADMIN_TOKEN: &str = "test-admin-token";
+/// The forward secret the test edges share (`edge.forward_secret`).
+pub const FORWARD_SECRET: &str = "test-forward-secret-0123";
 
 /// The `Host` of the one service every test topology configures.
 pub const HOST: &str = "svc.test";

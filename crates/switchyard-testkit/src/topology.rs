@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use crate::control::ControlProcess;
 use crate::edge::EdgeProcess;
 use crate::upstream::Upstream;
-use crate::{ADMIN_TOKEN, HOST};
+use crate::{ADMIN_TOKEN, FORWARD_SECRET, HOST};
 
 /// Each topology in a test process takes its own second octet of 127/8.
 static NEXT: AtomicU8 = AtomicU8::new(0);
@@ -189,7 +189,7 @@ impl Topology {
         let mut t = String::new();
         writeln!(
             t,
-            "[edge]\nadmin_token = {ADMIN_TOKEN:?}\nstate_dir = {:?}",
+            "[edge]\nadmin_token = {ADMIN_TOKEN:?}\nforward_secret = {FORWARD_SECRET:?}\nstate_dir = {:?}",
             self.dir.path().join("state").display().to_string()
         )
         .unwrap();

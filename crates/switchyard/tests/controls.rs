@@ -75,7 +75,9 @@ async fn losing_the_control_plane_changes_nothing_and_a_restart_uses_last_known_
         },
     )
     .await;
-    cp.push(shift_a());
+    let mut v9 = shift_a();
+    v9["version"] = json!(9);
+    cp.push(v9);
     eventually(
         "a pushed change arrives",
         Duration::from_secs(5),
@@ -414,4 +416,172 @@ async fn a_second_edge_of_the_zone_or_on_its_address_refuses_to_start() {
     );
     // The first edge never noticed.
     assert_eq!(a.get("/items/1").send().await.unwrap().status, 200);
+}
+
+/// The controls file says version 8; the operator accepts version 9 through
+/// the admin API. After a restart the edge serves 9: the file, read after
+/// the last-known-good, is older and is refused.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_acknowledged_change_newer_than_the_controls_file_survives_a_restart() {
+    let lab =
+        Topology::new(BIN, &[("r1", &["a", "b"])]).edge_toml("controls_file = \"controls.json\"");
+    let _ups = lab.start_upstreams().await;
+    std::fs::write(
+        lab.dir().join("controls.json"),
+        json!({"version": 8}).to_string(),
+    )
+    .unwrap();
+    let mut a = lab.start_edge("a").await;
+    assert_eq!(a.status().await.controls.version, 8);
+    let mut v9 = shift_a();
+    v9["version"] = json!(9);
+    assert_eq!(a.put_controls(&v9).await.status, 200);
+    assert_eq!(served_zone(&a).await, "b");
+
+    a.kill9();
+    a.restart().await;
+    let s = a.status().await;
+    assert_eq!(
+        (s.controls.version, s.controls.source.as_str()),
+        (9, "last-known-good"),
+        "{s:?}"
+    );
+    assert_eq!(served_zone(&a).await, "b");
+    assert!(a
+        .metrics()
+        .await
+        .contains("switchyard_updates_total{source=\"file\",result=\"refused\"} 1"));
+
+    // An older document through the admin API is refused and changes nothing.
+    let r = a.put_controls(&json!({"version": 3})).await;
+    assert_eq!(r.status, 409, "{}", r.body);
+    assert!(r.body.contains("older than"), "{}", r.body);
+    assert_eq!(a.status().await.controls.version, 9);
+    assert_eq!(served_zone(&a).await, "b");
+}
+
+/// A torn or empty last-known-good file is not "no controls": the edge says
+/// so (error log, `/status`, a metric) and takes the controls file.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_corrupt_last_known_good_file_is_reported_and_the_controls_file_wins() {
+    let lab =
+        Topology::new(BIN, &[("r1", &["a", "b"])]).edge_toml("controls_file = \"controls.json\"");
+    let _ups = lab.start_upstreams().await;
+    std::fs::write(lab.dir().join("controls.json"), shift_a().to_string()).unwrap();
+    let state = lab.dir().join("state");
+    std::fs::create_dir_all(&state).unwrap();
+    for garbage in ["{\"saved_at_ms\": 1, \"sou", ""] {
+        std::fs::write(state.join("a.controls.lkg.json"), garbage).unwrap();
+        let mut a = lab.start_edge("a").await;
+        let s = a.status().await;
+        let err = s.controls.last_known_good_error.clone();
+        assert!(
+            err.as_deref()
+                .is_some_and(|e| e.contains("a.controls.lkg.json")),
+            "{s:?}"
+        );
+        assert_eq!(
+            (s.controls.version, s.controls.source.as_str()),
+            (7, "file")
+        );
+        assert_eq!(served_zone(&a).await, "b");
+        assert!(a
+            .metrics()
+            .await
+            .contains("switchyard_last_known_good_unusable 1"));
+        assert!(a.log().contains("last-known-good controls are unusable"));
+        a.kill9();
+    }
+}
+
+fn admin_write(a: &switchyard_testkit::EdgeProcess, method: &str, body: &str) -> Req {
+    Req::new(method.parse().unwrap(), a.admin, "/controls")
+        .bearer(ADMIN_TOKEN)
+        .body(body.to_string())
+}
+
+/// The README's read-only switch is a merge (`PATCH`), so it keeps an active
+/// zonal shift; `If-Match` makes a write conditional on the version it was
+/// based on; a document that is not a JSON object is refused.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_patch_keeps_what_it_does_not_name_and_if_match_refuses_a_stale_write() {
+    let lab = Topology::new(BIN, &[("r1", &["a", "b"])]);
+    let _ups = lab.start_upstreams().await;
+    let a = lab.start_edge("a").await;
+    assert_eq!(a.put_controls(&shift_a()).await.status, 200);
+
+    let r = admin_write(&a, "PATCH", r#"{"services":{"svc":{"read_only":true}}}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()["version"], 8, "a patch without a version bumps it");
+    let s = a.status().await;
+    assert!(s.services[0].read_only, "{s:?}");
+    assert_eq!(served_zone(&a).await, "b", "the shift is still in force");
+    assert_eq!(a.put("/items/1").send().await.unwrap().status, 503);
+
+    let before = Req::get(a.admin, "/controls").send().await.unwrap();
+    assert_eq!(before.header("etag").as_deref(), Some("\"8\""));
+    for method in ["PUT", "PATCH"] {
+        let r = admin_write(&a, method, r#"{"version": 20}"#)
+            .header("if-match", "\"7\"")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status, 412, "{method}: {}", r.body);
+        assert_eq!(r.json()["current_version"], 8, "{}", r.body);
+        assert_eq!(r.header("etag").as_deref(), Some("\"8\""));
+    }
+    for (method, body) in [("PUT", "[]"), ("PATCH", "[1]"), ("PATCH", "\"x\"")] {
+        let r = admin_write(&a, method, body).send().await.unwrap();
+        assert_eq!(r.status, 400, "{method} {body}: {}", r.body);
+        assert!(
+            r.body.contains("a controls document is a JSON object"),
+            "{}",
+            r.body
+        );
+    }
+    assert_eq!(
+        Req::get(a.admin, "/controls").send().await.unwrap().body,
+        before.body,
+        "refused writes change nothing"
+    );
+
+    let r = admin_write(&a, "PATCH", r#"{"services":{"svc":{"read_only":null}}}"#)
+        .header("if-match", "8")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()["version"], 9);
+    assert!(!a.status().await.services[0].read_only);
+    assert_eq!(served_zone(&a).await, "b");
+}
+
+/// A control plane whose store was wiped comes back at a low version: the
+/// edge refuses what it sends, loudly, and keeps its newer set.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_older_watch_stream_is_refused_loudly_and_changes_nothing() {
+    let lab0 = Topology::new(BIN, &[("r1", &["a", "b"])]);
+    let cp_addr = lab0.aux_addr(5);
+    let lab = lab0.edge_toml(&format!("control_url = \"http://{cp_addr}\""));
+    let _ups = lab.start_upstreams().await;
+    let a = lab.start_edge("a").await;
+    assert_eq!(a.put_controls(&shift_a()).await.status, 200);
+    let _cp = WatchServer::start(cp_addr, json!({"version": 0})).await;
+    eventually(
+        "the stale watch stream is refused",
+        Duration::from_secs(10),
+        || async {
+            let m = a.metrics().await;
+            m.contains("switchyard_updates_total{source=\"control-plane\",result=\"refused\"}")
+                .then_some(())
+                .ok_or(m)
+        },
+    )
+    .await;
+    assert_eq!(a.status().await.controls.version, 7);
+    assert_eq!(served_zone(&a).await, "b");
+    assert!(a.log().contains("older than those in force"), "{}", a.log());
 }

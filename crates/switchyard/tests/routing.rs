@@ -52,7 +52,7 @@ async fn a_shifted_zone_gets_nothing_from_any_edge_of_the_region() {
     }
     assert_eq!(ups["a-1"].requests() + ups["a-2"].requests(), before);
     // The shift is a lease: once it expires, zone a serves its own edge again.
-    let soon = json!({"services": {"svc": {"zones": {"a": {"weight": 0.0, "expires_at_ms": now_ms() + 300}}}}});
+    let soon = json!({"version": 2, "services": {"svc": {"zones": {"a": {"weight": 0.0, "expires_at_ms": now_ms() + 300}}}}});
     edges[0].put_controls(&soon).await;
     eventually("the expired shift ends", Duration::from_secs(5), || async {
         let z = zones_seen(&edges[0], 5).await;
@@ -247,4 +247,62 @@ async fn a_forward_whose_region_is_down_goes_to_the_next_region() {
         .metrics()
         .await
         .contains("switchyard_forward_fallbacks_total{service=\"svc\",region=\"r3\"} 1"));
+}
+
+/// `x-switchyard-forwarded` is the edges' own word, authenticated by the
+/// deployment's forward secret: a client that sends it to an evacuated
+/// region is still forwarded, while a real forward is believed (and served
+/// where it lands even when that edge's controls lag behind).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_client_cannot_claim_its_request_was_forwarded() {
+    let lab = Topology::new(BIN, &[("r1", &["a"]), ("r2", &["b"])]);
+    let ups = lab.start_upstreams().await;
+    let a = lab.start_edge("a").await;
+    let b = lab.start_edge("b").await;
+    a.put_controls(&json!({"services": {"svc": {"regions": {"r1": {"state": "out"}}}}}))
+        .await;
+    let forged: [&[(&str, &str)]; 3] = [
+        &[("x-switchyard-forwarded", "r2")],
+        &[
+            ("x-switchyard-forwarded", "r2"),
+            ("x-switchyard-forward-auth", "a-guess-at-the-secret"),
+        ],
+        &[
+            ("x-switchyard-forwarded", "r1"),
+            ("x-switchyard-forward-auth", ""),
+        ],
+    ];
+    for headers in forged {
+        let mut req = a.get("/items/1");
+        for (k, v) in headers {
+            req = req.header(k, v);
+        }
+        let r = req.send().await.unwrap();
+        assert_eq!(r.status, 200, "{}", r.body);
+        assert!(
+            r.upstream().starts_with("r2/b/"),
+            "{headers:?} was served in the evacuated region: {}",
+            r.upstream()
+        );
+    }
+    // b's controls lag: it still thinks r2 should go to r1. The real forward
+    // from a carries the secret, so b serves it instead of bouncing it back.
+    b.put_controls(&json!({"services": {"svc": {"regions": {"r2": {"state": "out"}}}}}))
+        .await;
+    let r = a.get("/items/1").send().await.unwrap();
+    assert!(r.upstream().starts_with("r2/b/"), "{}", r.upstream());
+    // A client claiming the same at b is steered like any client: to r1.
+    let r = b
+        .get("/items/1")
+        .header("x-switchyard-forwarded", "r1")
+        .send()
+        .await
+        .unwrap();
+    assert!(r.upstream().starts_with("r1/a/"), "{}", r.upstream());
+    // No instance ever sees an internal header, the secret least of all.
+    for u in ups.values() {
+        for h in ["x-switchyard-forward-auth", "x-switchyard-forwarded"] {
+            assert_eq!(u.last_header(h), None, "{h} reached an instance");
+        }
+    }
 }
