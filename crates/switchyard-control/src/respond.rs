@@ -111,14 +111,10 @@ pub fn authorize<S: Store>(
         .as_ref()
         .map(|c| c.tokens.clone())
         .unwrap_or_default();
-    // Compared in constant time: the answer must not tell how much matched.
-    let Some((name, scope, _)) = tokens.iter().find(|(_, _, t)| {
-        t.len() == given.len()
-            && t.bytes()
-                .zip(given.bytes())
-                .fold(0u8, |a, (x, y)| a | (x ^ y))
-                == 0
-    }) else {
+    let Some((name, scope, _)) = tokens
+        .iter()
+        .find(|(_, _, t)| switchyard_model::secret::equal(t.as_bytes(), given.as_bytes()))
+    else {
         return Err(error(
             StatusCode::UNAUTHORIZED,
             "unauthorized",

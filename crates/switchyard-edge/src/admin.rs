@@ -129,7 +129,7 @@ fn authorize(edge: &Edge, req: &Request<Incoming>) -> Result<(), Response<AdminB
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "));
     match given {
-        Some(g) if constant_time_eq(g.as_bytes(), token.as_bytes()) => Ok(()),
+        Some(g) if switchyard_model::secret::equal(g.as_bytes(), token.as_bytes()) => Ok(()),
         Some(_) => Err(error(
             StatusCode::UNAUTHORIZED,
             "unauthorized",
@@ -141,10 +141,6 @@ fn authorize(edge: &Edge, req: &Request<Incoming>) -> Result<(), Response<AdminB
             vec!["an Authorization: Bearer token is required".into()],
         )),
     }
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// `PUT /controls` replaces the whole set; `PATCH /controls` merges a JSON

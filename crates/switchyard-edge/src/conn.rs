@@ -48,6 +48,34 @@ impl Activity {
     }
 }
 
+/// `handle` as a hyper service whose every request counts as in flight on
+/// the connection until its response body is written: the proxy and the
+/// admin listener serve through it alike.
+pub fn tracked<F, Fut, B>(
+    activity: &Arc<Activity>,
+    handle: F,
+) -> impl hyper::service::Service<
+    http::Request<hyper::body::Incoming>,
+    Response = http::Response<Tracked<B>>,
+    Error = std::convert::Infallible,
+    Future: Send + 'static,
+> + Clone
+where
+    F: Fn(http::Request<hyper::body::Incoming>) -> Fut + Clone,
+    Fut: Future<Output = Result<http::Response<B>, std::convert::Infallible>> + Send + 'static,
+    B: Body + Unpin + Send + 'static,
+{
+    let seen = activity.clone();
+    hyper::service::service_fn(move |req| {
+        let in_flight = seen.begin();
+        let resp = handle(req);
+        async move {
+            let r = resp.await?;
+            Ok(r.map(|b| Tracked::new(b, in_flight)))
+        }
+    })
+}
+
 pub struct InFlight(Arc<Activity>);
 
 impl Drop for InFlight {

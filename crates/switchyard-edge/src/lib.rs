@@ -16,7 +16,6 @@ pub mod signals;
 pub mod sources;
 pub mod state;
 
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -25,7 +24,6 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http::{header, Method, Request};
 use http_body_util::Full;
-use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
@@ -347,15 +345,7 @@ async fn serve_proxy(
         let _ = stream.set_nodelay(true);
         let edge = edge.clone();
         let activity = conn::Activity::new();
-        let seen = activity.clone();
-        let svc = service_fn(move |req| {
-            let in_flight = seen.begin();
-            let resp = proxy::handle(edge.clone(), req, peer);
-            async move {
-                let r = resp.await?;
-                Ok::<_, Infallible>(r.map(|b| conn::Tracked::new(b, in_flight)))
-            }
-        });
+        let svc = conn::tracked(&activity, move |req| proxy::handle(edge.clone(), req, peer));
         let conn = builder
             .serve_connection(TokioIo::new(stream), svc)
             .into_owned();
@@ -395,15 +385,7 @@ async fn serve_admin(
         backoff.accepted();
         let edge = edge.clone();
         let activity = conn::Activity::new();
-        let seen = activity.clone();
-        let svc = service_fn(move |req| {
-            let in_flight = seen.begin();
-            let resp = admin::handle(edge.clone(), req);
-            async move {
-                let r = resp.await?;
-                Ok::<_, Infallible>(r.map(|b| conn::Tracked::new(b, in_flight)))
-            }
-        });
+        let svc = conn::tracked(&activity, move |req| admin::handle(edge.clone(), req));
         let conn = builder
             .serve_connection(TokioIo::new(stream), svc)
             .into_owned();

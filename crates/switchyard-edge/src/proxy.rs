@@ -388,11 +388,7 @@ fn forwarded_by_an_edge(h: &HeaderMap, snap: &Snapshot) -> bool {
     };
     h.contains_key(FORWARDED)
         && h.get(FORWARD_AUTH)
-            .is_some_and(|v| constant_time_eq(v.as_bytes(), secret.as_bytes()))
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+            .is_some_and(|v| switchyard_model::secret::equal(v.as_bytes(), secret.as_bytes()))
 }
 
 /// Internal headers are the edges' own: whatever a client (or the previous

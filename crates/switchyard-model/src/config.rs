@@ -591,38 +591,20 @@ fn validate_edge(
     env: &impl Fn(&str) -> Option<String>,
     errs: &mut ValidationErrors,
 ) -> EdgeSettings {
-    let admin_token = match (&e.admin_token, &e.admin_token_env) {
-        (Some(_), Some(_)) => {
-            errs.push(
-                "edge.admin_token",
-                "set either admin_token or admin_token_env, not both",
-            );
-            None
-        }
-        (Some(t), None) if t.len() < 8 => {
-            errs.push("edge.admin_token", "must be at least 8 characters");
-            None
-        }
-        (Some(t), None) => Some(t.clone()),
-        (None, Some(var)) => env(var).filter(|t| !t.is_empty()),
-        (None, None) => None,
-    };
-    let forward_secret = match (&e.forward_secret, &e.forward_secret_env) {
-        (Some(_), Some(_)) => {
-            errs.push(
-                "edge.forward_secret",
-                "set either forward_secret or forward_secret_env, not both",
-            );
-            None
-        }
-        (Some(t), None) if t.len() < 16 => {
-            errs.push("edge.forward_secret", "must be at least 16 characters");
-            None
-        }
-        (Some(t), None) => Some(t.clone()),
-        (None, Some(var)) => env(var).filter(|t| !t.is_empty()),
-        (None, None) => None,
-    };
+    let admin_token = secret(
+        "edge.admin_token",
+        (&e.admin_token, &e.admin_token_env),
+        8,
+        env,
+        errs,
+    );
+    let forward_secret = secret(
+        "edge.forward_secret",
+        (&e.forward_secret, &e.forward_secret_env),
+        16,
+        env,
+        errs,
+    );
     if let Some(url) = &e.control_url {
         if !url.starts_with("http://") {
             errs.push(
@@ -708,6 +690,32 @@ fn validate_edge(
         client_body_timeout,
         client_body_total_timeout,
         client_idle_timeout,
+    }
+}
+
+/// A secret written in the file or named by an environment variable (one or
+/// the other); one given in the file must be at least `min_len` long. An
+/// unset or empty variable is no secret.
+fn secret(
+    path: &str,
+    (literal, var): (&Option<String>, &Option<String>),
+    min_len: usize,
+    env: &impl Fn(&str) -> Option<String>,
+    errs: &mut ValidationErrors,
+) -> Option<String> {
+    match (literal, var) {
+        (Some(_), Some(_)) => {
+            let field = path.rsplit('.').next().unwrap_or(path);
+            errs.push(path, format!("set either {field} or {field}_env, not both"));
+            None
+        }
+        (Some(t), None) if t.len() < min_len => {
+            errs.push(path, format!("must be at least {min_len} characters"));
+            None
+        }
+        (Some(t), None) => Some(t.clone()),
+        (None, Some(v)) => env(v).filter(|t| !t.is_empty()),
+        (None, None) => None,
     }
 }
 

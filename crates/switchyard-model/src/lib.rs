@@ -14,6 +14,7 @@ pub mod finding;
 pub mod incident;
 pub mod notice;
 pub mod ops;
+pub mod secret;
 pub mod signals;
 pub mod time;
 
