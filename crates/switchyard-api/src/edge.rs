@@ -107,6 +107,31 @@ pub struct InstanceView {
     pub last_ejection_reason: Option<EjectReason>,
     pub consecutive_5xx: u32,
     pub inflight: u32,
+    /// The active health check's view, apart from outlier ejection.
+    #[serde(default)]
+    pub check: CheckView,
+}
+
+/// What the active health checks say of one instance.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckView {
+    pub state: CheckState,
+    pub consecutive_passes: u32,
+    pub consecutive_failures: u32,
+    /// Why the last failed check failed (`connect`, `timeout`, `status 503`…).
+    pub last_error: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CheckState {
+    /// Not checked yet, or checks are off: no evidence either way, so the
+    /// instance stays in rotation on what the traffic says of it.
+    #[default]
+    Unknown,
+    Up,
+    /// Failed `unhealthy_threshold` checks in a row: out of rotation.
+    Down,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -116,6 +141,9 @@ pub enum Health {
     Ejected,
     /// Ejection time is over; waiting for an active check to pass.
     Probing,
+    /// Failing its active health checks (dead, not an outlier): out of
+    /// rotation whatever the ejection cap, until the checks pass again.
+    Down,
 }
 
 /// Why the edge ejected an instance.

@@ -7,6 +7,7 @@
 pub mod admin;
 pub mod conn;
 pub mod error;
+pub mod health_check;
 pub mod metrics;
 pub mod outlier;
 pub mod probes;
@@ -21,9 +22,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use http::{header, Method, Request};
-use http_body_util::Full;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
@@ -181,6 +179,7 @@ pub async fn start(opts: EdgeOptions) -> anyhow::Result<Running> {
         tokio::spawn(outlier_loop(edge.clone())),
         tokio::spawn(signal_loop(edge.clone())),
         tokio::spawn(probes::probe_loop(edge.clone())),
+        tokio::spawn(health_check::check_loop(edge.clone())),
     ];
     {
         let mut rx = rx.clone();
@@ -454,18 +453,9 @@ fn analyse(edge: &Edge, rt: &Arc<ServiceRuntime>, now: Instant) {
         }
         *last = now;
     }
-    let stats: Vec<IntervalStats> = rt
-        .local
-        .iter()
-        .map(|i| {
-            let (requests, success_rate, mean_latency) = i.take_interval();
-            IntervalStats {
-                requests,
-                success_rate,
-                mean_latency,
-            }
-        })
-        .collect();
+    let e = &rt.svc.ejection;
+    let enough = e.latency_min_requests.min(e.success_rate_min_requests);
+    let stats: Vec<IntervalStats> = rt.local.iter().map(|i| i.take_interval(enough)).collect();
     let mut zones: Vec<&str> = rt.local.iter().map(|i| i.meta.zone.as_str()).collect();
     zones.sort();
     zones.dedup();
@@ -482,20 +472,18 @@ fn analyse(edge: &Edge, rt: &Arc<ServiceRuntime>, now: Instant) {
 
 /// An active check of an ejected instance: its health endpoint must answer 2xx.
 async fn recheck(rt: &ServiceRuntime, addr: &SocketAddr) -> bool {
-    let uri = format!("http://{addr}{}", rt.svc.health_path);
-    let host = rt.svc.hosts.first().cloned().unwrap_or_default();
-    let Ok(req) = Request::builder()
-        .method(Method::GET)
-        .uri(uri)
-        .header(header::HOST, host)
-        .header("user-agent", "switchyard-edge-recheck")
-        .body(Full::new(Bytes::new()))
-    else {
-        return false;
-    };
-    let t = rt.svc.timeouts.connect + rt.svc.timeouts.header;
-    let client = state::client_for(rt.svc.timeouts.connect);
-    matches!(tokio::time::timeout(t, client.request(req)).await, Ok(Ok(r)) if r.status().is_success())
+    let svc = &rt.svc;
+    let timeout = svc.timeouts.connect + svc.timeouts.header;
+    health_check::http_get(
+        svc,
+        *addr,
+        &svc.health_path,
+        "switchyard-edge-recheck",
+        &[],
+        timeout,
+    )
+    .await
+    .is_ok()
 }
 
 /// Runs an edge until SIGINT or SIGTERM, then drains.

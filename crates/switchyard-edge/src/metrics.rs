@@ -40,6 +40,20 @@ pub struct InstanceLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HostLabels {
+    pub service: String,
+    pub instance: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CheckLabels {
+    pub service: String,
+    pub instance: String,
+    /// `pass` or `fail`.
+    pub result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ShedLabels {
     pub service: String,
     pub priority: String,
@@ -84,6 +98,8 @@ pub struct Metrics {
     pub upstream_errors: Family<ErrorLabels, Counter>,
     pub ejections: Family<InstanceLabels, Counter>,
     pub ejections_refused: Family<InstanceLabels, Counter>,
+    pub health_checks: Family<CheckLabels, Counter>,
+    pub instance_down: Family<HostLabels, Gauge>,
     pub shed: Family<ShedLabels, Counter>,
     pub read_only: Family<ServiceLabels, Counter>,
     pub panic: Family<RegionLabels, Gauge>,
@@ -115,6 +131,8 @@ impl Metrics {
         let upstream_errors = Family::default();
         let ejections = Family::default();
         let ejections_refused = Family::default();
+        let health_checks = Family::default();
+        let instance_down = Family::default();
         let shed = Family::default();
         let read_only = Family::default();
         let panic = Family::default();
@@ -156,6 +174,16 @@ impl Metrics {
             "ejections_refused",
             "Ejections refused because they would break the capacity floor or the ejection cap",
             ejections_refused.clone(),
+        );
+        registry.register(
+            "health_checks",
+            "Active health checks of instances, by result (pass, fail)",
+            health_checks.clone(),
+        );
+        registry.register(
+            "instance_down",
+            "1 while an instance is out of rotation because it fails its active health checks",
+            instance_down.clone(),
         );
         registry.register(
             "shed",
@@ -211,6 +239,8 @@ impl Metrics {
             upstream_errors,
             ejections,
             ejections_refused,
+            health_checks,
+            instance_down,
             shed,
             read_only,
             panic,

@@ -10,6 +10,8 @@ use std::time::{Duration, Instant};
 
 use switchyard_model::{EjectionSettings, Instance};
 
+use crate::health_check::ActiveCheck;
+
 /// How one attempt against an instance ended, from the instance's point of view.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
@@ -34,7 +36,13 @@ struct Inner {
     requests: u64,
     successes: u64,
     latency_sum: Duration,
+    /// Intervals these counters have been carried over (see `take_interval`).
+    carried: u32,
 }
+
+/// The most intervals an instance's counters are carried over while they are
+/// too few to judge: older evidence says little about the instance now.
+const MAX_CARRIED: u32 = 2;
 
 /// One instance of a service as this edge sees it. Survives config reloads as
 /// long as the instance keeps its name and address.
@@ -42,6 +50,8 @@ struct Inner {
 pub struct InstanceState {
     pub meta: Instance,
     pub inflight: AtomicU32,
+    /// The active health checks' verdict, kept apart from ejection.
+    pub check: ActiveCheck,
     /// Mirrors `inner.health == Healthy` so routing reads it without a lock.
     healthy: AtomicBool,
     inner: Mutex<Inner>,
@@ -55,6 +65,9 @@ impl switchyard_steer::Backend for InstanceState {
     }
     fn is_healthy(&self) -> bool {
         InstanceState::is_healthy(self)
+    }
+    fn ejected(&self) -> bool {
+        !self.healthy.load(Ordering::Acquire)
     }
     fn inflight(&self) -> u32 {
         self.inflight.load(Ordering::Relaxed)
@@ -74,6 +87,7 @@ impl InstanceState {
         InstanceState {
             meta,
             inflight: AtomicU32::new(0),
+            check: ActiveCheck::default(),
             healthy: AtomicBool::new(true),
             inner: Mutex::new(Inner {
                 health: Health::Healthy,
@@ -85,6 +99,7 @@ impl InstanceState {
                 requests: 0,
                 successes: 0,
                 latency_sum: Duration::ZERO,
+                carried: 0,
             }),
         }
     }
@@ -93,12 +108,14 @@ impl InstanceState {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// The outlier state machine's verdict (healthy, ejected, probing).
     pub fn health(&self) -> Health {
         self.lock().health
     }
 
+    /// In rotation: not ejected as an outlier and not down by its checks.
     pub fn is_healthy(&self) -> bool {
-        self.healthy.load(Ordering::Acquire)
+        self.healthy.load(Ordering::Acquire) && !self.check.is_down()
     }
 
     fn set_health(&self, g: &mut Inner, h: Health) {
@@ -179,40 +196,55 @@ impl InstanceState {
         }
     }
 
-    /// Closes the analysis interval: returns (requests, success rate, mean
-    /// latency) and resets the counters. A healthy interval forgives one past
-    /// ejection, as Envoy does, so the next ejection is shorter.
-    pub fn take_interval(&self) -> (u64, f64, Duration) {
+    /// Closes the analysis interval and returns its numbers. An instance
+    /// with fewer than `enough` requests keeps its counters into the next
+    /// interval (for at most `MAX_CARRIED` intervals): a slow instance gets
+    /// few requests, because power of two choices favours peers with fewer
+    /// in flight, and without carrying its evidence over it would never have
+    /// enough to be judged. A healthy interval forgives one past ejection, as
+    /// Envoy does, so the next ejection is shorter.
+    pub fn take_interval(&self, enough: u64) -> IntervalStats {
         let mut g = self.lock();
-        let out = (
-            g.requests,
-            if g.requests == 0 {
+        let out = IntervalStats {
+            requests: g.requests,
+            success_rate: if g.requests == 0 {
                 1.0
             } else {
                 g.successes as f64 / g.requests as f64
             },
-            if g.requests == 0 {
+            mean_latency: if g.requests == 0 {
                 Duration::ZERO
             } else {
                 g.latency_sum / g.requests as u32
             },
-        );
+        };
+        if g.requests < enough && g.carried < MAX_CARRIED {
+            g.carried += 1;
+            return out;
+        }
         if g.health == Health::Healthy && g.ejections > 0 && g.successes == g.requests {
             g.ejections -= 1;
         }
         g.requests = 0;
         g.successes = 0;
         g.latency_sum = Duration::ZERO;
+        g.carried = 0;
         out
     }
 
     pub fn view(&self, now: Instant) -> InstanceView {
         let g = self.lock();
+        // An ejection says more (why, for how long) than a failing check,
+        // so it shows first; `check` has the rest.
+        let health = match g.health {
+            Health::Healthy if self.check.is_down() => Health::Down,
+            h => h,
+        };
         InstanceView {
             name: self.meta.name.clone(),
             zone: self.meta.zone.clone(),
             addr: self.meta.addr.to_string(),
-            health: g.health,
+            health,
             ejections: g.ejections,
             ejected_for_ms: g
                 .ejected_until
@@ -221,6 +253,7 @@ impl InstanceState {
             last_ejection_reason: g.last_reason,
             consecutive_5xx: g.consecutive_5xx,
             inflight: self.inflight.load(Ordering::Relaxed),
+            check: self.check.view(),
         }
     }
 }
@@ -252,6 +285,10 @@ pub fn peer_outliers(stats: &[IntervalStats], s: &EjectionSettings) -> Vec<(usiz
         }
     }
     // Latency: slower than `latency_factor` times the median of the others.
+    // Its own, lower bar on requests (see `latency_min_requests`).
+    let qualified: Vec<usize> = (0..stats.len())
+        .filter(|&i| stats[i].requests >= s.latency_min_requests.max(1))
+        .collect();
     if qualified.len() >= 2 {
         for &i in &qualified {
             if out.iter().any(|(j, _)| *j == i) {
@@ -363,5 +400,47 @@ mod tests {
             st.requests = 5;
         }
         assert!(peer_outliers(&stats, &s).is_empty());
+    }
+
+    #[test]
+    fn a_starved_instance_carries_its_evidence_over_until_it_can_be_judged() {
+        let s = EjectionSettings::default();
+        let i = inst();
+        let slow = Duration::from_millis(400);
+        for _ in 0..6 {
+            i.observe(Outcome::Success, slow, &s);
+        }
+        assert_eq!(i.take_interval(10).requests, 6, "too few: kept");
+        for _ in 0..6 {
+            i.observe(Outcome::Success, slow, &s);
+        }
+        let st = i.take_interval(10);
+        assert_eq!(st.requests, 12);
+        assert_eq!(st.mean_latency, slow);
+        assert_eq!(
+            i.take_interval(10).requests,
+            0,
+            "judged: the next interval starts afresh"
+        );
+        // Evidence is not kept forever: after two carried intervals it goes.
+        let i = inst();
+        i.observe(Outcome::Success, slow, &s);
+        assert_eq!(i.take_interval(10).requests, 1);
+        assert_eq!(i.take_interval(10).requests, 1);
+        assert_eq!(i.take_interval(10).requests, 1);
+        assert_eq!(i.take_interval(10).requests, 0);
+    }
+
+    #[test]
+    fn latency_is_judged_on_fewer_requests_than_the_success_rate() {
+        let s = EjectionSettings::default();
+        let st = |requests, ms| IntervalStats {
+            requests,
+            success_rate: 1.0,
+            mean_latency: Duration::from_millis(ms),
+        };
+        let out = peer_outliers(&[st(400, 2), st(12, 400)], &s);
+        assert_eq!(out, vec![(1, EjectReason::Latency)]);
+        assert!(peer_outliers(&[st(400, 2), st(9, 400)], &s).is_empty());
     }
 }

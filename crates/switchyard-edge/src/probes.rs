@@ -8,14 +8,12 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use http::{header, Method, Request};
-use http_body_util::Full;
 use rand::Rng;
 use switchyard_model::signals::{Probe, ProbeTarget};
 use switchyard_model::{RouteKind, Service};
 
-use crate::state::{client_for, Edge};
+use crate::health_check::http_get;
+use crate::state::Edge;
 
 /// The paths probed on each instance: every route's heartbeat, or the
 /// service's health path when no route has one.
@@ -39,42 +37,18 @@ async fn probe(
     forwarded_from: Option<&str>,
     forward_secret: Option<&str>,
 ) -> (bool, f64, Option<String>) {
-    let mut b = Request::builder()
-        .method(Method::GET)
-        .uri(format!("http://{addr}{path}"))
-        .header(header::HOST, svc.hosts.first().cloned().unwrap_or_default())
-        .header("user-agent", "switchyard-edge-probe");
+    let mut extra = Vec::new();
     if let Some(r) = forwarded_from {
-        b = b.header(crate::proxy::FORWARDED, r);
+        extra.push((crate::proxy::FORWARDED, r));
         if let Some(secret) = forward_secret {
-            b = b.header(crate::proxy::FORWARD_AUTH, secret);
+            extra.push((crate::proxy::FORWARD_AUTH, secret));
         }
     }
-    let Ok(req) = b.body(Full::new(Bytes::new())) else {
-        return (false, 0.0, Some("bad probe request".into()));
-    };
     let t0 = Instant::now();
     let timeout = svc.timeouts.header.min(Duration::from_secs(1)) + svc.timeouts.connect;
-    let r = tokio::time::timeout(timeout, client_for(svc.timeouts.connect).request(req)).await;
+    let r = http_get(svc, addr, path, "switchyard-edge-probe", &extra, timeout).await;
     let ms = t0.elapsed().as_secs_f64() * 1000.0;
-    match r {
-        Ok(Ok(resp)) if resp.status().is_success() => (true, ms, None),
-        Ok(Ok(resp)) => (
-            false,
-            ms,
-            Some(format!("status {}", resp.status().as_u16())),
-        ),
-        Ok(Err(e)) => (
-            false,
-            ms,
-            Some(if e.is_connect() {
-                "connect".into()
-            } else {
-                "exchange".into()
-            }),
-        ),
-        Err(_) => (false, ms, Some("timeout".into())),
-    }
+    (r.is_ok(), ms, r.err())
 }
 
 /// One probe to send this interval.

@@ -139,6 +139,8 @@ pub mod raw {
         pub limits: Limits,
         #[serde(default)]
         pub ejection: Ejection,
+        #[serde(default)]
+        pub health_check: HealthCheck,
         #[serde(default, rename = "route")]
         pub routes: Vec<Route>,
         #[serde(default, rename = "instance")]
@@ -176,6 +178,17 @@ pub mod raw {
         pub success_rate_stdev_factor: Option<f64>,
         pub latency_factor: Option<f64>,
         pub latency_min_ms: Option<u64>,
+        pub latency_min_requests: Option<u64>,
+    }
+
+    #[derive(Debug, Deserialize, Default)]
+    #[serde(deny_unknown_fields)]
+    pub struct HealthCheck {
+        pub enabled: Option<bool>,
+        pub interval_ms: Option<u64>,
+        pub timeout_ms: Option<u64>,
+        pub unhealthy_threshold: Option<u32>,
+        pub healthy_threshold: Option<u32>,
     }
 
     #[derive(Debug, Deserialize)]
@@ -362,6 +375,7 @@ pub struct Service {
     pub timeouts: Timeouts,
     pub limits: LimitSettings,
     pub ejection: EjectionSettings,
+    pub health_check: HealthCheckSettings,
     pub routes: Vec<Route>,
     pub instances: Vec<Instance>,
     /// What requests that match no route are: `[read, write]`.
@@ -398,6 +412,39 @@ pub struct EjectionSettings {
     pub success_rate_stdev_factor: f64,
     pub latency_factor: f64,
     pub latency_min: Duration,
+    /// Requests an instance needs in an interval for its mean latency to be
+    /// judged. Lower than the success-rate minimum on purpose: a slow
+    /// instance gets fewer requests (power of two choices favours peers with
+    /// fewer in flight), and ten slow answers say more about latency than
+    /// ten failures would about a rate.
+    pub latency_min_requests: u64,
+}
+
+/// Active health checks: every edge asks each instance of its region for
+/// `health_path` every `interval`. `unhealthy_threshold` failures in a row
+/// take the instance out of rotation (it is dead, not an outlier, so the
+/// ejection cap does not hold it back) and `healthy_threshold` passes bring
+/// it back. Defaults: 1 s, 1 s, 2 and 2, so a dead instance leaves within
+/// about two seconds.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct HealthCheckSettings {
+    pub enabled: bool,
+    pub interval: Duration,
+    pub timeout: Duration,
+    pub unhealthy_threshold: u32,
+    pub healthy_threshold: u32,
+}
+
+impl Default for HealthCheckSettings {
+    fn default() -> Self {
+        HealthCheckSettings {
+            enabled: true,
+            interval: Duration::from_secs(1),
+            timeout: Duration::from_secs(1),
+            unhealthy_threshold: 2,
+            healthy_threshold: 2,
+        }
+    }
 }
 
 impl Default for EjectionSettings {
@@ -414,6 +461,7 @@ impl Default for EjectionSettings {
             success_rate_stdev_factor: 1.9,
             latency_factor: 3.0,
             latency_min: Duration::from_millis(50),
+            latency_min_requests: 10,
         }
     }
 }
@@ -1049,6 +1097,7 @@ fn validate_service(
                 .unwrap_or(d.success_rate_stdev_factor),
             latency_factor: e.latency_factor.unwrap_or(d.latency_factor),
             latency_min: ms(e.latency_min_ms, d.latency_min),
+            latency_min_requests: e.latency_min_requests.unwrap_or(d.latency_min_requests),
         };
         let ep = format!("{path}.ejection");
         if !(0.0..=100.0).contains(&out.max_ejection_percent) {
@@ -1080,6 +1129,35 @@ fn validate_service(
                 format!("{ep}.success_rate_stdev_factor"),
                 "must be greater than 0",
             );
+        }
+        out
+    };
+    let health_check = {
+        let h = &s.health_check;
+        let d = HealthCheckSettings::default();
+        let ms = |v: Option<u64>, def: Duration| v.map(Duration::from_millis).unwrap_or(def);
+        let out = HealthCheckSettings {
+            enabled: h.enabled.unwrap_or(d.enabled),
+            interval: ms(h.interval_ms, d.interval),
+            timeout: ms(h.timeout_ms, d.timeout),
+            unhealthy_threshold: h.unhealthy_threshold.unwrap_or(d.unhealthy_threshold),
+            healthy_threshold: h.healthy_threshold.unwrap_or(d.healthy_threshold),
+        };
+        let hp = format!("{path}.health_check");
+        if out.interval.is_zero() {
+            errs.push(
+                format!("{hp}.interval_ms"),
+                "must be greater than 0 (to turn checks off, set enabled = false)",
+            );
+        }
+        if out.timeout.is_zero() {
+            errs.push(format!("{hp}.timeout_ms"), "must be greater than 0");
+        }
+        if out.unhealthy_threshold == 0 {
+            errs.push(format!("{hp}.unhealthy_threshold"), "must be at least 1");
+        }
+        if out.healthy_threshold == 0 {
+            errs.push(format!("{hp}.healthy_threshold"), "must be at least 1");
         }
         out
     };
@@ -1202,6 +1280,7 @@ fn validate_service(
         timeouts,
         limits,
         ejection,
+        health_check,
         routes,
         instances,
         default_routes: [

@@ -19,9 +19,9 @@ pub mod signals;
 pub mod time;
 
 pub use config::{
-    Config, ControlSettings, ControlTables, EdgeSettings, EjectionSettings, Instance,
-    LimitSettings, PlaybookMode, Priority, Region, Route, RouteKind, Scope, Service, StoreSpec,
-    Timeouts, Zone,
+    Config, ControlSettings, ControlTables, EdgeSettings, EjectionSettings, HealthCheckSettings,
+    Instance, LimitSettings, PlaybookMode, Priority, Region, Route, RouteKind, Scope, Service,
+    StoreSpec, Timeouts, Zone,
 };
 pub use controls::{
     CapacityMode, Controls, Fault, RegionControl, RegionState, ServiceControls, ZoneControl,

@@ -218,3 +218,26 @@ fn port_zero_is_refused_where_an_address_is_named() {
         "{errs:?}"
     );
 }
+
+#[test]
+fn health_check_settings_are_checked() {
+    let errs = errors(
+        &EXAMPLE
+            .replace("interval_ms = 1000", "interval_ms = 0")
+            .replace("unhealthy_threshold = 2", "unhealthy_threshold = 0"),
+    );
+    assert_eq!(
+        errs,
+        vec![
+            "service.catalog.health_check.interval_ms: must be greater than 0 (to turn checks off, set enabled = false)",
+            "service.catalog.health_check.unhealthy_threshold: must be at least 1",
+        ]
+    );
+    let c = Config::from_toml(
+        &EXAMPLE.replace("healthy_threshold = 2      #", "healthy_threshold = 3 #"),
+        no_env,
+    )
+    .unwrap();
+    let hc = c.service("catalog").unwrap().health_check;
+    assert_eq!((hc.unhealthy_threshold, hc.healthy_threshold), (2, 3));
+}

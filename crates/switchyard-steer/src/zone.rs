@@ -14,8 +14,14 @@ use switchyard_model::ServiceControls;
 /// its live per-instance state, so a plan borrows that state in place.
 pub trait Backend {
     fn zone(&self) -> &str;
-    /// In rotation: neither ejected nor waiting for its re-check.
+    /// In rotation: neither ejected nor waiting for its re-check, nor failing
+    /// its active health checks.
     fn is_healthy(&self) -> bool;
+    /// Out of rotation by outlier ejection, which is what the ejection cap
+    /// counts; an instance out because its health checks fail is not.
+    fn ejected(&self) -> bool {
+        !self.is_healthy()
+    }
     /// Requests in flight, for power of two choices.
     fn inflight(&self) -> u32;
 }
@@ -26,6 +32,9 @@ impl<T: Backend + ?Sized> Backend for Arc<T> {
     }
     fn is_healthy(&self) -> bool {
         (**self).is_healthy()
+    }
+    fn ejected(&self) -> bool {
+        (**self).ejected()
     }
     fn inflight(&self) -> u32 {
         (**self).inflight()
@@ -141,7 +150,7 @@ pub fn may_eject<B: Backend>(
     let serving = plan(local, floor, sc, now_ms).serving;
     let counted = candidate.is_healthy() && zone_weight(sc, candidate.zone(), now_ms) > 0.0;
     let after = serving - usize::from(counted);
-    let ejected = local.iter().filter(|i| !i.is_healthy()).count();
+    let ejected = local.iter().filter(|i| i.ejected()).count();
     let cap = ((local.len() as f64) * max_ejection_percent / 100.0)
         .floor()
         .max(1.0) as usize;
@@ -244,6 +253,8 @@ mod tests {
     struct Inst {
         zone: &'static str,
         healthy: bool,
+        /// Out of rotation by its health checks rather than by ejection.
+        down: bool,
     }
 
     impl Backend for Inst {
@@ -251,7 +262,10 @@ mod tests {
             self.zone
         }
         fn is_healthy(&self) -> bool {
-            self.healthy
+            self.healthy && !self.down
+        }
+        fn ejected(&self) -> bool {
+            !self.healthy
         }
         fn inflight(&self) -> u32 {
             0
@@ -264,6 +278,7 @@ mod tests {
             .map(|zone| Inst {
                 zone,
                 healthy: true,
+                down: false,
             })
             .collect()
     }
@@ -354,5 +369,21 @@ mod tests {
             Err(EjectRefusal::MaxEjectionPercent)
         );
         assert_eq!(may_eject(&local, &local[3], 3, 50.0, None, 0), Ok(()));
+    }
+
+    #[test]
+    fn a_dead_instance_counts_against_the_floor_but_not_against_the_ejection_cap() {
+        let mut local = instances();
+        local[0].down = true;
+        // The cap at 10 % of six is one ejection; the dead instance does not use it.
+        assert_eq!(may_eject(&local, &local[3], 3, 10.0, None, 0), Ok(()));
+        // But it serves nobody: with three down, the floor of three holds the rest.
+        local[1].down = true;
+        local[2].down = true;
+        assert_eq!(
+            may_eject(&local, &local[3], 3, 10.0, None, 0),
+            Err(EjectRefusal::CapacityGuard)
+        );
+        assert_eq!(plan(&local, 3, None, 0).serving, 3);
     }
 }

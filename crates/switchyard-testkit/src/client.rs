@@ -130,15 +130,39 @@ pub async fn send(req: Request<Full<Bytes>>) -> Result<Reply, String> {
 
 /// Steady background traffic through edges until dropped: every 10 ms each
 /// edge gets the next request of `mix` (method, path) in turn, so the
-/// control plane has signals to detect from.
+/// control plane has signals to detect from. Every answer is kept, for tests
+/// that count what users saw.
 pub struct Traffic {
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
+    sent: std::sync::Arc<std::sync::Mutex<Vec<Sent>>>,
+}
+
+/// One request of [`Traffic`] and how it ended.
+#[derive(Debug, Clone)]
+pub struct Sent {
+    /// When the request was sent.
+    pub at: std::time::Instant,
+    pub method: Method,
+    /// The answer's status, or why there was none.
+    pub result: Result<(StatusCode, String), String>,
+}
+
+impl Sent {
+    pub fn ok(&self) -> bool {
+        matches!(&self.result, Ok((s, _)) if s.is_success())
+    }
+
+    /// The zone that served it (from the edge's `x-switchyard-upstream`).
+    pub fn zone(&self) -> Option<&str> {
+        self.result.as_ref().ok().map(|(_, z)| z.as_str())
+    }
 }
 
 impl Traffic {
     pub fn start(edges: &[SocketAddr], host: &str, mix: &[(Method, &str)]) -> Traffic {
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let sent = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
         let mix: Vec<(Method, String)> = mix
             .iter()
             .map(|(m, p)| (m.clone(), p.to_string()))
@@ -146,27 +170,45 @@ impl Traffic {
         let tasks = edges
             .iter()
             .map(|addr| {
-                let (addr, stop, mix, host) = (*addr, stop.clone(), mix.clone(), host.to_string());
+                let (addr, stop, mix, host, sent) = (
+                    *addr,
+                    stop.clone(),
+                    mix.clone(),
+                    host.to_string(),
+                    sent.clone(),
+                );
                 tokio::spawn(async move {
                     let mut i = 0;
                     while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                         let (m, p) = &mix[i % mix.len()];
-                        let _ = Req::new(m.clone(), addr, p).host(&host).send().await;
+                        let at = std::time::Instant::now();
+                        let result = Req::new(m.clone(), addr, p)
+                            .host(&host)
+                            .send()
+                            .await
+                            .map(|r| (r.status, r.zone()));
+                        sent.lock().unwrap().push(Sent {
+                            at,
+                            method: m.clone(),
+                            result,
+                        });
                         i += 1;
                         tokio::time::sleep(Duration::from_millis(10)).await;
                     }
                 })
             })
             .collect();
-        Traffic { stop, tasks }
+        Traffic { stop, tasks, sent }
     }
 
-    /// Stops and waits for the last requests to finish.
-    pub async fn stop(mut self) {
+    /// Stops, waits for the last requests to finish, and returns every
+    /// request sent, in the order they ended.
+    pub async fn stop(mut self) -> Vec<Sent> {
         self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
         for t in self.tasks.drain(..) {
             let _ = t.await;
         }
+        std::mem::take(&mut *self.sent.lock().unwrap())
     }
 }
 

@@ -14,7 +14,7 @@ pub mod sse;
 pub mod topology;
 pub mod upstream;
 
-pub use client::{send, Reply, Req, Traffic};
+pub use client::{send, Reply, Req, Sent, Traffic};
 pub use control::ControlProcess;
 pub use edge::EdgeProcess;
 pub use etcd::Etcd;

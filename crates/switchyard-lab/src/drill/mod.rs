@@ -20,7 +20,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::json;
-use switchyard_api::edge::Health;
+use switchyard_api::edge::{CheckState, Health};
 use switchyard_model::{AuditEntry, Config, Controls};
 use switchyard_report::{Action as ActionRecord, DrillReport, Finding, Second};
 use tokio::time::Instant;
@@ -56,6 +56,8 @@ struct Run<'a> {
     /// Findings already taken from the control plane: (scope, kind, detected).
     seen_findings: BTreeSet<(String, String, u64)>,
     seen_ejections: BTreeMap<String, u32>,
+    /// Instances some edge's health checks hold out of rotation now.
+    seen_down: BTreeSet<String>,
     fault_at: Option<f64>,
     restored_at: Option<f64>,
     replication_max: u64,
@@ -106,6 +108,7 @@ impl Run<'_> {
     }
 
     async fn observe_edges(&mut self) {
+        let mut down_now = BTreeSet::new();
         for z in self.lab.edge_zones() {
             let Some(st) = self.lab.edge_status(&z).await else {
                 continue;
@@ -134,8 +137,31 @@ impl Run<'_> {
                         refused_by: None,
                     });
                 }
+                if i.check.state == CheckState::Down {
+                    down_now.insert(i.name.clone());
+                    if !self.seen_down.contains(&i.name) {
+                        self.seen_down.insert(i.name.clone());
+                        let error = i.check.last_error.as_deref().unwrap_or("?");
+                        let at_s = self.now_s();
+                        self.findings.push(Finding {
+                            scope: format!("instance:{}", i.name),
+                            kind: "down".into(),
+                            at_s,
+                            evidence: json!({"seen_by_edge": z, "health_check": error}),
+                        });
+                        self.actions.push(ActionRecord {
+                            what: format!("take instance {} out of rotation", i.name),
+                            why: format!("failing its health checks ({error})"),
+                            at_s,
+                            accepted: true,
+                            refused_by: None,
+                        });
+                    }
+                }
             }
         }
+        // Back in rotation everywhere: a later failure is news again.
+        self.seen_down.retain(|n| down_now.contains(n));
     }
 
     /// New findings of the control plane's detection since the last look.
@@ -237,6 +263,7 @@ pub async fn run(scenario: &Scenario, opts: &Options) -> anyhow::Result<DrillRep
         findings: Vec::new(),
         seen_findings: BTreeSet::new(),
         seen_ejections: BTreeMap::new(),
+        seen_down: BTreeSet::new(),
         fault_at: None,
         restored_at: None,
         replication_max: 0,
