@@ -4,7 +4,9 @@
 //! its header timer starts only once the auto builder knows the protocol, and
 //! its h2 server has no idle limit between streams.
 
+use std::collections::HashMap;
 use std::future::Future;
+use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -12,8 +14,141 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use http_body::{Body, Frame, SizeHint};
+use prometheus_client::metrics::gauge::Gauge;
 use tokio::sync::Notify;
 use tokio::time::Instant;
+
+use crate::error::{EdgeError, ErrorKind};
+
+/// How many connections a listener holds, in all and per client address.
+/// Every connection costs a file descriptor and memory: without a ceiling, a
+/// client that opens connections until the process runs out of descriptors
+/// leaves none for upstream connections, and every request fails. With one
+/// ceiling per address as well, one client can take at most its share.
+pub struct ConnLimits {
+    listener: &'static str,
+    max_total: usize,
+    max_per_client: usize,
+    total: AtomicUsize,
+    per_client: Mutex<HashMap<IpAddr, usize>>,
+    open: Gauge,
+    /// Set while refusing, so the log says so once per episode.
+    refusing: std::sync::atomic::AtomicBool,
+}
+
+/// A connection's place under [`ConnLimits`]; dropping it frees the place.
+pub struct ConnSlot {
+    limits: Arc<ConnLimits>,
+    ip: IpAddr,
+}
+
+impl ConnLimits {
+    pub fn new(
+        listener: &'static str,
+        max_total: usize,
+        max_per_client: usize,
+        open: Gauge,
+    ) -> Arc<ConnLimits> {
+        Arc::new(ConnLimits {
+            listener,
+            max_total: max_total.max(1),
+            max_per_client: max_per_client.clamp(1, max_total.max(1)),
+            total: AtomicUsize::new(0),
+            per_client: Mutex::new(HashMap::new()),
+            open,
+            refusing: std::sync::atomic::AtomicBool::new(false),
+        })
+    }
+
+    pub fn max_total(&self) -> usize {
+        self.max_total
+    }
+
+    pub fn max_per_client(&self) -> usize {
+        self.max_per_client
+    }
+
+    /// A place for a new connection from `ip`, or which limit refused it
+    /// (`total` or `per_client`) and the error its client gets.
+    pub fn admit(self: &Arc<Self>, ip: IpAddr) -> Result<ConnSlot, (&'static str, EdgeError)> {
+        let mut per = self.per_client.lock().unwrap_or_else(|e| e.into_inner());
+        let mine = per.get(&ip).copied().unwrap_or(0);
+        let refused = if self.total.load(Ordering::Acquire) >= self.max_total {
+            Some((
+                "total",
+                format!(
+                    "the edge holds its limit of {} client connections",
+                    self.max_total
+                ),
+            ))
+        } else if mine >= self.max_per_client {
+            Some((
+                "per_client",
+                format!(
+                    "{ip} holds its limit of {} connections",
+                    self.max_per_client
+                ),
+            ))
+        } else {
+            None
+        };
+        if let Some((which, reason)) = refused {
+            if !self.refusing.swap(true, Ordering::Relaxed) {
+                tracing::warn!(listener = self.listener, %reason, "refusing new connections");
+            }
+            return Err((which, EdgeError::new(ErrorKind::TooManyConnections, reason)));
+        }
+        if self.refusing.swap(false, Ordering::Relaxed) {
+            tracing::info!(listener = self.listener, "accepting new connections again");
+        }
+        per.insert(ip, mine + 1);
+        self.total.fetch_add(1, Ordering::AcqRel);
+        self.open.inc();
+        Ok(ConnSlot {
+            limits: self.clone(),
+            ip,
+        })
+    }
+}
+
+impl Drop for ConnSlot {
+    fn drop(&mut self) {
+        let l = &self.limits;
+        let mut per = l.per_client.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = per.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                per.remove(&self.ip);
+            }
+        }
+        l.total.fetch_sub(1, Ordering::AcqRel);
+        l.open.dec();
+    }
+}
+
+/// The answer a refused connection gets before it is closed: an HTTP/1.1
+/// `503` with the edge's JSON error body, written with one non-blocking
+/// write into the fresh socket's empty send buffer, so a client that does
+/// not read cannot hold the accept loop.
+pub fn refuse(stream: &tokio::net::TcpStream, e: &EdgeError) {
+    let resp = e.to_response(None);
+    let mut out = format!(
+        "HTTP/1.1 {} {}\r\n",
+        resp.status().as_u16(),
+        resp.status().canonical_reason().unwrap_or("")
+    );
+    for (k, v) in resp.headers() {
+        out.push_str(&format!("{k}: {}\r\n", v.to_str().unwrap_or("")));
+    }
+    let body = e.json_body(None);
+    out.push_str(&format!(
+        "connection: close\r\ncontent-length: {}\r\n\r\n",
+        body.len()
+    ));
+    let mut out = out.into_bytes();
+    out.extend_from_slice(&body);
+    let _ = stream.try_write(&out);
+}
 
 /// What is in flight on one connection. A request counts from the moment the
 /// service sees it until its response body has been written (or dropped).

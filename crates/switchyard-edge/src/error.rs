@@ -27,6 +27,8 @@ pub enum ErrorKind {
     /// The request body did not arrive in time (between two reads or in all).
     RequestTimeout,
     Shed,
+    /// The client (or all clients) hold as many connections as allowed.
+    TooManyConnections,
     ReadOnly,
     /// An injected abort; answered with the fault's status.
     FaultAbort,
@@ -48,7 +50,7 @@ impl ErrorKind {
             BadRequest | UnknownService | PayloadTooLarge | HeadersTooLarge | RequestTimeout => {
                 Origin::Client
             }
-            Shed | ReadOnly | FaultAbort => Origin::Edge,
+            Shed | TooManyConnections | ReadOnly | FaultAbort => Origin::Edge,
             NoInstance | UpstreamConnect | UpstreamTimeout | UpstreamProtocol => Origin::Upstream,
         }
     }
@@ -75,7 +77,7 @@ impl ErrorKind {
             PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             RequestTimeout => StatusCode::REQUEST_TIMEOUT,
-            Shed | ReadOnly | NoInstance => StatusCode::SERVICE_UNAVAILABLE,
+            Shed | TooManyConnections | ReadOnly | NoInstance => StatusCode::SERVICE_UNAVAILABLE,
             FaultAbort => StatusCode::SERVICE_UNAVAILABLE,
             UpstreamConnect | UpstreamProtocol => StatusCode::BAD_GATEWAY,
             UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
@@ -91,7 +93,7 @@ impl ErrorKind {
             BadRequest | UnknownService | PayloadTooLarge | HeadersTooLarge | RequestTimeout => {
                 ErrorClass::BadRequest
             }
-            Shed => ErrorClass::Shed,
+            Shed | TooManyConnections => ErrorClass::Shed,
             ReadOnly => ErrorClass::ReadOnly,
             FaultAbort => ErrorClass::Fault,
             NoInstance => ErrorClass::NoInstance,
@@ -112,6 +114,7 @@ impl ErrorKind {
             HeadersTooLarge => "headers_too_large",
             RequestTimeout => "request_timeout",
             Shed => "shed",
+            TooManyConnections => "too_many_connections",
             ReadOnly => "read_only",
             FaultAbort => "fault",
             NoInstance => "no_instance",
@@ -144,15 +147,20 @@ impl EdgeError {
         self.status.unwrap_or_else(|| self.kind.status())
     }
 
-    /// The JSON answer to the client. Deliberate rejections carry
-    /// `Retry-After` so well-behaved clients back off.
-    pub fn to_response(&self, service: Option<&str>) -> Response<Full<Bytes>> {
+    /// The JSON body of the answer.
+    pub fn json_body(&self, service: Option<&str>) -> Bytes {
         let body = serde_json::json!({
             "error": self.kind.code(),
             "reason": self.message,
             "service": service,
         });
-        let mut resp = Response::new(Full::new(Bytes::from(body.to_string())));
+        Bytes::from(body.to_string())
+    }
+
+    /// The JSON answer to the client. Deliberate rejections carry
+    /// `Retry-After` so well-behaved clients back off.
+    pub fn to_response(&self, service: Option<&str>) -> Response<Full<Bytes>> {
+        let mut resp = Response::new(Full::new(self.json_body(service)));
         *resp.status_mut() = self.status();
         let h = resp.headers_mut();
         h.insert(
@@ -161,7 +169,10 @@ impl EdgeError {
         );
         if matches!(
             self.kind,
-            ErrorKind::Shed | ErrorKind::ReadOnly | ErrorKind::NoInstance
+            ErrorKind::Shed
+                | ErrorKind::TooManyConnections
+                | ErrorKind::ReadOnly
+                | ErrorKind::NoInstance
         ) {
             h.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         }

@@ -147,10 +147,22 @@ pub async fn start(opts: EdgeOptions) -> anyhow::Result<Running> {
     let admin = admin_l.local_addr()?;
     let (tx, rx) = tokio::sync::watch::channel(false);
     let limits = ClientLimits::of(&edge);
+    let proxy_conns = proxy_conn_limits(&edge);
+    tracing::info!(
+        max_client_connections = proxy_conns.max_total(),
+        max_connections_per_client = proxy_conns.max_per_client(),
+        "client connection limits"
+    );
+    let admin_conns = conn::ConnLimits::new(
+        "admin",
+        ADMIN_MAX_CONNECTIONS,
+        ADMIN_MAX_CONNECTIONS / 2,
+        listener_gauge(&edge, "admin"),
+    );
     let mut tasks = Vec::new();
     let mut workers = Vec::new();
     for (i, l) in proxy_ls.into_iter().enumerate() {
-        let (edge, rx) = (edge.clone(), rx.clone());
+        let (edge, rx, conns) = (edge.clone(), rx.clone(), proxy_conns.clone());
         workers.push(
             std::thread::Builder::new()
                 .name(format!("edge-worker-{i}"))
@@ -161,7 +173,7 @@ pub async fn start(opts: EdgeOptions) -> anyhow::Result<Running> {
                         .expect("worker runtime");
                     rt.block_on(async move {
                         match TcpListener::from_std(l) {
-                            Ok(l) => serve_proxy(l, edge, rx, limits).await,
+                            Ok(l) => serve_proxy(l, edge, rx, limits, conns).await,
                             Err(e) => tracing::error!(error = %e, "worker cannot use its listener"),
                         }
                     });
@@ -170,7 +182,12 @@ pub async fn start(opts: EdgeOptions) -> anyhow::Result<Running> {
     }
     {
         let edge = edge.clone();
-        tasks.push(tokio::spawn(serve_admin(admin_l, edge, rx.clone())));
+        tasks.push(tokio::spawn(serve_admin(
+            admin_l,
+            edge,
+            rx.clone(),
+            admin_conns,
+        )));
     }
     let background = vec![
         tokio::spawn(sources::watch_files(edge.clone())),
@@ -200,6 +217,57 @@ pub async fn start(opts: EdgeOptions) -> anyhow::Result<Running> {
         tasks,
         workers,
     })
+}
+
+/// Operators' connections to the admin listener: few, but capped all the
+/// same, since anyone who can reach it can open them.
+const ADMIN_MAX_CONNECTIONS: usize = 1024;
+
+fn listener_gauge(edge: &Edge, listener: &str) -> prometheus_client::metrics::gauge::Gauge {
+    edge.metrics
+        .client_connections
+        .get_or_create(&metrics::ListenerLabels {
+            listener: listener.into(),
+        })
+        .clone()
+}
+
+/// The proxy listener's connection ceilings: as configured, or half of the
+/// file-descriptor limit in all and half of that per client address.
+fn proxy_conn_limits(edge: &Edge) -> Arc<conn::ConnLimits> {
+    let e = &edge.snapshot().config.edge;
+    let fds = rustix::process::getrlimit(rustix::process::Resource::Nofile)
+        .current
+        .unwrap_or(1 << 20);
+    let total = e
+        .max_client_connections
+        .unwrap_or((fds / 2).max(64) as usize);
+    let per_client = e.max_connections_per_client.unwrap_or(total / 2);
+    conn::ConnLimits::new("proxy", total, per_client, listener_gauge(edge, "proxy"))
+}
+
+/// Takes a place for a new connection, or answers it `503` and counts why.
+fn admit(
+    limits: &Arc<conn::ConnLimits>,
+    stream: &tokio::net::TcpStream,
+    peer: SocketAddr,
+    edge: &Edge,
+    listener: &str,
+) -> Option<conn::ConnSlot> {
+    match limits.admit(peer.ip()) {
+        Ok(slot) => Some(slot),
+        Err((limit, e)) => {
+            edge.metrics
+                .connections_refused
+                .get_or_create(&metrics::RefusalLabels {
+                    listener: listener.into(),
+                    limit: limit.into(),
+                })
+                .inc();
+            conn::refuse(stream, &e);
+            None
+        }
+    }
 }
 
 fn bind_reuseport(addr: SocketAddr) -> anyhow::Result<std::net::TcpListener> {
@@ -265,11 +333,15 @@ impl ClientLimits {
 /// What an accept loop does after a failed accept. Running out of file
 /// descriptors (or kernel memory) is not fixed by retrying at once: the
 /// pending connection stays in the backlog and accept fails again, so the
-/// loop would spin a core. It sleeps instead, 10 ms doubling to 1 s, logs
-/// once per episode, and resets on the next accepted connection.
+/// loop would spin a core. It sleeps instead, 10 ms doubling to 1 s, and
+/// resets on the next accepted connection. An episode lasts until accepts
+/// have gone a second without failing, so a listener that flaps while
+/// descriptors free up logs one line when it starts and one when it ends.
 struct AcceptBackoff {
     listener: &'static str,
     delay: Option<Duration>,
+    /// The last failure of the episode in progress.
+    episode: Option<Instant>,
 }
 
 impl AcceptBackoff {
@@ -277,11 +349,17 @@ impl AcceptBackoff {
         AcceptBackoff {
             listener,
             delay: None,
+            episode: None,
         }
     }
 
     fn accepted(&mut self) {
-        if self.delay.take().is_some() {
+        self.delay = None;
+        if self
+            .episode
+            .is_some_and(|last| last.elapsed() >= Duration::from_secs(1))
+        {
+            self.episode = None;
             tracing::info!(listener = self.listener, "accepting connections again");
         }
     }
@@ -307,13 +385,12 @@ impl AcceptBackoff {
             tracing::debug!(listener = self.listener, error = %e, "accept failed");
             return;
         }
-        let delay = match self.delay {
-            None => {
-                tracing::error!(listener = self.listener, error = %e, "cannot accept connections; backing off until resources free up");
-                Duration::from_millis(10)
-            }
-            Some(d) => (d * 2).min(Duration::from_secs(1)),
-        };
+        if self.episode.replace(Instant::now()).is_none() {
+            tracing::error!(listener = self.listener, error = %e, "cannot accept connections; backing off until resources free up");
+        }
+        let delay = self.delay.map_or(Duration::from_millis(10), |d| {
+            (d * 2).min(Duration::from_secs(1))
+        });
         self.delay = Some(delay);
         tokio::time::sleep(delay).await;
     }
@@ -324,6 +401,7 @@ async fn serve_proxy(
     edge: Arc<Edge>,
     mut stop: tokio::sync::watch::Receiver<bool>,
     limits: ClientLimits,
+    conns: Arc<conn::ConnLimits>,
 ) {
     let graceful = GracefulShutdown::new();
     let builder = limits.builder();
@@ -341,6 +419,9 @@ async fn serve_proxy(
             }
         };
         backoff.accepted();
+        let Some(slot) = admit(&conns, &stream, peer, &edge, "proxy") else {
+            continue;
+        };
         let _ = stream.set_nodelay(true);
         let edge = edge.clone();
         let activity = conn::Activity::new();
@@ -349,12 +430,10 @@ async fn serve_proxy(
             .serve_connection(TokioIo::new(stream), svc)
             .into_owned();
         let conn = graceful.watch(conn);
-        tokio::spawn(conn::run(
-            conn,
-            activity,
-            limits.header_timeout,
-            limits.idle_timeout,
-        ));
+        tokio::spawn(async move {
+            conn::run(conn, activity, limits.header_timeout, limits.idle_timeout).await;
+            drop(slot);
+        });
     }
     drop(l);
     let _ = tokio::time::timeout(Duration::from_secs(5), graceful.shutdown()).await;
@@ -364,6 +443,7 @@ async fn serve_admin(
     l: TcpListener,
     edge: Arc<Edge>,
     mut stop: tokio::sync::watch::Receiver<bool>,
+    conns: Arc<conn::ConnLimits>,
 ) {
     let stop_conn = stop.clone();
     let limits = ClientLimits::of(&edge);
@@ -374,14 +454,17 @@ async fn serve_admin(
             acc = l.accept() => acc,
             _ = stop.wait_for(|s| *s) => break,
         };
-        let stream = match acc {
-            Ok((s, _)) => s,
+        let (stream, peer) = match acc {
+            Ok(a) => a,
             Err(e) => {
                 backoff.failed(&e, &edge).await;
                 continue;
             }
         };
         backoff.accepted();
+        let Some(slot) = admit(&conns, &stream, peer, &edge, "admin") else {
+            continue;
+        };
         let edge = edge.clone();
         let activity = conn::Activity::new();
         let svc = conn::tracked(&activity, move |req| admin::handle(edge.clone(), req));
@@ -394,6 +477,7 @@ async fn serve_admin(
                 _ = conn::run(conn, activity, limits.header_timeout, limits.idle_timeout) => {}
                 _ = stop.wait_for(|s| *s) => {}
             }
+            drop(slot);
         });
     }
 }

@@ -86,6 +86,19 @@ pub struct AcceptLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ListenerLabels {
+    /// `proxy` or `admin`.
+    pub listener: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RefusalLabels {
+    pub listener: String,
+    /// `total` or `per_client`.
+    pub limit: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct SourceLabels {
     pub source: String,
     pub result: String,
@@ -113,6 +126,8 @@ pub struct Metrics {
     pub updates: Family<SourceLabels, Counter>,
     pub control_plane_connected: Gauge,
     pub accept_errors: Family<AcceptLabels, Counter>,
+    pub client_connections: Family<ListenerLabels, Gauge>,
+    pub connections_refused: Family<RefusalLabels, Counter>,
     pub last_known_good_unusable: Gauge,
 }
 
@@ -148,6 +163,18 @@ impl Metrics {
             "accept_errors",
             "Failed accepts on a listener, by listener and cause (emfile: out of file descriptors)",
             accept_errors.clone(),
+        );
+        let client_connections = Family::default();
+        registry.register(
+            "client_connections",
+            "Client connections open, by listener",
+            client_connections.clone(),
+        );
+        let connections_refused = Family::default();
+        registry.register(
+            "connections_refused",
+            "Client connections refused at a connection limit, by listener and limit (total, per_client)",
+            connections_refused.clone(),
         );
         let last_known_good_unusable = Gauge::default();
         registry.register(
@@ -252,6 +279,8 @@ impl Metrics {
             updates,
             control_plane_connected,
             accept_errors,
+            client_connections,
+            connections_refused,
             last_known_good_unusable,
         }
     }

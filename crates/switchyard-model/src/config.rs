@@ -99,6 +99,8 @@ pub mod raw {
         pub client_body_timeout_ms: Option<u64>,
         pub client_idle_timeout_ms: Option<u64>,
         pub client_body_total_timeout_ms: Option<u64>,
+        pub max_client_connections: Option<usize>,
+        pub max_connections_per_client: Option<usize>,
     }
 
     #[derive(Debug, Deserialize)]
@@ -325,6 +327,13 @@ pub struct EdgeSettings {
     /// The most header fields a request may carry.
     pub max_headers: usize,
     pub max_body_bytes: usize,
+    /// Client connections the proxy listener holds at once; `None`: half of
+    /// the process's file-descriptor limit, so upstream connections, the
+    /// admin listener and files always have the other half.
+    pub max_client_connections: Option<usize>,
+    /// Connections one client address may hold; `None`: half of
+    /// `max_client_connections`, so no single client can take them all.
+    pub max_connections_per_client: Option<usize>,
     pub signal_interval: Duration,
     /// How long a client connection may go without a complete request head:
     /// from accept to the first request, and between two requests on a
@@ -723,6 +732,25 @@ fn validate_edge(
         "edge.client_body_total_timeout_ms",
         errs,
     );
+    for (path, v) in [
+        ("edge.max_client_connections", e.max_client_connections),
+        (
+            "edge.max_connections_per_client",
+            e.max_connections_per_client,
+        ),
+    ] {
+        if v == Some(0) {
+            errs.push(path, "must be at least 1");
+        }
+    }
+    if let (Some(all), Some(one)) = (e.max_client_connections, e.max_connections_per_client) {
+        if one > all {
+            errs.push(
+                "edge.max_connections_per_client",
+                format!("must not exceed edge.max_client_connections ({all}), got {one}"),
+            );
+        }
+    }
     EdgeSettings {
         admin_token,
         admin_token_env: e.admin_token_env.clone(),
@@ -733,6 +761,8 @@ fn validate_edge(
         max_header_bytes,
         max_headers,
         max_body_bytes,
+        max_client_connections: e.max_client_connections,
+        max_connections_per_client: e.max_connections_per_client,
         signal_interval: Duration::from_millis(signal_ms),
         client_header_timeout: Duration::from_millis(client_header_ms),
         client_body_timeout,

@@ -241,3 +241,21 @@ fn health_check_settings_are_checked() {
     let hc = c.service("catalog").unwrap().health_check;
     assert_eq!((hc.unhealthy_threshold, hc.healthy_threshold), (2, 3));
 }
+
+#[test]
+fn connection_ceilings_are_checked() {
+    let text = EXAMPLE.replacen(
+        "[edge]\n",
+        "[edge]\nmax_client_connections = 100\nmax_connections_per_client = 200\n",
+        1,
+    );
+    assert_eq!(
+        errors(&text),
+        vec!["edge.max_connections_per_client: must not exceed edge.max_client_connections (100), got 200"]
+    );
+    let text = EXAMPLE.replacen("[edge]\n", "[edge]\nmax_client_connections = 0\n", 1);
+    assert_eq!(
+        errors(&text),
+        vec!["edge.max_client_connections: must be at least 1"]
+    );
+}

@@ -288,3 +288,85 @@ async fn an_idle_h2_connection_is_closed_after_the_idle_timeout() {
         "closed too early ({took:?})"
     );
 }
+
+/// A connection from a chosen loopback source address.
+async fn connect_from(src: &str, to: std::net::SocketAddr) -> TcpStream {
+    let sock = tokio::net::TcpSocket::new_v4().unwrap();
+    sock.bind(format!("{src}:0").parse().unwrap()).unwrap();
+    sock.connect(to).await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn one_client_cannot_take_every_connection() {
+    let lab = Topology::new(BIN, &[("r1", &["a"])])
+        .edge_toml("max_client_connections = 8\nmax_connections_per_client = 5");
+    let _ups = lab.start_upstreams().await;
+    let a = lab.start_edge("a").await;
+    // A hostile client holds its five connections silently.
+    let mut held = Vec::new();
+    for _ in 0..5 {
+        held.push(connect_from("127.0.0.3", a.listen).await);
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut sixth = connect_from("127.0.0.3", a.listen).await;
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(3), sixth.read_to_end(&mut answer)).await;
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+    assert!(
+        answer.contains("\"error\":\"too_many_connections\""),
+        "{answer}"
+    );
+    assert!(
+        answer.contains("127.0.0.3 holds its limit of 5"),
+        "{answer}"
+    );
+    // Everyone else is still served.
+    let mut other = connect_from("127.0.0.4", a.listen).await;
+    other
+        .write_all(format!("GET /items/1 HTTP/1.1\r\nHost: {HOST}\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let head = read_head(&mut other).await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    // The edge's own ceiling: three more fill it, and the next is refused.
+    let mut more = Vec::new();
+    for _ in 0..2 {
+        more.push(connect_from("127.0.0.5", a.listen).await);
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut ninth = connect_from("127.0.0.6", a.listen).await;
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(3), ninth.read_to_end(&mut answer)).await;
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.contains("limit of 8 client connections"), "{answer}");
+    // Connections that close free their places.
+    drop(held);
+    drop(more);
+    eventually(
+        "a closed connection frees its place",
+        Duration::from_secs(3),
+        || async {
+            let mut s = connect_from("127.0.0.3", a.listen).await;
+            s.write_all(format!("GET /items/1 HTTP/1.1\r\nHost: {HOST}\r\n\r\n").as_bytes())
+                .await
+                .map_err(|e| e.to_string())?;
+            let head = read_head(&mut s).await;
+            head.starts_with("HTTP/1.1 200").then_some(()).ok_or(head)
+        },
+    )
+    .await;
+    let m = a.metrics().await;
+    for limit in ["per_client", "total"] {
+        assert!(
+            m.contains(&format!(
+                "switchyard_connections_refused_total{{listener=\"proxy\",limit=\"{limit}\"}}"
+            )),
+            "{m}"
+        );
+    }
+    assert!(
+        m.contains("switchyard_client_connections{listener=\"proxy\"}"),
+        "{m}"
+    );
+}
