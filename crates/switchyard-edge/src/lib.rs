@@ -207,6 +207,12 @@ pub async fn start(opts: EdgeOptions) -> anyhow::Result<Running> {
             }
         }));
     }
+    if snap.config.regions.len() > 1 && snap.config.edge.forward_secret.is_none() {
+        tracing::warn!(
+            "no edge.forward_secret with more than one region: forwarded requests are steered \
+             again where they land and can bounce while edges disagree about the controls"
+        );
+    }
     tracing::info!(zone = %opts.zone, region = %edge.region, %listen, %admin, "edge serving");
     Ok(Running {
         _locks: locks,
