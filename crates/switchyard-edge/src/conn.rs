@@ -1,8 +1,8 @@
 //! One client connection's lifetime limits: the first request must begin
 //! within the header timeout, and a connection with nothing in flight is
 //! closed after the idle timeout. hyper covers neither for every protocol:
-//! its header timer starts only once the auto builder knows the protocol, and
-//! its h2 server has no idle limit between streams.
+//! its header timer starts only once the connection's protocol is known (see
+//! `protocol`), and its h2 server has no idle limit between streams.
 
 use std::future::Future;
 use std::pin::Pin;
