@@ -11,6 +11,7 @@ pub mod health_check;
 pub mod metrics;
 pub mod outlier;
 pub mod probes;
+pub mod protocol;
 pub mod proxy;
 pub mod shed;
 pub mod signals;
@@ -410,7 +411,8 @@ async fn serve_proxy(
     conns: Arc<conn::ConnLimits>,
 ) {
     let graceful = GracefulShutdown::new();
-    let builder = limits.builder();
+    let builders = Arc::new(protocol::Builders::new(limits.builder()));
+    let stop_conn = stop.clone();
     let mut backoff = AcceptBackoff::new("proxy");
     loop {
         let acc = tokio::select! {
@@ -432,12 +434,22 @@ async fn serve_proxy(
         let edge = edge.clone();
         let activity = conn::Activity::new();
         let svc = conn::tracked(&activity, move |req| proxy::handle(edge.clone(), req, peer));
-        let conn = builder
-            .serve_connection(TokioIo::new(stream), svc)
-            .into_owned();
-        let conn = graceful.watch(conn);
+        let (builders, watcher, mut stop) =
+            (builders.clone(), graceful.watcher(), stop_conn.clone());
+        let serve = async move {
+            // A client that has sent nothing yet has nothing to drain.
+            let builder = tokio::select! {
+                b = builders.sniff(&stream) => b,
+                _ = stop.wait_for(|s| *s) => None,
+            };
+            if let Some(b) = builder {
+                let _ = watcher
+                    .watch(b.serve_connection(TokioIo::new(stream), svc))
+                    .await;
+            }
+        };
         tokio::spawn(async move {
-            conn::run(conn, activity, limits.header_timeout, limits.idle_timeout).await;
+            conn::run(serve, activity, limits.header_timeout, limits.idle_timeout).await;
             drop(slot);
         });
     }
@@ -453,7 +465,7 @@ async fn serve_admin(
 ) {
     let stop_conn = stop.clone();
     let limits = ClientLimits::of(&edge);
-    let builder = limits.builder();
+    let builders = Arc::new(protocol::Builders::new(limits.builder()));
     let mut backoff = AcceptBackoff::new("admin");
     loop {
         let acc = tokio::select! {
@@ -474,13 +486,16 @@ async fn serve_admin(
         let edge = edge.clone();
         let activity = conn::Activity::new();
         let svc = conn::tracked(&activity, move |req| admin::handle(edge.clone(), req));
-        let conn = builder
-            .serve_connection(TokioIo::new(stream), svc)
-            .into_owned();
+        let builders = builders.clone();
+        let serve = async move {
+            if let Some(b) = builders.sniff(&stream).await {
+                let _ = b.serve_connection(TokioIo::new(stream), svc).await;
+            }
+        };
         let mut stop = stop_conn.clone();
         tokio::spawn(async move {
             tokio::select! {
-                _ = conn::run(conn, activity, limits.header_timeout, limits.idle_timeout) => {}
+                _ = conn::run(serve, activity, limits.header_timeout, limits.idle_timeout) => {}
                 _ = stop.wait_for(|s| *s) => {}
             }
             drop(slot);

@@ -139,6 +139,42 @@ async fn http2_cleartext_clients_are_served() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_protocol_is_told_right_when_the_first_bytes_arrive_in_pieces() {
+    let lab = Topology::new(BIN, &[("r1", &["a"])]);
+    let _ups = lab.start_upstreams().await;
+    let a = lab.start_edge("a").await;
+    // Each first piece is also the start of the h2 preface, so the edge
+    // cannot tell the protocol from it and must wait for the rest.
+    let mut s = tokio::net::TcpStream::connect(a.listen).await.unwrap();
+    s.write_all(b"P").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    s.write_all(
+        b"UT /items/1 HTTP/1.1\r\nHost: svc.test\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out)).await;
+    let out = String::from_utf8_lossy(&out);
+    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+
+    // The h2 preface in two pieces, then an empty SETTINGS frame: the edge
+    // answers with its own SETTINGS frame (type 4), not an HTTP/1 error.
+    let mut s = tokio::net::TcpStream::connect(a.listen).await.unwrap();
+    s.write_all(b"PRI * HTTP/2.0\r\n").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    s.write_all(b"\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0")
+        .await
+        .unwrap();
+    let mut frame = [0u8; 9];
+    tokio::time::timeout(Duration::from_secs(5), s.read_exact(&mut frame))
+        .await
+        .expect("the edge answered")
+        .unwrap();
+    assert_eq!(frame[3], 4, "not a SETTINGS frame: {frame:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn metrics_and_per_second_signals_describe_the_traffic() {
     let lab = Topology::new(BIN, &[("r1", &["a"])]).instances_per_zone(1);
     let ups = lab.start_upstreams().await;
