@@ -296,6 +296,14 @@ async fn connect_from(src: &str, to: std::net::SocketAddr) -> TcpStream {
     sock.connect(to).await.unwrap()
 }
 
+/// What the edge answers a connection from `src` before it closes it.
+async fn refusal(src: &str, to: std::net::SocketAddr) -> String {
+    let mut s = connect_from(src, to).await;
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(3), s.read_to_end(&mut answer)).await;
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn one_client_cannot_take_every_connection() {
     let lab = Topology::new(BIN, &[("r1", &["a"])])
@@ -308,10 +316,7 @@ async fn one_client_cannot_take_every_connection() {
         held.push(connect_from("127.0.0.3", a.listen).await);
     }
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let mut sixth = connect_from("127.0.0.3", a.listen).await;
-    let mut answer = Vec::new();
-    let _ = tokio::time::timeout(Duration::from_secs(3), sixth.read_to_end(&mut answer)).await;
-    let answer = String::from_utf8_lossy(&answer);
+    let answer = refusal("127.0.0.3", a.listen).await;
     assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
     assert!(
         answer.contains("\"error\":\"too_many_connections\""),
@@ -335,10 +340,7 @@ async fn one_client_cannot_take_every_connection() {
         more.push(connect_from("127.0.0.5", a.listen).await);
     }
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let mut ninth = connect_from("127.0.0.6", a.listen).await;
-    let mut answer = Vec::new();
-    let _ = tokio::time::timeout(Duration::from_secs(3), ninth.read_to_end(&mut answer)).await;
-    let answer = String::from_utf8_lossy(&answer);
+    let answer = refusal("127.0.0.6", a.listen).await;
     assert!(answer.contains("limit of 8 client connections"), "{answer}");
     // Connections that close free their places.
     drop(held);

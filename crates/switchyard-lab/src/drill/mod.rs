@@ -122,46 +122,58 @@ impl Run<'_> {
                     && self.seen_ejections.get(&i.name).copied().unwrap_or(0) < i.ejections
                 {
                     self.seen_ejections.insert(i.name.clone(), i.ejections);
-                    let at_s = self.now_s();
-                    self.findings.push(Finding {
-                        scope: format!("instance:{}", i.name),
-                        kind: "errors".into(),
-                        at_s,
-                        evidence: json!({"seen_by_edge": z, "reason": reason, "ejections": i.ejections}),
-                    });
-                    self.actions.push(ActionRecord {
-                        what: format!("eject instance {}", i.name),
-                        why: format!("outlier ejection by the edges ({reason})"),
-                        at_s,
-                        accepted: true,
-                        refused_by: None,
-                    });
+                    self.edge_acted(
+                        &i.name,
+                        "errors",
+                        json!({"seen_by_edge": z, "reason": reason, "ejections": i.ejections}),
+                        format!("eject instance {}", i.name),
+                        format!("outlier ejection by the edges ({reason})"),
+                    );
                 }
                 if i.check.state == CheckState::Down {
                     down_now.insert(i.name.clone());
                     if !self.seen_down.contains(&i.name) {
                         self.seen_down.insert(i.name.clone());
                         let error = i.check.last_error.as_deref().unwrap_or("?");
-                        let at_s = self.now_s();
-                        self.findings.push(Finding {
-                            scope: format!("instance:{}", i.name),
-                            kind: "down".into(),
-                            at_s,
-                            evidence: json!({"seen_by_edge": z, "health_check": error}),
-                        });
-                        self.actions.push(ActionRecord {
-                            what: format!("take instance {} out of rotation", i.name),
-                            why: format!("failing its health checks ({error})"),
-                            at_s,
-                            accepted: true,
-                            refused_by: None,
-                        });
+                        self.edge_acted(
+                            &i.name,
+                            "down",
+                            json!({"seen_by_edge": z, "health_check": error}),
+                            format!("take instance {} out of rotation", i.name),
+                            format!("failing its health checks ({error})"),
+                        );
                     }
                 }
             }
         }
         // Back in rotation everywhere: a later failure is news again.
         self.seen_down.retain(|n| down_now.contains(n));
+    }
+
+    /// An instance the edges took out of rotation: what they found and
+    /// what they did, now.
+    fn edge_acted(
+        &mut self,
+        instance: &str,
+        kind: &str,
+        evidence: serde_json::Value,
+        what: String,
+        why: String,
+    ) {
+        let at_s = self.now_s();
+        self.findings.push(Finding {
+            scope: format!("instance:{instance}"),
+            kind: kind.into(),
+            at_s,
+            evidence,
+        });
+        self.actions.push(ActionRecord {
+            what,
+            why,
+            at_s,
+            accepted: true,
+            refused_by: None,
+        });
     }
 
     /// New findings of the control plane's detection since the last look.
