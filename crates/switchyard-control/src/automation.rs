@@ -114,7 +114,7 @@ pub async fn run<S: Store + 'static>(
             incidents.lock().on_event(&ev, now);
             planned.extend(books.on_event(&ev, now));
         }
-        planned.extend(books.tick(now));
+        planned.extend(books.tick(now, &|svc, scope| engine.clean_since(svc, scope)));
         if recent.len() > 200 {
             recent.drain(..recent.len() - 200);
         }

@@ -1,11 +1,14 @@
 //! Playbooks: findings in, control changes out — data-plane actions first.
 //!
-//! - a zone finding → a zonal shift with an expiry; once the zone has been
-//!   clear for `failback_hold_ms`, the shift ends (hysteresis: a finding that
-//!   comes back within the hold keeps the shift);
+//! - a zone finding → a zonal shift with an expiry; the shift ends only once
+//!   the zone is *known* healthy — its findings closed and its heartbeats
+//!   clean — for the hold. A zone that gets no traffic is unknown, not
+//!   healthy. Each failback that had to be undone (the zone mitigated again
+//!   within `undone_window_ms`) doubles the next hold, up to
+//!   `max_failback_hold_ms`, as ejection times grow;
 //! - a region finding → a gradual evacuation, `evacuation_steps` steps
 //!   `evacuation_step_ms` apart, so the other regions can scale and warm
-//!   caches while edges forward; back in once clear for the hold;
+//!   caches while edges forward; back in once known healthy for the hold;
 //! - a cut link between regions → no evacuation: both sides go to failover
 //!   mode and serve locally, until the link is back;
 //! - an impaired write path in a region (its writes fail, its reads work) →
@@ -32,6 +35,12 @@ pub struct PlaybookConfig {
     pub shift_for_ms: u64,
     /// How long a place must stay clear before traffic returns.
     pub failback_hold_ms: u64,
+    /// The longest the hold grows to after undone failbacks.
+    pub max_failback_hold_ms: u64,
+    /// A place mitigated again within this long after its failback counts
+    /// the failback as undone; after twice this long without one the count
+    /// starts over.
+    pub undone_window_ms: u64,
     pub evacuation_steps: u32,
     pub evacuation_step_ms: u64,
 }
@@ -41,6 +50,8 @@ impl Default for PlaybookConfig {
         PlaybookConfig {
             shift_for_ms: 30 * 60 * 1000,
             failback_hold_ms: 30_000,
+            max_failback_hold_ms: 30 * 60 * 1000,
+            undone_window_ms: 10 * 60 * 1000,
             evacuation_steps: 4,
             evacuation_step_ms: 10_000,
         }
@@ -73,7 +84,15 @@ pub struct Playbooks {
     /// The topology's regions: a link between two of them is a region link.
     regions: Vec<String>,
     active: BTreeMap<(String, String), Mitigation>,
+    /// Per mitigated place: when traffic last went back, and how many
+    /// failbacks in a row were undone.
+    failed_back: BTreeMap<(String, String), (u64, u32)>,
 }
+
+/// What the playbooks may ask of the detection engine: since when a zone or
+/// region (`zone:NAME`, `region:NAME`) of a service has been known healthy
+/// without a break, or `None`.
+pub type CleanSince<'a> = &'a dyn Fn(&str, &str) -> Option<u64>;
 
 fn place(scope: &str) -> Option<(&str, &str)> {
     scope.split_once(':')
@@ -98,6 +117,7 @@ impl Playbooks {
             cfg,
             regions,
             active: BTreeMap::new(),
+            failed_back: BTreeMap::new(),
         }
     }
 
@@ -132,6 +152,7 @@ impl Playbooks {
                     m.clear_since_ms = None;
                     return out;
                 }
+                let undone = self.undone_failbacks(&key, now_ms);
                 let mut m = Mitigation {
                     scope: key.1.clone(),
                     started_ms: now_ms,
@@ -139,6 +160,8 @@ impl Playbooks {
                     clear_since_ms: None,
                     step: 0,
                     next_step_ms: None,
+                    hold_ms: self.hold(undone),
+                    failbacks_undone: undone,
                 };
                 match level {
                     "region" if f.kind == WRITE_PATH => out.push(Planned::new(
@@ -203,9 +226,29 @@ impl Playbooks {
         out
     }
 
+    /// Failbacks into `key` undone in a row, counting a new mitigation now:
+    /// one more if traffic went back there within `undone_window_ms`, none
+    /// if the last failback is long past.
+    fn undone_failbacks(&mut self, key: &(String, String), now_ms: u64) -> u32 {
+        match self.failed_back.get(key) {
+            Some((at, n)) if now_ms.saturating_sub(*at) <= self.cfg.undone_window_ms => n + 1,
+            Some((at, n)) if now_ms.saturating_sub(*at) <= 2 * self.cfg.undone_window_ms => *n,
+            _ => 0,
+        }
+    }
+
+    fn hold(&self, undone: u32) -> u64 {
+        self.cfg
+            .failback_hold_ms
+            .saturating_mul(1u64 << undone.min(20))
+            .min(self.cfg.max_failback_hold_ms.max(self.cfg.failback_hold_ms))
+    }
+
     /// Takes evacuation steps that are due and fails back what has been
-    /// clear long enough.
-    pub fn tick(&mut self, now_ms: u64) -> Vec<Planned> {
+    /// known healthy long enough: zones and regions on the engine's
+    /// evidence (`clean_since`), links and write paths once their findings
+    /// (which their probes keep measuring) have been closed for the hold.
+    pub fn tick(&mut self, now_ms: u64, clean_since: CleanSince) -> Vec<Planned> {
         let mut out = Vec::new();
         let mut done = Vec::new();
         for ((svc, key), m) in self.active.iter_mut() {
@@ -237,9 +280,28 @@ impl Playbooks {
                     }
                 }
             }
-            if let Some(c) = m.clear_since_ms {
-                if now_ms.saturating_sub(c) >= self.cfg.failback_hold_ms {
-                    let why = format!("{scope} clear for {} s", self.cfg.failback_hold_ms / 1000);
+            let hold = m.hold_ms.max(self.cfg.failback_hold_ms);
+            let since = match (level, write_path) {
+                ("zone" | "region", false) => m
+                    .clear_since_ms
+                    .and(clean_since(svc, scope))
+                    .map(|c| c.max(m.clear_since_ms.unwrap_or(c))),
+                _ => m.clear_since_ms,
+            };
+            if let Some(c) = since {
+                if now_ms.saturating_sub(c) >= hold {
+                    let why = match (level, write_path) {
+                        ("zone" | "region", false) => format!(
+                            "{scope} known healthy for {} s: findings closed and heartbeats clean{}",
+                            hold / 1000,
+                            if m.failbacks_undone > 0 {
+                                format!(" (hold doubled {} times: earlier failbacks undone)", m.failbacks_undone)
+                            } else {
+                                String::new()
+                            }
+                        ),
+                        _ => format!("{scope} clear for {} s", hold / 1000),
+                    };
                     match level {
                         "region" if write_path => out.push(Planned::new(
                             WRITE_PATH_READ_ONLY,
@@ -286,7 +348,9 @@ impl Playbooks {
             }
         }
         for k in done {
-            self.active.remove(&k);
+            if let Some(m) = self.active.remove(&k) {
+                self.failed_back.insert(k, (now_ms, m.failbacks_undone));
+            }
         }
         out
     }
@@ -295,6 +359,11 @@ impl Playbooks {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every place known healthy since the start.
+    fn always_clean(_: &str, _: &str) -> Option<u64> {
+        Some(0)
+    }
 
     fn finding(scope: &str, kind: &str) -> Finding {
         Finding {
@@ -324,14 +393,20 @@ mod tests {
             .on_event(&Event::Opened(finding("zone:us-east-a", "latency")), 11_000)
             .is_empty());
         p.on_event(&Event::Closed(finding("zone:us-east-a", "errors")), 20_000);
-        assert!(p.tick(60_000).is_empty(), "latency is still open");
+        assert!(
+            p.tick(60_000, &always_clean).is_empty(),
+            "latency is still open"
+        );
         p.on_event(&Event::Closed(finding("zone:us-east-a", "latency")), 60_000);
-        assert!(p.tick(89_000).is_empty(), "clear for less than the hold");
+        assert!(
+            p.tick(89_000, &always_clean).is_empty(),
+            "clear for less than the hold"
+        );
         // Back again within the hold: the failback is cancelled.
         p.on_event(&Event::Opened(finding("zone:us-east-a", "errors")), 70_000);
-        assert!(p.tick(100_000).is_empty());
+        assert!(p.tick(100_000, &always_clean).is_empty());
         p.on_event(&Event::Closed(finding("zone:us-east-a", "errors")), 100_000);
-        let out = p.tick(130_000);
+        let out = p.tick(130_000, &always_clean);
         assert!(
             matches!(&out[..], [Planned { op: Op::Unshift { zone, .. }, .. }] if zone == "us-east-a"),
             "{out:?}"
@@ -350,7 +425,7 @@ mod tests {
             .is_empty());
         let weights: Vec<f64> = [0, 5_000, 10_000, 20_000, 30_000, 40_000]
             .iter()
-            .flat_map(|t| p.tick(*t))
+            .flat_map(|t| p.tick(*t, &always_clean))
             .filter_map(|x| match x {
                 Planned {
                     op: Op::RegionWeight { weight, .. },
@@ -362,7 +437,7 @@ mod tests {
         assert_eq!(weights, vec![0.75, 0.5, 0.25, 0.0]);
         p.on_event(&Event::Closed(finding("region:us-east", "errors")), 50_000);
         assert!(matches!(
-            &p.tick(80_000)[..],
+            &p.tick(80_000, &always_clean)[..],
             [Planned {
                 op: Op::RegionBack { .. },
                 ..
@@ -384,7 +459,7 @@ mod tests {
         assert!(
             [0, 10_000, 20_000, 40_000]
                 .iter()
-                .flat_map(|t| p.tick(*t))
+                .flat_map(|t| p.tick(*t, &always_clean))
                 .all(|x| !matches!(x.op, Op::RegionWeight { .. })),
             "no evacuation step for a write-path finding"
         );
@@ -392,8 +467,11 @@ mod tests {
             &Event::Closed(finding("region:us-east", "write_path")),
             50_000,
         );
-        assert!(p.tick(70_000).is_empty(), "clear for less than the hold");
-        let out = p.tick(80_000);
+        assert!(
+            p.tick(70_000, &always_clean).is_empty(),
+            "clear for less than the hold"
+        );
+        let out = p.tick(80_000, &always_clean);
         assert!(
             matches!(&out[..], [Planned { op: Op::ReadOnly { on: false, region: Some(region), .. }, .. }] if region == "us-east"),
             "{out:?}"
@@ -415,7 +493,7 @@ mod tests {
             matches!(&out[..], [Planned { op: Op::FailoverMode { on: true, regions, .. }, .. }] if regions == &vec!["us-east".to_string(), "eu-west".to_string()])
         );
         assert!(p
-            .tick(5_000)
+            .tick(5_000, &always_clean)
             .iter()
             .all(|x| !matches!(x.op, Op::RegionWeight { .. })));
         // A link between two zones of one region is not a region matter.
@@ -425,5 +503,59 @@ mod tests {
                 0
             )
             .is_empty());
+    }
+
+    #[test]
+    fn a_zone_without_evidence_of_health_is_not_failed_back() {
+        let mut p = Playbooks::new(PlaybookConfig::default(), vec!["us-east".into()]);
+        p.on_event(&Event::Opened(finding("zone:us-east-a", "errors")), 0);
+        p.on_event(&Event::Closed(finding("zone:us-east-a", "errors")), 10_000);
+        let unknown = |_: &str, _: &str| None;
+        assert!(
+            p.tick(600_000, &unknown).is_empty(),
+            "findings closed is not enough: no heartbeats, no failback"
+        );
+        let since_500s = |_: &str, _: &str| Some(500_000);
+        assert!(
+            p.tick(520_000, &since_500s).is_empty(),
+            "clean for 20 s only"
+        );
+        let out = p.tick(530_000, &since_500s);
+        assert!(
+            matches!(&out[..], [Planned { op: Op::Unshift { .. }, why, .. }] if why.contains("heartbeats clean")),
+            "{out:?}"
+        );
+    }
+
+    #[test]
+    fn each_undone_failback_doubles_the_hold() {
+        let mut p = Playbooks::new(PlaybookConfig::default(), vec!["us-east".into()]);
+        let mut t = 0;
+        let mut holds = Vec::new();
+        for _ in 0..4 {
+            p.on_event(&Event::Opened(finding("zone:us-east-a", "errors")), t);
+            holds.push(p.active()[0].hold_ms);
+            p.on_event(
+                &Event::Closed(finding("zone:us-east-a", "errors")),
+                t + 5_000,
+            );
+            let clean = move |_: &str, _: &str| Some(t + 5_000);
+            let mut back = None;
+            for s in (t + 5_000..t + 600_000).step_by(1_000) {
+                if !p.tick(s, &clean).is_empty() {
+                    back = Some(s);
+                    break;
+                }
+            }
+            // Broken again a minute after traffic went back.
+            t = back.expect("failed back") + 60_000;
+        }
+        assert_eq!(holds, vec![30_000, 60_000, 120_000, 240_000]);
+        // Long after the last failback, the count starts over.
+        p.on_event(
+            &Event::Opened(finding("zone:us-east-a", "errors")),
+            t + 3_600_000,
+        );
+        assert_eq!(p.active()[0].hold_ms, 30_000);
     }
 }

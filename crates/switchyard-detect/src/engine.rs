@@ -18,6 +18,7 @@ use switchyard_model::signals::{ProbeTarget, Snapshot};
 pub use switchyard_model::finding::{Alarm, Finding};
 
 use crate::alerts::{Heartbeat, HeartbeatMonitor, IngestedAlert};
+use crate::evidence::{self, Beats, Evidence};
 use crate::expr::Expr;
 use crate::keys::{AlertKey, InstanceKey, PlaceKey, ProbeKey, ThresholdKey, TrackKey, ZoneKey};
 use crate::slo::{default_rules, SloTracker};
@@ -186,6 +187,9 @@ struct Bucket {
     iprobe: BTreeMap<InstanceKey, (u64, u64)>,
     /// Target zone: reads and writes, passive and probed.
     paths: BTreeMap<ZoneKey, PathAcc>,
+    /// Heartbeats into each zone and each instance, with their latency.
+    zbeats: BTreeMap<ZoneKey, Beats>,
+    ibeats: BTreeMap<InstanceKey, Beats>,
 }
 
 /// Requests and heartbeats of one zone split by route kind: (done, failed).
@@ -255,6 +259,12 @@ pub struct Engine {
     alarms: Vec<Alarm>,
     /// Recent verdicts of each static threshold, per place.
     threshold_history: BTreeMap<ThresholdKey, Vec<bool>>,
+    /// The heartbeats' verdict on each place and kind after the last
+    /// evaluated second: (service, scope, kind).
+    evidence: BTreeMap<(String, String, String), Evidence>,
+    /// Since when (ms) each zone and region has been clean in a row: both
+    /// kinds of heartbeat evidence clean and no finding open on it.
+    clean_since: BTreeMap<(String, String), u64>,
 }
 
 type Raw = BTreeMap<String, bool>;
@@ -274,7 +284,28 @@ impl Engine {
             alert_findings: BTreeMap::new(),
             alarms: Vec::new(),
             threshold_history: BTreeMap::new(),
+            evidence: BTreeMap::new(),
+            clean_since: BTreeMap::new(),
         }
+    }
+
+    /// Since when (Unix ms) `scope` (`zone:NAME` or `region:NAME`) of
+    /// `service` has been known healthy without a break: its heartbeats
+    /// clean (errors and latency) and no finding open on it. `None` while it
+    /// is not, including while there is too little evidence either way.
+    pub fn clean_since(&self, service: &str, scope: &str) -> Option<u64> {
+        self.clean_since
+            .get(&(service.to_string(), scope.to_string()))
+            .copied()
+    }
+
+    /// The heartbeats' verdict on a place for a kind of finding (`errors`,
+    /// `latency`) after the last evaluated second.
+    pub fn evidence(&self, service: &str, scope: &str, kind: &str) -> Evidence {
+        self.evidence
+            .get(&(service.to_string(), scope.to_string(), kind.to_string()))
+            .copied()
+            .unwrap_or(Evidence::Unknown)
     }
 
     /// The share of failed requests to `service` in `region` over the last
@@ -401,14 +432,23 @@ impl Engine {
                         .or_default();
                     e.0 += u64::from(p.ok);
                     e.1 += 1;
-                    let e = b
-                        .iprobe
-                        .entry(InstanceKey {
+                    let ik = InstanceKey {
+                        service: p.service.clone(),
+                        zone: p.target_zone.clone(),
+                        instance: p.name.clone(),
+                    };
+                    b.ibeats
+                        .entry(ik.clone())
+                        .or_default()
+                        .record(p.ok, p.latency_ms);
+                    b.zbeats
+                        .entry(ZoneKey {
                             service: p.service.clone(),
                             zone: p.target_zone.clone(),
-                            instance: p.name.clone(),
                         })
-                        .or_default();
+                        .or_default()
+                        .record(p.ok, p.latency_ms);
+                    let e = b.iprobe.entry(ik).or_default();
                     e.0 += u64::from(p.ok);
                     e.1 += 1;
                     let acc = b
@@ -488,6 +528,8 @@ impl Engine {
         let mut rprobe: BTreeMap<ProbeKey, (u64, u64)> = BTreeMap::new();
         let mut iprobe: BTreeMap<InstanceKey, (u64, u64)> = BTreeMap::new();
         let mut paths: BTreeMap<ZoneKey, PathAcc> = BTreeMap::new();
+        let mut zbeats: BTreeMap<ZoneKey, Beats> = BTreeMap::new();
+        let mut ibeats: BTreeMap<InstanceKey, Beats> = BTreeMap::new();
         for b in self.window(sec, self.cfg.window_s) {
             for (k, a) in &b.paths {
                 paths.entry(k.clone()).or_default().add(a);
@@ -517,6 +559,12 @@ impl Engine {
                 e.0 += ok;
                 e.1 += n;
             }
+            for (k, x) in &b.zbeats {
+                zbeats.entry(k.clone()).or_default().add(x);
+            }
+            for (k, x) in &b.ibeats {
+                ibeats.entry(k.clone()).or_default().add(x);
+            }
         }
         let services: BTreeSet<String> = inst
             .keys()
@@ -533,21 +581,35 @@ impl Engine {
             .map(|(k, _)| (format!("open:{}:{}:{}", k.service, k.scope, k.kind), true))
             .collect();
         let mut candidates: Vec<Candidate> = Vec::new();
+        // Candidates evaluated without evidence either way this second.
+        let mut unknown: BTreeSet<TrackKey> = BTreeSet::new();
         for svc in &services {
             self.service_alarms(svc, &inst, &zprobe, &rprobe, &mut raw, &mut candidates);
             self.unreachable_alarms(svc, &iprobe, &mut raw, &mut candidates);
-            self.write_path_alarms(svc, &paths, &mut raw, &mut candidates);
+            self.write_path_alarms(svc, &paths, &mut raw, &mut candidates, &mut unknown);
         }
         let now_ms = (sec + 1) * 1000;
         self.update_alarms(sec, &inst, now_ms);
+        self.evidence = self.heartbeat_evidence(&zbeats, &ibeats);
         let mut events = Vec::new();
         let mut seen = BTreeSet::new();
         for (key, expr, evidence) in candidates {
-            let on = expr.eval(&raw);
+            let mut on = Some(expr.eval(&raw));
+            let open = self.tracks.get(&key).is_some_and(|t| t.open.is_some());
+            match self.evidence_for(&key) {
+                // Still failing its heartbeats: the finding stays open even
+                // if the traffic left (a shift) or looks better.
+                Evidence::Bad if open => on = Some(true),
+                Evidence::Unknown if open && on == Some(false) && unknown.contains(&key) => {
+                    on = None
+                }
+                _ => {}
+            }
             seen.insert(key.clone());
             events.extend(self.step(key, sec, on, now_ms, evidence));
         }
-        // Keys with no data this second count as quiet.
+        // Keys with no traffic this second: the heartbeats decide, and
+        // without them nothing is known, so an open finding stays open.
         let missing: Vec<_> = self
             .tracks
             .keys()
@@ -555,8 +617,14 @@ impl Engine {
             .cloned()
             .collect();
         for key in missing {
-            events.extend(self.step(key, sec, false, now_ms, serde_json::Value::Null));
+            let on = match self.evidence_for(&key) {
+                Evidence::Bad => Some(true),
+                Evidence::Clean => Some(false),
+                Evidence::Unknown => None,
+            };
+            events.extend(self.step(key, sec, on, now_ms, serde_json::Value::Null));
         }
+        self.update_clean_since(&zbeats, now_ms);
         events
     }
 
@@ -644,6 +712,7 @@ impl Engine {
         paths: &BTreeMap<ZoneKey, PathAcc>,
         raw: &mut Raw,
         out: &mut Vec<Candidate>,
+        unknown: &mut BTreeSet<TrackKey>,
     ) {
         let cfg = &self.cfg;
         let mut regions: BTreeMap<String, Vec<(&str, &PathAcc)>> = BTreeMap::new();
@@ -660,6 +729,7 @@ impl Engine {
         for (r, zones) in regions {
             let mut impaired = Vec::new();
             let mut evidence = BTreeMap::new();
+            let mut measured = false;
             for (z, a) in &zones {
                 let w = PathAcc::fail_ratio(
                     a.write,
@@ -669,6 +739,7 @@ impl Engine {
                 );
                 let rd = PathAcc::fail_ratio(a.read, a.read_probe, cfg.min_requests, cfg.probe_min);
                 if let Some(w) = w {
+                    measured = true;
                     if w >= cfg.write_fail_ratio && rd.unwrap_or(0.0) * 4.0 <= w {
                         impaired.push(z.to_string());
                     }
@@ -684,8 +755,14 @@ impl Engine {
             let need = all.div_ceil(2).max(1);
             let on = !impaired.is_empty() && impaired.len() >= need;
             raw.insert(format!("write_path:{svc}:{r}"), on);
+            let key = TrackKey::new(svc, format!("region:{r}"), "write_path");
+            if !measured {
+                // Neither writes nor write heartbeats: nothing says the
+                // write path works again.
+                unknown.insert(key.clone());
+            }
             out.push((
-                TrackKey::new(svc, format!("region:{r}"), "write_path"),
+                key,
                 Expr::alarm(format!("write_path:{svc}:{r}")),
                 json!({"zones": evidence, "impaired": impaired, "zones_needed": need,
                        "threshold": cfg.write_fail_ratio, "window_s": cfg.window_s}),
@@ -818,16 +895,145 @@ impl Engine {
         self.alarms = alarms;
     }
 
+    /// The heartbeats' verdict on every zone (against its region's other
+    /// zones), region (its zones against the other regions' zones) and
+    /// instance (against its region's other instances), for errors and
+    /// latency.
+    fn heartbeat_evidence(
+        &self,
+        zbeats: &BTreeMap<ZoneKey, Beats>,
+        ibeats: &BTreeMap<InstanceKey, Beats>,
+    ) -> BTreeMap<(String, String, String), Evidence> {
+        let cfg = &self.cfg;
+        let region_of = |z: &str| self.zone_region.get(z).cloned().unwrap_or_default();
+        let mut out = BTreeMap::new();
+        type Judge = fn(&Beats, &[Beats], &DetectConfig) -> Evidence;
+        let kinds: [(&str, Judge); 2] =
+            [("errors", evidence::errors), ("latency", evidence::latency)];
+        let mut by_region: BTreeMap<(String, String, String), Vec<Evidence>> = BTreeMap::new();
+        for (k, b) in zbeats {
+            let r = region_of(&k.zone);
+            let same: Vec<Beats> = zbeats
+                .iter()
+                .filter(|(o, _)| {
+                    o.service == k.service && o.zone != k.zone && region_of(&o.zone) == r
+                })
+                .map(|(_, x)| *x)
+                .collect();
+            let elsewhere: Vec<Beats> = zbeats
+                .iter()
+                .filter(|(o, _)| o.service == k.service && region_of(&o.zone) != r)
+                .map(|(_, x)| *x)
+                .collect();
+            for (kind, judge) in kinds {
+                out.insert(
+                    (
+                        k.service.clone(),
+                        format!("zone:{}", k.zone),
+                        kind.to_string(),
+                    ),
+                    judge(b, &same, cfg),
+                );
+                by_region
+                    .entry((k.service.clone(), r.clone(), kind.to_string()))
+                    .or_default()
+                    .push(judge(b, &elsewhere, cfg));
+            }
+        }
+        for ((svc, r, kind), zones) in by_region {
+            out.insert((svc, format!("region:{r}"), kind), evidence::region(&zones));
+        }
+        for (k, b) in ibeats {
+            let r = region_of(&k.zone);
+            let peers: Vec<Beats> = ibeats
+                .iter()
+                .filter(|(o, _)| {
+                    o.service == k.service && o.instance != k.instance && region_of(&o.zone) == r
+                })
+                .map(|(_, x)| *x)
+                .collect();
+            for (kind, judge) in kinds {
+                out.insert(
+                    (
+                        k.service.clone(),
+                        format!("instance:{}", k.instance),
+                        kind.to_string(),
+                    ),
+                    judge(b, &peers, cfg),
+                );
+            }
+        }
+        out
+    }
+
+    /// The verdict that bears on a track: its own kind for errors and
+    /// latency, the error verdict for a place found unreachable (its
+    /// heartbeats failing is what made it so). Links and the write path
+    /// have their own candidates every second they have data.
+    fn evidence_for(&self, key: &TrackKey) -> Evidence {
+        let kind = match key.kind.as_str() {
+            "errors" | "unreachable" => "errors",
+            "latency" => "latency",
+            _ => return Evidence::Unknown,
+        };
+        if key.scope.starts_with("link:") {
+            return Evidence::Unknown;
+        }
+        self.evidence
+            .get(&(key.service.clone(), key.scope.clone(), kind.to_string()))
+            .copied()
+            .unwrap_or(Evidence::Unknown)
+    }
+
+    /// Zones and regions that are clean this second keep (or start) their
+    /// clean run; any other verdict, or an open finding, ends it.
+    fn update_clean_since(&mut self, zbeats: &BTreeMap<ZoneKey, Beats>, now_ms: u64) {
+        let mut places: BTreeSet<(String, String)> = BTreeSet::new();
+        for k in zbeats.keys() {
+            places.insert((k.service.clone(), format!("zone:{}", k.zone)));
+            if let Some(r) = self.zone_region.get(&k.zone) {
+                places.insert((k.service.clone(), format!("region:{r}")));
+            }
+        }
+        let open: BTreeSet<(String, String)> = self
+            .tracks
+            .iter()
+            .filter(|(_, t)| t.open.is_some())
+            .map(|(k, _)| (k.service.clone(), k.scope.clone()))
+            .collect();
+        let mut next = BTreeMap::new();
+        for (svc, scope) in places {
+            let clean = evidence::both(
+                self.evidence(&svc, &scope, "errors"),
+                self.evidence(&svc, &scope, "latency"),
+            ) == Evidence::Clean;
+            if clean && !open.contains(&(svc.clone(), scope.clone())) {
+                let since = self
+                    .clean_since
+                    .get(&(svc.clone(), scope.clone()))
+                    .copied()
+                    .unwrap_or(now_ms);
+                next.insert((svc, scope), since);
+            }
+        }
+        self.clean_since = next;
+    }
+
+    /// One second of one track: `on` is whether its condition held, `None`
+    /// when nothing was known either way. Unknown seconds neither open a
+    /// finding nor count towards closing one.
     fn step(
         &mut self,
         key: TrackKey,
         sec: u64,
-        on: bool,
+        on: Option<bool>,
         now_ms: u64,
         evidence: serde_json::Value,
     ) -> Vec<Event> {
         let cfg = &self.cfg;
         let t = self.tracks.entry(key.clone()).or_default();
+        let known = on.is_some();
+        let on = on.unwrap_or(false);
         t.history.push((sec, on));
         if t.history.len() > cfg.open_n {
             t.history.remove(0);
@@ -858,6 +1064,7 @@ impl Engine {
                     out.push(Event::Opened(f));
                 }
             }
+            Some(_) if !known => {}
             Some(i) => {
                 if on {
                     t.quiet_s = 0;

@@ -8,6 +8,7 @@
 pub mod alerts;
 pub mod corpus;
 pub mod engine;
+pub mod evidence;
 pub mod expr;
 mod keys;
 pub mod score;

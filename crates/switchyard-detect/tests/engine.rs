@@ -208,3 +208,118 @@ fn an_alert_about_the_write_side_is_a_write_path_finding() {
         other => panic!("{other:?}"),
     }
 }
+
+mod shifted_zone {
+    use std::collections::BTreeMap;
+
+    use switchyard_detect::evidence::Evidence;
+    use switchyard_detect::{DetectConfig, Engine, Event};
+    use switchyard_model::signals::{Probe, ProbeTarget, Series, Snapshot};
+
+    const ZONES: [&str; 3] = ["r-a", "r-b", "r-c"];
+
+    /// One second as the edge of `zone` saw it: 40 requests to each of its
+    /// zone's two instances unless the zone is shifted away (then none),
+    /// `fail` of them failing in zone r-a, and one heartbeat from this edge
+    /// to every instance of the region, those into r-a failing at `hb_fail`
+    /// (when `beats` is false there are none into r-a at all).
+    fn second(t: u64, zone: &str, shifted: bool, fail: f64, hb_fail: f64, beats: bool) -> Snapshot {
+        let mut series = Vec::new();
+        if !(shifted && zone == "r-a") {
+            for i in 1..=2 {
+                let failed = if zone == "r-a" {
+                    (40.0 * fail) as u64
+                } else {
+                    0
+                };
+                series.push(Series {
+                    service: "svc".into(),
+                    route: "get".into(),
+                    target_zone: zone.into(),
+                    instance: format!("{zone}-{i}"),
+                    write: false,
+                    requests: 40,
+                    errors: BTreeMap::from([("status_5xx".to_string(), failed)]),
+                    p50_ms: 4.0,
+                    p90_ms: 6.0,
+                    p99_ms: 8.0,
+                    max_ms: 9.0,
+                });
+            }
+        }
+        let mut probes = Vec::new();
+        for (k, z) in ZONES.iter().enumerate() {
+            if *z == "r-a" && !beats {
+                continue;
+            }
+            for i in 1..=2 {
+                // A deterministic share of failures: every n-th heartbeat.
+                let nth = (t as usize * 6 + k * 2 + i) % 10;
+                let ok = !(*z == "r-a" && (nth as f64) < hb_fail * 10.0);
+                probes.push(Probe {
+                    service: "svc".into(),
+                    route: "get".into(),
+                    target: ProbeTarget::Instance,
+                    name: format!("{z}-{i}"),
+                    target_zone: z.to_string(),
+                    target_region: "r".into(),
+                    write: false,
+                    ok,
+                    latency_ms: 5.0,
+                    error: None,
+                });
+            }
+        }
+        Snapshot {
+            at_ms: (t + 1) * 1000,
+            interval_ms: 1000,
+            region: "r".into(),
+            source_zone: zone.into(),
+            series,
+            probes,
+        }
+    }
+
+    fn run(e: &mut Engine, from: u64, to: u64, f: impl Fn(u64, &str) -> Snapshot) -> Vec<Event> {
+        let mut out = Vec::new();
+        for t in from..to {
+            for z in ZONES {
+                e.ingest(&f(t, z));
+            }
+            out.extend(e.tick((t + 1) * 1000 + 500));
+        }
+        out
+    }
+
+    fn zone_a_events(ev: &[Event]) -> Vec<String> {
+        ev.iter()
+            .filter_map(|e| match e {
+                Event::Opened(f) if f.scope == "zone:r-a" => Some(format!("opened {}", f.kind)),
+                Event::Closed(f) if f.scope == "zone:r-a" => Some(format!("closed {}", f.kind)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_shifted_zone_stays_found_until_its_heartbeats_are_clean() {
+        let mut e = Engine::new(DetectConfig::default());
+        let ev = run(&mut e, 0, 10, |t, z| second(t, z, false, 0.3, 0.3, true));
+        assert_eq!(zone_a_events(&ev), vec!["opened errors"]);
+        // Shifted away: no traffic, heartbeats still failing. Before, the
+        // finding closed within seconds for lack of data.
+        let ev = run(&mut e, 10, 40, |t, z| second(t, z, true, 0.0, 0.3, true));
+        assert!(zone_a_events(&ev).is_empty(), "{ev:?}");
+        assert_eq!(e.evidence("svc", "zone:r-a", "errors"), Evidence::Bad);
+        assert_eq!(e.clean_since("svc", "zone:r-a"), None);
+        // No heartbeats either: nothing known, nothing closes.
+        let ev = run(&mut e, 40, 60, |t, z| second(t, z, true, 0.0, 0.0, false));
+        assert!(zone_a_events(&ev).is_empty(), "{ev:?}");
+        // Heartbeats clean: the finding closes, then the zone is clean.
+        let ev = run(&mut e, 60, 80, |t, z| second(t, z, true, 0.0, 0.0, true));
+        assert_eq!(zone_a_events(&ev), vec!["closed errors"]);
+        let since = e.clean_since("svc", "zone:r-a").expect("clean");
+        assert!((61_000..=81_000).contains(&since), "{since}");
+        assert!(e.clean_since("svc", "zone:r-b").is_some());
+    }
+}

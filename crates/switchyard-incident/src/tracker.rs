@@ -661,11 +661,22 @@ impl Tracker {
                 }
             }
         }
-        let mut seconds_seen = 0u64;
+        let (mut seconds_seen, mut seen_requests) = (0u64, 0u64);
         for (_, by) in self.seconds.range(from_s..end_s) {
             if let Some(s) = by.get(svc) {
                 seconds_seen += 1;
+                // The share is of the traffic while users were being hit: an
+                // incident that stays open while its place is shifted away
+                // and still broken must not look smaller for it.
+                let hit = s
+                    .cells
+                    .iter()
+                    .any(|((z, _), c)| (all || zones.contains(z)) && c.failed > 0);
                 for ((z, route), c) in &s.cells {
+                    seen_requests += c.requests;
+                    if !hit {
+                        continue;
+                    }
                     total += c.requests;
                     if (all || zones.contains(z)) && (failing.is_empty() || failing.contains(route))
                     {
@@ -678,7 +689,7 @@ impl Tracker {
             }
         }
         // The month's budget at the traffic seen: objective × requests/s × 30 days.
-        let rps = total as f64 / seconds_seen.max(1) as f64;
+        let rps = seen_requests as f64 / seconds_seen.max(1) as f64;
         let monthly_budget = (1.0 - self.cfg.objective) * rps * 30.0 * 86_400.0;
         let critical = self.critical_routes.get(svc);
         let impact = Impact {

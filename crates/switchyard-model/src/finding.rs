@@ -45,4 +45,12 @@ pub struct Mitigation {
     /// Evacuation: the steps taken so far.
     pub step: u32,
     pub next_step_ms: Option<u64>,
+    /// How long the place must be known healthy before traffic returns:
+    /// the playbooks' hold, doubled for each earlier failback into this
+    /// place that had to be undone.
+    #[serde(default)]
+    pub hold_ms: u64,
+    /// Failbacks into this place undone so far (mitigated again soon after).
+    #[serde(default)]
+    pub failbacks_undone: u32,
 }
