@@ -102,6 +102,9 @@ fn place(scope: &str) -> Option<(&str, &str)> {
 /// mitigation (read-only mode), tracked apart from an evacuation.
 const WRITE_PATH: &str = "write_path";
 
+/// Findings of SLO burn on a route (`slo_burn:ROUTE`).
+const SLO_BURN: &str = "slo_burn";
+
 fn mitigation_key(f: &Finding) -> (String, String) {
     let scope = if f.kind == WRITE_PATH {
         format!("{}#{WRITE_PATH}", f.scope)
@@ -143,6 +146,13 @@ impl Playbooks {
                     return out;
                 };
                 if f.service.is_empty() || !matches!(level, "zone" | "region" | "link") {
+                    return out;
+                }
+                // An SLO burn is for people (an incident, a ticket or a
+                // page): a route failing a little in a region names nothing
+                // that moving traffic would fix, and evacuating a region for
+                // it would hurt more users than it helps.
+                if f.kind.starts_with(SLO_BURN) {
                     return out;
                 }
                 let key = mitigation_key(f);
@@ -557,5 +567,18 @@ mod tests {
             t + 3_600_000,
         );
         assert_eq!(p.active()[0].hold_ms, 30_000);
+    }
+
+    #[test]
+    fn an_slo_burn_is_told_not_acted_on() {
+        let mut p = Playbooks::new(PlaybookConfig::default(), vec!["us-east".into()]);
+        assert!(p
+            .on_event(
+                &Event::Opened(finding("region:us-east", "slo_burn:put-item")),
+                0
+            )
+            .is_empty());
+        assert!(p.tick(60_000, &always_clean).is_empty());
+        assert!(p.active().is_empty());
     }
 }

@@ -20,7 +20,9 @@ pub use switchyard_model::finding::{Alarm, Finding};
 use crate::alerts::{Heartbeat, HeartbeatMonitor, IngestedAlert};
 use crate::evidence::{self, Beats, Evidence};
 use crate::expr::Expr;
-use crate::keys::{AlertKey, InstanceKey, PlaceKey, ProbeKey, ThresholdKey, TrackKey, ZoneKey};
+use crate::keys::{
+    AlertKey, InstanceKey, PlaceKey, ProbeKey, RouteKey, ThresholdKey, TrackKey, ZoneKey,
+};
 use crate::slo::{default_rules, SloTracker};
 use crate::stats;
 use crate::trend::TrendAlarm;
@@ -190,6 +192,8 @@ struct Bucket {
     /// Heartbeats into each zone and each instance, with their latency.
     zbeats: BTreeMap<ZoneKey, Beats>,
     ibeats: BTreeMap<InstanceKey, Beats>,
+    /// Requests and failures per route and target zone.
+    routes: BTreeMap<RouteKey, (u64, u64)>,
 }
 
 /// Requests and heartbeats of one zone split by route kind: (done, failed).
@@ -248,10 +252,19 @@ pub struct Engine {
     cfg: DetectConfig,
     buckets: BTreeMap<u64, Bucket>,
     zone_region: BTreeMap<String, String>,
+    /// The zone each instance serves in, as the signals name them.
+    instance_zone: BTreeMap<String, String>,
     next_eval: Option<u64>,
     tracks: BTreeMap<TrackKey, Track>,
     findings: Vec<Finding>,
     slo: BTreeMap<String, SloTracker>,
+    /// SLO burn per route and region: small but persistent failures of one
+    /// route in one region, which no outlier test sees.
+    route_slo: BTreeMap<RouteKey, SloTracker>,
+    /// This second's route burn alarms, until `update_alarms` lists them.
+    route_alarms: Vec<Alarm>,
+    /// Since which second each route has been burning without a break.
+    route_burning_since: BTreeMap<RouteKey, u64>,
     trends: BTreeMap<ZoneKey, Vec<(f64, f64)>>,
     heartbeats: HeartbeatMonitor,
     /// Open findings raised by ingested alerts.
@@ -269,16 +282,28 @@ pub struct Engine {
 
 type Raw = BTreeMap<String, bool>;
 
+/// Failures a route's short burn window must hold before a burn counts.
+const ROUTE_BURN_MIN_FAILURES: f64 = 10.0;
+/// The seconds a route must still be failing in, at the firing rule's burn
+/// rate, to be burning now.
+const ROUTE_BURN_NOW_S: u64 = 10;
+/// Seconds a route must burn without a break before it is a finding.
+const ROUTE_BURN_HOLD_S: u64 = 10;
+
 impl Engine {
     pub fn new(cfg: DetectConfig) -> Engine {
         Engine {
             cfg,
             buckets: BTreeMap::new(),
             zone_region: BTreeMap::new(),
+            instance_zone: BTreeMap::new(),
             next_eval: None,
             tracks: BTreeMap::new(),
             findings: Vec::new(),
             slo: BTreeMap::new(),
+            route_slo: BTreeMap::new(),
+            route_alarms: Vec::new(),
+            route_burning_since: BTreeMap::new(),
             trends: BTreeMap::new(),
             heartbeats: HeartbeatMonitor::new(),
             alert_findings: BTreeMap::new(),
@@ -418,6 +443,16 @@ impl Engine {
             let e = if x.write { &mut p.write } else { &mut p.read };
             e.0 += x.requests;
             e.1 += x.failures();
+            let r = b
+                .routes
+                .entry(RouteKey {
+                    service: x.service.clone(),
+                    route: x.route.clone(),
+                    place: x.target_zone.clone(),
+                })
+                .or_default();
+            r.0 += x.requests;
+            r.1 += x.failures();
         }
         for p in &s.probes {
             match p.target {
@@ -482,6 +517,10 @@ impl Engine {
         }
         for x in &s.series {
             if !x.target_zone.is_empty() && !x.instance.is_empty() {
+                if !self.instance_zone.contains_key(&x.instance) {
+                    self.instance_zone
+                        .insert(x.instance.clone(), x.target_zone.clone());
+                }
                 self.zone_region
                     .entry(x.target_zone.clone())
                     .or_insert_with(|| s.region.clone());
@@ -588,6 +627,7 @@ impl Engine {
             self.unreachable_alarms(svc, &iprobe, &mut raw, &mut candidates);
             self.write_path_alarms(svc, &paths, &mut raw, &mut candidates, &mut unknown);
         }
+        self.route_burns(sec, &mut raw, &mut candidates);
         let now_ms = (sec + 1) * 1000;
         self.update_alarms(sec, &inst, now_ms);
         self.evidence = self.heartbeat_evidence(&zbeats, &ibeats);
@@ -770,6 +810,147 @@ impl Engine {
         }
     }
 
+    /// SLO burn per route and region, from this second's traffic: a rule
+    /// that fires is an alarm naming the route and region, and a candidate
+    /// finding `region:R` of kind `slo_burn:ROUTE` with the rule, its
+    /// severity (page or ticket) and the burn rates as evidence.
+    fn route_burns(&mut self, sec: u64, raw: &mut Raw, out: &mut Vec<Candidate>) {
+        let mut this_second: BTreeMap<RouteKey, (u64, u64)> = BTreeMap::new();
+        if let Some(b) = self.buckets.get(&sec) {
+            for (k, (q, f)) in &b.routes {
+                let Some(region) = self.zone_region.get(&k.place) else {
+                    continue;
+                };
+                let e = this_second
+                    .entry(RouteKey {
+                        service: k.service.clone(),
+                        route: k.route.clone(),
+                        place: region.clone(),
+                    })
+                    .or_default();
+                e.0 += q;
+                e.1 += f;
+            }
+        }
+        for (k, (q, f)) in this_second {
+            if !self.route_slo.contains_key(&k) {
+                match SloTracker::new(self.cfg.slo_objective, default_rules()) {
+                    Ok(t) => {
+                        self.route_slo.insert(k.clone(), t);
+                    }
+                    Err(_) => continue,
+                }
+            }
+            if let Some(t) = self.route_slo.get_mut(&k) {
+                t.observe(sec, q, f);
+            }
+        }
+        for (k, t) in &self.route_slo {
+            // A burn rate is a ratio: a route seen for a few seconds, or
+            // failing a handful of times, burns fast by chance. A rule
+            // counts once its short window holds enough failures to mean it.
+            let burns: Vec<_> = t
+                .evaluate(sec)
+                .into_iter()
+                .filter(|b| {
+                    t.rules()
+                        .iter()
+                        .find(|r| r.name == b.rule)
+                        .is_some_and(|r| {
+                            t.window(sec, r.short_window_s).1 >= ROUTE_BURN_MIN_FAILURES
+                        })
+                })
+                .collect();
+            // The most urgent paging rule that fires speaks for the route:
+            // a fast burn pages, a slow one (the workbook's 6-hour page) is
+            // a ticket. The 1× ticket rule alone only spends the budget as
+            // planned or a little faster: an alarm, not an incident.
+            let paging = || {
+                burns
+                    .iter()
+                    .filter(|b| b.severity == crate::slo::Severity::Page)
+            };
+            let top = paging()
+                .find(|b| b.rule == "page-fast")
+                .or_else(|| paging().next());
+            // A finding is about now: the route must still fail at the
+            // firing rule's burn rate over the last seconds (the burn windows
+            // remember failures for minutes after they stop), and have
+            // burned for a while, so a fault that has a place is found as
+            // that place first and the burn is not a second finding for it.
+            let (q, f) = t.window(sec, ROUTE_BURN_NOW_S);
+            let rate = top
+                .and_then(|b| t.rules().iter().find(|r| r.name == b.rule))
+                .map_or(f64::INFINITY, |r| r.burn_rate);
+            let now_burning = q > 0.0 && f / q >= rate * (1.0 - self.cfg.slo_objective);
+            // Explained by a finding with a place in this region: that
+            // finding's incident and mitigation cover the burn, and the
+            // burn's hold starts over once it is gone.
+            let mut explained: Vec<Expr> = ["errors", "latency", "write_path"]
+                .iter()
+                .map(|kind| Expr::alarm(format!("open:{}:region:{}:{kind}", k.service, k.place)))
+                .collect();
+            let in_region = |z: &str| self.zone_region.get(z) == Some(&k.place);
+            let places = self
+                .zone_region
+                .keys()
+                .filter(|z| in_region(z))
+                .map(|z| format!("zone:{z}"))
+                .chain(
+                    self.instance_zone
+                        .iter()
+                        .filter(|(_, z)| in_region(z))
+                        .map(|(i, _)| format!("instance:{i}")),
+                );
+            for p in places {
+                for kind in ["errors", "latency", "unreachable"] {
+                    explained.push(Expr::alarm(format!("open:{}:{p}:{kind}", k.service)));
+                }
+            }
+            let explained = Expr::Any(explained).eval(raw);
+            let since = if top.is_some() && now_burning && !explained {
+                Some(*self.route_burning_since.entry(k.clone()).or_insert(sec))
+            } else {
+                self.route_burning_since.remove(k);
+                None
+            };
+            let name = format!("slo_burn:{}:{}:{}", k.service, k.route, k.place);
+            raw.insert(
+                name.clone(),
+                since.is_some_and(|s0| sec + 1 - s0 >= ROUTE_BURN_HOLD_S),
+            );
+            for b in &burns {
+                self.route_alarms.push(Alarm {
+                    name: format!("slo_burn:{}:{}@{}", b.rule, k.route, k.place),
+                    service: k.service.clone(),
+                    severity: match b.severity {
+                        crate::slo::Severity::Page => "page",
+                        crate::slo::Severity::Ticket => "ticket",
+                    }
+                    .into(),
+                    at_ms: (sec + 1) * 1000,
+                    detail: json!({"route": k.route, "region": k.place, "objective": self.cfg.slo_objective,
+                                   "long_burn": b.long_burn, "short_burn": b.short_burn}),
+                });
+            }
+            let evidence = top.map_or(serde_json::Value::Null, |b| {
+                json!({"route": k.route, "region": k.place, "rule": b.rule,
+                       "severity": if b.rule == "page-fast" { "page" } else { "ticket" },
+                       "long_burn": b.long_burn, "short_burn": b.short_burn,
+                       "objective": self.cfg.slo_objective})
+            });
+            out.push((
+                TrackKey::new(
+                    &k.service,
+                    format!("region:{}", k.place),
+                    format!("slo_burn:{}", k.route),
+                ),
+                Expr::alarm(name),
+                evidence,
+            ));
+        }
+    }
+
     /// SLO burn per service (from this second's traffic), error-rate trends
     /// per zone (from the window) and silent heartbeats.
     fn update_alarms(&mut self, sec: u64, window: &BTreeMap<InstanceKey, InstAcc>, now_ms: u64) {
@@ -892,6 +1073,7 @@ impl Engine {
                 detail: json!({"silent_ms": silent_ms}),
             });
         }
+        alarms.append(&mut self.route_alarms);
         self.alarms = alarms;
     }
 

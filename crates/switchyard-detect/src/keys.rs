@@ -68,3 +68,11 @@ pub(crate) struct AlertKey {
     pub alert: String,
     pub scope: String,
 }
+
+/// One route of a service in one region (or zone, while counting).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) struct RouteKey {
+    pub service: String,
+    pub route: String,
+    pub place: String,
+}

@@ -44,6 +44,13 @@ fn matches(f: &Finding, l: &Label, slack_ms: u64) -> bool {
 /// has the label's scope and was detected while the fault lasted
 /// (plus `slack_ms` for lag).
 pub fn score(findings: &[Finding], labels: &[Label], slack_ms: u64) -> Score {
+    // An SLO burn says which route burns its budget in which region, not
+    // where a fault is: it is no localization and is not scored as one
+    // (the corpus checks apart that healthy runs raise none).
+    let findings: Vec<&Finding> = findings
+        .iter()
+        .filter(|f| !f.kind.starts_with("slo_burn:"))
+        .collect();
     let label_scores: Vec<LabelScore> = labels
         .iter()
         .map(|l| LabelScore {

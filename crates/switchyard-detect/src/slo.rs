@@ -302,6 +302,11 @@ impl SloTracker {
         (req as f64 + r as f64 * share, err as f64 + e as f64 * share)
     }
 
+    /// (requests, errors) over the `window_s` seconds ending at `t_s`.
+    pub fn window(&self, t_s: u64, window_s: u64) -> (f64, f64) {
+        self.window_counts(t_s, window_s)
+    }
+
     /// Burn rate over the `window_s` seconds ending at `t_s`: error ratio /
     /// (1 − objective). No traffic burns nothing (0).
     pub fn burn_rate(&self, t_s: u64, window_s: u64) -> f64 {

@@ -34,6 +34,24 @@ fn healthy_noisy_and_single_instance_runs_raise_no_zone_or_region_finding() {
 }
 
 #[test]
+fn healthy_runs_page_nobody_for_slo_burn() {
+    // Not "noisy": its background of about 1 % errors burns a 99.9 %
+    // budget more than six times over, and paging for that is right.
+    for case in ["healthy", "single-instance-slow"] {
+        for &seed in SEEDS {
+            let t = generate(case, seed, 90, 100).expect("known case");
+            let pages: Vec<String> = t
+                .replay(&DetectConfig::default())
+                .iter()
+                .filter(|f| f.kind.starts_with("slo_burn:") && f.evidence["severity"] == "page")
+                .map(|f| format!("{} ({}) {}", f.scope, f.kind, f.evidence))
+                .collect();
+            assert!(pages.is_empty(), "{case} seed {seed}: {pages:?}");
+        }
+    }
+}
+
+#[test]
 fn errors_everywhere_at_low_traffic_single_out_no_zone() {
     // Like the lab's latency-injection drill: 5 % errors in every zone, about
     // 100 requests per zone per window, where chance alone makes one zone look worse.
@@ -205,10 +223,13 @@ fn failing_writes_with_working_reads_are_the_write_path_not_the_region() {
             "seed {seed}: {:?}",
             s.labels
         );
-        // Not a region failure (that would evacuate), nor one per zone.
+        // Not a region failure (that would evacuate), nor one per zone. SLO
+        // burns are not places: the failing writes may burn their route's
+        // budget, and the trace's background errors (0.2–0.4 %, above a
+        // 99.9 % objective) open tickets for the reads.
         let others: Vec<String> = findings
             .iter()
-            .filter(|f| f.kind != "write_path")
+            .filter(|f| f.kind != "write_path" && !f.kind.starts_with("slo_burn:"))
             .map(|f| format!("{} ({})", f.scope, f.kind))
             .collect();
         assert!(others.is_empty(), "seed {seed}: {others:?}");

@@ -323,3 +323,73 @@ mod shifted_zone {
         assert!(e.clean_since("svc", "zone:r-b").is_some());
     }
 }
+
+mod low_rate_write_failures {
+    use std::collections::BTreeMap;
+
+    use switchyard_detect::{DetectConfig, Engine, Event};
+    use switchyard_model::signals::{Series, Snapshot};
+
+    /// One second at the edge of `zone`: reads and writes to its two
+    /// instances; from `fault` on, 7 writes in a hundred fail.
+    fn second(t: u64, zone: &str, fault: bool) -> Snapshot {
+        let mut series = Vec::new();
+        for i in 1..=2 {
+            for (route, write, requests) in [("get", false, 40u64), ("put", true, 50u64)] {
+                // 7 % of writes, spread over the seconds: 3 or 4 of 50.
+                let failed = if write && fault { 3 + (t + i) % 2 } else { 0 };
+                series.push(Series {
+                    service: "svc".into(),
+                    route: route.into(),
+                    target_zone: zone.into(),
+                    instance: format!("{zone}-{i}"),
+                    write,
+                    requests,
+                    errors: BTreeMap::from([("status_5xx".to_string(), failed)]),
+                    p50_ms: 4.0,
+                    p90_ms: 6.0,
+                    p99_ms: 8.0,
+                    max_ms: 9.0,
+                });
+            }
+        }
+        Snapshot {
+            at_ms: (t + 1) * 1000,
+            interval_ms: 1000,
+            region: "r".into(),
+            source_zone: zone.into(),
+            series,
+            probes: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_few_failing_writes_in_a_region_burn_the_route_slo() {
+        let mut e = Engine::new(DetectConfig::default());
+        let mut opened = Vec::new();
+        for t in 0..70 {
+            for z in ["r-a", "r-b", "r-c"] {
+                e.ingest(&second(t, z, (10..40).contains(&t)));
+            }
+            for ev in e.tick((t + 1) * 1000 + 500) {
+                if let Event::Opened(f) = ev {
+                    opened.push((t, f));
+                }
+            }
+        }
+        let (t, f) = opened
+            .iter()
+            .find(|(_, f)| f.kind == "slo_burn:put")
+            .unwrap_or_else(|| panic!("no burn finding: {opened:?}"));
+        assert!(*t < 10 + 60, "found at {t} s");
+        assert_eq!(f.scope, "region:r");
+        assert_eq!(f.evidence["route"], "put");
+        assert_eq!(f.evidence["severity"], "page");
+        assert!(
+            opened
+                .iter()
+                .all(|(_, f)| f.kind != "write_path" && !f.scope.starts_with("zone:")),
+            "7 % is below the write-path and zone detectors: {opened:?}"
+        );
+    }
+}

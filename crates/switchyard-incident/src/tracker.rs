@@ -97,6 +97,35 @@ pub struct Tracker {
     closed: Vec<Incident>,
 }
 
+/// An SLO burn finding sets a floor under the severity: a fast burn pages
+/// (SEV2) and a slow one is a ticket (SEV3), whatever share of traffic the
+/// failing route is.
+fn burn_floor(findings: &[Finding], (sev, why): (Severity, String)) -> (Severity, String) {
+    let floor = findings
+        .iter()
+        .filter(|f| f.kind.starts_with("slo_burn:"))
+        .filter_map(|f| {
+            let level = match f.evidence.get("severity").and_then(|v| v.as_str()) {
+                Some("page") => Severity::Sev2,
+                Some("ticket") => Severity::Sev3,
+                _ => return None,
+            };
+            let route = f.kind.trim_start_matches("slo_burn:");
+            let region = f.scope.trim_start_matches("region:");
+            let rule = f
+                .evidence
+                .get("rule")
+                .and_then(|v| v.as_str())
+                .unwrap_or("?");
+            Some((level, format!("SLO burn on {route} in {region} ({rule})")))
+        })
+        .max_by_key(|(l, _)| *l);
+    match floor {
+        Some((l, w)) if l > sev => (l, w),
+        _ => (sev, why),
+    }
+}
+
 /// How many resolved incidents stay in memory.
 const KEEP_CLOSED: usize = 50;
 
@@ -764,7 +793,7 @@ impl Tracker {
         i.impact = impact;
         let mut raised = None;
         if !i.severity_pinned {
-            let (sev, why) = severity_of(&i.impact);
+            let (sev, why) = burn_floor(&i.findings, severity_of(&i.impact));
             // Automatic rules only ever raise the severity during an incident.
             if sev > i.severity || i.severity_reason == "not measured yet" {
                 if sev > i.severity && self.announced.contains(&i.id) {

@@ -114,7 +114,12 @@ async fn a_gray_zone_is_one_incident_told_mitigated_resolved_and_kept() {
     traffic.stop().await;
     let i = api.incident(&id).await.unwrap();
     assert_eq!(i.service, "svc");
-    assert_eq!(i.scopes, ["zone:a"], "one incident for the zone");
+    assert_eq!(
+        i.scopes,
+        ["zone:a"],
+        "one incident for the zone: {:?}",
+        i.findings
+    );
     let st = |s: Stage| {
         *i.stages
             .get(&s)
