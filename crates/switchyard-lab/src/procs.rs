@@ -69,6 +69,38 @@ impl Supervisor {
         Ok(())
     }
 
+    /// SIGSTOP: the process keeps its sockets, so the kernel still accepts
+    /// connections on them, but nothing answers — a long GC pause or a frozen
+    /// VM, which a closed port would not imitate. Should the supervisor die
+    /// while a child is stopped, the child's process group is orphaned and
+    /// the kernel sends it SIGHUP and SIGCONT, so it still ends with the rest.
+    pub fn pause(&mut self, name: &str) -> anyhow::Result<()> {
+        self.signal(name, rustix::process::Signal::STOP)
+    }
+
+    /// SIGCONT: a paused process carries on where it stopped; requests
+    /// that waited in its backlog are served late, if their callers are
+    /// still there.
+    pub fn resume(&mut self, name: &str) -> anyhow::Result<()> {
+        self.signal(name, rustix::process::Signal::CONT)
+    }
+
+    fn signal(&mut self, name: &str, sig: rustix::process::Signal) -> anyhow::Result<()> {
+        let p = self
+            .procs
+            .iter_mut()
+            .find(|p| p.name == name)
+            .ok_or_else(|| anyhow::anyhow!("no lab process named {name:?}"))?;
+        let Some(child) = p.child.as_mut() else {
+            anyhow::bail!("lab process {name:?} is not running");
+        };
+        if !matches!(child.try_wait(), Ok(None)) {
+            anyhow::bail!("lab process {name:?} has exited");
+        }
+        rustix::process::kill_process(rustix::process::Pid::from_child(child), sig)
+            .map_err(|e| anyhow::anyhow!("cannot signal {name}: {e}"))
+    }
+
     pub fn restart(&mut self, name: &str) -> anyhow::Result<()> {
         self.kill(name)?;
         let args = self

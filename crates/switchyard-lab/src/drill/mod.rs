@@ -236,6 +236,9 @@ pub fn status_line(s: &Second) -> String {
 /// Runs the scenario on a fresh lab and scores it.
 pub async fn run(scenario: &Scenario, opts: &Options) -> anyhow::Result<DrillReport> {
     let topo = scenario.topology().map_err(|e| anyhow::anyhow!(e))?;
+    // Planned before anything starts: a step that cannot be expanded
+    // refuses the drill rather than breaking it halfway.
+    let steps = steps::plan(scenario).map_err(|e| anyhow::anyhow!(e))?;
     let bar = if opts.progress && std::io::stderr().is_terminal() {
         let b = indicatif::ProgressBar::new(scenario.duration_s.ceil() as u64);
         b.set_style(
@@ -281,7 +284,7 @@ pub async fn run(scenario: &Scenario, opts: &Options) -> anyhow::Result<DrillRep
         replication_max: 0,
         t0_ms: switchyard_model::time::now_ms(),
     };
-    let aborted = run.step(scenario, bar.as_ref()).await;
+    let aborted = run.step(scenario, &steps, bar.as_ref()).await;
     let duration = run.now_s();
     stop.store(true, Ordering::Relaxed);
     for l in load {
@@ -345,9 +348,9 @@ impl Run<'_> {
     async fn step(
         &mut self,
         scenario: &Scenario,
+        steps: &[steps::Step],
         bar: Option<&indicatif::ProgressBar>,
     ) -> Option<String> {
-        let steps = steps::plan(scenario);
         let mut next_step = 0;
         let mut bad_run = 0u32;
         let mut last_sec = 0usize;
