@@ -71,6 +71,18 @@ pub async fn call(
     body: Bytes,
     timeout: Duration,
 ) -> Result<(StatusCode, Bytes), CallError> {
+    call_as(addr, method, path, body, timeout, None).await
+}
+
+/// [`call`] with a bearer token, for the admin knobs of the lab's processes.
+pub async fn call_as(
+    addr: SocketAddr,
+    method: Method,
+    path: &str,
+    body: Bytes,
+    timeout: Duration,
+    bearer: Option<&str>,
+) -> Result<(StatusCode, Bytes), CallError> {
     let fut = async {
         let stream = tokio::net::TcpStream::connect(addr)
             .await
@@ -81,10 +93,14 @@ pub async fn call(
                 .await
                 .map_err(|e| CallError::Exchange(addr, e.to_string()))?;
         tokio::spawn(conn);
-        let req = Request::builder()
+        let mut req = Request::builder()
             .method(method)
             .uri(path)
-            .header(header::HOST, addr.to_string())
+            .header(header::HOST, addr.to_string());
+        if let Some(t) = bearer {
+            req = req.header(header::AUTHORIZATION, format!("Bearer {t}"));
+        }
+        let req = req
             .body(Full::new(body))
             .map_err(|e| CallError::Exchange(addr, e.to_string()))?;
         let resp = send

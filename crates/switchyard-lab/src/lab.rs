@@ -220,16 +220,36 @@ impl Lab {
         l.set(s).map_err(|e| anyhow::anyhow!("link {name}: {e}"))
     }
 
-    /// Makes a region's store reject writes, or take them again.
-    pub async fn store_writes(&self, region: &str, reject: bool) -> anyhow::Result<()> {
+    /// Makes a region's store turn away `percent` % of writes (0 takes them
+    /// all again).
+    pub async fn store_writes(&self, region: &str, percent: f64) -> anyhow::Result<()> {
+        let knob = crate::store::WritesKnob {
+            reject: None,
+            reject_percent: Some(percent),
+        };
+        self.store_knob(region, "/admin/writes", serde_json::to_vec(&knob)?)
+            .await
+    }
+
+    /// Adds latency to a region's store (a zero delay removes it).
+    pub async fn store_latency(
+        &self,
+        region: &str,
+        latency: &crate::store::StoreLatency,
+    ) -> anyhow::Result<()> {
+        self.store_knob(region, "/admin/latency", serde_json::to_vec(latency)?)
+            .await
+    }
+
+    async fn store_knob(&self, region: &str, path: &str, body: Vec<u8>) -> anyhow::Result<()> {
         if !self.topo.regions.iter().any(|r| r.name == region) {
             anyhow::bail!("no region {region:?}");
         }
         let (s, b) = crate::http::call(
             self.topo.store_addr(region),
             Method::POST,
-            "/admin/writes",
-            Bytes::from(serde_json::json!({ "reject": reject }).to_string()),
+            path,
+            Bytes::from(body),
             std::time::Duration::from_secs(2),
         )
         .await
@@ -240,6 +260,26 @@ impl Lab {
                 String::from_utf8_lossy(&b)
             );
         }
+        Ok(())
+    }
+
+    /// Sets one catalog instance's fault knob (the default clears it).
+    pub async fn instance_fault(
+        &self,
+        instance: &str,
+        fault: &crate::catalog::InstanceFault,
+    ) -> anyhow::Result<()> {
+        let Some((_, _, addr)) = self
+            .topo
+            .all_instances()
+            .into_iter()
+            .find(|(n, _, _)| n == instance)
+        else {
+            anyhow::bail!("no instance {instance:?}");
+        };
+        crate::catalog::set_fault(addr, fault)
+            .await
+            .map_err(|e| anyhow::anyhow!("instance {instance}: {e}"))?;
         Ok(())
     }
 

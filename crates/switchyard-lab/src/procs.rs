@@ -2,8 +2,17 @@
 //! a pipe on its stdin that only this supervisor holds: when the supervisor
 //! exits for any reason, kill -9 included, the pipe closes and every child
 //! exits with it. Dropping the supervisor also kills and reaps them.
+//!
+//! A paused child (SIGSTOP) cannot see its stdin close, so each child leads
+//! a process group of its own: when the supervisor dies, that group is
+//! orphaned and the kernel sends a stopped member SIGHUP and SIGCONT, and it
+//! ends like the others. (In the supervisor's own group, the group would
+//! stay un-orphaned as long as whoever started the supervisor lives.) Its
+//! own group also keeps a terminal's Ctrl-C for the supervisor, which stops
+//! the children in order.
 
 use std::net::SocketAddr;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -41,6 +50,7 @@ impl Supervisor {
             .stdin(Stdio::piped())
             .stdout(log.try_clone()?)
             .stderr(log)
+            .process_group(0)
             .spawn()
             .map_err(|e| anyhow::anyhow!("cannot start {name}: {e}"))
     }
@@ -67,6 +77,38 @@ impl Supervisor {
             let _ = c.wait();
         }
         Ok(())
+    }
+
+    /// SIGSTOP: the process keeps its sockets, so the kernel still accepts
+    /// connections on them, but nothing answers — a long GC pause or a frozen
+    /// VM, which a closed port would not imitate. Should the supervisor die
+    /// while a child is stopped, the kernel wakes it (see the module's
+    /// notes), so it still ends with the rest.
+    pub fn pause(&mut self, name: &str) -> anyhow::Result<()> {
+        self.signal(name, rustix::process::Signal::STOP)
+    }
+
+    /// SIGCONT: a paused process carries on where it stopped; requests
+    /// that waited in its backlog are served late, if their callers are
+    /// still there.
+    pub fn resume(&mut self, name: &str) -> anyhow::Result<()> {
+        self.signal(name, rustix::process::Signal::CONT)
+    }
+
+    fn signal(&mut self, name: &str, sig: rustix::process::Signal) -> anyhow::Result<()> {
+        let p = self
+            .procs
+            .iter_mut()
+            .find(|p| p.name == name)
+            .ok_or_else(|| anyhow::anyhow!("no lab process named {name:?}"))?;
+        let Some(child) = p.child.as_mut() else {
+            anyhow::bail!("lab process {name:?} is not running");
+        };
+        if !matches!(child.try_wait(), Ok(None)) {
+            anyhow::bail!("lab process {name:?} has exited");
+        }
+        rustix::process::kill_process(rustix::process::Pid::from_child(child), sig)
+            .map_err(|e| anyhow::anyhow!("cannot signal {name}: {e}"))
     }
 
     pub fn restart(&mut self, name: &str) -> anyhow::Result<()> {

@@ -63,10 +63,18 @@ pub struct Scenario {
     pub steps: Vec<Step>,
     #[serde(default, rename = "expect")]
     pub expectations: Vec<ExpectSpec>,
+    /// A failback counts as undone (`failbacks_undone`) when the same place
+    /// is mitigated again within this many seconds of it.
+    #[serde(default = "sixty")]
+    pub undone_within_s: f64,
 }
 
 fn one() -> f64 {
     1.0
+}
+
+fn sixty() -> f64 {
+    60.0
 }
 
 fn one_or_many<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
@@ -102,11 +110,103 @@ pub struct StopSpec {
 pub struct Step {
     pub at_s: f64,
     pub action: Action,
-    /// This step starts the fault (sets `fault_at_s`).
+    /// This step starts the fault (sets `fault_at_s`); with `repeat` or
+    /// `ramp`, only its first occurrence does.
     pub fault: bool,
     /// This step removes the fault (sets `restored_at_s`); restore steps also
-    /// run when a stop condition aborts the drill.
+    /// run when a stop condition aborts the drill. With `repeat` or `ramp`,
+    /// only its last occurrence is the restore.
     pub restore: bool,
+    /// The same step again, `every_s` apart.
+    pub repeat: Option<Repeat>,
+    /// The same step again with one numeric field raised each time.
+    pub ramp: Option<Ramp>,
+}
+
+/// `repeat = { every_s = 6, times = 5 }`: the step happens `times` times in
+/// all (the first at `at_s`), `every_s` seconds apart.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Repeat {
+    pub every_s: f64,
+    pub times: u32,
+}
+
+/// `ramp = { field = "latency_ms", by = 15, every_s = 5, times = 8 }`: the
+/// step happens `times` times in all, `every_s` seconds apart, the k-th time
+/// (from 0) with `field` raised by k × `by` (a negative `by` lowers it).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Ramp {
+    pub field: String,
+    pub by: f64,
+    pub every_s: f64,
+    pub times: u32,
+}
+
+/// The runner looks at the clock every 100 ms: steps closer together than
+/// that would happen in the same tick anyway.
+pub const MIN_EVERY_S: f64 = 0.1;
+/// A bound on one step's occurrences, so a slip of the finger cannot plan
+/// millions of changes.
+pub const MAX_TIMES: u32 = 1000;
+
+/// One occurrence of a step, on the run's clock.
+#[derive(Debug, Clone)]
+pub struct Occurrence {
+    pub at_s: f64,
+    pub action: Action,
+    pub fault: bool,
+    pub restore: bool,
+}
+
+impl Step {
+    /// (every_s, times) of a repeated or ramped step.
+    fn cadence(&self) -> Option<(f64, u32)> {
+        match (&self.repeat, &self.ramp) {
+            (Some(r), _) => Some((r.every_s, r.times)),
+            (None, Some(r)) => Some((r.every_s, r.times)),
+            (None, None) => None,
+        }
+    }
+
+    /// When the last occurrence happens.
+    pub fn last_at_s(&self) -> f64 {
+        match self.cadence() {
+            Some((every, times)) => self.at_s + every * times.saturating_sub(1) as f64,
+            None => self.at_s,
+        }
+    }
+
+    /// The step as it happens: once, or `times` times with `repeat` or
+    /// `ramp`. Only the first occurrence starts the fault and only the last
+    /// is the restore: a cut repeated five times is one fault. Errors name
+    /// the field (`ramp.field: …`) for the caller to place.
+    pub fn occurrences(&self) -> Result<Vec<Occurrence>, String> {
+        let Some((every, times)) = self.cadence() else {
+            return Ok(vec![Occurrence {
+                at_s: self.at_s,
+                action: self.action.clone(),
+                fault: self.fault,
+                restore: self.restore,
+            }]);
+        };
+        let times = times.min(MAX_TIMES);
+        (0..times)
+            .map(|k| {
+                let action = match &self.ramp {
+                    Some(r) => self.action.ramped(&r.field, r.by * k as f64)?,
+                    None => self.action.clone(),
+                };
+                Ok(Occurrence {
+                    at_s: self.at_s + every * k as f64,
+                    action,
+                    fault: self.fault && k == 0,
+                    restore: self.restore && k + 1 == times,
+                })
+            })
+            .collect()
+    }
 }
 
 // serde cannot combine `flatten` with `deny_unknown_fields`, so a step takes
@@ -134,6 +234,16 @@ impl<'de> Deserialize<'de> for Step {
         };
         let fault = flag(&mut t, "fault")?;
         let restore = flag(&mut t, "restore")?;
+        let repeat = t
+            .remove("repeat")
+            .map(Repeat::deserialize)
+            .transpose()
+            .map_err(|e| D::Error::custom(format!("step at {at_s} s: repeat: {}", e.message())))?;
+        let ramp = t
+            .remove("ramp")
+            .map(Ramp::deserialize)
+            .transpose()
+            .map_err(|e| D::Error::custom(format!("step at {at_s} s: ramp: {}", e.message())))?;
         let action = Action::deserialize(toml::Value::Table(t))
             .map_err(|e| D::Error::custom(format!("step at {at_s} s: {}", e.message())))?;
         Ok(Step {
@@ -141,6 +251,8 @@ impl<'de> Deserialize<'de> for Step {
             action,
             fault,
             restore,
+            repeat,
+            ramp,
         })
     }
 }
@@ -180,11 +292,51 @@ pub enum Action {
     RestoreLink {
         target: String,
     },
-    /// Makes a region's store turn writes away (`reject = true`) or take
-    /// them again; reads keep working either way.
+    /// Makes a region's store turn writes away — all (`reject = true`) or
+    /// a share (`reject_percent`) — or take them again; reads keep working
+    /// either way.
     StoreWrites {
         target: String,
-        reject: bool,
+        #[serde(default)]
+        reject: Option<bool>,
+        #[serde(default)]
+        reject_percent: Option<f64>,
+    },
+    /// Adds latency to a region's store: reads and writes, or writes only.
+    /// A zero delay removes it.
+    StoreLatency {
+        target: String,
+        #[serde(default)]
+        delay_ms: u64,
+        #[serde(default)]
+        jitter_ms: u64,
+        #[serde(default)]
+        writes_only: bool,
+    },
+    /// Sets one catalog instance's own fault knob: a delay (plus jitter)
+    /// and a share of errors on everything but `/health`.
+    InstanceFault {
+        target: String,
+        #[serde(default)]
+        delay_ms: u64,
+        #[serde(default)]
+        jitter_ms: u64,
+        #[serde(default = "error_status")]
+        error_status: u16,
+        #[serde(default)]
+        error_percent: f64,
+    },
+    ClearInstanceFault {
+        target: String,
+    },
+    /// SIGSTOP on one catalog process: it holds its sockets and answers
+    /// nothing, health checks included.
+    PauseInstance {
+        target: String,
+    },
+    /// SIGCONT: the paused process carries on.
+    ResumeInstance {
+        target: String,
     },
     /// Moves a region's traffic away in `steps` equal steps, `step_s` apart.
     EvacuateRegion {
@@ -230,7 +382,149 @@ pub enum Action {
     },
 }
 
+fn error_status() -> u16 {
+    500
+}
+
+/// A numeric field of an action, for `ramp`.
+pub enum Num<'a> {
+    /// Milliseconds, kilobytes per second: whole and never negative.
+    Whole(&'a mut u64),
+    /// Percentages and factors.
+    Real(&'a mut f64),
+}
+
 impl Action {
+    /// The action's name as scenarios write it (`action = "…"`).
+    pub fn name(&self) -> &'static str {
+        match self {
+            Action::KillInstance { .. } => "kill_instance",
+            Action::RestartInstance { .. } => "restart_instance",
+            Action::KillZone { .. } => "kill_zone",
+            Action::RestartZone { .. } => "restart_zone",
+            Action::Link { .. } => "link",
+            Action::RestoreLink { .. } => "restore_link",
+            Action::StoreWrites { .. } => "store_writes",
+            Action::StoreLatency { .. } => "store_latency",
+            Action::InstanceFault { .. } => "instance_fault",
+            Action::ClearInstanceFault { .. } => "clear_instance_fault",
+            Action::PauseInstance { .. } => "pause_instance",
+            Action::ResumeInstance { .. } => "resume_instance",
+            Action::EvacuateRegion { .. } => "evacuate_region",
+            Action::RestoreRegion { .. } => "restore_region",
+            Action::Controls { .. } => "controls",
+            Action::Fault { .. } => "fault",
+            Action::ClearFaults => "clear_faults",
+            Action::Load { .. } => "load",
+            Action::PushConfigWithoutFloor => "push_config_without_floor",
+            Action::RemoveCapacity { .. } => "remove_capacity",
+        }
+    }
+
+    /// The fields a `ramp` may raise: the fault's intensity (delays,
+    /// shares, bandwidth, load), not its shape (targets, statuses, step
+    /// counts). An unset optional field is not listed: there is nothing to
+    /// raise from.
+    pub fn numbers(&mut self) -> Vec<(&'static str, Num<'_>)> {
+        use Num::{Real, Whole};
+        match self {
+            Action::Link {
+                latency_ms,
+                jitter_ms,
+                fail_percent,
+                reset_percent,
+                bandwidth_kbps,
+                ..
+            } => vec![
+                ("latency_ms", Whole(latency_ms)),
+                ("jitter_ms", Whole(jitter_ms)),
+                ("fail_percent", Real(fail_percent)),
+                ("reset_percent", Real(reset_percent)),
+                ("bandwidth_kbps", Whole(bandwidth_kbps)),
+            ],
+            Action::StoreWrites { reject_percent, .. } => reject_percent
+                .as_mut()
+                .map(|p| ("reject_percent", Real(p)))
+                .into_iter()
+                .collect(),
+            Action::StoreLatency {
+                delay_ms,
+                jitter_ms,
+                ..
+            } => vec![
+                ("delay_ms", Whole(delay_ms)),
+                ("jitter_ms", Whole(jitter_ms)),
+            ],
+            Action::InstanceFault {
+                delay_ms,
+                jitter_ms,
+                error_percent,
+                ..
+            } => vec![
+                ("delay_ms", Whole(delay_ms)),
+                ("jitter_ms", Whole(jitter_ms)),
+                ("error_percent", Real(error_percent)),
+            ],
+            Action::Fault {
+                delay_ms,
+                delay_jitter_ms,
+                delay_percent,
+                abort_percent,
+                ..
+            } => vec![
+                ("delay_ms", Whole(delay_ms)),
+                ("delay_jitter_ms", Whole(delay_jitter_ms)),
+                ("delay_percent", Real(delay_percent)),
+                ("abort_percent", Real(abort_percent)),
+            ],
+            Action::Load { factor } => vec![("factor", Real(factor))],
+            _ => Vec::new(),
+        }
+    }
+
+    /// A copy with `field` raised by `add`. Errors name the field and say
+    /// why: not a numeric field of this action, a fraction added to whole
+    /// milliseconds, a value below zero.
+    pub fn ramped(&self, field: &str, add: f64) -> Result<Action, String> {
+        let mut a = self.clone();
+        let name = a.name();
+        let mut nums = a.numbers();
+        let known: Vec<&str> = nums.iter().map(|(f, _)| *f).collect();
+        let known = if known.is_empty() {
+            "it has none".to_string()
+        } else {
+            format!("numeric fields: {}", known.join(", "))
+        };
+        let Some((_, n)) = nums.iter_mut().find(|(f, _)| *f == field) else {
+            return Err(format!(
+                "ramp.field: {field:?} is not a numeric field of action {name} ({known})"
+            ));
+        };
+        match n {
+            Num::Whole(v) => {
+                if add.fract() != 0.0 {
+                    return Err(format!(
+                        "ramp.by: {field} is a whole number, so the ramp cannot add {add}"
+                    ));
+                }
+                let raised = **v as f64 + add;
+                if raised < 0.0 {
+                    return Err(format!("ramp: {field} would fall to {raised}"));
+                }
+                **v = raised as u64;
+            }
+            Num::Real(v) => {
+                let raised = **v + add;
+                if raised < 0.0 {
+                    return Err(format!("ramp: {field} would fall to {raised}"));
+                }
+                **v = raised;
+            }
+        }
+        drop(nums);
+        Ok(a)
+    }
+
     pub fn link_settings(&self) -> Option<LinkSettings> {
         match self {
             Action::Link {
@@ -285,6 +579,13 @@ pub const METRICS: &[&str] = &[
     "incidents_opened",
     "notifications_delivered",
     "requests_total",
+    "max_zones_shifted_per_region",
+    "failbacks",
+    "failbacks_undone",
+    "incidents_per_fault",
+    "checks_passed",
+    "checks_failed",
+    "alarms_fired",
 ];
 
 impl Scenario {
@@ -335,14 +636,22 @@ impl Scenario {
                 errs.push("stop: max_error_rate must be a fraction and for_s above 0".into());
             }
         }
-        let instances: Vec<String> = topo
-            .all_instances()
-            .into_iter()
-            .map(|(n, _, _)| n)
-            .collect();
-        let zones: Vec<String> = topo.zones().map(|(_, z)| z.to_string()).collect();
-        let links: Vec<String> = topo.links().into_iter().map(|l| l.name).collect();
-        let regions: Vec<String> = topo.regions.iter().map(|r| r.name.clone()).collect();
+        if !(s.undone_within_s > 0.0 && s.undone_within_s <= 3600.0) {
+            errs.push(format!(
+                "undone_within_s: between 0 and 3600 seconds, got {}",
+                s.undone_within_s
+            ));
+        }
+        let known = Known {
+            instances: topo
+                .all_instances()
+                .into_iter()
+                .map(|(n, _, _)| n)
+                .collect(),
+            zones: topo.zones().map(|(_, z)| z.to_string()).collect(),
+            links: topo.links().into_iter().map(|l| l.name).collect(),
+            regions: topo.regions.iter().map(|r| r.name.clone()).collect(),
+        };
         for (i, st) in s.steps.iter().enumerate() {
             let p = format!("step[{i}]");
             if st.at_s < 0.0 || st.at_s > s.duration_s {
@@ -351,82 +660,8 @@ impl Scenario {
                     st.at_s, s.duration_s
                 ));
             }
-            let known = |list: &[String], t: &str, what: &str, errs: &mut Vec<String>| {
-                if !list.iter().any(|x| x == t) {
-                    errs.push(format!(
-                        "{p}.target: unknown {what} {t:?} (known: {})",
-                        list.join(", ")
-                    ));
-                }
-            };
-            match &st.action {
-                Action::KillInstance { target } | Action::RestartInstance { target } => {
-                    known(&instances, target, "instance", &mut errs)
-                }
-                Action::KillZone { target } | Action::RestartZone { target } => {
-                    known(&zones, target, "zone", &mut errs)
-                }
-                Action::Link { target, .. } | Action::RestoreLink { target } => {
-                    known(&links, target, "link", &mut errs)
-                }
-                Action::EvacuateRegion {
-                    target,
-                    steps,
-                    step_s,
-                } => {
-                    known(&regions, target, "region", &mut errs);
-                    if *steps == 0 || *step_s < 0.0 {
-                        errs.push(format!(
-                            "{p}: steps must be at least 1 and step_s not negative"
-                        ));
-                    }
-                }
-                Action::RestoreRegion { target } | Action::StoreWrites { target, .. } => {
-                    known(&regions, target, "region", &mut errs)
-                }
-                Action::Controls { controls } => {
-                    if let Err(e) = serde_json::from_str::<serde_json::Value>(controls) {
-                        errs.push(format!("{p}.controls: not JSON: {e}"));
-                    }
-                }
-                Action::Fault {
-                    zone,
-                    abort_percent,
-                    delay_percent,
-                    ..
-                } => {
-                    if let Some(z) = zone {
-                        if !zones.contains(z) {
-                            errs.push(format!("{p}.zone: unknown zone {z:?}"));
-                        }
-                    }
-                    for v in [abort_percent, delay_percent] {
-                        if !(0.0..=100.0).contains(v) {
-                            errs.push(format!(
-                                "{p}: percentages must be between 0 and 100, got {v}"
-                            ));
-                        }
-                    }
-                }
-                Action::Load { factor } => {
-                    if !(*factor > 0.0 && *factor <= 100.0) {
-                        errs.push(format!("{p}.factor: between 0 and 100, got {factor}"));
-                    }
-                }
-                Action::RemoveCapacity { zones: zs, .. } => {
-                    for z in zs {
-                        if !zones.contains(z) {
-                            errs.push(format!("{p}.zones: unknown zone {z:?}"));
-                        }
-                    }
-                }
-                Action::ClearFaults | Action::PushConfigWithoutFloor => {}
-            }
-            if let Some(ls) = st.action.link_settings() {
-                if let Err(e) = ls.validate() {
-                    errs.push(format!("{p}: {e}"));
-                }
-            }
+            known.check_action(&p, &st.action, &mut errs);
+            check_schedule(&p, st, s.duration_s, &known, &mut errs);
         }
         for (i, e) in s.expectations.iter().enumerate() {
             if !METRICS.contains(&e.metric.as_str()) {
@@ -476,6 +711,208 @@ impl Scenario {
             c.rate *= self.load_factor;
         }
         Ok(t)
+    }
+}
+
+/// The topology's names, for checking a step's targets.
+struct Known {
+    instances: Vec<String>,
+    zones: Vec<String>,
+    links: Vec<String>,
+    regions: Vec<String>,
+}
+
+impl Known {
+    fn target(&self, p: &str, list: &[String], t: &str, what: &str, errs: &mut Vec<String>) {
+        if !list.iter().any(|x| x == t) {
+            errs.push(format!(
+                "{p}.target: unknown {what} {t:?} (known: {})",
+                list.join(", ")
+            ));
+        }
+    }
+
+    /// One action's targets and values; `p` is the step's path.
+    fn check_action(&self, p: &str, action: &Action, errs: &mut Vec<String>) {
+        let field = |problems: Vec<String>, errs: &mut Vec<String>| {
+            errs.extend(problems.into_iter().map(|e| format!("{p}.{e}")))
+        };
+        match action {
+            Action::KillInstance { target }
+            | Action::RestartInstance { target }
+            | Action::ClearInstanceFault { target }
+            | Action::PauseInstance { target }
+            | Action::ResumeInstance { target } => {
+                self.target(p, &self.instances, target, "instance", errs)
+            }
+            Action::InstanceFault {
+                target,
+                delay_ms,
+                jitter_ms,
+                error_status,
+                error_percent,
+            } => {
+                self.target(p, &self.instances, target, "instance", errs);
+                let f = crate::catalog::InstanceFault {
+                    delay_ms: *delay_ms,
+                    jitter_ms: *jitter_ms,
+                    error_status: *error_status,
+                    error_percent: *error_percent,
+                };
+                field(f.problems(), errs);
+            }
+            Action::KillZone { target } | Action::RestartZone { target } => {
+                self.target(p, &self.zones, target, "zone", errs)
+            }
+            Action::Link { target, .. } | Action::RestoreLink { target } => {
+                self.target(p, &self.links, target, "link", errs)
+            }
+            Action::EvacuateRegion {
+                target,
+                steps,
+                step_s,
+            } => {
+                self.target(p, &self.regions, target, "region", errs);
+                if *steps == 0 || *step_s < 0.0 {
+                    errs.push(format!(
+                        "{p}: steps must be at least 1 and step_s not negative"
+                    ));
+                }
+            }
+            Action::RestoreRegion { target } => {
+                self.target(p, &self.regions, target, "region", errs)
+            }
+            Action::StoreWrites {
+                target,
+                reject,
+                reject_percent,
+            } => {
+                self.target(p, &self.regions, target, "region", errs);
+                let knob = crate::store::WritesKnob {
+                    reject: *reject,
+                    reject_percent: *reject_percent,
+                };
+                if let Err(e) = knob.percent() {
+                    errs.push(format!("{p}.{e}"));
+                }
+            }
+            Action::StoreLatency {
+                target,
+                delay_ms,
+                jitter_ms,
+                writes_only,
+            } => {
+                self.target(p, &self.regions, target, "region", errs);
+                let l = crate::store::StoreLatency {
+                    delay_ms: *delay_ms,
+                    jitter_ms: *jitter_ms,
+                    writes_only: *writes_only,
+                };
+                field(l.problems(), errs);
+            }
+            Action::Controls { controls } => {
+                if let Err(e) = serde_json::from_str::<serde_json::Value>(controls) {
+                    errs.push(format!("{p}.controls: not JSON: {e}"));
+                }
+            }
+            Action::Fault {
+                zone,
+                abort_percent,
+                delay_percent,
+                ..
+            } => {
+                if let Some(z) = zone {
+                    if !self.zones.contains(z) {
+                        errs.push(format!("{p}.zone: unknown zone {z:?}"));
+                    }
+                }
+                for (f, v) in [
+                    ("abort_percent", abort_percent),
+                    ("delay_percent", delay_percent),
+                ] {
+                    if !(0.0..=100.0).contains(v) {
+                        errs.push(format!("{p}.{f}: a percentage between 0 and 100, got {v}"));
+                    }
+                }
+            }
+            Action::Load { factor } => {
+                if !(*factor > 0.0 && *factor <= 100.0) {
+                    errs.push(format!("{p}.factor: between 0 and 100, got {factor}"));
+                }
+            }
+            Action::RemoveCapacity { zones: zs, .. } => {
+                for z in zs {
+                    if !self.zones.contains(z) {
+                        errs.push(format!("{p}.zones: unknown zone {z:?}"));
+                    }
+                }
+            }
+            Action::ClearFaults | Action::PushConfigWithoutFloor => {}
+        }
+        if let Some(ls) = action.link_settings() {
+            if let Err(e) = ls.validate() {
+                errs.push(format!("{p}: {e}"));
+            }
+        }
+    }
+}
+
+/// A step's `repeat` or `ramp`: sensible numbers, every occurrence inside
+/// the run, and — since a ramp is linear, its last occurrence is its other
+/// extreme — the ramp's last value as valid as its first.
+fn check_schedule(p: &str, st: &Step, duration_s: f64, known: &Known, errs: &mut Vec<String>) {
+    let (form, every_s, times) = match (&st.repeat, &st.ramp) {
+        (None, None) => return,
+        (Some(_), Some(_)) => {
+            errs.push(format!(
+                "{p}: repeat and ramp cannot be combined (a ramp already repeats its step)"
+            ));
+            return;
+        }
+        (Some(r), None) => ("repeat", r.every_s, r.times),
+        (None, Some(r)) => ("ramp", r.every_s, r.times),
+    };
+    let before = errs.len();
+    if !(every_s >= MIN_EVERY_S && every_s.is_finite()) {
+        errs.push(format!(
+            "{p}.{form}.every_s: at least {MIN_EVERY_S} s, got {every_s}"
+        ));
+    }
+    if !(1..=MAX_TIMES).contains(&times) {
+        errs.push(format!(
+            "{p}.{form}.times: between 1 and {MAX_TIMES}, got {times}"
+        ));
+    }
+    if let Some(r) = &st.ramp {
+        if r.by == 0.0 || !r.by.is_finite() {
+            errs.push(format!(
+                "{p}.ramp.by: a number other than 0 (a ramp by 0 is a repeat), got {}",
+                r.by
+            ));
+        }
+    }
+    if errs.len() > before {
+        return;
+    }
+    let last_at = st.last_at_s();
+    if last_at > duration_s {
+        errs.push(format!(
+            "{p}.{form}: its last occurrence (of {times}, {every_s} s apart) at {last_at} s is outside the run (0..{duration_s})"
+        ));
+    }
+    match st.occurrences() {
+        Err(e) => errs.push(format!("{p}.{e}")),
+        Ok(all) if st.ramp.is_some() => {
+            let last = all.last().expect("times is at least 1");
+            let mut found = Vec::new();
+            known.check_action(p, &last.action, &mut found);
+            errs.extend(
+                found
+                    .into_iter()
+                    .map(|e| format!("{e} (at the ramp's last occurrence, {} s)", last.at_s)),
+            );
+        }
+        Ok(_) => {}
     }
 }
 

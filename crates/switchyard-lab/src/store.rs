@@ -6,7 +6,11 @@
 //! `POST /admin/writes {"reject": true}` makes the store turn client writes
 //! away (503) while reads keep working — a primary that lost its disk or its
 //! quorum while replicas still serve reads: the write path fails, the read
-//! path does not.
+//! path does not. `{"reject_percent": 7}` turns away that share of writes
+//! only: the small, persistent failure that only an SLO burn notices.
+//! `POST /admin/latency {"delay_ms": 40, "jitter_ms": 10, "writes_only": true}`
+//! slows client requests down (reads and writes, or writes only): a store
+//! under compaction or a saturated disk.
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -14,14 +18,97 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use arc_swap::ArcSwap;
 use bytes::Bytes;
 use http::{Method, Request, StatusCode};
 use hyper::body::Incoming;
+use rand::Rng;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tokio::net::TcpListener;
 
 use crate::http::{call, json, read_body, serve, Resp};
+
+/// The largest added store latency: a minute is far past every caller's
+/// timeout, so anything larger is a typo.
+pub const MAX_DELAY_MS: u64 = 60_000;
+
+/// The body of `POST /admin/writes`: `reject` (all or nothing, as before)
+/// or `reject_percent`; both may be given only when they agree.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WritesKnob {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reject: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reject_percent: Option<f64>,
+}
+
+impl WritesKnob {
+    /// The share of writes to turn away, in percent; `reject = true` is 100
+    /// and `reject = false` is 0. Names the field and the value when the
+    /// knob makes no sense.
+    pub fn percent(&self) -> Result<f64, String> {
+        match (self.reject, self.reject_percent) {
+            (None, None) => Err("reject: required unless reject_percent is given".into()),
+            (Some(r), None) => Ok(if r { 100.0 } else { 0.0 }),
+            (r, Some(p)) => {
+                if !(0.0..=100.0).contains(&p) {
+                    return Err(format!(
+                        "reject_percent: a percentage between 0 and 100, got {p}"
+                    ));
+                }
+                match r {
+                    Some(true) if p < 100.0 => Err(format!(
+                        "reject_percent: {p} contradicts reject = true (every write); give one of them"
+                    )),
+                    Some(false) if p > 0.0 => Err(format!(
+                        "reject_percent: {p} contradicts reject = false (no write); give one of them"
+                    )),
+                    _ => Ok(p),
+                }
+            }
+        }
+    }
+}
+
+/// The body of `POST /admin/latency`: added delay on client requests to the
+/// store (`/kv/…`), `delay_ms` plus up to `jitter_ms` more at random, on
+/// reads and writes or, with `writes_only`, on writes alone. Replication
+/// between stores is not slowed: that is the region link's business.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreLatency {
+    #[serde(default)]
+    pub delay_ms: u64,
+    #[serde(default)]
+    pub jitter_ms: u64,
+    #[serde(default)]
+    pub writes_only: bool,
+}
+
+impl StoreLatency {
+    pub fn problems(&self) -> Vec<String> {
+        [("delay_ms", self.delay_ms), ("jitter_ms", self.jitter_ms)]
+            .into_iter()
+            .filter(|(_, v)| *v > MAX_DELAY_MS)
+            .map(|(f, v)| format!("{f}: at most {MAX_DELAY_MS}, got {v}"))
+            .collect()
+    }
+
+    /// How long this request waits, drawn now.
+    fn draw(&self, is_write: bool) -> Duration {
+        if self.writes_only && !is_write {
+            return Duration::ZERO;
+        }
+        let extra = if self.jitter_ms > 0 {
+            rand::thread_rng().gen_range(0..=self.jitter_ms)
+        } else {
+            0
+        };
+        Duration::from_millis(self.delay_ms + extra)
+    }
+}
 
 /// What a store says of its replication to the other region
 /// (`GET /replication`): drills watch the queue grow during a cut and drain.
@@ -33,7 +120,11 @@ pub struct Replication {
     pub replicated_total: u64,
     pub received_total: u64,
     pub last_error: Option<String>,
+    /// Whether any share of writes is turned away now.
     pub rejecting_writes: bool,
+    /// The share of writes turned away now, in percent.
+    #[serde(default)]
+    pub reject_percent: f64,
     pub writes_rejected_total: u64,
 }
 
@@ -58,8 +149,10 @@ pub struct Store {
     replicated: AtomicU64,
     received: AtomicU64,
     last_error: Mutex<Option<String>>,
-    reject_writes: std::sync::atomic::AtomicBool,
+    /// Share of client writes turned away, in percent.
+    reject_percent: Mutex<f64>,
     writes_rejected: AtomicU64,
+    latency: ArcSwap<StoreLatency>,
 }
 
 fn now_us() -> u64 {
@@ -78,8 +171,9 @@ impl Store {
             replicated: AtomicU64::new(0),
             received: AtomicU64::new(0),
             last_error: Mutex::new(None),
-            reject_writes: std::sync::atomic::AtomicBool::new(false),
+            reject_percent: Mutex::new(0.0),
             writes_rejected: AtomicU64::new(0),
+            latency: ArcSwap::from_pointee(StoreLatency::default()),
         })
     }
 
@@ -121,9 +215,20 @@ impl Store {
             replicated_total: self.replicated.load(Ordering::Relaxed),
             received_total: self.received.load(Ordering::Relaxed),
             last_error: self.last_error.lock().expect("error lock").clone(),
-            rejecting_writes: self.reject_writes.load(Ordering::Relaxed),
+            rejecting_writes: self.reject_percent() > 0.0,
+            reject_percent: self.reject_percent(),
             writes_rejected_total: self.writes_rejected.load(Ordering::Relaxed),
         }
+    }
+
+    fn reject_percent(&self) -> f64 {
+        *self.reject_percent.lock().expect("reject lock")
+    }
+
+    /// Whether this write is one of the share turned away.
+    fn rejects_this_write(&self) -> bool {
+        let p = self.reject_percent();
+        p > 0.0 && rand::thread_rng().gen_bool((p / 100.0).min(1.0))
     }
 
     async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Resp {
@@ -139,17 +244,12 @@ impl Store {
             );
         }
         if path == "/admin/writes" && method == Method::POST {
-            #[derive(Deserialize)]
-            #[serde(deny_unknown_fields)]
-            struct WritesKnob {
-                reject: bool,
-            }
-            let knob = match read_body(req, 4096)
+            let percent = match read_body(req, 4096)
                 .await
-                .map_err(|e| e.to_string())
                 .and_then(|b| serde_json::from_slice::<WritesKnob>(&b).map_err(|e| e.to_string()))
+                .and_then(|k| k.percent())
             {
-                Ok(k) => k,
+                Ok(p) => p,
                 Err(e) => {
                     return json(
                         StatusCode::BAD_REQUEST,
@@ -157,12 +257,47 @@ impl Store {
                     )
                 }
             };
-            self.reject_writes.store(knob.reject, Ordering::Relaxed);
-            tracing::warn!(region = %self.region, reject = knob.reject, "store writes knob");
-            return json(StatusCode::OK, &json!({"rejecting_writes": knob.reject}));
+            *self.reject_percent.lock().expect("reject lock") = percent;
+            tracing::warn!(region = %self.region, reject_percent = percent, "store writes knob");
+            return json(
+                StatusCode::OK,
+                &json!({"rejecting_writes": percent > 0.0, "reject_percent": percent}),
+            );
+        }
+        if path == "/admin/latency" {
+            if method == Method::POST {
+                let parsed = read_body(req, 4096).await.and_then(|b| {
+                    serde_json::from_slice::<StoreLatency>(&b).map_err(|e| e.to_string())
+                });
+                let l = match parsed {
+                    Ok(l) if l.problems().is_empty() => l,
+                    Ok(l) => {
+                        return json(
+                            StatusCode::BAD_REQUEST,
+                            &json!({"error": "bad_body", "reason": l.problems().join("; ")}),
+                        )
+                    }
+                    Err(e) => {
+                        return json(
+                            StatusCode::BAD_REQUEST,
+                            &json!({"error": "bad_body", "reason": e}),
+                        )
+                    }
+                };
+                tracing::warn!(region = %self.region, latency = ?l, "store latency knob");
+                self.latency.store(Arc::new(l));
+            }
+            return json(
+                StatusCode::OK,
+                &serde_json::to_value(&**self.latency.load()).expect("serializable"),
+            );
         }
         if let Some(key) = path.strip_prefix("/kv/") {
             let key = key.to_string();
+            let wait = self.latency.load().draw(method == Method::PUT);
+            if !wait.is_zero() {
+                tokio::time::sleep(wait).await;
+            }
             return match method {
                 Method::GET => match self.data.lock().expect("store lock").get(&key) {
                     Some(w) => json(
@@ -174,7 +309,7 @@ impl Store {
                         &json!({"error": "not_found", "key": key}),
                     ),
                 },
-                Method::PUT if self.reject_writes.load(Ordering::Relaxed) => {
+                Method::PUT if self.rejects_this_write() => {
                     self.writes_rejected.fetch_add(1, Ordering::Relaxed);
                     json(
                         StatusCode::SERVICE_UNAVAILABLE,

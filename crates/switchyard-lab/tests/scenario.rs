@@ -74,3 +74,170 @@ fn a_missing_file_names_the_built_ins() {
         "{e}"
     );
 }
+
+fn step(body: &str) -> String {
+    format!("[[step]]\nat_s = 5\n{body}\n")
+}
+
+#[test]
+fn instance_and_store_faults_name_their_fields() {
+    let e = refused(&step(
+        "action = \"instance_fault\"\ntarget = \"us-east-a-9\"\ndelay_ms = 70000\nerror_status = 200\nerror_percent = 120",
+    ));
+    for want in [
+        "step[0].target: unknown instance \"us-east-a-9\"",
+        "step[0].delay_ms: at most 60000, got 70000",
+        "step[0].error_status: an HTTP error status (400..599), got 200",
+        "step[0].error_percent: a percentage between 0 and 100, got 120",
+    ] {
+        assert!(e.contains(want), "missing {want:?} in:\n{e}");
+    }
+    let e = refused(&step("action = \"pause_instance\"\ntarget = \"nope\""));
+    assert!(
+        e.contains("step[0].target: unknown instance \"nope\""),
+        "{e}"
+    );
+    let e = refused(&step(
+        "action = \"store_writes\"\ntarget = \"us-east\"\nreject_percent = 150",
+    ));
+    assert!(
+        e.contains("step[0].reject_percent: a percentage between 0 and 100, got 150"),
+        "{e}"
+    );
+    let e = refused(&step(
+        "action = \"store_writes\"\ntarget = \"us-east\"\nreject = true\nreject_percent = 30",
+    ));
+    assert!(
+        e.contains("step[0].reject_percent: 30 contradicts reject = true"),
+        "{e}"
+    );
+    let e = refused(&step("action = \"store_writes\"\ntarget = \"us-east\""));
+    assert!(
+        e.contains("step[0].reject: required unless reject_percent is given"),
+        "{e}"
+    );
+    let e = refused(&step(
+        "action = \"store_latency\"\ntarget = \"mars\"\njitter_ms = 90000",
+    ));
+    for want in [
+        "step[0].target: unknown region \"mars\"",
+        "step[0].jitter_ms: at most 60000, got 90000",
+    ] {
+        assert!(e.contains(want), "missing {want:?} in:\n{e}");
+    }
+}
+
+#[test]
+fn the_new_fault_actions_parse() {
+    let s = Scenario::parse(&format!(
+        "{BASE}{}{}{}{}{}{}",
+        step("action = \"instance_fault\"\ntarget = \"us-east-a-1\"\ndelay_ms = 200\njitter_ms = 50"),
+        step("action = \"instance_fault\"\ntarget = \"us-east-a-2\"\nerror_status = 503\nerror_percent = 20"),
+        step("action = \"clear_instance_fault\"\ntarget = \"us-east-a-1\""),
+        step("action = \"pause_instance\"\ntarget = \"eu-west-b-2\""),
+        step("action = \"store_writes\"\ntarget = \"us-east\"\nreject_percent = 7"),
+        step("action = \"store_latency\"\ntarget = \"eu-west\"\ndelay_ms = 40\nwrites_only = true"),
+    ))
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(s.steps.len(), 6);
+    assert_eq!(s.undone_within_s, 60.0, "the default");
+}
+
+#[test]
+fn repeat_and_ramp_are_checked_with_their_paths() {
+    let link = "action = \"link\"\ntarget = \"us-east-a->store\"\nlatency_ms = 10\n";
+    let e = refused(&step(&format!(
+        "{link}ramp = {{ field = \"target\", by = 1, every_s = 1, times = 2 }}"
+    )));
+    assert!(
+        e.contains("step[0].ramp.field: \"target\" is not a numeric field of action link (numeric fields: latency_ms, jitter_ms, fail_percent, reset_percent, bandwidth_kbps)"),
+        "{e}"
+    );
+    let e = refused(&step(
+        "action = \"kill_instance\"\ntarget = \"us-east-a-1\"\nramp = { field = \"delay_ms\", by = 1, every_s = 1, times = 2 }",
+    ));
+    assert!(
+        e.contains("is not a numeric field of action kill_instance (it has none)"),
+        "{e}"
+    );
+    let e = refused(&step(&format!(
+        "{link}ramp = {{ field = \"latency_ms\", by = 2.5, every_s = 1, times = 2 }}"
+    )));
+    assert!(
+        e.contains("step[0].ramp.by: latency_ms is a whole number, so the ramp cannot add 2.5"),
+        "{e}"
+    );
+    let e = refused(&step(&format!(
+        "{link}ramp = {{ field = \"latency_ms\", by = -5, every_s = 1, times = 4 }}"
+    )));
+    assert!(
+        e.contains("step[0].ramp: latency_ms would fall to -5"),
+        "{e}"
+    );
+    let e = refused(&step(&format!(
+        "{link}repeat = {{ every_s = 0, times = 0 }}"
+    )));
+    for want in [
+        "step[0].repeat.every_s: at least 0.1 s, got 0",
+        "step[0].repeat.times: between 1 and 1000, got 0",
+    ] {
+        assert!(e.contains(want), "missing {want:?} in:\n{e}");
+    }
+    let e = refused(&step(&format!(
+        "{link}repeat = {{ every_s = 6, times = 4 }}"
+    )));
+    assert!(
+        e.contains("step[0].repeat: its last occurrence (of 4, 6 s apart) at 23 s is outside the run (0..20)"),
+        "{e}"
+    );
+    // A ramp is checked at its far end too: 40 + 3 × 25 % is no percentage.
+    let e = refused(&step(
+        "action = \"link\"\ntarget = \"us-east-a->store\"\nfail_percent = 40\nramp = { field = \"fail_percent\", by = 25, every_s = 2, times = 4 }",
+    ));
+    assert!(
+        e.contains("step[0]: fail_percent must be a percentage between 0 and 100, got 115 (at the ramp's last occurrence, 11 s)"),
+        "{e}"
+    );
+    let e = refused(&step(&format!(
+        "{link}repeat = {{ every_s = 1, times = 2 }}\nramp = {{ field = \"latency_ms\", by = 1, every_s = 1, times = 2 }}"
+    )));
+    assert!(
+        e.contains("step[0]: repeat and ramp cannot be combined"),
+        "{e}"
+    );
+    let e = refused(&step(&format!(
+        "{link}ramp = {{ field = \"latency_ms\", by = 0, every_s = 1, times = 2 }}"
+    )));
+    assert!(e.contains("step[0].ramp.by: a number other than 0"), "{e}");
+    let e = refused(&step(&format!("{link}repeat = {{ every = 3 }}")));
+    assert!(e.contains("repeat: unknown field `every`"), "{e}");
+}
+
+#[test]
+fn undone_within_s_must_be_a_sensible_window() {
+    let e = Scenario::parse(&format!("undone_within_s = 0{BASE}")).unwrap_err();
+    assert!(
+        e.contains("undone_within_s: between 0 and 3600 seconds, got 0"),
+        "{e}"
+    );
+}
+
+#[test]
+fn the_step_examples_in_the_docs_parse() {
+    let docs =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/drills.md"))
+            .unwrap();
+    let base = BASE.replace("duration_s = 20", "duration_s = 60");
+    let mut checked = 0;
+    for block in docs.split("```toml\n").skip(1) {
+        let block = block.split("```").next().unwrap();
+        // Whole scenarios name files that exist only on the reader's disk.
+        if block.contains("name =") || !block.contains("[[step]]") {
+            continue;
+        }
+        Scenario::parse(&format!("{base}{block}"))
+            .unwrap_or_else(|e| panic!("{e}\nin the docs' example:\n{block}"));
+        checked += 1;
+    }
+    assert!(checked >= 4, "{checked} examples");
+}

@@ -4,7 +4,7 @@
 use std::fmt::Write as _;
 
 use crate::plot::PLOTS;
-use crate::types::{Action, DrillReport, Expectation, Finding};
+use crate::types::{Action, AlarmFired, DrillReport, Expectation, Finding};
 
 const MISSING: &str = "—";
 
@@ -27,6 +27,7 @@ pub fn render_markdown(report: &DrillReport) -> String {
     expectations(&mut md, &report.expectations);
     plots(&mut md);
     findings(&mut md, &report.findings);
+    alarms(&mut md, &report.alarms);
     actions(&mut md, &report.actions);
     incidents(&mut md, report);
     md
@@ -174,6 +175,32 @@ fn findings(md: &mut String, findings: &[Finding]) {
             cell(&f.kind),
             seconds(Some(f.at_s)),
             code(&f.evidence.to_string())
+        );
+    }
+    md.push('\n');
+}
+
+/// Which alarms fired and when. A run without alarms says so only when the
+/// section has something to say, like the incidents.
+fn alarms(md: &mut String, alarms: &[AlarmFired]) {
+    if alarms.is_empty() {
+        return;
+    }
+    md.push_str("## Alarms\n\n");
+    md.push_str(
+        "| Alarm | Service | Severity | First fired | Last seen | Times fired | Detail |\n|---|---|---|--:|--:|--:|---|\n",
+    );
+    for a in alarms {
+        let _ = writeln!(
+            md,
+            "| {} | {} | {} | {} | {} | {} | {} |",
+            code(&a.name),
+            cell(&a.service),
+            cell(&a.severity),
+            seconds(Some(a.first_at_s)),
+            seconds(Some(a.last_at_s)),
+            a.episodes,
+            code(&a.detail.to_string())
         );
     }
     md.push('\n');

@@ -21,8 +21,10 @@ pub struct DrillReport {
     pub fault_at_s: Option<f64>,
     /// First finding whose scope matches the fault.
     pub detected_at_s: Option<f64>,
-    /// First moment after the fault when the client error rate is back under
-    /// the steady-state bound.
+    /// First moment after the fault from which clients' error rate and p99
+    /// were both back within the steady state for a few seconds in a row,
+    /// before the fault was removed; the fault time itself when they never
+    /// left it, `None` when they did not come back before the restore.
     pub mitigated_at_s: Option<f64>,
     /// When the fault was removed (the scenario's restore step), if it was.
     pub restored_at_s: Option<f64>,
@@ -48,6 +50,29 @@ pub struct DrillReport {
     /// What the control plane's receivers got during the run.
     #[serde(default)]
     pub notifications: Vec<serde_json::Value>,
+    /// The control plane's alarms (SLO burn, trend, threshold, missing
+    /// heartbeat) seen firing during the run, first fired first.
+    #[serde(default)]
+    pub alarms: Vec<AlarmFired>,
+}
+
+/// An alarm of the control plane seen firing during the run. The control
+/// plane shows alarms firing now; the drill looks once a second.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AlarmFired {
+    /// As the control plane names it: `slo_burn:RULE`, `trend:zone:ZONE`,
+    /// `threshold:NAME:LEVEL:PLACE`, `heartbeat_missing:SOURCE`.
+    pub name: String,
+    pub service: String,
+    /// `page` or `ticket`.
+    pub severity: String,
+    /// First and last time a look found it firing, seconds from the start.
+    pub first_at_s: f64,
+    pub last_at_s: f64,
+    /// How many separate times it fired (gone at a look in between).
+    pub episodes: u32,
+    /// What it said when first seen (burn rates, slope, value).
+    pub detail: serde_json::Value,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

@@ -8,7 +8,7 @@ use std::path::Path;
 
 use serde_json::json;
 use switchyard_report::{
-    write_report, Action, Cell, DrillReport, Expectation, Finding, Second, SteadyState,
+    write_report, Action, AlarmFired, Cell, DrillReport, Expectation, Finding, Second, SteadyState,
 };
 
 const REGIONS: [&str; 2] = ["us-east", "eu-west"];
@@ -82,6 +82,15 @@ fn sample_report() -> DrillReport {
         ],
         aborted: None,
         timeline: (0..40).map(second).collect(),
+        alarms: vec![AlarmFired {
+            name: "slo_burn:fast".into(),
+            service: "catalog".into(),
+            severity: "page".into(),
+            first_at_s: 11.2,
+            last_at_s: 29.0,
+            episodes: 1,
+            detail: json!({"long_burn": 15.2, "short_burn": 40.0}),
+        }],
         ..DrillReport::default()
     }
 }
@@ -185,6 +194,11 @@ fn report_md_states_the_verdict_and_the_numbers() {
     assert!(md.contains("| Time to mitigate (TTM) | 4.0 s |"), "{md}");
     assert!(md.contains("| ✗ |"), "{md}");
     assert!(md.contains("refused by `one-zone-at-a-time`"), "{md}");
+    assert!(md.contains("## Alarms"), "{md}");
+    assert!(
+        md.contains("| `slo_burn:fast` | catalog | page | 11.2 s | 29.0 s | 1 |"),
+        "{md}"
+    );
     assert!(
         md.contains(r#"`{"error_rate":0.75,"instances":2,"peers_error_rate":0.0}`"#),
         "{md}"
@@ -293,6 +307,7 @@ fn empty_report_renders() {
     assert!(md.contains("PASSED"));
     assert!(md.contains("| Fault at | — |"), "{md}");
     assert!(md.contains("| Failed (% of total) | — |"), "{md}");
+    assert!(!md.contains("## Alarms"), "no alarms, no section: {md}");
     for plot in PLOTS {
         let png = std::fs::read(out.join(format!("{plot}.png"))).unwrap();
         assert!(png.starts_with(PNG_SIGNATURE));

@@ -210,11 +210,54 @@ fn no_lab_process_outlives_a_killed_drill() {
     let _turn = lab_turn();
     let dir = tempfile::tempdir().unwrap();
     let sc = scenario(dir.path(), "");
+    kill_the_drill_and_look(dir.path(), &sc, Duration::ZERO, None);
+}
+
+/// A paused (SIGSTOP) instance cannot read its stdin closing; the kernel
+/// wakes the orphaned process group (SIGHUP, SIGCONT) when the drill dies.
+#[test]
+fn no_paused_instance_outlives_a_killed_drill() {
+    let _turn = lab_turn();
+    let dir = tempfile::tempdir().unwrap();
+    let sc = dir.path().join("pause.toml");
+    std::fs::write(
+        &sc,
+        r#"
+name = "pause-then-die"
+duration_s = 30
+[steady_state]
+max_error_rate = 0.5
+max_p99_ms = 5000
+[[step]]
+at_s = 1
+action = "pause_instance"
+target = "us-east-a-1"
+fault = true
+[[step]]
+at_s = 25
+action = "resume_instance"
+target = "us-east-a-1"
+restore = true
+"#,
+    )
+    .unwrap();
+    kill_the_drill_and_look(
+        dir.path(),
+        &sc,
+        Duration::from_secs(3),
+        Some("--name\0us-east-a-1\0"),
+    );
+}
+
+/// Starts a drill, waits for its lab (and `settle` more, then checks that
+/// the process whose command line holds `stopped` is stopped), kills the
+/// drill with SIGKILL and expects every lab process to end.
+fn kill_the_drill_and_look(dir: &Path, sc: &Path, settle: Duration, stopped: Option<&str>) {
     let mut drill = Command::new(BIN)
         .arg("drill")
-        .arg(&sc)
+        .arg(sc)
         .arg("--dir")
-        .arg(dir.path().join("lab"))
+        .arg(dir.join("lab"))
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -230,6 +273,21 @@ fn no_lab_process_outlives_a_killed_drill() {
         std::thread::sleep(Duration::from_millis(100));
     }
     assert_eq!(kids.len(), 21, "the lab processes: {kids:?}");
+    std::thread::sleep(settle);
+    if let Some(needle) = stopped {
+        let state = |p: &u32| {
+            let cmd = std::fs::read(format!("/proc/{p}/cmdline")).unwrap_or_default();
+            String::from_utf8_lossy(&cmd)
+                .contains(needle)
+                .then(|| std::fs::read_to_string(format!("/proc/{p}/stat")).unwrap_or_default())
+        };
+        let stat = kids.iter().find_map(state).expect("the paused instance");
+        let after = stat
+            .rsplit_once(')')
+            .map(|x| x.1.trim_start())
+            .unwrap_or("");
+        assert!(after.starts_with('T'), "not stopped: {stat}");
+    }
     drill.kill().unwrap();
     drill.wait().unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);

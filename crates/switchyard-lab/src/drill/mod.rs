@@ -22,7 +22,7 @@ use std::time::Duration;
 use serde_json::json;
 use switchyard_api::edge::{CheckState, Health};
 use switchyard_model::{AuditEntry, Config, Controls};
-use switchyard_report::{Action as ActionRecord, DrillReport, Finding, Second};
+use switchyard_report::{Action as ActionRecord, AlarmFired, DrillReport, Finding, Second};
 use tokio::time::Instant;
 
 use crate::lab::Lab;
@@ -58,6 +58,10 @@ struct Run<'a> {
     seen_ejections: BTreeMap<String, u32>,
     /// Instances some edge's health checks hold out of rotation now.
     seen_down: BTreeSet<String>,
+    /// Alarms seen firing, by (service, name).
+    alarms: BTreeMap<(String, String), AlarmFired>,
+    /// Alarms firing at the last look: one absent in between fires anew.
+    alarms_now: BTreeSet<(String, String)>,
     fault_at: Option<f64>,
     restored_at: Option<f64>,
     replication_max: u64,
@@ -65,11 +69,31 @@ struct Run<'a> {
 }
 
 /// What the run saw, for scoring: besides the report's own fields, the
-/// playbooks' audit entries (typed) and the replication queues.
+/// control plane's audit entries (typed), the incidents it opened and the
+/// replication queues.
+#[derive(Debug, Default)]
 pub(crate) struct Observed {
-    pub(crate) playbook_entries: Vec<AuditEntry>,
+    /// Whether the lab ran a control plane: without one there are no audit
+    /// entries, incidents or alarms, and metrics made of them are not
+    /// measured rather than zero.
+    pub(crate) control_plane: bool,
+    /// Unix ms of the run's second 0, to place audit entries on its clock.
+    pub(crate) t0_ms: u64,
+    /// Every audit entry of the run, whoever made it, oldest first.
+    pub(crate) audit_entries: Vec<AuditEntry>,
+    /// When each incident of the run was opened (Unix ms).
+    pub(crate) incidents_created_ms: Vec<u64>,
+    /// Zone → region, to count shifted zones per region.
+    pub(crate) region_of_zone: BTreeMap<String, String>,
     pub(crate) replication_max: u64,
     pub(crate) replication_end: u64,
+}
+
+impl Observed {
+    /// The playbooks' entries: their changes, refusals and checks.
+    pub(crate) fn playbook_entries(&self) -> impl Iterator<Item = &AuditEntry> {
+        self.audit_entries.iter().filter(|e| e.actor.is_playbook())
+    }
 }
 
 impl Run<'_> {
@@ -196,6 +220,37 @@ impl Run<'_> {
                 kind: f.kind,
             });
         }
+        self.observe_alarms(view.alarms);
+    }
+
+    /// The control plane shows the alarms firing now, not their history:
+    /// the drill keeps when each was first and last seen, and how many
+    /// separate times it fired.
+    fn observe_alarms(&mut self, alarms: Vec<switchyard_model::Alarm>) {
+        let mut now = BTreeSet::new();
+        for a in alarms.into_iter().filter(|a| a.at_ms >= self.t0_ms) {
+            let key = (a.service.clone(), a.name.clone());
+            let at_s = self.at_s(a.at_ms);
+            let again = !self.alarms_now.contains(&key);
+            let seen = self
+                .alarms
+                .entry(key.clone())
+                .or_insert_with(|| AlarmFired {
+                    name: a.name,
+                    service: a.service,
+                    severity: a.severity,
+                    first_at_s: at_s,
+                    last_at_s: at_s,
+                    episodes: 0,
+                    detail: a.detail,
+                });
+            seen.last_at_s = at_s;
+            if again {
+                seen.episodes += 1;
+            }
+            now.insert(key);
+        }
+        self.alarms_now = now;
     }
 }
 
@@ -236,6 +291,9 @@ pub fn status_line(s: &Second) -> String {
 /// Runs the scenario on a fresh lab and scores it.
 pub async fn run(scenario: &Scenario, opts: &Options) -> anyhow::Result<DrillReport> {
     let topo = scenario.topology().map_err(|e| anyhow::anyhow!(e))?;
+    // Planned before anything starts: a step that cannot be expanded
+    // refuses the drill rather than breaking it halfway.
+    let steps = steps::plan(scenario).map_err(|e| anyhow::anyhow!(e))?;
     let bar = if opts.progress && std::io::stderr().is_terminal() {
         let b = indicatif::ProgressBar::new(scenario.duration_s.ceil() as u64);
         b.set_style(
@@ -276,12 +334,14 @@ pub async fn run(scenario: &Scenario, opts: &Options) -> anyhow::Result<DrillRep
         seen_findings: BTreeSet::new(),
         seen_ejections: BTreeMap::new(),
         seen_down: BTreeSet::new(),
+        alarms: BTreeMap::new(),
+        alarms_now: BTreeSet::new(),
         fault_at: None,
         restored_at: None,
         replication_max: 0,
         t0_ms: switchyard_model::time::now_ms(),
     };
-    let aborted = run.step(scenario, bar.as_ref()).await;
+    let aborted = run.step(scenario, &steps, bar.as_ref()).await;
     let duration = run.now_s();
     stop.store(true, Ordering::Relaxed);
     for l in load {
@@ -291,6 +351,8 @@ pub async fn run(scenario: &Scenario, opts: &Options) -> anyhow::Result<DrillRep
     if let Some(b) = &bar {
         b.finish_and_clear();
     }
+    let mut alarms: Vec<AlarmFired> = std::mem::take(&mut run.alarms).into_values().collect();
+    alarms.sort_by(|a, b| a.first_at_s.total_cmp(&b.first_at_s));
     let (actions, findings, fault_at, restored_at, t0_ms) = (
         std::mem::take(&mut run.actions),
         std::mem::take(&mut run.findings),
@@ -335,6 +397,7 @@ pub async fn run(scenario: &Scenario, opts: &Options) -> anyhow::Result<DrillRep
         started_at_ms: t0_ms,
         incidents,
         notifications,
+        alarms,
     };
     Ok(score::score(scenario, report, &rec, &observed))
 }
@@ -345,9 +408,9 @@ impl Run<'_> {
     async fn step(
         &mut self,
         scenario: &Scenario,
+        steps: &[steps::Step],
         bar: Option<&indicatif::ProgressBar>,
     ) -> Option<String> {
-        let steps = steps::plan(scenario);
         let mut next_step = 0;
         let mut bad_run = 0u32;
         let mut last_sec = 0usize;
@@ -429,15 +492,25 @@ impl Run<'_> {
                 .map_or(0, |v| v.queue_len);
         }
         let mut observed = Observed {
-            playbook_entries: Vec::new(),
+            control_plane: self.lab.topo.control_plane,
+            t0_ms: self.t0_ms,
+            region_of_zone: self
+                .lab
+                .topo
+                .zones()
+                .map(|(r, z)| (z.to_string(), r.to_string()))
+                .collect(),
             replication_max: self.replication_max,
             replication_end,
+            ..Observed::default()
         };
         if !self.lab.topo.control_plane {
             return (observed, Vec::new(), Vec::new());
         }
+        // The lab's control plane is new for each drill: its whole history
+        // is the run's.
         if let Ok(h) = self.lab.api.history(1000).await {
-            for e in h.entries.into_iter().filter(|e| e.actor.is_playbook()) {
+            for e in h.entries.iter().filter(|e| e.actor.is_playbook()) {
                 self.actions.push(ActionRecord {
                     what: format!("playbook: {}", e.action),
                     why: e.reason.clone(),
@@ -445,14 +518,15 @@ impl Run<'_> {
                     accepted: e.accepted,
                     refused_by: e.rule.clone(),
                 });
-                observed.playbook_entries.push(e);
             }
             self.actions.sort_by(|a, b| a.at_s.total_cmp(&b.at_s));
+            observed.audit_entries = h.entries;
         }
         // The incidents opened during the run, as the control plane has them.
         let mut incidents = Vec::new();
         if let Ok(list) = self.lab.api.incidents(&Default::default()).await {
             for i in list.incidents.iter().filter(|i| i.created_ms >= self.t0_ms) {
+                observed.incidents_created_ms.push(i.created_ms);
                 if let Ok(full) = self.lab.api.incident(&i.id).await {
                     incidents.push(serde_json::to_value(full).expect("an incident serializes"));
                 }
