@@ -6,7 +6,11 @@
 //!   healthy. Each failback that had to be undone (the zone mitigated again
 //!   within `undone_window_ms`) doubles the next hold, up to
 //!   `max_failback_hold_ms`, as ejection times grow;
-//! - a region finding → a gradual evacuation, `evacuation_steps` steps
+//! - a region finding where some zones are impaired and others are not →
+//!   the smallest answer: shift the impaired zones, keep the healthy one
+//!   serving, and say so (the safety rules judge the shifts like any other,
+//!   and a refusal names the rule in the way);
+//! - a region finding with every zone impaired → a gradual evacuation, `evacuation_steps` steps
 //!   `evacuation_step_ms` apart, so the other regions can scale and warm
 //!   caches while edges forward; back in once known healthy for the hold;
 //! - a cut link between regions → no evacuation: both sides go to failover
@@ -172,6 +176,7 @@ impl Playbooks {
                     next_step_ms: None,
                     hold_ms: self.hold(undone),
                     failbacks_undone: undone,
+                    zones: Vec::new(),
                 };
                 match level {
                     "region" if f.kind == WRITE_PATH => out.push(Planned::new(
@@ -193,7 +198,40 @@ impl Playbooks {
                         Self::why(f),
                     )),
                     "region" => {
-                        m.next_step_ms = Some(now_ms);
+                        let list = |k: &str| -> Vec<String> {
+                            f.evidence[k]
+                                .as_array()
+                                .map(|v| {
+                                    v.iter()
+                                        .filter_map(|z| z.as_str().map(str::to_string))
+                                        .collect()
+                                })
+                                .unwrap_or_default()
+                        };
+                        let (impaired, healthy) = (list("impaired_zones"), list("healthy_zones"));
+                        if !impaired.is_empty() && !healthy.is_empty() {
+                            for z in &impaired {
+                                out.push(Planned::new(
+                                    ZONE_SHIFT,
+                                    Op::Shift {
+                                        service: f.service.clone(),
+                                        zone: z.clone(),
+                                        for_: Duration::from_millis(self.cfg.shift_for_ms),
+                                    },
+                                    format!(
+                                        "{}: zones {} impaired, {} healthy: shifting the impaired \
+                                         zones (the smallest action that removes the fault) rather \
+                                         than evacuating the region and draining healthy capacity",
+                                        Self::why(f),
+                                        impaired.join(", "),
+                                        healthy.join(", ")
+                                    ),
+                                ));
+                            }
+                            m.zones = impaired;
+                        } else {
+                            m.next_step_ms = Some(now_ms);
+                        }
                     }
                     "link" => {
                         // A cut between regions is not a region failure:
@@ -330,6 +368,18 @@ impl Playbooks {
                             },
                             why,
                         )),
+                        "region" if !m.zones.is_empty() => {
+                            for z in &m.zones {
+                                out.push(Planned::new(
+                                    ZONE_SHIFT,
+                                    Op::Unshift {
+                                        service: svc.clone(),
+                                        zone: z.clone(),
+                                    },
+                                    why.clone(),
+                                ));
+                            }
+                        }
                         "region" => out.push(Planned::new(
                             REGION_EVACUATION,
                             Op::RegionBack {
@@ -580,5 +630,45 @@ mod tests {
             .is_empty());
         assert!(p.tick(60_000, &always_clean).is_empty());
         assert!(p.active().is_empty());
+    }
+
+    #[test]
+    fn two_gray_zones_of_three_are_shifted_and_the_healthy_one_keeps_serving() {
+        let mut p = Playbooks::new(
+            PlaybookConfig::default(),
+            vec!["us-east".into(), "eu-west".into()],
+        );
+        let mut f = finding("region:us-east", "errors");
+        f.evidence = serde_json::json!({
+            "impaired_zones": ["us-east-a", "us-east-b"],
+            "healthy_zones": ["us-east-c"],
+        });
+        let out = p.on_event(&Event::Opened(f.clone()), 0);
+        let shifted: Vec<&str> = out
+            .iter()
+            .filter_map(|x| match &x.op {
+                Op::Shift { zone, .. } => Some(zone.as_str()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(shifted, ["us-east-a", "us-east-b"], "{out:?}");
+        assert!(out[0].why.contains("us-east-c healthy"), "{}", out[0].why);
+        assert!(
+            [0, 10_000, 20_000, 40_000]
+                .iter()
+                .flat_map(|t| p.tick(*t, &always_clean))
+                .all(|x| !matches!(x.op, Op::RegionWeight { .. })),
+            "no evacuation step"
+        );
+        p.on_event(&Event::Closed(f), 50_000);
+        let back: Vec<String> = p
+            .tick(90_000, &always_clean)
+            .into_iter()
+            .filter_map(|x| match x.op {
+                Op::Unshift { zone, .. } => Some(zone),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(back, ["us-east-a", "us-east-b"]);
     }
 }

@@ -1419,8 +1419,26 @@ impl Engine {
                 };
                 let on = all_zones_of_r.len() >= 2 && expr.eval(raw);
                 raw.insert(format!("region_wide:{kind}:{svc}:{r}"), on);
+                // Which zones are impaired and which are not, so the answer
+                // can be the smallest one that removes the fault.
+                let impaired: Vec<&str> = all_zones_of_r
+                    .iter()
+                    .copied()
+                    .filter(|z| {
+                        raw.get(&format!("zone_outlier:{kind}:{svc}:{z}")).copied() == Some(true)
+                            && raw.get(&format!("zone_affected:{kind}:{svc}:{z}")).copied()
+                                == Some(true)
+                    })
+                    .collect();
+                let healthy: Vec<&str> = all_zones_of_r
+                    .iter()
+                    .copied()
+                    .filter(|z| !impaired.contains(z))
+                    .collect();
                 let ev = json!({
                     "zones": zs.iter().map(|z| (z.to_string(), zone_evidence.get(&(kind.to_string(), *z)).cloned().unwrap_or_default())).collect::<BTreeMap<_, _>>(),
+                    "impaired_zones": impaired,
+                    "healthy_zones": healthy,
                     "zones_needed": k,
                 });
                 // Failing writes with working reads are the write path's,

@@ -53,4 +53,8 @@ pub struct Mitigation {
     /// Failbacks into this place undone so far (mitigated again soon after).
     #[serde(default)]
     pub failbacks_undone: u32,
+    /// A region finding answered by shifting its impaired zones rather than
+    /// evacuating it: the zones shifted.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub zones: Vec<String>,
 }
