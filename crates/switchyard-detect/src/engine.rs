@@ -218,14 +218,20 @@ impl PathAcc {
         }
     }
 
-    /// The larger of the passive and probed failure shares, each counted
-    /// only with enough samples; `None` when neither has them.
+    /// The failure share of requests and heartbeats together, each counted
+    /// only with enough samples; `None` when neither has them. Pooled, not
+    /// the larger of the two: a handful of heartbeats makes one unlucky
+    /// failure in six look like 17 %, and a 7 % write failure looked like an
+    /// impaired write path that way.
     fn fail_ratio(passive: (u64, u64), probed: (u64, u64), min_q: u64, min_p: u64) -> Option<f64> {
-        let r = |(n, f): (u64, u64), min: u64| (n >= min && n > 0).then(|| f as f64 / n as f64);
-        match (r(passive, min_q), r(probed, min_p)) {
-            (Some(a), Some(b)) => Some(a.max(b)),
-            (a, b) => a.or(b),
-        }
+        let enough = |(n, _): (u64, u64), min: u64| n >= min && n > 0;
+        let (n, f) = match (enough(passive, min_q), enough(probed, min_p)) {
+            (true, true) => (passive.0 + probed.0, passive.1 + probed.1),
+            (true, false) => passive,
+            (false, true) => probed,
+            (false, false) => return None,
+        };
+        Some(f as f64 / n as f64)
     }
 }
 

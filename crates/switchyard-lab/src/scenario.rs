@@ -36,6 +36,27 @@ pub const BUILTIN: &[(&str, &str)] = &[
         include_str!("../scenarios/unsafe-config.toml"),
     ),
     ("write-path", include_str!("../scenarios/write-path.toml")),
+    (
+        "creeping-latency",
+        include_str!("../scenarios/creeping-latency.toml"),
+    ),
+    (
+        "flapping-link",
+        include_str!("../scenarios/flapping-link.toml"),
+    ),
+    ("region-gray", include_str!("../scenarios/region-gray.toml")),
+    (
+        "two-gray-zones",
+        include_str!("../scenarios/two-gray-zones.toml"),
+    ),
+    (
+        "low-rate-writes",
+        include_str!("../scenarios/low-rate-writes.toml"),
+    ),
+    (
+        "slow-instance",
+        include_str!("../scenarios/slow-instance.toml"),
+    ),
 ];
 
 #[derive(Debug, Clone, Deserialize)]
@@ -579,6 +600,7 @@ pub const METRICS: &[&str] = &[
     "incidents_opened",
     "notifications_delivered",
     "requests_total",
+    "edge_ejections",
     "max_zones_shifted_per_region",
     "failbacks",
     "failbacks_undone",

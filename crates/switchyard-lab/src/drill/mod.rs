@@ -56,6 +56,7 @@ struct Run<'a> {
     /// Findings already taken from the control plane: (scope, kind, detected).
     seen_findings: BTreeSet<(String, String, u64)>,
     seen_ejections: BTreeMap<String, u32>,
+    edge_ejections: usize,
     /// Instances some edge's health checks hold out of rotation now.
     seen_down: BTreeSet<String>,
     /// Alarms seen firing, by (service, name).
@@ -87,6 +88,8 @@ pub(crate) struct Observed {
     pub(crate) region_of_zone: BTreeMap<String, String>,
     pub(crate) replication_max: u64,
     pub(crate) replication_end: u64,
+    /// Outlier ejections the edges made during the run.
+    pub(crate) edge_ejections: usize,
 }
 
 impl Observed {
@@ -146,9 +149,10 @@ impl Run<'_> {
                     && self.seen_ejections.get(&i.name).copied().unwrap_or(0) < i.ejections
                 {
                     self.seen_ejections.insert(i.name.clone(), i.ejections);
+                    self.edge_ejections += 1;
                     self.edge_acted(
                         &i.name,
-                        "errors",
+                        if reason == "latency" { "latency" } else { "errors" },
                         json!({"seen_by_edge": z, "reason": reason, "ejections": i.ejections}),
                         format!("eject instance {}", i.name),
                         format!("outlier ejection by the edges ({reason})"),
@@ -333,6 +337,7 @@ pub async fn run(scenario: &Scenario, opts: &Options) -> anyhow::Result<DrillRep
         findings: Vec::new(),
         seen_findings: BTreeSet::new(),
         seen_ejections: BTreeMap::new(),
+        edge_ejections: 0,
         seen_down: BTreeSet::new(),
         alarms: BTreeMap::new(),
         alarms_now: BTreeSet::new(),
@@ -502,6 +507,7 @@ impl Run<'_> {
                 .collect(),
             replication_max: self.replication_max,
             replication_end,
+            edge_ejections: self.edge_ejections,
             ..Observed::default()
         };
         if !self.lab.topo.control_plane {

@@ -70,6 +70,7 @@ pub(crate) fn score(
             "failed_ratio" => report.requests_failed as f64 / total,
             "requests_failed" => report.requests_failed as f64,
             "requests_total" => report.requests_total as f64,
+            "edge_ejections" => observed.edge_ejections as f64,
             "shed_ratio" => report.requests_shed as f64 / total,
             "read_only_ratio" => report.requests_read_only as f64 / total,
             "ttd_s" => report.ttd_s()?,
