@@ -83,11 +83,11 @@ impl Incidents {
                 )
             })
             .collect();
-        let wait = notify.group_wait_ms;
+        let grouper = Grouper::with_interval(notify.group_wait_ms, notify.group_interval_ms);
         Incidents {
             tracker: Mutex::new(Tracker::new(tracker, zone_region, critical)),
             notify,
-            grouper: Mutex::new(Grouper::new(wait)),
+            grouper: Mutex::new(grouper),
         }
     }
 
@@ -145,6 +145,15 @@ impl Incidents {
         out
     }
 
+    /// The last message about `id` reached nobody: the next need not wait
+    /// for the group interval.
+    pub fn untold(&self, id: &str) {
+        self.grouper
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .untold(id);
+    }
+
     /// Queues the tracker's notices, and hands back the groups that are due.
     pub fn due_notices(&self, base_url: &str, now_ms: u64) -> Vec<switchyard_notify::Grouped> {
         let notices = self.lock().take_notices();
@@ -179,22 +188,10 @@ pub async fn follow_changes<S: Store + 'static>(
         if e.kind != AuditKind::Change || ev.services.is_empty() {
             continue;
         }
-        let detail = if e.accepted {
-            json!({"reason": e.reason, "version": e.version})
-        } else {
-            json!({"reason": e.reason, "refused_by": e.detail["refusals"]})
-        };
         {
             let mut t = incidents.lock();
             for svc in &ev.services {
-                t.on_action(
-                    svc,
-                    &e.actor.to_string(),
-                    &e.action,
-                    e.accepted,
-                    e.at_ms,
-                    detail.clone(),
-                );
+                t.on_change(svc, e);
             }
         }
         if let Err(err) = incidents.persist(plane.store()).await {
@@ -223,9 +220,11 @@ pub async fn deliver<S: Store + 'static>(
             format!("not sent: silenced by {s}"),
             json!({"silence": s}),
         );
+        incidents.untold(&id);
         return;
     }
     if routed.receivers.is_empty() {
+        incidents.untold(&id);
         return;
     }
     let cfg = incidents.notify.clone();
