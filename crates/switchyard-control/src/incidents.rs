@@ -23,8 +23,15 @@ pub struct Incidents {
     grouper: Mutex<Grouper>,
 }
 
-/// What people are told about an incident at one moment.
-pub fn notice(i: &Incident, event: &str, at_ms: u64, base_url: &str) -> switchyard_notify::Notice {
+/// What people are told about an incident at one moment; `urgent` pages
+/// without waiting for the group interval.
+pub fn notice(
+    i: &Incident,
+    event: &str,
+    at_ms: u64,
+    urgent: bool,
+    base_url: &str,
+) -> switchyard_notify::Notice {
     let started = i
         .stages
         .get(&switchyard_incident::Stage::Occurred)
@@ -55,6 +62,7 @@ pub fn notice(i: &Incident, event: &str, at_ms: u64, base_url: &str) -> switchya
         started_at_ms: started,
         ended_at_ms: (i.status == Status::Resolved).then_some(i.updated_ms),
         url: Some(format!("{base_url}/v1/incidents/{}", i.id)),
+        urgent,
     }
 }
 
@@ -159,7 +167,10 @@ impl Incidents {
         let notices = self.lock().take_notices();
         let mut g = self.grouper.lock().unwrap_or_else(|e| e.into_inner());
         for n in notices {
-            g.push(notice(&n.incident, &n.event, n.at_ms, base_url), now_ms);
+            g.push(
+                notice(&n.incident, &n.event, n.at_ms, n.urgent, base_url),
+                now_ms,
+            );
         }
         g.due(now_ms)
     }

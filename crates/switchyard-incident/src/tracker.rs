@@ -159,6 +159,8 @@ pub struct Notice {
     pub incident: Incident,
     pub event: String,
     pub at_ms: u64,
+    /// Page now, not after the group interval: an escalation.
+    pub urgent: bool,
 }
 
 #[derive(Default, Clone)]
@@ -405,12 +407,17 @@ impl Tracker {
     }
 
     fn notify(&mut self, service: &str, event: String, at_ms: u64) {
+        self.tell(service, event, at_ms, false);
+    }
+
+    fn tell(&mut self, service: &str, event: String, at_ms: u64, urgent: bool) {
         if let Some(i) = self.open.get(service) {
             if self.announced.contains(&i.id) {
                 self.notices.push(Notice {
                     incident: i.clone(),
                     event,
                     at_ms,
+                    urgent,
                 });
             }
         }
@@ -842,6 +849,7 @@ impl Tracker {
                 format!("{} {verb}: {}", p.what, check.why),
                 serde_json::to_value(&check).expect("a check serializes"),
             );
+            // (event, urgent)
             let mut events = Vec::new();
             match check.outcome {
                 CheckOutcome::Passed => {
@@ -856,10 +864,10 @@ impl Tracker {
                         )
                         .is_ok()
                     {
-                        events.push("status: monitoring".to_string());
+                        events.push(("status: monitoring".to_string(), false));
                     }
                 }
-                CheckOutcome::Failed => events.push(escalate(i, &p.what, &check, now_ms)),
+                CheckOutcome::Failed => events.push((escalate(i, &p.what, &check, now_ms), true)),
                 CheckOutcome::Inconclusive => {}
             }
             self.checks.push(Judged {
@@ -872,8 +880,8 @@ impl Tracker {
                 check,
             });
             self.dirty.insert(id.clone());
-            for e in events {
-                self.notify(svc, e, now_ms);
+            for (e, urgent) in events {
+                self.tell(svc, e, now_ms, urgent);
             }
         }
     }
@@ -1396,6 +1404,7 @@ mod tests {
                     started_at_ms: 0,
                     ended_at_ms: None,
                     url: None,
+                    urgent: n.urgent,
                 };
                 g.push(notice, now);
             }
@@ -1467,12 +1476,13 @@ mod tests {
             .unwrap();
         let typed: Check = serde_json::from_value(v.detail.clone()).unwrap();
         assert_eq!(typed, j.check);
-        let told = w
-            .events()
-            .into_iter()
-            .find(|e| e.starts_with("escalated"))
-            .expect("people are told")
-            .to_string();
+        let n = w
+            .notices
+            .iter()
+            .find(|n| n.event.starts_with("escalated"))
+            .expect("people are told");
+        assert!(n.urgent, "an escalation pages at once");
+        let told = n.event.clone();
         assert_eq!(
             told,
             format!(

@@ -3,8 +3,8 @@
 //! once a message about an incident went out, the next one waits for the
 //! group interval, so a finding that flaps (monitoring, mitigating,
 //! monitoring…) is one update per interval, not a message per flap. A
-//! notice that raises the severity is not held for the interval: it is
-//! what paging is for.
+//! notice that raises the severity, or is marked urgent (an escalation), is
+//! not held for the interval: it is what paging is for.
 //!
 //! The clock is passed in, so the caller decides how often to ask what is
 //! due and tests need no sleeping.
@@ -39,6 +39,8 @@ struct Pending {
     first_ms: u64,
     latest: Notice,
     events: Vec<(u64, String)>,
+    /// One of the notices is urgent.
+    urgent: bool,
 }
 
 /// The last message sent about an incident.
@@ -82,7 +84,7 @@ impl Grouper {
     fn due_at(&self, id: &str, p: &Pending) -> u64 {
         let waited = p.first_ms.saturating_add(self.wait_ms);
         match self.sent.get(id) {
-            Some(s) if p.latest.severity <= s.severity => {
+            Some(s) if !p.urgent && p.latest.severity <= s.severity => {
                 waited.max(s.at_ms.saturating_add(self.interval_ms))
             }
             _ => waited,
@@ -96,6 +98,7 @@ impl Grouper {
         let event = (notice.at_ms, notice.event.clone());
         match self.pending.get_mut(&notice.incident_id) {
             Some(p) => {
+                p.urgent |= notice.urgent;
                 // Events may be reported out of order; the one that happened
                 // last is the incident's current state (ties: pushed last).
                 if notice.at_ms >= p.latest.at_ms {
@@ -108,6 +111,7 @@ impl Grouper {
                     notice.incident_id.clone(),
                     Pending {
                         first_ms: now_ms,
+                        urgent: notice.urgent,
                         latest: notice,
                         events: vec![event],
                     },
@@ -208,6 +212,7 @@ mod tests {
             started_at_ms: 1000,
             ended_at_ms: None,
             url: None,
+            urgent: false,
         }
     }
 
@@ -291,13 +296,29 @@ mod tests {
         assert_eq!(out.len(), 1, "one update for four flaps");
         assert_eq!(out[0].events.len(), 4);
         assert_eq!(out[0].notice.status, "mitigating");
-        // An escalation pages after the group wait, interval or not.
+        // A severity raise pages after the group wait, interval or not…
         g.push(
-            n("a", 35_000, "escalated", Severity::Sev2, "mitigating"),
+            n("a", 35_000, "severity raised", Severity::Sev2, "mitigating"),
             35_000,
         );
         assert_eq!(g.next_due_ms(), Some(36_000));
         assert_eq!(g.due(36_000).len(), 1);
+        // …and so does an urgent notice at a severity that cannot rise.
+        g.push(
+            n(
+                "a",
+                36_200,
+                "status: monitoring",
+                Severity::Sev2,
+                "monitoring",
+            ),
+            36_200,
+        );
+        let mut esc = n("a", 36_500, "escalated", Severity::Sev2, "monitoring");
+        esc.urgent = true;
+        g.push(esc, 36_500);
+        assert_eq!(g.next_due_ms(), Some(37_200));
+        assert_eq!(g.due(37_200).len(), 1);
         // Another incident is not held by the first one's interval.
         g.push(
             n("b", 37_000, "opened", Severity::Sev4, "identified"),
