@@ -1,6 +1,9 @@
 //! Detection and playbooks inside the control plane: follow every edge's
 //! signals, run the detection engine, and turn findings into control changes
 //! through the same safety rules as a person's — or only recommend them.
+//! Whether a playbook's change helped is judged by the incident tracker,
+//! against what the users it concerns saw (`switchyard_incident::evidence`),
+//! and recorded here in the audit log with its typed outcome.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -9,27 +12,13 @@ use std::time::Duration;
 use serde_json::json;
 use switchyard_api::FindingsView;
 use switchyard_detect::{DetectConfig, Engine, Event, Finding};
-use switchyard_model::ops::Place;
-use switchyard_model::{Actor, AuditKind, Op, PlaybookMode};
+use switchyard_incident::Judged;
+use switchyard_model::{Actor, AuditKind, CheckOutcome, PlaybookMode};
 
 use crate::incidents::Incidents;
 use crate::plane::{now_ms, Change, ControlPlane};
 use crate::playbooks::{Planned, PlaybookConfig, Playbooks};
 use crate::store::{AuditEntry, Store};
-
-/// An action to check later: when, the region whose errors tell, the error
-/// rate when acting, and what was done.
-struct ToVerify {
-    due_ms: u64,
-    service: String,
-    region: String,
-    before: Option<f64>,
-    playbook: &'static str,
-    op: Op,
-}
-
-/// How long after acting a playbook checks that it helped.
-const VERIFY_AFTER_MS: u64 = 10_000;
 
 /// Runs until the task is dropped.
 pub async fn run<S: Store + 'static>(
@@ -64,8 +53,6 @@ pub async fn run<S: Store + 'static>(
         .take();
     let mut tick = tokio::time::interval(Duration::from_millis(100));
     let mut recent: Vec<Finding> = Vec::new();
-    let mut to_verify: Vec<ToVerify> = Vec::new();
-    let region_of_zone = |z: &str| plane.config.zone(z).map(|x| x.region.clone());
     let base_url = plane
         .config
         .control
@@ -140,70 +127,22 @@ pub async fn run<S: Store + 'static>(
                         })
                         .await;
                 }
-                PlaybookMode::Auto => {
-                    act(
-                        &plane,
-                        &engine,
-                        &region_of_zone,
-                        p,
-                        service,
-                        now,
-                        &mut to_verify,
-                    )
-                    .await
-                }
+                PlaybookMode::Auto => act(&plane, p).await,
             }
-        }
-        // Did it help? Compare the errors the edges see in the region now
-        // with those when the playbook acted.
-        let (due, later): (Vec<_>, Vec<_>) = to_verify.into_iter().partition(|v| v.due_ms <= now);
-        to_verify = later;
-        for v in due {
-            let after = engine.region_error_rate(&v.service, &v.region);
-            let helped = match (v.before, after) {
-                (_, None) => true,
-                (None, Some(a)) => a <= 0.01,
-                (Some(b), Some(a)) => a <= 0.01 || a <= b / 2.0,
-            };
-            let pct = |x: Option<f64>| {
-                x.map(|v| format!("{:.1} %", v * 100.0))
-                    .unwrap_or_else(|| "no traffic".into())
-            };
-            let reason = format!(
-                "errors of {} in {}: {} when acting, {} {} s later",
-                v.service,
-                v.region,
-                pct(v.before),
-                pct(after),
-                VERIFY_AFTER_MS / 1000
-            );
-            let detail = json!({"region": v.region, "error_rate_before": v.before, "error_rate_after": after});
-            let note = AuditEntry::note(
-                now,
-                Actor::playbook(v.playbook),
-                AuditKind::Verification,
-                v.op,
-                reason,
-            );
-            let _ = plane
-                .record(AuditEntry {
-                    accepted: helped,
-                    rule: (!helped).then(|| "not-verified".into()),
-                    detail,
-                    ..note
-                })
-                .await;
         }
         // Incidents once a second: impact, severity, series, resolution;
         // then what changed is stored and what is due is told.
         if now >= last_incident_tick + 1000 {
             last_incident_tick = now;
-            let open = {
+            let (open, checks) = {
                 let mut t = incidents.lock();
                 t.tick(now);
-                t.open_incidents().count()
+                (t.open_incidents().count(), t.take_checks())
             };
             plane.metrics.open_incidents.set(open as i64);
+            for j in checks.into_iter().filter(|j| j.actor.is_playbook()) {
+                let _ = plane.record(verification(j)).await;
+            }
             if let Err(e) = incidents.persist(plane.store()).await {
                 tracing::warn!(error = %e, "cannot store incidents; kept in memory and retried");
             }
@@ -228,18 +167,9 @@ pub async fn run<S: Store + 'static>(
     }
 }
 
-/// Makes a playbook's change through the rules, like anyone's, and keeps the
-/// ones whose effect can be measured (a place lost traffic or was put in
-/// read-only mode) for verification.
-async fn act<S: Store + 'static>(
-    plane: &ControlPlane<S>,
-    engine: &Engine,
-    region_of_zone: &impl Fn(&str) -> Option<String>,
-    p: Planned,
-    service: String,
-    now: u64,
-    to_verify: &mut Vec<ToVerify>,
-) {
+/// Makes a playbook's change through the rules, like anyone's. The incident
+/// tracker follows the change and checks it later.
+async fn act<S: Store + 'static>(plane: &ControlPlane<S>, p: Planned) {
     let r = plane
         .change(Change {
             actor: Actor::playbook(p.playbook),
@@ -249,28 +179,36 @@ async fn act<S: Store + 'static>(
         })
         .await;
     match r {
-        Ok(v) => {
-            tracing::warn!(action = %p.op, version = v.version, "playbook acted");
-            let region = match (&p.op, p.op.scope().place) {
-                (Op::Shift { .. }, Place::Zone(z)) => region_of_zone(z),
-                (Op::RegionWeight { .. }, Place::Region(r))
-                | (Op::ReadOnly { on: true, .. }, Place::Region(r)) => Some(r.to_string()),
-                _ => None,
-            };
-            if let Some(region) = region {
-                let before = engine.region_error_rate(&service, &region);
-                to_verify.push(ToVerify {
-                    due_ms: now + VERIFY_AFTER_MS,
-                    service,
-                    region,
-                    before,
-                    playbook: p.playbook,
-                    op: p.op,
-                });
-            }
+        Ok(v) => tracing::warn!(action = %p.op, version = v.version, "playbook acted"),
+        Err(e) => tracing::warn!(action = %p.op, error = %e, "playbook action not taken"),
+    }
+}
+
+/// The audit entry of a playbook's check: its typed outcome and numbers,
+/// `accepted` when it passed and the rule `not-verified` when it failed, as
+/// readers written before the outcome was typed expect.
+fn verification(j: Judged) -> AuditEntry {
+    let outcome = j.check.outcome;
+    match outcome {
+        CheckOutcome::Failed => {
+            tracing::warn!(action = %j.op, why = %j.check.why, "playbook action did not help")
         }
-        Err(e) => {
-            tracing::warn!(action = %p.op, error = %e, "playbook action not taken")
+        _ => {
+            tracing::info!(action = %j.op, %outcome, why = %j.check.why, "playbook action checked")
         }
+    }
+    let note = AuditEntry::note(
+        j.at_ms,
+        j.actor,
+        AuditKind::Verification,
+        j.op,
+        j.check.why.clone(),
+    );
+    AuditEntry {
+        accepted: outcome == CheckOutcome::Passed,
+        rule: (outcome == CheckOutcome::Failed).then(|| "not-verified".into()),
+        detail: json!({"incident": j.incident, "acted_ms": j.acted_ms}),
+        check: Some(j.check),
+        ..note
     }
 }

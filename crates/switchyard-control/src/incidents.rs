@@ -23,8 +23,15 @@ pub struct Incidents {
     grouper: Mutex<Grouper>,
 }
 
-/// What people are told about an incident at one moment.
-pub fn notice(i: &Incident, event: &str, at_ms: u64, base_url: &str) -> switchyard_notify::Notice {
+/// What people are told about an incident at one moment; `urgent` pages
+/// without waiting for the group interval.
+pub fn notice(
+    i: &Incident,
+    event: &str,
+    at_ms: u64,
+    urgent: bool,
+    base_url: &str,
+) -> switchyard_notify::Notice {
     let started = i
         .stages
         .get(&switchyard_incident::Stage::Occurred)
@@ -55,6 +62,7 @@ pub fn notice(i: &Incident, event: &str, at_ms: u64, base_url: &str) -> switchya
         started_at_ms: started,
         ended_at_ms: (i.status == Status::Resolved).then_some(i.updated_ms),
         url: Some(format!("{base_url}/v1/incidents/{}", i.id)),
+        urgent,
     }
 }
 
@@ -83,11 +91,11 @@ impl Incidents {
                 )
             })
             .collect();
-        let wait = notify.group_wait_ms;
+        let grouper = Grouper::with_interval(notify.group_wait_ms, notify.group_interval_ms);
         Incidents {
             tracker: Mutex::new(Tracker::new(tracker, zone_region, critical)),
             notify,
-            grouper: Mutex::new(Grouper::new(wait)),
+            grouper: Mutex::new(grouper),
         }
     }
 
@@ -145,12 +153,24 @@ impl Incidents {
         out
     }
 
+    /// The last message about `id` reached nobody: the next need not wait
+    /// for the group interval.
+    pub fn untold(&self, id: &str) {
+        self.grouper
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .untold(id);
+    }
+
     /// Queues the tracker's notices, and hands back the groups that are due.
     pub fn due_notices(&self, base_url: &str, now_ms: u64) -> Vec<switchyard_notify::Grouped> {
         let notices = self.lock().take_notices();
         let mut g = self.grouper.lock().unwrap_or_else(|e| e.into_inner());
         for n in notices {
-            g.push(notice(&n.incident, &n.event, n.at_ms, base_url), now_ms);
+            g.push(
+                notice(&n.incident, &n.event, n.at_ms, n.urgent, base_url),
+                now_ms,
+            );
         }
         g.due(now_ms)
     }
@@ -179,22 +199,10 @@ pub async fn follow_changes<S: Store + 'static>(
         if e.kind != AuditKind::Change || ev.services.is_empty() {
             continue;
         }
-        let detail = if e.accepted {
-            json!({"reason": e.reason, "version": e.version})
-        } else {
-            json!({"reason": e.reason, "refused_by": e.detail["refusals"]})
-        };
         {
             let mut t = incidents.lock();
             for svc in &ev.services {
-                t.on_action(
-                    svc,
-                    &e.actor.to_string(),
-                    &e.action,
-                    e.accepted,
-                    e.at_ms,
-                    detail.clone(),
-                );
+                t.on_change(svc, e);
             }
         }
         if let Err(err) = incidents.persist(plane.store()).await {
@@ -223,9 +231,11 @@ pub async fn deliver<S: Store + 'static>(
             format!("not sent: silenced by {s}"),
             json!({"silence": s}),
         );
+        incidents.untold(&id);
         return;
     }
     if routed.receivers.is_empty() {
+        incidents.untold(&id);
         return;
     }
     let cfg = incidents.notify.clone();

@@ -274,6 +274,7 @@ impl<S: Store> ControlPlane<S> {
                 rule: None,
                 version: None,
                 detail: serde_json::Value::Null,
+                check: None,
             };
             if !verdict.allowed && !c.force {
                 entry.rule = Some(

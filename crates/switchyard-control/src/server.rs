@@ -56,6 +56,9 @@ pub fn check(t: &ControlTables) -> Result<Settings, Vec<String>> {
     if let Err(e) = s.notify.validate() {
         errs.extend(e);
     }
+    if let Err(e) = s.incidents.validate("control.incidents") {
+        errs.extend(e);
+    }
     if s.playbook.evacuation_steps == 0 {
         errs.push("control.playbook.evacuation_steps: at least 1".into());
     }

@@ -112,6 +112,7 @@ pub mod conformance {
             rule: (!accepted).then(|| "some-rule".into()),
             version: None,
             detail: serde_json::json!({"k": 1}),
+            check: None,
         }
     }
 

@@ -9,10 +9,11 @@ use std::fmt::Write as _;
 use std::io;
 use std::path::{Path, PathBuf};
 
+use switchyard_model::check::CheckOutcome;
 use switchyard_model::time::human_utc;
 use switchyard_report::chart::{write_plot, Marker, MarkerKind, Plot, Series};
 
-use crate::incident::{EntryKind, Incident, Point, Stage};
+use crate::incident::{Entry, EntryKind, Incident, Point, Stage};
 
 const FOR_PEOPLE: &str = "_For the reviewers to fill in._";
 
@@ -23,6 +24,25 @@ fn secs(ms: Option<u64>, from: u64) -> String {
 
 fn pct(x: f64) -> String {
     format!("{:.2} %", x * 100.0)
+}
+
+/// A verification entry's verdict: its typed check, or for entries written
+/// before checks were typed, the `helped` flag they carried.
+fn verdict(e: &Entry) -> Option<CheckOutcome> {
+    if e.kind != EntryKind::Verification {
+        return None;
+    }
+    serde_json::from_value(e.detail["outcome"].clone())
+        .ok()
+        .or_else(|| {
+            e.detail["helped"].as_bool().map(|h| {
+                if h {
+                    CheckOutcome::Passed
+                } else {
+                    CheckOutcome::Failed
+                }
+            })
+        })
 }
 
 /// Mean error rate, requests per second and worst p99 over points in `[from, to)`.
@@ -216,7 +236,7 @@ pub fn render(i: &Incident) -> String {
     let first_help = i
         .timeline
         .iter()
-        .find(|e| e.kind == EntryKind::Verification && e.detail["helped"] == true)
+        .find(|e| verdict(e) == Some(CheckOutcome::Passed))
         .map(|e| e.text.clone());
     let _ = writeln!(s, "- **Service**: {}", i.service);
     let _ = writeln!(
@@ -242,6 +262,34 @@ pub fn render(i: &Incident) -> String {
         "- **Mitigation**: {}",
         first_help.unwrap_or_else(|| "no action was verified to help".into())
     );
+    // An action that did not help is the first thing a reviewer should see:
+    // the automation's plan failed and people were paged for it.
+    for e in i
+        .timeline
+        .iter()
+        .filter(|e| e.kind == EntryKind::Escalation)
+    {
+        let sev = e.detail["severity_to"].as_str().unwrap_or("unchanged");
+        let _ = writeln!(
+            s,
+            "- **Escalated** at {} to {sev}: {}",
+            secs(Some(e.at_ms), occurred),
+            e.text.trim_start_matches("escalated: ")
+        );
+    }
+    if !i.reopened_ms.is_empty() {
+        let when: Vec<String> = i
+            .reopened_ms
+            .iter()
+            .map(|t| secs(Some(*t), occurred))
+            .collect();
+        let _ = writeln!(
+            s,
+            "- **Reopened** {} time(s), at {}: the fault came back after the incident was resolved",
+            i.reopened_ms.len(),
+            when.join(", ")
+        );
+    }
     let _ = writeln!(
         s,
         "- **Duration** (onset to recovery): {}\n",
@@ -542,9 +590,18 @@ pub fn render(i: &Incident) -> String {
     }
     for v in events
         .iter()
-        .filter(|e| e.kind == EntryKind::Verification && e.detail["helped"] == false)
+        .filter(|e| verdict(e) == Some(CheckOutcome::Failed))
     {
-        items.push(format!("A mitigation did not help: {}", v.text));
+        items.push(format!(
+            "A mitigation did not help and the incident was escalated: {}. Why did the playbook's choice not fit the fault?",
+            v.text
+        ));
+    }
+    if !i.reopened_ms.is_empty() {
+        items.push(format!(
+            "The fault came back {} time(s) after the incident was resolved: was it ever fixed, or only kept away from users?",
+            i.reopened_ms.len()
+        ));
     }
     for (route, n, f) in &af {
         if *f > 0 {

@@ -7,14 +7,27 @@
 //! any later finding join the open one, so a zone failure is one incident,
 //! not one per instance alarm. An instance alone opens nothing: the edges
 //! eject it and that is not worth waking anyone.
+//!
+//! One fault, one incident: a finding that comes back within
+//! `reopen_window_ms` of its incident's resolution, in the places that
+//! incident covered, reopens it (same id, same notification group) rather
+//! than opening a new one and paging again.
+//!
+//! Every mitigation is checked `verify_after_ms` later against what its
+//! users saw ([`crate::evidence`]); one that did not help escalates the
+//! incident: severity one level up, a timeline entry, and a notice that
+//! names the action and the numbers.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use switchyard_detect::{Event, Finding};
+use switchyard_model::check::{Check, CheckOutcome, Users};
 use switchyard_model::signals::{ProbeTarget, Snapshot};
+use switchyard_model::{Actor, AuditEntry, AuditKind, Op};
 
+use crate::evidence::{self, CheckRules, UserSignals};
 use crate::incident::{severity_of, EntryKind, Impact, Incident, Point, Severity, Stage, Status};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -26,8 +39,22 @@ pub struct TrackerConfig {
     pub objective: f64,
     /// A second with a larger share of failed requests is in the error window.
     pub error_bound: f64,
-    /// How long after an action its effect is judged.
+    /// How long after an action its effect is judged: the "after" window
+    /// ends here.
     pub verify_after_ms: u64,
+    /// Length of the windows compared: the one just before acting and the
+    /// one ending `verify_after_ms` after it.
+    pub verify_window_ms: u64,
+    /// A fixed p99 above which a series' requests count as slow when an
+    /// action is checked. Unset: twice the users' p99 before the onset, and
+    /// at least `slow_margin_ms` above it.
+    pub slow_p99_ms: Option<f64>,
+    /// See `slow_p99_ms`; the default matches detection's
+    /// `latency_excess_ms`, so what detection calls slow a check does too.
+    pub slow_margin_ms: f64,
+    /// A finding that comes back within this long after its incident was
+    /// resolved reopens that incident instead of opening a new one.
+    pub reopen_window_ms: u64,
     /// Seconds of signals kept, for the minute before an onset.
     pub keep_s: u64,
     /// At most this many seconds of series per incident.
@@ -41,10 +68,89 @@ impl Default for TrackerConfig {
             objective: 0.999,
             error_bound: 0.01,
             verify_after_ms: 10_000,
+            verify_window_ms: 5_000,
+            slow_p99_ms: None,
+            slow_margin_ms: 40.0,
+            reopen_window_ms: 10 * 60 * 1000,
             keep_s: 900,
             max_points: 3600,
         }
     }
+}
+
+impl TrackerConfig {
+    /// Every problem at once, each with its path under `prefix`
+    /// (`control.incidents`).
+    pub fn validate(&self, prefix: &str) -> Result<(), Vec<String>> {
+        let mut errs = Vec::new();
+        let mut bad = |field: &str, why: String| errs.push(format!("{prefix}.{field}: {why}"));
+        if !(self.objective > 0.0 && self.objective < 1.0) {
+            bad(
+                "objective",
+                format!("must be between 0 and 1, got {}", self.objective),
+            );
+        }
+        if !(0.0..1.0).contains(&self.error_bound) {
+            bad(
+                "error_bound",
+                format!("must be at least 0 and below 1, got {}", self.error_bound),
+            );
+        }
+        if self.verify_window_ms == 0 {
+            bad("verify_window_ms", "must be above 0".into());
+        }
+        if self.verify_window_ms > self.verify_after_ms {
+            bad(
+                "verify_window_ms",
+                format!(
+                    "must not be longer than verify_after_ms ({}), or the window after acting would start before the action",
+                    self.verify_after_ms
+                ),
+            );
+        }
+        if let Some(p) = self.slow_p99_ms {
+            if !(p.is_finite() && p > 0.0) {
+                bad("slow_p99_ms", format!("must be above 0 ms, got {p}"));
+            }
+        }
+        if !(self.slow_margin_ms.is_finite() && self.slow_margin_ms >= 0.0) {
+            bad(
+                "slow_margin_ms",
+                format!("must be 0 ms or more, got {}", self.slow_margin_ms),
+            );
+        }
+        if errs.is_empty() {
+            Ok(())
+        } else {
+            Err(errs)
+        }
+    }
+
+    /// The rules a check of an action follows.
+    pub fn check_rules(&self) -> CheckRules {
+        CheckRules {
+            verify_after_ms: self.verify_after_ms,
+            window_ms: self.verify_window_ms,
+            error_bound: self.error_bound,
+            slow_p99_ms: self.slow_p99_ms,
+            slow_margin_ms: self.slow_margin_ms,
+        }
+    }
+}
+
+/// A check of an action taken during an incident, judged: what the audit
+/// log records for a playbook's verification.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Judged {
+    pub incident: String,
+    pub service: String,
+    pub actor: Actor,
+    pub op: Op,
+    /// When the action took effect.
+    pub acted_ms: u64,
+    /// When it was judged.
+    pub at_ms: u64,
+    pub check: Check,
 }
 
 /// Something to tell people about one incident.
@@ -53,6 +159,8 @@ pub struct Notice {
     pub incident: Incident,
     pub event: String,
     pub at_ms: u64,
+    /// Page now, not after the group interval: an escalation.
+    pub urgent: bool,
 }
 
 #[derive(Default, Clone)]
@@ -73,8 +181,14 @@ struct Pending {
     at_ms: u64,
     due_ms: u64,
     what: String,
-    before: Option<f64>,
+    actor: Actor,
+    op: Op,
+    users: Users,
 }
+
+/// How long after an action's after window ends it is judged: edges report
+/// each second once it is over, and the last one must have arrived.
+const SETTLE_MS: u64 = 1500;
 
 pub struct Tracker {
     cfg: TrackerConfig,
@@ -93,8 +207,14 @@ pub struct Tracker {
     announced: BTreeSet<String>,
     ids: BTreeSet<String>,
     /// Recently resolved, newest last: late delivery attempts and people's
-    /// stages still land on them here rather than on a stale copy.
+    /// stages still land on them here rather than on a stale copy, and a
+    /// fault that comes back finds its incident here.
     closed: Vec<Incident>,
+    /// What users saw, by the region they entered through: the evidence
+    /// actions are checked against.
+    users: UserSignals,
+    /// Checks judged since the last `take_checks`.
+    checks: Vec<Judged>,
 }
 
 /// An SLO burn finding sets a floor under the severity: a fast burn pages
@@ -129,6 +249,54 @@ fn burn_floor(findings: &[Finding], (sev, why): (Severity, String)) -> (Severity
 /// How many resolved incidents stay in memory.
 const KEEP_CLOSED: usize = 50;
 
+/// When an incident was resolved; one stored before that was recorded
+/// counts from its last update.
+fn resolved_at(i: &Incident) -> u64 {
+    i.resolved_ms.unwrap_or(i.updated_ms)
+}
+
+/// An action that did not help: raises the incident one level (unless a
+/// person set its severity) and records why; returns the notice's event,
+/// which names the action and the numbers so whoever is paged knows what
+/// was tried.
+fn escalate(i: &mut Incident, what: &str, check: &Check, now_ms: u64) -> String {
+    let from = i.severity;
+    let to = if i.severity_pinned {
+        from
+    } else {
+        from.raised()
+    };
+    let numbers = format!(
+        "{}: {} before, {} after",
+        check.users,
+        check.before.describe(),
+        check.after.describe()
+    );
+    i.log(
+        now_ms,
+        EntryKind::Escalation,
+        "switchyard",
+        format!("escalated: {what} did not help ({numbers})"),
+        json!({"action": what, "severity_from": from, "severity_to": to, "check": check}),
+    );
+    let severity = if to == from {
+        format!("severity stays {} (set by a person)", from.as_str())
+    } else {
+        let why = format!("escalated: {what} did not help");
+        i.log(
+            now_ms,
+            EntryKind::Severity,
+            "switchyard",
+            format!("severity {}: {why}", to.as_str()),
+            serde_json::Value::Null,
+        );
+        i.severity = to;
+        i.severity_reason = why;
+        format!("severity raised to {}", to.as_str())
+    };
+    format!("escalated: {what} did not help ({numbers}); {severity}")
+}
+
 fn rate(q: u64, f: u64) -> Option<f64> {
     (q > 0).then(|| f as f64 / q as f64)
 }
@@ -155,7 +323,13 @@ impl Tracker {
         zone_region: BTreeMap<String, String>,
         critical_routes: BTreeMap<String, BTreeSet<String>>,
     ) -> Tracker {
+        // Signals for a baseline before an onset (detected a little after
+        // it) and for both windows of an action still being judged.
+        let keep_ms =
+            2 * evidence::BASELINE_MS + cfg.verify_after_ms + cfg.verify_window_ms + SETTLE_MS;
         Tracker {
+            users: UserSignals::new(keep_ms),
+            checks: Vec::new(),
             cfg,
             seconds: BTreeMap::new(),
             zone_region,
@@ -175,15 +349,23 @@ impl Tracker {
         &self.cfg
     }
 
-    /// Takes back the open incidents after a restart (already announced).
+    /// Takes back the incidents after a restart (all of them announced
+    /// before): the open ones, and the most recently resolved ones, so a
+    /// fault that comes back after the restart still reopens its incident.
     pub fn restore(&mut self, incidents: Vec<Incident>) {
+        let mut resolved = Vec::new();
         for i in incidents {
             self.ids.insert(i.id.clone());
-            if i.status != Status::Resolved {
-                self.announced.insert(i.id.clone());
+            self.announced.insert(i.id.clone());
+            if i.status == Status::Resolved {
+                resolved.push(i);
+            } else {
                 self.open.insert(i.service.clone(), i);
             }
         }
+        resolved.sort_by_key(resolved_at);
+        let skip = resolved.len().saturating_sub(KEEP_CLOSED);
+        self.closed = resolved.into_iter().skip(skip).collect();
     }
 
     /// Remembers an id that exists in the store, so a new one never reuses it.
@@ -248,13 +430,23 @@ impl Tracker {
         std::mem::take(&mut self.notices)
     }
 
+    /// Actions judged since the last call, for the audit log.
+    pub fn take_checks(&mut self) -> Vec<Judged> {
+        std::mem::take(&mut self.checks)
+    }
+
     fn notify(&mut self, service: &str, event: String, at_ms: u64) {
+        self.tell(service, event, at_ms, false);
+    }
+
+    fn tell(&mut self, service: &str, event: String, at_ms: u64, urgent: bool) {
         if let Some(i) = self.open.get(service) {
             if self.announced.contains(&i.id) {
                 self.notices.push(Notice {
                     incident: i.clone(),
                     event,
                     at_ms,
+                    urgent,
                 });
             }
         }
@@ -262,6 +454,7 @@ impl Tracker {
 
     /// One edge's snapshot.
     pub fn ingest(&mut self, s: &Snapshot) {
+        self.users.ingest(s);
         let sec = s.at_ms.saturating_sub(1) / 1000;
         let by_service = self.seconds.entry(sec).or_default();
         for x in &s.series {
@@ -327,6 +520,13 @@ impl Tracker {
         }
         let id = incident_id(service, now_ms, &self.ids);
         let mut i = Incident::new(id.clone(), service, title, who, now_ms);
+        // People report what has been going on for a while: this is the
+        // best baseline there is.
+        i.baseline_p99_ms = self.users.baseline_p99(
+            service,
+            now_ms.saturating_sub(evidence::BASELINE_MS),
+            now_ms,
+        );
         i.reach(Stage::Occurred, now_ms, who);
         i.reach(Stage::Detected, now_ms, who);
         if let Some(s) = severity {
@@ -353,15 +553,30 @@ impl Tracker {
             return;
         }
         let level = f.scope.split(':').next().unwrap_or("");
+        let mut reopened = None;
         if !self.open.contains_key(&f.service) {
             if level == "instance" || f.scope.is_empty() {
                 return;
             }
-            let id = incident_id(&f.service, now_ms, &self.ids);
-            let title = format!("{} {} ({})", f.service, f.scope.replace(':', " "), f.kind);
-            let i = Incident::new(id.clone(), &f.service, &title, "switchyard", now_ms);
-            self.ids.insert(id);
-            self.open.insert(f.service.clone(), i);
+            if let Some(mut i) = self.take_reopenable(f, now_ms) {
+                let why = format!("finding {} ({}) came back", f.scope, f.kind);
+                let _ = i.reopen(now_ms, &why);
+                reopened = Some(format!("reopened: {why}"));
+                self.open.insert(f.service.clone(), i);
+            } else {
+                let id = incident_id(&f.service, now_ms, &self.ids);
+                let title = format!("{} {} ({})", f.service, f.scope.replace(':', " "), f.kind);
+                let mut i = Incident::new(id.clone(), &f.service, &title, "switchyard", now_ms);
+                // The users' p99 before the fault: what a check of an
+                // action calls slow is judged against it.
+                i.baseline_p99_ms = self.users.baseline_p99(
+                    &f.service,
+                    f.start_ms.saturating_sub(evidence::BASELINE_MS),
+                    f.start_ms,
+                );
+                self.ids.insert(id);
+                self.open.insert(f.service.clone(), i);
+            }
         }
         let i = self.open.get_mut(&f.service).expect("just ensured");
         i.findings.push(f.clone());
@@ -431,9 +646,30 @@ impl Tracker {
             _ => {}
         }
         self.dirty.insert(id);
+        if let Some(r) = reopened {
+            self.notify(&f.service, r, now_ms);
+        }
         if let Some(s) = changed {
             self.notify(&f.service, format!("status: {s}"), now_ms);
         }
+    }
+
+    /// The resolved incident `f` belongs to, if it was resolved within the
+    /// reopen window and covered the places `f` is about: taken out of the
+    /// resolved ones. The newest such incident wins.
+    fn take_reopenable(&mut self, f: &Finding, now_ms: u64) -> Option<Incident> {
+        let (zones, all) = self.zones_of(std::slice::from_ref(&f.scope));
+        let pos = self.closed.iter().rposition(|i| {
+            if i.service != f.service
+                || i.scopes.is_empty()
+                || now_ms.saturating_sub(resolved_at(i)) > self.cfg.reopen_window_ms
+            {
+                return false;
+            }
+            let (theirs, their_all) = self.zones_of(&i.scopes);
+            i.scopes.contains(&f.scope) || all || their_all || !theirs.is_disjoint(&zones)
+        })?;
+        Some(self.closed.remove(pos))
     }
 
     fn finding_closed(&mut self, f: &Finding, now_ms: u64) {
@@ -460,42 +696,50 @@ impl Tracker {
         self.dirty.insert(i.id.clone());
     }
 
-    /// A control change that took effect (`accepted`) or was refused, by a
-    /// playbook or a person, for `service`.
-    pub fn on_action(
-        &mut self,
-        service: &str,
-        who: &str,
-        what: &str,
-        accepted: bool,
-        at_ms: u64,
-        detail: serde_json::Value,
-    ) {
-        let before = self.affected_rate(service, at_ms);
+    /// A control change the plane made (`accepted`) or refused, by a
+    /// playbook or a person, touching `service`: its audit entry. An
+    /// accepted mitigation is checked `verify_after_ms` later (not one whose
+    /// entry predates typed operations: what it did is not known).
+    pub fn on_change(&mut self, service: &str, e: &AuditEntry) {
+        if e.kind != AuditKind::Change {
+            // A recommendation or a verification changed nothing.
+            return;
+        }
+        let (what, at_ms, op) = (e.action.as_str(), e.at_ms, e.op.as_ref());
+        let users = op.and_then(|o| evidence::users_of(o, &self.zone_region));
         let Some(i) = self.open.get_mut(service) else {
             return;
+        };
+        let detail = if e.accepted {
+            json!({"reason": e.reason, "version": e.version})
+        } else {
+            json!({"reason": e.reason, "refused_by": e.detail["refusals"]})
         };
         i.log(
             at_ms,
             EntryKind::Action,
-            who,
-            format!("{}{what}", if accepted { "" } else { "refused: " }),
+            &e.actor.to_string(),
+            format!("{}{what}", if e.accepted { "" } else { "refused: " }),
             detail,
         );
         let id = i.id.clone();
         self.dirty.insert(id.clone());
-        if !accepted || what.starts_with("verify") {
+        if !e.accepted {
             return;
         }
         let moved = i.status < Status::Mitigating
             && i.set_status(Status::Mitigating, at_ms, "switchyard", what)
                 .is_ok();
-        self.verify.entry(id).or_default().push(Pending {
-            at_ms,
-            due_ms: at_ms + self.cfg.verify_after_ms,
-            what: what.to_string(),
-            before,
-        });
+        if let (Some(users), Some(op)) = (users, op) {
+            self.verify.entry(id).or_default().push(Pending {
+                at_ms,
+                due_ms: at_ms + self.cfg.verify_after_ms + SETTLE_MS,
+                what: what.to_string(),
+                actor: e.actor.clone(),
+                op: op.clone(),
+                users,
+            });
+        }
         if moved {
             self.notify(service, "status: mitigating".into(), at_ms);
         }
@@ -534,6 +778,13 @@ impl Tracker {
 
     /// Zones an incident's scopes cover, and whether it is the whole service.
     fn affected_zones(&self, i: &Incident) -> (BTreeSet<String>, bool) {
+        let (zones, all) = self.zones_of(&i.scopes);
+        (zones, all || i.scopes.is_empty())
+    }
+
+    /// Zones some scopes cover, and whether one of them is the whole service
+    /// (or a place not known).
+    fn zones_of(&self, scopes: &[String]) -> (BTreeSet<String>, bool) {
         let mut zones = BTreeSet::new();
         let mut all = false;
         let zones_of = |r: &str| {
@@ -543,7 +794,7 @@ impl Tracker {
                 .map(|(z, _)| z.clone())
                 .collect::<Vec<_>>()
         };
-        for s in &i.scopes {
+        for s in scopes {
             match s.split_once(':') {
                 Some(("zone", z)) => {
                     zones.insert(z.to_string());
@@ -567,30 +818,7 @@ impl Tracker {
                 _ => all = true,
             }
         }
-        (zones, all || i.scopes.is_empty())
-    }
-
-    /// Errors of the regions an incident touches over the last 3 s before `at_ms`.
-    fn affected_rate(&self, service: &str, at_ms: u64) -> Option<f64> {
-        let i = self.open.get(service)?;
-        let (zones, all) = self.affected_zones(i);
-        let regions: BTreeSet<&String> = zones
-            .iter()
-            .filter_map(|z| self.zone_region.get(z))
-            .collect();
-        let sec = at_ms / 1000;
-        let (mut q, mut f) = (0, 0);
-        for (_, by) in self.seconds.range(sec.saturating_sub(3)..sec) {
-            if let Some(s) = by.get(service) {
-                for ((z, _), c) in &s.cells {
-                    if all || self.zone_region.get(z).is_some_and(|r| regions.contains(r)) {
-                        q += c.requests;
-                        f += c.failed;
-                    }
-                }
-            }
-        }
-        rate(q, f)
+        (zones, all)
     }
 
     /// Judges actions, measures impact and severity, keeps the series,
@@ -615,50 +843,74 @@ impl Tracker {
         if !later.is_empty() {
             self.verify.insert(id.clone(), later);
         }
+        let rules = self.cfg.check_rules();
         for p in due {
-            let after = self.affected_rate(svc, p.due_ms);
-            let helped = match (p.before, after) {
-                (_, None) => true,
-                (None, Some(a)) => a <= self.cfg.error_bound,
-                (Some(b), Some(a)) => a <= self.cfg.error_bound || a <= b / 2.0,
-            };
-            let pct = |x: Option<f64>| {
-                x.map(|v| format!("{:.1} %", v * 100.0))
-                    .unwrap_or_else(|| "no traffic".into())
+            let mut baseline = self.open[svc].baseline_p99_ms.clone();
+            if baseline.is_empty() {
+                // Opened before baselines were kept, or with no signals
+                // before its onset then: the minute before the onset, if
+                // it is still here.
+                let onset = self.open[svc]
+                    .stages
+                    .get(&Stage::Occurred)
+                    .copied()
+                    .unwrap_or(p.at_ms);
+                baseline = self.users.baseline_p99(
+                    svc,
+                    onset.saturating_sub(evidence::BASELINE_MS),
+                    onset,
+                );
+            }
+            let check = evidence::check(&self.users, &rules, svc, &p.users, p.at_ms, &baseline);
+            let verb = match check.outcome {
+                CheckOutcome::Passed => "helped",
+                CheckOutcome::Failed => "did not help",
+                CheckOutcome::Inconclusive => "could not be judged",
             };
             let i = self.open.get_mut(svc).expect("open");
+            if i.baseline_p99_ms.is_empty() {
+                i.baseline_p99_ms = baseline;
+            }
             i.log(
                 now_ms,
                 EntryKind::Verification,
                 "switchyard",
-                format!(
-                    "{} {}: errors {} when acting, {} {} s later",
-                    p.what,
-                    if helped { "helped" } else { "did not help" },
-                    pct(p.before),
-                    pct(after),
-                    self.cfg.verify_after_ms / 1000
-                ),
-                json!({"error_rate_before": p.before, "error_rate_after": after, "helped": helped}),
+                format!("{} {verb}: {}", p.what, check.why),
+                serde_json::to_value(&check).expect("a check serializes"),
             );
-            let mut moved = false;
-            if helped {
-                // Mitigated when the first action that helped took effect.
-                i.reach(Stage::Mitigated, p.at_ms, "switchyard");
-                if i.status == Status::Mitigating {
-                    moved = i
-                        .set_status(
+            // (event, urgent)
+            let mut events = Vec::new();
+            match check.outcome {
+                CheckOutcome::Passed => {
+                    // Mitigated when the first action that helped took effect.
+                    i.reach(Stage::Mitigated, p.at_ms, "switchyard");
+                    if i.status == Status::Mitigating
+                        && i.set_status(
                             Status::Monitoring,
                             now_ms,
                             "switchyard",
                             "the mitigation helped",
                         )
-                        .is_ok();
+                        .is_ok()
+                    {
+                        events.push(("status: monitoring".to_string(), false));
+                    }
                 }
+                CheckOutcome::Failed => events.push((escalate(i, &p.what, &check, now_ms), true)),
+                CheckOutcome::Inconclusive => {}
             }
+            self.checks.push(Judged {
+                incident: id.clone(),
+                service: svc.to_string(),
+                actor: p.actor,
+                op: p.op,
+                acted_ms: p.at_ms,
+                at_ms: now_ms,
+                check,
+            });
             self.dirty.insert(id.clone());
-            if moved {
-                self.notify(svc, "status: monitoring".into(), now_ms);
+            for (e, urgent) in events {
+                self.tell(svc, e, now_ms, urgent);
             }
         }
     }
@@ -919,5 +1171,424 @@ impl Tracker {
             }
         }
         (q, f, p99)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+    use switchyard_model::signals::Series;
+
+    /// Three edges, one per zone: a and b in r1, c in r2. Each sends 100
+    /// requests a second to its own zone, or, when its zone is shifted, to
+    /// the other zone of its region. `broken` is the share failing per zone.
+    struct World {
+        t: Tracker,
+        now: u64,
+        broken: BTreeMap<&'static str, f64>,
+        shifted: BTreeSet<&'static str>,
+        notices: Vec<Notice>,
+    }
+
+    const ZONES: [(&str, &str); 3] = [("a", "r1"), ("b", "r1"), ("c", "r2")];
+
+    fn world(cfg: TrackerConfig) -> World {
+        let zr = ZONES
+            .iter()
+            .map(|(z, r)| (z.to_string(), r.to_string()))
+            .collect();
+        World {
+            t: Tracker::new(cfg, zr, BTreeMap::new()),
+            now: 0,
+            broken: BTreeMap::new(),
+            shifted: BTreeSet::new(),
+            notices: Vec::new(),
+        }
+    }
+
+    fn finding(scope: &str, start_ms: u64, now: u64, end: Option<u64>) -> Finding {
+        Finding {
+            scope: scope.into(),
+            kind: "errors".into(),
+            service: "svc".into(),
+            start_ms,
+            detected_ms: now,
+            end_ms: end,
+            evidence: serde_json::Value::Null,
+        }
+    }
+
+    impl World {
+        /// Lets the seconds up to `until_ms` pass: the edges report, the
+        /// tracker ticks, its notices are collected.
+        fn run_until(&mut self, until_ms: u64) {
+            while self.now < until_ms {
+                self.now += 1000;
+                for (zone, region) in ZONES {
+                    let target = match (self.shifted.contains(zone), zone) {
+                        (true, "a") => "b",
+                        (true, "b") => "a",
+                        _ => zone,
+                    };
+                    let failed = (100.0 * self.broken.get(target).copied().unwrap_or(0.0)) as u64;
+                    let errors = BTreeMap::from([("status_5xx".to_string(), failed)]);
+                    self.t.ingest(&Snapshot {
+                        at_ms: self.now,
+                        interval_ms: 1000,
+                        region: region.into(),
+                        source_zone: zone.into(),
+                        series: vec![Series {
+                            service: "svc".into(),
+                            route: "get".into(),
+                            target_zone: target.into(),
+                            instance: format!("{target}-1"),
+                            write: false,
+                            requests: 100,
+                            errors,
+                            p50_ms: 3.0,
+                            p90_ms: 6.0,
+                            p99_ms: 10.0,
+                            max_ms: 12.0,
+                        }],
+                        probes: Vec::new(),
+                    });
+                }
+                self.t.tick(self.now);
+                self.notices.extend(self.t.take_notices());
+            }
+        }
+
+        fn open(&mut self, scope: &str) {
+            let f = finding(scope, self.now.saturating_sub(2000), self.now, None);
+            self.t.on_event(&Event::Opened(f), self.now);
+            self.notices.extend(self.t.take_notices());
+        }
+
+        fn close(&mut self, scope: &str) {
+            let f = finding(scope, 0, self.now, Some(self.now));
+            self.t.on_event(&Event::Closed(f), self.now);
+        }
+
+        fn shift(&mut self, zone: &'static str) -> Op {
+            self.shifted.insert(zone);
+            let op = Op::Shift {
+                service: "svc".into(),
+                zone: zone.into(),
+                for_: Duration::from_secs(1800),
+            };
+            let mut e = AuditEntry::note(
+                self.now,
+                Actor::playbook("zone-shift"),
+                AuditKind::Change,
+                op.clone(),
+                "finding zone:a (errors)".into(),
+            );
+            e.accepted = true;
+            self.t.on_change("svc", &e);
+            op
+        }
+
+        fn events(&self) -> Vec<&str> {
+            self.notices.iter().map(|n| n.event.as_str()).collect()
+        }
+
+        /// Zone a fails from 30 s until `fixed_ms`, then its finding closes
+        /// and the incident resolves: the incident's id.
+        fn resolved_zone_fault(&mut self, fixed_ms: u64) -> String {
+            self.run_until(30_000);
+            self.broken.insert("a", 0.3);
+            self.run_until(33_000);
+            self.open("zone:a");
+            self.run_until(fixed_ms);
+            self.broken.clear();
+            self.close("zone:a");
+            self.run_until(fixed_ms + 10_000);
+            assert!(self.t.open_for("svc").is_none(), "{:?}", self.events());
+            let id = self.notices[0].incident.id.clone();
+            assert_eq!(self.events(), ["opened", "status: monitoring", "resolved"]);
+            id
+        }
+    }
+
+    fn cfg() -> TrackerConfig {
+        TrackerConfig {
+            resolve_after_ms: 5_000,
+            ..TrackerConfig::default()
+        }
+    }
+
+    #[test]
+    fn a_fault_that_comes_back_within_the_window_reopens_its_incident() {
+        let mut w = world(cfg());
+        let id = w.resolved_zone_fault(45_000);
+        w.notices.clear();
+        w.now = 200_000;
+        w.broken.insert("a", 0.3);
+        w.open("zone:a");
+        w.run_until(203_000);
+        let i = w.t.open_for("svc").expect("open again").clone();
+        assert_eq!(i.id, id, "the same incident");
+        assert_eq!(i.status, Status::Identified, "nothing was done about it");
+        assert_eq!(i.reopened_ms, [200_000]);
+        assert!(!i.stages.contains_key(&Stage::Recovered));
+        assert_eq!(
+            i.stages[&Stage::Occurred],
+            31_000,
+            "the first onset is kept"
+        );
+        assert!(i.timeline.iter().any(|e| e.kind == EntryKind::Reopened
+            && e.text == "reopened: finding zone:a (errors) came back"));
+        assert_eq!(
+            w.events(),
+            ["reopened: finding zone:a (errors) came back"],
+            "told as a reopening, not opened again"
+        );
+        assert_eq!(w.notices[0].incident.id, id);
+        assert!(w.t.take_dirty().iter().any(|d| d.id == id));
+        let md = crate::postmortem::render(&i);
+        assert!(md.contains("- **Reopened** 1 time(s), at +169.0 s"), "{md}");
+    }
+
+    #[test]
+    fn after_the_window_or_in_another_place_it_is_a_new_incident() {
+        let mut w = world(cfg());
+        let id = w.resolved_zone_fault(45_000);
+        let resolved = w.t.closed.last().and_then(|i| i.resolved_ms).unwrap();
+        w.notices.clear();
+        w.now = resolved + cfg().reopen_window_ms + 1000;
+        w.open("zone:a");
+        w.run_until(w.now + 2000);
+        let later = w.t.open_for("svc").unwrap().id.clone();
+        assert_ne!(later, id);
+        assert_eq!(w.events(), ["opened"]);
+
+        let mut w = world(cfg());
+        let id = w.resolved_zone_fault(45_000);
+        w.now = 60_000;
+        w.open("zone:c");
+        assert_ne!(
+            w.t.open_for("svc").unwrap().id,
+            id,
+            "r2 is not where it was"
+        );
+        // A region finding covers zone a: the same fault, seen wider.
+        let mut w = world(cfg());
+        let id = w.resolved_zone_fault(45_000);
+        w.now = 60_000;
+        w.open("region:r1");
+        assert_eq!(w.t.open_for("svc").unwrap().id, id);
+    }
+
+    #[test]
+    fn a_restart_keeps_the_resolved_incident_to_reopen() {
+        let mut w = world(cfg());
+        let id = w.resolved_zone_fault(45_000);
+        let stored: BTreeMap<String, Incident> =
+            w.t.take_dirty()
+                .into_iter()
+                .map(|i| (i.id.clone(), i))
+                .collect();
+        let stored: Vec<Incident> = serde_json::from_value(
+            serde_json::to_value(stored.into_values().collect::<Vec<_>>()).unwrap(),
+        )
+        .unwrap();
+        let mut again = world(cfg());
+        again.t.restore(stored);
+        assert!(again.t.holds(&id), "the resolved incident is held");
+        again.now = 100_000;
+        again.open("zone:a");
+        assert_eq!(again.t.open_for("svc").unwrap().id, id);
+        assert_eq!(
+            again.events(),
+            ["reopened: finding zone:a (errors) came back"]
+        );
+    }
+
+    #[test]
+    fn a_flapping_finding_is_one_update_per_group_interval() {
+        let mut w = world(TrackerConfig::default());
+        w.run_until(30_000);
+        w.broken.insert("a", 0.3);
+        w.run_until(33_000);
+        w.open("zone:a");
+        w.run_until(35_000);
+        // Closes and comes back every 6 s, four times.
+        for _ in 0..4 {
+            w.close("zone:a");
+            w.run_until(w.now + 6000);
+            w.open("zone:a");
+            w.run_until(w.now + 6000);
+        }
+        let flaps = w
+            .events()
+            .iter()
+            .filter(|e| e.starts_with("status"))
+            .count();
+        assert!(flaps >= 8, "two status changes per flap: {:?}", w.events());
+        let mut g = switchyard_notify::Grouper::with_interval(2000, 30_000);
+        let mut sent = Vec::new();
+        let mut pending = w.notices.iter().peekable();
+        for now in (30_000..=90_000).step_by(500) {
+            while let Some(n) = pending.next_if(|n| n.at_ms <= now) {
+                let notice = switchyard_notify::Notice {
+                    incident_id: n.incident.id.clone(),
+                    service: n.incident.service.clone(),
+                    severity: n.incident.severity,
+                    status: n.incident.status.to_string(),
+                    title: n.incident.title.clone(),
+                    summary: String::new(),
+                    scopes: n.incident.scopes.clone(),
+                    event: n.event.clone(),
+                    at_ms: n.at_ms,
+                    started_at_ms: 0,
+                    ended_at_ms: None,
+                    url: None,
+                    urgent: n.urgent,
+                };
+                g.push(notice, now);
+            }
+            sent.extend(g.due(now).into_iter().map(|m| (now, m)));
+        }
+        let times: Vec<u64> = sent.iter().map(|(t, _)| *t).collect();
+        assert!(
+            times.windows(2).all(|p| p[1] - p[0] >= 30_000),
+            "one message per interval at most: {times:?}"
+        );
+        assert!(times.len() <= 3, "{times:?}");
+    }
+
+    #[test]
+    fn an_action_that_helped_mitigates() {
+        let mut w = world(TrackerConfig::default());
+        w.run_until(70_000);
+        w.broken.insert("a", 0.3);
+        w.run_until(73_000);
+        w.open("zone:a");
+        w.run_until(75_000);
+        w.shift("a");
+        w.run_until(90_000);
+        let checks = w.t.take_checks();
+        assert_eq!(checks.len(), 1);
+        let c = &checks[0].check;
+        assert_eq!(c.outcome, CheckOutcome::Passed, "{}", c.why);
+        assert_eq!(c.users, Users::regions(["r1"]));
+        assert_eq!((c.before.requests, c.before.failed), (1000, 150));
+        assert_eq!(c.after.bad(), 0);
+        let i = w.t.open_for("svc").unwrap();
+        assert_eq!(i.stages[&Stage::Mitigated], 75_000);
+        assert_eq!(i.status, Status::Monitoring);
+        assert!(!w.events().iter().any(|e| e.starts_with("escalated")));
+    }
+
+    #[test]
+    fn an_action_that_did_not_help_escalates() {
+        let mut w = world(TrackerConfig::default());
+        w.run_until(70_000);
+        // Both zones of r1 fail; detection named zone a first.
+        w.broken.insert("a", 0.3);
+        w.broken.insert("b", 0.3);
+        w.run_until(73_000);
+        w.open("zone:a");
+        w.run_until(75_000);
+        let before = w.t.open_for("svc").unwrap().severity;
+        let op = w.shift("a");
+        w.run_until(90_000);
+        let checks = w.t.take_checks();
+        assert_eq!(checks.len(), 1);
+        let j = &checks[0];
+        assert_eq!(j.check.outcome, CheckOutcome::Failed, "{}", j.check.why);
+        assert_eq!((j.op.clone(), j.acted_ms), (op.clone(), 75_000));
+        assert!(j.actor.is_playbook());
+        let i = w.t.open_for("svc").unwrap();
+        assert_eq!(i.severity, before.raised(), "one level up");
+        assert!(
+            i.severity_reason.starts_with("escalated"),
+            "{}",
+            i.severity_reason
+        );
+        assert!(!i.stages.contains_key(&Stage::Mitigated));
+        assert!(i.timeline.iter().any(|e| e.kind == EntryKind::Escalation));
+        let v = i
+            .timeline
+            .iter()
+            .find(|e| e.kind == EntryKind::Verification)
+            .unwrap();
+        let typed: Check = serde_json::from_value(v.detail.clone()).unwrap();
+        assert_eq!(typed, j.check);
+        let n = w
+            .notices
+            .iter()
+            .find(|n| n.event.starts_with("escalated"))
+            .expect("people are told");
+        assert!(n.urgent, "an escalation pages at once");
+        let told = n.event.clone();
+        assert_eq!(
+            told,
+            format!(
+                "escalated: {op} did not help (users of r1: 30.0 % of 1000 requests failed or slow before, 30.0 % of 1000 requests failed or slow after); severity raised to {}",
+                before.raised()
+            )
+        );
+        // The postmortem says so, in the summary and as an action item.
+        let md = crate::postmortem::render(i);
+        assert!(
+            md.contains(&format!(
+                "- **Escalated** at +16.0 s to {}: {op} did not help (users of r1",
+                before.raised()
+            )),
+            "{md}"
+        );
+        assert!(
+            md.contains("A mitigation did not help and the incident was escalated"),
+            "{md}"
+        );
+    }
+
+    #[test]
+    fn a_person_pinned_severity_is_kept_but_still_told() {
+        let mut w = world(TrackerConfig::default());
+        w.run_until(70_000);
+        w.broken.insert("a", 0.3);
+        w.broken.insert("b", 0.3);
+        w.run_until(73_000);
+        w.open("zone:a");
+        w.run_until(75_000);
+        let id = w.t.open_for("svc").unwrap().id.clone();
+        let i = w.t.get_mut(&id).unwrap();
+        i.severity = Severity::Sev3;
+        i.severity_pinned = true;
+        w.shift("a");
+        w.run_until(90_000);
+        assert_eq!(w.t.open_for("svc").unwrap().severity, Severity::Sev3);
+        assert!(w
+            .events()
+            .iter()
+            .any(|e| e.ends_with("severity stays SEV3 (set by a person)")));
+    }
+
+    #[test]
+    fn config_errors_name_their_field() {
+        let bad = TrackerConfig {
+            verify_window_ms: 20_000,
+            slow_p99_ms: Some(-1.0),
+            error_bound: 1.5,
+            ..TrackerConfig::default()
+        };
+        let errs = bad.validate("control.incidents").unwrap_err();
+        assert_eq!(errs.len(), 3, "{errs:?}");
+        assert!(
+            errs[0].starts_with("control.incidents.error_bound:"),
+            "{errs:?}"
+        );
+        assert!(
+            errs[1].starts_with("control.incidents.verify_window_ms:"),
+            "{errs:?}"
+        );
+        assert!(
+            errs[2].starts_with("control.incidents.slow_p99_ms:"),
+            "{errs:?}"
+        );
+        assert!(TrackerConfig::default().validate("x").is_ok());
     }
 }

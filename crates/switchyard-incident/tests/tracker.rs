@@ -2,11 +2,13 @@
 //! zone failure becomes one incident whose timeline the system fills in.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
 
 use switchyard_detect::synth::{generate, REGIONS};
 use switchyard_detect::{DetectConfig, Engine, Event};
 use switchyard_incident::incident::EntryKind;
 use switchyard_incident::{Severity, Stage, Status, Tracker, TrackerConfig};
+use switchyard_model::{Actor, AuditEntry, AuditKind, Op};
 
 fn zone_region() -> BTreeMap<String, String> {
     REGIONS
@@ -59,14 +61,20 @@ fn run(case: &str, seconds: u64, act: bool) -> Run {
                 if let Some(z) = f.scope.strip_prefix("zone:") {
                     shifted.insert(z.to_string());
                     r.tracker.on_event(&ev, now);
-                    r.tracker.on_action(
-                        "catalog",
-                        "playbook",
-                        &format!("shift catalog away from {}", f.scope),
-                        true,
+                    let op = Op::Shift {
+                        service: "catalog".into(),
+                        zone: z.to_string(),
+                        for_: Duration::from_secs(1800),
+                    };
+                    let mut change = AuditEntry::note(
                         now,
-                        serde_json::Value::Null,
+                        Actor::playbook("zone-shift"),
+                        AuditKind::Change,
+                        op,
+                        f.scope.clone(),
                     );
+                    change.accepted = true;
+                    r.tracker.on_change("catalog", &change);
                     continue;
                 }
             }

@@ -9,7 +9,9 @@ use crate::finding::Finding;
 use serde::{Deserialize, Serialize};
 
 /// Where an incident stands. Moves forward; the one way back is from
-/// monitoring to mitigating, when the mitigation did not hold.
+/// monitoring to mitigating, when the mitigation did not hold. A resolved
+/// incident is final for people; the system reopens it only when its fault
+/// comes back within the reopen window ([`Incident::reopen`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Status {
@@ -247,6 +249,10 @@ pub enum EntryKind {
     Stage,
     Severity,
     Note,
+    /// A resolved incident taken up again: its fault came back.
+    Reopened,
+    /// An action that did not help: the incident was raised and people paged.
+    Escalation,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -304,6 +310,20 @@ pub struct Incident {
     pub error_window: Option<(u64, u64)>,
     pub created_ms: u64,
     pub updated_ms: u64,
+    /// When it was last resolved; cleared when it is reopened. The reopen
+    /// window is measured from here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resolved_ms: Option<u64>,
+    /// When it was reopened, oldest first: one fault that came back, not a
+    /// new incident each time.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub reopened_ms: Vec<u64>,
+    /// The users' p99 before the onset, per region their requests entered
+    /// through (the median of its per-second series): what "slow" is judged
+    /// against when an action is checked. Kept here so it outlives the
+    /// signals it came from.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub baseline_p99_ms: BTreeMap<String, f64>,
 }
 
 impl Incident {
@@ -332,6 +352,9 @@ impl Incident {
             error_window: None,
             created_ms: now_ms,
             updated_ms: now_ms,
+            resolved_ms: None,
+            reopened_ms: Vec::new(),
+            baseline_p99_ms: BTreeMap::new(),
         }
     }
 
@@ -380,6 +403,9 @@ impl Incident {
         self.status.check(to)?;
         let from = self.status;
         self.status = to;
+        if to == Status::Resolved {
+            self.resolved_ms = Some(at_ms);
+        }
         let text = if note.is_empty() {
             format!("status {from} → {to}")
         } else {
@@ -387,6 +413,53 @@ impl Incident {
         };
         self.log(at_ms, EntryKind::Status, who, text, serde_json::Value::Null);
         Ok(())
+    }
+
+    /// Takes a resolved incident up again because `why` (its fault came
+    /// back): mitigating if anything was done about it, else identified; the
+    /// stages reached are kept except *recovered*, which no longer holds.
+    /// Only the system does this; people open a new incident instead.
+    pub fn reopen(&mut self, at_ms: u64, why: &str) -> Result<Status, String> {
+        if self.status != Status::Resolved {
+            return Err(format!(
+                "only a resolved incident is reopened (it is {})",
+                self.status
+            ));
+        }
+        let acted = self.stages.contains_key(&Stage::Mitigated)
+            || self.timeline.iter().any(|e| e.kind == EntryKind::Action);
+        let to = if acted {
+            Status::Mitigating
+        } else {
+            Status::Identified
+        };
+        self.log(
+            at_ms,
+            EntryKind::Reopened,
+            "switchyard",
+            format!("reopened: {why}"),
+            serde_json::Value::Null,
+        );
+        if self.stages.remove(&Stage::Recovered).is_some() {
+            self.log(
+                at_ms,
+                EntryKind::Stage,
+                "switchyard",
+                "stage recovered withdrawn: not recovered after all".into(),
+                serde_json::Value::Null,
+            );
+        }
+        self.status = to;
+        self.resolved_ms = None;
+        self.reopened_ms.push(at_ms);
+        self.log(
+            at_ms,
+            EntryKind::Status,
+            "switchyard",
+            format!("status resolved → {to}: reopened"),
+            serde_json::Value::Null,
+        );
+        Ok(to)
     }
 
     /// A stage set by a person: the people's stages in order, once resolved;
@@ -513,6 +586,49 @@ mod tests {
             .check(Identified)
             .unwrap_err()
             .contains("already"));
+    }
+
+    #[test]
+    fn a_resolved_incident_reopens_keeping_its_stages_but_recovery() {
+        let mut i = Incident::new("x".into(), "svc", "t", "switchyard", 0);
+        for (s, t) in [
+            (Stage::Occurred, 1),
+            (Stage::Detected, 2),
+            (Stage::Mitigated, 3),
+            (Stage::Recovered, 4),
+        ] {
+            i.reach(s, t, "switchyard");
+        }
+        assert!(
+            i.reopen(5, "too early").is_err(),
+            "open incidents are not reopened"
+        );
+        i.set_status(Status::Resolved, 10, "switchyard", "")
+            .unwrap();
+        assert_eq!(i.resolved_ms, Some(10));
+        assert_eq!(
+            i.reopen(20, "finding zone:a came back"),
+            Ok(Status::Mitigating)
+        );
+        assert_eq!(i.status, Status::Mitigating);
+        assert_eq!(i.resolved_ms, None);
+        assert_eq!(i.reopened_ms, [20]);
+        assert!(!i.stages.contains_key(&Stage::Recovered));
+        assert_eq!(i.stages.len(), 3, "the other stages are kept");
+        assert!(i.timeline.iter().any(
+            |e| e.kind == EntryKind::Reopened && e.text == "reopened: finding zone:a came back"
+        ));
+        // Nothing was done about one that never got past identified.
+        let mut j = Incident::new("y".into(), "svc", "t", "switchyard", 0);
+        j.set_status(Status::Resolved, 1, "ana", "").unwrap();
+        assert_eq!(j.reopen(2, "back"), Ok(Status::Identified));
+        // Written before reopening existed, it still reads.
+        let mut v = serde_json::to_value(&j).unwrap();
+        for k in ["resolved_ms", "reopened_ms", "baseline_p99_ms"] {
+            v.as_object_mut().unwrap().remove(k);
+        }
+        let old: Incident = serde_json::from_value(v).unwrap();
+        assert!(old.reopened_ms.is_empty() && old.resolved_ms.is_none());
     }
 
     #[test]

@@ -7,6 +7,7 @@
 //! rule can be unit-tested and reused by the edge, the control plane and the CLI.
 #![forbid(unsafe_code)]
 
+pub mod check;
 pub mod config;
 pub mod controls;
 pub mod error;
@@ -18,6 +19,7 @@ pub mod secret;
 pub mod signals;
 pub mod time;
 
+pub use check::{Check, CheckOutcome, UserShare, Users};
 pub use config::{
     Config, ControlSettings, ControlTables, EdgeSettings, EjectionSettings, HealthCheckSettings,
     Instance, LimitSettings, PlaybookMode, Priority, Region, Route, RouteKind, Scope, Service,

@@ -138,6 +138,10 @@ pub struct Notice {
     pub ended_at_ms: Option<u64>,
     /// Where a person can read more (the incident page), if anywhere.
     pub url: Option<String>,
+    /// Tell people now: not held for the group interval. An escalation (an
+    /// action that did not help) is; routine updates are not.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub urgent: bool,
 }
 
 /// A request for quiet: notices that match every matcher given are not sent
@@ -266,6 +270,7 @@ mod tests {
             started_at_ms: 10,
             ended_at_ms: None,
             url: None,
+            urgent: false,
         }
     }
 

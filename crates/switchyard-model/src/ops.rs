@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::check::{Check, CheckOutcome};
 use crate::config::Config;
 use crate::controls::{Controls, Fault, RegionState, ZoneControl};
 
@@ -591,6 +592,10 @@ pub struct AuditEntry {
     pub version: Option<u64>,
     #[serde(default)]
     pub detail: serde_json::Value,
+    /// A verification's measurement and verdict; absent in other entries and
+    /// in verifications written before checks were typed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub check: Option<Check>,
 }
 
 impl AuditEntry {
@@ -614,7 +619,22 @@ impl AuditEntry {
             rule: None,
             version: None,
             detail: serde_json::Value::Null,
+            check: None,
         }
+    }
+
+    /// A verification's verdict: its typed check, or for entries written
+    /// before checks were typed, whether it was accepted (that is how they
+    /// said "helped"). `None` for entries that are not verifications.
+    pub fn check_outcome(&self) -> Option<CheckOutcome> {
+        if self.kind != AuditKind::Verification {
+            return None;
+        }
+        Some(match &self.check {
+            Some(c) => c.outcome,
+            None if self.accepted => CheckOutcome::Passed,
+            None => CheckOutcome::Failed,
+        })
     }
 
     /// An accepted change whose operation matches `f`.
@@ -827,5 +847,41 @@ mod tests {
         )
         .unwrap();
         assert!(e.actor.is_playbook() && e.op.is_none());
+    }
+
+    #[test]
+    fn verifications_say_passed_or_failed_typed_and_old_ones_still_read() {
+        let old: AuditEntry = serde_json::from_str(
+            r#"{"at_ms":1,"actor":{"kind":"playbook","name":"zone-shift"},"kind":"verification",
+                "action":"verify: x","reason":"errors","accepted":false,"rule":"not-verified"}"#,
+        )
+        .unwrap();
+        assert!(old.check.is_none());
+        assert_eq!(old.check_outcome(), Some(CheckOutcome::Failed));
+        let op = Op::ShedLevel {
+            service: "catalog".into(),
+            level: 1,
+        };
+        let mut e = AuditEntry::note(
+            2,
+            Actor::playbook("zone-shift"),
+            AuditKind::Verification,
+            op.clone(),
+            "why".into(),
+        );
+        e.check = Some(Check {
+            outcome: CheckOutcome::Inconclusive,
+            users: crate::check::Users::All,
+            before: Default::default(),
+            after: Default::default(),
+            slow_p99_ms: None,
+            why: "no requests".into(),
+        });
+        let back: AuditEntry = serde_json::from_value(serde_json::to_value(&e).unwrap()).unwrap();
+        assert_eq!(back, e);
+        assert_eq!(back.check_outcome(), Some(CheckOutcome::Inconclusive));
+        let change = AuditEntry::note(3, Actor::person("ana"), AuditKind::Change, op, "".into());
+        assert_eq!(change.check_outcome(), None);
+        assert!(!serde_json::to_string(&change).unwrap().contains("check"));
     }
 }

@@ -19,6 +19,10 @@ pub struct NotifyConfig {
     /// Notices of one incident that arrive within this wait of the first go
     /// out as one message, so a burst does not page someone three times.
     pub group_wait_ms: u64,
+    /// After a message about an incident, its next one waits this long
+    /// (carrying every event in between), so a flapping finding is one
+    /// update per interval; a notice that raises the severity does not wait.
+    pub group_interval_ms: u64,
     pub retry: RetryConfig,
     #[serde(rename = "receiver")]
     pub receivers: Vec<ReceiverConfig>,
@@ -34,6 +38,7 @@ impl Default for NotifyConfig {
     fn default() -> Self {
         NotifyConfig {
             group_wait_ms: 2000,
+            group_interval_ms: 30_000,
             retry: RetryConfig::default(),
             receivers: Vec::new(),
             routes: Vec::new(),

@@ -185,6 +185,7 @@ mod tests {
                 started_at_ms: T0,
                 ended_at_ms: resolved.then_some(T0 + 60_000),
                 url: Some("http://127.0.0.1:7000/incidents/inc-7".into()),
+                urgent: false,
             },
             events: vec![
                 (T0, "opened".into()),

@@ -100,6 +100,7 @@ mod tests {
             started_at_ms: 1,
             ended_at_ms: None,
             url: None,
+            urgent: false,
         }
     }
 

@@ -62,6 +62,7 @@ fn notice(id: &str, service: &str, severity: Severity, event: &str) -> Notice {
         started_at_ms: now,
         ended_at_ms: None,
         url: Some(format!("http://127.0.0.1:7000/incidents/{id}")),
+        urgent: false,
     }
 }
 

@@ -7,7 +7,7 @@ use std::time::Duration;
 use http::Method;
 use serde_json::json;
 use switchyard_api::{Applied, ErrorBody, History, OpRequest};
-use switchyard_model::{Actor, AuditKind, Controls, Op, RegionState};
+use switchyard_model::{Actor, AuditKind, CheckOutcome, Controls, Op, RegionState};
 use switchyard_testkit::{eventually, EdgeProcess, Etcd, Topology, Traffic};
 
 const BIN: &str = env!("CARGO_BIN_EXE_switchyard");
@@ -355,7 +355,8 @@ async fn a_gray_zone_is_found_and_shifted_away_by_the_playbook() {
         acted.accepted_change(|op| matches!(op, Op::Shift { zone, .. } if zone == "a")),
         "{acted:?}"
     );
-    // Ten seconds on, the playbook checks that errors dropped, and says so.
+    // Ten seconds on, the playbook checks that its users' errors dropped,
+    // and says so in a typed outcome.
     eventually(
         "the playbook verifies its shift",
         Duration::from_secs(15),
@@ -365,7 +366,7 @@ async fn a_gray_zone_is_found_and_shifted_away_by_the_playbook() {
                 e.kind == AuditKind::Verification && matches!(e.op, Some(Op::Shift { .. }))
             });
             match v {
-                Some(v) if v.accepted => Ok(()),
+                Some(v) if v.check_outcome() == Some(CheckOutcome::Passed) && v.accepted => Ok(()),
                 Some(v) => Err(format!("not verified: {v:?}")),
                 None => Err("no verification yet".into()),
             }

@@ -1,10 +1,12 @@
 //! Incidents end to end with real processes: a gray zone becomes one
 //! incident whose timeline the control plane fills in, people are told
 //! through real HTTP receivers (one of which fails at first), people take it
-//! from there, and the incident survives kill -9 of the control plane.
+//! from there, and the incident survives kill -9 of the control plane. A
+//! fault that comes back reopens its incident (across a restart too), and a
+//! playbook action that did not help escalates and pages.
 
 use std::net::SocketAddr;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use http::Method;
 use serde_json::Value;
@@ -14,6 +16,7 @@ use switchyard_api::{
 };
 use switchyard_model::incident::{EntryKind, Stage, Status};
 use switchyard_model::notice::Silence;
+use switchyard_model::{AuditKind, CheckOutcome, Op};
 use switchyard_testkit::receiver::Receiver;
 use switchyard_testkit::{eventually, Topology, Traffic};
 
@@ -56,9 +59,11 @@ async fn a_gray_zone_is_one_incident_told_mitigated_resolved_and_kept() {
     let slack = Receiver::start(chat).await;
     // The on-call webhook is down at first: the first two attempts fail.
     webhook.fail_first(2, 503);
+    // A short group interval: this story is about delivery and retries; the
+    // interval has a test of its own in switchyard-notify.
     let notify = format!(
         "[control.incidents]\nresolve_after_ms = 15000\n\
-         [control.notify]\ngroup_wait_ms = 500\n[control.notify.retry]\nattempts = 4\ninitial_backoff_ms = 100\n\
+         [control.notify]\ngroup_wait_ms = 500\ngroup_interval_ms = 1000\n[control.notify.retry]\nattempts = 4\ninitial_backoff_ms = 100\n\
          [[control.notify.receiver]]\nname = \"oncall\"\nkind = \"webhook\"\nurl = \"{}\"\n\
          [[control.notify.receiver]]\nname = \"chat\"\nkind = \"slack\"\nurl = \"{}\"\n\
          [[control.notify.route]]\nreceivers = [\"oncall\", \"chat\"]\n",
@@ -336,4 +341,249 @@ async fn people_open_incidents_and_silence_notifications() {
         "{feed:?}"
     );
     assert_ne!(svc.status, ServiceHealth::Operational, "{feed:?}");
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("after 1970")
+        .as_millis() as u64
+}
+
+/// Every event the webhook was told about incident `id`.
+fn told(webhook: &Receiver, id: &str) -> Vec<String> {
+    webhook
+        .requests()
+        .iter()
+        .filter(|r| r.answered == 200)
+        .map(|r| r.json())
+        .filter(|b| b["incident"]["id"] == id)
+        .flat_map(|b| {
+            b["events"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+                .into_iter()
+                .filter_map(|e| e["event"].as_str().map(str::to_string))
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_fault_that_comes_back_reopens_its_incident_even_after_a_restart() {
+    let webhook = Receiver::start("127.0.9.44:9000".parse().unwrap()).await;
+    let toml = format!(
+        "[control.incidents]\nresolve_after_ms = 2000\n\
+         [control.notify]\ngroup_wait_ms = 300\ngroup_interval_ms = 1000\n\
+         [[control.notify.receiver]]\nname = \"oncall\"\nkind = \"webhook\"\nurl = \"{}\"\n\
+         [[control.notify.route]]\nreceivers = [\"oncall\"]\n",
+        webhook.url("/hook")
+    );
+    let lab = Topology::new(BIN, &[("r1", &["a", "b", "c"])])
+        .with_control_plane()
+        .control_toml(&toml);
+    let ups = lab.start_upstreams().await;
+    let mut cp = lab.start_control().await;
+    let api = cp.api(Some("operate-token"));
+    let edges = lab.start_edges(&["a", "b", "c"]).await;
+    let addrs: Vec<_> = edges.iter().map(|e| e.listen).collect();
+    let traffic = Traffic::start(&addrs, "svc.test", &[(Method::GET, "/items/1")]);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let fail = |status: u16| {
+        ups["a-1"].set_status(status);
+        ups["a-2"].set_status(status);
+    };
+
+    fail(500);
+    eventually("an incident opens", Duration::from_secs(30), || async {
+        match &incidents(&api).await[..] {
+            [_] => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    let id = incidents(&api).await[0].id.clone();
+    fail(200);
+    eventually("the incident resolves", Duration::from_secs(40), || async {
+        let i = api.incident(&id).await.unwrap();
+        (i.status == Status::Resolved)
+            .then_some(())
+            .ok_or(format!("{:?}", i.status))
+    })
+    .await;
+
+    // The control plane restarts, then the same fault comes back.
+    cp.kill9();
+    cp.restart().await;
+    let back = now_ms();
+    fail(500);
+    eventually(
+        "the resolved incident is reopened, not a new one opened",
+        Duration::from_secs(40),
+        || async {
+            let list = incidents(&api).await;
+            let i = api.incident(&id).await.unwrap();
+            match (&list[..], i.reopened_ms.last()) {
+                ([one], Some(t)) if one.id == id && *t >= back => Ok(()),
+                _ => Err(format!("{list:?} {:?}", i.reopened_ms)),
+            }
+        },
+    )
+    .await;
+    fail(200);
+    traffic.stop().await;
+    let i = api.incident(&id).await.unwrap();
+    assert_ne!(i.status, Status::Resolved, "{:?}", i.status);
+    assert!(!i.stages.contains_key(&Stage::Recovered) || i.stages[&Stage::Recovered] >= back);
+    assert!(
+        i.timeline.iter().any(|e| e.kind == EntryKind::Reopened
+            && e.at_ms >= back
+            && e.text.starts_with("reopened: finding zone:a")),
+        "{:?}",
+        i.timeline
+    );
+    // People hear that it is back, about the same incident, and were told
+    // of its opening once.
+    eventually(
+        "the webhook is told it reopened",
+        Duration::from_secs(20),
+        || async {
+            let events = told(&webhook, &id);
+            events
+                .iter()
+                .any(|e| e.starts_with("reopened: finding zone:a"))
+                .then_some(())
+                .ok_or(format!("{events:?}"))
+        },
+    )
+    .await;
+    assert_eq!(
+        told(&webhook, &id)
+            .iter()
+            .filter(|e| *e == "opened")
+            .count(),
+        1
+    );
+    assert!(
+        webhook
+            .requests()
+            .iter()
+            .all(|r| r.json()["incident"]["id"] == id.as_str()),
+        "one incident only"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_playbook_action_that_did_not_help_escalates_and_pages() {
+    let webhook = Receiver::start("127.0.9.45:9000".parse().unwrap()).await;
+    let toml = format!(
+        "[control.notify]\ngroup_wait_ms = 300\n\
+         [[control.notify.receiver]]\nname = \"oncall\"\nkind = \"webhook\"\nurl = \"{}\"\n\
+         [[control.notify.route]]\nreceivers = [\"oncall\"]\n",
+        webhook.url("/hook")
+    );
+    let lab = Topology::new(BIN, &[("r1", &["a", "b", "c"])])
+        .with_control_plane()
+        .playbooks("auto")
+        .control_toml(&toml);
+    let ups = lab.start_upstreams().await;
+    let cp = lab.start_control().await;
+    let api = cp.api(Some("operate-token"));
+    let edges = lab.start_edges(&["a", "b", "c"]).await;
+    let addrs: Vec<_> = edges.iter().map(|e| e.listen).collect();
+    let traffic = Traffic::start(&addrs, "svc.test", &[(Method::GET, "/items/1")]);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+
+    // Zone a fails first; the playbook shifts it away…
+    ups["a-1"].set_status(500);
+    ups["a-2"].set_status(500);
+    eventually(
+        "the playbook shifts zone a",
+        Duration::from_secs(30),
+        || async {
+            let h = api.history(50).await.unwrap();
+            h.entries
+                .iter()
+                .any(|e| {
+                    e.actor.is_playbook()
+                        && e.accepted_change(|o| matches!(o, Op::Shift { zone, .. } if zone == "a"))
+                })
+                .then_some(())
+                .ok_or("not yet".to_string())
+        },
+    )
+    .await;
+    // …but the fault is in what every zone shares: the users it moved fail
+    // just the same where they went.
+    for z in ["b", "c"] {
+        for n in 1..=2 {
+            ups[format!("{z}-{n}").as_str()].set_status(500);
+        }
+    }
+    eventually(
+        "the shift's check fails, typed, in the audit log",
+        Duration::from_secs(30),
+        || async {
+            let h = api.history(100).await.unwrap();
+            let v = h.entries.iter().find(|e| {
+                e.kind == AuditKind::Verification
+                    && matches!(&e.op, Some(Op::Shift { zone, .. }) if zone == "a")
+            });
+            match v {
+                Some(v) if v.check_outcome() == Some(CheckOutcome::Failed) => Ok(()),
+                other => Err(format!("{other:?}")),
+            }
+        },
+    )
+    .await;
+    let h = api.history(100).await.unwrap();
+    let v = h
+        .entries
+        .iter()
+        .find(|e| e.kind == AuditKind::Verification)
+        .unwrap();
+    let check = v.check.as_ref().expect("typed");
+    assert_eq!(check.users.to_string(), "users of r1");
+    assert!(
+        !v.accepted && v.rule.as_deref() == Some("not-verified"),
+        "{v:?}"
+    );
+    assert!(
+        check.after.ratio().unwrap() >= check.before.ratio().unwrap(),
+        "{check:?}"
+    );
+
+    let id = incidents(&api).await[0].id.clone();
+    let i = api.incident(&id).await.unwrap();
+    let esc = i
+        .timeline
+        .iter()
+        .find(|e| e.kind == EntryKind::Escalation)
+        .unwrap_or_else(|| panic!("{:?}", i.timeline));
+    assert!(
+        esc.text
+            .starts_with("escalated: shift svc away from zone a"),
+        "{}",
+        esc.text
+    );
+    eventually(
+        "on-call is paged with the action and the numbers",
+        Duration::from_secs(10),
+        || async {
+            let events = told(&webhook, &id);
+            events
+                .iter()
+                .any(|e| {
+                    e.starts_with("escalated: shift svc away from zone a")
+                        && e.contains("did not help (users of r1: ")
+                })
+                .then_some(())
+                .ok_or(format!("{events:?}"))
+        },
+    )
+    .await;
+    for u in ups.values() {
+        u.set_status(200);
+    }
+    traffic.stop().await;
 }
