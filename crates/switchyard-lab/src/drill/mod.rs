@@ -152,7 +152,11 @@ impl Run<'_> {
                     self.edge_ejections += 1;
                     self.edge_acted(
                         &i.name,
-                        if reason == "latency" { "latency" } else { "errors" },
+                        if reason == "latency" {
+                            "latency"
+                        } else {
+                            "errors"
+                        },
                         json!({"seen_by_edge": z, "reason": reason, "ejections": i.ejections}),
                         format!("eject instance {}", i.name),
                         format!("outlier ejection by the edges ({reason})"),

@@ -6,7 +6,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use switchyard_model::{Actor, AuditEntry, AuditKind, Op};
+use switchyard_model::{Actor, AuditEntry, AuditKind, CheckOutcome, Op};
 use switchyard_report::{DrillReport, Expectation, Second, SteadyState};
 
 use super::{rate, Observed};
@@ -337,24 +337,19 @@ pub(crate) fn failbacks_undone(entries: &[AuditEntry], within_ms: u64) -> usize 
         .count()
 }
 
-/// The playbooks' checks of their own actions: (passed, failed). A check is
-/// a verification entry; the control plane records its verdict as the
-/// entry's `accepted` (the action helped), refused ones naming the rule
-/// `not-verified`.
+/// The playbooks' checks of their own actions: (passed, failed), from the
+/// typed outcome of each verification entry. An inconclusive check (too few
+/// requests to say) is neither.
 pub(crate) fn checks(entries: &[AuditEntry]) -> (usize, usize) {
     entries
         .iter()
-        .filter(|e| e.actor.is_playbook() && e.kind == AuditKind::Verification)
-        .fold(
-            (0, 0),
-            |(p, f), e| {
-                if e.accepted {
-                    (p + 1, f)
-                } else {
-                    (p, f + 1)
-                }
-            },
-        )
+        .filter(|e| e.actor.is_playbook())
+        .filter_map(AuditEntry::check_outcome)
+        .fold((0, 0), |(p, f), o| match o {
+            CheckOutcome::Passed => (p + 1, f),
+            CheckOutcome::Failed => (p, f + 1),
+            CheckOutcome::Inconclusive => (p, f),
+        })
 }
 
 #[cfg(test)]
