@@ -4,12 +4,14 @@
 use switchyard_lab::scenario::{Scenario, BUILTIN};
 
 #[test]
-fn every_built_in_scenario_parses_and_is_under_a_minute() {
-    assert_eq!(BUILTIN.len(), 9);
+fn every_built_in_scenario_parses_and_is_under_two_minutes() {
+    // Drills that judge a failback must outlast the fault, its clean
+    // evidence and the 30 s hold, so some take more than a minute.
+    assert_eq!(BUILTIN.len(), 15);
     for (name, text) in BUILTIN {
         let s = Scenario::parse(text).unwrap_or_else(|e| panic!("{name}: {e}"));
         assert_eq!(&s.name, name);
-        assert!(s.duration_s < 60.0, "{name} runs {} s", s.duration_s);
+        assert!(s.duration_s <= 120.0, "{name} runs {} s", s.duration_s);
         assert!(
             s.steps.iter().any(|st| st.fault),
             "{name} has no fault step"
