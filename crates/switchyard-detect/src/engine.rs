@@ -663,10 +663,14 @@ impl Engine {
             .cloned()
             .collect();
         for key in missing {
+            // Heartbeats keep a finding open or let it close; they never
+            // open one past the suppression the candidates apply (a zone of
+            // an evacuated region is the region's finding, not its own).
+            let open = self.tracks.get(&key).is_some_and(|t| t.open.is_some());
             let on = match self.evidence_for(&key) {
-                Evidence::Bad => Some(true),
+                Evidence::Bad if open => Some(true),
                 Evidence::Clean => Some(false),
-                Evidence::Unknown => None,
+                _ => None,
             };
             events.extend(self.step(key, sec, on, now_ms, serde_json::Value::Null));
         }

@@ -846,22 +846,27 @@ impl Tracker {
         let rules = self.cfg.check_rules();
         for p in due {
             let mut baseline = self.open[svc].baseline_p99_ms.clone();
+            let occurred = self.open[svc].stages.get(&Stage::Occurred).copied();
             if baseline.is_empty() {
                 // Opened before baselines were kept, or with no signals
                 // before its onset then: the minute before the onset, if
                 // it is still here.
-                let onset = self.open[svc]
-                    .stages
-                    .get(&Stage::Occurred)
-                    .copied()
-                    .unwrap_or(p.at_ms);
+                let onset = occurred.unwrap_or(p.at_ms);
                 baseline = self.users.baseline_p99(
                     svc,
                     onset.saturating_sub(evidence::BASELINE_MS),
                     onset,
                 );
             }
-            let check = evidence::check(&self.users, &rules, svc, &p.users, p.at_ms, &baseline);
+            let check = evidence::check(
+                &self.users,
+                &rules,
+                svc,
+                &p.users,
+                p.at_ms,
+                &baseline,
+                occurred,
+            );
             let verb = match check.outcome {
                 CheckOutcome::Passed => "helped",
                 CheckOutcome::Failed => "did not help",
@@ -1473,7 +1478,8 @@ mod tests {
         let c = &checks[0].check;
         assert_eq!(c.outcome, CheckOutcome::Passed, "{}", c.why);
         assert_eq!(c.users, Users::regions(["r1"]));
-        assert_eq!((c.before.requests, c.before.failed), (1000, 150));
+        // The before window starts at the onset, not in healthy seconds.
+        assert_eq!((c.before.requests, c.before.failed), (800, 120));
         assert_eq!(c.after.bad(), 0);
         let i = w.t.open_for("svc").unwrap();
         assert_eq!(i.stages[&Stage::Mitigated], 75_000);
@@ -1526,7 +1532,7 @@ mod tests {
         assert_eq!(
             told,
             format!(
-                "escalated: {op} did not help (users of r1: 30.0 % of 1000 requests failed or slow before, 30.0 % of 1000 requests failed or slow after); severity raised to {}",
+                "escalated: {op} did not help (users of r1: 30.0 % of 800 requests failed or slow before, 30.0 % of 1000 requests failed or slow after); severity raised to {}",
                 before.raised()
             )
         );

@@ -395,13 +395,16 @@ impl Topology {
             // two regions, evacuating one takes half the serving capacity
             // out: the hourly removal budget allows that (the default 34 %
             // would refuse a planned evacuation halfway), while the floor,
-            // zone and region rules still hold.
+            // zone and region rules still hold. A request is slow, for the
+            // checks of the playbooks' actions, above the drills' steady-
+            // state p99 (250 ms): evacuated users cross the region link, and
+            // twice the pre-fault p99 would count each of them as slow.
             writeln!(
                 t,
                 "\n[control]\nlisten = \"{CONTROL_ADDR}\"\nstore = \"sqlite:{state_dir}/control.db\"\nplaybooks = {{ catalog = {:?} }}\n\
                  [control.safety]\nflip_wait_ms = 2000\nmax_removal_per_hour = 0.5\n\
                  [control.playbook]\nfailback_hold_ms = 15000\n\
-                 [control.incidents]\nresolve_after_ms = 15000\n\
+                 [control.incidents]\nresolve_after_ms = 15000\nslow_p99_ms = 250\n\
                  [control.notify]\ngroup_wait_ms = 1000\n\
                  [[control.notify.receiver]]\nname = \"lab-oncall\"\nkind = \"webhook\"\nurl = \"http://{inbox}/webhook\"\n\
                  [[control.notify.receiver]]\nname = \"lab-chat\"\nkind = \"slack\"\nurl = \"http://{inbox}/slack\"\n\
