@@ -339,24 +339,6 @@ impl Engine {
             .unwrap_or(Evidence::Unknown)
     }
 
-    /// The share of failed requests to `service` in `region` over the last
-    /// window: what the edges saw, for checking that an action helped.
-    pub fn region_error_rate(&self, service: &str, region: &str) -> Option<f64> {
-        let last = self.next_eval?.checked_sub(1)?;
-        let (mut q, mut f) = (0u64, 0u64);
-        for b in self.window(last, self.cfg.window_s) {
-            for (k, a) in &b.inst {
-                if k.service == service
-                    && self.zone_region.get(&k.zone).map(String::as_str) == Some(region)
-                {
-                    q += a.requests;
-                    f += a.failures;
-                }
-            }
-        }
-        (q > 0).then(|| f as f64 / q as f64)
-    }
-
     /// The alarms in force after the last evaluated second.
     pub fn alarms(&self) -> &[Alarm] {
         &self.alarms
