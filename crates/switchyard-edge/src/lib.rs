@@ -403,6 +403,50 @@ impl AcceptBackoff {
     }
 }
 
+/// One listener's way in: accept, backing off when out of resources, then a
+/// place under the listener's connection ceilings. The proxy and the admin
+/// listener take their connections through it alike.
+struct Gate {
+    listener: TcpListener,
+    backoff: AcceptBackoff,
+    conns: Arc<conn::ConnLimits>,
+}
+
+impl Gate {
+    fn new(listener: TcpListener, name: &'static str, conns: Arc<conn::ConnLimits>) -> Gate {
+        Gate {
+            listener,
+            backoff: AcceptBackoff::new(name),
+            conns,
+        }
+    }
+
+    /// The next admitted connection, or `None` once `stop` is set.
+    async fn next(
+        &mut self,
+        edge: &Edge,
+        stop: &mut tokio::sync::watch::Receiver<bool>,
+    ) -> Option<(tokio::net::TcpStream, SocketAddr, conn::ConnSlot)> {
+        loop {
+            let acc = tokio::select! {
+                acc = self.listener.accept() => acc,
+                _ = stop.wait_for(|s| *s) => return None,
+            };
+            let (stream, peer) = match acc {
+                Ok(a) => a,
+                Err(e) => {
+                    self.backoff.failed(&e, edge).await;
+                    continue;
+                }
+            };
+            self.backoff.accepted();
+            if let Some(slot) = admit(&self.conns, &stream, peer, edge, self.backoff.listener) {
+                return Some((stream, peer, slot));
+            }
+        }
+    }
+}
+
 async fn serve_proxy(
     l: TcpListener,
     edge: Arc<Edge>,
@@ -413,23 +457,8 @@ async fn serve_proxy(
     let graceful = GracefulShutdown::new();
     let builders = Arc::new(protocol::Builders::new(limits.builder()));
     let stop_conn = stop.clone();
-    let mut backoff = AcceptBackoff::new("proxy");
-    loop {
-        let acc = tokio::select! {
-            acc = l.accept() => acc,
-            _ = stop.wait_for(|s| *s) => break,
-        };
-        let (stream, peer) = match acc {
-            Ok(a) => a,
-            Err(e) => {
-                backoff.failed(&e, &edge).await;
-                continue;
-            }
-        };
-        backoff.accepted();
-        let Some(slot) = admit(&conns, &stream, peer, &edge, "proxy") else {
-            continue;
-        };
+    let mut gate = Gate::new(l, "proxy", conns);
+    while let Some((stream, peer, slot)) = gate.next(&edge, &mut stop).await {
         let _ = stream.set_nodelay(true);
         let edge = edge.clone();
         let activity = conn::Activity::new();
@@ -453,7 +482,7 @@ async fn serve_proxy(
             drop(slot);
         });
     }
-    drop(l);
+    drop(gate);
     let _ = tokio::time::timeout(Duration::from_secs(5), graceful.shutdown()).await;
 }
 
@@ -466,23 +495,8 @@ async fn serve_admin(
     let stop_conn = stop.clone();
     let limits = ClientLimits::of(&edge);
     let builders = Arc::new(protocol::Builders::new(limits.builder()));
-    let mut backoff = AcceptBackoff::new("admin");
-    loop {
-        let acc = tokio::select! {
-            acc = l.accept() => acc,
-            _ = stop.wait_for(|s| *s) => break,
-        };
-        let (stream, peer) = match acc {
-            Ok(a) => a,
-            Err(e) => {
-                backoff.failed(&e, &edge).await;
-                continue;
-            }
-        };
-        backoff.accepted();
-        let Some(slot) = admit(&conns, &stream, peer, &edge, "admin") else {
-            continue;
-        };
+    let mut gate = Gate::new(l, "admin", conns);
+    while let Some((stream, _, slot)) = gate.next(&edge, &mut stop).await {
         let edge = edge.clone();
         let activity = conn::Activity::new();
         let svc = conn::tracked(&activity, move |req| admin::handle(edge.clone(), req));

@@ -546,6 +546,25 @@ impl Action {
         Ok(a)
     }
 
+    /// The catalog instance's fault knob an `instance_fault` step sets.
+    pub fn instance_fault(&self) -> Option<crate::catalog::InstanceFault> {
+        match self {
+            Action::InstanceFault {
+                delay_ms,
+                jitter_ms,
+                error_status,
+                error_percent,
+                ..
+            } => Some(crate::catalog::InstanceFault {
+                delay_ms: *delay_ms,
+                jitter_ms: *jitter_ms,
+                error_status: *error_status,
+                error_percent: *error_percent,
+            }),
+            _ => None,
+        }
+    }
+
     pub fn link_settings(&self) -> Option<LinkSettings> {
         match self {
             Action::Link {
@@ -767,21 +786,11 @@ impl Known {
             | Action::ResumeInstance { target } => {
                 self.target(p, &self.instances, target, "instance", errs)
             }
-            Action::InstanceFault {
-                target,
-                delay_ms,
-                jitter_ms,
-                error_status,
-                error_percent,
-            } => {
+            a @ Action::InstanceFault { target, .. } => {
                 self.target(p, &self.instances, target, "instance", errs);
-                let f = crate::catalog::InstanceFault {
-                    delay_ms: *delay_ms,
-                    jitter_ms: *jitter_ms,
-                    error_status: *error_status,
-                    error_percent: *error_percent,
-                };
-                field(f.problems(), errs);
+                if let Some(f) = a.instance_fault() {
+                    field(f.problems(), errs);
+                }
             }
             Action::KillZone { target } | Action::RestartZone { target } => {
                 self.target(p, &self.zones, target, "zone", errs)

@@ -312,22 +312,12 @@ impl Run<'_> {
                 };
                 self.record(what, why, true, None);
             }
-            Action::InstanceFault {
-                target,
-                delay_ms,
-                jitter_ms,
-                error_status,
-                error_percent,
-            } => {
-                let f = InstanceFault {
-                    delay_ms: *delay_ms,
-                    jitter_ms: *jitter_ms,
-                    error_status: *error_status,
-                    error_percent: *error_percent,
-                };
+            a @ Action::InstanceFault { target, .. } => {
+                let f = a.instance_fault().expect("an instance_fault step");
                 self.lab.instance_fault(target, &f).await?;
                 let what = format!(
-                    "instance {target}: +{delay_ms} ms (jitter {jitter_ms} ms), {error_percent} % answered {error_status}"
+                    "instance {target}: +{} ms (jitter {} ms), {} % answered {}",
+                    f.delay_ms, f.jitter_ms, f.error_percent, f.error_status
                 );
                 self.record(what, why, true, None);
             }
