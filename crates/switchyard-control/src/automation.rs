@@ -45,7 +45,7 @@ pub async fn run<S: Store + 'static>(
         .map(|r| r.name.clone())
         .collect();
     let mut engine = Engine::new(detect);
-    let mut books = Playbooks::new(playbook_cfg, regions);
+    let mut books = Playbooks::new(playbook_cfg, regions).with_flip_wait(plane.safety.flip_wait_ms);
     let mut ingest = plane
         .ingest_rx
         .lock()
@@ -101,7 +101,7 @@ pub async fn run<S: Store + 'static>(
             incidents.lock().on_event(&ev, now);
             planned.extend(books.on_event(&ev, now));
         }
-        planned.extend(books.tick(now, &|svc, scope| engine.clean_since(svc, scope)));
+        planned.extend(books.tick(now, &engine));
         if recent.len() > 200 {
             recent.drain(..recent.len() - 200);
         }

@@ -62,6 +62,7 @@ pub fn check(t: &ControlTables) -> Result<Settings, Vec<String>> {
     if s.playbook.evacuation_steps == 0 {
         errs.push("control.playbook.evacuation_steps: at least 1".into());
     }
+    errs.extend(s.playbook.validate("control.playbook"));
     if errs.is_empty() {
         Ok(s)
     } else {

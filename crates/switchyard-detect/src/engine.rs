@@ -18,7 +18,7 @@ use switchyard_model::signals::{ProbeTarget, Snapshot};
 pub use switchyard_model::finding::{Alarm, Finding};
 
 use crate::alerts::{Heartbeat, HeartbeatMonitor, IngestedAlert};
-use crate::evidence::{self, Beats, Evidence};
+use crate::evidence::{self, Beats, Canary, Evidence};
 use crate::expr::Expr;
 use crate::keys::{
     AlertKey, InstanceKey, PlaceKey, ProbeKey, RouteKey, ThresholdKey, TrackKey, ZoneKey,
@@ -337,6 +337,57 @@ impl Engine {
             .get(&(service.to_string(), scope.to_string(), kind.to_string()))
             .copied()
             .unwrap_or(Evidence::Unknown)
+    }
+
+    /// What real traffic says of `zone` since `since_ms`, against the other
+    /// zones of its region over the same seconds: the verdict on a canary
+    /// share sent into a shifted zone. Only evaluated seconds count (later
+    /// ones may still be missing an edge's report). `Clean` needs
+    /// `min_requests`; a clearly failing canary is `Bad` from a quarter of
+    /// them, so it is pulled back before it hurts more users than it must.
+    pub fn canary(&self, service: &str, zone: &str, since_ms: u64, min_requests: u64) -> Canary {
+        let region = self.zone_region.get(zone);
+        let mut zones: BTreeMap<&str, Beats> = BTreeMap::new();
+        let from = since_ms.div_ceil(1000);
+        let to = self.next_eval.unwrap_or(0);
+        if from < to {
+            for b in self.buckets.range(from..to).map(|(_, b)| b) {
+                for (k, a) in &b.inst {
+                    let peer = k.zone != zone
+                        && region.is_some()
+                        && self.zone_region.get(&k.zone) == region;
+                    if k.service != service || !(k.zone == zone || peer) {
+                        continue;
+                    }
+                    let e = zones.entry(k.zone.as_str()).or_default();
+                    e.n += a.requests;
+                    e.failed += a.failures;
+                    // Request-weighted p99, counted over every request.
+                    if a.lat_weight > 0 {
+                        e.lat_sum_ms += a.lat_sum * a.requests as f64 / a.lat_weight as f64;
+                    }
+                }
+            }
+        }
+        let mine = zones.remove(zone).unwrap_or_default();
+        let peers: Vec<Beats> = zones.into_values().collect();
+        let verdict = if mine.n < (min_requests / 4).max(self.cfg.probe_min) {
+            Evidence::Unknown
+        } else {
+            match evidence::both(
+                evidence::errors(&mine, &peers, &self.cfg),
+                evidence::latency(&mine, &peers, &self.cfg),
+            ) {
+                Evidence::Clean if mine.n < min_requests => Evidence::Unknown,
+                v => v,
+            }
+        };
+        Canary {
+            requests: mine.n,
+            failures: mine.failed,
+            mean_p99_ms: mine.mean_ms(),
+            verdict,
+        }
     }
 
     /// The alarms in force after the last evaluated second.

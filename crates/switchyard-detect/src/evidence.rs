@@ -56,6 +56,16 @@ pub enum Evidence {
     Bad,
 }
 
+/// Real traffic into a place over a canary's seconds, and its verdict.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Canary {
+    pub requests: u64,
+    pub failures: u64,
+    /// The request-weighted p99 of its instances, in ms.
+    pub mean_p99_ms: f64,
+    pub verdict: Evidence,
+}
+
 /// An absolute failure share of heartbeats that is bad whatever the peers
 /// show: half the heartbeats failing is no baseline.
 const ABSOLUTE_BAD: f64 = 0.5;

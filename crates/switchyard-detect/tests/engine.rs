@@ -393,3 +393,32 @@ mod low_rate_write_failures {
         );
     }
 }
+
+#[test]
+fn a_canary_is_judged_on_real_traffic_against_its_peers() {
+    use switchyard_detect::evidence::Evidence;
+    let t = generate("zone-errors-20", 4, 70, 100).unwrap();
+    let fault = &t.labels[0];
+    let mut e = Engine::new(DetectConfig::default());
+    for s in &t.snapshots {
+        e.tick(s.at_ms);
+        e.ingest(s);
+    }
+    let last = t.snapshots.last().unwrap().at_ms;
+    e.tick(last + 2000);
+    let during = fault.start_ms + 2000;
+    let failing = e.canary("catalog", "us-east-a", during, 100);
+    assert_eq!(failing.verdict, Evidence::Bad, "{failing:?}");
+    let peer = e.canary("catalog", "us-east-b", during, 100);
+    assert_eq!(peer.verdict, Evidence::Clean, "{peer:?}");
+    // Too few requests to call it healthy is not healthy.
+    let short = e.canary("catalog", "us-east-b", last - 3000, 1000);
+    assert_eq!(short.verdict, Evidence::Unknown, "{short:?}");
+    assert!(short.requests >= 250 && short.requests < 1000, "{short:?}");
+    // After the fault the zone is judged clean again, on its own seconds.
+    let after = e.canary("catalog", "us-east-a", fault.end_ms + 2000, 100);
+    assert_eq!(after.verdict, Evidence::Clean, "{after:?}");
+    // A zone the engine never heard of is unknown, not clean.
+    let nowhere = e.canary("catalog", "mars-a", 0, 100);
+    assert_eq!(nowhere.verdict, Evidence::Unknown);
+}

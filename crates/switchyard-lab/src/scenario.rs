@@ -57,6 +57,10 @@ pub const BUILTIN: &[(&str, &str)] = &[
         "slow-instance",
         include_str!("../scenarios/slow-instance.toml"),
     ),
+    (
+        "canary-failback",
+        include_str!("../scenarios/canary-failback.toml"),
+    ),
 ];
 
 #[derive(Debug, Clone, Deserialize)]
@@ -623,6 +627,8 @@ pub const METRICS: &[&str] = &[
     "max_zones_shifted_per_region",
     "failbacks",
     "failbacks_undone",
+    "canaries",
+    "canaries_failed",
     "incidents_per_fault",
     "checks_passed",
     "checks_failed",

@@ -399,11 +399,14 @@ impl Topology {
             // checks of the playbooks' actions, above the drills' steady-
             // state p99 (250 ms): evacuated users cross the region link, and
             // twice the pre-fault p99 would count each of them as slow.
+            // Shifted zones take back a 10 % canary of real traffic before
+            // their failback: a zone's clients send it about 3 requests a
+            // second, so 40 requests take some 13 s of the 15 s canary.
             writeln!(
                 t,
                 "\n[control]\nlisten = \"{CONTROL_ADDR}\"\nstore = \"sqlite:{state_dir}/control.db\"\nplaybooks = {{ catalog = {:?} }}\n\
                  [control.safety]\nflip_wait_ms = 2000\nmax_removal_per_hour = 0.5\n\
-                 [control.playbook]\nfailback_hold_ms = 15000\n\
+                 [control.playbook]\nfailback_hold_ms = 15000\nfailback_canary_percent = 10\nfailback_canary_ms = 15000\nfailback_canary_min_requests = 40\n\
                  [control.incidents]\nresolve_after_ms = 15000\nslow_p99_ms = 250\n\
                  [control.notify]\ngroup_wait_ms = 1000\n\
                  [[control.notify.receiver]]\nname = \"lab-oncall\"\nkind = \"webhook\"\nurl = \"http://{inbox}/webhook\"\n\

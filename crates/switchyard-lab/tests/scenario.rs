@@ -7,7 +7,7 @@ use switchyard_lab::scenario::{Scenario, BUILTIN};
 fn every_built_in_scenario_parses_and_is_under_two_minutes() {
     // Drills that judge a failback must outlast the fault, its clean
     // evidence and the 30 s hold, so some take more than a minute.
-    assert_eq!(BUILTIN.len(), 15);
+    assert_eq!(BUILTIN.len(), 16);
     for (name, text) in BUILTIN {
         let s = Scenario::parse(text).unwrap_or_else(|e| panic!("{name}: {e}"));
         assert_eq!(&s.name, name);

@@ -57,4 +57,8 @@ pub struct Mitigation {
     /// evacuating it: the zones shifted.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub zones: Vec<String>,
+    /// Since when a canary share of real traffic has been going back into
+    /// the shifted zones, before the failback.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub canary_since_ms: Option<u64>,
 }

@@ -30,6 +30,15 @@ pub enum Op {
     },
     /// Ends a zonal shift.
     Unshift { service: String, zone: String },
+    /// A shifted zone takes back `percent` of its traffic as a canary,
+    /// under the same lease: the step between a shift and its end, so real
+    /// requests (not only heartbeats) show whether the zone is healthy
+    /// before all of them go back.
+    ZoneCanary {
+        service: String,
+        zone: String,
+        percent: f64,
+    },
     /// Writes answer 503 while reads keep working, for the whole service or
     /// one region of it.
     ReadOnly {
@@ -70,6 +79,9 @@ pub enum Op {
     /// The whole controls document at once (admin only).
     Replace { controls: Controls },
 }
+
+/// The largest canary share: beyond half, a canary is a failback.
+pub const MAX_CANARY_PERCENT: f64 = 50.0;
 
 /// Why an operation cannot be applied to the controls it was given.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -118,9 +130,9 @@ impl Op {
     pub fn scope(&self) -> OpScope<'_> {
         use Op::*;
         let (service, place) = match self {
-            Shift { service, zone, .. } | Unshift { service, zone } => {
-                (Some(service.as_str()), Place::Zone(zone))
-            }
+            Shift { service, zone, .. }
+            | Unshift { service, zone }
+            | ZoneCanary { service, zone, .. } => (Some(service.as_str()), Place::Zone(zone)),
             ReadOnly {
                 service,
                 region: Some(r),
@@ -187,6 +199,20 @@ impl Op {
             Unshift { service, zone } => {
                 if let Some(sc) = c.services.get_mut(service) {
                     sc.zones.remove(zone);
+                }
+            }
+            ZoneCanary {
+                service,
+                zone,
+                percent,
+            } => {
+                if let Some(z) = c
+                    .services
+                    .get_mut(service)
+                    .and_then(|sc| sc.zones.get_mut(zone))
+                {
+                    z.weight = percent / 100.0;
+                    z.reason = Some(ctx.reason.to_string());
                 }
             }
             ReadOnly {
@@ -316,6 +342,28 @@ impl Op {
                     )));
                 }
             }
+            ZoneCanary {
+                service: s,
+                zone: z,
+                percent,
+            } => {
+                service(s)?;
+                zone(z)?;
+                if !(percent.is_finite() && *percent > 0.0 && *percent <= MAX_CANARY_PERCENT) {
+                    return Err(OpError::Invalid(format!(
+                        "percent: must be above 0 and at most {MAX_CANARY_PERCENT}, got {percent}"
+                    )));
+                }
+                let shifted = c
+                    .service(s)
+                    .and_then(|sc| sc.zones.get(z))
+                    .is_some_and(|zc| zc.weight < 1.0);
+                if !shifted {
+                    return Err(OpError::NotFound(format!(
+                        "zone {z:?} is not shifted for service {s:?}: a canary is a step out of a shift"
+                    )));
+                }
+            }
             ReadOnly {
                 service: s,
                 region: r,
@@ -401,6 +449,11 @@ impl Op {
             Unshift { service, zone } => {
                 format!("end the shift of {service} away from zone {zone}")
             }
+            ZoneCanary {
+                service,
+                zone,
+                percent,
+            } => format!("send {percent} % of {service}'s traffic in zone {zone} back as a canary"),
             ReadOnly {
                 service,
                 region,
@@ -752,6 +805,46 @@ mod tests {
         .apply(&ctx(&cfg), &mut c)
         .unwrap();
         assert!(c.services["catalog"].zones.is_empty());
+    }
+
+    #[test]
+    fn a_canary_takes_a_share_back_under_the_same_lease() {
+        let cfg = config();
+        let mut c = Controls::default();
+        let canary = |percent: f64| Op::ZoneCanary {
+            service: "catalog".into(),
+            zone: "us-east-a".into(),
+            percent,
+        };
+        // Only a shifted zone can have a canary: there is nothing to step out of.
+        let e = canary(5.0).apply(&ctx(&cfg), &mut c).unwrap_err();
+        assert!(e.to_string().contains("is not shifted"), "{e}");
+        assert_eq!(c, Controls::default());
+        Op::Shift {
+            service: "catalog".into(),
+            zone: "us-east-a".into(),
+            for_: Duration::from_secs(60),
+        }
+        .apply(&ctx(&cfg), &mut c)
+        .unwrap();
+        for bad in [0.0, -1.0, 51.0, f64::NAN] {
+            let before = c.clone();
+            let e = canary(bad).apply(&ctx(&cfg), &mut c).unwrap_err();
+            assert!(e.to_string().contains("percent"), "{bad}: {e}");
+            assert_eq!(c, before);
+        }
+        let later = ApplyContext {
+            config: &cfg,
+            now_ms: 30_000,
+            reason: "canary",
+        };
+        canary(5.0).apply(&later, &mut c).unwrap();
+        let z = &c.services["catalog"].zones["us-east-a"];
+        assert_eq!(z.weight, 0.05);
+        assert_eq!(z.expires_at_ms, Some(61_000), "the lease is not renewed");
+        assert_eq!(z.reason.as_deref(), Some("canary"));
+        let json = serde_json::to_value(canary(5.0)).unwrap();
+        assert_eq!(json["op"], "zone_canary");
     }
 
     #[test]

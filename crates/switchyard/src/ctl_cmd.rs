@@ -66,6 +66,18 @@ enum CtlCmd {
         #[arg(long, default_value = "")]
         reason: String,
     },
+    /// Send a share of a shifted zone's traffic back as a canary, keeping
+    /// the shift's lease; `unshift` once the canary looks healthy.
+    Canary {
+        zone: String,
+        #[arg(long, default_value = "catalog")]
+        service: String,
+        /// Share of the zone's traffic, above 0 and at most 50.
+        #[arg(long, default_value_t = 5.0)]
+        percent: f64,
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
     /// Move a service to one region; shows a preview first.
     Failover {
         service: String,
@@ -190,6 +202,19 @@ async fn run(c: &Client, cmd: CtlCmd, json_out: bool) -> ExitCode {
                 json_out,
             )
             .await
+        }
+        CtlCmd::Canary {
+            zone,
+            service,
+            percent,
+            reason,
+        } => {
+            let op = Op::ZoneCanary {
+                service,
+                zone,
+                percent,
+            };
+            apply(c, OpRequest::new(op, reason), json_out).await
         }
         CtlCmd::Failover {
             service,

@@ -109,6 +109,8 @@ pub(crate) fn score(
                 &observed.audit_entries,
                 (scenario.undone_within_s * 1000.0) as u64,
             ) as f64)?,
+            "canaries" => plane(playbook(&|o| matches!(o, Op::ZoneCanary { .. })))?,
+            "canaries_failed" => plane(canaries_failed(&observed.audit_entries) as f64)?,
             "incidents_per_fault" => {
                 let from = fault_at?;
                 let until = restored_at.unwrap_or(report.duration_s) + INCIDENT_GRACE_S;
@@ -337,6 +339,34 @@ pub(crate) fn failbacks_undone(entries: &[AuditEntry], within_ms: u64) -> usize 
         .count()
 }
 
+/// Canaries pulled back: a zone shifted away again (by a playbook or a
+/// person) while a canary share was going into it, before its failback.
+pub(crate) fn canaries_failed(entries: &[AuditEntry]) -> usize {
+    let mut in_canary: BTreeSet<(String, String)> = BTreeSet::new();
+    let mut failed = 0;
+    for e in entries
+        .iter()
+        .filter(|e| !matches!(e.actor, Actor::Drill { .. }))
+    {
+        let Some(op) = e.op.as_ref().filter(|_| e.accepted_change(|_| true)) else {
+            continue;
+        };
+        match op {
+            Op::ZoneCanary { service, zone, .. } => {
+                in_canary.insert((service.clone(), zone.clone()));
+            }
+            Op::Shift { service, zone, .. } => {
+                failed += usize::from(in_canary.remove(&(service.clone(), zone.clone())));
+            }
+            Op::Unshift { service, zone } => {
+                in_canary.remove(&(service.clone(), zone.clone()));
+            }
+            _ => {}
+        }
+    }
+    failed
+}
+
 /// The playbooks' checks of their own actions: (passed, failed), from the
 /// typed outcome of each verification entry. An inconclusive check (too few
 /// requests to say) is neither.
@@ -484,6 +514,37 @@ mod tests {
         ];
         let at: Vec<u64> = failbacks(&e).map(|e| e.at_ms).collect();
         assert_eq!(at, [5_000, 7_000, 8_000, 8_500]);
+    }
+
+    #[test]
+    fn a_canary_failed_when_its_zone_is_shifted_away_again_before_the_failback() {
+        let canary = |at, zone: &str| {
+            entry(
+                at,
+                book(),
+                Op::ZoneCanary {
+                    service: SVC.into(),
+                    zone: zone.into(),
+                    percent: 10.0,
+                },
+            )
+        };
+        let e = [
+            shift(1_000, "use-a", 600),
+            canary(30_000, "use-a"),
+            shift(34_000, "use-a", 600),
+            canary(70_000, "use-a"),
+            unshift(90_000, "use-a"),
+            // A new shift long after the failback is a new fault, not a canary.
+            shift(200_000, "use-a", 600),
+            // Another zone's canary going well.
+            shift(1_000, "use-b", 600),
+            canary(30_000, "use-b"),
+        ];
+        assert_eq!(canaries_failed(&e), 1);
+        let mut refused = shift(34_000, "use-b", 600);
+        refused.accepted = false;
+        assert_eq!(canaries_failed(&[canary(30_000, "use-b"), refused]), 0);
     }
 
     #[test]
