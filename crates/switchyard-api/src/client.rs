@@ -199,6 +199,11 @@ impl Client {
         self.get("/v1/status").await
     }
 
+    /// Which control plane acts.
+    pub async fn leader(&self) -> Result<LeaderView, ClientError> {
+        self.get("/v1/leader").await
+    }
+
     pub async fn controls(&self) -> Result<ControlsView, ClientError> {
         self.get("/v1/controls").await
     }

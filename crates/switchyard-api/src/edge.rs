@@ -30,6 +30,10 @@ impl EdgeStatus {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EdgeControls {
     pub version: u64,
+    /// The control-plane store the controls in force come from (absent for
+    /// hand-written ones): a plane on another store is refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin: Option<switchyard_model::Origin>,
     /// `control-plane`, `file`, `admin`, `last-known-good` or `default`.
     pub source: String,
     pub faults: Vec<Fault>,

@@ -107,6 +107,26 @@ pub struct ControlsView {
     pub controls: Controls,
 }
 
+/// A control plane among those sharing a store: its id (unique per
+/// process) and the URL its API answers on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlaneRef {
+    pub id: String,
+    pub url: String,
+}
+
+/// `GET /v1/leader`: which control plane acts (runs playbooks, tracks
+/// incidents, notifies). Every plane serves the API and the watch streams.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeaderView {
+    /// The plane that answered.
+    pub me: PlaneRef,
+    /// Whether it is the leader and may act now.
+    pub acting: bool,
+    /// The leader, when known (itself when acting).
+    pub leader: Option<PlaneRef>,
+}
+
 /// `GET /v1/status`: every service, region and zone with what is in force.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StatusView {

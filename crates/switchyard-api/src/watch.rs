@@ -16,9 +16,10 @@ use switchyard_model::Controls;
 
 /// A process that follows the control plane: an edge, a DNS server.
 pub trait Follower: Send + Sync {
-    /// The plane's base URL now (it may change with a config reload); `None`
-    /// while none is configured.
-    fn control_url(&self) -> Option<String>;
+    /// The planes' base URLs now, in order of preference (they may change
+    /// with a config reload); empty while none is configured. Planes sharing
+    /// a store serve the same state, so any of them will do.
+    fn control_urls(&self) -> Vec<String>;
     /// Who follows, as query pairs (`region`, `zone`), for the plane's view
     /// of its watchers.
     fn identity(&self) -> Vec<(&'static str, String)>;
@@ -52,11 +53,17 @@ pub async fn follow_with<F: Follower>(f: &F, idle_limit: Duration) {
         .build()
         .expect("an HTTP client without TLS builds");
     let mut backoff = FIRST_BACKOFF;
+    // The plane tried next: moves on after each lost or refused stream, so a
+    // dead plane costs one connect timeout before the next one is followed.
+    let mut next = 0usize;
     loop {
-        let Some(base) = f.control_url() else {
+        let urls = f.control_urls();
+        if urls.is_empty() {
             tokio::time::sleep(Duration::from_secs(1)).await;
             continue;
-        };
+        }
+        let base = &urls[next % urls.len()];
+        next = next.wrapping_add(1);
         let mut url = match url::Url::parse(&format!("{}/v1/watch", base.trim_end_matches('/'))) {
             Ok(u) => u,
             Err(e) => {
@@ -76,6 +83,11 @@ pub async fn follow_with<F: Follower>(f: &F, idle_limit: Duration) {
         f.connected(false);
         if was_up {
             backoff = FIRST_BACKOFF;
+        }
+        // Another plane may answer at once; the backoff applies once every
+        // plane has been tried.
+        if urls.len() > 1 && !next.is_multiple_of(urls.len()) {
+            continue;
         }
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(MAX_BACKOFF);

@@ -21,8 +21,8 @@ struct Seen {
 }
 
 impl Follower for Seen {
-    fn control_url(&self) -> Option<String> {
-        Some(self.url.clone())
+    fn control_urls(&self) -> Vec<String> {
+        vec![self.url.clone()]
     }
     fn identity(&self) -> Vec<(&'static str, String)> {
         vec![("zone", "z1".into())]

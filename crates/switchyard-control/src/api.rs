@@ -19,7 +19,7 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use futures_util::stream::{self, Stream, StreamExt};
+use futures_util::stream::{self, StreamExt};
 use serde::Deserialize;
 use switchyard_api::{
     Accepted, Applied, ControlsView, History, IngestedAlerts, OpRequest, Preview, RegionStatus,
@@ -38,6 +38,7 @@ pub fn router<S: Store + 'static>(api: Api<S>) -> Router {
             get(|| async { Json(serde_json::json!({"status": "ok"})) }),
         )
         .route("/v1/status", get(status::<S>))
+        .route("/v1/leader", get(leader::<S>))
         .route("/v1/controls", get(get_controls::<S>))
         .route("/v1/ops", post(ops::<S>))
         .route("/v1/history", get(history::<S>))
@@ -54,7 +55,26 @@ pub fn router<S: Store + 'static>(api: Api<S>) -> Router {
                 vec!["no such endpoint".into()],
             )
         })
+        .layer(axum::middleware::from_fn_with_state(
+            api.clone(),
+            crate::forward::to_leader::<S>,
+        ))
         .with_state(api)
+}
+
+async fn leader<S: Store>(State(api): State<Api<S>>) -> Json<switchyard_api::LeaderView> {
+    let l = &api.plane.leadership;
+    let acting = l.acting(now_ms());
+    let leader = match l.role() {
+        crate::leader::Role::Leader { .. } if acting => Some(l.me.clone()),
+        crate::leader::Role::Follower { leader } => leader,
+        crate::leader::Role::Leader { .. } => None,
+    };
+    Json(switchyard_api::LeaderView {
+        me: l.me.clone(),
+        acting,
+        leader,
+    })
 }
 
 async fn status<S: Store>(State(api): State<Api<S>>) -> Json<StatusView> {
@@ -278,9 +298,12 @@ async fn history<S: Store>(State(api): State<Api<S>>, Query(q): Query<HistoryQue
 
 /// Server-sent events: the full state at once, then every change. Edges
 /// need nothing else to catch up after a reconnect.
-async fn watch<S: Store>(
-    State(api): State<Api<S>>,
-) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
+async fn watch<S: Store>(State(api): State<Api<S>>) -> Response {
+    // A plane whose store is behind the edges' state publishes nothing:
+    // its followers keep what they hold (or follow another plane).
+    if let Some(why) = api.plane.held_back() {
+        return error(StatusCode::CONFLICT, "store_behind", vec![why]);
+    }
     let rx = api.plane.subscribe();
     let first = Arc::new(api.plane.current());
     let event = |p: &Published| {
@@ -306,5 +329,11 @@ async fn watch<S: Store>(
             }
         }
     });
-    Sse::new(head.chain(rest)).keep_alive(KeepAlive::new().interval(Duration::from_secs(5)))
+    let mut stopping = api.stopping.clone();
+    let rest = rest.take_until(async move {
+        let _ = stopping.wait_for(|s| *s).await;
+    });
+    Sse::new(head.chain(rest))
+        .keep_alive(KeepAlive::new().interval(Duration::from_secs(5)))
+        .into_response()
 }

@@ -60,13 +60,24 @@ pub async fn run<S: Store + 'static>(
         .map(|c| format!("http://{}", c.listen))
         .unwrap_or_default();
     let mut last_incident_tick = 0u64;
+    let mut was_acting = false;
     loop {
         tick.tick().await;
+        let now = now_ms();
+        // Every plane follows the signals, so detection is warm when it is
+        // elected; only the leader tracks incidents and acts.
+        let acting = plane.leadership.acting(now);
+        plane.metrics.leader.set(i64::from(acting));
+        if acting && !was_acting {
+            take_over(&plane, &incidents, &engine, now).await;
+        }
+        was_acting = acting;
         while let Ok(s) = rx.try_recv() {
             engine.ingest(&s);
-            incidents.lock().ingest(&s);
+            if acting {
+                incidents.lock().ingest(&s);
+            }
         }
-        let now = now_ms();
         let mut planned = Vec::new();
         let mut alert_events = Vec::new();
         if let Some(rx) = ingest.as_mut() {
@@ -98,12 +109,19 @@ pub async fn run<S: Store + 'static>(
                     }
                 }
             }
-            incidents.lock().on_event(&ev, now);
+            if acting {
+                incidents.lock().on_event(&ev, now);
+            }
+            // The playbooks follow on every plane, so a new leader knows
+            // what is mitigated; only the leader's plans are carried out.
             planned.extend(books.on_event(&ev, now));
         }
         planned.extend(books.tick(now, &engine));
         if recent.len() > 200 {
             recent.drain(..recent.len() - 200);
+        }
+        if !acting {
+            planned.clear();
         }
         for p in planned {
             let Some(service) = p.op.service().map(str::to_string) else {
@@ -132,7 +150,7 @@ pub async fn run<S: Store + 'static>(
         }
         // Incidents once a second: impact, severity, series, resolution;
         // then what changed is stored and what is due is told.
-        if now >= last_incident_tick + 1000 {
+        if acting && now >= last_incident_tick + 1000 {
             last_incident_tick = now;
             let (open, checks) = {
                 let mut t = incidents.lock();
@@ -147,7 +165,12 @@ pub async fn run<S: Store + 'static>(
                 tracing::warn!(error = %e, "cannot store incidents; kept in memory and retried");
             }
         }
-        for g in incidents.due_notices(&base_url, now) {
+        let due = if acting {
+            incidents.due_notices(&base_url, now)
+        } else {
+            Vec::new()
+        };
+        for g in due {
             tokio::spawn(crate::incidents::deliver(
                 plane.clone(),
                 incidents.clone(),
@@ -164,6 +187,51 @@ pub async fn run<S: Store + 'static>(
             mitigations: books.active().into_iter().cloned().collect(),
             alarms: engine.alarms().to_vec(),
         };
+    }
+}
+
+/// Elected: the incidents as the last leader stored them replace whatever
+/// this plane held, and the findings open now join them (a finding of an
+/// open incident rejoins it rather than opening another).
+async fn take_over<S: Store + 'static>(
+    plane: &ControlPlane<S>,
+    incidents: &Incidents,
+    engine: &Engine,
+    now: u64,
+) {
+    match incidents.restore(plane.store()).await {
+        Ok(open) => tracing::warn!(open, "taking over: incidents read from the store"),
+        Err(e) => tracing::warn!(error = %e, "taking over without the stored incidents"),
+    }
+    let mut t = incidents.lock();
+    let open: Vec<&Finding> = engine
+        .findings()
+        .iter()
+        .filter(|f| f.end_ms.is_none())
+        .collect();
+    // Findings the last leader stored open but that closed since (seen here
+    // while following): closed now, with the end this plane saw, so the
+    // incident can recover and resolve.
+    let same =
+        |a: &Finding, b: &Finding| a.service == b.service && a.scope == b.scope && a.kind == b.kind;
+    let stale: Vec<Finding> = t
+        .open_incidents()
+        .flat_map(|i| i.findings.iter())
+        .filter(|f| f.end_ms.is_none() && !open.iter().any(|o| same(o, f)))
+        .cloned()
+        .collect();
+    for mut f in stale {
+        f.end_ms = engine
+            .findings()
+            .iter()
+            .rev()
+            .find(|e| same(e, &f))
+            .and_then(|e| e.end_ms)
+            .or(Some(now));
+        t.on_event(&Event::Closed(f), now);
+    }
+    for f in open {
+        t.on_event(&Event::Opened(f.clone()), now);
     }
 }
 

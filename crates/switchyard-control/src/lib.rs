@@ -5,10 +5,13 @@
 //! state; never a home-made consensus.
 #![forbid(unsafe_code)]
 
+pub mod adopt;
 pub mod api;
 pub mod api_incidents;
 pub mod automation;
+pub mod forward;
 pub mod incidents;
+pub mod leader;
 pub mod metrics;
 pub mod plane;
 pub mod playbooks;

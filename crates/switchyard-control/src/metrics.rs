@@ -35,6 +35,8 @@ pub struct Metrics {
     pub open_findings: Gauge,
     pub open_incidents: Gauge,
     pub notifications: Family<NotifyLabels, Counter>,
+    /// 1 while this plane is the elected one that acts, 0 otherwise.
+    pub leader: Gauge,
 }
 
 impl Metrics {
@@ -47,6 +49,12 @@ impl Metrics {
         let open_findings = Gauge::default();
         let open_incidents = Gauge::default();
         let notifications = Family::<NotifyLabels, Counter>::default();
+        let leader = Gauge::default();
+        registry.register(
+            "leader",
+            "1 while this control plane is the elected leader that runs playbooks, incidents and notifications",
+            leader.clone(),
+        );
         registry.register(
             "open_incidents",
             "Incidents not resolved yet",
@@ -87,6 +95,7 @@ impl Metrics {
             open_findings,
             open_incidents,
             notifications,
+            leader,
         }
     }
 

@@ -11,11 +11,12 @@ use std::sync::{Arc, Mutex};
 use serde::Serialize;
 use switchyard_api::{FindingsView, Refusal};
 use switchyard_model::ops::ApplyContext;
-use switchyard_model::{Actor, AuditKind, Config, Controls, Op, OpError};
+use switchyard_model::{Actor, AuditKind, Config, Controls, Op, OpError, Origin};
 use tokio::sync::broadcast;
 
+use crate::leader::Leadership;
 use crate::safety::{self, History, SafetyConfig};
-use crate::store::{AuditEntry, Store, StoreError};
+use crate::store::{AuditEntry, Candidate, Store, StoreError};
 
 pub use switchyard_model::time::now_ms;
 
@@ -34,6 +35,11 @@ pub enum ChangeError {
     /// The store could not take it (503); nothing changed.
     #[error("{0}")]
     Store(#[from] StoreError),
+    /// This plane's store is behind what the edges hold (an empty,
+    /// restored or other store); nothing is published or changed until an
+    /// admin adopts it (409).
+    #[error("{0}")]
+    HeldBack(String),
 }
 
 impl From<OpError> for ChangeError {
@@ -74,6 +80,11 @@ pub struct ControlPlane<S: Store> {
     /// What detection and the playbooks see now, for `/v1/findings`.
     pub observed: Mutex<FindingsView>,
     pub metrics: crate::metrics::Metrics,
+    /// Set while this plane's store is behind what the edges hold: why.
+    held_back: Mutex<Option<String>>,
+    /// Whether this plane is the one that acts (playbooks, incidents,
+    /// notifications) among those sharing the store.
+    pub leadership: Leadership,
     /// Alerts and heartbeats posted to the API, for the detection loop.
     pub ingest: tokio::sync::mpsc::UnboundedSender<Ingest>,
     pub ingest_rx: Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<Ingest>>>,
@@ -100,10 +111,12 @@ impl<S: Store> ControlPlane<S> {
         config: Arc<Config>,
         safety: SafetyConfig,
         store: S,
+        me: Candidate,
     ) -> Result<Arc<Self>, StoreError> {
         let (ingest, ingest_rx) = tokio::sync::mpsc::unbounded_channel();
         let loaded = store.load().await?;
-        let current = match loaded {
+        let origin = load_origin(&store).await?;
+        let mut current = match loaded {
             Some(s) => Published {
                 version: s.version,
                 controls: s.controls,
@@ -113,17 +126,21 @@ impl<S: Store> ControlPlane<S> {
                 controls: Controls::default(),
             },
         };
+        current.controls.origin = Some(origin);
+        let history = remembered(&store).await?;
         Ok(Arc::new(ControlPlane {
             config,
             safety,
             store,
             current: Mutex::new(current),
-            history: Mutex::new(History::new()),
+            history: Mutex::new(history),
             changes: tokio::sync::Mutex::new(()),
             tx: broadcast::channel(64).0,
             events: broadcast::channel(256).0,
             observed: Mutex::new(FindingsView::default()),
             metrics: crate::metrics::Metrics::new(),
+            leadership: Leadership::new(me),
+            held_back: Mutex::new(None),
             ingest,
             ingest_rx: Mutex::new(Some(ingest_rx)),
         }))
@@ -255,6 +272,9 @@ impl<S: Store> ControlPlane<S> {
     }
 
     async fn change_inner(&self, c: &Change) -> Result<Published, ChangeError> {
+        if let Some(why) = self.held_back() {
+            return Err(ChangeError::HeldBack(why));
+        }
         let _one_at_a_time = self.changes.lock().await;
         for attempt in 0..3 {
             let cur = self.current();
@@ -290,8 +310,10 @@ impl<S: Store> ControlPlane<S> {
                 return Err(ChangeError::Refused(refusals));
             }
             entry.accepted = true;
+            let effects = safety::Effects::of(&self.config, &cur.controls, &proposed, now);
+            entry.detail = serde_json::json!({ "safety": effects });
             if !verdict.allowed {
-                entry.detail = serde_json::json!({ "forced_past": refusals });
+                entry.detail["forced_past"] = serde_json::json!(refusals);
             }
             match self.store.commit(cur.version, &proposed, &entry).await {
                 Ok(v) => {
@@ -300,7 +322,7 @@ impl<S: Store> ControlPlane<S> {
                     self.history
                         .lock()
                         .unwrap_or_else(|e| e.into_inner())
-                        .record(&self.config, &cur.controls, &proposed, now);
+                        .apply(&effects, now);
                     let p = Published {
                         version: v,
                         controls: proposed,
@@ -324,6 +346,82 @@ impl<S: Store> ControlPlane<S> {
         )))
     }
 
+    /// Why this plane neither publishes nor changes anything, if it does not.
+    pub fn held_back(&self) -> Option<String> {
+        self.held_back
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    pub fn hold_back(&self, why: String) {
+        tracing::error!(%why, "this control plane publishes nothing until its store is adopted");
+        *self.held_back.lock().unwrap_or_else(|e| e.into_inner()) = Some(why);
+    }
+
+    /// An admin's adoption: this store's controls are the truth, over the
+    /// stores the edges hold (`over`). When the edges hold a newer state of
+    /// this very store (a restored backup), the store takes a new identity
+    /// that supersedes its old one, since versions only count within one.
+    /// Audited, and published to every watcher.
+    pub async fn adopt(
+        &self,
+        actor: Actor,
+        over: Vec<String>,
+        renew: bool,
+    ) -> Result<Published, ChangeError> {
+        let _one_at_a_time = self.changes.lock().await;
+        let cur = self.current();
+        let mut origin = cur.controls.origin.clone().unwrap_or_default();
+        if renew {
+            origin.supersedes.push(origin.store.clone());
+            origin.store = fresh_store_id();
+        }
+        for o in over {
+            if o != origin.store && !origin.supersedes.contains(&o) {
+                origin.supersedes.push(o);
+            }
+        }
+        let mut controls = cur.controls.clone();
+        controls.origin = Some(origin.clone());
+        controls.version = cur.version + 1;
+        let mut entry = AuditEntry::note(
+            now_ms(),
+            actor,
+            AuditKind::Change,
+            Op::Replace {
+                controls: controls.clone(),
+            },
+            format!(
+                "adopted store {} over {}: its controls replace what the edges hold",
+                origin.store,
+                origin.supersedes.join(", ")
+            ),
+        );
+        entry.action = "adopt this control plane's store".into();
+        entry.accepted = true;
+        self.store
+            .put_doc(
+                META,
+                ORIGIN,
+                &serde_json::to_value(&origin).expect("serializable"),
+            )
+            .await?;
+        let v = self.store.commit(cur.version, &controls, &entry).await?;
+        controls.version = v;
+        let p = Published {
+            version: v,
+            controls,
+        };
+        *self.current.lock().unwrap_or_else(|e| e.into_inner()) = p.clone();
+        *self.held_back.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        let _ = self.tx.send(Arc::new(p.clone()));
+        entry.version = Some(v);
+        self.publish_event(&entry, BTreeSet::new());
+        tracing::warn!(store = %origin.store, "store adopted over what the edges held");
+        Ok(p)
+    }
+
     fn publish_event(&self, entry: &AuditEntry, services: BTreeSet<String>) {
         let _ = self.events.send(Arc::new(ChangeEvent {
             entry: entry.clone(),
@@ -341,10 +439,12 @@ impl<S: Store> ControlPlane<S> {
         if s.version == cur.version {
             return Ok(false);
         }
-        let p = Published {
+        let mut p = Published {
             version: s.version,
             controls: s.controls,
         };
+        // An adoption by another plane changes the origin with a version.
+        p.controls.origin = Some(load_origin(&self.store).await?);
         self.history
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -353,6 +453,58 @@ impl<S: Store> ControlPlane<S> {
         let _ = self.tx.send(Arc::new(p));
         Ok(true)
     }
+}
+
+/// Audit entries read back at start to rebuild what the safety rules
+/// remember; more accepted changes than this within the hour is far beyond
+/// any rate the rules allow.
+const REMEMBER_ENTRIES: usize = 10_000;
+
+/// What the safety rules remember of the last hour, rebuilt from the
+/// effects each accepted change carries in its audit entry: a restart or a
+/// new leader grants no fresh removal budget and no early flip.
+async fn remembered<S: Store>(store: &S) -> Result<History, StoreError> {
+    let mut h = History::new();
+    let now = now_ms();
+    for e in store.history(REMEMBER_ENTRIES).await? {
+        if !e.accepted || now.saturating_sub(e.at_ms) >= safety::HOUR_MS {
+            continue;
+        }
+        if let Some(effects) = e
+            .detail
+            .get("safety")
+            .and_then(|v| serde_json::from_value::<safety::Effects>(v.clone()).ok())
+        {
+            h.apply(&effects, e.at_ms);
+        }
+    }
+    h.prune(now);
+    Ok(h)
+}
+
+/// Where the store's identity is kept, among the documents.
+const META: &str = "meta";
+const ORIGIN: &str = "origin";
+
+fn fresh_store_id() -> String {
+    format!("{:032x}", rand::random::<u128>())
+}
+
+/// The store's identity, made on first use; planes starting together on an
+/// empty store all get the one that was created first.
+async fn load_origin<S: Store>(store: &S) -> Result<Origin, StoreError> {
+    let fresh = Origin {
+        store: fresh_store_id(),
+        supersedes: Vec::new(),
+    };
+    let v = store
+        .create_doc(
+            META,
+            ORIGIN,
+            &serde_json::to_value(&fresh).expect("serializable"),
+        )
+        .await?;
+    serde_json::from_value(v).map_err(|e| StoreError::Corrupt(format!("{META}/{ORIGIN}: {e}")))
 }
 
 /// The services whose controls differ between two states.

@@ -17,6 +17,9 @@ use crate::store::{Store, StoreError};
 pub struct Api<S: Store> {
     pub plane: Arc<ControlPlane<S>>,
     pub incidents: Arc<Incidents>,
+    /// Becomes `true` when the plane shuts down: long-lived answers (watch
+    /// streams) end then, so the server can drain and exit.
+    pub stopping: tokio::sync::watch::Receiver<bool>,
 }
 
 impl<S: Store> Clone for Api<S> {
@@ -24,6 +27,7 @@ impl<S: Store> Clone for Api<S> {
         Api {
             plane: self.plane.clone(),
             incidents: self.incidents.clone(),
+            stopping: self.stopping.clone(),
         }
     }
 }
@@ -82,6 +86,7 @@ impl IntoResponse for ChangeError {
             )
                 .into_response(),
             ChangeError::Store(e) => unavailable(e),
+            ChangeError::HeldBack(why) => error(StatusCode::CONFLICT, "store_behind", vec![why]),
         }
     }
 }

@@ -205,6 +205,37 @@ impl<'de> Deserialize<'de> for Refusal {
     }
 }
 
+/// What an accepted change did, as far as the rules remember: capacity taken
+/// out of service per service (in instances) and the control keys whose
+/// value changed. Kept in the change's audit entry, committed with it, so
+/// the removal budget and the flip wait survive a restart or a new leader.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Effects {
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub removed: BTreeMap<String, f64>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub changed: Vec<String>,
+}
+
+impl Effects {
+    pub fn of(config: &Config, before: &Controls, after: &Controls, now_ms: u64) -> Effects {
+        Effects {
+            removed: config
+                .services
+                .iter()
+                .map(|svc| {
+                    (
+                        svc.name.clone(),
+                        capacity_removed(svc, before, after, now_ms),
+                    )
+                })
+                .filter(|(_, r)| *r > EPSILON)
+                .collect(),
+            changed: changed_keys(config, before, after, now_ms),
+        }
+    }
+}
+
 /// Capacity taken out of service at one moment, in instances.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Removal {
@@ -254,10 +285,14 @@ impl History {
     /// the capacity it took out of service per service, and the time of every
     /// control key whose value changed. Drops what no rule needs any more.
     pub fn record(&mut self, config: &Config, before: &Controls, after: &Controls, now_ms: u64) {
-        for svc in &config.services {
-            let removed = capacity_removed(svc, before, after, now_ms);
-            if removed > EPSILON {
-                let q = self.removals.entry(svc.name.clone()).or_default();
+        self.apply(&Effects::of(config, before, after, now_ms), now_ms);
+    }
+
+    /// Remembers a change's effects, as [`Effects::of`] measured them.
+    pub fn apply(&mut self, effects: &Effects, now_ms: u64) {
+        for (svc, removed) in &effects.removed {
+            if *removed > EPSILON {
+                let q = self.removals.entry(svc.clone()).or_default();
                 match q.back_mut() {
                     Some(last) if now_ms >= last.at_ms && now_ms - last.at_ms < MERGE_MS => {
                         last.instances += removed;
@@ -265,13 +300,13 @@ impl History {
                     }
                     _ => q.push_back(Removal {
                         at_ms: now_ms,
-                        instances: removed,
+                        instances: *removed,
                     }),
                 }
             }
         }
-        for key in changed_keys(config, before, after, now_ms) {
-            self.changes.insert(key, now_ms);
+        for key in &effects.changed {
+            self.changes.insert(key.clone(), now_ms);
         }
         self.prune(now_ms);
     }

@@ -14,7 +14,7 @@ use crate::respond::Api;
 use crate::safety::SafetyConfig;
 use crate::store::etcd::EtcdStore;
 use crate::store::sqlite::SqliteStore;
-use crate::store::Store;
+use crate::store::{Candidate, Store};
 use switchyard_detect::DetectConfig;
 
 /// The tables of `[control]` the control plane owns, checked: safety
@@ -93,7 +93,7 @@ impl Running {
 
 /// Starts the control plane of `config` (with its path resolving a relative
 /// SQLite file) and returns once it listens.
-pub async fn start(config: Config, config_path: &Path) -> anyhow::Result<Running> {
+pub async fn start(config: Config, config_path: &Path, adopt: bool) -> anyhow::Result<Running> {
     let settings = settings(&config)?;
     let ctl = config.control.clone().expect("checked by safety_config");
     let config = Arc::new(config);
@@ -106,7 +106,7 @@ pub async fn start(config: Config, config_path: &Path) -> anyhow::Result<Running
             };
             let store =
                 SqliteStore::open(&path).map_err(|e| anyhow::anyhow!("control.store: {e}"))?;
-            serve(config, settings, store, ctl.listen).await
+            serve(config, settings, store, ctl.listen, adopt).await
         }
         StoreSpec::Etcd(eps) => {
             serve(
@@ -114,6 +114,7 @@ pub async fn start(config: Config, config_path: &Path) -> anyhow::Result<Running
                 settings,
                 EtcdStore::new(eps.clone(), "/switchyard/"),
                 ctl.listen,
+                adopt,
             )
             .await
         }
@@ -125,13 +126,23 @@ async fn serve<S: Store + 'static>(
     settings: Settings,
     store: S,
     listen: std::net::SocketAddr,
+    adopt: bool,
 ) -> anyhow::Result<Running> {
     let incidents = Arc::new(crate::incidents::Incidents::new(
         &config,
         settings.incidents,
         settings.notify,
     ));
-    let plane = ControlPlane::new(config, settings.safety, store)
+    let l = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("control.listen: cannot listen on {listen}: {e}"))?;
+    let listen = l.local_addr()?;
+    let me = Candidate {
+        // Unique per process: a restarted plane is a new candidate.
+        id: format!("{listen}/{}/{}", std::process::id(), crate::plane::now_ms()),
+        url: format!("http://{listen}"),
+    };
+    let plane = ControlPlane::new(config, settings.safety, store, me)
         .await
         .map_err(|e| anyhow::anyhow!("control.store: {e}"))?;
     let open = incidents
@@ -141,14 +152,30 @@ async fn serve<S: Store + 'static>(
     if open > 0 {
         tracing::warn!(open, "open incidents taken back from the store");
     }
-    let l = tokio::net::TcpListener::bind(listen)
-        .await
-        .map_err(|e| anyhow::anyhow!("control.listen: cannot listen on {listen}: {e}"))?;
-    let listen = l.local_addr()?;
+    let verdict = crate::adopt::judge(
+        &plane.current().controls,
+        &crate::adopt::holdings(&plane.config).await,
+    );
+    if !verdict.behind.is_empty() {
+        if adopt {
+            let who = std::env::var("USER").unwrap_or_else(|_| "admin".into());
+            plane
+                .adopt(
+                    switchyard_model::Actor::person(format!("{who} (switchyard control --adopt)")),
+                    verdict.over.clone(),
+                    verdict.renew,
+                )
+                .await
+                .map_err(|e| anyhow::anyhow!("control.store: cannot adopt: {e}"))?;
+        } else {
+            plane.hold_back(verdict.explain());
+        }
+    }
     let (tx, mut rx) = tokio::sync::watch::channel(false);
     let app = router(Api {
         plane: plane.clone(),
         incidents: incidents.clone(),
+        stopping: rx.clone(),
     });
     let timelines = tokio::spawn(crate::incidents::follow_changes(
         plane.clone(),
@@ -173,6 +200,14 @@ async fn serve<S: Store + 'static>(
             }
         }
     });
+    let election_plane = plane.clone();
+    let election_stop = rx.clone();
+    let election = tokio::spawn(async move {
+        election_plane
+            .leadership
+            .run(election_plane.store(), election_stop)
+            .await
+    });
     let automation = tokio::spawn(crate::automation::run(
         plane.clone(),
         incidents,
@@ -186,6 +221,8 @@ async fn serve<S: Store + 'static>(
                 let _ = rx.wait_for(|s| *s).await;
             })
             .await;
+        // Resign, so another plane takes over at once rather than after the lease.
+        let _ = election.await;
     });
     tracing::info!(%listen, "control plane serving");
     Ok(Running {
@@ -203,13 +240,14 @@ impl Drop for AbortOnDrop {
     }
 }
 
-/// Runs until SIGINT or SIGTERM.
-pub async fn run(config_path: &Path) -> anyhow::Result<()> {
+/// Runs until SIGINT or SIGTERM. With `adopt`, a store behind what the
+/// edges hold is adopted over it (audited) instead of holding back.
+pub async fn run(config_path: &Path, adopt: bool) -> anyhow::Result<()> {
     let text = std::fs::read_to_string(config_path)
         .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", config_path.display()))?;
     let config = Config::from_toml(&text, |k| std::env::var(k).ok())
         .map_err(|e| anyhow::anyhow!("{}: {e}", config_path.display()))?;
-    let running = start(config, config_path).await?;
+    let running = start(config, config_path, adopt).await?;
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}

@@ -4,6 +4,7 @@
 //! and etcd (several control planes share state through a real cluster).
 
 use std::future::Future;
+use std::time::Duration;
 
 use switchyard_model::Controls;
 
@@ -38,6 +39,19 @@ impl StoreError {
             StoreError::Conflict { .. } | StoreError::Unavailable(_)
         )
     }
+}
+
+/// A control plane standing for election: its id (unique per process) and
+/// the URL its API answers on, for the others to send incident changes to.
+pub use switchyard_api::PlaneRef as Candidate;
+
+/// The outcome of one round of election.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Term {
+    /// This plane holds the leadership now.
+    pub leading: bool,
+    /// Who does, when known.
+    pub leader: Option<Candidate>,
 }
 
 /// A backend. `commit` is a compare-and-swap on the version, so two control
@@ -84,12 +98,42 @@ pub trait Store: Send + Sync {
         &self,
         kind: &str,
     ) -> impl Future<Output = Result<Vec<(String, serde_json::Value)>, StoreError>> + Send;
+    /// Puts `body` as `kind`/`id` only if no document is there; returns the
+    /// document as stored (the one already there, or `body`), so planes
+    /// racing to create one all end up with the same.
+    fn create_doc(
+        &self,
+        kind: &str,
+        id: &str,
+        body: &serde_json::Value,
+    ) -> impl Future<Output = Result<serde_json::Value, StoreError>> + Send;
     /// Removes a document; removing one that is not there is not an error.
     fn delete_doc(
         &self,
         kind: &str,
         id: &str,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// One round of the election among the control planes sharing this
+    /// store: become or stay the leader for `ttl`, or learn who is. A store
+    /// that only one plane can use (a local file) makes it the leader.
+    fn campaign(
+        &self,
+        me: &Candidate,
+        _ttl: Duration,
+    ) -> impl Future<Output = Result<Term, StoreError>> + Send {
+        let me = me.clone();
+        async move {
+            Ok(Term {
+                leading: true,
+                leader: Some(me),
+            })
+        }
+    }
+    /// Gives the leadership up at once (a clean shutdown), so another plane
+    /// need not wait for it to expire.
+    fn resign(&self) -> impl Future<Output = Result<(), StoreError>> + Send {
+        async { Ok(()) }
+    }
 }
 
 /// The suite both backends must pass; tests call it with a fresh store.
@@ -183,6 +227,19 @@ pub mod conformance {
             .map(|(id, _)| id)
             .collect();
         assert_eq!(ids, vec!["a", "b"]);
+        // Created once: the second creation gets the first's document.
+        let first = s
+            .create_doc("meta", "origin", &serde_json::json!({"n": 1}))
+            .await
+            .unwrap();
+        let second = s
+            .create_doc("meta", "origin", &serde_json::json!({"n": 2}))
+            .await
+            .unwrap();
+        assert_eq!(
+            (first.clone(), second),
+            (serde_json::json!({"n": 1}), first)
+        );
         s.delete_doc("silence", "a").await.unwrap();
         s.delete_doc("silence", "never-there").await.unwrap();
         assert!(s.list_docs("silence").await.unwrap().is_empty());

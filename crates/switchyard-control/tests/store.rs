@@ -218,3 +218,46 @@ async fn a_member_without_a_leader_refuses_at_once_instead_of_hanging() {
     }
     assert!(asked.elapsed() < Duration::from_secs(2), "refused at once");
 }
+
+#[tokio::test]
+async fn one_plane_leads_until_it_resigns_or_stops_renewing() {
+    use switchyard_control::store::Candidate;
+    let etcd = Etcd::start().await;
+    let (a, b) = (store_on(&etcd, "/elect/"), store_on(&etcd, "/elect/"));
+    let me = |id: &str| Candidate {
+        id: id.into(),
+        url: format!("http://{id}"),
+    };
+    let ttl = Duration::from_secs(2);
+    let t = a.campaign(&me("a"), ttl).await.unwrap();
+    assert!(t.leading, "{t:?}");
+    // Renewing keeps it; the other learns who leads.
+    assert!(a.campaign(&me("a"), ttl).await.unwrap().leading);
+    let t = b.campaign(&me("b"), ttl).await.unwrap();
+    assert!(!t.leading);
+    assert_eq!(t.leader, Some(me("a")));
+    // A clean stop hands over at once.
+    a.resign().await.unwrap();
+    let t = b.campaign(&me("b"), ttl).await.unwrap();
+    assert!(t.leading, "{t:?}");
+    // A leader that stops renewing (dead, or cut off) loses the lead when
+    // its lease expires, and not before.
+    assert!(!a.campaign(&me("a"), ttl).await.unwrap().leading);
+    let stopped = Instant::now();
+    loop {
+        let t = a.campaign(&me("a"), ttl).await.unwrap();
+        if t.leading {
+            break;
+        }
+        assert!(
+            stopped.elapsed() < Duration::from_secs(8),
+            "the lease never expired"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(
+        stopped.elapsed() >= Duration::from_millis(1500),
+        "taken over before the lease could expire: {:?}",
+        stopped.elapsed()
+    );
+}

@@ -254,7 +254,12 @@ fn update_error(e: crate::state::UpdateError) -> Response<AdminBody> {
                 "could not save the controls, so they were not applied: {e}"
             )],
         ),
-        e @ E::Older { .. } => error(StatusCode::CONFLICT, "older_version", e.reasons()),
+        e @ E::Backwards(switchyard_model::Backwards::Older { .. }) => {
+            error(StatusCode::CONFLICT, "older_version", e.reasons())
+        }
+        e @ E::Backwards(switchyard_model::Backwards::OtherStore { .. }) => {
+            error(StatusCode::CONFLICT, "other_store", e.reasons())
+        }
         E::Mismatch { current, .. } => {
             let body = switchyard_api::ErrorBody {
                 error: "version_mismatch".into(),
@@ -342,12 +347,13 @@ pub fn status(edge: &Edge) -> EdgeStatus {
         uptime_s: edge.started.elapsed().as_secs(),
         controls: EdgeControls {
             version: snap.controls.version,
+            origin: snap.controls.origin.clone(),
             source: edge.controls_source(),
             faults: snap.controls.faults.clone(),
             last_known_good_error: edge.last_known_good_error.clone(),
         },
         control_plane: ControlPlaneLink {
-            url: snap.config.edge.control_url.clone(),
+            url: snap.config.edge.control_urls.first().cloned(),
             connected: edge.control_plane_connected.load(Ordering::Relaxed),
         },
         services,

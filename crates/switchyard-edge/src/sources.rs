@@ -92,8 +92,8 @@ pub async fn watch_control_plane(edge: Arc<Edge>) {
 }
 
 impl switchyard_api::watch::Follower for Edge {
-    fn control_url(&self) -> Option<String> {
-        self.snapshot().config.edge.control_url.clone()
+    fn control_urls(&self) -> Vec<String> {
+        self.snapshot().config.edge.control_urls.clone()
     }
 
     fn identity(&self) -> Vec<(&'static str, String)> {
@@ -107,13 +107,14 @@ impl switchyard_api::watch::Follower for Edge {
     fn controls(&self, controls: switchyard_model::Controls) {
         match self.apply_controls(controls, "control-plane") {
             Ok(_) => {}
-            Err(crate::state::UpdateError::Older { offered, current }) => tracing::error!(
-                offered,
-                current,
-                "the control plane sent controls older than those in force; refused. \
-                 A control plane whose store was reset restarts at a low version: \
-                 it must move past version {current} before this edge follows it again"
-            ),
+            Err(crate::state::UpdateError::Backwards(b)) => {
+                tracing::error!(
+                    refused = %b,
+                    "the control plane sent controls that would take this edge back; \
+                     a plane on an empty, restored or other store must be adopted over the \
+                     one in force (`switchyard control --adopt`) before this edge follows it"
+                )
+            }
             Err(e) => {
                 tracing::error!(reasons = ?e.reasons(), "control plane sent controls that were refused")
             }

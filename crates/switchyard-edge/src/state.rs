@@ -100,12 +100,10 @@ pub enum UpdateError {
     Invalid(#[from] ConfigError),
     #[error("{0}")]
     Refused(String),
-    /// A document older than the state in force: no source ever takes the
-    /// edge back in time.
-    #[error(
-        "controls version {offered} is older than version {current}, which is in force; keeping it"
-    )]
-    Older { offered: u64, current: u64 },
+    /// Older than the state in force, or from another control-plane store
+    /// not adopted over it: no source ever takes the edge back in time.
+    #[error(transparent)]
+    Backwards(#[from] switchyard_model::Backwards),
     /// A conditional write (`If-Match`) based on another version than the
     /// one in force.
     #[error("If-Match names version {given}, but version {current} is in force; nothing changed")]
@@ -258,12 +256,7 @@ impl Edge {
             controls
                 .validate(&cur.config)
                 .map_err(ConfigError::Invalid)?;
-            if controls.version < current {
-                return Err(UpdateError::Older {
-                    offered: controls.version,
-                    current,
-                });
-            }
+            controls.may_replace(&cur.controls)?;
             if let Some(p) = &self.lkg_path {
                 switchyard_api::lkg::save(p, &controls, source, now_ms())
                     .map_err(UpdateError::Persist)?;

@@ -352,7 +352,11 @@ impl Tracker {
     /// Takes back the incidents after a restart (all of them announced
     /// before): the open ones, and the most recently resolved ones, so a
     /// fault that comes back after the restart still reopens its incident.
+    /// The store's copy replaces what was held: this is also how a plane
+    /// elected leader takes over from the one before.
     pub fn restore(&mut self, incidents: Vec<Incident>) {
+        self.open.clear();
+        self.closed.clear();
         let mut resolved = Vec::new();
         for i in incidents {
             self.ids.insert(i.id.clone());

@@ -90,7 +90,7 @@ pub mod raw {
         pub forward_secret_env: Option<String>,
         pub state_dir: Option<String>,
         pub controls_file: Option<String>,
-        pub control_url: Option<String>,
+        pub control_url: Option<ControlUrls>,
         pub max_header_bytes: Option<usize>,
         pub max_headers: Option<usize>,
         pub max_body_bytes: Option<usize>,
@@ -101,6 +101,15 @@ pub mod raw {
         pub client_body_total_timeout_ms: Option<u64>,
         pub max_client_connections: Option<usize>,
         pub max_connections_per_client: Option<usize>,
+    }
+
+    /// `control_url`: one control plane, or several sharing a store (the
+    /// edge follows the first that answers and moves on when it stops).
+    #[derive(Debug, Clone, Deserialize)]
+    #[serde(untagged)]
+    pub enum ControlUrls {
+        One(String),
+        Many(Vec<String>),
     }
 
     #[derive(Debug, Deserialize)]
@@ -322,7 +331,8 @@ pub struct EdgeSettings {
     pub forward_secret: Option<String>,
     pub state_dir: Option<String>,
     pub controls_file: Option<String>,
-    pub control_url: Option<String>,
+    /// The control planes to follow, in order of preference; empty: none.
+    pub control_urls: Vec<String>,
     pub max_header_bytes: usize,
     /// The most header fields a request may carry.
     pub max_headers: usize,
@@ -662,13 +672,25 @@ fn validate_edge(
         env,
         errs,
     );
-    if let Some(url) = &e.control_url {
+    let control_urls = match &e.control_url {
+        None => Vec::new(),
+        Some(raw::ControlUrls::One(u)) => vec![u.clone()],
+        Some(raw::ControlUrls::Many(v)) => v.clone(),
+    };
+    for (i, url) in control_urls.iter().enumerate() {
+        let path = match &e.control_url {
+            Some(raw::ControlUrls::Many(_)) => format!("edge.control_url[{i}]"),
+            _ => "edge.control_url".to_string(),
+        };
         if !url.starts_with("http://") {
-            errs.push(
-                "edge.control_url",
-                format!("must be an http:// URL, got {url:?}"),
-            );
+            errs.push(path, format!("must be an http:// URL, got {url:?}"));
         }
+    }
+    if matches!(&e.control_url, Some(raw::ControlUrls::Many(v)) if v.is_empty()) {
+        errs.push(
+            "edge.control_url",
+            "an empty list: leave it out to follow no control plane",
+        );
     }
     let max_header_bytes = e.max_header_bytes.unwrap_or(DEFAULT_MAX_HEADER_BYTES);
     if !(1024..=1024 * 1024).contains(&max_header_bytes) {
@@ -757,7 +779,7 @@ fn validate_edge(
         forward_secret,
         state_dir: e.state_dir.clone(),
         controls_file: e.controls_file.clone(),
-        control_url: e.control_url.clone(),
+        control_urls,
         max_header_bytes,
         max_headers,
         max_body_bytes,

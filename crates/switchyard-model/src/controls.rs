@@ -21,6 +21,38 @@ pub struct Controls {
     /// Faults injected for drills. Empty means none.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub faults: Vec<Fault>,
+    /// The store these controls come from, set by the control plane that
+    /// publishes them; absent in documents written by hand.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin: Option<Origin>,
+}
+
+/// The identity of a control plane's store, and the stores it was
+/// explicitly adopted over (an admin's audited `switchyard control
+/// --adopt`). Versions count within one store: an empty store, a restored
+/// backup or a mistyped path starts again at a low version, so a follower
+/// compares versions only within one store and takes another store's
+/// controls only when they name its own among those they supersede.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Origin {
+    pub store: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub supersedes: Vec<String>,
+}
+
+/// Why a follower keeps the controls it holds rather than the ones offered.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Backwards {
+    #[error(
+        "controls version {offered} is older than version {current}, which is in force; keeping it"
+    )]
+    Older { offered: u64, current: u64 },
+    #[error(
+        "controls from store {offered:?} cannot replace those of store {held:?}, which are in force, \
+         unless an admin adopts it over that store (`switchyard control --adopt`); keeping them"
+    )]
+    OtherStore { offered: String, held: String },
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -161,6 +193,31 @@ fn one() -> f64 {
 }
 
 impl Controls {
+    /// Whether these controls may replace `held` at a follower: never older
+    /// than what it holds, and never from another store unless adopted over
+    /// it. Hand-written documents (no origin) are judged by version alone.
+    pub fn may_replace(&self, held: &Controls) -> Result<(), Backwards> {
+        if let (Some(o), Some(h)) = (&self.origin, &held.origin) {
+            if o.store != h.store {
+                return if o.supersedes.contains(&h.store) {
+                    Ok(())
+                } else {
+                    Err(Backwards::OtherStore {
+                        offered: o.store.clone(),
+                        held: h.store.clone(),
+                    })
+                };
+            }
+        }
+        if self.version < held.version {
+            return Err(Backwards::Older {
+                offered: self.version,
+                current: held.version,
+            });
+        }
+        Ok(())
+    }
+
     /// Parses JSON and checks it against the topology; a refused document
     /// reports every problem with its path and must change nothing.
     pub fn from_json(text: &str, config: &Config) -> Result<Controls, ConfigError> {
@@ -172,6 +229,29 @@ impl Controls {
 
     pub fn validate(&self, config: &Config) -> Result<(), ValidationErrors> {
         let mut errs = ValidationErrors::default();
+        if let Some(o) = &self.origin {
+            let id_ok = |s: &str| !s.is_empty() && s.len() <= 64;
+            if !id_ok(&o.store) {
+                errs.push(
+                    "origin.store",
+                    format!("1 to 64 characters, got {:?}", o.store),
+                );
+            }
+            if o.supersedes.len() > 64 {
+                errs.push(
+                    "origin.supersedes",
+                    format!("at most 64 stores, got {}", o.supersedes.len()),
+                );
+            }
+            for (i, s) in o.supersedes.iter().enumerate() {
+                if !id_ok(s) {
+                    errs.push(
+                        format!("origin.supersedes[{i}]"),
+                        format!("1 to 64 characters, got {s:?}"),
+                    );
+                }
+            }
+        }
         for (name, sc) in &self.services {
             let p = format!("services.{name}");
             let Some(_svc) = config.service(name) else {
@@ -264,5 +344,49 @@ impl Controls {
 fn weight_in_range(w: f64, path: &str, errs: &mut ValidationErrors) {
     if !(w.is_finite() && (0.0..=1.0).contains(&w)) {
         errs.push(path, format!("must be a weight between 0 and 1, got {w}"));
+    }
+}
+
+#[cfg(test)]
+mod origin_tests {
+    use super::*;
+
+    #[test]
+    fn controls_never_go_back_in_time_nor_to_another_store_unadopted() {
+        let at = |store: &str, version: u64, supersedes: &[&str]| Controls {
+            version,
+            origin: Some(Origin {
+                store: store.into(),
+                supersedes: supersedes.iter().map(|s| s.to_string()).collect(),
+            }),
+            ..Controls::default()
+        };
+        let held = at("s1", 57, &[]);
+        assert!(at("s1", 58, &[]).may_replace(&held).is_ok());
+        assert!(
+            at("s1", 57, &[]).may_replace(&held).is_ok(),
+            "the same again"
+        );
+        assert_eq!(
+            at("s1", 3, &[]).may_replace(&held),
+            Err(Backwards::Older {
+                offered: 3,
+                current: 57
+            })
+        );
+        // An empty store starts at 0, a busy other one may be far ahead:
+        // neither replaces s1's controls unless adopted over s1.
+        for v in [0, 500] {
+            let e = at("s2", v, &[]).may_replace(&held).unwrap_err();
+            assert!(e.to_string().contains("--adopt"), "{e}");
+        }
+        assert!(at("s2", 1, &["s0", "s1"]).may_replace(&held).is_ok());
+        // Hand-written documents are judged by version alone.
+        let by_hand = Controls {
+            version: 60,
+            ..Controls::default()
+        };
+        assert!(by_hand.may_replace(&held).is_ok());
+        assert!(at("s2", 1, &[]).may_replace(&by_hand).is_err());
     }
 }

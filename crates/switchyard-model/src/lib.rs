@@ -26,7 +26,8 @@ pub use config::{
     StoreSpec, Timeouts, Zone,
 };
 pub use controls::{
-    CapacityMode, Controls, Fault, RegionControl, RegionState, ServiceControls, ZoneControl,
+    Backwards, CapacityMode, Controls, Fault, Origin, RegionControl, RegionState, ServiceControls,
+    ZoneControl,
 };
 pub use error::{ConfigError, ValidationError, ValidationErrors};
 pub use finding::{Alarm, Finding};

@@ -14,7 +14,21 @@ pub struct ControlProcess {
 
 impl ControlProcess {
     pub async fn start(bin: &Path, config: &Path, addr: SocketAddr, dir: &Path) -> ControlProcess {
-        let args = vec!["control".into(), "--config".into(), config.into()];
+        ControlProcess::start_with(bin, config, addr, dir, &[]).await
+    }
+
+    /// [`ControlProcess::start`] with more flags for `switchyard control`
+    /// (e.g. `--adopt`).
+    pub async fn start_with(
+        bin: &Path,
+        config: &Path,
+        addr: SocketAddr,
+        dir: &Path,
+        flags: &[&str],
+    ) -> ControlProcess {
+        let mut args: Vec<std::ffi::OsString> =
+            vec!["control".into(), "--config".into(), config.into()];
+        args.extend(flags.iter().map(|f| f.into()));
         let log = dir.join("control.log");
         ControlProcess {
             addr,
@@ -29,6 +43,14 @@ impl ControlProcess {
 
     pub async fn restart(&mut self) {
         self.process.restart().await;
+    }
+
+    /// SIGTERM and the exit status within `within` (`None`: it hung).
+    pub async fn terminate(
+        &mut self,
+        within: std::time::Duration,
+    ) -> Option<std::process::ExitStatus> {
+        self.process.terminate(within).await
     }
 
     /// The typed API client of this control plane, acting with `token`.

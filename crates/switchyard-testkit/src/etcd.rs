@@ -14,6 +14,8 @@ use crate::client::Req;
 /// One member of a cluster.
 pub struct Etcd {
     child: Child,
+    /// How it was started, to start it again on the same data.
+    command: (PathBuf, Vec<String>),
     /// `http://127.0.0.1:PORT`, what clients use.
     pub endpoint: String,
     client: SocketAddr,
@@ -90,21 +92,26 @@ impl Etcd {
                 let endpoint = format!("http://127.0.0.1:{client}");
                 let peer_url = format!("http://127.0.0.1:{peer}");
                 let log = dir.path().join("etcd.log");
-                let child = Command::new(binary)
-                    .args(["--name", &format!("m{i}"), "--data-dir"])
-                    .arg(dir.path().join("data"))
-                    .args(["--listen-client-urls", &endpoint])
-                    .args(["--advertise-client-urls", &endpoint])
-                    .args(["--listen-peer-urls", &peer_url])
-                    .args(["--initial-advertise-peer-urls", &peer_url])
-                    .args(["--initial-cluster", &initial_cluster])
-                    .stdin(Stdio::null())
-                    .stdout(Stdio::null())
-                    .stderr(std::fs::File::create(&log).expect("etcd log"))
-                    .spawn()
-                    .unwrap_or_else(|e| panic!("cannot start {}: {e}", binary.display()));
+                let args: Vec<String> = vec![
+                    "--name".into(),
+                    format!("m{i}"),
+                    "--data-dir".into(),
+                    dir.path().join("data").display().to_string(),
+                    "--listen-client-urls".into(),
+                    endpoint.clone(),
+                    "--advertise-client-urls".into(),
+                    endpoint.clone(),
+                    "--listen-peer-urls".into(),
+                    peer_url.clone(),
+                    "--initial-advertise-peer-urls".into(),
+                    peer_url,
+                    "--initial-cluster".into(),
+                    initial_cluster.clone(),
+                ];
+                let child = Etcd::run(binary, &args, &log);
                 Etcd {
                     child,
+                    command: (binary.to_path_buf(), args),
                     endpoint,
                     client: SocketAddr::from(([127, 0, 0, 1], *client)),
                     log,
@@ -112,6 +119,27 @@ impl Etcd {
                 }
             })
             .collect()
+    }
+
+    fn run(binary: &Path, args: &[String], log: &Path) -> Child {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .expect("etcd log");
+        Command::new(binary)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", binary.display()))
+    }
+
+    /// Starts a killed member again on its data; it rejoins its cluster.
+    pub fn restart(&mut self) {
+        self.kill9();
+        self.child = Etcd::run(&self.command.0, &self.command.1, &self.log);
     }
 
     /// Every member answers its health check (which needs a leader).

@@ -116,6 +116,19 @@ impl Topology {
         self.edge_toml(&url)
     }
 
+    /// Control planes at `control_addr()` and at `aux_addr(n)` for each of
+    /// `others` (see `start_another_control`), sharing one store (see
+    /// `etcd_store`): every edge follows any of them, the first by preference.
+    pub fn with_control_planes(mut self, others: &[u8]) -> Self {
+        self.control = true;
+        let urls: Vec<String> = std::iter::once(self.control_addr())
+            .chain(others.iter().map(|n| self.aux_addr(*n)))
+            .map(|a| format!("\"http://{a}\""))
+            .collect();
+        let line = format!("control_url = [{}]", urls.join(", "));
+        self.edge_toml(&line)
+    }
+
     /// Control planes keep their state in this etcd (an endpoint such as
     /// `http://127.0.0.1:2379`) instead of a SQLite file, so several can share it.
     pub fn etcd_store(mut self, endpoint: &str) -> Self {

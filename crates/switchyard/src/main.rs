@@ -82,6 +82,11 @@ enum Cmd {
     Control {
         #[arg(long)]
         config: PathBuf,
+        /// Make this store's controls replace what the edges hold when it is
+        /// behind them (an empty, restored or other store). Audited; without
+        /// it such a plane publishes nothing and refuses every change.
+        #[arg(long)]
+        adopt: bool,
     },
     /// The operator's one command: status, shift, failover, read-only, history.
     Ctl(ctl_cmd::CtlArgs),
@@ -169,13 +174,13 @@ fn main() -> ExitCode {
         Cmd::Ctl(args) => ctl_cmd::ctl(args),
         Cmd::Incident(args) => incident_cmd::run(args),
         Cmd::BenchPropagation(args) => propagation::main(args),
-        Cmd::Control { config } => {
+        Cmd::Control { config, adopt } => {
             init_logs(cli.log_format);
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()
                 .expect("tokio runtime");
-            match rt.block_on(switchyard_control::server::run(&config)) {
+            match rt.block_on(switchyard_control::server::run(&config, adopt)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("switchyard control: {e:#}");

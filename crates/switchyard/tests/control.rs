@@ -8,7 +8,7 @@ use http::Method;
 use serde_json::json;
 use switchyard_api::{Applied, ErrorBody, History, OpRequest};
 use switchyard_model::{Actor, AuditKind, CheckOutcome, Controls, Op, RegionState};
-use switchyard_testkit::{eventually, EdgeProcess, Etcd, Topology, Traffic};
+use switchyard_testkit::{eventually, ControlProcess, EdgeProcess, Etcd, Topology, Traffic};
 
 const BIN: &str = env!("CARGO_BIN_EXE_switchyard");
 
@@ -589,4 +589,154 @@ async fn two_control_planes_on_one_etcd_act_as_one_and_either_may_die() {
             .is_none_or(|s| s.zones.is_empty()),
         "{c2:?}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_plane_on_an_empty_store_takes_no_edge_back_until_an_admin_adopts_it() {
+    let lab = Topology::new(BIN, &[("r1", &["a", "b", "c"])]).with_control_plane();
+    let _ups = lab.start_upstreams().await;
+    let mut cp = lab.start_control().await;
+    let edges = [lab.start_edge("a").await, lab.start_edge("b").await];
+    let (code, _, out) = cp.ctl(
+        "operate-token",
+        &["shift", "a", "--service", "svc", "--reason", "gray zone"],
+    );
+    assert_eq!(code, 0, "{out}");
+    avoids_zone(&edges[0], "a", "the shift reaches the edge").await;
+    let held = edges[0].status().await.controls;
+    let store = held
+        .origin
+        .clone()
+        .expect("the plane's controls name their store")
+        .store;
+    cp.kill9();
+
+    // Restarted on a mistyped path: an empty store at version 0.
+    let typo = lab.dir().join("typo.toml");
+    std::fs::write(&typo, lab.config_text().replace("control.db", "contrl.db")).unwrap();
+    let mut wrong = ControlProcess::start(lab.bin(), &typo, lab.control_addr(), lab.dir()).await;
+    let (code, v, out) = wrong.ctl(
+        "operate-token",
+        &[
+            "shift",
+            "b",
+            "--service",
+            "svc",
+            "--reason",
+            "on the wrong store",
+        ],
+    );
+    assert_eq!(code, 1, "{out}");
+    let refused: ErrorBody = typed(v);
+    assert_eq!(refused.error, "store_behind", "{refused:?}");
+    assert!(
+        refused.reasons[0].contains(&format!("of store {store}"))
+            && refused.reasons[0].contains("--adopt"),
+        "{refused:?}"
+    );
+    // Nothing was pushed: the edges keep the shift and the version.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    avoids_zone(&edges[0], "a", "the edge keeps its shift").await;
+    let still = edges[1].status().await.controls;
+    assert_eq!(
+        (still.version, still.origin.as_ref()),
+        (held.version, held.origin.as_ref())
+    );
+    wrong.kill9();
+
+    // An admin says this store is the one: its controls replace the edges'.
+    let adopted = ControlProcess::start_with(
+        lab.bin(),
+        &typo,
+        lab.control_addr(),
+        lab.dir(),
+        &["--adopt"],
+    )
+    .await;
+    serves_zone(
+        &edges[0],
+        "a",
+        "the adopted store's controls (no shift) reach the edge",
+    )
+    .await;
+    let now = edges[1].status().await.controls;
+    let origin = now.origin.expect("origin");
+    assert!(origin.supersedes.contains(&store), "{origin:?}");
+    let (_, h, _) = adopted.ctl("read-token", &["history"]);
+    let h: History = typed(h);
+    assert!(
+        h.entries.iter().any(|e| e.accepted
+            && matches!(&e.actor, Actor::Person { name } if name.contains("--adopt"))
+            && e.reason.contains(&store)),
+        "the adoption is audited: {h:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_safety_rules_remember_across_a_kill_9() {
+    let lab = Topology::new(BIN, &[("r1", &["a", "b", "c"])]).with_control_plane();
+    let _ups = lab.start_upstreams().await;
+    // A flip wait of ten minutes: no restart may shorten it.
+    let cfg = lab.dir().join("slow-flips.toml");
+    std::fs::write(
+        &cfg,
+        lab.config_text()
+            .replace("flip_wait_ms = 0", "flip_wait_ms = 600000"),
+    )
+    .unwrap();
+    let mut cp = ControlProcess::start(lab.bin(), &cfg, lab.control_addr(), lab.dir()).await;
+    let (code, _, out) = cp.ctl(
+        "operate-token",
+        &["shift", "a", "--service", "svc", "--reason", "gray"],
+    );
+    assert_eq!(code, 0, "{out}");
+    let unshift = ["unshift", "a", "--service", "svc", "--reason", "too soon"];
+    let (code, v, out) = cp.ctl("operate-token", &unshift);
+    assert_eq!(code, 1, "{out}");
+    assert!(typed::<ErrorBody>(v).refused_by("flip_wait"));
+    cp.kill9();
+    cp.restart().await;
+    let (code, v, out) = cp.ctl("operate-token", &unshift);
+    assert_eq!(code, 1, "a restart grants no early flip: {out}");
+    let refused: ErrorBody = typed(v);
+    assert!(refused.refused_by("flip_wait"), "{refused:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_ends_the_watch_streams_and_the_plane_exits() {
+    let lab = Topology::new(BIN, &[("r1", &["a", "b"])]).with_control_plane();
+    let _ups = lab.start_upstreams().await;
+    let mut cp = lab.start_control().await;
+    let edges = [lab.start_edge("a").await, lab.start_edge("b").await];
+    for e in &edges {
+        eventually(
+            "the edge watches the plane",
+            Duration::from_secs(5),
+            || async {
+                e.status()
+                    .await
+                    .control_plane
+                    .connected
+                    .then_some(())
+                    .ok_or("not connected".to_string())
+            },
+        )
+        .await;
+    }
+    let exited = cp.terminate(Duration::from_secs(10)).await;
+    assert!(
+        exited.is_some_and(|s| s.success()),
+        "SIGTERM with edges watching must drain and exit: {exited:?}"
+    );
+    eventually(
+        "the edges see the plane gone",
+        Duration::from_secs(5),
+        || async {
+            let s = edges[0].status().await;
+            (!s.control_plane.connected)
+                .then_some(())
+                .ok_or("still connected".to_string())
+        },
+    )
+    .await;
 }

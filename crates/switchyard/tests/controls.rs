@@ -583,5 +583,10 @@ async fn an_older_watch_stream_is_refused_loudly_and_changes_nothing() {
     .await;
     assert_eq!(a.status().await.controls.version, 7);
     assert_eq!(served_zone(&a).await, "b");
-    assert!(a.log().contains("older than those in force"), "{}", a.log());
+    assert!(
+        a.log()
+            .contains("is older than version 7, which is in force"),
+        "{}",
+        a.log()
+    );
 }

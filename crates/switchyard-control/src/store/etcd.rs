@@ -17,6 +17,10 @@
 //!   the sequence number of the newest entry.
 //! - `audit/{seq:020}`: one entry each; zero-padded so key order is
 //!   numeric order.
+//! - `leader`: the elected control plane (`{"id", "url"}`), attached to its
+//!   lease: created only while absent (a campaign, as etcd's own election
+//!   API does it), kept while the leader's keep-alives renew the lease, and
+//!   gone the moment the lease expires or is revoked.
 //!
 //! Why a counter rather than the txn's revision or a random suffix for audit
 //! keys: the revision a txn will get is unknown until it has committed, so it
@@ -32,6 +36,7 @@
 //! reads the whole prefix before truncating, which would grow with the log.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use base64::engine::general_purpose::STANDARD as B64;
@@ -47,7 +52,7 @@ use serde_json::{json, Value};
 use switchyard_model::error::chain;
 use switchyard_model::Controls;
 
-use super::{AuditEntry, Store, StoreError, Stored};
+use super::{AuditEntry, Candidate, Store, StoreError, Stored, Term};
 
 /// A member that does not accept a connection within this is treated as
 /// down and the next endpoint is tried.
@@ -72,6 +77,9 @@ pub struct EtcdStore {
     /// The audit counter as last seen. Only a guess: a wrong one costs one
     /// failed txn, whose failure branch returns the right value.
     seq_hint: AtomicU64,
+    leader_key: String,
+    /// The lease this plane campaigns with, once granted.
+    lease: Mutex<Option<i64>>,
 }
 
 /// How one request to one endpoint failed, which decides whether the next
@@ -120,6 +128,8 @@ impl EtcdStore {
             audit_prefix: format!("{prefix}audit/"),
             docs_prefix: format!("{prefix}docs/"),
             seq_hint: AtomicU64::new(0),
+            leader_key: format!("{prefix}leader"),
+            lease: Mutex::new(None),
         }
     }
 
@@ -399,11 +409,118 @@ impl Store for EtcdStore {
         Ok(out)
     }
 
+    async fn create_doc(&self, kind: &str, id: &str, body: &Value) -> Result<Value, StoreError> {
+        let key = self.doc_key(kind, id);
+        let txn = json!({
+            "compare": [compare_absent(&key)],
+            "success": [put(&key, body.to_string().as_bytes())],
+            "failure": [range(&key)],
+        });
+        let r: TxnResponse = self.call("/v3/kv/txn", &txn, true).await?;
+        if r.succeeded {
+            return Ok(body.clone());
+        }
+        let kv = r
+            .responses
+            .first()
+            .and_then(|op| op.response_range.as_ref())
+            .and_then(|range| range.kvs.first())
+            .ok_or_else(|| StoreError::Corrupt(format!("{key}: neither created nor found")))?;
+        serde_json::from_slice(&kv.value(&key)?)
+            .map_err(|e| StoreError::Corrupt(format!("{key}: {e}")))
+    }
+
     async fn delete_doc(&self, kind: &str, id: &str) -> Result<(), StoreError> {
         let key = self.doc_key(kind, id);
         let _: Value = self
             .call("/v3/kv/deleterange", &json!({"key": b64(&key)}), true)
             .await?;
+        Ok(())
+    }
+
+    async fn campaign(&self, me: &Candidate, ttl: Duration) -> Result<Term, StoreError> {
+        let held = *self.lease.lock().unwrap_or_else(|e| e.into_inner());
+        let mut lease = None;
+        if let Some(id) = held {
+            // A keep-alive of a lease that has expired answers without a TTL.
+            let r: Value = self
+                .call("/v3/lease/keepalive", &json!({"ID": id.to_string()}), false)
+                .await?;
+            let left = r["result"]["TTL"]
+                .as_str()
+                .and_then(|t| t.parse::<i64>().ok())
+                .or_else(|| r["result"]["TTL"].as_i64())
+                .unwrap_or(0);
+            if left > 0 {
+                lease = Some(id);
+            }
+        }
+        let id = match lease {
+            Some(id) => id,
+            None => {
+                // A grant whose answer is lost leaves a lease nobody renews:
+                // it expires on its own, so trying another member is safe.
+                let r: Value = self
+                    .call(
+                        "/v3/lease/grant",
+                        &json!({"TTL": ttl.as_secs().max(2).to_string()}),
+                        false,
+                    )
+                    .await?;
+                let id = r["ID"]
+                    .as_str()
+                    .and_then(|t| t.parse::<i64>().ok())
+                    .or_else(|| r["ID"].as_i64())
+                    .ok_or_else(|| {
+                        StoreError::Corrupt(format!("lease grant without an ID: {r}"))
+                    })?;
+                *self.lease.lock().unwrap_or_else(|e| e.into_inner()) = Some(id);
+                id
+            }
+        };
+        let body = serde_json::to_vec(me).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let txn = json!({
+            "compare": [compare_absent(&self.leader_key)],
+            "success": [{"request_put": {"key": b64(&self.leader_key), "value": b64(&body), "lease": id.to_string()}}],
+            "failure": [range(&self.leader_key)],
+        });
+        let r: TxnResponse = self.call("/v3/kv/txn", &txn, false).await?;
+        if r.succeeded {
+            return Ok(Term {
+                leading: true,
+                leader: Some(me.clone()),
+            });
+        }
+        let kv = r
+            .responses
+            .first()
+            .and_then(|op| op.response_range.as_ref())
+            .and_then(|range| range.kvs.first());
+        let Some(kv) = kv else {
+            // Deleted between the compare and the read of the failure
+            // branch: nobody leads this instant; the next round campaigns.
+            return Ok(Term {
+                leading: false,
+                leader: None,
+            });
+        };
+        let leader: Option<Candidate> = kv
+            .value(&self.leader_key)
+            .ok()
+            .and_then(|v| serde_json::from_slice(&v).ok());
+        Ok(Term {
+            leading: kv.lease == id,
+            leader,
+        })
+    }
+
+    async fn resign(&self) -> Result<(), StoreError> {
+        let held = self.lease.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(id) = held {
+            let _: Value = self
+                .call("/v3/lease/revoke", &json!({"ID": id.to_string()}), false)
+                .await?;
+        }
         Ok(())
     }
 
@@ -460,6 +577,9 @@ struct Kv {
     value: String,
     #[serde(default, deserialize_with = "number")]
     version: u64,
+    /// The lease the key is attached to (0: none).
+    #[serde(default, deserialize_with = "signed")]
+    lease: i64,
 }
 
 impl Kv {
@@ -491,6 +611,20 @@ fn number<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
     enum N {
         Text(String),
         Number(u64),
+    }
+    match N::deserialize(d)? {
+        N::Number(n) => Ok(n),
+        N::Text(s) => s.parse().map_err(D::Error::custom),
+    }
+}
+
+/// Lease ids are signed 64-bit numbers, also sent as JSON strings.
+fn signed<'de, D: Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum N {
+        Text(String),
+        Number(i64),
     }
     match N::deserialize(d)? {
         N::Number(n) => Ok(n),

@@ -190,6 +190,32 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn create_doc(
+        &self,
+        kind: &str,
+        id: &str,
+        body: &serde_json::Value,
+    ) -> Result<serde_json::Value, StoreError> {
+        let (kind, id, body) = (kind.to_string(), id.to_string(), body.to_string());
+        self.with(move |c| {
+            c.execute(
+                "INSERT INTO docs (kind, id, body) VALUES (?1, ?2, ?3) ON CONFLICT (kind, id) DO NOTHING",
+                params![kind, id, body],
+            )
+            .map_err(unavailable)?;
+            let stored: String = c
+                .query_row(
+                    "SELECT body FROM docs WHERE kind = ?1 AND id = ?2",
+                    params![kind, id],
+                    |r| r.get(0),
+                )
+                .map_err(unavailable)?;
+            serde_json::from_str(&stored)
+                .map_err(|e| StoreError::Corrupt(format!("{kind}/{id}: {e}")))
+        })
+        .await
+    }
+
     async fn delete_doc(&self, kind: &str, id: &str) -> Result<(), StoreError> {
         let (kind, id) = (kind.to_string(), id.to_string());
         self.with(move |c| {
