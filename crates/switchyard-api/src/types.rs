@@ -134,6 +134,11 @@ pub struct StatusView {
     pub services: Vec<ServiceStatus>,
     /// Watch streams open now (edges and DNS servers following this plane).
     pub watchers: usize,
+    /// Why what this plane serves may not be the store's current state
+    /// (the store unreachable since start: a snapshot is served), or why it
+    /// publishes nothing (its store behind the edges); `None` when neither.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub problem: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

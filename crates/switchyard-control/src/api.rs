@@ -137,6 +137,7 @@ async fn status<S: Store>(State(api): State<Api<S>>) -> Json<StatusView> {
         version: cur.version,
         services,
         watchers: api.plane.watchers(),
+        problem: api.plane.held_back().or_else(|| api.plane.stale()),
     })
 }
 

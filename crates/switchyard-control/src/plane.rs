@@ -6,6 +6,7 @@
 //! plane publishes; the plane calls into none of them.
 
 use std::collections::BTreeSet;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use serde::Serialize;
@@ -82,6 +83,11 @@ pub struct ControlPlane<S: Store> {
     pub metrics: crate::metrics::Metrics,
     /// Set while this plane's store is behind what the edges hold: why.
     held_back: Mutex<Option<String>>,
+    /// Where the last published state is kept, to serve it when the store
+    /// cannot be reached at start.
+    snapshot: Option<PathBuf>,
+    /// Set while what is served is that snapshot, not the store's: why.
+    stale: Mutex<Option<String>>,
     /// Whether this plane is the one that acts (playbooks, incidents,
     /// notifications) among those sharing the store.
     pub leadership: Leadership,
@@ -107,27 +113,63 @@ pub struct Change {
 }
 
 impl<S: Store> ControlPlane<S> {
+    /// Opens the plane on `store`. When the store cannot be reached and a
+    /// `snapshot` of the last published state exists, the plane starts on
+    /// it, says so (`stale`), and takes the store's state once it answers
+    /// (`sync`); without a snapshot it then publishes nothing meanwhile.
     pub async fn new(
         config: Arc<Config>,
         safety: SafetyConfig,
         store: S,
         me: Candidate,
+        snapshot: Option<PathBuf>,
     ) -> Result<Arc<Self>, StoreError> {
         let (ingest, ingest_rx) = tokio::sync::mpsc::unbounded_channel();
-        let loaded = store.load().await?;
-        let origin = load_origin(&store).await?;
-        let mut current = match loaded {
-            Some(s) => Published {
-                version: s.version,
-                controls: s.controls,
-            },
-            None => Published {
-                version: 0,
-                controls: Controls::default(),
-            },
+        let mut stale = None;
+        let mut held_back = None;
+        let (current, history) = match open_state(&store).await {
+            Ok(x) => x,
+            Err(StoreError::Unavailable(e)) if snapshot.is_some() => {
+                let path = snapshot.as_ref().expect("checked");
+                match switchyard_api::lkg::load(path, &config) {
+                    Ok(Some(l)) => {
+                        stale = Some(format!(
+                            "the store is unreachable ({e}); serving the snapshot of version {} saved {}",
+                            l.controls.version,
+                            switchyard_model::time::human_utc(l.saved_at_ms as i64)
+                        ));
+                        (
+                            Published {
+                                version: l.controls.version,
+                                controls: l.controls,
+                            },
+                            History::new(),
+                        )
+                    }
+                    Ok(None) => {
+                        let why = format!(
+                            "the store is unreachable ({e}) and there is no snapshot of it: nothing to publish"
+                        );
+                        stale = Some(why.clone());
+                        held_back = Some(why);
+                        (
+                            Published {
+                                version: 0,
+                                controls: Controls::default(),
+                            },
+                            History::new(),
+                        )
+                    }
+                    Err(le) => {
+                        return Err(StoreError::Unavailable(format!("{e}; and {le}")));
+                    }
+                }
+            }
+            Err(e) => return Err(e),
         };
-        current.controls.origin = Some(origin);
-        let history = remembered(&store).await?;
+        if let Some(why) = &stale {
+            tracing::error!(%why, "starting without the store");
+        }
         Ok(Arc::new(ControlPlane {
             config,
             safety,
@@ -140,10 +182,52 @@ impl<S: Store> ControlPlane<S> {
             observed: Mutex::new(FindingsView::default()),
             metrics: crate::metrics::Metrics::new(),
             leadership: Leadership::new(me),
-            held_back: Mutex::new(None),
+            held_back: Mutex::new(held_back),
+            snapshot,
+            stale: Mutex::new(stale),
             ingest,
             ingest_rx: Mutex::new(Some(ingest_rx)),
         }))
+    }
+
+    /// Why what is served is a snapshot rather than the store's state.
+    pub fn stale(&self) -> Option<String> {
+        self.stale.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Keeps the state just published as the snapshot to start from when
+    /// the store is unreachable. Best effort: the store has it already.
+    fn keep_snapshot(&self, p: &Published) {
+        let Some(path) = &self.snapshot else {
+            return;
+        };
+        let mut c = p.controls.clone();
+        c.version = p.version;
+        if let Err(e) = switchyard_api::lkg::save(path, &c, "control-plane", now_ms()) {
+            tracing::warn!(path = %path.display(), error = %e, "cannot keep the snapshot");
+        }
+    }
+
+    /// The store answers again after a start without it: its state, its
+    /// identity and the rules' memory replace the snapshot's.
+    async fn recover(&self) -> Result<bool, StoreError> {
+        let (p, history) = open_state(&self.store).await?;
+        *self.history.lock().unwrap_or_else(|e| e.into_inner()) = history;
+        let was = self.stale.lock().unwrap_or_else(|e| e.into_inner()).take();
+        {
+            let mut h = self.held_back.lock().unwrap_or_else(|e| e.into_inner());
+            if h.is_some() && *h == was {
+                *h = None;
+            }
+        }
+        tracing::warn!(
+            version = p.version,
+            "the store answers again; serving its state"
+        );
+        *self.current.lock().unwrap_or_else(|e| e.into_inner()) = p.clone();
+        self.keep_snapshot(&p);
+        let _ = self.tx.send(Arc::new(p));
+        Ok(true)
     }
 
     pub fn store(&self) -> &S {
@@ -328,6 +412,7 @@ impl<S: Store> ControlPlane<S> {
                         controls: proposed,
                     };
                     *self.current.lock().unwrap_or_else(|e| e.into_inner()) = p.clone();
+                    self.keep_snapshot(&p);
                     let _ = self.tx.send(Arc::new(p.clone()));
                     tracing::info!(actor = %c.actor, action = %entry.action, version = v, "controls changed");
                     self.publish_event(&entry, services);
@@ -415,6 +500,7 @@ impl<S: Store> ControlPlane<S> {
         };
         *self.current.lock().unwrap_or_else(|e| e.into_inner()) = p.clone();
         *self.held_back.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        self.keep_snapshot(&p);
         let _ = self.tx.send(Arc::new(p.clone()));
         entry.version = Some(v);
         self.publish_event(&entry, BTreeSet::new());
@@ -432,6 +518,9 @@ impl<S: Store> ControlPlane<S> {
     /// Takes the store's state if another control plane changed it; returns
     /// whether anything changed.
     pub async fn sync(&self) -> Result<bool, StoreError> {
+        if self.stale().is_some() {
+            return self.recover().await;
+        }
         let Some(s) = self.store.load().await? else {
             return Ok(false);
         };
@@ -450,9 +539,30 @@ impl<S: Store> ControlPlane<S> {
             .unwrap_or_else(|e| e.into_inner())
             .record(&self.config, &cur.controls, &p.controls, now_ms());
         *self.current.lock().unwrap_or_else(|e| e.into_inner()) = p.clone();
+        self.keep_snapshot(&p);
         let _ = self.tx.send(Arc::new(p));
         Ok(true)
     }
+}
+
+/// The store's state as a plane starts on it: the controls with the
+/// store's identity, and what the safety rules remember.
+async fn open_state<S: Store>(store: &S) -> Result<(Published, History), StoreError> {
+    let loaded = store.load().await?;
+    let origin = load_origin(store).await?;
+    let history = remembered(store).await?;
+    let mut p = match loaded {
+        Some(s) => Published {
+            version: s.version,
+            controls: s.controls,
+        },
+        None => Published {
+            version: 0,
+            controls: Controls::default(),
+        },
+    };
+    p.controls.origin = Some(origin);
+    Ok((p, history))
 }
 
 /// Audit entries read back at start to rebuild what the safety rules

@@ -53,11 +53,13 @@ pub mod rule {
     pub const FLIP_WAIT: &str = "flip_wait";
     pub const ONE_ZONE_PER_REGION: &str = "one_zone_per_region";
     pub const SHIFT_EXPIRY: &str = "shift_expiry";
+    pub const MOVE_CAPACITY: &str = "move_capacity";
     /// Every rule, in the order [`super::check`] applies them.
     pub const ALL: &[&str] = &[
         SERVING_ZONES,
         SERVING_REGIONS,
         CAPACITY_FLOOR,
+        MOVE_CAPACITY,
         REMOVAL_RATE,
         FLIP_WAIT,
         ONE_ZONE_PER_REGION,
@@ -83,6 +85,10 @@ pub struct SafetyConfig {
     pub max_zones_shifted_per_region: usize,
     /// The furthest expiry a zone shift may carry.
     pub max_shift_ms: u64,
+    /// Moving traffic out of a region (a failover, an evacuation step) needs
+    /// the regions left serving to hold at least this share of the service's
+    /// instances in serving zones.
+    pub min_capacity_after_move: f64,
 }
 
 impl Default for SafetyConfig {
@@ -94,6 +100,8 @@ impl Default for SafetyConfig {
             flip_wait_ms: 5_000,
             max_zones_shifted_per_region: 1,
             max_shift_ms: 72 * HOUR_MS,
+            // Two regions: either one may take all the traffic.
+            min_capacity_after_move: 0.5,
         }
     }
 }
@@ -114,6 +122,12 @@ impl SafetyConfig {
             errs.push(format!(
                 "flip_wait_ms must be at most {HOUR_MS} (one hour), got {}",
                 self.flip_wait_ms
+            ));
+        }
+        let m = self.min_capacity_after_move;
+        if !(m.is_finite() && (0.0..=1.0).contains(&m)) {
+            errs.push(format!(
+                "min_capacity_after_move must be a fraction between 0 and 1, got {m}"
             ));
         }
         if self.max_shift_ms == 0 {
@@ -377,6 +391,7 @@ pub fn check(
         serving_zones(config, rules, svc, &regions, &cur, &prop, &mut out);
         serving_regions(rules, svc, &regions, &cur, &prop, &mut out);
         capacity_floor(svc, &regions, &cur, &prop, &mut out);
+        move_capacity(rules, svc, &regions, &cur, &prop, &mut out);
         removal_rate(rules, history, svc, current, proposed, now_ms, &mut out);
         flip_wait(config, rules, history, svc, &cur, &prop, now_ms, &mut out);
         one_zone_per_region(config, rules, svc, &regions, &cur, &prop, &mut out);
@@ -494,11 +509,60 @@ fn capacity_floor(
     }
 }
 
+/// Rule 3b, capacity for a region move. Moving a region's traffic to others
+/// (a failover, an evacuation step) is not capacity lost piecemeal: it is
+/// one decision, allowed when the regions left serving have the capacity
+/// to take it — together at least `min_capacity_after_move` of all the
+/// service's instances, in serving zones of serving regions. Judged only
+/// for changes that move traffic out of a region.
+fn move_capacity(
+    rules: &SafetyConfig,
+    svc: &Service,
+    regions: &[String],
+    cur: &View,
+    prop: &View,
+    out: &mut Vec<Refusal>,
+) {
+    let moved = regions
+        .iter()
+        .any(|r| prop.region(r).local_share() + EPSILON < cur.region(r).local_share());
+    if !moved {
+        return;
+    }
+    let serving = |v: &View| {
+        regions
+            .iter()
+            .filter(|r| v.region_serving(r))
+            .flat_map(|r| {
+                svc.instances_in_region(r)
+                    .filter(|i| v.zone_serving(r, &i.zone))
+                    .collect::<Vec<_>>()
+            })
+            .count()
+    };
+    let total = svc.instances.len();
+    let need = (rules.min_capacity_after_move * total as f64 - EPSILON).ceil() as usize;
+    let after = serving(prop);
+    if after < need {
+        out.push(Refusal {
+            rule: rule::MOVE_CAPACITY,
+            message: format!(
+                "service {}: the regions left serving would hold {after} of its {total} instances in serving zones; moving traffic there needs at least {need} (min_capacity_after_move {})",
+                svc.name,
+                num(rules.min_capacity_after_move),
+            ),
+        });
+    }
+}
+
 /// Rule 4, removal rate. The fix for the DNS resolver outage was also a limit
 /// on how much capacity may leave service per hour, so that many small steps
 /// (each allowed on its own, or a playbook acting in a loop) cannot add up to
-/// a collapse, and so that survivors have time to scale and warm caches when a
-/// region is evacuated gradually.
+/// a collapse. It counts capacity taken out piecemeal — zones shifted away,
+/// by people or by playbooks acting on detection — not a region's traffic
+/// moved to regions that can take it (that is one decision, judged by the
+/// move capacity rule: an operator's failover and an evacuation playbook go
+/// through with the default budget).
 #[allow(clippy::too_many_arguments)]
 fn removal_rate(
     rules: &SafetyConfig,
@@ -654,9 +718,10 @@ fn shift_expiry(
 }
 
 /// Instances of `svc` that the change from `before` to `after` takes out of
-/// service at `now_ms`: per zone, its instances times the drop of its share in
-/// service (region local share × zone effective weight). Restorations do not
-/// offset removals elsewhere.
+/// service piecemeal at `now_ms`: per zone, its instances times the drop of
+/// its effective weight, at the local share its region keeps. A region's
+/// traffic moved elsewhere is not counted (see the move capacity rule).
+/// Restorations do not offset removals elsewhere.
 pub fn capacity_removed(svc: &Service, before: &Controls, after: &Controls, now_ms: u64) -> f64 {
     let empty = ServiceControls::default();
     let b = View::of(before, &svc.name, &empty, now_ms);
@@ -665,11 +730,18 @@ pub fn capacity_removed(svc: &Service, before: &Controls, after: &Controls, now_
     for i in &svc.instances {
         *per_zone.entry((&i.region, &i.zone)).or_default() += 1;
     }
+    // Only the zones' part: a zone's weight falling, at the share its
+    // region keeps. A region's own share falling is a move, not a removal.
     per_zone
         .into_iter()
         .map(|((region, zone), n)| {
-            let drop = b.share(region, zone) - a.share(region, zone);
-            n as f64 * drop.max(0.0)
+            let region_share = b
+                .region(region)
+                .local_share()
+                .min(a.region(region).local_share())
+                .clamp(0.0, 1.0);
+            let drop = b.zone_weight(zone).clamp(0.0, 1.0) - a.zone_weight(zone).clamp(0.0, 1.0);
+            n as f64 * region_share * drop.max(0.0)
         })
         .sum()
 }
@@ -738,11 +810,6 @@ impl<'a> View<'a> {
 
     fn zone_serving(&self, region: &str, zone: &str) -> bool {
         self.region_in(region) && self.zone_weight(zone) > 0.0
-    }
-
-    /// The share of a zone's instances in service.
-    fn share(&self, region: &str, zone: &str) -> f64 {
-        self.region(region).local_share().clamp(0.0, 1.0) * self.zone_weight(zone).clamp(0.0, 1.0)
     }
 }
 

@@ -106,7 +106,7 @@ pub async fn start(config: Config, config_path: &Path, adopt: bool) -> anyhow::R
             };
             let store =
                 SqliteStore::open(&path).map_err(|e| anyhow::anyhow!("control.store: {e}"))?;
-            serve(config, settings, store, ctl.listen, adopt).await
+            serve(config, settings, store, ctl.listen, adopt, None).await
         }
         StoreSpec::Etcd(eps) => {
             serve(
@@ -115,6 +115,14 @@ pub async fn start(config: Config, config_path: &Path, adopt: bool) -> anyhow::R
                 EtcdStore::new(eps.clone(), "/switchyard/"),
                 ctl.listen,
                 adopt,
+                // A shared store may be out of reach when a plane starts:
+                // the last state it published is kept beside its config.
+                Some(
+                    config_path
+                        .parent()
+                        .unwrap_or(Path::new("."))
+                        .join("control-snapshot.json"),
+                ),
             )
             .await
         }
@@ -127,6 +135,7 @@ async fn serve<S: Store + 'static>(
     store: S,
     listen: std::net::SocketAddr,
     adopt: bool,
+    snapshot: Option<std::path::PathBuf>,
 ) -> anyhow::Result<Running> {
     let incidents = Arc::new(crate::incidents::Incidents::new(
         &config,
@@ -142,15 +151,18 @@ async fn serve<S: Store + 'static>(
         id: format!("{listen}/{}/{}", std::process::id(), crate::plane::now_ms()),
         url: format!("http://{listen}"),
     };
-    let plane = ControlPlane::new(config, settings.safety, store, me)
+    let plane = ControlPlane::new(config, settings.safety, store, me, snapshot)
         .await
         .map_err(|e| anyhow::anyhow!("control.store: {e}"))?;
-    let open = incidents
-        .restore(plane.store())
-        .await
-        .map_err(|e| anyhow::anyhow!("control.store: cannot read incidents: {e}"))?;
-    if open > 0 {
-        tracing::warn!(open, "open incidents taken back from the store");
+    match incidents.restore(plane.store()).await {
+        Ok(0) => {}
+        Ok(open) => tracing::warn!(open, "open incidents taken back from the store"),
+        // Without the store the plane serves its snapshot; the leader reads
+        // the incidents again when elected, which needs the store anyway.
+        Err(e) if plane.stale().is_some() => {
+            tracing::warn!(error = %e, "incidents not read: the store is unreachable")
+        }
+        Err(e) => anyhow::bail!("control.store: cannot read incidents: {e}"),
     }
     let verdict = crate::adopt::judge(
         &plane.current().controls,

@@ -33,6 +33,7 @@ fn lenient() -> SafetyConfig {
         flip_wait_ms: 0,
         max_zones_shifted_per_region: 3,
         max_shift_ms: 1_000 * HOUR_MS,
+        min_capacity_after_move: 0.0,
     }
 }
 
@@ -418,26 +419,32 @@ fn removal_rate_over_a_sliding_hour() {
     h.record(&cfg, &c2, &back, t2);
     assert_eq!(h.removed_within_hour("catalog", t2), 4.0);
 
-    // A region going out counts all its instances; a region weight counts
-    // proportionally.
+    // A region's traffic moved to another region is not capacity removed
+    // piecemeal: the budget does not count it, the move capacity rule
+    // judges it (the regions left serving must hold enough instances).
     let fresh = History::new();
     let out = region(&c0, "us-east", RegionState::Out, 1.0);
+    assert_eq!(capacity_removed(&cfg.services[0], &c0, &out, T0), 0.0);
+    allowed(&check(&cfg, &rules, &fresh, &c0, &out, T0));
+    let quarter = region(&c0, "us-east", RegionState::In, 0.25);
+    allowed(&check(&cfg, &rules, &fresh, &c0, &quarter, T0));
+    let moves = SafetyConfig {
+        min_capacity_after_move: 0.5,
+        ..rules.clone()
+    };
+    // Half the instances left serving: enough at 0.5.
+    allowed(&check(&cfg, &moves, &fresh, &c0, &out, T0));
+    // With a zone of eu-west shifted away, 4 of 12 would be left: refused.
+    let weak = shift(&c0, "eu-west-a", T0);
+    let weak_out = region(&weak, "us-east", RegionState::Out, 1.0);
     let m = only(
-        &check(&cfg, &rules, &fresh, &c0, &out, T0),
-        rule::REMOVAL_RATE,
+        &check(&cfg, &moves, &fresh, &weak, &weak_out, T0),
+        rule::MOVE_CAPACITY,
     );
     contains(
         &m,
-        "6 instances taken out of service within an hour (6 now, 0 earlier in the hour)",
+        "the regions left serving would hold 4 of its 12 instances in serving zones; moving traffic there needs at least 6",
     );
-    let half = region(&c0, "us-east", RegionState::In, 0.5);
-    allowed(&check(&cfg, &rules, &fresh, &c0, &half, T0));
-    let quarter = region(&c0, "us-east", RegionState::In, 0.25);
-    let m = only(
-        &check(&cfg, &rules, &fresh, &c0, &quarter, T0),
-        rule::REMOVAL_RATE,
-    );
-    contains(&m, "(4.5 now, 0 earlier in the hour)");
     // A shift inside a region already out removes nothing more.
     let shifted_out = shift(&out, "us-east-a", T0);
     assert_eq!(
@@ -683,7 +690,7 @@ fn every_refusal_is_reported_at_once() {
             rule::SERVING_ZONES,
             rule::SERVING_REGIONS,
             rule::CAPACITY_FLOOR,
-            rule::REMOVAL_RATE,
+            rule::MOVE_CAPACITY,
             rule::FLIP_WAIT,
             rule::ONE_ZONE_PER_REGION,
             rule::SHIFT_EXPIRY,
@@ -702,7 +709,10 @@ fn every_refusal_is_reported_at_once() {
         "would keep 1 serving region of 2; at least 2 are required",
     );
     contains(&all, "would keep 2 instances in serving zones; at least 3");
-    contains(&all, "(10 now, 0 earlier in the hour)");
+    contains(
+        &all,
+        "would hold 2 of its 12 instances in serving zones; moving traffic there needs at least 6",
+    );
     contains(&all, "services.catalog.read_only last changed 1000 ms ago");
     contains(&all, "zone us-east-a at weight 0 has no expiry");
     contains(&all, "zone us-east-b at weight 0 has no expiry");
@@ -723,7 +733,8 @@ fn improvements_are_allowed() {
     let bad = region(&bad, "eu-west", RegionState::Out, 1.0);
     let mut h = History::new();
     h.record(&cfg, &c0, &bad, T0);
-    assert_eq!(h.removed_within_hour("catalog", T0), 12.0);
+    // The zones shifted count (6); eu-west's traffic moved out does not.
+    assert_eq!(h.removed_within_hour("catalog", T0), 6.0);
     let now = T0 + MIN;
 
     // One zone back: still 1 serving zone of 3, 2 instances under a floor of 3,
@@ -761,7 +772,12 @@ fn improvements_are_allowed() {
     let worse = region(&better, "eu-west", RegionState::In, 0.5);
     let worse = zone(&worse, "eu-west-a", 0.0, Some(now + MIN));
     let v = check(&cfg, &rules, &h, &better, &worse, now);
-    assert_eq!(rules_of(&v), vec![rule::REMOVAL_RATE], "{:#?}", v.refusals);
+    assert_eq!(
+        rules_of(&v),
+        vec![rule::MOVE_CAPACITY, rule::REMOVAL_RATE],
+        "{:#?}",
+        v.refusals
+    );
 }
 
 #[test]
@@ -864,7 +880,7 @@ fn verdicts_serialize() {
         v.refusals[0].to_string(),
         format!("shift_expiry: {}", v.refusals[0].message)
     );
-    assert_eq!(rule::ALL.len(), 7);
+    assert_eq!(rule::ALL.len(), 8);
 }
 
 #[test]

@@ -391,11 +391,10 @@ impl Topology {
         }
         if self.control_plane {
             // Drills take steps seconds apart, so flips may follow faster
-            // and failbacks come sooner than the production defaults. With
-            // two regions, evacuating one takes half the serving capacity
-            // out: the hourly removal budget allows that (the default 34 %
-            // would refuse a planned evacuation halfway), while the floor,
-            // zone and region rules still hold. A request is slow, for the
+            // and failbacks come sooner than the production defaults; every
+            // other rule is at its default (an evacuation is a move, judged
+            // by the move capacity rule, not the hourly removal budget). A
+            // request is slow, for the
             // checks of the playbooks' actions, above the drills' steady-
             // state p99 (250 ms): evacuated users cross the region link, and
             // twice the pre-fault p99 would count each of them as slow.
@@ -405,7 +404,7 @@ impl Topology {
             writeln!(
                 t,
                 "\n[control]\nlisten = \"{CONTROL_ADDR}\"\nstore = \"sqlite:{state_dir}/control.db\"\nplaybooks = {{ catalog = {:?} }}\n\
-                 [control.safety]\nflip_wait_ms = 2000\nmax_removal_per_hour = 0.5\n\
+                 [control.safety]\nflip_wait_ms = 2000\n\
                  [control.playbook]\nfailback_hold_ms = 15000\nfailback_canary_percent = 10\nfailback_canary_ms = 15000\nfailback_canary_min_requests = 40\n\
                  [control.incidents]\nresolve_after_ms = 15000\nslow_p99_ms = 250\n\
                  [control.notify]\ngroup_wait_ms = 1000\n\

@@ -262,7 +262,17 @@ async fn an_acknowledged_change_survives_kill_9_and_edges_keep_routing_meanwhile
 async fn failover_previews_then_moves_the_service_and_failback_returns_it() {
     let lab = Topology::new(BIN, &[("r1", &["a"]), ("r2", &["b"])]).with_control_plane();
     let _ups = lab.start_upstreams().await;
-    let cp = lab.start_control().await;
+    // The default hourly removal budget (34 %): a failover moves half the
+    // service's traffic, which the budget does not count; the move
+    // capacity rule judges it (r2 holds half of the instances: enough).
+    let cfg = lab.dir().join("default-budget.toml");
+    std::fs::write(
+        &cfg,
+        lab.config_text()
+            .replace("max_removal_per_hour = 0.6\n", ""),
+    )
+    .unwrap();
+    let cp = ControlProcess::start(lab.bin(), &cfg, lab.control_addr(), lab.dir()).await;
     let a = lab.start_edge("a").await;
     let _b = lab.start_edge("b").await;
     let failover = Op::Failover {
@@ -739,4 +749,67 @@ async fn sigterm_ends_the_watch_streams_and_the_plane_exits() {
         },
     )
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_plane_started_without_its_etcd_serves_its_snapshot_and_says_so() {
+    let mut etcd = Etcd::start().await;
+    let lab = Topology::new(BIN, &[("r1", &["a", "b", "c"])])
+        .with_control_plane()
+        .etcd_store(&etcd.endpoint);
+    let _ups = lab.start_upstreams().await;
+    let mut cp = lab.start_control().await;
+    let (code, _, out) = cp.ctl(
+        "operate-token",
+        &["shift", "a", "--service", "svc", "--reason", "gray"],
+    );
+    assert_eq!(code, 0, "{out}");
+    let before = cp.api(None).controls().await.unwrap();
+    cp.kill9();
+    etcd.kill9();
+    // The store is gone: the plane starts anyway, on what it last published.
+    cp.restart().await;
+    let api = cp.api(Some("operate-token"));
+    let now = api.controls().await.unwrap();
+    assert_eq!(
+        (now.version, &now.controls.services),
+        (before.version, &before.controls.services)
+    );
+    let status = api.status().await.unwrap();
+    assert!(
+        status
+            .problem
+            .as_deref()
+            .is_some_and(|p| p.contains("unreachable") && p.contains("snapshot")),
+        "{status:?}"
+    );
+    // An edge starting now gets that state from it.
+    let edge = lab.start_edge("b").await;
+    eventually(
+        "the edge follows the snapshot",
+        Duration::from_secs(5),
+        || async {
+            let c = edge.status().await.controls;
+            (c.version == before.version)
+                .then_some(())
+                .ok_or(format!("{c:?}"))
+        },
+    )
+    .await;
+    // The store is back: the plane serves its state and says nothing more.
+    etcd.restart();
+    eventually(
+        "the plane takes the store's state again",
+        Duration::from_secs(20),
+        || async {
+            let s = api.status().await.map_err(|e| e.to_string())?;
+            s.problem
+                .is_none()
+                .then_some(())
+                .ok_or(format!("{:?}", s.problem))
+        },
+    )
+    .await;
+    let (code, _, out) = cp.ctl("operate-token", &["unshift", "a", "--service", "svc"]);
+    assert_eq!(code, 0, "{out}");
 }
