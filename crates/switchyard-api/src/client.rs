@@ -60,12 +60,14 @@ impl ClientError {
     }
 
     /// The conventional exit code of a command that failed with it: 2 for bad
-    /// input or an unknown target, 1 for a refusal or a failure of the plane,
+    /// input (400, 413) or an unknown target (404), 1 for a refusal (401,
+    /// 403, 409) or a failure of the plane,
     /// 3 when the plane could not be reached.
     pub fn exit_code(&self) -> u8 {
         match self {
             ClientError::Api {
-                status: 400 | 404, ..
+                status: 400 | 404 | 413,
+                ..
             } => 2,
             ClientError::Api { .. } | ClientError::Decode { .. } => 1,
             ClientError::Unreachable { .. } => 3,

@@ -61,6 +61,41 @@ impl OpRequest {
 pub struct Applied {
     pub accepted: bool,
     pub version: u64,
+    /// False when the controls already said what the operation asks for:
+    /// nothing was committed, audited or pushed, and `version` is the
+    /// current one.
+    #[serde(default = "yes")]
+    pub changed: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// How much the API takes: a body, and each free-text field and name in
+/// it. A reason is copied into every edge's state and every audit entry,
+/// so it is held to what a person writes, not what a script can send.
+pub mod limits {
+    /// A request body, in bytes (a whole controls document fits many times).
+    pub const BODY: usize = 256 * 1024;
+    /// The reason of an operation, a silence or a severity change.
+    pub const REASON: usize = 1024;
+    /// A note, a status or stage note, an incident title.
+    pub const NOTE: usize = 4096;
+    /// A name or id: a service, zone, region, drill, incident or scope prefix.
+    pub const NAME: usize = 128;
+
+    /// `field: at most N bytes, got M` when `value` is longer than `max`.
+    pub fn check(field: &str, value: &str, max: usize) -> Result<(), String> {
+        if value.len() > max {
+            Err(format!(
+                "{field}: at most {max} bytes, got {} bytes",
+                value.len()
+            ))
+        } else {
+            Ok(())
+        }
+    }
 }
 
 /// A safety rule's refusal, with its numbers.

@@ -1,18 +1,20 @@
 //! The REST API and the watch stream.
 //!
-//! Reads are open (status, controls, history, findings, previews, the watch
-//! stream edges follow); changes are operations (`POST /v1/ops`, one
-//! [`switchyard_model::Op`] each) and need a bearer token whose scope covers
-//! them: `operate` for shifts, fail-overs, read-only and the rest, `admin`
-//! for replacing the controls wholesale and for `force`. Malformed requests
-//! get 400 with the reasons, unknown targets 404, refusals by a safety rule
-//! 409 naming the rule and the numbers. Request and answer types live in
+//! Reads are open (status, controls, history, findings, the watch stream
+//! edges follow); previews need any token; changes are operations (`POST
+//! /v1/ops`, one [`switchyard_model::Op`] each) and need a bearer token whose
+//! scope covers them: `operate` for shifts, fail-overs, read-only and the
+//! rest, `admin` for replacing the controls wholesale and for `force`. The
+//! token is checked before the body is read. Malformed requests get 400
+//! with the reasons, unknown targets 404, refusals by a safety rule 409
+//! naming the rule and the numbers, bodies over the limit 413. Request and answer types live in
 //! `switchyard-api`, which every client uses.
 
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::body::Body;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
@@ -21,14 +23,18 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use futures_util::stream::{self, StreamExt};
 use serde::Deserialize;
+use switchyard_api::limits;
 use switchyard_api::{
     Accepted, Applied, ControlsView, History, IngestedAlerts, OpRequest, Preview, RegionStatus,
     ServiceStatus, StatusView, ZoneStatus,
 };
-use switchyard_model::{Actor, Scope};
+use switchyard_model::ops::{human_duration, Place};
+use switchyard_model::{Actor, Op, Scope};
 
 use crate::plane::{now_ms, Change, Published};
-use crate::respond::{authorize, body, error, unavailable, Answer, Api};
+use crate::respond::{
+    authorize, body, error, invalid, read_body, unavailable, within_limits, Answer, Api,
+};
 use crate::store::Store;
 
 pub fn router<S: Store + 'static>(api: Api<S>) -> Router {
@@ -149,14 +155,15 @@ async fn get_controls<S: Store>(State(api): State<Api<S>>) -> Json<ControlsView>
     })
 }
 
-/// One operation: previewed (open to every reader), or made as the token's
-/// owner — or as a drill acting through that token.
-async fn ops<S: Store>(
-    State(api): State<Api<S>>,
-    headers: HeaderMap,
-    raw: axum::body::Bytes,
-) -> Answer {
+/// One operation: previewed (any token), or made as the token's owner — or
+/// as a drill acting through that token. The caller is known before the
+/// body is read: a stranger gets 401 whatever they sent, and learns
+/// nothing from the parse errors.
+async fn ops<S: Store>(State(api): State<Api<S>>, headers: HeaderMap, raw: Body) -> Answer {
+    let token = authorize(&api, &headers, Scope::Read)?;
+    let raw = read_body(raw).await?;
     let req: OpRequest = body(&raw)?;
+    check_request(&api, &req)?;
     if req.preview {
         return Ok(Json(preview(&api, req)?).into_response());
     }
@@ -165,14 +172,14 @@ async fn ops<S: Store>(
     } else {
         Scope::Operate
     };
-    let token = authorize(&api, &headers, need)?;
+    authorize(&api, &headers, need)?;
     let actor = match req.drill {
         Some(name) => Actor::Drill { name, token },
         None => Actor::Person { name: token },
     };
-    let p = api
+    let (p, changed) = api
         .plane
-        .change(Change {
+        .change_or_same(Change {
             actor,
             op: req.op,
             reason: req.reason,
@@ -183,8 +190,50 @@ async fn ops<S: Store>(
     Ok(Json(Applied {
         accepted: true,
         version: p.version,
+        changed,
     })
     .into_response())
+}
+
+/// What the request itself must satisfy before anything is judged: sizes
+/// (the reason travels to every edge and into every audit entry), and a
+/// shift's lease no longer than the rules' longest, named as `for`.
+#[allow(clippy::result_large_err)]
+fn check_request<S: Store>(api: &Api<S>, req: &OpRequest) -> Result<(), Response> {
+    let scope = req.op.scope();
+    let mut fields = vec![("reason", req.reason.as_str(), limits::REASON)];
+    if let Some(d) = &req.drill {
+        fields.push(("drill", d.as_str(), limits::NAME));
+    }
+    if let Some(s) = scope.service {
+        fields.push(("op.service", s, limits::NAME));
+    }
+    match scope.place {
+        Place::Zone(z) => fields.push(("op.zone", z, limits::NAME)),
+        Place::Region(r) => fields.push(("op.region", r, limits::NAME)),
+        Place::Regions(rs) => {
+            fields.extend(rs.iter().map(|r| ("op.regions", r.as_str(), limits::NAME)))
+        }
+        Place::Service | Place::Everything => {}
+    }
+    if let Op::Failover { to, .. } = &req.op {
+        fields.push(("op.to", to.as_str(), limits::NAME));
+    }
+    within_limits(&fields)?;
+    if let Op::Shift { for_, .. } = &req.op {
+        let max = Duration::from_millis(api.plane.safety.max_shift_ms);
+        if *for_ > max {
+            return Err(invalid(
+                "op.for",
+                format!(
+                    "{} is longer than the longest shift allowed ({}, control.safety.max_shift_ms)",
+                    human_duration::format(*for_),
+                    human_duration::format(max)
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Capacity after the operation (instances of the services it touches that
@@ -235,9 +284,10 @@ fn preview<S: Store>(api: &Api<S>, req: OpRequest) -> Result<Preview, Response> 
 async fn ingest_alertmanager<S: Store>(
     State(api): State<Api<S>>,
     headers: HeaderMap,
-    raw: axum::body::Bytes,
+    raw: Body,
 ) -> Answer {
     authorize(&api, &headers, Scope::Operate)?;
+    let raw = read_body(raw).await?;
     let text = String::from_utf8_lossy(&raw);
     let alerts = switchyard_detect::alerts::parse_alertmanager(&text)
         .map_err(|e| error(StatusCode::BAD_REQUEST, "invalid", vec![e.to_string()]))?;
@@ -253,9 +303,10 @@ async fn ingest_alertmanager<S: Store>(
 async fn ingest_heartbeat<S: Store>(
     State(api): State<Api<S>>,
     headers: HeaderMap,
-    raw: axum::body::Bytes,
+    raw: Body,
 ) -> Answer {
     authorize(&api, &headers, Scope::Operate)?;
+    let raw = read_body(raw).await?;
     let hb = switchyard_detect::alerts::parse_heartbeat(&String::from_utf8_lossy(&raw))
         .map_err(|e| error(StatusCode::BAD_REQUEST, "invalid", vec![e.to_string()]))?;
     let _ = api.plane.ingest.send(crate::plane::Ingest::Heartbeat(hb));

@@ -4,11 +4,13 @@
 //! `operate` token. Unknown ids are 404, transitions that are not allowed
 //! 409 with the reason, malformed bodies 400.
 
+use axum::body::Body;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
+use switchyard_api::limits;
 use switchyard_api::{
     FeedIncident, IncidentList, IncidentQuery, IncidentSummary, LastMinute, NoteRequest,
     OpenIncident, Opened, Removed, ServiceFeed, ServiceHealth, SeverityChange, SilenceList,
@@ -16,13 +18,15 @@ use switchyard_api::{
 };
 use switchyard_incident::incident::{durations, EntryKind};
 use switchyard_incident::{Incident, Severity, Stage, Status};
-use switchyard_model::ops::human_duration;
+use switchyard_model::ops::{human_duration, LONGEST_LEASE};
 use switchyard_model::Scope;
 use switchyard_notify::Silence;
 
 use crate::incidents::{INCIDENT, SILENCE};
 use crate::plane::now_ms;
-use crate::respond::{authorize, body, error, invalid, unavailable, Answer, Api};
+use crate::respond::{
+    authorize, body, error, invalid, read_body, unavailable, within_limits, Answer, Api,
+};
 use crate::store::Store;
 
 pub fn routes<S: Store + 'static>() -> Router<Api<S>> {
@@ -185,13 +189,13 @@ async fn show<S: Store>(State(api): State<Api<S>>, Path(id): Path<String>) -> An
     Ok(Json(one(&api, &id).await?).into_response())
 }
 
-async fn open<S: Store>(
-    State(api): State<Api<S>>,
-    headers: HeaderMap,
-    raw: axum::body::Bytes,
-) -> Answer {
+async fn open<S: Store>(State(api): State<Api<S>>, headers: HeaderMap, raw: Body) -> Answer {
     let who = authorize(&api, &headers, Scope::Operate)?;
-    let req: OpenIncident = body(&raw)?;
+    let req: OpenIncident = body(&read_body(raw).await?)?;
+    within_limits(&[
+        ("service", req.service.as_str(), limits::NAME),
+        ("title", req.title.as_str(), limits::NOTE),
+    ])?;
     let mut errs = Vec::new();
     if api.plane.config.service(&req.service).is_none() {
         return Err(error(
@@ -233,10 +237,11 @@ async fn set_status<S: Store>(
     State(api): State<Api<S>>,
     Path(id): Path<String>,
     headers: HeaderMap,
-    raw: axum::body::Bytes,
+    raw: Body,
 ) -> Answer {
     let who = authorize(&api, &headers, Scope::Operate)?;
-    let req: StatusChange = body(&raw)?;
+    let req: StatusChange = body(&read_body(raw).await?)?;
+    within_limits(&[("note", req.note.as_str(), limits::NOTE)])?;
     let to = Status::parse(&req.status).map_err(|e| invalid("status", e))?;
     let open = api.incidents.lock().open_incidents().any(|i| i.id == id);
     if open {
@@ -261,15 +266,17 @@ async fn record_stage<S: Store>(
     api: &Api<S>,
     id: &str,
     headers: &HeaderMap,
-    raw: &[u8],
+    raw: Body,
     fixed: Option<Stage>,
 ) -> Answer {
     let who = authorize(api, headers, Scope::Operate)?;
+    let raw = read_body(raw).await?;
     let req: StageChange = if raw.is_empty() {
         StageChange::default()
     } else {
-        body(raw)?
+        body(&raw)?
     };
+    within_limits(&[("note", req.note.as_str(), limits::NOTE)])?;
     let stage = match (fixed, req.stage.as_deref()) {
         (Some(s), _) => s,
         (None, Some(s)) => Stage::parse(s).map_err(|e| invalid("stage", e))?,
@@ -296,28 +303,29 @@ async fn ack<S: Store>(
     State(api): State<Api<S>>,
     Path(id): Path<String>,
     headers: HeaderMap,
-    raw: axum::body::Bytes,
+    raw: Body,
 ) -> Answer {
-    record_stage(&api, &id, &headers, &raw, Some(Stage::Acknowledged)).await
+    record_stage(&api, &id, &headers, raw, Some(Stage::Acknowledged)).await
 }
 
 async fn stage<S: Store>(
     State(api): State<Api<S>>,
     Path(id): Path<String>,
     headers: HeaderMap,
-    raw: axum::body::Bytes,
+    raw: Body,
 ) -> Answer {
-    record_stage(&api, &id, &headers, &raw, None).await
+    record_stage(&api, &id, &headers, raw, None).await
 }
 
 async fn note<S: Store>(
     State(api): State<Api<S>>,
     Path(id): Path<String>,
     headers: HeaderMap,
-    raw: axum::body::Bytes,
+    raw: Body,
 ) -> Answer {
     let who = authorize(&api, &headers, Scope::Operate)?;
-    let req: NoteRequest = body(&raw)?;
+    let req: NoteRequest = body(&read_body(raw).await?)?;
+    within_limits(&[("text", req.text.as_str(), limits::NOTE)])?;
     if req.text.trim().is_empty() {
         return Err(invalid("text", "must not be empty"));
     }
@@ -338,10 +346,11 @@ async fn severity<S: Store>(
     State(api): State<Api<S>>,
     Path(id): Path<String>,
     headers: HeaderMap,
-    raw: axum::body::Bytes,
+    raw: Body,
 ) -> Answer {
     let who = authorize(&api, &headers, Scope::Operate)?;
-    let req: SeverityChange = body(&raw)?;
+    let req: SeverityChange = body(&read_body(raw).await?)?;
+    within_limits(&[("reason", req.reason.as_str(), limits::REASON)])?;
     let sev = Severity::parse(&req.severity).map_err(|e| invalid("severity", e))?;
     change(&api, &id, |i| {
         let now = now_ms();
@@ -378,17 +387,55 @@ async fn silences<S: Store>(State(api): State<Api<S>>) -> Answer {
     Ok(Json(SilenceList { silences: active }).into_response())
 }
 
-async fn add_silence<S: Store>(
-    State(api): State<Api<S>>,
-    headers: HeaderMap,
-    raw: axum::body::Bytes,
-) -> Answer {
+async fn add_silence<S: Store>(State(api): State<Api<S>>, headers: HeaderMap, raw: Body) -> Answer {
     let who = authorize(&api, &headers, Scope::Operate)?;
-    let req: SilenceRequest = body(&raw)?;
+    let req: SilenceRequest = body(&read_body(raw).await?)?;
+    within_limits(&[
+        ("reason", req.reason.as_str(), limits::REASON),
+        (
+            "service",
+            req.service.as_deref().unwrap_or(""),
+            limits::NAME,
+        ),
+        (
+            "severity",
+            req.severity.as_deref().unwrap_or(""),
+            limits::NAME,
+        ),
+        (
+            "scope_prefix",
+            req.scope_prefix.as_deref().unwrap_or(""),
+            limits::NAME,
+        ),
+    ])?;
     let mut errs = Vec::new();
-    let d = human_duration::parse(&req.duration)
-        .map_err(|e| errs.push(format!("for: {e}")))
-        .ok();
+    let now = now_ms();
+    // Checked: a duration that does not fit after now is refused, never
+    // wrapped into a short silence.
+    let until = match human_duration::parse(&req.duration) {
+        Ok(d) if d > LONGEST_LEASE => {
+            errs.push(format!(
+                "for: {} is longer than any silence may be (at most {}; a permanent one belongs in the config)",
+                human_duration::format(d),
+                human_duration::format(LONGEST_LEASE)
+            ));
+            None
+        }
+        Ok(d) => {
+            let until = switchyard_model::time::after(now, d);
+            if until.is_none() {
+                errs.push(format!(
+                    "for: {} from now is past the end of time",
+                    human_duration::format(d)
+                ));
+            }
+            until
+        }
+        Err(e) => {
+            errs.push(format!("for: {e}"));
+            None
+        }
+    };
     let severity = match req.severity.as_deref().map(Severity::parse).transpose() {
         Ok(s) => s,
         Err(e) => {
@@ -407,13 +454,12 @@ async fn add_silence<S: Store>(
     if !errs.is_empty() {
         return Err(error(StatusCode::BAD_REQUEST, "invalid", errs));
     }
-    let now = now_ms();
     let s = Silence {
-        id: format!("silence-{now}"),
+        id: silence_id(now),
         service: req.service,
         severity,
         scope_prefix: req.scope_prefix,
-        until_ms: now + d.expect("checked").as_millis() as u64,
+        until_ms: until.expect("checked"),
         reason: req.reason,
         created_by: who,
     };
@@ -427,6 +473,21 @@ async fn add_silence<S: Store>(
         .await
         .map_err(unavailable)?;
     Ok((StatusCode::CREATED, Json(s)).into_response())
+}
+
+/// A silence id no other creation shares: the time for people, a counter
+/// for creations in the same millisecond here, and random bits for other
+/// control planes sharing the store (std's per-process random hash keys, so
+/// no dependency is needed for them).
+fn silence_id(now: u64) -> String {
+    use std::hash::{BuildHasher, Hasher};
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static SEQ: AtomicU64 = AtomicU64::new(0);
+    let seq = SEQ.fetch_add(1, Ordering::Relaxed);
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(seq);
+    h.write_u64(now);
+    format!("silence-{now}-{seq}-{:08x}", h.finish() as u32)
 }
 
 async fn remove_silence<S: Store>(

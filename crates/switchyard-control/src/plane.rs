@@ -326,9 +326,18 @@ impl<S: Store> ControlPlane<S> {
     /// Makes a change, or says why not. Changes are serialized here; across
     /// control planes sharing a store, the version check serializes them.
     pub async fn change(&self, c: Change) -> Result<Published, ChangeError> {
+        self.change_or_same(c).await.map(|(p, _)| p)
+    }
+
+    /// [`ControlPlane::change`], and whether it changed anything: an
+    /// operation asking for what is already in force is answered with the
+    /// current state — no commit, no audit entry, no push to every edge —
+    /// before any rule is asked (nothing changes, so no rule can object).
+    pub async fn change_or_same(&self, c: Change) -> Result<(Published, bool), ChangeError> {
         let r = self.change_inner(&c).await;
         let result = match &r {
-            Ok(p) => {
+            Ok((_, false)) => "unchanged",
+            Ok((p, true)) => {
                 self.metrics.version.set(p.version as i64);
                 "accepted"
             }
@@ -355,7 +364,7 @@ impl<S: Store> ControlPlane<S> {
         r
     }
 
-    async fn change_inner(&self, c: &Change) -> Result<Published, ChangeError> {
+    async fn change_inner(&self, c: &Change) -> Result<(Published, bool), ChangeError> {
         if let Some(why) = self.held_back() {
             return Err(ChangeError::HeldBack(why));
         }
@@ -364,6 +373,9 @@ impl<S: Store> ControlPlane<S> {
             let cur = self.current();
             let now = now_ms();
             let mut proposed = self.propose(&cur, &c.op, &c.actor, &c.reason, now)?;
+            if proposed.same_as(&cur.controls) {
+                return Ok((cur, false));
+            }
             let services = services_changed(&cur.controls, &proposed);
             let verdict = self.judge(&cur.controls, &proposed, now);
             let refusals: Vec<Refusal> = verdict.refusals.iter().map(|r| r.to_wire()).collect();
@@ -380,6 +392,12 @@ impl<S: Store> ControlPlane<S> {
                 detail: serde_json::Value::Null,
                 check: None,
             };
+            // A whole document says nothing of what it changes: the audit
+            // entry does, leaf by leaf.
+            let mut detail = serde_json::Map::new();
+            if matches!(c.op, Op::Replace { .. }) {
+                detail.insert("diff".into(), cur.controls.diff(&proposed).into());
+            }
             if !verdict.allowed && !c.force {
                 entry.rule = Some(
                     refusals
@@ -388,16 +406,27 @@ impl<S: Store> ControlPlane<S> {
                         .collect::<Vec<_>>()
                         .join(","),
                 );
-                entry.detail = serde_json::json!({ "refusals": refusals });
+                detail.insert("refusals".into(), serde_json::json!(refusals));
+                entry.detail = detail.into();
                 self.store.append_audit(&entry).await?;
                 self.publish_event(&entry, services);
                 return Err(ChangeError::Refused(refusals));
             }
             entry.accepted = true;
+            // What the rules remember of it, committed with it.
             let effects = safety::Effects::of(&self.config, &cur.controls, &proposed, now);
-            entry.detail = serde_json::json!({ "safety": effects });
-            if !verdict.allowed {
-                entry.detail["forced_past"] = serde_json::json!(refusals);
+            detail.insert("safety".into(), serde_json::json!(effects));
+            // Force is recorded whenever it is asked for, not only when a
+            // rule had to be overridden: who holds the override and uses it
+            // is worth knowing either way.
+            if c.force {
+                detail.insert("forced".into(), true.into());
+                if !verdict.allowed {
+                    detail.insert("forced_past".into(), serde_json::json!(refusals));
+                }
+            }
+            if !detail.is_empty() {
+                entry.detail = detail.into();
             }
             match self.store.commit(cur.version, &proposed, &entry).await {
                 Ok(v) => {
@@ -416,7 +445,7 @@ impl<S: Store> ControlPlane<S> {
                     let _ = self.tx.send(Arc::new(p.clone()));
                     tracing::info!(actor = %c.actor, action = %entry.action, version = v, "controls changed");
                     self.publish_event(&entry, services);
-                    return Ok(p);
+                    return Ok((p, true));
                 }
                 Err(StoreError::Conflict { .. }) if attempt < 2 => {
                     // Another control plane got there first: take its state

@@ -78,6 +78,27 @@ impl PlaybookConfig {
                 "{path}.failback_canary_ms: must be above 0 when a canary is configured"
             ));
         }
+        let longest = switchyard_model::ops::LONGEST_LEASE.as_millis() as u64;
+        if self.shift_for_ms == 0 || self.shift_for_ms > longest {
+            errs.push(format!(
+                "{path}.shift_for_ms: must be above 0 and at most {longest} (366 days), got {}",
+                self.shift_for_ms
+            ));
+        }
+        if self.max_failback_hold_ms < self.failback_hold_ms {
+            errs.push(format!(
+                "{path}.max_failback_hold_ms: must be at least failback_hold_ms ({}), got {}",
+                self.failback_hold_ms, self.max_failback_hold_ms
+            ));
+        }
+        if self.evacuation_steps == 0 {
+            errs.push(format!("{path}.evacuation_steps: at least 1, got 0"));
+        }
+        if self.evacuation_step_ms == 0 {
+            errs.push(format!(
+                "{path}.evacuation_step_ms: must be above 0: the other regions need time to scale"
+            ));
+        }
         if p > 0.0 && self.failback_canary_min_requests == 0 {
             errs.push(format!(
                 "{path}.failback_canary_min_requests: at least 1: no requests is no evidence"

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use switchyard_api::ErrorBody;
+use switchyard_api::{limits, ErrorBody};
 use switchyard_model::Scope;
 
 use crate::incidents::Incidents;
@@ -136,6 +136,43 @@ pub fn authorize<S: Store>(
         ));
     }
     Ok(name.clone())
+}
+
+/// The whole body, read only after the caller is authenticated (so a
+/// stranger's upload is never buffered), up to [`limits::BODY`]; more is a
+/// 413 naming the limit.
+#[allow(clippy::result_large_err)]
+pub async fn read_body(b: axum::body::Body) -> Result<bytes::Bytes, Response> {
+    axum::body::to_bytes(b, limits::BODY).await.map_err(|e| {
+        let e = e.into_inner();
+        if e.is::<http_body_util::LengthLimitError>() {
+            error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "too_large",
+                vec![format!("body: at most {} bytes", limits::BODY)],
+            )
+        } else {
+            error(
+                StatusCode::BAD_REQUEST,
+                "invalid",
+                vec![format!("body: cannot be read: {e}")],
+            )
+        }
+    })
+}
+
+/// A 400 listing every field over its limit, when any is.
+#[allow(clippy::result_large_err)]
+pub fn within_limits(fields: &[(&str, &str, usize)]) -> Result<(), Response> {
+    let errs: Vec<String> = fields
+        .iter()
+        .filter_map(|(f, v, max)| limits::check(f, v, *max).err())
+        .collect();
+    if errs.is_empty() {
+        Ok(())
+    } else {
+        Err(error(StatusCode::BAD_REQUEST, "invalid", errs))
+    }
 }
 
 /// A body that failed to parse is a 400 with serde's reason (which names the field).

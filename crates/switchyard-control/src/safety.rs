@@ -30,6 +30,7 @@ use std::collections::{BTreeMap, VecDeque};
 use std::fmt;
 
 use serde::{Deserialize, Deserializer, Serialize};
+use switchyard_model::ops::LONGEST_LEASE;
 use switchyard_model::{Config, Controls, RegionControl, RegionState, Service, ServiceControls};
 
 /// The sliding window of the removal-rate rule.
@@ -107,31 +108,36 @@ impl Default for SafetyConfig {
 }
 
 impl SafetyConfig {
-    /// Problems that would make the rules meaningless, each as a sentence.
-    /// A flip wait above one hour is refused because [`History::new`] keeps
-    /// the time of a change for one hour.
+    /// Problems that would make the rules meaningless, each as
+    /// `field: problem, got VALUE`. A flip wait above one hour is refused
+    /// because [`History::new`] keeps the time of a change for one hour; a
+    /// longest shift beyond [`LONGEST_LEASE`] is no limit at all.
     pub fn validate(&self) -> Result<(), Vec<String>> {
         let mut errs = Vec::new();
         let r = self.max_removal_per_hour;
         if !(r.is_finite() && (0.0..=1.0).contains(&r)) {
             errs.push(format!(
-                "max_removal_per_hour must be a fraction between 0 and 1, got {r}"
+                "max_removal_per_hour: must be a fraction between 0 and 1, got {r}"
             ));
         }
         if self.flip_wait_ms > HOUR_MS {
             errs.push(format!(
-                "flip_wait_ms must be at most {HOUR_MS} (one hour), got {}",
+                "flip_wait_ms: must be at most {HOUR_MS} (one hour), got {}",
                 self.flip_wait_ms
             ));
         }
         let m = self.min_capacity_after_move;
         if !(m.is_finite() && (0.0..=1.0).contains(&m)) {
             errs.push(format!(
-                "min_capacity_after_move must be a fraction between 0 and 1, got {m}"
+                "min_capacity_after_move: must be a fraction between 0 and 1, got {m}"
             ));
         }
-        if self.max_shift_ms == 0 {
-            errs.push("max_shift_ms must be greater than 0".to_string());
+        let longest = LONGEST_LEASE.as_millis() as u64;
+        if self.max_shift_ms == 0 || self.max_shift_ms > longest {
+            errs.push(format!(
+                "max_shift_ms: must be above 0 and at most {longest} (366 days), got {}",
+                self.max_shift_ms
+            ));
         }
         if errs.is_empty() {
             Ok(())

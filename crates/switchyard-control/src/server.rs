@@ -59,10 +59,11 @@ pub fn check(t: &ControlTables) -> Result<Settings, Vec<String>> {
     if let Err(e) = s.incidents.validate("control.incidents") {
         errs.extend(e);
     }
-    if s.playbook.evacuation_steps == 0 {
-        errs.push("control.playbook.evacuation_steps: at least 1".into());
+    if let Err(e) = s.safety.validate() {
+        errs.extend(e.into_iter().map(|e| format!("control.safety.{e}")));
     }
     errs.extend(s.playbook.validate("control.playbook"));
+    errs.extend(s.detect.validate("control.detect"));
     if errs.is_empty() {
         Ok(s)
     } else {

@@ -119,6 +119,142 @@ impl Default for DetectConfig {
     }
 }
 
+impl DetectConfig {
+    /// Every problem at once, each as `path.field: problem, got VALUE`:
+    /// settings that would make a detector divide by nothing, never open,
+    /// never close, or judge shares outside 0…1.
+    pub fn validate(&self, path: &str) -> Vec<String> {
+        let mut errs = Vec::new();
+        let mut bad = |field: &str, why: &str, got: &dyn std::fmt::Display| {
+            errs.push(format!("{path}.{field}: {why}, got {got}"))
+        };
+        let share = |x: f64| x.is_finite() && (0.0..=1.0).contains(&x);
+        let positive = |x: f64| x.is_finite() && x > 0.0;
+        for (field, v) in [
+            ("window_s", self.window_s),
+            ("clear_after_s", self.clear_after_s),
+            ("min_requests", self.min_requests),
+            ("instance_min_requests", self.instance_min_requests),
+            ("probe_min", self.probe_min),
+            ("link_window_s", self.link_window_s),
+        ] {
+            if v == 0 {
+                bad(field, "must be at least 1", &v);
+            }
+        }
+        if self.lag_ms > 60_000 {
+            bad("lag_ms", "must be at most 60000 (a minute)", &self.lag_ms);
+        }
+        if self.open_m == 0 {
+            bad("open_m", "must be at least 1", &self.open_m);
+        }
+        if self.open_n < self.open_m {
+            bad("open_n", "must be at least open_m", &self.open_n);
+        }
+        if self.min_instances_affected == 0 {
+            bad(
+                "min_instances_affected",
+                "must be at least 1",
+                &self.min_instances_affected,
+            );
+        }
+        if self.keep_s < self.window_s.max(self.link_window_s) {
+            bad(
+                "keep_s",
+                "must be at least window_s and link_window_s",
+                &self.keep_s,
+            );
+        }
+        if self.heartbeat_grace == 0 {
+            bad(
+                "heartbeat_grace",
+                "must be at least 1",
+                &self.heartbeat_grace,
+            );
+        }
+        for (field, v) in [
+            ("error_excess", self.error_excess),
+            ("instance_error_excess", self.instance_error_excess),
+            ("probe_peer_max_fail", self.probe_peer_max_fail),
+        ] {
+            if !share(v) {
+                bad(field, "must be between 0 and 1", &v);
+            }
+        }
+        for (field, v) in [
+            ("chi_p", self.chi_p),
+            ("probe_fail_ratio", self.probe_fail_ratio),
+            ("trend_threshold", self.trend_threshold),
+            ("write_fail_ratio", self.write_fail_ratio),
+        ] {
+            if !(positive(v) && v <= 1.0) {
+                bad(field, "must be above 0 and at most 1", &v);
+            }
+        }
+        if !(positive(self.slo_objective) && self.slo_objective < 1.0) {
+            bad(
+                "slo_objective",
+                "must be between 0 and 1",
+                &self.slo_objective,
+            );
+        }
+        for (field, v) in [
+            ("mad_z", self.mad_z),
+            ("trend_horizon_s", self.trend_horizon_s),
+        ] {
+            if !positive(v) {
+                bad(field, "must be above 0", &v);
+            }
+        }
+        if !(self.latency_excess_ms.is_finite() && self.latency_excess_ms >= 0.0) {
+            bad(
+                "latency_excess_ms",
+                "must be 0 or more",
+                &self.latency_excess_ms,
+            );
+        }
+        if !(self.latency_ratio.is_finite() && self.latency_ratio >= 1.0) {
+            bad("latency_ratio", "must be at least 1", &self.latency_ratio);
+        }
+        for (i, t) in self.thresholds.iter().enumerate() {
+            let at = |f: &str| format!("{path}.thresholds[{i}].{f}");
+            if t.name.trim().is_empty() {
+                errs.push(format!("{}: must not be empty", at("name")));
+            }
+            if !matches!(t.metric.as_str(), "error_rate" | "p99_ms") {
+                errs.push(format!(
+                    "{}: error_rate or p99_ms, got {:?}",
+                    at("metric"),
+                    t.metric
+                ));
+            }
+            if !matches!(t.level.as_str(), "zone" | "region") {
+                errs.push(format!(
+                    "{}: zone or region, got {:?}",
+                    at("level"),
+                    t.level
+                ));
+            }
+            if !(t.above.is_finite() && t.above >= 0.0) {
+                errs.push(format!(
+                    "{}: must be 0 or more, got {}",
+                    at("above"),
+                    t.above
+                ));
+            }
+            if t.m == 0 || t.n < t.m {
+                errs.push(format!(
+                    "{}: m must be at least 1 and n at least m, got m = {}, n = {}",
+                    at("m"),
+                    t.m,
+                    t.n
+                ));
+            }
+        }
+        errs
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum OutlierMethod {

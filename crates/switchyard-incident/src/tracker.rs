@@ -119,6 +119,12 @@ impl TrackerConfig {
                 format!("must be 0 ms or more, got {}", self.slow_margin_ms),
             );
         }
+        if self.keep_s == 0 {
+            bad("keep_s", "must be above 0, got 0".into());
+        }
+        if self.max_points == 0 {
+            bad("max_points", "must be above 0, got 0".into());
+        }
         if errs.is_empty() {
             Ok(())
         } else {

@@ -218,6 +218,77 @@ impl Controls {
         Ok(())
     }
 
+    /// Every leaf that differs from `self` to `after`, as
+    /// `{"path", "before", "after"}` (a missing side is `null`), versions
+    /// aside: what an audit entry of a whole-document change records.
+    pub fn diff(&self, after: &Controls) -> Vec<serde_json::Value> {
+        fn leaves(
+            prefix: &str,
+            v: &serde_json::Value,
+            out: &mut BTreeMap<String, serde_json::Value>,
+        ) {
+            match v {
+                serde_json::Value::Object(m) if !m.is_empty() => {
+                    for (k, x) in m {
+                        let p = if prefix.is_empty() {
+                            k.clone()
+                        } else {
+                            format!("{prefix}.{k}")
+                        };
+                        leaves(&p, x, out);
+                    }
+                }
+                other => {
+                    out.insert(prefix.to_string(), other.clone());
+                }
+            }
+        }
+        let flat = |c: &Controls| {
+            let mut c = c.clone();
+            c.version = 0;
+            let mut out = BTreeMap::new();
+            leaves(
+                "",
+                &serde_json::to_value(&c).expect("serializable"),
+                &mut out,
+            );
+            out
+        };
+        let (a, b) = (flat(self), flat(after));
+        let paths: std::collections::BTreeSet<&String> = a.keys().chain(b.keys()).collect();
+        paths
+            .into_iter()
+            .filter(|p| a.get(*p) != b.get(*p))
+            .map(|p| {
+                serde_json::json!({
+                    "path": p,
+                    "before": a.get(p).cloned().unwrap_or(serde_json::Value::Null),
+                    "after": b.get(p).cloned().unwrap_or(serde_json::Value::Null),
+                })
+            })
+            .collect()
+    }
+
+    /// Whether the two say the same to every edge: versions aside, and a
+    /// service or region entry holding only defaults is the same as none
+    /// (turning read-only off where it was never on adds an empty entry).
+    pub fn same_as(&self, other: &Controls) -> bool {
+        fn meaningful(c: &Controls) -> (BTreeMap<&String, ServiceControls>, &Vec<Fault>) {
+            let services = c
+                .services
+                .iter()
+                .map(|(name, sc)| {
+                    let mut sc = sc.clone();
+                    sc.regions.retain(|_, rc| *rc != RegionControl::default());
+                    (name, sc)
+                })
+                .filter(|(_, sc)| *sc != ServiceControls::default())
+                .collect();
+            (services, &c.faults)
+        }
+        meaningful(self) == meaningful(other)
+    }
+
     /// Parses JSON and checks it against the topology; a refused document
     /// reports every problem with its path and must change nothing.
     pub fn from_json(text: &str, config: &Config) -> Result<Controls, ConfigError> {

@@ -515,6 +515,15 @@ impl Incident {
         let (a, b) = (self.stages.get(&from)?, self.stages.get(&to)?);
         Some((*b as f64 - *a as f64) / 1000.0)
     }
+
+    /// Seconds from the moment people could have known to the
+    /// acknowledgement: from the first notification delivered, or from
+    /// detection when none was (no receivers configured, an incident
+    /// opened by the person who then acknowledges it).
+    pub fn time_to_acknowledge(&self) -> Option<f64> {
+        self.between(Stage::Notified, Stage::Acknowledged)
+            .or_else(|| self.between(Stage::Detected, Stage::Acknowledged))
+    }
 }
 
 /// Durations over a set of incidents, from their raw stage timestamps.
@@ -543,8 +552,8 @@ pub fn durations(incidents: &[Incident], from_ms: u64, to_ms: u64) -> Durations 
             t >= from_ms && t < to_ms
         })
         .collect();
-    let stat = |a: Stage, b: Stage| {
-        let mut v: Vec<f64> = chosen.iter().filter_map(|i| i.between(a, b)).collect();
+    let stat_of = |f: &dyn Fn(&Incident) -> Option<f64>| {
+        let mut v: Vec<f64> = chosen.iter().filter_map(|&i| f(i)).collect();
         if v.is_empty() {
             return None;
         }
@@ -557,10 +566,11 @@ pub fn durations(incidents: &[Incident], from_ms: u64, to_ms: u64) -> Durations 
         let mean = v.iter().sum::<f64>() / v.len() as f64;
         Some((median, mean, *v.last().expect("not empty")))
     };
+    let stat = |a: Stage, b: Stage| stat_of(&|i: &Incident| i.between(a, b));
     Durations {
         incidents: chosen.len(),
         ttd_s: stat(Stage::Occurred, Stage::Detected),
-        tta_s: stat(Stage::Notified, Stage::Acknowledged),
+        tta_s: stat_of(&Incident::time_to_acknowledge),
         ttm_s: stat(Stage::Occurred, Stage::Mitigated),
         ttr_s: stat(Stage::Occurred, Stage::Recovered),
     }
@@ -711,6 +721,15 @@ mod tests {
         assert_eq!(d.ttd_s, Some((4.0, 4.0, 6.0)));
         assert_eq!(d.tta_s, Some((60.0, 60.0, 60.0)));
         assert_eq!(d.ttm_s, Some((5.0, 5.0, 5.0)));
-        assert_eq!(durations(&[a], 20_000, 100_000).incidents, 0);
+        assert_eq!(durations(&[a.clone()], 20_000, 100_000).incidents, 0);
+        // Nobody was notified (no receivers): acknowledging still counts,
+        // from detection.
+        let mut quiet = a;
+        quiet.stages.remove(&Stage::Notified);
+        quiet.stages.insert(Stage::Acknowledged, 42_000);
+        assert_eq!(
+            durations(&[quiet], 0, 100_000).tta_s,
+            Some((30.0, 30.0, 30.0))
+        );
     }
 }

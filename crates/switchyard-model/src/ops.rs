@@ -83,6 +83,11 @@ pub enum Op {
 /// The largest canary share: beyond half, a canary is a failback.
 pub const MAX_CANARY_PERCENT: f64 = 50.0;
 
+/// The longest lease anything may ask for (a shift, a silence): a year and
+/// a day. The safety rules hold shifts to a much shorter `max_shift_ms`;
+/// this bound is for values no rule was written to think about.
+pub const LONGEST_LEASE: Duration = Duration::from_secs(366 * 86_400);
+
 /// Why an operation cannot be applied to the controls it was given.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum OpError {
@@ -187,11 +192,17 @@ impl Op {
                 zone,
                 for_,
             } => {
+                let until = crate::time::after(ctx.now_ms, *for_).ok_or_else(|| {
+                    OpError::Invalid(format!(
+                        "for: {} from now is past the end of time",
+                        human_duration::format(*for_)
+                    ))
+                })?;
                 c.services.entry(service.clone()).or_default().zones.insert(
                     zone.clone(),
                     ZoneControl {
                         weight: 0.0,
-                        expires_at_ms: Some(ctx.now_ms + for_.as_millis() as u64),
+                        expires_at_ms: Some(until),
                         reason: Some(ctx.reason.to_string()),
                     },
                 );
@@ -328,6 +339,13 @@ impl Op {
                 zone(z)?;
                 if for_.is_zero() {
                     return Err(OpError::Invalid("for: must be longer than 0s".into()));
+                }
+                if *for_ > LONGEST_LEASE {
+                    return Err(OpError::Invalid(format!(
+                        "for: {} is longer than any lease may be (at most {})",
+                        human_duration::format(*for_),
+                        human_duration::format(LONGEST_LEASE)
+                    )));
                 }
             }
             Unshift {
@@ -805,6 +823,20 @@ mod tests {
         .apply(&ctx(&cfg), &mut c)
         .unwrap();
         assert!(c.services["catalog"].zones.is_empty());
+    }
+
+    #[test]
+    fn an_absurd_lease_is_refused_naming_for_instead_of_wrapping() {
+        let cfg = config();
+        let mut c = Controls::default();
+        let op: Op = serde_json::from_str(
+            r#"{"op":"shift","service":"catalog","zone":"us-east-a","for":"2305843009213697552s"}"#,
+        )
+        .unwrap();
+        let e = op.apply(&ctx(&cfg), &mut c).unwrap_err();
+        assert!(matches!(e, OpError::Invalid(_)), "{e:?}");
+        assert!(e.to_string().starts_with("for: "), "{e}");
+        assert_eq!(c, Controls::default());
     }
 
     #[test]

@@ -16,6 +16,15 @@ pub fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
+/// `now_ms` plus `d`, or `None` when the sum does not fit: a duration from
+/// a request (a shift's lease, a silence) is added to a time only through
+/// this, so an absurd one is refused instead of wrapping to a short one.
+pub fn after(now_ms: u64, d: std::time::Duration) -> Option<u64> {
+    u64::try_from(d.as_millis())
+        .ok()
+        .and_then(|d| now_ms.checked_add(d))
+}
+
 /// Days since 1970-01-01 → (year, month, day), proleptic Gregorian
 /// (Howard Hinnant's `civil_from_days`).
 fn civil_from_days(z: i64) -> (i64, u32, u32) {
@@ -54,6 +63,17 @@ pub fn human_utc(ms: i64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn durations_are_added_without_wrapping() {
+        use std::time::Duration;
+        assert_eq!(after(1_000, Duration::from_secs(1)), Some(2_000));
+        assert_eq!(
+            after(1_000, Duration::from_secs(2_305_843_009_213_697_552)),
+            None
+        );
+        assert_eq!(after(u64::MAX, Duration::from_millis(1)), None);
+    }
 
     #[test]
     fn known_instants() {

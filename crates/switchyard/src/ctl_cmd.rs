@@ -1,6 +1,8 @@
 //! `switchyard ctl`: the operator's one command against the control plane.
-//! Every subcommand takes `--json`; exit codes: 0 done, 1 refused by a rule
-//! or the store, 2 bad input or unknown target, 3 control plane unreachable.
+//! Every subcommand takes `--json`, `--url` and `--token` (before or after
+//! it); text output shows times in UTC. Exit codes: 0 done (or nothing to
+//! change), 1 refused by the server (a rule, a token, the store), 2 bad
+//! input or unknown target, 3 control plane unreachable.
 
 use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
@@ -12,16 +14,23 @@ use switchyard_model::ops::human_duration;
 use switchyard_model::Op;
 
 /// Where the control plane is and how to talk to it: shared by every
-/// command that is a client of its API.
+/// command that is a client of its API. Global, so they may come before or
+/// after the subcommand (`ctl status --json`, `ctl --json status`).
 #[derive(clap::Args)]
 pub(crate) struct Endpoint {
-    /// The control plane's URL.
-    #[arg(long, env = "SWITCHYARD_URL", default_value = "http://127.0.0.1:7000")]
+    /// The control plane's URL (or SWITCHYARD_URL).
+    #[arg(
+        long,
+        global = true,
+        env = "SWITCHYARD_URL",
+        default_value = "http://127.0.0.1:7000"
+    )]
     url: String,
-    /// Bearer token (or SWITCHYARD_TOKEN); needed to change anything.
-    #[arg(long, env = "SWITCHYARD_TOKEN", hide_env_values = true)]
+    /// Bearer token (or SWITCHYARD_TOKEN); needed to change anything and
+    /// to preview a change.
+    #[arg(long, global = true, env = "SWITCHYARD_TOKEN", hide_env_values = true)]
     token: Option<String>,
-    /// Print the answer as JSON.
+    /// Print the answer (or the error body) as JSON instead of text.
     #[arg(long, global = true)]
     pub(crate) json: bool,
 }
@@ -46,12 +55,15 @@ enum CtlCmd {
     Status,
     /// Shift a service away from a zone for a while (a lease that expires).
     Shift {
+        /// The zone to take out of service.
         zone: String,
-        #[arg(long, default_value = "catalog")]
-        service: String,
-        /// How long: 90s, 30m, 1h, 2h30m, 3d.
+        /// The service; required when the control plane knows several.
+        #[arg(long)]
+        service: Option<String>,
+        /// How long: 90s, 30m, 1h, 2h30m, 3d (at most the rules' max_shift_ms).
         #[arg(long = "for", default_value = "1h", value_parser = human_duration::parse)]
         for_: Duration,
+        /// Why, for the audit log and every edge's state (at most 1 KiB).
         #[arg(long)]
         reason: String,
         /// Past the safety rules (admin token; audited).
@@ -60,67 +72,93 @@ enum CtlCmd {
     },
     /// End a shift.
     Unshift {
+        /// The shifted zone to bring back.
         zone: String,
-        #[arg(long, default_value = "catalog")]
-        service: String,
+        /// The service; required when the control plane knows several.
+        #[arg(long)]
+        service: Option<String>,
+        /// Why, for the audit log.
         #[arg(long, default_value = "")]
         reason: String,
     },
     /// Send a share of a shifted zone's traffic back as a canary, keeping
     /// the shift's lease; `unshift` once the canary looks healthy.
     Canary {
+        /// The shifted zone.
         zone: String,
-        #[arg(long, default_value = "catalog")]
-        service: String,
+        /// The service; required when the control plane knows several.
+        #[arg(long)]
+        service: Option<String>,
         /// Share of the zone's traffic, above 0 and at most 50.
         #[arg(long, default_value_t = 5.0)]
         percent: f64,
+        /// Why, for the audit log.
         #[arg(long, default_value = "")]
         reason: String,
     },
     /// Move a service to one region; shows a preview first.
     Failover {
+        /// The service to move.
         service: String,
+        /// The region that keeps serving it.
         #[arg(long)]
         to: String,
+        /// Why, for the audit log.
         #[arg(long, default_value = "")]
         reason: String,
         /// Do not ask; for scripts.
         #[arg(long)]
         yes: bool,
+        /// Past the safety rules (admin token; audited).
         #[arg(long)]
         force: bool,
     },
     /// Every region of a service back in.
     Failback {
+        /// The service to bring back to every region.
         service: String,
+        /// Why, for the audit log.
         #[arg(long, default_value = "")]
         reason: String,
     },
     /// Read-only mode on or off, for a service or one region of it.
     Readonly {
+        /// The service whose writes are turned away.
         service: String,
+        /// `on` or `off`.
         #[arg(value_parser = ["on", "off"])]
         state: String,
+        /// Only this region (default: the whole service).
         #[arg(long)]
         region: Option<String>,
+        /// Why, for the audit log.
         #[arg(long)]
         reason: String,
     },
     /// The audit log: who changed what, why, accepted or refused by which rule.
     History {
+        /// How many entries, newest last.
         #[arg(long, default_value_t = 20)]
         limit: usize,
     },
 }
 
-/// Prints a failed call: the error body as JSON with `--json`, its reasons
-/// otherwise; the exit code says what kind of failure it was.
+/// Prints a failed call and says which kind of failure it was: the error
+/// body as JSON with `--json`; otherwise the status, the server's error
+/// code and every reason it gave (or why it could not be reached).
 pub(crate) fn failed(what: &str, json_out: bool, e: &ClientError) -> ExitCode {
     match (json_out, e.body()) {
         (true, Some(b)) => println!("{}", serde_json::to_string(b).expect("serializable")),
         (_, Some(b)) => {
-            eprintln!("refused ({}):", e.status().unwrap_or(0));
+            let status = e.status().unwrap_or(0);
+            let kind = match status {
+                400 | 413 => "bad input",
+                401 | 403 => "not allowed",
+                404 => "not found",
+                409 => "refused",
+                _ => "failed",
+            };
+            eprintln!("switchyard {what}: {kind} ({status} {}):", b.error);
             for r in &b.reasons {
                 eprintln!("  {r}");
             }
@@ -128,6 +166,33 @@ pub(crate) fn failed(what: &str, json_out: bool, e: &ClientError) -> ExitCode {
         (_, None) => eprintln!("switchyard {what}: {e}"),
     }
     ExitCode::from(e.exit_code())
+}
+
+/// The service a command acts on: the one given, or the control plane's
+/// only one. With several and none given, a guess could shift the wrong
+/// service, so it is bad input (exit 2) naming the choices.
+pub(crate) async fn service_or_only(
+    c: &Client,
+    what: &str,
+    json_out: bool,
+    given: Option<String>,
+) -> Result<String, ExitCode> {
+    if let Some(s) = given {
+        return Ok(s);
+    }
+    let status = c.status().await.map_err(|e| failed(what, json_out, &e))?;
+    match status.services.as_slice() {
+        [only] => Ok(only.service.clone()),
+        all => {
+            let names: Vec<&str> = all.iter().map(|s| s.service.as_str()).collect();
+            eprintln!(
+                "switchyard {what}: --service is required: the control plane has {} services ({})",
+                names.len(),
+                names.join(", ")
+            );
+            Err(ExitCode::from(2))
+        }
+    }
 }
 
 /// Prints an answer as JSON.
@@ -156,8 +221,12 @@ async fn apply(c: &Client, req: OpRequest, json_out: bool) -> ExitCode {
             print_json(&a);
             ExitCode::SUCCESS
         }
-        Ok(a) => {
+        Ok(a) if a.changed => {
             println!("done: version {}", a.version);
+            ExitCode::SUCCESS
+        }
+        Ok(a) => {
+            println!("nothing to change: version {} already says so", a.version);
             ExitCode::SUCCESS
         }
         Err(e) => failed("ctl", json_out, &e),
@@ -184,6 +253,10 @@ async fn run(c: &Client, cmd: CtlCmd, json_out: bool) -> ExitCode {
             reason,
             force,
         } => {
+            let service = match service_or_only(c, "ctl", json_out, service).await {
+                Ok(s) => s,
+                Err(code) => return code,
+            };
             let op = Op::Shift {
                 service,
                 zone,
@@ -196,6 +269,10 @@ async fn run(c: &Client, cmd: CtlCmd, json_out: bool) -> ExitCode {
             service,
             reason,
         } => {
+            let service = match service_or_only(c, "ctl", json_out, service).await {
+                Ok(s) => s,
+                Err(code) => return code,
+            };
             apply(
                 c,
                 OpRequest::new(Op::Unshift { service, zone }, reason),
@@ -209,6 +286,10 @@ async fn run(c: &Client, cmd: CtlCmd, json_out: bool) -> ExitCode {
             percent,
             reason,
         } => {
+            let service = match service_or_only(c, "ctl", json_out, service).await {
+                Ok(s) => s,
+                Err(code) => return code,
+            };
             let op = Op::ZoneCanary {
                 service,
                 zone,
@@ -316,32 +397,48 @@ fn print_status(v: &switchyard_api::StatusView) {
     for svc in &v.services {
         println!(
             "service {}  read-only {}  shed level {}",
-            svc.service, svc.read_only, svc.shed_level
+            svc.service,
+            on_off(svc.read_only),
+            svc.shed_level
         );
         println!(
-            "  {:<10} {:<6} {:>6} {:>8} {:>5} | {:<12} {:>6} {:>9}  shift",
-            "region", "state", "weight", "failover", "floor", "zone", "weight", "instances"
+            "  {:<10} {:<6} {:>6} {:>8} {:>9} {:>5} | {:<12} {:>6} {:>9}  shift",
+            "region",
+            "state",
+            "weight",
+            "failover",
+            "read-only",
+            "floor",
+            "zone",
+            "weight",
+            "instances"
         );
         for r in &svc.regions {
             for (i, z) in r.zones.iter().enumerate() {
                 let left = if i == 0 {
                     let state = serde_json::to_value(r.state).expect("serializable");
                     format!(
-                        "{:<10} {:<6} {:>6} {:>8} {:>5}",
+                        "{:<10} {:<6} {:>6} {:>8} {:>9} {:>5}",
                         r.region,
                         state.as_str().unwrap_or(""),
                         r.weight,
-                        r.failover,
+                        on_off(r.failover),
+                        on_off(r.read_only),
                         r.floor
                     )
                 } else {
-                    " ".repeat(39)
+                    " ".repeat(49)
                 };
                 let shift = match z.shift_expires_at_ms {
                     Some(t) => format!(
-                        "until {} s from now ({})",
-                        t.saturating_sub(now) / 1000,
-                        z.shift_reason.as_deref().unwrap_or("")
+                        "until {} (in {}){}",
+                        switchyard_model::time::human_utc(t as i64),
+                        human_duration::format(Duration::from_secs(t.saturating_sub(now) / 1000)),
+                        z.shift_reason
+                            .as_deref()
+                            .filter(|r| !r.is_empty())
+                            .map(|r| format!(": {r}"))
+                            .unwrap_or_default()
                     ),
                     None => "-".into(),
                 };
@@ -351,5 +448,13 @@ fn print_status(v: &switchyard_api::StatusView) {
                 );
             }
         }
+    }
+}
+
+fn on_off(b: bool) -> &'static str {
+    if b {
+        "on"
+    } else {
+        "off"
     }
 }

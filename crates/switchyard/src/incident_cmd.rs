@@ -17,7 +17,7 @@ use switchyard_api::{
 use switchyard_model::incident::{Incident, Stage};
 use switchyard_model::ops::human_duration;
 
-use crate::ctl_cmd::{block_on, failed, print_json, Endpoint};
+use crate::ctl_cmd::{block_on, failed, print_json, service_or_only, Endpoint};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -34,15 +34,21 @@ enum Cmd {
         /// `open`, `all`, or one status.
         #[arg(long, default_value = "all")]
         status: String,
+        /// Only this service's incidents.
         #[arg(long)]
         service: Option<String>,
     },
     /// One incident with its stages and timeline.
-    Show { id: String },
+    Show {
+        /// The incident's id (see `incident list`).
+        id: String,
+    },
     /// Open an incident by hand (joins the service's open one if any).
     Open {
-        #[arg(long, default_value = "catalog")]
-        service: String,
+        /// The service; required when the control plane knows several.
+        #[arg(long)]
+        service: Option<String>,
+        /// What is wrong, as people will read it.
         #[arg(long)]
         title: String,
         /// SEV1 … SEV4; otherwise the rules decide.
@@ -51,30 +57,46 @@ enum Cmd {
     },
     /// Acknowledge: a person has it.
     Ack {
+        /// The incident's id.
         id: String,
+        /// A note for the timeline.
         #[arg(long, default_value = "")]
         note: String,
     },
     /// Move the status: investigating, identified, mitigating, monitoring, resolved.
     Status {
+        /// The incident's id.
         id: String,
+        /// The new status.
         status: String,
+        /// A note for the timeline.
         #[arg(long, default_value = "")]
         note: String,
     },
     /// Record a people's stage once resolved: analysed, shared, reviewed.
     Stage {
+        /// The incident's id.
         id: String,
+        /// analysed, shared or reviewed.
         stage: String,
+        /// A note for the timeline.
         #[arg(long, default_value = "")]
         note: String,
     },
     /// Add a note to the timeline.
-    Note { id: String, text: String },
+    Note {
+        /// The incident's id.
+        id: String,
+        /// The note.
+        text: String,
+    },
     /// Set the severity by hand (the rules no longer change it).
     Severity {
+        /// The incident's id.
         id: String,
+        /// SEV1 … SEV4.
         severity: String,
+        /// Why, for the timeline.
         #[arg(long)]
         reason: String,
     },
@@ -86,6 +108,7 @@ enum Cmd {
     },
     /// Write the postmortem (Markdown and plots) from what was recorded.
     Postmortem {
+        /// The incident's id.
         id: String,
         /// Directory for postmortem.md and its plots.
         #[arg(long, default_value = "postmortem")]
@@ -98,20 +121,29 @@ enum Cmd {
 
 #[derive(clap::Subcommand)]
 enum SilenceCmd {
+    /// The silences in force.
     List,
+    /// Hold back notifications matching every filter given.
     Add {
+        /// Only this service's notifications.
         #[arg(long)]
         service: Option<String>,
+        /// Only notifications of this severity (SEV1 … SEV4).
         #[arg(long)]
         severity: Option<String>,
+        /// Only findings whose scope starts with this (`zone:us-east-a`).
         #[arg(long)]
         scope_prefix: Option<String>,
+        /// How long: 90s, 30m, 2h, 3d.
         #[arg(long = "for")]
         for_: String,
+        /// Why, shown with the silence.
         #[arg(long)]
         reason: String,
     },
+    /// End a silence made through the API.
     Rm {
+        /// The silence's id (see `incident silence list`).
         id: String,
     },
 }
@@ -178,8 +210,19 @@ fn print_incident(v: &Incident) {
     }
 }
 
-fn print_value<T: Serialize>(v: &T) {
-    print_json(v)
+fn print_silence(x: &switchyard_model::notice::Silence) {
+    println!(
+        "{}  until {}  service {}  severity {}  scope {}  by {}: {}",
+        x.id,
+        ms(Some(x.until_ms)),
+        x.service.as_deref().unwrap_or("any"),
+        x.severity
+            .map(|s| s.to_string())
+            .unwrap_or_else(|| "any".into()),
+        x.scope_prefix.as_deref().unwrap_or("any"),
+        x.created_by,
+        x.reason
+    );
 }
 
 async fn go(c: &Client, cmd: Cmd, json_out: bool) -> ExitCode {
@@ -212,12 +255,22 @@ async fn go(c: &Client, cmd: Cmd, json_out: bool) -> ExitCode {
             title,
             severity,
         } => {
+            let service = match service_or_only(c, "incident", json_out, service).await {
+                Ok(s) => s,
+                Err(code) => return code,
+            };
             let req = OpenIncident {
                 service,
                 title,
                 severity,
             };
-            done(c.open_incident(&req).await, json_out, print_value)
+            done(c.open_incident(&req).await, json_out, |o| {
+                if o.created {
+                    println!("opened {}", o.id);
+                } else {
+                    println!("joined the open incident {}", o.id);
+                }
+            })
         }
         Cmd::Ack { id, note } => done(c.ack(&id, &note).await, json_out, print_incident),
         Cmd::Status { id, status, note } => {
@@ -287,19 +340,10 @@ async fn go(c: &Client, cmd: Cmd, json_out: bool) -> ExitCode {
             }
         }
         Cmd::Silence(SilenceCmd::List) => done(c.silences().await, json_out, |v| {
-            for x in &v.silences {
-                println!(
-                    "{}  until {}  service {}  severity {}  by {}: {}",
-                    x.id,
-                    ms(Some(x.until_ms)),
-                    x.service.as_deref().unwrap_or("any"),
-                    x.severity
-                        .map(|s| s.to_string())
-                        .unwrap_or_else(|| "any".into()),
-                    x.created_by,
-                    x.reason
-                );
+            if v.silences.is_empty() {
+                println!("no silence in force");
             }
+            v.silences.iter().for_each(print_silence);
         }),
         Cmd::Silence(SilenceCmd::Add {
             service,
@@ -315,10 +359,10 @@ async fn go(c: &Client, cmd: Cmd, json_out: bool) -> ExitCode {
                 duration: for_,
                 reason,
             };
-            done(c.add_silence(&req).await, json_out, print_value)
+            done(c.add_silence(&req).await, json_out, print_silence)
         }
-        Cmd::Silence(SilenceCmd::Rm { id }) => {
-            done(c.remove_silence(&id).await, json_out, print_value)
-        }
+        Cmd::Silence(SilenceCmd::Rm { id }) => done(c.remove_silence(&id).await, json_out, |r| {
+            println!("removed {}", r.removed)
+        }),
     }
 }

@@ -272,3 +272,42 @@ fn validate(file: &PathBuf, json: bool) -> ExitCode {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::Cli;
+
+    /// Every subcommand and option of `cmd` (and below) that `--help`
+    /// would show without a word about it.
+    fn undocumented(cmd: &clap::Command, path: &str, out: &mut Vec<String>) {
+        for a in cmd.get_arguments() {
+            let id = a.get_id().as_str();
+            if a.is_hide_set() || id == "help" || id == "version" {
+                continue;
+            }
+            if a.get_help().is_none() && a.get_long_help().is_none() {
+                out.push(format!("{path} {id}"));
+            }
+        }
+        for sub in cmd.get_subcommands() {
+            let p = format!("{path} {}", sub.get_name());
+            if sub.get_name() != "help" && sub.get_about().is_none() {
+                out.push(p.clone());
+            }
+            undocumented(sub, &p, out);
+        }
+    }
+
+    #[test]
+    fn every_ctl_and_incident_subcommand_and_option_has_help() {
+        let cli = Cli::command();
+        let mut missing = Vec::new();
+        for name in ["ctl", "incident"] {
+            let cmd = cli.find_subcommand(name).expect("subcommand");
+            undocumented(cmd, name, &mut missing);
+        }
+        assert!(missing.is_empty(), "without help text: {missing:?}");
+    }
+}

@@ -280,7 +280,7 @@ async fn failover_previews_then_moves_the_service_and_failback_returns_it() {
         to: "r2".into(),
     };
     let p = cp
-        .api(None)
+        .api(Some("read-token"))
         .preview(&OpRequest::new(failover, ""))
         .await
         .unwrap();
