@@ -305,7 +305,42 @@ async fn ack<S: Store>(
     headers: HeaderMap,
     raw: Body,
 ) -> Answer {
-    record_stage(&api, &id, &headers, raw, Some(Stage::Acknowledged)).await
+    let open = api.incidents.lock().open_incidents().any(|i| i.id == id);
+    if !open {
+        return record_stage(&api, &id, &headers, raw, Some(Stage::Acknowledged)).await;
+    }
+    // Through the tracker, which also tells people (a pager stops paging).
+    let who = authorize(&api, &headers, Scope::Operate)?;
+    let raw = read_body(raw).await?;
+    let req: StageChange = if raw.is_empty() {
+        StageChange::default()
+    } else {
+        body(&raw)?
+    };
+    within_limits(&[("note", req.note.as_str(), limits::NOTE)])?;
+    let i = {
+        let mut t = api.incidents.lock();
+        let now = now_ms();
+        let mut i = t.acknowledge(&id, &who, now).map_err(refused)?;
+        if !req.note.is_empty() {
+            if let Some(held) = t.get_mut(&id) {
+                held.log(
+                    now,
+                    EntryKind::Note,
+                    &who,
+                    req.note.clone(),
+                    serde_json::Value::Null,
+                );
+                i = held.clone();
+            }
+        }
+        i
+    };
+    api.incidents
+        .persist(api.plane.store())
+        .await
+        .map_err(unavailable)?;
+    Ok(Json(i).into_response())
 }
 
 async fn stage<S: Store>(

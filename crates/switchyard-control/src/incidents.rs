@@ -1,7 +1,9 @@
 //! Incidents inside the control plane: the tracker fed by detection and by
 //! every control change (followed from the plane's change events), persisted in the store (an incident and its
 //! timeline survive kill -9), and notifications routed, grouped, silenced
-//! and delivered with every attempt written into the incident's timeline.
+//! and delivered with every attempt written into the incident's timeline;
+//! firing incidents are re-sent to Alertmanager receivers so it does not
+//! resolve them on its own.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -9,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use serde_json::json;
 use switchyard_incident::{Incident, Status, Tracker, TrackerConfig};
 use switchyard_model::{AuditKind, Config};
-use switchyard_notify::{Grouper, NotifyConfig, Silence};
+use switchyard_notify::{Grouper, NotifyConfig, Resender, Silence};
 
 use crate::plane::ControlPlane;
 use crate::store::{Store, StoreError};
@@ -21,6 +23,7 @@ pub struct Incidents {
     pub tracker: Mutex<Tracker>,
     pub notify: NotifyConfig,
     grouper: Mutex<Grouper>,
+    resender: Mutex<Resender>,
 }
 
 /// What people are told about an incident at one moment; `urgent` pages
@@ -63,6 +66,9 @@ pub fn notice(
         ended_at_ms: (i.status == Status::Resolved).then_some(i.updated_ms),
         url: Some(format!("{base_url}/v1/incidents/{}", i.id)),
         urgent,
+        acknowledged: i
+            .stages
+            .contains_key(&switchyard_incident::Stage::Acknowledged),
     }
 }
 
@@ -96,6 +102,7 @@ impl Incidents {
             tracker: Mutex::new(Tracker::new(tracker, zone_region, critical)),
             notify,
             grouper: Mutex::new(grouper),
+            resender: Mutex::new(Resender::new()),
         }
     }
 
@@ -160,6 +167,10 @@ impl Incidents {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .untold(id);
+    }
+
+    fn resender(&self) -> std::sync::MutexGuard<'_, Resender> {
+        self.resender.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Queues the tracker's notices, and hands back the groups that are due.
@@ -232,29 +243,69 @@ pub async fn deliver<S: Store + 'static>(
             json!({"silence": s}),
         );
         incidents.untold(&id);
+        // A silence promises quiet: Alertmanager may let the alert lapse.
+        incidents.resender().forget(&id);
         return;
     }
     if routed.receivers.is_empty() {
         incidents.untold(&id);
         return;
     }
+    incidents
+        .resender()
+        .sent(&incidents.notify, &grouped, &routed.receivers, now);
+    send(
+        &plane,
+        &incidents,
+        &grouped,
+        &routed.receivers,
+        Record::Every,
+    )
+    .await;
+}
+
+/// Which attempts go into the timeline.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Record {
+    Every,
+    /// A routine re-send: a line a minute per incident would bury the
+    /// timeline, so only failures are written (all are counted).
+    Failures,
+}
+
+async fn send<S: Store + 'static>(
+    plane: &Arc<ControlPlane<S>>,
+    incidents: &Arc<Incidents>,
+    grouped: &switchyard_notify::Grouped,
+    receivers: &[String],
+    record: Record,
+) {
+    let id = grouped.notice.incident_id.clone();
     let cfg = incidents.notify.clone();
     let (p, inc) = (plane.clone(), incidents.clone());
-    let deliveries = switchyard_notify::deliver(&cfg, &grouped, &routed.receivers, |a| {
+    let deliveries = switchyard_notify::deliver(&cfg, grouped, receivers, |a| {
+        let resent = if record == Record::Failures {
+            "re-send "
+        } else {
+            ""
+        };
         let text = match (&a.status, &a.error) {
-            (_, Some(e)) => format!("attempt {} failed: {e}", a.attempt),
+            (_, Some(e)) => format!("{resent}attempt {} failed: {e}", a.attempt),
             (Some(s), None) if a.ok => format!("delivered (attempt {}, HTTP {s})", a.attempt),
             (Some(s), None) => format!("attempt {} answered HTTP {s}", a.attempt),
+            (None, None) if a.ok => format!("delivered (attempt {})", a.attempt),
             (None, None) => format!("attempt {}", a.attempt),
         };
-        inc.lock().on_attempt(
-            &id,
-            &a.receiver,
-            a.ok,
-            a.at_ms,
-            text,
-            serde_json::to_value(a).unwrap_or_default(),
-        );
+        if record == Record::Every || !a.ok {
+            inc.lock().on_attempt(
+                &id,
+                &a.receiver,
+                a.ok,
+                a.at_ms,
+                text,
+                serde_json::to_value(a).unwrap_or_default(),
+            );
+        }
         p.metrics
             .notifications
             .get_or_create(&crate::metrics::NotifyLabels {
@@ -273,5 +324,45 @@ pub async fn deliver<S: Store + 'static>(
     }
     if let Err(e) = incidents.persist(plane.store()).await {
         tracing::warn!(error = %e, "cannot store the incident's delivery attempts");
+    }
+}
+
+/// Sends firing incidents again to the receivers that ask for it
+/// (Alertmanager's `resend_ms`), once a second looking for what is due,
+/// until the plane is gone. A re-send is routed again first, so a silence
+/// or a route changed since still holds.
+pub async fn resend<S: Store + 'static>(plane: Arc<ControlPlane<S>>, incidents: Arc<Incidents>) {
+    if !incidents
+        .notify
+        .receivers
+        .iter()
+        .any(|r| r.resend_every_ms().is_some())
+    {
+        return;
+    }
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+    loop {
+        tick.tick().await;
+        let now = crate::plane::now_ms();
+        let due = incidents.resender().due(&incidents.notify, now);
+        if due.is_empty() {
+            continue;
+        }
+        let silences = incidents.silences(plane.store()).await;
+        for (grouped, receiver) in due {
+            let routed =
+                switchyard_notify::route(&incidents.notify, &grouped.notice, &silences, now);
+            if routed.silenced_by.is_some() {
+                incidents.resender().forget(&grouped.notice.incident_id);
+                continue;
+            }
+            if !routed.receivers.contains(&receiver) {
+                continue;
+            }
+            let (p, inc) = (plane.clone(), incidents.clone());
+            tokio::spawn(async move {
+                send(&p, &inc, &grouped, &[receiver], Record::Failures).await;
+            });
+        }
     }
 }

@@ -53,7 +53,7 @@ pub fn check(t: &ControlTables) -> Result<Settings, Vec<String>> {
         incidents: table(&t.incidents, "control.incidents", &mut errs),
         notify: table(&t.notify, "control.notify", &mut errs),
     };
-    if let Err(e) = s.notify.validate() {
+    if let Err(e) = s.notify.validate(|k| std::env::var(k).ok()) {
         errs.extend(e);
     }
     if let Err(e) = s.incidents.validate("control.incidents") {
@@ -194,6 +194,7 @@ async fn serve<S: Store + 'static>(
         plane.clone(),
         incidents.clone(),
     ));
+    let resends = tokio::spawn(crate::incidents::resend(plane.clone(), incidents.clone()));
     let sync_plane = plane.clone();
     let mut sync_rx = rx.clone();
     // Other control planes may change a shared store: follow it.
@@ -228,7 +229,11 @@ async fn serve<S: Store + 'static>(
         settings.playbook,
     ));
     let task = tokio::spawn(async move {
-        let _g = (AbortOnDrop(automation), AbortOnDrop(timelines));
+        let _g = (
+            AbortOnDrop(automation),
+            AbortOnDrop(timelines),
+            AbortOnDrop(resends),
+        );
         let _ = axum::serve(l, app)
             .with_graceful_shutdown(async move {
                 let _ = rx.wait_for(|s| *s).await;

@@ -1137,6 +1137,23 @@ impl Tracker {
         }
     }
 
+    /// A person acknowledged the open incident `id`: the stage is recorded
+    /// and people are told, so a pager that tracks state stops paging.
+    pub fn acknowledge(&mut self, id: &str, who: &str, now_ms: u64) -> Result<Incident, String> {
+        let svc = self
+            .open
+            .values()
+            .find(|i| i.id == id)
+            .map(|i| i.service.clone())
+            .ok_or_else(|| format!("incident {id} is not open"))?;
+        let i = self.open.get_mut(&svc).expect("found");
+        i.set_stage_by_person(Stage::Acknowledged, now_ms, who)?;
+        let out = i.clone();
+        self.dirty.insert(id.to_string());
+        self.notify(&svc, format!("acknowledged by {who}"), now_ms);
+        Ok(out)
+    }
+
     /// Resolves an open incident by hand (or moves its status).
     pub fn set_status(
         &mut self,
@@ -1460,6 +1477,7 @@ mod tests {
                     ended_at_ms: None,
                     url: None,
                     urgent: n.urgent,
+                    acknowledged: false,
                 };
                 g.push(notice, now);
             }

@@ -142,6 +142,10 @@ pub struct Notice {
     /// action that did not help) is; routine updates are not.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub urgent: bool,
+    /// A person has acknowledged the incident: a pager that tracks state
+    /// (PagerDuty) stops paging, while updates still go out.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub acknowledged: bool,
 }
 
 /// A request for quiet: notices that match every matcher given are not sent
@@ -271,6 +275,7 @@ mod tests {
             ended_at_ms: None,
             url: None,
             urgent: false,
+            acknowledged: false,
         }
     }
 

@@ -1,4 +1,5 @@
-//! Sending one grouped message to its receivers over HTTP, with retries.
+//! Sending one grouped message to its receivers, over HTTP(S) or SMTP, with
+//! retries.
 //!
 //! The decision about each answer (delivered, retry after how long, give up
 //! and why) is the pure [`judge`]; the rest is plumbing around it. Receivers
@@ -13,16 +14,20 @@ use bytes::Bytes;
 use http::header::{CONTENT_TYPE, USER_AGENT};
 use http::{Request, StatusCode, Uri};
 use http_body_util::{BodyExt, Full, Limited};
+use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
-use crate::config::{parse_http_url, NotifyConfig, ReceiverConfig, RetryConfig, UrlError};
+use crate::config::{
+    parse_http_url, NotifyConfig, ReceiverConfig, ReceiverKind, RetryConfig, UrlError,
+};
+use crate::email::Mail;
 use crate::group::Grouped;
-use crate::payload;
 use crate::types::{Attempt, Delivery};
+use crate::{payload, tls};
 
 /// How much of a receiver's answer is kept to explain a failure; enough for
 /// Slack's `invalid_payload` or an Alertmanager validation message.
@@ -30,9 +35,9 @@ const ANSWER_SNIPPET_CHARS: usize = 200;
 /// Answers larger than this are not read to the end; nothing we need is in them.
 const ANSWER_LIMIT_BYTES: usize = 64 * 1024;
 
-type HttpClient = Client<HttpConnector, Full<Bytes>>;
+type HttpClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
 
-/// Why one POST produced no HTTP answer.
+/// Why one try produced no answer, or an answer that is not a reply.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PostError {
     #[error("connect error: {0}")]
@@ -43,14 +48,30 @@ pub enum PostError {
     Request(String),
     #[error(transparent)]
     Url(#[from] UrlError),
+    /// The TLS handshake failed on the certificate or protocol.
+    #[error("TLS handshake failed: {0}")]
+    Tls(String),
+    /// The receiver's own settings cannot be used (a CA file gone since the
+    /// config was checked, a secret's variable unset).
+    #[error("receiver not usable: {0}")]
+    Config(String),
+    /// The mail server refused for good (a 5xx reply, or no STARTTLS where
+    /// it is required).
+    #[error("mail refused: {0}")]
+    SmtpRefused(String),
 }
 
-/// What one POST came to.
+/// What one try came to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
     /// The receiver answered; `answer` is the start of its body.
     Answered {
         status: u16,
+        answer: String,
+    },
+    /// The mail server accepted the message with this SMTP reply.
+    Mailed {
+        code: u16,
         answer: String,
     },
     Failed(PostError),
@@ -73,7 +94,9 @@ pub struct Judgement {
 /// says the request itself is wrong, so sending it again would only repeat
 /// the refusal: give up at once and say so. Anything else (other statuses,
 /// connect errors, timeouts) may pass, so retry after the backoff until the
-/// attempts are used up. A URL that cannot be used is never retried.
+/// attempts are used up. A URL or setting that cannot be used, a certificate
+/// nobody trusts and a mail server's final refusal are never retried: the
+/// next try would meet the same.
 pub fn judge(outcome: &Outcome, attempt: u32, retry: &RetryConfig) -> Judgement {
     let attempts = retry.attempts.max(1);
     let backoff = retry.backoff_ms(attempt);
@@ -88,6 +111,12 @@ pub fn judge(outcome: &Outcome, attempt: u32, retry: &RetryConfig) -> Judgement 
         Outcome::Answered { status, .. } if (200..300).contains(status) => Judgement {
             ok: true,
             status: Some(*status),
+            error: None,
+            retry_after_ms: None,
+        },
+        Outcome::Mailed { .. } => Judgement {
+            ok: true,
+            status: None,
             error: None,
             retry_after_ms: None,
         },
@@ -117,7 +146,12 @@ pub fn judge(outcome: &Outcome, attempt: u32, retry: &RetryConfig) -> Judgement 
                 retry_after_ms,
             }
         }
-        Outcome::Failed(e @ PostError::Url(_)) => Judgement {
+        Outcome::Failed(
+            e @ (PostError::Url(_)
+            | PostError::Config(_)
+            | PostError::Tls(_)
+            | PostError::SmtpRefused(_)),
+        ) => Judgement {
             ok: false,
             status: None,
             error: Some(format!("{e}; not retried")),
@@ -148,8 +182,8 @@ fn status_text(status: u16) -> String {
 /// Sends `grouped` to each named receiver in parallel and returns one
 /// [`Delivery`] per name, in the order given.
 ///
-/// Each receiver gets the payload of its kind as a JSON POST and is retried
-/// as [`judge`] decides, waiting `retry.backoff_ms` between tries; each try
+/// Each receiver gets the payload of its kind (a JSON POST over HTTP or
+/// HTTPS, or an e-mail) and is retried as [`judge`] decides, waiting `retry.backoff_ms` between tries; each try
 /// is limited to `retry.timeout_ms`, connecting included. `on_attempt` sees
 /// every attempt as soon as it ends. A name with no receiver in `cfg` gets a
 /// single failed attempt saying so. Dropping the returned future stops every
@@ -161,9 +195,6 @@ pub async fn deliver(
     mut on_attempt: impl FnMut(&Attempt),
 ) -> Vec<Delivery> {
     let clock = Clock::now();
-    // One client per message: notifications are rare, and a fresh client
-    // keeps nothing (connections, DNS answers) alive between incidents.
-    let client = http_client(&cfg.retry);
     let mut out: Vec<Delivery> = receivers
         .iter()
         .map(|name| Delivery {
@@ -195,15 +226,12 @@ pub async fn deliver(
             out[idx].attempts.push(a);
             continue;
         };
-        let body = serde_json::to_vec(&payload::render(rc.kind, grouped))
-            .expect("a serde_json::Value always serializes");
         let job = Job {
             idx,
             incident: grouped.notice.incident_id.clone(),
             receiver: rc.clone(),
-            body: Bytes::from(body),
+            transport: prepare(rc, grouped, &cfg.retry),
             retry: cfg.retry.clone(),
-            client: client.clone(),
             clock,
             tx: tx.clone(),
         };
@@ -225,11 +253,88 @@ pub async fn deliver(
     out
 }
 
-fn http_client(retry: &RetryConfig) -> HttpClient {
+/// How one receiver is reached, built once per message.
+enum Transport {
+    Http {
+        client: Box<HttpClient>,
+        uri: Uri,
+        body: Bytes,
+    },
+    Email(Box<Mail>),
+    /// Cannot be sent at all; every try reports why.
+    Broken(PostError),
+}
+
+/// Secrets named by `*_env` are read from the process environment when
+/// sending, as the config check did.
+fn env_var(k: &str) -> Option<String> {
+    std::env::var(k).ok()
+}
+
+/// The payload and the means to send it to `rc`. One HTTP client per
+/// receiver and message: notifications are rare, each receiver may trust
+/// its own CA, and a fresh client keeps nothing (connections, DNS answers)
+/// alive between incidents.
+fn prepare(rc: &ReceiverConfig, g: &Grouped, retry: &RetryConfig) -> Transport {
+    let timeout = Duration::from_millis(retry.timeout_ms.max(1));
+    if rc.kind == ReceiverKind::Email {
+        return match Mail::prepare(rc, g, rc.password_with(env_var), timeout) {
+            Ok(m) => Transport::Email(Box::new(m)),
+            Err(e) => Transport::Broken(e),
+        };
+    }
+    let target = match parse_http_url(rc.target_url()) {
+        Ok(t) => t,
+        Err(e) => return Transport::Broken(e.into()),
+    };
+    let key = match rc.kind {
+        ReceiverKind::Pagerduty => match rc.routing_key_with(env_var) {
+            Some(k) => k,
+            None => {
+                return Transport::Broken(PostError::Config(
+                    "no routing key (routing_key, or the variable routing_key_env names)".into(),
+                ))
+            }
+        },
+        _ => String::new(),
+    };
+    let Some(body) = payload::render(rc.kind, g, &key) else {
+        return Transport::Broken(PostError::Config(format!(
+            "kind {} has no HTTP body",
+            rc.kind.as_str()
+        )));
+    };
+    let extra = match &rc.ca_file {
+        Some(path) => match tls::read_ca_file(path) {
+            Ok(c) => c,
+            Err(e) => return Transport::Broken(PostError::Config(format!("ca_file: {e}"))),
+        },
+        None => Vec::new(),
+    };
+    let tls = match tls::client_config(&extra) {
+        Ok(t) => t,
+        Err(e) => return Transport::Broken(PostError::Config(format!("TLS settings: {e}"))),
+    };
+    let body = serde_json::to_vec(&body).expect("a serde_json::Value always serializes");
+    Transport::Http {
+        client: Box::new(http_client(retry, tls)),
+        uri: target.uri,
+        body: Bytes::from(body),
+    }
+}
+
+fn http_client(retry: &RetryConfig, tls: rustls::ClientConfig) -> HttpClient {
     let mut conn = HttpConnector::new();
     conn.set_connect_timeout(Some(Duration::from_millis(retry.timeout_ms.max(1))));
     conn.set_nodelay(true);
-    Client::builder(TokioExecutor::new()).build(conn)
+    // The TLS layer above decides by the scheme; this one only connects.
+    conn.enforce_http(false);
+    let https = HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_or_http()
+        .enable_http1()
+        .wrap_connector(conn);
+    Client::builder(TokioExecutor::new()).build(https)
 }
 
 /// Wall-clock milliseconds derived from one reading plus a monotonic clock,
@@ -259,9 +364,8 @@ struct Job {
     idx: usize,
     incident: String,
     receiver: ReceiverConfig,
-    body: Bytes,
+    transport: Transport,
     retry: RetryConfig,
-    client: HttpClient,
     clock: Clock,
     tx: mpsc::UnboundedSender<(usize, Attempt)>,
 }
@@ -269,16 +373,18 @@ struct Job {
 impl Job {
     /// Tries until delivered or judged hopeless; returns whether delivered.
     async fn run(self) -> (usize, bool) {
-        let target = parse_http_url(&self.receiver.url);
         let timeout = Duration::from_millis(self.retry.timeout_ms.max(1));
         let name = &self.receiver.name;
         // Validation refuses 0 attempts; an unvalidated 0 still tries once
         // rather than dropping the message without a trace.
         for attempt in 1..=self.retry.attempts.max(1) {
             let start = Instant::now();
-            let outcome = match &target {
-                Ok(t) => post(&self.client, &t.uri, self.body.clone(), timeout).await,
-                Err(e) => Outcome::Failed(PostError::Url(e.clone())),
+            let outcome = match &self.transport {
+                Transport::Http { client, uri, body } => {
+                    post(client, uri, body.clone(), timeout).await
+                }
+                Transport::Email(mail) => mail.send(timeout).await,
+                Transport::Broken(e) => Outcome::Failed(e.clone()),
             };
             let end = Instant::now();
             let j = judge(&outcome, attempt, &self.retry);
@@ -330,7 +436,9 @@ async fn post(client: &HttpClient, uri: &Uri, body: Bytes, timeout: Duration) ->
     };
     let exchange = async {
         let resp = client.request(req).await.map_err(|e| {
-            if e.is_connect() {
+            if let Some(t) = tls::find_tls_error(&e) {
+                PostError::Tls(tls::explain(t))
+            } else if e.is_connect() {
                 PostError::Connect(root_cause(&e))
             } else {
                 PostError::Request(causes(&e))
@@ -370,7 +478,7 @@ fn root_cause(e: &dyn StdError) -> String {
 
 /// The error's own text followed by its causes, innermost last, since the
 /// useful part ("Connection refused") sits at the bottom of the chain.
-fn causes(e: &dyn StdError) -> String {
+pub(crate) fn causes(e: &dyn StdError) -> String {
     let mut parts = vec![e.to_string()];
     let mut cur = e.source();
     while let Some(c) = cur {
@@ -474,13 +582,26 @@ mod tests {
             j.error.as_deref(),
             Some("timed out after 1000 ms; giving up after 2 attempts")
         );
+        for e in [
+            PostError::Url(UrlError::NotHttp("ftp://x/".into())),
+            PostError::Tls("invalid peer certificate: UnknownIssuer".into()),
+            PostError::Config("ca_file: cannot read".into()),
+            PostError::SmtpRefused("550 no such user".into()),
+        ] {
+            let j = judge(&Outcome::Failed(e.clone()), 1, &retry(5));
+            assert_eq!(j.retry_after_ms, None, "{e}");
+            assert!(j.error.unwrap().ends_with("; not retried"), "{e}");
+        }
         let j = judge(
-            &Outcome::Failed(PostError::Url(UrlError::Https("https://x/".into()))),
+            &Outcome::Mailed {
+                code: 250,
+                answer: "OK".into(),
+            },
             1,
             &retry(5),
         );
-        assert_eq!(j.retry_after_ms, None);
-        assert!(j.error.unwrap().ends_with("; not retried"));
+        assert!(j.ok);
+        assert_eq!((j.status, j.error), (None, None));
     }
 
     #[test]

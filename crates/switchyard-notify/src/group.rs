@@ -213,6 +213,7 @@ mod tests {
             ended_at_ms: None,
             url: None,
             urgent: false,
+            acknowledged: false,
         }
     }
 

@@ -1,23 +1,130 @@
 //! The bodies each kind of receiver expects, built from one grouped message.
-//! Pure functions returning JSON values, so their shapes are unit-tested and
-//! the delivery code never looks inside them.
+//! Pure functions returning JSON values (or, for e-mail, subject and text),
+//! so their shapes are unit-tested and the delivery code never looks inside
+//! them.
 
 use serde_json::{json, Value};
 use switchyard_model::time::{human_utc, rfc3339_ms};
 
 use crate::config::ReceiverKind;
 use crate::group::Grouped;
+use crate::types::Severity;
 
 /// Slack refuses a section whose text is longer than this.
 const SLACK_SECTION_MAX: usize = 3000;
 
-/// The body for a receiver of `kind`.
-pub fn render(kind: ReceiverKind, g: &Grouped) -> Value {
+/// PagerDuty refuses a summary longer than this.
+const PAGERDUTY_SUMMARY_MAX: usize = 1024;
+
+/// The JSON body for an HTTP receiver of `kind`; `routing_key` is only read
+/// by PagerDuty's. `None` for e-mail, which is text (see [`email`]).
+pub fn render(kind: ReceiverKind, g: &Grouped, routing_key: &str) -> Option<Value> {
     match kind {
-        ReceiverKind::Webhook => webhook(g),
-        ReceiverKind::Slack => slack(g),
-        ReceiverKind::Alertmanager => alertmanager(g),
+        ReceiverKind::Webhook => Some(webhook(g)),
+        ReceiverKind::Slack => Some(slack(g)),
+        ReceiverKind::Alertmanager => Some(alertmanager(g)),
+        ReceiverKind::Pagerduty => Some(pagerduty(g, routing_key)),
+        ReceiverKind::Email => None,
     }
+}
+
+/// PagerDuty's `event_action` for the incident's current state: resolved
+/// resolves; acknowledged by a person acknowledges, unless this message is
+/// an escalation, which triggers again so the pager goes off; anything else
+/// (opened, severity or status changed) triggers, which PagerDuty merges
+/// into the open alert of the same `dedup_key`.
+pub fn pagerduty_action(g: &Grouped) -> &'static str {
+    let n = &g.notice;
+    if n.ended_at_ms.is_some() {
+        "resolve"
+    } else if n.acknowledged && !n.urgent {
+        "acknowledge"
+    } else {
+        "trigger"
+    }
+}
+
+/// PagerDuty's four severities, most severe first, for SEV1..SEV4.
+pub fn pagerduty_severity(s: Severity) -> &'static str {
+    match s {
+        Severity::Sev1 => "critical",
+        Severity::Sev2 => "error",
+        Severity::Sev3 => "warning",
+        Severity::Sev4 => "info",
+    }
+}
+
+/// An Events API v2 event. The incident id is the `dedup_key`, so every
+/// message about one incident lands on one PagerDuty alert. Acknowledge and
+/// resolve carry only the key and the action, as the API expects.
+pub fn pagerduty(g: &Grouped, routing_key: &str) -> Value {
+    let n = &g.notice;
+    let action = pagerduty_action(g);
+    let mut v = json!({
+        "routing_key": routing_key,
+        "event_action": action,
+        "dedup_key": n.incident_id,
+    });
+    if action != "trigger" {
+        return v;
+    }
+    let summary = format!("[{}] {}: {}", n.severity, n.service, n.title);
+    v["payload"] = json!({
+        "summary": truncate(&summary, PAGERDUTY_SUMMARY_MAX),
+        // Where it happens: the first affected scope (a zone, a region, a
+        // link), else the service.
+        "source": n.scopes.first().cloned().unwrap_or_else(|| n.service.clone()),
+        "severity": pagerduty_severity(n.severity),
+        "timestamp": time(n.started_at_ms),
+        "component": n.service,
+        "class": "switchyard-incident",
+        "custom_details": {
+            "status": n.status,
+            "summary": n.summary,
+            "scopes": n.scopes,
+            "events": g.events.iter().map(|(at, e)| format!("{} {e}", time(*at))).collect::<Vec<_>>(),
+        },
+    });
+    v["client"] = json!("Switchyard");
+    if let Some(url) = &n.url {
+        v["client_url"] = json!(url);
+        v["links"] = json!([{ "href": url, "text": format!("Incident {}", n.incident_id) }]);
+    }
+    v
+}
+
+/// An e-mail's subject and plain-text body: what the Slack message says,
+/// without markup.
+pub fn email(g: &Grouped) -> (String, String) {
+    let n = &g.notice;
+    let subject = format!("[{}] {} — {}: {}", n.severity, n.service, n.status, n.title);
+    let mut body = format!(
+        "{}\n\nService: {}\nSeverity: {}\nStatus: {}\nStarted: {}\n",
+        n.title,
+        n.service,
+        n.severity,
+        n.status,
+        human(n.started_at_ms)
+    );
+    if let Some(end) = n.ended_at_ms {
+        body.push_str(&format!("Ended: {}\n", human(end)));
+    }
+    if !n.scopes.is_empty() {
+        body.push_str(&format!("Scopes: {}\n", n.scopes.join(", ")));
+    }
+    if !n.summary.trim().is_empty() {
+        body.push_str(&format!("\n{}\n", n.summary));
+    }
+    body.push_str("\nEvents:\n");
+    for (at, event) in &g.events {
+        body.push_str(&format!("  {} {event}\n", human(*at)));
+    }
+    body.push_str(&format!("\nIncident {}", n.incident_id));
+    if let Some(url) = &n.url {
+        body.push_str(&format!(": {url}"));
+    }
+    body.push('\n');
+    (subject, body)
 }
 
 /// Switchyard's own document. `version` lets consumers notice a future
@@ -166,7 +273,7 @@ fn human(at: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::types::{Notice, Severity};
+    use crate::types::Notice;
 
     const T0: u64 = 1_795_255_200_000; // 2026-11-21T10:00:00Z
 
@@ -186,6 +293,7 @@ mod tests {
                 ended_at_ms: resolved.then_some(T0 + 60_000),
                 url: Some("http://127.0.0.1:7000/incidents/inc-7".into()),
                 urgent: false,
+                acknowledged: false,
             },
             events: vec![
                 (T0, "opened".into()),
@@ -306,8 +414,96 @@ mod tests {
     #[test]
     fn render_picks_the_shape_by_kind() {
         let g = grouped(false);
-        assert_eq!(render(ReceiverKind::Webhook, &g), webhook(&g));
-        assert_eq!(render(ReceiverKind::Slack, &g), slack(&g));
-        assert_eq!(render(ReceiverKind::Alertmanager, &g), alertmanager(&g));
+        assert_eq!(render(ReceiverKind::Webhook, &g, ""), Some(webhook(&g)));
+        assert_eq!(render(ReceiverKind::Slack, &g, ""), Some(slack(&g)));
+        assert_eq!(
+            render(ReceiverKind::Alertmanager, &g, ""),
+            Some(alertmanager(&g))
+        );
+        assert_eq!(
+            render(ReceiverKind::Pagerduty, &g, "key"),
+            Some(pagerduty(&g, "key"))
+        );
+        assert_eq!(render(ReceiverKind::Email, &g, ""), None);
+    }
+
+    #[test]
+    fn pagerduty_trigger_acknowledge_resolve() {
+        let g = grouped(false);
+        assert_eq!(
+            pagerduty(&g, "R0UTING"),
+            json!({
+                "routing_key": "R0UTING",
+                "event_action": "trigger",
+                "dedup_key": "inc-7",
+                "payload": {
+                    "summary": "[SEV2] catalog: Errors in zone eu-1a",
+                    "source": "zone:eu/eu-1a",
+                    "severity": "error",
+                    "timestamp": "2026-11-21T10:00:00Z",
+                    "component": "catalog",
+                    "class": "switchyard-incident",
+                    "custom_details": {
+                        "status": "mitigating",
+                        "summary": "5xx from <eu-1a> & rising",
+                        "scopes": ["zone:eu/eu-1a", "instance:eu-1a-2"],
+                        "events": [
+                            "2026-11-21T10:00:00Z opened",
+                            "2026-11-21T10:00:01Z severity: SEV2",
+                            "2026-11-21T10:00:01.500Z status: mitigating",
+                        ],
+                    },
+                },
+                "client": "Switchyard",
+                "client_url": "http://127.0.0.1:7000/incidents/inc-7",
+                "links": [{"href": "http://127.0.0.1:7000/incidents/inc-7", "text": "Incident inc-7"}],
+            })
+        );
+        let mut acked = grouped(false);
+        acked.notice.acknowledged = true;
+        assert_eq!(
+            pagerduty(&acked, "R0UTING"),
+            json!({"routing_key": "R0UTING", "event_action": "acknowledge", "dedup_key": "inc-7"})
+        );
+        acked.notice.urgent = true;
+        assert_eq!(
+            pagerduty_action(&acked),
+            "trigger",
+            "an escalation pages again"
+        );
+        let mut resolved = grouped(true);
+        resolved.notice.acknowledged = true;
+        assert_eq!(
+            pagerduty(&resolved, "R0UTING"),
+            json!({"routing_key": "R0UTING", "event_action": "resolve", "dedup_key": "inc-7"})
+        );
+        let sev: Vec<&str> = Severity::ALL.into_iter().map(pagerduty_severity).collect();
+        assert_eq!(sev, ["critical", "error", "warning", "info"]);
+        let mut long = grouped(false);
+        long.notice.title = "x".repeat(5000);
+        long.notice.scopes.clear();
+        let v = pagerduty(&long, "k");
+        assert_eq!(
+            v["payload"]["summary"].as_str().unwrap().chars().count(),
+            PAGERDUTY_SUMMARY_MAX
+        );
+        assert_eq!(v["payload"]["source"], "catalog");
+    }
+
+    #[test]
+    fn email_subject_and_text() {
+        let (subject, body) = email(&grouped(true));
+        assert_eq!(subject, "[SEV2] catalog — resolved: Errors in zone eu-1a");
+        for want in [
+            "Severity: SEV2\n",
+            "Started: 2026-11-21 10:00:00 UTC\n",
+            "Ended: 2026-11-21 10:01:00 UTC\n",
+            "Scopes: zone:eu/eu-1a, instance:eu-1a-2\n",
+            "5xx from <eu-1a> & rising",
+            "  2026-11-21 10:00:01 UTC severity: SEV2\n",
+            "Incident inc-7: http://127.0.0.1:7000/incidents/inc-7\n",
+        ] {
+            assert!(body.contains(want), "{want:?} in\n{body}");
+        }
     }
 }

@@ -21,11 +21,7 @@ fn addr(x: u8) -> SocketAddr {
 }
 
 fn receiver(name: &str, kind: ReceiverKind, url: String) -> ReceiverConfig {
-    ReceiverConfig {
-        name: name.into(),
-        kind,
-        url,
-    }
+    ReceiverConfig::http(name, kind, url)
 }
 
 fn config(receivers: Vec<ReceiverConfig>, retry: RetryConfig) -> NotifyConfig {
@@ -34,7 +30,7 @@ fn config(receivers: Vec<ReceiverConfig>, retry: RetryConfig) -> NotifyConfig {
         receivers,
         ..NotifyConfig::default()
     };
-    assert_eq!(cfg.validate(), Ok(()));
+    assert_eq!(cfg.validate(|_| None), Ok(()));
     cfg
 }
 
@@ -63,6 +59,7 @@ fn notice(id: &str, service: &str, severity: Severity, event: &str) -> Notice {
         ended_at_ms: None,
         url: Some(format!("http://127.0.0.1:7000/incidents/{id}")),
         urgent: false,
+        acknowledged: false,
     }
 }
 
@@ -337,7 +334,7 @@ async fn routes_by_service_and_min_severity_with_continue() {
             ..RouteConfig::default()
         },
     ];
-    assert_eq!(cfg.validate(), Ok(()));
+    assert_eq!(cfg.validate(|_| None), Ok(()));
 
     let cases = [
         ("inc-a", "catalog", Severity::Sev1, vec!["pager", "chat"]),
@@ -399,7 +396,7 @@ async fn a_silence_suppresses_and_names_itself_and_an_expired_one_does_not() {
         reason: "planned maintenance".into(),
         created_by: "ops".into(),
     }];
-    assert_eq!(cfg.validate(), Ok(()));
+    assert_eq!(cfg.validate(|_| None), Ok(()));
     let expired = Silence {
         id: "old".into(),
         service: Some("catalog".into()),

@@ -11,6 +11,7 @@ pub mod eventually;
 pub mod process;
 pub mod receiver;
 pub mod sse;
+pub mod tls;
 pub mod topology;
 pub mod upstream;
 
@@ -21,6 +22,7 @@ pub use etcd::Etcd;
 pub use eventually::eventually;
 pub use receiver::Receiver;
 pub use sse::WatchServer;
+pub use tls::{ServerCert, TestCa};
 pub use topology::Topology;
 pub use upstream::Upstream;
 

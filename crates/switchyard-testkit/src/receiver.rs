@@ -1,7 +1,8 @@
 //! A real HTTP endpoint on a loopback address that records every request it
 //! gets, standing in for a notification receiver (webhook, Slack,
-//! Alertmanager). A test can make it fail for a while, fail for good or be
-//! slow, then read back exactly what was sent.
+//! Alertmanager, PagerDuty), over plain HTTP or HTTPS with a certificate
+//! from a [`TestCa`](crate::tls::TestCa). A test can make it fail for a
+//! while, fail for good or be slow, then read back exactly what was sent.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -65,6 +66,7 @@ struct State {
 /// Records requests on `addr` until dropped.
 pub struct Receiver {
     pub addr: SocketAddr,
+    scheme: &'static str,
     state: Arc<State>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -72,6 +74,17 @@ pub struct Receiver {
 impl Receiver {
     /// Starts answering 200 to everything on `addr`.
     pub async fn start(addr: SocketAddr) -> Receiver {
+        Receiver::serve(addr, None).await
+    }
+
+    /// The same over HTTPS, presenting `cert` (made for the loopback
+    /// address); [`Receiver::url`] then says `https://`. A handshake the
+    /// client aborts (a certificate it does not trust) records nothing.
+    pub async fn start_tls(addr: SocketAddr, cert: &crate::tls::ServerCert) -> Receiver {
+        Receiver::serve(addr, Some(cert.acceptor())).await
+    }
+
+    async fn serve(addr: SocketAddr, tls: Option<tokio_rustls::TlsAcceptor>) -> Receiver {
         let l = crate::upstream::bind_retrying(addr).await;
         let addr = l.local_addr().expect("bound address");
         let state = Arc::new(State {
@@ -84,6 +97,7 @@ impl Receiver {
             requests: Mutex::new(Vec::new()),
         });
         let st = state.clone();
+        let scheme = if tls.is_some() { "https" } else { "http" };
         let task = tokio::spawn(async move {
             // Owned here so aborting the task also closes open connections.
             let mut conns = tokio::task::JoinSet::new();
@@ -92,20 +106,35 @@ impl Receiver {
                     continue;
                 };
                 let st = st.clone();
+                let tls = tls.clone();
                 conns.spawn(async move {
                     let svc = service_fn(move |req| handle(st.clone(), req));
-                    let _ = auto::Builder::new(TokioExecutor::new())
-                        .serve_connection(TokioIo::new(stream), svc)
-                        .await;
+                    let http = auto::Builder::new(TokioExecutor::new());
+                    match tls {
+                        None => {
+                            let _ = http.serve_connection(TokioIo::new(stream), svc).await;
+                        }
+                        Some(acceptor) => {
+                            let Ok(stream) = acceptor.accept(stream).await else {
+                                return;
+                            };
+                            let _ = http.serve_connection(TokioIo::new(stream), svc).await;
+                        }
+                    }
                 });
             }
         });
-        Receiver { addr, state, task }
+        Receiver {
+            addr,
+            scheme,
+            state,
+            task,
+        }
     }
 
-    /// `http://ADDR{path}`.
+    /// `http://ADDR{path}`, or `https://…` when started with TLS.
     pub fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
+        format!("{}://{}{path}", self.scheme, self.addr)
     }
 
     /// Answers `status` to the next `n` requests, then as before (200 unless
