@@ -226,6 +226,39 @@ impl Client {
         self.post("/v1/ops", req).await
     }
 
+    /// [`Client::apply`] with an idempotency key: when the plane answers
+    /// `outcome_unknown` (its store did not confirm) or cannot be reached,
+    /// the change is sent again with the same key up to `tries` times in
+    /// all, and the plane applies it at most once.
+    pub async fn apply_once(
+        &self,
+        req: &OpRequest,
+        key: &str,
+        tries: u32,
+    ) -> Result<Applied, ClientError> {
+        let mut left = tries.max(1);
+        loop {
+            left -= 1;
+            let r = self
+                .call(
+                    self.request(Method::POST, "/v1/ops")
+                        .header("idempotency-key", key)
+                        .json(req),
+                    "/v1/ops",
+                )
+                .await;
+            let again = match &r {
+                Err(ClientError::Api { body, .. }) => body.error == "outcome_unknown",
+                Err(ClientError::Unreachable { .. }) => true,
+                _ => false,
+            };
+            if !again || left == 0 {
+                return r;
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    }
+
     /// What the operation would do, without doing it.
     pub async fn preview(&self, req: &OpRequest) -> Result<Preview, ClientError> {
         let mut req = req.clone();

@@ -177,6 +177,19 @@ async fn ops<S: Store>(State(api): State<Api<S>>, headers: HeaderMap, raw: Body)
         Some(name) => Actor::Drill { name, token },
         None => Actor::Person { name: token },
     };
+    let idempotency_key = match headers.get("idempotency-key") {
+        None => None,
+        Some(v) => {
+            let k = v
+                .to_str()
+                .map_err(|_| crate::respond::invalid("Idempotency-Key", "not text"))?;
+            within_limits(&[("Idempotency-Key", k, limits::NAME)])?;
+            if k.is_empty() {
+                return Err(crate::respond::invalid("Idempotency-Key", "empty"));
+            }
+            Some(k.to_string())
+        }
+    };
     let (p, changed) = api
         .plane
         .change_or_same(Change {
@@ -184,6 +197,7 @@ async fn ops<S: Store>(State(api): State<Api<S>>, headers: HeaderMap, raw: Body)
             op: req.op,
             reason: req.reason,
             force: req.force,
+            idempotency_key,
         })
         .await
         .map_err(IntoResponse::into_response)?;

@@ -244,6 +244,7 @@ async fn act<S: Store + 'static>(plane: &ControlPlane<S>, p: Planned) {
             op: p.op.clone(),
             reason: p.why.clone(),
             force: false,
+            idempotency_key: None,
         })
         .await;
     match r {

@@ -110,6 +110,9 @@ pub struct Change {
     pub reason: String,
     /// Skip the safety rules (admin only, audited as forced).
     pub force: bool,
+    /// The caller's key for this change (`Idempotency-Key`): a change with
+    /// the same key and actor already accepted is not applied again.
+    pub idempotency_key: Option<String>,
 }
 
 impl<S: Store> ControlPlane<S> {
@@ -370,6 +373,15 @@ impl<S: Store> ControlPlane<S> {
         }
         let _one_at_a_time = self.changes.lock().await;
         for attempt in 0..3 {
+            if let Some(key) = &c.idempotency_key {
+                if let Some(version) = self.applied_before(key, &c.actor).await? {
+                    // Already applied (an earlier try whose answer was lost):
+                    // answered as unchanged, with the version it made.
+                    let mut cur = self.current();
+                    cur.version = cur.version.max(version);
+                    return Ok((cur, false));
+                }
+            }
             let cur = self.current();
             let now = now_ms();
             let mut proposed = self.propose(&cur, &c.op, &c.actor, &c.reason, now)?;
@@ -425,6 +437,9 @@ impl<S: Store> ControlPlane<S> {
                     detail.insert("forced_past".into(), serde_json::json!(refusals));
                 }
             }
+            if let Some(key) = &c.idempotency_key {
+                detail.insert(IDEMPOTENCY_KEY.into(), key.clone().into());
+            }
             if !detail.is_empty() {
                 entry.detail = detail.into();
             }
@@ -458,6 +473,23 @@ impl<S: Store> ControlPlane<S> {
         Err(ChangeError::Store(StoreError::Unavailable(
             "the controls kept changing underneath; try again".into(),
         )))
+    }
+
+    /// The version an accepted change by `actor` with idempotency `key`
+    /// made, if one is among the recent audit entries. Read from the store,
+    /// so a retry through another plane finds it too.
+    async fn applied_before(&self, key: &str, actor: &Actor) -> Result<Option<u64>, StoreError> {
+        let entries = self.store.history(IDEMPOTENCY_WINDOW).await?;
+        Ok(entries
+            .iter()
+            .rev()
+            .find(|e| {
+                e.accepted
+                    && e.kind == AuditKind::Change
+                    && e.actor == *actor
+                    && e.detail.get(IDEMPOTENCY_KEY).and_then(|k| k.as_str()) == Some(key)
+            })
+            .and_then(|e| e.version))
     }
 
     /// Why this plane neither publishes nor changes anything, if it does not.
@@ -593,6 +625,12 @@ async fn open_state<S: Store>(store: &S) -> Result<(Published, History), StoreEr
     p.controls.origin = Some(origin);
     Ok((p, history))
 }
+
+/// Where a change's idempotency key is kept in its audit entry.
+const IDEMPOTENCY_KEY: &str = "idempotency_key";
+/// Recent audit entries searched for a key: enough for retries of a change
+/// whose answer was lost, which come seconds later.
+const IDEMPOTENCY_WINDOW: usize = 1_000;
 
 /// Audit entries read back at start to rebuild what the safety rules
 /// remember; more accepted changes than this within the hour is far beyond

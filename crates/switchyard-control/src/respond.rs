@@ -61,11 +61,25 @@ pub fn not_found(what: String) -> Response {
 }
 
 pub fn unavailable(e: StoreError) -> Response {
-    error(
-        StatusCode::SERVICE_UNAVAILABLE,
-        "store_unavailable",
-        vec![e.to_string()],
-    )
+    match e {
+        // Not "unavailable": the write may well have been applied, and
+        // whoever asked must know before trying again.
+        StoreError::Unknown(_) => error(
+            StatusCode::GATEWAY_TIMEOUT,
+            "outcome_unknown",
+            vec![
+                e.to_string(),
+                "the change may have been applied: retry it with the same Idempotency-Key \
+                 (it is then applied at most once), or look at GET /v1/history"
+                    .into(),
+            ],
+        ),
+        e => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "store_unavailable",
+            vec![e.to_string()],
+        ),
+    }
 }
 
 impl IntoResponse for ChangeError {

@@ -27,6 +27,10 @@ pub enum StoreError {
     Conflict { expected: u64, found: u64 },
     #[error("store unavailable: {0}")]
     Unavailable(String),
+    /// A write was sent but not confirmed: it may or may not have been
+    /// applied. Retrying it with the same idempotency key is safe.
+    #[error("the store did not confirm the write: {0}")]
+    Unknown(String),
     #[error("store holds data it cannot read: {0}")]
     Corrupt(String),
 }
@@ -36,7 +40,7 @@ impl StoreError {
     pub fn retryable(&self) -> bool {
         matches!(
             self,
-            StoreError::Conflict { .. } | StoreError::Unavailable(_)
+            StoreError::Conflict { .. } | StoreError::Unavailable(_) | StoreError::Unknown(_)
         )
     }
 }

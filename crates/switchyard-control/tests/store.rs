@@ -261,3 +261,28 @@ async fn one_plane_leads_until_it_resigns_or_stops_renewing() {
         stopped.elapsed()
     );
 }
+
+#[tokio::test]
+async fn a_write_sent_but_never_answered_is_an_unknown_outcome_not_unavailable() {
+    // Takes the request and never answers, like a member that applied the
+    // write and then lost the connection.
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let held = tokio::spawn(async move {
+        let mut conns = Vec::new();
+        while let Ok((s, _)) = l.accept().await {
+            conns.push(s);
+        }
+    });
+    let store = EtcdStore::new(vec![format!("http://{addr}")], "/silent/");
+    match store.commit(0, &shedding(1), &entry("shed 1")).await {
+        Err(e @ StoreError::Unknown(_)) => {
+            assert!(
+                e.to_string().contains("may or may not have been applied"),
+                "{e}"
+            )
+        }
+        other => panic!("expected an unknown outcome, got {other:?}"),
+    }
+    held.abort();
+}

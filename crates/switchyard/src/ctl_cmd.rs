@@ -216,7 +216,14 @@ pub(crate) fn block_on(work: impl std::future::Future<Output = ExitCode>) -> Exi
 
 /// One operation: `done: version N`, or why not.
 async fn apply(c: &Client, req: OpRequest, json_out: bool) -> ExitCode {
-    match c.apply(&req).await {
+    // One key per command: a try whose answer was lost is sent again and
+    // applied at most once.
+    let key = format!(
+        "ctl-{}-{}",
+        std::process::id(),
+        switchyard_model::time::now_ms()
+    );
+    match c.apply_once(&req, &key, 3).await {
         Ok(a) if json_out => {
             print_json(&a);
             ExitCode::SUCCESS

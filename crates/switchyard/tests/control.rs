@@ -813,3 +813,28 @@ async fn a_plane_started_without_its_etcd_serves_its_snapshot_and_says_so() {
     let (code, _, out) = cp.ctl("operate-token", &["unshift", "a", "--service", "svc"]);
     assert_eq!(code, 0, "{out}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_change_retried_with_its_idempotency_key_is_applied_once() {
+    let lab = Topology::new(BIN, &[("r1", &["a", "b", "c"])]).with_control_plane();
+    let _ups = lab.start_upstreams().await;
+    let cp = lab.start_control().await;
+    let api = cp.api(Some("operate-token"));
+    let req = OpRequest::new(shift("a"), "gray");
+    let first = api.apply_once(&req, "retry-1", 1).await.unwrap();
+    assert!(first.changed);
+    // The same change again (a retry after a lost answer): a shift renewed
+    // would be a new version, but the key says it was applied already.
+    let again = api.apply_once(&req, "retry-1", 1).await.unwrap();
+    assert_eq!((again.changed, again.version), (false, first.version));
+    let h = api.history(50).await.unwrap();
+    let shifts = h
+        .entries
+        .iter()
+        .filter(|e| e.accepted && matches!(&e.op, Some(Op::Shift { .. })))
+        .count();
+    assert_eq!(shifts, 1, "{h:?}");
+    // Another key is another change.
+    let other = api.apply_once(&req, "retry-2", 1).await.unwrap();
+    assert!(other.changed && other.version > first.version, "{other:?}");
+}

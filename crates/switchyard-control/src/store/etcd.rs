@@ -169,7 +169,7 @@ impl EtcdStore {
                 }
                 Err(Attempt::NotApplied(e)) => format!("etcd at {endpoint}: {e}"),
                 Err(Attempt::Lost(e)) if write => {
-                    return Err(StoreError::Unavailable(format!(
+                    return Err(StoreError::Unknown(format!(
                         "etcd at {endpoint}: {e}; the write may or may not have been applied"
                     )))
                 }
