@@ -262,13 +262,13 @@ async fn set_status<S: Store>(
 }
 
 /// A stage reached by a person, with an optional note.
-async fn record_stage<S: Store>(
+/// Who asks (an operator's token, checked before the body is read) and
+/// their stage change; an empty body is no stage and no note.
+async fn stage_request<S: Store>(
     api: &Api<S>,
-    id: &str,
     headers: &HeaderMap,
     raw: Body,
-    fixed: Option<Stage>,
-) -> Answer {
+) -> Result<(String, StageChange), Response> {
     let who = authorize(api, headers, Scope::Operate)?;
     let raw = read_body(raw).await?;
     let req: StageChange = if raw.is_empty() {
@@ -277,6 +277,17 @@ async fn record_stage<S: Store>(
         body(&raw)?
     };
     within_limits(&[("note", req.note.as_str(), limits::NOTE)])?;
+    Ok((who, req))
+}
+
+async fn record_stage<S: Store>(
+    api: &Api<S>,
+    id: &str,
+    headers: &HeaderMap,
+    raw: Body,
+    fixed: Option<Stage>,
+) -> Answer {
+    let (who, req) = stage_request(api, headers, raw).await?;
     let stage = match (fixed, req.stage.as_deref()) {
         (Some(s), _) => s,
         (None, Some(s)) => Stage::parse(s).map_err(|e| invalid("stage", e))?,
@@ -310,14 +321,7 @@ async fn ack<S: Store>(
         return record_stage(&api, &id, &headers, raw, Some(Stage::Acknowledged)).await;
     }
     // Through the tracker, which also tells people (a pager stops paging).
-    let who = authorize(&api, &headers, Scope::Operate)?;
-    let raw = read_body(raw).await?;
-    let req: StageChange = if raw.is_empty() {
-        StageChange::default()
-    } else {
-        body(&raw)?
-    };
-    within_limits(&[("note", req.note.as_str(), limits::NOTE)])?;
+    let (who, req) = stage_request(&api, &headers, raw).await?;
     let i = {
         let mut t = api.incidents.lock();
         let now = now_ms();
