@@ -550,6 +550,7 @@ impl<S: Store> ControlPlane<S> {
         );
         entry.action = "adopt this control plane's store".into();
         entry.accepted = true;
+        entry.detail = serde_json::json!({ "diff": cur.controls.diff(&controls) });
         self.store
             .put_doc(
                 META,

@@ -140,10 +140,18 @@ async fn a_restored_backup_holds_back_until_adopted_and_then_reaches_the_edges()
     assert!(origin.supersedes.contains(&store), "{origin:?}");
     let (_, h, _) = adopted.ctl("read-token", &["history"]);
     let h: History = typed(h);
+    let adoption = h
+        .entries
+        .iter()
+        .find(|e| {
+            e.accepted && matches!(&e.actor, Actor::Person { name } if name.contains("--adopt"))
+        })
+        .unwrap_or_else(|| panic!("the adoption is audited: {h:?}"));
     assert!(
-        h.entries.iter().any(|e| e.accepted
-            && matches!(&e.actor, Actor::Person { name } if name.contains("--adopt"))),
-        "the adoption is audited: {h:?}"
+        adoption.detail["diff"]
+            .as_array()
+            .is_some_and(|d| d.iter().any(|x| x["path"] == "origin.store")),
+        "with its diff: {adoption:?}"
     );
     assert!(
         h.entries.iter().any(|e| e.reason == "gray zone"),
