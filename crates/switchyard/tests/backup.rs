@@ -364,6 +364,9 @@ async fn the_history_pages_through_a_time_window_with_each_changes_diff() {
         body.reasons[0].starts_with("since: \"yesterday\""),
         "{body:?}"
     );
+    let (code, _, err) = cp.ctl("read-token", &["history", "--since", "yesterday"]);
+    assert_eq!(code, 2, "bad input, checked before asking: {err}");
+    assert!(err.contains("RFC 3339"), "{err}");
     let old = api.history(4).await.unwrap();
     assert_eq!(old.entries.len(), 4);
 }
