@@ -216,6 +216,22 @@ impl Client {
             .await
     }
 
+    /// One page of the audit log in a time window; follow `next_after`
+    /// (as `after`) for the rest.
+    pub async fn history_page(&self, r: &HistoryRange) -> Result<HistoryPage, ClientError> {
+        let mut q = vec![
+            ("after", r.after.to_string()),
+            ("limit", r.limit.to_string()),
+        ];
+        if let Some(s) = r.since_ms {
+            q.push(("since", s.to_string()));
+        }
+        if let Some(u) = r.until_ms {
+            q.push(("until", u.to_string()));
+        }
+        self.get(&path(&["history"], &q)).await
+    }
+
     pub async fn findings(&self) -> Result<FindingsView, ClientError> {
         self.get("/v1/findings").await
     }

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use switchyard_model::finding::{Alarm, Finding, Mitigation};
 use switchyard_model::incident::{Durations, Severity, Stage, Status};
-use switchyard_model::{AuditEntry, Controls, Op, RegionState};
+use switchyard_model::{AuditEntry, AuditRecord, Controls, Op, RegionState};
 
 /// `POST /v1/ops`: one operation, why, and whether to force it past the rules
 /// or only preview it.
@@ -212,6 +212,28 @@ pub struct ZoneStatus {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct History {
     pub entries: Vec<AuditEntry>,
+}
+
+/// `GET /v1/history` with `since`, `until` or `after`: one page of the audit
+/// log in a time window, oldest first, each entry with its sequence number.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HistoryPage {
+    pub records: Vec<AuditRecord>,
+    /// Ask again with `after` set to this for the rest; absent at the end
+    /// of the log.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_after: Option<u64>,
+}
+
+/// Which part of the audit log a [`HistoryPage`] holds: entries after
+/// sequence number `after` (0: from the first) whose time (Unix ms) lies
+/// within `since..=until`, at most `limit` of them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HistoryRange {
+    pub since_ms: Option<u64>,
+    pub until_ms: Option<u64>,
+    pub after: u64,
+    pub limit: usize,
 }
 
 /// `GET /v1/findings`: what detection and the playbooks see now.

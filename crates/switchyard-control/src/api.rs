@@ -25,8 +25,8 @@ use futures_util::stream::{self, StreamExt};
 use serde::Deserialize;
 use switchyard_api::limits;
 use switchyard_api::{
-    Accepted, Applied, ControlsView, History, IngestedAlerts, OpRequest, Preview, RegionStatus,
-    ServiceStatus, StatusView, ZoneStatus,
+    Accepted, Applied, ControlsView, History, HistoryPage, IngestedAlerts, OpRequest, Preview,
+    RegionStatus, ServiceStatus, StatusView, ZoneStatus,
 };
 use switchyard_model::ops::{human_duration, Place};
 use switchyard_model::{Actor, Op, Scope};
@@ -351,15 +351,57 @@ async fn findings<S: Store>(State(api): State<Api<S>>) -> Json<switchyard_api::F
 #[derive(Deserialize)]
 struct HistoryQuery {
     limit: Option<usize>,
+    since: Option<String>,
+    until: Option<String>,
+    after: Option<String>,
 }
 
+/// The newest `limit` entries as before; with `since`, `until` or `after`,
+/// one [`HistoryPage`] of a time window, paged by sequence number.
 async fn history<S: Store>(State(api): State<Api<S>>, Query(q): Query<HistoryQuery>) -> Answer {
-    let entries = api
+    let limit = q.limit.unwrap_or(50).min(10_000);
+    if q.since.is_none() && q.until.is_none() && q.after.is_none() {
+        let entries = api.plane.history(limit).await.map_err(unavailable)?;
+        return Ok(Json(History { entries }).into_response());
+    }
+    let instant = |v: &Option<String>| {
+        v.as_deref()
+            .map(switchyard_model::time::parse_instant)
+            .transpose()
+    };
+    let since = instant(&q.since).map_err(|e| invalid("since", e))?;
+    let until = instant(&q.until).map_err(|e| invalid("until", e))?;
+    let after = match q.after.as_deref() {
+        None => 0,
+        Some(a) => a.parse::<u64>().map_err(|_| {
+            invalid(
+                "after",
+                format!("{a:?} is not an audit sequence number (a non-negative integer)"),
+            )
+        })?,
+    };
+    if let (Some(s), Some(u)) = (since, until) {
+        if s > u {
+            return Err(invalid(
+                "until",
+                format!(
+                    "{} is before since ({})",
+                    q.until.unwrap_or_default(),
+                    q.since.unwrap_or_default()
+                ),
+            ));
+        }
+    }
+    let (records, next_after) = api
         .plane
-        .history(q.limit.unwrap_or(50).min(10_000))
+        .history_page(after, limit.max(1), since, until)
         .await
         .map_err(unavailable)?;
-    Ok(Json(History { entries }).into_response())
+    Ok(Json(HistoryPage {
+        records,
+        next_after,
+    })
+    .into_response())
 }
 
 /// Server-sent events: the full state at once, then every change. Edges

@@ -9,6 +9,7 @@ pub mod adopt;
 pub mod api;
 pub mod api_incidents;
 pub mod automation;
+pub mod backup;
 pub mod forward;
 pub mod incidents;
 pub mod leader;

@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use serde::Serialize;
 use switchyard_api::{FindingsView, Refusal};
 use switchyard_model::ops::ApplyContext;
-use switchyard_model::{Actor, AuditKind, Config, Controls, Op, OpError, Origin};
+use switchyard_model::{Actor, AuditKind, AuditRecord, Config, Controls, Op, OpError, Origin};
 use tokio::sync::broadcast;
 
 use crate::leader::Leadership;
@@ -263,6 +263,43 @@ impl<S: Store> ControlPlane<S> {
         self.store.history(limit).await
     }
 
+    /// Up to `limit` audit entries after sequence number `after` whose time
+    /// lies in `[since, until]`, oldest first, and the cursor to ask with
+    /// next (`None`: the log ends here). At most [`SCAN_PER_PAGE`] entries
+    /// are read per call, so a narrow window far back in a long log answers
+    /// with a short (even empty) page and a cursor rather than a long wait.
+    pub async fn history_page(
+        &self,
+        after: u64,
+        limit: usize,
+        since: Option<u64>,
+        until: Option<u64>,
+    ) -> Result<(Vec<AuditRecord>, Option<u64>), StoreError> {
+        let mut out = Vec::new();
+        let mut cursor = after;
+        let mut scanned = 0;
+        let chunk = limit.clamp(1, 1000);
+        while scanned < SCAN_PER_PAGE {
+            let page = self.store.audit_page(cursor, chunk).await?;
+            let ended = page.len() < chunk;
+            for r in page {
+                cursor = r.seq;
+                scanned += 1;
+                let t = r.entry.at_ms;
+                if since.is_none_or(|s| t >= s) && until.is_none_or(|u| t <= u) {
+                    out.push(r);
+                    if out.len() == limit {
+                        return Ok((out, Some(cursor)));
+                    }
+                }
+            }
+            if ended {
+                return Ok((out, None));
+            }
+        }
+        Ok((out, Some(cursor)))
+    }
+
     /// The controls an operation would produce from the current ones, and
     /// what the rules would say about them, without making the change.
     pub fn preview(
@@ -404,12 +441,11 @@ impl<S: Store> ControlPlane<S> {
                 detail: serde_json::Value::Null,
                 check: None,
             };
-            // A whole document says nothing of what it changes: the audit
-            // entry does, leaf by leaf.
+            // The operation says what was asked, not what it did to the
+            // controls (a whole document least of all): the entry says
+            // that too, leaf by leaf, for every change, accepted or refused.
             let mut detail = serde_json::Map::new();
-            if matches!(c.op, Op::Replace { .. }) {
-                detail.insert("diff".into(), cur.controls.diff(&proposed).into());
-            }
+            detail.insert("diff".into(), cur.controls.diff(&proposed).into());
             if !verdict.allowed && !c.force {
                 entry.rule = Some(
                     refusals
@@ -546,6 +582,7 @@ impl<S: Store> ControlPlane<S> {
         );
         entry.action = "adopt this control plane's store".into();
         entry.accepted = true;
+        entry.detail = serde_json::json!({ "diff": cur.controls.diff(&controls) });
         self.store
             .put_doc(
                 META,
@@ -631,6 +668,9 @@ const IDEMPOTENCY_KEY: &str = "idempotency_key";
 /// Recent audit entries searched for a key: enough for retries of a change
 /// whose answer was lost, which come seconds later.
 const IDEMPOTENCY_WINDOW: usize = 1_000;
+
+/// How many audit entries one history page reads at most.
+pub const SCAN_PER_PAGE: usize = 50_000;
 
 /// Audit entries read back at start to rebuild what the safety rules
 /// remember; more accepted changes than this within the hour is far beyond

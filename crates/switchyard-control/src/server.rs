@@ -113,7 +113,7 @@ pub async fn start(config: Config, config_path: &Path, adopt: bool) -> anyhow::R
             serve(
                 config,
                 settings,
-                EtcdStore::new(eps.clone(), "/switchyard/"),
+                EtcdStore::new(eps.clone(), crate::backup::ETCD_PREFIX),
                 ctl.listen,
                 adopt,
                 // A shared store may be out of reach when a plane starts:

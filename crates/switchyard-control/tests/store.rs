@@ -67,6 +67,42 @@ async fn etcd_passes_the_conformance_suite() {
     conformance::run(&store_on(&etcd, "/switchyard-conformance/")).await;
 }
 
+/// A dump restores into a fresh store of either backend, from either,
+/// with versions, sequence numbers and documents as they were.
+#[tokio::test]
+async fn a_dump_restores_into_an_empty_store_of_either_backend() {
+    let dir = tempfile::tempdir().unwrap();
+    let etcd = Etcd::start().await;
+    let sqlite = SqliteStore::open(&dir.path().join("a.db")).unwrap();
+    conformance::run(&sqlite).await;
+    let on_etcd = store_on(&etcd, "/restored/");
+    conformance::restore_into(&sqlite, &on_etcd).await;
+    let back = SqliteStore::open(&dir.path().join("b.db")).unwrap();
+    conformance::restore_into(&on_etcd, &back).await;
+}
+
+/// etcd is read a thousand keys at a time: a log longer than one page is
+/// dumped whole and in order, and progress is told along the way.
+#[tokio::test]
+async fn an_etcd_audit_log_longer_than_a_page_is_dumped_whole() {
+    let etcd = Etcd::start().await;
+    let store = store_on(&etcd, "/long/");
+    for i in 0..1_050 {
+        store.append_audit(&entry(&format!("e{i}"))).await.unwrap();
+    }
+    let told = std::sync::Mutex::new(Vec::new());
+    let dump = store.dump(&|n| told.lock().unwrap().push(n)).await.unwrap();
+    let seqs: Vec<u64> = dump.audit.iter().map(|r| r.seq).collect();
+    assert_eq!(seqs, (1..=1_050).collect::<Vec<u64>>());
+    assert_eq!(dump.audit[1_049].entry.action, "e1049");
+    assert_eq!(*told.lock().unwrap(), vec![1_000, 1_050]);
+    let page = store.audit_page(999, 3).await.unwrap();
+    assert_eq!(
+        page.iter().map(|r| r.seq).collect::<Vec<_>>(),
+        vec![1_000, 1_001, 1_002]
+    );
+}
+
 #[tokio::test]
 async fn two_stores_on_one_etcd_never_both_commit_from_the_same_version() {
     let etcd = Etcd::start().await;

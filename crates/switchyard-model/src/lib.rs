@@ -31,4 +31,4 @@ pub use controls::{
 };
 pub use error::{ConfigError, ValidationError, ValidationErrors};
 pub use finding::{Alarm, Finding};
-pub use ops::{Actor, AuditEntry, AuditKind, Op, OpError};
+pub use ops::{Actor, AuditEntry, AuditKind, AuditRecord, Op, OpError};

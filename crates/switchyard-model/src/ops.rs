@@ -669,6 +669,15 @@ pub struct AuditEntry {
     pub check: Option<Check>,
 }
 
+/// An audit entry with its position in the log: the sequence number the
+/// store gave it, ascending in commit order. History pages and backups
+/// carry it, so a reader can continue after the last one it has.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AuditRecord {
+    pub seq: u64,
+    pub entry: AuditEntry,
+}
+
 impl AuditEntry {
     /// An entry that changes nothing: what automation would do
     /// (recommendation) or whether what it did helped (verification). Not

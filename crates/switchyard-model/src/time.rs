@@ -54,6 +54,26 @@ pub fn rfc3339_ms(ms: i64) -> String {
     }
 }
 
+/// An instant as people and tools write it: Unix milliseconds (`1764670000000`)
+/// or RFC 3339 in UTC (`2026-11-21T10:00:00Z`, `2026-11-21T10:00:00.250Z`).
+/// The error says which forms are accepted.
+pub fn parse_instant(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    if !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit()) {
+        return t
+            .parse::<u64>()
+            .map_err(|e| format!("{s:?} is not a Unix time in milliseconds: {e}"));
+    }
+    let at = humantime::parse_rfc3339(t).map_err(|e| {
+        format!(
+            "{s:?} is neither Unix milliseconds nor RFC 3339 in UTC (2026-11-21T10:00:00Z): {e}"
+        )
+    })?;
+    at.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .map_err(|_| format!("{s:?} is before 1970"))
+}
+
 /// `2026-11-21 10:00:00 UTC`, for text meant for people.
 pub fn human_utc(ms: i64) -> String {
     let t = rfc3339_ms(ms.div_euclid(1000) * 1000);
@@ -73,6 +93,18 @@ mod tests {
             None
         );
         assert_eq!(after(u64::MAX, Duration::from_millis(1)), None);
+    }
+
+    #[test]
+    fn instants_parse_from_unix_ms_and_rfc3339() {
+        assert_eq!(parse_instant("1500"), Ok(1500));
+        assert_eq!(parse_instant("1970-01-01T00:00:01.250Z"), Ok(1250));
+        assert_eq!(
+            parse_instant(&rfc3339_ms(1_764_670_000_000)),
+            Ok(1_764_670_000_000)
+        );
+        let e = parse_instant("yesterday").unwrap_err();
+        assert!(e.contains("\"yesterday\"") && e.contains("RFC 3339"), "{e}");
     }
 
     #[test]

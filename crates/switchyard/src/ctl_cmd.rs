@@ -137,9 +137,19 @@ enum CtlCmd {
     },
     /// The audit log: who changed what, why, accepted or refused by which rule.
     History {
-        /// How many entries, newest last.
+        /// How many entries, newest last (without --since/--until/--after).
         #[arg(long, default_value_t = 20)]
         limit: usize,
+        /// Every entry at or after this time (RFC 3339 in UTC, or Unix
+        /// ms), fetched page by page.
+        #[arg(long, value_parser = instant)]
+        since: Option<u64>,
+        /// Every entry at or before this time (RFC 3339 in UTC, or Unix ms).
+        #[arg(long, value_parser = instant)]
+        until: Option<u64>,
+        /// Every entry after this audit sequence number (0: all of them).
+        #[arg(long)]
+        after: Option<u64>,
     },
 }
 
@@ -371,31 +381,79 @@ async fn run(c: &Client, cmd: CtlCmd, json_out: bool) -> ExitCode {
             };
             apply(c, OpRequest::new(op, reason), json_out).await
         }
-        CtlCmd::History { limit } => match c.history(limit).await {
+        CtlCmd::History {
+            limit: _,
+            since,
+            until,
+            after,
+        } if since.is_some() || until.is_some() || after.is_some() => {
+            let mut range = switchyard_api::HistoryRange {
+                since_ms: since,
+                until_ms: until,
+                after: after.unwrap_or(0),
+                limit: 1000,
+            };
+            let mut all = Vec::new();
+            loop {
+                match c.history_page(&range).await {
+                    Ok(p) => {
+                        if !json_out {
+                            for r in &p.records {
+                                print_entry(&r.entry);
+                            }
+                        } else {
+                            all.extend(p.records);
+                        }
+                        match p.next_after {
+                            Some(n) => range.after = n,
+                            None => break,
+                        }
+                    }
+                    Err(e) => return failed("ctl", json_out, &e),
+                }
+            }
+            if json_out {
+                print_json(&switchyard_api::HistoryPage {
+                    records: all,
+                    next_after: None,
+                });
+            }
+            ExitCode::SUCCESS
+        }
+        CtlCmd::History { limit, .. } => match c.history(limit).await {
             Ok(h) if json_out => {
                 print_json(&h);
                 ExitCode::SUCCESS
             }
             Ok(h) => {
                 for e in &h.entries {
-                    println!(
-                        "{}  {:<10} {:<8} {}  — {}{}",
-                        switchyard_model::time::rfc3339_ms(e.at_ms as i64),
-                        e.actor.to_string(),
-                        if e.accepted { "accepted" } else { "REFUSED" },
-                        e.action,
-                        e.reason,
-                        e.rule
-                            .as_ref()
-                            .map(|r| format!(" [{r}]"))
-                            .unwrap_or_default()
-                    );
+                    print_entry(e);
                 }
                 ExitCode::SUCCESS
             }
             Err(e) => failed("ctl", json_out, &e),
         },
     }
+}
+
+fn print_entry(e: &switchyard_model::AuditEntry) {
+    println!(
+        "{}  {:<10} {:<8} {}  — {}{}",
+        switchyard_model::time::rfc3339_ms(e.at_ms as i64),
+        e.actor.to_string(),
+        if e.accepted { "accepted" } else { "REFUSED" },
+        e.action,
+        e.reason,
+        e.rule
+            .as_ref()
+            .map(|r| format!(" [{r}]"))
+            .unwrap_or_default()
+    );
+}
+
+/// `--since` / `--until`: Unix ms or RFC 3339, checked before any request.
+fn instant(s: &str) -> Result<u64, String> {
+    switchyard_model::time::parse_instant(s)
 }
 
 fn print_status(v: &switchyard_api::StatusView) {

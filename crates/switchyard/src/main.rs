@@ -78,15 +78,20 @@ enum Cmd {
     Lab(lab_cmd::LabCmd),
     /// Run a chaos drill on the lab and report what users felt.
     Drill(lab_cmd::DrillArgs),
-    /// Run the control plane.
+    /// Run the control plane; `control backup` and `control restore` copy
+    /// its store to a file and back.
+    #[command(subcommand_negates_reqs = true, args_conflicts_with_subcommands = true)]
     Control {
-        #[arg(long)]
-        config: PathBuf,
+        /// The config whose `[control]` section names the store and listen address.
+        #[arg(long, required = true)]
+        config: Option<PathBuf>,
         /// Make this store's controls replace what the edges hold when it is
         /// behind them (an empty, restored or other store). Audited; without
         /// it such a plane publishes nothing and refuses every change.
         #[arg(long)]
         adopt: bool,
+        #[command(subcommand)]
+        store: Option<StoreCmd>,
     },
     /// The operator's one command: status, shift, failover, read-only, history.
     Ctl(ctl_cmd::CtlArgs),
@@ -103,6 +108,107 @@ enum Cmd {
     Load(load::Args),
     /// Availability of a composition, and measured availability and error budget from recorded signals.
     Sla(sla_cmd::Args),
+}
+
+#[derive(Subcommand)]
+enum StoreCmd {
+    /// Copy the whole store (controls with version and origin, every audit
+    /// entry, every document) to one JSON file, as of one instant.
+    Backup {
+        /// The config whose `control.store` is backed up.
+        #[arg(long)]
+        config: PathBuf,
+        /// The backup file to write (atomically).
+        #[arg(long)]
+        out: PathBuf,
+        /// Replace the file if it exists.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Put a backup into the config's store, which must be empty. The store
+    /// keeps the backup's identity and versions: a plane on it whose edges
+    /// hold newer controls holds back until started with `--adopt`.
+    Restore {
+        /// The config whose `control.store` (empty) is restored into.
+        #[arg(long)]
+        config: PathBuf,
+        /// The backup file, as written by `control backup`.
+        #[arg(long)]
+        from: PathBuf,
+    },
+}
+
+/// Says every so often how far a long backup or restore has got.
+fn progress(verb: &'static str) -> impl Fn(usize) + Send + Sync {
+    let last = std::sync::Mutex::new(std::time::Instant::now());
+    move |n| {
+        let mut last = last.lock().unwrap_or_else(|e| e.into_inner());
+        if last.elapsed() >= std::time::Duration::from_secs(2) {
+            eprintln!("switchyard control {verb}: {n} audit entries so far");
+            *last = std::time::Instant::now();
+        }
+    }
+}
+
+fn store_cmd(cmd: StoreCmd) -> ExitCode {
+    use switchyard_control::backup;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let (verb, done) = match cmd {
+        StoreCmd::Backup { config, out, force } => {
+            let p = progress("backup");
+            (
+                "backup",
+                rt.block_on(backup::backup(&config, &out, force, &p))
+                    .map(|f| format!("wrote {}: {}", out.display(), summary(&f))),
+            )
+        }
+        StoreCmd::Restore { config, from } => {
+            let p = progress("restore");
+            (
+                "restore",
+                rt.block_on(backup::restore(&config, &from, &p)).map(|f| {
+                    format!(
+                        "restored {} into the store of {}: {}. A plane on it whose edges hold \
+                         newer controls of this store holds back until started with --adopt",
+                        from.display(),
+                        config.display(),
+                        summary(&f)
+                    )
+                }),
+            )
+        }
+    };
+    match done {
+        Ok(line) => {
+            println!("{line}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("switchyard control {verb}: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn summary(f: &switchyard_control::backup::BackupFile) -> String {
+    let origin = f
+        .state
+        .docs
+        .iter()
+        .find(|d| d.kind == "meta" && d.id == "origin")
+        .and_then(|d| d.body.get("store").and_then(|s| s.as_str()))
+        .unwrap_or("none yet");
+    format!(
+        "store {origin} at version {}, {} audit entries, {} documents, taken {} from {}",
+        f.state.controls.as_ref().map_or(0, |c| c.version),
+        f.state.audit.len(),
+        f.state.docs.len(),
+        switchyard_model::time::rfc3339_ms(f.taken_at_ms as i64),
+        f.source
+    )
 }
 
 fn init_logs(format: LogFormat) {
@@ -174,7 +280,14 @@ fn main() -> ExitCode {
         Cmd::Ctl(args) => ctl_cmd::ctl(args),
         Cmd::Incident(args) => incident_cmd::run(args),
         Cmd::BenchPropagation(args) => propagation::main(args),
-        Cmd::Control { config, adopt } => {
+        Cmd::Control {
+            store: Some(cmd), ..
+        } => store_cmd(cmd),
+        Cmd::Control {
+            config: Some(config),
+            adopt,
+            store: None,
+        } => {
             init_logs(cli.log_format);
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
@@ -187,6 +300,9 @@ fn main() -> ExitCode {
                     ExitCode::from(2)
                 }
             }
+        }
+        Cmd::Control { config: None, .. } => {
+            unreachable!("clap requires --config without a subcommand")
         }
         Cmd::Load(args) => load::main(args),
         Cmd::Sla(args) => sla_cmd::sla(args),

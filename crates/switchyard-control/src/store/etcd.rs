@@ -52,7 +52,9 @@ use serde_json::{json, Value};
 use switchyard_model::error::chain;
 use switchyard_model::Controls;
 
-use super::{AuditEntry, Candidate, Store, StoreError, Stored, Term};
+use switchyard_model::AuditRecord;
+
+use super::{AuditEntry, Candidate, Doc, Dump, Progress, Store, StoreError, Stored, Term};
 
 /// A member that does not accept a connection within this is treated as
 /// down and the next endpoint is tried.
@@ -319,6 +321,89 @@ impl EtcdStore {
     }
 }
 
+/// Audit entries and documents are read this many keys at a time.
+const PAGE: usize = 1000;
+
+impl EtcdStore {
+    /// Audit entries after `after`, at most `limit`, read at `revision`
+    /// (0: the newest); with whether more follow.
+    async fn audit_range(
+        &self,
+        after: u64,
+        limit: usize,
+        revision: u64,
+    ) -> Result<(Vec<AuditRecord>, bool), StoreError> {
+        let mut request = json!({
+            "key": b64(self.audit_key(after.saturating_add(1))),
+            "range_end": b64(prefix_end(&self.audit_prefix)),
+            "limit": limit.to_string(),
+        });
+        if revision > 0 {
+            request["revision"] = revision.to_string().into();
+        }
+        let r: RangeResponse = self.call("/v3/kv/range", &request, false).await?;
+        let records = r
+            .kvs
+            .iter()
+            .map(|kv| {
+                let key = kv.key_text();
+                let seq = key[self.audit_prefix.len()..].parse::<u64>().map_err(|e| {
+                    StoreError::Corrupt(format!("{key}: not an audit sequence number: {e}"))
+                })?;
+                let entry = serde_json::from_slice(&kv.value(&key)?)
+                    .map_err(|e| StoreError::Corrupt(format!("{key}: {e}")))?;
+                Ok(AuditRecord { seq, entry })
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        Ok((records, r.more))
+    }
+
+    /// Every document, read at `revision`.
+    async fn docs_at(&self, revision: u64) -> Result<Vec<Doc>, StoreError> {
+        let mut out = Vec::new();
+        let end = b64(prefix_end(&self.docs_prefix));
+        let mut from = self.docs_prefix.clone().into_bytes();
+        loop {
+            let request = json!({
+                "key": b64(&from),
+                "range_end": end,
+                "limit": PAGE.to_string(),
+                "revision": revision.to_string(),
+            });
+            let r: RangeResponse = self.call("/v3/kv/range", &request, false).await?;
+            for kv in &r.kvs {
+                let key = kv.key_text();
+                let rest = &key[self.docs_prefix.len()..];
+                let Some((kind, id)) = rest.split_once('/') else {
+                    return Err(StoreError::Corrupt(format!(
+                        "{key}: not a kind/id document key"
+                    )));
+                };
+                let body = serde_json::from_slice(&kv.value(&key)?)
+                    .map_err(|e| StoreError::Corrupt(format!("{key}: {e}")))?;
+                out.push(Doc {
+                    kind: kind.into(),
+                    id: id.into(),
+                    body,
+                });
+            }
+            match (r.more, r.kvs.last()) {
+                (true, Some(last)) => {
+                    // The next key after the last one read.
+                    from = B64.decode(&last.key).unwrap_or_default();
+                    from.push(0);
+                }
+                _ => break,
+            }
+        }
+        // etcd orders by the whole key; `kind/id` sorts the same way
+        // except where a kind is a prefix of another, so sort as the
+        // dump promises.
+        out.sort_by(|a, b| (&a.kind, &a.id).cmp(&(&b.kind, &b.id)));
+        Ok(out)
+    }
+}
+
 impl Store for EtcdStore {
     async fn load(&self) -> Result<Option<Stored>, StoreError> {
         let Some(kv) = self.get(&self.controls_key).await? else {
@@ -524,6 +609,111 @@ impl Store for EtcdStore {
         Ok(())
     }
 
+    async fn audit_page(&self, after: u64, limit: usize) -> Result<Vec<AuditRecord>, StoreError> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        Ok(self.audit_range(after, limit, 0).await?.0)
+    }
+
+    async fn dump(&self, progress: Progress<'_>) -> Result<Dump, StoreError> {
+        // Every read after the first names the revision the first saw, so
+        // the dump is the store at one instant however long it takes.
+        let r: RangeResponse = self
+            .call(
+                "/v3/kv/range",
+                &json!({ "key": b64(&self.controls_key) }),
+                false,
+            )
+            .await?;
+        let revision = r.header.revision;
+        let controls = match r.kvs.first() {
+            None => None,
+            Some(kv) => {
+                let doc: ControlsDoc = serde_json::from_slice(&kv.value(&self.controls_key)?)
+                    .map_err(|e| StoreError::Corrupt(format!("{}: {e}", self.controls_key)))?;
+                Some(Stored {
+                    version: doc.version,
+                    controls: doc.controls,
+                })
+            }
+        };
+        let mut audit: Vec<AuditRecord> = Vec::new();
+        loop {
+            let after = audit.last().map_or(0, |r| r.seq);
+            let (page, more) = self.audit_range(after, PAGE, revision).await?;
+            audit.extend(page);
+            progress(audit.len());
+            if !more {
+                break;
+            }
+        }
+        let docs = self.docs_at(revision).await?;
+        Ok(Dump {
+            controls,
+            audit,
+            docs,
+        })
+    }
+
+    async fn restore(&self, d: &Dump, progress: Progress<'_>) -> Result<(), StoreError> {
+        let there = self.dump(&|_| {}).await?;
+        if !there.is_empty() {
+            return Err(StoreError::NotEmpty(there.describe()));
+        }
+        // etcd has no transaction large enough for a whole store, so the
+        // order matters if a restore stops half-way: the store's identity
+        // first, so a plane started on a partial store holds back (its
+        // version is behind the edges') rather than minting a new one;
+        // the controls last, put once per version because `commit`
+        // compares on etcd's count of puts.
+        let origin_first = d
+            .docs
+            .iter()
+            .filter(|x| (x.kind.as_str(), x.id.as_str()) == ("meta", "origin"))
+            .chain(
+                d.docs
+                    .iter()
+                    .filter(|x| (x.kind.as_str(), x.id.as_str()) != ("meta", "origin")),
+            );
+        for doc in origin_first {
+            self.put_doc(&doc.kind, &doc.id, &doc.body).await?;
+        }
+        for (i, r) in d.audit.iter().enumerate() {
+            let entry =
+                serde_json::to_vec(&r.entry).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            self.append(None, &entry).await?;
+            if (i + 1) % PAGE == 0 {
+                progress(i + 1);
+            }
+        }
+        progress(d.audit.len());
+        if let Some(s) = &d.controls {
+            for v in 1..=s.version {
+                let body = serde_json::to_vec(&json!({"version": v, "controls": s.controls}))
+                    .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                let txn = json!({
+                    "compare": [compare_version(&self.controls_key, v - 1)],
+                    "success": [put(&self.controls_key, &body)],
+                    "failure": [range(&self.controls_key)],
+                });
+                let r: TxnResponse = self.call("/v3/kv/txn", &txn, true).await?;
+                if !r.succeeded {
+                    return Err(StoreError::Conflict {
+                        expected: v - 1,
+                        found: r
+                            .responses
+                            .first()
+                            .and_then(|op| op.response_range.as_ref())
+                            .and_then(|range| range.kvs.first())
+                            .map_or(0, |kv| kv.version),
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
     async fn history(&self, limit: usize) -> Result<Vec<AuditEntry>, StoreError> {
         if limit == 0 {
             return Ok(Vec::new());
@@ -567,6 +757,23 @@ struct ControlsDoc {
 struct RangeResponse {
     #[serde(default)]
     kvs: Vec<Kv>,
+    #[serde(default)]
+    header: Header,
+    /// More keys lie in the range than `limit` let through.
+    #[serde(default)]
+    more: bool,
+}
+
+#[derive(Deserialize, Default)]
+struct Header {
+    #[serde(default, deserialize_with = "number")]
+    revision: u64,
+}
+
+impl Kv {
+    fn key_text(&self) -> String {
+        String::from_utf8_lossy(&B64.decode(&self.key).unwrap_or_default()).into_owned()
+    }
 }
 
 #[derive(Deserialize)]

@@ -8,7 +8,9 @@ use std::sync::{Arc, Mutex};
 use rusqlite::{params, Connection, OptionalExtension};
 use switchyard_model::Controls;
 
-use super::{AuditEntry, Store, StoreError, Stored};
+use switchyard_model::AuditRecord;
+
+use super::{AuditEntry, Doc, Dump, Progress, Store, StoreError, Stored};
 
 pub struct SqliteStore {
     conn: Arc<Mutex<Connection>>,
@@ -52,6 +54,73 @@ impl SqliteStore {
         .await
         .map_err(unavailable)?
     }
+}
+
+fn corrupt(what: impl std::fmt::Display, e: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt(format!("{what}: {e}"))
+}
+
+fn audit_after(c: &Connection, after: u64, limit: usize) -> Result<Vec<AuditRecord>, StoreError> {
+    let mut st = c
+        .prepare("SELECT seq, body FROM audit WHERE seq > ?1 ORDER BY seq ASC LIMIT ?2")
+        .map_err(unavailable)?;
+    let rows = st
+        .query_map(
+            params![after as i64, i64::try_from(limit).unwrap_or(i64::MAX)],
+            |r| Ok((r.get::<_, i64>(0)? as u64, r.get::<_, String>(1)?)),
+        )
+        .map_err(unavailable)?;
+    rows.map(|r| {
+        let (seq, b) = r.map_err(unavailable)?;
+        let entry =
+            serde_json::from_str(&b).map_err(|e| corrupt(format!("audit entry {seq}"), e))?;
+        Ok(AuditRecord { seq, entry })
+    })
+    .collect()
+}
+
+/// Everything in `c`, read within the caller's transaction.
+fn dump(c: &Connection, progress: Progress<'_>) -> Result<Dump, StoreError> {
+    let controls = match current(c)? {
+        None => None,
+        Some((version, body)) => Some(Stored {
+            version,
+            controls: serde_json::from_str(&body).map_err(|e| corrupt("controls", e))?,
+        }),
+    };
+    let mut audit = Vec::new();
+    loop {
+        let page = audit_after(c, audit.last().map_or(0, |r: &AuditRecord| r.seq), 10_000)?;
+        if page.is_empty() {
+            break;
+        }
+        audit.extend(page);
+        progress(audit.len());
+    }
+    let mut st = c
+        .prepare("SELECT kind, id, body FROM docs ORDER BY kind, id")
+        .map_err(unavailable)?;
+    let rows = st
+        .query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+            ))
+        })
+        .map_err(unavailable)?;
+    let docs = rows
+        .map(|r| {
+            let (kind, id, b) = r.map_err(unavailable)?;
+            let body = serde_json::from_str(&b).map_err(|e| corrupt(format!("{kind}/{id}"), e))?;
+            Ok(Doc { kind, id, body })
+        })
+        .collect::<Result<_, StoreError>>()?;
+    Ok(Dump {
+        controls,
+        audit,
+        docs,
+    })
 }
 
 fn current(c: &Connection) -> Result<Option<(u64, String)>, StoreError> {
@@ -227,5 +296,71 @@ impl Store for SqliteStore {
             Ok(())
         })
         .await
+    }
+
+    async fn audit_page(&self, after: u64, limit: usize) -> Result<Vec<AuditRecord>, StoreError> {
+        self.with(move |c| audit_after(c, after, limit)).await
+    }
+
+    async fn dump(&self, progress: Progress<'_>) -> Result<Dump, StoreError> {
+        // One read transaction: in WAL mode it sees one commit's state
+        // throughout while planes go on writing. Run in place (it borrows
+        // `progress`): backups and restores run from the command line, not
+        // on a plane's workers.
+        let c = self.conn.clone();
+        let run = move || {
+            let mut c = c.lock().unwrap_or_else(|e| e.into_inner());
+            let tx = c.transaction().map_err(unavailable)?;
+            let d = dump(&tx, progress)?;
+            tx.finish().map_err(unavailable)?;
+            Ok(d)
+        };
+        run()
+    }
+
+    async fn restore(&self, d: &Dump, progress: Progress<'_>) -> Result<(), StoreError> {
+        let c = self.conn.clone();
+        // One transaction: a restore that fails half-way leaves the store
+        // as empty as it found it.
+        let run = move || {
+            let mut c = c.lock().unwrap_or_else(|e| e.into_inner());
+            let tx = c.transaction().map_err(unavailable)?;
+            let there = dump(&tx, &|_| {})?;
+            if !there.is_empty() {
+                return Err(StoreError::NotEmpty(there.describe()));
+            }
+            if let Some(s) = &d.controls {
+                let body =
+                    serde_json::to_string(&s.controls).map_err(|e| corrupt("controls", e))?;
+                tx.execute(
+                    "INSERT INTO controls (id, version, body) VALUES (1, ?1, ?2)",
+                    params![s.version as i64, body],
+                )
+                .map_err(unavailable)?;
+            }
+            for (i, r) in d.audit.iter().enumerate() {
+                let b = serde_json::to_string(&r.entry)
+                    .map_err(|e| corrupt(format!("audit entry {}", r.seq), e))?;
+                tx.execute(
+                    "INSERT INTO audit (seq, body) VALUES (?1, ?2)",
+                    params![r.seq as i64, b],
+                )
+                .map_err(|e| corrupt(format!("audit entry {}", r.seq), e))?;
+                if (i + 1) % 10_000 == 0 {
+                    progress(i + 1);
+                }
+            }
+            for doc in &d.docs {
+                tx.execute(
+                    "INSERT INTO docs (kind, id, body) VALUES (?1, ?2, ?3)",
+                    params![doc.kind, doc.id, doc.body.to_string()],
+                )
+                .map_err(|e| corrupt(format!("{}/{}", doc.kind, doc.id), e))?;
+            }
+            tx.commit().map_err(unavailable)?;
+            progress(d.audit.len());
+            Ok(())
+        };
+        run()
     }
 }
