@@ -157,23 +157,69 @@ pub fn authorize<S: Store>(
 /// 413 naming the limit.
 #[allow(clippy::result_large_err)]
 pub async fn read_body(b: axum::body::Body) -> Result<bytes::Bytes, Response> {
-    axum::body::to_bytes(b, limits::BODY).await.map_err(|e| {
-        let e = e.into_inner();
-        if e.is::<http_body_util::LengthLimitError>() {
-            error(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "too_large",
-                vec![format!("body: at most {} bytes", limits::BODY)],
-            )
-        } else {
+    use futures_util::StreamExt;
+    let mut stream = b.into_data_stream();
+    let mut buf = bytes::BytesMut::new();
+    let mut seen = 0usize;
+    let started = std::time::Instant::now();
+    loop {
+        // A client that stops sending mid-body holds a connection and a
+        // task: it gets a clear answer instead, after a while.
+        let next = tokio::time::timeout(BODY_IDLE, stream.next())
+            .await
+            .map_err(|_| {
+                error(
+                    StatusCode::REQUEST_TIMEOUT,
+                    "body_timeout",
+                    vec![format!(
+                        "body: nothing received for {} s",
+                        BODY_IDLE.as_secs()
+                    )],
+                )
+            })?;
+        let Some(chunk) = next else {
+            break;
+        };
+        let chunk = chunk.map_err(|e| {
             error(
                 StatusCode::BAD_REQUEST,
                 "invalid",
                 vec![format!("body: cannot be read: {e}")],
             )
+        })?;
+        seen += chunk.len();
+        if seen <= limits::BODY {
+            buf.extend_from_slice(&chunk);
+            continue;
         }
-    })
+        // Over the limit: the rest is read and dropped, up to a bound and
+        // for a short while, so that the client, still sending, gets to
+        // read the 413 instead of a reset connection.
+        if seen > DRAIN_MAX || started.elapsed() > DRAIN_FOR {
+            break;
+        }
+    }
+    if seen > limits::BODY {
+        let mut r = error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_large",
+            vec![format!("body: at most {} bytes", limits::BODY)],
+        );
+        r.headers_mut().insert(
+            axum::http::header::CONNECTION,
+            axum::http::HeaderValue::from_static("close"),
+        );
+        return Err(r);
+    }
+    Ok(buf.freeze())
 }
+
+/// The longest a body may pause.
+const BODY_IDLE: std::time::Duration = std::time::Duration::from_secs(10);
+/// How much of a body over the limit is read (and dropped) before the
+/// answer, and for how long at most.
+const DRAIN_MAX: usize = 8 << 20;
+const DRAIN_FOR: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// A 400 listing every field over its limit, when any is.
 #[allow(clippy::result_large_err)]
