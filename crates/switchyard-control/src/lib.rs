@@ -20,3 +20,4 @@ pub mod safety;
 pub mod server;
 
 pub mod store;
+mod tls_listener;
