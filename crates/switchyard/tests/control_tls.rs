@@ -132,8 +132,14 @@ async fn ctl_verifies_the_https_plane_with_its_ca_file() {
     let url = format!("https://{}", cp.addr);
     let ca_arg = ca_file.display().to_string();
 
+    // Clients that connect and never start their handshake hold up no one.
+    let mut stalled = Vec::new();
+    for _ in 0..3 {
+        stalled.push(tokio::net::TcpStream::connect(cp.addr).await.unwrap());
+    }
     let (code, out) = ctl(&url, &["--ca-file", &ca_arg, "status"]);
     assert_eq!(code, 0, "{out}");
+    drop(stalled);
     let (code, out) = ctl(
         &url,
         &[
