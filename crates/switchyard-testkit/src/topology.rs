@@ -120,7 +120,8 @@ impl Topology {
     }
 
     /// [`Topology::with_control_plane`] serving its API over HTTPS with a
-    /// certificate of `ca` for the control address; edges follow
+    /// certificate of `ca` for the control address (and those of
+    /// `start_another_control(1..=3)`, which trust `ca` too); edges follow
     /// `https://` and trust `ca` only when `edges_trust_ca` (otherwise only
     /// the shipped roots, which do not know it). Returns the CA file's path.
     pub fn with_https_control_plane(
@@ -131,7 +132,11 @@ impl Topology {
         self.control = true;
         let dir = self.dir.path().to_path_buf();
         let ca_file = ca.write_pem(&dir, "control-ca.pem");
-        let cert = ca.server_cert(&[&self.control_addr().ip().to_string()]);
+        let ips: Vec<String> = std::iter::once(self.control_addr())
+            .chain((1..=3).map(|n| self.aux_addr(n)))
+            .map(|a| a.ip().to_string())
+            .collect();
+        let cert = ca.server_cert(&ips.iter().map(String::as_str).collect::<Vec<_>>());
         let (cert_file, key_file) = cert.write_pem(&dir, "control");
         let mut edge = format!("control_url = \"https://{}\"", self.control_addr());
         if edges_trust_ca {
@@ -141,7 +146,8 @@ impl Topology {
             ));
         }
         let mut t = self.edge_toml(&edge).control_toml(&format!(
-            "[control.tls]\ncert_file = {:?}\nkey_file = {:?}",
+            "[control.tls]\nca_file = {:?}\ncert_file = {:?}\nkey_file = {:?}",
+            ca_file.display().to_string(),
             cert_file.display().to_string(),
             key_file.display().to_string()
         ));
@@ -375,7 +381,10 @@ impl Topology {
         std::fs::create_dir_all(&dir).expect("control dir");
         let cfg = dir.join("switchyard.toml");
         std::fs::write(&cfg, self.config_text_with(addr)).expect("write config");
-        ControlProcess::start(&self.bin, &cfg, addr, &dir).await
+        match &self.control_ca {
+            Some(ca) => ControlProcess::start_https(&self.bin, &cfg, addr, &dir, ca).await,
+            None => ControlProcess::start(&self.bin, &cfg, addr, &dir).await,
+        }
     }
 
     pub fn bin(&self) -> &Path {

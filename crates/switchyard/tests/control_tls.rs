@@ -1,14 +1,15 @@
 //! The control plane over HTTPS with a private CA, as real processes: an
 //! edge that trusts the CA follows the plane and gets its controls, one that
-//! does not refuses it and says why, and `switchyard ctl --ca-file` works
-//! where plain `ctl` is refused.
+//! does not refuses it and says why, `switchyard ctl --ca-file` works
+//! where plain `ctl` is refused, and a follower plane passes a leader-only
+//! request to the leader over HTTPS.
 
 use std::process::Command;
 use std::time::Duration;
 
-use switchyard_api::{Applied, OpRequest};
+use switchyard_api::{Applied, OpRequest, SilenceRequest};
 use switchyard_model::Op;
-use switchyard_testkit::{eventually, EdgeProcess, TestCa, Topology};
+use switchyard_testkit::{eventually, EdgeProcess, Etcd, TestCa, Topology};
 
 const BIN: &str = env!("CARGO_BIN_EXE_switchyard");
 
@@ -193,4 +194,52 @@ async fn ctl_verifies_the_https_plane_with_its_ca_file() {
         .output()
         .unwrap();
     assert!(out.status.success(), "{out:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_follower_plane_passes_leader_only_requests_on_over_https() {
+    let etcd = Etcd::start().await;
+    let ca = TestCa::new("switchyard control test CA");
+    let (lab, _) = Topology::new(BIN, &[("r1", &["a", "b", "c"])])
+        .etcd_store(&etcd.endpoint)
+        .with_https_control_plane(&ca, true);
+    let first = lab.start_control().await;
+    let second = lab.start_another_control(1).await;
+    let planes = [
+        first.api(Some("operate-token")),
+        second.api(Some("operate-token")),
+    ];
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let leader = loop {
+        let mut acting = Vec::new();
+        for (i, p) in planes.iter().enumerate() {
+            if p.leader().await.is_ok_and(|l| l.acting) {
+                acting.push(i);
+            }
+        }
+        if let [i] = acting[..] {
+            break i;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "one plane should lead: {acting:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let follower = &planes[1 - leader];
+    let silence = follower
+        .add_silence(&SilenceRequest {
+            service: Some("svc".into()),
+            severity: None,
+            scope_prefix: None,
+            duration: "1h".into(),
+            reason: "passed on over https".into(),
+        })
+        .await
+        .unwrap_or_else(|e| panic!("the follower passes it to the leader: {e}"));
+    let at_leader = planes[leader].silences().await.unwrap();
+    assert!(
+        at_leader.silences.iter().any(|s| s.id == silence.id),
+        "{at_leader:?}"
+    );
 }
