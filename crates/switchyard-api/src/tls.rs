@@ -26,6 +26,8 @@ pub enum PemError {
     Empty { path: String, what: &'static str },
     #[error("{path:?} is not usable: {reason}")]
     Bad { path: String, reason: String },
+    #[error("{path:?} is not a usable CA certificate file: {reason}")]
+    BadCa { path: String, reason: String },
 }
 
 fn read(path: &str) -> Result<Vec<u8>, PemError> {
@@ -56,13 +58,17 @@ pub fn read_certs(path: &str) -> Result<Vec<CertificateDer<'static>>, PemError> 
 /// CA certificates to trust, each checked to be usable as a trust anchor now,
 /// so a wrong file fails at start rather than at the first connection.
 pub fn read_ca_file(path: &str) -> Result<Vec<CertificateDer<'static>>, PemError> {
-    let certs = read_certs(path)?;
+    let bad = |reason: String| PemError::BadCa {
+        path: path.into(),
+        reason,
+    };
+    let certs = read_certs(path).map_err(|e| match e {
+        PemError::Bad { reason, .. } => bad(reason),
+        e => e,
+    })?;
     let mut store = RootCertStore::empty();
     for c in &certs {
-        store.add(c.clone()).map_err(|e| PemError::Bad {
-            path: path.into(),
-            reason: e.to_string(),
-        })?;
+        store.add(c.clone()).map_err(|e| bad(e.to_string()))?;
     }
     Ok(certs)
 }
