@@ -196,6 +196,32 @@ async fn ctl_verifies_the_https_plane_with_its_ca_file() {
     assert!(out.status.success(), "{out:?}");
 }
 
+#[test]
+fn validate_reads_the_certificate_files_and_names_each_bad_one() {
+    let ca = TestCa::new("switchyard control test CA");
+    let (lab, _) = Topology::new(BIN, &[("r1", &["a"])]).with_https_control_plane(&ca, true);
+    let text = lab
+        .config_text()
+        .replace("control-ca.pem", "missing-ca.pem")
+        .replace("control.key\"", "control.crt\"");
+    std::fs::write(lab.config_path(), text).unwrap();
+    let out = Command::new(BIN)
+        .arg("validate")
+        .arg(lab.config_path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    for field in [
+        "edge.control_ca_file: cannot read",
+        "control.tls.ca_file: cannot read",
+        "control.tls.key_file: ",
+    ] {
+        assert!(err.contains(field), "{field:?} in {err}");
+    }
+    assert!(err.contains("missing-ca.pem"), "{err}");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_follower_plane_passes_leader_only_requests_on_over_https() {
     let etcd = Etcd::start().await;
