@@ -24,7 +24,8 @@ pub trait Follower: Send + Sync {
     /// of its watchers.
     fn identity(&self) -> Vec<(&'static str, String)>;
     /// A private CA to trust for `https://` planes besides the shipped roots
-    /// (`[edge] control_ca_file`), as a path; read again when it changes.
+    /// (`[edge] control_ca_file`), as a path; read when a reload names
+    /// another file, and retried while it cannot be read.
     fn control_ca_file(&self) -> Option<std::path::PathBuf> {
         None
     }

@@ -125,6 +125,31 @@ async fn an_edge_without_the_ca_refuses_the_plane_and_says_why() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn an_edge_whose_ca_file_cannot_be_read_says_so_and_keeps_serving() {
+    let ca = TestCa::new("switchyard control test CA");
+    let (lab, _) =
+        Topology::new(BIN, &[("r1", &["a", "b", "c"])]).with_https_control_plane(&ca, false);
+    let lab = lab.edge_toml("control_ca_file = \"/nonexistent/ca.pem\"");
+    let _ups = lab.start_upstreams().await;
+    let _cp = lab.start_control().await;
+    let edge = lab.start_edge("b").await;
+    eventually(
+        "the edge names the file",
+        Duration::from_secs(5),
+        || async {
+            let log = edge.log();
+            (log.contains("edge.control_ca_file: cannot read")
+                && log.contains("/nonexistent/ca.pem"))
+            .then_some(())
+            .ok_or(log)
+        },
+    )
+    .await;
+    assert!(!edge.status().await.control_plane.connected);
+    assert_eq!(zone_of(&edge).await, "b");
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn ctl_verifies_the_https_plane_with_its_ca_file() {
     let ca = TestCa::new("switchyard control test CA");
     let (lab, ca_file) =
