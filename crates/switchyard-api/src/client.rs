@@ -3,15 +3,15 @@
 //! that moves is a compile error, not a `null` found in production.
 //!
 //! Built on `reqwest` (a well-kept HTTP client over the hyper stack we
-//! already use), without TLS for now: the lab and tests speak plain HTTP on
-//! loopback addresses.
+//! already use), with TLS from [`crate::tls`]: an `https://` plane is
+//! verified against the shipped roots plus an optional private CA.
 
 use std::time::Duration;
 
 use reqwest::Method;
+use rustls_pki_types::CertificateDer;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use switchyard_model::error::chain;
 use switchyard_model::incident::Incident;
 use switchyard_model::notice::Silence;
 
@@ -98,17 +98,29 @@ impl Client {
     }
 
     pub fn with_timeout(base: &str, token: Option<String>, timeout: Duration) -> Client {
-        let http = reqwest::Client::builder()
+        Client::with_roots(base, token, timeout, &[])
+            .expect("the shipped roots make a valid TLS config")
+    }
+
+    /// A client that also trusts `ca` (a private CA, read with
+    /// [`crate::tls::read_ca_file`]) for an `https://` plane.
+    pub fn with_roots(
+        base: &str,
+        token: Option<String>,
+        timeout: Duration,
+        ca: &[CertificateDer<'static>],
+    ) -> Result<Client, rustls::Error> {
+        let tls = crate::tls::client_config(ca, None)?;
+        let http = crate::tls::reqwest_builder(tls)
             .timeout(timeout)
             .connect_timeout(timeout.min(Duration::from_secs(5)))
-            .no_proxy()
             .build()
-            .expect("an HTTP client without TLS builds");
-        Client {
+            .expect("an HTTP client with a preconfigured rustls config builds");
+        Ok(Client {
             base: base.trim_end_matches('/').to_string(),
             token,
             http,
-        }
+        })
     }
 
     pub fn base(&self) -> &str {
@@ -130,12 +142,12 @@ impl Client {
     async fn send(&self, r: reqwest::RequestBuilder, path: &str) -> Result<RawAnswer, ClientError> {
         let resp = r.send().await.map_err(|e| ClientError::Unreachable {
             url: self.url(path),
-            reason: chain(&e),
+            reason: crate::tls::describe(&e),
         })?;
         let status = resp.status().as_u16();
         let body = resp.text().await.map_err(|e| ClientError::Unreachable {
             url: self.url(path),
-            reason: chain(&e),
+            reason: crate::tls::describe(&e),
         })?;
         Ok(RawAnswer { status, body })
     }

@@ -12,6 +12,7 @@ pub mod client;
 pub mod edge;
 pub mod lkg;
 pub mod signals;
+pub mod tls;
 pub mod types;
 pub mod watch;
 

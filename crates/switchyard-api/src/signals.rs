@@ -12,11 +12,13 @@ use tokio::sync::mpsc::UnboundedSender;
 /// Forwards every snapshot of one edge until the receiver is gone,
 /// reconnecting whenever the edge goes away and comes back.
 pub async fn follow(admin: SocketAddr, tx: UnboundedSender<Snapshot>) {
-    let http = reqwest::Client::builder()
+    // Plain HTTP to the edge's admin listener, but reqwest has no crypto
+    // provider of its own and wants a TLS config even so.
+    let tls = crate::tls::client_config(&[], None).expect("the shipped roots make a TLS config");
+    let http = crate::tls::reqwest_builder(tls)
         .connect_timeout(Duration::from_secs(2))
-        .no_proxy()
         .build()
-        .expect("an HTTP client without TLS builds");
+        .expect("an HTTP client with a preconfigured TLS config builds");
     let url = format!("http://{admin}/signals");
     loop {
         if tx.is_closed() {

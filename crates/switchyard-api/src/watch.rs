@@ -23,6 +23,12 @@ pub trait Follower: Send + Sync {
     /// Who follows, as query pairs (`region`, `zone`), for the plane's view
     /// of its watchers.
     fn identity(&self) -> Vec<(&'static str, String)>;
+    /// A private CA to trust for `https://` planes besides the shipped roots
+    /// (`[edge] control_ca_file`), as a path; read when a reload names
+    /// another file, and retried while it cannot be read.
+    fn control_ca_file(&self) -> Option<std::path::PathBuf> {
+        None
+    }
     /// The stream is up (`true`) or lost (`false`).
     fn connected(&self, up: bool);
     /// A full set arrived. The follower validates it against its own config
@@ -47,11 +53,8 @@ pub async fn follow<F: Follower>(f: &F) {
 
 /// [`follow`] with another limit on silence (tests use a short one).
 pub async fn follow_with<F: Follower>(f: &F, idle_limit: Duration) {
-    let http = reqwest::Client::builder()
-        .connect_timeout(Duration::from_secs(5))
-        .no_proxy()
-        .build()
-        .expect("an HTTP client without TLS builds");
+    // Built for the CA file in force and again when a reload names another.
+    let mut http: Option<(Option<std::path::PathBuf>, reqwest::Client)> = None;
     let mut backoff = FIRST_BACKOFF;
     // The plane tried next: moves on after each lost or refused stream, so a
     // dead plane costs one connect timeout before the next one is followed.
@@ -62,6 +65,20 @@ pub async fn follow_with<F: Follower>(f: &F, idle_limit: Duration) {
             tokio::time::sleep(Duration::from_secs(1)).await;
             continue;
         }
+        let ca = f.control_ca_file();
+        if http.as_ref().is_none_or(|(was, _)| *was != ca) {
+            match client(ca.as_deref()) {
+                Ok(c) => http = Some((ca, c)),
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot follow the control plane");
+                    f.connected(false);
+                    http = None;
+                    tokio::time::sleep(MAX_BACKOFF).await;
+                    continue;
+                }
+            }
+        }
+        let http = &http.as_ref().expect("built above").1;
         let base = &urls[next % urls.len()];
         next = next.wrapping_add(1);
         let mut url = match url::Url::parse(&format!("{}/v1/watch", base.trim_end_matches('/'))) {
@@ -74,7 +91,7 @@ pub async fn follow_with<F: Follower>(f: &F, idle_limit: Duration) {
         };
         url.query_pairs_mut().extend_pairs(f.identity());
         let mut was_up = false;
-        match once(&http, &url, f, &mut was_up, idle_limit).await {
+        match once(http, &url, f, &mut was_up, idle_limit).await {
             Ok(()) => tracing::warn!(%url, "control-plane stream ended"),
             Err(e) => {
                 tracing::warn!(%url, error = %e, "control plane unreachable; serving with current controls")
@@ -94,6 +111,22 @@ pub async fn follow_with<F: Follower>(f: &F, idle_limit: Duration) {
     }
 }
 
+/// The watch client: no overall timeout (the stream lives for hours), a
+/// short connect timeout, and the shipped roots plus `ca_file`.
+fn client(ca_file: Option<&std::path::Path>) -> Result<reqwest::Client, String> {
+    let ca = match ca_file {
+        None => Vec::new(),
+        Some(p) => crate::tls::read_ca_file(&p.to_string_lossy())
+            .map_err(|e| format!("edge.control_ca_file: {e}"))?,
+    };
+    let tls =
+        crate::tls::client_config(&ca, None).map_err(|e| format!("edge.control_ca_file: {e}"))?;
+    crate::tls::reqwest_builder(tls)
+        .connect_timeout(Duration::from_secs(5))
+        .build()
+        .map_err(|e| crate::tls::describe(&e))
+}
+
 async fn once<F: Follower>(
     http: &reqwest::Client,
     url: &url::Url,
@@ -109,7 +142,7 @@ async fn once<F: Follower>(
     )
     .await
     .map_err(|_| "no answer within 5 s".to_string())?
-    .map_err(|e| e.to_string())?;
+    .map_err(|e| crate::tls::describe(&e))?;
     if !resp.status().is_success() {
         return Err(format!("watch answered {}", resp.status()));
     }

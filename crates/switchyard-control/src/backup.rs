@@ -101,10 +101,19 @@ impl AnyStore {
                 }
                 AnyStore::Sqlite(SqliteStore::open(&path)?, path)
             }
-            StoreSpec::Etcd(eps) => AnyStore::Etcd(
-                Box::new(EtcdStore::new(eps.clone(), ETCD_PREFIX)),
-                eps.clone(),
-            ),
+            StoreSpec::Etcd(eps) => {
+                // The same TLS to etcd as the plane's, client certificate included.
+                let settings = crate::server::settings(&config)
+                    .map_err(|e| BackupError::Config(config_path.into(), e.to_string()))?;
+                AnyStore::Etcd(
+                    Box::new(EtcdStore::with_tls(
+                        eps.clone(),
+                        ETCD_PREFIX,
+                        settings.etcd_tls.clone(),
+                    )),
+                    eps.clone(),
+                )
+            }
         })
     }
 

@@ -9,6 +9,7 @@
 //! header when a redirect goes to another host, so a 307 would turn every
 //! such request into a 401.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
@@ -67,7 +68,7 @@ pub async fn to_leader<S: Store + 'static>(
     let Some(leader) = l.leader_url() else {
         return no_leader("no control plane is the leader now");
     };
-    match pass(req, &leader).await {
+    match pass(req, &leader, &api.peer_tls).await {
         Ok(r) => r,
         Err(e) => error(
             StatusCode::BAD_GATEWAY,
@@ -77,7 +78,11 @@ pub async fn to_leader<S: Store + 'static>(
     }
 }
 
-async fn pass(req: Request, leader: &str) -> Result<Response, String> {
+async fn pass(
+    req: Request,
+    leader: &str,
+    tls: &Arc<rustls::ClientConfig>,
+) -> Result<Response, String> {
     let (parts, body) = req.into_parts();
     let body = Limited::new(body, MAX_BODY)
         .collect()
@@ -101,9 +106,17 @@ async fn pass(req: Request, leader: &str) -> Result<Response, String> {
         .header(FORWARDED, "1")
         .body(Full::new(body))
         .map_err(|e| e.to_string())?;
-    let client = Client::builder(TokioExecutor::new()).build_http::<Full<bytes::Bytes>>();
+    let connector = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config((**tls).clone())
+        .https_or_http()
+        .enable_http1()
+        .build();
+    let client = Client::builder(TokioExecutor::new()).build::<_, Full<bytes::Bytes>>(connector);
     let answer = tokio::time::timeout(TIMEOUT, async {
-        let r = client.request(out).await.map_err(|e| e.to_string())?;
+        let r = client
+            .request(out)
+            .await
+            .map_err(|e| switchyard_api::tls::describe(&e))?;
         let (parts, body) = r.into_parts();
         let bytes = Limited::new(body, MAX_BODY)
             .collect()

@@ -21,3 +21,4 @@ pub mod safety;
 pub mod server;
 
 pub mod store;
+mod tls_listener;

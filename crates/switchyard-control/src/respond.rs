@@ -20,6 +20,8 @@ pub struct Api<S: Store> {
     /// Becomes `true` when the plane shuts down: long-lived answers (watch
     /// streams) end then, so the server can drain and exit.
     pub stopping: tokio::sync::watch::Receiver<bool>,
+    /// How to reach the leader over HTTPS when requests are passed to it.
+    pub peer_tls: Arc<rustls::ClientConfig>,
 }
 
 impl<S: Store> Clone for Api<S> {
@@ -27,6 +29,7 @@ impl<S: Store> Clone for Api<S> {
         Api {
             plane: self.plane.clone(),
             incidents: self.incidents.clone(),
+            peer_tls: self.peer_tls.clone(),
             stopping: self.stopping.clone(),
         }
     }

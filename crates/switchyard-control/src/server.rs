@@ -5,6 +5,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use switchyard_api::tls;
 use switchyard_model::{Config, ControlTables, StoreSpec};
 
 use crate::api::router;
@@ -25,6 +26,130 @@ pub struct Settings {
     pub detect: DetectConfig,
     pub incidents: switchyard_incident::TrackerConfig,
     pub notify: switchyard_notify::NotifyConfig,
+    /// `[control.tls]`: serve the API over HTTPS with this.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// Whom this plane trusts when it passes a request to the leader: the
+    /// shipped roots plus `[control.tls] ca_file`.
+    pub peer_tls: Arc<rustls::ClientConfig>,
+    /// `[control.etcd_tls]`: how to speak TLS to etcd (`https://` endpoints
+    /// without it trust the shipped roots and present no certificate).
+    pub etcd_tls: Option<rustls::ClientConfig>,
+}
+
+/// `[control.tls]` as written.
+#[derive(Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ServeTlsFiles {
+    /// The CA that issued the other planes' certificates, when private.
+    ca_file: Option<String>,
+    cert_file: Option<String>,
+    key_file: Option<String>,
+}
+
+/// `[control.etcd_tls]` as written.
+#[derive(Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EtcdTlsFiles {
+    ca_file: Option<String>,
+    cert_file: Option<String>,
+    key_file: Option<String>,
+}
+
+/// Reads a certificate chain and its key named at `path.cert_file` and
+/// `path.key_file`, naming the field and the file in every error.
+fn identity(
+    path: &str,
+    cert: &Option<String>,
+    key: &Option<String>,
+    errs: &mut Vec<String>,
+) -> Option<tls::Identity> {
+    let chain = match cert {
+        None => {
+            errs.push(format!("{path}.cert_file: required with {path}.key_file"));
+            None
+        }
+        Some(c) => tls::read_certs(c)
+            .map_err(|e| errs.push(format!("{path}.cert_file: {e}")))
+            .ok(),
+    };
+    let key = match key {
+        None => {
+            errs.push(format!("{path}.key_file: required with {path}.cert_file"));
+            None
+        }
+        Some(k) => tls::read_key(k)
+            .map_err(|e| errs.push(format!("{path}.key_file: {e}")))
+            .ok(),
+    };
+    Some(tls::Identity {
+        chain: chain?,
+        key: key?,
+    })
+}
+
+/// The server config of `[control.tls]` (none without the table) and the
+/// client config planes pass requests to each other with.
+fn serve_tls(
+    t: &Option<toml::Table>,
+    errs: &mut Vec<String>,
+) -> (Option<Arc<rustls::ServerConfig>>, Arc<rustls::ClientConfig>) {
+    let files: ServeTlsFiles = table(t, "control.tls", errs);
+    let ca = match &files.ca_file {
+        None => Vec::new(),
+        Some(f) => tls::read_ca_file(f).unwrap_or_else(|e| {
+            errs.push(format!("control.tls.ca_file: {e}"));
+            Vec::new()
+        }),
+    };
+    let peers = Arc::new(
+        tls::client_config(&ca, None).expect("CA certificates read by read_ca_file are valid"),
+    );
+    if t.is_none() {
+        return (None, peers);
+    }
+    let Some(id) = identity("control.tls", &files.cert_file, &files.key_file, errs) else {
+        return (None, peers);
+    };
+    match tls::server_config(&id) {
+        Ok(c) => (Some(Arc::new(c)), peers),
+        Err(e) => {
+            errs.push(format!(
+                "control.tls: {:?} and {:?} are not a usable certificate and key: {e}",
+                files.cert_file.unwrap_or_default(),
+                files.key_file.unwrap_or_default()
+            ));
+            (None, peers)
+        }
+    }
+}
+
+fn etcd_tls(t: &Option<toml::Table>, errs: &mut Vec<String>) -> Option<rustls::ClientConfig> {
+    t.as_ref()?;
+    let files: EtcdTlsFiles = table(t, "control.etcd_tls", errs);
+    let before = errs.len();
+    let ca = match &files.ca_file {
+        None => Vec::new(),
+        Some(f) => tls::read_ca_file(f).unwrap_or_else(|e| {
+            errs.push(format!("control.etcd_tls.ca_file: {e}"));
+            Vec::new()
+        }),
+    };
+    let id = match (&files.cert_file, &files.key_file) {
+        (None, None) => None,
+        (c, k) => identity("control.etcd_tls", c, k, errs),
+    };
+    if errs.len() > before {
+        return None;
+    }
+    tls::client_config(&ca, id.as_ref())
+        .map_err(|e| {
+            errs.push(format!(
+                "control.etcd_tls: {:?} and {:?} are not a usable certificate and key: {e}",
+                files.cert_file.unwrap_or_default(),
+                files.key_file.unwrap_or_default()
+            ))
+        })
+        .ok()
 }
 
 fn table<T: Default + serde::de::DeserializeOwned>(
@@ -46,12 +171,16 @@ fn table<T: Default + serde::de::DeserializeOwned>(
 /// `switchyard validate` lists them with the rest of the file's.
 pub fn check(t: &ControlTables) -> Result<Settings, Vec<String>> {
     let mut errs = Vec::new();
+    let (serve, peer_tls) = serve_tls(&t.tls, &mut errs);
     let s = Settings {
         safety: table(&t.safety, "control.safety", &mut errs),
         playbook: table(&t.playbook, "control.playbook", &mut errs),
         detect: table(&t.detect, "control.detect", &mut errs),
         incidents: table(&t.incidents, "control.incidents", &mut errs),
         notify: table(&t.notify, "control.notify", &mut errs),
+        tls: serve,
+        peer_tls,
+        etcd_tls: etcd_tls(&t.etcd_tls, &mut errs),
     };
     if let Err(e) = s.notify.validate(|k| std::env::var(k).ok()) {
         errs.extend(e);
@@ -110,10 +239,15 @@ pub async fn start(config: Config, config_path: &Path, adopt: bool) -> anyhow::R
             serve(config, settings, store, ctl.listen, adopt, None).await
         }
         StoreSpec::Etcd(eps) => {
+            let store = EtcdStore::with_tls(
+                eps.clone(),
+                crate::backup::ETCD_PREFIX,
+                settings.etcd_tls.clone(),
+            );
             serve(
                 config,
                 settings,
-                EtcdStore::new(eps.clone(), crate::backup::ETCD_PREFIX),
+                store,
                 ctl.listen,
                 adopt,
                 // A shared store may be out of reach when a plane starts:
@@ -147,11 +281,17 @@ async fn serve<S: Store + 'static>(
         .await
         .map_err(|e| anyhow::anyhow!("control.listen: cannot listen on {listen}: {e}"))?;
     let listen = l.local_addr()?;
+    let scheme = if settings.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
     let me = Candidate {
         // Unique per process: a restarted plane is a new candidate.
         id: format!("{listen}/{}/{}", std::process::id(), crate::plane::now_ms()),
-        url: format!("http://{listen}"),
+        url: format!("{scheme}://{listen}"),
     };
+    let server_tls = settings.tls.clone();
     let plane = ControlPlane::new(config, settings.safety, store, me, snapshot)
         .await
         .map_err(|e| anyhow::anyhow!("control.store: {e}"))?;
@@ -186,6 +326,7 @@ async fn serve<S: Store + 'static>(
     }
     let (tx, mut rx) = tokio::sync::watch::channel(false);
     let app = router(Api {
+        peer_tls: settings.peer_tls.clone(),
         plane: plane.clone(),
         incidents: incidents.clone(),
         stopping: rx.clone(),
@@ -234,15 +375,21 @@ async fn serve<S: Store + 'static>(
             AbortOnDrop(timelines),
             AbortOnDrop(resends),
         );
-        let _ = axum::serve(l, app)
-            .with_graceful_shutdown(async move {
-                let _ = rx.wait_for(|s| *s).await;
-            })
-            .await;
+        let stopped = async move {
+            let _ = rx.wait_for(|s| *s).await;
+        };
+        let _ = match server_tls {
+            None => axum::serve(l, app).with_graceful_shutdown(stopped).await,
+            Some(cfg) => {
+                axum::serve(crate::tls_listener::TlsListener::new(l, cfg), app)
+                    .with_graceful_shutdown(stopped)
+                    .await
+            }
+        };
         // Resign, so another plane takes over at once rather than after the lease.
         let _ = election.await;
     });
-    tracing::info!(%listen, "control plane serving");
+    tracing::info!(%listen, scheme, "control plane serving");
     Ok(Running {
         listen,
         stop: tx,

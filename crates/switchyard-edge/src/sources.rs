@@ -96,6 +96,12 @@ impl switchyard_api::watch::Follower for Edge {
         self.snapshot().config.edge.control_urls.clone()
     }
 
+    fn control_ca_file(&self) -> Option<PathBuf> {
+        let snap = self.snapshot();
+        let p = snap.config.edge.control_ca_file.as_deref()?;
+        Some(resolve(&self.config_path, p))
+    }
+
     fn identity(&self) -> Vec<(&'static str, String)> {
         vec![("region", self.region.clone()), ("zone", self.zone.clone())]
     }

@@ -44,6 +44,8 @@ pub mod raw {
                 detect: self.detect.clone(),
                 incidents: self.incidents.clone(),
                 notify: self.notify.clone(),
+                tls: self.tls.clone(),
+                etcd_tls: self.etcd_tls.clone(),
             }
         }
     }
@@ -52,7 +54,7 @@ pub mod raw {
     #[serde(deny_unknown_fields)]
     pub struct Control {
         pub listen: Option<String>,
-        /// `sqlite:PATH` or `etcd:http://HOST:PORT[,http://HOST:PORT…]`.
+        /// `sqlite:PATH` or `etcd:http(s)://HOST:PORT[,http(s)://HOST:PORT…]`.
         pub store: Option<String>,
         #[serde(default, rename = "token")]
         pub tokens: Vec<Token>,
@@ -70,6 +72,12 @@ pub mod raw {
         pub incidents: Option<toml::Table>,
         /// Notification receivers, routes and silences.
         pub notify: Option<toml::Table>,
+        /// `cert_file`, `key_file`: serve the API over HTTPS; read and
+        /// checked by the control plane.
+        pub tls: Option<toml::Table>,
+        /// `ca_file`, `cert_file`, `key_file`: TLS with a client
+        /// certificate to etcd; read and checked by the control plane.
+        pub etcd_tls: Option<toml::Table>,
     }
 
     #[derive(Debug, Deserialize)]
@@ -91,6 +99,7 @@ pub mod raw {
         pub state_dir: Option<String>,
         pub controls_file: Option<String>,
         pub control_url: Option<ControlUrls>,
+        pub control_ca_file: Option<String>,
         pub max_header_bytes: Option<usize>,
         pub max_headers: Option<usize>,
         pub max_body_bytes: Option<usize>,
@@ -317,6 +326,8 @@ pub struct ControlTables {
     pub detect: Option<toml::Table>,
     pub incidents: Option<toml::Table>,
     pub notify: Option<toml::Table>,
+    pub tls: Option<toml::Table>,
+    pub etcd_tls: Option<toml::Table>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -333,6 +344,9 @@ pub struct EdgeSettings {
     pub controls_file: Option<String>,
     /// The control planes to follow, in order of preference; empty: none.
     pub control_urls: Vec<String>,
+    /// A private CA (PEM) to trust for `https://` control planes besides the
+    /// shipped roots; relative to the config file.
+    pub control_ca_file: Option<String>,
     pub max_header_bytes: usize,
     /// The most header fields a request may carry.
     pub max_headers: usize,
@@ -682,9 +696,18 @@ fn validate_edge(
             Some(raw::ControlUrls::Many(_)) => format!("edge.control_url[{i}]"),
             _ => "edge.control_url".to_string(),
         };
-        if !url.starts_with("http://") {
-            errs.push(path, format!("must be an http:// URL, got {url:?}"));
+        if !(url.starts_with("http://") || url.starts_with("https://")) {
+            errs.push(
+                path,
+                format!("must be an http:// or https:// URL, got {url:?}"),
+            );
         }
+    }
+    if e.control_ca_file.is_some() && !control_urls.iter().any(|u| u.starts_with("https://")) {
+        errs.push(
+            "edge.control_ca_file",
+            "set, but no edge.control_url is an https:// URL",
+        );
     }
     if matches!(&e.control_url, Some(raw::ControlUrls::Many(v)) if v.is_empty()) {
         errs.push(
@@ -780,6 +803,7 @@ fn validate_edge(
         state_dir: e.state_dir.clone(),
         controls_file: e.controls_file.clone(),
         control_urls,
+        control_ca_file: e.control_ca_file.clone(),
         max_header_bytes,
         max_headers,
         max_body_bytes,
@@ -1369,7 +1393,7 @@ fn validate_control(
         None => {
             errs.push(
                 "control.store",
-                "required: sqlite:PATH or etcd:http://HOST:PORT[,…]",
+                "required: sqlite:PATH or etcd:http(s)://HOST:PORT[,…]",
             );
             None
         }
@@ -1382,10 +1406,19 @@ fn validate_control(
                 .map(|x| x.trim().to_string())
                 .filter(|x| !x.is_empty())
                 .collect();
-            if eps.is_empty() || eps.iter().any(|e| !e.starts_with("http://")) {
+            if eps.is_empty()
+                || eps
+                    .iter()
+                    .any(|e| !(e.starts_with("http://") || e.starts_with("https://")))
+            {
                 errs.push(
                     "control.store",
-                    format!("etcd endpoints must be http:// URLs, got {s:?}"),
+                    format!("etcd endpoints must be http:// or https:// URLs, got {s:?}"),
+                );
+            } else if c.etcd_tls.is_some() && eps.iter().any(|e| e.starts_with("http://")) {
+                errs.push(
+                    "control.etcd_tls",
+                    format!("set, but the etcd endpoints are not all https:// URLs: {s:?}"),
                 );
             }
             Some(StoreSpec::Etcd(eps))
@@ -1393,7 +1426,7 @@ fn validate_control(
         Some(s) => {
             errs.push(
                 "control.store",
-                format!("must be sqlite:PATH or etcd:http://HOST:PORT, got {s:?}"),
+                format!("must be sqlite:PATH or etcd:http(s)://HOST:PORT, got {s:?}"),
             );
             None
         }

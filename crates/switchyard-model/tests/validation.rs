@@ -259,3 +259,30 @@ fn connection_ceilings_are_checked() {
         vec!["edge.max_client_connections: must be at least 1"]
     );
 }
+
+#[test]
+fn https_control_urls_and_etcd_endpoints_are_accepted_and_tls_files_need_them() {
+    let with = |edge: &str, control: &str| {
+        EXAMPLE.replace("[edge]\n", &format!("[edge]\n{edge}\n"))
+            + &format!("\n[control]\nlisten = \"127.0.0.1:7000\"\n{control}\n")
+    };
+    let ok = with(
+        "control_url = [\"https://cp1.example:7000\", \"http://127.0.0.1:7000\"]\ncontrol_ca_file = \"ca.pem\"",
+        "store = \"etcd:https://10.0.0.1:2379,https://10.0.0.2:2379\"\n[control.etcd_tls]\nca_file = \"etcd-ca.pem\"",
+    );
+    let c = Config::from_toml(&ok, no_env).unwrap();
+    assert_eq!(c.edge.control_ca_file.as_deref(), Some("ca.pem"));
+    assert_eq!(c.edge.control_urls[0], "https://cp1.example:7000");
+
+    let errs = errors(&with(
+        "control_url = \"ftp://cp1\"\ncontrol_ca_file = \"ca.pem\"",
+        "store = \"etcd:http://10.0.0.1:2379\"\n[control.etcd_tls]\nca_file = \"etcd-ca.pem\"",
+    ));
+    for e in [
+        "edge.control_url: must be an http:// or https:// URL, got \"ftp://cp1\"",
+        "edge.control_ca_file: set, but no edge.control_url is an https:// URL",
+        "control.etcd_tls: set, but the etcd endpoints are not all https:// URLs: \"etcd:http://10.0.0.1:2379\"",
+    ] {
+        assert!(errs.iter().any(|x| x == e), "missing {e:?} in {errs:#?}");
+    }
+}

@@ -9,6 +9,8 @@ use crate::process::ChildProcess;
 
 pub struct ControlProcess {
     pub addr: SocketAddr,
+    /// Set when the plane serves HTTPS: the CA its certificate comes from.
+    ca: Option<Vec<rustls::pki_types::CertificateDer<'static>>>,
     process: ChildProcess,
 }
 
@@ -32,7 +34,36 @@ impl ControlProcess {
         let log = dir.join("control.log");
         ControlProcess {
             addr,
+            ca: None,
             process: ChildProcess::start("control plane", bin, args, log, addr).await,
+        }
+    }
+
+    /// A plane serving HTTPS (`[control.tls]` in `config`) with a
+    /// certificate issued by the CA in `ca_file`.
+    pub async fn start_https(
+        bin: &Path,
+        config: &Path,
+        addr: SocketAddr,
+        dir: &Path,
+        ca_file: &Path,
+    ) -> ControlProcess {
+        let ca = switchyard_api::tls::read_ca_file(&ca_file.display().to_string())
+            .expect("the test CA file");
+        let args = vec!["control".into(), "--config".into(), config.into()];
+        let log = dir.join("control.log");
+        ControlProcess {
+            addr,
+            ca: Some(ca.clone()),
+            process: ChildProcess::start_https("control plane", bin, args, log, addr, ca).await,
+        }
+    }
+
+    /// The plane's base URL.
+    pub fn url(&self) -> String {
+        match self.ca {
+            Some(_) => format!("https://{}", self.addr),
+            None => format!("http://{}", self.addr),
         }
     }
 
@@ -55,7 +86,13 @@ impl ControlProcess {
 
     /// The typed API client of this control plane, acting with `token`.
     pub fn api(&self, token: Option<&str>) -> switchyard_api::Client {
-        switchyard_api::Client::new(&format!("http://{}", self.addr), token.map(str::to_string))
+        switchyard_api::Client::with_roots(
+            &self.url(),
+            token.map(str::to_string),
+            std::time::Duration::from_secs(10),
+            self.ca.as_deref().unwrap_or_default(),
+        )
+        .expect("a client trusting the test CA")
     }
 
     /// `switchyard ctl --json ARGS` against this control plane: (exit code, parsed JSON output).

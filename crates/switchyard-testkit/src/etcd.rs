@@ -16,9 +16,11 @@ pub struct Etcd {
     child: Child,
     /// How it was started, to start it again on the same data.
     command: (PathBuf, Vec<String>),
-    /// `http://127.0.0.1:PORT`, what clients use.
+    /// `http://127.0.0.1:PORT` (`https://` with TLS), what clients use.
     pub endpoint: String,
-    client: SocketAddr,
+    /// Where `/health` answers over plain HTTP: the client port, or with
+    /// TLS a metrics port of its own (the client port wants a certificate).
+    health: SocketAddr,
     log: PathBuf,
     _dir: tempfile::TempDir,
 }
@@ -54,17 +56,39 @@ pub fn free_port() -> u16 {
     }
 }
 
+/// PEM files for a member serving its clients over TLS and requiring a
+/// client certificate signed by `ca` (`--client-cert-auth`).
+#[derive(Clone, Debug)]
+pub struct EtcdTls {
+    pub ca: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
 impl Etcd {
     /// A one-member cluster, serving.
     pub async fn start() -> Etcd {
         Etcd::cluster(1).await.pop().expect("one member")
     }
 
+    /// A one-member cluster serving clients over TLS with client
+    /// certificates required.
+    pub async fn start_tls(tls: &EtcdTls) -> Etcd {
+        Etcd::start_members(1, Some(tls))
+            .await
+            .pop()
+            .expect("one member")
+    }
+
     /// `n` members forming one cluster, all serving.
     pub async fn cluster(n: usize) -> Vec<Etcd> {
+        Etcd::start_members(n, None).await
+    }
+
+    async fn start_members(n: usize, tls: Option<&EtcdTls>) -> Vec<Etcd> {
         let binary = etcd_binary();
         for attempt in 1.. {
-            let mut members = Etcd::spawn(&binary, n);
+            let mut members = Etcd::spawn(&binary, n, tls);
             match Etcd::wait_ready(&mut members).await {
                 Ok(()) => return members,
                 // Something outside these tests took a port between our probe
@@ -76,7 +100,7 @@ impl Etcd {
         unreachable!()
     }
 
-    fn spawn(binary: &Path, n: usize) -> Vec<Etcd> {
+    fn spawn(binary: &Path, n: usize, tls: Option<&EtcdTls>) -> Vec<Etcd> {
         let ports: Vec<(u16, u16)> = (0..n).map(|_| (free_port(), free_port())).collect();
         let initial_cluster = ports
             .iter()
@@ -89,10 +113,11 @@ impl Etcd {
             .enumerate()
             .map(|(i, (client, peer))| {
                 let dir = tempfile::tempdir().expect("temp dir");
-                let endpoint = format!("http://127.0.0.1:{client}");
+                let scheme = if tls.is_some() { "https" } else { "http" };
+                let endpoint = format!("{scheme}://127.0.0.1:{client}");
                 let peer_url = format!("http://127.0.0.1:{peer}");
                 let log = dir.path().join("etcd.log");
-                let args: Vec<String> = vec![
+                let mut args: Vec<String> = vec![
                     "--name".into(),
                     format!("m{i}"),
                     "--data-dir".into(),
@@ -108,12 +133,28 @@ impl Etcd {
                     "--initial-cluster".into(),
                     initial_cluster.clone(),
                 ];
+                let mut health = SocketAddr::from(([127, 0, 0, 1], *client));
+                if let Some(t) = tls {
+                    let metrics = free_port();
+                    health = SocketAddr::from(([127, 0, 0, 1], metrics));
+                    args.extend([
+                        "--cert-file".into(),
+                        t.cert.display().to_string(),
+                        "--key-file".into(),
+                        t.key.display().to_string(),
+                        "--trusted-ca-file".into(),
+                        t.ca.display().to_string(),
+                        "--client-cert-auth".into(),
+                        "--listen-metrics-urls".into(),
+                        format!("http://127.0.0.1:{metrics}"),
+                    ]);
+                }
                 let child = Etcd::run(binary, &args, &log);
                 Etcd {
                     child,
                     command: (binary.to_path_buf(), args),
                     endpoint,
-                    client: SocketAddr::from(([127, 0, 0, 1], *client)),
+                    health,
                     log,
                     _dir: dir,
                 }
@@ -154,7 +195,7 @@ impl Etcd {
                         m.log_tail()
                     ));
                 }
-                let healthy = Req::get(m.client, "/health")
+                let healthy = Req::get(m.health, "/health")
                     .send()
                     .await
                     .is_ok_and(|r| r.status.is_success() && r.body.contains("true"));

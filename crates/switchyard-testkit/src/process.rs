@@ -22,6 +22,9 @@ pub struct ChildProcess {
     args: Vec<OsString>,
     log: PathBuf,
     health: SocketAddr,
+    /// Set when `/health` is served over HTTPS: the CA that issued the
+    /// process's certificate.
+    health_ca: Option<Vec<rustls::pki_types::CertificateDer<'static>>>,
     child: Option<Child>,
 }
 
@@ -42,10 +45,53 @@ impl ChildProcess {
             args,
             log,
             health,
+            health_ca: None,
             child: None,
         };
         p.spawn().await;
         p
+    }
+
+    /// [`ChildProcess::start`] for a process serving `/health` over HTTPS
+    /// with a certificate issued by `ca` for the health address.
+    pub async fn start_https(
+        what: &str,
+        bin: &Path,
+        args: Vec<OsString>,
+        log: PathBuf,
+        health: SocketAddr,
+        ca: Vec<rustls::pki_types::CertificateDer<'static>>,
+    ) -> ChildProcess {
+        let mut p = ChildProcess {
+            what: what.into(),
+            bin: bin.into(),
+            args,
+            log,
+            health,
+            health_ca: Some(ca),
+            child: None,
+        };
+        p.spawn().await;
+        p
+    }
+
+    async fn healthy(&self) -> bool {
+        match &self.health_ca {
+            None => Req::get(self.health, "/health")
+                .send()
+                .await
+                .is_ok_and(|r| r.status.is_success()),
+            Some(ca) => switchyard_api::Client::with_roots(
+                &format!("https://{}", self.health),
+                None,
+                Duration::from_secs(2),
+                ca,
+            )
+            .expect("a TLS client trusting the test CA")
+            .health()
+            .await
+            .is_ok(),
+        }
     }
 
     async fn spawn(&mut self) {
@@ -70,10 +116,8 @@ impl ChildProcess {
             if let Some(Ok(Some(st))) = self.child.as_mut().map(|c| c.try_wait()) {
                 panic!("{} exited with {st} at start:\n{}", self.what, self.log());
             }
-            if let Ok(r) = Req::get(self.health, "/health").send().await {
-                if r.status.is_success() {
-                    return;
-                }
+            if self.healthy().await {
+                return;
             }
             if Instant::now() > deadline {
                 panic!("{} did not come up:\n{}", self.what, self.log());

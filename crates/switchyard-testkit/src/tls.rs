@@ -50,12 +50,34 @@ impl TestCa {
 
     /// A server certificate for `names` (IP addresses or DNS names).
     pub fn server_cert(&self, names: &[&str]) -> ServerCert {
+        self.leaf(names, vec![ExtendedKeyUsagePurpose::ServerAuth])
+    }
+
+    /// A certificate a client presents (`--client-cert-auth`).
+    pub fn client_cert(&self, name: &str) -> ServerCert {
+        self.leaf(&[name], vec![ExtendedKeyUsagePurpose::ClientAuth])
+    }
+
+    /// A certificate good for both ends, for `names`: etcd's JSON gateway
+    /// dials its own gRPC server with the server certificate, so under
+    /// `--client-cert-auth` that one must also be a client certificate.
+    pub fn server_client_cert(&self, names: &[&str]) -> ServerCert {
+        self.leaf(
+            names,
+            vec![
+                ExtendedKeyUsagePurpose::ServerAuth,
+                ExtendedKeyUsagePurpose::ClientAuth,
+            ],
+        )
+    }
+
+    fn leaf(&self, names: &[&str], usages: Vec<ExtendedKeyUsagePurpose>) -> ServerCert {
         let names: Vec<String> = names.iter().map(|s| s.to_string()).collect();
-        let mut params = CertificateParams::new(names).expect("server params");
+        let mut params = CertificateParams::new(names).expect("leaf params");
         params
             .distinguished_name
-            .push(DnType::CommonName, "switchyard test server");
-        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+            .push(DnType::CommonName, "switchyard test");
+        params.extended_key_usages = usages;
         let key = KeyPair::generate().expect("server key");
         let cert = params
             .signed_by(&key, &self.issuer)

@@ -30,6 +30,8 @@ pub struct Topology {
     playbooks: Option<String>,
     /// `etcd:ENDPOINT` when the control planes share an etcd, else SQLite.
     control_store: Option<String>,
+    /// The CA file of an HTTPS control plane.
+    control_ca: Option<PathBuf>,
 }
 
 impl Topology {
@@ -56,6 +58,7 @@ impl Topology {
             route_heartbeats: false,
             control_extra: String::new(),
             control_store: None,
+            control_ca: None,
             control: false,
             playbooks: None,
         }
@@ -114,6 +117,42 @@ impl Topology {
         self.control = true;
         let url = format!("control_url = \"http://{}\"", self.control_addr());
         self.edge_toml(&url)
+    }
+
+    /// [`Topology::with_control_plane`] serving its API over HTTPS with a
+    /// certificate of `ca` for the control address (and those of
+    /// `start_another_control(1..=3)`, which trust `ca` too); edges follow
+    /// `https://` and trust `ca` only when `edges_trust_ca` (otherwise only
+    /// the shipped roots, which do not know it). Returns the CA file's path.
+    pub fn with_https_control_plane(
+        mut self,
+        ca: &crate::TestCa,
+        edges_trust_ca: bool,
+    ) -> (Self, PathBuf) {
+        self.control = true;
+        let dir = self.dir.path().to_path_buf();
+        let ca_file = ca.write_pem(&dir, "control-ca.pem");
+        let ips: Vec<String> = std::iter::once(self.control_addr())
+            .chain((1..=3).map(|n| self.aux_addr(n)))
+            .map(|a| a.ip().to_string())
+            .collect();
+        let cert = ca.server_cert(&ips.iter().map(String::as_str).collect::<Vec<_>>());
+        let (cert_file, key_file) = cert.write_pem(&dir, "control");
+        let mut edge = format!("control_url = \"https://{}\"", self.control_addr());
+        if edges_trust_ca {
+            edge.push_str(&format!(
+                "\ncontrol_ca_file = {:?}",
+                ca_file.display().to_string()
+            ));
+        }
+        let mut t = self.edge_toml(&edge).control_toml(&format!(
+            "[control.tls]\nca_file = {:?}\ncert_file = {:?}\nkey_file = {:?}",
+            ca_file.display().to_string(),
+            cert_file.display().to_string(),
+            key_file.display().to_string()
+        ));
+        t.control_ca = Some(ca_file.clone());
+        (t, ca_file)
     }
 
     /// Control planes at `control_addr()` and at `aux_addr(n)` for each of
@@ -316,7 +355,21 @@ impl Topology {
     /// Starts the control plane as a real process.
     pub async fn start_control(&self) -> ControlProcess {
         let cfg = self.write_config();
-        ControlProcess::start(&self.bin, &cfg, self.control_addr(), self.dir.path()).await
+        match &self.control_ca {
+            Some(ca) => {
+                ControlProcess::start_https(
+                    &self.bin,
+                    &cfg,
+                    self.control_addr(),
+                    self.dir.path(),
+                    ca,
+                )
+                .await
+            }
+            None => {
+                ControlProcess::start(&self.bin, &cfg, self.control_addr(), self.dir.path()).await
+            }
+        }
     }
 
     /// Another control plane on the same config but listening on
@@ -328,7 +381,10 @@ impl Topology {
         std::fs::create_dir_all(&dir).expect("control dir");
         let cfg = dir.join("switchyard.toml");
         std::fs::write(&cfg, self.config_text_with(addr)).expect("write config");
-        ControlProcess::start(&self.bin, &cfg, addr, &dir).await
+        match &self.control_ca {
+            Some(ca) => ControlProcess::start_https(&self.bin, &cfg, addr, &dir, ca).await,
+            None => ControlProcess::start(&self.bin, &cfg, addr, &dir).await,
+        }
     }
 
     pub fn bin(&self) -> &Path {

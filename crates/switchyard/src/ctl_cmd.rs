@@ -1,5 +1,5 @@
 //! `switchyard ctl`: the operator's one command against the control plane.
-//! Every subcommand takes `--json`, `--url` and `--token` (before or after
+//! Every subcommand takes `--json`, `--url`, `--token` and `--ca-file` (before or after
 //! it); text output shows times in UTC. Exit codes: 0 done (or nothing to
 //! change), 1 refused by the server (a rule, a token, the store), 2 bad
 //! input or unknown target, 3 control plane unreachable.
@@ -30,14 +30,31 @@ pub(crate) struct Endpoint {
     /// to preview a change.
     #[arg(long, global = true, env = "SWITCHYARD_TOKEN", hide_env_values = true)]
     token: Option<String>,
+    /// A private CA (PEM) to trust for an https:// control plane, besides
+    /// the shipped roots (or SWITCHYARD_CA_FILE).
+    #[arg(long, global = true, env = "SWITCHYARD_CA_FILE")]
+    ca_file: Option<String>,
     /// Print the answer (or the error body) as JSON instead of text.
     #[arg(long, global = true)]
     pub(crate) json: bool,
 }
 
 impl Endpoint {
-    pub(crate) fn client(&self) -> Client {
-        Client::new(&self.url, self.token.clone())
+    /// The client, or exit code 2 when the CA file cannot be used.
+    pub(crate) fn client(&self) -> Result<Client, ExitCode> {
+        let ca = match &self.ca_file {
+            None => Vec::new(),
+            Some(p) => switchyard_api::tls::read_ca_file(p).map_err(|e| {
+                eprintln!("--ca-file: {e}");
+                ExitCode::from(2)
+            })?,
+        };
+        Client::with_roots(&self.url, self.token.clone(), Duration::from_secs(10), &ca).map_err(
+            |e| {
+                eprintln!("--ca-file: {e}");
+                ExitCode::from(2)
+            },
+        )
     }
 }
 
@@ -211,7 +228,10 @@ pub(crate) fn print_json<T: Serialize>(v: &T) {
 }
 
 pub fn ctl(args: CtlArgs) -> ExitCode {
-    let c = args.endpoint.client();
+    let c = match args.endpoint.client() {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
     block_on(run(&c, args.cmd, args.endpoint.json))
 }
 

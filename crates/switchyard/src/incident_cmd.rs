@@ -149,7 +149,10 @@ enum SilenceCmd {
 }
 
 pub fn run(args: Args) -> ExitCode {
-    let c = args.endpoint.client();
+    let c = match args.endpoint.client() {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
     block_on(go(&c, args.cmd, args.endpoint.json))
 }
 

@@ -329,15 +329,23 @@ fn block_on(name: &str, fut: impl std::future::Future<Output = anyhow::Result<()
 /// those of the `[control.*]` tables the control plane checks itself
 /// (through its own check, so the two cannot disagree). Those tables are
 /// checked even when the rest is invalid, so one run names every problem.
-fn check_file(text: &str) -> Result<switchyard_model::Config, Vec<String>> {
+/// Files the config names (certificates) are read, relative paths of
+/// `[edge]` from `dir`, as the edge resolves them.
+fn check_file(text: &str, dir: &std::path::Path) -> Result<switchyard_model::Config, Vec<String>> {
     use switchyard_model::config::raw;
     use switchyard_model::{Config, ConfigError};
     let raw = raw::Config::parse(text).map_err(|e| e.reasons())?;
-    let control = raw
+    let mut control = raw
         .control
         .as_ref()
         .and_then(|c| switchyard_control::server::check(&c.tables()).err())
         .unwrap_or_default();
+    if let Some(ca) = &raw.edge.control_ca_file {
+        let path = dir.join(ca);
+        if let Err(e) = switchyard_api::tls::read_ca_file(&path.to_string_lossy()) {
+            control.push(format!("edge.control_ca_file: {e}"));
+        }
+    }
     match Config::validate(raw, |k| std::env::var(k).ok()) {
         Ok(c) if control.is_empty() => Ok(c),
         Ok(_) => Err(control),
@@ -353,7 +361,8 @@ fn validate(file: &PathBuf, json: bool) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    match check_file(&text) {
+    let dir = file.parent().unwrap_or(std::path::Path::new("."));
+    match check_file(&text, dir) {
         Ok(c) => {
             let summary = switchyard_model::config::summary(&c);
             if json {

@@ -1,5 +1,6 @@
 //! The shared backend: an existing etcd cluster, spoken to through its
-//! gRPC-gateway JSON API over plain HTTP, so that several control planes (one
+//! gRPC-gateway JSON API over HTTP or HTTPS (with a client certificate when
+//! the cluster asks for one, `--client-cert-auth`), so that several control planes (one
 //! per region) see the same controls and the same audit log. etcd answers a
 //! write only once a quorum has it in its fsynced WAL, so an acknowledged
 //! change survives the loss of any minority of members, and its reads are
@@ -43,6 +44,7 @@ use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
+use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
@@ -67,7 +69,7 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 const MAX_SEQUENCE_RACES: usize = 64;
 
 pub struct EtcdStore {
-    client: Client<HttpConnector, Full<Bytes>>,
+    client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
     endpoints: Vec<String>,
     /// The endpoint that answered last; starting there saves a connect
     /// timeout per request while an earlier one stays down.
@@ -102,9 +104,31 @@ impl EtcdStore {
     /// `prefix` namespaces every key (e.g. `/switchyard/`); a trailing `/` is
     /// added when missing.
     pub fn new(endpoints: Vec<String>, prefix: &str) -> EtcdStore {
+        EtcdStore::with_tls(endpoints, prefix, None)
+    }
+
+    /// [`EtcdStore::new`] speaking TLS with `tls` (`[control.etcd_tls]`:
+    /// a private CA, a client certificate) to `https://` endpoints; without
+    /// it they are verified against the shipped roots.
+    pub fn with_tls(
+        endpoints: Vec<String>,
+        prefix: &str,
+        tls: Option<rustls::ClientConfig>,
+    ) -> EtcdStore {
         let mut connector = HttpConnector::new();
         connector.set_connect_timeout(Some(CONNECT_TIMEOUT));
         connector.set_nodelay(true);
+        // The TLS layer, not the TCP one, decides on the scheme.
+        connector.enforce_http(false);
+        let tls = tls.unwrap_or_else(|| {
+            switchyard_api::tls::client_config(&[], None)
+                .expect("the shipped roots make a valid TLS config")
+        });
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(connector);
         let client = Client::builder(TokioExecutor::new()).build(connector);
         let endpoints = endpoints
             .into_iter()
