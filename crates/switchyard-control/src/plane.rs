@@ -227,10 +227,16 @@ impl<S: Store> ControlPlane<S> {
             version = p.version,
             "the store answers again; serving its state"
         );
+        self.publish(p);
+        Ok(true)
+    }
+
+    /// The one way a new state goes into force here: held as current, kept
+    /// as the snapshot to start from, and pushed to every watcher.
+    fn publish(&self, p: Published) {
         *self.current.lock().unwrap_or_else(|e| e.into_inner()) = p.clone();
         self.keep_snapshot(&p);
         let _ = self.tx.send(Arc::new(p));
-        Ok(true)
     }
 
     pub fn store(&self) -> &S {
@@ -476,9 +482,7 @@ impl<S: Store> ControlPlane<S> {
             if let Some(key) = &c.idempotency_key {
                 detail.insert(IDEMPOTENCY_KEY.into(), key.clone().into());
             }
-            if !detail.is_empty() {
-                entry.detail = detail.into();
-            }
+            entry.detail = detail.into();
             match self.store.commit(cur.version, &proposed, &entry).await {
                 Ok(v) => {
                     proposed.version = v;
@@ -491,9 +495,7 @@ impl<S: Store> ControlPlane<S> {
                         version: v,
                         controls: proposed,
                     };
-                    *self.current.lock().unwrap_or_else(|e| e.into_inner()) = p.clone();
-                    self.keep_snapshot(&p);
-                    let _ = self.tx.send(Arc::new(p.clone()));
+                    self.publish(p.clone());
                     tracing::info!(actor = %c.actor, action = %entry.action, version = v, "controls changed");
                     self.publish_event(&entry, services);
                     return Ok((p, true));
@@ -596,10 +598,8 @@ impl<S: Store> ControlPlane<S> {
             version: v,
             controls,
         };
-        *self.current.lock().unwrap_or_else(|e| e.into_inner()) = p.clone();
         *self.held_back.lock().unwrap_or_else(|e| e.into_inner()) = None;
-        self.keep_snapshot(&p);
-        let _ = self.tx.send(Arc::new(p.clone()));
+        self.publish(p.clone());
         entry.version = Some(v);
         self.publish_event(&entry, BTreeSet::new());
         tracing::warn!(store = %origin.store, "store adopted over what the edges held");
@@ -631,14 +631,12 @@ impl<S: Store> ControlPlane<S> {
             controls: s.controls,
         };
         // An adoption by another plane changes the origin with a version.
-        p.controls.origin = Some(load_origin(&self.store).await?);
+        p.controls.origin = Some(read_origin(&self.store).await?);
         self.history
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .record(&self.config, &cur.controls, &p.controls, now_ms());
-        *self.current.lock().unwrap_or_else(|e| e.into_inner()) = p.clone();
-        self.keep_snapshot(&p);
-        let _ = self.tx.send(Arc::new(p));
+        self.publish(p);
         Ok(true)
     }
 }
@@ -722,6 +720,16 @@ async fn load_origin<S: Store>(store: &S) -> Result<Origin, StoreError> {
         )
         .await?;
     serde_json::from_value(v).map_err(|e| StoreError::Corrupt(format!("{META}/{ORIGIN}: {e}")))
+}
+
+/// The store's identity once made (at start, by [`load_origin`]): a plain
+/// read, where making it would be a write to the store on every sync.
+async fn read_origin<S: Store>(store: &S) -> Result<Origin, StoreError> {
+    match store.get_doc(META, ORIGIN).await? {
+        Some(v) => serde_json::from_value(v)
+            .map_err(|e| StoreError::Corrupt(format!("{META}/{ORIGIN}: {e}"))),
+        None => load_origin(store).await,
+    }
 }
 
 /// The services whose controls differ between two states.
