@@ -117,6 +117,9 @@ pub async fn run<S: Store + 'static>(
             planned.extend(books.on_event(&ev, now));
         }
         planned.extend(books.tick(now, &engine));
+        if acting {
+            incidents.lock().on_alarms(engine.alarms(), now);
+        }
         if recent.len() > 200 {
             recent.drain(..recent.len() - 200);
         }

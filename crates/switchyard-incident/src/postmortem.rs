@@ -381,8 +381,25 @@ pub fn render(i: &Incident) -> String {
 
     // Anomalous metrics.
     let _ = writeln!(s, "\n## Anomalous metrics and their thresholds\n");
-    if i.findings.is_empty() {
-        let _ = writeln!(s, "No detector finding is attached.\n");
+    if i.findings.is_empty() && i.alarms.is_empty() {
+        let _ = writeln!(s, "No detector finding or alarm is attached.\n");
+    }
+    for a in &i.alarms {
+        let _ = writeln!(
+            s,
+            "- **alarm {} ({})** on {}, from {} to {}{}: {}",
+            a.name,
+            a.severity,
+            a.scope,
+            at(a.since_ms),
+            a.end_ms.map(at).unwrap_or_else(|| "still firing".into()),
+            if a.opened {
+                ", opened the incident"
+            } else {
+                ""
+            },
+            a.detail
+        );
     }
     for f in &i.findings {
         let _ = writeln!(

@@ -30,6 +30,9 @@ use switchyard_model::{Actor, AuditEntry, AuditKind, Op};
 use crate::evidence::{self, CheckRules, UserSignals};
 use crate::incident::{severity_of, EntryKind, Impact, Incident, Point, Severity, Stage, Status};
 
+mod alarms;
+pub use alarms::ALARM_CLEAR_MS;
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct TrackerConfig {
@@ -59,6 +62,10 @@ pub struct TrackerConfig {
     pub keep_s: u64,
     /// At most this many seconds of series per incident.
     pub max_points: usize,
+    /// An alarm (SLO burn of the whole service, threshold, trend, silent
+    /// heartbeat) that no open incident explains for this long opens one
+    /// of its own; sooner, a finding with a place usually explains it.
+    pub alarm_grace_ms: u64,
 }
 
 impl Default for TrackerConfig {
@@ -74,6 +81,7 @@ impl Default for TrackerConfig {
             reopen_window_ms: 10 * 60 * 1000,
             keep_s: 900,
             max_points: 3600,
+            alarm_grace_ms: 30_000,
         }
     }
 }
@@ -221,6 +229,8 @@ pub struct Tracker {
     users: UserSignals,
     /// Checks judged since the last `take_checks`.
     checks: Vec<Judged>,
+    /// Alarms firing, by (service, alarm name).
+    alarms: BTreeMap<(String, String), alarms::Episode>,
 }
 
 /// An SLO burn finding sets a floor under the severity: a fast burn pages
@@ -348,6 +358,7 @@ impl Tracker {
             announced: BTreeSet::new(),
             ids: BTreeSet::new(),
             closed: Vec::new(),
+            alarms: BTreeMap::new(),
         }
     }
 
@@ -376,6 +387,7 @@ impl Tracker {
         resolved.sort_by_key(resolved_at);
         let skip = resolved.len().saturating_sub(KEEP_CLOSED);
         self.closed = resolved.into_iter().skip(skip).collect();
+        self.restore_alarms();
     }
 
     /// Remembers an id that exists in the store, so a new one never reuses it.
@@ -589,6 +601,20 @@ impl Tracker {
             }
         }
         let i = self.open.get_mut(&f.service).expect("just ensured");
+        if i.findings.is_empty() && i.alarms.iter().any(|a| a.opened) {
+            // Opened by an alarm that could not say where; the first finding
+            // can, and names the incident from now on.
+            let title = format!("{} {} ({})", f.service, f.scope.replace(':', " "), f.kind);
+            i.log(
+                now_ms,
+                EntryKind::Note,
+                "switchyard",
+                format!("localized: {} (was: {})", f.scope, i.title),
+                serde_json::Value::Null,
+            );
+            i.title = title;
+            i.scopes.clear();
+        }
         i.findings.push(f.clone());
         if !i.scopes.contains(&f.scope) {
             i.scopes.push(f.scope.clone());
@@ -1061,6 +1087,10 @@ impl Tracker {
         let mut raised = None;
         if !i.severity_pinned {
             let (sev, why) = burn_floor(&i.findings, severity_of(&i.impact));
+            let (sev, why) = match alarms::alarm_floor(i) {
+                Some((floor, w)) if floor > sev => (floor, w),
+                _ => (sev, why),
+            };
             // Automatic rules only ever raise the severity during an incident.
             if sev > i.severity || i.severity_reason == "not measured yet" {
                 if sev > i.severity && self.announced.contains(&i.id) {
@@ -1092,15 +1122,18 @@ impl Tracker {
         let Some(i) = self.open.get_mut(svc) else {
             return;
         };
-        if i.findings.is_empty() || i.findings.iter().any(|f| f.end_ms.is_none()) {
+        // Findings say when the fault is over; an incident only alarms
+        // opened is over when they stop. Alarms that joined a finding's
+        // incident lag (a burn's long window) and are not waited for.
+        let ends: Vec<Option<u64>> = if !i.findings.is_empty() {
+            i.findings.iter().map(|f| f.end_ms).collect()
+        } else {
+            i.alarms.iter().map(|a| a.end_ms).collect()
+        };
+        if ends.is_empty() || ends.iter().any(Option::is_none) {
             return;
         }
-        let recovered = i
-            .findings
-            .iter()
-            .filter_map(|f| f.end_ms)
-            .max()
-            .unwrap_or(now_ms);
+        let recovered = ends.into_iter().flatten().max().unwrap_or(now_ms);
         let mut events = Vec::new();
         if i.reach(Stage::Recovered, recovered, "switchyard") && i.status < Status::Monitoring {
             let _ = i.set_status(
@@ -1221,6 +1254,8 @@ mod tests {
         broken: BTreeMap<&'static str, f64>,
         shifted: BTreeSet<&'static str>,
         notices: Vec<Notice>,
+        /// The alarms detection reports as firing, every second.
+        alarms: Vec<switchyard_model::finding::Alarm>,
     }
 
     const ZONES: [(&str, &str); 3] = [("a", "r1"), ("b", "r1"), ("c", "r2")];
@@ -1236,6 +1271,7 @@ mod tests {
             broken: BTreeMap::new(),
             shifted: BTreeSet::new(),
             notices: Vec::new(),
+            alarms: Vec::new(),
         }
     }
 
@@ -1286,6 +1322,7 @@ mod tests {
                         probes: Vec::new(),
                     });
                 }
+                self.t.on_alarms(&self.alarms, self.now);
                 self.t.tick(self.now);
                 self.notices.extend(self.t.take_notices());
             }
@@ -1624,5 +1661,142 @@ mod tests {
             "{errs:?}"
         );
         assert!(TrackerConfig::default().validate("x").is_ok());
+    }
+
+    fn alarm(name: &str, severity: &str) -> switchyard_model::finding::Alarm {
+        switchyard_model::finding::Alarm {
+            name: name.into(),
+            service: "svc".into(),
+            severity: severity.into(),
+            at_ms: 0,
+            detail: serde_json::json!({"long_burn": 20.0}),
+        }
+    }
+
+    fn grace() -> TrackerConfig {
+        TrackerConfig {
+            alarm_grace_ms: 10_000,
+            ..cfg()
+        }
+    }
+
+    #[test]
+    fn an_unexplained_fast_burn_opens_a_paging_incident_after_the_grace() {
+        let mut w = world(grace());
+        w.run_until(60_000);
+        w.alarms = vec![alarm("slo_burn:page-fast", "page")];
+        w.run_until(69_000);
+        assert_eq!(w.t.open_incidents().count(), 0, "within the grace");
+        w.run_until(71_000);
+        let i = w.t.open_for("svc").expect("opened").clone();
+        assert!(i.title.contains("SLO burn page-fast"), "{}", i.title);
+        assert_eq!(i.scopes, vec!["service".to_string()]);
+        assert_eq!(i.severity, Severity::Sev2, "a fast burn pages");
+        assert_eq!(i.stages[&Stage::Occurred], 61_000, "from the alarm's start");
+        assert!(i.alarms[0].opened);
+        assert!(w.events().contains(&"opened"), "{:?}", w.events());
+        // The burn stops: recovered, then resolved after the usual wait.
+        w.alarms.clear();
+        w.run_until(75_000);
+        let i = w.t.open_for("svc").expect("still open").clone();
+        assert!(i.stages.contains_key(&Stage::Recovered), "{:?}", i.stages);
+        w.run_until(90_000);
+        assert!(w.t.open_for("svc").is_none(), "resolved");
+        assert!(w.events().contains(&"resolved"), "{:?}", w.events());
+    }
+
+    #[test]
+    fn a_trend_opens_a_ticket_level_incident() {
+        let mut w = world(grace());
+        w.run_until(60_000);
+        w.alarms = vec![alarm("trend:zone:a", "ticket")];
+        w.run_until(75_000);
+        let i = w.t.open_for("svc").expect("opened");
+        assert_eq!(i.severity, Severity::Sev3, "{}", i.severity_reason);
+        assert_eq!(i.scopes, vec!["zone:a".to_string()]);
+    }
+
+    #[test]
+    fn an_alarm_joins_its_faults_incident_and_a_lagging_burn_opens_no_second() {
+        let mut w = world(grace());
+        w.run_until(60_000);
+        // The burn fires first, as it does: a few seconds of errors are a
+        // fast burn before detection has localized them.
+        w.broken.insert("a", 0.5);
+        w.alarms = vec![alarm("slo_burn:page-fast", "page")];
+        w.run_until(62_000);
+        w.open("zone:a");
+        w.run_until(70_000);
+        let i = w.t.open_for("svc").expect("open").clone();
+        assert!(
+            i.title.contains("zone a"),
+            "the finding names it: {}",
+            i.title
+        );
+        assert_eq!(i.scopes, vec!["zone:a".to_string()]);
+        assert_eq!(i.alarms.len(), 1);
+        assert!(!i.alarms[0].opened);
+        assert!(i
+            .timeline
+            .iter()
+            .any(|e| e.kind == EntryKind::Alarm && e.text.contains("slo_burn:page-fast")));
+        // The zone heals; the burn's long window keeps it firing.
+        w.broken.clear();
+        w.close("zone:a");
+        w.run_until(80_000);
+        assert!(w.t.open_for("svc").is_none(), "resolved without the burn");
+        w.run_until(200_000);
+        assert_eq!(
+            w.t.open_incidents().count(),
+            0,
+            "the lagging burn is explained"
+        );
+        assert_eq!(w.t.ids.len(), 1, "one incident for the fault");
+        // Once it stops and fires again, it is a new alarm.
+        w.alarms.clear();
+        w.run_until(210_000);
+        w.alarms = vec![alarm("slo_burn:page-fast", "page")];
+        w.run_until(225_000);
+        assert_eq!(w.t.open_incidents().count(), 1);
+    }
+
+    #[test]
+    fn a_finding_takes_over_the_incident_its_alarm_opened() {
+        let mut w = world(grace());
+        w.run_until(60_000);
+        w.alarms = vec![alarm("slo_burn:page-slow", "ticket")];
+        w.run_until(75_000);
+        let id = w.t.open_for("svc").expect("opened").id.clone();
+        w.open("region:r1");
+        let i = w.t.open_for("svc").unwrap();
+        assert_eq!(i.id, id, "one incident");
+        assert_eq!(i.scopes, vec!["region:r1".to_string()]);
+        assert!(i.title.contains("region r1"), "{}", i.title);
+        // From now on the finding says when it is over, not the alarm.
+        w.close("region:r1");
+        w.run_until(85_000);
+        assert!(
+            w.t.open_for("svc").is_none(),
+            "resolved while the slow burn lags"
+        );
+    }
+
+    #[test]
+    fn a_takeover_ends_a_stored_alarm_that_stopped_meanwhile() {
+        let mut w = world(grace());
+        w.run_until(60_000);
+        w.alarms = vec![alarm("threshold:p99:zone:a", "page")];
+        w.run_until(75_000);
+        let stored: Vec<Incident> = w.t.open_incidents().cloned().collect();
+        assert_eq!(stored[0].severity, Severity::Sev2);
+        // A new leader restores the store's copy; the alarm has stopped.
+        let mut next = world(grace());
+        next.now = w.now;
+        next.t.restore(stored);
+        next.run_until(79_000);
+        let i = next.t.open_for("svc").expect("still open");
+        assert!(i.alarms[0].end_ms.is_some(), "{:?}", i.alarms);
+        next.run_until(100_000);
+        assert!(next.t.open_for("svc").is_none(), "and resolved");
     }
 }

@@ -33,6 +33,69 @@ pub struct Alarm {
     pub detail: serde_json::Value,
 }
 
+impl Alarm {
+    /// A route's SLO burn in one region: detection also turns it into a
+    /// finding (`slo_burn:ROUTE`), which is what incidents follow.
+    pub fn is_route_burn(&self) -> bool {
+        self.detail.get("route").is_some()
+    }
+
+    /// The service the alarm is about. An application heartbeat names its
+    /// sender (`catalog/us-east-a-1`): the part before the `/`.
+    pub fn owner(&self) -> &str {
+        if !self.service.is_empty() {
+            return &self.service;
+        }
+        let source = self.name.strip_prefix("heartbeat_missing:").unwrap_or("");
+        source.split('/').next().unwrap_or("")
+    }
+
+    /// Where the alarm points, in the scope words findings use:
+    /// `zone:a` for a trend, the place of a threshold, `heartbeat:SOURCE`
+    /// for a silent heartbeat, and `service` for a burn of the whole
+    /// service's budget.
+    pub fn scope(&self) -> String {
+        let parts: Vec<&str> = self.name.split(':').collect();
+        match parts.as_slice() {
+            ["trend", level, place] => format!("{level}:{place}"),
+            ["threshold", _, level, place] => format!("{level}:{place}"),
+            ["heartbeat_missing", ..] => format!(
+                "heartbeat:{}",
+                self.name.trim_start_matches("heartbeat_missing:")
+            ),
+            _ => "service".into(),
+        }
+    }
+
+    /// In words, for an incident's title and timeline.
+    pub fn describe(&self) -> String {
+        let parts: Vec<&str> = self.name.split(':').collect();
+        let num = |k: &str| self.detail.get(k).and_then(|v| v.as_f64()).unwrap_or(0.0);
+        match parts.as_slice() {
+            ["slo_burn", rule] => format!(
+                "SLO burn {rule} across the service ({:.1}× over the long window)",
+                num("long_burn")
+            ),
+            ["trend", level, place] => format!(
+                "error rate in {level} {place} trending to {:.1} % within {:.0} s",
+                num("threshold") * 100.0,
+                num("crosses_in_s")
+            ),
+            ["threshold", name, level, place] => format!(
+                "threshold {name} exceeded in {level} {place} ({} above {})",
+                num("value"),
+                num("above")
+            ),
+            ["heartbeat_missing", ..] => format!(
+                "heartbeat of {} silent for {:.0} s",
+                self.name.trim_start_matches("heartbeat_missing:"),
+                num("silent_ms") / 1000.0
+            ),
+            _ => self.name.clone(),
+        }
+    }
+}
+
 /// One mitigation a playbook has in progress, keyed by (service, scope).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Mitigation {

@@ -253,6 +253,28 @@ pub enum EntryKind {
     Reopened,
     /// An action that did not help: the incident was raised and people paged.
     Escalation,
+    /// An alarm (SLO burn, threshold, trend, silent heartbeat) started or
+    /// stopped firing while the incident was open.
+    Alarm,
+}
+
+/// An alarm as an incident records it: one firing episode.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AlarmRecord {
+    /// The alarm's name, e.g. `slo_burn:page-fast` or `trend:zone:a`.
+    pub name: String,
+    /// `page` or `ticket`: the floor it sets under the severity while it fires.
+    pub severity: String,
+    pub scope: String,
+    pub since_ms: u64,
+    /// When it stopped firing; `None` while it fires.
+    pub end_ms: Option<u64>,
+    /// It opened the incident (nothing with a place explained it), so the
+    /// incident recovers when it stops. An alarm that joined an incident
+    /// opened by a finding never holds that incident open.
+    pub opened: bool,
+    /// The numbers when it was last seen firing.
+    pub detail: serde_json::Value,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -324,6 +346,9 @@ pub struct Incident {
     /// signals it came from.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub baseline_p99_ms: BTreeMap<String, f64>,
+    /// The alarms that fired while it was open, or that opened it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub alarms: Vec<AlarmRecord>,
 }
 
 impl Incident {
@@ -355,6 +380,7 @@ impl Incident {
             resolved_ms: None,
             reopened_ms: Vec::new(),
             baseline_p99_ms: BTreeMap::new(),
+            alarms: Vec::new(),
         }
     }
 

@@ -196,6 +196,21 @@ fn print_incident(v: &Incident) {
         v.impact.failed,
         v.impact.routes
     );
+    for a in &v.alarms {
+        println!(
+            "  alarm {} ({}) on {}: {} to {}{}",
+            a.name,
+            a.severity,
+            a.scope,
+            ms(Some(a.since_ms)),
+            a.end_ms.map_or("still firing".into(), |e| ms(Some(e))),
+            if a.opened {
+                ", opened the incident"
+            } else {
+                ""
+            }
+        );
+    }
     println!("  stages:");
     for s in Stage::ALL {
         println!("    {:<13} {}", s.as_str(), ms(v.stages.get(&s).copied()));

@@ -587,3 +587,92 @@ async fn a_playbook_action_that_did_not_help_escalates_and_pages() {
     }
     traffic.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_silent_application_heartbeat_opens_a_paging_incident_that_resolves_when_it_beats_again()
+{
+    let webhook = Receiver::start("127.0.9.46:9000".parse().unwrap()).await;
+    let toml = format!(
+        "[control.incidents]\nresolve_after_ms = 2000\nalarm_grace_ms = 1000\n\
+         [control.notify]\ngroup_wait_ms = 300\ngroup_interval_ms = 1000\n\
+         [[control.notify.receiver]]\nname = \"oncall\"\nkind = \"webhook\"\nurl = \"{}\"\n\
+         [[control.notify.route]]\nreceivers = [\"oncall\"]\nmin_severity = \"SEV2\"\n",
+        webhook.url("/hook")
+    );
+    let lab = Topology::new(BIN, &[("r1", &["a", "b", "c"])])
+        .with_control_plane()
+        .control_toml(&toml);
+    let _ups = lab.start_upstreams().await;
+    let cp = lab.start_control().await;
+    let api = cp.api(Some("operate-token"));
+    let edges = lab.start_edges(&["a", "b", "c"]).await;
+    let addrs: Vec<_> = edges.iter().map(|e| e.listen).collect();
+    let traffic = Traffic::start(&addrs, "svc.test", &[(Method::GET, "/items/1")]);
+    let beat = |api: Client| async move {
+        api.ingest_heartbeat(
+            &serde_json::json!({"source": "svc/app-1", "at_ms": now_ms(), "interval_ms": 200}),
+        )
+        .await
+        .unwrap();
+    };
+    for _ in 0..10 {
+        beat(api.clone()).await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(incidents(&api).await.is_empty(), "beating: nothing to tell");
+
+    // The application stops beating; its users' traffic through the edges
+    // is fine, so only the heartbeat's alarm can say something is wrong.
+    eventually(
+        "a SEV2 incident opens for the silent heartbeat",
+        Duration::from_secs(15),
+        || async {
+            match &incidents(&api).await[..] {
+                [one] if one.severity == switchyard_model::notice::Severity::Sev2 => Ok(()),
+                other => Err(format!("{other:?}")),
+            }
+        },
+    )
+    .await;
+    let id = incidents(&api).await[0].id.clone();
+    let i = api.incident(&id).await.unwrap();
+    assert!(i.title.contains("heartbeat of svc/app-1"), "{}", i.title);
+    assert_eq!(i.scopes, vec!["heartbeat:svc/app-1".to_string()]);
+    assert!(
+        i.alarms[0].opened && i.alarms[0].end_ms.is_none(),
+        "{:?}",
+        i.alarms
+    );
+    eventually("people are paged", Duration::from_secs(10), || async {
+        let events = told(&webhook, &id);
+        events
+            .iter()
+            .any(|e| e == "opened")
+            .then_some(())
+            .ok_or(format!("{events:?}"))
+    })
+    .await;
+
+    // It beats again: the alarm stops, the incident recovers and resolves.
+    let beating = {
+        let api = api.clone();
+        tokio::spawn(async move {
+            loop {
+                beat(api.clone()).await;
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        })
+    };
+    eventually("the incident resolves", Duration::from_secs(20), || async {
+        let i = api.incident(&id).await.unwrap();
+        (i.status == Status::Resolved)
+            .then_some(())
+            .ok_or(format!("{:?} {:?}", i.status, i.alarms))
+    })
+    .await;
+    beating.abort();
+    let i = api.incident(&id).await.unwrap();
+    assert!(i.alarms[0].end_ms.is_some(), "{:?}", i.alarms);
+    assert_eq!(incidents(&api).await.len(), 1, "one incident");
+    traffic.stop().await;
+}
