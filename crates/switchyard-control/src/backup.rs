@@ -103,7 +103,7 @@ impl AnyStore {
             }
             StoreSpec::Etcd(eps) => {
                 // The same TLS to etcd as the plane's, client certificate included.
-                let settings = crate::server::settings(&config)
+                let settings = crate::server::settings(&config, config_path)
                     .map_err(|e| BackupError::Config(config_path.into(), e.to_string()))?;
                 AnyStore::Etcd(
                     Box::new(EtcdStore::with_tls(

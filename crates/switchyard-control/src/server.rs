@@ -59,6 +59,7 @@ struct EtcdTlsFiles {
 /// `path.key_file`, naming the field and the file in every error.
 fn identity(
     path: &str,
+    base: &Path,
     cert: &Option<String>,
     key: &Option<String>,
     errs: &mut Vec<String>,
@@ -68,7 +69,7 @@ fn identity(
             errs.push(format!("{path}.cert_file: required with {path}.key_file"));
             None
         }
-        Some(c) => tls::read_certs(c)
+        Some(c) => tls::read_certs(&beside(base, c))
             .map_err(|e| errs.push(format!("{path}.cert_file: {e}")))
             .ok(),
     };
@@ -77,7 +78,7 @@ fn identity(
             errs.push(format!("{path}.key_file: required with {path}.cert_file"));
             None
         }
-        Some(k) => tls::read_key(k)
+        Some(k) => tls::read_key(&beside(base, k))
             .map_err(|e| errs.push(format!("{path}.key_file: {e}")))
             .ok(),
     };
@@ -91,12 +92,13 @@ fn identity(
 /// client config planes pass requests to each other with.
 fn serve_tls(
     t: &Option<toml::Table>,
+    base: &Path,
     errs: &mut Vec<String>,
 ) -> (Option<Arc<rustls::ServerConfig>>, Arc<rustls::ClientConfig>) {
     let files: ServeTlsFiles = table(t, "control.tls", errs);
     let ca = match &files.ca_file {
         None => Vec::new(),
-        Some(f) => tls::read_ca_file(f).unwrap_or_else(|e| {
+        Some(f) => tls::read_ca_file(&beside(base, f)).unwrap_or_else(|e| {
             errs.push(format!("control.tls.ca_file: {e}"));
             Vec::new()
         }),
@@ -107,7 +109,7 @@ fn serve_tls(
     if t.is_none() {
         return (None, peers);
     }
-    let Some(id) = identity("control.tls", &files.cert_file, &files.key_file, errs) else {
+    let Some(id) = identity("control.tls", base, &files.cert_file, &files.key_file, errs) else {
         return (None, peers);
     };
     match tls::server_config(&id) {
@@ -123,20 +125,24 @@ fn serve_tls(
     }
 }
 
-fn etcd_tls(t: &Option<toml::Table>, errs: &mut Vec<String>) -> Option<rustls::ClientConfig> {
+fn etcd_tls(
+    t: &Option<toml::Table>,
+    base: &Path,
+    errs: &mut Vec<String>,
+) -> Option<rustls::ClientConfig> {
     t.as_ref()?;
     let files: EtcdTlsFiles = table(t, "control.etcd_tls", errs);
     let before = errs.len();
     let ca = match &files.ca_file {
         None => Vec::new(),
-        Some(f) => tls::read_ca_file(f).unwrap_or_else(|e| {
+        Some(f) => tls::read_ca_file(&beside(base, f)).unwrap_or_else(|e| {
             errs.push(format!("control.etcd_tls.ca_file: {e}"));
             Vec::new()
         }),
     };
     let id = match (&files.cert_file, &files.key_file) {
         (None, None) => None,
-        (c, k) => identity("control.etcd_tls", c, k, errs),
+        (c, k) => identity("control.etcd_tls", base, c, k, errs),
     };
     if errs.len() > before {
         return None;
@@ -166,12 +172,23 @@ fn table<T: Default + serde::de::DeserializeOwned>(
     }
 }
 
+/// A file the config names: relative paths are taken from the config
+/// file's directory, so a plane started from anywhere reads the same files.
+pub fn beside(base: &Path, file: &str) -> String {
+    if Path::new(file).is_absolute() {
+        file.to_string()
+    } else {
+        base.join(file).to_string_lossy().into_owned()
+    }
+}
+
 /// Checks the tables and reports every problem at once, each as
 /// `path: message`. The control plane refuses to start on them, and
-/// `switchyard validate` lists them with the rest of the file's.
-pub fn check(t: &ControlTables) -> Result<Settings, Vec<String>> {
+/// `switchyard validate` lists them with the rest of the file's. Files
+/// named with a relative path are read from `base`, the config's directory.
+pub fn check(t: &ControlTables, base: &Path) -> Result<Settings, Vec<String>> {
     let mut errs = Vec::new();
-    let (serve, peer_tls) = serve_tls(&t.tls, &mut errs);
+    let (serve, peer_tls) = serve_tls(&t.tls, base, &mut errs);
     let s = Settings {
         safety: table(&t.safety, "control.safety", &mut errs),
         playbook: table(&t.playbook, "control.playbook", &mut errs),
@@ -180,7 +197,7 @@ pub fn check(t: &ControlTables) -> Result<Settings, Vec<String>> {
         notify: table(&t.notify, "control.notify", &mut errs),
         tls: serve,
         peer_tls,
-        etcd_tls: etcd_tls(&t.etcd_tls, &mut errs),
+        etcd_tls: etcd_tls(&t.etcd_tls, base, &mut errs),
     };
     if let Err(e) = s.notify.validate(|k| std::env::var(k).ok()) {
         errs.extend(e);
@@ -200,12 +217,14 @@ pub fn check(t: &ControlTables) -> Result<Settings, Vec<String>> {
     }
 }
 
-/// The checked settings of a config with a `[control]` section.
-pub fn settings(config: &Config) -> anyhow::Result<Settings> {
+/// The checked settings of a config with a `[control]` section, read
+/// from `config_path`.
+pub fn settings(config: &Config, config_path: &Path) -> anyhow::Result<Settings> {
     let Some(c) = &config.control else {
         anyhow::bail!("control: the config has no [control] section");
     };
-    check(&c.tables).map_err(|errs| anyhow::anyhow!("{}", errs.join("\n")))
+    let base = config_path.parent().unwrap_or(Path::new("."));
+    check(&c.tables, base).map_err(|errs| anyhow::anyhow!("{}", errs.join("\n")))
 }
 
 pub struct Running {
@@ -224,7 +243,7 @@ impl Running {
 /// Starts the control plane of `config` (with its path resolving a relative
 /// SQLite file) and returns once it listens.
 pub async fn start(config: Config, config_path: &Path, adopt: bool) -> anyhow::Result<Running> {
-    let settings = settings(&config)?;
+    let settings = settings(&config, config_path)?;
     let ctl = config.control.clone().expect("checked by safety_config");
     let config = Arc::new(config);
     match &ctl.store {

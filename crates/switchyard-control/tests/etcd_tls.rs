@@ -47,7 +47,7 @@ fn etcd_tls(table: &str) -> Result<rustls::ClientConfig, Vec<String>> {
         etcd_tls: Some(toml::from_str(table).unwrap()),
         ..ControlTables::default()
     };
-    check(&tables).map(|s| s.etcd_tls.expect("the table is set"))
+    check(&tables, Path::new("/")).map(|s| s.etcd_tls.expect("the table is set"))
 }
 
 fn store(etcd: &Etcd, tls: Option<rustls::ClientConfig>, prefix: &str) -> EtcdStore {
@@ -126,11 +126,45 @@ fn unusable_tls_files_are_named_with_their_field() {
         ),
         ..ControlTables::default()
     };
-    let errs = check(&tables).err().expect("refused");
+    let errs = check(&tables, Path::new("/")).err().expect("refused");
     assert!(
         errs.iter().any(|e| e.starts_with("control.tls.cert_file: ")
             && e.contains(&p.client_key)
             && e.contains("no PEM certificate")),
+        "{errs:?}"
+    );
+}
+
+#[test]
+fn relative_certificate_paths_are_read_beside_the_config_not_the_working_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = pki(dir.path());
+    let name = |f: &str| {
+        Path::new(f)
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .into_owned()
+    };
+    let tables = ControlTables {
+        etcd_tls: Some(
+            toml::from_str(&format!(
+                "ca_file = {:?}\ncert_file = {:?}\nkey_file = {:?}",
+                name(&p.tls.ca.display().to_string()),
+                name(&p.client_cert),
+                name(&p.client_key)
+            ))
+            .unwrap(),
+        ),
+        ..ControlTables::default()
+    };
+    check(&tables, dir.path()).expect("read from the config's directory");
+    let elsewhere = tempfile::tempdir().unwrap();
+    let errs = check(&tables, elsewhere.path()).err().expect("not there");
+    assert!(
+        errs.iter()
+            .any(|e| e.starts_with("control.etcd_tls.ca_file: ")
+                && e.contains(&elsewhere.path().display().to_string())),
         "{errs:?}"
     );
 }

@@ -338,7 +338,7 @@ fn check_file(text: &str, dir: &std::path::Path) -> Result<switchyard_model::Con
     let mut control = raw
         .control
         .as_ref()
-        .and_then(|c| switchyard_control::server::check(&c.tables()).err())
+        .and_then(|c| switchyard_control::server::check(&c.tables(), dir).err())
         .unwrap_or_default();
     if let Some(ca) = &raw.edge.control_ca_file {
         let path = dir.join(ca);
