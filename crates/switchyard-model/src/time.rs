@@ -55,8 +55,9 @@ pub fn rfc3339_ms(ms: i64) -> String {
 }
 
 /// An instant as people and tools write it: Unix milliseconds (`1764670000000`)
-/// or RFC 3339 in UTC (`2026-11-21T10:00:00Z`, `2026-11-21T10:00:00.250Z`).
-/// The error says which forms are accepted.
+/// or RFC 3339 (`2026-11-21T10:00:00Z`, `2026-11-21T10:00:00.250Z`, or with
+/// an offset from UTC, `2026-11-21T11:00:00+01:00`). The error says which
+/// forms are accepted.
 pub fn parse_instant(s: &str) -> Result<u64, String> {
     let t = s.trim();
     if !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit()) {
@@ -64,14 +65,32 @@ pub fn parse_instant(s: &str) -> Result<u64, String> {
             .parse::<u64>()
             .map_err(|e| format!("{s:?} is not a Unix time in milliseconds: {e}"));
     }
-    let at = humantime::parse_rfc3339(t).map_err(|e| {
+    let bad = |e: String| {
         format!(
-            "{s:?} is neither Unix milliseconds nor RFC 3339 in UTC (2026-11-21T10:00:00Z): {e}"
+            "{s:?} is neither Unix milliseconds nor RFC 3339 (2026-11-21T10:00:00Z or 2026-11-21T11:00:00+01:00): {e}"
         )
-    })?;
-    at.duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .map_err(|_| format!("{s:?} is before 1970"))
+    };
+    // humantime reads only `Z`; an offset `±HH:MM` is taken off here.
+    let (utc, offset_s) = match t.len().checked_sub(6).map(|i| t.split_at(i)) {
+        Some((time, off))
+            if time.contains('T') && (off.starts_with('+') || off.starts_with('-')) =>
+        {
+            let (h, m) = off[1..]
+                .split_once(':')
+                .and_then(|(h, m)| Some((h.parse::<i64>().ok()?, m.parse::<i64>().ok()?)))
+                .filter(|(h, m)| *h < 24 && *m < 60)
+                .ok_or_else(|| bad(format!("{off:?} is not an offset ±HH:MM")))?;
+            let sign = if off.starts_with('-') { -1 } else { 1 };
+            (format!("{time}Z"), sign * (h * 3600 + m * 60))
+        }
+        _ => (t.to_string(), 0),
+    };
+    let at = humantime::parse_rfc3339(&utc).map_err(|e| bad(e.to_string()))?;
+    let local_ms = at
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .map_err(|_| format!("{s:?} is before 1970"))?;
+    u64::try_from(local_ms - offset_s * 1000).map_err(|_| format!("{s:?} is before 1970"))
 }
 
 /// `2026-11-21 10:00:00 UTC`, for text meant for people.
@@ -103,6 +122,11 @@ mod tests {
             parse_instant(&rfc3339_ms(1_764_670_000_000)),
             Ok(1_764_670_000_000)
         );
+        assert_eq!(parse_instant("1970-01-01T01:00:01+01:00"), Ok(1000));
+        assert_eq!(parse_instant("1970-01-01T00:30:00.500+00:30"), Ok(500));
+        assert_eq!(parse_instant("1970-01-01T00:00:01-01:00"), Ok(3_601_000));
+        let e = parse_instant("2026-11-21T10:00:00+25:00").unwrap_err();
+        assert!(e.contains("offset"), "{e}");
         let e = parse_instant("yesterday").unwrap_err();
         assert!(e.contains("\"yesterday\"") && e.contains("RFC 3339"), "{e}");
     }
