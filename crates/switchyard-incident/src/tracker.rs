@@ -378,6 +378,47 @@ impl Tracker {
         self.closed = resolved.into_iter().skip(skip).collect();
     }
 
+    /// Puts the store's copy of one incident in place of the one held: the
+    /// store is the one shared copy, and another plane changed it since
+    /// this one read it. What was held and not yet written is dropped.
+    pub fn replace(&mut self, i: Incident) {
+        self.forget(&i.id);
+        self.ids.insert(i.id.clone());
+        self.announced.insert(i.id.clone());
+        if i.status == Status::Resolved {
+            self.closed.push(i);
+            self.closed.sort_by_key(resolved_at);
+            if self.closed.len() > KEEP_CLOSED {
+                self.closed.remove(0);
+            }
+        } else if !self.open.contains_key(&i.service) {
+            self.open.insert(i.service.clone(), i);
+        }
+        // Else another incident of the service is open here: the store
+        // keeps this one, reads show it from there.
+    }
+
+    /// Stops holding an incident (gone from the store): its pending writes
+    /// and checks with it.
+    pub fn forget(&mut self, id: &str) {
+        self.open.retain(|_, x| x.id != id);
+        self.closed.retain(|x| x.id != id);
+        self.dirty.remove(id);
+        self.verify.remove(id);
+    }
+
+    /// Lets every incident go, with what was still to be written, told or
+    /// checked: the plane no longer leads, the store holds the one copy and
+    /// the next takeover reads it from there. The signals stay.
+    pub fn let_go(&mut self) {
+        self.open.clear();
+        self.closed.clear();
+        self.verify.clear();
+        self.dirty.clear();
+        self.notices.clear();
+        self.checks.clear();
+    }
+
     /// Remembers an id that exists in the store, so a new one never reuses it.
     pub fn know_id(&mut self, id: &str) {
         self.ids.insert(id.to_string());
