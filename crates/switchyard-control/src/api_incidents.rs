@@ -135,6 +135,23 @@ fn changed_meanwhile(id: &str, how: &str) -> Response {
     )
 }
 
+/// Writes back what the tracker changed; a 409 when the store's copy of
+/// `id` had changed meanwhile, so the change made here was not kept.
+async fn write_held<S: Store>(api: &Api<S>, id: &str) -> Result<(), Response> {
+    let done = api
+        .incidents
+        .persist(&api.plane)
+        .await
+        .map_err(unavailable)?;
+    if done.superseded.iter().any(|x| x == id) {
+        return Err(changed_meanwhile(
+            id,
+            "was changed by another control plane meanwhile",
+        ));
+    }
+    Ok(())
+}
+
 /// Changes an incident where it lives: through the tracker when it holds
 /// it (so a later automatic update cannot overwrite the change), else on
 /// the store's copy by compare-and-set, made again on a fresh copy when
@@ -155,17 +172,7 @@ async fn change<S: Store>(
         }
     };
     if let Some(i) = held {
-        let done = api
-            .incidents
-            .persist(&api.plane)
-            .await
-            .map_err(unavailable)?;
-        if done.superseded.iter().any(|x| x == id) {
-            return Err(changed_meanwhile(
-                id,
-                "was changed by another control plane meanwhile",
-            ));
-        }
+        write_held(api, id).await?;
         return Ok(Json(i).into_response());
     }
     for _ in 0..CHANGE_TRIES {
@@ -262,10 +269,7 @@ async fn open<S: Store>(State(api): State<Api<S>>, headers: HeaderMap, raw: Body
         api.incidents
             .lock()
             .open_by_hand(&req.service, req.title.trim(), &who, sev, now_ms());
-    api.incidents
-        .persist(&api.plane)
-        .await
-        .map_err(unavailable)?;
+    write_held(&api, &id).await?;
     let code = if created {
         StatusCode::CREATED
     } else {
@@ -293,10 +297,7 @@ async fn set_status<S: Store>(
             .lock()
             .set_status(&id, to, &who, &req.note, now_ms());
         let i = r.map_err(refused)?;
-        api.incidents
-            .persist(&api.plane)
-            .await
-            .map_err(unavailable)?;
+        write_held(&api, &id).await?;
         return Ok(Json(i).into_response());
     }
     change(&api, &id, |i| i.set_status(to, now_ms(), &who, &req.note)).await
@@ -381,10 +382,7 @@ async fn ack<S: Store>(
         }
         i
     };
-    api.incidents
-        .persist(&api.plane)
-        .await
-        .map_err(unavailable)?;
+    write_held(&api, &id).await?;
     Ok(Json(i).into_response())
 }
 
