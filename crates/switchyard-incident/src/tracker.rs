@@ -1666,4 +1666,39 @@ mod tests {
         );
         assert!(TrackerConfig::default().validate("x").is_ok());
     }
+
+    #[test]
+    fn the_stores_copy_replaces_the_held_one_and_a_plane_that_lets_go_holds_nothing() {
+        let mut w = world(cfg());
+        let (id, _) = w.t.open_by_hand("svc", "slow checkout", "ann", None, 1_000);
+        let mut stored = w.t.open_for("svc").unwrap().clone();
+        stored
+            .set_status(Status::Resolved, 2_000, "bob", "fixed elsewhere")
+            .unwrap();
+        // A change made here and not yet written...
+        w.t.get_mut(&id).unwrap().title = "changed here".into();
+        // ...gives way to the store's copy: resolved, nothing left to write.
+        w.t.replace(stored.clone());
+        assert!(w.t.open_for("svc").is_none(), "resolved in the store");
+        assert!(w.t.holds(&id), "kept among the recently resolved");
+        assert!(
+            w.t.take_dirty().is_empty(),
+            "the change made here is dropped"
+        );
+        assert_eq!(w.t.get_mut(&id).unwrap().title, "slow checkout");
+        // An open store copy goes back among the open ones.
+        let mut reopened = stored;
+        reopened.status = Status::Investigating;
+        w.t.replace(reopened);
+        assert_eq!(w.t.open_for("svc").map(|i| i.id.clone()), Some(id.clone()));
+        // Letting go: nothing held, nothing to write or tell; ids stay known.
+        w.t.get_mut(&id).unwrap();
+        w.t.let_go();
+        assert!(!w.t.holds(&id));
+        assert!(w.t.take_dirty().is_empty());
+        assert!(w.t.take_notices().is_empty());
+        let (again, created) = w.t.open_by_hand("svc", "slow again", "ann", None, 1_000);
+        assert!(created);
+        assert_ne!(again, id, "an id in the store is never reused");
+    }
 }
