@@ -27,7 +27,7 @@ use crate::plane::now_ms;
 use crate::respond::{
     authorize, body, error, invalid, read_body, unavailable, within_limits, Answer, Api,
 };
-use crate::store::Store;
+use crate::store::{Fence, Store, StoreError};
 
 pub fn routes<S: Store + 'static>() -> Router<Api<S>> {
     Router::new()
@@ -53,8 +53,14 @@ fn refused(reason: String) -> Response {
     error(StatusCode::CONFLICT, "invalid_transition", vec![reason])
 }
 
+/// Whether this plane tracks incidents now. Only then can its tracker hold
+/// a copy newer than the store's; otherwise the store's copy is the one.
+fn acting<S: Store>(api: &Api<S>) -> bool {
+    api.plane.leadership.acting(now_ms())
+}
+
 /// Every incident: the store's, with the tracker's newer copies of the
-/// ones it holds.
+/// ones it holds while this plane acts.
 async fn all<S: Store>(api: &Api<S>) -> Result<Vec<Incident>, Response> {
     let docs = api
         .plane
@@ -62,19 +68,21 @@ async fn all<S: Store>(api: &Api<S>) -> Result<Vec<Incident>, Response> {
         .list_docs(INCIDENT)
         .await
         .map_err(unavailable)?;
-    let t = api.incidents.lock();
     let mut out: Vec<Incident> = docs
         .into_iter()
         .filter_map(|(_, v)| serde_json::from_value::<Incident>(v).ok())
         .collect();
-    for i in out.iter_mut() {
-        if let Some(fresh) = t.open_incidents().find(|x| x.id == i.id) {
-            *i = fresh.clone();
+    if acting(api) {
+        let t = api.incidents.lock();
+        for i in out.iter_mut() {
+            if let Some(fresh) = t.open_incidents().find(|x| x.id == i.id) {
+                *i = fresh.clone();
+            }
         }
-    }
-    for i in t.open_incidents() {
-        if !out.iter().any(|x| x.id == i.id) {
-            out.push(i.clone());
+        for i in t.open_incidents() {
+            if !out.iter().any(|x| x.id == i.id) {
+                out.push(i.clone());
+            }
         }
     }
     out.sort_by_key(|i| i.created_ms);
@@ -82,70 +90,110 @@ async fn all<S: Store>(api: &Api<S>) -> Result<Vec<Incident>, Response> {
 }
 
 async fn one<S: Store>(api: &Api<S>, id: &str) -> Result<Incident, Response> {
-    if let Some(i) = api.incidents.lock().open_incidents().find(|i| i.id == id) {
-        return Ok(i.clone());
+    if acting(api) {
+        if let Some(i) = api.incidents.lock().open_incidents().find(|i| i.id == id) {
+            return Ok(i.clone());
+        }
     }
+    Ok(stored(api, id).await?.1)
+}
+
+/// The store's copy of an incident, with its revision.
+async fn stored<S: Store>(api: &Api<S>, id: &str) -> Result<(u64, Incident), Response> {
     match api
         .plane
         .store()
-        .get_doc(INCIDENT, id)
+        .get_doc_rev(INCIDENT, id)
         .await
         .map_err(unavailable)?
     {
-        Some(v) => serde_json::from_value(v).map_err(|e| {
-            error(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "corrupt",
-                vec![format!("incident {id}: {e}")],
-            )
-        }),
+        Some(d) => serde_json::from_value(d.body)
+            .map(|i| (d.rev, i))
+            .map_err(|e| {
+                error(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "corrupt",
+                    vec![format!("incident {id}: {e}")],
+                )
+            }),
         None => Err(not_found(id)),
     }
 }
 
+/// How many times a change to an incident the tracker does not hold is
+/// made again on a fresh copy when another write got there first.
+const CHANGE_TRIES: usize = 3;
+
+/// The change was not written: the store's copy changed meanwhile.
+fn changed_meanwhile(id: &str, how: &str) -> Response {
+    error(
+        StatusCode::CONFLICT,
+        "conflict",
+        vec![format!(
+            "incident {id} {how}; this change was not made: read the incident again and retry"
+        )],
+    )
+}
+
+/// Writes back what the tracker changed; a 409 when the store's copy of
+/// `id` had changed meanwhile, so the change made here was not kept.
+async fn write_held<S: Store>(api: &Api<S>, id: &str) -> Result<(), Response> {
+    let done = api
+        .incidents
+        .persist(&api.plane)
+        .await
+        .map_err(unavailable)?;
+    if done.superseded.iter().any(|x| x == id) {
+        return Err(changed_meanwhile(
+            id,
+            "was changed by another control plane meanwhile",
+        ));
+    }
+    Ok(())
+}
+
 /// Changes an incident where it lives: through the tracker when it holds
-/// it (so a later automatic update cannot overwrite the change), else in
-/// the store. Answers with the changed incident.
+/// it (so a later automatic update cannot overwrite the change), else on
+/// the store's copy by compare-and-set, made again on a fresh copy when
+/// another write got there first. Answers with the changed incident.
 async fn change<S: Store>(
     api: &Api<S>,
     id: &str,
-    edit: impl FnOnce(&mut Incident) -> Result<(), String>,
+    edit: impl Fn(&mut Incident) -> Result<(), String>,
 ) -> Answer {
-    let mut edit = Some(edit);
     let held = {
         let mut t = api.incidents.lock();
         match t.get_mut(id) {
             Some(i) => {
-                (edit.take().expect("unused"))(i).map_err(refused)?;
+                edit(i).map_err(refused)?;
                 Some(i.clone())
             }
             None => None,
         }
     };
-    let changed = match held {
-        Some(i) => {
-            api.incidents
-                .persist(api.plane.store())
-                .await
-                .map_err(unavailable)?;
-            i
+    if let Some(i) = held {
+        write_held(api, id).await?;
+        return Ok(Json(i).into_response());
+    }
+    for _ in 0..CHANGE_TRIES {
+        let (rev, mut i) = stored(api, id).await?;
+        edit(&mut i).map_err(refused)?;
+        let body = serde_json::to_value(&i).expect("serializable");
+        match api
+            .plane
+            .store()
+            .put_doc_if(INCIDENT, id, &body, Some(rev), Fence::Leader)
+            .await
+        {
+            Ok(_) => return Ok(Json(i).into_response()),
+            Err(StoreError::DocConflict { .. }) => continue,
+            Err(e) => return Err(unavailable(e)),
         }
-        None => {
-            let mut i = one(api, id).await?;
-            (edit.take().expect("unused"))(&mut i).map_err(refused)?;
-            api.plane
-                .store()
-                .put_doc(
-                    INCIDENT,
-                    id,
-                    &serde_json::to_value(&i).expect("serializable"),
-                )
-                .await
-                .map_err(unavailable)?;
-            i
-        }
-    };
-    Ok(Json(changed).into_response())
+    }
+    Err(changed_meanwhile(
+        id,
+        &format!("kept changing while this change was made ({CHANGE_TRIES} tries)"),
+    ))
 }
 
 fn summary(i: &Incident) -> IncidentSummary {
@@ -221,10 +269,7 @@ async fn open<S: Store>(State(api): State<Api<S>>, headers: HeaderMap, raw: Body
         api.incidents
             .lock()
             .open_by_hand(&req.service, req.title.trim(), &who, sev, now_ms());
-    api.incidents
-        .persist(api.plane.store())
-        .await
-        .map_err(unavailable)?;
+    write_held(&api, &id).await?;
     let code = if created {
         StatusCode::CREATED
     } else {
@@ -252,10 +297,7 @@ async fn set_status<S: Store>(
             .lock()
             .set_status(&id, to, &who, &req.note, now_ms());
         let i = r.map_err(refused)?;
-        api.incidents
-            .persist(api.plane.store())
-            .await
-            .map_err(unavailable)?;
+        write_held(&api, &id).await?;
         return Ok(Json(i).into_response());
     }
     change(&api, &id, |i| i.set_status(to, now_ms(), &who, &req.note)).await
@@ -340,10 +382,7 @@ async fn ack<S: Store>(
         }
         i
     };
-    api.incidents
-        .persist(api.plane.store())
-        .await
-        .map_err(unavailable)?;
+    write_held(&api, &id).await?;
     Ok(Json(i).into_response())
 }
 
@@ -554,12 +593,35 @@ async fn remove_silence<S: Store>(
     Ok(Json(Removed { removed: id }).into_response())
 }
 
+/// The open incidents reads show, by service: `None` while this plane
+/// acts (its tracker holds them), else the store's.
+async fn stored_open<S: Store>(api: &Api<S>) -> Result<Option<Vec<Incident>>, Response> {
+    if acting(api) {
+        return Ok(None);
+    }
+    Ok(Some(
+        all(api)
+            .await?
+            .into_iter()
+            .filter(|i| i.status != Status::Resolved)
+            .collect(),
+    ))
+}
+
 /// The documented status of a service (docs/incidents.md).
-fn service_status<S: Store>(api: &Api<S>, service: &str, now: u64) -> ServiceFeed {
+fn service_status<S: Store>(
+    api: &Api<S>,
+    service: &str,
+    now: u64,
+    stored: Option<&[Incident]>,
+) -> ServiceFeed {
     let t = api.incidents.lock();
     let (q, f, p99) = t.recent(service, now);
     let err = if q == 0 { 0.0 } else { f as f64 / q as f64 };
-    let inc = t.open_for(service);
+    let inc = match stored {
+        Some(open) => open.iter().find(|i| i.service == service),
+        None => t.open_for(service),
+    };
     let active = inc.filter(|i| i.status < Status::Monitoring);
     let status = if err >= 0.25 || active.is_some_and(|i| i.severity == Severity::Sev1) {
         ServiceHealth::MajorOutage
@@ -595,13 +657,14 @@ fn service_status<S: Store>(api: &Api<S>, service: &str, now: u64) -> ServiceFee
 }
 
 async fn feed<S: Store>(State(api): State<Api<S>>) -> Answer {
+    let stored = stored_open(&api).await?;
     let now = now_ms();
     let services: Vec<_> = api
         .plane
         .config
         .services
         .iter()
-        .map(|s| service_status(&api, &s.name, now))
+        .map(|s| service_status(&api, &s.name, now, stored.as_deref()))
         .collect();
     Ok(Json(StatusFeed { services }).into_response())
 }
@@ -614,5 +677,6 @@ async fn feed_one<S: Store>(State(api): State<Api<S>>, Path(service): Path<Strin
             vec![format!("unknown service {service:?}")],
         ));
     }
-    Ok(Json(service_status(&api, &service, now_ms())).into_response())
+    let stored = stored_open(&api).await?;
+    Ok(Json(service_status(&api, &service, now_ms(), stored.as_deref())).into_response())
 }

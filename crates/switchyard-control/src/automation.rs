@@ -71,6 +71,12 @@ pub async fn run<S: Store + 'static>(
         if acting && !was_acting {
             take_over(&plane, &incidents, &engine, now).await;
         }
+        if was_acting && !acting {
+            // Its copies would go stale under the next leader's writes.
+            incidents.step_down();
+            plane.metrics.open_incidents.set(0);
+            tracing::warn!("stopped acting: incidents are read from the store until elected again");
+        }
         was_acting = acting;
         while let Ok(s) = rx.try_recv() {
             engine.ingest(&s);
@@ -164,7 +170,7 @@ pub async fn run<S: Store + 'static>(
             for j in checks.into_iter().filter(|j| j.actor.is_playbook()) {
                 let _ = plane.record(verification(j)).await;
             }
-            if let Err(e) = incidents.persist(plane.store()).await {
+            if let Err(e) = incidents.persist(&plane).await {
                 tracing::warn!(error = %e, "cannot store incidents; kept in memory and retried");
             }
         }

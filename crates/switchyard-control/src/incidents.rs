@@ -4,6 +4,13 @@
 //! and delivered with every attempt written into the incident's timeline;
 //! firing incidents are re-sent to Alertmanager receivers so it does not
 //! resolve them on its own.
+//!
+//! The store holds the one shared copy of every incident; the leader's
+//! tracker works on copies and writes them back by compare-and-set on the
+//! revision it read, fenced to the leadership (`Store::put_doc_if` with
+//! `Fence::Leader`). When the store's copy changed meanwhile it wins over
+//! the tracker's; a plane that no longer leads writes nothing and lets its
+//! copies go.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -14,7 +21,7 @@ use switchyard_model::{AuditKind, Config};
 use switchyard_notify::{Grouper, NotifyConfig, Resender, Silence};
 
 use crate::plane::ControlPlane;
-use crate::store::{Store, StoreError};
+use crate::store::{DocRev, Fence, Store, StoreError};
 
 pub const INCIDENT: &str = "incident";
 pub const SILENCE: &str = "silence";
@@ -24,6 +31,22 @@ pub struct Incidents {
     pub notify: NotifyConfig,
     grouper: Mutex<Grouper>,
     resender: Mutex<Resender>,
+    /// The store revision of each incident as last read or written here:
+    /// what the next write of it expects to find.
+    revs: Mutex<BTreeMap<String, u64>>,
+    /// One write-back at a time: two at once would each expect the same
+    /// revision and the second would take its own plane's write for
+    /// another's.
+    writing: tokio::sync::Mutex<()>,
+}
+
+/// What one write-back did.
+#[derive(Debug, Default)]
+pub struct Persisted {
+    pub written: usize,
+    /// Incidents whose store copy had changed meanwhile: that copy replaced
+    /// the one held here, and the change made here was not written.
+    pub superseded: Vec<String>,
 }
 
 /// What people are told about an incident at one moment; `urgent` pages
@@ -103,20 +126,31 @@ impl Incidents {
             notify,
             grouper: Mutex::new(grouper),
             resender: Mutex::new(Resender::new()),
+            revs: Mutex::new(BTreeMap::new()),
+            writing: tokio::sync::Mutex::new(()),
         }
+    }
+
+    fn revs(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, u64>> {
+        self.revs.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     pub fn lock(&self) -> std::sync::MutexGuard<'_, Tracker> {
         self.tracker.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Takes back what the store holds after a (re)start.
+    /// Takes back what the store holds after a (re)start or at a takeover.
     pub async fn restore<S: Store>(&self, store: &S) -> Result<usize, StoreError> {
-        let docs = store.list_docs(INCIDENT).await?;
+        let _writing = self.writing.lock().await;
+        let docs = store.list_docs_rev(INCIDENT).await?;
         let mut all = Vec::new();
-        for (id, v) in docs {
-            match serde_json::from_value::<Incident>(v) {
-                Ok(i) => all.push(i),
+        let mut revs = BTreeMap::new();
+        for (id, d) in docs {
+            match serde_json::from_value::<Incident>(d.body) {
+                Ok(i) => {
+                    revs.insert(i.id.clone(), d.rev);
+                    all.push(i);
+                }
                 Err(e) => {
                     tracing::warn!(%id, error = %e, "unreadable incident in the store, skipped")
                 }
@@ -128,24 +162,95 @@ impl Incidents {
             t.know_id(&i.id);
         }
         t.restore(all);
+        *self.revs() = revs;
         Ok(open)
     }
 
-    /// Writes every changed incident; returns how many.
-    pub async fn persist<S: Store>(&self, store: &S) -> Result<usize, StoreError> {
+    /// Writes every changed incident back, each only over the revision it
+    /// was read at and only while this plane leads. A copy changed in the
+    /// store meanwhile replaces the one held (and is counted); once the
+    /// store says this plane no longer leads, nothing more is written and
+    /// nothing stays to be written.
+    pub async fn persist<S: Store>(
+        &self,
+        plane: &ControlPlane<S>,
+    ) -> Result<Persisted, StoreError> {
+        let _writing = self.writing.lock().await;
+        let store = plane.store();
         let dirty = self.lock().take_dirty();
+        let mut out = Persisted::default();
         for (n, i) in dirty.iter().enumerate() {
             let body = serde_json::to_value(i).expect("serializable");
-            if let Err(e) = store.put_doc(INCIDENT, &i.id, &body).await {
-                // Not written: try these again next time.
-                let mut t = self.lock();
-                for i in &dirty[n..] {
-                    t.mark_dirty(&i.id);
+            let expected = self.revs().get(&i.id).copied();
+            let failed = match store
+                .put_doc_if(INCIDENT, &i.id, &body, expected, Fence::Leader)
+                .await
+            {
+                Ok(rev) => {
+                    self.revs().insert(i.id.clone(), rev);
+                    out.written += 1;
+                    continue;
                 }
-                return Err(e);
+                Err(StoreError::DocConflict { found, .. }) => {
+                    tracing::warn!(
+                        incident = %i.id, ?expected, ?found,
+                        "the incident changed in the store meanwhile: the store's copy replaces this plane's"
+                    );
+                    plane.metrics.incident_conflicts.inc();
+                    match store.get_doc_rev(INCIDENT, &i.id).await {
+                        Ok(stored) => {
+                            self.take_stored(&i.id, stored);
+                            out.superseded.push(i.id.clone());
+                            continue;
+                        }
+                        Err(e) => e,
+                    }
+                }
+                Err(e @ StoreError::NotLeader(_)) => {
+                    tracing::warn!(error = %e, dropped = dirty.len() - n, "no longer the leader: incident changes not written");
+                    return Err(e);
+                }
+                Err(e) => e,
+            };
+            // Not written: try these again next time.
+            let mut t = self.lock();
+            for i in &dirty[n..] {
+                t.mark_dirty(&i.id);
+            }
+            return Err(failed);
+        }
+        Ok(out)
+    }
+
+    /// The store's copy of `id` (`None`: gone) in place of the one held.
+    fn take_stored(&self, id: &str, stored: Option<DocRev>) {
+        let parsed = stored.map(|d| (d.rev, serde_json::from_value::<Incident>(d.body)));
+        match parsed {
+            Some((rev, Ok(i))) => {
+                self.revs().insert(id.to_string(), rev);
+                self.lock().replace(i);
+            }
+            Some((_, Err(e))) => {
+                tracing::warn!(incident = %id, error = %e, "unreadable incident in the store: no longer tracked");
+                self.revs().remove(id);
+                self.lock().forget(id);
+            }
+            None => {
+                self.revs().remove(id);
+                self.lock().forget(id);
             }
         }
-        Ok(dirty.len())
+    }
+
+    /// This plane stopped acting: its copies of the incidents, what was
+    /// still to be written, told or re-sent go; reads come from the store
+    /// and the next takeover restores from it.
+    pub fn step_down(&self) {
+        self.lock().let_go();
+        self.revs().clear();
+        *self.grouper.lock().unwrap_or_else(|e| e.into_inner()) =
+            Grouper::with_interval(self.notify.group_wait_ms, self.notify.group_interval_ms);
+        *self.resender() = Resender::new();
     }
 
     pub async fn silences<S: Store>(&self, store: &S) -> Vec<Silence> {
@@ -207,7 +312,11 @@ pub async fn follow_changes<S: Store + 'static>(
             Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
         };
         let e = &ev.entry;
-        if e.kind != AuditKind::Change || ev.services.is_empty() {
+        // Only the leader tracks incidents (and may write them).
+        if e.kind != AuditKind::Change
+            || ev.services.is_empty()
+            || !plane.leadership.acting(crate::plane::now_ms())
+        {
             continue;
         }
         {
@@ -216,7 +325,7 @@ pub async fn follow_changes<S: Store + 'static>(
                 t.on_change(svc, e);
             }
         }
-        if let Err(err) = incidents.persist(plane.store()).await {
+        if let Err(err) = incidents.persist(&plane).await {
             tracing::warn!(error = %err, "cannot store the incidents' timelines");
         }
     }
@@ -322,7 +431,7 @@ async fn send<S: Store + 'static>(
     for d in deliveries.iter().filter(|d| !d.delivered) {
         tracing::warn!(incident = %id, receiver = %d.receiver, attempts = d.attempts.len(), "notification not delivered");
     }
-    if let Err(e) = incidents.persist(plane.store()).await {
+    if let Err(e) = incidents.persist(plane).await {
         tracing::warn!(error = %e, "cannot store the incident's delivery attempts");
     }
 }

@@ -37,6 +37,9 @@ pub struct Metrics {
     pub notifications: Family<NotifyLabels, Counter>,
     /// 1 while this plane is the elected one that acts, 0 otherwise.
     pub leader: Gauge,
+    /// Incident writes refused because the store's copy had changed since
+    /// this plane read it (the store's copy was taken instead).
+    pub incident_conflicts: Counter,
 }
 
 impl Metrics {
@@ -50,6 +53,12 @@ impl Metrics {
         let open_incidents = Gauge::default();
         let notifications = Family::<NotifyLabels, Counter>::default();
         let leader = Gauge::default();
+        let incident_conflicts = Counter::default();
+        registry.register(
+            "incident_conflicts",
+            "Incident writes refused because another control plane had changed the stored copy; the stored copy replaced this plane's",
+            incident_conflicts.clone(),
+        );
         registry.register(
             "leader",
             "1 while this control plane is the elected leader that runs playbooks, incidents and notifications",
@@ -96,6 +105,7 @@ impl Metrics {
             open_incidents,
             notifications,
             leader,
+            incident_conflicts,
         }
     }
 

@@ -77,6 +77,22 @@ pub fn unavailable(e: StoreError) -> Response {
                     .into(),
             ],
         ),
+        StoreError::NotLeader(_) => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not_leader",
+            vec![
+                e.to_string(),
+                "nothing was changed: send it again, it goes to the new leader".into(),
+            ],
+        ),
+        StoreError::DocConflict { .. } => error(
+            StatusCode::CONFLICT,
+            "conflict",
+            vec![
+                e.to_string(),
+                "nothing was changed: read it again and retry".into(),
+            ],
+        ),
         e => error(
             StatusCode::SERVICE_UNAVAILABLE,
             "store_unavailable",

@@ -37,6 +37,50 @@ pub enum StoreError {
     /// A restore goes only into an empty store; this names what is there.
     #[error("the store is not empty ({0}); a restore goes only into an empty store")]
     NotEmpty(String),
+    /// A document changed since it was read (`None`: absent): someone else
+    /// wrote it first, and nothing was written.
+    #[error("{kind}/{id} changed meanwhile: expected {}, found {}", rev_text(*expected), rev_text(*found))]
+    DocConflict {
+        kind: String,
+        id: String,
+        expected: Option<u64>,
+        found: Option<u64>,
+    },
+    /// A write fenced to the leader came from a plane that no longer holds
+    /// the leadership in the store (its lease expired or was revoked while
+    /// it stalled); nothing was written.
+    #[error("this control plane no longer leads: the store refused its write of {0}")]
+    NotLeader(String),
+}
+
+fn rev_text(rev: Option<u64>) -> String {
+    match rev {
+        Some(r) => format!("revision {r}"),
+        None => "no document".into(),
+    }
+}
+
+/// A document's body with the revision it was stored under: what
+/// [`Store::put_doc_if`] compares against. Revisions of one document only
+/// grow; nothing else about them is promised (etcd's are global).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DocRev {
+    pub rev: u64,
+    pub body: serde_json::Value,
+}
+
+/// Whether a conditional write must also come from the elected leader.
+/// Incidents have one writer, the leader; a plane that stalled past its
+/// lease must not overwrite what the next leader wrote meanwhile.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fence {
+    /// Only the document's revision is compared.
+    None,
+    /// The write also needs this store handle's campaign to still hold the
+    /// leadership, checked in the same atomic step as the write (else
+    /// [`StoreError::NotLeader`]). A store only one plane can use (a local
+    /// file) always leads.
+    Leader,
 }
 
 /// One document as stored: `kind`/`id` and its body.
@@ -108,7 +152,10 @@ impl StoreError {
     pub fn retryable(&self) -> bool {
         matches!(
             self,
-            StoreError::Conflict { .. } | StoreError::Unavailable(_) | StoreError::Unknown(_)
+            StoreError::Conflict { .. }
+                | StoreError::DocConflict { .. }
+                | StoreError::Unavailable(_)
+                | StoreError::Unknown(_)
         )
     }
 }
@@ -181,16 +228,51 @@ pub trait Store: Send + Sync {
         id: &str,
         body: &serde_json::Value,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// A document with its revision.
+    fn get_doc_rev(
+        &self,
+        kind: &str,
+        id: &str,
+    ) -> impl Future<Output = Result<Option<DocRev>, StoreError>> + Send;
+    /// Every document of `kind` with its revision, ordered by id.
+    fn list_docs_rev(
+        &self,
+        kind: &str,
+    ) -> impl Future<Output = Result<Vec<(String, DocRev)>, StoreError>> + Send;
+    /// Puts `body` as `kind`/`id` only if the stored revision is still
+    /// `expected` (`None`: only if no document is there) and, with
+    /// [`Fence::Leader`], only while this plane leads, in one atomic step.
+    /// Returns the new revision; else [`StoreError::DocConflict`] with the
+    /// revision found, or [`StoreError::NotLeader`], and nothing changes.
+    fn put_doc_if(
+        &self,
+        kind: &str,
+        id: &str,
+        body: &serde_json::Value,
+        expected: Option<u64>,
+        fence: Fence,
+    ) -> impl Future<Output = Result<u64, StoreError>> + Send;
     fn get_doc(
         &self,
         kind: &str,
         id: &str,
-    ) -> impl Future<Output = Result<Option<serde_json::Value>, StoreError>> + Send;
+    ) -> impl Future<Output = Result<Option<serde_json::Value>, StoreError>> + Send {
+        async move { Ok(self.get_doc_rev(kind, id).await?.map(|d| d.body)) }
+    }
     /// Every document of `kind`, ordered by id.
     fn list_docs(
         &self,
         kind: &str,
-    ) -> impl Future<Output = Result<Vec<(String, serde_json::Value)>, StoreError>> + Send;
+    ) -> impl Future<Output = Result<Vec<(String, serde_json::Value)>, StoreError>> + Send {
+        async move {
+            Ok(self
+                .list_docs_rev(kind)
+                .await?
+                .into_iter()
+                .map(|(id, d)| (id, d.body))
+                .collect())
+        }
+    }
     /// Puts `body` as `kind`/`id` only if no document is there; returns the
     /// document as stored (the one already there, or `body`), so planes
     /// racing to create one all end up with the same.
@@ -368,6 +450,110 @@ pub mod conformance {
             ),
             other => panic!("expected a refusal, got {other:?}"),
         }
+
+        revisions(s).await;
+    }
+
+    /// Conditional puts: a write goes in only from the revision it was
+    /// read at, and a stale one changes nothing.
+    async fn revisions<S: Store>(s: &S) {
+        use serde_json::json;
+        let me = Candidate {
+            id: "conformance".into(),
+            url: "http://conformance.invalid".into(),
+        };
+        assert!(
+            s.campaign(&me, Duration::from_secs(30))
+                .await
+                .unwrap()
+                .leading,
+            "alone, the suite's store leads"
+        );
+        assert_eq!(s.get_doc_rev("incident", "c").await.unwrap(), None);
+        let r1 = s
+            .put_doc_if("incident", "c", &json!({"n": 1}), None, Fence::Leader)
+            .await
+            .unwrap();
+        assert_eq!(
+            s.get_doc_rev("incident", "c").await.unwrap(),
+            Some(DocRev {
+                rev: r1,
+                body: json!({"n": 1})
+            })
+        );
+        // Created once: a second creation is a conflict naming what is there.
+        match s
+            .put_doc_if("incident", "c", &json!({"n": 9}), None, Fence::None)
+            .await
+        {
+            Err(StoreError::DocConflict {
+                expected: None,
+                found: Some(found),
+                ..
+            }) => assert_eq!(found, r1),
+            other => panic!("expected a conflict, got {other:?}"),
+        }
+        let r2 = s
+            .put_doc_if("incident", "c", &json!({"n": 2}), Some(r1), Fence::Leader)
+            .await
+            .unwrap();
+        assert!(r2 > r1, "revisions grow: {r1} then {r2}");
+        match s
+            .put_doc_if("incident", "c", &json!({"n": 9}), Some(r1), Fence::None)
+            .await
+        {
+            Err(e @ StoreError::DocConflict { .. }) => {
+                assert!(e.retryable());
+                match e {
+                    StoreError::DocConflict {
+                        ref kind,
+                        ref id,
+                        expected,
+                        found,
+                    } => assert_eq!(
+                        (kind.as_str(), id.as_str(), expected, found),
+                        ("incident", "c", Some(r1), Some(r2))
+                    ),
+                    _ => unreachable!(),
+                }
+                assert!(e.to_string().contains("incident/c"), "{e}");
+            }
+            other => panic!("expected a conflict, got {other:?}"),
+        }
+        // An unconditional put moves the revision too, so a writer that
+        // read before it cannot overwrite it.
+        s.put_doc("incident", "c", &json!({"n": 3})).await.unwrap();
+        let r3 = s.get_doc_rev("incident", "c").await.unwrap().unwrap().rev;
+        assert!(r3 > r2, "revisions grow: {r2} then {r3}");
+        match s
+            .put_doc_if("incident", "c", &json!({"n": 9}), Some(r2), Fence::Leader)
+            .await
+        {
+            Err(StoreError::DocConflict { found, .. }) => assert_eq!(found, Some(r3)),
+            other => panic!("expected a conflict, got {other:?}"),
+        }
+        // A revision expected of a document that is not there.
+        match s
+            .put_doc_if("incident", "gone", &json!({"n": 9}), Some(r1), Fence::None)
+            .await
+        {
+            Err(StoreError::DocConflict {
+                expected: Some(_),
+                found: None,
+                ..
+            }) => {}
+            other => panic!("expected a conflict, got {other:?}"),
+        }
+        assert_eq!(s.get_doc("incident", "gone").await.unwrap(), None);
+        assert_eq!(
+            s.get_doc("incident", "c").await.unwrap(),
+            Some(json!({"n": 3}))
+        );
+        // A listing carries the same revisions as single reads.
+        let listed = s.list_docs_rev("incident").await.unwrap();
+        let c = listed.iter().find(|(id, _)| id == "c").map(|(_, d)| d.rev);
+        assert_eq!(c, Some(r3));
+        s.resign().await.unwrap();
     }
 
     /// A dump of `from` restored into the fresh `to` reads back the same,

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use switchyard_control::store::etcd::EtcdStore;
 use switchyard_control::store::sqlite::SqliteStore;
-use switchyard_control::store::{conformance, AuditEntry, Store, StoreError};
+use switchyard_control::store::{conformance, AuditEntry, Fence, Store, StoreError};
 use switchyard_model::Controls;
 use switchyard_testkit::etcd::{free_port, Etcd};
 
@@ -321,4 +321,134 @@ async fn a_write_sent_but_never_answered_is_an_unknown_outcome_not_unavailable()
         other => panic!("expected an unknown outcome, got {other:?}"),
     }
     held.abort();
+}
+
+/// A file made before documents had revisions opens with every document
+/// at revision 1, and conditional puts work on it from there.
+#[tokio::test]
+async fn sqlite_gives_documents_of_an_old_file_a_revision() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("old.db");
+    {
+        // The schema as it was before revisions.
+        let c = rusqlite::Connection::open(&path).unwrap();
+        c.execute_batch(
+            "CREATE TABLE controls (id INTEGER PRIMARY KEY CHECK (id = 1), version INTEGER NOT NULL, body TEXT NOT NULL);
+             CREATE TABLE audit (seq INTEGER PRIMARY KEY AUTOINCREMENT, body TEXT NOT NULL);
+             CREATE TABLE docs (kind TEXT NOT NULL, id TEXT NOT NULL, body TEXT NOT NULL, PRIMARY KEY (kind, id));
+             INSERT INTO docs (kind, id, body) VALUES ('incident', 'old', '{\"n\":1}');",
+        )
+        .unwrap();
+    }
+    let store = SqliteStore::open(&path).unwrap();
+    let got = store.get_doc_rev("incident", "old").await.unwrap().unwrap();
+    assert_eq!((got.rev, got.body), (1, serde_json::json!({"n": 1})));
+    let r = store
+        .put_doc_if(
+            "incident",
+            "old",
+            &serde_json::json!({"n": 2}),
+            Some(1),
+            Fence::Leader,
+        )
+        .await
+        .unwrap();
+    assert_eq!(r, 2);
+    drop(store);
+    // Opening it again migrates nothing twice and keeps the revisions.
+    let store = SqliteStore::open(&path).unwrap();
+    let got = store.get_doc_rev("incident", "old").await.unwrap().unwrap();
+    assert_eq!((got.rev, got.body), (2, serde_json::json!({"n": 2})));
+    match store
+        .put_doc_if(
+            "incident",
+            "old",
+            &serde_json::json!({"n": 9}),
+            Some(1),
+            Fence::None,
+        )
+        .await
+    {
+        Err(StoreError::DocConflict { found, .. }) => assert_eq!(found, Some(2)),
+        other => panic!("expected a conflict, got {other:?}"),
+    }
+}
+
+/// Two planes on one etcd: A leads and writes an incident, stalls past its
+/// lease, B takes over and resolves it. A's fenced writes are refused as
+/// NotLeader — even one made from the revision B wrote — and B's copy
+/// stays.
+#[tokio::test]
+async fn a_plane_that_lost_the_lead_writes_no_incident() {
+    use switchyard_control::store::Candidate;
+    let etcd = Etcd::start().await;
+    let (a, b) = (store_on(&etcd, "/fence/"), store_on(&etcd, "/fence/"));
+    let me = |id: &str| Candidate {
+        id: id.into(),
+        url: format!("http://{id}"),
+    };
+    let ttl = Duration::from_secs(2);
+    let open = serde_json::json!({"status": "open"});
+    let resolved = serde_json::json!({"status": "resolved"});
+    let stale = serde_json::json!({"status": "open", "by": "a"});
+    assert!(a.campaign(&me("a"), ttl).await.unwrap().leading);
+    let r1 = a
+        .put_doc_if("incident", "i-1", &open, None, Fence::Leader)
+        .await
+        .unwrap();
+    // B is not the leader yet: its fenced write is refused.
+    assert!(!b.campaign(&me("b"), ttl).await.unwrap().leading);
+    match b
+        .put_doc_if("incident", "i-1", &resolved, Some(r1), Fence::Leader)
+        .await
+    {
+        Err(StoreError::NotLeader(what)) => assert!(what.contains("incident/i-1"), "{what}"),
+        other => panic!("a follower's fenced write must be refused, got {other:?}"),
+    }
+    // A stalls: no renewal. B takes over once A's lease has expired.
+    let stalled = Instant::now();
+    while !b.campaign(&me("b"), ttl).await.unwrap().leading {
+        assert!(
+            stalled.elapsed() < Duration::from_secs(10),
+            "B never took over"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let read = b.get_doc_rev("incident", "i-1").await.unwrap().unwrap();
+    assert_eq!(read.rev, r1);
+    let r2 = b
+        .put_doc_if("incident", "i-1", &resolved, Some(r1), Fence::Leader)
+        .await
+        .unwrap();
+    // A wakes and writes what it held, from the revision it read and even
+    // from the one B wrote: refused, because A no longer leads.
+    for expected in [Some(r1), Some(r2), None] {
+        match a
+            .put_doc_if("incident", "i-1", &stale, expected, Fence::Leader)
+            .await
+        {
+            Err(e @ StoreError::NotLeader(_)) => {
+                assert!(!e.retryable(), "{e}");
+                assert!(e.to_string().contains("no longer leads"), "{e}");
+            }
+            other => panic!("the old leader's write must be refused, got {other:?}"),
+        }
+    }
+    // Campaigning again gets A a new lease, not the leadership.
+    assert!(!a.campaign(&me("a"), ttl).await.unwrap().leading);
+    assert!(matches!(
+        a.put_doc_if("incident", "i-1", &stale, Some(r2), Fence::Leader)
+            .await,
+        Err(StoreError::NotLeader(_))
+    ));
+    let kept = b.get_doc_rev("incident", "i-1").await.unwrap().unwrap();
+    assert_eq!((kept.rev, kept.body), (r2, resolved.clone()));
+    // A leader that resigned holds no lease: refused without asking etcd.
+    b.resign().await.unwrap();
+    assert!(matches!(
+        b.put_doc_if("incident", "i-1", &stale, Some(r2), Fence::Leader)
+            .await,
+        Err(StoreError::NotLeader(_))
+    ));
+    assert_eq!(a.get_doc("incident", "i-1").await.unwrap(), Some(resolved));
 }

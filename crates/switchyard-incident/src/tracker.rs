@@ -390,6 +390,48 @@ impl Tracker {
         self.restore_alarms();
     }
 
+    /// Puts the store's copy of one incident in place of the one held: the
+    /// store is the one shared copy, and another plane changed it since
+    /// this one read it. What was held and not yet written is dropped.
+    pub fn replace(&mut self, i: Incident) {
+        self.forget(&i.id);
+        self.ids.insert(i.id.clone());
+        self.announced.insert(i.id.clone());
+        if i.status == Status::Resolved {
+            self.closed.push(i);
+            self.closed.sort_by_key(resolved_at);
+            if self.closed.len() > KEEP_CLOSED {
+                self.closed.remove(0);
+            }
+        } else if !self.open.contains_key(&i.service) {
+            self.open.insert(i.service.clone(), i);
+        }
+        // Else another incident of the service is open here: the store
+        // keeps this one, reads show it from there.
+    }
+
+    /// Stops holding an incident (gone from the store): its pending writes
+    /// and checks with it.
+    pub fn forget(&mut self, id: &str) {
+        self.open.retain(|_, x| x.id != id);
+        self.closed.retain(|x| x.id != id);
+        self.dirty.remove(id);
+        self.verify.remove(id);
+    }
+
+    /// Lets every incident go, with what was still to be written, told or
+    /// checked: the plane no longer leads, the store holds the one copy and
+    /// the next takeover reads it from there. The signals stay.
+    pub fn let_go(&mut self) {
+        self.open.clear();
+        self.closed.clear();
+        self.verify.clear();
+        self.dirty.clear();
+        self.notices.clear();
+        self.checks.clear();
+        self.alarms.clear();
+    }
+
     /// Remembers an id that exists in the store, so a new one never reuses it.
     pub fn know_id(&mut self, id: &str) {
         self.ids.insert(id.to_string());
@@ -1798,5 +1840,40 @@ mod tests {
         assert!(i.alarms[0].end_ms.is_some(), "{:?}", i.alarms);
         next.run_until(100_000);
         assert!(next.t.open_for("svc").is_none(), "and resolved");
+    }
+
+    #[test]
+    fn the_stores_copy_replaces_the_held_one_and_a_plane_that_lets_go_holds_nothing() {
+        let mut w = world(cfg());
+        let (id, _) = w.t.open_by_hand("svc", "slow checkout", "ann", None, 1_000);
+        let mut stored = w.t.open_for("svc").unwrap().clone();
+        stored
+            .set_status(Status::Resolved, 2_000, "bob", "fixed elsewhere")
+            .unwrap();
+        // A change made here and not yet written...
+        w.t.get_mut(&id).unwrap().title = "changed here".into();
+        // ...gives way to the store's copy: resolved, nothing left to write.
+        w.t.replace(stored.clone());
+        assert!(w.t.open_for("svc").is_none(), "resolved in the store");
+        assert!(w.t.holds(&id), "kept among the recently resolved");
+        assert!(
+            w.t.take_dirty().is_empty(),
+            "the change made here is dropped"
+        );
+        assert_eq!(w.t.get_mut(&id).unwrap().title, "slow checkout");
+        // An open store copy goes back among the open ones.
+        let mut reopened = stored;
+        reopened.status = Status::Investigating;
+        w.t.replace(reopened);
+        assert_eq!(w.t.open_for("svc").map(|i| i.id.clone()), Some(id.clone()));
+        // Letting go: nothing held, nothing to write or tell; ids stay known.
+        w.t.get_mut(&id).unwrap();
+        w.t.let_go();
+        assert!(!w.t.holds(&id));
+        assert!(w.t.take_dirty().is_empty());
+        assert!(w.t.take_notices().is_empty());
+        let (again, created) = w.t.open_by_hand("svc", "slow again", "ann", None, 1_000);
+        assert!(created);
+        assert_ne!(again, id, "an id in the store is never reused");
     }
 }

@@ -76,6 +76,16 @@ impl ControlProcess {
         self.process.restart().await;
     }
 
+    /// SIGSTOP: frozen mid-flight (a GC pause, a stalled VM), sockets open.
+    pub fn pause(&self) {
+        self.process.pause();
+    }
+
+    /// SIGCONT: wakes a paused plane where it stopped.
+    pub fn resume(&self) {
+        self.process.resume();
+    }
+
     /// SIGTERM and the exit status within `within` (`None`: it hung).
     pub async fn terminate(
         &mut self,

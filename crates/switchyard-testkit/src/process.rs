@@ -167,6 +167,28 @@ impl ChildProcess {
         }
     }
 
+    /// SIGSTOP: the process stays, frozen, holding its sockets and its
+    /// memory, as in a long GC pause or a stalled VM; `resume` wakes it.
+    pub fn pause(&self) {
+        self.signal("-STOP");
+    }
+
+    /// SIGCONT after [`ChildProcess::pause`].
+    pub fn resume(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, sig: &str) {
+        let pid = self
+            .pid()
+            .unwrap_or_else(|| panic!("{} is not running", self.what));
+        let ok = Command::new("kill")
+            .args([sig, &pid.to_string()])
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "kill {sig} {pid} ({}) failed", self.what);
+    }
+
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(|c| c.id())
     }

@@ -3,13 +3,18 @@
 //! acts — one shift, one incident, each notification once — another takes
 //! over within the lease when the leader is killed, losing one etcd member
 //! changes nothing, and without quorum no plane acts while the edges serve
-//! unchanged and writes are refused at once.
+//! unchanged and writes are refused at once. A leader that stalls past
+//! its lease (SIGSTOP) wakes up a follower: it answers with the incident as
+//! the new leader left it in the store and writes nothing back.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use http::Method;
-use switchyard_api::{Client, ClientError, IncidentQuery, OpRequest};
+use switchyard_api::{Client, ClientError, IncidentQuery, OpRequest, OpenIncident, StatusChange};
+use switchyard_control::backup::ETCD_PREFIX;
+use switchyard_control::store::etcd::EtcdStore;
+use switchyard_control::store::Store;
 use switchyard_model::incident::Status;
 use switchyard_model::{AuditKind, Op};
 use switchyard_testkit::etcd::Etcd;
@@ -245,4 +250,123 @@ async fn three_planes_on_three_etcd_members_act_once_and_outlive_their_leader_an
     )
     .await;
     traffic.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_leader_that_stalled_past_its_lease_wakes_with_the_new_leaders_incidents() {
+    let etcd = Etcd::start().await;
+    // Its own topology: another 127.x octet than the test above.
+    let lab = Topology::new(BIN, &[("r1", &["a"])])
+        .with_control_planes(&[8])
+        .etcd_store(&etcd.endpoint);
+    let procs = [
+        lab.start_control().await,
+        lab.start_another_control(8).await,
+    ];
+    let planes: Vec<Option<Client>> = procs
+        .iter()
+        .map(|p| Some(p.api(Some("operate-token"))))
+        .collect();
+    let old = one_leader(&planes, Duration::from_secs(15)).await;
+    let new = 1 - old;
+    let (old_api, new_api) = (planes[old].clone().unwrap(), planes[new].clone().unwrap());
+    let id = old_api
+        .open_incident(&OpenIncident {
+            service: "svc".into(),
+            title: "checkout fails for some users".into(),
+            severity: None,
+        })
+        .await
+        .unwrap()
+        .id;
+    assert_ne!(
+        old_api.incident(&id).await.unwrap().status,
+        Status::Resolved
+    );
+
+    // The leader freezes (a GC pause, a stalled VM) past its 6 s lease.
+    procs[old].pause();
+    let paused = Instant::now();
+    eventually(
+        "the other plane takes over",
+        Duration::from_secs(15),
+        || async {
+            let acting = new_api.leader().await.is_ok_and(|l| l.acting);
+            acting.then_some(()).ok_or("not acting yet".to_string())
+        },
+    )
+    .await;
+    eprintln!("takeover after the leader froze: {:?}", paused.elapsed());
+    let resolved = new_api
+        .set_status(
+            &id,
+            &StatusChange {
+                status: "resolved".into(),
+                note: "fixed while the old leader was frozen".into(),
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(resolved.status, Status::Resolved);
+    procs[old].resume();
+
+    // Awake, it no longer acts and answers from the store, not from the
+    // open copy it held when it froze.
+    let seen = old_api.incident(&id).await.unwrap();
+    assert_eq!(seen.status, Status::Resolved, "{seen:?}");
+    let listed = old_api.incidents(&IncidentQuery::default()).await.unwrap();
+    assert!(
+        listed
+            .incidents
+            .iter()
+            .all(|i| i.id != id || i.status == Status::Resolved),
+        "{listed:?}"
+    );
+    let feed = old_api.service_feed("svc").await.unwrap();
+    assert_eq!(feed.incident, None, "no open incident: {feed:?}");
+    assert!(!old_api.leader().await.unwrap().acting);
+
+    // Nothing it held was written back over the new leader's copy.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(acting(&planes).await, vec![new]);
+    for api in [&old_api, &new_api] {
+        let i = api.incident(&id).await.unwrap();
+        assert_eq!(i.status, Status::Resolved, "{i:?}");
+    }
+
+    // The store's copy changes behind the new leader's back (another
+    // writer): the leader's next write of the copy it holds is refused,
+    // the store's copy replaces it, and the conflict is counted.
+    let store = EtcdStore::new(vec![etcd.endpoint.clone()], ETCD_PREFIX);
+    let mut edited = store.get_doc("incident", &id).await.unwrap().unwrap();
+    edited["title"] = "edited elsewhere".into();
+    store.put_doc("incident", &id, &edited).await.unwrap();
+    match new_api.note(&id, "lost in the conflict").await {
+        Err(e) if e.status() == Some(409) => {
+            let body = e.body().map(|b| b.reasons.join("; ")).unwrap_or_default();
+            assert!(body.contains("changed by another control plane"), "{body}");
+        }
+        other => panic!("expected 409, got {other:?}"),
+    }
+    let notes = |i: &switchyard_model::incident::Incident| -> Vec<String> {
+        i.timeline.iter().map(|e| e.text.clone()).collect()
+    };
+    let i = new_api.incident(&id).await.unwrap();
+    assert_eq!(i.title, "edited elsewhere");
+    assert!(!notes(&i).iter().any(|t| t.contains("lost")), "{i:?}");
+    let m = new_api.metrics().await.unwrap();
+    assert!(
+        m.contains("switchyard_control_incident_conflicts_total 1"),
+        "{m}"
+    );
+    // From the store's copy, the next change goes in.
+    new_api.note(&id, "made after the conflict").await.unwrap();
+    let i = new_api.incident(&id).await.unwrap();
+    assert_eq!(i.title, "edited elsewhere");
+    assert!(
+        notes(&i)
+            .iter()
+            .any(|t| t.contains("made after the conflict")),
+        "{i:?}"
+    );
 }

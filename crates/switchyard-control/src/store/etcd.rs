@@ -18,6 +18,12 @@
 //!   the sequence number of the newest entry.
 //! - `audit/{seq:020}`: one entry each; zero-padded so key order is
 //!   numeric order.
+//! - `docs/{kind}/{id}`: documents (incidents, silences, the store's
+//!   identity); a document's revision is its key's `mod_revision`, so a
+//!   conditional put compares on that (or, for "absent", the
+//!   `create_revision`). A put fenced to the leader also compares, in the same
+//!   txn, that `leader` is still attached to this plane's lease: a plane that
+//!   stalled past its lease writes nothing, whatever it believes.
 //! - `leader`: the elected control plane (`{"id", "url"}`), attached to its
 //!   lease: created only while absent (a campaign, as etcd's own election
 //!   API does it), kept while the leader's keep-alives renew the lease, and
@@ -56,7 +62,9 @@ use switchyard_model::Controls;
 
 use switchyard_model::AuditRecord;
 
-use super::{AuditEntry, Candidate, Doc, Dump, Progress, Store, StoreError, Stored, Term};
+use super::{
+    AuditEntry, Candidate, Doc, DocRev, Dump, Fence, Progress, Store, StoreError, Stored, Term,
+};
 
 /// A member that does not accept a connection within this is treated as
 /// down and the next endpoint is tried.
@@ -484,17 +492,19 @@ impl Store for EtcdStore {
         Ok(())
     }
 
-    async fn get_doc(&self, kind: &str, id: &str) -> Result<Option<Value>, StoreError> {
+    async fn get_doc_rev(&self, kind: &str, id: &str) -> Result<Option<DocRev>, StoreError> {
         let key = self.doc_key(kind, id);
         match self.get(&key).await? {
             None => Ok(None),
-            Some(kv) => serde_json::from_slice(&kv.value(&key)?)
-                .map(Some)
-                .map_err(|e| StoreError::Corrupt(format!("{key}: {e}"))),
+            Some(kv) => Ok(Some(DocRev {
+                rev: kv.mod_revision,
+                body: serde_json::from_slice(&kv.value(&key)?)
+                    .map_err(|e| StoreError::Corrupt(format!("{key}: {e}")))?,
+            })),
         }
     }
 
-    async fn list_docs(&self, kind: &str) -> Result<Vec<(String, Value)>, StoreError> {
+    async fn list_docs_rev(&self, kind: &str) -> Result<Vec<(String, DocRev)>, StoreError> {
         let prefix = self.doc_key(kind, "");
         let r: RangeResponse = self
             .call(
@@ -503,19 +513,92 @@ impl Store for EtcdStore {
                 false,
             )
             .await?;
-        let mut out: Vec<(String, Value)> = r
+        let mut out: Vec<(String, DocRev)> = r
             .kvs
             .iter()
             .map(|kv| {
-                let key =
-                    String::from_utf8_lossy(&B64.decode(&kv.key).unwrap_or_default()).into_owned();
-                let v = serde_json::from_slice(&kv.value(&key)?)
+                let key = kv.key_text();
+                let body = serde_json::from_slice(&kv.value(&key)?)
                     .map_err(|e| StoreError::Corrupt(format!("{key}: {e}")))?;
-                Ok((key[prefix.len()..].to_string(), v))
+                Ok((
+                    key[prefix.len()..].to_string(),
+                    DocRev {
+                        rev: kv.mod_revision,
+                        body,
+                    },
+                ))
             })
             .collect::<Result<_, StoreError>>()?;
         out.sort_by(|a, b| a.0.cmp(&b.0));
         Ok(out)
+    }
+
+    async fn put_doc_if(
+        &self,
+        kind: &str,
+        id: &str,
+        body: &Value,
+        expected: Option<u64>,
+        fence: Fence,
+    ) -> Result<u64, StoreError> {
+        let key = self.doc_key(kind, id);
+        let mut compare = vec![match expected {
+            None => compare_absent(&key),
+            Some(rev) => compare_mod(&key, rev),
+        }];
+        let mut failure = vec![range(&key)];
+        let lease = match fence {
+            Fence::None => None,
+            Fence::Leader => {
+                let held = *self.lease.lock().unwrap_or_else(|e| e.into_inner());
+                let Some(lease) = held else {
+                    return Err(StoreError::NotLeader(format!(
+                        "{kind}/{id} (it holds no lease: it never campaigned or resigned)"
+                    )));
+                };
+                compare.push(compare_lease(&self.leader_key, lease));
+                failure.push(range(&self.leader_key));
+                Some(lease)
+            }
+        };
+        let txn = json!({
+            "compare": compare,
+            "success": [put(&key, body.to_string().as_bytes())],
+            "failure": failure,
+        });
+        let r: TxnResponse = self.call("/v3/kv/txn", &txn, true).await?;
+        if r.succeeded {
+            // The txn's revision is the one its put gave the key.
+            return Ok(r.header.revision);
+        }
+        // The failure branch read both keys at the revision the compares
+        // were evaluated at, so these say exactly which one failed.
+        let read = |i: usize| -> Result<Option<&Kv>, StoreError> {
+            match r.responses.get(i).and_then(|op| op.response_range.as_ref()) {
+                Some(range) => Ok(range.kvs.first()),
+                None => Err(StoreError::Corrupt(format!(
+                    "etcd answered a failed txn without range {i}"
+                ))),
+            }
+        };
+        if let Some(lease) = lease {
+            let holder = read(1)?.map(|kv| kv.lease);
+            if holder != Some(lease) {
+                return Err(StoreError::NotLeader(format!("{kind}/{id}")));
+            }
+        }
+        let found = read(0)?.map(|kv| kv.mod_revision);
+        if found == expected {
+            return Err(StoreError::Corrupt(format!(
+                "etcd refused the put of {key} though its compares held"
+            )));
+        }
+        Err(StoreError::DocConflict {
+            kind: kind.into(),
+            id: id.into(),
+            expected,
+            found,
+        })
     }
 
     async fn create_doc(&self, kind: &str, id: &str, body: &Value) -> Result<Value, StoreError> {
@@ -808,6 +891,9 @@ struct Kv {
     value: String,
     #[serde(default, deserialize_with = "number")]
     version: u64,
+    /// The revision of the key's last change: a document's revision.
+    #[serde(default, deserialize_with = "number")]
+    mod_revision: u64,
     /// The lease the key is attached to (0: none).
     #[serde(default, deserialize_with = "signed")]
     lease: i64,
@@ -822,6 +908,8 @@ impl Kv {
 
 #[derive(Deserialize)]
 struct TxnResponse {
+    #[serde(default)]
+    header: Header,
     #[serde(default)]
     succeeded: bool,
     #[serde(default)]
@@ -888,6 +976,16 @@ fn compare_version(key: &str, version: u64) -> Value {
 /// that exists was created at some revision above 0.
 fn compare_absent(key: &str) -> Value {
     json!({"key": b64(key), "target": "CREATE", "result": "EQUAL", "create_revision": "0"})
+}
+
+fn compare_mod(key: &str, rev: u64) -> Value {
+    json!({"key": b64(key), "target": "MOD", "result": "EQUAL", "mod_revision": rev.to_string()})
+}
+
+/// Holds while `key` is attached to `lease`; an absent key has lease 0,
+/// which no granted lease is.
+fn compare_lease(key: &str, lease: i64) -> Value {
+    json!({"key": b64(key), "target": "LEASE", "result": "EQUAL", "lease": lease.to_string()})
 }
 
 fn put(key: &str, value: &[u8]) -> Value {

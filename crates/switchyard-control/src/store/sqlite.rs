@@ -1,6 +1,10 @@
 //! The embedded default: one SQLite file. Every commit is one transaction in
 //! WAL mode with `synchronous = FULL`, so an acknowledged change is on disk
 //! before the caller hears about it and survives kill -9.
+//!
+//! Documents carry a revision (`rev`, 1 when created, one more on every
+//! write) for conditional puts. Files made before it existed get the column
+//! when opened, every document starting at revision 1.
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -10,7 +14,7 @@ use switchyard_model::Controls;
 
 use switchyard_model::AuditRecord;
 
-use super::{AuditEntry, Doc, Dump, Progress, Store, StoreError, Stored};
+use super::{AuditEntry, Doc, DocRev, Dump, Fence, Progress, Store, StoreError, Stored};
 
 pub struct SqliteStore {
     conn: Arc<Mutex<Connection>>,
@@ -33,9 +37,10 @@ impl SqliteStore {
              PRAGMA synchronous = FULL;
              CREATE TABLE IF NOT EXISTS controls (id INTEGER PRIMARY KEY CHECK (id = 1), version INTEGER NOT NULL, body TEXT NOT NULL);
              CREATE TABLE IF NOT EXISTS audit (seq INTEGER PRIMARY KEY AUTOINCREMENT, body TEXT NOT NULL);
-             CREATE TABLE IF NOT EXISTS docs (kind TEXT NOT NULL, id TEXT NOT NULL, body TEXT NOT NULL, PRIMARY KEY (kind, id));",
+             CREATE TABLE IF NOT EXISTS docs (kind TEXT NOT NULL, id TEXT NOT NULL, body TEXT NOT NULL, rev INTEGER NOT NULL DEFAULT 1, PRIMARY KEY (kind, id));",
         )
         .map_err(unavailable)?;
+        migrate_docs_rev(&conn)?;
         Ok(SqliteStore {
             conn: Arc::new(Mutex::new(conn)),
         })
@@ -54,6 +59,36 @@ impl SqliteStore {
         .await
         .map_err(unavailable)?
     }
+}
+
+/// Adds the `rev` column to a file made before documents had revisions.
+fn migrate_docs_rev(conn: &Connection) -> Result<(), StoreError> {
+    let mut st = conn
+        .prepare("SELECT name FROM pragma_table_info('docs')")
+        .map_err(unavailable)?;
+    let columns = st
+        .query_map([], |r| r.get::<_, String>(0))
+        .map_err(unavailable)?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(unavailable)?;
+    if !columns.iter().any(|c| c == "rev") {
+        conn.execute(
+            "ALTER TABLE docs ADD COLUMN rev INTEGER NOT NULL DEFAULT 1",
+            [],
+        )
+        .map_err(unavailable)?;
+    }
+    Ok(())
+}
+
+fn doc_rev(c: &Connection, kind: &str, id: &str) -> Result<Option<(u64, String)>, StoreError> {
+    c.query_row(
+        "SELECT rev, body FROM docs WHERE kind = ?1 AND id = ?2",
+        params![kind, id],
+        |r| Ok((r.get::<_, i64>(0)? as u64, r.get::<_, String>(1)?)),
+    )
+    .optional()
+    .map_err(unavailable)
 }
 
 fn corrupt(what: impl std::fmt::Display, e: impl std::fmt::Display) -> StoreError {
@@ -208,7 +243,7 @@ impl Store for SqliteStore {
         let (kind, id, body) = (kind.to_string(), id.to_string(), body.to_string());
         self.with(move |c| {
             c.execute(
-                "INSERT INTO docs (kind, id, body) VALUES (?1, ?2, ?3) ON CONFLICT (kind, id) DO UPDATE SET body = excluded.body",
+                "INSERT INTO docs (kind, id, body) VALUES (?1, ?2, ?3) ON CONFLICT (kind, id) DO UPDATE SET body = excluded.body, rev = docs.rev + 1",
                 params![kind, id, body],
             )
             .map_err(unavailable)?;
@@ -217,44 +252,75 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn get_doc(&self, kind: &str, id: &str) -> Result<Option<serde_json::Value>, StoreError> {
+    async fn get_doc_rev(&self, kind: &str, id: &str) -> Result<Option<DocRev>, StoreError> {
         let (kind, id) = (kind.to_string(), id.to_string());
         self.with(move |c| {
-            let body: Option<String> = c
-                .query_row(
-                    "SELECT body FROM docs WHERE kind = ?1 AND id = ?2",
-                    params![kind, id],
-                    |r| r.get(0),
-                )
-                .optional()
-                .map_err(unavailable)?;
-            body.map(|b| {
-                serde_json::from_str(&b)
-                    .map_err(|e| StoreError::Corrupt(format!("{kind}/{id}: {e}")))
-            })
-            .transpose()
+            doc_rev(c, &kind, &id)?
+                .map(|(rev, b)| {
+                    let body = serde_json::from_str(&b)
+                        .map_err(|e| StoreError::Corrupt(format!("{kind}/{id}: {e}")))?;
+                    Ok(DocRev { rev, body })
+                })
+                .transpose()
         })
         .await
     }
 
-    async fn list_docs(&self, kind: &str) -> Result<Vec<(String, serde_json::Value)>, StoreError> {
+    async fn list_docs_rev(&self, kind: &str) -> Result<Vec<(String, DocRev)>, StoreError> {
         let kind = kind.to_string();
         self.with(move |c| {
             let mut st = c
-                .prepare("SELECT id, body FROM docs WHERE kind = ?1 ORDER BY id")
+                .prepare("SELECT id, rev, body FROM docs WHERE kind = ?1 ORDER BY id")
                 .map_err(unavailable)?;
             let rows = st
                 .query_map(params![kind], |r| {
-                    Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, i64>(1)? as u64,
+                        r.get::<_, String>(2)?,
+                    ))
                 })
                 .map_err(unavailable)?;
             rows.map(|r| {
-                let (id, b) = r.map_err(unavailable)?;
-                let v = serde_json::from_str(&b)
+                let (id, rev, b) = r.map_err(unavailable)?;
+                let body = serde_json::from_str(&b)
                     .map_err(|e| StoreError::Corrupt(format!("{kind}/{id}: {e}")))?;
-                Ok((id, v))
+                Ok((id, DocRev { rev, body }))
             })
             .collect()
+        })
+        .await
+    }
+
+    /// One plane per file, so it always leads: the fence has nothing to check.
+    async fn put_doc_if(
+        &self,
+        kind: &str,
+        id: &str,
+        body: &serde_json::Value,
+        expected: Option<u64>,
+        _fence: Fence,
+    ) -> Result<u64, StoreError> {
+        let (kind, id, body) = (kind.to_string(), id.to_string(), body.to_string());
+        self.with(move |c| {
+            let tx = c.transaction().map_err(unavailable)?;
+            let found = doc_rev(&tx, &kind, &id)?.map(|(rev, _)| rev);
+            if found != expected {
+                return Err(StoreError::DocConflict {
+                    kind,
+                    id,
+                    expected,
+                    found,
+                });
+            }
+            let rev = found.map_or(1, |r| r + 1);
+            tx.execute(
+                "INSERT INTO docs (kind, id, body, rev) VALUES (?1, ?2, ?3, ?4) ON CONFLICT (kind, id) DO UPDATE SET body = excluded.body, rev = excluded.rev",
+                params![kind, id, body, rev as i64],
+            )
+            .map_err(unavailable)?;
+            tx.commit().map_err(unavailable)?;
+            Ok(rev)
         })
         .await
     }
