@@ -129,18 +129,22 @@ impl Record {
             .and_then(|v| std::str::from_utf8(v).ok())
             .map(str::to_string)
             .unwrap_or_else(access_log::new_request_id);
-        let line = Line {
-            time: if edge.access_log.is_some() {
-                access_log::timestamp(SystemTime::now())
-            } else {
-                String::new()
+        // Only the id is needed when nothing is logged: the rest would be
+        // formatting on every request for no reader.
+        let line = match &edge.access_log {
+            Some(_) => Line {
+                time: access_log::timestamp(SystemTime::now()),
+                request_id,
+                client: peer.to_string(),
+                method: req.method().to_string(),
+                host: request_host(req).unwrap_or_default(),
+                path: req.uri().path().to_string(),
+                ..Line::default()
             },
-            request_id,
-            client: peer.to_string(),
-            method: req.method().to_string(),
-            host: request_host(req).unwrap_or_default(),
-            path: req.uri().path().to_string(),
-            ..Line::default()
+            None => Line {
+                request_id,
+                ..Line::default()
+            },
         };
         Record {
             edge: edge.clone(),
@@ -429,6 +433,12 @@ impl OnEnd for Finish {
             sent_at,
         } = *self;
         let failure = match ending {
+            // The client's body failed after the instance had answered: the
+            // instance's response broke because its request was aborted.
+            Ending::Failed(_) if rec.progress.error().is_some() => {
+                attempt.settle(None, Outcome::Success);
+                rec.progress.error()
+            }
             Ending::Failed(e) => {
                 tracing::debug!(error = %e, "a response body failed mid-stream");
                 attempt.settle(Some(e.kind.class()), Outcome::LocalOriginFailure);

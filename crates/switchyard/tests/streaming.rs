@@ -122,6 +122,13 @@ async fn a_100_mib_upload_and_download_stream_through_in_bounded_memory() {
         Some((100 * MIB, digest)),
         "the instance got every byte"
     );
+    let grew = watch.peak().saturating_sub(before);
+    eprintln!("edge RSS grew by {} KiB during the upload", grew / 1024);
+    assert!(
+        grew < 32 * MIB,
+        "the edge's RSS grew by {} MiB during a 100 MiB upload",
+        grew / MIB
+    );
 
     let req = http::Request::get(format!("http://{}/download/{}", a.listen, 100 * MIB))
         .header("host", HOST)
@@ -140,11 +147,99 @@ async fn a_100_mib_upload_and_download_stream_through_in_bounded_memory() {
     assert_eq!((got, d), (100 * MIB, generated(100 * MIB).1));
 
     let grew = watch.peak().saturating_sub(before);
+    eprintln!("edge RSS grew by {} KiB after the download", grew / 1024);
     assert!(
         grew < 32 * MIB,
-        "the edge's RSS grew by {} MiB moving 200 MiB",
+        "the edge's RSS grew by {} MiB after a 100 MiB download",
         grew / MIB
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_body_over_the_limit_mid_stream_gets_413_and_the_upstream_request_is_aborted() {
+    let lab = Topology::new(BIN, &[("r1", &["a"])])
+        .instances_per_zone(1)
+        .edge_toml("max_body_bytes = 1048576");
+    let ups = lab.start_upstreams().await;
+    let a = lab.start_edge("a").await;
+    // Over h2, so the answer is not lost to a reset of a connection the
+    // client is still writing to; no length, so only counting can tell.
+    let client: Client<_, Body> = Client::builder(TokioExecutor::new())
+        .http2_only(true)
+        .build_http();
+    let (body, _) = generated(2 * MIB);
+    let req = http::Request::put(format!("http://{}/items/1", a.listen))
+        .header("host", HOST)
+        .body(body)
+        .unwrap();
+    let resp = client.request(req).await.expect("an answer");
+    assert_eq!(resp.status(), 413);
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    assert!(
+        String::from_utf8_lossy(&body).contains("payload_too_large"),
+        "{body:?}"
+    );
+    let seen = ups["a-1"].body_bytes_seen();
+    assert!(
+        seen > 64 * 1024,
+        "the body streamed before the limit: {seen}"
+    );
+    assert_eq!(
+        ups["a-1"].last_body(),
+        None,
+        "the upstream request was aborted"
+    );
+    let m = a.metrics().await;
+    assert!(m.contains("code=\"4xx\"} 1"), "{m}");
+    assert!(!m.contains("switchyard_upstream_errors_total{"), "{m}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_response_body_that_stalls_past_the_total_timeout_is_cut_and_counted() {
+    let lab = Topology::new(BIN, &[("r1", &["a"])])
+        .instances_per_zone(1)
+        .service_toml("[service.timeouts]\nheader_ms = 500\ntotal_ms = 1000\n");
+    let _ups = lab.start_upstreams().await;
+    let a = lab.start_edge("a").await;
+    let t = std::time::Instant::now();
+    let req = http::Request::get(format!("http://{}/trickle/1000", a.listen))
+        .header("host", HOST)
+        .body(Body::default())
+        .unwrap();
+    let resp = client().request(req).await.expect("the head arrives");
+    assert_eq!(resp.status(), 200, "the head is passed on before the body");
+    assert!(
+        t.elapsed() < Duration::from_millis(900),
+        "{:?}",
+        t.elapsed()
+    );
+    let mut body = resp.into_body();
+    let mut got = 0;
+    let ended = loop {
+        match tokio::time::timeout(Duration::from_secs(5), body.frame()).await {
+            Err(_) => panic!("the body was not cut"),
+            Ok(Some(Ok(f))) => got += f.data_ref().map_or(0, |d| d.len()),
+            Ok(Some(Err(e))) => break format!("{e:?}"),
+            Ok(None) => panic!("the body ended cleanly"),
+        }
+    };
+    assert_eq!(got, 1000, "{ended}");
+    assert!(
+        t.elapsed() >= Duration::from_millis(900),
+        "{:?}",
+        t.elapsed()
+    );
+    eventually(
+        "the cut counts against the instance",
+        Duration::from_secs(3),
+        || async {
+            let m = a.metrics().await;
+            m.contains("switchyard_upstream_errors_total{service=\"svc\",zone=\"a\",instance=\"a-1\",class=\"upstream_timeout\"} 1")
+                .then_some(())
+                .ok_or(m)
+        },
+    )
+    .await;
 }
 
 /// Sends PUTs of `size` bytes until `stop` says enough, returning how many.
