@@ -75,7 +75,7 @@ pub async fn handle(
         Err(e) => {
             let resp = e.to_response(rec.line.service.as_deref());
             let by = ServedBy::default();
-            let bytes_out = e.json_body(rec.line.service.as_deref()).len() as u64;
+            let bytes_out = http_body::Body::size_hint(resp.body()).exact().unwrap_or(0);
             rec.finish(resp.status(), &by, bytes_out, Some(&e), None);
             resp.map(EdgeBody::Whole)
         }
