@@ -59,6 +59,15 @@ impl AccessLog {
         config_path: &Path,
         dropped: Counter,
     ) -> anyhow::Result<AccessLog> {
+        Self::open_with_queue(target, config_path, dropped, QUEUE)
+    }
+
+    fn open_with_queue(
+        target: &AccessLogTarget,
+        config_path: &Path,
+        dropped: Counter,
+        queue: usize,
+    ) -> anyhow::Result<AccessLog> {
         let out: Box<dyn Write + Send> = match target {
             AccessLogTarget::Stdout => Box::new(std::io::stdout()),
             AccessLogTarget::File(p) => {
@@ -71,7 +80,7 @@ impl AccessLog {
                 Box::new(f)
             }
         };
-        let (tx, rx) = mpsc::sync_channel::<Line>(QUEUE);
+        let (tx, rx) = mpsc::sync_channel::<Line>(queue);
         std::thread::Builder::new()
             .name("access-log".into())
             .spawn(move || write_lines(rx, out))?;
@@ -149,5 +158,45 @@ mod tests {
         assert!(!sane_request_id("caf\u{e9}".as_bytes()));
         assert!(!sane_request_id(&[b'a'; 129]));
         assert_eq!(new_request_id().len(), 32);
+    }
+
+    #[test]
+    fn a_writer_that_cannot_keep_up_costs_lines_never_time() {
+        // A pipe whose reader never reads: the writer blocks once the pipe's
+        // buffer is full, as it would on a stuck disk or a stalled collector.
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("access.fifo");
+        let made = std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .expect("mkfifo (coreutils) is installed");
+        assert!(made.success());
+        let reader_path = fifo.clone();
+        let reader = std::thread::spawn(move || std::fs::File::open(reader_path).unwrap());
+        let dropped = Counter::default();
+        let log = AccessLog::open_with_queue(
+            &AccessLogTarget::File(fifo.display().to_string()),
+            &dir.path().join("switchyard.toml"),
+            dropped.clone(),
+            4,
+        )
+        .unwrap();
+        let _held_open_unread = reader.join().unwrap();
+        let t = std::time::Instant::now();
+        for i in 0..2000 {
+            log.log(Line {
+                request_id: format!("{i}"),
+                path: "/".repeat(1000),
+                ..Line::default()
+            });
+        }
+        assert!(
+            t.elapsed() < std::time::Duration::from_secs(1),
+            "logging waited on the writer: {:?}",
+            t.elapsed()
+        );
+        // 2000 lines of about 1 KiB: more than the pipe (64 KiB) and the
+        // queue (4) hold together.
+        assert!(dropped.get() > 1000, "dropped {}", dropped.get());
     }
 }
