@@ -89,8 +89,9 @@ pub struct BodyLimits {
     pub max_bytes: usize,
     /// The longest wait for the client's next bytes.
     pub stall: Duration,
-    /// When the whole body must have arrived.
+    /// When the whole body must have arrived, `total` after it began.
     pub deadline: Instant,
+    pub total: Duration,
 }
 
 impl BodyLimits {
@@ -99,6 +100,7 @@ impl BodyLimits {
             max_bytes: e.max_body_bytes,
             stall: e.client_body_timeout,
             deadline: Instant::now() + e.client_body_total_timeout,
+            total: e.client_body_total_timeout,
         }
     }
 }
@@ -138,9 +140,10 @@ impl ClientBody {
         EdgeError::new(
             ErrorKind::RequestTimeout,
             format!(
-                "the request body stalled ({} bytes received; {:?} allowed between reads, the whole body due within the total)",
+                "the request body stalled ({} bytes received; {:?} allowed between reads, {:?} in all)",
                 self.progress.bytes(),
                 self.limits.stall,
+                self.limits.total,
             ),
         )
     }
