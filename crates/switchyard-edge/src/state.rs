@@ -319,6 +319,13 @@ impl Edge {
                     self.zone
                 )));
             }
+            if config.edge.access_log != cur.config.edge.access_log {
+                // The writer thread owns the open file; swapping it under
+                // requests in flight is not worth a reload path of its own.
+                tracing::warn!(
+                    "edge.access_log changed; the access log is opened at start-up, so the edge keeps the one it has until a restart"
+                );
+            }
             cur.controls.validate(&config).map_err(|e| {
                 UpdateError::Refused(format!(
                     "the current controls do not fit the new config: {}",
