@@ -464,3 +464,39 @@ async fn a_body_that_stalls_mid_stream_gets_408_and_is_not_held_against_the_inst
     assert!(!m.contains("switchyard_upstream_errors_total{"), "{m}");
     assert_eq!(a.status().await.services[0].limits.inflight, 0);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_upload_forwarded_to_its_home_region_streams_through_both_edges() {
+    let lab = Topology::new(BIN, &[("r1", &["a"]), ("r2", &["b"])])
+        .instances_per_zone(1)
+        .edge_toml("max_body_bytes = 209715200")
+        .service_toml("[service.timeouts]\ntotal_ms = 120000\n");
+    let ups = lab.start_upstreams().await;
+    let a = lab.start_edge("a").await;
+    let _b = lab.start_edge("b").await;
+    assert_eq!(a.get("/items/1").send().await.unwrap().status, 200);
+    let pid = a.pid().expect("edge running");
+    let before = rss(pid);
+    let watch = PeakRss::watch(pid);
+
+    let (body, digest) = generated(64 * MIB);
+    let req = http::Request::put(format!("http://{}/items/big", a.listen))
+        .header("host", HOST)
+        .header("x-switchyard-home-region", "r2")
+        .body(body)
+        .unwrap();
+    let resp = client()
+        .request(req)
+        .await
+        .expect("the upload went through");
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["x-switchyard-upstream"], "r2/b/b-1");
+    resp.into_body().collect().await.unwrap();
+    assert_eq!(ups["b-1"].last_body(), Some((64 * MIB, digest)));
+    let grew = watch.peak().saturating_sub(before);
+    assert!(
+        grew < 32 * MIB,
+        "the forwarding edge's RSS grew by {} MiB for a 64 MiB upload",
+        grew / MIB
+    );
+}
