@@ -16,9 +16,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use http::{header, Method, Request};
-use http_body_util::Full;
 use switchyard_model::{HealthCheckSettings, Service};
 
 pub use switchyard_api::edge::{CheckState, CheckView};
@@ -46,7 +44,7 @@ pub async fn http_get(
         b = b.header(*k, *v);
     }
     let req = b
-        .body(Full::new(Bytes::new()))
+        .body(crate::body::UpstreamBody::empty())
         .map_err(|e| format!("bad request: {e}"))?;
     match tokio::time::timeout(timeout, client_for(svc.timeouts.connect).request(req)).await {
         Ok(Ok(resp)) if resp.status().is_success() => Ok(()),

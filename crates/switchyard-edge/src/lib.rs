@@ -4,7 +4,9 @@
 //! plane and keeps serving with the last-known-good controls without it.
 #![forbid(unsafe_code)]
 
+pub mod access_log;
 pub mod admin;
+pub mod body;
 pub mod conn;
 pub mod error;
 pub mod health_check;

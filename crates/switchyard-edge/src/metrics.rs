@@ -129,6 +129,7 @@ pub struct Metrics {
     pub client_connections: Family<ListenerLabels, Gauge>,
     pub connections_refused: Family<RefusalLabels, Counter>,
     pub last_known_good_unusable: Gauge,
+    pub access_log_dropped: Counter,
 }
 
 fn latency_histogram() -> Histogram {
@@ -177,6 +178,12 @@ impl Metrics {
             connections_refused.clone(),
         );
         let last_known_good_unusable = Gauge::default();
+        let access_log_dropped = Counter::default();
+        registry.register(
+            "access_log_dropped",
+            "Access-log lines dropped because the writer was behind (the queue was full)",
+            access_log_dropped.clone(),
+        );
         registry.register(
             "requests",
             "Requests answered, by service, route kind, serving zone, instance and status class",
@@ -225,7 +232,7 @@ impl Metrics {
         registry.register("panic", "1 while a region's serving capacity is at the floor and the edge routes to every instance", panic.clone());
         registry.register(
             "retries",
-            "Retries, by outcome (sent, budget_exhausted)",
+            "Retries, by outcome (sent, budget_exhausted, no_candidate, body_too_large: the request body outgrew the replay copy)",
             retries.clone(),
         );
         registry.register(
@@ -282,6 +289,7 @@ impl Metrics {
             client_connections,
             connections_refused,
             last_known_good_unusable,
+            access_log_dropped,
         }
     }
 

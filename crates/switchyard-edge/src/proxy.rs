@@ -1,17 +1,17 @@
-//! The request path: find the service, shed or admit, pick a region and an
-//! instance, send with timeouts, retry once where it is safe, and record what
-//! happened for metrics, signals and outlier ejection.
+//! The request path, in phases: admit (limits, service, the body up to the
+//! replay limit, shedding), route (region, then instance), dispatch (send with
+//! timeouts, retry once where it is safe and the body can be sent again),
+//! and record (metrics, signals, outlier ejection and the access log, once
+//! the response body has streamed through).
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
-use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Uri, Version};
-use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use rand::Rng;
 use switchyard_model::signals::ErrorClass;
@@ -19,12 +19,17 @@ use switchyard_model::time::now_ms;
 use switchyard_model::{Fault, Route, RouteKind, ServiceControls};
 use switchyard_steer::{AllUp, Target};
 
+use crate::access_log::{self, Line};
+use crate::body::{
+    self, BodyLimits, EdgeBody, Ending, OnEnd, Progress, RequestBody, Streamed, UpstreamBody,
+};
 use crate::error::{EdgeError, ErrorKind};
 use crate::metrics::{
     ErrorLabels, LatencyLabels, OutcomeLabels, RegionLabels, RequestLabels, ServiceLabels,
     ShedLabels,
 };
 use crate::outlier::{InstanceState, Outcome, Verdict};
+use crate::shed::Permit;
 use crate::signals::SeriesKey;
 use crate::state::{Edge, ServiceRuntime, Snapshot};
 
@@ -34,10 +39,12 @@ pub const UPSTREAM: &str = "x-switchyard-upstream";
 /// The deployment's forward secret, set by a forwarding edge next to
 /// `FORWARDED`; a marker without it is a client's claim and is ignored.
 pub const FORWARD_AUTH: &str = "x-switchyard-forward-auth";
+/// Kept from the client when sane, else made here; sent to the instance,
+/// returned to the client and written to the access log.
+pub const REQUEST_ID: &str = "x-request-id";
 /// The prefix of the edges' own headers. A client's are dropped before
 /// routing, except the documented home-region header.
 const INTERNAL_PREFIX: &str = "x-switchyard-";
-const MAX_RESPONSE_BYTES: usize = 64 * 1024 * 1024;
 
 const HOP_BY_HOP: &[&str] = &[
     "connection",
@@ -51,71 +58,7 @@ const HOP_BY_HOP: &[&str] = &[
     "upgrade",
 ];
 
-type Resp = Response<Full<Bytes>>;
-
-/// Reads the whole request body, within `edge.max_body_bytes`, the time
-/// allowed between two reads and the time allowed in all.
-async fn read_body(
-    mut body: Incoming,
-    headers: &HeaderMap,
-    limits: &switchyard_model::config::EdgeSettings,
-) -> Result<Bytes, EdgeError> {
-    let max_body = limits.max_body_bytes;
-    if let Some(len) = headers.get(header::CONTENT_LENGTH) {
-        match len.to_str().ok().and_then(|s| s.parse::<u64>().ok()) {
-            Some(n) if n > max_body as u64 => {
-                return Err(EdgeError::new(
-                    ErrorKind::PayloadTooLarge,
-                    format!("request body is {n} bytes; the limit is {max_body}"),
-                ))
-            }
-            Some(_) => {}
-            None => {
-                return Err(EdgeError::new(
-                    ErrorKind::BadRequest,
-                    "Content-Length is not a number",
-                ))
-            }
-        }
-    }
-    let deadline = tokio::time::Instant::now() + limits.client_body_total_timeout;
-    let mut out = bytes::BytesMut::new();
-    loop {
-        let wait = limits
-            .client_body_timeout
-            .min(deadline.saturating_duration_since(tokio::time::Instant::now()));
-        let frame = match tokio::time::timeout(wait, body.frame()).await {
-            Err(_) => {
-                return Err(EdgeError::new(
-                    ErrorKind::RequestTimeout,
-                    format!(
-                        "the request body stalled ({} bytes received; {:?} allowed between reads, {:?} in all)",
-                        out.len(),
-                        limits.client_body_timeout,
-                        limits.client_body_total_timeout
-                    ),
-                ))
-            }
-            Ok(None) => return Ok(out.freeze()),
-            Ok(Some(Err(e))) => {
-                return Err(EdgeError::new(
-                    ErrorKind::BadRequest,
-                    format!("could not read the request body: {e}"),
-                ))
-            }
-            Ok(Some(Ok(f))) => f,
-        };
-        if let Ok(data) = frame.into_data() {
-            if out.len() + data.len() > max_body {
-                return Err(EdgeError::new(
-                    ErrorKind::PayloadTooLarge,
-                    format!("request body exceeds the limit of {max_body} bytes"),
-                ));
-            }
-            out.extend_from_slice(&data);
-        }
-    }
-}
+type Resp = Response<EdgeBody>;
 
 /// Entry point for every client request.
 pub async fn handle(
@@ -123,22 +66,936 @@ pub async fn handle(
     req: Request<Incoming>,
     peer: SocketAddr,
 ) -> Result<Resp, Infallible> {
-    let start = Instant::now();
     let snap = edge.snapshot();
-    let resp = match serve(&edge, &snap, req, peer, start).await {
-        Ok(r) => r,
-        Err((e, svc)) => {
-            let resp = e.to_response(svc.as_deref());
-            if let Some(s) = &svc {
-                count_request(&edge, s, None, "", "", resp.status(), start.elapsed());
-            }
-            resp
+    let mut rec = Record::begin(&edge, &req, peer);
+    let request_id =
+        HeaderValue::from_str(&rec.line.request_id).expect("request ids are visible ASCII");
+    let mut resp = match serve(&edge, &snap, req, peer, &mut rec).await {
+        Ok(served) => served.respond(rec),
+        Err(e) => {
+            let resp = e.to_response(rec.line.service.as_deref());
+            let by = ServedBy::default();
+            let bytes_out = http_body::Body::size_hint(resp.body()).exact().unwrap_or(0);
+            rec.finish(resp.status(), &by, bytes_out, Some(&e), None);
+            resp.map(EdgeBody::Whole)
         }
     };
+    resp.headers_mut()
+        .insert(HeaderName::from_static(REQUEST_ID), request_id);
     Ok(resp)
 }
 
-type Failure = (EdgeError, Option<String>);
+/// One client request's bookkeeping from arrival to the last byte of its
+/// answer: what the metrics, the access log and the limits need at the end.
+struct Record {
+    edge: Arc<Edge>,
+    start: Instant,
+    line: Line,
+    progress: Arc<Progress>,
+    kind: Option<RouteKind>,
+    /// The concurrency slot, held until the response body has gone out: an
+    /// instance streaming a response is still busy with it.
+    permit: Option<Permit>,
+    inflight: Option<GaugeGuard>,
+}
+
+struct GaugeGuard(prometheus_client::metrics::gauge::Gauge);
+
+impl Drop for GaugeGuard {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+/// Where a request was served, as metrics label it and the log names it.
+#[derive(Debug, Clone, Default)]
+struct ServedBy {
+    region: Option<String>,
+    zone: Option<String>,
+    instance: Option<String>,
+    /// The metric labels: the instance's zone and name, or `region:R` and
+    /// the remote edge's address for a forwarded request.
+    zone_label: String,
+    instance_label: String,
+}
+
+impl Record {
+    fn begin(edge: &Arc<Edge>, req: &Request<Incoming>, peer: SocketAddr) -> Record {
+        let request_id = req
+            .headers()
+            .get(REQUEST_ID)
+            .map(|v| v.as_bytes())
+            .filter(|v| access_log::sane_request_id(v))
+            .and_then(|v| std::str::from_utf8(v).ok())
+            .map(str::to_string)
+            .unwrap_or_else(access_log::new_request_id);
+        // Only the id is needed when nothing is logged: the rest would be
+        // formatting on every request for no reader.
+        let line = match &edge.access_log {
+            Some(_) => Line {
+                time: access_log::timestamp(SystemTime::now()),
+                request_id,
+                client: peer.to_string(),
+                method: req.method().to_string(),
+                host: request_host(req).unwrap_or_default(),
+                path: req.uri().path().to_string(),
+                ..Line::default()
+            },
+            None => Line {
+                request_id,
+                ..Line::default()
+            },
+        };
+        Record {
+            edge: edge.clone(),
+            start: Instant::now(),
+            line,
+            progress: Arc::new(Progress::default()),
+            kind: None,
+            permit: None,
+            inflight: None,
+        }
+    }
+
+    /// Counts the request and writes its log line; the slot is freed here.
+    fn finish(
+        mut self,
+        status: StatusCode,
+        by: &ServedBy,
+        bytes_out: u64,
+        error: Option<&EdgeError>,
+        upstream: Option<Duration>,
+    ) {
+        let elapsed = self.start.elapsed();
+        if let Some(service) = &self.line.service {
+            count_request(
+                &self.edge,
+                service,
+                self.kind,
+                &by.zone_label,
+                &by.instance_label,
+                status,
+                elapsed,
+            );
+        }
+        if let Some(log) = &self.edge.access_log {
+            let l = &mut self.line;
+            l.status = status.as_u16();
+            l.region = by.region.clone();
+            l.zone = by.zone.clone();
+            l.instance = by.instance.clone();
+            l.bytes_in = self.progress.bytes();
+            l.bytes_out = bytes_out;
+            l.duration_ms = ms(elapsed);
+            l.upstream_ms = upstream.map(ms);
+            l.error = error.map(|e| e.kind.code().to_string());
+            l.error_class = error.map(|e| e.kind.class().as_str().to_string());
+            log.log(std::mem::take(l));
+        }
+    }
+}
+
+fn ms(d: Duration) -> f64 {
+    (d.as_secs_f64() * 1e6).round() / 1e3
+}
+
+async fn serve(
+    edge: &Arc<Edge>,
+    snap: &Arc<Snapshot>,
+    req: Request<Incoming>,
+    peer: SocketAddr,
+    rec: &mut Record,
+) -> Result<Served, EdgeError> {
+    let max_header = snap.config.edge.max_header_bytes;
+    let header_bytes: usize = req
+        .headers()
+        .iter()
+        .map(|(k, v)| k.as_str().len() + v.len() + 4)
+        .sum();
+    if header_bytes > max_header {
+        return Err(EdgeError::new(
+            ErrorKind::HeadersTooLarge,
+            format!("request headers are {header_bytes} bytes; the limit is {max_header}"),
+        ));
+    }
+    let max_headers = snap.config.edge.max_headers;
+    if req.headers().len() > max_headers {
+        return Err(EdgeError::new(
+            ErrorKind::HeadersTooLarge,
+            format!(
+                "the request has {} headers; the limit is {max_headers}",
+                req.headers().len()
+            ),
+        ));
+    }
+    if req.headers().get_all(header::HOST).iter().count() > 1 {
+        return Err(EdgeError::new(
+            ErrorKind::BadRequest,
+            "the request has more than one Host header",
+        ));
+    }
+    let Some(host) = request_host(&req) else {
+        return Err(EdgeError::new(
+            ErrorKind::BadRequest,
+            "the request has no Host header",
+        ));
+    };
+    let path = req.uri().path().to_string();
+    let Some(rt) = snap.service_for(&host, &path).cloned() else {
+        return Err(EdgeError::new(
+            ErrorKind::UnknownService,
+            format!("no service is configured for host {host:?}"),
+        ));
+    };
+    let svc_name = rt.svc.name.clone();
+    rec.line.service = Some(svc_name.clone());
+    let route = rt.svc.route_for(req.method().as_str(), &path);
+    rec.line.route = Some(route.name.clone());
+    let no_controls = ServiceControls::default();
+    let sc = snap.controls.service(&svc_name).unwrap_or(&no_controls);
+
+    // The body is read up to the replay limit before a concurrency slot is
+    // taken: a small body (most of them) arrives whole first, so a client
+    // trickling one holds a connection and a task but never a slot that
+    // protects the instances. A larger body takes its slot once the replay
+    // copy is full and then streams; the client's body timeouts (and the
+    // route's total timeout) bound how long a trickle can hold that slot.
+    let (parts, body) = req.into_parts();
+    let e = &snap.config.edge;
+    let body = body::read_up_to(
+        body,
+        &parts.headers,
+        BodyLimits::of(e),
+        e.retry_buffer_bytes,
+        rec.progress.clone(),
+    )
+    .await?;
+
+    let permit = match rt
+        .admission
+        .try_admit(route.priority, sc.shed_level, Instant::now())
+    {
+        Ok(p) => p,
+        Err(reason) => {
+            edge.metrics
+                .shed
+                .get_or_create(&ShedLabels {
+                    service: svc_name.clone(),
+                    priority: route.priority.as_str().into(),
+                    reason: reason.as_str().into(),
+                })
+                .inc();
+            record_signal(
+                edge,
+                &svc_name,
+                (&route.name, route.kind == RouteKind::Write),
+                "",
+                "",
+                rec.start.elapsed(),
+                Some(ErrorClass::Shed),
+            );
+            return Err(EdgeError::new(
+                ErrorKind::Shed,
+                format!(
+                    "shed: {} request over the {} limit (priority {})",
+                    svc_name,
+                    reason.as_str(),
+                    route.priority.as_str()
+                ),
+            ));
+        }
+    };
+    rt.inflight_gauge.inc();
+    rec.inflight = Some(GaugeGuard(rt.inflight_gauge.clone()));
+
+    let home = home_region(&parts.headers);
+    let forwarded = forwarded_by_an_edge(&parts.headers, snap);
+    let target = switchyard_steer::target(
+        &rt.svc,
+        &snap.controls,
+        &edge.region,
+        home.as_deref(),
+        forwarded,
+        &AllUp,
+        &mut rand::thread_rng(),
+    );
+    let mut headers = outbound_headers(&parts.headers, &host, peer);
+    headers.insert(
+        HeaderName::from_static(REQUEST_ID),
+        HeaderValue::from_str(&rec.line.request_id).expect("request ids are visible ASCII"),
+    );
+    let mut out = Outbound {
+        head: OutHead {
+            method: parts.method,
+            uri: parts.uri,
+            headers,
+        },
+        body,
+        progress: rec.progress.clone(),
+        retries: 0,
+    };
+    let result = match target {
+        Target::Forward { region, reason } => {
+            edge.metrics
+                .forwarded
+                .get_or_create(&RegionLabels {
+                    service: svc_name.clone(),
+                    region: region.to_string(),
+                })
+                .inc();
+            tracing::debug!(service = %svc_name, to = %region, reason = reason.as_str(), "forwarding to another region");
+            forward_or_fall_back(edge, snap, &rt, route, sc, region, &mut out, rec.start).await
+        }
+        Target::Local => serve_local(edge, snap, &rt, route, sc, &mut out, rec.start).await,
+    };
+    rec.line.retries = out.retries;
+    let served = result?;
+    rec.kind = Some(route.kind);
+    let status = served.parts.status;
+    if status.is_success() || status.is_redirection() || status.is_client_error() {
+        permit.report_latency(Instant::now());
+    }
+    rec.permit = Some(permit);
+    Ok(served)
+}
+
+/// The request as it goes to an instance or another edge.
+struct OutHead {
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+}
+
+struct Outbound {
+    head: OutHead,
+    body: RequestBody,
+    progress: Arc<Progress>,
+    retries: u32,
+}
+
+/// An upstream's response head, its body still to stream, and what is to
+/// be recorded once it has.
+struct Served {
+    parts: http::response::Parts,
+    body: Incoming,
+    deadline: tokio::time::Instant,
+    total: Duration,
+    from: SocketAddr,
+    by: ServedBy,
+    attempt: AttemptEnd,
+    sent_at: Instant,
+}
+
+impl Served {
+    /// The client's response: the head now, the body as it streams; the
+    /// request is recorded when the body has ended.
+    fn respond(self, rec: Record) -> Resp {
+        let Served {
+            mut parts,
+            body,
+            deadline,
+            total,
+            from,
+            by,
+            attempt,
+            sent_at,
+        } = self;
+        strip_hop_by_hop(&mut parts.headers);
+        parts.version = Version::HTTP_11;
+        let finish = Box::new(Finish {
+            attempt,
+            rec,
+            status: parts.status,
+            by,
+            sent_at,
+        });
+        let body = Streamed::new(body, deadline, total, from.to_string(), finish);
+        Response::from_parts(parts, EdgeBody::Streamed(Box::new(body)))
+    }
+}
+
+/// Records the attempt and the request once the response body has ended.
+struct Finish {
+    attempt: AttemptEnd,
+    rec: Record,
+    status: StatusCode,
+    by: ServedBy,
+    sent_at: Instant,
+}
+
+impl OnEnd for Finish {
+    fn end(self: Box<Self>, ending: Ending, bytes_out: u64) {
+        let Finish {
+            mut attempt,
+            rec,
+            status,
+            by,
+            sent_at,
+        } = *self;
+        let failure = match ending {
+            // The client's body failed after the instance had answered: the
+            // instance's response broke because its request was aborted.
+            Ending::Failed(_) if rec.progress.error().is_some() => {
+                attempt.settle(None, Outcome::Success);
+                rec.progress.error()
+            }
+            Ending::Failed(e) => {
+                tracing::debug!(error = %e, "a response body failed mid-stream");
+                attempt.settle(Some(e.kind.class()), Outcome::LocalOriginFailure);
+                Some(e)
+            }
+            // A client that leaves early says nothing about the instance.
+            Ending::Complete | Ending::Abandoned => {
+                attempt.settle(None, Outcome::Success);
+                None
+            }
+        };
+        rec.finish(
+            status,
+            &by,
+            bytes_out,
+            failure.as_ref(),
+            Some(sent_at.elapsed()),
+        );
+    }
+}
+
+/// One attempt's accounting against its target: signals, the upstream-error
+/// metric and (for an instance) outlier ejection and its in-flight count.
+/// A 5xx or a failure is settled when it is known; a good head waits for
+/// its body, since a body that breaks off is a failure too. Latency is the
+/// time to the response head, whatever the body's size.
+struct AttemptEnd {
+    edge: Arc<Edge>,
+    service: String,
+    route: (String, bool),
+    /// The instance's zone, or the target region of a forwarded request.
+    zone: String,
+    instance: String,
+    started: Instant,
+    latency: Duration,
+    settled: bool,
+    /// For an instance: its state, held in flight until the attempt ends.
+    target: Option<(Arc<ServiceRuntime>, Arc<InstanceState>)>,
+}
+
+impl AttemptEnd {
+    fn instance(
+        edge: &Arc<Edge>,
+        rt: &Arc<ServiceRuntime>,
+        route: &Route,
+        inst: &Arc<InstanceState>,
+    ) -> AttemptEnd {
+        inst.inflight.fetch_add(1, Ordering::AcqRel);
+        AttemptEnd {
+            edge: edge.clone(),
+            service: rt.svc.name.clone(),
+            route: (route.name.clone(), route.kind == RouteKind::Write),
+            zone: inst.meta.zone.clone(),
+            instance: inst.meta.name.clone(),
+            started: Instant::now(),
+            latency: Duration::ZERO,
+            settled: false,
+            target: Some((rt.clone(), inst.clone())),
+        }
+    }
+
+    fn forward(edge: &Arc<Edge>, rt: &ServiceRuntime, region: &str, write: bool) -> AttemptEnd {
+        AttemptEnd {
+            edge: edge.clone(),
+            service: rt.svc.name.clone(),
+            route: ("forward".into(), write),
+            zone: region.into(),
+            instance: String::new(),
+            started: Instant::now(),
+            latency: Duration::ZERO,
+            settled: false,
+            target: None,
+        }
+    }
+
+    fn head_arrived(&mut self) {
+        self.latency = self.started.elapsed();
+    }
+
+    fn settle(&mut self, class: Option<ErrorClass>, outcome: Outcome) {
+        if std::mem::replace(&mut self.settled, true) {
+            return;
+        }
+        let edge = &self.edge;
+        record_signal(
+            edge,
+            &self.service,
+            (&self.route.0, self.route.1),
+            &self.zone,
+            &self.instance,
+            self.latency,
+            class,
+        );
+        let Some((rt, inst)) = &self.target else {
+            return;
+        };
+        if let Some(c) = class {
+            edge.metrics
+                .upstream_errors
+                .get_or_create(&ErrorLabels {
+                    service: self.service.clone(),
+                    zone: self.zone.clone(),
+                    instance: self.instance.clone(),
+                    class: c.as_str().into(),
+                })
+                .inc();
+        }
+        if let Verdict::Eject(reason) = inst.observe(outcome, self.latency, &rt.svc.ejection) {
+            edge.try_eject(rt, inst, reason);
+        }
+    }
+
+    /// Settles by what the response head says.
+    fn settle_head(&mut self, status: StatusCode) {
+        if status.is_server_error() {
+            self.settle(Some(ErrorClass::Status5xx), Outcome::Status5xx);
+        }
+    }
+
+    fn settle_error(&mut self, e: &EdgeError) {
+        self.latency = self.started.elapsed();
+        self.settle(Some(e.kind.class()), Outcome::LocalOriginFailure);
+    }
+}
+
+impl Drop for AttemptEnd {
+    fn drop(&mut self) {
+        if let Some((_, inst)) = &self.target {
+            inst.inflight.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+}
+
+fn is_idempotent(m: &Method) -> bool {
+    matches!(
+        *m,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE | Method::TRACE
+    )
+}
+
+async fn serve_local(
+    edge: &Arc<Edge>,
+    snap: &Snapshot,
+    rt: &Arc<ServiceRuntime>,
+    route: &Route,
+    sc: &ServiceControls,
+    out: &mut Outbound,
+    start: Instant,
+) -> Result<Served, EdgeError> {
+    let region_ro = sc.regions.get(&edge.region).is_some_and(|r| r.read_only);
+    if (sc.read_only || region_ro) && route.kind == RouteKind::Write {
+        edge.metrics
+            .read_only
+            .get_or_create(&ServiceLabels {
+                service: rt.svc.name.clone(),
+            })
+            .inc();
+        record_signal(
+            edge,
+            &rt.svc.name,
+            (&route.name, route.kind == RouteKind::Write),
+            "",
+            "",
+            start.elapsed(),
+            Some(ErrorClass::ReadOnly),
+        );
+        return Err(EdgeError::new(
+            ErrorKind::ReadOnly,
+            format!(
+                "service {} is read-only for now; reads keep working",
+                rt.svc.name
+            ),
+        ));
+    }
+    let plan = switchyard_steer::plan(&rt.local, rt.svc.floor(&edge.region), Some(sc), now_ms());
+    let first = switchyard_steer::choose(&plan, &edge.zone, None, &mut rand::thread_rng())
+        .ok_or_else(|| {
+            EdgeError::new(
+                ErrorKind::NoInstance,
+                format!(
+                    "service {} has no instance in region {}",
+                    rt.svc.name, edge.region
+                ),
+            )
+        })?;
+    let faults: Vec<&Fault> = snap
+        .controls
+        .faults
+        .iter()
+        .filter(|f| f.service == rt.svc.name && f.route.as_ref().is_none_or(|r| *r == route.name))
+        .collect();
+    let result = attempt(edge, rt, route, &faults, first, out).await;
+    // A request that never reached an instance (its connect failed) may go
+    // elsewhere whatever its method; one that reached it only when sending
+    // it twice is harmless.
+    let retry_worthy = match &result {
+        Err(e) => e.kind.retryable(),
+        Ok(s) => {
+            s.parts.status == StatusCode::SERVICE_UNAVAILABLE && is_idempotent(&out.head.method)
+        }
+    };
+    if !retry_worthy {
+        return result;
+    }
+    if !out.body.replayable() {
+        // Its body went out as it streamed in; what was sent cannot be sent again.
+        retry_metric(edge, &rt.svc.name, "body_too_large");
+        return result;
+    }
+    let Some(_retry) = rt.retry.try_acquire(rt.admission.inflight()) else {
+        retry_metric(edge, &rt.svc.name, "budget_exhausted");
+        return result;
+    };
+    let Some(second) =
+        switchyard_steer::choose(&plan, &edge.zone, Some(first), &mut rand::thread_rng())
+    else {
+        retry_metric(edge, &rt.svc.name, "no_candidate");
+        return result;
+    };
+    retry_metric(edge, &rt.svc.name, "sent");
+    out.retries += 1;
+    drop(result);
+    attempt(edge, rt, route, &faults, second, out).await
+}
+
+fn retry_metric(edge: &Edge, service: &str, outcome: &str) {
+    edge.metrics
+        .retries
+        .get_or_create(&OutcomeLabels {
+            service: service.into(),
+            outcome: outcome.into(),
+        })
+        .inc();
+}
+
+/// The body for one more attempt; a streamed body goes out only once.
+fn body_for_attempt(out: &mut Outbound) -> Result<UpstreamBody, EdgeError> {
+    out.body.for_attempt().ok_or_else(|| {
+        EdgeError::new(
+            ErrorKind::UpstreamProtocol,
+            "the request body outgrew the replay copy and was already sent once",
+        )
+    })
+}
+
+async fn attempt(
+    edge: &Arc<Edge>,
+    rt: &Arc<ServiceRuntime>,
+    route: &Route,
+    faults: &[&Fault],
+    inst: &Arc<InstanceState>,
+    out: &mut Outbound,
+) -> Result<Served, EdgeError> {
+    let t0 = Instant::now();
+    let zone = inst.meta.zone.as_str();
+    for f in faults
+        .iter()
+        .filter(|f| f.zone.as_ref().is_none_or(|z| z == zone))
+    {
+        if f.delay_ms + f.delay_jitter_ms > 0 && roll(f.delay_percent) {
+            let jitter = if f.delay_jitter_ms > 0 {
+                rand::thread_rng().gen_range(0..=f.delay_jitter_ms)
+            } else {
+                0
+            };
+            tokio::time::sleep(Duration::from_millis(f.delay_ms + jitter)).await;
+        }
+        if let Some(status) = f.abort_status {
+            if roll(f.abort_percent) {
+                record_signal(
+                    edge,
+                    &rt.svc.name,
+                    (&route.name, route.kind == RouteKind::Write),
+                    zone,
+                    &inst.meta.name,
+                    t0.elapsed(),
+                    Some(ErrorClass::Fault),
+                );
+                let mut e = EdgeError::new(
+                    ErrorKind::FaultAbort,
+                    format!("fault injected: abort with {status}"),
+                );
+                e.status = StatusCode::from_u16(status).ok();
+                return Err(e);
+            }
+        }
+    }
+    let body = body_for_attempt(out)?;
+    let mut end = AttemptEnd::instance(edge, rt, route, inst);
+    let t = &rt.svc.timeouts;
+    let sent_at = Instant::now();
+    let result = send(
+        &crate::state::client_for(t.connect),
+        inst.meta.addr,
+        &out.head,
+        body,
+        &out.progress,
+        t,
+    )
+    .await;
+    let (resp, deadline) = match result {
+        Err(e) if e.kind.origin() == crate::error::Origin::Client => return Err(e),
+        Err(e) => {
+            end.settle_error(&e);
+            return Err(e);
+        }
+        Ok(r) => r,
+    };
+    end.head_arrived();
+    end.settle_head(resp.status());
+    let (mut parts, body) = resp.into_parts();
+    let m = &inst.meta;
+    if let Ok(v) = HeaderValue::from_str(&format!("{}/{}/{}", m.region, m.zone, m.name)) {
+        parts.headers.insert(HeaderName::from_static(UPSTREAM), v);
+    }
+    Ok(Served {
+        parts,
+        body,
+        deadline,
+        total: t.total,
+        from: m.addr,
+        by: ServedBy {
+            region: Some(m.region.clone()),
+            zone: Some(m.zone.clone()),
+            instance: Some(m.name.clone()),
+            zone_label: m.zone.clone(),
+            instance_label: m.name.clone(),
+        },
+        attempt: end,
+        sent_at,
+    })
+}
+
+/// One exchange up to the response head: the request body streams to `addr`
+/// as the client sends it, and the response comes back with its body still
+/// to read, due by the deadline returned. The header timeout runs from the
+/// moment the whole request body has gone out (an upload is not a slow
+/// instance); the total timeout from now, over the whole exchange. A
+/// failure of the client's body is the outcome, whatever the upstream
+/// connection made of the aborted request.
+async fn send(
+    client: &crate::state::HttpClient,
+    addr: SocketAddr,
+    head: &OutHead,
+    body: UpstreamBody,
+    progress: &Progress,
+    t: &switchyard_model::Timeouts,
+) -> Result<(Response<Incoming>, tokio::time::Instant), EdgeError> {
+    let (header_timeout, total_timeout) = (t.header, t.total);
+    let deadline = tokio::time::Instant::now() + total_timeout;
+    let pq = head.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+    let uri: Uri = format!("http://{addr}{pq}")
+        .parse()
+        .map_err(|e| EdgeError::new(ErrorKind::BadRequest, format!("bad request target: {e}")))?;
+    let mut req = Request::new(body);
+    *req.method_mut() = head.method.clone();
+    *req.uri_mut() = uri;
+    *req.version_mut() = Version::HTTP_11;
+    *req.headers_mut() = head.headers.clone();
+    let head_due = async {
+        progress.wait_done().await;
+        tokio::time::sleep(header_timeout).await;
+    };
+    let result = tokio::select! {
+        r = client.request(req) => r,
+        _ = head_due => {
+            return Err(EdgeError::new(
+                ErrorKind::UpstreamTimeout,
+                format!(
+                    "{addr} sent no response head within {} ms",
+                    header_timeout.as_millis()
+                ),
+            ))
+        }
+        _ = tokio::time::sleep_until(deadline) => {
+            if progress.waiting_on_client() {
+                return Err(EdgeError::new(
+                    ErrorKind::RequestTimeout,
+                    format!(
+                        "the request body was still arriving when the route's total timeout ({} ms) ran out",
+                        total_timeout.as_millis()
+                    ),
+                ));
+            }
+            return Err(EdgeError::new(
+                ErrorKind::UpstreamTimeout,
+                format!(
+                    "{addr} did not answer within the total timeout of {} ms",
+                    total_timeout.as_millis()
+                ),
+            ));
+        }
+    };
+    if let Some(e) = progress.error() {
+        return Err(e);
+    }
+    match result {
+        Ok(r) => Ok((r, deadline)),
+        Err(e) if e.is_connect() => Err(EdgeError::new(
+            ErrorKind::UpstreamConnect,
+            format!("could not connect to {addr}: {}", root_cause(&e)),
+        )),
+        Err(e) => Err(EdgeError::new(
+            ErrorKind::UpstreamProtocol,
+            format!("exchange with {addr} failed: {}", root_cause(&e)),
+        )),
+    }
+}
+
+/// Forwards to `region`. When none of its edges can be reached (so the
+/// request never left this edge), it goes to the next region of the
+/// service's preference that is not out, and when there is none it is served
+/// here: with local instances healthy, failing open beats failing every
+/// request of an evacuated region whose destination is down. Each fallback is
+/// counted by the region that served it (this one: failed open). A request
+/// whose body outgrew the replay copy has no second try.
+#[allow(clippy::too_many_arguments)]
+async fn forward_or_fall_back(
+    edge: &Arc<Edge>,
+    snap: &Snapshot,
+    rt: &Arc<ServiceRuntime>,
+    route: &Route,
+    sc: &ServiceControls,
+    region: &str,
+    out: &mut Outbound,
+    start: Instant,
+) -> Result<Served, EdgeError> {
+    let write = route.kind == RouteKind::Write;
+    let mut tried = vec![region];
+    loop {
+        let to = tried.last().expect("one region at least");
+        let result = forward_to_region(edge, snap, rt, to, write, out).await;
+        match &result {
+            Err(e) if e.kind == ErrorKind::UpstreamConnect && out.body.replayable() => {}
+            Err(e) if e.kind == ErrorKind::UpstreamConnect => {
+                retry_metric(edge, &rt.svc.name, "body_too_large");
+                return result;
+            }
+            _ => return result,
+        }
+        let next = rt.svc.region_preference.iter().find(|r| {
+            **r != edge.region
+                && !tried.contains(&r.as_str())
+                && sc.regions.get(*r).is_none_or(|c| c.local_share() > 0.0)
+        });
+        let served_by = next.map_or(edge.region.as_str(), |r| r.as_str());
+        edge.metrics
+            .forward_fallbacks
+            .get_or_create(&RegionLabels {
+                service: rt.svc.name.clone(),
+                region: served_by.to_string(),
+            })
+            .inc();
+        match next {
+            Some(r) => {
+                tracing::warn!(service = %rt.svc.name, unreachable = %to, next = %r, "no edge of the region could be reached; forwarding to the next region");
+                tried.push(r);
+            }
+            None => {
+                tracing::warn!(service = %rt.svc.name, unreachable = ?tried, "no region to forward to could be reached; serving here (failing open)");
+                return serve_local(edge, snap, rt, route, sc, out, start).await;
+            }
+        }
+    }
+}
+
+/// Sends to another region's edges, trying a second edge if the first cannot
+/// be reached. The remote edge serves it locally whatever its own controls say.
+async fn forward_to_region(
+    edge: &Arc<Edge>,
+    snap: &Snapshot,
+    rt: &Arc<ServiceRuntime>,
+    region: &str,
+    write: bool,
+    out: &mut Outbound,
+) -> Result<Served, EdgeError> {
+    let edges = switchyard_steer::forward_edges(&snap.config, &edge.region, region);
+    if edges.is_empty() {
+        return Err(EdgeError::new(
+            ErrorKind::NoInstance,
+            format!("region {region} has no edges"),
+        ));
+    }
+    let n = edges.len();
+    let first = rand::thread_rng().gen_range(0..n);
+    let mut head = OutHead {
+        method: out.head.method.clone(),
+        uri: out.head.uri.clone(),
+        headers: out.head.headers.clone(),
+    };
+    head.headers.insert(
+        HeaderName::from_static(FORWARDED),
+        HeaderValue::from_str(&edge.region).expect("region names are valid header values"),
+    );
+    if let Some(secret) = snap.config.edge.forward_secret.as_deref() {
+        if let Ok(v) = HeaderValue::from_str(secret) {
+            head.headers
+                .insert(HeaderName::from_static(FORWARD_AUTH), v);
+        }
+    }
+    let t = &rt.svc.timeouts;
+    let mut last = None;
+    for k in 0..n.min(2) {
+        if k > 0 && !out.body.replayable() {
+            break;
+        }
+        let addr = edges
+            .get((first + k) % n)
+            .expect("the index wraps within the edges")
+            .addr;
+        let body = body_for_attempt(out)?;
+        let mut end = AttemptEnd::forward(edge, rt, region, write);
+        let sent_at = Instant::now();
+        let result = send(
+            &crate::state::client_for(t.connect),
+            addr,
+            &head,
+            body,
+            &out.progress,
+            t,
+        )
+        .await;
+        match result {
+            Ok((resp, deadline)) => {
+                end.head_arrived();
+                end.settle_head(resp.status());
+                let (parts, body) = resp.into_parts();
+                return Ok(Served {
+                    parts,
+                    body,
+                    deadline,
+                    total: t.total,
+                    from: addr,
+                    by: ServedBy {
+                        region: Some(region.to_string()),
+                        zone: None,
+                        instance: Some(addr.to_string()),
+                        zone_label: format!("region:{region}"),
+                        instance_label: addr.to_string(),
+                    },
+                    attempt: end,
+                    sent_at,
+                });
+            }
+            Err(e) if e.kind.origin() == crate::error::Origin::Client => return Err(e),
+            Err(e) => {
+                end.settle_error(&e);
+                let again = e.kind == ErrorKind::UpstreamConnect;
+                last = Some(e);
+                if !again {
+                    break;
+                }
+            }
+        }
+    }
+    Err(last.expect("at least one edge was tried"))
+}
 
 fn request_host(req: &Request<Incoming>) -> Option<String> {
     let raw = match req.headers().get(header::HOST) {
@@ -167,185 +1024,6 @@ fn home_region(headers: &HeaderMap) -> Option<String> {
         }
     }
     None
-}
-
-async fn serve(
-    edge: &Arc<Edge>,
-    snap: &Arc<Snapshot>,
-    req: Request<Incoming>,
-    peer: SocketAddr,
-    start: Instant,
-) -> Result<Resp, Failure> {
-    let max_header = snap.config.edge.max_header_bytes;
-    let header_bytes: usize = req
-        .headers()
-        .iter()
-        .map(|(k, v)| k.as_str().len() + v.len() + 4)
-        .sum();
-    if header_bytes > max_header {
-        return Err((
-            EdgeError::new(
-                ErrorKind::HeadersTooLarge,
-                format!("request headers are {header_bytes} bytes; the limit is {max_header}"),
-            ),
-            None,
-        ));
-    }
-    let max_headers = snap.config.edge.max_headers;
-    if req.headers().len() > max_headers {
-        return Err((
-            EdgeError::new(
-                ErrorKind::HeadersTooLarge,
-                format!(
-                    "the request has {} headers; the limit is {max_headers}",
-                    req.headers().len()
-                ),
-            ),
-            None,
-        ));
-    }
-    if req.headers().get_all(header::HOST).iter().count() > 1 {
-        return Err((
-            EdgeError::new(
-                ErrorKind::BadRequest,
-                "the request has more than one Host header",
-            ),
-            None,
-        ));
-    }
-    let Some(host) = request_host(&req) else {
-        return Err((
-            EdgeError::new(ErrorKind::BadRequest, "the request has no Host header"),
-            None,
-        ));
-    };
-    let path = req.uri().path().to_string();
-    let Some(rt) = snap.service_for(&host, &path).cloned() else {
-        return Err((
-            EdgeError::new(
-                ErrorKind::UnknownService,
-                format!("no service is configured for host {host:?}"),
-            ),
-            None,
-        ));
-    };
-    let svc_name = rt.svc.name.clone();
-    let fail = |e: EdgeError| (e, Some(svc_name.clone()));
-    let route = rt.svc.route_for(req.method().as_str(), &path);
-    let no_controls = ServiceControls::default();
-    let sc = snap.controls.service(&svc_name).unwrap_or(&no_controls);
-
-    // The body arrives before a concurrency slot is taken: it is buffered
-    // whole anyway (so a retry can resend it), and a client that trickles it
-    // in must not hold a slot that protects the instances.
-    let (parts, body) = req.into_parts();
-    let body = read_body(body, &parts.headers, &snap.config.edge)
-        .await
-        .map_err(fail)?;
-
-    let permit = match rt
-        .admission
-        .try_admit(route.priority, sc.shed_level, Instant::now())
-    {
-        Ok(p) => p,
-        Err(reason) => {
-            edge.metrics
-                .shed
-                .get_or_create(&ShedLabels {
-                    service: svc_name.clone(),
-                    priority: route.priority.as_str().into(),
-                    reason: reason.as_str().into(),
-                })
-                .inc();
-            record_signal(
-                edge,
-                &svc_name,
-                (&route.name, route.kind == RouteKind::Write),
-                "",
-                "",
-                start.elapsed(),
-                Some(ErrorClass::Shed),
-            );
-            return Err(fail(EdgeError::new(
-                ErrorKind::Shed,
-                format!(
-                    "shed: {} request over the {} limit (priority {})",
-                    svc_name,
-                    reason.as_str(),
-                    route.priority.as_str()
-                ),
-            )));
-        }
-    };
-    rt.inflight_gauge.inc();
-    struct Dec<'a>(&'a prometheus_client::metrics::gauge::Gauge);
-    impl Drop for Dec<'_> {
-        fn drop(&mut self) {
-            self.0.dec();
-        }
-    }
-    let _dec = Dec(&rt.inflight_gauge);
-
-    let home = home_region(&parts.headers);
-    let forwarded = forwarded_by_an_edge(&parts.headers, snap);
-    let target = switchyard_steer::target(
-        &rt.svc,
-        &snap.controls,
-        &edge.region,
-        home.as_deref(),
-        forwarded,
-        &AllUp,
-        &mut rand::thread_rng(),
-    );
-    let out = Outbound {
-        method: parts.method,
-        uri: parts.uri,
-        headers: outbound_headers(&parts.headers, &host, peer),
-        body,
-    };
-    let result = match target {
-        Target::Forward { region, reason } => {
-            edge.metrics
-                .forwarded
-                .get_or_create(&RegionLabels {
-                    service: svc_name.clone(),
-                    region: region.to_string(),
-                })
-                .inc();
-            tracing::debug!(service = %svc_name, to = %region, reason = reason.as_str(), "forwarding to another region");
-            forward_or_fall_back(edge, snap, &rt, route, sc, region, out, start).await
-        }
-        Target::Local => serve_local(edge, snap, &rt, route, sc, out, start).await,
-    };
-    match result {
-        Ok((resp, zone, inst)) => {
-            if resp.status().is_success()
-                || resp.status().is_redirection()
-                || resp.status().is_client_error()
-            {
-                permit.report_latency(Instant::now());
-            }
-            count_request(
-                edge,
-                &svc_name,
-                Some(route.kind),
-                &zone,
-                &inst,
-                resp.status(),
-                start.elapsed(),
-            );
-            Ok(resp)
-        }
-        Err(e) => Err(fail(e)),
-    }
-}
-
-#[derive(Clone)]
-struct Outbound {
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
 }
 
 /// Whether a header belongs to one connection and must not be forwarded:
@@ -430,278 +1108,9 @@ fn outbound_headers(h: &HeaderMap, host: &str, peer: SocketAddr) -> HeaderMap {
     out
 }
 
-fn is_idempotent(m: &Method) -> bool {
-    matches!(
-        *m,
-        Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE | Method::TRACE
-    )
-}
-
-async fn serve_local(
-    edge: &Arc<Edge>,
-    snap: &Snapshot,
-    rt: &Arc<ServiceRuntime>,
-    route: &Route,
-    sc: &ServiceControls,
-    out: Outbound,
-    start: Instant,
-) -> Result<(Resp, String, String), EdgeError> {
-    let region_ro = sc.regions.get(&edge.region).is_some_and(|r| r.read_only);
-    if (sc.read_only || region_ro) && route.kind == RouteKind::Write {
-        edge.metrics
-            .read_only
-            .get_or_create(&ServiceLabels {
-                service: rt.svc.name.clone(),
-            })
-            .inc();
-        record_signal(
-            edge,
-            &rt.svc.name,
-            (&route.name, route.kind == RouteKind::Write),
-            "",
-            "",
-            start.elapsed(),
-            Some(ErrorClass::ReadOnly),
-        );
-        return Err(EdgeError::new(
-            ErrorKind::ReadOnly,
-            format!(
-                "service {} is read-only for now; reads keep working",
-                rt.svc.name
-            ),
-        ));
-    }
-    let plan = switchyard_steer::plan(&rt.local, rt.svc.floor(&edge.region), Some(sc), now_ms());
-    let first = switchyard_steer::choose(&plan, &edge.zone, None, &mut rand::thread_rng())
-        .ok_or_else(|| {
-            EdgeError::new(
-                ErrorKind::NoInstance,
-                format!(
-                    "service {} has no instance in region {}",
-                    rt.svc.name, edge.region
-                ),
-            )
-        })?;
-    let faults: Vec<&Fault> = snap
-        .controls
-        .faults
-        .iter()
-        .filter(|f| f.service == rt.svc.name && f.route.as_ref().is_none_or(|r| *r == route.name))
-        .collect();
-    let result = attempt(edge, rt, route, &faults, first, &out).await;
-    // A request that never reached an instance (its connect failed) may go
-    // elsewhere whatever its method; one that reached it only when sending
-    // it twice is harmless.
-    let retry_worthy = match &result {
-        Err(e) => e.kind.retryable(),
-        Ok((r, _, _)) => {
-            r.status() == StatusCode::SERVICE_UNAVAILABLE && is_idempotent(&out.method)
-        }
-    };
-    if !retry_worthy {
-        return result.map(|r| tag(r, first));
-    }
-    let Some(_retry) = rt.retry.try_acquire(rt.admission.inflight()) else {
-        retry_metric(edge, &rt.svc.name, "budget_exhausted");
-        return result.map(|r| tag(r, first));
-    };
-    let Some(second) =
-        switchyard_steer::choose(&plan, &edge.zone, Some(first), &mut rand::thread_rng())
-    else {
-        retry_metric(edge, &rt.svc.name, "no_candidate");
-        return result.map(|r| tag(r, first));
-    };
-    retry_metric(edge, &rt.svc.name, "sent");
-    attempt(edge, rt, route, &faults, second, &out)
-        .await
-        .map(|r| tag(r, second))
-}
-
-fn tag((mut resp, _, _): (Resp, String, String), inst: &InstanceState) -> (Resp, String, String) {
-    let m = &inst.meta;
-    if let Ok(v) = HeaderValue::from_str(&format!("{}/{}/{}", m.region, m.zone, m.name)) {
-        resp.headers_mut()
-            .insert(HeaderName::from_static(UPSTREAM), v);
-    }
-    (resp, m.zone.clone(), m.name.clone())
-}
-
-fn retry_metric(edge: &Edge, service: &str, outcome: &str) {
-    edge.metrics
-        .retries
-        .get_or_create(&OutcomeLabels {
-            service: service.into(),
-            outcome: outcome.into(),
-        })
-        .inc();
-}
-
 /// Decides whether an injected fault hits this attempt.
 fn roll(percent: f64) -> bool {
     percent >= 100.0 || (percent > 0.0 && rand::thread_rng().gen::<f64>() * 100.0 < percent)
-}
-
-struct InflightGuard<'a>(&'a InstanceState);
-impl Drop for InflightGuard<'_> {
-    fn drop(&mut self) {
-        self.0.inflight.fetch_sub(1, Ordering::AcqRel);
-    }
-}
-
-async fn attempt(
-    edge: &Arc<Edge>,
-    rt: &Arc<ServiceRuntime>,
-    route: &Route,
-    faults: &[&Fault],
-    inst: &Arc<InstanceState>,
-    out: &Outbound,
-) -> Result<(Resp, String, String), EdgeError> {
-    let t0 = Instant::now();
-    let zone = inst.meta.zone.as_str();
-    for f in faults
-        .iter()
-        .filter(|f| f.zone.as_ref().is_none_or(|z| z == zone))
-    {
-        if f.delay_ms + f.delay_jitter_ms > 0 && roll(f.delay_percent) {
-            let jitter = if f.delay_jitter_ms > 0 {
-                rand::thread_rng().gen_range(0..=f.delay_jitter_ms)
-            } else {
-                0
-            };
-            tokio::time::sleep(Duration::from_millis(f.delay_ms + jitter)).await;
-        }
-        if let Some(status) = f.abort_status {
-            if roll(f.abort_percent) {
-                record_signal(
-                    edge,
-                    &rt.svc.name,
-                    (&route.name, route.kind == RouteKind::Write),
-                    zone,
-                    &inst.meta.name,
-                    t0.elapsed(),
-                    Some(ErrorClass::Fault),
-                );
-                let mut e = EdgeError::new(
-                    ErrorKind::FaultAbort,
-                    format!("fault injected: abort with {status}"),
-                );
-                e.status = StatusCode::from_u16(status).ok();
-                return Err(e);
-            }
-        }
-    }
-    inst.inflight.fetch_add(1, Ordering::AcqRel);
-    let _g = InflightGuard(inst);
-    let t = &rt.svc.timeouts;
-    let result = send(
-        &crate::state::client_for(t.connect),
-        inst.meta.addr,
-        out,
-        t.header,
-        t.total,
-    )
-    .await;
-    let latency = t0.elapsed();
-    let (outcome, class) = match &result {
-        Ok(r) if r.status().is_server_error() => (Outcome::Status5xx, Some(ErrorClass::Status5xx)),
-        Ok(_) => (Outcome::Success, None),
-        Err(e) => (Outcome::LocalOriginFailure, Some(e.kind.class())),
-    };
-    record_signal(
-        edge,
-        &rt.svc.name,
-        (&route.name, route.kind == RouteKind::Write),
-        zone,
-        &inst.meta.name,
-        latency,
-        class,
-    );
-    if let Some(c) = class {
-        edge.metrics
-            .upstream_errors
-            .get_or_create(&ErrorLabels {
-                service: rt.svc.name.clone(),
-                zone: zone.into(),
-                instance: inst.meta.name.clone(),
-                class: c.as_str().into(),
-            })
-            .inc();
-    }
-    if let Verdict::Eject(reason) = inst.observe(outcome, latency, &rt.svc.ejection) {
-        edge.try_eject(rt, inst, reason);
-    }
-    result.map(|r| (r, String::new(), String::new()))
-}
-
-/// One HTTP exchange with a header timeout and a total timeout, the response
-/// fully read so that the total timeout covers the body too.
-async fn send(
-    client: &crate::state::HttpClient,
-    addr: SocketAddr,
-    out: &Outbound,
-    header_timeout: Duration,
-    total_timeout: Duration,
-) -> Result<Resp, EdgeError> {
-    let deadline = tokio::time::Instant::now() + total_timeout;
-    let pq = out.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
-    let uri: Uri = format!("http://{addr}{pq}")
-        .parse()
-        .map_err(|e| EdgeError::new(ErrorKind::BadRequest, format!("bad request target: {e}")))?;
-    let mut req = Request::new(Full::new(out.body.clone()));
-    *req.method_mut() = out.method.clone();
-    *req.uri_mut() = uri;
-    *req.version_mut() = Version::HTTP_11;
-    *req.headers_mut() = out.headers.clone();
-    let resp =
-        match tokio::time::timeout(header_timeout.min(total_timeout), client.request(req)).await {
-            Err(_) => {
-                return Err(EdgeError::new(
-                    ErrorKind::UpstreamTimeout,
-                    format!(
-                        "{addr} sent no response head within {} ms",
-                        header_timeout.as_millis()
-                    ),
-                ))
-            }
-            Ok(Err(e)) if e.is_connect() => {
-                return Err(EdgeError::new(
-                    ErrorKind::UpstreamConnect,
-                    format!("could not connect to {addr}: {}", root_cause(&e)),
-                ))
-            }
-            Ok(Err(e)) => {
-                return Err(EdgeError::new(
-                    ErrorKind::UpstreamProtocol,
-                    format!("exchange with {addr} failed: {}", root_cause(&e)),
-                ))
-            }
-            Ok(Ok(r)) => r,
-        };
-    let (mut parts, body) = resp.into_parts();
-    let body =
-        match tokio::time::timeout_at(deadline, Limited::new(body, MAX_RESPONSE_BYTES).collect())
-            .await
-        {
-            Err(_) => {
-                return Err(EdgeError::new(
-                    ErrorKind::UpstreamTimeout,
-                    format!(
-                        "{addr} did not finish its response within {} ms",
-                        total_timeout.as_millis()
-                    ),
-                ))
-            }
-            Ok(Err(e)) => {
-                return Err(EdgeError::new(
-                    ErrorKind::UpstreamProtocol,
-                    format!("reading the response from {addr} failed: {e}"),
-                ))
-            }
-            Ok(Ok(b)) => b.to_bytes(),
-        };
-    strip_hop_by_hop(&mut parts.headers);
-    parts.version = Version::HTTP_11;
-    Ok(Response::from_parts(parts, Full::new(body)))
 }
 
 fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
@@ -710,132 +1119,6 @@ fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
         cur = next;
     }
     cur.to_string()
-}
-
-/// Forwards to `region`. When none of its edges can be reached (so the
-/// request never left this edge), it goes to the next region of the
-/// service's preference that is not out, and when there is none it is served
-/// here: with local instances healthy, failing open beats failing every
-/// request of an evacuated region whose destination is down. Each fallback is
-/// counted by the region that served it (this one: failed open).
-#[allow(clippy::too_many_arguments)]
-async fn forward_or_fall_back(
-    edge: &Arc<Edge>,
-    snap: &Snapshot,
-    rt: &Arc<ServiceRuntime>,
-    route: &Route,
-    sc: &ServiceControls,
-    region: &str,
-    out: Outbound,
-    start: Instant,
-) -> Result<(Resp, String, String), EdgeError> {
-    let write = route.kind == RouteKind::Write;
-    let mut tried = vec![region];
-    loop {
-        let to = tried.last().expect("one region at least");
-        let result = forward_to_region(edge, snap, rt, to, write, out.clone()).await;
-        match &result {
-            Err(e) if e.kind == ErrorKind::UpstreamConnect => {}
-            _ => return result,
-        }
-        let next = rt.svc.region_preference.iter().find(|r| {
-            **r != edge.region
-                && !tried.contains(&r.as_str())
-                && sc.regions.get(*r).is_none_or(|c| c.local_share() > 0.0)
-        });
-        let served_by = next.map_or(edge.region.as_str(), |r| r.as_str());
-        edge.metrics
-            .forward_fallbacks
-            .get_or_create(&RegionLabels {
-                service: rt.svc.name.clone(),
-                region: served_by.to_string(),
-            })
-            .inc();
-        match next {
-            Some(r) => {
-                tracing::warn!(service = %rt.svc.name, unreachable = %to, next = %r, "no edge of the region could be reached; forwarding to the next region");
-                tried.push(r);
-            }
-            None => {
-                tracing::warn!(service = %rt.svc.name, unreachable = ?tried, "no region to forward to could be reached; serving here (failing open)");
-                return serve_local(edge, snap, rt, route, sc, out, start).await;
-            }
-        }
-    }
-}
-
-/// Sends to another region's edges, trying a second edge if the first cannot
-/// be reached. The remote edge serves it locally whatever its own controls say.
-async fn forward_to_region(
-    edge: &Arc<Edge>,
-    snap: &Snapshot,
-    rt: &Arc<ServiceRuntime>,
-    region: &str,
-    write: bool,
-    mut out: Outbound,
-) -> Result<(Resp, String, String), EdgeError> {
-    let edges = switchyard_steer::forward_edges(&snap.config, &edge.region, region);
-    if edges.is_empty() {
-        return Err(EdgeError::new(
-            ErrorKind::NoInstance,
-            format!("region {region} has no edges"),
-        ));
-    }
-    let n = edges.len();
-    let first = rand::thread_rng().gen_range(0..n);
-    out.headers.insert(
-        HeaderName::from_static(FORWARDED),
-        HeaderValue::from_str(&edge.region).expect("region names are valid header values"),
-    );
-    if let Some(secret) = snap.config.edge.forward_secret.as_deref() {
-        if let Ok(v) = HeaderValue::from_str(secret) {
-            out.headers.insert(HeaderName::from_static(FORWARD_AUTH), v);
-        }
-    }
-    let t = &rt.svc.timeouts;
-    let mut last = None;
-    for k in 0..n.min(2) {
-        let addr = edges
-            .get((first + k) % n)
-            .expect("the index wraps within the edges")
-            .addr;
-        let t0 = Instant::now();
-        let result = send(
-            &crate::state::client_for(t.connect),
-            addr,
-            &out,
-            t.header,
-            t.total,
-        )
-        .await;
-        let class = match &result {
-            Ok(r) => r
-                .status()
-                .is_server_error()
-                .then_some(ErrorClass::Status5xx),
-            Err(e) => Some(e.kind.class()),
-        };
-        record_signal(
-            edge,
-            &rt.svc.name,
-            ("forward", write),
-            region,
-            "",
-            t0.elapsed(),
-            class,
-        );
-        match result {
-            Ok(r) => return Ok((r, format!("region:{region}"), addr.to_string())),
-            Err(e) => {
-                let again = e.kind == ErrorKind::UpstreamConnect;
-                last = Some(e);
-                if !again {
-                    break;
-                }
-            }
-        }
-    }
-    Err(last.expect("at least one edge was tried"))
 }
 
 fn record_signal(

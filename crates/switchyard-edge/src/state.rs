@@ -9,8 +9,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
-use bytes::Bytes;
-use http_body_util::Full;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
@@ -22,7 +20,7 @@ use crate::outlier::{EjectReason, InstanceState};
 use crate::shed::{Admission, RetryBudget};
 use crate::signals::Signals;
 
-pub type HttpClient = Client<HttpConnector, Full<Bytes>>;
+pub type HttpClient = Client<HttpConnector, crate::body::UpstreamBody>;
 
 pub fn http_client(connect_timeout: Duration) -> HttpClient {
     let mut conn = HttpConnector::new();
@@ -138,6 +136,8 @@ pub struct Edge {
     controls_source: Mutex<String>,
     /// Why the last-known-good file was unusable at start-up, if it was.
     pub last_known_good_error: Option<String>,
+    /// Opened at start-up from `edge.access_log`; `None`: off.
+    pub access_log: Option<crate::access_log::AccessLog>,
 }
 
 impl Edge {
@@ -182,6 +182,14 @@ impl Edge {
             .last_known_good_unusable
             .set(i64::from(lkg_error.is_some()));
         let services = build_services(&config, &region, None, &metrics);
+        let access_log = match &config.edge.access_log {
+            Some(t) => Some(crate::access_log::AccessLog::open(
+                t,
+                &config_path,
+                metrics.access_log_dropped.clone(),
+            )?),
+            None => None,
+        };
         let edge = Arc::new(Edge {
             zone: zone.to_string(),
             region: region.clone(),
@@ -199,6 +207,7 @@ impl Edge {
             update_lock: Mutex::new(()),
             controls_source: Mutex::new(source),
             last_known_good_error: lkg_error,
+            access_log,
         });
         Ok(edge)
     }
@@ -309,6 +318,13 @@ impl Edge {
                     "zone {:?} changed its addresses or region; that needs a restart",
                     self.zone
                 )));
+            }
+            if config.edge.access_log != cur.config.edge.access_log {
+                // The writer thread owns the open file; swapping it under
+                // requests in flight is not worth a reload path of its own.
+                tracing::warn!(
+                    "edge.access_log changed; the access log is opened at start-up, so the edge keeps the one it has until a restart"
+                );
             }
             cur.controls.validate(&config).map_err(|e| {
                 UpdateError::Refused(format!(

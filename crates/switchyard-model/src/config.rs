@@ -103,6 +103,8 @@ pub mod raw {
         pub max_header_bytes: Option<usize>,
         pub max_headers: Option<usize>,
         pub max_body_bytes: Option<usize>,
+        pub retry_buffer_bytes: Option<usize>,
+        pub access_log: Option<String>,
         pub signal_interval_ms: Option<u64>,
         pub client_header_timeout_ms: Option<u64>,
         pub client_body_timeout_ms: Option<u64>,
@@ -351,6 +353,12 @@ pub struct EdgeSettings {
     /// The most header fields a request may carry.
     pub max_headers: usize,
     pub max_body_bytes: usize,
+    /// How much of a request body the edge keeps so that it can send the
+    /// request again (linkerd's and Envoy's retry buffer): a request whose
+    /// body outgrew it is not retried.
+    pub retry_buffer_bytes: usize,
+    /// Where the access log goes (one JSON line per request); `None`: off.
+    pub access_log: Option<AccessLogTarget>,
     /// Client connections the proxy listener holds at once; `None`: half of
     /// the process's file-descriptor limit, so upstream connections, the
     /// admin listener and files always have the other half.
@@ -374,6 +382,14 @@ pub struct EdgeSettings {
     /// The longest a whole request body may take to arrive (Envoy's
     /// `stream_idle_timeout`, 5 min, is the nearest).
     pub client_body_total_timeout: Duration,
+}
+
+/// `edge.access_log`: `"-"` for standard output, else a file (relative to
+/// the config file's directory), appended to.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AccessLogTarget {
+    Stdout,
+    File(String),
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -524,6 +540,11 @@ pub const DEFAULT_MAX_HEADER_BYTES: usize = 32 * 1024;
 /// nginx has no count limit (only bytes); Envoy's `max_headers_count` is 100.
 pub const DEFAULT_MAX_HEADERS: usize = 500;
 pub const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;
+/// linkerd's retry buffer is 64 KiB; Envoy's `per_request_buffer_limit` 1 MiB.
+pub const DEFAULT_RETRY_BUFFER_BYTES: usize = 64 * 1024;
+/// Held per request in flight: a larger replay copy would undo the bound on
+/// memory per request that streaming gives.
+pub const MAX_RETRY_BUFFER_BYTES: usize = 16 * 1024 * 1024;
 pub const DEFAULT_CLIENT_HEADER_TIMEOUT_MS: u64 = 60_000;
 pub const DEFAULT_CLIENT_BODY_TIMEOUT_MS: u64 = 60_000;
 pub const DEFAULT_CLIENT_IDLE_TIMEOUT_MS: u64 = 75_000;
@@ -736,6 +757,25 @@ fn validate_edge(
             format!("must be between 1 and 1073741824, got {max_body_bytes}"),
         );
     }
+    let retry_buffer_bytes = e.retry_buffer_bytes.unwrap_or(DEFAULT_RETRY_BUFFER_BYTES);
+    if retry_buffer_bytes > MAX_RETRY_BUFFER_BYTES {
+        errs.push(
+            "edge.retry_buffer_bytes",
+            format!("must be between 0 and {MAX_RETRY_BUFFER_BYTES}, got {retry_buffer_bytes}"),
+        );
+    }
+    let access_log = match e.access_log.as_deref() {
+        None => None,
+        Some("-") => Some(AccessLogTarget::Stdout),
+        Some(p) if p.trim().is_empty() => {
+            errs.push(
+                "edge.access_log",
+                "an empty path: leave it out for no access log, or \"-\" for standard output",
+            );
+            None
+        }
+        Some(p) => Some(AccessLogTarget::File(p.to_string())),
+    };
     let signal_ms = e.signal_interval_ms.unwrap_or(1000);
     if !(100..=60_000).contains(&signal_ms) {
         errs.push(
@@ -807,6 +847,8 @@ fn validate_edge(
         max_header_bytes,
         max_headers,
         max_body_bytes,
+        retry_buffer_bytes,
+        access_log,
         max_client_connections: e.max_client_connections,
         max_connections_per_client: e.max_connections_per_client,
         signal_interval: Duration::from_millis(signal_ms),

@@ -286,3 +286,33 @@ fn https_control_urls_and_etcd_endpoints_are_accepted_and_tls_files_need_them() 
         assert!(errs.iter().any(|x| x == e), "missing {e:?} in {errs:#?}");
     }
 }
+
+#[test]
+fn the_retry_buffer_and_the_access_log_are_checked() {
+    let c = Config::from_toml(EXAMPLE, no_env).unwrap();
+    assert_eq!(c.edge.retry_buffer_bytes, 64 * 1024);
+    assert_eq!(c.edge.access_log, None);
+    let text = EXAMPLE.replacen(
+        "[edge]\n",
+        "[edge]\nretry_buffer_bytes = 0\naccess_log = \"-\"\n",
+        1,
+    );
+    let c = Config::from_toml(&text, no_env).unwrap();
+    assert_eq!(c.edge.retry_buffer_bytes, 0);
+    assert_eq!(
+        c.edge.access_log,
+        Some(switchyard_model::config::AccessLogTarget::Stdout)
+    );
+    let text = EXAMPLE.replacen(
+        "[edge]\n",
+        "[edge]\nretry_buffer_bytes = 17000000\naccess_log = \" \"\n",
+        1,
+    );
+    assert_eq!(
+        errors(&text),
+        vec![
+            "edge.retry_buffer_bytes: must be between 0 and 16777216, got 17000000",
+            "edge.access_log: an empty path: leave it out for no access log, or \"-\" for standard output",
+        ]
+    );
+}
