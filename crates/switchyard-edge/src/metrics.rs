@@ -104,6 +104,27 @@ pub struct SourceLabels {
     pub result: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TlsReloadLabels {
+    /// `accepted` or `refused`.
+    pub result: String,
+    /// Why a reload was refused (`expired`, `key_mismatch`, …); empty when accepted.
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HandshakeLabels {
+    /// `1.2` or `1.3`.
+    pub version: String,
+    /// `h2`, `http/1.1` or `none`.
+    pub alpn: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HandshakeFailureLabels {
+    pub reason: String,
+}
+
 pub struct Metrics {
     pub registry: Registry,
     pub requests: Family<RequestLabels, Counter>,
@@ -129,6 +150,9 @@ pub struct Metrics {
     pub client_connections: Family<ListenerLabels, Gauge>,
     pub connections_refused: Family<RefusalLabels, Counter>,
     pub last_known_good_unusable: Gauge,
+    pub tls_reloads: Family<TlsReloadLabels, Counter>,
+    pub tls_handshakes: Family<HandshakeLabels, Counter>,
+    pub tls_handshake_failures: Family<HandshakeFailureLabels, Counter>,
 }
 
 fn latency_histogram() -> Histogram {
@@ -177,6 +201,24 @@ impl Metrics {
             connections_refused.clone(),
         );
         let last_known_good_unusable = Gauge::default();
+        let tls_reloads = Family::default();
+        registry.register(
+            "tls_reloads",
+            "Changed TLS certificate files loaded (accepted) or refused, by reason; a refused set leaves the old one serving",
+            tls_reloads.clone(),
+        );
+        let tls_handshakes = Family::default();
+        registry.register(
+            "tls_handshakes",
+            "TLS handshakes completed on the proxy's TLS listener, by version and ALPN protocol",
+            tls_handshakes.clone(),
+        );
+        let tls_handshake_failures = Family::default();
+        registry.register(
+            "tls_handshake_failures",
+            "TLS handshakes that failed or did not finish within client_header_timeout_ms, by reason",
+            tls_handshake_failures.clone(),
+        );
         registry.register(
             "requests",
             "Requests answered, by service, route kind, serving zone, instance and status class",
@@ -282,6 +324,9 @@ impl Metrics {
             client_connections,
             connections_refused,
             last_known_good_unusable,
+            tls_reloads,
+            tls_handshakes,
+            tls_handshake_failures,
         }
     }
 

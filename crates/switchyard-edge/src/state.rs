@@ -138,6 +138,9 @@ pub struct Edge {
     controls_source: Mutex<String>,
     /// Why the last-known-good file was unusable at start-up, if it was.
     pub last_known_good_error: Option<String>,
+    /// Woken on every config reload (SIGHUP, file change), so the TLS
+    /// certificates are read again at once rather than at the next poll.
+    pub tls_reload: tokio::sync::Notify,
 }
 
 impl Edge {
@@ -199,6 +202,7 @@ impl Edge {
             update_lock: Mutex::new(()),
             controls_source: Mutex::new(source),
             last_known_good_error: lkg_error,
+            tls_reload: tokio::sync::Notify::new(),
         });
         Ok(edge)
     }
@@ -302,6 +306,7 @@ impl Edge {
                 ))
             })?;
             if new_zone.edge != old_zone.edge
+                || new_zone.edge_tls != old_zone.edge_tls
                 || new_zone.admin != old_zone.admin
                 || new_zone.region != old_zone.region
             {
