@@ -22,12 +22,6 @@ use switchyard_model::config::EdgeTls;
 use crate::metrics::{HandshakeFailureLabels, HandshakeLabels, TlsReloadLabels};
 use crate::state::Edge;
 
-/// How often the certificate files are read again to notice a change. Reading
-/// a few kilobytes every few seconds costs nothing and, unlike inotify, sees
-/// every way a file can be replaced (rename over, bind mount, Kubernetes'
-/// symlink swap).
-const POLL: Duration = Duration::from_secs(2);
-
 /// One certificate's files as read in one pass: their paths and contents (or
 /// why they could not be read). Two reads compare equal when nothing changed,
 /// so the watcher loads only what is new, and the set built from them is
@@ -427,7 +421,7 @@ pub fn load(tls: &EdgeTls, config_path: &Path) -> anyhow::Result<CertSet> {
     })
 }
 
-/// Reads the certificate files every [`POLL`] and whenever the config is
+/// Reads the certificate files every `poll_interval` and whenever the config is
 /// reloaded, and swaps in a set that changed and loads; one that does not
 /// load is logged and counted once per change, and the old set keeps serving.
 pub async fn watch(edge: Arc<Edge>, certs: Arc<Certificates>) {
@@ -435,8 +429,12 @@ pub async fn watch(edge: Arc<Edge>, certs: Arc<Certificates>) {
     // tried (nor logged) again until they change or a reload asks for it.
     let mut tried = certs.set.load().files.clone();
     loop {
+        let poll = edge.snapshot().config.edge.tls.as_ref().map_or(
+            Duration::from_millis(switchyard_model::config::DEFAULT_TLS_POLL_INTERVAL_MS),
+            |t| t.poll_interval,
+        );
         let asked = tokio::select! {
-            _ = tokio::time::sleep(POLL) => false,
+            _ = tokio::time::sleep(poll) => false,
             _ = edge.tls_reload.notified() => true,
         };
         let Some(tls) = edge.snapshot().config.edge.tls.clone() else {
@@ -537,5 +535,96 @@ pub fn failure_reason(e: &std::io::Error) -> &'static str {
         std::io::ErrorKind::UnexpectedEof => "eof",
         std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::BrokenPipe => "reset",
         _ => "io",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use switchyard_model::config::TlsCertificateFiles;
+    use switchyard_testkit::{ServerCert, TestCa};
+
+    fn tls(dir: &Path, certs: &[(&str, &ServerCert)]) -> EdgeTls {
+        EdgeTls {
+            poll_interval: Duration::from_secs(2),
+            certificates: certs
+                .iter()
+                .map(|(name, c)| {
+                    c.write_pem(dir, name);
+                    TlsCertificateFiles {
+                        cert_file: format!("{name}.crt"),
+                        key_file: format!("{name}.key"),
+                    }
+                })
+                .collect(),
+        }
+    }
+
+    fn build(dir: &Path, t: &EdgeTls) -> Result<CertSet, Vec<String>> {
+        CertSet::build(Files::read(t, dir))
+            .map_err(|errs| errs.iter().map(|e| e.to_string()).collect())
+    }
+
+    #[test]
+    fn exact_names_win_over_wildcards_and_the_first_is_the_default() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = TestCa::new("tls unit CA");
+        let shop = ca.server_cert(&["shop.test"]);
+        let wild = ca.server_cert(&["*.api.test"]);
+        let eu = ca.server_cert(&["EU.api.test"]);
+        let set = build(
+            dir.path(),
+            &tls(dir.path(), &[("shop", &shop), ("wild", &wild), ("eu", &eu)]),
+        )
+        .unwrap();
+        let got = |name: Option<&str>| set.pick(name).cert[0].clone();
+        assert_eq!(&got(Some("eu.api.test")), eu.der());
+        assert_eq!(&got(Some("us.api.test")), wild.der());
+        // A wildcard covers one label only, and not its parent.
+        assert_eq!(&got(Some("a.us.api.test")), shop.der());
+        assert_eq!(&got(Some("api.test")), shop.der());
+        assert_eq!(&got(Some("nobody.test")), shop.der());
+        assert_eq!(&got(None), shop.der());
+    }
+
+    #[test]
+    fn every_problem_is_named_by_its_field_and_file_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = TestCa::new("tls unit CA");
+        let future = ca.server_cert_valid(&["later.test"], (2090, 1, 1), (2091, 1, 1));
+        let ip_only = ca.server_cert(&["127.0.0.1"]);
+        let a = ca.server_cert(&["a.test"]);
+        let a_again = ca.server_cert(&["a.test"]);
+        let mut t = tls(
+            dir.path(),
+            &[
+                ("future", &future),
+                ("ip", &ip_only),
+                ("a", &a),
+                ("again", &a_again),
+            ],
+        );
+        t.certificates.push(TlsCertificateFiles {
+            cert_file: "a.crt".into(),
+            key_file: "missing.key".into(),
+        });
+        std::fs::write(dir.path().join("garbage.crt"), "not a certificate").unwrap();
+        t.certificates.push(TlsCertificateFiles {
+            cert_file: "garbage.crt".into(),
+            key_file: "a.key".into(),
+        });
+        let errs = build(dir.path(), &t).unwrap_err();
+        let d = dir.path().display();
+        let want = [
+            format!("edge.tls.certificate[0].cert_file: \"{d}/future.crt\" is not valid before"),
+            format!("edge.tls.certificate[4].key_file: cannot read \"{d}/missing.key\""),
+            format!("edge.tls.certificate[5].cert_file: \"{d}/garbage.crt\" holds no PEM certificate"),
+            format!("edge.tls.certificate[1].cert_file: \"{d}/ip.crt\" has no DNS name"),
+            format!("edge.tls.certificate[3].cert_file: \"{d}/again.crt\" names \"a.test\", which edge.tls.certificate[2] already serves"),
+        ];
+        assert_eq!(errs.len(), want.len(), "{errs:#?}");
+        for (e, w) in errs.iter().zip(&want) {
+            assert!(e.starts_with(w.as_str()), "{e:?} should start with {w:?}");
+        }
     }
 }

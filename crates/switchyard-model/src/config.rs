@@ -119,6 +119,7 @@ pub mod raw {
     pub struct EdgeTls {
         #[serde(default, rename = "certificate")]
         pub certificates: Vec<TlsCertificate>,
+        pub poll_interval_ms: Option<u64>,
     }
 
     #[derive(Debug, Deserialize)]
@@ -402,6 +403,9 @@ pub struct EdgeSettings {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EdgeTls {
     pub certificates: Vec<TlsCertificateFiles>,
+    /// How often the files are read to notice a change (besides every
+    /// config reload).
+    pub poll_interval: Duration,
 }
 
 /// One certificate chain and its private key, PEM files relative to the
@@ -563,6 +567,10 @@ pub const DEFAULT_MAX_HEADER_BYTES: usize = 32 * 1024;
 pub const DEFAULT_MAX_HEADERS: usize = 500;
 pub const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;
 pub const DEFAULT_CLIENT_HEADER_TIMEOUT_MS: u64 = 60_000;
+/// Reading a few kilobytes every few seconds costs nothing and, unlike
+/// inotify, sees every way a file can be replaced (rename over, bind mount,
+/// Kubernetes' symlink swap).
+pub const DEFAULT_TLS_POLL_INTERVAL_MS: u64 = 2_000;
 pub const DEFAULT_CLIENT_BODY_TIMEOUT_MS: u64 = 60_000;
 pub const DEFAULT_CLIENT_IDLE_TIMEOUT_MS: u64 = 75_000;
 pub const DEFAULT_CLIENT_BODY_TOTAL_TIMEOUT_MS: u64 = 300_000;
@@ -892,7 +900,17 @@ fn validate_edge_tls(t: &raw::EdgeTls, errs: &mut ValidationErrors) -> EdgeTls {
             });
         }
     }
-    EdgeTls { certificates }
+    let poll_ms = t.poll_interval_ms.unwrap_or(DEFAULT_TLS_POLL_INTERVAL_MS);
+    if !(100..=3_600_000).contains(&poll_ms) {
+        errs.push(
+            "edge.tls.poll_interval_ms",
+            format!("must be between 100 and 3600000, got {poll_ms}"),
+        );
+    }
+    EdgeTls {
+        certificates,
+        poll_interval: Duration::from_millis(poll_ms),
+    }
 }
 
 /// `[edge.tls]` and the zones' `edge_tls` listeners come together: a TLS

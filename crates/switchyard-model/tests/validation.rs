@@ -336,8 +336,11 @@ fn tls_listeners_and_their_certificates_come_together() {
     );
     let errs = errors(&EXAMPLE.replace(
         "[[region]]\nname = \"us-east\"",
-        "[edge.tls]\n\n[[region]]\nname = \"us-east\"",
+        "[edge.tls]\npoll_interval_ms = 5\n\n[[region]]\nname = \"us-east\"",
     ));
     assert!(errs.iter().any(|e| e
         == "edge.tls.certificate: at least one [[edge.tls.certificate]] (cert_file, key_file) is required"));
+    assert!(errs
+        .iter()
+        .any(|e| e == "edge.tls.poll_interval_ms: must be between 100 and 3600000, got 5"));
 }

@@ -62,10 +62,21 @@ impl TestCa {
 
     /// A server certificate for `names` whose validity ended in 2021.
     pub fn expired_server_cert(&self, names: &[&str]) -> ServerCert {
+        self.server_cert_valid(names, (2020, 1, 1), (2021, 1, 1))
+    }
+
+    /// A server certificate for `names` valid from one day (year, month,
+    /// day) to another.
+    pub fn server_cert_valid(
+        &self,
+        names: &[&str],
+        from: (i32, u8, u8),
+        to: (i32, u8, u8),
+    ) -> ServerCert {
         let names: Vec<String> = names.iter().map(|s| s.to_string()).collect();
         let mut params = CertificateParams::new(names).expect("leaf params");
-        params.not_before = rcgen::date_time_ymd(2020, 1, 1);
-        params.not_after = rcgen::date_time_ymd(2021, 1, 1);
+        params.not_before = rcgen::date_time_ymd(from.0, from.1, from.2);
+        params.not_after = rcgen::date_time_ymd(to.0, to.1, to.2);
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
         self.sign(params)
     }

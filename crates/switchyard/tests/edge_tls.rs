@@ -296,3 +296,45 @@ async fn a_bad_certificate_is_refused_at_start_and_on_reload_the_old_one_keeps_s
     assert_eq!(after.get(HOST, "/items/1").await.unwrap().status, 200);
     assert_eq!(before.get(HOST, "/items/1").await.unwrap().status, 200);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sighup_reads_the_certificates_at_once() {
+    let ca = TestCa::new("edge tls test CA");
+    // Polled once an hour: only the signal can bring the new certificate in.
+    let lab = Topology::new(BIN, &[("r1", &["a"])]).edge_tls(&format!(
+        "poll_interval_ms = 3600000\n{}",
+        certificates(&["shop"])
+    ));
+    let old = ca.server_cert(&["shop.test"]);
+    old.write_pem(lab.dir(), "shop");
+    let _ups = lab.start_upstreams().await;
+    let a = lab.start_edge("a").await;
+    let addr = a.listen_tls.unwrap();
+    let client = TlsClient::trusting(&ca, &["h2"]);
+
+    let new = ca.server_cert(&["shop.test"]);
+    replace(&lab.dir().join("shop.key"), &new.key_pem);
+    replace(&lab.dir().join("shop.crt"), &new.cert_pem);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let c = client.connect(addr, "shop.test").await.unwrap();
+    assert!(&c.peer == old.der(), "reloaded without being asked");
+
+    let hup = Command::new("kill")
+        .args(["-HUP", &a.pid().unwrap().to_string()])
+        .status()
+        .unwrap();
+    assert!(hup.success());
+    eventually(
+        "new connections get the new certificate",
+        Duration::from_secs(5),
+        || async {
+            let mut c = client.connect(addr, "shop.test").await?;
+            if &c.peer != new.der() {
+                return Err("still the old one".into());
+            }
+            let r = c.get(HOST, "/items/1").await?;
+            (r.status == 200).then_some(()).ok_or(format!("{r:?}"))
+        },
+    )
+    .await;
+}
