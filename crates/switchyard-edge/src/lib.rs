@@ -176,6 +176,7 @@ pub async fn start(opts: EdgeOptions) -> anyhow::Result<Running> {
         for _ in 1..n_workers {
             tls_ls.push(Some(bind_reuseport(addr)?));
         }
+        certs.publish_expiry(&edge);
         certs_for_workers = Some(certs.clone());
     } else {
         tls_ls.resize_with(n_workers, || None);

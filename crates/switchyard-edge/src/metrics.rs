@@ -121,6 +121,11 @@ pub struct HandshakeLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CertificateLabels {
+    pub cert_file: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct HandshakeFailureLabels {
     pub reason: String,
 }
@@ -153,6 +158,7 @@ pub struct Metrics {
     pub tls_reloads: Family<TlsReloadLabels, Counter>,
     pub tls_handshakes: Family<HandshakeLabels, Counter>,
     pub tls_handshake_failures: Family<HandshakeFailureLabels, Counter>,
+    pub tls_certificate_expiry: Family<CertificateLabels, Gauge>,
 }
 
 fn latency_histogram() -> Histogram {
@@ -212,6 +218,12 @@ impl Metrics {
             "tls_handshakes",
             "TLS handshakes completed on the proxy's TLS listener, by version and ALPN protocol",
             tls_handshakes.clone(),
+        );
+        let tls_certificate_expiry = Family::default();
+        registry.register(
+            "tls_certificate_expiry_seconds",
+            "When each TLS certificate in use expires (notAfter), Unix seconds",
+            tls_certificate_expiry.clone(),
         );
         let tls_handshake_failures = Family::default();
         registry.register(
@@ -327,6 +339,7 @@ impl Metrics {
             tls_reloads,
             tls_handshakes,
             tls_handshake_failures,
+            tls_certificate_expiry,
         }
     }
 

@@ -19,7 +19,7 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use switchyard_api::tls::PemError;
 use switchyard_model::config::EdgeTls;
 
-use crate::metrics::{HandshakeFailureLabels, HandshakeLabels, TlsReloadLabels};
+use crate::metrics::{CertificateLabels, HandshakeFailureLabels, HandshakeLabels, TlsReloadLabels};
 use crate::state::Edge;
 
 /// One certificate's files as read in one pass: their paths and contents (or
@@ -135,6 +135,8 @@ pub struct CertSet {
     /// By the part after `*.`.
     wildcard: HashMap<String, Arc<CertifiedKey>>,
     names: Vec<String>,
+    /// Each certificate file and when it expires (Unix seconds).
+    expiry: Vec<(String, i64)>,
 }
 
 impl CertSet {
@@ -156,7 +158,7 @@ impl CertSet {
         let mut exact: HashMap<String, (usize, Arc<CertifiedKey>)> = HashMap::new();
         let mut wildcard = HashMap::new();
         let mut names = Vec::new();
-        for (i, Loaded { key, dns }) in &loaded {
+        for (i, Loaded { key, dns, .. }) in &loaded {
             let path = files.0[*i].cert_path.display().to_string();
             if dns.is_empty() && *i != 0 {
                 errs.push(CertError {
@@ -194,7 +196,12 @@ impl CertSet {
         let strip = |m: HashMap<String, (usize, Arc<CertifiedKey>)>| {
             m.into_iter().map(|(k, (_, v))| (k, v)).collect()
         };
+        let expiry = loaded
+            .iter()
+            .map(|(i, l)| (files.0[*i].cert_path.display().to_string(), l.not_after))
+            .collect();
         Ok(CertSet {
+            expiry,
             default: default.clone(),
             exact: strip(exact),
             wildcard: strip(wildcard),
@@ -276,6 +283,7 @@ fn load_pair(
             now: now.to_string(),
         }));
     }
+    let not_after = validity.not_after.timestamp();
     let dns: Vec<String> = match x509.subject_alternative_name() {
         Ok(Some(san)) => san
             .value
@@ -330,6 +338,7 @@ fn load_pair(
     Ok(Loaded {
         key: Arc::new(certified),
         dns,
+        not_after,
     })
 }
 
@@ -337,6 +346,8 @@ fn load_pair(
 struct Loaded {
     key: Arc<CertifiedKey>,
     dns: Vec<String>,
+    /// notAfter, Unix seconds.
+    not_after: i64,
 }
 
 /// What the TLS listener presents: a server config per certificate set,
@@ -370,6 +381,20 @@ impl Certificates {
         self.config.store(Arc::new(server_config(&set)?));
         self.set.store(set);
         Ok(())
+    }
+
+    /// Sets `switchyard_tls_certificate_expiry_seconds` to the certificates
+    /// in use, so an alert can fire before one runs out.
+    pub fn publish_expiry(&self, edge: &Edge) {
+        let family = &edge.metrics.tls_certificate_expiry;
+        family.clear();
+        for (file, not_after) in &self.set.load().expiry {
+            family
+                .get_or_create(&CertificateLabels {
+                    cert_file: file.clone(),
+                })
+                .set(*not_after);
+        }
     }
 }
 
@@ -460,6 +485,7 @@ pub async fn watch(edge: Arc<Edge>, certs: Arc<Certificates>) {
         match CertSet::build(files).map(|set| (set.names().to_vec(), certs.swap(set))) {
             Ok((names, Ok(()))) => {
                 tracing::info!(?names, "TLS certificates reloaded; new handshakes use them");
+                certs.publish_expiry(&edge);
                 count("accepted", "");
             }
             Ok((_, Err(e))) => {

@@ -134,6 +134,18 @@ async fn each_server_name_gets_its_certificate_and_alpn_picks_the_protocol() {
     ] {
         assert!(counter(&m, series) >= at_least, "{series} in\n{m}");
     }
+    let expiry = m
+        .lines()
+        .find(|l| {
+            l.starts_with("switchyard_tls_certificate_expiry_seconds{") && l.contains("api.crt")
+        })
+        .and_then(|l| l.rsplit(' ').next()?.parse::<i64>().ok())
+        .unwrap_or_else(|| panic!("no expiry of api.crt in\n{m}"));
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    assert!(expiry > now + 86_400, "{expiry}");
     // The plain listener still speaks plain HTTP.
     assert_eq!(a.get("/items/1").send().await.unwrap().status, 200);
 }
@@ -337,4 +349,47 @@ async fn sighup_reads_the_certificates_at_once() {
         },
     )
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn connections_waiting_for_a_handshake_count_against_the_connection_limits() {
+    let ca = TestCa::new("edge tls test CA");
+    let lab = Topology::new(BIN, &[("r1", &["a"])])
+        .edge_tls(&certificates(&["shop"]))
+        .edge_toml("max_client_connections = 100\nmax_connections_per_client = 2");
+    ca.server_cert(&["shop.test"]).write_pem(lab.dir(), "shop");
+    let _ups = lab.start_upstreams().await;
+    let a = lab.start_edge("a").await;
+    let addr = a.listen_tls.unwrap();
+    let client = TlsClient::trusting(&ca, &["h2"]);
+
+    // Two connections that never start a handshake take this client's places.
+    let _held = [
+        tokio::net::TcpStream::connect(addr).await.unwrap(),
+        tokio::net::TcpStream::connect(addr).await.unwrap(),
+    ];
+    eventually("both are held", Duration::from_secs(5), || async {
+        let m = a.metrics().await;
+        (counter(&m, "switchyard_client_connections{listener=\"proxy\"}") >= 2.0)
+            .then_some(())
+            .ok_or(m)
+    })
+    .await;
+    let refused = client.connect(addr, "shop.test").await;
+    assert!(refused.is_err(), "a third connection got through");
+    let m = a.metrics().await;
+    assert!(
+        counter(
+            &m,
+            "switchyard_connections_refused_total{listener=\"proxy_tls\",limit=\"per_client\"}"
+        ) >= 1.0,
+        "{m}"
+    );
+    // The places are shared with the plain listener, which answers a
+    // refused connection 503 before it reads anything.
+    let mut plain = tokio::net::TcpStream::connect(a.listen).await.unwrap();
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), plain.read_to_end(&mut answer)).await;
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
 }
