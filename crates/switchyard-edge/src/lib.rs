@@ -213,28 +213,17 @@ pub async fn start(opts: EdgeOptions) -> anyhow::Result<Running> {
                         .build()
                         .expect("worker runtime");
                     rt.block_on(async move {
-                        let plain = async {
-                            match TcpListener::from_std(l) {
-                                Ok(l) => {
-                                    serve_proxy(l, edge.clone(), rx.clone(), limits, conns.clone(), None)
-                                        .await
-                                }
-                                Err(e) => tracing::error!(error = %e, "worker cannot use its listener"),
+                        let tls = tl.zip(certs).map(|(l, certs)| {
+                            let (edge, rx, conns) = (edge.clone(), rx.clone(), conns.clone());
+                            serve_worker_listener(l, edge, rx, limits, conns, Some(certs))
+                        });
+                        let plain = serve_worker_listener(l, edge, rx, limits, conns, None);
+                        match tls {
+                            Some(tls) => {
+                                tokio::join!(plain, tls);
                             }
-                        };
-                        let tls = async {
-                            let (Some(l), Some(certs)) = (tl, certs) else {
-                                return;
-                            };
-                            match TcpListener::from_std(l) {
-                                Ok(l) => {
-                                    serve_proxy(l, edge.clone(), rx.clone(), limits, conns.clone(), Some(certs))
-                                        .await
-                                }
-                                Err(e) => tracing::error!(error = %e, "worker cannot use its TLS listener"),
-                            }
-                        };
-                        tokio::join!(plain, tls);
+                            None => plain.await,
+                        }
                     });
                 })?,
         );
@@ -517,6 +506,22 @@ impl Gate {
     }
 }
 
+/// A worker's listener, handed over from the thread that bound it, served
+/// on the worker's runtime.
+async fn serve_worker_listener(
+    l: std::net::TcpListener,
+    edge: Arc<Edge>,
+    stop: tokio::sync::watch::Receiver<bool>,
+    limits: ClientLimits,
+    conns: Arc<conn::ConnLimits>,
+    tls: Option<Arc<tls::Certificates>>,
+) {
+    match TcpListener::from_std(l) {
+        Ok(l) => serve_proxy(l, edge, stop, limits, conns, tls).await,
+        Err(e) => tracing::error!(error = %e, "worker cannot use its listener"),
+    }
+}
+
 /// One proxy listener's accept loop: plain HTTP/1.1 and h2c, or TLS when
 /// `tls` is given (then ALPN picks the protocol).
 async fn serve_proxy(
@@ -541,55 +546,57 @@ async fn serve_proxy(
         };
         let (builders, watcher, mut stop) =
             (builders.clone(), graceful.watcher(), stop_conn.clone());
-        let (edge, tls) = (edge.clone(), tls.clone());
+        // Two tasks of their own types, so a plain connection's task is no
+        // larger for what a TLS one holds (its rustls state).
+        let Some(certs) = tls.clone() else {
+            tokio::spawn(async move {
+                let serve = async move {
+                    // A client that has sent nothing yet has nothing to drain.
+                    let builder = tokio::select! {
+                        b = builders.sniff(&stream) => b,
+                        _ = stop.wait_for(|s| *s) => None,
+                    };
+                    if let Some(b) = builder {
+                        let _ = watcher
+                            .watch(b.serve_connection(TokioIo::new(stream), svc))
+                            .await;
+                    }
+                };
+                conn::run(serve, activity, limits.header_timeout, limits.idle_timeout).await;
+                drop(slot);
+            });
+            continue;
+        };
+        let edge = edge.clone();
         tokio::spawn(async move {
             // The header timeout runs from accept: a TLS client spends part
             // of it on the handshake, so one that never finishes is closed
             // as surely as one that never sends a request.
             let deadline = tokio::time::Instant::now() + limits.header_timeout;
-            match tls {
-                None => {
-                    let serve = async move {
-                        // A client that has sent nothing yet has nothing to drain.
-                        let builder = tokio::select! {
-                            b = builders.sniff(&stream) => b,
-                            _ = stop.wait_for(|s| *s) => None,
-                        };
-                        if let Some(b) = builder {
-                            let _ = watcher
-                                .watch(b.serve_connection(TokioIo::new(stream), svc))
-                                .await;
-                        }
-                    };
-                    conn::run(serve, activity, limits.header_timeout, limits.idle_timeout).await;
+            let accepted = tokio::select! {
+                r = tokio::time::timeout_at(deadline, certs.acceptor().accept(stream)) => r,
+                _ = stop.wait_for(|s| *s) => return,
+            };
+            let stream = match accepted {
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) => {
+                    let reason = tls::failure_reason(&e);
+                    tracing::debug!(%peer, reason, error = %e, "TLS handshake failed");
+                    tls::count_failure(&edge, reason);
+                    return;
                 }
-                Some(certs) => {
-                    let accepted = tokio::select! {
-                        r = tokio::time::timeout_at(deadline, certs.acceptor().accept(stream)) => r,
-                        _ = stop.wait_for(|s| *s) => return,
-                    };
-                    let stream = match accepted {
-                        Ok(Ok(s)) => s,
-                        Ok(Err(e)) => {
-                            let reason = tls::failure_reason(&e);
-                            tracing::debug!(%peer, reason, error = %e, "TLS handshake failed");
-                            tls::count_failure(&edge, reason);
-                            return;
-                        }
-                        Err(_) => {
-                            tracing::debug!(%peer, "closing a connection whose TLS handshake did not finish in time");
-                            tls::count_failure(&edge, "timeout");
-                            return;
-                        }
-                    };
-                    let conn_state = stream.get_ref().1;
-                    tls::count_handshake(&edge, conn_state);
-                    let b = builders.for_alpn(conn_state.alpn_protocol());
-                    let serve = watcher.watch(b.serve_connection(TokioIo::new(stream), svc));
-                    let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-                    conn::run(serve, activity, left, limits.idle_timeout).await;
+                Err(_) => {
+                    tracing::debug!(%peer, "closing a connection whose TLS handshake did not finish in time");
+                    tls::count_failure(&edge, "timeout");
+                    return;
                 }
-            }
+            };
+            let state = stream.get_ref().1;
+            tls::count_handshake(&edge, state);
+            let b = builders.for_alpn(state.alpn_protocol());
+            let serve = watcher.watch(b.serve_connection(TokioIo::new(stream), svc));
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            conn::run(serve, activity, left, limits.idle_timeout).await;
             drop(slot);
         });
     }
