@@ -174,12 +174,25 @@ pub struct TlsClient {
 impl TlsClient {
     /// Offers `alpn` (for example `["h2", "http/1.1"]`; empty: no ALPN).
     pub fn trusting(ca: &TestCa, alpn: &[&str]) -> TlsClient {
+        Self::with_versions(ca, alpn, rustls::DEFAULT_VERSIONS)
+    }
+
+    /// [`TlsClient::trusting`] speaking TLS 1.2 only, as older clients do.
+    pub fn tls12_only(ca: &TestCa, alpn: &[&str]) -> TlsClient {
+        Self::with_versions(ca, alpn, &[&rustls::version::TLS12])
+    }
+
+    fn with_versions(
+        ca: &TestCa,
+        alpn: &[&str],
+        versions: &[&'static rustls::SupportedProtocolVersion],
+    ) -> TlsClient {
         let mut roots = rustls::RootCertStore::empty();
         let der = CertificateDer::from_pem_slice(ca.pem.as_bytes()).expect("CA PEM");
         roots.add(der).expect("CA as a trust anchor");
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let mut cfg = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
+            .with_protocol_versions(versions)
             .expect("protocol versions")
             .with_root_certificates(roots)
             .with_no_client_auth();

@@ -82,6 +82,13 @@ async fn each_server_name_gets_its_certificate_and_alpn_picks_the_protocol() {
     // Several requests on one connection.
     let r = c.get(HOST, "/items/2").await.unwrap();
     assert_eq!(r.status, 200, "{r:?}");
+    // TLS 1.2 as well.
+    let mut c = TlsClient::tls12_only(&ca, &["h2", "http/1.1"])
+        .connect(addr, "api.test")
+        .await
+        .unwrap();
+    assert!(&c.peer == api.der());
+    assert_eq!(c.get(HOST, "/items/1").await.unwrap().status, 200);
     // A client that offers no ALPN speaks HTTP/1.1.
     let mut c = TlsClient::trusting(&ca, &[])
         .connect(addr, "shop.test")
@@ -121,6 +128,10 @@ async fn each_server_name_gets_its_certificate_and_alpn_picks_the_protocol() {
         ),
         (
             "switchyard_tls_handshakes_total{version=\"1.3\",alpn=\"none\"}",
+            1.0,
+        ),
+        (
+            "switchyard_tls_handshakes_total{version=\"1.2\",alpn=\"h2\"}",
             1.0,
         ),
         (
