@@ -172,14 +172,17 @@ impl CertSet {
                     None => (&mut exact, name.clone()),
                 };
                 if let Some((other, _)) = map.get(&k) {
-                    errs.push(CertError {
-                        field: format!("edge.tls.certificate[{i}].cert_file"),
-                        problem: CertProblem::DuplicateName {
-                            path: path.clone(),
-                            name: name.clone(),
-                            other: format!("edge.tls.certificate[{other}]"),
-                        },
-                    });
+                    // A certificate naming a name twice is harmless.
+                    if other != i {
+                        errs.push(CertError {
+                            field: format!("edge.tls.certificate[{i}].cert_file"),
+                            problem: CertProblem::DuplicateName {
+                                path: path.clone(),
+                                name: name.clone(),
+                                other: format!("edge.tls.certificate[{other}]"),
+                            },
+                        });
+                    }
                     continue;
                 }
                 map.insert(k, (*i, key.clone()));
@@ -596,7 +599,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let ca = TestCa::new("tls unit CA");
         let shop = ca.server_cert(&["shop.test"]);
-        let wild = ca.server_cert(&["*.api.test"]);
+        let wild = ca.server_cert(&["*.api.test", "*.api.test"]);
         let eu = ca.server_cert(&["EU.api.test"]);
         let set = build(
             dir.path(),
