@@ -19,6 +19,7 @@ pub mod shed;
 pub mod signals;
 pub mod sources;
 pub mod state;
+pub mod tls;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -49,6 +50,9 @@ pub fn load_config(path: &Path) -> anyhow::Result<Config> {
 /// Re-reads the config file. A config that fails validation is refused and
 /// the running one stays.
 pub fn reload_config(edge: &Edge) -> Result<(), UpdateError> {
+    // Certificates are their own files: an operator who replaced them and
+    // sent SIGHUP wants them read, whatever becomes of the config.
+    edge.tls_reload.notify_one();
     let text = std::fs::read_to_string(&edge.config_path).map_err(|e| {
         UpdateError::Refused(format!("cannot read {}: {e}", edge.config_path.display()))
     })?;
@@ -67,6 +71,8 @@ pub struct EdgeOptions {
     pub zone: String,
     /// Overrides the zone's edge address from the config (for benchmarks).
     pub listen: Option<SocketAddr>,
+    /// Overrides the zone's `edge_tls` address (needs `[edge.tls]`).
+    pub listen_tls: Option<SocketAddr>,
     pub admin_listen: Option<SocketAddr>,
     /// Proxy worker threads; by default one per core.
     pub workers: Option<usize>,
@@ -79,6 +85,8 @@ pub struct Running {
     _locks: Vec<std::fs::File>,
     pub edge: Arc<Edge>,
     pub listen: SocketAddr,
+    /// The TLS listener's address, when the edge serves TLS.
+    pub listen_tls: Option<SocketAddr>,
     pub admin: SocketAddr,
     shutdown: tokio::sync::watch::Sender<bool>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
@@ -104,16 +112,18 @@ impl Running {
 
 pub async fn start(opts: EdgeOptions) -> anyhow::Result<Running> {
     let config = load_config(&opts.config_path)?;
-    let listen_for_lock = opts
-        .listen
-        .or_else(|| config.zone(&opts.zone).map(|z| z.edge));
+    let own_zone = config.zone(&opts.zone);
+    let listen_for_lock = opts.listen.or_else(|| own_zone.map(|z| z.edge));
+    let tls_for_lock = opts
+        .listen_tls
+        .or_else(|| own_zone.and_then(|z| z.edge_tls));
     // Before anything reads or writes the zone's state: a second edge of the
     // same zone would overwrite its last-known-good file, and one on the same
     // address would silently share the port (SO_REUSEPORT).
     let locks = take_locks(
         config.edge.state_dir.as_deref().map(Path::new),
         &opts.zone,
-        listen_for_lock,
+        &[listen_for_lock, tls_for_lock],
     )?;
     let edge = Edge::new(config, opts.config_path.clone(), &opts.zone)?;
     let snap = edge.snapshot();
@@ -127,6 +137,18 @@ pub async fn start(opts: EdgeOptions) -> anyhow::Result<Running> {
         .clone();
     let listen = opts.listen.unwrap_or(zone.edge);
     let admin = opts.admin_listen.unwrap_or(zone.admin);
+    // Certificates are loaded before anything listens, so a bad one stops
+    // the start with every problem named rather than failing handshakes.
+    let tls = match (opts.listen_tls.or(zone.edge_tls), &snap.config.edge.tls) {
+        (Some(addr), Some(t)) => Some((
+            addr,
+            tls::Certificates::new(tls::load(t, &edge.config_path)?)?,
+        )),
+        (Some(addr), None) => {
+            anyhow::bail!("a TLS listener on {addr} needs certificates in [edge.tls]")
+        }
+        (None, _) => None,
+    };
     // One listener per worker thread on the same address (SO_REUSEPORT): the
     // kernel spreads connections, and each worker's runtime, requests and
     // upstream pool stay on one thread, like nginx's worker processes.
@@ -143,6 +165,23 @@ pub async fn start(opts: EdgeOptions) -> anyhow::Result<Running> {
     let mut proxy_ls = vec![first];
     for _ in 1..n_workers {
         proxy_ls.push(bind_reuseport(listen)?);
+    }
+    // The TLS listener, like the plain one, once per worker thread.
+    let mut tls_ls = Vec::new();
+    let mut listen_tls = None;
+    let mut certs_for_workers = None;
+    if let Some((addr, certs)) = &tls {
+        let first = bind_reuseport(*addr)?;
+        let addr = first.local_addr()?;
+        listen_tls = Some(addr);
+        tls_ls.push(Some(first));
+        for _ in 1..n_workers {
+            tls_ls.push(Some(bind_reuseport(addr)?));
+        }
+        certs.publish_expiry(&edge);
+        certs_for_workers = Some(certs.clone());
+    } else {
+        tls_ls.resize_with(n_workers, || None);
     }
     let admin_l = TcpListener::bind(admin)
         .await
@@ -164,8 +203,9 @@ pub async fn start(opts: EdgeOptions) -> anyhow::Result<Running> {
     );
     let mut tasks = Vec::new();
     let mut workers = Vec::new();
-    for (i, l) in proxy_ls.into_iter().enumerate() {
+    for (i, (l, tl)) in proxy_ls.into_iter().zip(tls_ls).enumerate() {
         let (edge, rx, conns) = (edge.clone(), rx.clone(), proxy_conns.clone());
+        let certs = certs_for_workers.clone();
         workers.push(
             std::thread::Builder::new()
                 .name(format!("edge-worker-{i}"))
@@ -175,9 +215,16 @@ pub async fn start(opts: EdgeOptions) -> anyhow::Result<Running> {
                         .build()
                         .expect("worker runtime");
                     rt.block_on(async move {
-                        match TcpListener::from_std(l) {
-                            Ok(l) => serve_proxy(l, edge, rx, limits, conns).await,
-                            Err(e) => tracing::error!(error = %e, "worker cannot use its listener"),
+                        let tls = tl.zip(certs).map(|(l, certs)| {
+                            let (edge, rx, conns) = (edge.clone(), rx.clone(), conns.clone());
+                            serve_worker_listener(l, edge, rx, limits, conns, Some(certs))
+                        });
+                        let plain = serve_worker_listener(l, edge, rx, limits, conns, None);
+                        match tls {
+                            Some(tls) => {
+                                tokio::join!(plain, tls);
+                            }
+                            None => plain.await,
                         }
                     });
                 })?,
@@ -192,7 +239,7 @@ pub async fn start(opts: EdgeOptions) -> anyhow::Result<Running> {
             admin_conns,
         )));
     }
-    let background = vec![
+    let mut background = vec![
         tokio::spawn(sources::watch_files(edge.clone())),
         tokio::spawn(sources::watch_sighup(edge.clone())),
         tokio::spawn(sources::watch_control_plane(edge.clone())),
@@ -201,6 +248,9 @@ pub async fn start(opts: EdgeOptions) -> anyhow::Result<Running> {
         tokio::spawn(probes::probe_loop(edge.clone())),
         tokio::spawn(health_check::check_loop(edge.clone())),
     ];
+    if let Some((_, certs)) = tls {
+        background.push(tokio::spawn(tls::watch(edge.clone(), certs)));
+    }
     {
         let mut rx = rx.clone();
         tasks.push(tokio::spawn(async move {
@@ -216,17 +266,21 @@ pub async fn start(opts: EdgeOptions) -> anyhow::Result<Running> {
              again where they land and can bounce while edges disagree about the controls"
         );
     }
-    tracing::info!(zone = %opts.zone, region = %edge.region, %listen, %admin, "edge serving");
+    tracing::info!(zone = %opts.zone, region = %edge.region, %listen, ?listen_tls, %admin, "edge serving");
     Ok(Running {
         _locks: locks,
         edge,
         listen,
+        listen_tls,
         admin,
         shutdown: tx,
         tasks,
         workers,
     })
 }
+
+/// The `listener` label of the proxy's TLS listener.
+const TLS_LISTENER: &str = "proxy_tls";
 
 /// Operators' connections to the admin listener: few, but capped all the
 /// same, since anyone who can reach it can open them.
@@ -256,6 +310,8 @@ fn proxy_conn_limits(edge: &Edge) -> Arc<conn::ConnLimits> {
 }
 
 /// Takes a place for a new connection, or answers it `503` and counts why.
+/// A TLS client gets no answer, only the close: a plaintext `503` would be
+/// garbage to it, and a handshake costs the CPU the refusal is there to save.
 fn admit(
     limits: &Arc<conn::ConnLimits>,
     stream: &tokio::net::TcpStream,
@@ -263,6 +319,7 @@ fn admit(
     edge: &Edge,
     listener: &str,
 ) -> Option<conn::ConnSlot> {
+    let plain = listener != TLS_LISTENER;
     match limits.admit(peer.ip()) {
         Ok(slot) => Some(slot),
         Err((limit, e)) => {
@@ -273,7 +330,9 @@ fn admit(
                     limit: limit.into(),
                 })
                 .inc();
-            conn::refuse(stream, &e);
+            if plain {
+                conn::refuse(stream, &e);
+            }
             None
         }
     }
@@ -449,38 +508,97 @@ impl Gate {
     }
 }
 
+/// A worker's listener, handed over from the thread that bound it, served
+/// on the worker's runtime.
+async fn serve_worker_listener(
+    l: std::net::TcpListener,
+    edge: Arc<Edge>,
+    stop: tokio::sync::watch::Receiver<bool>,
+    limits: ClientLimits,
+    conns: Arc<conn::ConnLimits>,
+    tls: Option<Arc<tls::Certificates>>,
+) {
+    match TcpListener::from_std(l) {
+        Ok(l) => serve_proxy(l, edge, stop, limits, conns, tls).await,
+        Err(e) => tracing::error!(error = %e, "worker cannot use its listener"),
+    }
+}
+
+/// One proxy listener's accept loop: plain HTTP/1.1 and h2c, or TLS when
+/// `tls` is given (then ALPN picks the protocol).
 async fn serve_proxy(
     l: TcpListener,
     edge: Arc<Edge>,
     mut stop: tokio::sync::watch::Receiver<bool>,
     limits: ClientLimits,
     conns: Arc<conn::ConnLimits>,
+    tls: Option<Arc<tls::Certificates>>,
 ) {
     let graceful = GracefulShutdown::new();
     let builders = Arc::new(protocol::Builders::new(limits.builder()));
     let stop_conn = stop.clone();
-    let mut gate = Gate::new(l, "proxy", conns);
+    let name = if tls.is_some() { TLS_LISTENER } else { "proxy" };
+    let mut gate = Gate::new(l, name, conns);
     while let Some((stream, peer, slot)) = gate.next(&edge, &mut stop).await {
         let _ = stream.set_nodelay(true);
-        let edge = edge.clone();
         let activity = conn::Activity::new();
-        let svc = conn::tracked(&activity, move |req| proxy::handle(edge.clone(), req, peer));
+        let svc = {
+            let edge = edge.clone();
+            conn::tracked(&activity, move |req| proxy::handle(edge.clone(), req, peer))
+        };
         let (builders, watcher, mut stop) =
             (builders.clone(), graceful.watcher(), stop_conn.clone());
-        let serve = async move {
-            // A client that has sent nothing yet has nothing to drain.
-            let builder = tokio::select! {
-                b = builders.sniff(&stream) => b,
-                _ = stop.wait_for(|s| *s) => None,
-            };
-            if let Some(b) = builder {
-                let _ = watcher
-                    .watch(b.serve_connection(TokioIo::new(stream), svc))
-                    .await;
-            }
+        // Two tasks of their own types, so a plain connection's task is no
+        // larger for what a TLS one holds (its rustls state).
+        let Some(certs) = tls.clone() else {
+            tokio::spawn(async move {
+                let serve = async move {
+                    // A client that has sent nothing yet has nothing to drain.
+                    let builder = tokio::select! {
+                        b = builders.sniff(&stream) => b,
+                        _ = stop.wait_for(|s| *s) => None,
+                    };
+                    if let Some(b) = builder {
+                        let _ = watcher
+                            .watch(b.serve_connection(TokioIo::new(stream), svc))
+                            .await;
+                    }
+                };
+                conn::run(serve, activity, limits.header_timeout, limits.idle_timeout).await;
+                drop(slot);
+            });
+            continue;
         };
+        let edge = edge.clone();
         tokio::spawn(async move {
-            conn::run(serve, activity, limits.header_timeout, limits.idle_timeout).await;
+            // The header timeout runs from accept: a TLS client spends part
+            // of it on the handshake, so one that never finishes is closed
+            // as surely as one that never sends a request.
+            let deadline = tokio::time::Instant::now() + limits.header_timeout;
+            let accepted = tokio::select! {
+                r = tokio::time::timeout_at(deadline, certs.acceptor().accept(stream)) => r,
+                _ = stop.wait_for(|s| *s) => return,
+            };
+            let stream = match accepted {
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) => {
+                    let reason = tls::failure_reason(&e);
+                    tracing::debug!(%peer, reason, error = %e, "TLS handshake failed");
+                    tls::count_failure(&edge, reason);
+                    return;
+                }
+                Err(_) => {
+                    tracing::debug!(%peer, "closing a connection whose TLS handshake did not finish in time");
+                    tls::count_failure(&edge, "timeout");
+                    return;
+                }
+            };
+            let state = stream.get_ref().1;
+            tls::count_handshake(&edge, state);
+            let b = builders.for_alpn(state.alpn_protocol());
+            let serve = watcher.watch(b.serve_connection(TokioIo::new(stream), svc));
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            conn::run(serve, activity, left, limits.idle_timeout).await;
             drop(slot);
         });
     }
@@ -607,14 +725,13 @@ async fn recheck(rt: &ServiceRuntime, addr: &SocketAddr) -> bool {
     .is_ok()
 }
 
-/// Runs an edge until SIGINT or SIGTERM, then drains.
 /// Exclusive locks on the zone's state (`STATE_DIR/ZONE.lock`) and on the
-/// proxy address (in the temporary directory), or a clear error naming what
+/// proxy addresses (in the temporary directory), or a clear error naming what
 /// another edge holds.
 fn take_locks(
     state_dir: Option<&Path>,
     zone: &str,
-    listen: Option<SocketAddr>,
+    listen: &[Option<SocketAddr>],
 ) -> anyhow::Result<Vec<std::fs::File>> {
     let mut wanted = Vec::new();
     if let Some(dir) = state_dir {
@@ -628,7 +745,7 @@ fn take_locks(
             ),
         ));
     }
-    if let Some(a) = listen.filter(|a| a.port() != 0) {
+    for a in listen.iter().flatten().filter(|a| a.port() != 0) {
         let name = format!("switchyard-edge-{}-{}.lock", a.ip(), a.port()).replace(':', "_");
         wanted.push((
             std::env::temp_dir().join(name),
@@ -656,6 +773,7 @@ fn take_locks(
     Ok(held)
 }
 
+/// Runs an edge until SIGINT or SIGTERM, then drains.
 pub async fn run(opts: EdgeOptions) -> anyhow::Result<()> {
     let running = start(opts).await?;
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;

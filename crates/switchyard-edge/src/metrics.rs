@@ -104,6 +104,32 @@ pub struct SourceLabels {
     pub result: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TlsReloadLabels {
+    /// `accepted` or `refused`.
+    pub result: String,
+    /// Why a reload was refused (`expired`, `key_mismatch`, …); empty when accepted.
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HandshakeLabels {
+    /// `1.2` or `1.3`.
+    pub version: String,
+    /// `h2`, `http/1.1` or `none`.
+    pub alpn: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CertificateLabels {
+    pub cert_file: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HandshakeFailureLabels {
+    pub reason: String,
+}
+
 pub struct Metrics {
     pub registry: Registry,
     pub requests: Family<RequestLabels, Counter>,
@@ -130,6 +156,10 @@ pub struct Metrics {
     pub connections_refused: Family<RefusalLabels, Counter>,
     pub last_known_good_unusable: Gauge,
     pub access_log_dropped: Counter,
+    pub tls_reloads: Family<TlsReloadLabels, Counter>,
+    pub tls_handshakes: Family<HandshakeLabels, Counter>,
+    pub tls_handshake_failures: Family<HandshakeFailureLabels, Counter>,
+    pub tls_certificate_expiry: Family<CertificateLabels, Gauge>,
 }
 
 fn latency_histogram() -> Histogram {
@@ -183,6 +213,30 @@ impl Metrics {
             "access_log_dropped",
             "Access-log lines dropped because the writer was behind (the queue was full)",
             access_log_dropped.clone(),
+        );
+        let tls_reloads = Family::default();
+        registry.register(
+            "tls_reloads",
+            "Changed TLS certificate files loaded (accepted) or refused, by reason; a refused set leaves the old one serving",
+            tls_reloads.clone(),
+        );
+        let tls_handshakes = Family::default();
+        registry.register(
+            "tls_handshakes",
+            "TLS handshakes completed on the proxy's TLS listener, by version and ALPN protocol",
+            tls_handshakes.clone(),
+        );
+        let tls_certificate_expiry = Family::default();
+        registry.register(
+            "tls_certificate_expiry_seconds",
+            "When each TLS certificate in use expires (notAfter), Unix seconds",
+            tls_certificate_expiry.clone(),
+        );
+        let tls_handshake_failures = Family::default();
+        registry.register(
+            "tls_handshake_failures",
+            "TLS handshakes that failed or did not finish within client_header_timeout_ms, by reason",
+            tls_handshake_failures.clone(),
         );
         registry.register(
             "requests",
@@ -290,6 +344,10 @@ impl Metrics {
             connections_refused,
             last_known_good_unusable,
             access_log_dropped,
+            tls_reloads,
+            tls_handshakes,
+            tls_handshake_failures,
+            tls_certificate_expiry,
         }
     }
 

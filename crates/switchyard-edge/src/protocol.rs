@@ -1,5 +1,6 @@
-//! Which HTTP version a client speaks (HTTP/1.1 or h2c with prior
-//! knowledge), told from its first bytes without consuming them.
+//! Which HTTP version a client speaks: on the plain listener (HTTP/1.1 or
+//! h2c with prior knowledge) told from its first bytes without consuming
+//! them, on the TLS listener from ALPN.
 //!
 //! hyper-util's auto builder tells the same by reading up to 24 bytes itself
 //! and handing them back to hyper as a prefix. hyper's HTTP/1 reader then
@@ -31,6 +32,18 @@ impl Builders {
             http1: auto.clone().http1_only(),
             http2: auto.clone().http2_only(),
             auto,
+        }
+    }
+
+    /// The builder for a TLS connection whose client chose `alpn`: `h2` is
+    /// HTTP/2, `http/1.1` HTTP/1.1, and a client that offered no ALPN (old
+    /// HTTP/1.1 clients, h2 clients with prior knowledge) gets the auto
+    /// builder, which tells them apart from their first bytes.
+    pub fn for_alpn(&self, alpn: Option<&[u8]>) -> &Builder {
+        match alpn {
+            Some(b"h2") => &self.http2,
+            Some(b"http/1.1") => &self.http1,
+            _ => &self.auto,
         }
     }
 

@@ -138,6 +138,9 @@ pub struct Edge {
     pub last_known_good_error: Option<String>,
     /// Opened at start-up from `edge.access_log`; `None`: off.
     pub access_log: Option<crate::access_log::AccessLog>,
+    /// Woken on every config reload (SIGHUP, file change), so the TLS
+    /// certificates are read again at once rather than at the next poll.
+    pub tls_reload: tokio::sync::Notify,
 }
 
 impl Edge {
@@ -208,6 +211,7 @@ impl Edge {
             controls_source: Mutex::new(source),
             last_known_good_error: lkg_error,
             access_log,
+            tls_reload: tokio::sync::Notify::new(),
         });
         Ok(edge)
     }
@@ -311,6 +315,7 @@ impl Edge {
                 ))
             })?;
             if new_zone.edge != old_zone.edge
+                || new_zone.edge_tls != old_zone.edge_tls
                 || new_zone.admin != old_zone.admin
                 || new_zone.region != old_zone.region
             {

@@ -112,6 +112,23 @@ pub mod raw {
         pub client_body_total_timeout_ms: Option<u64>,
         pub max_client_connections: Option<usize>,
         pub max_connections_per_client: Option<usize>,
+        /// TLS on each zone's `edge_tls` listener.
+        pub tls: Option<EdgeTls>,
+    }
+
+    #[derive(Debug, Deserialize, Default)]
+    #[serde(deny_unknown_fields)]
+    pub struct EdgeTls {
+        #[serde(default, rename = "certificate")]
+        pub certificates: Vec<TlsCertificate>,
+        pub poll_interval_ms: Option<u64>,
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct TlsCertificate {
+        pub cert_file: Option<String>,
+        pub key_file: Option<String>,
     }
 
     /// `control_url`: one control plane, or several sharing a store (the
@@ -140,6 +157,8 @@ pub mod raw {
     pub struct Zone {
         pub name: Option<String>,
         pub edge: Option<String>,
+        /// The zone edge's TLS listener (needs `[edge.tls]`).
+        pub edge_tls: Option<String>,
         pub admin: Option<String>,
     }
 
@@ -382,6 +401,27 @@ pub struct EdgeSettings {
     /// The longest a whole request body may take to arrive (Envoy's
     /// `stream_idle_timeout`, 5 min, is the nearest).
     pub client_body_total_timeout: Duration,
+    /// The certificates of the zones' `edge_tls` listeners.
+    pub tls: Option<EdgeTls>,
+}
+
+/// `[edge.tls]`: what a TLS listener presents. The files are read by the
+/// edge (this crate does no I/O); the first certificate is the default for
+/// clients that send no server name or one no certificate names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EdgeTls {
+    pub certificates: Vec<TlsCertificateFiles>,
+    /// How often the files are read to notice a change (besides every
+    /// config reload).
+    pub poll_interval: Duration,
+}
+
+/// One certificate chain and its private key, PEM files relative to the
+/// config file's folder.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsCertificateFiles {
+    pub cert_file: String,
+    pub key_file: String,
 }
 
 /// `edge.access_log`: `"-"` for standard output, else a file (relative to
@@ -406,6 +446,8 @@ pub struct Zone {
     pub name: String,
     pub region: String,
     pub edge: SocketAddr,
+    /// The edge's TLS listener, when the zone has one.
+    pub edge_tls: Option<SocketAddr>,
     pub admin: SocketAddr,
 }
 
@@ -546,6 +588,10 @@ pub const DEFAULT_RETRY_BUFFER_BYTES: usize = 64 * 1024;
 /// memory per request that streaming gives.
 pub const MAX_RETRY_BUFFER_BYTES: usize = 16 * 1024 * 1024;
 pub const DEFAULT_CLIENT_HEADER_TIMEOUT_MS: u64 = 60_000;
+/// Reading a few kilobytes every few seconds costs nothing and, unlike
+/// inotify, sees every way a file can be replaced (rename over, bind mount,
+/// Kubernetes' symlink swap).
+pub const DEFAULT_TLS_POLL_INTERVAL_MS: u64 = 2_000;
 pub const DEFAULT_CLIENT_BODY_TIMEOUT_MS: u64 = 60_000;
 pub const DEFAULT_CLIENT_IDLE_TIMEOUT_MS: u64 = 75_000;
 pub const DEFAULT_CLIENT_BODY_TOTAL_TIMEOUT_MS: u64 = 300_000;
@@ -592,9 +638,13 @@ impl Config {
             for z in &r.zones {
                 let p = format!("region.{}.zone.{}", r.name, z.name);
                 taken_addrs.insert(z.edge, format!("{p}.edge"));
+                if let Some(a) = z.edge_tls {
+                    taken_addrs.insert(a, format!("{p}.edge_tls"));
+                }
                 taken_addrs.insert(z.admin, format!("{p}.admin"));
             }
         }
+        check_tls_listeners(&raw, &mut errs);
         let region_names: Vec<String> = regions.iter().map(|r| r.name.clone()).collect();
         let mut services = Vec::new();
         let mut seen_services = BTreeSet::new();
@@ -856,6 +906,85 @@ fn validate_edge(
         client_body_timeout,
         client_body_total_timeout,
         client_idle_timeout,
+        tls: e.tls.as_ref().map(|t| validate_edge_tls(t, errs)),
+    }
+}
+
+fn validate_edge_tls(t: &raw::EdgeTls, errs: &mut ValidationErrors) -> EdgeTls {
+    if t.certificates.is_empty() {
+        errs.push(
+            "edge.tls.certificate",
+            "at least one [[edge.tls.certificate]] (cert_file, key_file) is required",
+        );
+    }
+    let mut certificates = Vec::new();
+    for (i, c) in t.certificates.iter().enumerate() {
+        let file = |v: &Option<String>, field: &str, errs: &mut ValidationErrors| match v {
+            Some(f) if !f.trim().is_empty() => Some(f.clone()),
+            Some(_) => {
+                errs.push(
+                    format!("edge.tls.certificate[{i}].{field}"),
+                    "must name a file",
+                );
+                None
+            }
+            None => {
+                errs.push(format!("edge.tls.certificate[{i}].{field}"), "required");
+                None
+            }
+        };
+        let cert = file(&c.cert_file, "cert_file", errs);
+        let key = file(&c.key_file, "key_file", errs);
+        if let (Some(cert_file), Some(key_file)) = (cert, key) {
+            certificates.push(TlsCertificateFiles {
+                cert_file,
+                key_file,
+            });
+        }
+    }
+    let poll_ms = t.poll_interval_ms.unwrap_or(DEFAULT_TLS_POLL_INTERVAL_MS);
+    if !(100..=3_600_000).contains(&poll_ms) {
+        errs.push(
+            "edge.tls.poll_interval_ms",
+            format!("must be between 100 and 3600000, got {poll_ms}"),
+        );
+    }
+    EdgeTls {
+        certificates,
+        poll_interval: Duration::from_millis(poll_ms),
+    }
+}
+
+/// `[edge.tls]` and the zones' `edge_tls` listeners come together: a TLS
+/// listener without certificates could only fail every handshake, and
+/// certificates no listener presents are a mistake the operator would not see.
+fn check_tls_listeners(raw: &raw::Config, errs: &mut ValidationErrors) {
+    let mut any_listener = false;
+    for (ri, r) in raw.regions.iter().enumerate() {
+        for (zi, z) in r.zones.iter().enumerate() {
+            if z.edge_tls.is_none() {
+                continue;
+            }
+            any_listener = true;
+            if raw.edge.tls.is_none() {
+                let path = match (&r.name, &z.name) {
+                    (Some(r), Some(z)) if valid_name(r) && valid_name(z) => {
+                        format!("region.{r}.zone.{z}.edge_tls")
+                    }
+                    _ => format!("region[{ri}].zone[{zi}].edge_tls"),
+                };
+                errs.push(
+                    path,
+                    "set, but there is no [edge.tls] with the certificates to present",
+                );
+            }
+        }
+    }
+    if raw.edge.tls.is_some() && !any_listener {
+        errs.push(
+            "edge.tls",
+            "set, but no zone has an edge_tls address to serve TLS on",
+        );
     }
 }
 
@@ -947,7 +1076,11 @@ fn validate_regions(raw: &[raw::Region], errs: &mut ValidationErrors) -> Vec<Reg
             }
             let edge = parse_addr(&z.edge, &format!("{zpath}.edge"), errs);
             let admin = parse_addr(&z.admin, &format!("{zpath}.admin"), errs);
-            for (a, field) in [(edge, "edge"), (admin, "admin")] {
+            let edge_tls = z
+                .edge_tls
+                .as_ref()
+                .and_then(|_| parse_addr(&z.edge_tls, &format!("{zpath}.edge_tls"), errs));
+            for (a, field) in [(edge, "edge"), (edge_tls, "edge_tls"), (admin, "admin")] {
                 if let Some(a) = a {
                     let p = format!("{zpath}.{field}");
                     if let Some(prev) = addrs.insert(a, p.clone()) {
@@ -962,6 +1095,7 @@ fn validate_regions(raw: &[raw::Region], errs: &mut ValidationErrors) -> Vec<Reg
                     name: name.clone(),
                     region: region.clone(),
                     edge,
+                    edge_tls,
                     admin,
                 });
             }

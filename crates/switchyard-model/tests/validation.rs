@@ -316,3 +316,61 @@ fn the_retry_buffer_and_the_access_log_are_checked() {
         ]
     );
 }
+
+#[test]
+fn tls_listeners_and_their_certificates_come_together() {
+    let zone = "edge = \"127.1.1.1:8080\"    # client traffic";
+    let ok = EXAMPLE
+        .replace(zone, &format!("{zone}\n  edge_tls = \"127.1.1.1:8443\""))
+        .replace(
+            "[[region]]\nname = \"us-east\"",
+            "[edge.tls]\n[[edge.tls.certificate]]\ncert_file = \"shop.crt\"\nkey_file = \"shop.key\"\n\n[[region]]\nname = \"us-east\"",
+        );
+    let c = Config::from_toml(&ok, no_env).unwrap();
+    let tls = c.edge.tls.as_ref().unwrap();
+    assert_eq!(tls.certificates[0].cert_file, "shop.crt");
+    assert_eq!(
+        c.zone("us-east-a").unwrap().edge_tls,
+        Some("127.1.1.1:8443".parse().unwrap())
+    );
+    assert_eq!(c.zone("us-east-b").unwrap().edge_tls, None);
+
+    // A listener without certificates, a second listener on a taken address.
+    let errs = errors(
+        &EXAMPLE
+            .replace(zone, &format!("{zone}\n  edge_tls = \"127.1.1.1:8443\""))
+            .replace(
+                "edge = \"127.1.2.1:8080\"",
+                "edge = \"127.1.2.1:8080\"\n  edge_tls = \"127.1.2.1:9901\"",
+            ),
+    );
+    for e in [
+        "region.us-east.zone.us-east-a.edge_tls: set, but there is no [edge.tls] with the certificates to present",
+        "region.us-east.zone.us-east-b.admin: duplicate address 127.1.2.1:9901 (also at region.us-east.zone.us-east-b.edge_tls)",
+    ] {
+        assert!(errs.iter().any(|x| x == e), "missing {e:?} in {errs:#?}");
+    }
+
+    // Certificates without a listener, and incomplete certificate entries.
+    let errs = errors(&EXAMPLE.replace(
+        "[[region]]\nname = \"us-east\"",
+        "[edge.tls]\n[[edge.tls.certificate]]\ncert_file = \"shop.crt\"\n[[edge.tls.certificate]]\ncert_file = \"\"\nkey_file = \"api.key\"\n\n[[region]]\nname = \"us-east\"",
+    ));
+    assert_eq!(
+        errs,
+        vec![
+            "edge.tls.certificate[0].key_file: required",
+            "edge.tls.certificate[1].cert_file: must name a file",
+            "edge.tls: set, but no zone has an edge_tls address to serve TLS on",
+        ]
+    );
+    let errs = errors(&EXAMPLE.replace(
+        "[[region]]\nname = \"us-east\"",
+        "[edge.tls]\npoll_interval_ms = 5\n\n[[region]]\nname = \"us-east\"",
+    ));
+    assert!(errs.iter().any(|e| e
+        == "edge.tls.certificate: at least one [[edge.tls.certificate]] (cert_file, key_file) is required"));
+    assert!(errs
+        .iter()
+        .any(|e| e == "edge.tls.poll_interval_ms: must be between 100 and 3600000, got 5"));
+}

@@ -12,6 +12,8 @@ use crate::{ADMIN_TOKEN, HOST};
 pub struct EdgeProcess {
     pub zone: String,
     pub listen: SocketAddr,
+    /// The TLS listener, when the topology gives the edge one.
+    pub listen_tls: Option<SocketAddr>,
     pub admin: SocketAddr,
     process: ChildProcess,
 }
@@ -36,6 +38,7 @@ impl EdgeProcess {
         EdgeProcess {
             zone: zone.into(),
             listen,
+            listen_tls: None,
             admin,
             process: ChildProcess::start(&format!("edge {zone}"), bin, args, log, admin).await,
         }

@@ -22,7 +22,7 @@ pub use etcd::Etcd;
 pub use eventually::eventually;
 pub use receiver::Receiver;
 pub use sse::WatchServer;
-pub use tls::{ServerCert, TestCa};
+pub use tls::{HttpsConn, HttpsReply, ServerCert, TestCa, TlsClient};
 pub use topology::Topology;
 pub use upstream::Upstream;
 

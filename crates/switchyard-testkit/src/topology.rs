@@ -24,6 +24,8 @@ pub struct Topology {
     pub per_zone: usize,
     service_extra: String,
     edge_extra: String,
+    /// The body of `[edge.tls]`; with it every zone gets an `edge_tls` address.
+    edge_tls: Option<String>,
     route_heartbeats: bool,
     control_extra: String,
     control: bool,
@@ -55,6 +57,7 @@ impl Topology {
             per_zone: 2,
             service_extra: String::new(),
             edge_extra: String::new(),
+            edge_tls: None,
             route_heartbeats: false,
             control_extra: String::new(),
             control_store: None,
@@ -107,6 +110,14 @@ impl Topology {
     pub fn edge_toml(mut self, extra: &str) -> Self {
         self.edge_extra.push_str(extra);
         self.edge_extra.push('\n');
+        self
+    }
+
+    /// Serves TLS on every zone's [`Topology::edge_tls_addr`] with the
+    /// certificates of `table` (TOML after `[edge.tls]`, typically
+    /// `[[edge.tls.certificate]]` entries).
+    pub fn edge_tls(mut self, table: &str) -> Self {
+        self.edge_tls = Some(table.to_string());
         self
     }
 
@@ -207,6 +218,11 @@ impl Topology {
         format!("{}:8080", self.ip(zone, 1)).parse().unwrap()
     }
 
+    /// The zone edge's TLS listener (used when [`Topology::edge_tls`] is set).
+    pub fn edge_tls_addr(&self, zone: &str) -> SocketAddr {
+        format!("{}:8443", self.ip(zone, 1)).parse().unwrap()
+    }
+
     pub fn admin_addr(&self, zone: &str) -> SocketAddr {
         format!("{}:9901", self.ip(zone, 1)).parse().unwrap()
     }
@@ -246,6 +262,9 @@ impl Topology {
         )
         .unwrap();
         t.push_str(&self.edge_extra);
+        if let Some(tls) = &self.edge_tls {
+            writeln!(t, "[edge.tls]\n{tls}").unwrap();
+        }
         for (r, zs) in &self.regions {
             writeln!(t, "\n[[region]]\nname = {r:?}").unwrap();
             for z in zs {
@@ -256,6 +275,9 @@ impl Topology {
                     self.admin_addr(z)
                 )
                 .unwrap();
+                if self.edge_tls.is_some() {
+                    writeln!(t, "edge_tls = \"{}\"", self.edge_tls_addr(z)).unwrap();
+                }
             }
         }
         writeln!(t, "\n[[service]]\nname = \"svc\"\nhosts = [{HOST:?}]").unwrap();
@@ -341,7 +363,7 @@ impl Topology {
 
     pub async fn start_edge(&self, zone: &str) -> EdgeProcess {
         let cfg = self.write_config();
-        EdgeProcess::start(
+        let mut e = EdgeProcess::start(
             &self.bin,
             &cfg,
             zone,
@@ -349,7 +371,9 @@ impl Topology {
             self.admin_addr(zone),
             self.dir.path(),
         )
-        .await
+        .await;
+        e.listen_tls = self.edge_tls.as_ref().map(|_| self.edge_tls_addr(zone));
+        e
     }
 
     /// Starts the control plane as a real process.

@@ -63,6 +63,10 @@ enum Cmd {
         /// Listen here instead of the zone's `edge` address.
         #[arg(long)]
         listen: Option<SocketAddr>,
+        /// Serve TLS here instead of the zone's `edge_tls` address (needs
+        /// `[edge.tls]`).
+        #[arg(long)]
+        listen_tls: Option<SocketAddr>,
         /// Serve the admin API here instead of the zone's `admin` address.
         #[arg(long)]
         admin: Option<SocketAddr>,
@@ -243,6 +247,7 @@ fn main() -> ExitCode {
             config,
             zone,
             listen,
+            listen_tls,
             admin,
             workers,
         } => {
@@ -257,6 +262,7 @@ fn main() -> ExitCode {
                 config_path: config,
                 zone,
                 listen,
+                listen_tls,
                 admin_listen: admin,
                 workers,
             })) {
@@ -347,8 +353,16 @@ fn check_file(text: &str, dir: &std::path::Path) -> Result<switchyard_model::Con
         }
     }
     match Config::validate(raw, |k| std::env::var(k).ok()) {
-        Ok(c) if control.is_empty() => Ok(c),
-        Ok(_) => Err(control),
+        Ok(c) => {
+            if let Some(t) = &c.edge.tls {
+                control.extend(switchyard_edge::tls::check(t, dir));
+            }
+            if control.is_empty() {
+                Ok(c)
+            } else {
+                Err(control)
+            }
+        }
         Err(e) => Err([ConfigError::Invalid(e).reasons(), control].concat()),
     }
 }
