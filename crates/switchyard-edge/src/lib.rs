@@ -544,7 +544,15 @@ async fn serve_proxy(
         let activity = conn::Activity::new();
         let svc = {
             let edge = edge.clone();
-            conn::tracked(&activity, move |req| proxy::handle(edge.clone(), req, peer))
+            let scheme = if tls.is_some() {
+                proxy::Scheme::Https
+            } else {
+                proxy::Scheme::Http
+            };
+            conn::tracked(&activity, move |mut req: http::Request<_>| {
+                req.extensions_mut().insert(scheme);
+                proxy::handle(edge.clone(), req, peer)
+            })
         };
         let (builders, watcher, mut stop) =
             (builders.clone(), graceful.watcher(), stop_conn.clone());

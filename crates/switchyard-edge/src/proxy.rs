@@ -320,6 +320,28 @@ async fn serve(
         &mut rand::thread_rng(),
     );
     let mut headers = outbound_headers(&parts.headers, &host, peer);
+    // What the client spoke to the edge, for the application's redirects
+    // and secure cookies: a peer edge's word is kept, a client's is not.
+    let proto = match parts.extensions.get::<Scheme>() {
+        Some(Scheme::Https) => Some("https"),
+        Some(Scheme::Http) => Some("http"),
+        None => None,
+    };
+    match parts.headers.get(X_FORWARDED_PROTO) {
+        Some(v) if forwarded => {
+            headers.insert(HeaderName::from_static(X_FORWARDED_PROTO), v.clone());
+        }
+        _ => {
+            if let Some(p) = proto {
+                headers.insert(
+                    HeaderName::from_static(X_FORWARDED_PROTO),
+                    HeaderValue::from_static(p),
+                );
+            } else {
+                headers.remove(X_FORWARDED_PROTO);
+            }
+        }
+    }
     headers.insert(
         HeaderName::from_static(REQUEST_ID),
         HeaderValue::from_str(&rec.line.request_id).expect("request ids are visible ASCII"),
@@ -1067,6 +1089,16 @@ fn forwarded_by_an_edge(h: &HeaderMap, snap: &Snapshot) -> bool {
     h.contains_key(FORWARDED)
         && h.get(FORWARD_AUTH)
             .is_some_and(|v| switchyard_model::secret::equal(v.as_bytes(), secret.as_bytes()))
+}
+
+const X_FORWARDED_PROTO: &str = "x-forwarded-proto";
+
+/// The listener a request came in on, set by the listener as a request
+/// extension: the edge tells instances with `x-forwarded-proto`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scheme {
+    Http,
+    Https,
 }
 
 /// Internal headers are the edges' own: whatever a client (or the previous

@@ -120,6 +120,11 @@ impl Upstream {
         self.knobs.requests.load(Ordering::Relaxed)
     }
 
+    /// Forgets the last request's headers, so the next one's are told apart.
+    pub fn clear_last_headers(&self) {
+        self.knobs.last_headers.lock().unwrap().clear();
+    }
+
     pub fn last_header(&self, name: &str) -> Option<String> {
         self.knobs
             .last_headers

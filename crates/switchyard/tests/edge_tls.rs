@@ -404,3 +404,40 @@ async fn connections_waiting_for_a_handshake_count_against_the_connection_limits
     let answer = String::from_utf8_lossy(&answer);
     assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn instances_are_told_the_scheme_the_client_spoke_and_a_client_cannot_claim_it() {
+    let ca = TestCa::new("edge tls proto CA");
+    let lab = Topology::new(BIN, &[("r1", &["a"])]).edge_tls(&certificates(&["shop"]));
+    let tls_ip = lab.edge_tls_addr("a").ip().to_string();
+    ca.server_cert(&["shop.test", &tls_ip])
+        .write_pem(lab.dir(), "shop");
+    let ups = lab.start_upstreams().await;
+    let a = lab.start_edge("a").await;
+    let seen = |want: &str| {
+        ups.values()
+            .filter_map(|u| u.last_header("x-forwarded-proto"))
+            .any(|v| v == want)
+    };
+    let mut c = TlsClient::trusting(&ca, &["http/1.1"])
+        .connect(a.listen_tls.unwrap(), "shop.test")
+        .await
+        .unwrap();
+    assert_eq!(c.get(HOST, "/items/1").await.unwrap().status, 200);
+    assert!(seen("https"), "the instance hears https");
+    // A plain request claiming https is told what it spoke.
+    for u in ups.values() {
+        u.clear_last_headers();
+    }
+    let r = a
+        .get("/items/1")
+        .header("x-forwarded-proto", "https")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200);
+    assert!(
+        seen("http") && !seen("https"),
+        "the client's claim is replaced"
+    );
+}
