@@ -261,15 +261,23 @@ async fn a_follower_plane_passes_leader_only_requests_on_over_https() {
         second.api(Some("operate-token")),
     ];
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    // One plane leads, and the other has heard of it: a follower learns
+    // the leader at its next election round, and until then answers 503.
     let leader = loop {
         let mut acting = Vec::new();
+        let mut views = Vec::new();
         for (i, p) in planes.iter().enumerate() {
-            if p.leader().await.is_ok_and(|l| l.acting) {
-                acting.push(i);
+            if let Ok(l) = p.leader().await {
+                if l.acting {
+                    acting.push(i);
+                }
+                views.push(l);
             }
         }
-        if let [i] = acting[..] {
-            break i;
+        if let ([i], 2) = (&acting[..], views.len()) {
+            if views[1 - i].leader.as_ref() == Some(&views[*i].me) {
+                break *i;
+            }
         }
         assert!(
             std::time::Instant::now() < deadline,
