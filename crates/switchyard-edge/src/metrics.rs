@@ -99,6 +99,13 @@ pub struct RefusalLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct GrpcLabels {
+    pub service: String,
+    /// The status's name: `OK`, `UNAVAILABLE`, …
+    pub code: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct SourceLabels {
     pub source: String,
     pub result: String,
@@ -130,6 +137,10 @@ pub struct Metrics {
     pub connections_refused: Family<RefusalLabels, Counter>,
     pub last_known_good_unusable: Gauge,
     pub access_log_dropped: Counter,
+    pub grpc_responses: Family<GrpcLabels, Counter>,
+    pub upgrades: Family<ServiceLabels, Counter>,
+    pub upgraded_open: Family<ServiceLabels, Gauge>,
+    pub upgrade_closes: Family<OutcomeLabels, Counter>,
 }
 
 fn latency_histogram() -> Histogram {
@@ -266,6 +277,30 @@ impl Metrics {
             "1 when the last-known-good controls file could not be used at start-up",
             last_known_good_unusable.clone(),
         );
+        let grpc_responses = Family::default();
+        registry.register(
+            "grpc_responses",
+            "gRPC calls answered by instances, by service and grpc-status (from the trailers, or the headers of a trailers-only answer)",
+            grpc_responses.clone(),
+        );
+        let upgrades = Family::default();
+        registry.register(
+            "upgrades",
+            "Connections upgraded (101 Switching Protocols: WebSocket and other Upgrades), by service",
+            upgrades.clone(),
+        );
+        let upgraded_open = Family::default();
+        registry.register(
+            "upgraded_connections",
+            "Upgraded connections open now, by service",
+            upgraded_open.clone(),
+        );
+        let upgrade_closes = Family::default();
+        registry.register(
+            "upgrade_closes",
+            "Upgraded connections closed, by service and outcome (closed: either side ended it, idle: upgrade_idle_timeout, shutdown: the drain deadline, error)",
+            upgrade_closes.clone(),
+        );
         Metrics {
             registry,
             requests,
@@ -290,6 +325,10 @@ impl Metrics {
             connections_refused,
             last_known_good_unusable,
             access_log_dropped,
+            grpc_responses,
+            upgrades,
+            upgraded_open,
+            upgrade_closes,
         }
     }
 
