@@ -1,0 +1,306 @@
+//! gRPC and WebSockets through the edge: a real tonic client speaking h2c to
+//! a real edge process, which speaks h2c to a real tonic instance
+//! (`upstream_protocol = "h2c"`); and a real WebSocket client and echo
+//! server joined by the edge after `101 Switching Protocols`.
+
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::json;
+use switchyard_testkit::grpc::{FeedClient, GrpcCode, GrpcServer};
+use switchyard_testkit::websocket::{self, EchoServer, WsMessage};
+use switchyard_testkit::{eventually, Topology, HOST};
+
+const BIN: &str = env!("CARGO_BIN_EXE_switchyard");
+
+fn grpc_lab() -> Topology {
+    Topology::new(BIN, &[("r1", &["a"])])
+        .instances_per_zone(1)
+        .service_toml("upstream_protocol = \"h2c\"")
+}
+
+/// The value of one sample of a metric in Prometheus text, 0 if absent.
+fn sample(metrics: &str, name_and_labels: &str) -> f64 {
+    metrics
+        .lines()
+        .find(|l| l.starts_with(name_and_labels))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn grpc_streams_both_ways_through_the_edge_with_their_trailers() {
+    let lab = grpc_lab();
+    let (name, addr) = lab.instance("a", 1);
+    let server = GrpcServer::start(&name, addr).await;
+    let a = lab.start_edge("a").await;
+    let mut client = FeedClient::connect(a.listen, HOST).await;
+
+    let counted = client
+        .count(200, GrpcCode::Ok)
+        .await
+        .expect("a server-streaming call through the edge succeeds");
+    let seqs: Vec<u32> = counted.items.iter().map(|i| i.seq).collect();
+    assert_eq!(
+        seqs,
+        (1..=200).collect::<Vec<_>>(),
+        "every message, in order"
+    );
+    assert_eq!(
+        counted
+            .trailers
+            .get("grpc-status")
+            .map(|v| v.to_str().unwrap()),
+        Some("0"),
+        "the trailers reach the client: {:?}",
+        counted.trailers
+    );
+
+    let (total, _) = client
+        .sum(300)
+        .await
+        .expect("a client-streaming call through the edge succeeds");
+    assert_eq!((total.items, total.sum), (300, 300 * 301 / 2));
+
+    // A status sent in the trailers after messages reaches the client with
+    // its message and metadata.
+    let st = client
+        .count(3, GrpcCode::FailedPrecondition)
+        .await
+        .expect_err("the call ends with the server's status");
+    assert_eq!(st.code(), GrpcCode::FailedPrecondition, "{st:?}");
+    assert_eq!(st.message(), format!("{name} says no"));
+    assert_eq!(
+        st.metadata()
+            .get("x-served-by")
+            .map(|v| v.to_str().unwrap()),
+        Some(name.as_str())
+    );
+    assert!(server.calls() >= 3);
+    let m = a.metrics().await;
+    assert_eq!(
+        sample(
+            &m,
+            "switchyard_grpc_responses_total{service=\"svc\",code=\"OK\"}"
+        ),
+        2.0,
+        "{m}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_grpc_server_failure_counts_against_the_instance_and_a_client_error_does_not() {
+    let lab = grpc_lab();
+    let (name, addr) = lab.instance("a", 1);
+    let _server = GrpcServer::start(&name, addr).await;
+    let a = lab.start_edge("a").await;
+    let mut client = FeedClient::connect(a.listen, HOST).await;
+    let errors = "switchyard_upstream_errors_total{service=\"svc\",zone=\"a\",instance=\"a-1\",class=\"status_5xx\"}";
+
+    // NOT_FOUND is an answer about the request, as a 404 is; as a
+    // trailers-only answer and after messages alike.
+    for n in [0, 2, 0] {
+        let st = client.count(n, GrpcCode::NotFound).await.unwrap_err();
+        assert_eq!(st.code(), GrpcCode::NotFound, "{st:?}");
+    }
+    let m = a.metrics().await;
+    assert_eq!(sample(&m, errors), 0.0, "{m}");
+    assert_eq!(a.instance("a-1").await.consecutive_5xx, 0);
+
+    // UNAVAILABLE is the instance failing, as a 503 is.
+    for n in [0, 2, 0] {
+        let st = client.count(n, GrpcCode::Unavailable).await.unwrap_err();
+        assert_eq!(st.code(), GrpcCode::Unavailable, "{st:?}");
+        assert_eq!(st.message(), format!("{name} says no"));
+    }
+    let m = a.metrics().await;
+    assert_eq!(sample(&m, errors), 3.0, "{m}");
+    assert_eq!(
+        sample(
+            &m,
+            "switchyard_grpc_responses_total{service=\"svc\",code=\"UNAVAILABLE\"}"
+        ),
+        3.0,
+        "{m}"
+    );
+    assert_eq!(
+        a.instance("a-1").await.consecutive_5xx,
+        3,
+        "outlier detection saw three failures in a row"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_edge_refuses_a_grpc_call_with_a_grpc_status() {
+    let lab = grpc_lab();
+    let (name, addr) = lab.instance("a", 1);
+    let server = GrpcServer::start(&name, addr).await;
+    let a = lab.start_edge("a").await;
+    let mut client = FeedClient::connect(a.listen, HOST).await;
+    client.count(1, GrpcCode::Ok).await.expect("served");
+
+    // Shed: RESOURCE_EXHAUSTED, which no HTTP status maps to, with the
+    // edge's reason as the message.
+    a.put_controls(&json!({"services": {"svc": {"shed_level": 2}}}))
+        .await;
+    let st = client.count(1, GrpcCode::Ok).await.unwrap_err();
+    assert_eq!(st.code(), GrpcCode::ResourceExhausted, "{st:?}");
+    assert!(st.message().starts_with("shed:"), "{st:?}");
+    assert_eq!(
+        st.metadata()
+            .get("x-switchyard-error")
+            .map(|v| v.to_str().unwrap()),
+        Some("shed")
+    );
+
+    // The instance gone: UNAVAILABLE, naming why.
+    a.put_controls(&json!({"services": {"svc": {"shed_level": 0}}}))
+        .await;
+    drop(server);
+    let mut last = None;
+    for _ in 0..50 {
+        match client.count(1, GrpcCode::Ok).await {
+            Err(st) if st.code() == GrpcCode::Unavailable => {
+                last = Some(st);
+                break;
+            }
+            _ => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+    let st = last.expect("the call failed with UNAVAILABLE once the instance was gone");
+    assert!(
+        st.metadata().get("x-switchyard-error").is_some(),
+        "the edge's own answer, not a transport error: {st:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_websocket_echoes_through_the_edge_is_counted_and_closed_after_the_drain() {
+    let lab = Topology::new(BIN, &[("r1", &["a"])])
+        .instances_per_zone(1)
+        .service_toml("[service.health_check]\nenabled = false");
+    let (name, addr) = lab.instance("a", 1);
+    let server = EchoServer::start(&name, addr).await;
+    let mut a = lab.start_edge("a").await;
+
+    let mut ws = websocket::connect(a.listen, HOST, "/items/chat")
+        .await
+        .expect("the edge switches protocols");
+    let hello = ws.next().await.expect("a greeting").expect("a message");
+    assert_eq!(hello, WsMessage::text(format!("hello from {name}")));
+    for i in 0..20 {
+        let m = WsMessage::text(format!("message {i}"));
+        ws.send(m.clone()).await.unwrap();
+        assert_eq!(ws.next().await.unwrap().unwrap(), m);
+    }
+    ws.send(WsMessage::binary(vec![7u8; 100_000]))
+        .await
+        .unwrap();
+    assert_eq!(
+        ws.next().await.unwrap().unwrap(),
+        WsMessage::binary(vec![7u8; 100_000])
+    );
+    let m = a.metrics().await;
+    assert_eq!(
+        sample(&m, "switchyard_upgrades_total{service=\"svc\"}"),
+        1.0,
+        "{m}"
+    );
+    assert_eq!(
+        sample(&m, "switchyard_upgraded_connections{service=\"svc\"}"),
+        1.0,
+        "{m}"
+    );
+    // The tunnel holds no request slot: ordinary requests are not counted
+    // in flight behind it.
+    assert_eq!(
+        sample(&m, "switchyard_inflight{service=\"svc\"}"),
+        0.0,
+        "{m}"
+    );
+
+    // SIGTERM: the WebSocket keeps working through the drain, then the
+    // edge closes it and exits.
+    let pid = a.pid().expect("running");
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let m = WsMessage::text("still there while draining");
+    ws.send(m.clone()).await.unwrap();
+    assert_eq!(ws.next().await.unwrap().unwrap(), m);
+    let closed = tokio::time::timeout(Duration::from_secs(8), async {
+        loop {
+            match ws.next().await {
+                None | Some(Err(_)) | Some(Ok(WsMessage::Close(_))) => break,
+                Some(Ok(_)) => {}
+            }
+        }
+    })
+    .await;
+    assert!(
+        closed.is_ok(),
+        "the edge closed the WebSocket at the drain deadline"
+    );
+    assert!(
+        a.terminate(Duration::from_secs(5)).await.is_some(),
+        "the edge exited"
+    );
+    eventually(
+        "the instance's side is closed",
+        Duration::from_secs(5),
+        || async {
+            (server.open() == 0)
+                .then_some(())
+                .ok_or(format!("{} open", server.open()))
+        },
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_idle_websocket_is_closed_after_the_upgrade_idle_timeout() {
+    let lab = Topology::new(BIN, &[("r1", &["a"])])
+        .instances_per_zone(1)
+        .edge_toml("upgrade_idle_timeout_ms = 800")
+        .service_toml("[service.health_check]\nenabled = false");
+    let (name, addr) = lab.instance("a", 1);
+    let _server = EchoServer::start(&name, addr).await;
+    let a = lab.start_edge("a").await;
+    let mut ws = websocket::connect(a.listen, HOST, "/")
+        .await
+        .expect("the edge switches protocols");
+    ws.next().await.unwrap().unwrap();
+    // Traffic keeps it open past the timeout…
+    for _ in 0..4 {
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        ws.send(WsMessage::text("ping")).await.unwrap();
+        assert_eq!(ws.next().await.unwrap().unwrap(), WsMessage::text("ping"));
+    }
+    // …silence closes it.
+    let closed = tokio::time::timeout(Duration::from_secs(3), async {
+        loop {
+            match ws.next().await {
+                None | Some(Err(_)) | Some(Ok(WsMessage::Close(_))) => break,
+                Some(Ok(_)) => {}
+            }
+        }
+    })
+    .await;
+    assert!(closed.is_ok(), "the idle WebSocket was closed");
+    let m = a.metrics().await;
+    assert_eq!(
+        sample(
+            &m,
+            "switchyard_upgrade_closes_total{service=\"svc\",outcome=\"idle\"}"
+        ),
+        1.0,
+        "{m}"
+    );
+    assert_eq!(
+        sample(&m, "switchyard_upgraded_connections{service=\"svc\"}"),
+        0.0,
+        "{m}"
+    );
+}
