@@ -479,7 +479,17 @@ async fn serve_proxy(
         let _ = stream.set_nodelay(true);
         let edge = edge.clone();
         let activity = conn::Activity::new();
-        let svc = conn::tracked(&activity, move |req| proxy::handle(edge.clone(), req, peer));
+        // An upgraded connection (WebSocket) outlives the HTTP connection it
+        // came on: its tunnel holds a share of the slot, so the connection
+        // ceilings count it until it closes.
+        let slot = Arc::new(slot);
+        let held = upgrade::Hold(slot.clone());
+        let svc = conn::tracked(&activity, move |mut req: http::Request<_>| {
+            if upgrade::requested(req.version(), req.headers()) {
+                req.extensions_mut().insert(held.clone());
+            }
+            proxy::handle(edge.clone(), req, peer)
+        });
         let (builders, mut stop, live) = (builders.clone(), stop_conn.clone(), live.clone());
         let serve = async move {
             // A client that has sent nothing yet has nothing to drain.

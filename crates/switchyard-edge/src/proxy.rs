@@ -295,7 +295,10 @@ async fn serve(
         .await?
     };
     let client_upgrade = if upgrade::requested(parts.version, &parts.headers) {
-        parts.extensions.remove::<OnUpgrade>()
+        parts
+            .extensions
+            .remove::<OnUpgrade>()
+            .map(|on| (on, parts.extensions.remove::<upgrade::Hold>()))
     } else {
         None
     };
@@ -387,8 +390,8 @@ async fn serve(
     if served.parts.status == StatusCode::SWITCHING_PROTOCOLS {
         let upstream = served.parts.extensions.remove::<OnUpgrade>();
         match (client_upgrade, upstream) {
-            (Some(client), Some(upstream)) => {
-                upgrade::spawn(edge.clone(), svc_name.clone(), client, upstream)
+            (Some((client, hold)), Some(upstream)) => {
+                upgrade::spawn(edge.clone(), svc_name.clone(), client, upstream, hold)
             }
             _ => {
                 let e = EdgeError::new(

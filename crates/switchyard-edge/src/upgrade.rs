@@ -46,6 +46,11 @@ pub fn restore_headers(from: &HeaderMap, to: &mut HeaderMap) {
     to.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
 }
 
+/// A share of the client connection's place under the listener's
+/// connection ceilings, carried by an upgrade request to its tunnel.
+#[derive(Clone)]
+pub struct Hold(pub Arc<dyn std::any::Any + Send + Sync>);
+
 /// Every upgraded connection this edge holds, so that a stopping edge can
 /// let them run to its drain deadline and then close them.
 pub struct Tunnels {
@@ -89,8 +94,14 @@ impl Tunnels {
 
 /// Joins the client's and the instance's upgraded connections in a task
 /// of its own, once hyper has handed both over (the client's after the 101
-/// has been written to it).
-pub fn spawn(edge: Arc<Edge>, service: String, client: OnUpgrade, upstream: OnUpgrade) {
+/// has been written to it). `hold` stays with the tunnel until it closes.
+pub fn spawn(
+    edge: Arc<Edge>,
+    service: String,
+    client: OnUpgrade,
+    upstream: OnUpgrade,
+    hold: Option<Hold>,
+) {
     let idle = edge.snapshot().config.edge.upgrade_idle_timeout;
     let labels = ServiceLabels { service };
     edge.metrics.upgrades.get_or_create(&labels).inc();
@@ -129,6 +140,7 @@ pub fn spawn(edge: Arc<Edge>, service: String, client: OnUpgrade, upstream: OnUp
         }
         .await;
         // Dropping both halves closes both connections.
+        drop(hold);
         open.dec();
         edge.tunnels.open.fetch_sub(1, Ordering::AcqRel);
         edge.metrics

@@ -304,3 +304,30 @@ async fn an_idle_websocket_is_closed_after_the_upgrade_idle_timeout() {
         "{m}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_upgraded_connection_keeps_its_place_under_the_connection_ceilings() {
+    let lab = Topology::new(BIN, &[("r1", &["a"])])
+        .instances_per_zone(1)
+        .edge_toml("max_client_connections = 100\nmax_connections_per_client = 2")
+        .service_toml("[service.health_check]\nenabled = false");
+    let (name, addr) = lab.instance("a", 1);
+    let _server = EchoServer::start(&name, addr).await;
+    let a = lab.start_edge("a").await;
+    let mut first = websocket::connect(a.listen, HOST, "/").await.unwrap();
+    let _second = websocket::connect(a.listen, HOST, "/").await.unwrap();
+    first.next().await.unwrap().unwrap();
+    assert!(
+        websocket::connect(a.listen, HOST, "/").await.is_err(),
+        "a third connection from the same client is refused while two WebSockets are open"
+    );
+    first.close(None).await.unwrap();
+    drop(first);
+    eventually("a place is free again", Duration::from_secs(5), || async {
+        websocket::connect(a.listen, HOST, "/")
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    })
+    .await;
+}
