@@ -209,6 +209,8 @@ impl Drop for GrpcServer {
 /// What a server-streaming call brought back.
 #[derive(Debug)]
 pub struct Counted {
+    /// The response headers (`x-served-by`, the edge's `x-switchyard-upstream`).
+    pub headers: MetadataMap,
     pub items: Vec<Item>,
     /// The trailers as the client received them.
     pub trailers: MetadataMap,
@@ -260,13 +262,17 @@ impl FeedClient {
                 ProstCodec::<CountRequest, Item>::default(),
             )
             .await?;
-        let mut stream = resp.into_inner();
+        let (headers, mut stream, _) = resp.into_parts();
         let mut items = Vec::new();
         while let Some(item) = stream.message().await? {
             items.push(item);
         }
         let trailers = stream.trailers().await?.unwrap_or_default();
-        Ok(Counted { items, trailers })
+        Ok(Counted {
+            headers,
+            items,
+            trailers,
+        })
     }
 
     /// `Sum` over `n` items numbered from 1, sent one by one as a stream.

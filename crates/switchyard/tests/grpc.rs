@@ -90,6 +90,53 @@ async fn grpc_streams_both_ways_through_the_edge_with_their_trailers() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_grpc_call_forwarded_to_another_region_keeps_its_streams_and_trailers() {
+    let lab = Topology::new(BIN, &[("r1", &["a"]), ("r2", &["b"])])
+        .instances_per_zone(1)
+        .service_toml("upstream_protocol = \"h2c\"");
+    let mut servers = Vec::new();
+    for z in ["a", "b"] {
+        let (name, addr) = lab.instance(z, 1);
+        servers.push(GrpcServer::start(&name, addr).await);
+    }
+    let a = lab.start_edge("a").await;
+    let b = lab.start_edge("b").await;
+    let out = json!({"services": {"svc": {"regions": {"r1": {"state": "out"}}}}});
+    a.put_controls(&out).await;
+    b.put_controls(&out).await;
+    let mut client = FeedClient::connect(a.listen, HOST).await;
+
+    let counted = client.count(100, GrpcCode::Ok).await.expect("served");
+    assert_eq!(counted.items.len(), 100);
+    assert_eq!(
+        counted
+            .headers
+            .get("x-served-by")
+            .map(|v| v.to_str().unwrap()),
+        Some("b-1"),
+        "served in r2: {:?}",
+        counted.headers
+    );
+    assert_eq!(
+        counted
+            .trailers
+            .get("grpc-status")
+            .map(|v| v.to_str().unwrap()),
+        Some("0")
+    );
+    let (total, md) = client.sum(100).await.expect("served");
+    assert_eq!((total.items, total.sum), (100, 5050));
+    assert_eq!(
+        md.get("x-served-by").map(|v| v.to_str().unwrap()),
+        Some("b-1")
+    );
+    let st = client.count(2, GrpcCode::Internal).await.unwrap_err();
+    assert_eq!(st.code(), GrpcCode::Internal, "{st:?}");
+    assert_eq!(st.message(), "b-1 says no");
+    assert_eq!(servers[0].calls(), 0, "nothing was served in r1");
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_grpc_server_failure_counts_against_the_instance_and_a_client_error_does_not() {
     let lab = grpc_lab();
     let (name, addr) = lab.instance("a", 1);
