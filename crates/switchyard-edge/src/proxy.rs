@@ -81,6 +81,7 @@ pub async fn handle(
             // and the log still record the HTTP status the error stands for,
             // so an edge refusal is never counted as a 2xx.
             let resp = if grpc {
+                rec.line.grpc_status = Some(grpc::code_for(&e).0);
                 grpc::error_response(&e)
             } else {
                 e.to_response(rec.line.service.as_deref())
@@ -515,13 +516,14 @@ impl OnEnd for Finish {
     fn end(self: Box<Self>, ending: Ending, bytes_out: u64, grpc_status: Option<grpc::Code>) {
         let Finish {
             mut attempt,
-            rec,
+            mut rec,
             status,
             grpc_head,
             by,
             sent_at,
         } = *self;
         let grpc_status = grpc_status.or(grpc_head);
+        rec.line.grpc_status = grpc_status.map(|c| c.0);
         if let (Some(code), Some(service)) = (grpc_status, &rec.line.service) {
             rec.edge
                 .metrics

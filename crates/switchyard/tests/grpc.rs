@@ -19,6 +19,25 @@ fn grpc_lab() -> Topology {
         .service_toml("upstream_protocol = \"h2c\"")
 }
 
+/// The access log's lines once there are `n`, parsed.
+async fn access_log(lab: &Topology, n: usize) -> Vec<serde_json::Value> {
+    let path = lab.dir().join("access.log");
+    eventually(
+        &format!("{n} access-log lines"),
+        Duration::from_secs(5),
+        || async {
+            let text = std::fs::read_to_string(&path).unwrap_or_default();
+            (text.lines().count() == n).then_some(()).ok_or(text)
+        },
+    )
+    .await;
+    std::fs::read_to_string(&path)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("each line is JSON"))
+        .collect()
+}
+
 /// The value of one sample of a metric in Prometheus text, 0 if absent.
 fn sample(metrics: &str, name_and_labels: &str) -> f64 {
     metrics
@@ -31,7 +50,7 @@ fn sample(metrics: &str, name_and_labels: &str) -> f64 {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn grpc_streams_both_ways_through_the_edge_with_their_trailers() {
-    let lab = grpc_lab();
+    let lab = grpc_lab().edge_toml("access_log = \"access.log\"");
     let (name, addr) = lab.instance("a", 1);
     let server = GrpcServer::start(&name, addr).await;
     let a = lab.start_edge("a").await;
@@ -86,6 +105,33 @@ async fn grpc_streams_both_ways_through_the_edge_with_their_trailers() {
         ),
         2.0,
         "{m}"
+    );
+    let lines = access_log(&lab, 3).await;
+    let paths: Vec<&str> = lines.iter().map(|l| l["path"].as_str().unwrap()).collect();
+    assert_eq!(
+        paths,
+        [
+            "/switchyard.test.Feed/Count",
+            "/switchyard.test.Feed/Sum",
+            "/switchyard.test.Feed/Count"
+        ]
+    );
+    let statuses: Vec<_> = lines.iter().map(|l| l["grpc_status"].clone()).collect();
+    assert_eq!(statuses, [json!(0), json!(0), json!(9)]);
+    for l in &lines {
+        assert_eq!(l["status"], 200, "{l}");
+        assert_eq!(l["instance"], "a-1", "{l}");
+        assert_eq!(l["error"], serde_json::Value::Null, "{l}");
+    }
+    assert!(
+        lines[0]["bytes_out"].as_u64().unwrap() > 200 * 1024,
+        "every message went out: {}",
+        lines[0]
+    );
+    assert!(
+        lines[1]["bytes_in"].as_u64().unwrap() > 300 * 1024,
+        "every message came in: {}",
+        lines[1]
     );
 }
 
@@ -180,7 +226,7 @@ async fn a_grpc_server_failure_counts_against_the_instance_and_a_client_error_do
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_edge_refuses_a_grpc_call_with_a_grpc_status() {
-    let lab = grpc_lab();
+    let lab = grpc_lab().edge_toml("access_log = \"access.log\"");
     let (name, addr) = lab.instance("a", 1);
     let server = GrpcServer::start(&name, addr).await;
     let a = lab.start_edge("a").await;
@@ -199,6 +245,12 @@ async fn the_edge_refuses_a_grpc_call_with_a_grpc_status() {
             .get("x-switchyard-error")
             .map(|v| v.to_str().unwrap()),
         Some("shed")
+    );
+    let shed = &access_log(&lab, 2).await[1];
+    assert_eq!(
+        (&shed["status"], &shed["grpc_status"], &shed["error"]),
+        (&json!(503), &json!(8), &json!("shed")),
+        "{shed}"
     );
 
     // The instance gone: UNAVAILABLE, naming why.
@@ -226,6 +278,7 @@ async fn the_edge_refuses_a_grpc_call_with_a_grpc_status() {
 async fn a_websocket_echoes_through_the_edge_is_counted_and_closed_after_the_drain() {
     let lab = Topology::new(BIN, &[("r1", &["a"])])
         .instances_per_zone(1)
+        .edge_toml("access_log = \"access.log\"")
         .service_toml("[service.health_check]\nenabled = false");
     let (name, addr) = lab.instance("a", 1);
     let server = EchoServer::start(&name, addr).await;
@@ -265,6 +318,12 @@ async fn a_websocket_echoes_through_the_edge_is_counted_and_closed_after_the_dra
         sample(&m, "switchyard_inflight{service=\"svc\"}"),
         0.0,
         "{m}"
+    );
+    let line = &access_log(&lab, 1).await[0];
+    assert_eq!(
+        (&line["status"], &line["path"], &line["instance"]),
+        (&json!(101), &json!("/items/chat"), &json!("a-1")),
+        "{line}"
     );
 
     // SIGTERM: the WebSocket keeps working through the drain, then the
