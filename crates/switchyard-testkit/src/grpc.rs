@@ -9,7 +9,9 @@
 //!   (`n = 0`) as a trailers-only answer, the way a handler that returns
 //!   `Err(Status)` at once does;
 //! - `Sum(stream Item) returns (Total)`: client streaming, the count and sum
-//!   of the items sent.
+//!   of the items sent;
+//! - `Echo(stream Item) returns (stream Item)`: bidirectional, every item
+//!   sent back as soon as it arrives.
 //!
 //! Every answer names its server in `x-served-by` (in the headers, or in
 //! the trailers with a failing status).
@@ -58,6 +60,7 @@ pub struct Total {
 
 const COUNT: &str = "/switchyard.test.Feed/Count";
 const SUM: &str = "/switchyard.test.Feed/Sum";
+const ECHO: &str = "/switchyard.test.Feed/Echo";
 
 type ItemStream = Pin<Box<dyn Stream<Item = Result<Item, Status>> + Send>>;
 
@@ -106,6 +109,14 @@ where
                 });
                 let mut grpc = tonic::server::Grpc::new(ProstCodec::<Total, Item>::default());
                 Ok(grpc.client_streaming(svc, req).await)
+            }),
+            ECHO => Box::pin(async move {
+                let svc = tower::service_fn(move |r: Request<Streaming<Item>>| async move {
+                    let echoed: ItemStream = Box::pin(r.into_inner());
+                    Ok::<_, Status>(Response::new(echoed))
+                });
+                let mut grpc = tonic::server::Grpc::new(ProstCodec::<Item, Item>::default());
+                Ok(grpc.streaming(svc, req).await)
             }),
             _ => Box::pin(async move { Ok(Status::unimplemented("no such method").into_http()) }),
         }
@@ -273,6 +284,49 @@ impl FeedClient {
             items,
             trailers,
         })
+    }
+
+    /// `Echo` as a conversation: sends an item, waits for it to come back,
+    /// then sends the next, `n` times. A proxy that held the request body
+    /// back until it had more of it would stall on the first item.
+    pub async fn ping_pong(&mut self, n: u32) -> Result<Vec<u32>, Status> {
+        self.ready().await?;
+        let (tx, rx) = tokio::sync::mpsc::channel::<Item>(1);
+        let outbound = futures_util::stream::unfold(rx, |mut rx| async move {
+            rx.recv().await.map(|item| (item, rx))
+        });
+        tx.send(Item {
+            seq: 1,
+            payload: vec![1; 16],
+        })
+        .await
+        .expect("the request stream is open");
+        let resp = self
+            .grpc
+            .streaming(
+                Request::new(outbound),
+                PathAndQuery::from_static(ECHO),
+                ProstCodec::<Item, Item>::default(),
+            )
+            .await?;
+        let mut inbound = resp.into_inner();
+        let mut seen = Vec::new();
+        while let Some(item) = inbound.message().await? {
+            seen.push(item.seq);
+            if item.seq == n {
+                break;
+            }
+            let next = Item {
+                seq: item.seq + 1,
+                payload: vec![1; 16],
+            };
+            if tx.send(next).await.is_err() {
+                break;
+            }
+        }
+        drop(tx);
+        while inbound.message().await?.is_some() {}
+        Ok(seen)
     }
 
     /// `Sum` over `n` items numbered from 1, sent one by one as a stream.

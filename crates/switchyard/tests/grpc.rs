@@ -82,6 +82,13 @@ async fn grpc_streams_both_ways_through_the_edge_with_their_trailers() {
         .expect("a client-streaming call through the edge succeeds");
     assert_eq!((total.items, total.sum), (300, 300 * 301 / 2));
 
+    // A conversation: each message waits for the answer to the one before.
+    let seen = tokio::time::timeout(Duration::from_secs(5), client.ping_pong(20))
+        .await
+        .expect("the edge passes each message on as it comes")
+        .expect("a bidirectional call through the edge succeeds");
+    assert_eq!(seen, (1..=20).collect::<Vec<_>>());
+
     // A status sent in the trailers after messages reaches the client with
     // its message and metadata.
     let st = client
@@ -103,21 +110,22 @@ async fn grpc_streams_both_ways_through_the_edge_with_their_trailers() {
             &m,
             "switchyard_grpc_responses_total{service=\"svc\",code=\"OK\"}"
         ),
-        2.0,
+        3.0,
         "{m}"
     );
-    let lines = access_log(&lab, 3).await;
+    let lines = access_log(&lab, 4).await;
     let paths: Vec<&str> = lines.iter().map(|l| l["path"].as_str().unwrap()).collect();
     assert_eq!(
         paths,
         [
             "/switchyard.test.Feed/Count",
             "/switchyard.test.Feed/Sum",
+            "/switchyard.test.Feed/Echo",
             "/switchyard.test.Feed/Count"
         ]
     );
     let statuses: Vec<_> = lines.iter().map(|l| l["grpc_status"].clone()).collect();
-    assert_eq!(statuses, [json!(0), json!(0), json!(9)]);
+    assert_eq!(statuses, [json!(0), json!(0), json!(0), json!(9)]);
     for l in &lines {
         assert_eq!(l["status"], 200, "{l}");
         assert_eq!(l["instance"], "a-1", "{l}");
