@@ -243,7 +243,7 @@ impl Metrics {
         registry.register("panic", "1 while a region's serving capacity is at the floor and the edge routes to every instance", panic.clone());
         registry.register(
             "retries",
-            "Retries, by outcome (sent, budget_exhausted, no_candidate, body_too_large: the request body outgrew the replay copy)",
+            "Retries, by outcome (sent, budget_exhausted, no_candidate, body_too_large: the request body outgrew the replay copy, streaming: a gRPC call, whose body streams from its first byte)",
             retries.clone(),
         );
         registry.register(

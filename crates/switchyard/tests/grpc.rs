@@ -1,7 +1,8 @@
-//! gRPC and WebSockets through the edge: a real tonic client speaking h2c to
-//! a real edge process, which speaks h2c to a real tonic instance
-//! (`upstream_protocol = "h2c"`); and a real WebSocket client and echo
-//! server joined by the edge after `101 Switching Protocols`.
+//! HTTP/2 to instances, gRPC and WebSockets through the edge: plain HTTP
+//! over h2c to instances (`upstream_protocol = "h2c"`); a real tonic client
+//! speaking h2c to a real edge process, which speaks h2c to a real tonic
+//! instance; and a real WebSocket client and echo server joined by the edge
+//! after `101 Switching Protocols`.
 
 use std::time::Duration;
 
@@ -17,6 +18,55 @@ fn grpc_lab() -> Topology {
     Topology::new(BIN, &[("r1", &["a"])])
         .instances_per_zone(1)
         .service_toml("upstream_protocol = \"h2c\"")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_h2c_service_multiplexes_requests_on_one_connection_and_still_retries() {
+    let lab = Topology::new(BIN, &[("r1", &["a", "b"])])
+        .instances_per_zone(1)
+        .min_healthy(0.01)
+        .service_toml("upstream_protocol = \"h2c\"");
+    let mut ups = lab.start_upstreams().await;
+    let a = lab.start_edge("a").await;
+    assert_eq!(a.get("/items/1").send().await.unwrap().status, 200);
+    assert_eq!(ups["a-1"].last_version(), Some(http::Version::HTTP_2));
+
+    // 30 requests at once, held 300 ms each by the instance, on one client
+    // connection (so one edge worker): HTTP/1.1 would need 30 connections.
+    ups["a-1"].set_delay(Duration::from_millis(300));
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .http2_only(true)
+        .build_http::<http_body_util::Empty<bytes::Bytes>>();
+    let before = ups["a-1"].connections();
+    let calls = (0..30).map(|i| {
+        let req = http::Request::get(format!("http://{}/items/{i}", a.listen))
+            .header("host", HOST)
+            .body(http_body_util::Empty::new())
+            .unwrap();
+        client.request(req)
+    });
+    for r in futures_util::future::join_all(calls).await {
+        let r = r.expect("answered");
+        assert_eq!(r.status(), 200);
+        assert_eq!(r.headers()["x-switchyard-upstream"], "r1/a/a-1");
+    }
+    let opened = ups["a-1"].connections() - before;
+    assert!(
+        opened <= 2,
+        "{opened} connections opened for 30 concurrent requests"
+    );
+
+    // A connect that fails is still retried on another instance.
+    ups["a-1"].set_delay(Duration::ZERO);
+    ups.get_mut("a-1").unwrap().stop().await;
+    let r = a.get("/items/1").send().await.unwrap();
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.zone(), "b");
+    assert_eq!(ups["b-1"].last_version(), Some(http::Version::HTTP_2));
+    assert!(a
+        .metrics()
+        .await
+        .contains("switchyard_retries_total{service=\"svc\",outcome=\"sent\"}"));
 }
 
 /// The access log's lines once there are `n`, parsed.
