@@ -26,10 +26,19 @@ use crate::metrics::{OutcomeLabels, ServiceLabels};
 use crate::state::Edge;
 
 /// Whether a request asks to switch protocols: HTTP/1.1, an `Upgrade`
-/// header and `upgrade` among the `Connection` tokens.
+/// header naming a protocol other than `h2c`, and `upgrade` among the
+/// `Connection` tokens. `Upgrade: h2c` (deprecated by RFC 9113) is not
+/// passed on: the request is served as HTTP/1.1, since a whole HTTP/2
+/// connection tunnelled to one instance would bypass routing and
+/// accounting for every request on it.
 pub fn requested(version: Version, h: &HeaderMap) -> bool {
     version == Version::HTTP_11
-        && h.contains_key(header::UPGRADE)
+        && h.get_all(header::UPGRADE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .map(str::trim)
+            .any(|t| !t.is_empty() && !t.eq_ignore_ascii_case("h2c"))
         && h.get_all(header::CONNECTION)
             .iter()
             .filter_map(|v| v.to_str().ok())
@@ -203,5 +212,40 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Watched<T> {
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(*k, HeaderValue::from_static(v));
+        }
+        h
+    }
+
+    #[test]
+    fn an_upgrade_needs_both_headers_on_http_1_1_and_h2c_is_not_one() {
+        let ws = headers(&[
+            ("connection", "keep-alive, Upgrade"),
+            ("upgrade", "websocket"),
+        ]);
+        assert!(requested(Version::HTTP_11, &ws));
+        assert!(!requested(Version::HTTP_10, &ws));
+        assert!(!requested(
+            Version::HTTP_11,
+            &headers(&[("upgrade", "websocket")])
+        ));
+        assert!(!requested(
+            Version::HTTP_11,
+            &headers(&[("connection", "upgrade"), ("upgrade", "h2c")])
+        ));
+        assert!(requested(
+            Version::HTTP_11,
+            &headers(&[("connection", "upgrade"), ("upgrade", "h2c, foo/2")])
+        ));
     }
 }
