@@ -176,9 +176,7 @@ impl GrpcServer {
     /// Serves `switchyard.test.Feed` on `addr` (h2c only, as gRPC servers
     /// are), naming itself `name` in the `x-served-by` trailer.
     pub async fn start(name: &str, addr: SocketAddr) -> GrpcServer {
-        let listener = tokio::net::TcpListener::bind(addr)
-            .await
-            .unwrap_or_else(|e| panic!("gRPC server {name} cannot listen on {addr}: {e}"));
+        let listener = crate::upstream::bind_retrying(addr).await;
         let addr = listener.local_addr().expect("bound");
         let calls = Arc::new(AtomicU64::new(0));
         let feed = Feed {

@@ -23,9 +23,7 @@ pub struct EchoServer {
 
 impl EchoServer {
     pub async fn start(name: &str, addr: SocketAddr) -> EchoServer {
-        let l = tokio::net::TcpListener::bind(addr)
-            .await
-            .unwrap_or_else(|e| panic!("echo server {name} cannot listen on {addr}: {e}"));
+        let l = crate::upstream::bind_retrying(addr).await;
         let addr = l.local_addr().expect("bound");
         let open = Arc::new(AtomicU64::new(0));
         let (name, o) = (name.to_string(), open.clone());
