@@ -14,7 +14,6 @@
 //! the larger buffer.
 
 use std::future::Future;
-use std::pin::Pin;
 
 use http::{Request, Response};
 use hyper::body::{Body, Incoming};
@@ -98,18 +97,21 @@ impl Builders {
         B::Data: Send,
         B::Error: Into<BoxError>,
     {
+        // Each connection is boxed at its own size: inline, the task of
+        // every connection would be as large as the largest of the three
+        // (an h2 connection), and an idle HTTP/1.1 connection would pay for it.
         match how {
             Sniffed::Http1 => {
-                let conn = self.http1.serve_connection(io, svc).with_upgrades();
-                until_stopped(conn, stop, |c| c.graceful_shutdown()).await
+                let conn = Box::pin(self.http1.serve_connection(io, svc).with_upgrades());
+                until_stopped(conn, stop, |c| c.as_mut().graceful_shutdown()).await
             }
             Sniffed::Http2 => {
-                let conn = self.http2.serve_connection(io, svc);
-                until_stopped(conn, stop, |c| c.graceful_shutdown()).await
+                let conn = Box::pin(self.http2.serve_connection(io, svc));
+                until_stopped(conn, stop, |c| c.as_mut().graceful_shutdown()).await
             }
             Sniffed::Unknown => {
-                let conn = self.auto.serve_connection_with_upgrades(io, svc);
-                until_stopped(conn, stop, |c| c.graceful_shutdown()).await
+                let conn = Box::pin(self.auto.serve_connection_with_upgrades(io, svc));
+                until_stopped(conn, stop, |c| c.as_mut().graceful_shutdown()).await
             }
         }
     }
@@ -117,12 +119,11 @@ impl Builders {
 
 /// Runs `conn` to its end; when `stop` is set first, asks it to shut down
 /// gracefully and runs it to its end still.
-async fn until_stopped<C: Future>(
-    conn: C,
+async fn until_stopped<C: Future + Unpin>(
+    mut conn: C,
     stop: Option<&mut watch::Receiver<bool>>,
-    shutdown: impl FnOnce(Pin<&mut C>),
+    shutdown: impl FnOnce(&mut C),
 ) {
-    let mut conn = std::pin::pin!(conn);
     let Some(stop) = stop else {
         conn.await;
         return;
@@ -131,9 +132,9 @@ async fn until_stopped<C: Future>(
         let _ = stop.wait_for(|s| *s).await;
     };
     tokio::select! {
-        _ = conn.as_mut() => return,
+        _ = &mut conn => return,
         _ = stopped => {}
     }
-    shutdown(conn.as_mut());
+    shutdown(&mut conn);
     conn.await;
 }
