@@ -75,6 +75,23 @@ async fn a_failed_connect_to_an_h2c_instance_is_retried_on_another() {
         .contains("switchyard_retries_total{service=\"svc\",outcome=\"sent\"}"));
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn te_trailers_reaches_the_instance_and_other_te_values_do_not() {
+    let lab = Topology::new(BIN, &[("r1", &["a"])]).instances_per_zone(1);
+    let ups = lab.start_upstreams().await;
+    let a = lab.start_edge("a").await;
+    let r = a
+        .get("/items/1")
+        .header("te", "gzip, Trailers;q=0.5")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200);
+    assert_eq!(ups["a-1"].last_header("te").as_deref(), Some("trailers"));
+    a.get("/items/1").header("te", "gzip").send().await.unwrap();
+    assert_eq!(ups["a-1"].last_header("te"), None, "te is hop-by-hop");
+}
+
 /// The access log's lines once there are `n`, parsed.
 async fn access_log(lab: &Topology, n: usize) -> Vec<serde_json::Value> {
     let path = lab.dir().join("access.log");
