@@ -450,7 +450,7 @@ async fn a_websocket_echoes_through_the_edge_is_counted_and_closed_after_the_dra
 async fn an_idle_websocket_is_closed_after_the_upgrade_idle_timeout() {
     let lab = Topology::new(BIN, &[("r1", &["a"])])
         .instances_per_zone(1)
-        .edge_toml("upgrade_idle_timeout_ms = 800")
+        .edge_toml("upgrade_idle_timeout_ms = 1500")
         .service_toml("[service.health_check]\nenabled = false");
     let (name, addr) = lab.instance("a", 1);
     let _server = EchoServer::start(&name, addr).await;
@@ -460,13 +460,13 @@ async fn an_idle_websocket_is_closed_after_the_upgrade_idle_timeout() {
         .expect("the edge switches protocols");
     ws.next().await.unwrap().unwrap();
     // Traffic keeps it open past the timeout…
-    for _ in 0..4 {
-        tokio::time::sleep(Duration::from_millis(400)).await;
+    for _ in 0..7 {
+        tokio::time::sleep(Duration::from_millis(300)).await;
         ws.send(WsMessage::text("ping")).await.unwrap();
         assert_eq!(ws.next().await.unwrap().unwrap(), WsMessage::text("ping"));
     }
     // …silence closes it.
-    let closed = tokio::time::timeout(Duration::from_secs(3), async {
+    let closed = tokio::time::timeout(Duration::from_secs(5), async {
         loop {
             match ws.next().await {
                 None | Some(Err(_)) | Some(Ok(WsMessage::Close(_))) => break,
