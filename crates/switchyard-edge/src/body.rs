@@ -429,6 +429,9 @@ pub struct Streamed {
     bytes: u64,
     /// The `grpc-status` the trailers carried: a gRPC call's outcome.
     grpc_status: Option<Code>,
+    /// A gRPC response: a failure mid-stream ends it with trailers that
+    /// carry the status, not a reset the client can only guess at.
+    grpc: bool,
     on_end: Option<Box<dyn OnEnd>>,
 }
 
@@ -447,8 +450,15 @@ impl Streamed {
             from,
             bytes: 0,
             grpc_status: None,
+            grpc: false,
             on_end: Some(on_end),
         }
+    }
+
+    /// Marks the response as gRPC (see `grpc`).
+    pub fn grpc(mut self, grpc: bool) -> Streamed {
+        self.grpc = grpc;
+        self
     }
 
     fn end(&mut self, ending: Ending) {
@@ -458,6 +468,12 @@ impl Streamed {
     }
 
     fn fail(&mut self, e: EdgeError) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        if self.grpc {
+            let trailers = crate::grpc::error_trailers(&e);
+            self.grpc_status = Some(crate::grpc::code_for(&e));
+            self.end(Ending::Failed(e));
+            return Poll::Ready(Some(Ok(Frame::trailers(trailers))));
+        }
         let boxed: BoxError = Box::new(e.clone());
         self.end(Ending::Failed(e));
         Poll::Ready(Some(Err(boxed)))

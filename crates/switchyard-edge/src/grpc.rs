@@ -138,6 +138,25 @@ pub fn error_response(e: &EdgeError) -> Response<Full<Bytes>> {
     resp
 }
 
+/// The trailers that end a gRPC response the edge had to cut (the instance
+/// broke off, or the route's total timeout ran out): the status a client
+/// reads instead of a stream reset.
+pub fn error_trailers(e: &EdgeError) -> HeaderMap {
+    let mut h = HeaderMap::new();
+    h.insert(
+        HeaderName::from_static(GRPC_STATUS),
+        HeaderValue::from(code_for(e).0),
+    );
+    if let Ok(v) = HeaderValue::from_str(&percent_encode(&e.message)) {
+        h.insert(HeaderName::from_static(GRPC_MESSAGE), v);
+    }
+    h.insert(
+        "x-switchyard-error",
+        HeaderValue::from_static(e.kind.code()),
+    );
+    h
+}
+
 /// `grpc-message` is percent-encoded UTF-8: every byte outside printable
 /// ASCII, and `%` itself, as `%XX`.
 fn percent_encode(s: &str) -> String {

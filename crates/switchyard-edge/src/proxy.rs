@@ -496,7 +496,8 @@ impl Served {
             by,
             sent_at,
         });
-        let body = Streamed::new(body, deadline, total, from.to_string(), finish);
+        let grpc = grpc::is_grpc(&parts.headers);
+        let body = Streamed::new(body, deadline, total, from.to_string(), finish).grpc(grpc);
         Response::from_parts(parts, EdgeBody::Streamed(Box::new(body)))
     }
 }
@@ -524,7 +525,10 @@ impl OnEnd for Finish {
         } = *self;
         let grpc_status = grpc_status.or(grpc_head);
         rec.line.grpc_status = grpc_status.map(|c| c.0);
-        if let (Some(code), Some(service)) = (grpc_status, &rec.line.service) {
+        // The metric counts the instances' answers; a status the edge put
+        // on a stream it cut is in the log and the upstream-error metric.
+        let from_instance = !matches!(ending, Ending::Failed(_));
+        if let (Some(code), Some(service), true) = (grpc_status, &rec.line.service, from_instance) {
             rec.edge
                 .metrics
                 .grpc_responses

@@ -40,6 +40,9 @@ pub struct CountRequest {
     /// A gRPC status code to end the call with; 0: OK.
     #[prost(int32, tag = "2")]
     pub fail: i32,
+    /// After the items, send nothing more and never end.
+    #[prost(bool, tag = "3")]
+    pub stall: bool,
 }
 
 #[derive(Clone, PartialEq, prost::Message)]
@@ -147,6 +150,11 @@ fn count(name: &str, r: CountRequest) -> Result<Response<ItemStream>, Status> {
     });
     let end = (r.fail != 0).then(|| Err(status(r.fail, name)));
     let stream: ItemStream = Box::pin(futures_util::stream::iter(items.chain(end)));
+    let stream: ItemStream = if r.stall {
+        Box::pin(stream.chain(futures_util::stream::pending()))
+    } else {
+        stream
+    };
     let mut resp = Response::new(stream);
     served_by(name, resp.metadata_mut());
     Ok(resp)
@@ -258,11 +266,18 @@ impl FeedClient {
     /// `Count`: every item and the trailers, or the status the call ended
     /// with (its metadata holds the trailers).
     pub async fn count(&mut self, n: u32, fail: Code) -> Result<Counted, Status> {
-        self.ready().await?;
-        let req = Request::new(CountRequest {
+        self.count_with(CountRequest {
             n,
             fail: fail as i32,
-        });
+            stall: false,
+        })
+        .await
+    }
+
+    /// `Count` with every option of its request.
+    pub async fn count_with(&mut self, r: CountRequest) -> Result<Counted, Status> {
+        self.ready().await?;
+        let req = Request::new(r);
         let resp = self
             .grpc
             .server_streaming(

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use serde_json::json;
-use switchyard_testkit::grpc::{FeedClient, GrpcCode, GrpcServer};
+use switchyard_testkit::grpc::{CountRequest, FeedClient, GrpcCode, GrpcServer};
 use switchyard_testkit::websocket::{self, EchoServer, WsMessage};
 use switchyard_testkit::{eventually, Topology, HOST};
 
@@ -302,6 +302,51 @@ async fn a_grpc_server_failure_counts_against_the_instance_and_a_client_error_do
         a.instance("a-1").await.consecutive_5xx,
         3,
         "outlier detection saw three failures in a row"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_grpc_stream_the_edge_cuts_at_the_total_timeout_ends_with_a_status() {
+    let lab = grpc_lab()
+        .edge_toml("access_log = \"access.log\"")
+        .service_toml("[service.timeouts]\nheader_ms = 500\ntotal_ms = 1000");
+    let (name, addr) = lab.instance("a", 1);
+    let _server = GrpcServer::start(&name, addr).await;
+    let a = lab.start_edge("a").await;
+    let mut client = FeedClient::connect(a.listen, HOST).await;
+    let st = client
+        .count_with(CountRequest {
+            n: 3,
+            fail: 0,
+            stall: true,
+        })
+        .await
+        .expect_err("the edge cuts the stalled stream");
+    assert_eq!(st.code(), GrpcCode::DeadlineExceeded, "{st:?}");
+    assert!(
+        st.message().contains("within 1000 ms"),
+        "the edge's reason: {st:?}"
+    );
+    assert_eq!(
+        st.metadata()
+            .get("x-switchyard-error")
+            .map(|v| v.to_str().unwrap()),
+        Some("upstream_timeout")
+    );
+    let m = a.metrics().await;
+    assert_eq!(
+        sample(
+            &m,
+            "switchyard_upstream_errors_total{service=\"svc\",zone=\"a\",instance=\"a-1\",class=\"upstream_timeout\"}"
+        ),
+        1.0,
+        "{m}"
+    );
+    let line = &access_log(&lab, 1).await[0];
+    assert_eq!(
+        (&line["grpc_status"], &line["error"]),
+        (&json!(4), &json!("upstream_timeout")),
+        "{line}"
     );
 }
 
