@@ -43,6 +43,9 @@ pub struct Line {
     pub error: Option<String>,
     /// The class signals count the failure under.
     pub error_class: Option<String>,
+    /// A gRPC call's `grpc-status`: the instance's (trailers, or the head of
+    /// a trailers-only answer) or the one the edge answered with.
+    pub grpc_status: Option<u32>,
 }
 
 /// The sending side, held by the edge.

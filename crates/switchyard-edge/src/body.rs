@@ -22,6 +22,7 @@ use tokio::sync::Notify;
 use tokio::time::{Instant, Sleep};
 
 use crate::error::{EdgeError, ErrorKind};
+use crate::grpc::Code;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -250,16 +251,26 @@ pub enum RequestBody {
     Streaming(Option<Box<ClientBody>>),
 }
 
-/// Reads a request body until it ends or outgrows `replay_limit` bytes,
-/// under the client's limits. A body that ends within the limit comes back
-/// whole; a longer one keeps what was read in front of the rest.
-pub async fn read_up_to(
+/// A request body sent as it arrives, with no replay copy: for streams
+/// whose client may wait for an answer before it sends more (gRPC), where
+/// holding bytes back to fill a replay copy would stall the call.
+pub fn stream_from_start(
     body: Incoming,
     headers: &HeaderMap,
     limits: BodyLimits,
-    replay_limit: usize,
     progress: Arc<Progress>,
 ) -> Result<RequestBody, EdgeError> {
+    check_length(headers, limits)?;
+    if body.is_end_stream() {
+        progress.mark_done();
+        return Ok(RequestBody::Whole(Bytes::new()));
+    }
+    Ok(RequestBody::Streaming(Some(Box::new(ClientBody::new(
+        body, limits, progress,
+    )))))
+}
+
+fn check_length(headers: &HeaderMap, limits: BodyLimits) -> Result<(), EdgeError> {
     if let Some(len) = headers.get(header::CONTENT_LENGTH) {
         match len.to_str().ok().and_then(|s| s.parse::<u64>().ok()) {
             Some(n) if n > limits.max_bytes as u64 => {
@@ -280,6 +291,20 @@ pub async fn read_up_to(
             }
         }
     }
+    Ok(())
+}
+
+/// Reads a request body until it ends or outgrows `replay_limit` bytes,
+/// under the client's limits. A body that ends within the limit comes back
+/// whole; a longer one keeps what was read in front of the rest.
+pub async fn read_up_to(
+    body: Incoming,
+    headers: &HeaderMap,
+    limits: BodyLimits,
+    replay_limit: usize,
+    progress: Arc<Progress>,
+) -> Result<RequestBody, EdgeError> {
+    check_length(headers, limits)?;
     let mut body = ClientBody::new(body, limits, progress.clone());
     let mut read: Vec<Bytes> = Vec::new();
     let mut len = 0usize;
@@ -388,9 +413,10 @@ pub enum Ending {
     Abandoned,
 }
 
-/// Told once how a streamed response ended and how many body bytes went out.
+/// Told once how a streamed response ended, how many body bytes went out
+/// and the `grpc-status` of its trailers, if it had any.
 pub trait OnEnd: Send {
-    fn end(self: Box<Self>, ending: Ending, bytes_out: u64);
+    fn end(self: Box<Self>, ending: Ending, bytes_out: u64, grpc_status: Option<Code>);
 }
 
 /// An instance's (or another edge's) response body on its way to the
@@ -401,6 +427,11 @@ pub struct Streamed {
     total: Duration,
     from: String,
     bytes: u64,
+    /// The `grpc-status` the trailers carried: a gRPC call's outcome.
+    grpc_status: Option<Code>,
+    /// A gRPC response: a failure mid-stream ends it with trailers that
+    /// carry the status, not a reset the client can only guess at.
+    grpc: bool,
     on_end: Option<Box<dyn OnEnd>>,
 }
 
@@ -418,17 +449,31 @@ impl Streamed {
             total,
             from,
             bytes: 0,
+            grpc_status: None,
+            grpc: false,
             on_end: Some(on_end),
         }
     }
 
+    /// Marks the response as gRPC (see `grpc`).
+    pub fn grpc(mut self, grpc: bool) -> Streamed {
+        self.grpc = grpc;
+        self
+    }
+
     fn end(&mut self, ending: Ending) {
         if let Some(f) = self.on_end.take() {
-            f.end(ending, self.bytes);
+            f.end(ending, self.bytes, self.grpc_status);
         }
     }
 
     fn fail(&mut self, e: EdgeError) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        if self.grpc {
+            let trailers = crate::grpc::error_trailers(&e);
+            self.grpc_status = Some(crate::grpc::code_for(&e));
+            self.end(Ending::Failed(e));
+            return Poll::Ready(Some(Ok(Frame::trailers(trailers))));
+        }
         let boxed: BoxError = Box::new(e.clone());
         self.end(Ending::Failed(e));
         Poll::Ready(Some(Err(boxed)))
@@ -451,6 +496,8 @@ impl Body for Streamed {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(d) = frame.data_ref() {
                     this.bytes += d.len() as u64;
+                } else if let Some(t) = frame.trailers_ref() {
+                    this.grpc_status = Code::of(t);
                 }
                 if this.inner.is_end_stream() {
                     this.end(Ending::Complete);

@@ -46,7 +46,12 @@ pub async fn http_get(
     let req = b
         .body(crate::body::UpstreamBody::empty())
         .map_err(|e| format!("bad request: {e}"))?;
-    match tokio::time::timeout(timeout, client_for(svc.timeouts.connect).request(req)).await {
+    match tokio::time::timeout(
+        timeout,
+        client_for(svc.timeouts.connect, svc.upstream_protocol).request(req),
+    )
+    .await
+    {
         Ok(Ok(resp)) if resp.status().is_success() => Ok(()),
         Ok(Ok(resp)) => Err(format!("status {}", resp.status().as_u16())),
         Ok(Err(e)) if e.is_connect() => Err("connect".into()),

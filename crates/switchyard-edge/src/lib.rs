@@ -9,6 +9,7 @@ pub mod admin;
 pub mod body;
 pub mod conn;
 pub mod error;
+pub mod grpc;
 pub mod health_check;
 pub mod metrics;
 pub mod outlier;
@@ -20,6 +21,7 @@ pub mod signals;
 pub mod sources;
 pub mod state;
 pub mod tls;
+pub mod upgrade;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -28,7 +30,6 @@ use std::time::{Duration, Instant};
 
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use switchyard_model::time::now_ms;
 use switchyard_model::Config;
 use tokio::net::TcpListener;
@@ -373,6 +374,18 @@ impl ClientLimits {
         }
     }
 
+    /// The HTTP/1 settings of `builder`, for hyper's own HTTP/1 builder
+    /// (the one that serves upgrades without the auto builder's prefix).
+    fn http1(&self) -> hyper::server::conn::http1::Builder {
+        let mut b = hyper::server::conn::http1::Builder::new();
+        b.max_buf_size((2 * self.max_header).max(8192))
+            .max_headers(2 * self.max_headers)
+            .keep_alive(true)
+            .timer(hyper_util::rt::TokioTimer::new())
+            .header_read_timeout(self.header_timeout);
+        b
+    }
+
     fn builder(&self) -> auto::Builder<TokioExecutor> {
         let mut builder = auto::Builder::new(TokioExecutor::new());
         // hyper starts this timer whenever it waits for a request head: the
@@ -534,46 +547,56 @@ async fn serve_proxy(
     conns: Arc<conn::ConnLimits>,
     tls: Option<Arc<tls::Certificates>>,
 ) {
-    let graceful = GracefulShutdown::new();
-    let builders = Arc::new(protocol::Builders::new(limits.builder()));
+    // Each connection task holds a clone: the drain waits for the count to
+    // fall back to this one.
+    let live = Arc::new(());
+    let builders = Arc::new(protocol::Builders::new(limits.builder(), limits.http1()));
     let stop_conn = stop.clone();
     let name = if tls.is_some() { TLS_LISTENER } else { "proxy" };
+    let scheme = if tls.is_some() {
+        proxy::Scheme::Https
+    } else {
+        proxy::Scheme::Http
+    };
     let mut gate = Gate::new(l, name, conns);
     while let Some((stream, peer, slot)) = gate.next(&edge, &mut stop).await {
         let _ = stream.set_nodelay(true);
         let activity = conn::Activity::new();
+        // An upgraded connection (WebSocket) outlives the HTTP connection it
+        // came on: its tunnel holds a share of the slot, so the connection
+        // ceilings count it until it closes.
+        let slot = Arc::new(slot);
+        let held = upgrade::Hold(slot.clone());
         let svc = {
             let edge = edge.clone();
-            let scheme = if tls.is_some() {
-                proxy::Scheme::Https
-            } else {
-                proxy::Scheme::Http
-            };
             conn::tracked(&activity, move |mut req: http::Request<_>| {
                 req.extensions_mut().insert(scheme);
+                if upgrade::requested(req.version(), req.headers()) {
+                    req.extensions_mut().insert(held.clone());
+                }
                 proxy::handle(edge.clone(), req, peer)
             })
         };
-        let (builders, watcher, mut stop) =
-            (builders.clone(), graceful.watcher(), stop_conn.clone());
+        let (builders, mut stop, live) = (builders.clone(), stop_conn.clone(), live.clone());
         // Two tasks of their own types, so a plain connection's task is no
         // larger for what a TLS one holds (its rustls state).
         let Some(certs) = tls.clone() else {
-            tokio::spawn(async move {
-                let serve = async move {
-                    // A client that has sent nothing yet has nothing to drain.
-                    let builder = tokio::select! {
-                        b = builders.sniff(&stream) => b,
-                        _ = stop.wait_for(|s| *s) => None,
-                    };
-                    if let Some(b) = builder {
-                        let _ = watcher
-                            .watch(b.serve_connection(TokioIo::new(stream), svc))
-                            .await;
-                    }
+            let serve = async move {
+                // A client that has sent nothing yet has nothing to drain.
+                let how = tokio::select! {
+                    b = builders.sniff(&stream) => b,
+                    _ = stop.wait_for(|s| *s) => None,
                 };
+                if let Some(how) = how {
+                    builders
+                        .serve(how, TokioIo::new(stream), svc, Some(&mut stop))
+                        .await;
+                }
+            };
+            tokio::spawn(async move {
                 conn::run(serve, activity, limits.header_timeout, limits.idle_timeout).await;
                 drop(slot);
+                drop(live);
             });
             continue;
         };
@@ -603,16 +626,31 @@ async fn serve_proxy(
             };
             let state = stream.get_ref().1;
             tls::count_handshake(&edge, state);
-            let b = builders.for_alpn(state.alpn_protocol());
-            let serve = watcher.watch(b.serve_connection(TokioIo::new(stream), svc));
+            let how = protocol::Sniffed::from_alpn(state.alpn_protocol());
+            let serve = async move {
+                builders
+                    .serve(how, TokioIo::new(stream), svc, Some(&mut stop))
+                    .await
+            };
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
             conn::run(serve, activity, left, limits.idle_timeout).await;
             drop(slot);
+            drop(live);
         });
     }
     drop(gate);
-    let _ = tokio::time::timeout(Duration::from_secs(5), graceful.shutdown()).await;
+    // Requests in flight get until the drain deadline; upgraded connections
+    // (WebSockets) too, and are closed there.
+    let deadline = Instant::now() + DRAIN;
+    while Arc::strong_count(&live) > 1 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    edge.tunnels.drain(deadline.into()).await;
 }
+
+/// How long a stopping edge lets requests in flight and upgraded
+/// connections run before it closes them.
+const DRAIN: Duration = Duration::from_secs(5);
 
 async fn serve_admin(
     l: TcpListener,
@@ -622,7 +660,7 @@ async fn serve_admin(
 ) {
     let stop_conn = stop.clone();
     let limits = ClientLimits::of(&edge);
-    let builders = Arc::new(protocol::Builders::new(limits.builder()));
+    let builders = Arc::new(protocol::Builders::new(limits.builder(), limits.http1()));
     let mut gate = Gate::new(l, "admin", conns);
     while let Some((stream, _, slot)) = gate.next(&edge, &mut stop).await {
         let edge = edge.clone();
@@ -630,8 +668,8 @@ async fn serve_admin(
         let svc = conn::tracked(&activity, move |req| admin::handle(edge.clone(), req));
         let builders = builders.clone();
         let serve = async move {
-            if let Some(b) = builders.sniff(&stream).await {
-                let _ = b.serve_connection(TokioIo::new(stream), svc).await;
+            if let Some(how) = builders.sniff(&stream).await {
+                builders.serve(how, TokioIo::new(stream), svc, None).await;
             }
         };
         let mut stop = stop_conn.clone();

@@ -99,6 +99,13 @@ pub struct RefusalLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct GrpcLabels {
+    pub service: String,
+    /// The status's name: `OK`, `UNAVAILABLE`, …
+    pub code: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct SourceLabels {
     pub source: String,
     pub result: String,
@@ -160,6 +167,10 @@ pub struct Metrics {
     pub tls_handshakes: Family<HandshakeLabels, Counter>,
     pub tls_handshake_failures: Family<HandshakeFailureLabels, Counter>,
     pub tls_certificate_expiry: Family<CertificateLabels, Gauge>,
+    pub grpc_responses: Family<GrpcLabels, Counter>,
+    pub upgrades: Family<ServiceLabels, Counter>,
+    pub upgraded_open: Family<ServiceLabels, Gauge>,
+    pub upgrade_closes: Family<OutcomeLabels, Counter>,
 }
 
 fn latency_histogram() -> Histogram {
@@ -286,7 +297,7 @@ impl Metrics {
         registry.register("panic", "1 while a region's serving capacity is at the floor and the edge routes to every instance", panic.clone());
         registry.register(
             "retries",
-            "Retries, by outcome (sent, budget_exhausted, no_candidate, body_too_large: the request body outgrew the replay copy)",
+            "Retries, by outcome (sent, budget_exhausted, no_candidate, body_too_large: the request body outgrew the replay copy, streaming: a gRPC call, whose body streams from its first byte)",
             retries.clone(),
         );
         registry.register(
@@ -320,6 +331,30 @@ impl Metrics {
             "1 when the last-known-good controls file could not be used at start-up",
             last_known_good_unusable.clone(),
         );
+        let grpc_responses = Family::default();
+        registry.register(
+            "grpc_responses",
+            "gRPC calls answered by instances, by service and grpc-status (from the trailers, or the headers of a trailers-only answer)",
+            grpc_responses.clone(),
+        );
+        let upgrades = Family::default();
+        registry.register(
+            "upgrades",
+            "Connections upgraded (101 Switching Protocols: WebSocket and other Upgrades), by service",
+            upgrades.clone(),
+        );
+        let upgraded_open = Family::default();
+        registry.register(
+            "upgraded_connections",
+            "Upgraded connections open now, by service",
+            upgraded_open.clone(),
+        );
+        let upgrade_closes = Family::default();
+        registry.register(
+            "upgrade_closes",
+            "Upgraded connections closed, by service and outcome (closed: either side ended it, idle: upgrade_idle_timeout, shutdown: the drain deadline, error)",
+            upgrade_closes.clone(),
+        );
         Metrics {
             registry,
             requests,
@@ -348,6 +383,10 @@ impl Metrics {
             tls_handshakes,
             tls_handshake_failures,
             tls_certificate_expiry,
+            grpc_responses,
+            upgrades,
+            upgraded_open,
+            upgrade_closes,
         }
     }
 

@@ -13,10 +13,11 @@ use std::time::{Duration, Instant, SystemTime};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Uri, Version};
 use hyper::body::Incoming;
+use hyper::upgrade::OnUpgrade;
 use rand::Rng;
 use switchyard_model::signals::ErrorClass;
 use switchyard_model::time::now_ms;
-use switchyard_model::{Fault, Route, RouteKind, ServiceControls};
+use switchyard_model::{Fault, Route, RouteKind, ServiceControls, UpstreamProtocol};
 use switchyard_steer::{AllUp, Target};
 
 use crate::access_log::{self, Line};
@@ -24,14 +25,16 @@ use crate::body::{
     self, BodyLimits, EdgeBody, Ending, OnEnd, Progress, RequestBody, Streamed, UpstreamBody,
 };
 use crate::error::{EdgeError, ErrorKind};
+use crate::grpc;
 use crate::metrics::{
-    ErrorLabels, LatencyLabels, OutcomeLabels, RegionLabels, RequestLabels, ServiceLabels,
-    ShedLabels,
+    ErrorLabels, GrpcLabels, LatencyLabels, OutcomeLabels, RegionLabels, RequestLabels,
+    ServiceLabels, ShedLabels,
 };
 use crate::outlier::{InstanceState, Outcome, Verdict};
 use crate::shed::Permit;
 use crate::signals::SeriesKey;
 use crate::state::{Edge, ServiceRuntime, Snapshot};
+use crate::upgrade;
 
 pub const HOME_REGION: &str = "x-switchyard-home-region";
 pub const FORWARDED: &str = "x-switchyard-forwarded";
@@ -67,16 +70,25 @@ pub async fn handle(
     peer: SocketAddr,
 ) -> Result<Resp, Infallible> {
     let snap = edge.snapshot();
+    let grpc = grpc::is_grpc(req.headers());
     let mut rec = Record::begin(&edge, &req, peer);
     let request_id =
         HeaderValue::from_str(&rec.line.request_id).expect("request ids are visible ASCII");
     let mut resp = match serve(&edge, &snap, req, peer, &mut rec).await {
         Ok(served) => served.respond(rec),
         Err(e) => {
-            let resp = e.to_response(rec.line.service.as_deref());
+            // A gRPC client reads a status, not an HTTP error page; metrics
+            // and the log still record the HTTP status the error stands for,
+            // so an edge refusal is never counted as a 2xx.
+            let resp = if grpc {
+                rec.line.grpc_status = Some(grpc::code_for(&e).0);
+                grpc::error_response(&e)
+            } else {
+                e.to_response(rec.line.service.as_deref())
+            };
             let by = ServedBy::default();
             let bytes_out = http_body::Body::size_hint(resp.body()).exact().unwrap_or(0);
-            rec.finish(resp.status(), &by, bytes_out, Some(&e), None);
+            rec.finish(e.status(), &by, bytes_out, Some(&e), None);
             resp.map(EdgeBody::Whole)
         }
     };
@@ -260,16 +272,37 @@ async fn serve(
     // protects the instances. A larger body takes its slot once the replay
     // copy is full and then streams; the client's body timeouts (and the
     // route's total timeout) bound how long a trickle can hold that slot.
-    let (parts, body) = req.into_parts();
+    let (mut parts, body) = req.into_parts();
     let e = &snap.config.edge;
-    let body = body::read_up_to(
-        body,
-        &parts.headers,
-        BodyLimits::of(e),
-        e.retry_buffer_bytes,
-        rec.progress.clone(),
-    )
-    .await?;
+    let grpc = grpc::is_grpc(&parts.headers);
+    // gRPC streams go out as they come: a client may wait for the server's
+    // first message before it sends its next, so holding its bytes back to
+    // fill a replay copy would stall the call. Such a call is not retried.
+    let body = if grpc {
+        body::stream_from_start(
+            body,
+            &parts.headers,
+            BodyLimits::of(e),
+            rec.progress.clone(),
+        )?
+    } else {
+        body::read_up_to(
+            body,
+            &parts.headers,
+            BodyLimits::of(e),
+            e.retry_buffer_bytes,
+            rec.progress.clone(),
+        )
+        .await?
+    };
+    let client_upgrade = if upgrade::requested(parts.version, &parts.headers) {
+        parts
+            .extensions
+            .remove::<OnUpgrade>()
+            .map(|on| (on, parts.extensions.remove::<upgrade::Hold>()))
+    } else {
+        None
+    };
 
     let permit = match rt
         .admission
@@ -342,6 +375,9 @@ async fn serve(
             }
         }
     }
+    if client_upgrade.is_some() {
+        upgrade::restore_headers(&parts.headers, &mut headers);
+    }
     headers.insert(
         HeaderName::from_static(REQUEST_ID),
         HeaderValue::from_str(&rec.line.request_id).expect("request ids are visible ASCII"),
@@ -355,6 +391,8 @@ async fn serve(
         body,
         progress: rec.progress.clone(),
         retries: 0,
+        grpc,
+        upgrade: client_upgrade.is_some(),
     };
     let result = match target {
         Target::Forward { region, reason } => {
@@ -371,7 +409,26 @@ async fn serve(
         Target::Local => serve_local(edge, snap, &rt, route, sc, &mut out, rec.start).await,
     };
     rec.line.retries = out.retries;
-    let served = result?;
+    let mut served = result?;
+    if served.parts.status == StatusCode::SWITCHING_PROTOCOLS {
+        let upstream = served.parts.extensions.remove::<OnUpgrade>();
+        match (client_upgrade, upstream) {
+            (Some((client, hold)), Some(upstream)) => {
+                upgrade::spawn(edge.clone(), svc_name.clone(), client, upstream, hold)
+            }
+            _ => {
+                let e = EdgeError::new(
+                    ErrorKind::UpstreamProtocol,
+                    format!(
+                        "{} switched protocols on a request that asked for no upgrade",
+                        served.from
+                    ),
+                );
+                served.attempt.settle_error(&e);
+                return Err(e);
+            }
+        }
+    }
     rec.kind = Some(route.kind);
     let status = served.parts.status;
     if status.is_success() || status.is_redirection() || status.is_client_error() {
@@ -393,6 +450,30 @@ struct Outbound {
     body: RequestBody,
     progress: Arc<Progress>,
     retries: u32,
+    /// A gRPC call: its body streams from the first byte (no replay copy).
+    grpc: bool,
+    /// An HTTP/1.1 `Upgrade`: it goes out on HTTP/1.1 whatever the
+    /// service's protocol, since HTTP/2 cannot switch protocols.
+    upgrade: bool,
+}
+
+impl Outbound {
+    fn protocol(&self, svc: &switchyard_model::Service) -> UpstreamProtocol {
+        if self.upgrade {
+            UpstreamProtocol::Http1
+        } else {
+            svc.upstream_protocol
+        }
+    }
+
+    /// Why a body that cannot be sent again was not, for the retry metric.
+    fn not_replayable(&self) -> &'static str {
+        if self.grpc {
+            "streaming"
+        } else {
+            "body_too_large"
+        }
+    }
 }
 
 /// An upstream's response head, its body still to stream, and what is to
@@ -422,16 +503,23 @@ impl Served {
             attempt,
             sent_at,
         } = self;
+        let switched =
+            (parts.status == StatusCode::SWITCHING_PROTOCOLS).then(|| parts.headers.clone());
         strip_hop_by_hop(&mut parts.headers);
+        if let Some(h) = switched {
+            upgrade::restore_headers(&h, &mut parts.headers);
+        }
         parts.version = Version::HTTP_11;
         let finish = Box::new(Finish {
             attempt,
             rec,
             status: parts.status,
+            grpc_head: grpc::Code::of(&parts.headers),
             by,
             sent_at,
         });
-        let body = Streamed::new(body, deadline, total, from.to_string(), finish);
+        let grpc = grpc::is_grpc(&parts.headers);
+        let body = Streamed::new(body, deadline, total, from.to_string(), finish).grpc(grpc);
         Response::from_parts(parts, EdgeBody::Streamed(Box::new(body)))
     }
 }
@@ -441,19 +529,37 @@ struct Finish {
     attempt: AttemptEnd,
     rec: Record,
     status: StatusCode,
+    /// The `grpc-status` of a trailers-only answer (in its headers).
+    grpc_head: Option<grpc::Code>,
     by: ServedBy,
     sent_at: Instant,
 }
 
 impl OnEnd for Finish {
-    fn end(self: Box<Self>, ending: Ending, bytes_out: u64) {
+    fn end(self: Box<Self>, ending: Ending, bytes_out: u64, grpc_status: Option<grpc::Code>) {
         let Finish {
             mut attempt,
-            rec,
+            mut rec,
             status,
+            grpc_head,
             by,
             sent_at,
         } = *self;
+        let grpc_status = grpc_status.or(grpc_head);
+        rec.line.grpc_status = grpc_status.map(|c| c.0);
+        // The metric counts the instances' answers; a status the edge put
+        // on a stream it cut is in the log and the upstream-error metric.
+        let from_instance = !matches!(ending, Ending::Failed(_));
+        if let (Some(code), Some(service), true) = (grpc_status, &rec.line.service, from_instance) {
+            rec.edge
+                .metrics
+                .grpc_responses
+                .get_or_create(&GrpcLabels {
+                    service: service.clone(),
+                    code: code.name().into(),
+                })
+                .inc();
+        }
         let failure = match ending {
             // The client's body failed after the instance had answered: the
             // instance's response broke because its request was aborted.
@@ -465,6 +571,12 @@ impl OnEnd for Finish {
                 tracing::debug!(error = %e, "a response body failed mid-stream");
                 attempt.settle(Some(e.kind.class()), Outcome::LocalOriginFailure);
                 Some(e)
+            }
+            // A gRPC call the server failed is a failure however well the
+            // HTTP exchange went: it counts as a 5xx does.
+            Ending::Complete if grpc_status.is_some_and(|c| c.is_server_failure()) => {
+                attempt.settle(Some(ErrorClass::Status5xx), Outcome::Status5xx);
+                None
             }
             // A client that leaves early says nothing about the instance.
             Ending::Complete | Ending::Abandoned => {
@@ -667,7 +779,7 @@ async fn serve_local(
     }
     if !out.body.replayable() {
         // Its body went out as it streamed in; what was sent cannot be sent again.
-        retry_metric(edge, &rt.svc.name, "body_too_large");
+        retry_metric(edge, &rt.svc.name, out.not_replayable());
         return result;
     }
     let Some(_retry) = rt.retry.try_acquire(rt.admission.inflight()) else {
@@ -753,7 +865,7 @@ async fn attempt(
     let t = &rt.svc.timeouts;
     let sent_at = Instant::now();
     let result = send(
-        &crate::state::client_for(t.connect),
+        out.protocol(&rt.svc),
         inst.meta.addr,
         &out.head,
         body,
@@ -802,7 +914,7 @@ async fn attempt(
 /// failure of the client's body is the outcome, whatever the upstream
 /// connection made of the aborted request.
 async fn send(
-    client: &crate::state::HttpClient,
+    protocol: UpstreamProtocol,
     addr: SocketAddr,
     head: &OutHead,
     body: UpstreamBody,
@@ -818,8 +930,12 @@ async fn send(
     let mut req = Request::new(body);
     *req.method_mut() = head.method.clone();
     *req.uri_mut() = uri;
-    *req.version_mut() = Version::HTTP_11;
+    *req.version_mut() = match protocol {
+        UpstreamProtocol::Http1 => Version::HTTP_11,
+        UpstreamProtocol::H2c => Version::HTTP_2,
+    };
     *req.headers_mut() = head.headers.clone();
+    let client = crate::state::client_for(t.connect, protocol);
     let head_due = async {
         progress.wait_done().await;
         tokio::time::sleep(header_timeout).await;
@@ -896,7 +1012,7 @@ async fn forward_or_fall_back(
         match &result {
             Err(e) if e.kind == ErrorKind::UpstreamConnect && out.body.replayable() => {}
             Err(e) if e.kind == ErrorKind::UpstreamConnect => {
-                retry_metric(edge, &rt.svc.name, "body_too_large");
+                retry_metric(edge, &rt.svc.name, out.not_replayable());
                 return result;
             }
             _ => return result,
@@ -974,15 +1090,7 @@ async fn forward_to_region(
         let body = body_for_attempt(out)?;
         let mut end = AttemptEnd::forward(edge, rt, region, write);
         let sent_at = Instant::now();
-        let result = send(
-            &crate::state::client_for(t.connect),
-            addr,
-            &head,
-            body,
-            &out.progress,
-            t,
-        )
-        .await;
+        let result = send(out.protocol(&rt.svc), addr, &head, body, &out.progress, t).await;
         match result {
             Ok((resp, deadline)) => {
                 end.head_arrived();
@@ -1114,6 +1222,24 @@ fn outbound_headers(h: &HeaderMap, host: &str, peer: SocketAddr) -> HeaderMap {
         if !is_hop_by_hop(k, &connection) && k != header::HOST && !is_internal(k) {
             out.append(k.clone(), v.clone());
         }
+    }
+    // `te` is hop-by-hop except for `trailers`, which says the client takes
+    // trailers: a gRPC server wants to hear it, and the edge passes
+    // trailers through.
+    let trailers = h
+        .get_all(header::TE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| {
+            t.split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .eq_ignore_ascii_case("trailers")
+        });
+    if trailers {
+        out.insert(header::TE, HeaderValue::from_static("trailers"));
     }
     if let Ok(v) = HeaderValue::from_str(host) {
         out.insert(header::HOST, v);

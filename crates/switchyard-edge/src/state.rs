@@ -13,7 +13,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use switchyard_model::time::now_ms;
-use switchyard_model::{Config, ConfigError, Controls, Service};
+use switchyard_model::{Config, ConfigError, Controls, Service, UpstreamProtocol};
 
 use crate::metrics::{InstanceLabels, Metrics, RegionLabels};
 use crate::outlier::{EjectReason, InstanceState};
@@ -22,32 +22,45 @@ use crate::signals::Signals;
 
 pub type HttpClient = Client<HttpConnector, crate::body::UpstreamBody>;
 
-pub fn http_client(connect_timeout: Duration) -> HttpClient {
+pub fn http_client(connect_timeout: Duration, protocol: UpstreamProtocol) -> HttpClient {
     let mut conn = HttpConnector::new();
     conn.set_connect_timeout(Some(connect_timeout));
     conn.set_nodelay(true);
     conn.enforce_http(true);
-    Client::builder(TokioExecutor::new())
-        .pool_idle_timeout(Duration::from_secs(60))
-        .pool_max_idle_per_host(1024)
-        .build(conn)
+    let mut b = Client::builder(TokioExecutor::new());
+    b.pool_idle_timeout(Duration::from_secs(60))
+        .pool_max_idle_per_host(1024);
+    if protocol == UpstreamProtocol::H2c {
+        // One connection per instance, shared by every request in flight to
+        // it (the pool hands the same h2 connection to each caller). Pings
+        // find a connection that died silently before a request waits on it.
+        b.http2_only(true)
+            .timer(hyper_util::rt::TokioTimer::new())
+            .http2_keep_alive_interval(Some(Duration::from_secs(30)))
+            .http2_keep_alive_timeout(Duration::from_secs(20));
+    }
+    b.build(conn)
 }
+
+type ClientKey = (Duration, UpstreamProtocol);
 
 thread_local! {
-    static CLIENTS: std::cell::RefCell<Vec<(Duration, HttpClient)>> = const { std::cell::RefCell::new(Vec::new()) };
+    static CLIENTS: std::cell::RefCell<Vec<(ClientKey, HttpClient)>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
-/// The connection pool of the calling thread for a connect timeout. Each
-/// proxy worker thread runs its own runtime; a pool per thread keeps a
-/// request, its upstream connection and that connection's task on one thread.
-pub fn client_for(connect_timeout: Duration) -> HttpClient {
+/// The connection pool of the calling thread for a connect timeout and a
+/// protocol. Each proxy worker thread runs its own runtime; a pool per thread
+/// keeps a request, its upstream connection and that connection's task on
+/// one thread.
+pub fn client_for(connect_timeout: Duration, protocol: UpstreamProtocol) -> HttpClient {
     CLIENTS.with(|c| {
         let mut c = c.borrow_mut();
-        if let Some((_, cl)) = c.iter().find(|(t, _)| *t == connect_timeout) {
+        let key = (connect_timeout, protocol);
+        if let Some((_, cl)) = c.iter().find(|(k, _)| *k == key) {
             return cl.clone();
         }
-        let cl = http_client(connect_timeout);
-        c.push((connect_timeout, cl.clone()));
+        let cl = http_client(connect_timeout, protocol);
+        c.push((key, cl.clone()));
         cl
     })
 }
@@ -141,6 +154,8 @@ pub struct Edge {
     /// Woken on every config reload (SIGHUP, file change), so the TLS
     /// certificates are read again at once rather than at the next poll.
     pub tls_reload: tokio::sync::Notify,
+    /// Upgraded connections (WebSockets) open through this edge.
+    pub tunnels: crate::upgrade::Tunnels,
 }
 
 impl Edge {
@@ -212,6 +227,7 @@ impl Edge {
             last_known_good_error: lkg_error,
             access_log,
             tls_reload: tokio::sync::Notify::new(),
+            tunnels: crate::upgrade::Tunnels::default(),
         });
         Ok(edge)
     }

@@ -112,6 +112,7 @@ pub mod raw {
         pub client_body_total_timeout_ms: Option<u64>,
         pub max_client_connections: Option<usize>,
         pub max_connections_per_client: Option<usize>,
+        pub upgrade_idle_timeout_ms: Option<u64>,
         /// TLS on each zone's `edge_tls` listener.
         pub tls: Option<EdgeTls>,
     }
@@ -174,6 +175,7 @@ pub mod raw {
         pub health_path: Option<String>,
         pub retry_budget: Option<f64>,
         pub retry_min_concurrency: Option<u32>,
+        pub upstream_protocol: Option<String>,
         #[serde(default)]
         pub timeouts: Timeouts,
         #[serde(default)]
@@ -401,6 +403,10 @@ pub struct EdgeSettings {
     /// The longest a whole request body may take to arrive (Envoy's
     /// `stream_idle_timeout`, 5 min, is the nearest).
     pub client_body_total_timeout: Duration,
+    /// How long an upgraded connection (WebSocket and other `Upgrade`s)
+    /// may carry no byte either way before the edge closes it. nginx:
+    /// `proxy_read_timeout` 60 s; Envoy: `stream_idle_timeout` 5 min.
+    pub upgrade_idle_timeout: Duration,
     /// The certificates of the zones' `edge_tls` listeners.
     pub tls: Option<EdgeTls>,
 }
@@ -463,6 +469,8 @@ pub struct Service {
     pub health_path: String,
     pub retry_budget: f64,
     pub retry_min_concurrency: u32,
+    /// How the edge speaks to this service's instances.
+    pub upstream_protocol: UpstreamProtocol,
     pub timeouts: Timeouts,
     pub limits: LimitSettings,
     pub ejection: EjectionSettings,
@@ -471,6 +479,29 @@ pub struct Service {
     pub instances: Vec<Instance>,
     /// What requests that match no route are: `[read, write]`.
     pub default_routes: [Route; 2],
+}
+
+/// `service.upstream_protocol`: the protocol of the edge's connections to
+/// the service's instances.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum UpstreamProtocol {
+    /// HTTP/1.1, one request at a time per pooled connection.
+    #[default]
+    Http1,
+    /// HTTP/2 over plain TCP with prior knowledge (no `Upgrade: h2c` dance):
+    /// one connection per instance carries many requests at once. gRPC
+    /// instances need it; HTTP/1.1 `Upgrade`s (WebSocket) still go out on
+    /// HTTP/1.1, since HTTP/2 has no such thing.
+    H2c,
+}
+
+impl UpstreamProtocol {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UpstreamProtocol::Http1 => "http1",
+            UpstreamProtocol::H2c => "h2c",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -595,6 +626,7 @@ pub const DEFAULT_TLS_POLL_INTERVAL_MS: u64 = 2_000;
 pub const DEFAULT_CLIENT_BODY_TIMEOUT_MS: u64 = 60_000;
 pub const DEFAULT_CLIENT_IDLE_TIMEOUT_MS: u64 = 75_000;
 pub const DEFAULT_CLIENT_BODY_TOTAL_TIMEOUT_MS: u64 = 300_000;
+pub const DEFAULT_UPGRADE_IDLE_TIMEOUT_MS: u64 = 300_000;
 pub const DEFAULT_CONNECT_MS: u64 = 250;
 pub const DEFAULT_HEADER_MS: u64 = 3_000;
 pub const DEFAULT_TOTAL_MS: u64 = 10_000;
@@ -867,6 +899,12 @@ fn validate_edge(
         "edge.client_body_total_timeout_ms",
         errs,
     );
+    let upgrade_idle_timeout = ms_in(
+        e.upgrade_idle_timeout_ms,
+        DEFAULT_UPGRADE_IDLE_TIMEOUT_MS,
+        "edge.upgrade_idle_timeout_ms",
+        errs,
+    );
     for (path, v) in [
         ("edge.max_client_connections", e.max_client_connections),
         (
@@ -906,6 +944,7 @@ fn validate_edge(
         client_body_timeout,
         client_body_total_timeout,
         client_idle_timeout,
+        upgrade_idle_timeout,
         tls: e.tls.as_ref().map(|t| validate_edge_tls(t, errs)),
     }
 }
@@ -1264,6 +1303,17 @@ fn validate_service(
         );
     }
     let retry_budget = fraction(s.retry_budget, 0.2, format!("{path}.retry_budget"), errs);
+    let upstream_protocol = match s.upstream_protocol.as_deref() {
+        None | Some("http1") => UpstreamProtocol::Http1,
+        Some("h2c") => UpstreamProtocol::H2c,
+        Some(other) => {
+            errs.push(
+                format!("{path}.upstream_protocol"),
+                format!("must be \"http1\" or \"h2c\", got {other:?}"),
+            );
+            UpstreamProtocol::Http1
+        }
+    };
     let timeouts = {
         let t = &s.timeouts;
         let connect = t.connect_ms.unwrap_or(DEFAULT_CONNECT_MS);
@@ -1529,6 +1579,7 @@ fn validate_service(
         health_path,
         retry_budget,
         retry_min_concurrency: s.retry_min_concurrency.unwrap_or(3),
+        upstream_protocol,
         timeouts,
         limits,
         ejection,

@@ -374,3 +374,44 @@ fn tls_listeners_and_their_certificates_come_together() {
         .iter()
         .any(|e| e == "edge.tls.poll_interval_ms: must be between 100 and 3600000, got 5"));
 }
+
+#[test]
+fn the_upstream_protocol_and_the_upgrade_idle_timeout_are_checked() {
+    let c = Config::from_toml(EXAMPLE, no_env).unwrap();
+    assert_eq!(
+        c.services[0].upstream_protocol,
+        switchyard_model::UpstreamProtocol::Http1
+    );
+    assert_eq!(
+        c.edge.upgrade_idle_timeout,
+        std::time::Duration::from_secs(300)
+    );
+    let h2c = EXAMPLE.replacen(
+        "[[service]]\n",
+        "[[service]]\nupstream_protocol = \"h2c\"\n",
+        1,
+    );
+    let h2c = h2c.replacen("[edge]\n", "[edge]\nupgrade_idle_timeout_ms = 1500\n", 1);
+    let c = Config::from_toml(&h2c, no_env).unwrap();
+    assert_eq!(
+        c.services[0].upstream_protocol,
+        switchyard_model::UpstreamProtocol::H2c
+    );
+    assert_eq!(
+        c.edge.upgrade_idle_timeout,
+        std::time::Duration::from_millis(1500)
+    );
+    let bad = EXAMPLE.replacen(
+        "[[service]]\n",
+        "[[service]]\nupstream_protocol = \"h2\"\n",
+        1,
+    );
+    let bad = bad.replacen("[edge]\n", "[edge]\nupgrade_idle_timeout_ms = 0\n", 1);
+    assert_eq!(
+        errors(&bad),
+        vec![
+            "edge.upgrade_idle_timeout_ms: must be between 100 and 3600000, got 0",
+            "service.catalog.upstream_protocol: must be \"http1\" or \"h2c\", got \"h2\"",
+        ]
+    );
+}

@@ -57,6 +57,12 @@ impl EdgeProcess {
         self.process.restart().await;
     }
 
+    /// SIGTERM, then waits up to `within` for the edge to exit (see
+    /// [`ChildProcess::terminate`]).
+    pub async fn terminate(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
+        self.process.terminate(within).await
+    }
+
     pub fn pid(&self) -> Option<u32> {
         self.process.pid()
     }

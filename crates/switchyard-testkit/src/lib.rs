@@ -8,12 +8,14 @@ pub mod control;
 pub mod edge;
 pub mod etcd;
 pub mod eventually;
+pub mod grpc;
 pub mod process;
 pub mod receiver;
 pub mod sse;
 pub mod tls;
 pub mod topology;
 pub mod upstream;
+pub mod websocket;
 
 pub use client::{send, Reply, Req, Sent, Traffic};
 pub use control::ControlProcess;

@@ -36,6 +36,10 @@ struct Knobs {
     body_bytes_seen: AtomicU64,
     /// Length and digest of the last complete request body.
     last_body: Mutex<Option<(u64, u64)>>,
+    /// Connections accepted so far.
+    connections: AtomicU64,
+    /// The HTTP version of the last request (health checks excluded).
+    last_version: Mutex<Option<http::Version>>,
 }
 
 /// The digest [`Upstream::last_body`] reports: FNV-1a over the bytes, fed
@@ -135,6 +139,16 @@ impl Upstream {
             .map(|(_, v)| v.clone())
     }
 
+    /// Connections accepted so far, health checks' included.
+    pub fn connections(&self) -> u64 {
+        self.knobs.connections.load(Ordering::Relaxed)
+    }
+
+    /// The HTTP version the last request (not a health check) came in.
+    pub fn last_version(&self) -> Option<http::Version> {
+        *self.knobs.last_version.lock().unwrap()
+    }
+
     /// Request-body bytes received so far (health checks included), counted
     /// as they arrive, before any body is complete.
     pub fn body_bytes_seen(&self) -> u64 {
@@ -180,12 +194,14 @@ impl Upstream {
                 let Ok((stream, _)) = l.accept().await else {
                     continue;
                 };
+                knobs.connections.fetch_add(1, Ordering::Relaxed);
                 let (knobs, name) = (knobs.clone(), name.clone());
                 conns.spawn(async move {
                     let svc = service_fn(move |req: http::Request<hyper::body::Incoming>| {
                         let (knobs, name) = (knobs.clone(), name.clone());
                         async move {
                             let path = req.uri().path().to_string();
+                            let version = req.version();
                             let write = matches!(
                                 *req.method(),
                                 http::Method::PUT | http::Method::POST | http::Method::DELETE
@@ -221,6 +237,7 @@ impl Upstream {
                             }
                             knobs.requests.fetch_add(1, Ordering::Relaxed);
                             *knobs.last_headers.lock().unwrap() = headers;
+                            *knobs.last_version.lock().unwrap() = Some(version);
                             if complete {
                                 *knobs.last_body.lock().unwrap() = Some((len, digest.0));
                             }
