@@ -354,50 +354,18 @@ impl RequestBody {
     /// been sent.
     pub fn for_attempt(&mut self) -> Option<UpstreamBody> {
         match self {
-            RequestBody::Whole(b) => Some(UpstreamBody::Whole(Full::new(b.clone()))),
-            RequestBody::Streaming(s) => s.take().map(UpstreamBody::Streaming),
+            RequestBody::Whole(b) => Some(WholeOr::Whole(Full::new(b.clone()))),
+            RequestBody::Streaming(s) => s.take().map(WholeOr::Stream),
         }
     }
 }
 
 /// A request body on its way to an instance or another edge.
-pub enum UpstreamBody {
-    Whole(Full<Bytes>),
-    Streaming(Box<ClientBody>),
-}
+pub type UpstreamBody = WholeOr<ClientBody>;
 
 impl UpstreamBody {
     pub fn empty() -> UpstreamBody {
-        UpstreamBody::Whole(Full::new(Bytes::new()))
-    }
-}
-
-impl Body for UpstreamBody {
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        match self.get_mut() {
-            UpstreamBody::Whole(f) => Pin::new(f).poll_frame(cx).map_err(|e| match e {}),
-            UpstreamBody::Streaming(s) => Pin::new(s.as_mut()).poll_frame(cx),
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        match self {
-            UpstreamBody::Whole(f) => f.is_end_stream(),
-            UpstreamBody::Streaming(s) => s.is_end_stream(),
-        }
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        match self {
-            UpstreamBody::Whole(f) => f.size_hint(),
-            UpstreamBody::Streaming(s) => s.size_hint(),
-        }
+        WholeOr::Whole(Full::new(Bytes::new()))
     }
 }
 
@@ -552,12 +520,16 @@ impl Drop for Streamed {
 
 /// What the edge answers a client with: its own answer, whole, or an
 /// upstream's, streamed.
-pub enum EdgeBody {
+pub type EdgeBody = WholeOr<Streamed>;
+
+/// A body the edge made whole (an error, a small replayable request body)
+/// or one it streams through; both directions use it.
+pub enum WholeOr<S> {
     Whole(Full<Bytes>),
-    Streamed(Box<Streamed>),
+    Stream(Box<S>),
 }
 
-impl Body for EdgeBody {
+impl<S: Body<Data = Bytes, Error = BoxError> + Unpin> Body for WholeOr<S> {
     type Data = Bytes;
     type Error = BoxError;
 
@@ -566,22 +538,22 @@ impl Body for EdgeBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match self.get_mut() {
-            EdgeBody::Whole(f) => Pin::new(f).poll_frame(cx).map_err(|e| match e {}),
-            EdgeBody::Streamed(s) => Pin::new(s.as_mut()).poll_frame(cx),
+            WholeOr::Whole(f) => Pin::new(f).poll_frame(cx).map_err(|e| match e {}),
+            WholeOr::Stream(s) => Pin::new(s.as_mut()).poll_frame(cx),
         }
     }
 
     fn is_end_stream(&self) -> bool {
         match self {
-            EdgeBody::Whole(f) => f.is_end_stream(),
-            EdgeBody::Streamed(s) => s.is_end_stream(),
+            WholeOr::Whole(f) => f.is_end_stream(),
+            WholeOr::Stream(s) => s.is_end_stream(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match self {
-            EdgeBody::Whole(f) => f.size_hint(),
-            EdgeBody::Streamed(s) => s.size_hint(),
+            WholeOr::Whole(f) => f.size_hint(),
+            WholeOr::Stream(s) => s.size_hint(),
         }
     }
 }

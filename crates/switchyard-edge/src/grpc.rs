@@ -119,21 +119,10 @@ pub fn code_for(e: &EdgeError) -> Code {
 /// `x-switchyard-error`, as on every other answer of its own.
 pub fn error_response(e: &EdgeError) -> Response<Full<Bytes>> {
     let mut resp = Response::new(Full::new(Bytes::new()));
-    let h = resp.headers_mut();
-    h.insert(
+    *resp.headers_mut() = error_trailers(e);
+    resp.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/grpc"),
-    );
-    h.insert(
-        HeaderName::from_static(GRPC_STATUS),
-        HeaderValue::from(code_for(e).0),
-    );
-    if let Ok(v) = HeaderValue::from_str(&percent_encode(&e.message)) {
-        h.insert(HeaderName::from_static(GRPC_MESSAGE), v);
-    }
-    h.insert(
-        "x-switchyard-error",
-        HeaderValue::from_static(e.kind.code()),
     );
     resp
 }

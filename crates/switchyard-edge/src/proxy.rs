@@ -23,6 +23,7 @@ use switchyard_steer::{AllUp, Target};
 use crate::access_log::{self, Line};
 use crate::body::{
     self, BodyLimits, EdgeBody, Ending, OnEnd, Progress, RequestBody, Streamed, UpstreamBody,
+    WholeOr,
 };
 use crate::error::{EdgeError, ErrorKind};
 use crate::grpc;
@@ -89,7 +90,7 @@ pub async fn handle(
             let by = ServedBy::default();
             let bytes_out = http_body::Body::size_hint(resp.body()).exact().unwrap_or(0);
             rec.finish(e.status(), &by, bytes_out, Some(&e), None);
-            resp.map(EdgeBody::Whole)
+            resp.map(WholeOr::Whole)
         }
     };
     resp.headers_mut()
@@ -520,7 +521,7 @@ impl Served {
         });
         let grpc = grpc::is_grpc(&parts.headers);
         let body = Streamed::new(body, deadline, total, from.to_string(), finish).grpc(grpc);
-        Response::from_parts(parts, EdgeBody::Streamed(Box::new(body)))
+        Response::from_parts(parts, WholeOr::Stream(Box::new(body)))
     }
 }
 
