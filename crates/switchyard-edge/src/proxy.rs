@@ -863,6 +863,9 @@ async fn attempt(
     }
     let body = body_for_attempt(out)?;
     let mut end = AttemptEnd::instance(edge, rt, route, inst);
+    // An injected delay stands for a slow instance: what signals and
+    // outlier detection see includes it, as users do.
+    end.started = t0;
     let t = &rt.svc.timeouts;
     let sent_at = Instant::now();
     let result = send(

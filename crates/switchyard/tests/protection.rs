@@ -169,6 +169,29 @@ async fn injected_faults_hit_only_their_route_and_zone() {
         "delay injected: {:?}",
         t.elapsed()
     );
+    // The delay stands for a slow instance: the signals detection reads
+    // show it, as the user saw it.
+    eventually(
+        "the edge's signals carry the injected delay",
+        Duration::from_secs(5),
+        || async {
+            let recent = Req::get(b.admin, "/signals/recent")
+                .send()
+                .await
+                .unwrap()
+                .json();
+            let p99 = recent
+                .as_array()
+                .into_iter()
+                .flatten()
+                .flat_map(|s| s["series"].as_array().cloned().unwrap_or_default())
+                .filter(|x| x["route"] == "recommendations")
+                .filter_map(|x| x["p99_ms"].as_f64())
+                .fold(0.0, f64::max);
+            (p99 >= 300.0).then_some(()).ok_or(format!("p99 {p99} ms"))
+        },
+    )
+    .await;
     // Faults are off again once the controls no longer name them.
     a.put_controls(&json!({})).await;
     assert_eq!(a.get("/items/1").send().await.unwrap().status, 200);
