@@ -127,4 +127,13 @@ impl ControlProcess {
             format!("{stdout}{}", String::from_utf8_lossy(&out.stderr)),
         )
     }
+
+    /// `switchyard ctl --json ARGS` that the plane must refuse: exit code 1
+    /// ("refused by the server"), and the plane's typed error body.
+    pub fn ctl_refused(&self, token: &str, args: &[&str]) -> switchyard_api::ErrorBody {
+        let (code, v, out) = self.ctl(token, args);
+        assert_eq!(code, 1, "refused by the plane: {out}");
+        serde_json::from_value(v.clone())
+            .unwrap_or_else(|e| panic!("not the plane's error body ({e}): {v}"))
+    }
 }

@@ -92,12 +92,10 @@ async fn unsafe_changes_are_refused_naming_the_rule_and_audited() {
         .0,
         0
     );
-    let (code, v, out) = cp.ctl(
+    let refused = cp.ctl_refused(
         "operate-token",
         &["shift", "b", "--service", "svc", "--reason", "second"],
     );
-    assert_eq!(code, 1, "{out}");
-    let refused: ErrorBody = typed(v);
     assert_eq!(refused.error, "refused");
     assert!(refused.refused_by("one_zone_per_region"), "{refused:?}");
     let (_, h, _) = cp.ctl("read-token", &["history"]);
@@ -575,12 +573,10 @@ async fn two_control_planes_on_one_etcd_act_as_one_and_either_may_die() {
     );
     // The rules see the shared state: the first plane refuses a second
     // shifted zone in the region, though it never saw the first shift made.
-    let (code, v, out) = one.ctl(
+    let refused = one.ctl_refused(
         "operate-token",
         &["shift", "b", "--service", "svc", "--reason", "via one"],
     );
-    assert_eq!(code, 1, "{out}");
-    let refused: ErrorBody = typed(v);
     assert!(refused.refused_by("one_zone_per_region"), "{refused:?}");
     // One plane dies; the other carries on, and the dead one comes back to
     // the state as it is now, not as it left it.
@@ -625,7 +621,7 @@ async fn a_plane_on_an_empty_store_takes_no_edge_back_until_an_admin_adopts_it()
     let typo = lab.dir().join("typo.toml");
     std::fs::write(&typo, lab.config_text().replace("control.db", "contrl.db")).unwrap();
     let mut wrong = ControlProcess::start(lab.bin(), &typo, lab.control_addr(), lab.dir()).await;
-    let (code, v, out) = wrong.ctl(
+    let refused = wrong.ctl_refused(
         "operate-token",
         &[
             "shift",
@@ -636,8 +632,6 @@ async fn a_plane_on_an_empty_store_takes_no_edge_back_until_an_admin_adopts_it()
             "on the wrong store",
         ],
     );
-    assert_eq!(code, 1, "{out}");
-    let refused: ErrorBody = typed(v);
     assert_eq!(refused.error, "store_behind", "{refused:?}");
     assert!(
         refused.reasons[0].contains(&format!("of store {store}"))
@@ -701,9 +695,9 @@ async fn the_safety_rules_remember_across_a_kill_9() {
     );
     assert_eq!(code, 0, "{out}");
     let unshift = ["unshift", "a", "--service", "svc", "--reason", "too soon"];
-    let (code, v, out) = cp.ctl("operate-token", &unshift);
-    assert_eq!(code, 1, "{out}");
-    assert!(typed::<ErrorBody>(v).refused_by("flip_wait"));
+    assert!(cp
+        .ctl_refused("operate-token", &unshift)
+        .refused_by("flip_wait"));
     cp.kill9();
     cp.restart().await;
     let (code, v, out) = cp.ctl("operate-token", &unshift);
