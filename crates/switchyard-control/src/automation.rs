@@ -123,9 +123,6 @@ pub async fn run<S: Store + 'static>(
             planned.extend(books.on_event(&ev, now));
         }
         planned.extend(books.tick(now, &engine));
-        if acting {
-            incidents.lock().on_alarms(engine.alarms(), now);
-        }
         if recent.len() > 200 {
             recent.drain(..recent.len() - 200);
         }
@@ -163,6 +160,8 @@ pub async fn run<S: Store + 'static>(
             last_incident_tick = now;
             let (open, checks) = {
                 let mut t = incidents.lock();
+                // The engine's alarms change once per evaluated second.
+                t.on_alarms(engine.alarms(), now);
                 t.tick(now);
                 (t.open_incidents().count(), t.take_checks())
             };
