@@ -1212,15 +1212,20 @@ impl Tracker {
         }
     }
 
-    /// A person acknowledged the open incident `id`: the stage is recorded
-    /// and people are told, so a pager that tracks state stops paging.
-    pub fn acknowledge(&mut self, id: &str, who: &str, now_ms: u64) -> Result<Incident, String> {
-        let svc = self
-            .open
+    /// The service of the open incident `id`, which is its key among the
+    /// open ones.
+    fn service_of_open(&self, id: &str) -> Result<String, String> {
+        self.open
             .values()
             .find(|i| i.id == id)
             .map(|i| i.service.clone())
-            .ok_or_else(|| format!("incident {id} is not open"))?;
+            .ok_or_else(|| format!("incident {id} is not open"))
+    }
+
+    /// A person acknowledged the open incident `id`: the stage is recorded
+    /// and people are told, so a pager that tracks state stops paging.
+    pub fn acknowledge(&mut self, id: &str, who: &str, now_ms: u64) -> Result<Incident, String> {
+        let svc = self.service_of_open(id)?;
         let i = self.open.get_mut(&svc).expect("found");
         i.set_stage_by_person(Stage::Acknowledged, now_ms, who)?;
         let out = i.clone();
@@ -1238,12 +1243,7 @@ impl Tracker {
         note: &str,
         now_ms: u64,
     ) -> Result<Incident, String> {
-        let svc = self
-            .open
-            .values()
-            .find(|i| i.id == id)
-            .map(|i| i.service.clone())
-            .ok_or_else(|| format!("incident {id} is not open"))?;
+        let svc = self.service_of_open(id)?;
         let i = self.open.get_mut(&svc).expect("found");
         i.set_status(to, now_ms, who, note)?;
         let out = i.clone();
