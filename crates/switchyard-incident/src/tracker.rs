@@ -1167,10 +1167,16 @@ impl Tracker {
         // Findings say when the fault is over; an incident only alarms
         // opened is over when they stop. Alarms that joined a finding's
         // incident lag (a burn's long window) and are not waited for.
-        let ends: Vec<Option<u64>> = if !i.findings.is_empty() {
-            i.findings.iter().map(|f| f.end_ms).collect()
+        let (ends, why): (Vec<Option<u64>>, _) = if !i.findings.is_empty() {
+            (
+                i.findings.iter().map(|f| f.end_ms).collect(),
+                "every finding closed",
+            )
         } else {
-            i.alarms.iter().map(|a| a.end_ms).collect()
+            (
+                i.alarms.iter().map(|a| a.end_ms).collect(),
+                "every alarm stopped",
+            )
         };
         if ends.is_empty() || ends.iter().any(Option::is_none) {
             return;
@@ -1178,12 +1184,7 @@ impl Tracker {
         let recovered = ends.into_iter().flatten().max().unwrap_or(now_ms);
         let mut events = Vec::new();
         if i.reach(Stage::Recovered, recovered, "switchyard") && i.status < Status::Monitoring {
-            let _ = i.set_status(
-                Status::Monitoring,
-                now_ms,
-                "switchyard",
-                "every finding closed",
-            );
+            let _ = i.set_status(Status::Monitoring, now_ms, "switchyard", why);
             events.push("status: monitoring".to_string());
         }
         // An action still being judged keeps it open: its verdict belongs
@@ -1742,6 +1743,13 @@ mod tests {
         w.run_until(75_000);
         let i = w.t.open_for("svc").expect("still open").clone();
         assert!(i.stages.contains_key(&Stage::Recovered), "{:?}", i.stages);
+        assert!(
+            i.timeline
+                .iter()
+                .any(|e| e.text.contains("every alarm stopped")),
+            "{:?}",
+            i.timeline
+        );
         w.run_until(90_000);
         assert!(w.t.open_for("svc").is_none(), "resolved");
         assert!(w.events().contains(&"resolved"), "{:?}", w.events());
