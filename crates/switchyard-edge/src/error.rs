@@ -34,7 +34,8 @@ pub enum ErrorKind {
     FaultAbort,
     /// No instance could be chosen at all.
     NoInstance,
-    /// TCP connect refused, reset or timed out: the request never reached it.
+    /// TCP connect refused, reset or timed out, or an HTTP/2 stream reset
+    /// with REFUSED_STREAM: the request never reached the application.
     UpstreamConnect,
     /// Connected, but no response head within the header timeout, or the
     /// whole exchange overran the total timeout.

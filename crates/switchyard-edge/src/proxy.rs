@@ -979,6 +979,12 @@ async fn send(
     }
     match result {
         Ok(r) => Ok((r, deadline)),
+        // Classed with connect failures: like them, the request never
+        // reached the application, so it may go to another instance.
+        Err(e) if refused_stream(&e) => Err(EdgeError::new(
+            ErrorKind::UpstreamConnect,
+            format!("{addr} refused the stream (REFUSED_STREAM): the request was not processed"),
+        )),
         Err(e) if e.is_connect() => Err(EdgeError::new(
             ErrorKind::UpstreamConnect,
             format!("could not connect to {addr}: {}", root_cause(&e)),
@@ -1273,6 +1279,20 @@ fn outbound_headers(h: &HeaderMap, host: &str, peer: SocketAddr) -> HeaderMap {
 /// Decides whether an injected fault hits this attempt.
 fn roll(percent: f64) -> bool {
     percent >= 100.0 || (percent > 0.0 && rand::thread_rng().gen::<f64>() * 100.0 < percent)
+}
+
+/// Whether an HTTP/2 instance reset the stream with REFUSED_STREAM, which
+/// RFC 9113 §8.7 guarantees means it processed none of the request (a server
+/// at its stream limit, or shutting down).
+fn refused_stream(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur = Some(e);
+    while let Some(err) = cur {
+        if let Some(h2) = err.downcast_ref::<h2::Error>() {
+            return h2.reason() == Some(h2::Reason::REFUSED_STREAM);
+        }
+        cur = err.source();
+    }
+    false
 }
 
 fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {

@@ -7,7 +7,7 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -40,6 +40,8 @@ struct Knobs {
     connections: AtomicU64,
     /// The HTTP version of the last request (health checks excluded).
     last_version: Mutex<Option<http::Version>>,
+    /// Reset every HTTP/2 request stream with REFUSED_STREAM.
+    refuse_streams: AtomicBool,
 }
 
 /// The digest [`Upstream::last_body`] reports: FNV-1a over the bytes, fed
@@ -117,6 +119,14 @@ impl Upstream {
         self.knobs
             .delay_ms
             .store(d.as_millis() as u64, Ordering::Relaxed);
+    }
+
+    /// From now on, resets every HTTP/2 request (health checks excepted)
+    /// with REFUSED_STREAM before reading it, as a server at its stream
+    /// limit or shutting down does: RFC 9113 §8.7 says such a request was
+    /// not processed, so a client may send it again.
+    pub fn set_refuse_streams(&self, on: bool) {
+        self.knobs.refuse_streams.store(on, Ordering::Relaxed);
     }
 
     /// Requests served so far, health checks excluded.
@@ -202,6 +212,14 @@ impl Upstream {
                         async move {
                             let path = req.uri().path().to_string();
                             let version = req.version();
+                            if version == http::Version::HTTP_2
+                                && path != "/health"
+                                && knobs.refuse_streams.load(Ordering::Relaxed)
+                            {
+                                // hyper resets the stream with the reason it
+                                // finds in the service's error.
+                                return Err(h2::Error::from(h2::Reason::REFUSED_STREAM));
+                            }
                             let write = matches!(
                                 *req.method(),
                                 http::Method::PUT | http::Method::POST | http::Method::DELETE
@@ -233,7 +251,7 @@ impl Upstream {
                             }
                             if path == "/health" {
                                 let s = knobs.health.load(Ordering::Relaxed);
-                                return Ok::<_, Infallible>(reply(s, &name));
+                                return Ok::<_, h2::Error>(reply(s, &name));
                             }
                             knobs.requests.fetch_add(1, Ordering::Relaxed);
                             *knobs.last_headers.lock().unwrap() = headers;

@@ -76,6 +76,35 @@ async fn a_failed_connect_to_an_h2c_instance_is_retried_on_another() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_stream_refused_by_an_h2c_instance_is_sent_to_another_even_a_write() {
+    // REFUSED_STREAM says the instance processed nothing (RFC 9113 §8.7),
+    // so even a PUT, which a 503 would never send twice, may go elsewhere.
+    let lab = Topology::new(BIN, &[("r1", &["a", "b"])])
+        .instances_per_zone(1)
+        .min_healthy(0.01)
+        .service_toml("upstream_protocol = \"h2c\"");
+    let ups = lab.start_upstreams().await;
+    ups["a-1"].set_refuse_streams(true);
+    let a = lab.start_edge("a").await;
+    for req in [a.get("/items/1"), a.put("/items/1").body("v=1")] {
+        let r = req.send().await.unwrap();
+        assert_eq!(r.status, 200, "{}", r.body);
+        assert_eq!(r.zone(), "b");
+    }
+    assert_eq!(
+        ups["a-1"].requests(),
+        0,
+        "the refused instance processed nothing"
+    );
+    assert_eq!(ups["b-1"].last_body().map(|(len, _)| len), Some(3));
+    let m = a.metrics().await;
+    assert!(
+        m.contains("switchyard_retries_total{service=\"svc\",outcome=\"sent\"} 2"),
+        "{m}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn te_trailers_reaches_the_instance_and_other_te_values_do_not() {
     let lab = Topology::new(BIN, &[("r1", &["a"])]).instances_per_zone(1);
     let ups = lab.start_upstreams().await;
