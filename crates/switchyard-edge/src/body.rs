@@ -367,6 +367,10 @@ impl UpstreamBody {
     pub fn empty() -> UpstreamBody {
         WholeOr::Whole(Full::new(Bytes::new()))
     }
+
+    pub fn whole(bytes: Bytes) -> UpstreamBody {
+        WholeOr::Whole(Full::new(bytes))
+    }
 }
 
 /// How a streamed response ended.

@@ -21,6 +21,7 @@ use switchyard_model::{HealthCheckSettings, Service};
 
 pub use switchyard_api::edge::{CheckState, CheckView};
 
+use crate::grpc::Code;
 use crate::metrics::{CheckLabels, HostLabels};
 use crate::state::{client_for, Edge};
 
@@ -58,6 +59,126 @@ pub async fn http_get(
         Ok(Err(_)) => Err("exchange".into()),
         Err(_) => Err("timeout".into()),
     }
+}
+
+/// One active check of an instance as its service says to check it: the
+/// gRPC health protocol when `health_check.grpc_service` is set, otherwise
+/// `GET health_path`. The checks and the re-check of an ejected instance
+/// both go through here.
+pub async fn check_instance(
+    svc: &Service,
+    addr: SocketAddr,
+    user_agent: &'static str,
+    timeout: Duration,
+) -> Result<(), String> {
+    match &svc.health_check.grpc_service {
+        Some(name) => grpc_check(svc, addr, name, user_agent, timeout).await,
+        None => http_get(svc, addr, &svc.health_path, user_agent, &[], timeout).await,
+    }
+}
+
+/// `grpc.health.v1.HealthCheckRequest`.
+#[derive(Clone, PartialEq, prost::Message)]
+struct HealthCheckRequest {
+    #[prost(string, tag = "1")]
+    service: String,
+}
+
+/// `grpc.health.v1.HealthCheckResponse`; `status` is a `ServingStatus`.
+#[derive(Clone, PartialEq, prost::Message)]
+struct HealthCheckResponse {
+    #[prost(int32, tag = "1")]
+    status: i32,
+}
+
+/// `ServingStatus.SERVING`; 2 is NOT_SERVING, 3 SERVICE_UNKNOWN (Watch only).
+const SERVING: i32 = 1;
+
+/// A health answer is one small message: anything larger is not one.
+const MAX_HEALTH_ANSWER: usize = 4096;
+
+/// One unary `grpc.health.v1.Health/Check` call (the gRPC Health Checking
+/// Protocol every gRPC framework ships). It passes only on `grpc-status`
+/// OK with `SERVING`; the reason for anything else names what came back
+/// (`not serving`, `grpc status 5` for a service name the server does not
+/// know, `grpc status 12` for a server without the health service).
+async fn grpc_check(
+    svc: &Service,
+    addr: SocketAddr,
+    service: &str,
+    user_agent: &'static str,
+    timeout: Duration,
+) -> Result<(), String> {
+    use http_body_util::BodyExt;
+    use prost::Message;
+
+    let msg = HealthCheckRequest {
+        service: service.to_string(),
+    }
+    .encode_to_vec();
+    // A gRPC message on the wire: uncompressed flag, 4-byte length, message.
+    let mut frame = Vec::with_capacity(5 + msg.len());
+    frame.push(0);
+    frame.extend_from_slice(&(msg.len() as u32).to_be_bytes());
+    frame.extend_from_slice(&msg);
+    let req = Request::builder()
+        .method(Method::POST)
+        .uri(format!("http://{addr}/grpc.health.v1.Health/Check"))
+        .header(header::HOST, svc.hosts.first().cloned().unwrap_or_default())
+        .header(header::USER_AGENT, user_agent)
+        .header(header::CONTENT_TYPE, "application/grpc")
+        .header(header::TE, "trailers")
+        .body(crate::body::UpstreamBody::whole(bytes::Bytes::from(frame)))
+        .map_err(|e| format!("bad request: {e}"))?;
+    let call = async {
+        let resp = client_for(svc.timeouts.connect, svc.upstream_protocol)
+            .request(req)
+            .await
+            .map_err(|e| {
+                if e.is_connect() {
+                    "connect"
+                } else {
+                    "exchange"
+                }
+                .to_string()
+            })?;
+        if !resp.status().is_success() {
+            return Err(format!("status {}", resp.status().as_u16()));
+        }
+        let (parts, body) = resp.into_parts();
+        // A trailers-only answer carries its status in the headers.
+        if let Some(code) = Code::of(&parts.headers).filter(|c| *c != Code::OK) {
+            return Err(format!("grpc status {}", code.0));
+        }
+        let body = http_body_util::Limited::new(body, MAX_HEALTH_ANSWER)
+            .collect()
+            .await
+            .map_err(|_| "exchange".to_string())?;
+        let code = body
+            .trailers()
+            .and_then(Code::of)
+            .or_else(|| Code::of(&parts.headers))
+            .ok_or("no grpc-status")?;
+        if code != Code::OK {
+            return Err(format!("grpc status {}", code.0));
+        }
+        let bytes = body.to_bytes();
+        let message = match bytes.first() {
+            Some(0) if bytes.len() >= 5 => &bytes[5..],
+            Some(0) | None => return Err("no health message".into()),
+            Some(_) => return Err("compressed health message".into()),
+        };
+        let answer =
+            HealthCheckResponse::decode(message).map_err(|_| "bad health message".to_string())?;
+        match answer.status {
+            SERVING => Ok(()),
+            2 => Err("not serving".into()),
+            n => Err(format!("serving status {n}")),
+        }
+    };
+    tokio::time::timeout(timeout, call)
+        .await
+        .unwrap_or_else(|_| Err("timeout".into()))
 }
 
 /// The active-check state of one instance. Lives in the instance's state,
@@ -176,7 +297,7 @@ pub async fn check_loop(edge: Arc<Edge>) {
         let snap = edge.snapshot();
         let now = Instant::now();
         for rt in &snap.services {
-            let settings = rt.svc.health_check;
+            let settings = &rt.svc.health_check;
             for inst in &rt.local {
                 if !settings.enabled {
                     if let Some(t) = inst.check.forget() {
@@ -190,13 +311,11 @@ pub async fn check_loop(edge: Arc<Edge>) {
                 let (edge, rt, inst) = (edge.clone(), rt.clone(), inst.clone());
                 tokio::spawn(async move {
                     let svc = &rt.svc;
-                    let result = http_get(
+                    let result = check_instance(
                         svc,
                         inst.meta.addr,
-                        &svc.health_path,
                         "switchyard-edge-health-check",
-                        &[],
-                        settings.timeout,
+                        svc.health_check.timeout,
                     )
                     .await;
                     edge.metrics
@@ -208,7 +327,7 @@ pub async fn check_loop(edge: Arc<Edge>) {
                         })
                         .inc();
                     let why = result.as_ref().err().cloned().unwrap_or_default();
-                    if let Some(t) = inst.check.record(result, &settings) {
+                    if let Some(t) = inst.check.record(result, &svc.health_check) {
                         report(&edge, &svc.name, &inst.meta.name, t, &why);
                     }
                 });

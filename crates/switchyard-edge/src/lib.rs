@@ -755,20 +755,15 @@ fn analyse(edge: &Edge, rt: &Arc<ServiceRuntime>, now: Instant) {
     }
 }
 
-/// An active check of an ejected instance: its health endpoint must answer 2xx.
+/// An active check of an ejected instance, the one the service's health
+/// checks use: its health endpoint must answer 2xx (or, for a gRPC check,
+/// the instance must say it is serving).
 async fn recheck(rt: &ServiceRuntime, addr: &SocketAddr) -> bool {
     let svc = &rt.svc;
     let timeout = svc.timeouts.connect + svc.timeouts.header;
-    health_check::http_get(
-        svc,
-        *addr,
-        &svc.health_path,
-        "switchyard-edge-recheck",
-        &[],
-        timeout,
-    )
-    .await
-    .is_ok()
+    health_check::check_instance(svc, *addr, "switchyard-edge-recheck", timeout)
+        .await
+        .is_ok()
 }
 
 /// Exclusive locks on the zone's state (`STATE_DIR/ZONE.lock`) and on the

@@ -232,6 +232,7 @@ pub mod raw {
         pub timeout_ms: Option<u64>,
         pub unhealthy_threshold: Option<u32>,
         pub healthy_threshold: Option<u32>,
+        pub grpc_service: Option<String>,
     }
 
     #[derive(Debug, Deserialize)]
@@ -548,13 +549,19 @@ pub struct EjectionSettings {
 /// ejection cap does not hold it back) and `healthy_threshold` passes bring
 /// it back. Defaults: 1 s, 1 s, 2 and 2, so a dead instance leaves within
 /// about two seconds.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct HealthCheckSettings {
     pub enabled: bool,
     pub interval: Duration,
     pub timeout: Duration,
     pub unhealthy_threshold: u32,
     pub healthy_threshold: u32,
+    /// Check with the gRPC Health Checking Protocol
+    /// (`grpc.health.v1.Health/Check`) asking for this service name ("":
+    /// the server as a whole) instead of `GET health_path`: a gRPC server
+    /// answers any `GET` with HTTP 200, so only its own verdict says
+    /// whether it is serving. Needs `upstream_protocol = "h2c"`.
+    pub grpc_service: Option<String>,
 }
 
 impl Default for HealthCheckSettings {
@@ -565,6 +572,7 @@ impl Default for HealthCheckSettings {
             timeout: Duration::from_secs(1),
             unhealthy_threshold: 2,
             healthy_threshold: 2,
+            grpc_service: None,
         }
     }
 }
@@ -1444,6 +1452,7 @@ fn validate_service(
             timeout: ms(h.timeout_ms, d.timeout),
             unhealthy_threshold: h.unhealthy_threshold.unwrap_or(d.unhealthy_threshold),
             healthy_threshold: h.healthy_threshold.unwrap_or(d.healthy_threshold),
+            grpc_service: h.grpc_service.clone(),
         };
         let hp = format!("{path}.health_check");
         if out.interval.is_zero() {
@@ -1460,6 +1469,22 @@ fn validate_service(
         }
         if out.healthy_threshold == 0 {
             errs.push(format!("{hp}.healthy_threshold"), "must be at least 1");
+        }
+        if let Some(g) = &out.grpc_service {
+            if upstream_protocol != UpstreamProtocol::H2c {
+                errs.push(
+                    format!("{hp}.grpc_service"),
+                    format!(
+                        "a gRPC health check ({g:?}) needs upstream_protocol = \"h2c\": gRPC runs over HTTP/2"
+                    ),
+                );
+            }
+            if g.len() > 256 || g.chars().any(|c| c.is_control() || c.is_whitespace()) {
+                errs.push(
+                    format!("{hp}.grpc_service"),
+                    format!("{g:?} is not a gRPC service name (no spaces or control characters, at most 256 bytes)"),
+                );
+            }
         }
         out
     };

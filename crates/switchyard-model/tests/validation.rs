@@ -238,8 +238,35 @@ fn health_check_settings_are_checked() {
         no_env,
     )
     .unwrap();
-    let hc = c.service("catalog").unwrap().health_check;
+    let hc = &c.service("catalog").unwrap().health_check;
     assert_eq!((hc.unhealthy_threshold, hc.healthy_threshold), (2, 3));
+}
+
+#[test]
+fn a_grpc_health_check_needs_h2c_and_a_service_name() {
+    let text = EXAMPLE.replace(
+        "interval_ms = 1000",
+        "interval_ms = 1000\ngrpc_service = \"feed v1\"",
+    );
+    assert_eq!(
+        errors(&text),
+        vec![
+            "service.catalog.health_check.grpc_service: a gRPC health check (\"feed v1\") needs upstream_protocol = \"h2c\": gRPC runs over HTTP/2",
+            "service.catalog.health_check.grpc_service: \"feed v1\" is not a gRPC service name (no spaces or control characters, at most 256 bytes)",
+        ]
+    );
+    let text = EXAMPLE.replace(
+        "interval_ms = 1000",
+        "interval_ms = 1000\ngrpc_service = \"\"",
+    );
+    let text = text.replacen(
+        "min_healthy = 0.5",
+        "min_healthy = 0.5\nupstream_protocol = \"h2c\"",
+        1,
+    );
+    let c = Config::from_toml(&text, no_env).unwrap();
+    let hc = &c.service("catalog").unwrap().health_check;
+    assert_eq!(hc.grpc_service.as_deref(), Some(""));
 }
 
 #[test]

@@ -15,13 +15,18 @@
 //!
 //! Every answer names its server in `x-served-by` (in the headers, or in
 //! the trailers with a failing status).
+//!
+//! It also serves the standard `grpc.health.v1.Health/Check`, for the
+//! server as a whole ("") and for `switchyard.test.Feed`, answering what
+//! [`GrpcServer::set_serving`] says; another name is `NOT_FOUND`, as the
+//! protocol asks.
 // tonic's handler signatures return `Result<_, Status>`, and Status is large.
 #![allow(clippy::result_large_err)]
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
@@ -172,11 +177,78 @@ async fn sum(name: &str, mut items: Streaming<Item>) -> Result<Response<Total>, 
     Ok(resp)
 }
 
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct HealthCheckRequest {
+    #[prost(string, tag = "1")]
+    pub service: String,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct HealthCheckResponse {
+    /// `ServingStatus`: 1 SERVING, 2 NOT_SERVING.
+    #[prost(int32, tag = "1")]
+    pub status: i32,
+}
+
+/// `grpc.health.v1.Health`, unary `Check` only (no `Watch`).
+#[derive(Clone)]
+struct Health {
+    serving: Arc<AtomicBool>,
+    checks: Arc<AtomicU64>,
+}
+
+impl tonic::server::NamedService for Health {
+    const NAME: &'static str = "grpc.health.v1.Health";
+}
+
+impl<B> tower::Service<http::Request<B>> for Health
+where
+    B: http_body::Body + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>> + Send + 'static,
+{
+    type Response = http::Response<tonic::body::Body>;
+    type Error = Infallible;
+    type Future =
+        Pin<Box<dyn std::future::Future<Output = Result<Self::Response, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: http::Request<B>) -> Self::Future {
+        self.checks.fetch_add(1, Ordering::Relaxed);
+        let serving = self.serving.clone();
+        if req.uri().path() != "/grpc.health.v1.Health/Check" {
+            return Box::pin(async { Ok(Status::unimplemented("only Check").into_http()) });
+        }
+        Box::pin(async move {
+            let svc = tower::service_fn(move |r: Request<HealthCheckRequest>| {
+                let serving = serving.load(Ordering::Relaxed);
+                async move {
+                    match r.into_inner().service.as_str() {
+                        "" | "switchyard.test.Feed" => Ok(Response::new(HealthCheckResponse {
+                            status: if serving { 1 } else { 2 },
+                        })),
+                        other => Err(Status::not_found(format!("unknown service {other}"))),
+                    }
+                }
+            });
+            let mut grpc = tonic::server::Grpc::new(ProstCodec::<
+                HealthCheckResponse,
+                HealthCheckRequest,
+            >::default());
+            Ok(grpc.unary(svc, req).await)
+        })
+    }
+}
+
 /// A running gRPC instance on a loopback address.
 pub struct GrpcServer {
     pub name: String,
     pub addr: SocketAddr,
     calls: Arc<AtomicU64>,
+    serving: Arc<AtomicBool>,
+    health_checks: Arc<AtomicU64>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
@@ -191,11 +263,17 @@ impl GrpcServer {
             name: name.into(),
             calls: calls.clone(),
         };
+        let health = Health {
+            serving: Arc::new(AtomicBool::new(true)),
+            checks: Arc::new(AtomicU64::new(0)),
+        };
+        let (serving, health_checks) = (health.serving.clone(), health.checks.clone());
         let (tx, rx) = tokio::sync::oneshot::channel();
         let incoming = tonic::transport::server::TcpIncoming::from(listener);
         tokio::spawn(async move {
             let _ = tonic::transport::Server::builder()
                 .add_service(feed)
+                .add_service(health)
                 .serve_with_incoming_shutdown(incoming, async {
                     let _ = rx.await;
                 })
@@ -205,13 +283,27 @@ impl GrpcServer {
             name: name.into(),
             addr,
             calls,
+            serving,
+            health_checks,
             stop: Some(tx),
         }
     }
 
-    /// Calls that reached this server.
+    /// Calls of `switchyard.test.Feed` that reached this server.
     pub fn calls(&self) -> u64 {
         self.calls.load(Ordering::Relaxed)
+    }
+
+    /// What the health service answers from now on: SERVING or NOT_SERVING
+    /// (a server draining, or whose dependencies are down, while the
+    /// process and its port are fine).
+    pub fn set_serving(&self, serving: bool) {
+        self.serving.store(serving, Ordering::Relaxed);
+    }
+
+    /// `grpc.health.v1.Health` calls that reached this server.
+    pub fn health_checks(&self) -> u64 {
+        self.health_checks.load(Ordering::Relaxed)
     }
 }
 

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use serde_json::json;
+use switchyard_api::edge::CheckState;
 use switchyard_testkit::grpc::{CountRequest, FeedClient, GrpcCode, GrpcServer};
 use switchyard_testkit::websocket::{self, EchoServer, WsMessage};
 use switchyard_testkit::{eventually, Topology, HOST};
@@ -589,6 +590,101 @@ async fn an_upgraded_connection_keeps_its_place_under_the_connection_ceilings() 
             .await
             .map(|_| ())
             .map_err(|e| e.to_string())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_grpc_health_check_takes_out_an_instance_that_says_it_is_not_serving() {
+    // A gRPC server answers any GET with HTTP 200, so only the health
+    // protocol's own verdict tells a draining server from a serving one.
+    let lab = Topology::new(BIN, &[("r1", &["a"])])
+        .instances_per_zone(2)
+        .min_healthy(0.01)
+        .service_toml(
+            "upstream_protocol = \"h2c\"\n[service.health_check]\ninterval_ms = 100\ngrpc_service = \"switchyard.test.Feed\"",
+        );
+    let mut servers = Vec::new();
+    for i in 1..=2 {
+        let (name, addr) = lab.instance("a", i);
+        servers.push(GrpcServer::start(&name, addr).await);
+    }
+    let a = lab.start_edge("a").await;
+    let state = |name: &'static str| {
+        let a = &a;
+        async move { a.instance(name).await.check }
+    };
+    eventually(
+        "both instances checked up",
+        Duration::from_secs(10),
+        || async {
+            let (s1, s2) = (state("a-1").await, state("a-2").await);
+            (s1.state == CheckState::Up && s2.state == CheckState::Up)
+                .then_some(())
+                .ok_or(format!("{s1:?} {s2:?}"))
+        },
+    )
+    .await;
+    assert!(
+        servers[0].health_checks() > 0,
+        "checked with the health protocol"
+    );
+
+    servers[0].set_serving(false);
+    eventually("a-1 taken out", Duration::from_secs(10), || async {
+        let s = state("a-1").await;
+        (s.state == CheckState::Down)
+            .then_some(())
+            .ok_or(format!("{s:?}"))
+    })
+    .await;
+    assert_eq!(
+        state("a-1").await.last_error.as_deref(),
+        Some("not serving")
+    );
+    let before = servers[0].calls();
+    let mut client = FeedClient::connect(a.listen, HOST).await;
+    for _ in 0..10 {
+        let counted = client.count(1, GrpcCode::Ok).await.expect("served");
+        assert_eq!(
+            counted
+                .headers
+                .get("x-served-by")
+                .map(|v| v.to_str().unwrap()),
+            Some("a-2")
+        );
+    }
+    assert_eq!(
+        servers[0].calls(),
+        before,
+        "no call reached the draining server"
+    );
+
+    servers[0].set_serving(true);
+    eventually("a-1 back", Duration::from_secs(10), || async {
+        let s = state("a-1").await;
+        (s.state == CheckState::Up)
+            .then_some(())
+            .ok_or(format!("{s:?}"))
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_grpc_health_check_of_a_service_the_server_does_not_know_fails_with_the_status() {
+    let lab = Topology::new(BIN, &[("r1", &["a"])])
+        .instances_per_zone(1)
+        .service_toml(
+            "upstream_protocol = \"h2c\"\n[service.health_check]\ninterval_ms = 100\ngrpc_service = \"no.such.Service\"",
+        );
+    let (name, addr) = lab.instance("a", 1);
+    let _server = GrpcServer::start(&name, addr).await;
+    let a = lab.start_edge("a").await;
+    eventually("a-1 down", Duration::from_secs(10), || async {
+        let s = a.instance("a-1").await.check;
+        (s.state == CheckState::Down && s.last_error.as_deref() == Some("grpc status 5"))
+            .then_some(())
+            .ok_or(format!("{s:?}"))
     })
     .await;
 }
