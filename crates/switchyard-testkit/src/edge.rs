@@ -119,6 +119,26 @@ impl EdgeProcess {
         .await;
     }
 
+    /// Waits until the active health check of `instance` is in `state`,
+    /// and returns its view then.
+    pub async fn wait_check(
+        &self,
+        instance: &str,
+        state: switchyard_api::edge::CheckState,
+        within: Duration,
+    ) -> switchyard_api::edge::CheckView {
+        crate::eventually(
+            &format!("{instance}'s check is {state:?}"),
+            within,
+            || async {
+                let c = self.instance(instance).await.check;
+                (c.state == state).then_some(()).ok_or(format!("{c:?}"))
+            },
+        )
+        .await;
+        self.instance(instance).await.check
+    }
+
     /// The `/status` entry of one instance of the test service.
     /// One instance of the edge's first service.
     pub async fn instance(&self, name: &str) -> switchyard_api::edge::InstanceView {

@@ -610,38 +610,17 @@ async fn a_grpc_health_check_takes_out_an_instance_that_says_it_is_not_serving()
         servers.push(GrpcServer::start(&name, addr).await);
     }
     let a = lab.start_edge("a").await;
-    let state = |name: &'static str| {
-        let a = &a;
-        async move { a.instance(name).await.check }
-    };
-    eventually(
-        "both instances checked up",
-        Duration::from_secs(10),
-        || async {
-            let (s1, s2) = (state("a-1").await, state("a-2").await);
-            (s1.state == CheckState::Up && s2.state == CheckState::Up)
-                .then_some(())
-                .ok_or(format!("{s1:?} {s2:?}"))
-        },
-    )
-    .await;
+    let within = Duration::from_secs(10);
+    a.wait_check("a-1", CheckState::Up, within).await;
+    a.wait_check("a-2", CheckState::Up, within).await;
     assert!(
         servers[0].health_checks() > 0,
         "checked with the health protocol"
     );
 
     servers[0].set_serving(false);
-    eventually("a-1 taken out", Duration::from_secs(10), || async {
-        let s = state("a-1").await;
-        (s.state == CheckState::Down)
-            .then_some(())
-            .ok_or(format!("{s:?}"))
-    })
-    .await;
-    assert_eq!(
-        state("a-1").await.last_error.as_deref(),
-        Some("not serving")
-    );
+    let down = a.wait_check("a-1", CheckState::Down, within).await;
+    assert_eq!(down.last_error.as_deref(), Some("not serving"));
     let before = servers[0].calls();
     let mut client = FeedClient::connect(a.listen, HOST).await;
     for _ in 0..10 {
@@ -661,13 +640,7 @@ async fn a_grpc_health_check_takes_out_an_instance_that_says_it_is_not_serving()
     );
 
     servers[0].set_serving(true);
-    eventually("a-1 back", Duration::from_secs(10), || async {
-        let s = state("a-1").await;
-        (s.state == CheckState::Up)
-            .then_some(())
-            .ok_or(format!("{s:?}"))
-    })
-    .await;
+    a.wait_check("a-1", CheckState::Up, within).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -680,11 +653,8 @@ async fn a_grpc_health_check_of_a_service_the_server_does_not_know_fails_with_th
     let (name, addr) = lab.instance("a", 1);
     let _server = GrpcServer::start(&name, addr).await;
     let a = lab.start_edge("a").await;
-    eventually("a-1 down", Duration::from_secs(10), || async {
-        let s = a.instance("a-1").await.check;
-        (s.state == CheckState::Down && s.last_error.as_deref() == Some("grpc status 5"))
-            .then_some(())
-            .ok_or(format!("{s:?}"))
-    })
-    .await;
+    let down = a
+        .wait_check("a-1", CheckState::Down, Duration::from_secs(10))
+        .await;
+    assert_eq!(down.last_error.as_deref(), Some("grpc status 5"));
 }
