@@ -28,6 +28,22 @@ pub use tls::{HttpsConn, HttpsReply, ServerCert, TestCa, TlsClient};
 pub use topology::Topology;
 pub use upstream::Upstream;
 
+/// The value of one series (`name{labels}`, exactly as the exposition
+/// writes it) in Prometheus text from `/metrics`; 0 when absent, as an
+/// untouched counter is.
+pub fn sample(metrics: &str, series: &str) -> f64 {
+    metrics
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix(series)?
+                .strip_prefix(' ')?
+                .trim()
+                .parse()
+                .ok()
+        })
+        .unwrap_or(0.0)
+}
+
 /// The admin token every test topology uses.
 pub const ADMIN_TOKEN: &str = "test-admin-token";
 /// The forward secret the test edges share (`edge.forward_secret`).

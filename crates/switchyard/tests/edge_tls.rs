@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use switchyard_testkit::{eventually, TestCa, TlsClient, Topology, HOST};
+use switchyard_testkit::{eventually, sample, TestCa, TlsClient, Topology, HOST};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const BIN: &str = env!("CARGO_BIN_EXE_switchyard");
@@ -22,14 +22,6 @@ fn certificates(names: &[&str]) -> String {
             format!("[[edge.tls.certificate]]\ncert_file = \"{n}.crt\"\nkey_file = \"{n}.key\"\n")
         })
         .collect()
-}
-
-/// The value of one counter line of `/metrics`, 0 when absent.
-fn counter(metrics: &str, series: &str) -> f64 {
-    metrics
-        .lines()
-        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
-        .unwrap_or(0.0)
 }
 
 /// Replaces a file the way deployment tools do: written aside, renamed over.
@@ -143,7 +135,7 @@ async fn each_server_name_gets_its_certificate_and_alpn_picks_the_protocol() {
             1.0,
         ),
     ] {
-        assert!(counter(&m, series) >= at_least, "{series} in\n{m}");
+        assert!(sample(&m, series) >= at_least, "{series} in\n{m}");
     }
     let expiry = m
         .lines()
@@ -245,7 +237,7 @@ async fn a_certificate_replaced_on_disk_under_load_fails_no_request() {
     assert!(seen.iter().any(|c| c == new.der()));
     let m = a.metrics().await;
     assert!(
-        counter(
+        sample(
             &m,
             "switchyard_tls_reloads_total{result=\"accepted\",reason=\"\"}"
         ) >= 1.0,
@@ -299,7 +291,7 @@ async fn a_bad_certificate_is_refused_at_start_and_on_reload_the_old_one_keeps_s
         Duration::from_secs(10),
         || async {
             let m = a.metrics().await;
-            (counter(
+            (sample(
                 &m,
                 "switchyard_tls_reloads_total{result=\"refused\",reason=\"key_mismatch\"}",
             ) >= 1.0)
@@ -381,7 +373,7 @@ async fn connections_waiting_for_a_handshake_count_against_the_connection_limits
     ];
     eventually("both are held", Duration::from_secs(5), || async {
         let m = a.metrics().await;
-        (counter(&m, "switchyard_client_connections{listener=\"proxy\"}") >= 2.0)
+        (sample(&m, "switchyard_client_connections{listener=\"proxy\"}") >= 2.0)
             .then_some(())
             .ok_or(m)
     })
@@ -390,7 +382,7 @@ async fn connections_waiting_for_a_handshake_count_against_the_connection_limits
     assert!(refused.is_err(), "a third connection got through");
     let m = a.metrics().await;
     assert!(
-        counter(
+        sample(
             &m,
             "switchyard_connections_refused_total{listener=\"proxy_tls\",limit=\"per_client\"}"
         ) >= 1.0,

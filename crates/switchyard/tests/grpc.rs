@@ -11,7 +11,7 @@ use serde_json::json;
 use switchyard_api::edge::CheckState;
 use switchyard_testkit::grpc::{CountRequest, FeedClient, GrpcCode, GrpcServer};
 use switchyard_testkit::websocket::{self, EchoServer, WsMessage};
-use switchyard_testkit::{eventually, Topology, HOST};
+use switchyard_testkit::{eventually, sample, Topology, HOST};
 
 const BIN: &str = env!("CARGO_BIN_EXE_switchyard");
 
@@ -139,16 +139,6 @@ async fn access_log(lab: &Topology, n: usize) -> Vec<serde_json::Value> {
         .lines()
         .map(|l| serde_json::from_str(l).expect("each line is JSON"))
         .collect()
-}
-
-/// The value of one sample of a metric in Prometheus text, 0 if absent.
-fn sample(metrics: &str, name_and_labels: &str) -> f64 {
-    metrics
-        .lines()
-        .find(|l| l.starts_with(name_and_labels))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0.0)
 }
 
 #[tokio::test(flavor = "multi_thread")]
