@@ -4,6 +4,7 @@
 //! limit first, so sheddable routes are rejected before normal ones and
 //! critical ones last.
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -40,7 +41,11 @@ impl ShedReason {
 #[derive(Debug)]
 struct Gradient {
     limit: f64,
-    long_rtt: Option<f64>,
+    /// The mean latency of recent uncongested windows, with when each
+    /// ended: the baseline is their minimum.
+    uncongested: VecDeque<(Instant, f64)>,
+    /// The last baseline, kept while no uncongested window comes.
+    baseline: Option<f64>,
     window_start: Instant,
     window_sum: f64,
     window_n: u32,
@@ -85,9 +90,14 @@ impl Permit {
 }
 
 const WINDOW: Duration = Duration::from_millis(250);
-const TOLERANCE: f64 = 2.0;
+/// How far above the baseline a window's mean latency may rise before the
+/// limit comes down (Netflix's Gradient2 defaults to 1.5 as well).
+const TOLERANCE: f64 = 1.5;
 const SMOOTHING: f64 = 0.2;
-const LONG_WINDOW: f64 = 40.0; // windows in the long-term average
+/// How long an uncongested window counts toward the baseline: long enough
+/// to span an overload's first minute, short enough that a service that
+/// really got slower (a new release, a colder cache) is followed.
+const BASELINE_HORIZON: Duration = Duration::from_secs(30);
 
 impl Admission {
     pub fn new(settings: LimitSettings, now: Instant) -> Arc<Self> {
@@ -104,7 +114,8 @@ impl Admission {
             limit: AtomicU32::new(start),
             gradient: Mutex::new(Gradient {
                 limit: start as f64,
-                long_rtt: None,
+                uncongested: VecDeque::new(),
+                baseline: None,
                 window_start: now,
                 window_sum: 0.0,
                 window_n: 0,
@@ -188,21 +199,40 @@ impl Admission {
             return;
         }
         let short = g.window_sum / g.window_n as f64;
-        let long = match g.long_rtt {
-            None => short,
-            Some(l) => l + (short - l) / LONG_WINDOW,
-        };
-        // After a sustained shift the baseline must follow, or the limit
-        // would stay pinned low forever.
-        let long = if long / short > 2.0 {
-            long * 0.95
+        // The baseline is what a request takes when it does not queue, so
+        // it learns only from windows that did not press on the limit (or
+        // where the limit is as low as it goes, so nothing less congested
+        // can be seen). Learning from congested windows, as an average of
+        // every window would, raises the baseline with the queue it
+        // should keep short, and under a sustained overload the limit
+        // then ratchets up for as long as the overload lasts.
+        let congested = (g.window_max_inflight as f64) >= g.limit / 2.0
+            && g.limit > self.settings.min_concurrency as f64 + 0.5;
+        // With nothing better yet (traffic pressing from the first window),
+        // the first window is the baseline: the limit then holds, rather
+        // than grows, until an uncongested window says more.
+        if !congested || g.baseline.is_none() {
+            g.uncongested.push_back((now, short));
+        }
+        while g
+            .uncongested
+            .front()
+            .is_some_and(|(at, _)| now.saturating_duration_since(*at) > BASELINE_HORIZON)
+        {
+            g.uncongested.pop_front();
+        }
+        if let Some(min) = g.uncongested.iter().map(|(_, m)| *m).reduce(f64::min) {
+            g.baseline = Some(min);
+        }
+        let base = g.baseline.unwrap_or(short);
+        let gradient = (TOLERANCE * base / short).clamp(0.5, 1.0);
+        // Headroom to probe for more is added only while latency is within
+        // the tolerance; on top of a cut it would hold the queue above it.
+        let mut new_limit = if gradient < 1.0 {
+            g.limit * gradient
         } else {
-            long
+            g.limit + g.limit.sqrt()
         };
-        g.long_rtt = Some(long);
-        let gradient = (TOLERANCE * long / short).clamp(0.5, 1.0);
-        let queue = g.limit.sqrt();
-        let mut new_limit = g.limit * gradient + queue;
         // Do not grow a limit that traffic never came close to using.
         if (g.window_max_inflight as f64) < g.limit / 2.0 {
             new_limit = new_limit.min(g.limit);
@@ -372,6 +402,62 @@ mod tests {
             (shrunk as f64) < grown as f64 * 0.6,
             "limit should fall when latency jumps: {grown} -> {shrunk}"
         );
+    }
+
+    /// A backend that serves `capacity` requests at once in `service`, and
+    /// queues the rest in front of them: what a request waits grows with
+    /// how many are in flight beyond the capacity.
+    fn queueing_latency(inflight: usize, capacity: usize, service: Duration) -> Duration {
+        service.mul_f64((inflight as f64 / capacity as f64).max(1.0))
+    }
+
+    #[test]
+    fn sustained_overload_keeps_latency_near_the_uncongested_baseline() {
+        // Thirty seconds of three times what the backend can take: the
+        // limit must settle where requests queue little, and stay there. A
+        // baseline that followed the congested latency would let the limit
+        // (and the queue) creep up for as long as the overload lasts.
+        let (capacity, service) = (8, Duration::from_millis(20));
+        let t0 = Instant::now();
+        let a = Admission::new(
+            LimitSettings {
+                max_concurrency: 1000,
+                adaptive: true,
+                min_concurrency: 1,
+                max_rps: None,
+            },
+            t0,
+        );
+        let mut t = t0;
+        let window = |offered: usize, t: &mut Instant| -> (Duration, usize) {
+            let permits: Vec<_> = (0..offered)
+                .filter_map(|_| a.try_admit(Priority::Normal, 0, *t).ok())
+                .collect();
+            let lat = queueing_latency(permits.len(), capacity, service);
+            *t += WINDOW;
+            for _ in &permits {
+                a.sample(lat, *t);
+            }
+            (lat, permits.len())
+        };
+        for _ in 0..20 {
+            window(2, &mut t);
+        }
+        let (mut worst_late, mut busy) = (Duration::ZERO, 0.0);
+        for w in 0..120 {
+            let (lat, admitted) = window(1000, &mut t);
+            if w >= 40 {
+                worst_late = worst_late.max(lat);
+                busy += admitted.min(capacity) as f64 / capacity as f64 / 80.0;
+            }
+        }
+        assert!(
+            worst_late <= service * 17 / 10,
+            "after the first 10 s, requests waited up to {worst_late:?} for a {service:?} service (limit {})",
+            a.limit()
+        );
+        // Shedding is no answer if it starves the backend.
+        assert!(busy >= 0.95, "the backend was busy {busy:.2} of the time");
     }
 
     #[test]
