@@ -15,6 +15,7 @@
 //! failures are reported apart, with the latency of the successful requests
 //! on its own: under overload a fast error must not pass for a fast answer.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -99,6 +100,9 @@ struct Report {
     ok_p99_ms: f64,
     /// Connections the client opened (TLS: full handshakes).
     connections_opened: u64,
+    /// Answers by status code, to tell a proxy's refusals (503) from
+    /// timeouts (504) and from the instances' own answers.
+    statuses: BTreeMap<u16, u64>,
 }
 
 pub fn main(args: Args) -> ExitCode {
@@ -116,6 +120,7 @@ struct Tally {
     errors: AtomicU64,
     timeouts: AtomicU64,
     opened: AtomicU64,
+    statuses: Mutex<BTreeMap<u16, u64>>,
 }
 
 /// How one request ended.
@@ -133,6 +138,7 @@ impl Tally {
             errors: AtomicU64::new(0),
             timeouts: AtomicU64::new(0),
             opened: AtomicU64::new(0),
+            statuses: Mutex::new(BTreeMap::new()),
         }
     }
 
@@ -150,7 +156,21 @@ impl Tally {
         }
     }
 
-    fn merge(&self, all: &Histogram<u64>, ok: &Histogram<u64>) {
+    fn status(&self, s: http::StatusCode) {
+        *self
+            .statuses
+            .lock()
+            .expect("status lock")
+            .entry(s.as_u16())
+            .or_default() += 1;
+    }
+
+    fn merge(&self, all: &Histogram<u64>, ok: &Histogram<u64>, statuses: BTreeMap<u16, u64>) {
+        let mut mine = self.statuses.lock().expect("status lock");
+        for (s, n) in statuses {
+            *mine.entry(s).or_default() += n;
+        }
+        drop(mine);
         self.all
             .lock()
             .expect("histogram lock")
@@ -279,6 +299,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         ok_p50_ms: q(&ok, 0.5),
         ok_p99_ms: q(&ok, 0.99),
         connections_opened: tally.opened.load(Ordering::Relaxed),
+        statuses: tally.statuses.lock().expect("status lock").clone(),
     };
     if args.json {
         println!("{}", serde_json::to_string(&r)?);
@@ -322,6 +343,7 @@ async fn open_loop<C>(
             let exchange = async {
                 let resp = client.request(req).await.ok()?;
                 let s = resp.status();
+                tally.status(s);
                 resp.into_body().collect().await.ok()?;
                 Some(!s.is_server_error())
             };
@@ -348,6 +370,7 @@ async fn closed_loop(args: &Args, tls: Option<&Tls>, dur: Duration, tally: Arc<T
         let (args, tls, tally) = (args.clone(), tls.cloned(), tally.clone());
         tasks.spawn(async move {
             let (mut all, mut ok) = (histogram(), histogram());
+            let mut statuses = BTreeMap::<u16, u64>::new();
             while Instant::now() < deadline {
                 let conn = tokio::time::timeout(timeout, async {
                     let io = connect(args.target, tls.as_ref()).await.ok()?;
@@ -372,6 +395,9 @@ async fn closed_loop(args: &Args, tls: Option<&Tls>, dur: Duration, tally: Arc<T
                     let exchange = async {
                         let resp = send.send_request(req).await.ok()?;
                         let s = resp.status();
+                        // Counted per connection and merged at the end: no
+                        // shared lock per request at saturation.
+                        *statuses.entry(s.as_u16()).or_default() += 1;
                         resp.into_body().collect().await.ok()?;
                         Some(!s.is_server_error())
                     };
@@ -389,7 +415,7 @@ async fn closed_loop(args: &Args, tls: Option<&Tls>, dur: Duration, tally: Arc<T
                     }
                 }
             }
-            tally.merge(&all, &ok);
+            tally.merge(&all, &ok, statuses);
         });
     }
     while tasks.join_next().await.is_some() {}

@@ -103,6 +103,12 @@ async fn open_loop_reports_successes_apart_from_errors() {
     assert_eq!(n("ok") + n("errors"), 200, "{r}");
     assert!(n("ok") > 50 && n("errors") > 50, "about half fail: {r}");
     assert_eq!(n("timeouts"), 0, "{r}");
+    let status = |c: &str| r["statuses"][c].as_u64().unwrap_or(0);
+    assert_eq!(
+        (status("200"), status("500")),
+        (n("ok"), n("errors")),
+        "{r}"
+    );
     assert!(r["ok_p99_ms"].as_f64().unwrap() >= 20.0, "{r}");
 }
 
