@@ -103,6 +103,11 @@ struct Report {
     /// Answers by status code, to tell a proxy's refusals (503) from
     /// timeouts (504) and from the instances' own answers.
     statuses: BTreeMap<u16, u64>,
+    /// Open loop: how late requests left against their schedule. More than
+    /// a few milliseconds means this client, not the server, set the pace
+    /// and the offered rate was lower than asked.
+    send_lag_p99_ms: f64,
+    send_lag_max_ms: f64,
 }
 
 pub fn main(args: Args) -> ExitCode {
@@ -117,6 +122,7 @@ fn histogram() -> Histogram<u64> {
 struct Tally {
     all: Mutex<Histogram<u64>>,
     ok: Mutex<Histogram<u64>>,
+    lag: Mutex<Histogram<u64>>,
     errors: AtomicU64,
     timeouts: AtomicU64,
     opened: AtomicU64,
@@ -135,6 +141,7 @@ impl Tally {
         Tally {
             all: Mutex::new(histogram()),
             ok: Mutex::new(histogram()),
+            lag: Mutex::new(histogram()),
             errors: AtomicU64::new(0),
             timeouts: AtomicU64::new(0),
             opened: AtomicU64::new(0),
@@ -281,6 +288,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let elapsed = start.elapsed().as_secs_f64();
     let all = tally.all.lock().expect("histogram lock");
     let ok = tally.ok.lock().expect("histogram lock");
+    let lag = tally.lag.lock().expect("histogram lock");
     let q = |h: &Histogram<u64>, x: f64| h.value_at_quantile(x) as f64 / 1000.0;
     let r = Report {
         mode,
@@ -300,6 +308,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
         ok_p99_ms: q(&ok, 0.99),
         connections_opened: tally.opened.load(Ordering::Relaxed),
         statuses: tally.statuses.lock().expect("status lock").clone(),
+        send_lag_p99_ms: q(&lag, 0.99),
+        send_lag_max_ms: lag.max() as f64 / 1000.0,
     };
     if args.json {
         println!("{}", serde_json::to_string(&r)?);
@@ -340,6 +350,7 @@ async fn open_loop<C>(
             .expect("valid request");
         let (client, tally) = (client.clone(), tally.clone());
         async move {
+            let lag = due.elapsed().as_micros() as u64;
             let exchange = async {
                 let resp = client.request(req).await.ok()?;
                 let s = resp.status();
@@ -357,6 +368,12 @@ async fn open_loop<C>(
             let mut all = tally.all.lock().expect("histogram lock");
             let mut ok = tally.ok.lock().expect("histogram lock");
             tally.record(&mut all, &mut ok, us, outcome);
+            drop((all, ok));
+            tally
+                .lag
+                .lock()
+                .expect("histogram lock")
+                .saturating_record(lag.max(1));
         }
     })
     .await;
