@@ -72,6 +72,11 @@ pub struct Args {
     /// counted as an error (and a timeout).
     #[arg(long, default_value_t = 5_000, value_parser = clap::value_parser!(u64).range(1..=600_000))]
     timeout_ms: u64,
+    /// Open loop: send at the rate for this many seconds first without
+    /// counting, so connections (and TLS handshakes) are open before the
+    /// measured `--duration` starts.
+    #[arg(long, default_value_t = 0.0, conflicts_with = "idle")]
+    warmup: f64,
     /// Print the result as JSON.
     #[arg(long)]
     json: bool,
@@ -253,6 +258,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
         return idle(&args, tls.as_ref(), n, dur).await;
     }
     let tally = Arc::new(Tally::new());
+    let warmup = match args.rate {
+        Some(_) => Duration::from_secs_f64(args.warmup.max(0.0)),
+        None => Duration::ZERO,
+    };
     let start = Instant::now();
     let mode = match args.rate {
         Some(rate) => {
@@ -285,7 +294,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
             "closed_loop"
         }
     };
-    let elapsed = start.elapsed().as_secs_f64();
+    // The warm-up sent but did not count: it is not part of the run either.
+    let elapsed = start.elapsed().as_secs_f64() - warmup.as_secs_f64();
     let all = tally.all.lock().expect("histogram lock");
     let ok = tally.ok.lock().expect("histogram lock");
     let lag = tally.lag.lock().expect("histogram lock");
@@ -340,10 +350,12 @@ async fn open_loop<C>(
 {
     let interval = Duration::from_secs_f64(1.0 / rate.max(1) as f64);
     let start = tokio::time::Instant::now();
-    let total = (dur.as_secs_f64() * rate as f64) as u64;
+    let warm = (args.warmup.max(0.0) * rate as f64) as u64;
+    let total = warm + (dur.as_secs_f64() * rate as f64) as u64;
     let schedule = |i: u64| (i < total).then(|| start + interval * i as u32);
     let timeout = Duration::from_millis(args.timeout_ms);
-    switchyard_lab::load::open_loop(schedule, |_, due| {
+    switchyard_lab::load::open_loop(schedule, |n, due| {
+        let counted = n >= warm;
         let req = Request::get(&url)
             .header("host", &args.host)
             .body(Empty::new())
@@ -354,7 +366,9 @@ async fn open_loop<C>(
             let exchange = async {
                 let resp = client.request(req).await.ok()?;
                 let s = resp.status();
-                tally.status(s);
+                if counted {
+                    tally.status(s);
+                }
                 resp.into_body().collect().await.ok()?;
                 Some(!s.is_server_error())
             };
@@ -365,6 +379,9 @@ async fn open_loop<C>(
             };
             // From when it was due, not when it left: coordinated omission stays out.
             let us = due.elapsed().as_micros() as u64;
+            if !counted {
+                return;
+            }
             let mut all = tally.all.lock().expect("histogram lock");
             let mut ok = tally.ok.lock().expect("histogram lock");
             tally.record(&mut all, &mut ok, us, outcome);

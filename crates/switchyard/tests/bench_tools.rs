@@ -161,6 +161,21 @@ async fn load_speaks_https_to_a_tls_edge_over_keep_alive_connections() {
 
     let open = run(&ca_file, &["--rate", "50", "--duration", "1"]).await;
     assert_eq!((n(&open, "ok"), n(&open, "errors")), (50, 0), "{open}");
+    // A warm-up is sent but not counted.
+    let warm = run(
+        &ca_file,
+        &["--rate", "50", "--duration", "1", "--warmup", "0.5"],
+    )
+    .await;
+    assert_eq!((n(&warm, "ok"), n(&warm, "errors")), (50, 0), "{warm}");
+    let answered: u64 = warm["statuses"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|v| v.as_u64().unwrap())
+        .sum();
+    assert_eq!(answered, 50, "{warm}");
+    assert!(warm["duration_s"].as_f64().unwrap() < 1.4, "{warm}");
 
     let fresh = run(
         &ca_file,
