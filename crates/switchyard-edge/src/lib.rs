@@ -77,6 +77,9 @@ pub struct EdgeOptions {
     pub admin_listen: Option<SocketAddr>,
     /// Proxy worker threads; by default one per core.
     pub workers: Option<usize>,
+    /// Record no per-request metrics, signals or outlier state: only to
+    /// measure what they cost (`scripts/bench-proxies --only observation`).
+    pub without_observation: bool,
 }
 
 /// A running edge, for tests and the CLI.
@@ -127,6 +130,13 @@ pub async fn start(opts: EdgeOptions) -> anyhow::Result<Running> {
         &[listen_for_lock, tls_for_lock],
     )?;
     let edge = Edge::new(config, opts.config_path.clone(), &opts.zone)?;
+    if opts.without_observation {
+        tracing::warn!(
+            "observation off: no request metrics, signals or outlier state are recorded"
+        );
+        edge.observation
+            .store(false, std::sync::atomic::Ordering::Relaxed);
+    }
     let snap = edge.snapshot();
     if let Some(p) = &snap.config.edge.controls_file {
         sources::load_controls_file(&edge, &sources::resolve(&edge.config_path, p));

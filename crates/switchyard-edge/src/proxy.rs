@@ -658,6 +658,9 @@ impl AttemptEnd {
             return;
         }
         let edge = &self.edge;
+        if !edge.observing() {
+            return;
+        }
         record_signal(
             edge,
             &self.service,
@@ -1312,6 +1315,9 @@ fn record_signal(
     latency: Duration,
     class: Option<ErrorClass>,
 ) {
+    if !edge.observing() {
+        return;
+    }
     edge.signals.record(
         SeriesKey {
             service: service.into(),
@@ -1334,6 +1340,9 @@ fn count_request(
     status: StatusCode,
     elapsed: Duration,
 ) {
+    if !edge.observing() {
+        return;
+    }
     let kind = kind.map(|k| k.as_str()).unwrap_or("none");
     edge.metrics
         .requests

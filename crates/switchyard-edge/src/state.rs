@@ -156,9 +156,18 @@ pub struct Edge {
     pub tls_reload: tokio::sync::Notify,
     /// Upgraded connections (WebSockets) open through this edge.
     pub tunnels: crate::upgrade::Tunnels,
+    /// Off only with `switchyard edge --without-observation`, which exists
+    /// to measure what per-request metrics, signals and outlier state cost:
+    /// when off, the request path records none of them.
+    pub observation: AtomicBool,
 }
 
 impl Edge {
+    /// Whether the request path records metrics, signals and outlier state.
+    pub fn observing(&self) -> bool {
+        self.observation.load(Ordering::Relaxed)
+    }
+
     /// Builds the edge for `zone`. Controls start from the last-known-good
     /// file when it is there and still fits the config.
     pub fn new(config: Config, config_path: PathBuf, zone: &str) -> anyhow::Result<Arc<Edge>> {
@@ -228,6 +237,7 @@ impl Edge {
             access_log,
             tls_reload: tokio::sync::Notify::new(),
             tunnels: crate::upgrade::Tunnels::default(),
+            observation: AtomicBool::new(true),
         });
         Ok(edge)
     }

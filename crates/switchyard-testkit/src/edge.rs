@@ -27,13 +27,26 @@ impl EdgeProcess {
         admin: SocketAddr,
         dir: &Path,
     ) -> EdgeProcess {
-        let args = vec![
+        Self::start_with(bin, config, zone, (listen, admin), dir, &[]).await
+    }
+
+    /// [`EdgeProcess::start`] with more `switchyard edge` arguments.
+    pub async fn start_with(
+        bin: &Path,
+        config: &Path,
+        zone: &str,
+        (listen, admin): (SocketAddr, SocketAddr),
+        dir: &Path,
+        extra: &[&str],
+    ) -> EdgeProcess {
+        let mut args: Vec<std::ffi::OsString> = vec![
             "edge".into(),
             "--config".into(),
             config.into(),
             "--zone".into(),
             zone.into(),
         ];
+        args.extend(extra.iter().map(Into::into));
         let log = dir.join(format!("edge-{zone}.log"));
         EdgeProcess {
             zone: zone.into(),

@@ -3,6 +3,7 @@
 //! Each integration test should read as a short story built from these.
 #![forbid(unsafe_code)]
 
+pub mod bench;
 pub mod client;
 pub mod control;
 pub mod edge;
@@ -17,6 +18,7 @@ pub mod topology;
 pub mod upstream;
 pub mod websocket;
 
+pub use bench::BackendProcess;
 pub use client::{send, Reply, Req, Sent, Traffic};
 pub use control::ControlProcess;
 pub use edge::EdgeProcess;

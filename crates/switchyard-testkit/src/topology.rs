@@ -362,14 +362,19 @@ impl Topology {
     }
 
     pub async fn start_edge(&self, zone: &str) -> EdgeProcess {
+        self.start_edge_with(zone, &[]).await
+    }
+
+    /// [`Topology::start_edge`] with more `switchyard edge` arguments.
+    pub async fn start_edge_with(&self, zone: &str, extra: &[&str]) -> EdgeProcess {
         let cfg = self.write_config();
-        let mut e = EdgeProcess::start(
+        let mut e = EdgeProcess::start_with(
             &self.bin,
             &cfg,
             zone,
-            self.edge_addr(zone),
-            self.admin_addr(zone),
+            (self.edge_addr(zone), self.admin_addr(zone)),
             self.dir.path(),
+            extra,
         )
         .await;
         e.listen_tls = self.edge_tls.as_ref().map(|_| self.edge_tls_addr(zone));

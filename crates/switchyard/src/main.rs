@@ -73,6 +73,11 @@ enum Cmd {
         /// Proxy worker threads (default: one per core).
         #[arg(long)]
         workers: Option<usize>,
+        /// Record no per-request metrics, signals or outlier state (so no
+        /// outlier ejection and nothing for detection). Exists only to
+        /// measure what observation costs; never for production.
+        #[arg(long)]
+        without_observation: bool,
     },
     /// Run a simple HTTP backend (a stand-in service instance).
     Backend(backend::Args),
@@ -250,6 +255,7 @@ fn main() -> ExitCode {
             listen_tls,
             admin,
             workers,
+            without_observation,
         } => {
             init_logs(cli.log_format);
             // Proxy workers run their own runtimes; this one only carries the
@@ -265,6 +271,7 @@ fn main() -> ExitCode {
                 listen_tls,
                 admin_listen: admin,
                 workers,
+                without_observation,
             })) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
