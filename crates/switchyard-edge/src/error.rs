@@ -34,7 +34,9 @@ pub enum ErrorKind {
     FaultAbort,
     /// No instance could be chosen at all.
     NoInstance,
-    /// TCP connect refused, reset or timed out: the request never reached it.
+    /// TCP connect refused, reset or timed out, or the TLS handshake failed
+    /// (the target's certificate, or it refused ours): the request never
+    /// reached it.
     UpstreamConnect,
     /// Connected, but no response head within the header timeout, or the
     /// whole exchange overran the total timeout.
@@ -132,6 +134,9 @@ pub struct EdgeError {
     pub message: String,
     /// For `FaultAbort`: the injected status.
     pub status: Option<StatusCode>,
+    /// For a TLS handshake that failed with an instance or a peer edge: why,
+    /// as `switchyard_upstream_tls_handshake_failures_total` labels it.
+    pub tls_reason: Option<&'static str>,
 }
 
 impl EdgeError {
@@ -140,6 +145,7 @@ impl EdgeError {
             kind,
             message: message.into(),
             status: None,
+            tls_reason: None,
         }
     }
 

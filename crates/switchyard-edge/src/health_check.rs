@@ -22,22 +22,28 @@ use switchyard_model::{HealthCheckSettings, Service};
 pub use switchyard_api::edge::{CheckState, CheckView};
 
 use crate::metrics::{CheckLabels, HostLabels};
+use crate::proxy::Dest;
 use crate::state::{client_for, Edge};
 
 /// One `GET` of an instance's (or a remote edge's) endpoint, as the checks,
-/// the re-check of an ejected instance and the signal probes send it. `Ok`
-/// on a 2xx; otherwise why not, in a word an operator can read.
-pub async fn http_get(
+/// the re-check of an ejected instance and the signal probes send it, with
+/// the TLS settings requests to it use. `Ok` on a 2xx; otherwise why not, in
+/// a word an operator can read (`tls: REASON` for a failed handshake, which
+/// is also counted).
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn http_get(
+    edge: &Edge,
     svc: &Service,
-    addr: SocketAddr,
+    dest: Dest<'_>,
     path: &str,
     user_agent: &'static str,
     extra: &[(&'static str, &str)],
     timeout: Duration,
 ) -> Result<(), String> {
+    let client = client_for(svc.timeouts.connect, svc.upstream_protocol, dest.tls);
     let mut b = Request::builder()
         .method(Method::GET)
-        .uri(format!("http://{addr}{path}"))
+        .uri(format!("{}://{}{path}", client.scheme(), dest.addr))
         .header(header::HOST, svc.hosts.first().cloned().unwrap_or_default())
         .header(header::USER_AGENT, user_agent);
     for (k, v) in extra {
@@ -46,18 +52,37 @@ pub async fn http_get(
     let req = b
         .body(crate::body::UpstreamBody::empty())
         .map_err(|e| format!("bad request: {e}"))?;
-    match tokio::time::timeout(
-        timeout,
-        client_for(svc.timeouts.connect, svc.upstream_protocol).request(req),
-    )
-    .await
-    {
+    match tokio::time::timeout(timeout, client.request(req)).await {
         Ok(Ok(resp)) if resp.status().is_success() => Ok(()),
         Ok(Ok(resp)) => Err(format!("status {}", resp.status().as_u16())),
-        Ok(Err(e)) if e.is_connect() => Err("connect".into()),
-        Ok(Err(_)) => Err("exchange".into()),
+        Ok(Err(e)) => {
+            if let Some(t) = switchyard_api::tls::find_tls_error(&e) {
+                let reason = crate::tls::upstream_failure_reason(t);
+                let target = if dest.to_edge { "edge" } else { "instance" };
+                crate::tls::count_upstream_failure(edge, &svc.name, target, reason);
+                return Err(format!("tls: {reason}"));
+            }
+            Err(if e.is_connect() {
+                "connect"
+            } else {
+                "exchange"
+            }
+            .into())
+        }
         Err(_) => Err("timeout".into()),
     }
+}
+
+/// The destination of a check or a re-check of `inst`: its address, with
+/// its service's TLS settings. `Err` when those did not load.
+pub(crate) fn instance_dest(
+    edge: &Edge,
+    svc: &Service,
+    addr: SocketAddr,
+) -> Result<(SocketAddr, Option<Arc<crate::tls::ClientSide>>), String> {
+    crate::proxy::instance_tls(edge, svc)
+        .map(|t| (addr, t))
+        .map_err(|_| "tls: not_loaded".to_string())
 }
 
 /// The active-check state of one instance. Lives in the instance's state,
@@ -190,15 +215,26 @@ pub async fn check_loop(edge: Arc<Edge>) {
                 let (edge, rt, inst) = (edge.clone(), rt.clone(), inst.clone());
                 tokio::spawn(async move {
                     let svc = &rt.svc;
-                    let result = http_get(
-                        svc,
-                        inst.meta.addr,
-                        &svc.health_path,
-                        "switchyard-edge-health-check",
-                        &[],
-                        settings.timeout,
-                    )
-                    .await;
+                    let result = match instance_dest(&edge, svc, inst.meta.addr) {
+                        Ok((addr, tls)) => {
+                            let dest = Dest {
+                                addr,
+                                tls: tls.as_ref(),
+                                to_edge: false,
+                            };
+                            http_get(
+                                &edge,
+                                svc,
+                                dest,
+                                &svc.health_path,
+                                "switchyard-edge-health-check",
+                                &[],
+                                settings.timeout,
+                            )
+                            .await
+                        }
+                        Err(e) => Err(e),
+                    };
                     edge.metrics
                         .health_checks
                         .get_or_create(&CheckLabels {
