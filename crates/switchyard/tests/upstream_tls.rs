@@ -343,3 +343,51 @@ async fn with_peer_tls_and_a_forward_secret_a_peer_certificate_alone_is_not_enou
         .unwrap();
     assert!(served_by(&r.headers).starts_with("r2/b/"), "{r:?}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_client_certificate_replaced_on_disk_is_used_for_new_connections() {
+    let ca = TestCa::new("instance CA");
+    let clients = TestCa::new("edge client CA");
+    let stranger = TestCa::new("another CA");
+    let lab = Topology::new(BIN, &[("r1", &["a"])]).service_toml(
+        "[service.upstream_tls]\nca_file = \"instances-ca.pem\"\ncert_file = \"edge.crt\"\nkey_file = \"edge.key\"",
+    );
+    ca.write_pem(lab.dir(), "instances-ca.pem");
+    // A certificate the instances do not accept: signed by another CA.
+    stranger
+        .client_cert("edge.svc.internal")
+        .write_pem(lab.dir(), "edge");
+    let server = instance_cert(&ca, &lab, &[]).server_config_requiring_client(&clients);
+    let _ups = lab.start_tls_upstreams(server).await;
+    let a = lab.start_edge("a").await;
+    let r = a.get("/items/1").send().await.unwrap();
+    assert_eq!(r.status, 502, "{r:?}");
+    let m = a.metrics().await;
+    let refused = "switchyard_upstream_tls_handshake_failures_total{service=\"svc\",target=\"instance\",reason=\"certificate_refused\"}";
+    assert!(counter(&m, refused) >= 1.0, "{refused} in\n{m}");
+
+    // The right one, written aside and renamed over, key first.
+    let good = clients.client_cert("edge.svc.internal");
+    for (name, text) in [("edge.key", &good.key_pem), ("edge.crt", &good.cert_pem)] {
+        let tmp = lab.dir().join(format!("{name}.new"));
+        std::fs::write(&tmp, text).unwrap();
+        std::fs::rename(&tmp, lab.dir().join(name)).unwrap();
+    }
+    eventually(
+        "requests succeed with the new certificate",
+        Duration::from_secs(10),
+        || async {
+            let r = a.get("/items/1").send().await.map_err(|e| e.to_string())?;
+            (r.status == 200).then_some(()).ok_or(format!("{r:?}"))
+        },
+    )
+    .await;
+    let m = a.metrics().await;
+    assert!(
+        counter(
+            &m,
+            "switchyard_tls_reloads_total{result=\"accepted\",reason=\"\"}"
+        ) >= 1.0,
+        "{m}"
+    );
+}
