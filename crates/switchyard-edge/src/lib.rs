@@ -59,9 +59,17 @@ pub fn reload_config(edge: &Edge) -> Result<(), UpdateError> {
     })?;
     match Config::from_toml(&text, |k| std::env::var(k).ok()) {
         Ok(c) => {
+            // The new config's client-side TLS settings are loaded before it
+            // applies, so a service that gains upstream_tls is never served
+            // a moment without them. Files that do not load are left to the
+            // watcher, which logs, counts and keeps the old settings.
+            let dir = edge.config_path.parent().unwrap_or(Path::new("."));
+            let clients = tls::Material::build(&tls::Files::read(&c, dir)).ok();
             let r = edge.apply_config(c);
-            // Again, now that the new config names the files: a service
-            // that gained upstream_tls gets its settings at once.
+            if let (Ok(()), Some(m)) = (&r, clients) {
+                edge.client_tls.store(Arc::new(m.clients));
+            }
+            // Again, now that the new config names the files.
             edge.tls_reload.notify_one();
             r
         }

@@ -391,3 +391,32 @@ async fn a_client_certificate_replaced_on_disk_is_used_for_new_connections() {
         "{m}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_config_reload_turns_on_upstream_tls_for_running_instances() {
+    let ca = TestCa::new("instance CA");
+    let lab = Topology::new(BIN, &[("r1", &["a"])]);
+    let mut ups = lab.start_upstreams().await;
+    let a = lab.start_edge("a").await;
+    assert_eq!(a.get("/items/1").send().await.unwrap().status, 200);
+
+    // The instances move to TLS; the config follows, reloaded at once.
+    let cert = instance_cert(&ca, &lab, &[]);
+    for u in ups.values_mut() {
+        u.stop().await;
+        *u = switchyard_testkit::Upstream::start_tls(&u.name.clone(), u.addr, cert.server_config())
+            .await;
+    }
+    ca.write_pem(lab.dir(), "instances-ca.pem");
+    let lab = lab.service_toml("[service.upstream_tls]\nca_file = \"instances-ca.pem\"");
+    lab.write_config();
+    let r = switchyard_testkit::Req::post(lab.admin_addr("a"), "/reload")
+        .bearer(switchyard_testkit::ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200, "{r:?}");
+    let r = a.get("/items/1").send().await.unwrap();
+    assert_eq!(r.status, 200, "{r:?}");
+    assert!(ups.values().any(|u| u.tls_handshakes() >= 1));
+}
