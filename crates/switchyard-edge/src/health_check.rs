@@ -56,8 +56,10 @@ pub(crate) async fn http_get(
         Ok(Ok(resp)) if resp.status().is_success() => Ok(()),
         Ok(Ok(resp)) => Err(format!("status {}", resp.status().as_u16())),
         Ok(Err(e)) => {
-            if let Some(t) = switchyard_api::tls::find_tls_error(&e) {
-                let reason = crate::tls::upstream_failure_reason(t);
+            let reason = switchyard_api::tls::find_tls_error(&e)
+                .map(crate::tls::upstream_failure_reason)
+                .filter(|r| e.is_connect() || crate::tls::is_handshake_failure(r));
+            if let Some(reason) = reason {
                 let target = if dest.to_edge { "edge" } else { "instance" };
                 crate::tls::count_upstream_failure(edge, &svc.name, target, reason);
                 return Err(format!("tls: {reason}"));

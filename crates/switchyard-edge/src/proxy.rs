@@ -999,13 +999,17 @@ async fn send(
     }
 }
 
-/// Classifies a failed exchange. A TLS failure is a connect failure
+/// Classifies a failed exchange. A handshake failure is a connect failure
 /// wherever hyper saw it: under TLS 1.3 a server that refuses the client's
 /// certificate says so only after the handshake, on the first request, which
 /// it never read, so trying another target is as safe as after a refused
-/// connect.
+/// connect. Other TLS errors (a bad record mid-exchange) may come after the
+/// target acted on the request and stay protocol errors.
 fn upstream_error(addr: SocketAddr, e: &hyper_util::client::legacy::Error) -> EdgeError {
-    if let Some(t) = switchyard_api::tls::find_tls_error(e) {
+    let handshake = switchyard_api::tls::find_tls_error(e).filter(|t| {
+        e.is_connect() || crate::tls::is_handshake_failure(crate::tls::upstream_failure_reason(t))
+    });
+    if let Some(t) = handshake {
         let mut err = EdgeError::new(
             ErrorKind::UpstreamConnect,
             format!("TLS handshake with {addr} failed: {t}"),

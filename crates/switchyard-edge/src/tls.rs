@@ -977,6 +977,14 @@ pub fn upstream_failure_reason(e: &rustls::Error) -> &'static str {
     }
 }
 
+/// Whether a client-side TLS error of this reason, seen after the connect,
+/// still means the target never took the request: under TLS 1.3 its verdict
+/// on our certificate. `alert_received` and `other` may come mid-exchange
+/// (during the connect itself every reason is a handshake failure).
+pub fn is_handshake_failure(reason: &str) -> bool {
+    !matches!(reason, "alert_received" | "other")
+}
+
 /// Counts a failed handshake with an instance (`target = "instance"`) or a
 /// peer edge (`"edge"`).
 pub fn count_upstream_failure(edge: &Edge, service: &str, target: &str, reason: &str) {

@@ -420,3 +420,23 @@ async fn a_config_reload_turns_on_upstream_tls_for_running_instances() {
     assert_eq!(r.status, 200, "{r:?}");
     assert!(ups.values().any(|u| u.tls_handshakes() >= 1));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_plain_http_instance_behind_upstream_tls_is_a_classified_connect_failure() {
+    let ca = TestCa::new("instance CA");
+    let lab = Topology::new(BIN, &[("r1", &["a"])])
+        .service_toml("[service.upstream_tls]\nca_file = \"instances-ca.pem\"");
+    ca.write_pem(lab.dir(), "instances-ca.pem");
+    let ups = lab.start_upstreams().await;
+    let a = lab.start_edge("a").await;
+    let r = a.get("/items/1").send().await.unwrap();
+    assert_eq!(r.status, 502, "{r:?}");
+    assert_eq!(
+        r.header("x-switchyard-error").as_deref(),
+        Some("upstream_connect")
+    );
+    assert!(ups.values().all(|u| u.requests() == 0));
+    let m = a.metrics().await;
+    let series = "switchyard_upstream_tls_handshake_failures_total{service=\"svc\",target=\"instance\",reason=\"not_tls\"}";
+    assert!(counter(&m, series) >= 1.0, "{series} in\n{m}");
+}
