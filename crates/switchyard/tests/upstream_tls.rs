@@ -440,3 +440,46 @@ async fn a_plain_http_instance_behind_upstream_tls_is_a_classified_connect_failu
     let series = "switchyard_upstream_tls_handshake_failures_total{service=\"svc\",target=\"instance\",reason=\"not_tls\"}";
     assert!(counter(&m, series) >= 1.0, "{series} in\n{m}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_peer_whose_certificate_the_edge_ca_did_not_sign_is_never_forwarded_to() {
+    let PeerLab { lab, .. } = peer_lab(true);
+    // r1 forwards to r2 through an address where an impostor listens with
+    // a certificate for the right name from another CA.
+    let impostor = TestCa::new("impostor CA").server_cert(&["edges.internal"]);
+    let via = lab.aux_addr(9);
+    let impostor_server =
+        switchyard_testkit::Upstream::start_tls("impostor", via, impostor.server_config()).await;
+    let text = lab.config_text().replacen(
+        "[[region]]\nname = \"r1\"\n",
+        &format!("[[region]]\nname = \"r1\"\nforward_via = {{ r2 = [\"{via}\"] }}\n"),
+        1,
+    );
+    let cfg = lab.dir().join("via.toml");
+    std::fs::write(&cfg, text).unwrap();
+    let _ups = lab.start_upstreams().await;
+    let a = switchyard_testkit::EdgeProcess::start(
+        lab.bin(),
+        &cfg,
+        "a",
+        lab.edge_addr("a"),
+        lab.admin_addr("a"),
+        lab.dir(),
+    )
+    .await;
+
+    // The handshake fails on the peer's certificate: nothing is sent, and
+    // with no other way to r2 the request is served here (failing open).
+    let r = a
+        .get("/items/1")
+        .header("x-switchyard-home-region", "r2")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200, "{r:?}");
+    assert!(served_by(&r.headers).starts_with("r1/a/"), "{r:?}");
+    assert_eq!(impostor_server.requests(), 0);
+    let m = a.metrics().await;
+    let series = "switchyard_upstream_tls_handshake_failures_total{service=\"svc\",target=\"edge\",reason=\"unknown_issuer\"}";
+    assert!(counter(&m, series) >= 1.0, "{series} in\n{m}");
+}
