@@ -483,3 +483,26 @@ async fn a_peer_whose_certificate_the_edge_ca_did_not_sign_is_never_forwarded_to
     let series = "switchyard_upstream_tls_handshake_failures_total{service=\"svc\",target=\"edge\",reason=\"unknown_issuer\"}";
     assert!(counter(&m, series) >= 1.0, "{series} in\n{m}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_peer_certificate_that_does_not_name_the_peer_server_name_is_refused_at_start() {
+    let PeerLab { lab, edges, .. } = peer_lab(true);
+    edges
+        .server_client_cert(&["other.internal"])
+        .write_pem(lab.dir(), "peer");
+    std::fs::write(lab.dir().join("edge-ca.pem"), "").unwrap();
+    let config = lab.write_config();
+    for args in [vec!["edge", "--zone", "a", "--config"], vec!["validate"]] {
+        let out = Command::new(BIN).args(&args).arg(&config).output().unwrap();
+        assert!(!out.status.success(), "{args:?} accepts it: {out:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        for want in [
+            "edge.peer_tls.cert_file: ",
+            "peer.crt\" does not name \"edges.internal\"",
+            "edge.peer_tls.ca_file: ",
+            "edge-ca.pem\" holds no PEM certificate",
+        ] {
+            assert!(err.contains(want), "{args:?}: {want:?} in {err}");
+        }
+    }
+}
