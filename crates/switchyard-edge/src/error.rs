@@ -34,8 +34,10 @@ pub enum ErrorKind {
     FaultAbort,
     /// No instance could be chosen at all.
     NoInstance,
-    /// TCP connect refused, reset or timed out, or an HTTP/2 stream reset
-    /// with REFUSED_STREAM: the request never reached the application.
+    /// TCP connect refused, reset or timed out, the TLS handshake failed
+    /// (the target's certificate, or it refused ours), or an HTTP/2 stream
+    /// was reset with REFUSED_STREAM: the request never reached the
+    /// application.
     UpstreamConnect,
     /// Connected, but no response head within the header timeout, or the
     /// whole exchange overran the total timeout.
@@ -133,6 +135,9 @@ pub struct EdgeError {
     pub message: String,
     /// For `FaultAbort`: the injected status.
     pub status: Option<StatusCode>,
+    /// For a TLS handshake that failed with an instance or a peer edge: why,
+    /// as `switchyard_upstream_tls_handshake_failures_total` labels it.
+    pub tls_reason: Option<&'static str>,
 }
 
 impl EdgeError {
@@ -141,6 +146,7 @@ impl EdgeError {
             kind,
             message: message.into(),
             status: None,
+            tls_reason: None,
         }
     }
 

@@ -23,22 +23,28 @@ pub use switchyard_api::edge::{CheckState, CheckView};
 
 use crate::grpc::Code;
 use crate::metrics::{CheckLabels, HostLabels};
+use crate::proxy::Dest;
 use crate::state::{client_for, Edge};
 
 /// One `GET` of an instance's (or a remote edge's) endpoint, as the checks,
-/// the re-check of an ejected instance and the signal probes send it. `Ok`
-/// on a 2xx; otherwise why not, in a word an operator can read.
-pub async fn http_get(
+/// the re-check of an ejected instance and the signal probes send it, with
+/// the TLS settings requests to it use. `Ok` on a 2xx; otherwise why not, in
+/// a word an operator can read (`tls: REASON` for a failed handshake, which
+/// is also counted).
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn http_get(
+    edge: &Edge,
     svc: &Service,
-    addr: SocketAddr,
+    dest: Dest<'_>,
     path: &str,
     user_agent: &'static str,
     extra: &[(&'static str, &str)],
     timeout: Duration,
 ) -> Result<(), String> {
+    let client = client_for(svc.timeouts.connect, svc.upstream_protocol, dest.tls);
     let mut b = Request::builder()
         .method(Method::GET)
-        .uri(format!("http://{addr}{path}"))
+        .uri(format!("{}://{}{path}", client.scheme(), dest.addr))
         .header(header::HOST, svc.hosts.first().cloned().unwrap_or_default())
         .header(header::USER_AGENT, user_agent);
     for (k, v) in extra {
@@ -47,33 +53,58 @@ pub async fn http_get(
     let req = b
         .body(crate::body::UpstreamBody::empty())
         .map_err(|e| format!("bad request: {e}"))?;
-    match tokio::time::timeout(
-        timeout,
-        client_for(svc.timeouts.connect, svc.upstream_protocol).request(req),
-    )
-    .await
-    {
+    match tokio::time::timeout(timeout, client.request(req)).await {
         Ok(Ok(resp)) if resp.status().is_success() => Ok(()),
         Ok(Ok(resp)) => Err(format!("status {}", resp.status().as_u16())),
-        Ok(Err(e)) if e.is_connect() => Err("connect".into()),
-        Ok(Err(_)) => Err("exchange".into()),
+        Ok(Err(e)) => Err(failure(edge, svc, dest, &e)),
         Err(_) => Err("timeout".into()),
     }
+}
+
+/// Why a check's exchange failed, in a word: `tls: REASON` for a failed
+/// handshake (also counted), `connect` or `exchange` otherwise.
+fn failure(
+    edge: &Edge,
+    svc: &Service,
+    dest: Dest<'_>,
+    e: &hyper_util::client::legacy::Error,
+) -> String {
+    let reason = switchyard_api::tls::find_tls_error(e)
+        .map(crate::tls::upstream_failure_reason)
+        .filter(|r| e.is_connect() || crate::tls::is_handshake_failure(r));
+    if let Some(reason) = reason {
+        let target = if dest.to_edge { "edge" } else { "instance" };
+        crate::tls::count_upstream_failure(edge, &svc.name, target, reason);
+        return format!("tls: {reason}");
+    }
+    if e.is_connect() {
+        "connect"
+    } else {
+        "exchange"
+    }
+    .into()
 }
 
 /// One active check of an instance as its service says to check it: the
 /// gRPC health protocol when `health_check.grpc_service` is set, otherwise
 /// `GET health_path`. The checks and the re-check of an ejected instance
 /// both go through here.
-pub async fn check_instance(
+pub(crate) async fn check_instance(
+    edge: &Edge,
     svc: &Service,
     addr: SocketAddr,
     user_agent: &'static str,
     timeout: Duration,
 ) -> Result<(), String> {
+    let (addr, tls) = instance_dest(edge, svc, addr)?;
+    let dest = Dest {
+        addr,
+        tls: tls.as_ref(),
+        to_edge: false,
+    };
     match &svc.health_check.grpc_service {
-        Some(name) => grpc_check(svc, addr, name, user_agent, timeout).await,
-        None => http_get(svc, addr, &svc.health_path, user_agent, &[], timeout).await,
+        Some(name) => grpc_check(edge, svc, dest, name, user_agent, timeout).await,
+        None => http_get(edge, svc, dest, &svc.health_path, user_agent, &[], timeout).await,
     }
 }
 
@@ -103,8 +134,9 @@ const MAX_HEALTH_ANSWER: usize = 4096;
 /// (`not serving`, `grpc status 5` for a service name the server does not
 /// know, `grpc status 12` for a server without the health service).
 async fn grpc_check(
+    edge: &Edge,
     svc: &Service,
-    addr: SocketAddr,
+    dest: Dest<'_>,
     service: &str,
     user_agent: &'static str,
     timeout: Duration,
@@ -121,9 +153,14 @@ async fn grpc_check(
     frame.push(0);
     frame.extend_from_slice(&(msg.len() as u32).to_be_bytes());
     frame.extend_from_slice(&msg);
+    let client = client_for(svc.timeouts.connect, svc.upstream_protocol, dest.tls);
     let req = Request::builder()
         .method(Method::POST)
-        .uri(format!("http://{addr}/grpc.health.v1.Health/Check"))
+        .uri(format!(
+            "{}://{}/grpc.health.v1.Health/Check",
+            client.scheme(),
+            dest.addr
+        ))
         .header(header::HOST, svc.hosts.first().cloned().unwrap_or_default())
         .header(header::USER_AGENT, user_agent)
         .header(header::CONTENT_TYPE, "application/grpc")
@@ -131,17 +168,10 @@ async fn grpc_check(
         .body(crate::body::UpstreamBody::whole(bytes::Bytes::from(frame)))
         .map_err(|e| format!("bad request: {e}"))?;
     let call = async {
-        let resp = client_for(svc.timeouts.connect, svc.upstream_protocol)
+        let resp = client
             .request(req)
             .await
-            .map_err(|e| {
-                if e.is_connect() {
-                    "connect"
-                } else {
-                    "exchange"
-                }
-                .to_string()
-            })?;
+            .map_err(|e| failure(edge, svc, dest, &e))?;
         if !resp.status().is_success() {
             return Err(format!("status {}", resp.status().as_u16()));
         }
@@ -179,6 +209,18 @@ async fn grpc_check(
     tokio::time::timeout(timeout, call)
         .await
         .unwrap_or_else(|_| Err("timeout".into()))
+}
+
+/// The destination of a check or a re-check of `inst`: its address, with
+/// its service's TLS settings. `Err` when those did not load.
+pub(crate) fn instance_dest(
+    edge: &Edge,
+    svc: &Service,
+    addr: SocketAddr,
+) -> Result<(SocketAddr, Option<Arc<crate::tls::ClientSide>>), String> {
+    crate::proxy::instance_tls(edge, svc)
+        .map(|t| (addr, t))
+        .map_err(|_| "tls: not_loaded".to_string())
 }
 
 /// The active-check state of one instance. Lives in the instance's state,
@@ -312,6 +354,7 @@ pub async fn check_loop(edge: Arc<Edge>) {
                 tokio::spawn(async move {
                     let svc = &rt.svc;
                     let result = check_instance(
+                        &edge,
                         svc,
                         inst.meta.addr,
                         "switchyard-edge-health-check",

@@ -58,7 +58,21 @@ pub fn reload_config(edge: &Edge) -> Result<(), UpdateError> {
         UpdateError::Refused(format!("cannot read {}: {e}", edge.config_path.display()))
     })?;
     match Config::from_toml(&text, |k| std::env::var(k).ok()) {
-        Ok(c) => edge.apply_config(c),
+        Ok(c) => {
+            // The new config's client-side TLS settings are loaded before it
+            // applies, so a service that gains upstream_tls is never served
+            // a moment without them. Files that do not load are left to the
+            // watcher, which logs, counts and keeps the old settings.
+            let dir = edge.config_path.parent().unwrap_or(Path::new("."));
+            let clients = tls::Material::build(&tls::Files::read(&c, dir)).ok();
+            let r = edge.apply_config(c);
+            if let (Ok(()), Some(m)) = (&r, clients) {
+                edge.client_tls.store(Arc::new(m.clients));
+            }
+            // Again, now that the new config names the files.
+            edge.tls_reload.notify_one();
+            r
+        }
         Err(e) => {
             edge.metrics.update("config", false);
             tracing::error!(reasons = ?e.reasons(), "config refused; keeping the running one");
@@ -148,13 +162,12 @@ pub async fn start(opts: EdgeOptions) -> anyhow::Result<Running> {
         .clone();
     let listen = opts.listen.unwrap_or(zone.edge);
     let admin = opts.admin_listen.unwrap_or(zone.admin);
-    // Certificates are loaded before anything listens, so a bad one stops
-    // the start with every problem named rather than failing handshakes.
-    let tls = match (opts.listen_tls.or(zone.edge_tls), &snap.config.edge.tls) {
-        (Some(addr), Some(t)) => Some((
-            addr,
-            tls::Certificates::new(tls::load(t, &edge.config_path)?)?,
-        )),
+    // Certificates and CAs are loaded before anything listens, so a bad one
+    // stops the start with every problem named rather than failing handshakes.
+    let (material, tls_files) = tls::load(&snap.config, &edge.config_path)?;
+    edge.client_tls.store(Arc::new(material.clients));
+    let tls = match (opts.listen_tls.or(zone.edge_tls), material.listener) {
+        (Some(addr), Some(set)) => Some((addr, tls::Certificates::new(set)?)),
         (Some(addr), None) => {
             anyhow::bail!("a TLS listener on {addr} needs certificates in [edge.tls]")
         }
@@ -259,9 +272,11 @@ pub async fn start(opts: EdgeOptions) -> anyhow::Result<Running> {
         tokio::spawn(probes::probe_loop(edge.clone())),
         tokio::spawn(health_check::check_loop(edge.clone())),
     ];
-    if let Some((_, certs)) = tls {
-        background.push(tokio::spawn(tls::watch(edge.clone(), certs)));
-    }
+    background.push(tokio::spawn(tls::watch(
+        edge.clone(),
+        tls.map(|(_, certs)| certs),
+        tls_files,
+    )));
     {
         let mut rx = rx.clone();
         tasks.push(tokio::spawn(async move {
@@ -577,10 +592,16 @@ async fn serve_proxy(
         // ceilings count it until it closes.
         let slot = Arc::new(slot);
         let held = upgrade::Hold(slot.clone());
+        // Known once the TLS handshake is done, before the first request.
+        let peer_edge = Arc::new(std::sync::OnceLock::<proxy::PeerEdge>::new());
         let svc = {
             let edge = edge.clone();
+            let peer_edge = peer_edge.clone();
             conn::tracked(&activity, move |mut req: http::Request<_>| {
                 req.extensions_mut().insert(scheme);
+                if let Some(p) = peer_edge.get() {
+                    req.extensions_mut().insert(p.clone());
+                }
                 if upgrade::requested(req.version(), req.headers()) {
                     req.extensions_mut().insert(held.clone());
                 }
@@ -636,6 +657,10 @@ async fn serve_proxy(
             };
             let state = stream.get_ref().1;
             tls::count_handshake(&edge, state);
+            // rustls verified it against the peer CA, or the handshake failed.
+            if let Some(p) = tls::peer_edge(state) {
+                let _ = peer_edge.set(p);
+            }
             let how = protocol::Sniffed::from_alpn(state.alpn_protocol());
             let serve = async move {
                 builders
@@ -715,10 +740,9 @@ async fn outlier_loop(edge: Arc<Edge>) {
                 if inst.ejection_expired(now) {
                     let (edge, rt, inst) = (edge.clone(), rt.clone(), inst.clone());
                     tokio::spawn(async move {
-                        let passed = recheck(&rt, &inst.meta.addr).await;
+                        let passed = recheck(&edge, &rt, &inst.meta.addr).await;
                         inst.recheck(passed, Instant::now(), &rt.svc.ejection);
                         tracing::info!(service = %rt.svc.name, instance = %inst.meta.name, passed, "ejected instance re-checked");
-                        let _ = edge;
                     });
                 }
             }
@@ -768,10 +792,10 @@ fn analyse(edge: &Edge, rt: &Arc<ServiceRuntime>, now: Instant) {
 /// An active check of an ejected instance, the one the service's health
 /// checks use: its health endpoint must answer 2xx (or, for a gRPC check,
 /// the instance must say it is serving).
-async fn recheck(rt: &ServiceRuntime, addr: &SocketAddr) -> bool {
+async fn recheck(edge: &Edge, rt: &ServiceRuntime, addr: &SocketAddr) -> bool {
     let svc = &rt.svc;
     let timeout = svc.timeouts.connect + svc.timeouts.header;
-    health_check::check_instance(svc, *addr, "switchyard-edge-recheck", timeout)
+    health_check::check_instance(edge, svc, *addr, "switchyard-edge-recheck", timeout)
         .await
         .is_ok()
 }

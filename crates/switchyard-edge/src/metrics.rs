@@ -128,6 +128,15 @@ pub struct HandshakeLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct UpstreamTlsLabels {
+    pub service: String,
+    /// `instance`, or `edge` for a peer edge a request was forwarded to.
+    pub target: String,
+    /// `unknown_issuer`, `name_mismatch`, `certificate_required`, …
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct CertificateLabels {
     pub cert_file: String,
 }
@@ -167,6 +176,7 @@ pub struct Metrics {
     pub tls_handshakes: Family<HandshakeLabels, Counter>,
     pub tls_handshake_failures: Family<HandshakeFailureLabels, Counter>,
     pub tls_certificate_expiry: Family<CertificateLabels, Gauge>,
+    pub upstream_tls_failures: Family<UpstreamTlsLabels, Counter>,
     pub grpc_responses: Family<GrpcLabels, Counter>,
     pub upgrades: Family<ServiceLabels, Counter>,
     pub upgraded_open: Family<ServiceLabels, Gauge>,
@@ -242,6 +252,12 @@ impl Metrics {
             "tls_certificate_expiry_seconds",
             "When each TLS certificate in use expires (notAfter), Unix seconds",
             tls_certificate_expiry.clone(),
+        );
+        let upstream_tls_failures = Family::default();
+        registry.register(
+            "upstream_tls_handshake_failures",
+            "TLS handshakes with instances and peer edges that failed, by service, target and reason; each is an upstream connect failure",
+            upstream_tls_failures.clone(),
         );
         let tls_handshake_failures = Family::default();
         registry.register(
@@ -383,6 +399,7 @@ impl Metrics {
             tls_handshakes,
             tls_handshake_failures,
             tls_certificate_expiry,
+            upstream_tls_failures,
             grpc_responses,
             upgrades,
             upgraded_open,

@@ -13,6 +13,7 @@ use switchyard_model::signals::{Probe, ProbeTarget};
 use switchyard_model::{RouteKind, Service};
 
 use crate::health_check::http_get;
+use crate::proxy::Dest;
 use crate::state::Edge;
 
 /// The paths probed on each instance: every route's heartbeat, or the
@@ -31,6 +32,7 @@ fn heartbeat_paths(svc: &Service) -> Vec<(String, String)> {
 }
 
 async fn probe(
+    edge: &Edge,
     svc: &Service,
     addr: SocketAddr,
     path: &str,
@@ -44,9 +46,34 @@ async fn probe(
             extra.push((crate::proxy::FORWARD_AUTH, secret));
         }
     }
+    // Instances with their service's TLS, peer edges with the peer TLS:
+    // each probe travels as requests to it do.
+    let snap = edge.snapshot();
+    let tls = match forwarded_from {
+        None => crate::proxy::instance_tls(edge, svc),
+        Some(_) => crate::proxy::peer_tls(edge, &snap),
+    };
+    let tls = match tls {
+        Ok(t) => t,
+        Err(_) => return (false, 0.0, Some("tls: not_loaded".into())),
+    };
+    let dest = Dest {
+        addr,
+        tls: tls.as_ref(),
+        to_edge: forwarded_from.is_some(),
+    };
     let t0 = Instant::now();
     let timeout = svc.timeouts.header.min(Duration::from_secs(1)) + svc.timeouts.connect;
-    let r = http_get(svc, addr, path, "switchyard-edge-probe", &extra, timeout).await;
+    let r = http_get(
+        edge,
+        svc,
+        dest,
+        path,
+        "switchyard-edge-probe",
+        &extra,
+        timeout,
+    )
+    .await;
     let ms = t0.elapsed().as_secs_f64() * 1000.0;
     (r.is_ok(), ms, r.err())
 }
@@ -98,9 +125,10 @@ pub async fn probe_loop(edge: Arc<Edge>) {
                 let ep = edges
                     .get(rand::thread_rng().gen_range(0..edges.len()))
                     .expect("the index is within the edges");
+                let addr = crate::proxy::peer_addr(&snap, ep, snap.config.edge.peer_tls.is_some());
                 jobs.push(ProbeJob {
                     svc: svc.clone(),
-                    addr: ep.addr,
+                    addr,
                     route: route.clone(),
                     path: path.clone(),
                     target: ProbeTarget::Edge,
@@ -134,7 +162,7 @@ pub async fn probe_loop(edge: Arc<Edge>) {
             tokio::spawn(async move {
                 let forwarded = remote_region.as_ref().map(|_| own_region.as_str());
                 let (ok, latency_ms, error) =
-                    probe(&svc, addr, &path, forwarded, secret.as_deref()).await;
+                    probe(&edge, &svc, addr, &path, forwarded, secret.as_deref()).await;
                 let write = svc
                     .routes
                     .iter()

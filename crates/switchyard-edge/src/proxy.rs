@@ -343,7 +343,7 @@ async fn serve(
     rec.inflight = Some(GaugeGuard(rt.inflight_gauge.clone()));
 
     let home = home_region(&parts.headers);
-    let forwarded = forwarded_by_an_edge(&parts.headers, snap);
+    let forwarded = forwarded_by_an_edge(&parts.headers, snap, parts.extensions.get());
     let target = switchyard_steer::target(
         &rt.svc,
         &snap.controls,
@@ -697,6 +697,14 @@ impl AttemptEnd {
     }
 
     fn settle_error(&mut self, e: &EdgeError) {
+        if let Some(reason) = e.tls_reason {
+            let target = if self.target.is_some() {
+                "instance"
+            } else {
+                "edge"
+            };
+            crate::tls::count_upstream_failure(&self.edge, &self.service, target, reason);
+        }
         self.latency = self.started.elapsed();
         self.settle(Some(e.kind.class()), Outcome::LocalOriginFailure);
     }
@@ -864,6 +872,8 @@ async fn attempt(
             }
         }
     }
+    // Not the instance's fault: it is not counted against it.
+    let tls = instance_tls(edge, &rt.svc)?;
     let body = body_for_attempt(out)?;
     let mut end = AttemptEnd::instance(edge, rt, route, inst);
     // An injected delay stands for a slow instance: what signals and
@@ -871,9 +881,14 @@ async fn attempt(
     end.started = t0;
     let t = &rt.svc.timeouts;
     let sent_at = Instant::now();
+    let dest = Dest {
+        addr: inst.meta.addr,
+        tls: tls.as_ref(),
+        to_edge: false,
+    };
     let result = send(
         out.protocol(&rt.svc),
-        inst.meta.addr,
+        dest,
         &out.head,
         body,
         &out.progress,
@@ -922,16 +937,18 @@ async fn attempt(
 /// connection made of the aborted request.
 async fn send(
     protocol: UpstreamProtocol,
-    addr: SocketAddr,
+    dest: Dest<'_>,
     head: &OutHead,
     body: UpstreamBody,
     progress: &Progress,
     t: &switchyard_model::Timeouts,
 ) -> Result<(Response<Incoming>, tokio::time::Instant), EdgeError> {
+    let addr = dest.addr;
     let (header_timeout, total_timeout) = (t.header, t.total);
     let deadline = tokio::time::Instant::now() + total_timeout;
+    let client = crate::state::client_for(t.connect, protocol, dest.tls);
     let pq = head.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
-    let uri: Uri = format!("http://{addr}{pq}")
+    let uri: Uri = format!("{}://{addr}{pq}", client.scheme())
         .parse()
         .map_err(|e| EdgeError::new(ErrorKind::BadRequest, format!("bad request target: {e}")))?;
     let mut req = Request::new(body);
@@ -942,7 +959,6 @@ async fn send(
         UpstreamProtocol::H2c => Version::HTTP_2,
     };
     *req.headers_mut() = head.headers.clone();
-    let client = crate::state::client_for(t.connect, protocol);
     let head_due = async {
         progress.wait_done().await;
         tokio::time::sleep(header_timeout).await;
@@ -982,19 +998,73 @@ async fn send(
     }
     match result {
         Ok(r) => Ok((r, deadline)),
+        Err(e) => Err(upstream_error(addr, &e)),
+    }
+}
+
+/// Classifies a failed exchange. A handshake failure is a connect failure
+/// wherever hyper saw it: under TLS 1.3 a server that refuses the client's
+/// certificate says so only after the handshake, on the first request, which
+/// it never read, so trying another target is as safe as after a refused
+/// connect. Other TLS errors (a bad record mid-exchange) may come after the
+/// target acted on the request and stay protocol errors.
+fn upstream_error(addr: SocketAddr, e: &hyper_util::client::legacy::Error) -> EdgeError {
+    let handshake = switchyard_api::tls::find_tls_error(e).filter(|t| {
+        e.is_connect() || crate::tls::is_handshake_failure(crate::tls::upstream_failure_reason(t))
+    });
+    if let Some(t) = handshake {
+        let mut err = EdgeError::new(
+            ErrorKind::UpstreamConnect,
+            format!("TLS handshake with {addr} failed: {t}"),
+        );
+        err.tls_reason = Some(crate::tls::upstream_failure_reason(t));
+        return err;
+    }
+    match e {
         // Classed with connect failures: like them, the request never
         // reached the application, so it may go to another instance.
-        Err(e) if refused_stream(&e) => Err(EdgeError::new(
+        e if refused_stream(e) => EdgeError::new(
             ErrorKind::UpstreamConnect,
             format!("{addr} refused the stream (REFUSED_STREAM): the request was not processed"),
-        )),
-        Err(e) if e.is_connect() => Err(EdgeError::new(
+        ),
+        e if e.is_connect() => EdgeError::new(
             ErrorKind::UpstreamConnect,
-            format!("could not connect to {addr}: {}", root_cause(&e)),
-        )),
-        Err(e) => Err(EdgeError::new(
+            format!("could not connect to {addr}: {}", root_cause(e)),
+        ),
+        e => EdgeError::new(
             ErrorKind::UpstreamProtocol,
-            format!("exchange with {addr} failed: {}", root_cause(&e)),
+            format!("exchange with {addr} failed: {}", root_cause(e)),
+        ),
+    }
+}
+
+/// Where one attempt goes: an address, and the TLS spoken there if any.
+#[derive(Clone, Copy)]
+pub(crate) struct Dest<'a> {
+    pub addr: SocketAddr,
+    pub tls: Option<&'a Arc<crate::tls::ClientSide>>,
+    /// A peer edge rather than an instance, for metric labels.
+    pub to_edge: bool,
+}
+
+/// The TLS settings of `svc`'s instances: `Ok(None)` for plain TCP, an
+/// error when the service asks for TLS but its files never loaded (a config
+/// reload that named them moments ago, or files that do not load).
+pub(crate) fn instance_tls(
+    edge: &Edge,
+    svc: &switchyard_model::Service,
+) -> Result<Option<Arc<crate::tls::ClientSide>>, EdgeError> {
+    if svc.upstream_tls.is_none() {
+        return Ok(None);
+    }
+    match edge.client_tls.load().upstream.get(&svc.name) {
+        Some(t) => Ok(Some(t.clone())),
+        None => Err(EdgeError::new(
+            ErrorKind::UpstreamConnect,
+            format!(
+                "service.{}.upstream_tls is not loaded (see the log for why its files were refused)",
+                svc.name
+            ),
         )),
     }
 }
@@ -1091,19 +1161,25 @@ async fn forward_to_region(
         }
     }
     let t = &rt.svc.timeouts;
+    let tls = peer_tls(edge, snap)?;
     let mut last = None;
     for k in 0..n.min(2) {
         if k > 0 && !out.body.replayable() {
             break;
         }
-        let addr = edges
+        let ep = edges
             .get((first + k) % n)
-            .expect("the index wraps within the edges")
-            .addr;
+            .expect("the index wraps within the edges");
+        let addr = peer_addr(snap, ep, tls.is_some());
         let body = body_for_attempt(out)?;
         let mut end = AttemptEnd::forward(edge, rt, region, write);
         let sent_at = Instant::now();
-        let result = send(out.protocol(&rt.svc), addr, &head, body, &out.progress, t).await;
+        let dest = Dest {
+            addr,
+            tls: tls.as_ref(),
+            to_edge: true,
+        };
+        let result = send(out.protocol(&rt.svc), dest, &head, body, &out.progress, t).await;
         match result {
             Ok((resp, deadline)) => {
                 end.head_arrived();
@@ -1138,6 +1214,36 @@ async fn forward_to_region(
         }
     }
     Err(last.expect("at least one edge was tried"))
+}
+
+/// The TLS settings for peer edges: `None` without `[edge.peer_tls]`.
+pub(crate) fn peer_tls(
+    edge: &Edge,
+    snap: &Snapshot,
+) -> Result<Option<Arc<crate::tls::ClientSide>>, EdgeError> {
+    if snap.config.edge.peer_tls.is_none() {
+        return Ok(None);
+    }
+    match &edge.client_tls.load().peer {
+        Some(t) => Ok(Some(t.clone())),
+        None => Err(EdgeError::new(
+            ErrorKind::UpstreamConnect,
+            "edge.peer_tls is not loaded (see the log for why its files were refused)",
+        )),
+    }
+}
+
+/// Where to reach a peer edge: with peer TLS, a zone's TLS listener (a
+/// `forward_via` address is taken to lead to one); else its plain listener.
+pub(crate) fn peer_addr(
+    snap: &Snapshot,
+    ep: switchyard_steer::EntryPoint<'_>,
+    tls: bool,
+) -> SocketAddr {
+    match (tls, ep.zone.and_then(|z| snap.config.zone(z))) {
+        (true, Some(z)) => z.edge_tls.unwrap_or(ep.addr),
+        _ => ep.addr,
+    }
 }
 
 fn request_host(req: &Request<Incoming>) -> Option<String> {
@@ -1200,19 +1306,37 @@ fn strip_hop_by_hop(h: &mut HeaderMap) {
     }
 }
 
-/// True only when the request carries the forwarded marker and the
-/// deployment's forward secret (compared in constant time). Without a
-/// configured secret nothing counts as forwarded.
-fn forwarded_by_an_edge(h: &HeaderMap, snap: &Snapshot) -> bool {
-    let Some(secret) = snap.config.edge.forward_secret.as_deref() else {
+/// True only when the request carries the forwarded marker from a peer
+/// edge. With `[edge.peer_tls]` its connection must have presented a
+/// certificate of the peer CA, and the forward secret, when one is set, must
+/// match as well; without it the secret alone decides, and without either
+/// nothing counts as forwarded. The secret is compared in constant time.
+fn forwarded_by_an_edge(h: &HeaderMap, snap: &Snapshot, peer: Option<&PeerEdge>) -> bool {
+    if !h.contains_key(FORWARDED) {
         return false;
+    }
+    let secret = snap.config.edge.forward_secret.as_deref();
+    let secret_ok = |s: &str| {
+        h.get(FORWARD_AUTH)
+            .is_some_and(|v| switchyard_model::secret::equal(v.as_bytes(), s.as_bytes()))
     };
-    h.contains_key(FORWARDED)
-        && h.get(FORWARD_AUTH)
-            .is_some_and(|v| switchyard_model::secret::equal(v.as_bytes(), secret.as_bytes()))
+    match (&snap.config.edge.peer_tls, secret) {
+        (Some(_), s) => peer.is_some() && s.is_none_or(secret_ok),
+        (None, Some(s)) => secret_ok(s),
+        (None, None) => false,
+    }
 }
 
 const X_FORWARDED_PROTO: &str = "x-forwarded-proto";
+
+/// A peer edge, proven by the client certificate its TLS connection
+/// presented (signed by `[edge.peer_tls]`'s CA): set by the TLS listener as
+/// a request extension on every request of that connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerEdge {
+    /// The certificate's first DNS name (else its subject), for the log.
+    pub name: String,
+}
 
 /// The listener a request came in on, set by the listener as a request
 /// extension: the edge tells instances with `x-forwarded-proto`.

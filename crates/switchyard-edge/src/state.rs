@@ -9,6 +9,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
+use hyper_rustls::{
+    DefaultServerNameResolver, FixedServerNameResolver, HttpsConnector, ResolveServerName,
+};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
@@ -21,12 +24,37 @@ use crate::shed::{Admission, RetryBudget};
 use crate::signals::Signals;
 
 pub type HttpClient = Client<HttpConnector, crate::body::UpstreamBody>;
+pub type HttpsClient = Client<HttpsConnector<HttpConnector>, crate::body::UpstreamBody>;
 
-pub fn http_client(connect_timeout: Duration, protocol: UpstreamProtocol) -> HttpClient {
-    let mut conn = HttpConnector::new();
-    conn.set_connect_timeout(Some(connect_timeout));
-    conn.set_nodelay(true);
-    conn.enforce_http(true);
+/// A connection pool to instances or peer edges: plain, or TLS with one
+/// client side's settings.
+#[derive(Clone)]
+pub enum UpstreamClient {
+    Plain(HttpClient),
+    Tls(HttpsClient),
+}
+
+impl UpstreamClient {
+    pub fn request(
+        &self,
+        req: http::Request<crate::body::UpstreamBody>,
+    ) -> hyper_util::client::legacy::ResponseFuture {
+        match self {
+            UpstreamClient::Plain(c) => c.request(req),
+            UpstreamClient::Tls(c) => c.request(req),
+        }
+    }
+
+    /// The scheme a request's URI must carry for this pool.
+    pub fn scheme(&self) -> &'static str {
+        match self {
+            UpstreamClient::Plain(_) => "http",
+            UpstreamClient::Tls(_) => "https",
+        }
+    }
+}
+
+fn builder(protocol: UpstreamProtocol) -> hyper_util::client::legacy::Builder {
     let mut b = Client::builder(TokioExecutor::new());
     b.pool_idle_timeout(Duration::from_secs(60))
         .pool_max_idle_per_host(1024);
@@ -39,28 +67,85 @@ pub fn http_client(connect_timeout: Duration, protocol: UpstreamProtocol) -> Htt
             .http2_keep_alive_interval(Some(Duration::from_secs(30)))
             .http2_keep_alive_timeout(Duration::from_secs(20));
     }
-    b.build(conn)
+    b
 }
 
-type ClientKey = (Duration, UpstreamProtocol);
+fn connector(connect_timeout: Duration) -> HttpConnector {
+    let mut conn = HttpConnector::new();
+    conn.set_connect_timeout(Some(connect_timeout));
+    conn.set_nodelay(true);
+    conn
+}
+
+pub fn http_client(connect_timeout: Duration, protocol: UpstreamProtocol) -> HttpClient {
+    let mut conn = connector(connect_timeout);
+    conn.enforce_http(true);
+    builder(protocol).build(conn)
+}
+
+/// A pool speaking TLS with `tls`'s settings; `connect_timeout` bounds the
+/// TCP connect, the request's own timeouts the handshake.
+pub fn https_client(
+    connect_timeout: Duration,
+    protocol: UpstreamProtocol,
+    tls: &crate::tls::ClientSide,
+) -> HttpsClient {
+    let mut conn = connector(connect_timeout);
+    // The TLS layer asks for https:// URIs; the TCP connector must let them by.
+    conn.enforce_http(false);
+    let names: Arc<dyn ResolveServerName + Send + Sync> = match &tls.server_name {
+        Some(n) => Arc::new(FixedServerNameResolver::new(n.clone())),
+        None => Arc::new(DefaultServerNameResolver::default()),
+    };
+    let https = HttpsConnector::new(conn, tls.config(protocol), true, names);
+    builder(protocol).build(https)
+}
+
+/// The pools of one thread: by connect timeout, protocol and TLS settings
+/// (held weakly, so settings replaced by a reload let their pool go).
+type ClientKey = (
+    Duration,
+    UpstreamProtocol,
+    Option<std::sync::Weak<crate::tls::ClientSide>>,
+);
 
 thread_local! {
-    static CLIENTS: std::cell::RefCell<Vec<(ClientKey, HttpClient)>> = const { std::cell::RefCell::new(Vec::new()) };
+    static CLIENTS: std::cell::RefCell<Vec<(ClientKey, UpstreamClient)>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
-/// The connection pool of the calling thread for a connect timeout and a
-/// protocol. Each proxy worker thread runs its own runtime; a pool per thread
-/// keeps a request, its upstream connection and that connection's task on
-/// one thread.
-pub fn client_for(connect_timeout: Duration, protocol: UpstreamProtocol) -> HttpClient {
+/// The connection pool of the calling thread for a connect timeout, a
+/// protocol and TLS settings. Each proxy worker thread runs its own runtime;
+/// a pool per thread keeps a request, its upstream connection and that
+/// connection's task on one thread.
+pub fn client_for(
+    connect_timeout: Duration,
+    protocol: UpstreamProtocol,
+    tls: Option<&Arc<crate::tls::ClientSide>>,
+) -> UpstreamClient {
     CLIENTS.with(|c| {
         let mut c = c.borrow_mut();
-        let key = (connect_timeout, protocol);
-        if let Some((_, cl)) = c.iter().find(|(k, _)| *k == key) {
+        let same = |k: &ClientKey| {
+            k.0 == connect_timeout
+                && k.1 == protocol
+                && match (&k.2, tls) {
+                    (None, None) => true,
+                    (Some(w), Some(t)) => std::ptr::eq(w.as_ptr(), Arc::as_ptr(t)),
+                    _ => false,
+                }
+        };
+        if let Some((_, cl)) = c.iter().find(|(k, _)| same(k)) {
             return cl.clone();
         }
-        let cl = http_client(connect_timeout, protocol);
-        c.push((key, cl.clone()));
+        // Pools of settings a reload replaced: their idle connections close.
+        c.retain(|(k, _)| k.2.as_ref().is_none_or(|w| w.strong_count() > 0));
+        let cl = match tls {
+            None => UpstreamClient::Plain(http_client(connect_timeout, protocol)),
+            Some(t) => UpstreamClient::Tls(https_client(connect_timeout, protocol, t)),
+        };
+        c.push((
+            (connect_timeout, protocol, tls.map(Arc::downgrade)),
+            cl.clone(),
+        ));
         cl
     })
 }
@@ -160,6 +245,9 @@ pub struct Edge {
     /// to measure what per-request metrics, signals and outlier state cost:
     /// when off, the request path records none of them.
     pub observation: AtomicBool,
+    /// How the edge speaks TLS to instances and peer edges; replaced whole
+    /// when the files change (see `tls::watch`).
+    pub client_tls: ArcSwap<crate::tls::ClientSides>,
 }
 
 impl Edge {
@@ -238,6 +326,7 @@ impl Edge {
             tls_reload: tokio::sync::Notify::new(),
             tunnels: crate::upgrade::Tunnels::default(),
             observation: AtomicBool::new(true),
+            client_tls: ArcSwap::from_pointee(crate::tls::ClientSides::default()),
         });
         Ok(edge)
     }

@@ -115,6 +115,26 @@ pub mod raw {
         pub upgrade_idle_timeout_ms: Option<u64>,
         /// TLS on each zone's `edge_tls` listener.
         pub tls: Option<EdgeTls>,
+        /// mTLS between this deployment's edges for forwarded requests.
+        pub peer_tls: Option<PeerTls>,
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct PeerTls {
+        pub ca_file: Option<String>,
+        pub cert_file: Option<String>,
+        pub key_file: Option<String>,
+        pub server_name: Option<String>,
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct UpstreamTls {
+        pub ca_file: Option<String>,
+        pub server_name: Option<String>,
+        pub cert_file: Option<String>,
+        pub key_file: Option<String>,
     }
 
     #[derive(Debug, Deserialize, Default)]
@@ -176,6 +196,8 @@ pub mod raw {
         pub retry_budget: Option<f64>,
         pub retry_min_concurrency: Option<u32>,
         pub upstream_protocol: Option<String>,
+        /// TLS (and mTLS) to the instances.
+        pub upstream_tls: Option<UpstreamTls>,
         #[serde(default)]
         pub timeouts: Timeouts,
         #[serde(default)]
@@ -410,6 +432,34 @@ pub struct EdgeSettings {
     pub upgrade_idle_timeout: Duration,
     /// The certificates of the zones' `edge_tls` listeners.
     pub tls: Option<EdgeTls>,
+    /// `[edge.peer_tls]`: forwards between edges go over mTLS, and only a
+    /// connection whose client certificate the peer CA signed may carry a
+    /// forwarded request.
+    pub peer_tls: Option<PeerTls>,
+}
+
+/// `[edge.peer_tls]`: the deployment's edge CA and this edge's certificate,
+/// which it presents as a client when it forwards and as a server (for
+/// `server_name`) on its `edge_tls` listener.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerTls {
+    pub ca_file: String,
+    pub identity: TlsCertificateFiles,
+    /// The name every edge's peer certificate carries: a forwarding edge
+    /// asks for it by SNI and verifies the peer's certificate against it.
+    pub server_name: String,
+}
+
+/// `[service.upstream_tls]`: the edge speaks TLS to the instances, verifying
+/// them against `ca_file` only (no public roots, no "insecure" mode).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpstreamTls {
+    pub ca_file: String,
+    /// Sent as SNI and verified; `None`: the instance's address (an IP
+    /// address, which the certificate must then name).
+    pub server_name: Option<String>,
+    /// The client certificate for instances that require one (mTLS).
+    pub client_cert: Option<TlsCertificateFiles>,
 }
 
 /// `[edge.tls]`: what a TLS listener presents. The files are read by the
@@ -472,6 +522,8 @@ pub struct Service {
     pub retry_min_concurrency: u32,
     /// How the edge speaks to this service's instances.
     pub upstream_protocol: UpstreamProtocol,
+    /// TLS to the instances; `None`: plain TCP.
+    pub upstream_tls: Option<UpstreamTls>,
     pub timeouts: Timeouts,
     pub limits: LimitSettings,
     pub ejection: EjectionSettings,
@@ -954,7 +1006,107 @@ fn validate_edge(
         client_idle_timeout,
         upgrade_idle_timeout,
         tls: e.tls.as_ref().map(|t| validate_edge_tls(t, errs)),
+        peer_tls: e.peer_tls.as_ref().and_then(|t| validate_peer_tls(t, errs)),
     }
+}
+
+/// A file a TLS table names: required and not blank.
+fn tls_file(v: &Option<String>, path: String, errs: &mut ValidationErrors) -> Option<String> {
+    match v {
+        Some(f) if !f.trim().is_empty() => Some(f.clone()),
+        Some(_) => {
+            errs.push(path, "must name a file");
+            None
+        }
+        None => {
+            errs.push(path, "required");
+            None
+        }
+    }
+}
+
+/// A name TLS can ask for (SNI) and verify: a DNS name or an IP address.
+fn check_server_name(v: &str, path: String, errs: &mut ValidationErrors) -> bool {
+    let dns = !v.is_empty()
+        && v.len() <= 253
+        && v.split('.').all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+                && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+        });
+    if dns || v.parse::<std::net::IpAddr>().is_ok() {
+        return true;
+    }
+    errs.push(
+        path,
+        format!("must be a DNS name or an IP address, got {v:?}"),
+    );
+    false
+}
+
+fn validate_peer_tls(t: &raw::PeerTls, errs: &mut ValidationErrors) -> Option<PeerTls> {
+    let ca = tls_file(&t.ca_file, "edge.peer_tls.ca_file".into(), errs);
+    let cert = tls_file(&t.cert_file, "edge.peer_tls.cert_file".into(), errs);
+    let key = tls_file(&t.key_file, "edge.peer_tls.key_file".into(), errs);
+    let name = match &t.server_name {
+        None => {
+            errs.push(
+                "edge.peer_tls.server_name",
+                "required: the DNS name every edge's peer certificate carries (for example \"edges.internal\")",
+            );
+            None
+        }
+        Some(n) if n.parse::<std::net::IpAddr>().is_ok() => {
+            errs.push(
+                "edge.peer_tls.server_name",
+                format!("must be a DNS name (it is asked for by SNI), got {n:?}"),
+            );
+            None
+        }
+        Some(n) => check_server_name(n, "edge.peer_tls.server_name".into(), errs)
+            .then(|| n.to_ascii_lowercase()),
+    };
+    Some(PeerTls {
+        ca_file: ca?,
+        identity: TlsCertificateFiles {
+            cert_file: cert?,
+            key_file: key?,
+        },
+        server_name: name?,
+    })
+}
+
+fn validate_upstream_tls(
+    t: &raw::UpstreamTls,
+    path: &str,
+    errs: &mut ValidationErrors,
+) -> Option<UpstreamTls> {
+    let ca = tls_file(&t.ca_file, format!("{path}.ca_file"), errs);
+    let server_name = t.server_name.as_ref().and_then(|n| {
+        check_server_name(n, format!("{path}.server_name"), errs).then(|| n.to_ascii_lowercase())
+    });
+    let bad_name = t.server_name.is_some() && server_name.is_none();
+    let client_cert = match (&t.cert_file, &t.key_file) {
+        (None, None) => None,
+        (c, k) => {
+            let cert = tls_file(c, format!("{path}.cert_file"), errs);
+            let key = tls_file(k, format!("{path}.key_file"), errs);
+            Some(TlsCertificateFiles {
+                cert_file: cert?,
+                key_file: key?,
+            })
+        }
+    };
+    if bad_name {
+        return None;
+    }
+    Some(UpstreamTls {
+        ca_file: ca?,
+        server_name,
+        client_cert,
+    })
 }
 
 fn validate_edge_tls(t: &raw::EdgeTls, errs: &mut ValidationErrors) -> EdgeTls {
@@ -1023,6 +1175,27 @@ fn check_tls_listeners(raw: &raw::Config, errs: &mut ValidationErrors) {
                 errs.push(
                     path,
                     "set, but there is no [edge.tls] with the certificates to present",
+                );
+            }
+        }
+    }
+    if raw.edge.peer_tls.is_some() {
+        // A forward goes to the target zone's TLS listener; a zone without
+        // one could never be reached by its peers.
+        for (ri, r) in raw.regions.iter().enumerate() {
+            for (zi, z) in r.zones.iter().enumerate() {
+                if z.edge_tls.is_some() {
+                    continue;
+                }
+                let path = match (&r.name, &z.name) {
+                    (Some(r), Some(z)) if valid_name(r) && valid_name(z) => {
+                        format!("region.{r}.zone.{z}.edge_tls")
+                    }
+                    _ => format!("region[{ri}].zone[{zi}].edge_tls"),
+                };
+                errs.push(
+                    path,
+                    "required with [edge.peer_tls]: peer edges forward to this TLS listener",
                 );
             }
         }
@@ -1322,6 +1495,10 @@ fn validate_service(
             UpstreamProtocol::Http1
         }
     };
+    let upstream_tls = s
+        .upstream_tls
+        .as_ref()
+        .and_then(|t| validate_upstream_tls(t, &format!("{path}.upstream_tls"), errs));
     let timeouts = {
         let t = &s.timeouts;
         let connect = t.connect_ms.unwrap_or(DEFAULT_CONNECT_MS);
@@ -1605,6 +1782,7 @@ fn validate_service(
         retry_budget,
         retry_min_concurrency: s.retry_min_concurrency.unwrap_or(3),
         upstream_protocol,
+        upstream_tls,
         timeouts,
         limits,
         ejection,

@@ -23,7 +23,7 @@ pub use check::{Check, CheckOutcome, UserShare, Users};
 pub use config::{
     Config, ControlSettings, ControlTables, EdgeSettings, EjectionSettings, HealthCheckSettings,
     Instance, LimitSettings, PlaybookMode, Priority, Region, Route, RouteKind, Scope, Service,
-    StoreSpec, Timeouts, UpstreamProtocol, Zone,
+    StoreSpec, Timeouts, UpstreamProtocol, UpstreamTls, Zone,
 };
 pub use controls::{
     Backwards, CapacityMode, Controls, Fault, Origin, RegionControl, RegionState, ServiceControls,

@@ -442,3 +442,34 @@ fn the_upstream_protocol_and_the_upgrade_idle_timeout_are_checked() {
         ]
     );
 }
+
+#[test]
+fn upstream_and_peer_tls_name_every_missing_or_wrong_field() {
+    let text = EXAMPLE.replacen(
+        "  [service.timeouts]",
+        "[service.upstream_tls]\nserver_name = \"-bad-\"\ncert_file = \"edge.crt\"\n  [service.timeouts]",
+        1,
+    ) + "\n[edge.peer_tls]\nca_file = \"\"\ncert_file = \"peer.crt\"\nkey_file = \"peer.key\"\nserver_name = \"10.0.0.1\"\n";
+    let errs = errors(&text);
+    for e in [
+        "service.catalog.upstream_tls.ca_file: required",
+        "service.catalog.upstream_tls.server_name: must be a DNS name or an IP address, got \"-bad-\"",
+        "service.catalog.upstream_tls.key_file: required",
+        "edge.peer_tls.ca_file: must name a file",
+        "edge.peer_tls.server_name: must be a DNS name (it is asked for by SNI), got \"10.0.0.1\"",
+        "region.us-east.zone.us-east-a.edge_tls: required with [edge.peer_tls]: peer edges forward to this TLS listener",
+    ] {
+        assert!(errs.iter().any(|x| x == e), "missing {e:?} in {errs:#?}");
+    }
+    // Unknown keys are refused like anywhere else.
+    let text = EXAMPLE.replacen(
+        "  [service.timeouts]",
+        "[service.upstream_tls]\nca_file = \"ca.pem\"\ninsecure = true\n  [service.timeouts]",
+        1,
+    );
+    assert!(
+        errors(&text).iter().any(|e| e.contains("insecure")),
+        "{:?}",
+        errors(&text)
+    );
+}

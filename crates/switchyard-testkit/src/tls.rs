@@ -122,6 +122,14 @@ impl TestCa {
         }
     }
 
+    /// The CA as the only trust anchor.
+    pub fn roots(&self) -> Arc<rustls::RootCertStore> {
+        let mut roots = rustls::RootCertStore::empty();
+        let der = CertificateDer::from_pem_slice(self.pem.as_bytes()).expect("CA PEM");
+        roots.add(der).expect("CA as a trust anchor");
+        Arc::new(roots)
+    }
+
     /// Writes the CA certificate to `dir/NAME` and returns the path.
     pub fn write_pem(&self, dir: &Path, name: &str) -> PathBuf {
         let path = dir.join(name);
@@ -136,17 +144,44 @@ impl ServerCert {
         &self.der
     }
 
-    /// A rustls server config presenting this certificate (ring provider).
+    /// A rustls server config presenting this certificate (ring provider),
+    /// h2 or HTTP/1.1 by ALPN.
     pub fn server_config(&self) -> Arc<rustls::ServerConfig> {
+        self.server_config_with(None)
+    }
+
+    /// [`ServerCert::server_config`] that requires every client to present
+    /// a certificate `ca` signed (an instance behind mTLS).
+    pub fn server_config_requiring_client(&self, ca: &TestCa) -> Arc<rustls::ServerConfig> {
+        self.server_config_with(Some(ca))
+    }
+
+    fn server_config_with(&self, client_ca: Option<&TestCa>) -> Arc<rustls::ServerConfig> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(self.key_der.clone()));
-        let cfg = rustls::ServerConfig::builder_with_provider(provider)
+        let b = rustls::ServerConfig::builder_with_provider(provider.clone())
             .with_safe_default_protocol_versions()
-            .expect("protocol versions")
-            .with_no_client_auth()
-            .with_single_cert(vec![self.der.clone()], key)
+            .expect("protocol versions");
+        let b = match client_ca {
+            None => b.with_no_client_auth(),
+            Some(ca) => {
+                let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                    ca.roots(),
+                    provider,
+                )
+                .build()
+                .expect("client verifier");
+                b.with_client_cert_verifier(verifier)
+            }
+        };
+        let mut cfg = b
+            .with_single_cert(vec![self.der.clone()], self.key())
             .expect("server certificate and key");
+        cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
         Arc::new(cfg)
+    }
+
+    fn key(&self) -> PrivateKeyDer<'static> {
+        PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(self.key_der.clone()))
     }
 
     pub fn acceptor(&self) -> tokio_rustls::TlsAcceptor {
@@ -182,20 +217,37 @@ impl TlsClient {
         Self::with_versions(ca, alpn, &[&rustls::version::TLS12])
     }
 
+    /// [`TlsClient::trusting`] presenting `cert` as its client certificate
+    /// (a peer edge, or an impostor with a certificate of another CA).
+    pub fn with_client_cert(ca: &TestCa, alpn: &[&str], cert: &ServerCert) -> TlsClient {
+        Self::build(ca, alpn, rustls::DEFAULT_VERSIONS, Some(cert))
+    }
+
     fn with_versions(
         ca: &TestCa,
         alpn: &[&str],
         versions: &[&'static rustls::SupportedProtocolVersion],
     ) -> TlsClient {
-        let mut roots = rustls::RootCertStore::empty();
-        let der = CertificateDer::from_pem_slice(ca.pem.as_bytes()).expect("CA PEM");
-        roots.add(der).expect("CA as a trust anchor");
+        Self::build(ca, alpn, versions, None)
+    }
+
+    fn build(
+        ca: &TestCa,
+        alpn: &[&str],
+        versions: &[&'static rustls::SupportedProtocolVersion],
+        cert: Option<&ServerCert>,
+    ) -> TlsClient {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let mut cfg = rustls::ClientConfig::builder_with_provider(provider)
+        let b = rustls::ClientConfig::builder_with_provider(provider)
             .with_protocol_versions(versions)
             .expect("protocol versions")
-            .with_root_certificates(roots)
-            .with_no_client_auth();
+            .with_root_certificates(ca.roots());
+        let mut cfg = match cert {
+            None => b.with_no_client_auth(),
+            Some(c) => b
+                .with_client_auth_cert(vec![c.der.clone()], c.key())
+                .expect("client certificate and key"),
+        };
         cfg.alpn_protocols = alpn.iter().map(|p| p.as_bytes().to_vec()).collect();
         TlsClient {
             config: Arc::new(cfg),
@@ -264,13 +316,27 @@ pub struct HttpsConn {
 pub struct HttpsReply {
     pub status: u16,
     pub version: http::Version,
+    pub headers: http::HeaderMap,
     pub body: String,
 }
 
 impl HttpsConn {
     /// `GET path` with `Host: host` on this connection.
     pub async fn get(&mut self, host: &str, path: &str) -> Result<HttpsReply, String> {
-        let req = http::Request::get(format!("https://{}{path}", self.authority));
+        self.get_with(host, path, &[]).await
+    }
+
+    /// `GET path` with `Host: host` and `headers` on this connection.
+    pub async fn get_with(
+        &mut self,
+        host: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+    ) -> Result<HttpsReply, String> {
+        let mut req = http::Request::get(format!("https://{}{path}", self.authority));
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
         let req = match self.sender {
             // HTTP/1.1 names the service in Host; h2 in :authority, which
             // hyper takes from the URI.
@@ -292,6 +358,7 @@ impl HttpsConn {
         .map_err(|e| e.to_string())?;
         let status = resp.status().as_u16();
         let version = resp.version();
+        let headers = resp.headers().clone();
         let body = resp
             .into_body()
             .collect()
@@ -301,6 +368,7 @@ impl HttpsConn {
         Ok(HttpsReply {
             status,
             version,
+            headers,
             body: String::from_utf8_lossy(&body).into_owned(),
         })
     }

@@ -26,6 +26,9 @@ pub struct Topology {
     edge_extra: String,
     /// The body of `[edge.tls]`; with it every zone gets an `edge_tls` address.
     edge_tls: Option<String>,
+    /// The body of `[edge.peer_tls]` (needs `edge_tls`).
+    peer_tls: Option<String>,
+    forward_secret: bool,
     route_heartbeats: bool,
     control_extra: String,
     control: bool,
@@ -58,6 +61,8 @@ impl Topology {
             service_extra: String::new(),
             edge_extra: String::new(),
             edge_tls: None,
+            peer_tls: None,
+            forward_secret: true,
             route_heartbeats: false,
             control_extra: String::new(),
             control_store: None,
@@ -118,6 +123,19 @@ impl Topology {
     /// `[[edge.tls.certificate]]` entries).
     pub fn edge_tls(mut self, table: &str) -> Self {
         self.edge_tls = Some(table.to_string());
+        self
+    }
+
+    /// Leaves `edge.forward_secret` out.
+    pub fn without_forward_secret(mut self) -> Self {
+        self.forward_secret = false;
+        self
+    }
+
+    /// Forwards between edges over mTLS with `table` (TOML after
+    /// `[edge.peer_tls]`: `ca_file`, `cert_file`, `key_file`, `server_name`).
+    pub fn peer_tls(mut self, table: &str) -> Self {
+        self.peer_tls = Some(table.to_string());
         self
     }
 
@@ -257,13 +275,19 @@ impl Topology {
         let mut t = String::new();
         writeln!(
             t,
-            "[edge]\nadmin_token = {ADMIN_TOKEN:?}\nforward_secret = {FORWARD_SECRET:?}\nstate_dir = {:?}",
+            "[edge]\nadmin_token = {ADMIN_TOKEN:?}\nstate_dir = {:?}",
             self.dir.path().join("state").display().to_string()
         )
         .unwrap();
+        if self.forward_secret {
+            writeln!(t, "forward_secret = {FORWARD_SECRET:?}").unwrap();
+        }
         t.push_str(&self.edge_extra);
         if let Some(tls) = &self.edge_tls {
             writeln!(t, "[edge.tls]\n{tls}").unwrap();
+        }
+        if let Some(peer) = &self.peer_tls {
+            writeln!(t, "[edge.peer_tls]\n{peer}").unwrap();
         }
         for (r, zs) in &self.regions {
             writeln!(t, "\n[[region]]\nname = {r:?}").unwrap();
@@ -346,6 +370,24 @@ impl Topology {
             for i in 1..=self.per_zone {
                 let (name, addr) = self.instance(&z, i);
                 out.insert(name.clone(), Upstream::start(&name, addr).await);
+            }
+        }
+        out
+    }
+
+    /// Starts every instance of every zone speaking TLS with `tls`.
+    pub async fn start_tls_upstreams(
+        &self,
+        tls: std::sync::Arc<rustls::ServerConfig>,
+    ) -> BTreeMap<String, Upstream> {
+        let mut out = BTreeMap::new();
+        for z in self.zones() {
+            for i in 1..=self.per_zone {
+                let (name, addr) = self.instance(&z, i);
+                out.insert(
+                    name.clone(),
+                    Upstream::start_tls(&name, addr, tls.clone()).await,
+                );
             }
         }
         out

@@ -42,6 +42,8 @@ struct Knobs {
     last_version: Mutex<Option<http::Version>>,
     /// Reset every HTTP/2 request stream with REFUSED_STREAM.
     refuse_streams: AtomicBool,
+    /// TLS handshakes completed (a TLS upstream only).
+    tls_handshakes: AtomicU64,
 }
 
 /// The digest [`Upstream::last_body`] reports: FNV-1a over the bytes, fed
@@ -80,11 +82,32 @@ pub struct Upstream {
     pub addr: SocketAddr,
     knobs: Arc<Knobs>,
     task: Option<tokio::task::JoinHandle<()>>,
+    /// Serves TLS with this config when set (see [`Upstream::start_tls`]).
+    tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 impl Upstream {
     /// Starts answering 200 on `addr`, naming itself `name`.
     pub async fn start(name: &str, addr: SocketAddr) -> Upstream {
+        Upstream::start_with(name, addr, None).await
+    }
+
+    /// Like [`Upstream::start`], but every connection must speak TLS with
+    /// `tls` (for example [`crate::ServerCert::server_config`], or
+    /// [`crate::ServerCert::server_config_requiring_client`] for mTLS).
+    pub async fn start_tls(
+        name: &str,
+        addr: SocketAddr,
+        tls: Arc<rustls::ServerConfig>,
+    ) -> Upstream {
+        Upstream::start_with(name, addr, Some(tls)).await
+    }
+
+    async fn start_with(
+        name: &str,
+        addr: SocketAddr,
+        tls: Option<Arc<rustls::ServerConfig>>,
+    ) -> Upstream {
         let knobs = Arc::new(Knobs::default());
         knobs.status.store(200, Ordering::Relaxed);
         knobs.health.store(200, Ordering::Relaxed);
@@ -93,6 +116,7 @@ impl Upstream {
             addr,
             knobs,
             task: None,
+            tls,
         };
         u.resume().await;
         u
@@ -149,6 +173,11 @@ impl Upstream {
             .map(|(_, v)| v.clone())
     }
 
+    /// TLS handshakes completed so far (a TLS upstream only).
+    pub fn tls_handshakes(&self) -> u64 {
+        self.knobs.tls_handshakes.load(Ordering::Relaxed)
+    }
+
     /// Connections accepted so far, health checks' included.
     pub fn connections(&self) -> u64 {
         self.knobs.connections.load(Ordering::Relaxed)
@@ -198,6 +227,7 @@ impl Upstream {
         let l = bind_retrying(self.addr).await;
         let knobs = self.knobs.clone();
         let name = self.name.clone();
+        let tls = self.tls.clone().map(tokio_rustls::TlsAcceptor::from);
         self.task = Some(tokio::spawn(async move {
             let mut conns = tokio::task::JoinSet::new();
             loop {
@@ -205,8 +235,9 @@ impl Upstream {
                     continue;
                 };
                 knobs.connections.fetch_add(1, Ordering::Relaxed);
-                let (knobs, name) = (knobs.clone(), name.clone());
+                let (knobs, name, tls) = (knobs.clone(), name.clone(), tls.clone());
                 conns.spawn(async move {
+                    let handshakes = knobs.clone();
                     let svc = service_fn(move |req: http::Request<hyper::body::Incoming>| {
                         let (knobs, name) = (knobs.clone(), name.clone());
                         async move {
@@ -288,7 +319,19 @@ impl Upstream {
                     // edge's many-header tests itself.
                     let mut builder = auto::Builder::new(TokioExecutor::new());
                     builder.http1().max_headers(1000);
-                    let _ = builder.serve_connection(TokioIo::new(stream), svc).await;
+                    match tls {
+                        None => {
+                            let _ = builder.serve_connection(TokioIo::new(stream), svc).await;
+                        }
+                        Some(acceptor) => {
+                            // A refused handshake (no or a wrong client
+                            // certificate) just closes, as a real server does.
+                            if let Ok(s) = acceptor.accept(stream).await {
+                                handshakes.tls_handshakes.fetch_add(1, Ordering::Relaxed);
+                                let _ = builder.serve_connection(TokioIo::new(s), svc).await;
+                            }
+                        }
+                    }
                 });
             }
         }));

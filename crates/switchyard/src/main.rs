@@ -361,9 +361,7 @@ fn check_file(text: &str, dir: &std::path::Path) -> Result<switchyard_model::Con
     }
     match Config::validate(raw, |k| std::env::var(k).ok()) {
         Ok(c) => {
-            if let Some(t) = &c.edge.tls {
-                control.extend(switchyard_edge::tls::check(t, dir));
-            }
+            control.extend(switchyard_edge::tls::check(&c, dir));
             if control.is_empty() {
                 Ok(c)
             } else {
