@@ -355,8 +355,10 @@ async fn a_leader_that_stalled_past_its_lease_wakes_with_the_new_leaders_inciden
     assert_eq!(i.title, "edited elsewhere");
     assert!(!notes(&i).iter().any(|t| t.contains("lost")), "{i:?}");
     let m = new_api.metrics().await.unwrap();
+    // At least this note's conflict: the tracker's own once-a-second write
+    // of the incident may also have met the edited copy first.
     assert!(
-        m.contains("switchyard_control_incident_conflicts_total 1"),
+        switchyard_testkit::sample(&m, "switchyard_control_incident_conflicts_total") >= 1.0,
         "{m}"
     );
     // From the store's copy, the next change goes in.
