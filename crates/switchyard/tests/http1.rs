@@ -436,3 +436,34 @@ async fn idle_keep_alive_connections_hold_no_buffers() {
         assert!(c.response(false).await.head.starts_with("HTTP/1.1 200"));
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_client_that_closes_while_it_waits_frees_its_slot_at_once() {
+    let lab = Topology::new(BIN, &[("r1", &["a"])]).instances_per_zone(1);
+    let ups = lab.start_upstreams().await;
+    ups["a-1"].set_delay(Duration::from_secs(3));
+    let a = lab.start_edge("a").await;
+    let mut c = Raw::connect(a.listen).await;
+    c.send(&format!("GET /items/1 HTTP/1.1\r\nHost: {HOST}\r\n\r\n"))
+        .await;
+    eventually("the request in flight", Duration::from_secs(2), || async {
+        match a.status().await.services[0].limits.inflight {
+            1 => Ok(()),
+            n => Err(format!("inflight {n}")),
+        }
+    })
+    .await;
+    drop(c);
+    // Well before the instance would answer.
+    eventually(
+        "the request dropped",
+        Duration::from_millis(1500),
+        || async {
+            match a.status().await.services[0].limits.inflight {
+                0 => Ok(()),
+                n => Err(format!("inflight {n}")),
+            }
+        },
+    )
+    .await;
+}

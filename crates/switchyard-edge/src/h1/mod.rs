@@ -205,7 +205,21 @@ where
     } else {
         RequestBody::new(shared.clone(), generation)
     };
-    let resp = svc.serve(req.map(|()| Inbound::H1(body))).await;
+    let mut resp = svc.serve(req.map(|()| Inbound::H1(body)));
+    let resp = if decoder.is_done() {
+        // Nothing else reads the socket meanwhile: a client that closes
+        // while it waits has given up, and its request is dropped (its
+        // upstream request cancelled, its slot freed), as hyper does.
+        tokio::select! {
+            r = &mut resp => r,
+            () = client_gone(&shared.io) => {
+                tracing::debug!("the client closed its connection before its answer");
+                return Next::Close;
+            }
+        }
+    } else {
+        resp.await
+    };
 
     let (mut parts, body) = resp.into_parts();
     let mut keep = keep_alive && !*stop.borrow() && !says_close(&parts.headers);
@@ -271,6 +285,14 @@ where
     }
     *buf = rest.filter(|b| !b.is_empty());
     Next::KeepAlive
+}
+
+/// Resolves when the client closes its side; pipelined bytes do not count.
+async fn client_gone(io: &TcpStream) {
+    match io.peek(&mut [0u8; 1]).await {
+        Ok(0) | Err(_) => {}
+        Ok(_) => std::future::pending().await,
+    }
 }
 
 fn says_close(h: &http::HeaderMap) -> bool {
