@@ -10,7 +10,9 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::{combinators::UnsyncBoxBody, BodyExt, Full, Limited, StreamBody};
-use hyper::body::{Frame, Incoming};
+use hyper::body::Frame;
+
+use crate::body::Inbound;
 use serde_json::json;
 use switchyard_model::time::now_ms;
 
@@ -51,7 +53,7 @@ fn error(status: StatusCode, code: &str, reasons: Vec<String>) -> Response<Admin
 
 pub async fn handle(
     edge: Arc<Edge>,
-    req: Request<Incoming>,
+    req: Request<Inbound>,
 ) -> Result<Response<AdminBody>, Infallible> {
     let path = req.uri().path().to_string();
     let resp = match (req.method().clone(), path.as_str()) {
@@ -114,7 +116,7 @@ pub async fn handle(
 }
 
 #[allow(clippy::result_large_err)]
-fn authorize(edge: &Edge, req: &Request<Incoming>) -> Result<(), Response<AdminBody>> {
+fn authorize(edge: &Edge, req: &Request<Inbound>) -> Result<(), Response<AdminBody>> {
     let snap = edge.snapshot();
     let Some(token) = snap.config.edge.admin_token.as_deref() else {
         return Err(error(
@@ -147,7 +149,7 @@ fn authorize(edge: &Edge, req: &Request<Incoming>) -> Result<(), Response<AdminB
 /// merge patch (RFC 7396) into the set in force, so a change names only what
 /// it changes (a patch that names no `version` gets the next one). Both take
 /// `If-Match: VERSION` to apply only over that version (412 otherwise).
-async fn write_controls(edge: &Arc<Edge>, req: Request<Incoming>) -> Response<AdminBody> {
+async fn write_controls(edge: &Arc<Edge>, req: Request<Inbound>) -> Response<AdminBody> {
     if let Err(r) = authorize(edge, &req) {
         return r;
     }
@@ -225,7 +227,7 @@ fn not_an_object(v: &serde_json::Value) -> Option<&'static str> {
 }
 
 /// `If-Match: 12` or, as an entity tag, `If-Match: "12"`.
-fn if_match(req: &Request<Incoming>) -> Result<Option<u64>, String> {
+fn if_match(req: &Request<Inbound>) -> Result<Option<u64>, String> {
     let Some(v) = req.headers().get(header::IF_MATCH) else {
         return Ok(None);
     };

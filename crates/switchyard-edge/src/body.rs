@@ -26,6 +26,47 @@ use crate::grpc::Code;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
+/// A client's request body as the server that read its head hands it over:
+/// hyper's (h2, h2c, TLS, upgrades) or the edge's own HTTP/1 server's. The
+/// proxy and the admin API read both through this one type.
+pub enum Inbound {
+    Hyper(Incoming),
+    H1(crate::h1::RequestBody),
+}
+
+impl Body for Inbound {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self.get_mut() {
+            Inbound::Hyper(b) => Pin::new(b)
+                .poll_frame(cx)
+                .map_err(|e| Box::new(e) as BoxError),
+            Inbound::H1(b) => Pin::new(b)
+                .poll_frame(cx)
+                .map_err(|e| Box::new(e) as BoxError),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            Inbound::Hyper(b) => b.is_end_stream(),
+            Inbound::H1(b) => b.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            Inbound::Hyper(b) => b.size_hint(),
+            Inbound::H1(b) => b.size_hint(),
+        }
+    }
+}
+
 /// What one request body has done so far, shared by the task routing the
 /// request and the body as the upstream connection pulls it.
 #[derive(Debug, Default)]
@@ -112,7 +153,7 @@ impl BodyLimits {
 pub struct ClientBody {
     head: VecDeque<Bytes>,
     head_len: u64,
-    inner: Incoming,
+    inner: Inbound,
     limits: BodyLimits,
     progress: Arc<Progress>,
     stall: Option<Pin<Box<Sleep>>>,
@@ -120,7 +161,7 @@ pub struct ClientBody {
 }
 
 impl ClientBody {
-    fn new(inner: Incoming, limits: BodyLimits, progress: Arc<Progress>) -> ClientBody {
+    fn new(inner: Inbound, limits: BodyLimits, progress: Arc<Progress>) -> ClientBody {
         ClientBody {
             head: VecDeque::new(),
             head_len: 0,
@@ -255,7 +296,7 @@ pub enum RequestBody {
 /// whose client may wait for an answer before it sends more (gRPC), where
 /// holding bytes back to fill a replay copy would stall the call.
 pub fn stream_from_start(
-    body: Incoming,
+    body: Inbound,
     headers: &HeaderMap,
     limits: BodyLimits,
     progress: Arc<Progress>,
@@ -298,7 +339,7 @@ fn check_length(headers: &HeaderMap, limits: BodyLimits) -> Result<(), EdgeError
 /// under the client's limits. A body that ends within the limit comes back
 /// whole; a longer one keeps what was read in front of the rest.
 pub async fn read_up_to(
-    body: Incoming,
+    body: Inbound,
     headers: &HeaderMap,
     limits: BodyLimits,
     replay_limit: usize,

@@ -18,6 +18,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
+use crate::body::Inbound;
 use crate::error::{EdgeError, ErrorKind};
 
 /// How many connections a listener holds, in all and per client address.
@@ -183,38 +184,66 @@ impl Activity {
     }
 }
 
-/// `handle` as a hyper service whose every request counts as in flight on
-/// the connection until its response body is written: the proxy and the
-/// admin listener serve through it alike.
-pub fn tracked<F, Fut, B>(
-    activity: &Arc<Activity>,
+/// `handle` as a service whose every request counts as in flight on the
+/// connection until its response body is written: the proxy and the admin
+/// listener serve through it alike, on hyper's connections and on `h1`'s.
+pub fn tracked<F>(activity: &Arc<Activity>, handle: F) -> Tracker<F> {
+    Tracker {
+        activity: activity.clone(),
+        handle,
+    }
+}
+
+/// See [`tracked`].
+#[derive(Clone)]
+pub struct Tracker<F> {
+    activity: Arc<Activity>,
     handle: F,
-) -> impl hyper::service::Service<
-    http::Request<hyper::body::Incoming>,
-    Response = http::Response<Tracked<B>>,
-    Error = std::convert::Infallible,
-    Future: Send + 'static,
-> + Clone
+}
+
+/// A tracked request's response, boxed: hyper's HTTP/1 dispatcher allocates
+/// a slot the size of this future when the connection opens and keeps it for
+/// the connection's life, idle or not. Unboxed it is about 9 KiB for the
+/// proxy (its 4.4 KiB request future held twice: as captured and as
+/// awaited), which every idle connection paid; boxed, the slot is one
+/// pointer and the future exists only while a request does.
+pub type ResponseFuture<B> = Pin<Box<dyn Future<Output = http::Response<Tracked<B>>> + Send>>;
+
+impl<F, Fut, B> Tracker<F>
 where
-    F: Fn(http::Request<hyper::body::Incoming>) -> Fut + Clone,
+    F: Fn(http::Request<Inbound>) -> Fut + Clone,
     Fut: Future<Output = Result<http::Response<B>, std::convert::Infallible>> + Send + 'static,
     B: Body + Unpin + Send + 'static,
 {
-    let seen = activity.clone();
-    hyper::service::service_fn(move |req| {
-        let in_flight = seen.begin();
-        let resp = handle(req);
-        // Boxed: hyper's HTTP/1 dispatcher allocates a slot the size of this
-        // future when the connection opens and keeps it for the connection's
-        // life, idle or not. Unboxed it is about 9 KiB for the proxy (its
-        // 4.4 KiB request future held twice: as captured and as awaited),
-        // which every idle connection paid; boxed, the slot is one pointer
-        // and the future exists only while a request does.
+    /// Serves one request, whichever server read it.
+    pub fn serve(&self, req: http::Request<Inbound>) -> ResponseFuture<B> {
+        let in_flight = self.activity.begin();
+        let resp = (self.handle)(req);
         Box::pin(async move {
-            let r = resp.await?;
-            Ok(r.map(|b| Tracked::new(b, in_flight)))
+            match resp.await {
+                Ok(r) => r.map(|b| Tracked::new(b, in_flight)),
+                Err(never) => match never {},
+            }
         })
-    })
+    }
+}
+
+type Answered<B> = Result<http::Response<Tracked<B>>, std::convert::Infallible>;
+
+impl<F, Fut, B> hyper::service::Service<http::Request<hyper::body::Incoming>> for Tracker<F>
+where
+    F: Fn(http::Request<Inbound>) -> Fut + Clone,
+    Fut: Future<Output = Result<http::Response<B>, std::convert::Infallible>> + Send + 'static,
+    B: Body + Unpin + Send + 'static,
+{
+    type Response = http::Response<Tracked<B>>;
+    type Error = std::convert::Infallible;
+    type Future =
+        futures_util::future::Map<ResponseFuture<B>, fn(http::Response<Tracked<B>>) -> Answered<B>>;
+
+    fn call(&self, req: http::Request<hyper::body::Incoming>) -> Self::Future {
+        futures_util::FutureExt::map(self.serve(req.map(Inbound::Hyper)), Ok as fn(_) -> _)
+    }
 }
 
 pub struct InFlight(Arc<Activity>);

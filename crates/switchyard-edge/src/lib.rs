@@ -10,6 +10,7 @@ pub mod body;
 pub mod conn;
 pub mod error;
 pub mod grpc;
+pub mod h1;
 pub mod health_check;
 pub mod metrics;
 pub mod outlier;
@@ -386,6 +387,8 @@ struct ClientLimits {
     max_headers: usize,
     header_timeout: Duration,
     idle_timeout: Duration,
+    /// HTTP/1.x on the plain listener is served by `h1`, not hyper.
+    own_http1: bool,
 }
 
 impl ClientLimits {
@@ -396,6 +399,19 @@ impl ClientLimits {
             max_headers: e.max_headers,
             header_timeout: e.client_header_timeout,
             idle_timeout: e.client_idle_timeout,
+            own_http1: e.http1_server == switchyard_model::config::Http1Server::Switchyard,
+        }
+    }
+
+    /// The settings of the edge's own HTTP/1 server: hyper's limits (see
+    /// `builder`), so both answer the same heads the same way.
+    fn h1(&self) -> h1::Settings {
+        h1::Settings {
+            head: h1::HeadLimits {
+                max_bytes: (2 * self.max_header).max(8192),
+                max_headers: 2 * self.max_headers,
+            },
+            header_timeout: self.header_timeout,
         }
     }
 
@@ -618,10 +634,16 @@ async fn serve_proxy(
                     b = builders.sniff(&stream) => b,
                     _ = stop.wait_for(|s| *s) => None,
                 };
-                if let Some(how) = how {
-                    builders
-                        .serve(how, TokioIo::new(stream), svc, Some(&mut stop))
-                        .await;
+                match how {
+                    Some(protocol::Sniffed::Http1) if limits.own_http1 => {
+                        h1::serve(stream, svc, limits.h1(), &mut stop, &builders).await
+                    }
+                    Some(how) => {
+                        builders
+                            .serve(how, TokioIo::new(stream), svc, Some(&mut stop))
+                            .await
+                    }
+                    None => {}
                 }
             };
             tokio::spawn(async move {

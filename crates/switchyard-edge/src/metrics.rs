@@ -216,6 +216,11 @@ impl Metrics {
             "Failed accepts on a listener, by listener and cause (emfile: out of file descriptors)",
             accept_errors.clone(),
         );
+        registry.register(
+            "h1_buffers_outstanding",
+            "Read and write buffers the HTTP/1 server has lent to connections and not yet taken back; idle keep-alive connections hold none",
+            crate::h1::pool::OUTSTANDING.clone(),
+        );
         let client_connections = Family::default();
         registry.register(
             "client_connections",

@@ -22,8 +22,8 @@ use switchyard_steer::{AllUp, Target};
 
 use crate::access_log::{self, Line};
 use crate::body::{
-    self, BodyLimits, EdgeBody, Ending, OnEnd, Progress, RequestBody, Streamed, UpstreamBody,
-    WholeOr,
+    self, BodyLimits, EdgeBody, Ending, Inbound, OnEnd, Progress, RequestBody, Streamed,
+    UpstreamBody, WholeOr,
 };
 use crate::error::{EdgeError, ErrorKind};
 use crate::grpc;
@@ -67,7 +67,7 @@ type Resp = Response<EdgeBody>;
 /// Entry point for every client request.
 pub async fn handle(
     edge: Arc<Edge>,
-    req: Request<Incoming>,
+    req: Request<Inbound>,
     peer: SocketAddr,
 ) -> Result<Resp, Infallible> {
     let snap = edge.snapshot();
@@ -133,7 +133,7 @@ struct ServedBy {
 }
 
 impl Record {
-    fn begin(edge: &Arc<Edge>, req: &Request<Incoming>, peer: SocketAddr) -> Record {
+    fn begin(edge: &Arc<Edge>, req: &Request<Inbound>, peer: SocketAddr) -> Record {
         let request_id = req
             .headers()
             .get(REQUEST_ID)
@@ -215,7 +215,7 @@ fn ms(d: Duration) -> f64 {
 async fn serve(
     edge: &Arc<Edge>,
     snap: &Arc<Snapshot>,
-    req: Request<Incoming>,
+    req: Request<Inbound>,
     peer: SocketAddr,
     rec: &mut Record,
 ) -> Result<Served, EdgeError> {
@@ -1246,7 +1246,7 @@ pub(crate) fn peer_addr(
     }
 }
 
-fn request_host(req: &Request<Incoming>) -> Option<String> {
+fn request_host(req: &Request<Inbound>) -> Option<String> {
     let raw = match req.headers().get(header::HOST) {
         Some(h) => h.to_str().ok()?.to_string(),
         None => req.uri().authority()?.as_str().to_string(),

@@ -113,6 +113,7 @@ pub mod raw {
         pub max_client_connections: Option<usize>,
         pub max_connections_per_client: Option<usize>,
         pub upgrade_idle_timeout_ms: Option<u64>,
+        pub http1_server: Option<String>,
         /// TLS on each zone's `edge_tls` listener.
         pub tls: Option<EdgeTls>,
         /// mTLS between this deployment's edges for forwarded requests.
@@ -430,6 +431,8 @@ pub struct EdgeSettings {
     /// may carry no byte either way before the edge closes it. nginx:
     /// `proxy_read_timeout` 60 s; Envoy: `stream_idle_timeout` 5 min.
     pub upgrade_idle_timeout: Duration,
+    /// Which server reads HTTP/1.x requests on the plain proxy listener.
+    pub http1_server: Http1Server,
     /// The certificates of the zones' `edge_tls` listeners.
     pub tls: Option<EdgeTls>,
     /// `[edge.peer_tls]`: forwards between edges go over mTLS, and only a
@@ -479,6 +482,16 @@ pub struct EdgeTls {
 pub struct TlsCertificateFiles {
     pub cert_file: String,
     pub key_file: String,
+}
+
+/// `edge.http1_server`: the edge's own HTTP/1 server (`"switchyard"`, the
+/// default), which holds no buffer for an idle keep-alive connection, or
+/// hyper's (`"hyper"`), kept as a way back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Http1Server {
+    #[default]
+    Switchyard,
+    Hyper,
 }
 
 /// `edge.access_log`: `"-"` for standard output, else a file (relative to
@@ -965,6 +978,17 @@ fn validate_edge(
         "edge.upgrade_idle_timeout_ms",
         errs,
     );
+    let http1_server = match e.http1_server.as_deref() {
+        None | Some("switchyard") => Http1Server::Switchyard,
+        Some("hyper") => Http1Server::Hyper,
+        Some(other) => {
+            errs.push(
+                "edge.http1_server",
+                format!("must be \"switchyard\" or \"hyper\", got {other:?}"),
+            );
+            Http1Server::Switchyard
+        }
+    };
     for (path, v) in [
         ("edge.max_client_connections", e.max_client_connections),
         (
@@ -1005,6 +1029,7 @@ fn validate_edge(
         client_body_total_timeout,
         client_idle_timeout,
         upgrade_idle_timeout,
+        http1_server,
         tls: e.tls.as_ref().map(|t| validate_edge_tls(t, errs)),
         peer_tls: e.peer_tls.as_ref().and_then(|t| validate_peer_tls(t, errs)),
     }

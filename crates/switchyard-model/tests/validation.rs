@@ -288,6 +288,21 @@ fn connection_ceilings_are_checked() {
 }
 
 #[test]
+fn the_http1_server_is_the_edges_own_unless_hyper_is_named() {
+    use switchyard_model::config::Http1Server;
+    let c = Config::from_toml(EXAMPLE, no_env).unwrap();
+    assert_eq!(c.edge.http1_server, Http1Server::Switchyard);
+    let text = EXAMPLE.replacen("[edge]\n", "[edge]\nhttp1_server = \"hyper\"\n", 1);
+    let c = Config::from_toml(&text, no_env).unwrap();
+    assert_eq!(c.edge.http1_server, Http1Server::Hyper);
+    let text = EXAMPLE.replacen("[edge]\n", "[edge]\nhttp1_server = \"nginx\"\n", 1);
+    assert_eq!(
+        errors(&text),
+        vec!["edge.http1_server: must be \"switchyard\" or \"hyper\", got \"nginx\""]
+    );
+}
+
+#[test]
 fn https_control_urls_and_etcd_endpoints_are_accepted_and_tls_files_need_them() {
     let with = |edge: &str, control: &str| {
         EXAMPLE.replace("[edge]\n", &format!("[edge]\n{edge}\n"))
