@@ -120,23 +120,20 @@ pub mod raw {
         pub peer_tls: Option<PeerTls>,
     }
 
+    /// The files and name a TLS client side is made of, as written: the
+    /// same keys for `[edge.peer_tls]` and `[service.upstream_tls]` (which
+    /// of them is required differs, and is checked in validation).
     #[derive(Debug, Deserialize)]
     #[serde(deny_unknown_fields)]
-    pub struct PeerTls {
+    pub struct ClientTls {
         pub ca_file: Option<String>,
+        pub server_name: Option<String>,
         pub cert_file: Option<String>,
         pub key_file: Option<String>,
-        pub server_name: Option<String>,
     }
 
-    #[derive(Debug, Deserialize)]
-    #[serde(deny_unknown_fields)]
-    pub struct UpstreamTls {
-        pub ca_file: Option<String>,
-        pub server_name: Option<String>,
-        pub cert_file: Option<String>,
-        pub key_file: Option<String>,
-    }
+    pub type PeerTls = ClientTls;
+    pub type UpstreamTls = ClientTls;
 
     #[derive(Debug, Deserialize, Default)]
     #[serde(deny_unknown_fields)]
