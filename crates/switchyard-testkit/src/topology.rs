@@ -363,6 +363,26 @@ impl Topology {
         p
     }
 
+    /// Writes the config and checks that it is refused the same way where
+    /// an operator meets it: `switchyard edge` for `zone` will not start and
+    /// `switchyard validate` fails, each naming every one of `wants` in its
+    /// error output.
+    pub fn assert_refused(&self, zone: &str, wants: &[&str]) {
+        let config = self.write_config();
+        for args in [vec!["edge", "--zone", zone, "--config"], vec!["validate"]] {
+            let out = std::process::Command::new(&self.bin)
+                .args(&args)
+                .arg(&config)
+                .output()
+                .expect("run switchyard");
+            assert!(!out.status.success(), "{args:?} accepts it: {out:?}");
+            let err = String::from_utf8_lossy(&out.stderr);
+            for want in wants {
+                assert!(err.contains(want), "{args:?}: {want:?} in {err}");
+            }
+        }
+    }
+
     /// Starts every instance of every zone.
     pub async fn start_upstreams(&self) -> BTreeMap<String, Upstream> {
         let mut out = BTreeMap::new();
