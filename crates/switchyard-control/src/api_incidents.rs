@@ -2,7 +2,9 @@
 //! set the people's stages, notes, severity; silences; durations over a
 //! period; and the status feed per service. Reads are open, writes need an
 //! `operate` token. Unknown ids are 404, transitions that are not allowed
-//! 409 with the reason, malformed bodies 400.
+//! 409 with the reason, malformed bodies 400. A change is answered as made
+//! only once it is in the store: 409 when another plane's copy won, 503
+//! when this plane no longer leads.
 
 use axum::body::Body;
 use axum::extract::{Path, Query, State};
@@ -22,7 +24,7 @@ use switchyard_model::ops::{human_duration, LONGEST_LEASE};
 use switchyard_model::Scope;
 use switchyard_notify::Silence;
 
-use crate::incidents::{INCIDENT, SILENCE};
+use crate::incidents::{ByHand, Unwritten, INCIDENT, SILENCE};
 use crate::plane::now_ms;
 use crate::respond::{
     authorize, body, error, invalid, read_body, unavailable, within_limits, Answer, Api,
@@ -135,21 +137,27 @@ fn changed_meanwhile(id: &str, how: &str) -> Response {
     )
 }
 
-/// Writes back what the tracker changed; a 409 when the store's copy of
-/// `id` had changed meanwhile, so the change made here was not kept.
-async fn write_held<S: Store>(api: &Api<S>, id: &str) -> Result<(), Response> {
-    let done = api
-        .incidents
-        .persist(&api.plane)
-        .await
-        .map_err(unavailable)?;
-    if done.superseded.iter().any(|x| x == id) {
-        return Err(changed_meanwhile(
+/// Writes back a change by hand to `id`, held by the tracker; answered
+/// as made only once it is in the store. A 409 when the store's copy had
+/// changed meanwhile and replaced the one changed here; a 503 when this
+/// plane no longer leads (nothing was kept: the new leader takes it).
+async fn write_held<S: Store>(api: &Api<S>, hand: ByHand<'_>, id: &str) -> Result<(), Response> {
+    match hand.write(&api.plane, id).await {
+        Ok(()) => Ok(()),
+        Err(Unwritten::Superseded) => Err(changed_meanwhile(
             id,
             "was changed by another control plane meanwhile",
-        ));
+        )),
+        Err(Unwritten::Store(e)) => Err(unavailable(e)),
+        Err(e @ Unwritten::LetGo) => Err(error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not_leader",
+            vec![
+                format!("incident {id}: {e}"),
+                "nothing was changed: send it again, it goes to the new leader".into(),
+            ],
+        )),
     }
-    Ok(())
 }
 
 /// Changes an incident where it lives: through the tracker when it holds
@@ -161,8 +169,9 @@ async fn change<S: Store>(
     id: &str,
     edit: impl Fn(&mut Incident) -> Result<(), String>,
 ) -> Answer {
+    let hand = api.incidents.by_hand().await;
     let held = {
-        let mut t = api.incidents.lock();
+        let mut t = hand.tracker();
         match t.get_mut(id) {
             Some(i) => {
                 edit(i).map_err(refused)?;
@@ -172,9 +181,12 @@ async fn change<S: Store>(
         }
     };
     if let Some(i) = held {
-        write_held(api, id).await?;
+        write_held(api, hand, id).await?;
         return Ok(Json(i).into_response());
     }
+    // The store's copy is changed by compare-and-set: nothing held here to
+    // keep other write-backs from.
+    drop(hand);
     for _ in 0..CHANGE_TRIES {
         let (rev, mut i) = stored(api, id).await?;
         edit(&mut i).map_err(refused)?;
@@ -265,11 +277,11 @@ async fn open<S: Store>(State(api): State<Api<S>>, headers: HeaderMap, raw: Body
     if !errs.is_empty() {
         return Err(error(StatusCode::BAD_REQUEST, "invalid", errs));
     }
+    let hand = api.incidents.by_hand().await;
     let (id, created) =
-        api.incidents
-            .lock()
+        hand.tracker()
             .open_by_hand(&req.service, req.title.trim(), &who, sev, now_ms());
-    write_held(&api, &id).await?;
+    write_held(&api, hand, &id).await?;
     let code = if created {
         StatusCode::CREATED
     } else {
@@ -288,18 +300,19 @@ async fn set_status<S: Store>(
     let req: StatusChange = body(&read_body(raw).await?)?;
     within_limits(&[("note", req.note.as_str(), limits::NOTE)])?;
     let to = Status::parse(&req.status).map_err(|e| invalid("status", e))?;
-    let open = api.incidents.lock().open_incidents().any(|i| i.id == id);
+    let hand = api.incidents.by_hand().await;
+    let open = hand.tracker().open_incidents().any(|i| i.id == id);
     if open {
         // Through the tracker, which also tells people and stops tracking
         // an incident resolved by hand.
-        let r = api
-            .incidents
-            .lock()
+        let r = hand
+            .tracker()
             .set_status(&id, to, &who, &req.note, now_ms());
         let i = r.map_err(refused)?;
-        write_held(&api, &id).await?;
+        write_held(&api, hand, &id).await?;
         return Ok(Json(i).into_response());
     }
+    drop(hand);
     change(&api, &id, |i| i.set_status(to, now_ms(), &who, &req.note)).await
 }
 
@@ -325,11 +338,9 @@ async fn stage_request<S: Store>(
 async fn record_stage<S: Store>(
     api: &Api<S>,
     id: &str,
-    headers: &HeaderMap,
-    raw: Body,
+    (who, req): (String, StageChange),
     fixed: Option<Stage>,
 ) -> Answer {
-    let (who, req) = stage_request(api, headers, raw).await?;
     let stage = match (fixed, req.stage.as_deref()) {
         (Some(s), _) => s,
         (None, Some(s)) => Stage::parse(s).map_err(|e| invalid("stage", e))?,
@@ -358,14 +369,17 @@ async fn ack<S: Store>(
     headers: HeaderMap,
     raw: Body,
 ) -> Answer {
-    let open = api.incidents.lock().open_incidents().any(|i| i.id == id);
+    // The body is read before any write-back is held off for it.
+    let (who, req) = stage_request(&api, &headers, raw).await?;
+    let hand = api.incidents.by_hand().await;
+    let open = hand.tracker().open_incidents().any(|i| i.id == id);
     if !open {
-        return record_stage(&api, &id, &headers, raw, Some(Stage::Acknowledged)).await;
+        drop(hand);
+        return record_stage(&api, &id, (who, req), Some(Stage::Acknowledged)).await;
     }
     // Through the tracker, which also tells people (a pager stops paging).
-    let (who, req) = stage_request(&api, &headers, raw).await?;
     let i = {
-        let mut t = api.incidents.lock();
+        let mut t = hand.tracker();
         let now = now_ms();
         let mut i = t.acknowledge(&id, &who, now).map_err(refused)?;
         if !req.note.is_empty() {
@@ -382,7 +396,7 @@ async fn ack<S: Store>(
         }
         i
     };
-    write_held(&api, &id).await?;
+    write_held(&api, hand, &id).await?;
     Ok(Json(i).into_response())
 }
 
@@ -392,7 +406,8 @@ async fn stage<S: Store>(
     headers: HeaderMap,
     raw: Body,
 ) -> Answer {
-    record_stage(&api, &id, &headers, raw, None).await
+    let asked = stage_request(&api, &headers, raw).await?;
+    record_stage(&api, &id, asked, None).await
 }
 
 async fn note<S: Store>(
@@ -679,4 +694,236 @@ async fn feed_one<S: Store>(State(api): State<Api<S>>, Path(service): Path<Strin
     }
     let stored = stored_open(&api).await?;
     Ok(Json(service_status(&api, &service, now_ms(), stored.as_deref())).into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    //! A change by hand racing the tracker's own write-backs, on a real
+    //! etcd. The handlers are called here rather than over HTTP so the
+    //! race is run the same way every time: the change arrives while
+    //! another write-back is under way and one more is due before its own.
+
+    use std::future::Future;
+    use std::pin::Pin;
+    use std::sync::Arc;
+    use std::task::Poll;
+
+    use switchyard_model::Config;
+    use switchyard_testkit::etcd::Etcd;
+    use switchyard_testkit::topology::Topology;
+
+    use super::*;
+    use crate::incidents::Incidents;
+    use crate::plane::ControlPlane;
+    use crate::store::etcd::EtcdStore;
+    use crate::store::Candidate;
+
+    const PREFIX: &str = "/hand/";
+
+    /// The API of a plane that leads on `etcd`.
+    async fn leading(etcd: &Etcd) -> (Api<EtcdStore>, Topology) {
+        let lab = Topology::new("unused", &[("r1", &["a"])])
+            .with_control_plane()
+            .etcd_store(&etcd.endpoint);
+        let config = Config::from_toml(&lab.config_text(), |_| None).expect("config");
+        let settings = crate::server::settings(&config, &lab.config_path()).expect("settings");
+        let me = Candidate {
+            id: "a".into(),
+            url: "http://a".into(),
+        };
+        let store = EtcdStore::new(vec![etcd.endpoint.clone()], PREFIX);
+        let term = store
+            .campaign(&me, std::time::Duration::from_secs(30))
+            .await
+            .unwrap();
+        assert!(term.leading);
+        let incidents = Arc::new(Incidents::new(&config, settings.incidents, settings.notify));
+        let plane = ControlPlane::new(Arc::new(config), settings.safety, store, me, None)
+            .await
+            .unwrap();
+        let api = Api {
+            plane,
+            incidents,
+            stopping: tokio::sync::watch::channel(false).1,
+            peer_tls: settings.peer_tls,
+        };
+        (api, lab)
+    }
+
+    fn operator() -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert("authorization", "Bearer operate-token".parse().unwrap());
+        h
+    }
+
+    fn opening() -> Body {
+        Body::from(r#"{"service": "svc", "title": "checkout fails"}"#)
+    }
+
+    fn answer(a: Answer) -> Response {
+        match a {
+            Ok(r) | Err(r) => r,
+        }
+    }
+
+    async fn json(r: Response) -> serde_json::Value {
+        let b = axum::body::to_bytes(r.into_body(), 1 << 20).await.unwrap();
+        serde_json::from_slice(&b).unwrap()
+    }
+
+    /// Polls `f` once; whether it waits.
+    async fn waits<F: Future + Unpin>(f: &mut F) -> bool {
+        std::future::poll_fn(|cx| Poll::Ready(Pin::new(&mut *f).poll(cx).is_pending())).await
+    }
+
+    /// The answer to `change`, sent while a write-back is under way with
+    /// the tracker's next one due after it; `meanwhile` happens before
+    /// either goes on.
+    async fn behind_a_write_back(
+        api: &Api<EtcdStore>,
+        change: impl Future<Output = Answer>,
+        meanwhile: impl Future<Output = ()>,
+    ) -> Response {
+        let under_way = api.incidents.by_hand().await;
+        let mut tick = std::pin::pin!(api.incidents.persist(&api.plane));
+        assert!(waits(&mut tick).await, "the tick waits for its turn");
+        let mut change = std::pin::pin!(change);
+        assert!(waits(&mut change).await, "the change waits for its turn");
+        meanwhile.await;
+        drop(under_way);
+        let (_, answered) = tokio::join!(tick, change);
+        answer(answered)
+    }
+
+    /// The incident as stored, from another client of the store.
+    async fn in_store(etcd: &Etcd, id: &str) -> Option<Incident> {
+        EtcdStore::new(vec![etcd.endpoint.clone()], PREFIX)
+            .get_doc(INCIDENT, id)
+            .await
+            .unwrap()
+            .map(|v| serde_json::from_value(v).unwrap())
+    }
+
+    async fn opened(api: &Api<EtcdStore>) -> String {
+        let r = answer(open(State(api.clone()), operator(), opening()).await);
+        assert_eq!(r.status(), StatusCode::CREATED);
+        json(r).await["id"].as_str().unwrap().to_string()
+    }
+
+    #[tokio::test]
+    async fn an_incident_opened_as_the_plane_loses_the_lead_is_not_answered_as_opened() {
+        let etcd = Etcd::start().await;
+        let (api, _lab) = leading(&etcd).await;
+        let r = behind_a_write_back(
+            &api,
+            open(State(api.clone()), operator(), opening()),
+            async { api.plane.store().resign().await.unwrap() },
+        )
+        .await;
+        assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(json(r).await["error"], "not_leader");
+        let stored = EtcdStore::new(vec![etcd.endpoint.clone()], PREFIX)
+            .list_docs(INCIDENT)
+            .await
+            .unwrap();
+        assert!(stored.is_empty(), "{stored:?}");
+    }
+
+    #[tokio::test]
+    async fn an_ack_made_as_the_plane_loses_the_lead_is_not_answered_as_made() {
+        let etcd = Etcd::start().await;
+        let (api, _lab) = leading(&etcd).await;
+        let id = opened(&api).await;
+        let r = behind_a_write_back(
+            &api,
+            ack(
+                State(api.clone()),
+                Path(id.clone()),
+                operator(),
+                Body::empty(),
+            ),
+            async { api.plane.store().resign().await.unwrap() },
+        )
+        .await;
+        assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(json(r).await["error"], "not_leader");
+        let i = in_store(&etcd, &id).await.expect("still stored");
+        assert!(!i.stages.contains_key(&Stage::Acknowledged), "{i:?}");
+    }
+
+    #[tokio::test]
+    async fn a_note_on_an_incident_changed_elsewhere_meanwhile_is_a_conflict() {
+        let etcd = Etcd::start().await;
+        let (api, _lab) = leading(&etcd).await;
+        let id = opened(&api).await;
+        let elsewhere = async {
+            let other = EtcdStore::new(vec![etcd.endpoint.clone()], PREFIX);
+            let mut i = other.get_doc(INCIDENT, &id).await.unwrap().unwrap();
+            i["title"] = "edited elsewhere".into();
+            other.put_doc(INCIDENT, &id, &i).await.unwrap();
+        };
+        let r = behind_a_write_back(
+            &api,
+            note(
+                State(api.clone()),
+                Path(id.clone()),
+                operator(),
+                Body::from(r#"{"text": "lost in the conflict"}"#),
+            ),
+            elsewhere,
+        )
+        .await;
+        assert_eq!(r.status(), StatusCode::CONFLICT);
+        assert_eq!(json(r).await["error"], "conflict");
+        let i = in_store(&etcd, &id).await.expect("still stored");
+        assert_eq!(i.title, "edited elsewhere");
+        assert!(
+            i.timeline.iter().all(|e| e.text != "lost in the conflict"),
+            "{i:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_ack_made_as_the_plane_lets_its_copies_go_is_answered_only_once_stored() {
+        let etcd = Etcd::start().await;
+        let (api, _lab) = leading(&etcd).await;
+        let id = opened(&api).await;
+        // The plane stops acting (its deadline passed) while the store
+        // still has it lead: the ack is made on the store's copy.
+        let r = behind_a_write_back(
+            &api,
+            ack(
+                State(api.clone()),
+                Path(id.clone()),
+                operator(),
+                Body::empty(),
+            ),
+            async { api.incidents.step_down() },
+        )
+        .await;
+        assert_eq!(r.status(), StatusCode::OK);
+        let i = in_store(&etcd, &id).await.expect("still stored");
+        assert!(i.stages.contains_key(&Stage::Acknowledged), "{i:?}");
+    }
+
+    /// The tracker lets go between a change by hand and its write-back
+    /// (on another thread: the plane stopped acting): the change is not
+    /// written, and the write-back says so.
+    #[tokio::test]
+    async fn a_change_let_go_before_its_write_back_is_not_written() {
+        let etcd = Etcd::start().await;
+        let (api, _lab) = leading(&etcd).await;
+        let id = opened(&api).await;
+        let hand = api.incidents.by_hand().await;
+        hand.tracker()
+            .acknowledge(&id, "operate-user", now_ms())
+            .unwrap();
+        api.incidents.step_down();
+        assert!(
+            matches!(hand.write(&api.plane, &id).await, Err(Unwritten::LetGo)),
+            "a change let go must not be reported written"
+        );
+        let i = in_store(&etcd, &id).await.expect("still stored");
+        assert!(!i.stages.contains_key(&Stage::Acknowledged), "{i:?}");
+    }
 }

@@ -36,17 +36,83 @@ pub struct Incidents {
     revs: Mutex<BTreeMap<String, u64>>,
     /// One write-back at a time: two at once would each expect the same
     /// revision and the second would take its own plane's write for
-    /// another's.
+    /// another's. Also held from a change by hand to its own write-back
+    /// ([`ByHand`]).
     writing: tokio::sync::Mutex<()>,
 }
 
 /// What one write-back did.
 #[derive(Debug, Default)]
 pub struct Persisted {
-    pub written: usize,
+    /// The incidents written.
+    pub written: Vec<String>,
     /// Incidents whose store copy had changed meanwhile: that copy replaced
     /// the one held here, and the change made here was not written.
     pub superseded: Vec<String>,
+}
+
+/// One write-back, to its end or to the first failure.
+struct WriteBack {
+    done: Persisted,
+    /// The failure that ended it early, and the incidents it left
+    /// unwritten: dropped when this plane no longer leads, else still to
+    /// be written.
+    stopped: Option<(StoreError, Vec<String>)>,
+}
+
+/// Why a change made by hand (see [`Incidents::by_hand`]) is not stored.
+#[derive(Debug, thiserror::Error)]
+pub enum Unwritten {
+    /// The store's copy changed meanwhile and replaced the one held: the
+    /// change is gone.
+    #[error("the incident changed in the store meanwhile; its copy replaced this plane's")]
+    Superseded,
+    /// The store refused or failed the write: on `NotLeader` the change is
+    /// gone, otherwise it stays to be written with the next write-back.
+    #[error(transparent)]
+    Store(StoreError),
+    /// The tracker let the incident go before it was written (this plane
+    /// stopped acting, or the incident left the recently resolved ones it
+    /// keeps): the change is gone.
+    #[error("this control plane let the incident go before writing it (it stopped acting)")]
+    LetGo,
+}
+
+/// A change by hand to the incidents the tracker holds, and then its
+/// write-back. While this is held no other write-back runs: one running
+/// between the change and its own would take the change with what it
+/// writes, and its failure (the store's copy winning, this plane no longer
+/// leading) would drop the change after nobody is left to tell — the change
+/// would be answered as made and be lost. Written here, its outcome is the
+/// change's.
+pub struct ByHand<'a> {
+    incidents: &'a Incidents,
+    _writing: tokio::sync::MutexGuard<'a, ()>,
+}
+
+impl ByHand<'_> {
+    pub fn tracker(&self) -> std::sync::MutexGuard<'_, Tracker> {
+        self.incidents.lock()
+    }
+
+    /// Writes back what changed, and says whether the change to `id` is
+    /// in the store.
+    pub async fn write<S: Store>(self, plane: &ControlPlane<S>, id: &str) -> Result<(), Unwritten> {
+        let back = self.incidents.write_back(plane).await;
+        if back.done.written.iter().any(|x| x == id) {
+            return Ok(());
+        }
+        if back.done.superseded.iter().any(|x| x == id) {
+            return Err(Unwritten::Superseded);
+        }
+        match back.stopped {
+            Some((e, unwritten)) if unwritten.iter().any(|x| x == id) => Err(Unwritten::Store(e)),
+            // Not among the changed ones at all: nothing else took it (this
+            // write-back is the only one since the change), so the tracker
+            // let it go.
+            _ => Err(Unwritten::LetGo),
+        }
+    }
 }
 
 /// What people are told about an incident at one moment; `urgent` pages
@@ -176,6 +242,24 @@ impl Incidents {
         plane: &ControlPlane<S>,
     ) -> Result<Persisted, StoreError> {
         let _writing = self.writing.lock().await;
+        let back = self.write_back(plane).await;
+        match back.stopped {
+            Some((e, _)) => Err(e),
+            None => Ok(back.done),
+        }
+    }
+
+    /// Holds off every other write-back for a change by hand and its own
+    /// write-back ([`ByHand`]).
+    pub async fn by_hand(&self) -> ByHand<'_> {
+        ByHand {
+            incidents: self,
+            _writing: self.writing.lock().await,
+        }
+    }
+
+    /// [`Incidents::persist`]'s work; the caller holds `writing`.
+    async fn write_back<S: Store>(&self, plane: &ControlPlane<S>) -> WriteBack {
         let store = plane.store();
         let dirty = self.lock().take_dirty();
         let mut out = Persisted::default();
@@ -188,7 +272,7 @@ impl Incidents {
             {
                 Ok(rev) => {
                     self.revs().insert(i.id.clone(), rev);
-                    out.written += 1;
+                    out.written.push(i.id.clone());
                     continue;
                 }
                 Err(StoreError::DocConflict { found, .. }) => {
@@ -208,18 +292,27 @@ impl Incidents {
                 }
                 Err(e @ StoreError::NotLeader(_)) => {
                     tracing::warn!(error = %e, dropped = dirty.len() - n, "no longer the leader: incident changes not written");
-                    return Err(e);
+                    e
                 }
                 Err(e) => e,
             };
-            // Not written: try these again next time.
-            let mut t = self.lock();
-            for i in &dirty[n..] {
-                t.mark_dirty(&i.id);
+            let unwritten: Vec<String> = dirty[n..].iter().map(|i| i.id.clone()).collect();
+            if !matches!(failed, StoreError::NotLeader(_)) {
+                // Not written: try these again next time.
+                let mut t = self.lock();
+                for id in &unwritten {
+                    t.mark_dirty(id);
+                }
             }
-            return Err(failed);
+            return WriteBack {
+                done: out,
+                stopped: Some((failed, unwritten)),
+            };
         }
-        Ok(out)
+        WriteBack {
+            done: out,
+            stopped: None,
+        }
     }
 
     /// The store's copy of `id` (`None`: gone) in place of the one held.
