@@ -158,6 +158,58 @@ async fn request_bodies_are_framed_by_length_or_chunks_with_extensions_and_trail
     assert_eq!(up.last_body(), Some((4, Digest::of(b"abcd"))));
 }
 
+/// Large bodies are read straight from the socket into frames of their own,
+/// up to 64 KiB a read: a read must stop at the end of a chunk's data or of
+/// a body by length, whatever the client has already sent behind it.
+#[tokio::test(flavor = "multi_thread")]
+async fn large_chunks_and_lengths_read_in_big_frames_arrive_byte_for_byte() {
+    let lab = Topology::new(BIN, &[("r1", &["a"])]).instances_per_zone(1);
+    let ups = lab.start_upstreams().await;
+    let up = &ups["a-1"];
+    let a = lab.start_edge("a").await;
+    let data: Vec<u8> = (0..300_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    let mut c = Raw::connect(a.listen).await;
+    // Chunks above and below the direct-read threshold, all written at once
+    // so that reads find the next chunk's bytes behind the current one.
+    let mut wire = format!(
+        "PUT /items/1 HTTP/1.1\r\nHost: {HOST}\r\nTransfer-Encoding: chunked\r\n\r\n"
+    )
+    .into_bytes();
+    let mut at = 0;
+    for n in [100_000usize, 20_000, 3, 70_000, 17_000, 92_997] {
+        wire.extend_from_slice(format!("{n:x}\r\n").as_bytes());
+        wire.extend_from_slice(&data[at..at + n]);
+        wire.extend_from_slice(b"\r\n");
+        at += n;
+    }
+    assert_eq!(at, data.len());
+    wire.extend_from_slice(b"0\r\nx-checksum: 1\r\n\r\n");
+    c.s.write_all(&wire).await.unwrap();
+    let r = c.response(false).await;
+    assert!(r.head.starts_with("HTTP/1.1 200"), "{}", r.head);
+    assert_eq!(up.last_body(), Some((data.len() as u64, Digest::of(&data))));
+
+    // A body by length with a request pipelined right behind it.
+    let mut wire = format!(
+        "PUT /items/2 HTTP/1.1\r\nHost: {HOST}\r\nContent-Length: {}\r\n\r\n",
+        data.len()
+    )
+    .into_bytes();
+    wire.extend_from_slice(&data);
+    wire.extend_from_slice(
+        format!("PUT /items/3 HTTP/1.1\r\nHost: {HOST}\r\nContent-Length: 3\r\n\r\nxyz")
+            .as_bytes(),
+    );
+    let before = up.requests();
+    c.s.write_all(&wire).await.unwrap();
+    for _ in 0..2 {
+        let r = c.response(false).await;
+        assert!(r.head.starts_with("HTTP/1.1 200"), "{}", r.head);
+    }
+    assert_eq!(up.requests(), before + 2);
+    assert_eq!(up.last_body(), Some((3, Digest::of(b"xyz"))));
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn ambiguous_or_malformed_framing_gets_400_and_a_close() {
     let lab = Topology::new(BIN, &[("r1", &["a"])]).instances_per_zone(1);
