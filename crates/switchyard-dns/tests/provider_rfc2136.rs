@@ -4,6 +4,9 @@
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
+use hickory_proto::op::{Message, ResponseCode};
+use hickory_proto::rr::rdata::A;
+use hickory_proto::rr::{RData, Record, RecordType};
 use switchyard_dns::provider::rfc2136::{Rfc2136, Rfc2136Config, TsigAlg, TsigKey};
 use switchyard_dns::provider::{
     diff, push, Desired, Provider, ProviderError, PushOptions, PushOutcome,
@@ -429,4 +432,159 @@ async fn a_server_that_never_answers_times_out() {
     assert!(matches!(err, ProviderError::Unreachable { .. }), "{err:?}");
     assert!(err.to_string().contains("no answer within 200ms"), "{err}");
     assert_eq!(report.calls, 2);
+}
+
+/// Reads one length-framed DNS message from `s`.
+async fn read_frame(s: &mut tokio::net::TcpStream) -> Option<Message> {
+    let mut len = [0u8; 2];
+    s.read_exact(&mut len).await.ok()?;
+    let mut buf = vec![0u8; u16::from_be_bytes(len) as usize];
+    s.read_exact(&mut buf).await.ok()?;
+    Message::from_vec(&buf).ok()
+}
+
+async fn write_frame(s: &mut tokio::net::TcpStream, m: &Message) {
+    let bytes = m.to_vec().unwrap();
+    let mut framed = (bytes.len() as u16).to_be_bytes().to_vec();
+    framed.extend_from_slice(&bytes);
+    let _ = s.write_all(&framed).await;
+}
+
+/// A server in front of `target` that answers every request on its first
+/// `fail_first` connections with `answer(request)` itself, then relays.
+async fn front(
+    target: SocketAddr,
+    fail_first: usize,
+    answer: fn(&Message) -> Message,
+) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut seen = 0;
+        while let Ok((mut client, _)) = listener.accept().await {
+            seen += 1;
+            if seen <= fail_first {
+                tokio::spawn(async move {
+                    while let Some(req) = read_frame(&mut client).await {
+                        write_frame(&mut client, &answer(&req)).await;
+                    }
+                });
+                continue;
+            }
+            tokio::spawn(async move {
+                let Ok(mut upstream) = tokio::net::TcpStream::connect(target).await else {
+                    return;
+                };
+                let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+            });
+        }
+    });
+    addr
+}
+
+fn servfail(req: &Message) -> Message {
+    Message::error_msg(
+        req.metadata.id,
+        req.metadata.op_code,
+        ResponseCode::ServFail,
+    )
+}
+
+/// What an off-path forger would send: a plausible authoritative answer,
+/// unsigned.
+fn forged_answer(req: &Message) -> Message {
+    let mut m = Message::response(req.metadata.id, req.metadata.op_code);
+    m.metadata.authoritative = true;
+    m.queries = req.queries.clone();
+    if let Some(q) = req.queries.first() {
+        if q.query_type() == RecordType::A {
+            m.answers.push(Record::from_rdata(
+                q.name().clone(),
+                30,
+                RData::A(A("203.0.113.66".parse().unwrap())),
+            ));
+        }
+    }
+    m
+}
+
+#[tokio::test]
+async fn servfail_is_retried_and_then_pushed() {
+    let bind = Bind::start(ZONE, RECORDS).await;
+    let addr = front(bind.addr, 1, servfail).await;
+    let p = provider_with(addr, &bind.update_key);
+    let opts = PushOptions {
+        initial_backoff: Duration::from_millis(20),
+        ..PushOptions::default()
+    };
+    let report = push(&p, &after_failover(), &opts).await;
+    assert!(
+        matches!(report.outcome, PushOutcome::Sent { .. }),
+        "{report:?}"
+    );
+    assert_eq!(report.calls, 3, "a SERVFAILed read, a read, an apply");
+    assert_eq!(bind.dig_short("a.svc.example.test", "A"), REGION_B);
+
+    // Always SERVFAIL: the tries run out and the error says so.
+    let addr = front(bind.addr, usize::MAX, servfail).await;
+    let p = provider_with(addr, &bind.update_key);
+    let report = push(&p, &before_failover(), &opts).await;
+    let err = report.error().unwrap_or_else(|| panic!("{report:?}"));
+    assert!(
+        matches!(err, ProviderError::ServerFailure { .. }),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("(SERVFAIL)"), "{err}");
+    assert_eq!(report.calls, opts.attempts);
+}
+
+#[tokio::test]
+async fn an_unsigned_answer_is_not_believed() {
+    let bind = Bind::start(ZONE, RECORDS).await;
+    let addr = front(bind.addr, usize::MAX, forged_answer).await;
+    let p = provider_with(addr, &bind.update_key);
+    let report = push(&p, &after_failover(), &PushOptions::default()).await;
+    let err = report.error().unwrap_or_else(|| panic!("{report:?}"));
+    assert!(matches!(err, ProviderError::BadResponse { .. }), "{err:?}");
+    assert!(
+        err.to_string()
+            .contains("the answer is not signed with TSIG key `switchyard-test.`"),
+        "{err}"
+    );
+    assert_eq!(report.calls, 1, "not retried");
+}
+
+#[tokio::test]
+async fn two_hundred_names_in_one_update() {
+    let bind = Bind::start(ZONE, RECORDS).await;
+    let p = provider(&bind);
+    let serial = bind.serial();
+    let mut d = before_failover();
+    for i in 0..200u32 {
+        let v4: IpAddr = format!("10.{}.{}.1", i / 256, i % 256).parse().unwrap();
+        let v6: IpAddr = format!("2001:db8:{i:x}::1").parse().unwrap();
+        d.set(&format!("n{i}.svc.example.test"), 30, [v4, v6])
+            .unwrap();
+    }
+    let started = std::time::Instant::now();
+    let report = push(&p, &d, &PushOptions::default()).await;
+    let created = started.elapsed();
+    let PushOutcome::Sent { changes, unchanged } = &report.outcome else {
+        panic!("{report:?}");
+    };
+    assert_eq!((changes.len(), *unchanged), (400, 3));
+    assert_eq!(bind.serial(), serial + 1, "one UPDATE");
+    assert_eq!(
+        bind.dig_short("n199.svc.example.test", "AAAA"),
+        ["2001:db8:c7::1"]
+    );
+
+    let started = std::time::Instant::now();
+    let again = push(&p, &d, &PushOptions::default()).await;
+    let checked = started.elapsed();
+    assert_eq!(again.outcome, PushOutcome::Unchanged { unchanged: 403 });
+    println!(
+        "202 names: created in {created:?} (read 404 sets + one UPDATE), \
+         checked unchanged in {checked:?}"
+    );
 }

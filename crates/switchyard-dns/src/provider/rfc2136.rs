@@ -16,7 +16,7 @@
 //! - Every response is checked against the request's TSIG; an error the
 //!   server reports in its TSIG record (BADKEY, BADSIG, BADTIME) is named.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -177,7 +177,7 @@ pub struct Rfc2136Config {
     /// The zone's primary (the server that accepts updates).
     pub server: SocketAddr,
     pub key: TsigKey,
-    /// For one whole read or apply, connection included.
+    /// For connecting, and for each answer to arrive.
     pub timeout: Duration,
     /// Allowed clock difference to the server, in seconds (RFC 8945
     /// recommends 300).
@@ -194,6 +194,11 @@ impl Rfc2136Config {
         }
     }
 }
+
+/// Queries in flight at once on the reading connection: enough to hide the
+/// round trip to a distant primary, few enough not to meet a server's
+/// per-connection limits.
+const PIPELINE: usize = 32;
 
 pub struct Rfc2136 {
     cfg: Rfc2136Config,
@@ -237,29 +242,41 @@ impl Rfc2136 {
         zone: &DnsName,
         names: &BTreeSet<DnsName>,
     ) -> Result<Current, ProviderError> {
-        self.timed(zone, async {
-            let mut conn = self.connect(zone).await?;
-            let mut sets = BTreeMap::new();
-            for name in names {
-                for rtype in AddrType::ALL {
-                    let q = query_message(name, rtype).map_err(|detail| {
-                        self.bad_response(zone, format!("cannot query `{name}`: {detail}"))
-                    })?;
-                    let resp = conn.exchange(self, zone, q, Purpose::Query).await?;
-                    if let Some(set) = self.rrset_from(zone, name, rtype, &resp)? {
-                        sets.insert(
-                            RrKey {
-                                name: name.clone(),
-                                rtype,
-                            },
-                            set,
-                        );
-                    }
+        let mut conn = self.timed(zone, self.connect(zone)).await?;
+        let wanted: Vec<(&DnsName, AddrType)> = names
+            .iter()
+            .flat_map(|n| AddrType::ALL.map(|t| (n, t)))
+            .collect();
+        let mut sets = BTreeMap::new();
+        // IDs counted up from a random start: unique among the queries in
+        // flight, still unpredictable to an outsider.
+        let mut next_id = Message::query().metadata.id;
+        for window in wanted.chunks(PIPELINE) {
+            let mut asked = HashMap::new();
+            for &(name, rtype) in window {
+                let mut q = query_message(name, rtype).map_err(|detail| {
+                    self.bad_response(zone, format!("cannot query `{name}`: {detail}"))
+                })?;
+                q.metadata.id = next_id;
+                next_id = next_id.wrapping_add(1);
+                let id = conn.send(self, zone, q, Purpose::Query).await?;
+                asked.insert(id, (name, rtype));
+            }
+            for _ in window {
+                let (id, resp) = self.timed(zone, conn.recv(self, zone)).await?;
+                let (name, rtype) = asked.remove(&id).expect("recv only returns ids it sent");
+                if let Some(set) = self.rrset_from(zone, name, rtype, &resp)? {
+                    sets.insert(
+                        RrKey {
+                            name: name.clone(),
+                            rtype,
+                        },
+                        set,
+                    );
                 }
             }
-            Ok(Current { sets })
-        })
-        .await
+        }
+        Ok(Current { sets })
     }
 
     /// The RRset a query's answer holds for `name`, or none.
@@ -447,7 +464,10 @@ impl Rfc2136 {
             .await
             .map_err(|e| self.unreachable(zone, format!("TCP connect: {e}")))?;
         let _ = stream.set_nodelay(true);
-        Ok(Conn { stream })
+        Ok(Conn {
+            stream,
+            pending: HashMap::new(),
+        })
     }
 }
 
@@ -459,25 +479,25 @@ enum Purpose {
 
 struct Conn {
     stream: TcpStream,
+    /// Requests sent and not answered yet, with what checks their answer.
+    pending: HashMap<u16, (Option<TSigVerifier>, Purpose)>,
 }
 
 impl Conn {
-    /// Signs `msg`, sends it with its two-byte length (RFC 1035 §4.2.2),
-    /// reads one answer and checks that it answers this request and is
-    /// signed by the key. A TSIG error in the answer is returned as such,
-    /// before looking at the signature: those answers are unsigned by design.
-    async fn exchange(
+    /// Signs `msg` and sends it with its two-byte length (RFC 1035 §4.2.2).
+    /// Several may be in flight on one connection (RFC 7766 §6.2.1.1).
+    async fn send(
         &mut self,
         p: &Rfc2136,
         zone: &DnsName,
         mut msg: Message,
         purpose: Purpose,
-    ) -> Result<Message, ProviderError> {
+    ) -> Result<u16, ProviderError> {
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .unwrap_or_default()
             .as_secs();
-        let mut verifier: Option<TSigVerifier> = msg
+        let verifier = msg
             .finalize(&p.signer, now)
             .map_err(|e| p.bad_response(zone, format!("cannot sign the request: {e}")))?;
         let bytes = msg
@@ -493,11 +513,22 @@ impl Conn {
                 ),
             )
         })?;
-        let io = |e: std::io::Error| p.unreachable(zone, format!("TCP exchange: {e}"));
         let mut framed = Vec::with_capacity(bytes.len() + 2);
         framed.extend_from_slice(&len.to_be_bytes());
         framed.extend_from_slice(&bytes);
-        self.stream.write_all(&framed).await.map_err(io)?;
+        self.stream
+            .write_all(&framed)
+            .await
+            .map_err(|e| p.unreachable(zone, format!("TCP send: {e}")))?;
+        self.pending.insert(msg.metadata.id, (verifier, purpose));
+        Ok(msg.metadata.id)
+    }
+
+    /// Reads one answer and checks that it answers a request in flight and
+    /// is signed by the key. A TSIG error in the answer is returned as such,
+    /// before looking at the signature: those answers are unsigned by design.
+    async fn recv(&mut self, p: &Rfc2136, zone: &DnsName) -> Result<(u16, Message), ProviderError> {
+        let io = |e: std::io::Error| p.unreachable(zone, format!("TCP receive: {e}"));
         let mut len = [0u8; 2];
         self.stream.read_exact(&mut len).await.map_err(io)?;
         let mut answer = vec![0u8; u16::from_be_bytes(len) as usize];
@@ -505,16 +536,15 @@ impl Conn {
 
         let resp = Message::from_vec(&answer)
             .map_err(|e| p.bad_response(zone, format!("cannot parse the answer: {e}")))?;
-        if resp.metadata.id != msg.metadata.id
-            || resp.metadata.message_type != MessageType::Response
-        {
+        let id = resp.metadata.id;
+        let Some((mut verifier, purpose)) = self.pending.remove(&id) else {
             return Err(p.bad_response(
                 zone,
-                format!(
-                    "the answer (id {}) does not answer request {}",
-                    resp.metadata.id, msg.metadata.id
-                ),
+                format!("the answer (id {id}) does not answer any request sent"),
             ));
+        };
+        if resp.metadata.message_type != MessageType::Response {
+            return Err(p.bad_response(zone, format!("message {id} is not a response")));
         }
         match resp.signature.as_ref().map(|s| s.data.error) {
             Some(Some(err)) => return Err(p.tsig_rejected(zone, resp.metadata.response_code, err)),
@@ -528,8 +558,8 @@ impl Conn {
                     })?;
                 }
             }
-            // An unsigned error answer still says why; an unsigned success
-            // might be forged.
+            // An unsigned error answer still says why (and can only make
+            // the push fail or retry); an unsigned success might be forged.
             None if resp.metadata.response_code != ResponseCode::NoError => {
                 p.check_rcode(zone, &resp, purpose)?;
             }
@@ -543,7 +573,18 @@ impl Conn {
                 ))
             }
         }
-        Ok(resp)
+        Ok((id, resp))
+    }
+
+    async fn exchange(
+        &mut self,
+        p: &Rfc2136,
+        zone: &DnsName,
+        msg: Message,
+        purpose: Purpose,
+    ) -> Result<Message, ProviderError> {
+        self.send(p, zone, msg, purpose).await?;
+        Ok(self.recv(p, zone).await?.1)
     }
 }
 
