@@ -588,3 +588,107 @@ async fn two_hundred_names_in_one_update() {
          checked unchanged in {checked:?}"
     );
 }
+
+#[tokio::test]
+async fn follow_pushes_each_decision_and_undoes_drift() {
+    use switchyard_dns::provider::{follow, FollowOptions, PushSummary};
+    use switchyard_testkit::eventually;
+    use tokio::sync::{mpsc, watch};
+
+    let bind = Bind::start(ZONE, RECORDS).await;
+    let (decisions, rx) = watch::channel(None);
+    let (report_tx, mut reports) = mpsc::channel(64);
+    let opts = FollowOptions {
+        resync: Duration::from_millis(300),
+        ..FollowOptions::default()
+    };
+    let addr = bind.addr;
+    let key = bind.update_key.clone();
+    let task = tokio::spawn(async move {
+        let p = provider_with(addr, &key);
+        follow(&p, rx, opts, report_tx).await;
+    });
+
+    decisions.send_replace(Some(after_failover()));
+    eventually(
+        "the failover reaches BIND",
+        Duration::from_secs(5),
+        || async {
+            let got = bind.dig_short("a.svc.example.test", "A");
+            (got == REGION_B).then_some(()).ok_or(format!("{got:?}"))
+        },
+    )
+    .await;
+
+    // Someone edits the record at BIND by hand; the next resync restores it.
+    let by_hand = provider(&bind);
+    let mut edit = after_failover();
+    edit.set(
+        "a.svc.example.test",
+        30,
+        ips(&["192.0.2.99", "2001:db8:a::1"]),
+    )
+    .unwrap();
+    let r = push(&by_hand, &edit, &PushOptions::default()).await;
+    assert!(matches!(r.outcome, PushOutcome::Sent { .. }), "{r:?}");
+    eventually(
+        "drift at BIND is undone",
+        Duration::from_secs(5),
+        || async {
+            let got = bind.dig_short("a.svc.example.test", "A");
+            (got == REGION_B).then_some(()).ok_or(format!("{got:?}"))
+        },
+    )
+    .await;
+
+    // Failing back is one more decision.
+    decisions.send_replace(Some(before_failover()));
+    eventually(
+        "the failback reaches BIND",
+        Duration::from_secs(5),
+        || async {
+            let got = bind.dig_short("a.svc.example.test", "A");
+            (got == REGION_A).then_some(()).ok_or(format!("{got:?}"))
+        },
+    )
+    .await;
+
+    // The loop ends when the decisions do; its reports tell the story.
+    drop(decisions);
+    tokio::time::timeout(Duration::from_secs(5), task)
+        .await
+        .expect("follow ends when the sender is dropped")
+        .unwrap();
+    let mut summaries: Vec<PushSummary> = Vec::new();
+    while let Ok(r) = reports.try_recv() {
+        summaries.push(r.summary());
+    }
+    let sent: Vec<String> = summaries
+        .iter()
+        .filter(|s| s.result == switchyard_dns::provider::push::PushResult::Sent)
+        .map(|s| {
+            let c = &s.changes[0];
+            let to: Vec<String> =
+                c.to.as_ref()
+                    .unwrap()
+                    .addrs
+                    .iter()
+                    .map(|a| a.to_string())
+                    .collect();
+            format!("{} {}", c.key, to.join(","))
+        })
+        .collect();
+    assert_eq!(
+        sent,
+        [
+            "a.svc.example.test. A 198.51.100.1,198.51.100.2",
+            "a.svc.example.test. A 198.51.100.1,198.51.100.2",
+            "a.svc.example.test. A 192.0.2.1,192.0.2.2",
+        ],
+        "{summaries:#?}"
+    );
+    assert!(
+        summaries.iter().all(|s| s.error.is_none()),
+        "{summaries:#?}"
+    );
+}

@@ -13,11 +13,16 @@
 //! - [`push`]: the driver — read, diff, apply, retry transient failures,
 //!   re-read on a conflicting concurrent change, and report a [`PushReport`]
 //!   whose [`PushSummary`] is what the control plane's history records.
+//! - [`follow`]: push on every change of the desired state and re-check
+//!   periodically, undoing drift made at the provider.
+//! - [`config`]: the validated `[[push]]` tables that name zone and backend.
 //!
 //! The one backend today is [`rfc2136::Rfc2136`] (dynamic UPDATE with TSIG).
 //! docs/dns-providers.md says how to add Route 53, NS1 or PowerDNS.
 
+pub mod config;
 pub mod diff;
+pub mod follow;
 pub mod push;
 pub mod rfc2136;
 
@@ -30,6 +35,7 @@ use std::pin::Pin;
 use serde::{Deserialize, Serialize};
 
 pub use diff::{diff, Diff, RrsetChange};
+pub use follow::{follow, FollowOptions};
 pub use push::{push, PushOptions, PushOutcome, PushReport, PushSummary};
 
 /// The largest TTL DNS allows (RFC 2181 §8).
