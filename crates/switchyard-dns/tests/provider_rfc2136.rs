@@ -692,3 +692,37 @@ async fn follow_pushes_each_decision_and_undoes_drift() {
         "{summaries:#?}"
     );
 }
+
+#[tokio::test]
+async fn a_cname_or_a_delegation_at_a_managed_name_is_reported_not_overwritten() {
+    let mut records = RECORDS.to_vec();
+    records.extend([
+        "alias 30 IN CNAME www",
+        "sub 300 IN NS ns.elsewhere.invalid.",
+    ]);
+    let bind = Bind::start(ZONE, &records).await;
+    let p = provider(&bind);
+
+    let mut d = Desired::new(ZONE).unwrap();
+    d.set("alias.example.test", 30, ips(&REGION_B)).unwrap();
+    let report = push(&p, &d, &PushOptions::default()).await;
+    let err = report.error().unwrap_or_else(|| panic!("{report:?}"));
+    assert!(matches!(err, ProviderError::Unmanageable { .. }), "{err:?}");
+    assert!(
+        err.to_string()
+            .contains("cannot manage `alias.example.test.`: it is a CNAME (to www.example.test.)"),
+        "{err}"
+    );
+
+    let mut d = Desired::new(ZONE).unwrap();
+    d.set("x.sub.example.test", 30, ips(&REGION_B)).unwrap();
+    let report = push(&p, &d, &PushOptions::default()).await;
+    let err = report.error().unwrap_or_else(|| panic!("{report:?}"));
+    assert!(err.to_string().contains("delegated"), "{err}");
+
+    assert_eq!(
+        bind.dig("alias.example.test", "CNAME"),
+        ["alias.example.test. 30 IN CNAME www.example.test."]
+    );
+    assert!(update_lines(&bind).is_empty());
+}
