@@ -726,3 +726,77 @@ async fn a_cname_or_a_delegation_at_a_managed_name_is_reported_not_overwritten()
     );
     assert!(update_lines(&bind).is_empty());
 }
+
+/// One length-framed message, length included, as it was on the wire.
+async fn read_raw(s: &mut tokio::net::TcpStream) -> Option<Vec<u8>> {
+    let mut len = [0u8; 2];
+    s.read_exact(&mut len).await.ok()?;
+    let mut buf = vec![0u8; u16::from_be_bytes(len) as usize + 2];
+    buf[..2].copy_from_slice(&len);
+    s.read_exact(&mut buf[2..]).await.ok()?;
+    Some(buf)
+}
+
+/// Relays to `target` message by message, but swallows named's answer to the
+/// first UPDATE and closes the connection: the update was applied, the
+/// client cannot know.
+async fn lose_first_update_answer(target: SocketAddr) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let lost = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    tokio::spawn(async move {
+        while let Ok((mut client, _)) = listener.accept().await {
+            let lost = lost.clone();
+            tokio::spawn(async move {
+                let Ok(mut upstream) = tokio::net::TcpStream::connect(target).await else {
+                    return;
+                };
+                // Raw bytes: re-encoding would break the TSIG MACs.
+                while let Some(req) = read_raw(&mut client).await {
+                    let _ = upstream.write_all(&req).await;
+                    let Some(resp) = read_raw(&mut upstream).await else {
+                        return;
+                    };
+                    let is_update = Message::from_vec(&req[2..])
+                        .is_ok_and(|m| m.metadata.op_code == hickory_proto::op::OpCode::Update);
+                    if is_update && !lost.swap(true, std::sync::atomic::Ordering::SeqCst) {
+                        return;
+                    }
+                    let _ = client.write_all(&resp).await;
+                }
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn a_lost_answer_to_an_update_is_retried_without_applying_twice() {
+    let bind = Bind::start(ZONE, RECORDS).await;
+    let serial = bind.serial();
+    let relay = lose_first_update_answer(bind.addr).await;
+    let p = provider_with(relay, &bind.update_key);
+    let opts = PushOptions {
+        initial_backoff: Duration::from_millis(20),
+        ..PushOptions::default()
+    };
+    let report = push(&p, &after_failover(), &opts).await;
+    let PushOutcome::Sent { changes, .. } = &report.outcome else {
+        panic!("{report:?}");
+    };
+    assert_eq!(changes.len(), 1);
+    // Read, apply (answer lost), apply again (its prerequisite fails:
+    // NXRRSET), read again (already as desired).
+    assert_eq!(report.calls, 4, "{report:?}");
+    assert_eq!(bind.dig_short("a.svc.example.test", "A"), REGION_B);
+    assert_eq!(bind.serial(), serial + 1, "applied once");
+    let lines = update_lines(&bind);
+    assert_eq!(
+        lines
+            .iter()
+            .filter(|l| l.contains("deleting rrset"))
+            .count(),
+        1,
+        "{lines:#?}"
+    );
+}
