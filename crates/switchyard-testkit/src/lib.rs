@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 
 pub mod bench;
+pub mod bind;
 pub mod client;
 pub mod control;
 pub mod edge;
@@ -19,6 +20,7 @@ pub mod upstream;
 pub mod websocket;
 
 pub use bench::BackendProcess;
+pub use bind::{Bind, BindKey};
 pub use client::{send, Reply, Req, Sent, Traffic};
 pub use control::ControlProcess;
 pub use edge::EdgeProcess;
