@@ -412,6 +412,7 @@ impl ClientLimits {
                 max_headers: 2 * self.max_headers,
             },
             header_timeout: self.header_timeout,
+            idle_timeout: self.idle_timeout,
         }
     }
 
@@ -628,26 +629,34 @@ async fn serve_proxy(
         // Two tasks of their own types, so a plain connection's task is no
         // larger for what a TLS one holds (its rustls state).
         let Some(certs) = tls.clone() else {
-            let serve = async move {
+            let first_head = tokio::time::Instant::now() + limits.header_timeout;
+            tokio::spawn(async move {
                 // A client that has sent nothing yet has nothing to drain.
                 let how = tokio::select! {
-                    b = builders.sniff(&stream) => b,
+                    biased;
                     _ = stop.wait_for(|s| *s) => None,
+                    r = tokio::time::timeout_at(first_head, builders.sniff(&stream)) => {
+                        r.unwrap_or_else(|_| {
+                            tracing::debug!("closing a connection that sent no request in time");
+                            None
+                        })
+                    }
                 };
                 match how {
                     Some(protocol::Sniffed::Http1) if limits.own_http1 => {
-                        h1::serve(stream, svc, limits.h1(), &mut stop, &builders).await
+                        h1::serve(stream, svc, limits.h1(), first_head, &mut stop, &builders).await
                     }
+                    // Boxed: hyper's connection state is kilobytes, and the
+                    // task of every idle HTTP/1 connection above would be
+                    // as large as this branch if it were inline.
                     Some(how) => {
-                        builders
-                            .serve(how, TokioIo::new(stream), svc, Some(&mut stop))
-                            .await
+                        let left =
+                            first_head.saturating_duration_since(tokio::time::Instant::now());
+                        let serve = builders.serve(how, TokioIo::new(stream), svc, Some(&mut stop));
+                        Box::pin(conn::run(serve, activity, left, limits.idle_timeout)).await
                     }
                     None => {}
                 }
-            };
-            tokio::spawn(async move {
-                conn::run(serve, activity, limits.header_timeout, limits.idle_timeout).await;
                 drop(slot);
                 drop(live);
             });

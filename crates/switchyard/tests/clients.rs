@@ -70,6 +70,31 @@ async fn an_idle_keep_alive_connection_is_closed_and_a_slow_valid_client_is_serv
     );
 }
 
+/// The idle timeout is not only for h2: an HTTP/1.1 connection between
+/// requests is closed by whichever of the two timeouts is shorter.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_idle_http1_connection_is_closed_by_the_shorter_idle_timeout() {
+    let lab = Topology::new(BIN, &[("r1", &["a"])])
+        .edge_toml("client_header_timeout_ms = 30000\nclient_idle_timeout_ms = 600");
+    let _ups = lab.start_upstreams().await;
+    let a = lab.start_edge("a").await;
+    let mut s = TcpStream::connect(a.listen).await.unwrap();
+    for _ in 0..2 {
+        // Each request comes within the idle limit of the one before.
+        s.write_all(format!("GET /items/1 HTTP/1.1\r\nHost: {HOST}\r\n\r\n").as_bytes())
+            .await
+            .unwrap();
+        let head = read_head(&mut s).await;
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+        tokio::time::sleep(Duration::from_millis(400)).await;
+    }
+    let took = closed_within(&mut s, Duration::from_secs(3)).await;
+    assert!(
+        took >= Duration::from_millis(100),
+        "closed too early ({took:?})"
+    );
+}
+
 /// Reads one response head and as much body as arrives with it.
 async fn read_head(s: &mut TcpStream) -> String {
     let mut out = Vec::new();

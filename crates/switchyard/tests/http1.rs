@@ -171,10 +171,9 @@ async fn large_chunks_and_lengths_read_in_big_frames_arrive_byte_for_byte() {
     let mut c = Raw::connect(a.listen).await;
     // Chunks above and below the direct-read threshold, all written at once
     // so that reads find the next chunk's bytes behind the current one.
-    let mut wire = format!(
-        "PUT /items/1 HTTP/1.1\r\nHost: {HOST}\r\nTransfer-Encoding: chunked\r\n\r\n"
-    )
-    .into_bytes();
+    let mut wire =
+        format!("PUT /items/1 HTTP/1.1\r\nHost: {HOST}\r\nTransfer-Encoding: chunked\r\n\r\n")
+            .into_bytes();
     let mut at = 0;
     for n in [100_000usize, 20_000, 3, 70_000, 17_000, 92_997] {
         wire.extend_from_slice(format!("{n:x}\r\n").as_bytes());
@@ -197,8 +196,7 @@ async fn large_chunks_and_lengths_read_in_big_frames_arrive_byte_for_byte() {
     .into_bytes();
     wire.extend_from_slice(&data);
     wire.extend_from_slice(
-        format!("PUT /items/3 HTTP/1.1\r\nHost: {HOST}\r\nContent-Length: 3\r\n\r\nxyz")
-            .as_bytes(),
+        format!("PUT /items/3 HTTP/1.1\r\nHost: {HOST}\r\nContent-Length: 3\r\n\r\nxyz").as_bytes(),
     );
     let before = up.requests();
     c.s.write_all(&wire).await.unwrap();

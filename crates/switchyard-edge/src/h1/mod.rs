@@ -62,6 +62,9 @@ pub struct Settings {
     /// From the moment the connection waits for a head (accept, or the end
     /// of the previous response) until that head is complete.
     pub header_timeout: Duration,
+    /// How long a connection may wait between requests with none in flight;
+    /// the sooner of this and the header timeout closes it.
+    pub idle_timeout: Duration,
 }
 
 /// What the connection does after an exchange.
@@ -75,10 +78,16 @@ enum Next {
 /// Serves one client connection until it closes, it times out, or `stop`
 /// is set (an idle connection closes at once; one with a request in flight
 /// finishes it with `connection: close`).
+///
+/// This is all an idle connection's task holds, so it carries its own
+/// timers (the first head is due by `first_head`, counted from accept)
+/// rather than a watchdog beside it: every byte here is paid per idle
+/// connection.
 pub async fn serve<F, Fut, B>(
     stream: TcpStream,
     svc: Tracker<F>,
     settings: Settings,
+    first_head: Instant,
     stop: &mut watch::Receiver<bool>,
     builders: &Builders,
 ) where
@@ -95,14 +104,21 @@ pub async fn serve<F, Fut, B>(
     });
     // Bytes of the next request already read (pipelined), else nothing.
     let mut buf: Option<BytesMut> = None;
+    let mut first = true;
     loop {
-        let deadline = Instant::now() + settings.header_timeout;
+        let now = Instant::now();
+        let deadline = if std::mem::take(&mut first) {
+            first_head
+        } else {
+            now + settings.header_timeout
+        };
         if buf.is_none() {
             // Parked: no buffer, only the socket's readiness.
+            let parked_until = deadline.min(now + settings.idle_timeout);
             tokio::select! {
                 biased;
                 _ = stop.wait_for(|s| *s) => return,
-                r = tokio::time::timeout_at(deadline, shared.io.readable()) => match r {
+                r = tokio::time::timeout_at(parked_until, shared.io.readable()) => match r {
                     Ok(Ok(())) => {}
                     Ok(Err(_)) => return,
                     Err(_) => {
