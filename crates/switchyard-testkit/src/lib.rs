@@ -6,6 +6,7 @@
 pub mod bench;
 pub mod client;
 pub mod control;
+pub mod dns;
 pub mod edge;
 pub mod etcd;
 pub mod eventually;
@@ -21,6 +22,7 @@ pub mod websocket;
 pub use bench::BackendProcess;
 pub use client::{send, Reply, Req, Sent, Traffic};
 pub use control::ControlProcess;
+pub use dns::DnsProcess;
 pub use edge::EdgeProcess;
 pub use etcd::Etcd;
 pub use eventually::eventually;

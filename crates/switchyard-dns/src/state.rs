@@ -1,0 +1,280 @@
+//! The DNS server's state: config, controls and edge health, and the view
+//! built from them (swapped atomically; queries never lock). Controls come
+//! from the control plane's watch stream and are kept on disk as
+//! last-known-good, exactly as an edge keeps them, so a server started
+//! while the plane is down answers what it answered before.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use arc_swap::ArcSwap;
+use switchyard_model::time::now_ms;
+use switchyard_model::{Config, ConfigError, Controls};
+
+use crate::metrics::{Metrics, ZoneLabels};
+use crate::view::View;
+
+/// Why offered controls were not taken; the server keeps what it had.
+#[derive(Debug, thiserror::Error)]
+pub enum UpdateError {
+    #[error("{0}")]
+    Invalid(#[from] ConfigError),
+    #[error(transparent)]
+    Backwards(#[from] switchyard_model::Backwards),
+    #[error("could not save last-known-good controls: {0}")]
+    Persist(std::io::Error),
+}
+
+/// What the server's own probes know of one edge.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Probe {
+    pub alive: bool,
+    /// Consecutive failed probes.
+    pub failures: u32,
+}
+
+impl Default for Probe {
+    /// Until probed, an edge counts as alive: a server that starts answers
+    /// with every edge rather than none.
+    fn default() -> Self {
+        Probe {
+            alive: true,
+            failures: 0,
+        }
+    }
+}
+
+pub struct Dns {
+    pub name: String,
+    pub config_path: PathBuf,
+    pub config: Arc<Config>,
+    view: ArcSwap<View>,
+    controls: Mutex<(Arc<Controls>, String)>,
+    health: Mutex<BTreeMap<String, Probe>>,
+    /// Serialises rebuilds, so two of them never store out of order.
+    rebuild_lock: Mutex<()>,
+    lkg_path: Option<PathBuf>,
+    pub last_known_good_error: Option<String>,
+    pub control_plane_connected: AtomicBool,
+    pub metrics: Metrics,
+    pub query_log: Option<switchyard_metrics::line_log::LineLog<crate::QueryLine>>,
+}
+
+impl Dns {
+    /// The server `name` of `config`'s `[dns]`, starting from its
+    /// last-known-good controls when they are there and still fit.
+    pub fn new(config: Config, config_path: PathBuf, name: &str) -> anyhow::Result<Arc<Dns>> {
+        let dns = config
+            .dns
+            .as_ref()
+            .ok_or_else(|| anyhow::anyhow!("the config has no [dns] section"))?;
+        if dns.server(name).is_none() {
+            anyhow::bail!(
+                "no [[dns.server]] named {name:?} (known: {})",
+                dns.servers
+                    .iter()
+                    .map(|s| s.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+        }
+        let lkg_path = dns
+            .state_dir
+            .as_ref()
+            .map(|d| crate::resolve(&config_path, d).join(format!("dns-{name}.controls.lkg.json")));
+        let metrics = Metrics::new();
+        let mut controls = Controls::default();
+        let mut source = "default".to_string();
+        let mut lkg_error = None;
+        if let Some(p) = &lkg_path {
+            match switchyard_api::lkg::load(p, &config) {
+                Ok(Some(lkg)) => {
+                    tracing::info!(path = %p.display(), version = lkg.controls.version, "starting from last-known-good controls");
+                    controls = lkg.controls;
+                    source = "last-known-good".into();
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::error!(path = %p.display(), error = %e, "the last-known-good controls are unusable; starting from the control plane or empty controls");
+                    lkg_error = Some(e.to_string());
+                }
+            }
+        }
+        metrics
+            .last_known_good_unusable
+            .set(i64::from(lkg_error.is_some()));
+        let query_log = match &dns.query_log {
+            None => None,
+            Some(t) => {
+                let file = match t {
+                    switchyard_model::config::AccessLogTarget::Stdout => None,
+                    switchyard_model::config::AccessLogTarget::File(p) => {
+                        Some(crate::resolve(&config_path, p))
+                    }
+                };
+                Some(
+                    switchyard_metrics::line_log::LineLog::open(
+                        file.as_deref(),
+                        "dns-query-log",
+                        metrics.query_log_dropped.clone(),
+                        16 * 1024,
+                    )
+                    .map_err(|e| anyhow::anyhow!("dns.query_log: {e}"))?,
+                )
+            }
+        };
+        let health: BTreeMap<String, Probe> = config
+            .zones()
+            .map(|z| (z.name.clone(), Probe::default()))
+            .collect();
+        for z in health.keys() {
+            metrics
+                .edge_up
+                .get_or_create(&ZoneLabels { zone: z.clone() })
+                .set(1);
+        }
+        let config = Arc::new(config);
+        let controls = Arc::new(controls);
+        let view = View::build(config.clone(), controls.clone(), &|_: &str| true, now_ms());
+        Ok(Arc::new(Dns {
+            name: name.to_string(),
+            config_path,
+            config,
+            view: ArcSwap::from_pointee(view),
+            controls: Mutex::new((controls, source)),
+            health: Mutex::new(health),
+            rebuild_lock: Mutex::new(()),
+            lkg_path,
+            last_known_good_error: lkg_error,
+            control_plane_connected: AtomicBool::new(false),
+            metrics,
+            query_log,
+        }))
+    }
+
+    pub fn view(&self) -> arc_swap::Guard<Arc<View>> {
+        self.view.load()
+    }
+
+    pub fn controls_source(&self) -> String {
+        self.controls
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .1
+            .clone()
+    }
+
+    pub fn health(&self) -> BTreeMap<String, Probe> {
+        self.health
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Validates, checks it is not older (or from another store), saves it
+    /// as last-known-good, then answers from it.
+    pub fn apply_controls(&self, controls: Controls, source: &str) -> Result<(), UpdateError> {
+        let result = (|| {
+            let mut cur = self.controls.lock().unwrap_or_else(|e| e.into_inner());
+            controls
+                .validate(&self.config)
+                .map_err(ConfigError::Invalid)?;
+            controls.may_replace(&cur.0)?;
+            if let Some(p) = &self.lkg_path {
+                switchyard_api::lkg::save(p, &controls, source, now_ms())
+                    .map_err(UpdateError::Persist)?;
+            }
+            tracing::info!(source, version = controls.version, "controls applied");
+            *cur = (Arc::new(controls), source.to_string());
+            Ok(())
+        })();
+        self.metrics.update(source, result.is_ok());
+        if let Err(e) = &result {
+            tracing::warn!(source, error = %e, "controls refused; keeping the current set");
+        }
+        self.rebuild();
+        result
+    }
+
+    /// Records one probe of `zone`'s edge; `failures_to_down` in a row take
+    /// it out, one success brings it back.
+    pub fn probed(&self, zone: &str, ok: bool, failures_to_down: u32) -> bool {
+        let mut h = self.health.lock().unwrap_or_else(|e| e.into_inner());
+        let p = h.entry(zone.to_string()).or_default();
+        let was = p.alive;
+        if ok {
+            *p = Probe::default();
+        } else {
+            p.failures = p.failures.saturating_add(1);
+            if p.failures >= failures_to_down {
+                p.alive = false;
+            }
+        }
+        let changed = was != p.alive;
+        if changed {
+            tracing::warn!(zone, alive = p.alive, "edge health changed");
+            self.metrics
+                .edge_up
+                .get_or_create(&ZoneLabels { zone: zone.into() })
+                .set(i64::from(p.alive));
+        }
+        changed
+    }
+
+    /// Builds the view from what is known now and swaps it in; counts a
+    /// change of any answer set.
+    pub fn rebuild(&self) {
+        let _g = self.rebuild_lock.lock().unwrap_or_else(|e| e.into_inner());
+        let controls = self
+            .controls
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .0
+            .clone();
+        let health = self.health();
+        let alive = |z: &str| health.get(z).is_none_or(|p| p.alive);
+        let view = View::build(self.config.clone(), controls, &alive, now_ms());
+        let old = self.view.load();
+        if old.answers != view.answers {
+            self.metrics.answer_sets_changed.inc();
+            tracing::info!("answer sets changed");
+        }
+        self.view.store(Arc::new(view));
+    }
+
+    pub fn set_control_plane_connected(&self, up: bool) {
+        self.control_plane_connected.store(up, Ordering::Relaxed);
+        self.metrics.control_plane_connected.set(i64::from(up));
+    }
+}
+
+impl switchyard_api::watch::Follower for Dns {
+    fn control_urls(&self) -> Vec<String> {
+        self.config.edge.control_urls.clone()
+    }
+
+    fn control_ca_file(&self) -> Option<PathBuf> {
+        let p = self.config.edge.control_ca_file.as_deref()?;
+        Some(crate::resolve(&self.config_path, p))
+    }
+
+    fn identity(&self) -> Vec<(&'static str, String)> {
+        vec![("dns", self.name.clone())]
+    }
+
+    fn connected(&self, up: bool) {
+        self.set_control_plane_connected(up);
+    }
+
+    fn controls(&self, controls: Controls) {
+        // Refusals are logged and counted where they are decided.
+        let _ = self.apply_controls(controls, "control-plane");
+    }
+
+    fn unreadable(&self, reason: &str) {
+        self.metrics.update("control-plane", false);
+        tracing::error!(reason, "control plane sent controls that cannot be read");
+    }
+}
