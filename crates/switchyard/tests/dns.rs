@@ -63,10 +63,12 @@ async fn failover_to_r2(lab: &Topology, cp: &switchyard_testkit::ControlProcess)
 
 #[tokio::test]
 async fn clients_get_their_regions_edges_and_a_failover_moves_them_within_a_second() {
-    let lab = two_regions();
+    let lab = two_regions().with_dns(2);
     let cp = lab.start_control().await;
     let ns = lab.start_dns(1).await;
+    let ns2 = lab.start_dns(2).await;
     following(&ns).await;
+    following(&ns2).await;
     assert_eq!(answer_for(&lab, &ns, "r1").await, edge_ip(&lab, "a"));
     assert_eq!(answer_for(&lab, &ns, "r2").await, edge_ip(&lab, "b"));
     // The subnet is echoed with the scope the answer holds for.
@@ -91,17 +93,20 @@ async fn clients_get_their_regions_edges_and_a_failover_moves_them_within_a_seco
 
     let t = Instant::now();
     failover_to_r2(&lab, &cp).await;
-    eventually(
-        "r1's clients are sent to r2",
-        Duration::from_secs(1),
-        || async {
-            let a = answer_for(&lab, &ns, "r1").await;
-            (a == edge_ip(&lab, "b"))
-                .then_some(())
-                .ok_or(format!("{a:?}"))
-        },
-    )
-    .await;
+    // Each server on its own, from the same state.
+    for s in [&ns, &ns2] {
+        eventually(
+            "r1's clients are sent to r2",
+            Duration::from_secs(1),
+            || async {
+                let a = answer_for(&lab, s, "r1").await;
+                (a == edge_ip(&lab, "b"))
+                    .then_some(())
+                    .ok_or(format!("{a:?}"))
+            },
+        )
+        .await;
+    }
     assert!(t.elapsed() < Duration::from_secs(1), "{:?}", t.elapsed());
     let m = ns.metrics().await;
     assert!(
@@ -225,7 +230,7 @@ async fn soa_ns_nxdomain_nodata_and_refused_over_the_wire() {
         .instances_per_zone(1)
         .with_dns(1)
         .dns_probe_interval_ms(0)
-        .dns_toml("ttl_s = 15");
+        .dns_toml("ttl_s = 15\nquery_log = \"queries.log\"");
     let ns = lab.start_dns(1).await;
     let soa = ns.ask("test.", RecordType::SOA).udp().await;
     assert_eq!(soa.answers[0].record_type(), RecordType::SOA);
@@ -253,6 +258,27 @@ async fn soa_ns_nxdomain_nodata_and_refused_over_the_wire() {
         addrs(&ns.ask(NAME, RecordType::A).udp().await),
         edge_ip(&lab, "a")
     );
+    // Every query has its line, written off the request path.
+    let log = lab.dir().join("queries.log");
+    eventually(
+        "the query log has every query",
+        Duration::from_secs(2),
+        || async {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            let lines: Vec<serde_json::Value> = text
+                .lines()
+                .map(|l| serde_json::from_str(l).unwrap())
+                .collect();
+            let nx = lines
+                .iter()
+                .any(|l| l["name"] == "nope.test." && l["rcode"] == "NXDOMAIN");
+            let served = lines
+                .iter()
+                .any(|l| l["service"] == "svc" && l["region"] == "r1" && l["transport"] == "udp");
+            (lines.len() == 8 && nx && served).then_some(()).ok_or(text)
+        },
+    )
+    .await;
 }
 
 #[tokio::test]
