@@ -216,10 +216,20 @@ pub fn respond(view: &View, packet: &[u8], client: IpAddr, transport: Transport)
                 info.fail_open = c.failed_open();
                 let want_v4 =
                     qtype == RecordType::A || (any && c.addrs.iter().any(|a| a.is_ipv4()));
+                // Rotated by the query's id: clients and stub resolvers
+                // mostly use the first address, and every zone's edge
+                // should get its part of them, not the first zone's all.
+                let of_family: Vec<IpAddr> = c
+                    .addrs
+                    .iter()
+                    .copied()
+                    .filter(|a| a.is_ipv4() == want_v4)
+                    .collect();
+                let start = usize::from(req.metadata.id) % of_family.len().max(1);
                 answers.extend(
-                    c.addrs
+                    of_family[start..]
                         .iter()
-                        .filter(|a| a.is_ipv4() == want_v4)
+                        .chain(&of_family[..start])
                         .map(|a| address(&owner, ttl, *a)),
                 );
             }
@@ -387,8 +397,24 @@ region = "r2"
         (Message::from_vec(&out.bytes.unwrap()).unwrap(), out.info)
     }
 
+    /// The answer's addresses, sorted (their order rotates by query id).
     fn addrs(m: &Message) -> Vec<String> {
-        m.answers.iter().map(|r| r.data.to_string()).collect()
+        let mut v: Vec<String> = m.answers.iter().map(|r| r.data.to_string()).collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn the_addresses_rotate_with_the_query_id_so_every_zones_edge_comes_first_for_some() {
+        let first = |id| {
+            let (m, _) = ask(
+                &query(id, "svc.example.test.", RecordType::A, None, None),
+                "10.1.0.9",
+            );
+            m.answers[0].data.to_string()
+        };
+        let firsts: std::collections::BTreeSet<String> = (0..4).map(first).collect();
+        assert_eq!(firsts.len(), 2, "{firsts:?}");
     }
 
     #[test]

@@ -615,6 +615,84 @@ mod tests {
         );
     }
 
+    const BASE: &str = r#"
+[[region]]
+name = "r1"
+zone = [{ name = "a", edge = "0.0.0.0:8080", admin = "127.1.1.1:9901" }]
+[[service]]
+name = "svc"
+hosts = ["svc.example.test", "*.example.test"]
+min_healthy = 0.5
+instance = [{ name = "i1", zone = "a", addr = "127.1.1.11:8081" }]
+"#;
+
+    fn errors(dns: &str) -> Vec<String> {
+        match crate::Config::from_toml(&format!("{BASE}{dns}"), |_| None) {
+            Ok(_) => Vec::new(),
+            Err(e) => e.reasons(),
+        }
+    }
+
+    #[test]
+    fn every_problem_of_the_dns_section_is_named_with_its_path() {
+        let errs = errors(
+            r#"
+[dns]
+ttl_s = 0
+default_region = "mars"
+probe_timeout_ms = 5000
+probe_failures = 0
+edge_addresses = { nowhere = ["10.0.0.1"] }
+[[dns.server]]
+name = "ns1"
+listen = ["127.0.0.1:53", "127.0.0.1:53"]
+admin = "127.0.0.1:port"
+[[dns.zone]]
+apex = "example.test"
+ns = ["ns1.example.test"]
+ns_addresses = { "ns9.example.test" = ["10.0.0.9"], "ns1.example.test" = ["nope"] }
+[[dns.zone]]
+apex = "sub.example.test"
+ns = ["bad name"]
+[[dns.geo]]
+prefix = "10.1.0.1/16"
+region = "r1"
+[[dns.geo]]
+prefix = "10.2.0.0/16"
+region = "mars"
+"#,
+        );
+        let wants = [
+            "dns.ttl_s: must be between 1 and 86400",
+            "dns.default_region: unknown region \"mars\"",
+            "dns.probe_timeout_ms: must be above 0 and at most probe_interval_ms",
+            "dns.probe_failures: must be at least 1",
+            "dns.edge_addresses.nowhere: unknown zone",
+            "dns.edge_addresses.a: required: region.r1.zone.a.edge listens on 0.0.0.0",
+            "dns.server.ns1.listen[1]: duplicate address 127.0.0.1:53",
+            "dns.server.ns1.admin: not an address",
+            "dns.zone.example.test.ns_addresses.ns9.example.test: \"ns9.example.test\" is not one of this zone's ns",
+            "dns.zone.example.test.ns_addresses.ns1.example.test[0]: \"nope\" is not an IP address",
+            "dns.zone.sub.example.test.ns[0]: \"bad name\" is not a domain name",
+            "dns.zone.sub.example.test.apex: inside zone \"example.test\"",
+            "service.svc.hosts[1]: \"*.example.test\" is under a [[dns.zone]]",
+            "dns.geo[0].prefix: \"10.1.0.1/16\" has bits set after /16; did you mean 10.1.0.0/16?",
+            "dns.geo[1].region: unknown region \"mars\"",
+        ];
+        for w in wants {
+            assert!(errs.iter().any(|e| e.starts_with(w)), "{w:?} not in {errs:#?}");
+        }
+        assert_eq!(errs.len(), wants.len(), "{errs:#?}");
+        assert_eq!(
+            errors("[dns]\n"),
+            [
+                "dns.edge_addresses.a: required: region.r1.zone.a.edge listens on 0.0.0.0, which no client can reach",
+                "dns.server: at least one [[dns.server]] is required",
+                "dns.zone: at least one [[dns.zone]] is required",
+            ]
+        );
+    }
+
     #[test]
     fn a_zone_holds_its_apex_and_names_below_it_only() {
         let z = DnsZone {

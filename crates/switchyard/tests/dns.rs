@@ -25,11 +25,14 @@ fn two_regions() -> Topology {
         .dns_probe_interval_ms(0)
 }
 
-/// What `ns` answers a client of `region` (by its subnet), as addresses.
+/// What `ns` answers a client of `region` (by its subnet), as sorted addresses.
 async fn answer_for(lab: &Topology, ns: &DnsProcess, region: &str) -> Vec<String> {
     let net = prefix24(lab.client_ip(region));
     let (addr, _) = net.split_once('/').unwrap();
-    addrs(&ns.ask(NAME, RecordType::A).subnet(addr, 24).udp().await)
+    let mut a = addrs(&ns.ask(NAME, RecordType::A).subnet(addr, 24).udp().await);
+    // The order rotates from query to query.
+    a.sort();
+    a
 }
 
 fn edge_ip(lab: &Topology, zone: &str) -> Vec<String> {
