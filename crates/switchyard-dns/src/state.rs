@@ -56,6 +56,8 @@ pub struct Dns {
     /// Serialises rebuilds, so two of them never store out of order.
     rebuild_lock: Mutex<()>,
     lkg_path: Option<PathBuf>,
+    /// Held while the process lives (the kernel drops it on any exit).
+    _state_lock: Option<std::fs::File>,
     pub last_known_good_error: Option<String>,
     pub control_plane_connected: AtomicBool,
     pub metrics: Metrics,
@@ -80,10 +82,16 @@ impl Dns {
                     .join(", ")
             );
         }
-        let lkg_path = dns
-            .state_dir
+        // As the edge reads edge.state_dir: as written (relative to the
+        // working directory), so a server defaulting to it shares the folder.
+        let state_dir = dns.state_dir.as_ref().map(PathBuf::from);
+        let state_lock = state_dir
+            .as_deref()
+            .map(|d| lock_state(d, name))
+            .transpose()?;
+        let lkg_path = state_dir
             .as_ref()
-            .map(|d| crate::resolve(&config_path, d).join(format!("dns-{name}.controls.lkg.json")));
+            .map(|d| d.join(format!("dns-{name}.controls.lkg.json")));
         let metrics = Metrics::new();
         let mut controls = Controls::default();
         let mut source = "default".to_string();
@@ -147,6 +155,7 @@ impl Dns {
             health: Mutex::new(health),
             rebuild_lock: Mutex::new(()),
             lkg_path,
+            _state_lock: state_lock,
             last_known_good_error: lkg_error,
             control_plane_connected: AtomicBool::new(false),
             metrics,
@@ -247,6 +256,31 @@ impl Dns {
     pub fn set_control_plane_connected(&self, up: bool) {
         self.control_plane_connected.store(up, Ordering::Relaxed);
         self.metrics.control_plane_connected.set(i64::from(up));
+    }
+}
+
+/// An exclusive lock on `STATE_DIR/dns-NAME.lock`, so a second server of
+/// the same name never writes over this one's last-known-good file.
+fn lock_state(dir: &std::path::Path, name: &str) -> anyhow::Result<std::fs::File> {
+    std::fs::create_dir_all(dir)
+        .map_err(|e| anyhow::anyhow!("dns.state_dir {}: {e}", dir.display()))?;
+    let path = dir.join(format!("dns-{name}.lock"));
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| anyhow::anyhow!("cannot open the lock {}: {e}", path.display()))?;
+    match f.try_lock() {
+        Ok(()) => Ok(f),
+        Err(std::fs::TryLockError::WouldBlock) => anyhow::bail!(
+            "another DNS server named {name} is running with its state in {} (lock {} is held); refusing to start",
+            dir.display(),
+            path.display()
+        ),
+        Err(std::fs::TryLockError::Error(e)) => {
+            anyhow::bail!("cannot lock {}: {e}", path.display())
+        }
     }
 }
 

@@ -680,7 +680,10 @@ region = "mars"
             "dns.geo[1].region: unknown region \"mars\"",
         ];
         for w in wants {
-            assert!(errs.iter().any(|e| e.starts_with(w)), "{w:?} not in {errs:#?}");
+            assert!(
+                errs.iter().any(|e| e.starts_with(w)),
+                "{w:?} not in {errs:#?}"
+            );
         }
         assert_eq!(errs.len(), wants.len(), "{errs:#?}");
         assert_eq!(
