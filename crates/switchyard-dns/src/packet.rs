@@ -368,6 +368,7 @@ instance = [{ name = "i1", zone = "r1a", addr = "127.1.1.11:8081" }]
 
 [dns]
 ttl_s = 20
+edge_addresses = { r2a = ["127.2.1.1", "2001:db8::21"] }
 [[dns.server]]
 name = "ns1"
 listen = ["127.0.0.1:5353"]
@@ -379,6 +380,9 @@ ns_addresses = { "ns1.example.test" = ["127.0.0.53"] }
 negative_ttl_s = 5
 [[dns.geo]]
 prefix = "10.2.0.0/16"
+region = "r2"
+[[dns.geo]]
+prefix = "2001:db8:2::/48"
 region = "r2"
 "#;
 
@@ -440,6 +444,32 @@ region = "r2"
             panic!("no ECS echoed: {m:?}");
         };
         assert_eq!((cs.source_prefix(), cs.scope_prefix()), (24, 24));
+    }
+
+    #[test]
+    fn an_ipv6_subnet_places_the_client_and_aaaa_answers_the_ipv6_edges() {
+        let ecs = Some(("2001:db8:2:100::".parse().unwrap(), 56));
+        let q = query(4, "svc.example.test.", RecordType::AAAA, Some(1232), ecs);
+        let (m, info) = ask(&q, "10.1.0.9");
+        assert_eq!(addrs(&m), ["2001:db8::21"]);
+        assert_eq!(info.client_region.as_deref(), Some("r2"));
+        let Some(EdnsOption::Subnet(cs)) = m.edns.as_ref().unwrap().option(EdnsCode::Subnet) else {
+            panic!("no ECS echoed: {m:?}");
+        };
+        assert_eq!((cs.source_prefix(), cs.scope_prefix()), (56, 56));
+        let q = query(5, "svc.example.test.", RecordType::A, Some(1232), ecs);
+        assert_eq!(addrs(&ask(&q, "10.1.0.9").0), ["127.2.1.1"]);
+        // A source prefix of 0: the resolver's address places the client,
+        // and the scope says the answer is for every client of it.
+        let zero = Some(("10.2.0.0".parse().unwrap(), 0));
+        let q = query(6, "svc.example.test.", RecordType::A, Some(1232), zero);
+        let (m, info) = ask(&q, "10.1.0.9");
+        assert_eq!(info.client_region, None);
+        assert_eq!(addrs(&m), ["127.1.1.1", "127.1.2.1"]);
+        let Some(EdnsOption::Subnet(cs)) = m.edns.as_ref().unwrap().option(EdnsCode::Subnet) else {
+            panic!("no ECS echoed: {m:?}");
+        };
+        assert_eq!(cs.scope_prefix(), 0);
     }
 
     #[test]
@@ -533,6 +563,38 @@ region = "r2"
         ch[n - 1] = 3;
         let m = Message::from_vec(&respond(&v, &ch, from, Transport::Udp).bytes.unwrap()).unwrap();
         assert_eq!(m.metadata.response_code, ResponseCode::Refused);
+        // A name longer than 255 bytes (five labels of 63).
+        let mut long = query(14, "svc.example.test.", RecordType::A, None, None);
+        long.truncate(12);
+        for _ in 0..5 {
+            long.push(63);
+            long.extend_from_slice(&[b'a'; 63]);
+        }
+        long.extend_from_slice(&[0, 0, 1, 0, 1]);
+        let m =
+            Message::from_vec(&respond(&v, &long, from, Transport::Udp).bytes.unwrap()).unwrap();
+        assert_eq!(
+            (m.metadata.id, m.metadata.response_code),
+            (14, ResponseCode::FormErr)
+        );
+        // A type nobody defined, at a name that exists: NODATA.
+        let unknown = query(
+            15,
+            "svc.example.test.",
+            RecordType::Unknown(65280),
+            None,
+            None,
+        );
+        let m =
+            Message::from_vec(&respond(&v, &unknown, from, Transport::Udp).bytes.unwrap()).unwrap();
+        assert_eq!(
+            (
+                m.metadata.response_code,
+                m.answers.len(),
+                m.authorities.len()
+            ),
+            (ResponseCode::NoError, 0, 1)
+        );
         // A response is never answered.
         let mut r = query(13, "svc.example.test.", RecordType::A, None, None);
         r[2] |= 0x80;
