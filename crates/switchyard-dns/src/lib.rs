@@ -129,6 +129,11 @@ pub async fn run(opts: DnsOptions) -> anyhow::Result<()> {
     }
     tasks.spawn(probe::run(dns.clone()));
     tracing::info!(server = %name, ?listen, admin = %admin_addr, "dns server up");
-    tasks.join_next().await;
-    anyhow::bail!("a server task ended")
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    // Answers are single packets: nothing to drain, so a signal ends at once.
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => Ok(()),
+        _ = term.recv() => Ok(()),
+        _ = tasks.join_next() => anyhow::bail!("a server task ended"),
+    }
 }

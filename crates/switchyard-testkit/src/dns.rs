@@ -57,6 +57,11 @@ impl DnsProcess {
         self.process.restart().await;
     }
 
+    /// SIGTERM, then waits up to `within` for the server to exit.
+    pub async fn terminate(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
+        self.process.terminate(within).await
+    }
+
     /// `/status` as JSON.
     pub async fn status(&self) -> serde_json::Value {
         let r = Req::get(self.admin, "/status")

@@ -310,11 +310,11 @@ async fn a_wrong_dns_section_is_refused_by_validate_and_dns_with_every_path() {
 }
 
 #[tokio::test]
-async fn a_second_server_of_the_same_name_refuses_to_start() {
+async fn a_second_server_of_the_same_name_refuses_to_start_and_sigterm_ends_one() {
     let lab = Topology::new(BIN, &[("r1", &["a"])])
         .with_dns(1)
         .dns_probe_interval_ms(0);
-    let _ns = lab.start_dns(1).await;
+    let mut ns = lab.start_dns(1).await;
     let out = std::process::Command::new(BIN)
         .args(["dns", "--name", "ns1", "--config"])
         .arg(lab.config_path())
@@ -326,4 +326,6 @@ async fn a_second_server_of_the_same_name_refuses_to_start() {
         err.contains("another DNS server named ns1 is running"),
         "{err}"
     );
+    let st = ns.terminate(Duration::from_secs(2)).await;
+    assert!(st.is_some_and(|s| s.success()), "{st:?}");
 }
