@@ -61,6 +61,9 @@ pub struct Dns {
     pub last_known_good_error: Option<String>,
     pub control_plane_connected: AtomicBool,
     pub metrics: Metrics,
+    /// Counts answer-table changes; a provider pushing records to another
+    /// DNS service waits on it instead of polling.
+    changes: tokio::sync::watch::Sender<u64>,
     pub query_log: Option<switchyard_metrics::line_log::LineLog<crate::QueryLine>>,
 }
 
@@ -159,12 +162,19 @@ impl Dns {
             last_known_good_error: lkg_error,
             control_plane_connected: AtomicBool::new(false),
             metrics,
+            changes: tokio::sync::watch::Sender::new(0),
             query_log,
         }))
     }
 
     pub fn view(&self) -> arc_swap::Guard<Arc<View>> {
         self.view.load()
+    }
+
+    /// Wakes on every change of the answer table (after the new view is
+    /// in force); the value counts the changes.
+    pub fn changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.changes.subscribe()
     }
 
     pub fn controls_source(&self) -> String {
@@ -246,11 +256,13 @@ impl Dns {
         let alive = |z: &str| health.get(z).is_none_or(|p| p.alive);
         let view = View::build(self.config.clone(), controls, &alive, now_ms());
         let old = self.view.load();
-        if old.answers != view.answers {
+        let changed = old.answers != view.answers;
+        self.view.store(Arc::new(view));
+        if changed {
             self.metrics.answer_sets_changed.inc();
+            self.changes.send_modify(|n| *n += 1);
             tracing::info!("answer sets changed");
         }
-        self.view.store(Arc::new(view));
     }
 
     pub fn set_control_plane_connected(&self, up: bool) {
@@ -310,5 +322,85 @@ impl switchyard_api::watch::Follower for Dns {
     fn unreadable(&self, reason: &str) {
         self.metrics.update("control-plane", false);
         tracing::error!(reason, "control plane sent controls that cannot be read");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use switchyard_model::{RegionControl, RegionState};
+
+    fn config(state: &std::path::Path) -> Config {
+        let text = format!(
+            r#"
+[edge]
+state_dir = {:?}
+[[region]]
+name = "r1"
+zone = [{{ name = "a", edge = "127.1.1.1:8080", admin = "127.1.1.1:9901" }}]
+[[region]]
+name = "r2"
+zone = [{{ name = "b", edge = "127.2.1.1:8080", admin = "127.2.1.1:9901" }}]
+[[service]]
+name = "svc"
+hosts = ["svc.test"]
+min_healthy = 0.5
+instance = [{{ name = "i1", zone = "a", addr = "127.1.1.11:8081" }}]
+[dns]
+[[dns.server]]
+name = "ns1"
+listen = ["127.0.0.1:5353"]
+admin = "127.0.0.1:9953"
+[[dns.zone]]
+apex = "test"
+ns = ["ns1.test"]
+"#,
+            state.display().to_string()
+        );
+        Config::from_toml(&text, |_| None).unwrap()
+    }
+
+    fn r1_out(version: u64) -> Controls {
+        let mut c = Controls {
+            version,
+            ..Default::default()
+        };
+        c.services.entry("svc".into()).or_default().regions.insert(
+            "r1".into(),
+            RegionControl {
+                state: RegionState::Out,
+                ..Default::default()
+            },
+        );
+        c
+    }
+
+    fn r1_answer(dns: &Dns) -> String {
+        dns.view().answers[0].for_region(Some("r1"))[0]
+            .region
+            .clone()
+    }
+
+    #[test]
+    fn accepted_controls_change_the_answers_wake_watchers_and_survive_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let dns = Dns::new(config(dir.path()), dir.path().join("c.toml"), "ns1").unwrap();
+        let mut changes = dns.changes();
+        assert_eq!(r1_answer(&dns), "r1");
+        dns.apply_controls(r1_out(3), "control-plane").unwrap();
+        assert!(changes.has_changed().unwrap());
+        assert_eq!(*changes.borrow_and_update(), 1);
+        assert_eq!(r1_answer(&dns), "r2");
+        // Older controls are refused and change nothing.
+        assert!(matches!(
+            dns.apply_controls(Controls::default(), "control-plane"),
+            Err(UpdateError::Backwards(_))
+        ));
+        assert!(!changes.has_changed().unwrap());
+        assert_eq!(r1_answer(&dns), "r2");
+        drop(dns);
+        let again = Dns::new(config(dir.path()), dir.path().join("c.toml"), "ns1").unwrap();
+        assert_eq!(again.controls_source(), "last-known-good");
+        assert_eq!(r1_answer(&again), "r2");
     }
 }
