@@ -152,6 +152,8 @@ pub fn answer_set(
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ServiceAnswers {
     pub service: String,
+    /// The TTL of the name's record sets.
+    pub ttl: u32,
     pub by_region: BTreeMap<String, Vec<Choice>>,
     pub default: Vec<Choice>,
 }
@@ -176,6 +178,12 @@ pub fn table(
         .iter()
         .map(|svc| ServiceAnswers {
             service: svc.name.clone(),
+            ttl: config
+                .dns
+                .as_ref()
+                .map_or(switchyard_model::dns::DEFAULT_TTL_S, |d| {
+                    d.service_ttl.get(&svc.name).copied().unwrap_or(d.ttl)
+                }),
             by_region: config
                 .regions
                 .iter()

@@ -210,6 +210,7 @@ pub fn respond(view: &View, packet: &[u8], client: IpAddr, transport: Transport)
         Some(Entry::Service(i)) if matches!(qtype, RecordType::A | RecordType::AAAA) || any => {
             let sa = &view.answers[*i];
             info.service = Some(sa.service.clone());
+            let ttl = sa.ttl;
             let choices = sa.for_region(info.client_region.as_deref());
             if let Some(c) = pick(choices, draw(&sa.service, &key)) {
                 info.region = Some(c.region.clone());

@@ -19,6 +19,9 @@ pub mod raw {
     pub struct Dns {
         /// TTL of every answer's record set, in seconds.
         pub ttl_s: Option<u32>,
+        /// Per service, the TTL of its name's record sets instead of `ttl_s`.
+        #[serde(default)]
+        pub service_ttl_s: std::collections::BTreeMap<String, u32>,
         /// Where each server keeps its last-known-good controls; defaults
         /// to `edge.state_dir`.
         pub state_dir: Option<String>,
@@ -83,6 +86,8 @@ pub const DEFAULT_TTL_S: u32 = 30;
 #[derive(Debug, Clone, PartialEq)]
 pub struct DnsSettings {
     pub ttl: u32,
+    /// Per service, instead of `ttl`.
+    pub service_ttl: BTreeMap<String, u32>,
     pub state_dir: Option<String>,
     pub query_log: Option<AccessLogTarget>,
     pub default_region: Option<String>,
@@ -297,6 +302,14 @@ pub(crate) fn validate(
 ) -> DnsSettings {
     let region_known = |r: &str| regions.iter().any(|x| x.name == r);
     let ttl = seconds(d.ttl_s, DEFAULT_TTL_S, 1..=86_400, "dns.ttl_s", errs);
+    let mut service_ttl = BTreeMap::new();
+    for (svc, t) in &d.service_ttl_s {
+        let path = format!("dns.service_ttl_s.{svc}");
+        if !services.iter().any(|s| &s.name == svc) {
+            errs.push(path.clone(), format!("unknown service {svc:?}"));
+        }
+        service_ttl.insert(svc.clone(), seconds(Some(*t), 0, 1..=86_400, &path, errs));
+    }
     let query_log = match d.query_log.as_deref() {
         None => None,
         Some("-") => Some(AccessLogTarget::Stdout),
@@ -572,6 +585,7 @@ pub(crate) fn validate(
 
     DnsSettings {
         ttl,
+        service_ttl,
         state_dir: d.state_dir.clone().or_else(|| edge_state_dir.cloned()),
         query_log,
         default_region: d.default_region.clone(),
@@ -639,6 +653,7 @@ instance = [{ name = "i1", zone = "a", addr = "127.1.1.11:8081" }]
             r#"
 [dns]
 ttl_s = 0
+service_ttl_s = { nope = 5, svc = 0 }
 default_region = "mars"
 probe_timeout_ms = 5000
 probe_failures = 0
@@ -664,6 +679,8 @@ region = "mars"
         );
         let wants = [
             "dns.ttl_s: must be between 1 and 86400",
+            "dns.service_ttl_s.nope: unknown service \"nope\"",
+            "dns.service_ttl_s.svc: must be between 1 and 86400 seconds, got 0",
             "dns.default_region: unknown region \"mars\"",
             "dns.probe_timeout_ms: must be above 0 and at most probe_interval_ms",
             "dns.probe_failures: must be at least 1",

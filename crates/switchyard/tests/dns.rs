@@ -233,7 +233,7 @@ async fn soa_ns_nxdomain_nodata_and_refused_over_the_wire() {
         .instances_per_zone(1)
         .with_dns(1)
         .dns_probe_interval_ms(0)
-        .dns_toml("ttl_s = 15\nquery_log = \"queries.log\"");
+        .dns_toml("ttl_s = 15\nservice_ttl_s = { svc = 9 }\nquery_log = \"queries.log\"");
     let ns = lab.start_dns(1).await;
     let soa = ns.ask("test.", RecordType::SOA).udp().await;
     assert_eq!(soa.answers[0].record_type(), RecordType::SOA);
@@ -249,7 +249,8 @@ async fn soa_ns_nxdomain_nodata_and_refused_over_the_wire() {
     let other = ns.ask("example.org.", RecordType::A).udp().await;
     assert_eq!(other.metadata.response_code, ResponseCode::Refused);
     let a = ns.ask(NAME, RecordType::A).udp().await;
-    assert_eq!(a.answers[0].ttl, 15);
+    assert_eq!(a.answers[0].ttl, 9, "the service's own TTL");
+    assert_eq!(soa.answers[0].ttl, 15);
     // Garbage gets FORMERR, and the server keeps answering.
     let garbage = [0x12, 0x34, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0xc0, 12, 0, 1];
     let f = ns.ask(NAME, RecordType::A).udp_raw(&garbage).await.unwrap();
@@ -328,4 +329,48 @@ async fn a_second_server_of_the_same_name_refuses_to_start_and_sigterm_ends_one(
     );
     let st = ns.terminate(Duration::from_secs(2)).await;
     assert!(st.is_some_and(|s| s.success()), "{st:?}");
+}
+
+#[tokio::test]
+async fn a_gradual_evacuation_moves_its_share_of_clients_and_each_client_stays_put() {
+    let lab = two_regions();
+    let cp = lab.start_control().await;
+    let ns = lab.start_dns(1).await;
+    following(&ns).await;
+    let op = Op::RegionWeight {
+        service: "svc".into(),
+        region: "r1".into(),
+        weight: 0.5,
+    };
+    cp.api(Some("operate-token"))
+        .apply(&OpRequest::new(op, "evacuate r1 gradually"))
+        .await
+        .unwrap();
+    eventually(
+        "the weight reaches the server",
+        Duration::from_secs(2),
+        || async {
+            let s = ns.status().await;
+            let w = &s["services"][0]["by_region"]["r1"][0]["weight"];
+            (w == 0.5).then_some(()).ok_or(w.to_string())
+        },
+    )
+    .await;
+    // 200 client subnets no prefix places: they count as the service's
+    // first region, r1.
+    let mut kept = 0;
+    for i in 0..200u32 {
+        let subnet = format!("10.1.{}.0", i);
+        let ask = || ns.ask(NAME, RecordType::A).subnet(&subnet, 24);
+        let first = addrs(&ask().udp().await);
+        assert_eq!(
+            addrs(&ask().udp().await),
+            first,
+            "{subnet} moved between two queries"
+        );
+        if first == edge_ip(&lab, "a") {
+            kept += 1;
+        }
+    }
+    assert!((70..=130).contains(&kept), "r1 kept {kept} of 200 clients");
 }
