@@ -58,6 +58,48 @@ pub fn resolve(config_path: &Path, p: &str) -> PathBuf {
     }
 }
 
+/// Reads the config file again and proposes it; a file that does not read
+/// or validate is refused with every reason, and the running config stays.
+pub fn reload(dns: &Dns) -> Result<(), String> {
+    let text = std::fs::read_to_string(&dns.config_path)
+        .map_err(|e| format!("cannot read {}: {e}", dns.config_path.display()));
+    let parsed = text.and_then(|t| {
+        switchyard_model::Config::from_toml(&t, |k| std::env::var(k).ok())
+            .map_err(|e| e.reasons().join("; "))
+    });
+    match parsed {
+        Ok(c) => dns.apply_config(c),
+        Err(e) => {
+            dns.metrics.update("config", false);
+            tracing::warn!(error = %e, "config refused; keeping the running one");
+            Err(e)
+        }
+    }
+}
+
+/// Reloads when the config file changes (polled every 500 ms) and on SIGHUP.
+async fn watch_config(dns: Arc<Dns>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let stamp = |p: &Path| {
+        let m = std::fs::metadata(p).ok()?;
+        Some((m.modified().ok()?, m.len()))
+    };
+    let mut seen = stamp(&dns.config_path);
+    let mut hup = signal(SignalKind::hangup()).ok();
+    let mut tick = tokio::time::interval(std::time::Duration::from_millis(500));
+    loop {
+        let by_signal = tokio::select! {
+            _ = tick.tick() => false,
+            Some(_) = async { match hup.as_mut() { Some(h) => h.recv().await, None => std::future::pending().await } } => true,
+        };
+        let now = stamp(&dns.config_path);
+        if by_signal || (now.is_some() && now != seen) {
+            seen = now;
+            let _ = reload(&dns);
+        }
+    }
+}
+
 pub struct DnsOptions {
     pub config_path: PathBuf,
     /// The `[[dns.server]]` to run; may be left out when there is one.
@@ -94,7 +136,7 @@ pub async fn run(opts: DnsOptions) -> anyhow::Result<()> {
     };
     let dns = Dns::new(config, opts.config_path.clone(), &name)?;
     let me = dns
-        .config
+        .config()
         .dns
         .as_ref()
         .and_then(|d| d.server(&name))
@@ -128,6 +170,7 @@ pub async fn run(opts: DnsOptions) -> anyhow::Result<()> {
         tasks.spawn(async move { switchyard_api::watch::follow(&*d).await });
     }
     tasks.spawn(probe::run(dns.clone()));
+    tasks.spawn(watch_config(dns.clone()));
     tracing::info!(server = %name, ?listen, admin = %admin_addr, "dns server up");
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     // Answers are single packets: nothing to drain, so a signal ends at once.

@@ -29,33 +29,28 @@ pub async fn probe(admin: SocketAddr, timeout: Duration) -> bool {
     matches!(tokio::time::timeout(timeout, once).await, Ok(Ok(true)))
 }
 
+/// Probes every zone's edge each round, with the settings of the config in
+/// force (a reload may change them), then rebuilds the view.
 pub async fn run(dns: Arc<Dns>) {
-    let Some(settings) = dns.config.dns.clone() else {
-        return;
-    };
-    if settings.probe_interval.is_zero() {
-        // No probes: still rebuild, for shift leases.
-        loop {
+    loop {
+        let config = dns.config();
+        let Some(settings) = config.dns.as_ref() else {
+            return;
+        };
+        if settings.probe_interval.is_zero() {
+            // No probes: still rebuild, for shift leases.
             tokio::time::sleep(Duration::from_secs(1)).await;
             dns.rebuild();
+            continue;
         }
-    }
-    let zones: Vec<(String, SocketAddr)> = dns
-        .config
-        .zones()
-        .map(|z| (z.name.clone(), z.admin))
-        .collect();
-    let mut tick = tokio::time::interval(settings.probe_interval);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tick.tick().await;
+        let started = tokio::time::Instant::now();
+        let timeout = settings.probe_timeout;
         let results = futures_join(
-            zones
-                .iter()
-                .map(|(z, a)| {
-                    let (z, a) = (z.clone(), *a);
-                    let t = settings.probe_timeout;
-                    async move { (z, probe(a, t).await) }
+            config
+                .zones()
+                .map(|z| {
+                    let (name, admin) = (z.name.clone(), z.admin);
+                    async move { (name, probe(admin, timeout).await) }
                 })
                 .collect(),
         )
@@ -64,6 +59,7 @@ pub async fn run(dns: Arc<Dns>) {
             dns.probed(&z, ok, settings.probe_failures);
         }
         dns.rebuild();
+        tokio::time::sleep_until(started + settings.probe_interval).await;
     }
 }
 

@@ -49,7 +49,8 @@ impl Default for Probe {
 pub struct Dns {
     pub name: String,
     pub config_path: PathBuf,
-    pub config: Arc<Config>,
+    /// Swapped whole by a reload; see [`Dns::apply_config`].
+    config: ArcSwap<Config>,
     view: ArcSwap<View>,
     controls: Mutex<(Arc<Controls>, String)>,
     health: Mutex<BTreeMap<String, Probe>>,
@@ -148,11 +149,12 @@ impl Dns {
         }
         let config = Arc::new(config);
         let controls = Arc::new(controls);
-        let view = View::build(config.clone(), controls.clone(), &|_: &str| true, now_ms());
+        let config_for_view = config.clone();
+        let view = View::build(config_for_view, controls.clone(), &|_: &str| true, now_ms());
         Ok(Arc::new(Dns {
             name: name.to_string(),
             config_path,
-            config,
+            config: ArcSwap::new(config),
             view: ArcSwap::from_pointee(view),
             controls: Mutex::new((controls, source)),
             health: Mutex::new(health),
@@ -169,6 +171,75 @@ impl Dns {
 
     pub fn view(&self) -> arc_swap::Guard<Arc<View>> {
         self.view.load()
+    }
+
+    /// The config in force.
+    pub fn config(&self) -> Arc<Config> {
+        self.config.load_full()
+    }
+
+    /// Takes a new config (a reload): refused, keeping the running one, when
+    /// this server is no longer in it, its addresses, state folder or query
+    /// log changed (those need a restart), or the controls in force do not
+    /// fit it. Zones, names, geo map, TTLs, regions and services change at
+    /// once.
+    pub fn apply_config(&self, config: Config) -> Result<(), String> {
+        let result = (|| {
+            let cur = self.config();
+            let (old, new) = (cur.dns.as_ref(), config.dns.as_ref());
+            let me = |d: Option<&switchyard_model::dns::DnsSettings>| {
+                d.and_then(|d| d.server(&self.name)).cloned()
+            };
+            let Some(new_me) = me(new) else {
+                return Err(format!(
+                    "the new config has no [[dns.server]] named {:?}",
+                    self.name
+                ));
+            };
+            if me(old).as_ref() != Some(&new_me)
+                || old.map(|d| (&d.state_dir, &d.query_log))
+                    != new.map(|d| (&d.state_dir, &d.query_log))
+            {
+                return Err(format!(
+                    "dns.server.{}'s addresses, dns.state_dir or dns.query_log changed; that needs a restart",
+                    self.name
+                ));
+            }
+            let controls = self
+                .controls
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .0
+                .clone();
+            controls.validate(&config).map_err(|e| {
+                format!(
+                    "the controls in force do not fit the new config: {}",
+                    e.iter()
+                        .map(|x| x.to_string())
+                        .collect::<Vec<_>>()
+                        .join("; ")
+                )
+            })?;
+            {
+                let mut h = self.health.lock().unwrap_or_else(|e| e.into_inner());
+                let zones: Vec<String> = config.zones().map(|z| z.name.clone()).collect();
+                h.retain(|z, _| zones.contains(z));
+                for z in zones {
+                    h.entry(z).or_default();
+                }
+            }
+            self.config.store(Arc::new(config));
+            Ok(())
+        })();
+        self.metrics.update("config", result.is_ok());
+        match &result {
+            Ok(()) => {
+                tracing::info!("config reloaded");
+                self.rebuild();
+            }
+            Err(e) => tracing::warn!(error = %e, "config refused; keeping the running one"),
+        }
+        result
     }
 
     /// Wakes on every change of the answer table (after the new view is
@@ -198,7 +269,7 @@ impl Dns {
         let result = (|| {
             let mut cur = self.controls.lock().unwrap_or_else(|e| e.into_inner());
             controls
-                .validate(&self.config)
+                .validate(&self.config())
                 .map_err(ConfigError::Invalid)?;
             controls.may_replace(&cur.0)?;
             if let Some(p) = &self.lkg_path {
@@ -254,7 +325,7 @@ impl Dns {
             .clone();
         let health = self.health();
         let alive = |z: &str| health.get(z).is_none_or(|p| p.alive);
-        let view = View::build(self.config.clone(), controls, &alive, now_ms());
+        let view = View::build(self.config(), controls, &alive, now_ms());
         let old = self.view.load();
         let changed = old.answers != view.answers;
         self.view.store(Arc::new(view));
@@ -298,11 +369,12 @@ fn lock_state(dir: &std::path::Path, name: &str) -> anyhow::Result<std::fs::File
 
 impl switchyard_api::watch::Follower for Dns {
     fn control_urls(&self) -> Vec<String> {
-        self.config.edge.control_urls.clone()
+        self.config().edge.control_urls.clone()
     }
 
     fn control_ca_file(&self) -> Option<PathBuf> {
-        let p = self.config.edge.control_ca_file.as_deref()?;
+        let c = self.config();
+        let p = c.edge.control_ca_file.as_deref()?;
         Some(crate::resolve(&self.config_path, p))
     }
 

@@ -374,3 +374,66 @@ async fn a_gradual_evacuation_moves_its_share_of_clients_and_each_client_stays_p
     }
     assert!((70..=130).contains(&kept), "r1 kept {kept} of 200 clients");
 }
+
+#[tokio::test]
+async fn a_changed_config_is_taken_at_once_and_a_wrong_one_is_refused() {
+    let lab = Topology::new(BIN, &[("r1", &["a"])])
+        .with_dns(1)
+        .dns_probe_interval_ms(0);
+    let ns = lab.start_dns(1).await;
+    let ttl = || async { ns.ask(NAME, RecordType::A).udp().await.answers[0].ttl };
+    assert_eq!(ttl().await, 30);
+    let edit = |from: &str, to: &str| {
+        let text = lab.config_text().replace(from, to);
+        assert_ne!(text, lab.config_text(), "{from:?} is in the config");
+        std::fs::write(lab.config_path(), text).unwrap();
+    };
+    edit(
+        "probe_interval_ms = 0\n",
+        "probe_interval_ms = 0\nttl_s = 7\n",
+    );
+    eventually(
+        "the new TTL is answered",
+        Duration::from_secs(3),
+        || async {
+            let t = ttl().await;
+            (t == 7).then_some(()).ok_or(t.to_string())
+        },
+    )
+    .await;
+    // Invalid, then valid but moving the server: both refused, 7 stays.
+    edit(
+        "probe_interval_ms = 0\n",
+        "probe_interval_ms = 0\nttl_s = 0\n",
+    );
+    eventually(
+        "the wrong config is refused",
+        Duration::from_secs(3),
+        || async {
+            let m = ns.metrics().await;
+            let refused = sample(
+                &m,
+                "switchyard_dns_controls_updates_total{source=\"config\",result=\"refused\"}",
+            );
+            (refused >= 1.0).then_some(()).ok_or(m)
+        },
+    )
+    .await;
+    let (_, (listen, _)) = lab.dns_addrs(1);
+    edit(&format!("{listen}"), &format!("{}:5301", listen.ip()));
+    eventually(
+        "the move is refused too",
+        Duration::from_secs(3),
+        || async {
+            let m = ns.metrics().await;
+            let refused = sample(
+                &m,
+                "switchyard_dns_controls_updates_total{source=\"config\",result=\"refused\"}",
+            );
+            (refused >= 2.0).then_some(()).ok_or(m)
+        },
+    )
+    .await;
+    assert_eq!(ttl().await, 7);
+    assert!(ns.log().contains("that needs a restart"), "{}", ns.log());
+}
