@@ -254,6 +254,7 @@ admin = "127.0.0.1:9953"
 [[dns.zone]]
 apex = "example.test"
 ns = ["ns1.example.test"]
+ns_addresses = { "ns1.example.test" = ["127.0.0.53"] }
 "#;
 
     fn config() -> Config {

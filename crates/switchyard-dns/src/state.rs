@@ -426,6 +426,7 @@ admin = "127.0.0.1:9953"
 [[dns.zone]]
 apex = "test"
 ns = ["ns1.test"]
+ns_addresses = {{ "ns1.test" = ["127.0.0.53"] }}
 "#,
             state.display().to_string()
         );

@@ -474,6 +474,18 @@ pub(crate) fn validate(
                 ns_addresses.insert(name, ips(list, &p, errs));
             }
         }
+        // A name server inside its own zone is reachable only through its
+        // address in the zone (and the parent's glue): without one, the
+        // delegation is lame.
+        for (j, n) in ns.iter().enumerate() {
+            let inside = n == &apex || n.ends_with(&format!(".{apex}"));
+            if inside && !ns_addresses.contains_key(n) {
+                errs.push(
+                    format!("{path}.ns[{j}]"),
+                    format!("{n:?} is inside the zone: give its addresses in ns_addresses"),
+                );
+            }
+        }
         let soa_rname = match &z.soa_rname {
             Some(r) => dns_name(r, &format!("{path}.soa_rname"), errs).unwrap_or_default(),
             None => format!("hostmaster.{apex}"),
@@ -669,6 +681,9 @@ ns_addresses = { "ns9.example.test" = ["10.0.0.9"], "ns1.example.test" = ["nope"
 [[dns.zone]]
 apex = "sub.example.test"
 ns = ["bad name"]
+[[dns.zone]]
+apex = "other.test"
+ns = ["ns.other.test", "ns.elsewhere.example"]
 [[dns.geo]]
 prefix = "10.1.0.1/16"
 region = "r1"
@@ -692,6 +707,7 @@ region = "mars"
             "dns.zone.example.test.ns_addresses.ns1.example.test[0]: \"nope\" is not an IP address",
             "dns.zone.sub.example.test.ns[0]: \"bad name\" is not a domain name",
             "dns.zone.sub.example.test.apex: inside zone \"example.test\"",
+            "dns.zone.other.test.ns[0]: \"ns.other.test\" is inside the zone: give its addresses in ns_addresses",
             "service.svc.hosts[1]: \"*.example.test\" is under a [[dns.zone]]",
             "dns.geo[0].prefix: \"10.1.0.1/16\" has bits set after /16; did you mean 10.1.0.0/16?",
             "dns.geo[1].region: unknown region \"mars\"",

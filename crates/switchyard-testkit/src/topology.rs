@@ -406,7 +406,13 @@ impl Topology {
                 )
                 .unwrap();
             }
-            writeln!(t, "[[dns.zone]]\napex = \"test\"\nns = [\"ns1.test\"]").unwrap();
+            let (_, (ns1, _)) = self.dns_addrs(1);
+            writeln!(
+                t,
+                "[[dns.zone]]\napex = \"test\"\nns = [\"ns1.test\"]\nns_addresses = {{ \"ns1.test\" = [\"{}\"] }}",
+                ns1.ip()
+            )
+            .unwrap();
             for (r, _) in &self.regions {
                 let ip = self.client_ip(r);
                 let prefix = crate::dns::prefix24(ip);

@@ -240,6 +240,13 @@ async fn soa_ns_nxdomain_nodata_and_refused_over_the_wire() {
     assert!(soa.metadata.authoritative);
     let nsr = ns.ask("test.", RecordType::NS).tcp().await;
     assert_eq!(addrs(&nsr), ["ns1.test."]);
+    // The name server's own address, in the additional section and asked for.
+    let ns_ip = ns.listen.ip().to_string();
+    assert_eq!(nsr.additionals[0].data.to_string(), ns_ip);
+    assert_eq!(
+        addrs(&ns.ask("ns1.test.", RecordType::A).udp().await),
+        [ns_ip]
+    );
     let nx = ns.ask("nope.test.", RecordType::A).udp().await;
     assert_eq!(nx.metadata.response_code, ResponseCode::NXDomain);
     assert_eq!(nx.authorities[0].record_type(), RecordType::SOA);
@@ -279,7 +286,7 @@ async fn soa_ns_nxdomain_nodata_and_refused_over_the_wire() {
             let served = lines
                 .iter()
                 .any(|l| l["service"] == "svc" && l["region"] == "r1" && l["transport"] == "udp");
-            (lines.len() == 8 && nx && served).then_some(()).ok_or(text)
+            (lines.len() == 9 && nx && served).then_some(()).ok_or(text)
         },
     )
     .await;
