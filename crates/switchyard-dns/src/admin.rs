@@ -2,7 +2,6 @@
 //! where the controls came from, their version, the edges' health and
 //! every service's answer sets).
 
-use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
@@ -11,28 +10,13 @@ use axum::http::header::CONTENT_TYPE;
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::{Json, Router};
-use serde::Serialize;
+use switchyard_api::dns::DnsStatus;
 
-use crate::answers::ServiceAnswers;
 use crate::state::Dns;
 
-#[derive(Debug, Serialize)]
-pub struct Status {
-    pub server: String,
-    /// `control-plane`, `last-known-good` or `default`.
-    pub source: String,
-    pub version: u64,
-    pub serial: u32,
-    pub control_plane_connected: bool,
-    pub last_known_good_error: Option<String>,
-    /// Per zone: whether the server's probes see its edge alive.
-    pub edges: BTreeMap<String, bool>,
-    pub services: Vec<ServiceAnswers>,
-}
-
-pub fn status(dns: &Dns) -> Status {
+pub fn status(dns: &Dns) -> DnsStatus {
     let view = dns.view();
-    Status {
+    DnsStatus {
         server: dns.name.clone(),
         source: dns.controls_source(),
         version: view.controls.version,

@@ -5,34 +5,17 @@
 //! the clock (a zonal shift's lease) change, so a query only looks it up.
 //! The same table is what a provider pushing records elsewhere reads.
 
-use std::collections::BTreeMap;
 use std::net::IpAddr;
 
-use serde::Serialize;
 use switchyard_model::{Config, Controls, Service};
 use switchyard_steer::Reason;
 
-/// One region's part of the answers for one client region.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Choice {
-    pub region: String,
-    /// Share of the answers, in (0, 1]; a list's shares add up to 1.
-    pub weight: f64,
-    pub reason: Reason,
-    /// The edges handed out: those alive and not shifted away, or every edge
-    /// of the region when none is (`fail_open`).
-    pub addrs: Vec<IpAddr>,
-    /// No edge of the region was usable, so all of them are answered
-    /// rather than none.
-    pub fail_open: bool,
-}
+pub use switchyard_api::dns::{Choice, ServiceAnswers};
 
-impl Choice {
-    /// Whether answering with it is a fail-open answer (steering had no
-    /// region to give the traffic to, or the region had no usable edge).
-    pub fn failed_open(&self) -> bool {
-        self.fail_open || self.reason == Reason::FailOpen
-    }
+/// Whether answering with `c` is a fail-open answer (steering had no region
+/// to give the traffic to, or the region had no usable edge).
+pub fn failed_open(c: &Choice) -> bool {
+    c.fail_open || c.reason == Reason::FailOpen.as_str()
 }
 
 /// Every edge's liveness as the DNS server knows it (its own probes).
@@ -139,31 +122,12 @@ pub fn answer_set(
             Choice {
                 region: s.region.to_string(),
                 weight: s.weight,
-                reason: s.reason,
+                reason: s.reason.as_str().to_string(),
                 addrs,
                 fail_open,
             }
         })
         .collect()
-}
-
-/// The answers of one service for every client region, and for clients
-/// no prefix places (`default`).
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct ServiceAnswers {
-    pub service: String,
-    /// The TTL of the name's record sets.
-    pub ttl: u32,
-    pub by_region: BTreeMap<String, Vec<Choice>>,
-    pub default: Vec<Choice>,
-}
-
-impl ServiceAnswers {
-    pub fn for_region(&self, region: Option<&str>) -> &[Choice] {
-        region
-            .and_then(|r| self.by_region.get(r))
-            .unwrap_or(&self.default)
-    }
 }
 
 /// The whole table: every service answered under a DNS zone.
@@ -282,7 +246,7 @@ ns_addresses = { "ns1.example.test" = ["127.0.0.53"] }
         let r1 = set(&none, |_: &str| true, Some("r1"));
         assert_eq!(r1.len(), 1);
         assert_eq!(r1[0].addrs, ips(&["127.1.1.1", "127.1.2.1"]));
-        assert_eq!(r1[0].reason, Reason::Local);
+        assert_eq!(r1[0].reason, "local");
         let other = set(&none, |_: &str| true, None);
         assert_eq!(other[0].region, "r2");
         assert_eq!(other[0].addrs, ips(&["192.0.2.7", "2001:db8::7"]));
@@ -307,8 +271,8 @@ ns_addresses = { "ns1.example.test" = ["127.0.0.53"] }
         // Both of r1's edges gone: its clients go to r2, as the edges would send them.
         let r1 = set(&none, |z: &str| !z.starts_with("r1"), Some("r1"));
         assert_eq!(
-            (r1[0].region.as_str(), r1[0].reason),
-            ("r2", Reason::Evacuation)
+            (r1[0].region.as_str(), r1[0].reason.as_str()),
+            ("r2", "evacuation")
         );
     }
 
@@ -317,7 +281,7 @@ ns_addresses = { "ns1.example.test" = ["127.0.0.53"] }
         let none = Controls::default();
         let r1 = set(&none, |_: &str| false, Some("r1"));
         assert_eq!(r1.len(), 1);
-        assert!(r1[0].fail_open && r1[0].failed_open());
+        assert!(r1[0].fail_open && failed_open(&r1[0]));
         assert_eq!(r1[0].addrs, ips(&["127.1.1.1", "127.1.2.1"]));
     }
 

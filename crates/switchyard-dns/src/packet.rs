@@ -214,7 +214,7 @@ pub fn respond(view: &View, packet: &[u8], client: IpAddr, transport: Transport)
             let choices = sa.for_region(info.client_region.as_deref());
             if let Some(c) = pick(choices, draw(&sa.service, &key)) {
                 info.region = Some(c.region.clone());
-                info.fail_open = c.failed_open();
+                info.fail_open = crate::answers::failed_open(c);
                 let want_v4 =
                     qtype == RecordType::A || (any && c.addrs.iter().any(|a| a.is_ipv4()));
                 // Rotated by the query's id: clients and stub resolvers

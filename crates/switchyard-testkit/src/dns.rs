@@ -62,8 +62,8 @@ impl DnsProcess {
         self.process.terminate(within).await
     }
 
-    /// `/status` as JSON.
-    pub async fn status(&self) -> serde_json::Value {
+    /// `/status`, typed.
+    pub async fn status(&self) -> switchyard_api::dns::DnsStatus {
         let r = Req::get(self.admin, "/status")
             .send()
             .await
