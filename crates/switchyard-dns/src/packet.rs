@@ -14,9 +14,11 @@
 //!   with the SOA, whose TTL is the negative TTL (RFC 2308). `ANY` gets one
 //!   record set (RFC 8482).
 //! - EDNS Client Subnet (RFC 7871): the client's subnet places it, and the
-//!   option is echoed with the scope equal to the source prefix (the answer
-//!   depends on no bit the resolver did not send). Without it (or with a
-//!   source prefix of 0) the resolver's own address places the client.
+//!   option is echoed with the scope equal to the source prefix when the
+//!   answer is a service's addresses (it depends on no bit the resolver did
+//!   not send), 0 for every other answer (the same for all clients).
+//!   Without it (or with a source prefix of 0) the resolver's own address
+//!   places the client.
 //! - Over UDP an answer larger than the client's EDNS buffer (512 without
 //!   EDNS, at most 1232) goes out empty with TC set, so the client asks
 //!   again over TCP.
@@ -153,11 +155,13 @@ pub fn respond(view: &View, packet: &[u8], client: IpAddr, transport: Transport)
         Some(cs) if cs.source_prefix() > 0 => {
             info.ecs = Some(format!("{}/{}", cs.addr(), cs.source_prefix()));
             let addr = switchyard_model::dns::mask(cs.addr(), cs.source_prefix());
+            // Scope 0 unless the answer turns out to depend on the subnet
+            // (RFC 7871 7.2.1): SOA, NS and negative answers hold for all.
             if let Some(e) = edns.as_mut() {
                 e.options_mut().insert(EdnsOption::Subnet(ClientSubnet::new(
                     cs.addr(),
                     cs.source_prefix(),
-                    cs.source_prefix(),
+                    0,
                 )));
             }
             key.push(cs.source_prefix());
@@ -177,7 +181,7 @@ pub fn respond(view: &View, packet: &[u8], client: IpAddr, transport: Transport)
     }
     let dns = view.config.dns.as_ref();
     info.client_region = dns.and_then(|d| d.region_of(placed_by)).map(str::to_string);
-    let edns = edns.zip(Some(limit));
+    let mut edns = edns.zip(Some(limit));
 
     if q.query_class() != DNSClass::IN {
         resp.metadata.response_code = ResponseCode::Refused;
@@ -213,6 +217,15 @@ pub fn respond(view: &View, packet: &[u8], client: IpAddr, transport: Transport)
             let ttl = sa.ttl;
             let choices = sa.for_region(info.client_region.as_deref());
             if let Some(c) = pick(choices, draw(&sa.service, &key)) {
+                // This answer is the subnet's own: say for how much of it.
+                if let (Some(cs), Some((e, _))) = (subnet, edns.as_mut()) {
+                    if cs.source_prefix() > 0 {
+                        let echo =
+                            ClientSubnet::new(cs.addr(), cs.source_prefix(), cs.source_prefix());
+                        e.options_mut().remove(EdnsCode::Subnet);
+                        e.options_mut().insert(EdnsOption::Subnet(echo));
+                    }
+                }
                 info.region = Some(c.region.clone());
                 info.fail_open = crate::answers::failed_open(c);
                 let want_v4 =
@@ -471,6 +484,27 @@ region = "r2"
             panic!("no ECS echoed: {m:?}");
         };
         assert_eq!(cs.scope_prefix(), 0);
+    }
+
+    #[test]
+    fn answers_that_do_not_depend_on_the_client_say_so_with_scope_0() {
+        let ecs = Some(("10.2.3.0".parse().unwrap(), 24));
+        for (name, qtype) in [
+            ("nope.example.test.", RecordType::A),
+            ("example.test.", RecordType::SOA),
+            ("svc.example.test.", RecordType::TXT),
+        ] {
+            let (m, _) = ask(&query(9, name, qtype, Some(1232), ecs), "10.1.0.9");
+            let Some(EdnsOption::Subnet(cs)) = m.edns.as_ref().unwrap().option(EdnsCode::Subnet)
+            else {
+                panic!("no ECS echoed: {m:?}");
+            };
+            assert_eq!(
+                (cs.source_prefix(), cs.scope_prefix()),
+                (24, 0),
+                "{name} {qtype}"
+            );
+        }
     }
 
     #[test]
