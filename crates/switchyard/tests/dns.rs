@@ -440,3 +440,45 @@ async fn a_changed_config_is_taken_at_once_and_a_wrong_one_is_refused() {
     assert_eq!(ttl().await, 7);
     assert!(ns.log().contains("that needs a restart"), "{}", ns.log());
 }
+
+#[tokio::test]
+async fn a_zonal_shift_takes_the_zones_edge_out_of_the_answers_until_it_ends() {
+    let lab = Topology::new(BIN, &[("r1", &["a", "b", "c"]), ("r2", &["d"])])
+        .with_control_plane()
+        .with_dns(1)
+        .dns_probe_interval_ms(0);
+    let cp = lab.start_control().await;
+    let ns = lab.start_dns(1).await;
+    following(&ns).await;
+    let all = [edge_ip(&lab, "a"), edge_ip(&lab, "b"), edge_ip(&lab, "c")].concat();
+    let rest = [edge_ip(&lab, "b"), edge_ip(&lab, "c")].concat();
+    assert_eq!(answer_for(&lab, &ns, "r1").await, all);
+    let operate = cp.api(Some("operate-token"));
+    let shift = Op::Shift {
+        service: "svc".into(),
+        zone: "a".into(),
+        for_: Duration::from_secs(600),
+    };
+    operate
+        .apply(&OpRequest::new(shift, "zone a is gray"))
+        .await
+        .unwrap();
+    eventually("a's edge is out", Duration::from_secs(1), || async {
+        let a = answer_for(&lab, &ns, "r1").await;
+        (a == rest).then_some(()).ok_or(format!("{a:?}"))
+    })
+    .await;
+    let unshift = Op::Unshift {
+        service: "svc".into(),
+        zone: "a".into(),
+    };
+    operate
+        .apply(&OpRequest::new(unshift, "zone a is fine"))
+        .await
+        .unwrap();
+    eventually("a's edge is back", Duration::from_secs(1), || async {
+        let a = answer_for(&lab, &ns, "r1").await;
+        (a == all).then_some(()).ok_or(format!("{a:?}"))
+    })
+    .await;
+}
