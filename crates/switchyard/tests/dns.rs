@@ -108,7 +108,9 @@ async fn clients_get_their_regions_edges_and_a_failover_moves_them_within_a_seco
         )
         .await;
     }
-    assert!(t.elapsed() < Duration::from_secs(1), "{:?}", t.elapsed());
+    let took = t.elapsed();
+    eprintln!("failover applied and answered by both servers in {took:?}");
+    assert!(took < Duration::from_secs(1), "{took:?}");
     let m = ns.metrics().await;
     assert!(
         sample(&m, "switchyard_dns_answer_sets_changed_total") >= 1.0,
