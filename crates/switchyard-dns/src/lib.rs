@@ -88,9 +88,20 @@ async fn watch_config(dns: Arc<Dns>) {
     let mut hup = signal(SignalKind::hangup()).ok();
     let mut tick = tokio::time::interval(std::time::Duration::from_millis(500));
     loop {
-        let by_signal = tokio::select! {
-            _ = tick.tick() => false,
-            Some(_) = async { match hup.as_mut() { Some(h) => h.recv().await, None => std::future::pending().await } } => true,
+        let by_signal = match hup.as_mut() {
+            Some(h) => tokio::select! {
+                _ = tick.tick() => false,
+                got = h.recv() => {
+                    if got.is_none() {
+                        hup = None;
+                    }
+                    got.is_some()
+                }
+            },
+            None => {
+                tick.tick().await;
+                false
+            }
         };
         let now = stamp(&dns.config_path);
         if by_signal || (now.is_some() && now != seen) {
