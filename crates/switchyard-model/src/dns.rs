@@ -378,9 +378,33 @@ pub(crate) fn validate(
         errs.push("dns.server", "at least one [[dns.server]] is required");
     }
     for (i, s) in d.servers.iter().enumerate() {
+        // The name is part of file names in the state folder, which the
+        // zones' edges share (`ZONE.lock`, `dns-NAME.lock`).
         let path = match &s.name {
-            Some(n) if !n.is_empty() => format!("dns.server.{n}"),
-            _ => {
+            Some(n) if crate::config::valid_name(n) => {
+                let p = format!("dns.server.{n}");
+                let clash = format!("dns-{n}");
+                if regions
+                    .iter()
+                    .any(|r| r.zones.iter().any(|z| z.name == clash))
+                {
+                    errs.push(
+                        format!("{p}.name"),
+                        format!(
+                            "zone {clash:?} keeps its state under the same file names; rename one"
+                        ),
+                    );
+                }
+                p
+            }
+            Some(n) => {
+                errs.push(
+                    format!("dns.server[{i}].name"),
+                    format!("{n:?} is not a valid name (letters, digits, '-' and '_', at most 64)"),
+                );
+                format!("dns.server[{i}]")
+            }
+            None => {
                 errs.push(format!("dns.server[{i}].name"), "required");
                 format!("dns.server[{i}]")
             }
@@ -674,6 +698,10 @@ edge_addresses = { nowhere = ["10.0.0.1"] }
 name = "ns1"
 listen = ["127.0.0.1:53", "127.0.0.1:53"]
 admin = "127.0.0.1:port"
+[[dns.server]]
+name = "../ns2"
+listen = ["127.0.0.2:53"]
+admin = "127.0.0.2:9953"
 [[dns.zone]]
 apex = "example.test"
 ns = ["ns1.example.test"]
@@ -703,6 +731,7 @@ region = "mars"
             "dns.edge_addresses.a: required: region.r1.zone.a.edge listens on 0.0.0.0",
             "dns.server.ns1.listen[1]: duplicate address 127.0.0.1:53",
             "dns.server.ns1.admin: not an address",
+            "dns.server[1].name: \"../ns2\" is not a valid name",
             "dns.zone.example.test.ns_addresses.ns9.example.test: \"ns9.example.test\" is not one of this zone's ns",
             "dns.zone.example.test.ns_addresses.ns1.example.test[0]: \"nope\" is not an IP address",
             "dns.zone.sub.example.test.ns[0]: \"bad name\" is not a domain name",
@@ -726,6 +755,19 @@ region = "mars"
                 "dns.server: at least one [[dns.server]] is required",
                 "dns.zone: at least one [[dns.zone]] is required",
             ]
+        );
+    }
+
+    #[test]
+    fn a_server_whose_state_files_would_be_a_zones_is_refused() {
+        let text = BASE.replace("name = \"a\"", "name = \"dns-ns1\"").replace("zone = \"a\"", "zone = \"dns-ns1\"")
+            + "[dns]\nedge_addresses = { dns-ns1 = [\"10.0.0.1\"] }\n[[dns.server]]\nname = \"ns1\"\nlisten = [\"127.0.0.1:53\"]\nadmin = \"127.0.0.1:9953\"\n[[dns.zone]]\napex = \"other.test\"\nns = [\"ns.elsewhere\"]\n";
+        let errs = crate::Config::from_toml(&text, |_| None)
+            .unwrap_err()
+            .reasons();
+        assert_eq!(
+            errs,
+            ["dns.server.ns1.name: zone \"dns-ns1\" keeps its state under the same file names; rename one"]
         );
     }
 
