@@ -1,14 +1,13 @@
 //! The access log: one JSON line per request, written by a thread of its
-//! own. A request only hands its line to a bounded queue and never waits: a
+//! own (`switchyard_metrics::line_log`). A request only hands its line to a bounded queue and never waits: a
 //! slow disk (or a full pipe on standard output) costs log lines, counted in
 //! `switchyard_access_log_dropped_total`, never request latency.
 
-use std::io::Write;
 use std::path::Path;
-use std::sync::mpsc::{self, SyncSender, TrySendError};
 
 use prometheus_client::metrics::counter::Counter;
 use serde::Serialize;
+use switchyard_metrics::line_log::LineLog;
 use switchyard_model::config::AccessLogTarget;
 
 /// Lines queued for the writer at most; about a second of a busy edge.
@@ -49,10 +48,7 @@ pub struct Line {
 }
 
 /// The sending side, held by the edge.
-pub struct AccessLog {
-    tx: SyncSender<Line>,
-    dropped: Counter,
-}
+pub struct AccessLog(LineLog<Line>);
 
 impl AccessLog {
     /// Opens the target and starts the writer thread. A file is appended to
@@ -71,65 +67,22 @@ impl AccessLog {
         dropped: Counter,
         queue: usize,
     ) -> anyhow::Result<AccessLog> {
-        let out: Box<dyn Write + Send> = match target {
-            AccessLogTarget::Stdout => Box::new(std::io::stdout()),
-            AccessLogTarget::File(p) => {
-                let path = crate::sources::resolve(config_path, p);
-                let f = std::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(&path)
-                    .map_err(|e| anyhow::anyhow!("edge.access_log {}: {e}", path.display()))?;
-                Box::new(f)
-            }
+        let file = match target {
+            AccessLogTarget::Stdout => None,
+            AccessLogTarget::File(p) => Some(crate::sources::resolve(config_path, p)),
         };
-        let (tx, rx) = mpsc::sync_channel::<Line>(queue);
-        std::thread::Builder::new()
-            .name("access-log".into())
-            .spawn(move || write_lines(rx, out))?;
-        Ok(AccessLog { tx, dropped })
+        let log = LineLog::open(file.as_deref(), "access-log", dropped, queue).map_err(|e| {
+            anyhow::anyhow!(
+                "edge.access_log {}: {e}",
+                file.as_deref().unwrap_or(Path::new("-")).display()
+            )
+        })?;
+        Ok(AccessLog(log))
     }
 
     /// Queues a line; drops (and counts) it when the writer is behind.
     pub fn log(&self, line: Line) {
-        match self.tx.try_send(line) {
-            Ok(()) => {}
-            Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
-                self.dropped.inc();
-            }
-        }
-    }
-}
-
-/// Writes lines as they come, flushing whenever the queue runs dry, so a
-/// quiet edge's lines reach the file at once and a busy one's in batches.
-fn write_lines(rx: mpsc::Receiver<Line>, out: Box<dyn Write + Send>) {
-    let mut out = std::io::BufWriter::with_capacity(64 * 1024, out);
-    let mut failing = false;
-    while let Ok(first) = rx.recv() {
-        let mut next = Some(first);
-        while let Some(line) = next {
-            let mut text = serde_json::to_vec(&line).unwrap_or_default();
-            text.push(b'\n');
-            report(out.write_all(&text), &mut failing);
-            next = rx.try_recv().ok();
-        }
-        report(out.flush(), &mut failing);
-    }
-}
-
-/// Logs the first write error of an episode and the recovery after it.
-fn report(r: std::io::Result<()>, failing: &mut bool) {
-    match r {
-        Err(e) if !*failing => {
-            *failing = true;
-            tracing::error!(error = %e, "cannot write the access log; lines are lost until it works again");
-        }
-        Ok(()) if *failing => {
-            *failing = false;
-            tracing::info!("writing the access log again");
-        }
-        _ => {}
+        self.0.log(line)
     }
 }
 

@@ -1,8 +1,12 @@
 //! Prometheus exposition, one way for every process that serves `/metrics`
 //! (the edge, the control plane, the DNS server to come): the registry as
 //! OpenMetrics text and the content type to send it with. Each process
-//! keeps its own metric families; only the exposition is shared.
+//! keeps its own metric families; only the exposition is shared. Also the
+//! JSON line logs written off the request path ([`line_log`]), whose drops
+//! are counted here.
 #![forbid(unsafe_code)]
+
+pub mod line_log;
 
 use prometheus_client::registry::Registry;
 

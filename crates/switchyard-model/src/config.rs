@@ -25,6 +25,8 @@ pub mod raw {
         #[serde(default, rename = "service")]
         pub services: Vec<Service>,
         pub control: Option<Control>,
+        /// The authoritative DNS servers (`switchyard dns`).
+        pub dns: Option<crate::dns::raw::Dns>,
     }
 
     impl Config {
@@ -321,6 +323,8 @@ pub struct Config {
     pub services: Vec<Service>,
     /// Present when the file configures a control plane.
     pub control: Option<ControlSettings>,
+    /// `[dns]`: the authoritative DNS servers; `None` when there are none.
+    pub dns: Option<crate::dns::DnsSettings>,
 }
 
 /// What a token may do on the control plane's API.
@@ -780,11 +784,22 @@ impl Config {
             .control
             .as_ref()
             .map(|c| validate_control(c, &services_names(&raw.services), &env, &mut errs));
+        let dns = raw.dns.as_ref().map(|d| {
+            crate::dns::validate(
+                d,
+                edge.state_dir.as_ref(),
+                &regions,
+                &services,
+                parse_addr,
+                &mut errs,
+            )
+        });
         errs.into_result(Config {
             edge,
             regions,
             services,
             control: control.flatten(),
+            dns,
         })
     }
 
@@ -1400,7 +1415,7 @@ fn item_path(
     }
 }
 
-fn valid_name(n: &str) -> bool {
+pub(crate) fn valid_name(n: &str) -> bool {
     !n.is_empty()
         && n.len() <= 64
         && n.chars()
@@ -1986,5 +2001,9 @@ pub fn summary(c: &Config) -> BTreeMap<&'static str, usize> {
         "instances",
         c.services.iter().map(|s| s.instances.len()).sum(),
     );
+    if let Some(d) = &c.dns {
+        m.insert("dns servers", d.servers.len());
+        m.insert("dns zones", d.zones.len());
+    }
     m
 }

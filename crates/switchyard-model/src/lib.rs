@@ -10,6 +10,7 @@
 pub mod check;
 pub mod config;
 pub mod controls;
+pub mod dns;
 pub mod error;
 pub mod finding;
 pub mod incident;

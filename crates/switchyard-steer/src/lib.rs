@@ -17,7 +17,7 @@ pub mod region;
 pub mod zone;
 
 pub use region::{
-    forward_edges, region_edges, regions, target, AllUp, EntryPoint, EntryPoints, Reason,
-    RegionHealth, Regions, Share, Target,
+    forward_edges, region_edges, regions, target, weighted_at, AllUp, EntryPoint, EntryPoints,
+    Reason, RegionHealth, Regions, Share, Target,
 };
 pub use zone::{choose, may_eject, plan, zone_weight, Backend, EjectRefusal, Mode, Plan};

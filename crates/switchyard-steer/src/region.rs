@@ -107,19 +107,35 @@ impl<'a> Regions<'a> {
 
     /// Draws one region by weight; a list of one needs no draw.
     pub fn pick<R: Rng>(&self, rng: &mut R) -> Share<'a> {
-        let shares = self.as_slice();
-        if let [only] = shares {
+        if let [only] = self.as_slice() {
             return *only;
         }
-        let mut x = rng.gen::<f64>();
-        for s in shares {
-            if x < s.weight {
-                return *s;
-            }
-            x -= s.weight;
-        }
-        shares[shares.len() - 1]
+        self.pick_at(rng.gen::<f64>())
     }
+
+    /// The region whose share covers `x` in [0, 1), shares laid end to end
+    /// in list order. A DNS server draws `x` from a hash of the client, so
+    /// one client gets one answer while the weights hold, and lowering a
+    /// region's weight moves only the clients above the new share.
+    pub fn pick_at(&self, x: f64) -> Share<'a> {
+        *weighted_at(self.as_slice(), |s| s.weight, x).expect("a list is never empty")
+    }
+}
+
+/// The item whose weight covers `x`, weights laid end to end in order
+/// (the last item when rounding leaves `x` past the end; `None` only for
+/// an empty list). Copies of a [`Regions`] list, such as a DNS server's
+/// answer table, are drawn from with this so they pick as the list does.
+pub fn weighted_at<T>(items: &[T], weight: impl Fn(&T) -> f64, x: f64) -> Option<&T> {
+    let mut x = x;
+    for it in items {
+        let w = weight(it);
+        if x < w {
+            return Some(it);
+        }
+        x -= w;
+    }
+    items.last()
 }
 
 fn region_share(sc: Option<&ServiceControls>, region: &str) -> f64 {
@@ -399,6 +415,26 @@ instance = [{ name = "i1", zone = "r1a", addr = "127.1.1.11:8081" }]
         let kept = (0..n).filter(|_| r.pick(&mut rng).region == "r1").count();
         let share = kept as f64 / n as f64;
         assert!((0.22..0.28).contains(&share), "kept {share}");
+    }
+
+    #[test]
+    fn a_point_picks_the_share_it_falls_in_and_lowering_a_weight_moves_only_the_excess() {
+        let at = |w: f64, x: f64| {
+            let c = controls(&[("r1", weight(w))]);
+            regions(svc(), &c, "r1", None, &AllUp).pick_at(x).region
+        };
+        assert_eq!(at(0.25, 0.1), "r1");
+        assert_eq!(at(0.25, 0.3), "r2");
+        // Points kept at 0.5 are a superset of those kept at 0.25.
+        for i in 0..100 {
+            let x = i as f64 / 100.0;
+            if at(0.25, x) == "r1" {
+                assert_eq!(at(0.5, x), "r1", "{x}");
+            }
+        }
+        // Past the end (rounding) falls in the last share, never panics.
+        assert_eq!(at(0.25, 1.0), "r2");
+        assert_eq!(at(1.0, 0.99), "r1");
     }
 
     #[test]

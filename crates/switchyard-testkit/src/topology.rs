@@ -37,6 +37,10 @@ pub struct Topology {
     control_store: Option<String>,
     /// The CA file of an HTTPS control plane.
     control_ca: Option<PathBuf>,
+    /// `[dns]` with this many servers (`ns1`, `ns2`, …); 0: none.
+    dns_servers: u8,
+    dns_extra: String,
+    dns_probe_ms: u64,
 }
 
 impl Topology {
@@ -69,7 +73,61 @@ impl Topology {
             control_ca: None,
             control: false,
             playbooks: None,
+            dns_servers: 0,
+            dns_extra: String::new(),
+            dns_probe_ms: 200,
         }
+    }
+
+    /// A `[dns]` section with `servers` DNS servers answering zone `test`
+    /// (so the service's `svc.test`), probing edges every 200 ms, and a geo
+    /// map placing [`Topology::client_ip`] of each region in that region.
+    pub fn with_dns(mut self, servers: u8) -> Self {
+        self.dns_servers = servers;
+        self
+    }
+
+    /// How often DNS servers probe the edges; 0: never (every edge counts
+    /// as alive, for tests that start no edge).
+    pub fn dns_probe_interval_ms(mut self, ms: u64) -> Self {
+        self.dns_probe_ms = ms;
+        self
+    }
+
+    /// Extra keys for the `[dns]` table.
+    pub fn dns_toml(mut self, extra: &str) -> Self {
+        self.dns_extra.push_str(extra);
+        self.dns_extra.push('\n');
+        self
+    }
+
+    /// DNS server `n` (from 1): its name, (listen, admin).
+    pub fn dns_addrs(&self, n: u8) -> (String, (SocketAddr, SocketAddr)) {
+        let ip = format!("127.{}.0.{}", self.octet, 50 + n);
+        (
+            format!("ns{n}"),
+            (
+                format!("{ip}:5300").parse().unwrap(),
+                format!("{ip}:9953").parse().unwrap(),
+            ),
+        )
+    }
+
+    /// A client address the geo map places in `region`.
+    pub fn client_ip(&self, region: &str) -> std::net::IpAddr {
+        let r = self
+            .regions
+            .iter()
+            .position(|(r, _)| r == region)
+            .unwrap_or_else(|| panic!("no region {region}"));
+        format!("127.{}.{}.9", self.octet, 200 + r).parse().unwrap()
+    }
+
+    /// Starts DNS server `n` as a real process on the config as written now.
+    pub async fn start_dns(&self, n: u8) -> crate::DnsProcess {
+        let cfg = self.write_config();
+        let (name, addrs) = self.dns_addrs(n);
+        crate::DnsProcess::start(&self.bin, &cfg, &name, addrs, self.dir.path()).await
     }
 
     pub fn min_healthy(mut self, v: f64) -> Self {
@@ -331,6 +389,34 @@ impl Topology {
                     "[[service.instance]]\nname = {name:?}\nzone = {z:?}\naddr = \"{addr}\""
                 )
                 .unwrap();
+            }
+        }
+        if self.dns_servers > 0 {
+            writeln!(
+                t,
+                "\n[dns]\nprobe_interval_ms = {}\nprobe_timeout_ms = 150\n{}",
+                self.dns_probe_ms, self.dns_extra
+            )
+            .unwrap();
+            for n in 1..=self.dns_servers {
+                let (name, (listen, admin)) = self.dns_addrs(n);
+                writeln!(
+                    t,
+                    "[[dns.server]]\nname = {name:?}\nlisten = [\"{listen}\"]\nadmin = \"{admin}\""
+                )
+                .unwrap();
+            }
+            let (_, (ns1, _)) = self.dns_addrs(1);
+            writeln!(
+                t,
+                "[[dns.zone]]\napex = \"test\"\nns = [\"ns1.test\"]\nns_addresses = {{ \"ns1.test\" = [\"{}\"] }}",
+                ns1.ip()
+            )
+            .unwrap();
+            for (r, _) in &self.regions {
+                let ip = self.client_ip(r);
+                let prefix = crate::dns::prefix24(ip);
+                writeln!(t, "[[dns.geo]]\nprefix = \"{prefix}\"\nregion = {r:?}").unwrap();
             }
         }
         if self.control {

@@ -79,6 +79,22 @@ enum Cmd {
         #[arg(long)]
         without_observation: bool,
     },
+    /// Run an authoritative DNS server (`[[dns.server]]`): it answers each
+    /// service's public name with the edges that should get the client.
+    Dns {
+        #[arg(long)]
+        config: PathBuf,
+        /// The `[[dns.server]]` to run (may be left out when there is one).
+        #[arg(long)]
+        name: Option<String>,
+        /// Listen here (UDP and TCP) instead of the server's `listen`
+        /// addresses; may be given several times.
+        #[arg(long)]
+        listen: Vec<SocketAddr>,
+        /// Serve the admin API here instead of the server's `admin` address.
+        #[arg(long)]
+        admin: Option<SocketAddr>,
+    },
     /// Run a simple HTTP backend (a stand-in service instance).
     Backend(backend::Args),
     /// The whole topology on this machine: `lab up`, `lab link`, and the
@@ -276,6 +292,30 @@ fn main() -> ExitCode {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("switchyard edge: {e:#}");
+                    ExitCode::from(2)
+                }
+            }
+        }
+        Cmd::Dns {
+            config,
+            name,
+            listen,
+            admin,
+        } => {
+            init_logs(cli.log_format);
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .expect("tokio runtime");
+            match rt.block_on(switchyard_dns::run(switchyard_dns::DnsOptions {
+                config_path: config,
+                name,
+                listen,
+                admin,
+            })) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("switchyard dns: {e:#}");
                     ExitCode::from(2)
                 }
             }

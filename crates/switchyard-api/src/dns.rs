@@ -1,0 +1,69 @@
+//! The DNS server's admin API (`GET /status` on each `switchyard dns`
+//! admin listener) as types: the server writes them, the lab, the tests and
+//! a provider push read them. Where its controls came from, the edges it
+//! sees alive, and per service what each client region is answered.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DnsStatus {
+    pub server: String,
+    /// `control-plane`, `last-known-good` or `default`.
+    pub source: String,
+    /// The controls' version (the revision the answers come from).
+    pub version: u64,
+    /// The zones' SOA serial.
+    pub serial: u32,
+    pub control_plane_connected: bool,
+    /// Why the last-known-good file could not be used at start, if it could not.
+    pub last_known_good_error: Option<String>,
+    /// Per zone: whether the server's probes see its edge alive.
+    pub edges: BTreeMap<String, bool>,
+    pub services: Vec<ServiceAnswers>,
+}
+
+impl DnsStatus {
+    pub fn service(&self, name: &str) -> Option<&ServiceAnswers> {
+        self.services.iter().find(|s| s.service == name)
+    }
+}
+
+/// What one service's name is answered with.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ServiceAnswers {
+    pub service: String,
+    /// The TTL of the name's record sets.
+    pub ttl: u32,
+    /// Per client region (by the geo map), the regions answered and their shares.
+    pub by_region: BTreeMap<String, Vec<Choice>>,
+    /// For clients no prefix places.
+    pub default: Vec<Choice>,
+}
+
+impl ServiceAnswers {
+    /// The answers for a client of `region` (`None`: no prefix placed it).
+    pub fn for_region(&self, region: Option<&str>) -> &[Choice] {
+        region
+            .and_then(|r| self.by_region.get(r))
+            .unwrap_or(&self.default)
+    }
+}
+
+/// One region's part of the answers for one client region.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Choice {
+    pub region: String,
+    /// Share of the answers, in (0, 1]; a list's shares add up to 1.
+    pub weight: f64,
+    /// Why the region takes its share: `local`, `home`, `evacuation` or
+    /// `fail_open` (as steering says it).
+    pub reason: String,
+    /// The edges handed out: those alive and not shifted away, or every edge
+    /// of the region when none is (`fail_open`).
+    pub addrs: Vec<IpAddr>,
+    /// No edge of the region was usable, so all of them are answered.
+    pub fail_open: bool,
+}

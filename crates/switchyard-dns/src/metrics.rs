@@ -1,0 +1,124 @@
+//! The DNS server's Prometheus families (`/metrics` on its admin address).
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct QueryLabels {
+    pub qtype: String,
+    pub rcode: String,
+    /// The region whose edges were answered; empty when none was.
+    pub region: String,
+    pub transport: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ServiceLabels {
+    pub service: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ZoneLabels {
+    pub zone: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SourceLabels {
+    pub source: String,
+    pub result: String,
+}
+
+pub struct Metrics {
+    pub registry: Registry,
+    pub queries: Family<QueryLabels, Counter>,
+    pub truncated: Counter,
+    pub answer_sets_changed: Counter,
+    pub fail_open: Family<ServiceLabels, Counter>,
+    pub edge_up: Family<ZoneLabels, Gauge>,
+    pub updates: Family<SourceLabels, Counter>,
+    pub control_plane_connected: Gauge,
+    pub last_known_good_unusable: Gauge,
+    pub query_log_dropped: Counter,
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let mut r = Registry::with_prefix("switchyard_dns");
+        let m = Metrics {
+            queries: Family::default(),
+            truncated: Counter::default(),
+            answer_sets_changed: Counter::default(),
+            fail_open: Family::default(),
+            edge_up: Family::default(),
+            updates: Family::default(),
+            control_plane_connected: Gauge::default(),
+            last_known_good_unusable: Gauge::default(),
+            query_log_dropped: Counter::default(),
+            registry: Registry::default(),
+        };
+        r.register(
+            "queries",
+            "Queries answered, by query type, rcode, answered region and transport",
+            m.queries.clone(),
+        );
+        r.register(
+            "truncated",
+            "UDP answers sent empty with TC set because they did not fit",
+            m.truncated.clone(),
+        );
+        r.register(
+            "answer_sets_changed",
+            "Times the answer table changed (controls, edge health, a shift's expiry)",
+            m.answer_sets_changed.clone(),
+        );
+        r.register(
+            "fail_open",
+            "Answers given with every edge of a region because none was usable, or because steering had nowhere else to send the client",
+            m.fail_open.clone(),
+        );
+        r.register(
+            "edge_up",
+            "1 while the server's own probe sees the zone's edge alive",
+            m.edge_up.clone(),
+        );
+        r.register(
+            "controls_updates",
+            "Control sets offered, by source and result",
+            m.updates.clone(),
+        );
+        r.register(
+            "control_plane_connected",
+            "1 while the watch stream to the control plane is up",
+            m.control_plane_connected.clone(),
+        );
+        r.register(
+            "last_known_good_unusable",
+            "1 when the last-known-good file could not be used at start",
+            m.last_known_good_unusable.clone(),
+        );
+        r.register(
+            "query_log_dropped",
+            "Query log lines dropped because the writer was behind",
+            m.query_log_dropped.clone(),
+        );
+        Metrics { registry: r, ..m }
+    }
+
+    pub fn update(&self, source: &str, ok: bool) {
+        self.updates
+            .get_or_create(&SourceLabels {
+                source: source.into(),
+                result: if ok { "accepted" } else { "refused" }.into(),
+            })
+            .inc();
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}

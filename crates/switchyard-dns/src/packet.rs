@@ -1,0 +1,692 @@
+//! One packet in, at most one packet out: the whole of answering a query,
+//! without I/O, so the UDP and TCP loops share it and a property test can
+//! feed it anything.
+//!
+//! - Fewer than 12 bytes (no header to answer to) and responses are
+//!   dropped: answering a response is how reflection loops start.
+//! - A packet that does not parse: FORMERR. Another opcode than QUERY:
+//!   NOTIMP. Not exactly one question: FORMERR. EDNS version above 0:
+//!   BADVERS. A class other than IN, a name outside every zone, or a zone
+//!   transfer: REFUSED.
+//! - In a zone: the apex has SOA and NS; a service's name has A/AAAA from
+//!   the answer table; other types at existing names are NODATA (NOERROR,
+//!   no answer, SOA in authority) and names that do not exist are NXDOMAIN
+//!   with the SOA, whose TTL is the negative TTL (RFC 2308). `ANY` gets one
+//!   record set (RFC 8482).
+//! - EDNS Client Subnet (RFC 7871): the client's subnet places it, and the
+//!   option is echoed with the scope equal to the source prefix when the
+//!   answer is a service's addresses (it depends on no bit the resolver did
+//!   not send), 0 for every other answer (the same for all clients).
+//!   Without it (or with a source prefix of 0) the resolver's own address
+//!   places the client.
+//! - Over UDP an answer larger than the client's EDNS buffer (512 without
+//!   EDNS, at most 1232) goes out empty with TC set, so the client asks
+//!   again over TCP.
+
+use std::net::IpAddr;
+
+use hickory_proto::op::{Edns, Header, Message, MessageType, OpCode, Query, ResponseCode};
+use hickory_proto::rr::rdata::opt::{ClientSubnet, EdnsCode, EdnsOption};
+use hickory_proto::rr::{DNSClass, Name, Record, RecordType};
+use hickory_proto::serialize::binary::{BinDecodable, BinDecoder};
+
+use crate::answers::{draw, pick};
+use crate::view::{address, normal, Entry, View};
+
+/// The largest UDP answer sent, whatever the client offers (DNS flag day
+/// 2020: no IP fragmentation).
+pub const MAX_UDP: u16 = 1232;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    Udp,
+    Tcp,
+}
+
+/// What was asked and answered, for metrics and the query log.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Info {
+    pub name: String,
+    pub qtype: String,
+    pub rcode: &'static str,
+    pub service: Option<String>,
+    /// The region whose edges were answered.
+    pub region: Option<String>,
+    /// The client's region by the geo map (from ECS or the resolver's address).
+    pub client_region: Option<String>,
+    /// The client subnet the resolver sent, `addr/source`.
+    pub ecs: Option<String>,
+    pub truncated: bool,
+    pub fail_open: bool,
+}
+
+pub struct Outcome {
+    /// `None`: nothing is sent.
+    pub bytes: Option<Vec<u8>>,
+    pub info: Info,
+}
+
+fn rcode_name(r: ResponseCode) -> &'static str {
+    match r {
+        ResponseCode::NoError => "NOERROR",
+        ResponseCode::FormErr => "FORMERR",
+        ResponseCode::ServFail => "SERVFAIL",
+        ResponseCode::NXDomain => "NXDOMAIN",
+        ResponseCode::NotImp => "NOTIMP",
+        ResponseCode::Refused => "REFUSED",
+        ResponseCode::BADVERS => "BADVERS",
+        _ => "OTHER",
+    }
+}
+
+fn dropped() -> Outcome {
+    Outcome {
+        bytes: None,
+        info: Info {
+            rcode: "DROPPED",
+            ..Default::default()
+        },
+    }
+}
+
+/// Answers `packet`, received from `client` over `transport`.
+pub fn respond(view: &View, packet: &[u8], client: IpAddr, transport: Transport) -> Outcome {
+    let Ok(header) = Header::read(&mut BinDecoder::new(packet)) else {
+        return dropped();
+    };
+    if header.metadata.message_type == MessageType::Response {
+        return dropped();
+    }
+    let req = match Message::from_vec(packet) {
+        Ok(m) => m,
+        Err(_) => {
+            let mut m = Message::error_msg(
+                header.metadata.id,
+                header.metadata.op_code,
+                ResponseCode::FormErr,
+            );
+            m.metadata.recursion_desired = header.metadata.recursion_desired;
+            return finish(m, None, transport, Info::default());
+        }
+    };
+    let mut resp = Message::response(req.metadata.id, req.metadata.op_code);
+    resp.metadata.recursion_desired = req.metadata.recursion_desired;
+    resp.add_queries(req.queries.iter().cloned());
+    let mut info = Info::default();
+    if let Some(q) = req.queries.first() {
+        info.name = q.name().to_ascii();
+        info.qtype = q.query_type().to_string();
+    }
+    let limit = match &req.edns {
+        Some(e) => e.max_payload().clamp(512, MAX_UDP),
+        None => 512,
+    };
+    // Our OPT record, echoing the client subnet once its scope is known.
+    let mut edns = req.edns.as_ref().map(|_| {
+        let mut e = Edns::new();
+        e.set_max_payload(MAX_UDP);
+        e.set_version(0);
+        e
+    });
+    if req.metadata.op_code != OpCode::Query {
+        resp.metadata.response_code = ResponseCode::NotImp;
+        return finish(resp, edns.zip(Some(limit)), transport, info);
+    }
+    if req.queries.len() != 1 {
+        resp.metadata.response_code = ResponseCode::FormErr;
+        return finish(resp, edns.zip(Some(limit)), transport, info);
+    }
+    if req.edns.as_ref().is_some_and(|e| e.version() > 0) {
+        resp.metadata.response_code = ResponseCode::BADVERS;
+        return finish(resp, edns.zip(Some(limit)), transport, info);
+    }
+    let q = &req.queries[0];
+    // Where the client is: its subnet from ECS, else the resolver itself.
+    let subnet = req
+        .edns
+        .as_ref()
+        .and_then(|e| e.option(EdnsCode::Subnet))
+        .and_then(|o| match o {
+            EdnsOption::Subnet(cs) => Some(*cs),
+            _ => None,
+        });
+    let mut key: Vec<u8> = Vec::with_capacity(17);
+    let placed_by = match subnet {
+        Some(cs) if cs.source_prefix() > 0 => {
+            info.ecs = Some(format!("{}/{}", cs.addr(), cs.source_prefix()));
+            let addr = switchyard_model::dns::mask(cs.addr(), cs.source_prefix());
+            // Scope 0 unless the answer turns out to depend on the subnet
+            // (RFC 7871 7.2.1): SOA, NS and negative answers hold for all.
+            if let Some(e) = edns.as_mut() {
+                e.options_mut().insert(EdnsOption::Subnet(ClientSubnet::new(
+                    cs.addr(),
+                    cs.source_prefix(),
+                    0,
+                )));
+            }
+            key.push(cs.source_prefix());
+            addr
+        }
+        other => {
+            if let (Some(cs), Some(e)) = (other, edns.as_mut()) {
+                e.options_mut()
+                    .insert(EdnsOption::Subnet(ClientSubnet::new(cs.addr(), 0, 0)));
+            }
+            client
+        }
+    };
+    match placed_by {
+        IpAddr::V4(a) => key.extend_from_slice(&a.octets()),
+        IpAddr::V6(a) => key.extend_from_slice(&a.octets()),
+    }
+    let dns = view.config.dns.as_ref();
+    info.client_region = dns.and_then(|d| d.region_of(placed_by)).map(str::to_string);
+    let mut edns = edns.zip(Some(limit));
+
+    if q.query_class() != DNSClass::IN {
+        resp.metadata.response_code = ResponseCode::Refused;
+        return finish(resp, edns, transport, info);
+    }
+    let qname = normal(&q.name().to_ascii());
+    let Some(zone) = view.zone_of(&qname) else {
+        resp.metadata.response_code = ResponseCode::Refused;
+        return finish(resp, edns, transport, info);
+    };
+    if matches!(q.query_type(), RecordType::AXFR | RecordType::IXFR) {
+        resp.metadata.response_code = ResponseCode::Refused;
+        return finish(resp, edns, transport, info);
+    }
+    resp.metadata.authoritative = true;
+    let ttl = view.ttl;
+    let owner = q.name().clone();
+    let is_apex = qname == zone.zone.apex;
+    let entry = view.names.get(&qname);
+    if !is_apex && entry.is_none() {
+        resp.metadata.response_code = ResponseCode::NXDomain;
+        resp.add_authority(zone.soa_record(zone.zone.negative_ttl.min(ttl)));
+        return finish(resp, edns, transport, info);
+    }
+    let qtype = q.query_type();
+    let any = qtype == RecordType::ANY;
+    let mut answers: Vec<Record> = Vec::new();
+    let mut additionals: Vec<Record> = Vec::new();
+    match entry {
+        Some(Entry::Service(i)) if matches!(qtype, RecordType::A | RecordType::AAAA) || any => {
+            let sa = &view.answers[*i];
+            info.service = Some(sa.service.clone());
+            let ttl = sa.ttl;
+            let choices = sa.for_region(info.client_region.as_deref());
+            if let Some(c) = pick(choices, draw(&sa.service, &key)) {
+                // This answer is the subnet's own: say for how much of it.
+                if let (Some(cs), Some((e, _))) = (subnet, edns.as_mut()) {
+                    if cs.source_prefix() > 0 {
+                        let echo =
+                            ClientSubnet::new(cs.addr(), cs.source_prefix(), cs.source_prefix());
+                        e.options_mut().remove(EdnsCode::Subnet);
+                        e.options_mut().insert(EdnsOption::Subnet(echo));
+                    }
+                }
+                info.region = Some(c.region.clone());
+                info.fail_open = crate::answers::failed_open(c);
+                let want_v4 =
+                    qtype == RecordType::A || (any && c.addrs.iter().any(|a| a.is_ipv4()));
+                // Rotated by the query's id: clients and stub resolvers
+                // mostly use the first address, and every zone's edge
+                // should get its part of them, not the first zone's all.
+                let of_family: Vec<IpAddr> = c
+                    .addrs
+                    .iter()
+                    .copied()
+                    .filter(|a| a.is_ipv4() == want_v4)
+                    .collect();
+                let start = usize::from(req.metadata.id) % of_family.len().max(1);
+                answers.extend(
+                    of_family[start..]
+                        .iter()
+                        .chain(&of_family[..start])
+                        .map(|a| address(&owner, ttl, *a)),
+                );
+            }
+        }
+        Some(Entry::Glue(ips)) if matches!(qtype, RecordType::A | RecordType::AAAA) || any => {
+            let want_v4 = qtype == RecordType::A || (any && ips.iter().any(|a| a.is_ipv4()));
+            answers.extend(
+                ips.iter()
+                    .filter(|a| a.is_ipv4() == want_v4)
+                    .map(|a| address(&owner, ttl, *a)),
+            );
+        }
+        _ => {}
+    }
+    if is_apex && answers.is_empty() {
+        match qtype {
+            RecordType::SOA => answers.push(with_owner(zone.soa_record(ttl), &owner)),
+            RecordType::ANY => answers.push(with_owner(zone.soa_record(ttl), &owner)),
+            RecordType::NS => {
+                answers.extend(zone.ns_records(&owner, ttl));
+                additionals.extend(zone.glue(ttl));
+            }
+            _ => {}
+        }
+    }
+    if answers.is_empty() {
+        // NODATA: the name exists, the type does not.
+        resp.add_authority(zone.soa_record(zone.zone.negative_ttl.min(ttl)));
+    } else {
+        resp.add_answers(answers);
+        resp.add_additionals(additionals);
+    }
+    finish(resp, edns, transport, info)
+}
+
+fn with_owner(mut r: Record, owner: &Name) -> Record {
+    r.name = owner.clone();
+    r
+}
+
+/// Encodes the answer; over UDP one too large for the client goes out as
+/// its header and question with TC set.
+fn finish(
+    mut resp: Message,
+    edns: Option<(Edns, u16)>,
+    transport: Transport,
+    mut info: Info,
+) -> Outcome {
+    let limit = match (&edns, transport) {
+        (_, Transport::Tcp) => usize::from(u16::MAX),
+        (Some((_, l)), Transport::Udp) => usize::from(*l),
+        (None, Transport::Udp) => 512,
+    };
+    if let Some((e, _)) = edns {
+        resp.set_edns(e);
+    }
+    info.rcode = rcode_name(resp.metadata.response_code);
+    let bytes = match resp.to_vec() {
+        Ok(b) if b.len() <= limit => Some(b),
+        Ok(_) => {
+            info.truncated = true;
+            let mut t = resp.truncate();
+            t.metadata.authoritative = resp.metadata.authoritative;
+            t.to_vec().ok()
+        }
+        // Nothing we built should fail to encode; if it does, the client
+        // gets SERVFAIL rather than silence.
+        Err(e) => {
+            tracing::error!(error = %e, "could not encode an answer");
+            let mut m = Message::error_msg(
+                resp.metadata.id,
+                resp.metadata.op_code,
+                ResponseCode::ServFail,
+            );
+            m.add_queries(resp.queries.iter().cloned());
+            info.rcode = "SERVFAIL";
+            m.to_vec().ok()
+        }
+    };
+    Outcome { bytes, info }
+}
+
+/// A query for tests and tools: `name` of `qtype`, optionally with EDNS
+/// (buffer size) and a client subnet.
+pub fn query(
+    id: u16,
+    name: &str,
+    qtype: RecordType,
+    edns_payload: Option<u16>,
+    subnet: Option<(IpAddr, u8)>,
+) -> Vec<u8> {
+    let mut m = Message::query();
+    m.metadata.id = id;
+    m.metadata.recursion_desired = true;
+    m.add_query(Query::query(
+        Name::from_ascii(name).expect("a query name"),
+        qtype,
+    ));
+    if let Some(p) = edns_payload {
+        let mut e = Edns::new();
+        e.set_max_payload(p);
+        if let Some((addr, len)) = subnet {
+            e.options_mut()
+                .insert(EdnsOption::Subnet(ClientSubnet::new(addr, len, 0)));
+        }
+        m.set_edns(e);
+    }
+    m.to_vec().expect("a query encodes")
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::view::View;
+    use proptest::prelude::*;
+    use switchyard_model::{Config, Controls};
+
+    const CONFIG: &str = r#"
+[[region]]
+name = "r1"
+zone = [
+  { name = "r1a", edge = "127.1.1.1:8080", admin = "127.1.1.1:9901" },
+  { name = "r1b", edge = "127.1.2.1:8080", admin = "127.1.2.1:9901" },
+]
+[[region]]
+name = "r2"
+zone = [{ name = "r2a", edge = "127.2.1.1:8080", admin = "127.2.1.1:9901" }]
+
+[[service]]
+name = "svc"
+hosts = ["svc.example.test"]
+min_healthy = 0.5
+instance = [{ name = "i1", zone = "r1a", addr = "127.1.1.11:8081" }]
+
+[dns]
+ttl_s = 20
+edge_addresses = { r2a = ["127.2.1.1", "2001:db8::21"] }
+[[dns.server]]
+name = "ns1"
+listen = ["127.0.0.1:5353"]
+admin = "127.0.0.1:9953"
+[[dns.zone]]
+apex = "example.test"
+ns = ["ns1.example.test"]
+ns_addresses = { "ns1.example.test" = ["127.0.0.53"] }
+negative_ttl_s = 5
+[[dns.geo]]
+prefix = "10.2.0.0/16"
+region = "r2"
+[[dns.geo]]
+prefix = "2001:db8:2::/48"
+region = "r2"
+"#;
+
+    fn view() -> View {
+        let cfg = Config::from_toml(CONFIG, |_| None).unwrap();
+        View::build(
+            Arc::new(cfg),
+            Arc::new(Controls::default()),
+            &|_: &str| true,
+            0,
+        )
+    }
+
+    fn ask(q: &[u8], from: &str) -> (Message, Info) {
+        let out = respond(&view(), q, from.parse().unwrap(), Transport::Udp);
+        (Message::from_vec(&out.bytes.unwrap()).unwrap(), out.info)
+    }
+
+    /// The answer's addresses, sorted (their order rotates by query id).
+    fn addrs(m: &Message) -> Vec<String> {
+        let mut v: Vec<String> = m.answers.iter().map(|r| r.data.to_string()).collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn the_addresses_rotate_with_the_query_id_so_every_zones_edge_comes_first_for_some() {
+        let first = |id| {
+            let (m, _) = ask(
+                &query(id, "svc.example.test.", RecordType::A, None, None),
+                "10.1.0.9",
+            );
+            m.answers[0].data.to_string()
+        };
+        let firsts: std::collections::BTreeSet<String> = (0..4).map(first).collect();
+        assert_eq!(firsts.len(), 2, "{firsts:?}");
+    }
+
+    #[test]
+    fn a_service_name_gets_its_regions_edges_by_client_subnet_and_the_scope_is_echoed() {
+        let (m, _) = ask(
+            &query(7, "svc.example.test.", RecordType::A, None, None),
+            "10.1.0.9",
+        );
+        assert_eq!(m.metadata.id, 7);
+        assert!(m.metadata.authoritative);
+        assert_eq!(addrs(&m), ["127.1.1.1", "127.1.2.1"]);
+        assert_eq!(m.answers[0].ttl, 20);
+        let ecs = Some(("10.2.3.0".parse().unwrap(), 24));
+        let (m, info) = ask(
+            &query(8, "SVC.Example.Test.", RecordType::A, Some(4096), ecs),
+            "10.1.0.9",
+        );
+        assert_eq!(addrs(&m), ["127.2.1.1"]);
+        assert_eq!(info.client_region.as_deref(), Some("r2"));
+        // 0x20: the name comes back as it was asked.
+        assert_eq!(m.answers[0].name.to_ascii(), "SVC.Example.Test.");
+        let Some(EdnsOption::Subnet(cs)) = m.edns.as_ref().unwrap().option(EdnsCode::Subnet) else {
+            panic!("no ECS echoed: {m:?}");
+        };
+        assert_eq!((cs.source_prefix(), cs.scope_prefix()), (24, 24));
+    }
+
+    #[test]
+    fn an_ipv6_subnet_places_the_client_and_aaaa_answers_the_ipv6_edges() {
+        let ecs = Some(("2001:db8:2:100::".parse().unwrap(), 56));
+        let q = query(4, "svc.example.test.", RecordType::AAAA, Some(1232), ecs);
+        let (m, info) = ask(&q, "10.1.0.9");
+        assert_eq!(addrs(&m), ["2001:db8::21"]);
+        assert_eq!(info.client_region.as_deref(), Some("r2"));
+        let Some(EdnsOption::Subnet(cs)) = m.edns.as_ref().unwrap().option(EdnsCode::Subnet) else {
+            panic!("no ECS echoed: {m:?}");
+        };
+        assert_eq!((cs.source_prefix(), cs.scope_prefix()), (56, 56));
+        let q = query(5, "svc.example.test.", RecordType::A, Some(1232), ecs);
+        assert_eq!(addrs(&ask(&q, "10.1.0.9").0), ["127.2.1.1"]);
+        // A source prefix of 0: the resolver's address places the client,
+        // and the scope says the answer is for every client of it.
+        let zero = Some(("10.2.0.0".parse().unwrap(), 0));
+        let q = query(6, "svc.example.test.", RecordType::A, Some(1232), zero);
+        let (m, info) = ask(&q, "10.1.0.9");
+        assert_eq!(info.client_region, None);
+        assert_eq!(addrs(&m), ["127.1.1.1", "127.1.2.1"]);
+        let Some(EdnsOption::Subnet(cs)) = m.edns.as_ref().unwrap().option(EdnsCode::Subnet) else {
+            panic!("no ECS echoed: {m:?}");
+        };
+        assert_eq!(cs.scope_prefix(), 0);
+    }
+
+    #[test]
+    fn answers_that_do_not_depend_on_the_client_say_so_with_scope_0() {
+        let ecs = Some(("10.2.3.0".parse().unwrap(), 24));
+        for (name, qtype) in [
+            ("nope.example.test.", RecordType::A),
+            ("example.test.", RecordType::SOA),
+            ("svc.example.test.", RecordType::TXT),
+        ] {
+            let (m, _) = ask(&query(9, name, qtype, Some(1232), ecs), "10.1.0.9");
+            let Some(EdnsOption::Subnet(cs)) = m.edns.as_ref().unwrap().option(EdnsCode::Subnet)
+            else {
+                panic!("no ECS echoed: {m:?}");
+            };
+            assert_eq!(
+                (cs.source_prefix(), cs.scope_prefix()),
+                (24, 0),
+                "{name} {qtype}"
+            );
+        }
+    }
+
+    #[test]
+    fn apex_negative_and_foreign_answers_follow_the_rfcs() {
+        let (m, _) = ask(
+            &query(1, "example.test.", RecordType::SOA, None, None),
+            "10.1.0.1",
+        );
+        assert_eq!(m.answers[0].record_type(), RecordType::SOA);
+        let (m, _) = ask(
+            &query(1, "example.test.", RecordType::NS, None, None),
+            "10.1.0.1",
+        );
+        assert_eq!(addrs(&m), ["ns1.example.test."]);
+        assert_eq!(m.additionals[0].data.to_string(), "127.0.0.53");
+        let (m, _) = ask(
+            &query(1, "nope.example.test.", RecordType::A, None, None),
+            "10.1.0.1",
+        );
+        assert_eq!(m.metadata.response_code, ResponseCode::NXDomain);
+        assert_eq!(m.authorities[0].record_type(), RecordType::SOA);
+        assert_eq!(m.authorities[0].ttl, 5, "negative TTL is the SOA minimum");
+        let (m, _) = ask(
+            &query(1, "svc.example.test.", RecordType::MX, None, None),
+            "10.1.0.1",
+        );
+        assert_eq!(
+            (
+                m.metadata.response_code,
+                m.answers.len(),
+                m.authorities.len()
+            ),
+            (ResponseCode::NoError, 0, 1)
+        );
+        let (m, _) = ask(
+            &query(1, "svc.example.test.", RecordType::AAAA, None, None),
+            "10.1.0.1",
+        );
+        assert_eq!(
+            (m.metadata.response_code, m.answers.len()),
+            (ResponseCode::NoError, 0)
+        );
+        let (m, _) = ask(
+            &query(1, "example.org.", RecordType::A, None, None),
+            "10.1.0.1",
+        );
+        assert_eq!(m.metadata.response_code, ResponseCode::Refused);
+        assert!(!m.metadata.authoritative);
+        let (m, _) = ask(
+            &query(1, "svc.example.test.", RecordType::ANY, None, None),
+            "10.1.0.1",
+        );
+        assert_eq!(addrs(&m), ["127.1.1.1", "127.1.2.1"]);
+        let (m, _) = ask(
+            &query(1, "example.test.", RecordType::AXFR, None, None),
+            "10.1.0.1",
+        );
+        assert_eq!(m.metadata.response_code, ResponseCode::Refused);
+    }
+
+    #[test]
+    fn bad_packets_get_a_clear_rcode_or_nothing() {
+        let v = view();
+        let from: IpAddr = "10.1.0.1".parse().unwrap();
+        assert!(respond(&v, &[1, 2, 3], from, Transport::Udp)
+            .bytes
+            .is_none());
+        // A header that promises a question that is not there.
+        let mut short = query(9, "svc.example.test.", RecordType::A, None, None);
+        short.truncate(20);
+        let m =
+            Message::from_vec(&respond(&v, &short, from, Transport::Udp).bytes.unwrap()).unwrap();
+        assert_eq!(
+            (m.metadata.id, m.metadata.response_code),
+            (9, ResponseCode::FormErr)
+        );
+        // A name that points at itself (compression loop).
+        let mut lp = query(10, "svc.example.test.", RecordType::A, None, None);
+        lp.truncate(12);
+        lp.extend_from_slice(&[0xc0, 12, 0, 1, 0, 1]);
+        let m = Message::from_vec(&respond(&v, &lp, from, Transport::Udp).bytes.unwrap()).unwrap();
+        assert_eq!(m.metadata.response_code, ResponseCode::FormErr);
+        // Another opcode.
+        let mut st = query(11, "svc.example.test.", RecordType::A, None, None);
+        st[2] = (st[2] & 0x87) | (2 << 3);
+        let m = Message::from_vec(&respond(&v, &st, from, Transport::Udp).bytes.unwrap()).unwrap();
+        assert_eq!(m.metadata.response_code, ResponseCode::NotImp);
+        // Class CH.
+        let mut ch = query(12, "svc.example.test.", RecordType::A, None, None);
+        let n = ch.len();
+        ch[n - 1] = 3;
+        let m = Message::from_vec(&respond(&v, &ch, from, Transport::Udp).bytes.unwrap()).unwrap();
+        assert_eq!(m.metadata.response_code, ResponseCode::Refused);
+        // A name longer than 255 bytes (five labels of 63).
+        let mut long = query(14, "svc.example.test.", RecordType::A, None, None);
+        long.truncate(12);
+        for _ in 0..5 {
+            long.push(63);
+            long.extend_from_slice(&[b'a'; 63]);
+        }
+        long.extend_from_slice(&[0, 0, 1, 0, 1]);
+        let m =
+            Message::from_vec(&respond(&v, &long, from, Transport::Udp).bytes.unwrap()).unwrap();
+        assert_eq!(
+            (m.metadata.id, m.metadata.response_code),
+            (14, ResponseCode::FormErr)
+        );
+        // A type nobody defined, at a name that exists: NODATA.
+        let unknown = query(
+            15,
+            "svc.example.test.",
+            RecordType::Unknown(65280),
+            None,
+            None,
+        );
+        let m =
+            Message::from_vec(&respond(&v, &unknown, from, Transport::Udp).bytes.unwrap()).unwrap();
+        assert_eq!(
+            (
+                m.metadata.response_code,
+                m.answers.len(),
+                m.authorities.len()
+            ),
+            (ResponseCode::NoError, 0, 1)
+        );
+        // A response is never answered.
+        let mut r = query(13, "svc.example.test.", RecordType::A, None, None);
+        r[2] |= 0x80;
+        assert!(respond(&v, &r, from, Transport::Udp).bytes.is_none());
+    }
+
+    fn sane(v: &View, packet: &[u8]) {
+        let from: IpAddr = "10.2.0.1".parse().unwrap();
+        for t in [Transport::Udp, Transport::Tcp] {
+            let out = respond(v, packet, from, t);
+            let Some(b) = out.bytes else { continue };
+            if t == Transport::Udp {
+                assert!(
+                    b.len() <= usize::from(MAX_UDP),
+                    "{} bytes over UDP",
+                    b.len()
+                );
+            }
+            let m = Message::from_vec(&b).expect("our answer parses");
+            assert_eq!(m.metadata.message_type, MessageType::Response);
+            assert_eq!(m.metadata.id, u16::from_be_bytes([packet[0], packet[1]]));
+            assert!(
+                matches!(
+                    m.metadata.response_code,
+                    ResponseCode::NoError
+                        | ResponseCode::FormErr
+                        | ResponseCode::NXDomain
+                        | ResponseCode::NotImp
+                        | ResponseCode::Refused
+                        | ResponseCode::BADVERS
+                ),
+                "{:?}",
+                m.metadata.response_code
+            );
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..600)) {
+            sane(&view(), &bytes);
+        }
+
+        #[test]
+        fn a_valid_query_with_bytes_changed_never_panics(
+            edits in proptest::collection::vec((any::<usize>(), any::<u8>()), 1..8),
+            cut in any::<usize>(),
+        ) {
+            let ecs = Some(("10.2.3.0".parse().unwrap(), 24));
+            let mut q = query(3, "svc.example.test.", RecordType::A, Some(1232), ecs);
+            for (i, b) in edits {
+                let n = q.len();
+                q[i % n] = b;
+            }
+            let keep = 12 + cut % (q.len() - 11);
+            q.truncate(keep);
+            sane(&view(), &q);
+        }
+    }
+}

@@ -1,0 +1,791 @@
+//! The `[dns]` section: the authoritative DNS servers that answer for the
+//! services' public names (`switchyard dns`). Raw types as written, the
+//! validated settings, and the IP prefixes of the geo map.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::{AccessLogTarget, Region, Service};
+use crate::error::ValidationErrors;
+
+pub mod raw {
+    use serde::Deserialize;
+
+    #[derive(Debug, Deserialize, Default)]
+    #[serde(deny_unknown_fields)]
+    pub struct Dns {
+        /// TTL of every answer's record set, in seconds.
+        pub ttl_s: Option<u32>,
+        /// Per service, the TTL of its name's record sets instead of `ttl_s`.
+        #[serde(default)]
+        pub service_ttl_s: std::collections::BTreeMap<String, u32>,
+        /// Where each server keeps its last-known-good controls; defaults
+        /// to `edge.state_dir`.
+        pub state_dir: Option<String>,
+        /// `-` for standard output, or a file.
+        pub query_log: Option<String>,
+        /// The region of clients no prefix matches; defaults to the first
+        /// region of each service's preference.
+        pub default_region: Option<String>,
+        pub probe_interval_ms: Option<u64>,
+        pub probe_timeout_ms: Option<u64>,
+        pub probe_failures: Option<u32>,
+        /// Per zone, the addresses handed out for its edge instead of the
+        /// IP of `region.zone.edge`.
+        #[serde(default)]
+        pub edge_addresses: std::collections::BTreeMap<String, Vec<String>>,
+        #[serde(default, rename = "server")]
+        pub servers: Vec<Server>,
+        #[serde(default, rename = "zone")]
+        pub zones: Vec<Zone>,
+        #[serde(default)]
+        pub geo: Vec<Geo>,
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct Server {
+        pub name: Option<String>,
+        #[serde(default)]
+        pub listen: Vec<String>,
+        pub admin: Option<String>,
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct Zone {
+        pub apex: Option<String>,
+        #[serde(default)]
+        pub ns: Vec<String>,
+        /// Addresses of name servers inside the zone (glue), by name.
+        #[serde(default)]
+        pub ns_addresses: std::collections::BTreeMap<String, Vec<String>>,
+        pub soa_rname: Option<String>,
+        pub soa_refresh_s: Option<u32>,
+        pub soa_retry_s: Option<u32>,
+        pub soa_expire_s: Option<u32>,
+        /// The SOA minimum: how long resolvers cache "no such name" and
+        /// "no such type" (RFC 2308).
+        pub negative_ttl_s: Option<u32>,
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct Geo {
+        pub prefix: Option<String>,
+        pub region: Option<String>,
+    }
+}
+
+pub const DEFAULT_TTL_S: u32 = 30;
+
+/// The validated `[dns]` section.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DnsSettings {
+    pub ttl: u32,
+    /// Per service, instead of `ttl`.
+    pub service_ttl: BTreeMap<String, u32>,
+    pub state_dir: Option<String>,
+    pub query_log: Option<AccessLogTarget>,
+    pub default_region: Option<String>,
+    /// Zero: the server does not probe edges itself.
+    pub probe_interval: Duration,
+    pub probe_timeout: Duration,
+    pub probe_failures: u32,
+    pub edge_addresses: BTreeMap<String, Vec<IpAddr>>,
+    pub servers: Vec<DnsServer>,
+    pub zones: Vec<DnsZone>,
+    /// Longest prefix first, so the first match is the most specific.
+    pub geo: Vec<(Prefix, String)>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct DnsServer {
+    pub name: String,
+    /// Each address is served over UDP and TCP.
+    pub listen: Vec<SocketAddr>,
+    pub admin: SocketAddr,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct DnsZone {
+    /// Lower case, without the final dot.
+    pub apex: String,
+    pub ns: Vec<String>,
+    pub ns_addresses: BTreeMap<String, Vec<IpAddr>>,
+    pub soa_rname: String,
+    pub soa_refresh: u32,
+    pub soa_retry: u32,
+    pub soa_expire: u32,
+    pub negative_ttl: u32,
+}
+
+impl DnsSettings {
+    pub fn server(&self, name: &str) -> Option<&DnsServer> {
+        self.servers.iter().find(|s| s.name == name)
+    }
+
+    /// The region a client address is in by the geo map.
+    pub fn region_of(&self, ip: IpAddr) -> Option<&str> {
+        self.geo
+            .iter()
+            .find(|(p, _)| p.contains(ip))
+            .map(|(_, r)| r.as_str())
+    }
+}
+
+impl DnsZone {
+    /// Whether `name` (lower case, no final dot) is the apex or under it.
+    pub fn holds(&self, name: &str) -> bool {
+        name == self.apex
+            || name
+                .strip_suffix(self.apex.as_str())
+                .is_some_and(|head| head.ends_with('.'))
+    }
+}
+
+/// An IP prefix (`192.0.2.0/24`, `2001:db8::/32`); host bits are zero.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Prefix {
+    pub addr: IpAddr,
+    pub len: u8,
+}
+
+impl Prefix {
+    pub fn parse(s: &str) -> Result<Prefix, String> {
+        let (a, l) = s
+            .split_once('/')
+            .ok_or_else(|| format!("{s:?} is not a prefix of the form ip/length"))?;
+        let addr: IpAddr = a
+            .parse()
+            .map_err(|_| format!("{a:?} in {s:?} is not an IP address"))?;
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let len: u8 = l
+            .parse()
+            .ok()
+            .filter(|l| *l <= max)
+            .ok_or_else(|| format!("{l:?} in {s:?} is not a prefix length from 0 to {max}"))?;
+        let p = Prefix { addr, len };
+        if p.masked().addr != addr {
+            return Err(format!(
+                "{s:?} has bits set after /{len}; did you mean {}/{len}?",
+                p.masked().addr
+            ));
+        }
+        Ok(p)
+    }
+
+    /// `addr` with the bits after `len` cleared.
+    pub fn masked(self) -> Prefix {
+        Prefix {
+            addr: mask(self.addr, self.len),
+            len: self.len,
+        }
+    }
+
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        ip.is_ipv4() == self.addr.is_ipv4() && mask(ip, self.len) == self.addr
+    }
+}
+
+impl std::fmt::Display for Prefix {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.addr, self.len)
+    }
+}
+
+/// `ip` with every bit after the first `len` cleared.
+pub fn mask(ip: IpAddr, len: u8) -> IpAddr {
+    match ip {
+        IpAddr::V4(a) => {
+            let bits = u32::from(a);
+            let m = if len == 0 {
+                0
+            } else {
+                u32::MAX << (32 - u32::from(len.min(32)))
+            };
+            IpAddr::V4((bits & m).into())
+        }
+        IpAddr::V6(a) => {
+            let bits = u128::from(a);
+            let m = if len == 0 {
+                0
+            } else {
+                u128::MAX << (128 - u32::from(len.min(128)))
+            };
+            IpAddr::V6((bits & m).into())
+        }
+    }
+}
+
+/// A domain name as DNS compares it: lower case, no final dot. Each label
+/// is 1–63 letters, digits, `-` or `_`, and the whole at most 253.
+fn dns_name(v: &str, path: &str, errs: &mut ValidationErrors) -> Option<String> {
+    let n = v.trim_end_matches('.').to_ascii_lowercase();
+    let ok = !n.is_empty()
+        && n.len() <= 253
+        && n.split('.').all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && l.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        });
+    if ok {
+        Some(n)
+    } else {
+        errs.push(
+            path,
+            format!("{v:?} is not a domain name (dot-separated labels of 1 to 63 letters, digits, '-' or '_')"),
+        );
+        None
+    }
+}
+
+fn ips(list: &[String], path: &str, errs: &mut ValidationErrors) -> Vec<IpAddr> {
+    if list.is_empty() {
+        errs.push(path, "at least one address is required");
+    }
+    list.iter()
+        .enumerate()
+        .filter_map(|(i, a)| match a.parse::<IpAddr>() {
+            Ok(ip) if ip.is_unspecified() => {
+                errs.push(
+                    format!("{path}[{i}]"),
+                    format!("{a} is the unspecified address; no client can reach it"),
+                );
+                None
+            }
+            Ok(ip) => Some(ip),
+            Err(_) => {
+                errs.push(
+                    format!("{path}[{i}]"),
+                    format!("{a:?} is not an IP address"),
+                );
+                None
+            }
+        })
+        .collect()
+}
+
+fn seconds(
+    v: Option<u32>,
+    default: u32,
+    range: std::ops::RangeInclusive<u32>,
+    path: &str,
+    errs: &mut ValidationErrors,
+) -> u32 {
+    let v = v.unwrap_or(default);
+    if !range.contains(&v) {
+        errs.push(
+            path,
+            format!(
+                "must be between {} and {} seconds, got {v}",
+                range.start(),
+                range.end()
+            ),
+        );
+    }
+    v
+}
+
+/// Checks `[dns]` against the regions and services it answers for.
+pub(crate) fn validate(
+    d: &raw::Dns,
+    edge_state_dir: Option<&String>,
+    regions: &[Region],
+    services: &[Service],
+    parse_addr: impl Fn(&Option<String>, &str, &mut ValidationErrors) -> Option<SocketAddr>,
+    errs: &mut ValidationErrors,
+) -> DnsSettings {
+    let region_known = |r: &str| regions.iter().any(|x| x.name == r);
+    let ttl = seconds(d.ttl_s, DEFAULT_TTL_S, 1..=86_400, "dns.ttl_s", errs);
+    let mut service_ttl = BTreeMap::new();
+    for (svc, t) in &d.service_ttl_s {
+        let path = format!("dns.service_ttl_s.{svc}");
+        if !services.iter().any(|s| &s.name == svc) {
+            errs.push(path.clone(), format!("unknown service {svc:?}"));
+        }
+        service_ttl.insert(svc.clone(), seconds(Some(*t), 0, 1..=86_400, &path, errs));
+    }
+    let query_log = match d.query_log.as_deref() {
+        None => None,
+        Some("-") => Some(AccessLogTarget::Stdout),
+        Some("") => {
+            errs.push(
+                "dns.query_log",
+                "empty: use \"-\" for standard output or a file path",
+            );
+            None
+        }
+        Some(p) => Some(AccessLogTarget::File(p.to_string())),
+    };
+    if let Some(r) = &d.default_region {
+        if !region_known(r) {
+            errs.push("dns.default_region", format!("unknown region {r:?}"));
+        }
+    }
+    let probe_interval = Duration::from_millis(d.probe_interval_ms.unwrap_or(1_000));
+    let probe_timeout = Duration::from_millis(d.probe_timeout_ms.unwrap_or(500));
+    if !probe_interval.is_zero() && (probe_timeout.is_zero() || probe_timeout > probe_interval) {
+        errs.push(
+            "dns.probe_timeout_ms",
+            format!(
+                "must be above 0 and at most probe_interval_ms ({} ms), got {} ms",
+                probe_interval.as_millis(),
+                probe_timeout.as_millis()
+            ),
+        );
+    }
+    let probe_failures = d.probe_failures.unwrap_or(2);
+    if probe_failures == 0 {
+        errs.push("dns.probe_failures", "must be at least 1");
+    }
+    let mut edge_addresses = BTreeMap::new();
+    for (zone, list) in &d.edge_addresses {
+        let path = format!("dns.edge_addresses.{zone}");
+        if !regions
+            .iter()
+            .any(|r| r.zones.iter().any(|z| &z.name == zone))
+        {
+            errs.push(path.clone(), format!("unknown zone {zone:?}"));
+        }
+        edge_addresses.insert(zone.clone(), ips(list, &path, errs));
+    }
+    // An edge listening on every address cannot be handed out as is.
+    for r in regions {
+        for z in &r.zones {
+            if z.edge.ip().is_unspecified() && !d.edge_addresses.contains_key(&z.name) {
+                errs.push(
+                    format!("dns.edge_addresses.{}", z.name),
+                    format!(
+                        "required: region.{}.zone.{}.edge listens on {}, which no client can reach",
+                        r.name,
+                        z.name,
+                        z.edge.ip()
+                    ),
+                );
+            }
+        }
+    }
+
+    let mut servers = Vec::new();
+    let mut names = BTreeSet::new();
+    let mut taken: BTreeMap<SocketAddr, String> = BTreeMap::new();
+    if d.servers.is_empty() {
+        errs.push("dns.server", "at least one [[dns.server]] is required");
+    }
+    for (i, s) in d.servers.iter().enumerate() {
+        // The name is part of file names in the state folder, which the
+        // zones' edges share (`ZONE.lock`, `dns-NAME.lock`).
+        let path = match &s.name {
+            Some(n) if crate::config::valid_name(n) => {
+                let p = format!("dns.server.{n}");
+                let clash = format!("dns-{n}");
+                if regions
+                    .iter()
+                    .any(|r| r.zones.iter().any(|z| z.name == clash))
+                {
+                    errs.push(
+                        format!("{p}.name"),
+                        format!(
+                            "zone {clash:?} keeps its state under the same file names; rename one"
+                        ),
+                    );
+                }
+                p
+            }
+            Some(n) => {
+                errs.push(
+                    format!("dns.server[{i}].name"),
+                    format!("{n:?} is not a valid name (letters, digits, '-' and '_', at most 64)"),
+                );
+                format!("dns.server[{i}]")
+            }
+            None => {
+                errs.push(format!("dns.server[{i}].name"), "required");
+                format!("dns.server[{i}]")
+            }
+        };
+        if let Some(n) = &s.name {
+            if !names.insert(n.clone()) {
+                errs.push(
+                    format!("{path}.name"),
+                    format!("duplicate server name {n:?}"),
+                );
+            }
+        }
+        if s.listen.is_empty() {
+            errs.push(format!("{path}.listen"), "at least one address is required");
+        }
+        let listen: Vec<SocketAddr> = s
+            .listen
+            .iter()
+            .enumerate()
+            .filter_map(|(j, a)| parse_addr(&Some(a.clone()), &format!("{path}.listen[{j}]"), errs))
+            .collect();
+        let admin = parse_addr(&s.admin, &format!("{path}.admin"), errs);
+        for (j, a) in listen.iter().enumerate() {
+            let p = format!("{path}.listen[{j}]");
+            if let Some(prev) = taken.insert(*a, p.clone()) {
+                errs.push(p, format!("duplicate address {a} (also at {prev})"));
+            }
+        }
+        if let Some(a) = admin {
+            let p = format!("{path}.admin");
+            if let Some(prev) = taken.insert(a, p.clone()) {
+                errs.push(p, format!("duplicate address {a} (also at {prev})"));
+            }
+        }
+        if let (Some(name), Some(admin)) = (&s.name, admin) {
+            servers.push(DnsServer {
+                name: name.clone(),
+                listen,
+                admin,
+            });
+        }
+    }
+
+    let mut zones: Vec<DnsZone> = Vec::new();
+    if d.zones.is_empty() {
+        errs.push("dns.zone", "at least one [[dns.zone]] is required");
+    }
+    for (i, z) in d.zones.iter().enumerate() {
+        let Some(apex_raw) = &z.apex else {
+            errs.push(format!("dns.zone[{i}].apex"), "required");
+            continue;
+        };
+        let path = format!("dns.zone.{apex_raw}");
+        let Some(apex) = dns_name(apex_raw, &format!("{path}.apex"), errs) else {
+            continue;
+        };
+        if zones.iter().any(|o| o.apex == apex) {
+            errs.push(format!("{path}.apex"), format!("duplicate zone {apex:?}"));
+        }
+        if z.ns.is_empty() {
+            errs.push(format!("{path}.ns"), "at least one name server is required");
+        }
+        let ns: Vec<String> =
+            z.ns.iter()
+                .enumerate()
+                .filter_map(|(j, n)| dns_name(n, &format!("{path}.ns[{j}]"), errs))
+                .collect();
+        let mut ns_addresses = BTreeMap::new();
+        for (n, list) in &z.ns_addresses {
+            let p = format!("{path}.ns_addresses.{n}");
+            if let Some(name) = dns_name(n, &p, errs) {
+                if !ns.contains(&name) {
+                    errs.push(p.clone(), format!("{n:?} is not one of this zone's ns"));
+                }
+                let tmp = DnsZone {
+                    apex: apex.clone(),
+                    ns: vec![],
+                    ns_addresses: BTreeMap::new(),
+                    soa_rname: String::new(),
+                    soa_refresh: 0,
+                    soa_retry: 0,
+                    soa_expire: 0,
+                    negative_ttl: 0,
+                };
+                if !tmp.holds(&name) {
+                    errs.push(
+                        p.clone(),
+                        format!("{n:?} is outside zone {apex:?}; glue is only for names inside it"),
+                    );
+                }
+                ns_addresses.insert(name, ips(list, &p, errs));
+            }
+        }
+        // A name server inside its own zone is reachable only through its
+        // address in the zone (and the parent's glue): without one, the
+        // delegation is lame.
+        for (j, n) in ns.iter().enumerate() {
+            let inside = n == &apex || n.ends_with(&format!(".{apex}"));
+            if inside && !ns_addresses.contains_key(n) {
+                errs.push(
+                    format!("{path}.ns[{j}]"),
+                    format!("{n:?} is inside the zone: give its addresses in ns_addresses"),
+                );
+            }
+        }
+        let soa_rname = match &z.soa_rname {
+            Some(r) => dns_name(r, &format!("{path}.soa_rname"), errs).unwrap_or_default(),
+            None => format!("hostmaster.{apex}"),
+        };
+        zones.push(DnsZone {
+            soa_refresh: seconds(
+                z.soa_refresh_s,
+                3_600,
+                1..=2_419_200,
+                &format!("{path}.soa_refresh_s"),
+                errs,
+            ),
+            soa_retry: seconds(
+                z.soa_retry_s,
+                600,
+                1..=2_419_200,
+                &format!("{path}.soa_retry_s"),
+                errs,
+            ),
+            soa_expire: seconds(
+                z.soa_expire_s,
+                604_800,
+                1..=2_419_200,
+                &format!("{path}.soa_expire_s"),
+                errs,
+            ),
+            negative_ttl: seconds(
+                z.negative_ttl_s,
+                DEFAULT_TTL_S,
+                0..=86_400,
+                &format!("{path}.negative_ttl_s"),
+                errs,
+            ),
+            apex,
+            ns,
+            ns_addresses,
+            soa_rname,
+        });
+    }
+    // A zone nested in another would make the same name answered by two.
+    for a in &zones {
+        for b in &zones {
+            if a.apex != b.apex && b.holds(&a.apex) {
+                errs.push(
+                    format!("dns.zone.{}.apex", a.apex),
+                    format!(
+                        "inside zone {:?}; one server answers each name from one zone",
+                        b.apex
+                    ),
+                );
+            }
+        }
+    }
+    // Each service's hosts must be names DNS can answer (no port, no
+    // wildcard); a service with none under a zone is simply not answered.
+    for s in services {
+        for (i, h) in s.hosts.iter().enumerate() {
+            let name = h.trim_end_matches('.').to_ascii_lowercase();
+            if zones.iter().any(|z| z.holds(&name)) && (name.contains(':') || name.contains('*')) {
+                errs.push(
+                    format!("service.{}.hosts[{i}]", s.name),
+                    format!("{h:?} is under a [[dns.zone]] but is not a name DNS can answer"),
+                );
+            }
+        }
+    }
+
+    let mut geo = Vec::new();
+    let mut seen_prefixes = BTreeMap::new();
+    for (i, g) in d.geo.iter().enumerate() {
+        let path = format!("dns.geo[{i}]");
+        let prefix = match &g.prefix {
+            None => {
+                errs.push(format!("{path}.prefix"), "required");
+                None
+            }
+            Some(p) => match Prefix::parse(p) {
+                Ok(p) => Some(p),
+                Err(e) => {
+                    errs.push(format!("{path}.prefix"), e);
+                    None
+                }
+            },
+        };
+        let region = match &g.region {
+            None => {
+                errs.push(format!("{path}.region"), "required");
+                None
+            }
+            Some(r) if !region_known(r) => {
+                errs.push(format!("{path}.region"), format!("unknown region {r:?}"));
+                None
+            }
+            Some(r) => Some(r.clone()),
+        };
+        if let Some(p) = prefix {
+            if let Some(prev) = seen_prefixes.insert(p.to_string(), path.clone()) {
+                errs.push(
+                    format!("{path}.prefix"),
+                    format!("duplicate prefix {p} (also at {prev})"),
+                );
+            }
+        }
+        if let (Some(p), Some(r)) = (prefix, region) {
+            geo.push((p, r));
+        }
+    }
+    geo.sort_by_key(|g| std::cmp::Reverse(g.0.len));
+
+    DnsSettings {
+        ttl,
+        service_ttl,
+        state_dir: d.state_dir.clone().or_else(|| edge_state_dir.cloned()),
+        query_log,
+        default_region: d.default_region.clone(),
+        probe_interval,
+        probe_timeout,
+        probe_failures,
+        edge_addresses,
+        servers,
+        zones,
+        geo,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefixes_parse_mask_and_match() {
+        let p = Prefix::parse("10.1.0.0/16").unwrap();
+        assert!(p.contains("10.1.200.3".parse().unwrap()));
+        assert!(!p.contains("10.2.0.1".parse().unwrap()));
+        assert!(!p.contains("::1".parse().unwrap()));
+        let p6 = Prefix::parse("2001:db8::/32").unwrap();
+        assert!(p6.contains("2001:db8:1::5".parse().unwrap()));
+        assert!(Prefix::parse("0.0.0.0/0")
+            .unwrap()
+            .contains("8.8.8.8".parse().unwrap()));
+        for (bad, why) in [
+            ("10.1.0.1/16", "did you mean 10.1.0.0/16"),
+            ("10.1.0.0", "ip/length"),
+            ("10.1.0.0/33", "0 to 32"),
+            ("nope/8", "not an IP"),
+        ] {
+            let e = Prefix::parse(bad).unwrap_err();
+            assert!(e.contains(why), "{bad}: {e}");
+        }
+        assert_eq!(
+            mask("10.1.2.3".parse().unwrap(), 24),
+            "10.1.2.0".parse::<IpAddr>().unwrap()
+        );
+    }
+
+    const BASE: &str = r#"
+[[region]]
+name = "r1"
+zone = [{ name = "a", edge = "0.0.0.0:8080", admin = "127.1.1.1:9901" }]
+[[service]]
+name = "svc"
+hosts = ["svc.example.test", "*.example.test"]
+min_healthy = 0.5
+instance = [{ name = "i1", zone = "a", addr = "127.1.1.11:8081" }]
+"#;
+
+    fn errors(dns: &str) -> Vec<String> {
+        match crate::Config::from_toml(&format!("{BASE}{dns}"), |_| None) {
+            Ok(_) => Vec::new(),
+            Err(e) => e.reasons(),
+        }
+    }
+
+    #[test]
+    fn every_problem_of_the_dns_section_is_named_with_its_path() {
+        let errs = errors(
+            r#"
+[dns]
+ttl_s = 0
+service_ttl_s = { nope = 5, svc = 0 }
+default_region = "mars"
+probe_timeout_ms = 5000
+probe_failures = 0
+edge_addresses = { nowhere = ["10.0.0.1"] }
+[[dns.server]]
+name = "ns1"
+listen = ["127.0.0.1:53", "127.0.0.1:53"]
+admin = "127.0.0.1:port"
+[[dns.server]]
+name = "../ns2"
+listen = ["127.0.0.2:53"]
+admin = "127.0.0.2:9953"
+[[dns.zone]]
+apex = "example.test"
+ns = ["ns1.example.test"]
+ns_addresses = { "ns9.example.test" = ["10.0.0.9"], "ns1.example.test" = ["nope"] }
+[[dns.zone]]
+apex = "sub.example.test"
+ns = ["bad name"]
+[[dns.zone]]
+apex = "other.test"
+ns = ["ns.other.test", "ns.elsewhere.example"]
+[[dns.geo]]
+prefix = "10.1.0.1/16"
+region = "r1"
+[[dns.geo]]
+prefix = "10.2.0.0/16"
+region = "mars"
+"#,
+        );
+        let wants = [
+            "dns.ttl_s: must be between 1 and 86400",
+            "dns.service_ttl_s.nope: unknown service \"nope\"",
+            "dns.service_ttl_s.svc: must be between 1 and 86400 seconds, got 0",
+            "dns.default_region: unknown region \"mars\"",
+            "dns.probe_timeout_ms: must be above 0 and at most probe_interval_ms",
+            "dns.probe_failures: must be at least 1",
+            "dns.edge_addresses.nowhere: unknown zone",
+            "dns.edge_addresses.a: required: region.r1.zone.a.edge listens on 0.0.0.0",
+            "dns.server.ns1.listen[1]: duplicate address 127.0.0.1:53",
+            "dns.server.ns1.admin: not an address",
+            "dns.server[1].name: \"../ns2\" is not a valid name",
+            "dns.zone.example.test.ns_addresses.ns9.example.test: \"ns9.example.test\" is not one of this zone's ns",
+            "dns.zone.example.test.ns_addresses.ns1.example.test[0]: \"nope\" is not an IP address",
+            "dns.zone.sub.example.test.ns[0]: \"bad name\" is not a domain name",
+            "dns.zone.sub.example.test.apex: inside zone \"example.test\"",
+            "dns.zone.other.test.ns[0]: \"ns.other.test\" is inside the zone: give its addresses in ns_addresses",
+            "service.svc.hosts[1]: \"*.example.test\" is under a [[dns.zone]]",
+            "dns.geo[0].prefix: \"10.1.0.1/16\" has bits set after /16; did you mean 10.1.0.0/16?",
+            "dns.geo[1].region: unknown region \"mars\"",
+        ];
+        for w in wants {
+            assert!(
+                errs.iter().any(|e| e.starts_with(w)),
+                "{w:?} not in {errs:#?}"
+            );
+        }
+        assert_eq!(errs.len(), wants.len(), "{errs:#?}");
+        assert_eq!(
+            errors("[dns]\n"),
+            [
+                "dns.edge_addresses.a: required: region.r1.zone.a.edge listens on 0.0.0.0, which no client can reach",
+                "dns.server: at least one [[dns.server]] is required",
+                "dns.zone: at least one [[dns.zone]] is required",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_server_whose_state_files_would_be_a_zones_is_refused() {
+        let text = BASE.replace("name = \"a\"", "name = \"dns-ns1\"").replace("zone = \"a\"", "zone = \"dns-ns1\"")
+            + "[dns]\nedge_addresses = { dns-ns1 = [\"10.0.0.1\"] }\n[[dns.server]]\nname = \"ns1\"\nlisten = [\"127.0.0.1:53\"]\nadmin = \"127.0.0.1:9953\"\n[[dns.zone]]\napex = \"other.test\"\nns = [\"ns.elsewhere\"]\n";
+        let errs = crate::Config::from_toml(&text, |_| None)
+            .unwrap_err()
+            .reasons();
+        assert_eq!(
+            errs,
+            ["dns.server.ns1.name: zone \"dns-ns1\" keeps its state under the same file names; rename one"]
+        );
+    }
+
+    #[test]
+    fn a_zone_holds_its_apex_and_names_below_it_only() {
+        let z = DnsZone {
+            apex: "example.test".into(),
+            ns: vec![],
+            ns_addresses: BTreeMap::new(),
+            soa_rname: String::new(),
+            soa_refresh: 0,
+            soa_retry: 0,
+            soa_expire: 0,
+            negative_ttl: 0,
+        };
+        assert!(z.holds("example.test"));
+        assert!(z.holds("a.b.example.test"));
+        assert!(!z.holds("badexample.test"));
+        assert!(!z.holds("test"));
+    }
+}
