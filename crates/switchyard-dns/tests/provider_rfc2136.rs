@@ -346,37 +346,10 @@ async fn a_change_made_after_the_read_is_not_overwritten_blindly() {
     assert_eq!(bind.dig_short("a.svc.example.test", "A"), REGION_B);
 }
 
-/// A TCP relay to `target` that closes the first `drop_first` connections
-/// without a word, as a restarting server or a flaky path does.
-async fn flaky_relay(target: SocketAddr, drop_first: usize) -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        let mut seen = 0;
-        loop {
-            let Ok((mut client, _)) = listener.accept().await else {
-                return;
-            };
-            seen += 1;
-            if seen <= drop_first {
-                drop(client);
-                continue;
-            }
-            tokio::spawn(async move {
-                let Ok(mut upstream) = tokio::net::TcpStream::connect(target).await else {
-                    return;
-                };
-                let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
-            });
-        }
-    });
-    addr
-}
-
 #[tokio::test]
 async fn transient_failures_are_retried_with_backoff() {
     let bind = Bind::start(ZONE, RECORDS).await;
-    let relay = flaky_relay(bind.addr, 2).await;
+    let relay = front(bind.addr, 2, Meddle::Close).await;
     let p = provider_with(relay, &bind.update_key);
     let opts = PushOptions {
         initial_backoff: Duration::from_millis(50),
@@ -392,7 +365,7 @@ async fn transient_failures_are_retried_with_backoff() {
     assert_eq!(bind.dig_short("a.svc.example.test", "A"), REGION_B);
 
     // With one try only, the same path is an error naming the relay.
-    let relay = flaky_relay(bind.addr, 1).await;
+    let relay = front(bind.addr, 1, Meddle::Close).await;
     let p = provider_with(relay, &bind.update_key);
     let once = PushOptions {
         attempts: 1,
@@ -450,25 +423,34 @@ async fn write_frame(s: &mut tokio::net::TcpStream, m: &Message) {
     let _ = s.write_all(&framed).await;
 }
 
-/// A server in front of `target` that answers every request on its first
-/// `fail_first` connections with `answer(request)` itself, then relays.
-async fn front(
-    target: SocketAddr,
-    fail_first: usize,
-    answer: fn(&Message) -> Message,
-) -> SocketAddr {
+/// What a [`front`] does with each of its first connections.
+#[derive(Clone, Copy)]
+enum Meddle {
+    /// Closes it without a word, as a restarting server or a flaky path does.
+    Close,
+    /// Answers every request on it with this, itself.
+    Answer(fn(&Message) -> Message),
+}
+
+/// A TCP relay to `target` that meddles with its first `first` connections.
+async fn front(target: SocketAddr, first: usize, meddle: Meddle) -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
         let mut seen = 0;
         while let Ok((mut client, _)) = listener.accept().await {
             seen += 1;
-            if seen <= fail_first {
-                tokio::spawn(async move {
-                    while let Some(req) = read_frame(&mut client).await {
-                        write_frame(&mut client, &answer(&req)).await;
+            if seen <= first {
+                match meddle {
+                    Meddle::Close => drop(client),
+                    Meddle::Answer(answer) => {
+                        tokio::spawn(async move {
+                            while let Some(req) = read_frame(&mut client).await {
+                                write_frame(&mut client, &answer(&req)).await;
+                            }
+                        });
                     }
-                });
+                }
                 continue;
             }
             tokio::spawn(async move {
@@ -511,7 +493,7 @@ fn forged_answer(req: &Message) -> Message {
 #[tokio::test]
 async fn servfail_is_retried_and_then_pushed() {
     let bind = Bind::start(ZONE, RECORDS).await;
-    let addr = front(bind.addr, 1, servfail).await;
+    let addr = front(bind.addr, 1, Meddle::Answer(servfail)).await;
     let p = provider_with(addr, &bind.update_key);
     let opts = PushOptions {
         initial_backoff: Duration::from_millis(20),
@@ -526,7 +508,7 @@ async fn servfail_is_retried_and_then_pushed() {
     assert_eq!(bind.dig_short("a.svc.example.test", "A"), REGION_B);
 
     // Always SERVFAIL: the tries run out and the error says so.
-    let addr = front(bind.addr, usize::MAX, servfail).await;
+    let addr = front(bind.addr, usize::MAX, Meddle::Answer(servfail)).await;
     let p = provider_with(addr, &bind.update_key);
     let report = push(&p, &before_failover(), &opts).await;
     let err = report.error().unwrap_or_else(|| panic!("{report:?}"));
@@ -541,7 +523,7 @@ async fn servfail_is_retried_and_then_pushed() {
 #[tokio::test]
 async fn an_unsigned_answer_is_not_believed() {
     let bind = Bind::start(ZONE, RECORDS).await;
-    let addr = front(bind.addr, usize::MAX, forged_answer).await;
+    let addr = front(bind.addr, usize::MAX, Meddle::Answer(forged_answer)).await;
     let p = provider_with(addr, &bind.update_key);
     let report = push(&p, &after_failover(), &PushOptions::default()).await;
     let err = report.error().unwrap_or_else(|| panic!("{report:?}"));
