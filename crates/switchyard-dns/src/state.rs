@@ -66,6 +66,8 @@ pub struct Dns {
     /// DNS service waits on it instead of polling.
     changes: tokio::sync::watch::Sender<u64>,
     pub query_log: Option<switchyard_metrics::line_log::LineLog<crate::QueryLine>>,
+    /// The last push to each outside zone, for `/status`.
+    pub pushes: Mutex<BTreeMap<String, switchyard_api::dns::PushState>>,
 }
 
 impl Dns {
@@ -166,6 +168,7 @@ impl Dns {
             metrics,
             changes: tokio::sync::watch::Sender::new(0),
             query_log,
+            pushes: Mutex::new(BTreeMap::new()),
         }))
     }
 
@@ -197,11 +200,11 @@ impl Dns {
                 ));
             };
             if me(old).as_ref() != Some(&new_me)
-                || old.map(|d| (&d.state_dir, &d.query_log))
-                    != new.map(|d| (&d.state_dir, &d.query_log))
+                || old.map(|d| (&d.state_dir, &d.query_log, &d.push, &d.pusher))
+                    != new.map(|d| (&d.state_dir, &d.query_log, &d.push, &d.pusher))
             {
                 return Err(format!(
-                    "dns.server.{}'s addresses, dns.state_dir or dns.query_log changed; that needs a restart",
+                    "dns.server.{}'s addresses or push, dns.state_dir, dns.query_log or dns.push changed; that needs a restart",
                     self.name
                 ));
             }
