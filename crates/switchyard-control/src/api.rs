@@ -267,6 +267,13 @@ fn preview<S: Store>(api: &Api<S>, req: OpRequest) -> Result<Preview, Response> 
         .iter()
         .filter(|s| req.op.service().is_none_or(|n| n == s.name))
         .collect();
+    let dns = crate::dns_preview::moves(
+        &api.plane.config,
+        &api.plane.current().controls,
+        &proposed,
+        &services,
+        now,
+    );
     let (mut serving, mut total) = (0, 0);
     for svc in services {
         let sc = proposed.service(&svc.name);
@@ -290,6 +297,7 @@ fn preview<S: Store>(api: &Api<S>, req: OpRequest) -> Result<Preview, Response> 
         capacity_after: serving as f64 / total.max(1) as f64,
         allowed: verdict.allowed,
         refusals: verdict.refusals.iter().map(|r| r.to_wire()).collect(),
+        dns,
     })
 }
 

@@ -297,3 +297,68 @@ async fn the_push_event_endpoint_needs_an_operate_token_and_a_whole_event() {
     assert_eq!(entries[0].reason, "NOTAUTH/BADKEY");
     assert_eq!(entries[0].detail["summary"]["result"], "failed");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_failover_preview_says_which_dns_answers_move() {
+    let lab = Topology::new(BIN, &[("r1", &["a"]), ("r2", &["b"])])
+        .with_control_plane()
+        .with_dns(1)
+        .dns_probe_interval_ms(0);
+    let cp = lab.start_control().await;
+    let url = format!("http://{}", cp.addr);
+    // Not confirmed (stdin is no terminal): the preview only, nothing changes.
+    let out = std::process::Command::new(BIN)
+        .args(["ctl", "failover", "svc", "--to", "r2", "--reason", "drill"])
+        .args(["--url", &url, "--token", "operate-token"])
+        .env_remove("SWITCHYARD_URL")
+        .env_remove("SWITCHYARD_TOKEN")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(2), "{text}");
+    let want = [
+        "  DNS answers move too:",
+        "    svc.test for clients no geo prefix places, and pushed zones: r1 -> r2 (r1 drops out)",
+        "    svc.test for clients in r1: r1 -> r2 (r1 drops out)",
+    ];
+    let lines: Vec<&str> = text.lines().collect();
+    for w in want {
+        assert!(lines.contains(&w), "{w:?} in:\n{text}");
+    }
+    // r2's clients were answered r2 and still are: not listed.
+    assert!(!text.contains("clients in r2"), "{text}");
+
+    // The typed preview carries the same.
+    let p = cp
+        .api(Some("operate-token"))
+        .preview(&OpRequest::new(
+            Op::Failover {
+                service: "svc".into(),
+                to: "r2".into(),
+            },
+            "drill",
+        ))
+        .await
+        .unwrap();
+    assert_eq!(p.dns.len(), 2, "{p:#?}");
+    assert_eq!(p.dns[1].client_region.as_deref(), Some("r1"));
+    assert_eq!(p.dns[1].dropped, ["r1"]);
+    assert_eq!(p.dns[1].names, ["svc.test"]);
+
+    // Without [dns], the preview says nothing of DNS.
+    let plain = Topology::new(BIN, &[("r1", &["a"]), ("r2", &["b"])]).with_control_plane();
+    let cp2 = plain.start_control().await;
+    let p = cp2
+        .api(Some("operate-token"))
+        .preview(&OpRequest::new(
+            Op::Failover {
+                service: "svc".into(),
+                to: "r2".into(),
+            },
+            "drill",
+        ))
+        .await
+        .unwrap();
+    assert!(p.dns.is_empty());
+}
