@@ -1,12 +1,12 @@
-//! Where to push: one `[[push]]` table per zone, with exactly one backend
-//! table inside it (`[push.rfc2136]` today). Validated like the rest of
+//! Where to push: one `[[dns.push]]` table per zone, with exactly one
+//! backend table inside it (`[dns.push.rfc2136]` today). Validated like the rest of
 //! Switchyard's configuration: every problem at once, each named by its path.
 //!
 //! ```toml
-//! [[push]]
+//! [[dns.push]]
 //! zone = "example.com"
 //! attempts = 4               # tries per read/apply for transient failures
-//! [push.rfc2136]
+//! [dns.push.rfc2136]
 //! server = "192.0.2.53:53"
 //! key_file = "/etc/switchyard/switchyard.key"   # as tsig-keygen writes it
 //! # or: key_name = "switchyard", key_algorithm = "hmac-sha256",
@@ -59,8 +59,8 @@ impl Backend {
     }
 }
 
-/// Checks `[[push]]` tables. `prefix` is their path in the file (`push`,
-/// `dns.push`); `read_file` reads a key file and `env` resolves
+/// Checks `[[dns.push]]` tables. `prefix` is their path in the file
+/// (`dns.push`); `read_file` reads a key file and `env` resolves
 /// `key_secret_env` (files and environment are the caller's, so this is
 /// testable without either).
 pub fn validate(
