@@ -27,7 +27,11 @@ pub fn moves(
         }
         let clients = std::iter::once(None).chain(config.regions.iter().map(|r| Some(&r.name)));
         for client in clients {
-            let Some(from) = from_region(svc, client, dns.default_region.as_deref()) else {
+            let Some(from) = switchyard_steer::region::dns_from(
+                svc,
+                client.map(String::as_str),
+                dns.default_region.as_deref(),
+            ) else {
                 continue;
             };
             let before = answered(config, cur, svc, from, now_ms);
@@ -74,22 +78,6 @@ fn names(config: &Config, svc: &Service) -> Vec<String> {
                     .any(|z| h == z || h.ends_with(&format!(".{z}")))
         })
         .collect()
-}
-
-/// The region a client is steered from, as the DNS server decides it: its
-/// own when the service runs there, else `dns.default_region`, else the
-/// first of the service's preference.
-fn from_region<'a>(
-    svc: &'a Service,
-    client: Option<&String>,
-    default: Option<&str>,
-) -> Option<&'a str> {
-    let runs = |r: &str| svc.region_preference.iter().find(|p| *p == r);
-    client
-        .and_then(|c| runs(c))
-        .or_else(|| default.and_then(runs))
-        .or_else(|| svc.region_preference.first())
-        .map(String::as_str)
 }
 
 fn answered(

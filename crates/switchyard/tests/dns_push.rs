@@ -85,6 +85,12 @@ async fn a_failover_moves_the_outside_zones_records_and_the_history_says_so() {
     let cp = lab.start_control().await;
     let ns = lab.start_dns(1).await;
     following(&ns).await;
+    let valid = std::process::Command::new(BIN)
+        .arg("validate")
+        .arg(lab.config_path())
+        .output()
+        .unwrap();
+    assert!(valid.status.success(), "{valid:?}");
 
     // The first push: the default client's answer (r1, the first region).
     bind_holds(&bind, &edge_ip(&lab, "a"), Duration::from_secs(5)).await;
