@@ -16,6 +16,10 @@ const BIN: &str = env!("CARGO_BIN_EXE_switchyard");
 /// one DNS server that pushes zone `test` to `bind` with `key` (written as
 /// tsig-keygen writes it). The server does not probe (no edge runs).
 fn lab(bind: &Bind, key: &BindKey) -> Topology {
+    lab_resyncing(bind, key, 30)
+}
+
+fn lab_resyncing(bind: &Bind, key: &BindKey, resync_s: u64) -> Topology {
     let lab = Topology::new(BIN, &[("r1", &["a"]), ("r2", &["b"])])
         .with_control_plane()
         .with_dns(1)
@@ -31,7 +35,7 @@ fn lab(bind: &Bind, key: &BindKey) -> Topology {
     .unwrap();
     lab.dns_toml(&format!(
         "control_token = \"operate-token\"\n\
-         [[dns.push]]\nzone = \"test\"\nresync_s = 30\n\
+         [[dns.push]]\nzone = \"test\"\nresync_s = {resync_s}\n\
          [dns.push.rfc2136]\nserver = \"{}\"\nkey_file = \"push.key\"\ntimeout_ms = 2000",
         bind.addr
     ))
@@ -367,4 +371,33 @@ async fn the_failover_preview_says_which_dns_answers_move() {
         .await
         .unwrap();
     assert!(p.dns.is_empty());
+}
+
+#[tokio::test]
+async fn a_change_made_at_bind_behind_switchyards_back_is_undone_on_resync() {
+    use switchyard_dns::provider::rfc2136::{Rfc2136, Rfc2136Config, TsigAlg, TsigKey};
+    use switchyard_dns::provider::{push, Desired, PushOptions, PushOutcome};
+
+    let bind = Bind::start("test", &[]).await;
+    let lab = lab_resyncing(&bind, &bind.update_key, 1);
+    let _cp = lab.start_control().await;
+    let ns = lab.start_dns(1).await;
+    following(&ns).await;
+    bind_holds(&bind, &edge_ip(&lab, "a"), Duration::from_secs(5)).await;
+
+    // Someone edits the record by hand (here: another signed UPDATE).
+    let k = &bind.update_key;
+    let key = TsigKey::new(&k.name, TsigAlg::parse(&k.algorithm).unwrap(), &k.secret).unwrap();
+    let by_hand = Rfc2136::new(Rfc2136Config::new(bind.addr, key)).unwrap();
+    let mut d = Desired::new("test").unwrap();
+    d.set("svc.test", 30, ["203.0.113.9".parse().unwrap()])
+        .unwrap();
+    let r = push(&by_hand, &d, &PushOptions::default()).await;
+    assert!(matches!(r.outcome, PushOutcome::Sent { .. }), "{r:?}");
+    assert_eq!(bind.dig_short("svc.test", "A"), ["203.0.113.9"]);
+
+    // No answer changed at Switchyard; the resync alone puts it back.
+    let t = Instant::now();
+    bind_holds(&bind, &edge_ip(&lab, "a"), Duration::from_secs(4)).await;
+    eprintln!("drift undone after {:?}", t.elapsed());
 }
