@@ -315,6 +315,14 @@ impl Client {
         self.post("/v1/ingest/heartbeat", heartbeat).await
     }
 
+    /// Records a DNS provider push in the history (`operate` scope).
+    pub async fn dns_push_event(
+        &self,
+        event: &crate::dns::DnsPushEvent,
+    ) -> Result<Accepted, ClientError> {
+        self.post("/v1/events/dns-push", event).await
+    }
+
     pub async fn incidents(&self, q: &IncidentQuery) -> Result<IncidentList, ClientError> {
         let query: Vec<(&str, String)> = [("status", &q.status), ("service", &q.service)]
             .into_iter()

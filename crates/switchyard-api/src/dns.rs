@@ -23,6 +23,53 @@ pub struct DnsStatus {
     /// Per zone: whether the server's probes see its edge alive.
     pub edges: BTreeMap<String, bool>,
     pub services: Vec<ServiceAnswers>,
+    /// Per outside zone this server pushes to (`[[dns.push]]`), the last
+    /// push; empty on a server that does not push.
+    #[serde(default)]
+    pub pushes: Vec<PushState>,
+}
+
+/// The last push to one outside zone, as `/status` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PushState {
+    /// Absolute (`example.com.`).
+    pub zone: String,
+    /// `rfc2136 192.0.2.53:53 key switchyard.`
+    pub provider: String,
+    /// `unchanged`, `sent` or `failed`; `pending` before the first push ends.
+    pub result: String,
+    pub at_ms: u64,
+    /// RRsets sent by the push (or planned, when it failed).
+    pub changes: usize,
+    /// Why it failed, with the provider's code (`NOTAUTH/BADKEY`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// `rejected`, `unreachable`, … when it failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_kind: Option<String>,
+    /// The last push that sent changes, when one did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_sent_at_ms: Option<u64>,
+}
+
+/// `POST /v1/events/dns-push`: a DNS server tells the control plane that
+/// a push to an outside zone sent changes or failed, for its history.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DnsPushEvent {
+    /// The `[[dns.server]]` that pushed.
+    pub server: String,
+    pub zone: String,
+    pub provider: String,
+    /// True when the changes were accepted (or nothing needed sending).
+    pub ok: bool,
+    /// RRsets sent (or planned, when the push failed).
+    pub changes: usize,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// The push's whole summary (each RRset's from and to, the stage that
+    /// failed): kept as the audit entry's detail.
+    #[serde(default)]
+    pub summary: serde_json::Value,
 }
 
 impl DnsStatus {

@@ -115,6 +115,27 @@ pub struct Preview {
     pub capacity_after: f64,
     pub allowed: bool,
     pub refusals: Vec<Refusal>,
+    /// When the config has a `[dns]` section: the DNS answers the operation
+    /// moves (`switchyard dns` servers and the outside zones they push to
+    /// follow the same controls). Only answers that change are listed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dns: Vec<DnsMove>,
+}
+
+/// One service's DNS answer for one kind of client, before and after.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DnsMove {
+    pub service: String,
+    /// The service's names DNS answers (`svc.example.com`).
+    pub names: Vec<String>,
+    /// The clients' region by the geo map; `None`: clients no prefix
+    /// places, which is also what pushed outside zones hold.
+    pub client_region: Option<String>,
+    /// Regions answered (with a share above 0), in steering order.
+    pub before: Vec<String>,
+    pub after: Vec<String>,
+    /// In `before`, not in `after`.
+    pub dropped: Vec<String>,
 }
 
 /// The body of every error answer: a code (`invalid`, `not_found`,

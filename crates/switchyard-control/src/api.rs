@@ -52,6 +52,7 @@ pub fn router<S: Store + 'static>(api: Api<S>) -> Router {
         .route("/metrics", get(metrics::<S>))
         .route("/v1/ingest/alertmanager", post(ingest_alertmanager::<S>))
         .route("/v1/ingest/heartbeat", post(ingest_heartbeat::<S>))
+        .route("/v1/events/dns-push", post(dns_push_event::<S>))
         .route("/v1/watch", get(watch::<S>))
         .merge(crate::api_incidents::routes::<S>())
         .fallback(|| async {
@@ -266,6 +267,13 @@ fn preview<S: Store>(api: &Api<S>, req: OpRequest) -> Result<Preview, Response> 
         .iter()
         .filter(|s| req.op.service().is_none_or(|n| n == s.name))
         .collect();
+    let dns = crate::dns_preview::moves(
+        &api.plane.config,
+        &api.plane.current().controls,
+        &proposed,
+        &services,
+        now,
+    );
     let (mut serving, mut total) = (0, 0);
     for svc in services {
         let sc = proposed.service(&svc.name);
@@ -289,6 +297,7 @@ fn preview<S: Store>(api: &Api<S>, req: OpRequest) -> Result<Preview, Response> 
         capacity_after: serving as f64 / total.max(1) as f64,
         allowed: verdict.allowed,
         refusals: verdict.refusals.iter().map(|r| r.to_wire()).collect(),
+        dns,
     })
 }
 
@@ -324,6 +333,77 @@ async fn ingest_heartbeat<S: Store>(
     let hb = switchyard_detect::alerts::parse_heartbeat(&String::from_utf8_lossy(&raw))
         .map_err(|e| error(StatusCode::BAD_REQUEST, "invalid", vec![e.to_string()]))?;
     let _ = api.plane.ingest.send(crate::plane::Ingest::Heartbeat(hb));
+    Ok(Json(Accepted { accepted: true }).into_response())
+}
+
+/// A DNS server's push to an outside zone, recorded in the history: the
+/// records the controls changed outside Switchyard, and refusals an
+/// operator must act on (a wrong key, an update policy). `operate` scope:
+/// it writes the audit log, though it changes no control.
+async fn dns_push_event<S: Store>(
+    State(api): State<Api<S>>,
+    headers: HeaderMap,
+    raw: Body,
+) -> Answer {
+    let who = authorize(&api, &headers, Scope::Operate)?;
+    let raw = read_body(raw).await?;
+    let ev: switchyard_api::dns::DnsPushEvent = serde_json::from_slice(&raw).map_err(|e| {
+        error(
+            StatusCode::BAD_REQUEST,
+            "invalid",
+            vec![format!("not a DNS push event: {e}")],
+        )
+    })?;
+    let mut bad = Vec::new();
+    for (field, v) in [
+        ("server", &ev.server),
+        ("zone", &ev.zone),
+        ("provider", &ev.provider),
+    ] {
+        if v.trim().is_empty() {
+            bad.push(format!("{field}: required"));
+        } else if v.len() > 512 {
+            bad.push(format!("{field}: at most 512 characters"));
+        }
+    }
+    if !bad.is_empty() {
+        return Err(error(StatusCode::BAD_REQUEST, "invalid", bad));
+    }
+    let action = if ev.ok {
+        format!(
+            "dns push: {} RRset{} changed in zone {} by server {} ({})",
+            ev.changes,
+            if ev.changes == 1 { "" } else { "s" },
+            ev.zone,
+            ev.server,
+            ev.provider
+        )
+    } else {
+        format!(
+            "dns push: zone {} by server {} failed ({})",
+            ev.zone, ev.server, ev.provider
+        )
+    };
+    let entry = switchyard_model::AuditEntry {
+        at_ms: now_ms(),
+        actor: Actor::person(who),
+        kind: switchyard_model::AuditKind::DnsPush,
+        op: None,
+        action,
+        reason: ev.error.clone().unwrap_or_default(),
+        accepted: ev.ok,
+        rule: None,
+        version: None,
+        detail: serde_json::json!({
+            "server": ev.server,
+            "zone": ev.zone,
+            "provider": ev.provider,
+            "changes": ev.changes,
+            "summary": ev.summary,
+        }),
+        check: None,
+    };
+    api.plane.record(entry).await.map_err(unavailable)?;
     Ok(Json(Accepted { accepted: true }).into_response())
 }
 

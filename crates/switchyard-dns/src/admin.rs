@@ -29,6 +29,13 @@ pub fn status(dns: &Dns) -> DnsStatus {
             .map(|(z, p)| (z, p.alive))
             .collect(),
         services: view.answers.clone(),
+        pushes: dns
+            .pushes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .cloned()
+            .collect(),
     }
 }
 

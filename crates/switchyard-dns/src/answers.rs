@@ -53,18 +53,11 @@ pub fn from_region<'a>(
     service: &'a Service,
     client_region: Option<&str>,
 ) -> Option<&'a str> {
-    let runs = |r: &str| service.region_preference.iter().find(|p| *p == r);
-    client_region
-        .and_then(runs)
-        .or_else(|| {
-            config
-                .dns
-                .as_ref()
-                .and_then(|d| d.default_region.as_deref())
-                .and_then(runs)
-        })
-        .or_else(|| service.region_preference.first())
-        .map(String::as_str)
+    let default = config
+        .dns
+        .as_ref()
+        .and_then(|d| d.default_region.as_deref());
+    switchyard_steer::region::dns_from(service, client_region, default)
 }
 
 /// The answers for `service` to a client of `client_region` (`None`: no

@@ -21,6 +21,7 @@ pub mod metrics;
 pub mod packet;
 pub mod probe;
 pub mod provider;
+pub mod pushing;
 pub mod server;
 pub mod state;
 pub mod view;
@@ -114,6 +115,11 @@ async fn watch_config(dns: Arc<Dns>) {
     }
 }
 
+/// Whether this server is the one that runs `[[dns.push]]`.
+fn dns_pusher(dns: &Dns) -> bool {
+    dns.config().dns.as_ref().and_then(|d| d.pusher.as_deref()) == Some(dns.name.as_str())
+}
+
 pub struct DnsOptions {
     pub config_path: PathBuf,
     /// The `[[dns.server]]` to run; may be left out when there is one.
@@ -184,6 +190,13 @@ pub async fn run(opts: DnsOptions) -> anyhow::Result<()> {
         tasks.spawn(async move { switchyard_api::watch::follow(&*d).await });
     }
     tasks.spawn(probe::run(dns.clone()));
+    if dns_pusher(&dns) {
+        let dir = opts.config_path.parent().unwrap_or(Path::new("."));
+        let targets = provider::config::from_config(&dns.config(), dir, |k| std::env::var(k).ok())
+            .map_err(|e| anyhow::anyhow!("invalid config:\n{e}"))?;
+        tracing::info!(zones = ?targets.iter().map(|t| t.zone.to_string()).collect::<Vec<_>>(), "pushing to outside zones");
+        tasks.spawn(pushing::run(dns.clone(), targets));
+    }
     tasks.spawn(watch_config(dns.clone()));
     tracing::info!(server = %name, ?listen, admin = %admin_addr, "dns server up");
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;

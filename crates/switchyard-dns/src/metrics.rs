@@ -31,6 +31,15 @@ pub struct SourceLabels {
     pub result: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PushLabels {
+    /// The outside zone (`example.com.`).
+    pub target: String,
+    /// `sent`, `unchanged`, or why it failed: `rejected`, `unreachable`,
+    /// `server_failure`, `conflict`, `bad_response`, `unmanageable`.
+    pub result: String,
+}
+
 pub struct Metrics {
     pub registry: Registry,
     pub queries: Family<QueryLabels, Counter>,
@@ -42,6 +51,8 @@ pub struct Metrics {
     pub control_plane_connected: Gauge,
     pub last_known_good_unusable: Gauge,
     pub query_log_dropped: Counter,
+    pub push: Family<PushLabels, Counter>,
+    pub push_audit_failed: Counter,
 }
 
 impl Metrics {
@@ -57,6 +68,8 @@ impl Metrics {
             control_plane_connected: Gauge::default(),
             last_known_good_unusable: Gauge::default(),
             query_log_dropped: Counter::default(),
+            push: Family::default(),
+            push_audit_failed: Counter::default(),
             registry: Registry::default(),
         };
         r.register(
@@ -103,6 +116,16 @@ impl Metrics {
             "query_log_dropped",
             "Query log lines dropped because the writer was behind",
             m.query_log_dropped.clone(),
+        );
+        r.register(
+            "push",
+            "Pushes to outside zones ([[dns.push]]), by zone and result (sent, unchanged, or the failure's kind)",
+            m.push.clone(),
+        );
+        r.register(
+            "push_audit_failed",
+            "Pushes that sent changes or failed but could not be recorded in the control plane's history",
+            m.push_audit_failed.clone(),
         );
         Metrics { registry: r, ..m }
     }

@@ -66,6 +66,8 @@ pub struct Dns {
     /// DNS service waits on it instead of polling.
     changes: tokio::sync::watch::Sender<u64>,
     pub query_log: Option<switchyard_metrics::line_log::LineLog<crate::QueryLine>>,
+    /// The last push to each outside zone, for `/status`.
+    pub pushes: Mutex<BTreeMap<String, switchyard_api::dns::PushState>>,
 }
 
 impl Dns {
@@ -166,6 +168,7 @@ impl Dns {
             metrics,
             changes: tokio::sync::watch::Sender::new(0),
             query_log,
+            pushes: Mutex::new(BTreeMap::new()),
         }))
     }
 
@@ -197,11 +200,11 @@ impl Dns {
                 ));
             };
             if me(old).as_ref() != Some(&new_me)
-                || old.map(|d| (&d.state_dir, &d.query_log))
-                    != new.map(|d| (&d.state_dir, &d.query_log))
+                || old.map(|d| (&d.state_dir, &d.query_log, &d.push, &d.pusher))
+                    != new.map(|d| (&d.state_dir, &d.query_log, &d.push, &d.pusher))
             {
                 return Err(format!(
-                    "dns.server.{}'s addresses, dns.state_dir or dns.query_log changed; that needs a restart",
+                    "dns.server.{}'s addresses or push, dns.state_dir, dns.query_log or dns.push changed; that needs a restart",
                     self.name
                 ));
             }
@@ -402,22 +405,18 @@ mod tests {
     use super::*;
     use switchyard_model::{RegionControl, RegionState};
 
-    fn config(state: &std::path::Path) -> Config {
-        let text = format!(
-            r#"
-[edge]
-state_dir = {:?}
+    const CONFIG_TAIL: &str = r#"
 [[region]]
 name = "r1"
-zone = [{{ name = "a", edge = "127.1.1.1:8080", admin = "127.1.1.1:9901" }}]
+zone = [{ name = "a", edge = "127.1.1.1:8080", admin = "127.1.1.1:9901" }]
 [[region]]
 name = "r2"
-zone = [{{ name = "b", edge = "127.2.1.1:8080", admin = "127.2.1.1:9901" }}]
+zone = [{ name = "b", edge = "127.2.1.1:8080", admin = "127.2.1.1:9901" }]
 [[service]]
 name = "svc"
 hosts = ["svc.test"]
 min_healthy = 0.5
-instance = [{{ name = "i1", zone = "a", addr = "127.1.1.11:8081" }}]
+instance = [{ name = "i1", zone = "a", addr = "127.1.1.11:8081" }]
 [dns]
 [[dns.server]]
 name = "ns1"
@@ -426,8 +425,12 @@ admin = "127.0.0.1:9953"
 [[dns.zone]]
 apex = "test"
 ns = ["ns1.test"]
-ns_addresses = {{ "ns1.test" = ["127.0.0.53"] }}
-"#,
+ns_addresses = { "ns1.test" = ["127.0.0.53"] }
+"#;
+
+    fn config(state: &std::path::Path) -> Config {
+        let text = format!(
+            "[edge]\nstate_dir = {:?}\n{CONFIG_TAIL}",
             state.display().to_string()
         );
         Config::from_toml(&text, |_| None).unwrap()
@@ -452,6 +455,28 @@ ns_addresses = {{ "ns1.test" = ["127.0.0.53"] }}
         dns.view().answers[0].for_region(Some("r1"))[0]
             .region
             .clone()
+    }
+
+    #[test]
+    fn a_reload_that_changes_the_push_targets_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let dns = Dns::new(config(dir.path()), dir.path().join("c.toml"), "ns1").unwrap();
+        let text = format!(
+            "[edge]\nstate_dir = {:?}\n{}",
+            dir.path().display().to_string(),
+            CONFIG_TAIL
+        ) + "[[dns.push]]\nzone = \"test\"\n";
+        let with_push = Config::from_toml(&text, |_| None).unwrap();
+        assert_eq!(
+            with_push.dns.as_ref().unwrap().pusher.as_deref(),
+            Some("ns1")
+        );
+        let err = dns.apply_config(with_push).unwrap_err();
+        assert!(
+            err.contains("dns.push changed; that needs a restart"),
+            "{err}"
+        );
+        assert!(dns.config().dns.as_ref().unwrap().push.is_empty());
     }
 
     #[test]

@@ -785,14 +785,7 @@ impl Config {
             .as_ref()
             .map(|c| validate_control(c, &services_names(&raw.services), &env, &mut errs));
         let dns = raw.dns.as_ref().map(|d| {
-            crate::dns::validate(
-                d,
-                edge.state_dir.as_ref(),
-                &regions,
-                &services,
-                parse_addr,
-                &mut errs,
-            )
+            crate::dns::validate(d, &edge, &env, &regions, &services, parse_addr, &mut errs)
         });
         errs.into_result(Config {
             edge,
@@ -1248,7 +1241,7 @@ fn check_tls_listeners(raw: &raw::Config, errs: &mut ValidationErrors) {
 /// A secret written in the file or named by an environment variable (one or
 /// the other); one given in the file must be at least `min_len` long. An
 /// unset or empty variable is no secret.
-fn secret(
+pub(crate) fn secret(
     path: &str,
     (literal, var): (&Option<String>, &Option<String>),
     min_len: usize,

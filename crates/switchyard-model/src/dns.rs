@@ -43,6 +43,41 @@ pub mod raw {
         pub zones: Vec<Zone>,
         #[serde(default)]
         pub geo: Vec<Geo>,
+        /// Outside DNS zones kept in step with the answers (RFC 2136);
+        /// checked by `switchyard-dns`, which reads their key files.
+        #[serde(default)]
+        pub push: Vec<Push>,
+        /// An `operate` token of the control plane, with which the pushing
+        /// server records each push in the control plane's history.
+        pub control_token: Option<String>,
+        pub control_token_env: Option<String>,
+    }
+
+    /// `[[dns.push]]`: one outside zone, with exactly one backend table.
+    #[derive(Debug, Default, Clone, PartialEq, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct Push {
+        pub zone: Option<String>,
+        pub attempts: Option<u32>,
+        pub initial_backoff_ms: Option<u64>,
+        pub max_backoff_ms: Option<u64>,
+        /// How often to read the zone back when nothing changed here, so a
+        /// change made at the provider behind Switchyard's back is undone.
+        pub resync_s: Option<u64>,
+        pub rfc2136: Option<Rfc2136>,
+    }
+
+    #[derive(Debug, Default, Clone, PartialEq, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct Rfc2136 {
+        pub server: Option<String>,
+        pub key_file: Option<String>,
+        pub key_name: Option<String>,
+        pub key_algorithm: Option<String>,
+        /// The secret comes from the environment, never from the file.
+        pub key_secret_env: Option<String>,
+        pub timeout_ms: Option<u64>,
+        pub fudge_s: Option<u16>,
     }
 
     #[derive(Debug, Deserialize)]
@@ -52,6 +87,8 @@ pub mod raw {
         #[serde(default)]
         pub listen: Vec<String>,
         pub admin: Option<String>,
+        /// This server runs the `[[dns.push]]` targets (one server does).
+        pub push: Option<bool>,
     }
 
     #[derive(Debug, Deserialize)]
@@ -100,6 +137,12 @@ pub struct DnsSettings {
     pub zones: Vec<DnsZone>,
     /// Longest prefix first, so the first match is the most specific.
     pub geo: Vec<(Prefix, String)>,
+    /// As written; `switchyard-dns` checks them (it reads the key files).
+    pub push: Vec<raw::Push>,
+    /// The one server that pushes, when there is anything to push: the one
+    /// marked `push = true`, or the only server.
+    pub pusher: Option<String>,
+    pub control_token: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -108,6 +151,7 @@ pub struct DnsServer {
     /// Each address is served over UDP and TCP.
     pub listen: Vec<SocketAddr>,
     pub admin: SocketAddr,
+    pub push: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -294,7 +338,8 @@ fn seconds(
 /// Checks `[dns]` against the regions and services it answers for.
 pub(crate) fn validate(
     d: &raw::Dns,
-    edge_state_dir: Option<&String>,
+    edge: &crate::config::EdgeSettings,
+    env: &impl Fn(&str) -> Option<String>,
     regions: &[Region],
     services: &[Service],
     parse_addr: impl Fn(&Option<String>, &str, &mut ValidationErrors) -> Option<SocketAddr>,
@@ -444,6 +489,7 @@ pub(crate) fn validate(
                 name: name.clone(),
                 listen,
                 admin,
+                push: s.push.unwrap_or(false),
             });
         }
     }
@@ -619,10 +665,27 @@ pub(crate) fn validate(
     }
     geo.sort_by_key(|g| std::cmp::Reverse(g.0.len));
 
+    let pusher = pusher(d, errs);
+    let control_token = crate::config::secret(
+        "dns.control_token",
+        (&d.control_token, &d.control_token_env),
+        8,
+        env,
+        errs,
+    );
+    if pusher.is_some() && !edge.control_urls.is_empty() && control_token.is_none() {
+        errs.push(
+            "dns.control_token",
+            "required with [[dns.push]] and a control plane: an operate token with which \
+             the pushing server records each push in the control plane's history \
+             (control_token or control_token_env)",
+        );
+    }
+
     DnsSettings {
         ttl,
         service_ttl,
-        state_dir: d.state_dir.clone().or_else(|| edge_state_dir.cloned()),
+        state_dir: d.state_dir.clone().or_else(|| edge.state_dir.clone()),
         query_log,
         default_region: d.default_region.clone(),
         probe_interval,
@@ -632,6 +695,62 @@ pub(crate) fn validate(
         servers,
         zones,
         geo,
+        push: d.push.clone(),
+        pusher,
+        control_token,
+    }
+}
+
+/// Which server pushes. Several servers answer side by side from the same
+/// state, but only one may write the outside zones: two writers would each
+/// see the other's change as drift and fight over the records.
+fn pusher(d: &raw::Dns, errs: &mut ValidationErrors) -> Option<String> {
+    let path = |i: usize, s: &raw::Server| match &s.name {
+        Some(n) => format!("dns.server.{n}.push"),
+        None => format!("dns.server[{i}].push"),
+    };
+    let marked: Vec<(String, Option<&String>)> = d
+        .servers
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| s.push == Some(true))
+        .map(|(i, s)| (path(i, s), s.name.as_ref()))
+        .collect();
+    if d.push.is_empty() {
+        for (p, _) in &marked {
+            errs.push(
+                p.clone(),
+                "there is no [[dns.push]] for this server to push",
+            );
+        }
+        return None;
+    }
+    match marked.as_slice() {
+        [] if d.servers.len() == 1 => d.servers[0].name.clone(),
+        [] => {
+            errs.push(
+                "dns.push",
+                format!(
+                    "{} servers and none has push = true: mark the one that pushes \
+                     (only one may, or they would fight over the records)",
+                    d.servers.len()
+                ),
+            );
+            None
+        }
+        [(_, name)] => name.cloned(),
+        [(first, _), rest @ ..] => {
+            for (p, _) in rest {
+                errs.push(
+                    p.clone(),
+                    format!(
+                        "{first} pushes already; only one server may push, or they would \
+                         fight over the records"
+                    ),
+                );
+            }
+            None
+        }
     }
 }
 
@@ -755,6 +874,54 @@ region = "mars"
                 "dns.server: at least one [[dns.server]] is required",
                 "dns.zone: at least one [[dns.zone]] is required",
             ]
+        );
+    }
+
+    #[test]
+    fn one_server_pushes_and_a_control_plane_needs_its_token() {
+        let servers = |marks: [&str; 2]| {
+            format!(
+                "[dns]\nedge_addresses = {{ a = [\"10.0.0.1\"] }}\n\
+                 [[dns.server]]\nname = \"ns1\"\nlisten = [\"127.0.0.1:53\"]\nadmin = \"127.0.0.1:9953\"\n{}\n\
+                 [[dns.server]]\nname = \"ns2\"\nlisten = [\"127.0.0.2:53\"]\nadmin = \"127.0.0.2:9953\"\n{}\n\
+                 [[dns.zone]]\napex = \"other.test\"\nns = [\"ns.elsewhere\"]\n",
+                marks[0], marks[1]
+            )
+        };
+        let push = "[[dns.push]]\nzone = \"example.test\"\n";
+        assert_eq!(
+            errors(&format!("{}{push}", servers(["", ""]))),
+            ["dns.push: 2 servers and none has push = true: mark the one that pushes (only one may, or they would fight over the records)"]
+        );
+        assert_eq!(
+            errors(&format!("{}{push}", servers(["push = true", "push = true"]))),
+            ["dns.server.ns2.push: dns.server.ns1.push pushes already; only one server may push, or they would fight over the records"]
+        );
+        assert_eq!(
+            errors(&servers(["", "push = true"])),
+            ["dns.server.ns2.push: there is no [[dns.push]] for this server to push"]
+        );
+        let text = format!("{BASE}{}{push}", servers(["", "push = true"]));
+        let c = crate::Config::from_toml(&text, |_| None).unwrap();
+        assert_eq!(c.dns.as_ref().unwrap().pusher.as_deref(), Some("ns2"));
+        // With a control plane, pushes are audited there: a token is needed.
+        let followed = format!("[edge]\ncontrol_url = \"http://127.0.0.1:7000\"\n{text}");
+        let errs = crate::Config::from_toml(&followed, |_| None)
+            .unwrap_err()
+            .reasons();
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert!(
+            errs[0].starts_with("dns.control_token: required"),
+            "{errs:?}"
+        );
+        let with_token = followed.replace("[dns]\n", "[dns]\ncontrol_token_env = \"CP_TOKEN\"\n");
+        let c = crate::Config::from_toml(&with_token, |k| {
+            (k == "CP_TOKEN").then(|| "operate-token".to_string())
+        })
+        .unwrap();
+        assert_eq!(
+            c.dns.unwrap().control_token.as_deref(),
+            Some("operate-token")
         );
     }
 

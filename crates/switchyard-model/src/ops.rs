@@ -637,6 +637,9 @@ pub enum AuditKind {
     Recommendation,
     /// A playbook's check, some seconds after acting, that its change helped.
     Verification,
+    /// A DNS server's push to an outside zone that sent changes or failed:
+    /// the record changes the controls caused there.
+    DnsPush,
 }
 
 /// One line of the audit log: every change, accepted or refused, with who
@@ -687,6 +690,7 @@ impl AuditEntry {
             AuditKind::Change => "",
             AuditKind::Recommendation => "recommend: ",
             AuditKind::Verification => "verify: ",
+            AuditKind::DnsPush => "dns push: ",
         };
         AuditEntry {
             at_ms,

@@ -138,6 +138,23 @@ pub fn weighted_at<T>(items: &[T], weight: impl Fn(&T) -> f64, x: f64) -> Option
     items.last()
 }
 
+/// The region a DNS client is steered from: its own region (by the geo
+/// map) when the service runs there, else `default_region` when the
+/// service runs there, else the first of the service's preference. The
+/// DNS servers answer by it and the failover preview predicts with it.
+pub fn dns_from<'a>(
+    service: &'a Service,
+    client_region: Option<&str>,
+    default_region: Option<&str>,
+) -> Option<&'a str> {
+    let runs = |r: &str| service.region_preference.iter().find(|p| *p == r);
+    client_region
+        .and_then(runs)
+        .or_else(|| default_region.and_then(runs))
+        .or_else(|| service.region_preference.first())
+        .map(String::as_str)
+}
+
 fn region_share(sc: Option<&ServiceControls>, region: &str) -> f64 {
     sc.and_then(|c| c.regions.get(region))
         .map_or(1.0, |r| r.local_share())

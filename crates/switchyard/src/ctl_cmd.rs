@@ -360,6 +360,9 @@ async fn run(c: &Client, cmd: CtlCmd, json_out: bool) -> ExitCode {
                 for r in &preview.refusals {
                     println!("  {} refuses: {}", r.rule, r.message);
                 }
+                for line in dns_lines(&preview.dns) {
+                    println!("{line}");
+                }
             }
             if !yes {
                 if !std::io::stdin().is_terminal() {
@@ -542,4 +545,31 @@ fn on_off(b: bool) -> &'static str {
     } else {
         "off"
     }
+}
+
+/// The preview's DNS part: which names' answers move, for which clients,
+/// and which regions drop out of them.
+fn dns_lines(moves: &[switchyard_api::DnsMove]) -> Vec<String> {
+    if moves.is_empty() {
+        return Vec::new();
+    }
+    let mut out = vec!["  DNS answers move too:".to_string()];
+    for m in moves {
+        let clients = match &m.client_region {
+            Some(r) => format!("clients in {r}"),
+            None => "clients no geo prefix places, and pushed zones".to_string(),
+        };
+        let dropped = if m.dropped.is_empty() {
+            String::new()
+        } else {
+            format!(" ({} drops out)", m.dropped.join(", "))
+        };
+        out.push(format!(
+            "    {} for {clients}: {} -> {}{dropped}",
+            m.names.join(", "),
+            m.before.join(" + "),
+            m.after.join(" + "),
+        ));
+    }
+    out
 }

@@ -399,9 +399,32 @@ fn check_file(text: &str, dir: &std::path::Path) -> Result<switchyard_model::Con
             control.push(format!("edge.control_ca_file: {e}"));
         }
     }
+    // `[[dns.push]]` reads key files: checked here, also when the rest is
+    // invalid; whether its zones hold a service name needs the valid rest.
+    let push = match raw.dns.as_ref().map(|d| {
+        switchyard_dns::provider::config::validate(
+            &d.push,
+            "dns.push",
+            |f| std::fs::read_to_string(dir.join(f)),
+            |k| std::env::var(k).ok(),
+        )
+    }) {
+        None => None,
+        Some(Ok(t)) => Some(t),
+        Some(Err(e)) => {
+            control.extend(ConfigError::Invalid(e).reasons());
+            None
+        }
+    };
     match Config::validate(raw, |k| std::env::var(k).ok()) {
         Ok(c) => {
             control.extend(switchyard_edge::tls::check(&c, dir));
+            if let Some(Err(e)) = push
+                .as_ref()
+                .map(|t| switchyard_dns::provider::config::check_names(&c, t))
+            {
+                control.extend(ConfigError::Invalid(e).reasons());
+            }
             if control.is_empty() {
                 Ok(c)
             } else {

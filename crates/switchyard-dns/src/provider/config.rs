@@ -1,12 +1,12 @@
-//! Where to push: one `[[push]]` table per zone, with exactly one backend
-//! table inside it (`[push.rfc2136]` today). Validated like the rest of
+//! Where to push: one `[[dns.push]]` table per zone, with exactly one
+//! backend table inside it (`[dns.push.rfc2136]` today). Validated like the rest of
 //! Switchyard's configuration: every problem at once, each named by its path.
 //!
 //! ```toml
-//! [[push]]
+//! [[dns.push]]
 //! zone = "example.com"
 //! attempts = 4               # tries per read/apply for transient failures
-//! [push.rfc2136]
+//! [dns.push.rfc2136]
 //! server = "192.0.2.53:53"
 //! key_file = "/etc/switchyard/switchyard.key"   # as tsig-keygen writes it
 //! # or: key_name = "switchyard", key_algorithm = "hmac-sha256",
@@ -27,32 +27,10 @@ use super::push::PushOptions;
 use super::rfc2136::{Rfc2136, Rfc2136Config, TsigAlg, TsigKey};
 use super::{DnsName, Provider};
 
+/// The tables as written: they live in the model's `[dns]` section
+/// (`[[dns.push]]`), so the whole file parses in one place.
 pub mod raw {
-    use serde::Deserialize;
-
-    /// A list of these is what a config file holds (`[[push]]`).
-    #[derive(Debug, Default, Deserialize)]
-    #[serde(deny_unknown_fields)]
-    pub struct Push {
-        pub zone: Option<String>,
-        pub attempts: Option<u32>,
-        pub initial_backoff_ms: Option<u64>,
-        pub max_backoff_ms: Option<u64>,
-        pub rfc2136: Option<Rfc2136>,
-    }
-
-    #[derive(Debug, Default, Deserialize)]
-    #[serde(deny_unknown_fields)]
-    pub struct Rfc2136 {
-        pub server: Option<String>,
-        pub key_file: Option<String>,
-        pub key_name: Option<String>,
-        pub key_algorithm: Option<String>,
-        /// The secret comes from the environment, never from the file.
-        pub key_secret_env: Option<String>,
-        pub timeout_ms: Option<u64>,
-        pub fudge_s: Option<u16>,
-    }
+    pub use switchyard_model::dns::raw::{Push, Rfc2136};
 }
 
 /// One zone to keep in step, validated.
@@ -60,6 +38,8 @@ pub mod raw {
 pub struct PushTarget {
     pub zone: DnsName,
     pub options: PushOptions,
+    /// Read the zone back this often when nothing changed here.
+    pub resync: Duration,
     pub backend: Backend,
 }
 
@@ -79,8 +59,8 @@ impl Backend {
     }
 }
 
-/// Checks `[[push]]` tables. `prefix` is their path in the file (`push`,
-/// `dns.push`); `read_file` reads a key file and `env` resolves
+/// Checks `[[dns.push]]` tables. `prefix` is their path in the file
+/// (`dns.push`); `read_file` reads a key file and `env` resolves
 /// `key_secret_env` (files and environment are the caller's, so this is
 /// testable without either).
 pub fn validate(
@@ -148,15 +128,62 @@ pub fn validate(
                 None
             }
         };
+        let resync = Duration::from_secs(p.resync_s.unwrap_or(60));
+        if resync.is_zero() {
+            errs.push(format!("{path}.resync_s"), "must be at least 1");
+        }
         if let (Some(zone), Some(backend)) = (zone, backend) {
             targets.push(PushTarget {
                 zone,
                 options,
+                resync,
                 backend,
             });
         }
     }
     errs.into_result(targets)
+}
+
+/// The `[[dns.push]]` targets of a validated config: key files are read
+/// relative to `dir` (the config file's folder), secrets from `env`. Also refuses a
+/// zone that holds none of the services' names (it would push nothing).
+pub fn from_config(
+    config: &switchyard_model::Config,
+    dir: &std::path::Path,
+    env: impl Fn(&str) -> Option<String>,
+) -> Result<Vec<PushTarget>, ValidationErrors> {
+    let Some(dns) = &config.dns else {
+        return Ok(Vec::new());
+    };
+    let targets = validate(
+        &dns.push,
+        "dns.push",
+        |f| std::fs::read_to_string(dir.join(f)),
+        env,
+    )?;
+    check_names(config, &targets)?;
+    Ok(targets)
+}
+
+/// Refuses a target zone that holds none of the services' names: it would
+/// push nothing, which is a typo more often than an intent.
+pub fn check_names(
+    config: &switchyard_model::Config,
+    targets: &[PushTarget],
+) -> Result<(), ValidationErrors> {
+    let mut errs = ValidationErrors::default();
+    for (i, t) in targets.iter().enumerate() {
+        if super::desired::names_in(config, &t.zone).is_empty() {
+            errs.push(
+                format!("dns.push[{i}].zone"),
+                format!(
+                    "no service has a host inside {}: there is nothing to push there",
+                    t.zone
+                ),
+            );
+        }
+    }
+    errs.into_result(())
 }
 
 fn rfc2136(

@@ -21,6 +21,7 @@
 //! docs/dns-providers.md says how to add Route 53, NS1 or PowerDNS.
 
 pub mod config;
+pub mod desired;
 pub mod diff;
 pub mod follow;
 pub mod push;
