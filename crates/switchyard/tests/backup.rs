@@ -72,9 +72,18 @@ async fn a_restored_backup_holds_back_until_adopted_and_then_reaches_the_edges()
     let (code, _, out) = cp.ctl("operate-token", &["unshift", "a", "--service", "svc"]);
     assert_eq!(code, 0, "{out}");
     serving(&edges[0], "a", false, "the unshift reaches the edge").await;
+    // Each edge follows on its own: the other one may be a moment behind.
+    eventually(
+        "both edges hold version 2",
+        Duration::from_secs(5),
+        || async {
+            let v = edges[1].status().await.controls.version;
+            (v == 2).then_some(()).ok_or(format!("version {v}"))
+        },
+    )
+    .await;
     let held = edges[1].status().await.controls;
     let store = held.origin.clone().expect("origin").store;
-    assert_eq!(held.version, 2);
     cp.kill9();
 
     // The store is lost; the backup goes into a fresh one.
