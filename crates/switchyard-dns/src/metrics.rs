@@ -1,5 +1,7 @@
 //! The DNS server's Prometheus families (`/metrics` on its admin address).
 
+use std::borrow::Cow;
+
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -8,11 +10,13 @@ use prometheus_client::registry::Registry;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct QueryLabels {
-    pub qtype: String,
-    pub rcode: String,
+    // Borrowed static names where they are known, so counting a query
+    // allocates nothing for them.
+    pub qtype: Cow<'static, str>,
+    pub rcode: Cow<'static, str>,
     /// The region whose edges were answered; empty when none was.
     pub region: String,
-    pub transport: String,
+    pub transport: Cow<'static, str>,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]

@@ -37,9 +37,9 @@ pub fn handle(
         .queries
         .get_or_create(&QueryLabels {
             qtype: i.qtype.clone(),
-            rcode: i.rcode.into(),
+            rcode: std::borrow::Cow::Borrowed(i.rcode),
             region: i.region.clone().unwrap_or_default(),
-            transport: t.into(),
+            transport: std::borrow::Cow::Borrowed(t),
         })
         .inc();
     if i.truncated {
@@ -59,7 +59,7 @@ pub fn handle(
             client: client.ip().to_string(),
             transport: t,
             name: i.name.clone(),
-            qtype: i.qtype.clone(),
+            qtype: i.qtype.to_string(),
             rcode: i.rcode,
             ecs: i.ecs.clone(),
             client_region: i.client_region.clone(),

@@ -244,3 +244,25 @@ async fn an_edge_without_observation_serves_and_records_nothing_per_request() {
     assert_eq!(requests, 0, "{snaps}");
     assert!(a.log().contains("observation off"), "{}", a.log());
 }
+
+/// `scripts/bench-dns` compares like with like: NSD, Knot and BIND, started
+/// from the zone file it writes, answer every query of its mix exactly as
+/// `switchyard dns` answers it from the config (rcode, flags, records,
+/// TTLs, the SOA), and a client subnet moves Switchyard's answer to the
+/// other region. Only the check: the measuring runs (half a minute of two
+/// saturated cores even with `--quick`) would slow every test beside them,
+/// and their numbers are not a pass or a fail.
+#[test]
+fn the_dns_benchmarks_servers_answer_its_queries_alike() {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../scripts/bench-dns");
+    let out = std::process::Command::new("python3")
+        .args([script, "--check-only", "--bin", BIN])
+        .output()
+        .expect("python3 runs the script");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "bench-dns --check-only: {stderr}");
+    assert!(
+        stderr.contains("every server answers the query mix alike"),
+        "{stderr}"
+    );
+}
