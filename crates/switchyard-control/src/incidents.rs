@@ -41,14 +41,15 @@ pub struct Incidents {
     writing: tokio::sync::Mutex<()>,
 }
 
-/// What one write-back did.
+/// What one write-back did: only a change by hand ([`ByHand::write`])
+/// asks which incidents it wrote.
 #[derive(Debug, Default)]
-pub struct Persisted {
+struct Persisted {
     /// The incidents written.
-    pub written: Vec<String>,
+    written: Vec<String>,
     /// Incidents whose store copy had changed meanwhile: that copy replaced
     /// the one held here, and the change made here was not written.
-    pub superseded: Vec<String>,
+    superseded: Vec<String>,
 }
 
 /// One write-back, to its end or to the first failure.
@@ -237,15 +238,11 @@ impl Incidents {
     /// store meanwhile replaces the one held (and is counted); once the
     /// store says this plane no longer leads, nothing more is written and
     /// nothing stays to be written.
-    pub async fn persist<S: Store>(
-        &self,
-        plane: &ControlPlane<S>,
-    ) -> Result<Persisted, StoreError> {
+    pub async fn persist<S: Store>(&self, plane: &ControlPlane<S>) -> Result<(), StoreError> {
         let _writing = self.writing.lock().await;
-        let back = self.write_back(plane).await;
-        match back.stopped {
+        match self.write_back(plane).await.stopped {
             Some((e, _)) => Err(e),
-            None => Ok(back.done),
+            None => Ok(()),
         }
     }
 
