@@ -14,9 +14,10 @@ use http::{Method, StatusCode};
 
 use crate::http::call;
 use crate::link::{Link, LinkSettings};
-use crate::load::{self, Group, Recorder};
+use crate::load::{self, Group, GroupDns, Recorder};
 use crate::procs::{wait_listening, Supervisor};
-use crate::topology::{Topology, ADMIN_TOKEN, HOST};
+use crate::resolve::Resolver;
+use crate::topology::{Topology, ADMIN_TOKEN, DNS_USERS, HOST};
 
 pub struct Lab {
     pub topo: Topology,
@@ -143,6 +144,28 @@ impl Lab {
             _tasks: tasks,
         };
         lab.wait_ready().await?;
+        // After the edges listen: a DNS server whose first probes found
+        // them not yet up would count their region as returning.
+        if lab.topo.dns {
+            for (name, _, admin) in lab.topo.dns_servers() {
+                lab.procs.start(
+                    &format!("dns-{name}"),
+                    vec![
+                        "dns".into(),
+                        "--config".into(),
+                        cfg.clone(),
+                        "--name".into(),
+                        name.clone(),
+                    ],
+                )?;
+                if let Err(e) = wait_listening(admin, Duration::from_secs(20)).await {
+                    anyhow::bail!(
+                        "DNS server {name} did not start: {e} (log in {})",
+                        lab.dir.join(format!("logs/dns-{name}.log")).display()
+                    );
+                }
+            }
+        }
         Ok(lab)
     }
 
@@ -170,12 +193,29 @@ impl Lab {
         Ok(())
     }
 
+    /// The zones of a region, by name.
+    pub fn region_zones(&self, region: &str) -> anyhow::Result<Vec<String>> {
+        self.topo
+            .regions
+            .iter()
+            .find(|r| r.name == region)
+            .map(|r| r.zones.clone())
+            .ok_or_else(|| anyhow::anyhow!("no region {region:?}"))
+    }
+
     pub fn edge_zones(&self) -> Vec<String> {
         self.topo.zones().map(|(_, z)| z.to_string()).collect()
     }
 
     /// Client groups as the topology describes them.
     pub fn groups(&self) -> Vec<Group> {
+        let region_of = Arc::new(self.topo.region_of_edges());
+        let servers: Vec<SocketAddr> = self
+            .topo
+            .dns_servers()
+            .into_iter()
+            .map(|(_, l, _)| l)
+            .collect();
         self.topo
             .clients
             .iter()
@@ -189,6 +229,17 @@ impl Lab {
                     .iter()
                     .map(|z| self.topo.edge_addr(z))
                     .collect(),
+                dns: self.topo.dns.then(|| GroupDns {
+                    resolver: Resolver {
+                        servers: servers.clone(),
+                        source: self.topo.client_source(i),
+                        name: HOST.into(),
+                        port: 8080,
+                        timeout: Duration::from_millis(300),
+                    },
+                    users: DNS_USERS,
+                }),
+                region_of: region_of.clone(),
                 host: HOST.into(),
                 home: c.home.clone(),
                 rate: c.rate,
@@ -395,12 +446,26 @@ impl Lab {
                 crate::inbox::ADDR
             ));
         }
+        if t.dns {
+            for (name, listen, admin) in t.dns_servers() {
+                s.push_str(&format!(
+                    "dns {name} {listen} (UDP and TCP)  status http://{admin}/status\n"
+                ));
+            }
+        }
         for (i, c) in t.clients.iter().enumerate() {
+            let to = if t.dns {
+                format!(
+                    "{} users in {} resolving {HOST} through DNS",
+                    DNS_USERS, c.region
+                )
+            } else {
+                format!("to {} edges", c.region)
+            };
             s.push_str(&format!(
-                "clients {:<10} from {} to {} edges, {}/s, {}% writes, home {}\n",
+                "clients {:<10} from {} {to}, {}/s, {}% writes, home {}\n",
                 c.name,
                 t.client_source(i),
-                c.region,
                 c.rate,
                 c.write_percent,
                 c.home.as_deref().unwrap_or("-")
@@ -415,6 +480,19 @@ impl Lab {
             "try: curl -H 'Host: {HOST}' http://{}/items/1\n",
             t.edge_addr(&t.regions[0].zones[0])
         ));
+        if let (true, Some((_, ns, _)), std::net::IpAddr::V4(c)) =
+            (t.dns, t.dns_servers().first(), t.client_source(0))
+        {
+            let o = c.octets();
+            s.push_str(&format!(
+                "     dig @{} -p {} {HOST} +subnet={}.{}.{}.0/24\n",
+                ns.ip(),
+                ns.port(),
+                o[0],
+                o[1],
+                o[2]
+            ));
+        }
         s
     }
 }

@@ -14,6 +14,7 @@ pub mod lab;
 pub mod link;
 pub mod load;
 pub mod procs;
+pub mod resolve;
 pub mod scenario;
 pub mod store;
 pub mod topology;

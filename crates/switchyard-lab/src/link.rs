@@ -179,6 +179,16 @@ fn roll(percent: f64) -> bool {
     percent >= 100.0 || (percent > 0.0 && rand::thread_rng().gen::<f64>() * 100.0 < percent)
 }
 
+/// How often a pipe whose far end refused looks for it again.
+const FAR_END_RETRY: Duration = Duration::from_millis(100);
+
+/// Serves one pipe. A link is a network path, and a path passes a refusal
+/// through: when nothing listens at the far end (its edge or store was
+/// killed), the pipe stops listening too, so callers get "connection
+/// refused" as they would across a real network, and not a connection
+/// accepted and then closed, which a caller must treat as a request that
+/// may have been sent. It listens again as soon as the far end accepts.
+/// Only the connection that found the far end gone sees it closed.
 async fn accept_loop(
     l: TcpListener,
     target: SocketAddr,
@@ -186,10 +196,32 @@ async fn accept_loop(
     epoch: watch::Receiver<u64>,
     counters: Arc<LinkCounters>,
 ) {
+    let listen = l.local_addr().ok();
+    let mut listener = Some(l);
+    let refused = Arc::new(tokio::sync::Notify::new());
     let mut conns = tokio::task::JoinSet::new();
     loop {
-        let Ok((client, _)) = l.accept().await else {
+        let Some(l) = listener.as_ref() else {
+            if far_end_listens(target).await {
+                listener = match listen {
+                    Some(a) => TcpListener::bind(a).await.ok(),
+                    None => None,
+                };
+            }
+            if listener.is_none() {
+                tokio::time::sleep(FAR_END_RETRY).await;
+            }
             continue;
+        };
+        let client = tokio::select! {
+            r = l.accept() => match r {
+                Ok((client, _)) => client,
+                Err(_) => continue,
+            },
+            _ = refused.notified() => {
+                listener = None;
+                continue;
+            }
         };
         while conns.try_join_next().is_some() {}
         counters.connections.fetch_add(1, Ordering::Relaxed);
@@ -200,7 +232,12 @@ async fn accept_loop(
             continue;
         }
         let reset = roll(s.reset_percent);
-        let (settings, mut epoch, counters) = (settings.clone(), epoch.clone(), counters.clone());
+        let (settings, mut epoch, counters, refused) = (
+            settings.clone(),
+            epoch.clone(),
+            counters.clone(),
+            refused.clone(),
+        );
         epoch.mark_unchanged();
         conns.spawn(async move {
             let _ = client.set_nodelay(true);
@@ -213,11 +250,24 @@ async fn accept_loop(
                 drop(client);
                 return;
             }
-            let Ok(Ok(server)) =
-                tokio::time::timeout(Duration::from_secs(2), TcpStream::connect(target)).await
-            else {
-                counters.failed.fetch_add(1, Ordering::Relaxed);
-                return;
+            let server = match tokio::time::timeout(
+                Duration::from_secs(2),
+                TcpStream::connect(target),
+            )
+            .await
+            {
+                Ok(Ok(server)) => server,
+                Ok(Err(e)) => {
+                    counters.failed.fetch_add(1, Ordering::Relaxed);
+                    if e.kind() == std::io::ErrorKind::ConnectionRefused {
+                        refused.notify_one();
+                    }
+                    return;
+                }
+                Err(_) => {
+                    counters.failed.fetch_add(1, Ordering::Relaxed);
+                    return;
+                }
             };
             let _ = server.set_nodelay(true);
             let (cr, cw) = client.into_split();
@@ -230,6 +280,14 @@ async fn accept_loop(
             }
         });
     }
+}
+
+/// Whether something accepts connections at `target` now.
+async fn far_end_listens(target: SocketAddr) -> bool {
+    matches!(
+        tokio::time::timeout(FAR_END_RETRY, TcpStream::connect(target)).await,
+        Ok(Ok(_))
+    )
 }
 
 /// Copies one direction through a delay line: a reader stamps each chunk with

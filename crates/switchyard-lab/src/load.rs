@@ -26,14 +26,31 @@ use tokio::time::Instant;
 pub struct Group {
     pub name: String,
     pub source: IpAddr,
-    /// The region whose edges the group calls; the label of its timeline.
+    /// The region the group's users are in: the label of its timeline.
     pub region: String,
+    /// The edges it calls when it does not resolve them through DNS: its
+    /// region's.
     pub edges: Vec<SocketAddr>,
+    /// Resolve the edges through DNS instead, as this many users.
+    pub dns: Option<GroupDns>,
+    /// The region of every edge address, for counting where requests
+    /// entered.
+    pub region_of: Arc<BTreeMap<IpAddr, String>>,
     pub host: String,
     pub home: Option<String>,
     pub rate: f64,
     pub write_percent: f64,
     pub timeout: Duration,
+}
+
+/// How a group finds its edges through DNS.
+#[derive(Debug, Clone)]
+pub struct GroupDns {
+    /// Name servers, the lookup, and the source address queries leave from.
+    pub resolver: crate::resolve::Resolver,
+    /// Users of the group, each with a client subnet of its own carved from
+    /// the group's /24.
+    pub users: u8,
 }
 
 /// How one request ended, from the client's side.
@@ -59,6 +76,7 @@ struct Bucket {
     latency: Option<Histogram<u64>>,
     regions: BTreeMap<String, (u64, u64, Histogram<u64>)>,
     zones: BTreeMap<String, (u64, u64, Histogram<u64>)>,
+    entered: BTreeMap<String, BTreeMap<String, u64>>,
 }
 
 fn p99(h: &Histogram<u64>) -> f64 {
@@ -106,10 +124,16 @@ impl Recorder {
         self.sent.load(Ordering::Relaxed)
     }
 
+    /// One request's outcome: `region` is its group's, `entered` the region
+    /// of the edge it was sent to (`"none"` when it had no edge to go to),
+    /// `zone` where an instance served it.
+    #[allow(clippy::too_many_arguments)]
     pub fn record(
         &self,
         due: Instant,
+        group: &str,
         region: &str,
+        entered: &str,
         zone: Option<&str>,
         outcome: Outcome,
         latency: Duration,
@@ -130,6 +154,11 @@ impl Recorder {
             Outcome::ReadOnly => bk.read_only += 1,
         }
         bk.latency.get_or_insert_with(hist).saturating_record(us);
+        *bk.entered
+            .entry(group.to_string())
+            .or_default()
+            .entry(entered.to_string())
+            .or_default() += 1;
         for (map, key) in [
             (&mut bk.regions, region),
             (&mut bk.zones, zone.unwrap_or("none")),
@@ -187,6 +216,7 @@ impl Recorder {
                     p99_ms: bk.latency.as_ref().map(p99).unwrap_or(0.0),
                     regions: cells(&bk.regions),
                     zones: cells(&bk.zones),
+                    entered: bk.entered.clone(),
                 }
             })
             .collect()
@@ -227,15 +257,40 @@ where
 }
 
 /// Sends the group's load until `stop` is set, at the group's rate times the
-/// recorder's multiplier as it is when each request is scheduled.
+/// recorder's multiplier as it is when each request is scheduled. A group
+/// that resolves through DNS first waits (up to 5 s) for its users' first
+/// answers, then keeps them fresh while it sends.
 pub async fn run_group(g: Group, rec: Arc<Recorder>, stop: Arc<AtomicBool>) {
     let mut conn = HttpConnector::new();
     conn.set_local_address(Some(g.source));
     conn.set_connect_timeout(Some(Duration::from_secs(1)));
     conn.set_nodelay(true);
+    // An edge that leaves the answers stops getting requests at once; its
+    // idle connections close soon after.
     let client: Client<HttpConnector, Full<Bytes>> = Client::builder(TokioExecutor::new())
-        .pool_idle_timeout(Duration::from_secs(30))
+        .pool_idle_timeout(Duration::from_secs(5))
         .build(conn);
+    let mut resolving = tokio::task::JoinSet::new();
+    let users = match &g.dns {
+        Some(d) => {
+            let base = match g.source {
+                IpAddr::V4(a) => a,
+                IpAddr::V6(_) => std::net::Ipv4Addr::new(127, 200, 0, 0),
+            };
+            let users = crate::resolve::users_of(base, d.users);
+            let n = users.len();
+            for (k, u) in users.iter().enumerate() {
+                let phase = (k + 1) as f64 / n as f64;
+                resolving.spawn(u.clone().keep_fresh(d.resolver.clone(), phase));
+            }
+            let until = Instant::now() + Duration::from_secs(5);
+            while users.iter().any(|u| u.addrs().is_empty()) && Instant::now() < until {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            users
+        }
+        None => Vec::new(),
+    };
     let mut next = Instant::now();
     let schedule = |_| {
         if stop.load(Ordering::Relaxed) {
@@ -246,29 +301,61 @@ pub async fn run_group(g: Group, rec: Arc<Recorder>, stop: Arc<AtomicBool>) {
         Some(next)
     };
     open_loop(schedule, |n, due| {
-        // The rotation starts at the second edge, as it did in the drills
-        // already reported; kept so new runs compare with them.
-        let edge = g.edges[(n as usize + 1) % g.edges.len()];
+        let (edge, user) = if users.is_empty() {
+            // The rotation starts at the second edge, as it did in the drills
+            // already reported; kept so new runs compare with them.
+            (Some(g.edges[(n as usize + 1) % g.edges.len()]), None)
+        } else {
+            let u = users[n as usize % users.len()].clone();
+            let addrs = u.addrs();
+            let turn = n as usize / users.len() + 1;
+            (
+                (!addrs.is_empty()).then(|| addrs[turn % addrs.len()]),
+                Some(u),
+            )
+        };
+        let entered = edge
+            .and_then(|e| g.region_of.get(&e.ip()).cloned())
+            .unwrap_or_else(|| "none".into());
         let write = rand::thread_rng().gen::<f64>() * 100.0 < g.write_percent;
         let id = rand::thread_rng().gen_range(0..1000);
-        let mut b = Request::builder()
-            .method(if write { "PUT" } else { "GET" })
-            .uri(format!("http://{edge}/items/{id}"))
-            .header("host", &g.host);
-        if let Some(h) = &g.home {
-            b = b.header("x-switchyard-home-region", h);
-        }
-        let req = b
-            .body(Full::new(if write {
+        let (client, rec2, region, name, timeout) = (
+            client.clone(),
+            rec.clone(),
+            g.region.clone(),
+            g.name.clone(),
+            g.timeout,
+        );
+        let req = edge.map(|edge| {
+            let mut b = Request::builder()
+                .method(if write { "PUT" } else { "GET" })
+                .uri(format!("http://{edge}/items/{id}"))
+                .header("host", &g.host);
+            if let Some(h) = &g.home {
+                b = b.header("x-switchyard-home-region", h);
+            }
+            b.body(Full::new(if write {
                 Bytes::from_static(b"{\"v\":1}")
             } else {
                 Bytes::new()
             }))
-            .expect("valid request");
-        let (client, rec2, region, timeout) =
-            (client.clone(), rec.clone(), g.region.clone(), g.timeout);
+            .expect("valid request")
+        });
         rec.sent.fetch_add(1, Ordering::Relaxed);
         async move {
+            let Some(req) = req else {
+                // No answer yet (or ever): the user has nowhere to go.
+                rec2.record(
+                    due,
+                    &name,
+                    &region,
+                    &entered,
+                    None,
+                    Outcome::Failed,
+                    due.elapsed(),
+                );
+                return;
+            };
             let r = tokio::time::timeout(timeout, async {
                 let resp = client.request(req).await?;
                 let status = resp.status();
@@ -291,14 +378,41 @@ pub async fn run_group(g: Group, rec: Arc<Recorder>, stop: Arc<AtomicBool>) {
             match r {
                 Ok(Ok((status, error, zone))) => rec2.record(
                     due,
+                    &name,
                     &region,
+                    &entered,
                     zone.as_deref(),
                     classify(status, error.as_deref()),
                     latency,
                 ),
-                _ => rec2.record(due, &region, None, Outcome::Failed, latency),
+                Ok(Err(e)) => {
+                    if e.is_connect() {
+                        if let Some(u) = &user {
+                            u.refused();
+                        }
+                    }
+                    rec2.record(
+                        due,
+                        &name,
+                        &region,
+                        &entered,
+                        None,
+                        Outcome::Failed,
+                        latency,
+                    )
+                }
+                Err(_) => rec2.record(
+                    due,
+                    &name,
+                    &region,
+                    &entered,
+                    None,
+                    Outcome::Failed,
+                    latency,
+                ),
             }
         }
     })
     .await;
+    resolving.abort_all();
 }

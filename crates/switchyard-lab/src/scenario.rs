@@ -61,6 +61,14 @@ pub const BUILTIN: &[(&str, &str)] = &[
         "canary-failback",
         include_str!("../scenarios/canary-failback.toml"),
     ),
+    (
+        "region-ingress-lost",
+        include_str!("../scenarios/region-ingress-lost.toml"),
+    ),
+    (
+        "dns-failback",
+        include_str!("../scenarios/dns-failback.toml"),
+    ),
 ];
 
 #[derive(Debug, Clone, Deserialize)]
@@ -298,6 +306,15 @@ pub enum Action {
     RestartZone {
         target: String,
     },
+    /// Kills every edge of a region: its ingress is lost, its instances
+    /// and store keep running.
+    KillEdges {
+        target: String,
+    },
+    /// Starts every edge of a region again.
+    RestartEdges {
+        target: String,
+    },
     /// Degrades or cuts a link (fields as in the lab's link settings).
     Link {
         target: String,
@@ -427,6 +444,8 @@ impl Action {
             Action::RestartInstance { .. } => "restart_instance",
             Action::KillZone { .. } => "kill_zone",
             Action::RestartZone { .. } => "restart_zone",
+            Action::KillEdges { .. } => "kill_edges",
+            Action::RestartEdges { .. } => "restart_edges",
             Action::Link { .. } => "link",
             Action::RestoreLink { .. } => "restore_link",
             Action::StoreWrites { .. } => "store_writes",
@@ -633,6 +652,14 @@ pub const METRICS: &[&str] = &[
     "checks_passed",
     "checks_failed",
     "alarms_fired",
+    "dns_detect_s",
+    "dns_moved_s",
+    "clients_moved_s",
+    "failed_after_clients_moved",
+    "dns_return_s",
+    "dns_return_steps",
+    "dns_flaps",
+    "clients_returned_s",
 ];
 
 impl Scenario {
@@ -816,7 +843,9 @@ impl Known {
                     ));
                 }
             }
-            Action::RestoreRegion { target } => {
+            Action::RestoreRegion { target }
+            | Action::KillEdges { target }
+            | Action::RestartEdges { target } => {
                 self.target(p, &self.regions, target, "region", errs)
             }
             Action::StoreWrites {

@@ -2,7 +2,8 @@
 //! zone z → `127.r.z.0/24`, the zone's edge on `.1`, instances on `.11`,
 //! `.12`, …, the region's store on `127.r.0.10`, link proxies on `.100` of
 //! each zone (to the store) and on `127.r.0.x` (to the other regions), client
-//! groups on `127.200.g.1`.
+//! groups on `127.200.g.1` (their users' client subnets inside
+//! `127.200.g.0/24`), the two DNS servers on `127.0.53.1` and `127.0.53.2`.
 
 use std::fmt::Write;
 use std::net::{IpAddr, SocketAddr};
@@ -31,6 +32,11 @@ pub struct Topology {
     /// Its playbook mode for the service: `auto`, `recommend` or `off`.
     #[serde(default = "auto")]
     pub playbooks: String,
+    /// Run two `switchyard dns` servers for the service's name and let the
+    /// client groups find their edges through them (on by default); off,
+    /// each group calls its own region's edges.
+    #[serde(default = "yes")]
+    pub dns: bool,
 }
 
 fn yes() -> bool {
@@ -43,6 +49,22 @@ fn auto() -> String {
 
 /// Where the lab's control plane listens.
 pub const CONTROL_ADDR: &str = "127.0.0.1:7000";
+
+/// The lab's DNS zone: the service's name, [`HOST`], is in it.
+pub const DNS_ZONE: &str = "lab";
+/// The lab's DNS servers: name and address. Port 53 would need root.
+pub const DNS_SERVERS: [(&str, &str); 2] = [("ns1", "127.0.53.1"), ("ns2", "127.0.53.2")];
+pub const DNS_PORT: u16 = 5300;
+pub const DNS_ADMIN_PORT: u16 = 9953;
+/// The TTL of the service's answers: short, so a drill sees clients move
+/// within seconds (production default: 30 s).
+pub const DNS_TTL_S: u32 = 5;
+/// How many users (client subnets, each with its own cached answer) each
+/// client group stands for.
+pub const DNS_USERS: u8 = 16;
+/// How long a region that comes back takes to get all its clients' answers
+/// back (`dns.return_ramp_s`): a drill sees the ramp in well under a minute.
+pub const DNS_RETURN_RAMP_S: u32 = 20;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -308,6 +330,71 @@ impl Topology {
         Some(self.replication_addr(region, next))
     }
 
+    /// The DNS servers: (name, DNS address, admin address).
+    pub fn dns_servers(&self) -> Vec<(String, SocketAddr, SocketAddr)> {
+        DNS_SERVERS
+            .iter()
+            .map(|(n, ip)| {
+                (
+                    n.to_string(),
+                    sa(ip.to_string(), DNS_PORT),
+                    sa(ip.to_string(), DNS_ADMIN_PORT),
+                )
+            })
+            .collect()
+    }
+
+    /// The region of every edge's address, for telling where a request
+    /// entered.
+    pub fn region_of_edges(&self) -> std::collections::BTreeMap<IpAddr, String> {
+        self.zones()
+            .map(|(r, z)| (self.edge_addr(z).ip(), r.to_string()))
+            .collect()
+    }
+
+    fn dns_config(&self, t: &mut String) {
+        let servers = self.dns_servers();
+        writeln!(
+            t,
+            "\n[dns]\nttl_s = 30\nservice_ttl_s = {{ catalog = {DNS_TTL_S} }}\nprobe_interval_ms = 500\nprobe_timeout_ms = 300\nprobe_failures = 2"
+        )
+        .unwrap();
+        for (name, listen, admin) in &servers {
+            writeln!(
+                t,
+                "[[dns.server]]\nname = {name:?}\nlisten = [\"{listen}\"]\nadmin = \"{admin}\""
+            )
+            .unwrap();
+        }
+        let ns: Vec<String> = servers
+            .iter()
+            .map(|(n, _, _)| format!("\"{n}.{DNS_ZONE}\""))
+            .collect();
+        let glue: Vec<String> = servers
+            .iter()
+            .map(|(n, l, _)| format!("\"{n}.{DNS_ZONE}\" = [\"{}\"]", l.ip()))
+            .collect();
+        writeln!(
+            t,
+            "[[dns.zone]]\napex = {DNS_ZONE:?}\nns = [{}]\nns_addresses = {{ {} }}\nnegative_ttl_s = 5",
+            ns.join(", "),
+            glue.join(", ")
+        )
+        .unwrap();
+        for (i, c) in self.clients.iter().enumerate() {
+            let o = match self.client_source(i) {
+                IpAddr::V4(a) => a.octets(),
+                IpAddr::V6(_) => unreachable!("client sources are IPv4"),
+            };
+            writeln!(
+                t,
+                "[[dns.geo]]\nprefix = \"{}.{}.{}.0/24\"\nregion = {:?}",
+                o[0], o[1], o[2], c.region
+            )
+            .unwrap();
+        }
+    }
+
     pub fn client_source(&self, index: usize) -> IpAddr {
         format!("127.200.{}.1", index + 1)
             .parse()
@@ -388,6 +475,9 @@ impl Topology {
                 "[[service.instance]]\nname = {name:?}\nzone = {zone:?}\naddr = \"{addr}\""
             )
             .unwrap();
+        }
+        if self.dns {
+            self.dns_config(&mut t);
         }
         if self.control_plane {
             // Drills take steps seconds apart, so flips may follow faster

@@ -33,6 +33,28 @@ async fn echo(addr: &str) -> SocketAddr {
     a
 }
 
+/// An echo server whose listener closes when its task is aborted.
+async fn echo_task(addr: &str) -> (SocketAddr, tokio::task::JoinHandle<()>) {
+    let l = TcpListener::bind(addr).await.unwrap();
+    let a = l.local_addr().unwrap();
+    let task = tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = l.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 1024];
+                while let Ok(n @ 1..) = s.read(&mut buf).await {
+                    if s.write_all(&buf[..n]).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (a, task)
+}
+
 async fn link(n: u8) -> (Link, SocketAddr) {
     let target = echo(&format!("127.77.{n}.2:0")).await;
     let l = Link::start(
@@ -171,4 +193,49 @@ async fn bad_settings_are_refused_and_change_nothing() {
         .unwrap_err();
     assert!(e.contains("fail_percent"), "{e}");
     assert!(l.settings().is_clean());
+}
+
+#[tokio::test]
+async fn a_far_end_that_is_gone_is_refused_through_the_link_until_it_listens_again() {
+    let (far, server) = echo_task("127.77.8.2:0").await;
+    let l = Link::start("test", &[("127.77.8.1:0".parse().unwrap(), far)])
+        .await
+        .unwrap();
+    let addr = l.pipes[0].0;
+    assert_eq!(round_trip(addr, b"up").await.unwrap(), b"up");
+    // The far end dies: its listener closes.
+    server.abort();
+    let _ = server.await;
+    // The first caller finds it gone (accepted, then closed); after that the
+    // link refuses, as a network path to a dead host would.
+    let _ = round_trip(addr, b"x").await;
+    let refused = wait_for(Duration::from_secs(5), || async {
+        matches!(TcpStream::connect(addr).await, Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused)
+    })
+    .await;
+    assert!(
+        refused,
+        "the link still accepts with nothing at its far end"
+    );
+    let (_, _again) = echo_task(&far.to_string()).await;
+    let back = wait_for(Duration::from_secs(5), || async {
+        round_trip(addr, b"back").await.is_ok_and(|b| b == b"back")
+    })
+    .await;
+    assert!(back, "the link did not listen again once the far end did");
+}
+
+async fn wait_for<F, Fut>(within: Duration, mut f: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let end = Instant::now() + within;
+    while Instant::now() < end {
+        if f().await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
 }

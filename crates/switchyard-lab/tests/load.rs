@@ -47,6 +47,8 @@ async fn a_slow_server_never_lowers_the_offered_rate() {
         source: "127.200.9.1".parse().unwrap(),
         region: "r1".into(),
         edges: vec![addr],
+        dns: None,
+        region_of: Arc::new([(addr.ip(), "r1".to_string())].into()),
         host: "x".into(),
         home: None,
         rate: 50.0,
@@ -76,6 +78,10 @@ async fn a_slow_server_never_lowers_the_offered_rate() {
         timeline[0]
     );
     assert_eq!(timeline[0].regions["r1"].requests, timeline[0].requests);
+    assert_eq!(
+        timeline[0].entered["g"]["r1"], timeline[0].requests,
+        "every request entered the region of the edge it was sent to"
+    );
     assert_eq!(
         timeline[0].zones["none"].requests, timeline[0].requests,
         "no edge header: served by no known zone"

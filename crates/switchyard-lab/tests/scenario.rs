@@ -7,7 +7,7 @@ use switchyard_lab::scenario::{Scenario, BUILTIN};
 fn every_built_in_scenario_parses_and_is_under_two_minutes() {
     // Drills that judge a failback must outlast the fault, its clean
     // evidence and the 30 s hold, so some take more than a minute.
-    assert_eq!(BUILTIN.len(), 16);
+    assert_eq!(BUILTIN.len(), 18);
     for (name, text) in BUILTIN {
         let s = Scenario::parse(text).unwrap_or_else(|e| panic!("{name}: {e}"));
         assert_eq!(&s.name, name);
@@ -36,6 +36,11 @@ fn refused(extra: &str) -> String {
 fn unknown_actions_fields_and_targets_are_named() {
     let e = refused("[[step]]\nat_s = 1\naction = \"explode\"\n");
     assert!(e.contains("unknown variant `explode`"), "{e}");
+    let e = refused("[[step]]\nat_s = 1\naction = \"kill_edges\"\ntarget = \"us-east-a\"\n");
+    assert!(
+        e.contains("step[0].target: unknown region \"us-east-a\""),
+        "kill_edges takes a region: {e}"
+    );
     let e = refused("[[step]]\nat_s = 1\naction = \"kill_instance\"\ntarget = \"nope\"\n");
     assert!(
         e.contains("step[0].target: unknown instance \"nope\""),

@@ -20,13 +20,21 @@ pub mod chart {
     pub use crate::plot::{Marker, MarkerKind, Plot, Series};
 }
 
+/// The numbers of the entry plot (each client group's share of requests per
+/// region entered, per second), to check without pixels.
+pub fn entry_plot(report: &DrillReport) -> chart::Plot {
+    plot::entry(report)
+}
+
 /// Writes the report for people into `dir` (created if needed):
 ///
 /// - `report.md`: verdict, summary, expectations, findings, actions, and the
 ///   plots embedded;
 /// - `rps.png` / `rps.svg`: requests per second served by each zone;
 /// - `errors.png` / `errors.svg`: client error rate per region and overall;
-/// - `p99.png` / `p99.svg`: p99 latency per region.
+/// - `p99.png` / `p99.svg`: p99 latency per region;
+/// - `entry.png` / `entry.svg`: per client group, the share of its requests
+///   sent to each region's edges.
 ///
 /// Returns the path of `report.md`. Existing files of those names are
 /// replaced. Text in the plots uses a font bundled in this crate, so no

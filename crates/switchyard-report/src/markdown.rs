@@ -9,7 +9,7 @@ use crate::types::{Action, AlarmFired, DrillReport, Expectation, Finding};
 const MISSING: &str = "—";
 
 /// Renders the Markdown text of `report.md`. The images it links to
-/// (`rps.png`, `errors.png`, `p99.png` and their `.svg` twins) are written by
+/// (`rps.png`, `errors.png`, `p99.png`, `entry.png` and their `.svg` twins) are written by
 /// [`crate::write_report`].
 pub fn render_markdown(report: &DrillReport) -> String {
     let mut md = String::new();

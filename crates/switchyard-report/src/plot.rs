@@ -8,7 +8,7 @@ use crate::types::{Cell, DrillReport, Second};
 /// The plots of a report: file stem (`rps` gives `rps.png` and `rps.svg`),
 /// caption in `report.md`, and how to build it. One list, so the Markdown and
 /// the files cannot drift apart.
-pub(crate) const PLOTS: [PlotFile; 3] = [
+pub(crate) const PLOTS: [PlotFile; 4] = [
     PlotFile {
         stem: "rps",
         caption: "Requests per second by serving zone",
@@ -23,6 +23,12 @@ pub(crate) const PLOTS: [PlotFile; 3] = [
         stem: "p99",
         caption: "p99 latency by region",
         build: p99,
+    },
+    PlotFile {
+        stem: "entry",
+        caption:
+            "Where each client group entered: share of its requests by region of the edge called",
+        build: entry,
     },
 ];
 
@@ -184,6 +190,41 @@ pub(crate) fn p99(report: &DrillReport) -> Plot {
         series,
         markers: markers(report),
         bound: Some(report.steady_state.max_p99_ms),
+        x_max: x_max(report),
+    }
+}
+
+/// For each client group, the share of its requests each second that went to
+/// each region's edges: where DNS (or the topology) sent its users. Lines
+/// only for the regions a group ever entered.
+pub(crate) fn entry(report: &DrillReport) -> Plot {
+    let pairs: BTreeSet<(String, String)> = report
+        .timeline
+        .iter()
+        .flat_map(|s| {
+            s.entered
+                .iter()
+                .flat_map(|(g, m)| m.keys().map(move |r| (g.clone(), r.clone())))
+        })
+        .collect();
+    let series = pairs
+        .into_iter()
+        .map(|(group, region)| {
+            let points = per_second(report, |s| {
+                let m = s.entered.get(&group)?;
+                let total: u64 = m.values().sum();
+                percent(m.get(&region).copied().unwrap_or(0), total)
+            });
+            Series::new(format!("{group}: {region}"), points)
+        })
+        .collect();
+    Plot {
+        title: format!("{}: where each client group entered", report.scenario),
+        y_label: "share of the group's requests (%)".into(),
+        y_unit: " %",
+        series,
+        markers: markers(report),
+        bound: None,
         x_max: x_max(report),
     }
 }

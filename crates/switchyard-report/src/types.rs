@@ -125,11 +125,17 @@ pub struct Second {
     pub shed: u64,
     pub read_only: u64,
     pub p99_ms: f64,
-    /// By the region of the edge the client called: what users there felt.
+    /// By the region of the client group that sent the request (where its
+    /// users are): what users there felt, wherever DNS sent them.
     pub regions: BTreeMap<String, Cell>,
     /// By the zone whose instance served the request (`x-switchyard-upstream`);
     /// requests no instance answered are under `"none"`.
     pub zones: BTreeMap<String, Cell>,
+    /// Client group → region of the edge each request was sent to → requests
+    /// (`"none"`: the group had no address to send it to). Reports written
+    /// before groups resolved through DNS have none.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub entered: BTreeMap<String, BTreeMap<String, u64>>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

@@ -13,7 +13,7 @@ use switchyard_report::{
 
 const REGIONS: [&str; 2] = ["us-east", "eu-west"];
 const ZONES: [&str; 3] = ["a", "b", "c"];
-const PLOTS: [&str; 3] = ["rps", "errors", "p99"];
+const PLOTS: [&str; 4] = ["rps", "errors", "p99", "entry"];
 const MARKERS: [&str; 5] = [
     "fault 10.0 s",
     "detected 12.5 s",
@@ -138,7 +138,25 @@ fn second(t: u32) -> Second {
         p99_ms: regions.values().map(|c| c.p99_ms).fold(0.0, f64::max),
         regions,
         zones,
+        entered: entered(t),
     }
+}
+
+/// The americas group enters eu-west while us-east's ingress is lost
+/// (seconds 12 to 29), the europe group always eu-west.
+fn entered(t: u32) -> BTreeMap<String, BTreeMap<String, u64>> {
+    let americas = if (12..30).contains(&t) {
+        [("eu-west".to_string(), 300)].into()
+    } else if t == 30 {
+        [("us-east".to_string(), 100), ("eu-west".to_string(), 200)].into()
+    } else {
+        [("us-east".to_string(), 300)].into()
+    };
+    [
+        ("americas".to_string(), americas),
+        ("europe".to_string(), [("eu-west".to_string(), 300)].into()),
+    ]
+    .into()
 }
 
 /// `(requests, failures)` per zone a, b, c of `region` in second `t`.
@@ -264,6 +282,31 @@ fn plots_are_written_as_png_and_svg() {
         }
     }
     assert!(texts("errors").iter().any(|t| t == "all regions"));
+    let entry = texts("entry");
+    for line in ["americas: us-east", "americas: eu-west", "europe: eu-west"] {
+        assert!(entry.iter().any(|t| t == line), "{line} not in {entry:?}");
+    }
+    assert!(
+        !entry.iter().any(|t| t == "europe: us-east"),
+        "europe never entered us-east, so it has no line: {entry:?}"
+    );
+}
+
+#[test]
+fn the_entry_plot_gives_each_groups_share_per_region() {
+    let p = switchyard_report::entry_plot(&sample_report());
+    let line = |name: &str| {
+        p.series
+            .iter()
+            .find(|s| s.name == name)
+            .unwrap_or_else(|| panic!("no line {name}"))
+    };
+    let at = |name: &str, t: usize| line(name).points[t].1;
+    assert_eq!(at("americas: us-east", 5), Some(100.0));
+    assert_eq!(at("americas: us-east", 20), Some(0.0));
+    assert_eq!(at("americas: eu-west", 20), Some(100.0));
+    let back = at("americas: us-east", 30).unwrap();
+    assert!((back - 100.0 / 3.0).abs() < 1e-9, "{back}");
 }
 
 /// The text of every `<text>` element: the plotters SVG backend writes each

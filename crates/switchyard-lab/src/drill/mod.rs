@@ -9,6 +9,7 @@
 //! production — not from a second engine beside it; the drill only follows
 //! the edges' signals itself to record a trace when asked.
 
+mod dns;
 mod score;
 mod steps;
 
@@ -90,6 +91,12 @@ pub(crate) struct Observed {
     pub(crate) replication_end: u64,
     /// Outlier ejections the edges made during the run.
     pub(crate) edge_ejections: usize,
+    /// What the lab's DNS servers answered, each change (none without DNS).
+    pub(crate) dns_samples: Vec<dns::DnsSample>,
+    pub(crate) dns_servers: usize,
+    /// Region → its zones, and client group → its users' region.
+    pub(crate) region_zones: BTreeMap<String, Vec<String>>,
+    pub(crate) group_regions: BTreeMap<String, String>,
 }
 
 impl Observed {
@@ -293,6 +300,15 @@ pub fn status_line(s: &Second) -> String {
     if s.shed + s.read_only > 0 {
         line.push_str(&format!(" | shed {} read-only {}", s.shed, s.read_only));
     }
+    // Where each group's users went in: DNS steering, live.
+    for (g, m) in &s.entered {
+        let total: u64 = m.values().sum();
+        let shares: Vec<String> = m
+            .iter()
+            .map(|(r, n)| format!("{r} {:.0}%", *n as f64 * 100.0 / total.max(1) as f64))
+            .collect();
+        line.push_str(&format!(" | {g} in {}", shares.join(" ")));
+    }
     line
 }
 
@@ -331,6 +347,10 @@ pub async fn run(scenario: &Scenario, opts: &Options) -> anyhow::Result<DrillRep
     let rec = Recorder::new(Instant::now());
     let stop = Arc::new(AtomicBool::new(false));
     let load = lab.start_load(&rec, &stop);
+    let dns_watch = lab
+        .topo
+        .dns
+        .then(|| dns::DnsWatch::start(&lab.topo, rec.start()));
     let mut run = Run {
         scenario: scenario.name.clone(),
         lab: &mut lab,
@@ -356,7 +376,15 @@ pub async fn run(scenario: &Scenario, opts: &Options) -> anyhow::Result<DrillRep
     for l in load {
         let _ = l.await;
     }
-    let (observed, incidents, notifications) = run.tear_down().await;
+    let (mut observed, incidents, notifications) = run.tear_down().await;
+    if let Some(w) = dns_watch {
+        observed.dns_samples = w.finish();
+        let (f, a) = dns::findings_and_actions(&observed.dns_samples, &run.lab.topo);
+        run.findings.extend(f);
+        run.findings.sort_by(|a, b| a.at_s.total_cmp(&b.at_s));
+        run.actions.extend(a);
+        run.actions.sort_by(|a, b| a.at_s.total_cmp(&b.at_s));
+    }
     if let Some(b) = &bar {
         b.finish_and_clear();
     }
@@ -512,6 +540,21 @@ impl Run<'_> {
             replication_max: self.replication_max,
             replication_end,
             edge_ejections: self.edge_ejections,
+            dns_servers: self.lab.topo.dns_servers().len(),
+            region_zones: self
+                .lab
+                .topo
+                .regions
+                .iter()
+                .map(|r| (r.name.clone(), r.zones.clone()))
+                .collect(),
+            group_regions: self
+                .lab
+                .topo
+                .clients
+                .iter()
+                .map(|c| (c.name.clone(), c.region.clone()))
+                .collect(),
             ..Observed::default()
         };
         if !self.lab.topo.control_plane {

@@ -9,6 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use switchyard_model::{Actor, AuditEntry, AuditKind, CheckOutcome, Op};
 use switchyard_report::{DrillReport, Expectation, Second, SteadyState};
 
+use super::dns::DnsRun;
 use super::{rate, Observed};
 use crate::load::Recorder;
 use crate::scenario::{holds, Scenario};
@@ -62,6 +63,31 @@ pub(crate) fn score(
             .count() as f64
     };
     let verification = |e: &AuditEntry| e.kind == AuditKind::Verification;
+    // The DNS numbers are about the region whose ingress the drill breaks.
+    let dns_region = scenario
+        .fault_scope
+        .iter()
+        .find_map(|s| s.strip_prefix("region:"));
+    let dns_groups: Vec<String> = observed
+        .group_regions
+        .iter()
+        .filter(|(_, r)| Some(r.as_str()) == dns_region)
+        .map(|(g, _)| g.clone())
+        .collect();
+    let no_zones = Vec::new();
+    let dns = match (dns_region, fault_at) {
+        (Some(region), Some(fault_at)) if !observed.dns_samples.is_empty() => Some(DnsRun {
+            samples: &observed.dns_samples,
+            servers: observed.dns_servers,
+            region,
+            zones: observed.region_zones.get(region).unwrap_or(&no_zones),
+            groups: &dns_groups,
+            fault_at,
+            restored_at,
+        }),
+        _ => None,
+    };
+    let shape = dns.as_ref().map(|d| d.return_shape());
     // Metrics made of the control plane's record: not measured without one.
     let plane = |v: f64| observed.control_plane.then_some(v);
     let metric = |m: &str| -> Option<f64> {
@@ -126,6 +152,25 @@ pub(crate) fn score(
             "checks_passed" => plane(checks(&observed.audit_entries).0 as f64)?,
             "checks_failed" => plane(checks(&observed.audit_entries).1 as f64)?,
             "alarms_fired" => plane(report.alarms.len() as f64)?,
+            "dns_detect_s" => dns.as_ref()?.detected_at()? - fault_at?,
+            "dns_moved_s" => {
+                let d = dns.as_ref()?;
+                d.moved_at()? - d.detected_at()?
+            }
+            "clients_moved_s" => {
+                let d = dns.as_ref()?;
+                (d.clients_moved_at(&report.timeline)? - d.moved_at()?).max(0.0)
+            }
+            "failed_after_clients_moved" => {
+                let d = dns.as_ref()?;
+                d.failed_from(&report.timeline, d.clients_moved_at(&report.timeline)?) as f64
+            }
+            "dns_return_s" => shape?.0?,
+            "dns_return_steps" => shape?.1 as f64,
+            "dns_flaps" => shape?.2 as f64,
+            "clients_returned_s" => {
+                dns.as_ref()?.clients_returned_at(&report.timeline)? - restored_at?
+            }
             _ => return None,
         })
     };

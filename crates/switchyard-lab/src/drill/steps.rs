@@ -260,6 +260,28 @@ impl Run<'_> {
                     None,
                 );
             }
+            Action::KillEdges { target } => {
+                for z in self.lab.region_zones(target)? {
+                    self.lab.procs.kill(&format!("edge-{z}"))?;
+                }
+                self.record(
+                    format!("kill every edge of region {target}"),
+                    why,
+                    true,
+                    None,
+                );
+            }
+            Action::RestartEdges { target } => {
+                for z in self.lab.region_zones(target)? {
+                    self.lab.procs.restart(&format!("edge-{z}"))?;
+                }
+                self.record(
+                    format!("restart every edge of region {target}"),
+                    why,
+                    true,
+                    None,
+                );
+            }
             Action::Link { target, .. } => {
                 let s = action.link_settings().expect("a link action");
                 self.lab.set_link(target, s.clone())?;
