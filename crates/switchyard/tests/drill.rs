@@ -164,7 +164,18 @@ fn a_short_drill_reports_what_users_felt() {
         .sum();
     assert_eq!(served, timeline[6]["requests"].as_u64().unwrap());
     assert!(report_dir.join("report.md").exists());
-    for plot in ["rps", "errors", "p99"] {
+    // The clients found their edges through DNS: each group entered its
+    // own region's edges.
+    let entered = &timeline[6]["entered"];
+    assert!(
+        entered["americas"]["us-east"].as_u64().unwrap() > 50,
+        "{entered}"
+    );
+    assert!(
+        entered["europe"]["eu-west"].as_u64().unwrap() > 50,
+        "{entered}"
+    );
+    for plot in ["rps", "errors", "p99", "entry"] {
         assert!(
             report_dir.join(format!("{plot}.png")).exists(),
             "{plot}.png"
@@ -262,17 +273,18 @@ fn kill_the_drill_and_look(dir: &Path, sc: &Path, settle: Duration, stopped: Opt
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    // Wait for the lab to be up: 2 stores, 12 instances, a control plane, 6 edges.
+    // Wait for the lab to be up: 2 stores, 12 instances, a control plane, 6
+    // edges, 2 DNS servers.
     let deadline = Instant::now() + Duration::from_secs(20);
     let mut kids = Vec::new();
     while Instant::now() < deadline {
         kids = children(drill.id());
-        if kids.len() >= 21 {
+        if kids.len() >= 23 {
             break;
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-    assert_eq!(kids.len(), 21, "the lab processes: {kids:?}");
+    assert_eq!(kids.len(), 23, "the lab processes: {kids:?}");
     std::thread::sleep(settle);
     if let Some(needle) = stopped {
         let state = |p: &u32| {
