@@ -544,24 +544,14 @@ impl Dns {
 fn lock_state(dir: &std::path::Path, name: &str) -> anyhow::Result<std::fs::File> {
     std::fs::create_dir_all(dir)
         .map_err(|e| anyhow::anyhow!("dns.state_dir {}: {e}", dir.display()))?;
-    let path = dir.join(format!("dns-{name}.lock"));
-    let f = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .map_err(|e| anyhow::anyhow!("cannot open the lock {}: {e}", path.display()))?;
-    match f.try_lock() {
-        Ok(()) => Ok(f),
-        Err(std::fs::TryLockError::WouldBlock) => anyhow::bail!(
-            "another DNS server named {name} is running with its state in {} (lock {} is held); refusing to start",
-            dir.display(),
-            path.display()
-        ),
-        Err(std::fs::TryLockError::Error(e)) => {
-            anyhow::bail!("cannot lock {}: {e}", path.display())
-        }
-    }
+    let holder = format!(
+        "another DNS server named {name} is running with its state in {}",
+        dir.display()
+    );
+    Ok(switchyard_api::lkg::lock(
+        &dir.join(format!("dns-{name}.lock")),
+        &holder,
+    )?)
 }
 
 impl switchyard_api::watch::Follower for Dns {

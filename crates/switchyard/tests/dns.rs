@@ -436,6 +436,8 @@ async fn a_second_server_of_the_same_name_refuses_to_start_and_sigterm_ends_one(
         err.contains("another DNS server named ns1 is running"),
         "{err}"
     );
+    // It names the lock, so an operator knows which file is held.
+    assert!(err.contains("dns-ns1.lock is held"), "{err}");
     let st = ns.terminate(Duration::from_secs(2)).await;
     assert!(st.is_some_and(|s| s.success()), "{st:?}");
 }
