@@ -22,11 +22,26 @@ pub struct DnsStatus {
     pub last_known_good_error: Option<String>,
     /// Per zone: whether the server's probes see its edge alive.
     pub edges: BTreeMap<String, bool>,
+    /// Per region the probes saw down (no edge alive) that has an edge
+    /// alive again and is getting its clients back (`dns.return_ramp_s`);
+    /// a region leaves it once back in full.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub returning: BTreeMap<String, Returning>,
     pub services: Vec<ServiceAnswers>,
     /// Per outside zone this server pushes to (`[[dns.push]]`), the last
     /// push; empty on a server that does not push.
     #[serde(default)]
     pub pushes: Vec<PushState>,
+}
+
+/// A region getting its clients back after the probes saw it down.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Returning {
+    /// When the first edge of the region counted alive again.
+    pub since_ms: u64,
+    /// The part of its weight steering gives it now, in [0, 1): it rises
+    /// with each rebuild of the answers until the ramp is over.
+    pub fraction: f64,
 }
 
 /// The last push to one outside zone, as `/status` shows it.

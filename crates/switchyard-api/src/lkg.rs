@@ -1,7 +1,8 @@
 //! Last-known-good controls on disk. A data-plane process writes every set
 //! it accepts here before using it, and reads it back on start, so it comes
 //! up serving what it served before even when the control plane is gone
-//! (static stability).
+//! (static stability). Beside it, the lock a process holds on its state so
+//! that a second one of the same name never writes over its file.
 
 use std::io::Write;
 use std::path::Path;
@@ -27,6 +28,47 @@ pub enum LkgError {
     },
     #[error("{path} is not a last-known-good file: {reason}")]
     Unreadable { path: String, reason: String },
+}
+
+/// Why a lock on a state file could not be taken; each names the lock.
+#[derive(Debug, thiserror::Error)]
+pub enum LockError {
+    #[error("cannot open the lock {path}: {source}")]
+    Open {
+        path: String,
+        source: std::io::Error,
+    },
+    /// Another process holds it: `holder` says who that is.
+    #[error("{holder} (lock {path} is held); refusing to start")]
+    Held { path: String, holder: String },
+    #[error("cannot lock {path}: {source}")]
+    Lock {
+        path: String,
+        source: std::io::Error,
+    },
+}
+
+/// An exclusive lock on `path` (created when missing), held as long as the
+/// returned file is open; the kernel drops it on any exit, a crash
+/// included, so a stale file never blocks a restart. `holder` describes
+/// the process that would hold it (`another edge of zone a is running
+/// with its state in state`), for the error when one does.
+pub fn lock(path: &Path, holder: &str) -> Result<std::fs::File, LockError> {
+    let p = || path.display().to_string();
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)
+        .map_err(|source| LockError::Open { path: p(), source })?;
+    match f.try_lock() {
+        Ok(()) => Ok(f),
+        Err(std::fs::TryLockError::WouldBlock) => Err(LockError::Held {
+            path: p(),
+            holder: holder.to_string(),
+        }),
+        Err(std::fs::TryLockError::Error(source)) => Err(LockError::Lock { path: p(), source }),
+    }
 }
 
 /// The saved set, checked against the topology; `None` when there is none.
@@ -80,6 +122,32 @@ pub fn save(path: &Path, controls: &Controls, source: &str, now_ms: u64) -> std:
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_held_lock_refuses_a_second_taker_by_name_and_is_free_once_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("dns-ns1.lock");
+        let first = lock(&path, "another DNS server named ns1 is running").unwrap();
+        let err = lock(&path, "another DNS server named ns1 is running").unwrap_err();
+        assert!(matches!(err, LockError::Held { .. }), "{err:?}");
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "another DNS server named ns1 is running (lock {} is held); refusing to start",
+                path.display()
+            )
+        );
+        drop(first);
+        lock(&path, "x").unwrap();
+        // A folder that is not there names the lock it could not open.
+        let missing = dir.path().join("nope").join("a.lock");
+        let err = lock(&missing, "x").unwrap_err();
+        assert!(
+            matches!(err, LockError::Open { .. })
+                && err.to_string().contains(&missing.display().to_string()),
+            "{err}"
+        );
+    }
 
     #[test]
     fn a_saved_set_reads_back_and_a_torn_file_is_an_error() {

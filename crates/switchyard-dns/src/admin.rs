@@ -1,6 +1,6 @@
 //! The admin API: `/health`, `/metrics` (Prometheus) and `/status` (JSON:
-//! where the controls came from, their version, the edges' health and
-//! every service's answer sets).
+//! where the controls came from, their version, the edges' health, the
+//! regions coming back and every service's answer sets).
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -28,6 +28,7 @@ pub fn status(dns: &Dns) -> DnsStatus {
             .into_iter()
             .map(|(z, p)| (z, p.alive))
             .collect(),
+        returning: dns.returning(),
         services: view.answers.clone(),
         pushes: dns
             .pushes

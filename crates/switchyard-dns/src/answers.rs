@@ -21,6 +21,13 @@ pub fn failed_open(c: &Choice) -> bool {
 /// Every edge's liveness as the DNS server knows it (its own probes).
 pub trait EdgeHealth {
     fn alive(&self, zone: &str) -> bool;
+
+    /// The part of `region`'s weight steering gives it, in [0, 1]: below 1
+    /// while the region comes back after the probes saw it down
+    /// (`dns.return_ramp_s`), so its clients return a few at a time.
+    fn return_fraction(&self, _region: &str) -> f64 {
+        1.0
+    }
 }
 
 impl<F: Fn(&str) -> bool> EdgeHealth for F {
@@ -76,6 +83,8 @@ pub fn answer_set(
     let Some(from) = from_region(config, service, client_region) else {
         return Vec::new();
     };
+    let ramped = returning(controls, service, health);
+    let steered = ramped.as_ref().unwrap_or(controls);
     let sc = controls.service(&service.name);
     let usable = |region: &str| -> Vec<IpAddr> {
         config
@@ -93,7 +102,7 @@ pub fn answer_set(
             .unwrap_or_default()
     };
     let up = |region: &str| !usable(region).is_empty();
-    switchyard_steer::regions(service, controls, from, None, &up)
+    switchyard_steer::regions(service, steered, from, None, &up)
         .as_slice()
         .iter()
         .map(|s| {
@@ -121,6 +130,29 @@ pub fn answer_set(
             }
         })
         .collect()
+}
+
+/// `controls` with the weight of each of `service`'s regions that is
+/// coming back scaled by its fraction; `None` when none is. Steering then
+/// treats the region as partly evacuated: its clients whose draw falls
+/// under the scaled share get it, so as the share grows the ones already
+/// back stay and more join, and no client flips back and forth.
+fn returning(controls: &Controls, service: &Service, health: &impl EdgeHealth) -> Option<Controls> {
+    let scaled: Vec<(&String, f64)> = service
+        .region_preference
+        .iter()
+        .map(|r| (r, health.return_fraction(r)))
+        .filter(|(_, f)| *f < 1.0)
+        .collect();
+    if scaled.is_empty() {
+        return None;
+    }
+    let mut c = controls.clone();
+    let sc = c.services.entry(service.name.clone()).or_default();
+    for (region, f) in scaled {
+        sc.regions.entry(region.clone()).or_default().weight *= f.clamp(0.0, 1.0);
+    }
+    Some(c)
 }
 
 /// The whole table: every service answered under a DNS zone.
@@ -267,6 +299,93 @@ ns_addresses = { "ns1.example.test" = ["127.0.0.53"] }
             (r1[0].region.as_str(), r1[0].reason.as_str()),
             ("r2", "evacuation")
         );
+    }
+
+    /// Every edge alive; `r1` coming back at `fraction`.
+    struct Returning {
+        fraction: f64,
+    }
+
+    impl EdgeHealth for Returning {
+        fn alive(&self, _zone: &str) -> bool {
+            true
+        }
+        fn return_fraction(&self, region: &str) -> f64 {
+            if region == "r1" {
+                self.fraction
+            } else {
+                1.0
+            }
+        }
+    }
+
+    fn r1_clients(c: &Controls, fraction: f64) -> Vec<bool> {
+        let cfg = config();
+        let set = answer_set(
+            &cfg,
+            c,
+            &Returning { fraction },
+            0,
+            cfg.service("svc").unwrap(),
+            Some("r1"),
+        );
+        (0..4_000u32)
+            .map(|i| pick(&set, draw("svc", &i.to_be_bytes())).unwrap().region == "r1")
+            .collect()
+    }
+
+    #[test]
+    fn a_returning_region_gets_its_clients_back_by_its_fraction_each_for_good() {
+        let none = Controls::default();
+        let mut before = vec![false; 4_000];
+        for fraction in [0.0, 0.1, 0.25, 0.5, 0.75, 0.9, 1.0] {
+            let now = r1_clients(&none, fraction);
+            let share = now.iter().filter(|b| **b).count() as f64 / now.len() as f64;
+            assert!(
+                (share - fraction).abs() < 0.03,
+                "fraction {fraction}: r1 has {share}"
+            );
+            // A client back in r1 stays there as the ramp goes on.
+            for (i, (was, is)) in before.iter().zip(&now).enumerate() {
+                assert!(!was || *is, "client {i} left r1 again at {fraction}");
+            }
+            before = now;
+        }
+        // The rest go where r1's edges would send them: r2.
+        let cfg = config();
+        let set = answer_set(
+            &cfg,
+            &none,
+            &Returning { fraction: 0.0 },
+            0,
+            cfg.service("svc").unwrap(),
+            Some("r1"),
+        );
+        assert_eq!(
+            (set.len(), set[0].region.as_str(), set[0].reason.as_str()),
+            (1, "r2", "evacuation")
+        );
+    }
+
+    #[test]
+    fn a_returning_region_scales_the_weight_the_controls_give_it() {
+        let half = with(|s| {
+            s.regions.insert(
+                "r1".into(),
+                RegionControl {
+                    weight: 0.5,
+                    ..Default::default()
+                },
+            );
+        });
+        let kept = r1_clients(&half, 0.5).iter().filter(|b| **b).count();
+        let share = kept as f64 / 4_000.0;
+        assert!((0.22..0.28).contains(&share), "r1 has {share}");
+        // The controls themselves are left as they were.
+        assert_eq!(half.service("svc").unwrap().regions["r1"].weight, 0.5);
+        // Health without a ramp (a plain closure) leaves every weight whole.
+        let full = set(&Controls::default(), |_: &str| true, Some("r1"));
+        assert_eq!((full.len(), full[0].weight), (1, 1.0));
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! The DNS server's Prometheus families (`/metrics` on its admin address).
 
 use std::borrow::Cow;
+use std::sync::atomic::AtomicU64;
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -30,6 +31,11 @@ pub struct ZoneLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RegionLabels {
+    pub region: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct SourceLabels {
     pub source: String,
     pub result: String,
@@ -51,6 +57,7 @@ pub struct Metrics {
     pub answer_sets_changed: Counter,
     pub fail_open: Family<ServiceLabels, Counter>,
     pub edge_up: Family<ZoneLabels, Gauge>,
+    pub region_returning: Family<RegionLabels, Gauge<f64, AtomicU64>>,
     pub updates: Family<SourceLabels, Counter>,
     pub control_plane_connected: Gauge,
     pub last_known_good_unusable: Gauge,
@@ -68,6 +75,7 @@ impl Metrics {
             answer_sets_changed: Counter::default(),
             fail_open: Family::default(),
             edge_up: Family::default(),
+            region_returning: Family::default(),
             updates: Family::default(),
             control_plane_connected: Gauge::default(),
             last_known_good_unusable: Gauge::default(),
@@ -100,6 +108,11 @@ impl Metrics {
             "edge_up",
             "1 while the server's own probe sees the zone's edge alive",
             m.edge_up.clone(),
+        );
+        r.register(
+            "region_returning",
+            "Part of its weight a region the probes saw down gets back: 0 while down, rising over dns.return_ramp_s, 1 once back (absent for a region never seen down)",
+            m.region_returning.clone(),
         );
         r.register(
             "controls_updates",

@@ -1,8 +1,10 @@
 //! The server's own view of each edge: `GET /health` on the zone's admin
 //! address every `dns.probe_interval_ms`. `dns.probe_failures` failures in a
-//! row take an edge out of the answers, one success puts it back. The view
-//! is rebuilt on every round too, so a zonal shift whose lease ran out
-//! returns its edge without anyone lifting it.
+//! row take an edge out of the answers, `dns.probe_successes` successes in a
+//! row put it back. The view is rebuilt on every round too, so a zonal
+//! shift whose lease ran out returns its edge without anyone lifting it,
+//! and a region coming back after the probes saw it down gets a little
+//! more of its share each round (`dns.return_ramp_s`).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -56,7 +58,7 @@ pub async fn run(dns: Arc<Dns>) {
         )
         .await;
         for (z, ok) in results {
-            dns.probed(&z, ok, settings.probe_failures);
+            dns.probed(&z, ok, settings.probe_failures, settings.probe_successes);
         }
         dns.rebuild();
         tokio::time::sleep_until(started + settings.probe_interval).await;

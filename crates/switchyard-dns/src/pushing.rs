@@ -79,10 +79,9 @@ pub async fn run(dns: Arc<Dns>, targets: Vec<PushTarget>) {
 /// whose zone's sets did not change is not woken.
 fn update(dns: &Dns, targets: &[(PushTarget, watch::Sender<Option<Desired>>)]) {
     let view = dns.view();
-    let health = dns.health();
-    let alive = |z: &str| health.get(z).is_none_or(|p| p.alive);
+    let health = dns.edge_health();
     for (t, tx) in targets {
-        match provider::desired::desired(&view.config, &view.controls, &alive, now_ms(), &t.zone) {
+        match provider::desired::desired(&view.config, &view.controls, &health, now_ms(), &t.zone) {
             Ok(d) => {
                 tx.send_if_modified(|cur| {
                     if cur.as_ref() == Some(&d) {

@@ -8,12 +8,16 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use switchyard_model::time::now_ms;
 use switchyard_model::{Config, ConfigError, Controls};
 
-use crate::metrics::{Metrics, ZoneLabels};
+pub use switchyard_api::dns::Returning;
+
+use crate::answers::EdgeHealth;
+use crate::metrics::{Metrics, RegionLabels, ZoneLabels};
 use crate::view::View;
 
 /// Why offered controls were not taken; the server keeps what it had.
@@ -33,6 +37,8 @@ pub struct Probe {
     pub alive: bool,
     /// Consecutive failed probes.
     pub failures: u32,
+    /// Consecutive good probes since the edge was taken out.
+    pub successes: u32,
 }
 
 impl Default for Probe {
@@ -42,7 +48,157 @@ impl Default for Probe {
         Probe {
             alive: true,
             failures: 0,
+            successes: 0,
         }
+    }
+}
+
+impl Probe {
+    /// Takes one probe's result: `failures_to_down` failures in a row take
+    /// the edge out, `successes_to_up` successes in a row put it back.
+    /// Returns whether that changed its liveness.
+    pub fn record(&mut self, ok: bool, failures_to_down: u32, successes_to_up: u32) -> bool {
+        let was = self.alive;
+        if ok {
+            self.failures = 0;
+            if !self.alive {
+                self.successes = self.successes.saturating_add(1);
+                if self.successes >= successes_to_up {
+                    self.alive = true;
+                    self.successes = 0;
+                }
+            }
+        } else {
+            self.successes = 0;
+            self.failures = self.failures.saturating_add(1);
+            if self.failures >= failures_to_down {
+                self.alive = false;
+            }
+        }
+        was != self.alive
+    }
+}
+
+/// What the answers are built from besides the config and the controls:
+/// each edge's probe and the fraction of each region coming back.
+#[derive(Debug, Clone, Default)]
+pub struct Health {
+    pub probes: BTreeMap<String, Probe>,
+    pub returning: BTreeMap<String, Returning>,
+}
+
+impl EdgeHealth for Health {
+    fn alive(&self, zone: &str) -> bool {
+        self.probes.get(zone).is_none_or(|p| p.alive)
+    }
+
+    fn return_fraction(&self, region: &str) -> f64 {
+        self.returning.get(region).map_or(1.0, |r| r.fraction)
+    }
+}
+
+/// Where a region stands for the return ramp.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Phase {
+    /// Never seen down, or back in full.
+    Up,
+    /// No edge alive by the probes.
+    Down,
+    /// An edge alive again since then; its share grows until the ramp ends.
+    Returning { since_ms: u64 },
+}
+
+/// Each region's phase. A region is only ramped after the probes saw it
+/// down: one this server never saw down (a server that just started)
+/// is answered in full at once.
+#[derive(Debug, Default)]
+struct Returns {
+    phases: BTreeMap<String, Phase>,
+}
+
+impl Returns {
+    /// Moves every region of `config` on by what `probes` see at `now_ms`,
+    /// and gives the regions still coming back with their fractions.
+    fn observe(
+        &mut self,
+        config: &Config,
+        probes: &BTreeMap<String, Probe>,
+        ramp: Duration,
+        now_ms: u64,
+        metrics: &Metrics,
+    ) -> BTreeMap<String, Returning> {
+        self.phases
+            .retain(|r, _| config.regions.iter().any(|c| &c.name == r));
+        let ramp_ms = ramp.as_millis() as u64;
+        let mut returning = BTreeMap::new();
+        for region in &config.regions {
+            let alive = region
+                .zones
+                .iter()
+                .any(|z| probes.get(&z.name).is_none_or(|p| p.alive));
+            let name = region.name.as_str();
+            let phase = self.phases.entry(region.name.clone()).or_insert(Phase::Up);
+            let next = match (*phase, alive) {
+                (Phase::Up, true) | (Phase::Down, false) => *phase,
+                (Phase::Up, false) => {
+                    tracing::warn!(region = name, "region down by the probes (no edge alive); its clients go to the next region");
+                    Phase::Down
+                }
+                (Phase::Returning { .. }, false) => {
+                    tracing::warn!(
+                        region = name,
+                        "region down again while returning; its ramp restarts when it comes back"
+                    );
+                    Phase::Down
+                }
+                (Phase::Down, true) if ramp_ms == 0 => {
+                    tracing::info!(
+                        region = name,
+                        "region back: its clients return at once (dns.return_ramp_s = 0)"
+                    );
+                    Phase::Up
+                }
+                (Phase::Down, true) => {
+                    tracing::info!(region = name, ramp_s = ramp.as_secs_f64(), "region returning: an edge is alive again; its clients come back over the ramp");
+                    Phase::Returning { since_ms: now_ms }
+                }
+                (Phase::Returning { since_ms }, true) => {
+                    if now_ms.saturating_sub(since_ms) >= ramp_ms {
+                        tracing::info!(region = name, "region back in full");
+                        Phase::Up
+                    } else {
+                        *phase
+                    }
+                }
+            };
+            *phase = next;
+            let fraction = match next {
+                Phase::Up => 1.0,
+                Phase::Down => 0.0,
+                Phase::Returning { since_ms } => {
+                    let f = now_ms.saturating_sub(since_ms) as f64 / ramp_ms as f64;
+                    returning.insert(
+                        region.name.clone(),
+                        Returning {
+                            since_ms,
+                            fraction: f,
+                        },
+                    );
+                    f
+                }
+            };
+            let labels = RegionLabels {
+                region: region.name.clone(),
+            };
+            // A region never seen down has no series: nothing to show.
+            if next != Phase::Up || metrics.region_returning.get(&labels).is_some() {
+                metrics
+                    .region_returning
+                    .get_or_create(&labels)
+                    .set(fraction);
+            }
+        }
+        returning
     }
 }
 
@@ -54,6 +210,9 @@ pub struct Dns {
     view: ArcSwap<View>,
     controls: Mutex<(Arc<Controls>, String)>,
     health: Mutex<BTreeMap<String, Probe>>,
+    /// Moved on by each rebuild; `returning` is what the last one gave.
+    returns: Mutex<Returns>,
+    returning: Mutex<BTreeMap<String, Returning>>,
     /// Serialises rebuilds, so two of them never store out of order.
     rebuild_lock: Mutex<()>,
     lkg_path: Option<PathBuf>,
@@ -160,6 +319,8 @@ impl Dns {
             view: ArcSwap::from_pointee(view),
             controls: Mutex::new((controls, source)),
             health: Mutex::new(health),
+            returns: Mutex::new(Returns::default()),
+            returning: Mutex::new(BTreeMap::new()),
             rebuild_lock: Mutex::new(()),
             lkg_path,
             _state_lock: state_lock,
@@ -266,6 +427,25 @@ impl Dns {
             .clone()
     }
 
+    /// The regions coming back after the probes saw them down, as the
+    /// last rebuild of the answers left them.
+    pub fn returning(&self) -> BTreeMap<String, Returning> {
+        self.returning
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// What the answers in force were built from: the probes now and the
+    /// return fractions of the last rebuild (a provider pushing records
+    /// answers with the same).
+    pub fn edge_health(&self) -> Health {
+        Health {
+            probes: self.health(),
+            returning: self.returning(),
+        }
+    }
+
     /// Validates, checks it is not older (or from another store), saves it
     /// as last-known-good, then answers from it.
     pub fn apply_controls(&self, controls: Controls, source: &str) -> Result<(), UpdateError> {
@@ -291,21 +471,18 @@ impl Dns {
         result
     }
 
-    /// Records one probe of `zone`'s edge; `failures_to_down` in a row take
-    /// it out, one success brings it back.
-    pub fn probed(&self, zone: &str, ok: bool, failures_to_down: u32) -> bool {
+    /// Records one probe of `zone`'s edge ([`Probe::record`]); returns
+    /// whether its liveness changed.
+    pub fn probed(
+        &self,
+        zone: &str,
+        ok: bool,
+        failures_to_down: u32,
+        successes_to_up: u32,
+    ) -> bool {
         let mut h = self.health.lock().unwrap_or_else(|e| e.into_inner());
         let p = h.entry(zone.to_string()).or_default();
-        let was = p.alive;
-        if ok {
-            *p = Probe::default();
-        } else {
-            p.failures = p.failures.saturating_add(1);
-            if p.failures >= failures_to_down {
-                p.alive = false;
-            }
-        }
-        let changed = was != p.alive;
+        let changed = p.record(ok, failures_to_down, successes_to_up);
         if changed {
             tracing::warn!(zone, alive = p.alive, "edge health changed");
             self.metrics
@@ -319,6 +496,12 @@ impl Dns {
     /// Builds the view from what is known now and swaps it in; counts a
     /// change of any answer set.
     pub fn rebuild(&self) {
+        self.rebuild_at(now_ms());
+    }
+
+    /// [`Dns::rebuild`] at `now_ms`: moves each region's return ramp on to
+    /// that moment, then builds the answers with it.
+    pub fn rebuild_at(&self, now_ms: u64) {
         let _g = self.rebuild_lock.lock().unwrap_or_else(|e| e.into_inner());
         let controls = self
             .controls
@@ -326,9 +509,20 @@ impl Dns {
             .unwrap_or_else(|e| e.into_inner())
             .0
             .clone();
-        let health = self.health();
-        let alive = |z: &str| health.get(z).is_none_or(|p| p.alive);
-        let view = View::build(self.config(), controls, &alive, now_ms());
+        let config = self.config();
+        let probes = self.health();
+        let ramp = config
+            .dns
+            .as_ref()
+            .map_or(Duration::ZERO, |d| d.return_ramp);
+        let returning = self
+            .returns
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .observe(&config, &probes, ramp, now_ms, &self.metrics);
+        *self.returning.lock().unwrap_or_else(|e| e.into_inner()) = returning.clone();
+        let health = Health { probes, returning };
+        let view = View::build(config, controls, &health, now_ms);
         let old = self.view.load();
         let changed = old.answers != view.answers;
         self.view.store(Arc::new(view));
@@ -350,24 +544,14 @@ impl Dns {
 fn lock_state(dir: &std::path::Path, name: &str) -> anyhow::Result<std::fs::File> {
     std::fs::create_dir_all(dir)
         .map_err(|e| anyhow::anyhow!("dns.state_dir {}: {e}", dir.display()))?;
-    let path = dir.join(format!("dns-{name}.lock"));
-    let f = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .map_err(|e| anyhow::anyhow!("cannot open the lock {}: {e}", path.display()))?;
-    match f.try_lock() {
-        Ok(()) => Ok(f),
-        Err(std::fs::TryLockError::WouldBlock) => anyhow::bail!(
-            "another DNS server named {name} is running with its state in {} (lock {} is held); refusing to start",
-            dir.display(),
-            path.display()
-        ),
-        Err(std::fs::TryLockError::Error(e)) => {
-            anyhow::bail!("cannot lock {}: {e}", path.display())
-        }
-    }
+    let holder = format!(
+        "another DNS server named {name} is running with its state in {}",
+        dir.display()
+    );
+    Ok(switchyard_api::lkg::lock(
+        &dir.join(format!("dns-{name}.lock")),
+        &holder,
+    )?)
 }
 
 impl switchyard_api::watch::Follower for Dns {
@@ -455,6 +639,148 @@ ns_addresses = { "ns1.test" = ["127.0.0.53"] }
         dns.view().answers[0].for_region(Some("r1"))[0]
             .region
             .clone()
+    }
+
+    /// A server over `CONFIG_TAIL` with `dns_keys` added to its `[dns]`.
+    fn server(dir: &std::path::Path, dns_keys: &str) -> Arc<Dns> {
+        let text = format!(
+            "[edge]\nstate_dir = {:?}\n{CONFIG_TAIL}",
+            dir.display().to_string()
+        )
+        .replace("[dns]\n", &format!("[dns]\n{dns_keys}\n"));
+        let config = Config::from_toml(&text, |_| None).unwrap();
+        Dns::new(config, dir.join("c.toml"), "ns1").unwrap()
+    }
+
+    /// r1's share of the answers to r1's clients.
+    fn r1_share(dns: &Dns) -> f64 {
+        dns.view().answers[0]
+            .for_region(Some("r1"))
+            .iter()
+            .filter(|c| c.region == "r1")
+            .map(|c| c.weight)
+            .sum()
+    }
+
+    /// One probe round of zone `a` (r1's only edge), with the config's
+    /// probe settings as the probe loop takes them, then a rebuild at `at_ms`.
+    fn round(dns: &Dns, ok: bool, at_ms: u64) {
+        let c = dns.config();
+        let d = c.dns.as_ref().unwrap();
+        dns.probed("a", ok, d.probe_failures, d.probe_successes);
+        dns.rebuild_at(at_ms);
+    }
+
+    fn gauge(dns: &Dns, region: &str) -> Option<f64> {
+        dns.metrics
+            .region_returning
+            .get(&RegionLabels {
+                region: region.into(),
+            })
+            .map(|g| g.get())
+    }
+
+    const T0: u64 = 1_000_000;
+
+    /// Takes r1 down with two failed rounds ending at `at_ms`.
+    fn take_r1_down(dns: &Dns, at_ms: u64) {
+        round(dns, false, at_ms - 1_000);
+        round(dns, false, at_ms);
+        assert_eq!(r1_share(dns), 0.0, "r1 is down");
+        assert_eq!(gauge(dns, "r1"), Some(0.0));
+    }
+
+    /// Brings r1's edge back with two good rounds, the second at `at_ms`.
+    fn bring_r1_back(dns: &Dns, at_ms: u64) {
+        round(dns, true, at_ms - 1_000);
+        assert_eq!(r1_share(dns), 0.0, "one good probe is not enough");
+        round(dns, true, at_ms);
+    }
+
+    #[test]
+    fn a_server_that_starts_answers_every_region_in_full() {
+        let dir = tempfile::tempdir().unwrap();
+        let dns = server(dir.path(), "return_ramp_s = 60");
+        round(&dns, true, T0);
+        assert_eq!(r1_share(&dns), 1.0);
+        assert!(dns.returning().is_empty());
+        // Never seen down: no series at all.
+        assert_eq!(gauge(&dns, "r1"), None);
+        assert_eq!(gauge(&dns, "r2"), None);
+    }
+
+    #[test]
+    fn a_region_the_probes_saw_down_gets_its_share_back_in_steps_over_the_ramp() {
+        let dir = tempfile::tempdir().unwrap();
+        let dns = server(dir.path(), "return_ramp_s = 60");
+        take_r1_down(&dns, T0);
+        let back = T0 + 10_000;
+        bring_r1_back(&dns, back);
+        assert_eq!(r1_share(&dns), 0.0, "the ramp starts at 0");
+        assert_eq!(
+            dns.returning()["r1"],
+            Returning {
+                since_ms: back,
+                fraction: 0.0
+            }
+        );
+        let mut shares = Vec::new();
+        for s in [15, 30, 45] {
+            round(&dns, true, back + s * 1_000);
+            shares.push(r1_share(&dns));
+            assert_eq!(gauge(&dns, "r1"), Some(s as f64 / 60.0));
+            assert_eq!(dns.returning()["r1"].fraction, s as f64 / 60.0);
+        }
+        assert_eq!(shares, [0.25, 0.5, 0.75]);
+        round(&dns, true, back + 60_000);
+        assert_eq!(r1_share(&dns), 1.0);
+        assert!(dns.returning().is_empty());
+        assert_eq!(gauge(&dns, "r1"), Some(1.0));
+        // r2 was never down: never ramped.
+        assert_eq!(gauge(&dns, "r2"), None);
+    }
+
+    #[test]
+    fn a_region_down_again_while_returning_starts_its_ramp_over() {
+        let dir = tempfile::tempdir().unwrap();
+        let dns = server(dir.path(), "return_ramp_s = 60");
+        take_r1_down(&dns, T0);
+        bring_r1_back(&dns, T0 + 10_000);
+        round(&dns, true, T0 + 40_000);
+        assert_eq!(r1_share(&dns), 0.5);
+        take_r1_down(&dns, T0 + 42_000);
+        assert!(dns.returning().is_empty());
+        let again = T0 + 50_000;
+        bring_r1_back(&dns, again);
+        assert_eq!(dns.returning()["r1"].since_ms, again);
+        round(&dns, true, again + 15_000);
+        assert_eq!(r1_share(&dns), 0.25, "not where the first ramp was");
+    }
+
+    #[test]
+    fn an_edge_that_flaps_keeps_its_region_out_of_the_answers() {
+        let dir = tempfile::tempdir().unwrap();
+        let dns = server(dir.path(), "return_ramp_s = 60");
+        take_r1_down(&dns, T0);
+        let changes = dns.metrics.answer_sets_changed.get();
+        for i in 1..=10 {
+            round(&dns, i % 2 == 0, T0 + i * 1_000);
+            assert_eq!(r1_share(&dns), 0.0, "round {i}");
+        }
+        assert!(!dns.health()["a"].alive);
+        assert_eq!(dns.metrics.answer_sets_changed.get(), changes);
+    }
+
+    #[test]
+    fn without_a_ramp_and_with_one_success_a_region_is_back_at_the_first_good_probe() {
+        let dir = tempfile::tempdir().unwrap();
+        let dns = server(dir.path(), "return_ramp_s = 0\nprobe_successes = 1");
+        round(&dns, false, T0);
+        round(&dns, false, T0 + 1_000);
+        assert_eq!(r1_share(&dns), 0.0);
+        round(&dns, true, T0 + 2_000);
+        assert_eq!(r1_share(&dns), 1.0);
+        assert!(dns.returning().is_empty());
     }
 
     #[test]

@@ -860,21 +860,7 @@ fn take_locks(
     }
     let mut held = Vec::new();
     for (path, who) in wanted {
-        let f = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .map_err(|e| anyhow::anyhow!("cannot open the lock {}: {e}", path.display()))?;
-        match f.try_lock() {
-            Ok(()) => held.push(f),
-            Err(std::fs::TryLockError::WouldBlock) => {
-                anyhow::bail!("{who} (lock {} is held); refusing to start", path.display())
-            }
-            Err(std::fs::TryLockError::Error(e)) => {
-                anyhow::bail!("cannot lock {}: {e}", path.display())
-            }
-        }
+        held.push(switchyard_api::lkg::lock(&path, &who)?);
     }
     Ok(held)
 }

@@ -33,6 +33,11 @@ pub mod raw {
         pub probe_interval_ms: Option<u64>,
         pub probe_timeout_ms: Option<u64>,
         pub probe_failures: Option<u32>,
+        /// Successes in a row before an edge taken out counts alive again.
+        pub probe_successes: Option<u32>,
+        /// Seconds over which a region the probes saw down gets its
+        /// clients back; 0: all at once.
+        pub return_ramp_s: Option<u64>,
         /// Per zone, the addresses handed out for its edge instead of the
         /// IP of `region.zone.edge`.
         #[serde(default)]
@@ -118,6 +123,14 @@ pub mod raw {
 }
 
 pub const DEFAULT_TTL_S: u32 = 30;
+/// One good probe is not proof an edge is back: a flapping edge would flap
+/// the answers.
+pub const DEFAULT_PROBE_SUCCESSES: u32 = 2;
+/// A region coming back gets its clients back over a minute, so its
+/// caches and its autoscaling catch up before the whole load is there.
+pub const DEFAULT_RETURN_RAMP_S: u64 = 60;
+/// An hour: a longer ramp keeps a healthy region idle for no gain.
+pub const MAX_RETURN_RAMP_S: u64 = 3600;
 
 /// The validated `[dns]` section.
 #[derive(Debug, Clone, PartialEq)]
@@ -132,6 +145,11 @@ pub struct DnsSettings {
     pub probe_interval: Duration,
     pub probe_timeout: Duration,
     pub probe_failures: u32,
+    /// Successes in a row that put an edge taken out back (at least 1).
+    pub probe_successes: u32,
+    /// How long a region the probes saw down (no edge alive) takes to get
+    /// its share back once an edge is alive again; zero: at once.
+    pub return_ramp: Duration,
     pub edge_addresses: BTreeMap<String, Vec<IpAddr>>,
     pub servers: Vec<DnsServer>,
     pub zones: Vec<DnsZone>,
@@ -387,6 +405,17 @@ pub(crate) fn validate(
     let probe_failures = d.probe_failures.unwrap_or(2);
     if probe_failures == 0 {
         errs.push("dns.probe_failures", "must be at least 1");
+    }
+    let probe_successes = d.probe_successes.unwrap_or(DEFAULT_PROBE_SUCCESSES);
+    if probe_successes == 0 {
+        errs.push("dns.probe_successes", "must be at least 1");
+    }
+    let return_ramp_s = d.return_ramp_s.unwrap_or(DEFAULT_RETURN_RAMP_S);
+    if return_ramp_s > MAX_RETURN_RAMP_S {
+        errs.push(
+            "dns.return_ramp_s",
+            format!("must be between 0 and {MAX_RETURN_RAMP_S} seconds, got {return_ramp_s}"),
+        );
     }
     let mut edge_addresses = BTreeMap::new();
     for (zone, list) in &d.edge_addresses {
@@ -691,6 +720,8 @@ pub(crate) fn validate(
         probe_interval,
         probe_timeout,
         probe_failures,
+        probe_successes,
+        return_ramp: Duration::from_secs(return_ramp_s),
         edge_addresses,
         servers,
         zones,
@@ -812,6 +843,8 @@ service_ttl_s = { nope = 5, svc = 0 }
 default_region = "mars"
 probe_timeout_ms = 5000
 probe_failures = 0
+probe_successes = 0
+return_ramp_s = 3601
 edge_addresses = { nowhere = ["10.0.0.1"] }
 [[dns.server]]
 name = "ns1"
@@ -846,6 +879,8 @@ region = "mars"
             "dns.default_region: unknown region \"mars\"",
             "dns.probe_timeout_ms: must be above 0 and at most probe_interval_ms",
             "dns.probe_failures: must be at least 1",
+            "dns.probe_successes: must be at least 1",
+            "dns.return_ramp_s: must be between 0 and 3600 seconds, got 3601",
             "dns.edge_addresses.nowhere: unknown zone",
             "dns.edge_addresses.a: required: region.r1.zone.a.edge listens on 0.0.0.0",
             "dns.server.ns1.listen[1]: duplicate address 127.0.0.1:53",
@@ -935,6 +970,32 @@ region = "mars"
         assert_eq!(
             errs,
             ["dns.server.ns1.name: zone \"dns-ns1\" keeps its state under the same file names; rename one"]
+        );
+    }
+
+    #[test]
+    fn an_edge_needs_two_good_probes_and_a_region_a_minute_to_come_back_unless_told() {
+        let section = "[dns]\nedge_addresses = { a = [\"10.0.0.1\"] }\n[[dns.server]]\nname = \"ns1\"\nlisten = [\"127.0.0.1:53\"]\nadmin = \"127.0.0.1:9953\"\n[[dns.zone]]\napex = \"other.test\"\nns = [\"ns.elsewhere\"]\n";
+        let read = |extra: &str| {
+            let text = format!(
+                "{BASE}{}",
+                section.replace("[dns]\n", &format!("[dns]\n{extra}"))
+            );
+            crate::Config::from_toml(&text, |_| None)
+                .unwrap()
+                .dns
+                .unwrap()
+        };
+        let d = read("");
+        assert_eq!(
+            (d.probe_successes, d.return_ramp),
+            (2, Duration::from_secs(60))
+        );
+        let d = read("probe_successes = 1\nreturn_ramp_s = 0\n");
+        assert_eq!((d.probe_successes, d.return_ramp), (1, Duration::ZERO));
+        assert_eq!(
+            read("return_ramp_s = 3600\n").return_ramp,
+            Duration::from_secs(3600)
         );
     }
 

@@ -404,6 +404,7 @@ async fn a_second_edge_of_the_zone_or_on_its_address_refuses_to_start() {
         "a second edge of zone a started: {err}"
     );
     assert!(err.contains("another edge of zone a is running"), "{err}");
+    assert!(err.contains("a.lock is held); refusing to start"), "{err}");
     let out = second("b", &["--listen".into(), a.listen.to_string()]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(

@@ -1,6 +1,7 @@
 //! `switchyard dns` as a real process on real sockets: answers by client
 //! subnet and resolver address, a control change reflected within a second,
 //! static stability with the control plane killed, dead edges left out,
+//! a region whose edges come back getting its clients back gradually,
 //! truncation and TCP fallback, and the negative answers.
 
 use std::time::{Duration, Instant};
@@ -203,6 +204,109 @@ async fn dead_edges_are_left_out_and_with_none_left_every_edge_is_answered() {
     assert_eq!(sample(&m, "switchyard_dns_edge_up{zone=\"a\"}"), 0.0, "{m}");
 }
 
+/// Which of `subnets` (client /24s no geo prefix places, so r1's clients)
+/// `ns` answers with r1's edge `a`.
+async fn in_r1(lab: &Topology, ns: &DnsProcess, subnets: &[String]) -> Vec<bool> {
+    let a = edge_ip(lab, "a");
+    let mut out = Vec::with_capacity(subnets.len());
+    for s in subnets {
+        let got = addrs(&ns.ask(NAME, RecordType::A).subnet(s, 24).udp().await);
+        out.push(got == a);
+    }
+    out
+}
+
+#[tokio::test]
+async fn a_region_whose_edges_come_back_gets_its_clients_back_gradually_each_for_good() {
+    let lab = Topology::new(BIN, &[("r1", &["a"]), ("r2", &["b"])])
+        .instances_per_zone(1)
+        .with_dns(1)
+        .dns_toml("return_ramp_s = 3");
+    let mut edges = lab.start_edges(&["a", "b"]).await;
+    let ns = lab.start_dns(1).await;
+    let subnets: Vec<String> = (0..200u32).map(|i| format!("10.1.{i}.0")).collect();
+    // Never seen down: r1 has all its clients from the start.
+    let all = in_r1(&lab, &ns, &subnets).await;
+    assert!(all.iter().all(|b| *b), "r1 starts with {all:?}");
+
+    edges[0].kill9();
+    eventually("r1's clients go to r2", Duration::from_secs(3), || async {
+        let n = in_r1(&lab, &ns, &subnets)
+            .await
+            .iter()
+            .filter(|b| **b)
+            .count();
+        (n == 0).then_some(()).ok_or(format!("{n} still in r1"))
+    })
+    .await;
+    let m = ns.metrics().await;
+    assert_eq!(
+        sample(&m, "switchyard_dns_region_returning{region=\"r1\"}"),
+        0.0,
+        "{m}"
+    );
+
+    edges[0].restart().await;
+    let started = Instant::now();
+    let mut counts = Vec::new();
+    let mut returning_seen = None;
+    let mut was = vec![false; subnets.len()];
+    loop {
+        let now = in_r1(&lab, &ns, &subnets).await;
+        for (i, (before, after)) in was.iter().zip(&now).enumerate() {
+            assert!(
+                !before || *after,
+                "{} went back to r2 during the ramp (counts so far {counts:?})",
+                subnets[i]
+            );
+        }
+        let n = now.iter().filter(|b| **b).count();
+        if n > 0 && n < subnets.len() && returning_seen.is_none() {
+            returning_seen = ns.status().await.returning.get("r1").copied();
+        }
+        counts.push(n);
+        was = now;
+        if n == subnets.len() {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "r1 not back in full: {counts:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+    let took = started.elapsed();
+    eprintln!("r1 back in {took:?}: {counts:?}");
+    let steps: std::collections::BTreeSet<usize> = counts
+        .iter()
+        .copied()
+        .filter(|n| *n > 0 && *n < subnets.len())
+        .collect();
+    assert!(
+        steps.len() >= 3,
+        "r1 came back in too few steps: {counts:?}"
+    );
+    assert!(took >= Duration::from_secs(2), "{took:?}: {counts:?}");
+    let r = returning_seen.expect("/status shows r1 returning during the ramp");
+    assert!(r.fraction > 0.0 && r.fraction < 1.0, "{r:?}");
+    // Back in full: no longer shown as returning, and the gauge says 1.
+    eventually("the ramp is over", Duration::from_secs(2), || async {
+        let s = ns.status().await;
+        s.returning
+            .is_empty()
+            .then_some(())
+            .ok_or(format!("{:?}", s.returning))
+    })
+    .await;
+    let m = ns.metrics().await;
+    assert_eq!(
+        sample(&m, "switchyard_dns_region_returning{region=\"r1\"}"),
+        1.0,
+        "{m}"
+    );
+    assert!(ns.log().contains("region returning"), "{}", ns.log());
+}
+
 #[tokio::test]
 async fn an_answer_too_big_for_udp_is_truncated_and_comes_whole_over_tcp() {
     let zones: Vec<String> = (1..=40).map(|i| format!("z{i}")).collect();
@@ -332,6 +436,8 @@ async fn a_second_server_of_the_same_name_refuses_to_start_and_sigterm_ends_one(
         err.contains("another DNS server named ns1 is running"),
         "{err}"
     );
+    // It names the lock, so an operator knows which file is held.
+    assert!(err.contains("dns-ns1.lock is held"), "{err}");
     let st = ns.terminate(Duration::from_secs(2)).await;
     assert!(st.is_some_and(|s| s.success()), "{st:?}");
 }
