@@ -356,7 +356,7 @@ impl Topology {
         let servers = self.dns_servers();
         writeln!(
             t,
-            "\n[dns]\nttl_s = 30\nservice_ttl_s = {{ catalog = {DNS_TTL_S} }}\nprobe_interval_ms = 500\nprobe_timeout_ms = 300\nprobe_failures = 2"
+            "\n[dns]\nttl_s = 30\nservice_ttl_s = {{ catalog = {DNS_TTL_S} }}\nprobe_interval_ms = 500\nprobe_timeout_ms = 300\nprobe_failures = 2\nprobe_successes = 2\nreturn_ramp_s = {DNS_RETURN_RAMP_S}"
         )
         .unwrap();
         for (name, listen, admin) in &servers {
