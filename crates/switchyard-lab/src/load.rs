@@ -256,6 +256,44 @@ where
     while tasks.join_next().await.is_some() {}
 }
 
+/// One request: the zone that served it (from the edge's header) and how it
+/// ended. A refused connection sends the user back to DNS.
+async fn send_one(
+    client: &Client<HttpConnector, Full<Bytes>>,
+    req: Request<Full<Bytes>>,
+    timeout: Duration,
+    user: Option<&crate::resolve::User>,
+) -> (Option<String>, Outcome) {
+    let r = tokio::time::timeout(timeout, async {
+        let resp = client.request(req).await?;
+        let status = resp.status();
+        let header = |name: &str| {
+            resp.headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+        };
+        let error = header("x-switchyard-error");
+        let zone =
+            header("x-switchyard-upstream").and_then(|u| u.split('/').nth(1).map(str::to_string));
+        let _ = resp.into_body().collect().await;
+        Ok::<_, hyper_util::client::legacy::Error>((status, error, zone))
+    })
+    .await;
+    match r {
+        Ok(Ok((status, error, zone))) => (zone, classify(status, error.as_deref())),
+        Ok(Err(e)) => {
+            if e.is_connect() {
+                if let Some(u) = user {
+                    u.refused();
+                }
+            }
+            (None, Outcome::Failed)
+        }
+        Err(_) => (None, Outcome::Failed),
+    }
+}
+
 /// Sends the group's load until `stop` is set, at the group's rate times the
 /// recorder's multiplier as it is when each request is scheduled. A group
 /// that resolves through DNS first waits (up to 5 s) for its users' first
@@ -343,74 +381,20 @@ pub async fn run_group(g: Group, rec: Arc<Recorder>, stop: Arc<AtomicBool>) {
         });
         rec.sent.fetch_add(1, Ordering::Relaxed);
         async move {
-            let Some(req) = req else {
+            let (zone, outcome) = match req {
+                Some(req) => send_one(&client, req, timeout, user.as_deref()).await,
                 // No answer yet (or ever): the user has nowhere to go.
-                rec2.record(
-                    due,
-                    &name,
-                    &region,
-                    &entered,
-                    None,
-                    Outcome::Failed,
-                    due.elapsed(),
-                );
-                return;
+                None => (None, Outcome::Failed),
             };
-            let r = tokio::time::timeout(timeout, async {
-                let resp = client.request(req).await?;
-                let status = resp.status();
-                let error = resp
-                    .headers()
-                    .get("x-switchyard-error")
-                    .and_then(|v| v.to_str().ok())
-                    .map(str::to_string);
-                let zone = resp
-                    .headers()
-                    .get("x-switchyard-upstream")
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(|u| u.split('/').nth(1))
-                    .map(str::to_string);
-                let _ = resp.into_body().collect().await;
-                Ok::<_, hyper_util::client::legacy::Error>((status, error, zone))
-            })
-            .await;
-            let latency = due.elapsed();
-            match r {
-                Ok(Ok((status, error, zone))) => rec2.record(
-                    due,
-                    &name,
-                    &region,
-                    &entered,
-                    zone.as_deref(),
-                    classify(status, error.as_deref()),
-                    latency,
-                ),
-                Ok(Err(e)) => {
-                    if e.is_connect() {
-                        if let Some(u) = &user {
-                            u.refused();
-                        }
-                    }
-                    rec2.record(
-                        due,
-                        &name,
-                        &region,
-                        &entered,
-                        None,
-                        Outcome::Failed,
-                        latency,
-                    )
-                }
-                Err(_) => rec2.record(
-                    due,
-                    &name,
-                    &region,
-                    &entered,
-                    None,
-                    Outcome::Failed,
-                    latency,
-                ),
-            }
+            rec2.record(
+                due,
+                &name,
+                &region,
+                &entered,
+                zone.as_deref(),
+                outcome,
+                due.elapsed(),
+            );
         }
     })
     .await;

@@ -62,6 +62,20 @@ impl DnsProcess {
         self.process.terminate(within).await
     }
 
+    /// Waits (up to 5 s) until the server answers from the control plane's
+    /// state rather than its config's defaults or its last-known-good file.
+    pub async fn following(&self) {
+        crate::eventually(
+            "the DNS server follows the plane",
+            Duration::from_secs(5),
+            || async {
+                let s = self.status().await.source;
+                (s == "control-plane").then_some(()).ok_or(s)
+            },
+        )
+        .await;
+    }
+
     /// `/status`, typed.
     pub async fn status(&self) -> switchyard_api::dns::DnsStatus {
         let r = Req::get(self.admin, "/status")

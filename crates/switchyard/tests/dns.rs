@@ -40,18 +40,6 @@ fn edge_ip(lab: &Topology, zone: &str) -> Vec<String> {
     vec![lab.edge_addr(zone).ip().to_string()]
 }
 
-async fn following(ns: &DnsProcess) {
-    eventually(
-        "the DNS server follows the plane",
-        Duration::from_secs(5),
-        || async {
-            let s = ns.status().await.source;
-            (s == "control-plane").then_some(()).ok_or(s)
-        },
-    )
-    .await;
-}
-
 async fn failover_to_r2(lab: &Topology, cp: &switchyard_testkit::ControlProcess) {
     let op = Op::Failover {
         service: "svc".into(),
@@ -69,8 +57,8 @@ async fn clients_get_their_regions_edges_and_a_failover_moves_them_within_a_seco
     let cp = lab.start_control().await;
     let ns = lab.start_dns(1).await;
     let ns2 = lab.start_dns(2).await;
-    following(&ns).await;
-    following(&ns2).await;
+    ns.following().await;
+    ns2.following().await;
     assert_eq!(answer_for(&lab, &ns, "r1").await, edge_ip(&lab, "a"));
     assert_eq!(answer_for(&lab, &ns, "r2").await, edge_ip(&lab, "b"));
     // The subnet is echoed with the scope the answer holds for.
@@ -134,7 +122,7 @@ async fn answers_hold_with_the_plane_killed_and_a_restart_starts_from_last_known
     let lab = two_regions();
     let mut cp = lab.start_control().await;
     let mut ns = lab.start_dns(1).await;
-    following(&ns).await;
+    ns.following().await;
     failover_to_r2(&lab, &cp).await;
     eventually(
         "r1's clients are sent to r2",
@@ -447,7 +435,7 @@ async fn a_gradual_evacuation_moves_its_share_of_clients_and_each_client_stays_p
     let lab = two_regions();
     let cp = lab.start_control().await;
     let ns = lab.start_dns(1).await;
-    following(&ns).await;
+    ns.following().await;
     let op = Op::RegionWeight {
         service: "svc".into(),
         region: "r1".into(),
@@ -557,7 +545,7 @@ async fn a_zonal_shift_takes_the_zones_edge_out_of_the_answers_until_it_ends() {
         .dns_probe_interval_ms(0);
     let cp = lab.start_control().await;
     let ns = lab.start_dns(1).await;
-    following(&ns).await;
+    ns.following().await;
     let all = [edge_ip(&lab, "a"), edge_ip(&lab, "b"), edge_ip(&lab, "c")].concat();
     let rest = [edge_ip(&lab, "b"), edge_ip(&lab, "c")].concat();
     assert_eq!(answer_for(&lab, &ns, "r1").await, all);

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use switchyard_api::OpRequest;
 use switchyard_model::{AuditEntry, AuditKind, Op};
-use switchyard_testkit::{eventually, Bind, BindKey, ControlProcess, DnsProcess, Topology};
+use switchyard_testkit::{eventually, Bind, BindKey, ControlProcess, Topology};
 
 const BIN: &str = env!("CARGO_BIN_EXE_switchyard");
 
@@ -56,18 +56,6 @@ async fn dns_pushes(cp: &ControlProcess) -> Vec<AuditEntry> {
         .collect()
 }
 
-async fn following(ns: &DnsProcess) {
-    eventually(
-        "the DNS server follows the plane",
-        Duration::from_secs(5),
-        || async {
-            let s = ns.status().await.source;
-            (s == "control-plane").then_some(()).ok_or(s)
-        },
-    )
-    .await;
-}
-
 /// Polls `dig` against BIND until `name` holds `want`.
 async fn bind_holds(bind: &Bind, want: &[String], within: Duration) {
     eventually("BIND holds the pushed addresses", within, || async {
@@ -88,7 +76,7 @@ async fn a_failover_moves_the_outside_zones_records_and_the_history_says_so() {
     let lab = lab(&bind, &bind.update_key);
     let cp = lab.start_control().await;
     let ns = lab.start_dns(1).await;
-    following(&ns).await;
+    ns.following().await;
     let valid = std::process::Command::new(BIN)
         .arg("validate")
         .arg(lab.config_path())
@@ -186,7 +174,7 @@ async fn a_wrong_key_is_refused_by_bind_and_shown_in_status_metrics_and_history(
     let lab = lab(&bind, &unknown);
     let cp = lab.start_control().await;
     let ns = lab.start_dns(1).await;
-    following(&ns).await;
+    ns.following().await;
 
     eventually(
         "the refusal is in /status",
@@ -382,7 +370,7 @@ async fn a_change_made_at_bind_behind_switchyards_back_is_undone_on_resync() {
     let lab = lab_resyncing(&bind, &bind.update_key, 1);
     let _cp = lab.start_control().await;
     let ns = lab.start_dns(1).await;
-    following(&ns).await;
+    ns.following().await;
     bind_holds(&bind, &edge_ip(&lab, "a"), Duration::from_secs(5)).await;
 
     // Someone edits the record by hand (here: another signed UPDATE).

@@ -9,21 +9,9 @@ use std::time::Duration;
 use switchyard_api::OpRequest;
 use switchyard_lab::resolve::{users_of, Resolver, User};
 use switchyard_model::Op;
-use switchyard_testkit::{eventually, DnsProcess, Topology};
+use switchyard_testkit::{eventually, Topology};
 
 const BIN: &str = env!("CARGO_BIN_EXE_switchyard");
-
-async fn following(ns: &DnsProcess) {
-    eventually(
-        "the DNS server follows the plane",
-        Duration::from_secs(5),
-        || async {
-            let s = ns.status().await.source;
-            (s == "control-plane").then_some(()).ok_or(s)
-        },
-    )
-    .await;
-}
 
 fn ips(addrs: &[SocketAddr]) -> Vec<IpAddr> {
     addrs.iter().map(|a| a.ip()).collect()
@@ -47,8 +35,8 @@ async fn lab_users_keep_answers_for_the_ttl_ask_again_when_refused_and_use_the_s
     let cp = lab.start_control().await;
     let mut ns1 = lab.start_dns(1).await;
     let ns2 = lab.start_dns(2).await;
-    following(&ns1).await;
-    following(&ns2).await;
+    ns1.following().await;
+    ns2.following().await;
     let (a, b) = (lab.edge_addr("a").ip(), lab.edge_addr("b").ip());
 
     let resolver = Resolver {
