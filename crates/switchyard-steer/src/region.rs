@@ -165,7 +165,10 @@ fn region_share(sc: Option<&ServiceControls>, region: &str) -> f64 {
 /// client whose home region is `home`, if it names one.
 ///
 /// - A home elsewhere in the service's preference takes everything, unless
-///   `from` is in failover mode or the home is out or down.
+///   `from` is in failover mode or the home is out or down; a home partly
+///   evacuated (weight `w`) takes a share `w`, and the rest goes to the
+///   first other region of the preference that is in and up, as the
+///   home's own edges would send it.
 /// - Otherwise `from` keeps its weight's share (none when out or down) and
 ///   the first region of the preference that is in and up takes the rest.
 /// - When no region can take it, `from` keeps everything: steering fails
@@ -185,7 +188,36 @@ pub fn regions<'a>(
     if let Some(h) = home.filter(|h| *h != from && !failover) {
         if let Some(h) = service.region_preference.iter().find(|r| *r == h) {
             if takes(h) {
-                return Regions::one(h, Reason::Home);
+                // A home being evacuated keeps only its share of the
+                // requests that name it, as its own edges would keep of
+                // those that reach them; the rest goes where its own edges
+                // would send it (often here). Without this, users a DNS
+                // server sends away from their home during an evacuation
+                // would be forwarded straight back to it.
+                let share = region_share(sc, h);
+                let next = service
+                    .region_preference
+                    .iter()
+                    .find(|r| *r != h && takes(r));
+                return match next {
+                    Some(next) if share < 1.0 => Regions::split(
+                        Share {
+                            region: h,
+                            weight: share,
+                            reason: Reason::Home,
+                        },
+                        Share {
+                            region: next,
+                            weight: 1.0 - share,
+                            reason: if next == from {
+                                Reason::Local
+                            } else {
+                                Reason::Evacuation
+                            },
+                        },
+                    ),
+                    _ => Regions::one(h, Reason::Home),
+                };
             }
         }
     }
@@ -492,6 +524,37 @@ instance = [{ name = "i1", zone = "r1a", addr = "127.1.1.11:8081" }]
         assert_eq!(steer(&c, "r1", home, &AllUp), [("r1", 1.0, Reason::Local)]);
         let c = controls(&[("r2", out())]);
         assert_eq!(steer(&c, "r1", home, &AllUp), [("r1", 1.0, Reason::Local)]);
+    }
+
+    #[test]
+    fn a_home_being_evacuated_takes_only_its_share_of_the_requests_that_name_it() {
+        // r1 at a quarter: its users a DNS server sent to r2 are not all
+        // forwarded back to r1, only the quarter r1's own edges would keep.
+        let c = controls(&[("r1", weight(0.25))]);
+        assert_eq!(
+            steer(&c, "r2", Some("r1"), &AllUp),
+            [("r1", 0.25, Reason::Home), ("r2", 0.75, Reason::Local)]
+        );
+        // From a third region the rest goes where r1's edges send theirs.
+        assert_eq!(
+            steer(&c, "r3", Some("r1"), &AllUp),
+            [("r1", 0.25, Reason::Home), ("r2", 0.75, Reason::Evacuation)]
+        );
+        // Served in r1: a quarter of r1's users whichever edge they reached.
+        let mut rng = StdRng::seed_from_u64(3);
+        let n = 10_000;
+        for from in ["r1", "r2"] {
+            let r = regions(svc(), &c, from, Some("r1"), &AllUp);
+            let home = (0..n).filter(|_| r.pick(&mut rng).region == "r1").count();
+            let share = home as f64 / n as f64;
+            assert!((0.22..0.28).contains(&share), "from {from}: {share}");
+        }
+        // With nowhere else to go the home keeps them all.
+        let c = controls(&[("r1", weight(0.25)), ("r2", out()), ("r3", out())]);
+        assert_eq!(
+            steer(&c, "r2", Some("r1"), &AllUp),
+            [("r1", 1.0, Reason::Home)]
+        );
     }
 
     #[test]
