@@ -238,3 +238,29 @@ async fn a_flooding_prefix_is_rate_limited_over_udp_and_others_are_answered() {
     let m = tcp_ask(&ns, flooder).await.expect("answered over TCP");
     assert_eq!(m.answers.len(), 1);
 }
+
+#[test]
+fn switchyard_validate_names_each_bad_limit_with_its_path() {
+    let lab = lab(
+        "tcp_per_client = 0\ntcp_write_timeout_ms = 10\nrrl = { responses_per_s = 2000000, slip = 11 }",
+    );
+    let out = std::process::Command::new(BIN)
+        .arg("validate")
+        .arg(lab.write_config())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for path in [
+        "dns.tcp_per_client: must be between 1 and 1024",
+        "dns.tcp_write_timeout_ms: must be between 100 and 120000 ms, got 10",
+        "dns.rrl.responses_per_s: must be between 0 (off) and 1000000, got 2000000",
+        "dns.rrl.slip: must be between 0 (drop every refused answer) and 10, got 11",
+    ] {
+        assert!(text.contains(path), "{path:?} not in {text}");
+    }
+}
