@@ -9,7 +9,8 @@
 //!   reads too);
 //! - [`view`]: the zones and names, built whole and swapped in;
 //! - [`packet`]: one packet in, one out, without I/O;
-//! - [`server`]: the UDP and TCP loops; [`probe`]: edge health;
+//! - [`server`]: the UDP and TCP loops, with their per-client limits;
+//!   [`rrl`]: response rate limiting over UDP; [`probe`]: edge health;
 //!   [`admin`]: `/health`, `/metrics`, `/status`;
 //! - [`provider`]: the same decisions pushed to a DNS service people
 //!   already run (RFC 2136 dynamic updates signed with TSIG).
@@ -22,6 +23,7 @@ pub mod packet;
 pub mod probe;
 pub mod provider;
 pub mod pushing;
+pub mod rrl;
 pub mod server;
 pub mod state;
 pub mod view;
@@ -169,6 +171,8 @@ pub async fn run(opts: DnsOptions) -> anyhow::Result<()> {
     };
     let admin_addr = opts.admin.unwrap_or(me.admin);
     let mut tasks = tokio::task::JoinSet::new();
+    // One count for every listen address: the limits are the server's.
+    let tcp_slots = server::TcpSlots::new(server::MAX_TCP);
     for addr in &listen {
         let udp = Arc::new(
             tokio::net::UdpSocket::bind(addr)
@@ -179,7 +183,7 @@ pub async fn run(opts: DnsOptions) -> anyhow::Result<()> {
             .await
             .map_err(|e| anyhow::anyhow!("cannot listen on tcp {addr}: {e}"))?;
         server::spawn_udp(&mut tasks, dns.clone(), udp);
-        tasks.spawn(server::serve_tcp(dns.clone(), tcp));
+        tasks.spawn(server::serve_tcp(dns.clone(), tcp, tcp_slots.clone()));
     }
     let admin = tokio::net::TcpListener::bind(admin_addr)
         .await

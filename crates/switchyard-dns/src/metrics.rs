@@ -50,6 +50,18 @@ pub struct PushLabels {
     pub result: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    /// `per_client` or `global`.
+    pub reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ActionLabels {
+    /// `dropped` or `slipped`.
+    pub action: &'static str,
+}
+
 pub struct Metrics {
     pub registry: Registry,
     pub queries: Family<QueryLabels, Counter>,
@@ -64,6 +76,9 @@ pub struct Metrics {
     pub query_log_dropped: Counter,
     pub push: Family<PushLabels, Counter>,
     pub push_audit_failed: Counter,
+    pub tcp_refused: Family<ReasonLabels, Counter>,
+    pub tcp_write_timeouts: Counter,
+    pub rrl: Family<ActionLabels, Counter>,
 }
 
 impl Metrics {
@@ -82,6 +97,9 @@ impl Metrics {
             query_log_dropped: Counter::default(),
             push: Family::default(),
             push_audit_failed: Counter::default(),
+            tcp_refused: Family::default(),
+            tcp_write_timeouts: Counter::default(),
+            rrl: Family::default(),
             registry: Registry::default(),
         };
         r.register(
@@ -143,6 +161,21 @@ impl Metrics {
             "push_audit_failed",
             "Pushes that sent changes or failed but could not be recorded in the control plane's history",
             m.push_audit_failed.clone(),
+        );
+        r.register(
+            "tcp_refused",
+            "TCP connections closed at once: the client address held dns.tcp_per_client already (per_client), or the server its 1024 (global)",
+            m.tcp_refused.clone(),
+        );
+        r.register(
+            "tcp_write_timeouts",
+            "TCP connections closed because an answer could not be written within dns.tcp_write_timeout_ms (a client not reading)",
+            m.tcp_write_timeouts.clone(),
+        );
+        r.register(
+            "rrl",
+            "UDP answers refused by response rate limiting ([dns.rrl]): dropped, or slipped (sent empty with TC set)",
+            m.rrl.clone(),
         );
         Metrics { registry: r, ..m }
     }

@@ -331,6 +331,23 @@ fn finish(
     Outcome { bytes, info }
 }
 
+/// The answer a rate-limited client gets instead of its own (RRL's
+/// "slip"): its question, no records, TC set, so a real resolver asks
+/// again over TCP. `None` (send nothing) for what [`respond`] would not
+/// answer either: a response, or a packet that does not parse.
+pub fn slipped(packet: &[u8]) -> Option<Vec<u8>> {
+    let header = Header::read(&mut BinDecoder::new(packet)).ok()?;
+    if header.metadata.message_type == MessageType::Response {
+        return None;
+    }
+    let req = Message::from_vec(packet).ok()?;
+    let mut resp = Message::response(req.metadata.id, req.metadata.op_code);
+    resp.metadata.recursion_desired = req.metadata.recursion_desired;
+    resp.metadata.truncation = true;
+    resp.add_queries(req.queries.iter().cloned());
+    resp.to_vec().ok()
+}
+
 /// A query for tests and tools: `name` of `qtype`, optionally with EDNS
 /// (buffer size) and a client subnet.
 pub fn query(
@@ -426,6 +443,21 @@ region = "r2"
         let mut v: Vec<String> = m.answers.iter().map(|r| r.data.to_string()).collect();
         v.sort();
         v
+    }
+
+    #[test]
+    fn a_slipped_answer_is_the_question_with_tc_and_no_records() {
+        let q = query(7, "svc.example.test.", RecordType::A, Some(1232), None);
+        let m = Message::from_vec(&slipped(&q).unwrap()).unwrap();
+        assert_eq!(m.metadata.id, 7);
+        assert_eq!(m.metadata.message_type, MessageType::Response);
+        assert!(m.metadata.truncation && m.metadata.recursion_desired);
+        assert_eq!(m.queries.len(), 1);
+        assert_eq!(m.queries[0].name().to_ascii(), "svc.example.test.");
+        assert!(m.answers.is_empty() && m.authorities.is_empty());
+        // Never an answer to a response, nor to noise.
+        assert_eq!(slipped(&m.to_vec().unwrap()), None);
+        assert_eq!(slipped(&[1, 2, 3]), None);
     }
 
     #[test]

@@ -1,23 +1,114 @@
 //! The UDP and TCP loops around [`crate::packet::respond`]. Queries are
 //! answered from the view in force; metrics are counted and the query log
 //! line is handed to its writer thread, never waited on.
+//!
+//! What a client can hold is bounded: over UDP, answers per second by
+//! [`crate::rrl`]; over TCP, [`MAX_TCP`] connections in all and
+//! `dns.tcp_per_client` per address (a connection over either is closed at
+//! once, so it neither waits in the backlog nor holds a slot), each closed
+//! when idle for [`TCP_IDLE`] or when an answer cannot be written within
+//! `dns.tcp_write_timeout_ms` (a client that sends and never reads).
 
-use std::net::SocketAddr;
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 
-use crate::metrics::{QueryLabels, ServiceLabels};
-use crate::packet::{respond, Transport};
+use crate::metrics::{ActionLabels, QueryLabels, ReasonLabels, ServiceLabels};
+use crate::packet::{respond, slipped, Transport};
+use crate::rrl::Verdict;
 use crate::state::Dns;
 
 /// A TCP connection with no complete query for this long is closed
 /// (RFC 7766 suggests seconds, not minutes).
 const TCP_IDLE: Duration = Duration::from_secs(10);
-/// TCP connections served at once; more wait in the kernel's backlog.
-const MAX_TCP: usize = 1024;
+/// TCP connections served at once.
+pub const MAX_TCP: u32 = switchyard_model::dns::MAX_TCP_CONNECTIONS;
+
+/// Why a TCP connection was closed as soon as it was accepted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refused {
+    /// Its address holds `dns.tcp_per_client` connections already.
+    PerClient,
+    /// The server holds [`MAX_TCP`].
+    Global,
+}
+
+impl Refused {
+    fn label(self) -> &'static str {
+        match self {
+            Refused::PerClient => "per_client",
+            Refused::Global => "global",
+        }
+    }
+}
+
+/// The TCP connections held, in all and per client address. The map only
+/// holds addresses with a connection open, so it is bounded by the global
+/// cap.
+pub struct TcpSlots {
+    max: u32,
+    held: Mutex<(u32, HashMap<IpAddr, u32>)>,
+}
+
+/// One connection's place; given back when dropped.
+pub struct TcpSlot {
+    slots: Arc<TcpSlots>,
+    ip: IpAddr,
+}
+
+impl TcpSlots {
+    pub fn new(max: u32) -> Arc<TcpSlots> {
+        Arc::new(TcpSlots {
+            max,
+            held: Mutex::new((0, HashMap::new())),
+        })
+    }
+
+    /// A place for a connection from `ip`, if neither it nor the server is
+    /// at its limit.
+    pub fn admit(self: &Arc<Self>, ip: IpAddr, per_client: u32) -> Result<TcpSlot, Refused> {
+        let ip = ip.to_canonical();
+        let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+        let (total, per_ip) = &mut *held;
+        let mine = per_ip.get(&ip).copied().unwrap_or(0);
+        if mine >= per_client {
+            return Err(Refused::PerClient);
+        }
+        if *total >= self.max {
+            return Err(Refused::Global);
+        }
+        *total += 1;
+        per_ip.insert(ip, mine + 1);
+        Ok(TcpSlot {
+            slots: self.clone(),
+            ip,
+        })
+    }
+
+    /// Connections held by `ip`, and in all.
+    pub fn held(&self, ip: IpAddr) -> (u32, u32) {
+        let held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+        (held.1.get(&ip.to_canonical()).copied().unwrap_or(0), held.0)
+    }
+}
+
+impl Drop for TcpSlot {
+    fn drop(&mut self) {
+        let mut held = self.slots.held.lock().unwrap_or_else(|e| e.into_inner());
+        let (total, per_ip) = &mut *held;
+        *total -= 1;
+        if let Some(n) = per_ip.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                per_ip.remove(&self.ip);
+            }
+        }
+    }
+}
 
 /// Answers one packet: the bytes to send back, if any.
 pub fn handle(
@@ -95,22 +186,48 @@ pub fn spawn_udp(tasks: &mut tokio::task::JoinSet<()>, dns: Arc<Dns>, sock: Arc<
                         continue;
                     }
                 };
-                if let Some(out) = handle(&dns, &buf[..len], from, Transport::Udp) {
-                    if let Err(e) = sock.send_to(&out, from).await {
-                        tracing::debug!(error = %e, %from, "udp send");
-                    }
+                let Some(out) = udp_answer(&dns, &buf[..len], from) else {
+                    continue;
+                };
+                if let Err(e) = sock.send_to(&out, from).await {
+                    tracing::debug!(error = %e, %from, "udp send");
                 }
             }
         });
     }
 }
 
-pub async fn serve_tcp(dns: Arc<Dns>, listener: TcpListener) {
-    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_TCP));
+/// The bytes to send back to a UDP query, if any, once the client's prefix
+/// is within its rate: a refused query costs a hash and a shard lock, not
+/// an answer (and is neither counted as a query nor logged, so a flood
+/// cannot flood the log).
+fn udp_answer(dns: &Dns, packet: &[u8], from: SocketAddr) -> Option<Vec<u8>> {
+    let rrl = dns
+        .view()
+        .config
+        .dns
+        .as_ref()
+        .map(|d| d.rrl)
+        .unwrap_or_default();
+    let action = match dns.rrl.check_now(from.ip(), &rrl) {
+        Verdict::Answer => return handle(dns, packet, from, Transport::Udp),
+        Verdict::Slip => "slipped",
+        Verdict::Drop => "dropped",
+    };
+    dns.metrics
+        .rrl
+        .get_or_create(&ActionLabels { action })
+        .inc();
+    if action == "slipped" {
+        slipped(packet)
+    } else {
+        None
+    }
+}
+
+/// Serves one listener; `slots` is shared by every listener of the server.
+pub async fn serve_tcp(dns: Arc<Dns>, listener: TcpListener, slots: Arc<TcpSlots>) {
     loop {
-        let Ok(permit) = slots.clone().acquire_owned().await else {
-            return;
-        };
         let (stream, from) = match listener.accept().await {
             Ok(x) => x,
             Err(e) => {
@@ -119,17 +236,45 @@ pub async fn serve_tcp(dns: Arc<Dns>, listener: TcpListener) {
                 continue;
             }
         };
+        let (per_client, write_timeout) = dns.config().dns.as_ref().map_or(
+            (
+                switchyard_model::dns::DEFAULT_TCP_PER_CLIENT,
+                Duration::from_millis(switchyard_model::dns::DEFAULT_TCP_WRITE_TIMEOUT_MS),
+            ),
+            |d| (d.tcp_per_client, d.tcp_write_timeout),
+        );
+        let slot = match slots.admit(from.ip(), per_client) {
+            Ok(s) => s,
+            Err(why) => {
+                // Dropping the stream closes it: the client learns at once
+                // instead of waiting in the backlog.
+                dns.metrics
+                    .tcp_refused
+                    .get_or_create(&ReasonLabels {
+                        reason: why.label(),
+                    })
+                    .inc();
+                tracing::debug!(%from, reason = why.label(), "tcp connection refused");
+                continue;
+            }
+        };
         let dns = dns.clone();
         tokio::spawn(async move {
-            let _permit = permit;
-            let _ = tcp_conn(&dns, stream, from).await;
+            let _slot = slot;
+            let _ = tcp_conn(&dns, stream, from, write_timeout).await;
         });
     }
 }
 
 /// Queries on one connection, each framed by a two-byte length (RFC 1035
-/// 4.2.2), answered in order until the client closes or goes quiet.
-async fn tcp_conn(dns: &Dns, mut s: TcpStream, from: SocketAddr) -> std::io::Result<()> {
+/// 4.2.2), answered in order until the client closes, goes quiet, or stops
+/// reading its answers.
+async fn tcp_conn(
+    dns: &Dns,
+    mut s: TcpStream,
+    from: SocketAddr,
+    write_timeout: Duration,
+) -> std::io::Result<()> {
     let _ = s.set_nodelay(true);
     let mut buf = Vec::new();
     loop {
@@ -150,6 +295,53 @@ async fn tcp_conn(dns: &Dns, mut s: TcpStream, from: SocketAddr) -> std::io::Res
         let mut framed = Vec::with_capacity(out.len() + 2);
         framed.extend_from_slice(&(out.len() as u16).to_be_bytes());
         framed.extend_from_slice(&out);
-        s.write_all(&framed).await?;
+        // A client that pipelines queries and never reads fills the socket
+        // buffers, and the write would wait forever holding the slot.
+        match tokio::time::timeout(write_timeout, s.write_all(&framed)).await {
+            Ok(r) => r?,
+            Err(_) => {
+                dns.metrics.tcp_write_timeouts.inc();
+                tracing::debug!(%from, "tcp answer not read in time; closing");
+                return Ok(());
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn one_address_gets_its_share_and_the_rest_is_left_to_others() {
+        let slots = TcpSlots::new(5);
+        let a: Vec<TcpSlot> = (0..2)
+            .map(|_| slots.admit(ip("10.0.0.1"), 2).unwrap())
+            .collect();
+        assert_eq!(
+            slots.admit(ip("10.0.0.1"), 2).err(),
+            Some(Refused::PerClient)
+        );
+        // The same address seen through a dual-stack socket is the same client.
+        assert_eq!(
+            slots.admit(ip("::ffff:10.0.0.1"), 2).err(),
+            Some(Refused::PerClient)
+        );
+        let b: Vec<TcpSlot> = ["10.0.0.2", "10.0.0.2", "10.0.0.3"]
+            .iter()
+            .map(|i| slots.admit(ip(i), 2).unwrap())
+            .collect();
+        assert_eq!(slots.admit(ip("10.0.0.4"), 2).err(), Some(Refused::Global));
+        drop(b);
+        assert_eq!(slots.held(ip("10.0.0.2")), (0, 2));
+        drop(a);
+        assert_eq!(slots.held(ip("10.0.0.1")), (0, 0));
+        // Addresses with nothing open are forgotten: the map stays bounded.
+        assert!(slots.held.lock().unwrap().1.is_empty());
+        assert!(slots.admit(ip("10.0.0.1"), 2).is_ok());
     }
 }

@@ -221,6 +221,9 @@ pub struct Dns {
     pub last_known_good_error: Option<String>,
     pub control_plane_connected: AtomicBool,
     pub metrics: Metrics,
+    /// One table for every UDP socket, so a client cannot double its share
+    /// by asking on two listen addresses.
+    pub rrl: crate::rrl::Limiter,
     /// Counts answer-table changes; a provider pushing records to another
     /// DNS service waits on it instead of polling.
     changes: tokio::sync::watch::Sender<u64>,
@@ -327,6 +330,7 @@ impl Dns {
             last_known_good_error: lkg_error,
             control_plane_connected: AtomicBool::new(false),
             metrics,
+            rrl: crate::rrl::Limiter::new(),
             changes: tokio::sync::watch::Sender::new(0),
             query_log,
             pushes: Mutex::new(BTreeMap::new()),

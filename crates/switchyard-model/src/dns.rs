@@ -56,6 +56,29 @@ pub mod raw {
         /// server records each push in the control plane's history.
         pub control_token: Option<String>,
         pub control_token_env: Option<String>,
+        /// TCP connections one client address may hold at once.
+        pub tcp_per_client: Option<u32>,
+        /// How long writing one answer over TCP may take before the
+        /// connection is closed (a client that does not read).
+        pub tcp_write_timeout_ms: Option<u64>,
+        /// `[dns.rrl]`: response rate limiting over UDP.
+        pub rrl: Option<Rrl>,
+    }
+
+    /// `[dns.rrl]`.
+    #[derive(Debug, Default, Clone, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct Rrl {
+        /// UDP answers per second to one client /24 (IPv4) or /56 (IPv6);
+        /// 0 turns the limit off.
+        pub responses_per_s: Option<u32>,
+        /// Answers a prefix may get at once after being quiet; defaults to
+        /// `responses_per_s`.
+        pub burst: Option<u32>,
+        /// Every `slip`-th refused answer goes out empty with TC set, so a
+        /// real resolver retries over TCP; the others are dropped. 0: all
+        /// dropped.
+        pub slip: Option<u32>,
     }
 
     /// `[[dns.push]]`: one outside zone, with exactly one backend table.
@@ -131,6 +154,24 @@ pub const DEFAULT_PROBE_SUCCESSES: u32 = 2;
 pub const DEFAULT_RETURN_RAMP_S: u64 = 60;
 /// An hour: a longer ramp keeps a healthy region idle for no gain.
 pub const MAX_RETURN_RAMP_S: u64 = 3600;
+/// TCP connections one server serves at once (over every client).
+pub const MAX_TCP_CONNECTIONS: u32 = 1024;
+/// Enough for a resolver pipelining queries over a few connections; far
+/// from the global cap, so 64 addresses are needed to fill it.
+pub const DEFAULT_TCP_PER_CLIENT: u32 = 16;
+/// As long as a connection may stay idle: a reader that slow is gone.
+pub const DEFAULT_TCP_WRITE_TIMEOUT_MS: u64 = 10_000;
+/// Answers per second to one client prefix over UDP. The clients of an
+/// authoritative server are resolvers, and one resolver /24 sending a query
+/// per client subnet (ECS) per TTL reaches hundreds per second for a busy
+/// name: the default only catches floods, and a limited resolver still
+/// gets every answer over TCP.
+pub const DEFAULT_RRL_RESPONSES_PER_S: u32 = 1000;
+pub const DEFAULT_RRL_SLIP: u32 = 2;
+/// Slip above 10 makes TC answers too rare to help real resolvers (BIND
+/// has the same bound).
+pub const MAX_RRL_SLIP: u32 = 10;
+pub const MAX_RRL_RATE: u32 = 1_000_000;
 
 /// The validated `[dns]` section.
 #[derive(Debug, Clone, PartialEq)]
@@ -161,6 +202,31 @@ pub struct DnsSettings {
     /// marked `push = true`, or the only server.
     pub pusher: Option<String>,
     pub control_token: Option<String>,
+    /// At least 1 and at most [`MAX_TCP_CONNECTIONS`].
+    pub tcp_per_client: u32,
+    pub tcp_write_timeout: Duration,
+    pub rrl: RrlSettings,
+}
+
+/// Response rate limiting over UDP, per client /24 or /56.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RrlSettings {
+    /// Zero: off.
+    pub responses_per_s: u32,
+    /// At least 1 when the limit is on.
+    pub burst: u32,
+    /// Every `slip`-th refused answer is sent truncated; zero: none.
+    pub slip: u32,
+}
+
+impl Default for RrlSettings {
+    fn default() -> Self {
+        RrlSettings {
+            responses_per_s: DEFAULT_RRL_RESPONSES_PER_S,
+            burst: DEFAULT_RRL_RESPONSES_PER_S,
+            slip: DEFAULT_RRL_SLIP,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -417,6 +483,8 @@ pub(crate) fn validate(
             format!("must be between 0 and {MAX_RETURN_RAMP_S} seconds, got {return_ramp_s}"),
         );
     }
+    let (tcp_per_client, tcp_write_timeout) = tcp_limits(d, errs);
+    let rrl = rrl(d.rrl.as_ref(), errs);
     let mut edge_addresses = BTreeMap::new();
     for (zone, list) in &d.edge_addresses {
         let path = format!("dns.edge_addresses.{zone}");
@@ -729,6 +797,63 @@ pub(crate) fn validate(
         push: d.push.clone(),
         pusher,
         control_token,
+        tcp_per_client,
+        tcp_write_timeout,
+        rrl,
+    }
+}
+
+fn tcp_limits(d: &raw::Dns, errs: &mut ValidationErrors) -> (u32, Duration) {
+    let per_client = d.tcp_per_client.unwrap_or(DEFAULT_TCP_PER_CLIENT);
+    if !(1..=MAX_TCP_CONNECTIONS).contains(&per_client) {
+        errs.push(
+            "dns.tcp_per_client",
+            format!(
+                "must be between 1 and {MAX_TCP_CONNECTIONS} (the server's TCP connections), got {per_client}"
+            ),
+        );
+    }
+    let write_ms = d
+        .tcp_write_timeout_ms
+        .unwrap_or(DEFAULT_TCP_WRITE_TIMEOUT_MS);
+    if !(100..=120_000).contains(&write_ms) {
+        errs.push(
+            "dns.tcp_write_timeout_ms",
+            format!("must be between 100 and 120000 ms, got {write_ms}"),
+        );
+    }
+    (per_client, Duration::from_millis(write_ms))
+}
+
+fn rrl(r: Option<&raw::Rrl>, errs: &mut ValidationErrors) -> RrlSettings {
+    let Some(r) = r else {
+        return RrlSettings::default();
+    };
+    let rate = r.responses_per_s.unwrap_or(DEFAULT_RRL_RESPONSES_PER_S);
+    if rate > MAX_RRL_RATE {
+        errs.push(
+            "dns.rrl.responses_per_s",
+            format!("must be between 0 (off) and {MAX_RRL_RATE}, got {rate}"),
+        );
+    }
+    let burst = r.burst.unwrap_or(rate);
+    if rate > 0 && !(1..=MAX_RRL_RATE).contains(&burst) {
+        errs.push(
+            "dns.rrl.burst",
+            format!("must be between 1 and {MAX_RRL_RATE}, got {burst}"),
+        );
+    }
+    let slip = r.slip.unwrap_or(DEFAULT_RRL_SLIP);
+    if slip > MAX_RRL_SLIP {
+        errs.push(
+            "dns.rrl.slip",
+            format!("must be between 0 (drop every refused answer) and {MAX_RRL_SLIP}, got {slip}"),
+        );
+    }
+    RrlSettings {
+        responses_per_s: rate,
+        burst,
+        slip,
     }
 }
 
@@ -846,6 +971,9 @@ probe_failures = 0
 probe_successes = 0
 return_ramp_s = 3601
 edge_addresses = { nowhere = ["10.0.0.1"] }
+tcp_per_client = 1025
+tcp_write_timeout_ms = 50
+rrl = { responses_per_s = 2000000, burst = 0, slip = 11 }
 [[dns.server]]
 name = "ns1"
 listen = ["127.0.0.1:53", "127.0.0.1:53"]
@@ -882,6 +1010,11 @@ region = "mars"
             "dns.probe_successes: must be at least 1",
             "dns.return_ramp_s: must be between 0 and 3600 seconds, got 3601",
             "dns.edge_addresses.nowhere: unknown zone",
+            "dns.tcp_per_client: must be between 1 and 1024 (the server's TCP connections), got 1025",
+            "dns.tcp_write_timeout_ms: must be between 100 and 120000 ms, got 50",
+            "dns.rrl.responses_per_s: must be between 0 (off) and 1000000, got 2000000",
+            "dns.rrl.burst: must be between 1 and 1000000, got 0",
+            "dns.rrl.slip: must be between 0 (drop every refused answer) and 10, got 11",
             "dns.edge_addresses.a: required: region.r1.zone.a.edge listens on 0.0.0.0",
             "dns.server.ns1.listen[1]: duplicate address 127.0.0.1:53",
             "dns.server.ns1.admin: not an address",
@@ -996,6 +1129,55 @@ region = "mars"
         assert_eq!(
             read("return_ramp_s = 3600\n").return_ramp,
             Duration::from_secs(3600)
+        );
+    }
+
+    #[test]
+    fn client_limits_have_defaults_and_can_be_set_or_turned_off() {
+        let section = "[dns]\nedge_addresses = { a = [\"10.0.0.1\"] }\n[[dns.server]]\nname = \"ns1\"\nlisten = [\"127.0.0.1:53\"]\nadmin = \"127.0.0.1:9953\"\n[[dns.zone]]\napex = \"other.test\"\nns = [\"ns.elsewhere\"]\n";
+        let read = |extra: &str| {
+            let text = format!(
+                "{BASE}{}",
+                section.replace("[dns]\n", &format!("[dns]\n{extra}"))
+            );
+            crate::Config::from_toml(&text, |_| None)
+                .unwrap()
+                .dns
+                .unwrap()
+        };
+        let d = read("");
+        assert_eq!(
+            (d.tcp_per_client, d.tcp_write_timeout, d.rrl),
+            (
+                16,
+                Duration::from_secs(10),
+                RrlSettings {
+                    responses_per_s: 1000,
+                    burst: 1000,
+                    slip: 2
+                }
+            )
+        );
+        // The burst follows the rate unless given.
+        let d = read(
+            "tcp_per_client = 1024\ntcp_write_timeout_ms = 500\nrrl = { responses_per_s = 20 }\n",
+        );
+        assert_eq!(d.tcp_per_client, 1024);
+        assert_eq!(d.tcp_write_timeout, Duration::from_millis(500));
+        assert_eq!(
+            (d.rrl.responses_per_s, d.rrl.burst, d.rrl.slip),
+            (20, 20, 2)
+        );
+        let d = read("rrl = { responses_per_s = 0, burst = 0, slip = 0 }\n");
+        assert_eq!(d.rrl.responses_per_s, 0, "0 is off; the burst is then moot");
+        assert_eq!(
+            errors(&section.replace("[dns]\n", "[dns]\ntcp_per_client = 0\n")),
+            ["dns.tcp_per_client: must be between 1 and 1024 (the server's TCP connections), got 0"]
+        );
+        let unknown = errors(&section.replace("[dns]\n", "[dns]\nrrl = { rate = 5 }\n"));
+        assert!(
+            unknown.len() == 1 && unknown[0].contains("rate"),
+            "{unknown:?}"
         );
     }
 

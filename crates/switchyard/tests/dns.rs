@@ -209,7 +209,10 @@ async fn a_region_whose_edges_come_back_gets_its_clients_back_gradually_each_for
     let lab = Topology::new(BIN, &[("r1", &["a"]), ("r2", &["b"])])
         .instances_per_zone(1)
         .with_dns(1)
-        .dns_toml("return_ramp_s = 3");
+        .dns_toml("return_ramp_s = 3")
+        // One address asks for 200 client subnets in a tight loop, the
+        // traffic of many resolvers: not a flood to rate limit.
+        .dns_toml("rrl = { responses_per_s = 0 }");
     let mut edges = lab.start_edges(&["a", "b"]).await;
     let ns = lab.start_dns(1).await;
     let subnets: Vec<String> = (0..200u32).map(|i| format!("10.1.{i}.0")).collect();
