@@ -416,6 +416,7 @@ pub fn generate(name: &str, seed: u64, seconds: u64, rps: u64) -> Option<Trace> 
                         p99_ms: p99,
                         max_ms: p99 * 1.2,
                         write: false,
+                        forwarded_in: false,
                     });
                     // One request in five writes.
                     let writes = (requests / 4).max(1);
@@ -429,6 +430,7 @@ pub fn generate(name: &str, seed: u64, seconds: u64, rps: u64) -> Option<Trace> 
                         target_zone: zone.to_string(),
                         instance: format!("{zone}-{i}"),
                         write: true,
+                        forwarded_in: false,
                         requests: writes,
                         errors: if wf > 0 {
                             BTreeMap::from([(ErrorClass::Status5xx.to_string(), wf)])

@@ -325,6 +325,7 @@ async fn serve(
                 (&route.name, route.kind == RouteKind::Write),
                 "",
                 "",
+                forwarded_by_an_edge(&parts.headers, snap, parts.extensions.get()),
                 rec.start.elapsed(),
                 Some(ErrorClass::Shed),
             );
@@ -394,6 +395,7 @@ async fn serve(
         retries: 0,
         grpc,
         upgrade: client_upgrade.is_some(),
+        forwarded_in: forwarded,
     };
     let result = match target {
         Target::Forward { region, reason } => {
@@ -456,6 +458,8 @@ struct Outbound {
     /// An HTTP/1.1 `Upgrade`: it goes out on HTTP/1.1 whatever the
     /// service's protocol, since HTTP/2 cannot switch protocols.
     upgrade: bool,
+    /// Another region's edge forwarded it here.
+    forwarded_in: bool,
 }
 
 impl Outbound {
@@ -607,6 +611,8 @@ struct AttemptEnd {
     /// The instance's zone, or the target region of a forwarded request.
     zone: String,
     instance: String,
+    /// The request came from another region's edge.
+    forwarded_in: bool,
     started: Instant,
     latency: Duration,
     settled: bool,
@@ -620,6 +626,7 @@ impl AttemptEnd {
         rt: &Arc<ServiceRuntime>,
         route: &Route,
         inst: &Arc<InstanceState>,
+        forwarded_in: bool,
     ) -> AttemptEnd {
         inst.inflight.fetch_add(1, Ordering::AcqRel);
         AttemptEnd {
@@ -628,6 +635,7 @@ impl AttemptEnd {
             route: (route.name.clone(), route.kind == RouteKind::Write),
             zone: inst.meta.zone.clone(),
             instance: inst.meta.name.clone(),
+            forwarded_in,
             started: Instant::now(),
             latency: Duration::ZERO,
             settled: false,
@@ -642,6 +650,7 @@ impl AttemptEnd {
             route: ("forward".into(), write),
             zone: region.into(),
             instance: String::new(),
+            forwarded_in: false,
             started: Instant::now(),
             latency: Duration::ZERO,
             settled: false,
@@ -667,6 +676,7 @@ impl AttemptEnd {
             (&self.route.0, self.route.1),
             &self.zone,
             &self.instance,
+            self.forwarded_in,
             self.latency,
             class,
         );
@@ -748,6 +758,7 @@ async fn serve_local(
             (&route.name, route.kind == RouteKind::Write),
             "",
             "",
+            out.forwarded_in,
             start.elapsed(),
             Some(ErrorClass::ReadOnly),
         );
@@ -860,6 +871,7 @@ async fn attempt(
                     (&route.name, route.kind == RouteKind::Write),
                     zone,
                     &inst.meta.name,
+                    out.forwarded_in,
                     t0.elapsed(),
                     Some(ErrorClass::Fault),
                 );
@@ -875,7 +887,7 @@ async fn attempt(
     // Not the instance's fault: it is not counted against it.
     let tls = instance_tls(edge, &rt.svc)?;
     let body = body_for_attempt(out)?;
-    let mut end = AttemptEnd::instance(edge, rt, route, inst);
+    let mut end = AttemptEnd::instance(edge, rt, route, inst, out.forwarded_in);
     // An injected delay stands for a slow instance: what signals and
     // outlier detection see includes it, as users do.
     end.started = t0;
@@ -1430,12 +1442,16 @@ fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
     cur.to_string()
 }
 
+/// `forwarded_in`: the request came from another region's edge (its user
+/// is counted there).
+#[allow(clippy::too_many_arguments)]
 fn record_signal(
     edge: &Edge,
     service: &str,
     (route, write): (&str, bool),
     zone: &str,
     inst: &str,
+    forwarded_in: bool,
     latency: Duration,
     class: Option<ErrorClass>,
 ) {
@@ -1449,6 +1465,7 @@ fn record_signal(
             target_zone: zone.into(),
             instance: inst.into(),
             write,
+            forwarded_in,
         },
         latency,
         class,

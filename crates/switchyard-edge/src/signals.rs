@@ -17,6 +17,8 @@ pub struct SeriesKey {
     pub target_zone: String,
     pub instance: String,
     pub write: bool,
+    /// The request came from another region's edge.
+    pub forwarded_in: bool,
 }
 
 struct Acc {
@@ -91,6 +93,7 @@ impl Signals {
                     target_zone: k.target_zone,
                     instance: k.instance,
                     write: k.write,
+                    forwarded_in: k.forwarded_in,
                     requests: a.requests,
                     errors: a
                         .errors
@@ -141,6 +144,7 @@ mod tests {
             target_zone: "z1".into(),
             instance: inst.into(),
             write: false,
+            forwarded_in: false,
         };
         for i in 0..100 {
             s.record(

@@ -99,11 +99,19 @@ impl UserSignals {
 
     /// One edge's snapshot. Every series counts, a forwarded one (route
     /// `forward`, no instance) too: those are this edge's users as well.
+    /// Requests another region's edge forwarded here are not: their users
+    /// entered there and are counted there, in its `forward` series, and
+    /// counting them again here would make a region's users look worse the
+    /// more of them DNS sends elsewhere during an evacuation.
     pub fn ingest(&mut self, s: &Snapshot) {
         // The second a snapshot covers ends at its `at_ms`.
         let sec = s.at_ms.saturating_sub(1) / 1000;
         let by_service = self.seconds.entry(sec).or_default();
-        for x in s.series.iter().filter(|x| x.requests > 0) {
+        for x in s
+            .series
+            .iter()
+            .filter(|x| x.requests > 0 && !x.forwarded_in)
+        {
             by_service
                 .entry(x.service.clone())
                 .or_default()
@@ -372,6 +380,7 @@ mod tests {
             target_zone: target.into(),
             instance: instance.into(),
             write: false,
+            forwarded_in: false,
             requests: q,
             errors: if f > 0 {
                 BTreeMap::from([("status_5xx".to_string(), f)])
@@ -467,6 +476,43 @@ mod tests {
         // The evacuated region's own error rate did not move: the old check
         // compared that, and failed.
         assert!(c.why.starts_with("users of r1: 20.0 % of 500"), "{}", c.why);
+    }
+
+    #[test]
+    fn requests_forwarded_in_are_counted_where_their_users_entered_not_again() {
+        // r1 is evacuated to a quarter: r1's users whom DNS sent to r2 are
+        // forwarded back in part, and r1's edge serves them (and fails a
+        // fifth of them). They are r2's entrants, counted in r2's forward
+        // series; at r1 they must not pass for r1's users.
+        let mut s = UserSignals::new(300_000);
+        for sec in 30..40 {
+            let mut back = series("get", "a", "a-1", 50, 10, 9.0);
+            back.forwarded_in = true;
+            s.ingest(&snap(
+                sec,
+                "r1",
+                "a",
+                vec![series("get", "a", "a-1", 25, 5, 9.0), back],
+            ));
+            s.ingest(&snap(
+                sec,
+                "r2",
+                "c",
+                vec![series("forward", "r1", "", 50, 10, 12.0)],
+            ));
+        }
+        let r1 = s.share("svc", &Users::regions(["r1"]), 30_000, 40_000, None);
+        assert_eq!(
+            (r1.requests, r1.failed),
+            (250, 50),
+            "only r1's own entrants"
+        );
+        let r2 = s.share("svc", &Users::regions(["r2"]), 30_000, 40_000, None);
+        assert_eq!(
+            (r2.requests, r2.failed),
+            (500, 100),
+            "counted where they entered"
+        );
     }
 
     #[test]

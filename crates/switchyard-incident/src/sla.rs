@@ -982,6 +982,7 @@ availability = 0.5
             target_zone: zone.into(),
             instance: format!("{zone}-1"),
             write: false,
+            forwarded_in: false,
             requests,
             errors: errors.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
             p50_ms: 1.0,

@@ -1355,6 +1355,7 @@ mod tests {
                             target_zone: target.into(),
                             instance: format!("{target}-1"),
                             write: false,
+                            forwarded_in: false,
                             requests: 100,
                             errors,
                             p50_ms: 3.0,

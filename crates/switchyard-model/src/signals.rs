@@ -99,6 +99,11 @@ pub struct Series {
     /// apart from a failing region by comparing write routes with reads.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub write: bool,
+    /// Requests another region's edge forwarded here: served here, but
+    /// their users entered there and are counted there (in its `forward`
+    /// series), so they are not this region's users a second time.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub forwarded_in: bool,
     pub requests: u64,
     /// Failed requests by [`ErrorClass`], keyed by its name. The key stays a
     /// string so a snapshot with a class this build does not know (a newer

@@ -233,6 +233,7 @@ fn bench(series: usize, seconds: u64) -> (usize, f64) {
                             .clone(),
                         instance: inst,
                         write: i % 4 == 3,
+                        forwarded_in: false,
                         requests: 20 + (i as u64 % 7),
                         errors: if (i + t as usize).is_multiple_of(13) {
                             [(ErrorClass::Status5xx.to_string(), 1)].into()

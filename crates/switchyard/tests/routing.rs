@@ -158,6 +158,59 @@ async fn requests_go_to_their_home_region_unless_this_region_is_in_failover() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_home_being_evacuated_gets_its_share_and_marks_what_it_was_forwarded() {
+    let lab = Topology::new(BIN, &[("r1", &["a"]), ("r2", &["b"])]);
+    let _ups = lab.start_upstreams().await;
+    let a = lab.start_edge("a").await;
+    let b = lab.start_edge("b").await;
+    // r2 at a quarter: its users a DNS server sent to r1 are not all sent
+    // back to r2, only the quarter r2's own edges would keep.
+    a.put_controls(&json!({"services": {"svc": {"regions": {"r2": {"weight": 0.25}}}}}))
+        .await;
+    let n = 200;
+    let mut home = 0;
+    for _ in 0..n {
+        let r = from_home(&a, "r2").await;
+        assert_eq!(r.status, 200, "{}", r.body);
+        if r.upstream().starts_with("r2/b/") {
+            home += 1;
+        } else {
+            assert!(r.upstream().starts_with("r1/a/"), "{}", r.upstream());
+        }
+    }
+    assert!((25..=75).contains(&home), "{home} of {n} went home");
+    // b served them, but their users entered at a: b's signals say so,
+    // and b has no users of its own here.
+    eventually(
+        "b's signals mark the requests a forwarded",
+        Duration::from_secs(5),
+        || async {
+            let snaps = switchyard_testkit::Req::get(b.admin, "/signals/recent")
+                .send()
+                .await
+                .unwrap()
+                .json();
+            let (mut fwd, mut own) = (0, 0);
+            for s in snaps.as_array().unwrap() {
+                for x in s["series"].as_array().unwrap() {
+                    let q = x["requests"].as_u64().unwrap();
+                    if x["forwarded_in"] == true {
+                        fwd += q;
+                    } else {
+                        own += q;
+                    }
+                }
+            }
+            // a's own probes of r2 are forwarded in as well.
+            (fwd >= home && own == 0)
+                .then_some(())
+                .ok_or(format!("forwarded in {fwd}, own {own}, sent home {home}"))
+        },
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn an_evacuated_region_forwards_to_the_next_one_and_never_bounces() {
     let lab = Topology::new(BIN, &[("r1", &["a"]), ("r2", &["b"])]);
     let _ups = lab.start_upstreams().await;
