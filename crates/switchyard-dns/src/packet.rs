@@ -41,7 +41,9 @@ use std::sync::OnceLock;
 
 use prometheus_client::metrics::counter::Counter;
 
-use crate::view::{address, normal, Entry, FastChoice, FastSet, StaticAnswer, View};
+use crate::view::{
+    address, normal, Entry, FastChoice, FastSet, StaticAnswer, View, ZoneFast, NX_TYPES,
+};
 
 /// The largest UDP answer sent, whatever the client offers (DNS flag day
 /// 2020: no IP fragmentation).
@@ -139,6 +141,9 @@ pub enum FastAnswer<'v> {
     },
     /// An answer the same for every client (the apex's SOA or NS).
     Static(&'v StaticAnswer),
+    /// NXDOMAIN in a zone, for the query type at this index of
+    /// [`NX_TYPES`].
+    NxDomain(&'v ZoneFast, usize),
 }
 
 impl Fast<'_> {
@@ -148,6 +153,7 @@ impl Fast<'_> {
         let slots = match &self.answer {
             FastAnswer::Service { set, .. } => &set.counters,
             FastAnswer::Static(s) => &s.counters,
+            FastAnswer::NxDomain(z, t) => &z.nx_counters[*t],
         };
         &slots[transport as usize]
     }
@@ -156,7 +162,14 @@ impl Fast<'_> {
     pub fn region(&self) -> Option<&str> {
         match &self.answer {
             FastAnswer::Service { choice, .. } => Some(&choice.region),
-            FastAnswer::Static(_) => None,
+            FastAnswer::Static(_) | FastAnswer::NxDomain(..) => None,
+        }
+    }
+
+    pub fn rcode(&self) -> &'static str {
+        match &self.answer {
+            FastAnswer::NxDomain(..) => "NXDOMAIN",
+            _ => "NOERROR",
         }
     }
 
@@ -179,12 +192,12 @@ impl Fast<'_> {
                 Some(self.view.answers[*service].service.clone()),
                 choice.fail_open,
             ),
-            FastAnswer::Static(_) => (None, false),
+            FastAnswer::Static(_) | FastAnswer::NxDomain(..) => (None, false),
         };
         Info {
             name,
             qtype: Cow::Borrowed(self.qtype),
-            rcode: "NOERROR",
+            rcode: self.rcode(),
             service,
             region: self.region().map(str::to_string),
             client_region: self.client_region.map(str::to_string),
@@ -214,8 +227,9 @@ pub fn canonical_query(name: &str, qtype: u16) -> Vec<u8> {
 
 /// The common questions answered from precomputed bytes: exactly one
 /// question, class IN, at a name in letters, digits, `-` and `_` without
-/// compression; A or AAAA at a service's name, or SOA or NS at a zone's
-/// apex asked in lower case; no other records but an OPT of version 0 with
+/// compression; A or AAAA at a service's name, SOA or NS at a zone's apex
+/// asked in lower case, or NXDOMAIN for a name one label below an apex
+/// (the apex in lower case; a type of [`NX_TYPES`]); no other records but an OPT of version 0 with
 /// no option or one well-formed client subnet; an answer that fits. The
 /// id, RD, the question (with its case: 0x20) and the subnet are copied
 /// from the query; the records rotate by the id as on the full path.
@@ -254,6 +268,11 @@ pub fn respond_fast<'v>(
         if klen > 0 {
             key[klen] = b'.';
             klen += 1;
+        }
+        // hickory writes a label starting with `-` escaped: the log line
+        // would differ.
+        if label[0] == b'-' {
+            return None;
         }
         for b in label {
             if !(b.is_ascii_alphanumeric() || *b == b'-' || *b == b'_') {
@@ -363,12 +382,10 @@ pub fn respond_fast<'v>(
     } else {
         0
     };
-    let (mut out, answer, qtype_name, scope) = match qtype {
-        1 | 28 => {
+    let entry = view.names.get(name);
+    let (mut out, answer, qtype_name, scope) = match (qtype, entry) {
+        (1 | 28, Some(Entry::Service(s))) => {
             let family = usize::from(qtype == 28);
-            let Some(Entry::Service(s)) = view.names.get(name) else {
-                return None;
-            };
             let sa = &view.answers[*s];
             let choices = view.fast[*s].for_region(client_region);
             let x = draw(&sa.service, &draw_key[..key_len]);
@@ -396,12 +413,12 @@ pub fn respond_fast<'v>(
             let scope = ecs.map_or(0, |b| b[2]);
             (out, answer, if qtype == 1 { "A" } else { "AAAA" }, scope)
         }
-        6 | 2 => {
-            let kind = usize::from(qtype == 2);
-            let st = view.fast_static.get(name)?[kind].as_ref()?;
+        (6 | 2, _) if view.fast_static.contains_key(name) => {
+            let zf = &view.fast_static[name];
+            let st = if qtype == 6 { &zf.soa } else { &zf.ns }.as_ref()?;
             // The name exactly as the answer was built with (lower case):
             // another case would be echoed, and compressed, differently.
-            if st.bytes.get(12..12 + (name_end - 12)) != Some(&p[12..name_end]) {
+            if st.bytes.get(12..name_end) != Some(&p[12..name_end]) {
                 return None;
             }
             let mut out = Vec::with_capacity(st.bytes.len() + opt_len);
@@ -412,7 +429,35 @@ pub fn respond_fast<'v>(
             // The same for every client: scope 0.
             (out, answer, if qtype == 6 { "SOA" } else { "NS" }, 0)
         }
-        _ => return None,
+        _ => {
+            // NXDOMAIN for a name one label below an apex.
+            let (t, qtype_name) = NX_TYPES
+                .iter()
+                .enumerate()
+                .find(|(_, (t, _))| *t == qtype)
+                .map(|(i, (_, n))| (i, *n))?;
+            let (_, apex) = name.split_once('.')?;
+            let zf = view.fast_static.get(apex)?;
+            if entry.is_some()
+                || view.fast_static.contains_key(name)
+                || zf.nx_unlike.iter().any(|n| n == name)
+            {
+                return None;
+            }
+            let label_end = 13 + usize::from(p[12]);
+            let tpl = zf.nx.get(usize::from(p[12]))?.as_ref()?;
+            // The apex in the case the answer was built with.
+            if tpl.get(label_end..name_end) != Some(&p[label_end..name_end]) {
+                return None;
+            }
+            let mut out = Vec::with_capacity(tpl.len() + opt_len);
+            out.extend_from_slice(tpl);
+            out[..2].copy_from_slice(&id);
+            out[2] |= p[2] & 0x01;
+            out[13..label_end].copy_from_slice(&p[13..label_end]);
+            out[name_end..name_end + 2].copy_from_slice(&p[name_end..name_end + 2]);
+            (out, FastAnswer::NxDomain(zf, t), qtype_name, 0)
+        }
     };
     if edns {
         let ar = u16::from_be_bytes([out[10], out[11]]) + 1;
@@ -1235,14 +1280,20 @@ region = "r2"
             id in any::<u16>(),
             flags in prop_oneof![4 => Just(0x0100u16), 2 => Just(0u16), 2 => any::<u16>()],
             name in prop_oneof![
-                6 => Just("svc.example.test"),
-                3 => Just("example.test"),
-                1 => prop::sample::select(vec!["ns1.example.test", "nope.example.test", "svc.example.org"]),
+                6 => Just("svc.example.test".to_string()),
+                3 => Just("example.test".to_string()),
+                2 => prop::sample::select(vec![
+                    "ns1.example.test", "nope.example.test", "svc.example.org",
+                    // The SOA's names and their parents, which the encoder
+                    // compresses against the question whole.
+                    "hostmaster.example.test", "x.ns1.example.test", "a.svc.example.test",
+                ]).prop_map(str::to_string),
+                3 => "[a-z0-9_-]{1,63}\\.example\\.test",
             ],
             // Lower case half the time: the apex's answers are taken fast
             // only as they were built.
             case in prop_oneof![Just(0u64), any::<u64>()],
-            qtype in prop_oneof![6 => prop::sample::select(vec![1u16, 28, 6, 2]), 1 => prop::sample::select(vec![255u16, 16, 15])],
+            qtype in prop_oneof![6 => prop::sample::select(vec![1u16, 28, 6, 2]), 2 => prop::sample::select(vec![255u16, 16, 15, 5, 12, 33, 65, 41, 251, 252, 99])],
             qclass in prop_oneof![8 => Just(1u16), 1 => any::<u16>()],
             edns in proptest::option::weighted(0.8, (
                 prop_oneof![2 => Just(1232u16), 1 => Just(4096u16), 2 => any::<u16>()],
@@ -1316,8 +1367,11 @@ region = "r2"
             query(5, "example.test.", RecordType::SOA, Some(1232), ecs4),
             query(6, "example.test.", RecordType::NS, None, None),
             query(7, "example.test.", RecordType::NS, Some(1232), ecs6),
+            query(8, "nope.example.test.", RecordType::A, None, None),
+            query(9, "NoPe.example.test.", RecordType::TXT, Some(1232), ecs4),
         ] {
-            let f = respond_fast(v, &q, from, Transport::Udp).expect("the fast path takes it");
+            let f = respond_fast(v, &q, from, Transport::Udp)
+                .unwrap_or_else(|| panic!("the fast path takes {:?}", Message::from_vec(&q)));
             let full = respond_full(v, &q, from, Transport::Udp);
             assert_eq!(Some(&f.bytes), full.bytes.as_ref());
             assert_eq!(f.info(&q), full.info);
@@ -1325,8 +1379,10 @@ region = "r2"
         for q in [
             query(5, "svc.example.test.", RecordType::ANY, None, None),
             query(6, "Example.test.", RecordType::SOA, Some(1232), None),
-            query(7, "nope.example.test.", RecordType::A, None, None),
+            query(7, "a.nope.example.test.", RecordType::A, None, None),
             query(8, "ns1.example.test.", RecordType::A, None, None),
+            query(8, "hostmaster.example.test.", RecordType::A, None, None),
+            query(8, "nope.Example.test.", RecordType::A, None, None),
             // No IPv6 edge in r1: NODATA, from the full path.
             query(9, "svc.example.test.", RecordType::AAAA, None, None),
         ] {

@@ -42,7 +42,7 @@ pub fn handle(
                     .queries
                     .get_or_create(&QueryLabels {
                         qtype: Cow::Borrowed(f.qtype),
-                        rcode: Cow::Borrowed("NOERROR"),
+                        rcode: Cow::Borrowed(f.rcode()),
                         region: f.region().unwrap_or_default().to_string(),
                         transport: Cow::Borrowed(t),
                     })

@@ -46,17 +46,50 @@ pub struct View {
     /// The answer table again, as wire bytes ready to copy
     /// ([`crate::packet::respond_fast`]): one entry per [`View::answers`].
     pub fast: Vec<FastAnswers>,
-    /// Per zone apex (lower case, no final dot), its SOA and NS answers
-    /// (in that order) to the question asked in lower case, as the full
-    /// path encodes them with id 0, no flags and no EDNS.
-    pub fast_static: HashMap<String, [Option<StaticAnswer>; 2]>,
+    /// Per zone apex (lower case, no final dot), the answers that are the
+    /// same for every client, as the full path encodes them.
+    pub fast_static: HashMap<String, ZoneFast>,
 }
 
 /// A whole answer that is the same for every client.
 pub struct StaticAnswer {
+    /// The answer to the question asked in lower case with id 0, no
+    /// flags and no EDNS.
     pub bytes: Vec<u8>,
     /// `queries_total` for it over UDP and TCP, resolved on first use.
     pub counters: [OnceLock<Counter>; 2],
+}
+
+/// The query types whose NXDOMAIN answers are taken fast, with their names
+/// (labels of `queries_total`).
+pub const NX_TYPES: [(u16, &str); 10] = [
+    (1, "A"),
+    (2, "NS"),
+    (5, "CNAME"),
+    (6, "SOA"),
+    (12, "PTR"),
+    (15, "MX"),
+    (16, "TXT"),
+    (28, "AAAA"),
+    (33, "SRV"),
+    (65, "HTTPS"),
+];
+
+pub struct ZoneFast {
+    pub soa: Option<StaticAnswer>,
+    pub ns: Option<StaticAnswer>,
+    /// NXDOMAIN for a name one label below the apex, by that label's
+    /// length (index 0 unused): the full path's answer for a name with a
+    /// label of that length. The SOA it carries is compressed against the
+    /// apex inside the question, which sits at the same offset for every
+    /// label of that length, so only the label and the type differ.
+    pub nx: Vec<Option<Vec<u8>>>,
+    /// Names (lower case, no final dot) whose NXDOMAIN answer the encoder
+    /// compresses differently (the SOA's own names would point at the
+    /// question whole): left to the full path.
+    pub nx_unlike: Vec<String>,
+    /// `queries_total` for NXDOMAIN, by [`NX_TYPES`] and transport.
+    pub nx_counters: [[OnceLock<Counter>; 2]; NX_TYPES.len()],
 }
 
 /// One service's answers as records on the wire, in the order and with the
@@ -263,14 +296,17 @@ impl View {
         let mut fast_static = HashMap::new();
         for z in &view.zones {
             let apex = &z.zone.apex;
-            let answer = |qtype| {
-                let q = crate::packet::canonical_query(apex, qtype);
-                let out = crate::packet::respond_full(
+            let ask = |name: &str, qtype| {
+                let q = crate::packet::canonical_query(name, qtype);
+                crate::packet::respond_full(
                     &view,
                     &q,
                     IpAddr::from([0, 0, 0, 0]),
                     crate::packet::Transport::Tcp,
-                );
+                )
+            };
+            let answer = |qtype| {
+                let out = ask(apex, qtype);
                 // Positive answers only; anything else stays with the
                 // full path.
                 out.bytes
@@ -280,7 +316,45 @@ impl View {
                         counters: Default::default(),
                     })
             };
-            fast_static.insert(apex.clone(), [answer(6), answer(2)]);
+            // Every name the SOA's own names end with.
+            let mut nx_unlike: Vec<String> = Vec::new();
+            for n in [&z.soa.mname, &z.soa.rname] {
+                let n = normal(&n.to_ascii());
+                let mut rest = n.as_str();
+                loop {
+                    nx_unlike.push(rest.to_string());
+                    match rest.split_once('.') {
+                        Some((_, r)) => rest = r,
+                        None => break,
+                    }
+                }
+            }
+            let nx = (0..=63usize)
+                .map(|len| {
+                    // A label of that length naming nothing.
+                    let name = (b'a'..=b'z')
+                        .map(|c| format!("{}.{apex}", char::from(c).to_string().repeat(len)))
+                        .find(|n| {
+                            len > 0
+                                && n.len() <= 253
+                                && !view.names.contains_key(n)
+                                && view.zone_of(n).is_some_and(|zv| zv.zone.apex == *apex)
+                                && !nx_unlike.contains(n)
+                        })?;
+                    let out = ask(&name, 1);
+                    out.bytes.filter(|_| out.info.rcode == "NXDOMAIN")
+                })
+                .collect();
+            fast_static.insert(
+                apex.clone(),
+                ZoneFast {
+                    soa: answer(6),
+                    ns: answer(2),
+                    nx,
+                    nx_unlike,
+                    nx_counters: Default::default(),
+                },
+            );
         }
         view.fast_static = fast_static;
         view
