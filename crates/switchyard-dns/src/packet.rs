@@ -22,6 +22,11 @@
 //! - Over UDP an answer larger than the client's EDNS buffer (512 without
 //!   EDNS, at most 1232) goes out empty with TC set, so the client asks
 //!   again over TCP.
+//!
+//! The common question, A or AAAA at a service's name, is answered by
+//! [`respond_fast`] from the view's precomputed records without building a
+//! message; anything it is not sure of goes to [`respond_full`] (hickory),
+//! and both give the same bytes (a property test holds them to it).
 
 use std::borrow::Cow;
 use std::net::IpAddr;
@@ -32,7 +37,13 @@ use hickory_proto::rr::{DNSClass, Name, Record, RecordType};
 use hickory_proto::serialize::binary::{BinDecodable, BinDecoder};
 
 use crate::answers::{draw, pick};
-use crate::view::{address, normal, Entry, View};
+use std::sync::OnceLock;
+
+use prometheus_client::metrics::counter::Counter;
+
+use crate::view::{
+    address, normal, Entry, FastChoice, FastSet, StaticAnswer, View, ZoneFast, NX_TYPES,
+};
 
 /// The largest UDP answer sent, whatever the client offers (DNS flag day
 /// 2020: no IP fragmentation).
@@ -91,8 +102,398 @@ fn dropped() -> Outcome {
     }
 }
 
-/// Answers `packet`, received from `client` over `transport`.
+/// Answers `packet`, received from `client` over `transport`: the fast
+/// path when it takes the query, else the full one.
 pub fn respond(view: &View, packet: &[u8], client: IpAddr, transport: Transport) -> Outcome {
+    match respond_fast(view, packet, client, transport) {
+        Some(f) => {
+            let info = f.info(packet);
+            Outcome {
+                bytes: Some(f.bytes),
+                info,
+            }
+        }
+        None => respond_full(view, packet, client, transport),
+    }
+}
+
+/// An answer [`respond_fast`] gave, with what metrics need borrowed from
+/// the view (nothing allocated but the packet).
+pub struct Fast<'v> {
+    pub bytes: Vec<u8>,
+    pub qtype: &'static str,
+    pub answer: FastAnswer<'v>,
+    pub client_region: Option<&'v str>,
+    /// The client subnet, when one with a source prefix was sent.
+    pub ecs: Option<(IpAddr, u8)>,
+    /// Where the question's name ends in the packet.
+    pub name_end: usize,
+    view: &'v View,
+}
+
+pub enum FastAnswer<'v> {
+    /// A service's addresses: index into the view's answers, the region
+    /// picked and its records of the family asked.
+    Service {
+        service: usize,
+        choice: &'v FastChoice,
+        set: &'v FastSet,
+    },
+    /// An answer the same for every client (the apex's SOA or NS).
+    Static(&'v StaticAnswer),
+    /// NXDOMAIN in a zone, for the query type at this index of
+    /// [`NX_TYPES`].
+    NxDomain(&'v ZoneFast, usize),
+}
+
+impl Fast<'_> {
+    /// `queries_total` for this answer over `transport`, resolved once per
+    /// view.
+    pub fn counter(&self, transport: Transport) -> &OnceLock<Counter> {
+        let slots = match &self.answer {
+            FastAnswer::Service { set, .. } => &set.counters,
+            FastAnswer::Static(s) => &s.counters,
+            FastAnswer::NxDomain(z, t) => &z.nx_counters[*t],
+        };
+        &slots[transport as usize]
+    }
+
+    /// The region whose edges were answered.
+    pub fn region(&self) -> Option<&str> {
+        match &self.answer {
+            FastAnswer::Service { choice, .. } => Some(&choice.region),
+            FastAnswer::Static(_) | FastAnswer::NxDomain(..) => None,
+        }
+    }
+
+    pub fn rcode(&self) -> &'static str {
+        match &self.answer {
+            FastAnswer::NxDomain(..) => "NXDOMAIN",
+            _ => "NOERROR",
+        }
+    }
+
+    /// The same [`Info`] the full path gives (for the query log and tests).
+    pub fn info(&self, packet: &[u8]) -> Info {
+        let mut name = String::with_capacity(self.name_end - 12);
+        let mut i = 12;
+        while packet[i] != 0 {
+            let l = usize::from(packet[i]);
+            // Only letters, digits, `-` and `_` are let through: nothing
+            // to escape.
+            name.extend(packet[i + 1..i + 1 + l].iter().map(|b| char::from(*b)));
+            name.push('.');
+            i += 1 + l;
+        }
+        let (service, fail_open) = match &self.answer {
+            FastAnswer::Service {
+                service, choice, ..
+            } => (
+                Some(self.view.answers[*service].service.clone()),
+                choice.fail_open,
+            ),
+            FastAnswer::Static(_) | FastAnswer::NxDomain(..) => (None, false),
+        };
+        Info {
+            name,
+            qtype: Cow::Borrowed(self.qtype),
+            rcode: self.rcode(),
+            service,
+            region: self.region().map(str::to_string),
+            client_region: self.client_region.map(str::to_string),
+            ecs: self.ecs.map(|(a, l)| format!("{a}/{l}")),
+            truncated: false,
+            fail_open,
+        }
+    }
+}
+
+/// A name's longest wire form (RFC 1035 3.1).
+const MAX_NAME: usize = 255;
+
+/// The question asked, for [`StaticAnswer`]s built by the view: `name`
+/// (lower case, no final dot) of `qtype`, class IN, id 0, no flags, no EDNS.
+pub fn canonical_query(name: &str, qtype: u16) -> Vec<u8> {
+    let mut q = vec![0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0];
+    for l in name.split('.').filter(|l| !l.is_empty()) {
+        q.push(l.len() as u8);
+        q.extend_from_slice(l.as_bytes());
+    }
+    q.push(0);
+    q.extend_from_slice(&qtype.to_be_bytes());
+    q.extend_from_slice(&1u16.to_be_bytes());
+    q
+}
+
+/// The common questions answered from precomputed bytes: exactly one
+/// question, class IN, at a name in letters, digits, `-` and `_` without
+/// compression; A or AAAA at a service's name, SOA or NS at a zone's apex
+/// asked in lower case, or NXDOMAIN for a name one label below an apex
+/// (the apex in lower case; a type of [`NX_TYPES`]); no other records but an OPT of version 0 with
+/// no option or one well-formed client subnet; an answer that fits. The
+/// id, RD, the question (with its case: 0x20) and the subnet are copied
+/// from the query; the records rotate by the id as on the full path.
+/// `None` for anything else: the full path answers it.
+pub fn respond_fast<'v>(
+    view: &'v View,
+    p: &[u8],
+    client: IpAddr,
+    transport: Transport,
+) -> Option<Fast<'v>> {
+    let u16_at =
+        |i: usize| -> Option<u16> { Some(u16::from_be_bytes([*p.get(i)?, *p.get(i + 1)?])) };
+    // QR 0, opcode QUERY; one question, no answer or authority records.
+    if p.len() < 12 || p[2] & 0xf8 != 0 || p[4..10] != [0, 1, 0, 0, 0, 0] {
+        return None;
+    }
+    let arcount = u16_at(10)?;
+    if arcount > 1 {
+        return None;
+    }
+    let mut key = [0u8; MAX_NAME];
+    let mut klen = 0;
+    let mut i = 12;
+    loop {
+        let l = usize::from(*p.get(i)?);
+        if l == 0 {
+            i += 1;
+            break;
+        }
+        // Labels only (no pointer), and the name with its root label
+        // within 255 bytes.
+        if l > 63 || i + 1 + l - 12 > MAX_NAME - 1 {
+            return None;
+        }
+        let label = p.get(i + 1..i + 1 + l)?;
+        if klen > 0 {
+            key[klen] = b'.';
+            klen += 1;
+        }
+        // hickory writes a label starting with `-` escaped: the log line
+        // would differ.
+        if label[0] == b'-' {
+            return None;
+        }
+        for b in label {
+            if !(b.is_ascii_alphanumeric() || *b == b'-' || *b == b'_') {
+                return None;
+            }
+            key[klen] = b.to_ascii_lowercase();
+            klen += 1;
+        }
+        i += 1 + l;
+    }
+    let name_end = i;
+    let qtype = u16_at(i)?;
+    if u16_at(i + 2)? != 1 {
+        return None;
+    }
+    let question_end = i + 4;
+    // The OPT record, if any, must end the packet.
+    let mut limit = 512;
+    let mut ecs: Option<&[u8]> = None;
+    let edns = arcount == 1;
+    if edns {
+        let o = question_end;
+        // Root owner, type OPT, version 0.
+        if p.get(o) != Some(&0) || u16_at(o + 1)? != 41 || *p.get(o + 6)? != 0 {
+            return None;
+        }
+        limit = u16_at(o + 3)?.clamp(512, MAX_UDP);
+        let rdlen = usize::from(u16_at(o + 9)?);
+        let rdata = p.get(o + 11..)?;
+        if rdata.len() != rdlen {
+            return None;
+        }
+        if !rdata.is_empty() {
+            // Exactly one option: a client subnet of a known family whose
+            // address is as long as its source prefix says.
+            let (code, olen) = (u16_at(o + 11)?, usize::from(u16_at(o + 13)?));
+            let body = &rdata[4..];
+            if code != 8 || olen != body.len() || body.len() < 4 {
+                return None;
+            }
+            let source = usize::from(body[2]);
+            let max = match u16::from_be_bytes([body[0], body[1]]) {
+                1 => 32,
+                2 => 128,
+                _ => return None,
+            };
+            if source > max || body.len() != 4 + source.div_ceil(8) {
+                return None;
+            }
+            ecs = Some(body);
+        }
+    } else if question_end != p.len() {
+        return None;
+    }
+    let name = std::str::from_utf8(&key[..klen]).ok()?;
+    // Where the client is, and its key for the draw, as the full path.
+    let mut draw_key = [0u8; 17];
+    let (placed_by, key_len, ecs_addr) = match ecs {
+        Some(b) if b[2] > 0 => {
+            let source = b[2];
+            let addr = if b[1] == 1 {
+                let mut o = [0u8; 4];
+                o[..b.len() - 4].copy_from_slice(&b[4..]);
+                IpAddr::from(o)
+            } else {
+                let mut o = [0u8; 16];
+                o[..b.len() - 4].copy_from_slice(&b[4..]);
+                IpAddr::from(o)
+            };
+            let masked = switchyard_model::dns::mask(addr, source);
+            draw_key[0] = source;
+            let n = match masked {
+                IpAddr::V4(a) => {
+                    draw_key[1..5].copy_from_slice(&a.octets());
+                    5
+                }
+                IpAddr::V6(a) => {
+                    draw_key[1..17].copy_from_slice(&a.octets());
+                    17
+                }
+            };
+            (masked, n, Some((addr, source)))
+        }
+        _ => {
+            let n = match client {
+                IpAddr::V4(a) => {
+                    draw_key[..4].copy_from_slice(&a.octets());
+                    4
+                }
+                IpAddr::V6(a) => {
+                    draw_key[..16].copy_from_slice(&a.octets());
+                    16
+                }
+            };
+            (client, n, None)
+        }
+    };
+    let client_region = view
+        .config
+        .dns
+        .as_ref()
+        .and_then(|d| d.region_of(placed_by));
+    let id = [p[0], p[1]];
+    let question = &p[12..question_end];
+    let opt_len = if edns {
+        11 + ecs.map_or(0, |b| 4 + b.len())
+    } else {
+        0
+    };
+    let entry = view.names.get(name);
+    let (mut out, answer, qtype_name, scope) = match (qtype, entry) {
+        (1 | 28, Some(Entry::Service(s))) => {
+            let family = usize::from(qtype == 28);
+            let sa = &view.answers[*s];
+            let choices = view.fast[*s].for_region(client_region);
+            let x = draw(&sa.service, &draw_key[..key_len]);
+            let choice = switchyard_steer::weighted_at(choices, |c| c.weight, x)?;
+            let set = choice.sets[family].as_ref()?;
+            let answers = set.rotated(u16::from_be_bytes(id));
+            let len = 12 + question.len() + answers.len() + opt_len;
+            let mut out = Vec::with_capacity(len);
+            out.extend_from_slice(&id);
+            // QR and AA, RD as asked; RA, AD, CD and the rcode all 0.
+            out.push(0x84 | (p[2] & 0x01));
+            out.push(0);
+            out.extend_from_slice(&[0, 1]);
+            out.extend_from_slice(&(set.n as u16).to_be_bytes());
+            out.extend_from_slice(&[0, 0, 0, 0]);
+            out.extend_from_slice(question);
+            out.extend_from_slice(answers);
+            let answer = FastAnswer::Service {
+                service: *s,
+                choice,
+                set,
+            };
+            // This answer is the subnet's own: the scope is the whole
+            // source prefix.
+            let scope = ecs.map_or(0, |b| b[2]);
+            (out, answer, if qtype == 1 { "A" } else { "AAAA" }, scope)
+        }
+        (6 | 2, _) if view.fast_static.contains_key(name) => {
+            let zf = &view.fast_static[name];
+            let st = if qtype == 6 { &zf.soa } else { &zf.ns }.as_ref()?;
+            // The name exactly as the answer was built with (lower case):
+            // another case would be echoed, and compressed, differently.
+            if st.bytes.get(12..name_end) != Some(&p[12..name_end]) {
+                return None;
+            }
+            let mut out = Vec::with_capacity(st.bytes.len() + opt_len);
+            out.extend_from_slice(&st.bytes);
+            out[..2].copy_from_slice(&id);
+            out[2] |= p[2] & 0x01;
+            let answer = FastAnswer::Static(st);
+            // The same for every client: scope 0.
+            (out, answer, if qtype == 6 { "SOA" } else { "NS" }, 0)
+        }
+        _ => {
+            // NXDOMAIN for a name one label below an apex.
+            let (t, qtype_name) = NX_TYPES
+                .iter()
+                .enumerate()
+                .find(|(_, (t, _))| *t == qtype)
+                .map(|(i, (_, n))| (i, *n))?;
+            let (_, apex) = name.split_once('.')?;
+            let zf = view.fast_static.get(apex)?;
+            if entry.is_some()
+                || view.fast_static.contains_key(name)
+                || zf.nx_unlike.iter().any(|n| n == name)
+            {
+                return None;
+            }
+            let label_end = 13 + usize::from(p[12]);
+            let tpl = zf.nx.get(usize::from(p[12]))?.as_ref()?;
+            // The apex in the case the answer was built with.
+            if tpl.get(label_end..name_end) != Some(&p[label_end..name_end]) {
+                return None;
+            }
+            let mut out = Vec::with_capacity(tpl.len() + opt_len);
+            out.extend_from_slice(tpl);
+            out[..2].copy_from_slice(&id);
+            out[2] |= p[2] & 0x01;
+            out[13..label_end].copy_from_slice(&p[13..label_end]);
+            out[name_end..name_end + 2].copy_from_slice(&p[name_end..name_end + 2]);
+            (out, FastAnswer::NxDomain(zf, t), qtype_name, 0)
+        }
+    };
+    if edns {
+        let ar = u16::from_be_bytes([out[10], out[11]]) + 1;
+        out[10..12].copy_from_slice(&ar.to_be_bytes());
+        out.extend_from_slice(&[0, 0, 41]);
+        out.extend_from_slice(&MAX_UDP.to_be_bytes());
+        out.extend_from_slice(&[0, 0, 0, 0]);
+        match ecs {
+            Some(b) => {
+                out.extend_from_slice(&((4 + b.len()) as u16).to_be_bytes());
+                out.extend_from_slice(&[0, 8]);
+                out.extend_from_slice(&(b.len() as u16).to_be_bytes());
+                out.extend_from_slice(&b[..3]);
+                out.push(scope);
+                out.extend_from_slice(&b[4..]);
+            }
+            None => out.extend_from_slice(&[0, 0]),
+        }
+    }
+    if transport == Transport::Udp && out.len() > usize::from(limit) {
+        return None;
+    }
+    Some(Fast {
+        bytes: out,
+        qtype: qtype_name,
+        answer,
+        client_region,
+        ecs: ecs_addr,
+        name_end,
+        view,
+    })
+}
+
+/// Answers `packet` with hickory: parsed whole, answered by the rules,
+/// encoded.
+pub fn respond_full(view: &View, packet: &[u8], client: IpAddr, transport: Transport) -> Outcome {
     let Ok(header) = Header::read(&mut BinDecoder::new(packet)) else {
         return dropped();
     };
@@ -873,8 +1274,171 @@ region = "r2"
         ]
     }
 
+    /// A client subnet option: mostly well formed, sometimes of an unknown
+    /// family, a prefix too long for it, or an address a byte off.
+    fn ecs_option() -> impl Strategy<Value = Vec<u8>> {
+        (
+            prop_oneof![4 => Just(1u16), 4 => Just(2u16), 1 => any::<u16>()],
+            prop_oneof![2 => 0u8..=32, 2 => 0u8..=128, 1 => Just(0u8), 1 => any::<u8>()],
+            prop_oneof![4 => Just(0u8), 1 => any::<u8>()],
+            // Subnets the geo map places in r2 (10.2.0.0/16,
+            // 2001:db8:2::/48), and anywhere.
+            prop_oneof![
+                1 => Just([10, 2, 3, 77, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]),
+                1 => Just([0x20, 0x01, 0x0d, 0xb8, 0, 2, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 9]),
+                2 => any::<[u8; 17]>(),
+            ],
+            prop_oneof![8 => Just(0i8), 1 => -1i8..=1],
+        )
+            .prop_map(|(family, source, scope, addr, off)| {
+                let n = (usize::from(source).div_ceil(8) as isize + isize::from(off)).clamp(0, 17)
+                    as usize;
+                let mut o = vec![0, 8];
+                o.extend_from_slice(&((4 + n) as u16).to_be_bytes());
+                o.extend_from_slice(&family.to_be_bytes());
+                o.extend_from_slice(&[source, scope]);
+                o.extend_from_slice(&addr[..n]);
+                o
+            })
+    }
+
+    prop_compose! {
+        /// The questions the fast path is for, and their near misses: any
+        /// id and flags, the service's name (and others) in any case, A,
+        /// AAAA and a few other types, EDNS with any buffer size, version,
+        /// extended rcode and flags, with or without a client subnet or
+        /// another option, sometimes a byte too many or too few.
+        fn common_query()(
+            id in any::<u16>(),
+            flags in prop_oneof![4 => Just(0x0100u16), 2 => Just(0u16), 2 => any::<u16>()],
+            name in prop_oneof![
+                6 => Just("svc.example.test".to_string()),
+                3 => Just("example.test".to_string()),
+                2 => prop::sample::select(vec![
+                    "ns1.example.test", "nope.example.test", "svc.example.org",
+                    // The SOA's names and their parents, which the encoder
+                    // compresses against the question whole.
+                    "hostmaster.example.test", "x.ns1.example.test", "a.svc.example.test",
+                ]).prop_map(str::to_string),
+                3 => "[a-z0-9_-]{1,63}\\.example\\.test",
+            ],
+            // Lower case half the time: the apex's answers are taken fast
+            // only as they were built.
+            case in prop_oneof![Just(0u64), any::<u64>()],
+            qtype in prop_oneof![6 => prop::sample::select(vec![1u16, 28, 6, 2]), 2 => prop::sample::select(vec![255u16, 16, 15, 5, 12, 33, 65, 41, 251, 252, 99])],
+            qclass in prop_oneof![8 => Just(1u16), 1 => any::<u16>()],
+            edns in proptest::option::weighted(0.8, (
+                prop_oneof![2 => Just(1232u16), 1 => Just(4096u16), 2 => any::<u16>()],
+                prop_oneof![6 => Just(0u8), 1 => any::<u8>()],
+                prop_oneof![6 => Just(0u8), 1 => any::<u8>()],
+                any::<u16>(),
+                prop_oneof![
+                    3 => Just(vec![]),
+                    6 => ecs_option(),
+                    1 => proptest::collection::vec(any::<u8>(), 0..8).prop_map(|d| {
+                        let mut o = vec![0, 10, 0, d.len() as u8];
+                        o.extend_from_slice(&d);
+                        o
+                    }),
+                    1 => (ecs_option(), ecs_option()).prop_map(|(a, b)| [a, b].concat()),
+                ],
+            )),
+            extra in prop_oneof![10 => Just(None), 1 => any::<u8>().prop_map(Some)],
+        ) -> Vec<u8> {
+            let mut q = Vec::with_capacity(128);
+            for v in [id, flags, 1, 0, 0, u16::from(edns.is_some())] {
+                q.extend_from_slice(&v.to_be_bytes());
+            }
+            for (k, label) in name.split('.').enumerate() {
+                q.push(label.len() as u8);
+                q.extend(label.bytes().enumerate().map(|(j, b)| {
+                    if case >> ((k * 17 + j) % 64) & 1 == 1 { b.to_ascii_uppercase() } else { b }
+                }));
+            }
+            q.push(0);
+            q.extend_from_slice(&qtype.to_be_bytes());
+            q.extend_from_slice(&qclass.to_be_bytes());
+            if let Some((payload, ext, version, eflags, options)) = edns {
+                q.extend_from_slice(&[0, 0, 41]);
+                q.extend_from_slice(&payload.to_be_bytes());
+                q.extend_from_slice(&[ext, version]);
+                q.extend_from_slice(&eflags.to_be_bytes());
+                q.extend_from_slice(&(options.len() as u16).to_be_bytes());
+                q.extend_from_slice(&options);
+            }
+            if let Some(b) = extra {
+                if b % 2 == 0 { q.push(b) } else { q.pop(); }
+            }
+            q
+        }
+    }
+
+    /// The clients: placed by the geo map (IPv4 and IPv6) or not.
+    fn client() -> impl Strategy<Value = IpAddr> {
+        prop::sample::select(vec![
+            "10.1.0.1",
+            "10.2.0.9",
+            "192.0.2.1",
+            "2001:db8:2::1",
+            "2001:db8:9::1",
+        ])
+        .prop_map(|s| s.parse().unwrap())
+    }
+
+    #[test]
+    fn the_common_questions_take_the_fast_path_and_the_rest_do_not() {
+        let v = shared_view();
+        let from: IpAddr = "10.1.0.9".parse().unwrap();
+        let ecs4 = Some(("10.2.3.0".parse().unwrap(), 24));
+        let ecs6 = Some(("2001:db8:2:100::".parse().unwrap(), 56));
+        for q in [
+            query(1, "svc.example.test.", RecordType::A, None, None),
+            query(2, "SvC.example.TEST.", RecordType::A, Some(1232), None),
+            query(3, "svc.example.test.", RecordType::A, Some(1232), ecs4),
+            query(4, "svc.example.test.", RecordType::AAAA, Some(512), ecs6),
+            query(5, "example.test.", RecordType::SOA, Some(1232), ecs4),
+            query(6, "example.test.", RecordType::NS, None, None),
+            query(7, "example.test.", RecordType::NS, Some(1232), ecs6),
+            query(8, "nope.example.test.", RecordType::A, None, None),
+            query(9, "NoPe.example.test.", RecordType::TXT, Some(1232), ecs4),
+        ] {
+            let f = respond_fast(v, &q, from, Transport::Udp)
+                .unwrap_or_else(|| panic!("the fast path takes {:?}", Message::from_vec(&q)));
+            let full = respond_full(v, &q, from, Transport::Udp);
+            assert_eq!(Some(&f.bytes), full.bytes.as_ref());
+            assert_eq!(f.info(&q), full.info);
+        }
+        for q in [
+            query(5, "svc.example.test.", RecordType::ANY, None, None),
+            query(6, "Example.test.", RecordType::SOA, Some(1232), None),
+            query(7, "a.nope.example.test.", RecordType::A, None, None),
+            query(8, "ns1.example.test.", RecordType::A, None, None),
+            query(8, "hostmaster.example.test.", RecordType::A, None, None),
+            query(8, "nope.Example.test.", RecordType::A, None, None),
+            // No IPv6 edge in r1: NODATA, from the full path.
+            query(9, "svc.example.test.", RecordType::AAAA, None, None),
+        ] {
+            assert!(respond_fast(v, &q, from, Transport::Udp).is_none());
+        }
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(5_000))]
+
+        /// Whatever the fast path answers, the full path answers with the
+        /// same bytes (id, flags, the question in its case, the records in
+        /// their rotation, TTLs, the OPT record and subnet echo) and the
+        /// same facts for metrics and the query log.
+        #[test]
+        fn the_fast_path_answers_exactly_as_the_full_path(q in common_query(), from in client()) {
+            for t in [Transport::Udp, Transport::Tcp] {
+                let full = respond_full(shared_view(), &q, from, t);
+                if let Some(f) = respond_fast(shared_view(), &q, from, t) {
+                    prop_assert_eq!(Some(&f.bytes), full.bytes.as_ref(), "{:?}", Message::from_vec(&f.bytes));
+                    prop_assert_eq!(f.info(&q), full.info);
+                }
+            }
+        }
 
         #[test]
         fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..600)) {

@@ -1,4 +1,5 @@
-//! The UDP and TCP loops around [`crate::packet::respond`]. Queries are
+//! The UDP and TCP loops around [`crate::packet::respond_fast`] and
+//! [`crate::packet::respond_full`]. Queries are
 //! answered from the view in force; metrics are counted and the query log
 //! line is handed to its writer thread, never waited on.
 //!
@@ -9,6 +10,7 @@
 //! when idle for [`TCP_IDLE`] or when an answer cannot be written within
 //! `dns.tcp_write_timeout_ms` (a client that sends and never reads).
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
@@ -18,7 +20,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 
 use crate::metrics::{ActionLabels, QueryLabels, ReasonLabels, ServiceLabels};
-use crate::packet::{respond, slipped, Transport};
+use crate::packet::{respond_fast, respond_full, slipped, FastAnswer, Info, Transport};
 use crate::rrl::Verdict;
 use crate::state::Dns;
 
@@ -118,19 +120,58 @@ pub fn handle(
     transport: Transport,
 ) -> Option<Vec<u8>> {
     let view = dns.view();
-    let out = respond(&view, packet, client.ip(), transport);
-    let i = &out.info;
     let t = match transport {
         Transport::Udp => "udp",
         Transport::Tcp => "tcp",
     };
+    if let Some(f) = respond_fast(&view, packet, client.ip(), transport) {
+        // Counter handles resolved once per view (the family keeps the
+        // same counter for the labels), not a labelled lookup per query.
+        f.counter(transport)
+            .get_or_init(|| {
+                dns.metrics
+                    .queries
+                    .get_or_create(&QueryLabels {
+                        qtype: Cow::Borrowed(f.qtype),
+                        rcode: Cow::Borrowed(f.rcode()),
+                        region: f.region().unwrap_or_default().to_string(),
+                        transport: Cow::Borrowed(t),
+                    })
+                    .clone()
+            })
+            .inc();
+        if let FastAnswer::Service {
+            service, choice, ..
+        } = &f.answer
+        {
+            if choice.fail_open {
+                view.fast[*service]
+                    .fail_open
+                    .get_or_init(|| {
+                        dns.metrics
+                            .fail_open
+                            .get_or_create(&ServiceLabels {
+                                service: view.answers[*service].service.clone(),
+                            })
+                            .clone()
+                    })
+                    .inc();
+            }
+        }
+        if let Some(log) = &dns.query_log {
+            log.log(line(client, t, f.info(packet)));
+        }
+        return Some(f.bytes);
+    }
+    let out = respond_full(&view, packet, client.ip(), transport);
+    let i = &out.info;
     dns.metrics
         .queries
         .get_or_create(&QueryLabels {
             qtype: i.qtype.clone(),
-            rcode: std::borrow::Cow::Borrowed(i.rcode),
+            rcode: Cow::Borrowed(i.rcode),
             region: i.region.clone().unwrap_or_default(),
-            transport: std::borrow::Cow::Borrowed(t),
+            transport: Cow::Borrowed(t),
         })
         .inc();
     if i.truncated {
@@ -145,22 +186,26 @@ pub fn handle(
         }
     }
     if let Some(log) = &dns.query_log {
-        log.log(crate::QueryLine {
-            time: humantime_now(),
-            client: client.ip().to_string(),
-            transport: t,
-            name: i.name.clone(),
-            qtype: i.qtype.to_string(),
-            rcode: i.rcode,
-            ecs: i.ecs.clone(),
-            client_region: i.client_region.clone(),
-            service: i.service.clone(),
-            region: i.region.clone(),
-            truncated: i.truncated,
-            fail_open: i.fail_open,
-        });
+        log.log(line(client, t, out.info));
     }
     out.bytes
+}
+
+fn line(client: SocketAddr, transport: &'static str, i: Info) -> crate::QueryLine {
+    crate::QueryLine {
+        time: humantime_now(),
+        client: client.ip().to_string(),
+        transport,
+        qtype: i.qtype.to_string(),
+        name: i.name,
+        rcode: i.rcode,
+        ecs: i.ecs,
+        client_region: i.client_region,
+        service: i.service,
+        region: i.region,
+        truncated: i.truncated,
+        fail_open: i.fail_open,
+    }
 }
 
 fn humantime_now() -> String {
