@@ -1106,19 +1106,24 @@ region = "mars"
         );
     }
 
+    /// A valid `[dns]` section for [`BASE`].
+    const VALID_DNS: &str = "[dns]\nedge_addresses = { a = [\"10.0.0.1\"] }\n[[dns.server]]\nname = \"ns1\"\nlisten = [\"127.0.0.1:53\"]\nadmin = \"127.0.0.1:9953\"\n[[dns.zone]]\napex = \"other.test\"\nns = [\"ns.elsewhere\"]\n";
+
+    /// The validated `[dns]` of a small valid config with `extra` keys in it.
+    fn valid_dns_with(extra: &str) -> DnsSettings {
+        let text = format!(
+            "{BASE}{}",
+            VALID_DNS.replace("[dns]\n", &format!("[dns]\n{extra}"))
+        );
+        crate::Config::from_toml(&text, |_| None)
+            .unwrap()
+            .dns
+            .unwrap()
+    }
+
     #[test]
     fn an_edge_needs_two_good_probes_and_a_region_a_minute_to_come_back_unless_told() {
-        let section = "[dns]\nedge_addresses = { a = [\"10.0.0.1\"] }\n[[dns.server]]\nname = \"ns1\"\nlisten = [\"127.0.0.1:53\"]\nadmin = \"127.0.0.1:9953\"\n[[dns.zone]]\napex = \"other.test\"\nns = [\"ns.elsewhere\"]\n";
-        let read = |extra: &str| {
-            let text = format!(
-                "{BASE}{}",
-                section.replace("[dns]\n", &format!("[dns]\n{extra}"))
-            );
-            crate::Config::from_toml(&text, |_| None)
-                .unwrap()
-                .dns
-                .unwrap()
-        };
+        let read = valid_dns_with;
         let d = read("");
         assert_eq!(
             (d.probe_successes, d.return_ramp),
@@ -1134,17 +1139,7 @@ region = "mars"
 
     #[test]
     fn client_limits_have_defaults_and_can_be_set_or_turned_off() {
-        let section = "[dns]\nedge_addresses = { a = [\"10.0.0.1\"] }\n[[dns.server]]\nname = \"ns1\"\nlisten = [\"127.0.0.1:53\"]\nadmin = \"127.0.0.1:9953\"\n[[dns.zone]]\napex = \"other.test\"\nns = [\"ns.elsewhere\"]\n";
-        let read = |extra: &str| {
-            let text = format!(
-                "{BASE}{}",
-                section.replace("[dns]\n", &format!("[dns]\n{extra}"))
-            );
-            crate::Config::from_toml(&text, |_| None)
-                .unwrap()
-                .dns
-                .unwrap()
-        };
+        let read = valid_dns_with;
         let d = read("");
         assert_eq!(
             (d.tcp_per_client, d.tcp_write_timeout, d.rrl),
@@ -1171,10 +1166,10 @@ region = "mars"
         let d = read("rrl = { responses_per_s = 0, burst = 0, slip = 0 }\n");
         assert_eq!(d.rrl.responses_per_s, 0, "0 is off; the burst is then moot");
         assert_eq!(
-            errors(&section.replace("[dns]\n", "[dns]\ntcp_per_client = 0\n")),
+            errors(&VALID_DNS.replace("[dns]\n", "[dns]\ntcp_per_client = 0\n")),
             ["dns.tcp_per_client: must be between 1 and 1024 (the server's TCP connections), got 0"]
         );
-        let unknown = errors(&section.replace("[dns]\n", "[dns]\nrrl = { rate = 5 }\n"));
+        let unknown = errors(&VALID_DNS.replace("[dns]\n", "[dns]\nrrl = { rate = 5 }\n"));
         assert!(
             unknown.len() == 1 && unknown[0].contains("rate"),
             "{unknown:?}"
