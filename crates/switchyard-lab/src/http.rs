@@ -74,6 +74,21 @@ pub async fn call(
     call_as(addr, method, path, body, timeout, None).await
 }
 
+/// `GET path` read as JSON: `None` when nothing answers in time, the answer
+/// is not 200, or its body is not what this build can read.
+pub async fn get_json<T: serde::de::DeserializeOwned>(
+    addr: SocketAddr,
+    path: &str,
+    timeout: Duration,
+) -> Option<T> {
+    let (s, b) = call(addr, Method::GET, path, Bytes::new(), timeout)
+        .await
+        .ok()?;
+    (s == StatusCode::OK)
+        .then(|| serde_json::from_slice(&b).ok())
+        .flatten()
+}
+
 /// [`call`] with a bearer token, for the admin knobs of the lab's processes.
 pub async fn call_as(
     addr: SocketAddr,

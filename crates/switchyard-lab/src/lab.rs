@@ -12,7 +12,6 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{Method, StatusCode};
 
-use crate::http::call;
 use crate::link::{Link, LinkSettings};
 use crate::load::{self, Group, GroupDns, Recorder};
 use crate::procs::{wait_listening, Supervisor};
@@ -396,18 +395,12 @@ impl Lab {
     }
 
     pub async fn replication(&self, region: &str) -> Option<crate::store::Replication> {
-        let (s, b) = call(
+        crate::http::get_json(
             self.topo.store_addr(region),
-            Method::GET,
             "/replication",
-            Bytes::new(),
             Duration::from_secs(1),
         )
         .await
-        .ok()?;
-        (s == StatusCode::OK)
-            .then(|| serde_json::from_slice(&b).ok())
-            .flatten()
     }
 
     /// A readable list of where everything listens.

@@ -12,8 +12,6 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bytes::Bytes;
-use http::{Method, StatusCode};
 use serde_json::json;
 use switchyard_api::dns::DnsStatus;
 use switchyard_report::{Action as ActionRecord, Finding, Second};
@@ -60,7 +58,13 @@ impl DnsWatch {
             loop {
                 tick.tick().await;
                 for (name, _, admin) in &servers {
-                    let Some(st) = status(*admin).await else {
+                    let Some(st) = crate::http::get_json::<DnsStatus>(
+                        *admin,
+                        "/status",
+                        Duration::from_millis(500),
+                    )
+                    .await
+                    else {
                         continue;
                     };
                     let s = sample(&st, start.elapsed().as_secs_f64());
@@ -81,21 +85,6 @@ impl DnsWatch {
         self.task.abort();
         std::mem::take(&mut *self.samples.lock().expect("dns samples"))
     }
-}
-
-async fn status(admin: std::net::SocketAddr) -> Option<DnsStatus> {
-    let (s, b) = crate::http::call(
-        admin,
-        Method::GET,
-        "/status",
-        Bytes::new(),
-        Duration::from_millis(500),
-    )
-    .await
-    .ok()?;
-    (s == StatusCode::OK)
-        .then(|| serde_json::from_slice(&b).ok())
-        .flatten()
 }
 
 fn sample(st: &DnsStatus, at_s: f64) -> DnsSample {
@@ -146,6 +135,9 @@ pub(crate) fn findings_and_actions(
     for (server, ss) in by_server(samples) {
         for r in &topo.regions {
             let mut down = false;
+            // Since the probes last saw every edge dead, until the share
+            // is whole again: the share moves by the return ramp.
+            let mut returning = false;
             let mut share = 1.0;
             for s in &ss {
                 let all_dead = r.zones.iter().all(|z| s.dead.contains(z));
@@ -157,6 +149,7 @@ pub(crate) fn findings_and_actions(
                         evidence: json!({"detector": format!("dns {server} probes"), "edges_dead": r.zones}),
                     });
                 }
+                returning = all_dead || returning;
                 down = all_dead;
                 let Some(now) = s.own_share(&r.name) else {
                     continue;
@@ -180,10 +173,25 @@ pub(crate) fn findings_and_actions(
                 } else {
                     None
                 };
+                // An answer moves for the probes or for the controls (an
+                // evacuation, a failover): say which.
+                let why = if all_dead {
+                    format!("its probes see every edge of {} dead", r.name)
+                } else if returning {
+                    format!(
+                        "{}'s edges answer its probes again; its clients come back over the return ramp",
+                        r.name
+                    )
+                } else {
+                    format!("the controls for {}", r.name)
+                };
+                if now >= 1.0 {
+                    returning = false;
+                }
                 if let Some(what) = what {
                     actions.push(ActionRecord {
                         what,
-                        why: format!("the DNS server's own probes: {} dead", s.dead.len()),
+                        why,
                         at_s: s.at_s,
                         accepted: true,
                         refused_by: None,
@@ -457,6 +465,8 @@ mod tests {
             share(11.0, &dead, 0.0),
             share(30.5, &[], 0.1),
             share(50.0, &[], 1.0),
+            // An evacuation by the controls, every edge alive.
+            share(60.0, &[], 0.0),
         ];
         let (f, a) = findings_and_actions(&samples, &topo);
         assert_eq!(f.len(), 1);
@@ -469,7 +479,19 @@ mod tests {
                 "dns ns1: stop answering catalog.lab with us-east for its clients",
                 "dns ns1: answer us-east to 10 % of its clients again",
                 "dns ns1: answer us-east to all its clients again",
+                "dns ns1: stop answering catalog.lab with us-east for its clients",
             ]
+        );
+        let why: Vec<&str> = a.iter().map(|a| a.why.as_str()).collect();
+        assert_eq!(
+            why,
+            [
+                "its probes see every edge of us-east dead",
+                "us-east's edges answer its probes again; its clients come back over the return ramp",
+                "us-east's edges answer its probes again; its clients come back over the return ramp",
+                "the controls for us-east",
+            ],
+            "each move says whether the probes or the controls made it"
         );
     }
 }
