@@ -195,12 +195,15 @@ pub fn regions<'a>(
                 // server sends away from their home during an evacuation
                 // would be forwarded straight back to it.
                 let share = region_share(sc, h);
+                if share >= 1.0 {
+                    return Regions::one(h, Reason::Home);
+                }
                 let next = service
                     .region_preference
                     .iter()
                     .find(|r| *r != h && takes(r));
                 return match next {
-                    Some(next) if share < 1.0 => Regions::split(
+                    Some(next) => Regions::split(
                         Share {
                             region: h,
                             weight: share,
@@ -216,7 +219,7 @@ pub fn regions<'a>(
                             },
                         },
                     ),
-                    _ => Regions::one(h, Reason::Home),
+                    None => Regions::one(h, Reason::Home),
                 };
             }
         }
