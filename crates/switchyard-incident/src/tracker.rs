@@ -217,8 +217,6 @@ pub struct Tracker {
     verify: BTreeMap<String, Vec<Pending>>,
     dirty: BTreeSet<String>,
     notices: Vec<Notice>,
-    /// Incidents announced (the first notice waits for the first impact).
-    announced: BTreeSet<String>,
     ids: BTreeSet<String>,
     /// Recently resolved, newest last: late delivery attempts and people's
     /// stages still land on them here rather than on a stale copy, and a
@@ -355,7 +353,6 @@ impl Tracker {
             verify: BTreeMap::new(),
             dirty: BTreeSet::new(),
             notices: Vec::new(),
-            announced: BTreeSet::new(),
             ids: BTreeSet::new(),
             closed: Vec::new(),
             alarms: BTreeMap::new(),
@@ -366,8 +363,7 @@ impl Tracker {
         &self.cfg
     }
 
-    /// Takes back the incidents after a restart (all of them announced
-    /// before): the open ones, and the most recently resolved ones, so a
+    /// Takes back the incidents after a restart: the open ones, and the most recently resolved ones, so a
     /// fault that comes back after the restart still reopens its incident.
     /// The store's copy replaces what was held: this is also how a plane
     /// elected leader takes over from the one before.
@@ -377,7 +373,6 @@ impl Tracker {
         let mut resolved = Vec::new();
         for i in incidents {
             self.ids.insert(i.id.clone());
-            self.announced.insert(i.id.clone());
             if i.status == Status::Resolved {
                 resolved.push(i);
             } else {
@@ -396,7 +391,6 @@ impl Tracker {
     pub fn replace(&mut self, i: Incident) {
         self.forget(&i.id);
         self.ids.insert(i.id.clone());
-        self.announced.insert(i.id.clone());
         if i.status == Status::Resolved {
             self.closed.push(i);
             self.closed.sort_by_key(resolved_at);
@@ -505,7 +499,7 @@ impl Tracker {
 
     fn tell(&mut self, service: &str, event: String, at_ms: u64, urgent: bool) {
         if let Some(i) = self.open.get(service) {
-            if self.announced.contains(&i.id) {
+            if i.announced {
                 self.notices.push(Notice {
                     incident: i.clone(),
                     event,
@@ -1135,7 +1129,7 @@ impl Tracker {
             };
             // Automatic rules only ever raise the severity during an incident.
             if sev > i.severity || i.severity_reason == "not measured yet" {
-                if sev > i.severity && self.announced.contains(&i.id) {
+                if sev > i.severity && i.announced {
                     raised = Some(sev);
                 }
                 i.log(
@@ -1150,10 +1144,10 @@ impl Tracker {
             }
         }
         i.updated_ms = now_ms;
-        let id = i.id.clone();
-        self.dirty.insert(id.clone());
-        if !self.announced.contains(&id) {
-            self.announced.insert(id);
+        let first = !i.announced;
+        i.announced = true;
+        self.dirty.insert(i.id.clone());
+        if first {
             self.notify(svc, "opened".into(), now_ms);
         } else if let Some(s) = raised {
             self.notify(svc, format!("severity raised to {}", s.as_str()), now_ms);
@@ -1849,6 +1843,31 @@ mod tests {
         assert!(i.alarms[0].end_ms.is_some(), "{:?}", i.alarms);
         next.run_until(100_000);
         assert!(next.t.open_for("svc").is_none(), "and resolved");
+    }
+
+    #[test]
+    fn an_incident_stored_before_its_first_notice_is_told_by_the_plane_that_takes_over() {
+        let mut w = world(cfg());
+        w.run_until(5_000);
+        // Opened by hand and written to the store; the first notice waits
+        // for the first measured second, which this plane never reaches.
+        let (id, _) = w.t.open_by_hand("svc", "slow checkout", "ann", None, w.now);
+        let stored: Vec<Incident> =
+            serde_json::from_value(serde_json::to_value(w.t.take_dirty()).unwrap()).unwrap();
+        assert!(w.events().is_empty(), "nothing told yet");
+        let mut next = world(cfg());
+        next.now = w.now;
+        next.t.restore(stored);
+        next.run_until(8_000);
+        assert_eq!(next.events(), ["opened"], "told once, by the new plane");
+        // A copy told before is not told again by the plane after.
+        let told: Vec<Incident> = next.t.open_incidents().cloned().collect();
+        assert!(told.iter().all(|i| i.id == id && i.announced));
+        let mut third = world(cfg());
+        third.now = next.now;
+        third.t.restore(told);
+        third.run_until(11_000);
+        assert!(third.events().is_empty(), "{:?}", third.events());
     }
 
     #[test]

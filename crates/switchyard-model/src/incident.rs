@@ -349,6 +349,16 @@ pub struct Incident {
     /// The alarms that fired while it was open, or that opened it.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub alarms: Vec<AlarmRecord>,
+    /// Whether people were told it is open (the first notice waits for the
+    /// first measured impact). Kept with the incident so a plane that takes
+    /// over, or restarts, between the opening and that first notice still
+    /// tells. Stored incidents from before this field were all told.
+    #[serde(default = "told_before")]
+    pub announced: bool,
+}
+
+fn told_before() -> bool {
+    true
 }
 
 impl Incident {
@@ -381,6 +391,7 @@ impl Incident {
             reopened_ms: Vec::new(),
             baseline_p99_ms: BTreeMap::new(),
             alarms: Vec::new(),
+            announced: false,
         }
     }
 
