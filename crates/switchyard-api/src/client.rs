@@ -222,6 +222,19 @@ impl Client {
         self.get("/v1/controls").await
     }
 
+    /// Which config each member (edge zone, `dns:<name>`) is to run.
+    pub async fn config_assignment(&self) -> Result<ConfigAssignment, ClientError> {
+        self.get("/v1/config").await
+    }
+
+    /// A config the plane has assigned, by its version.
+    pub async fn config_doc(
+        &self,
+        version: &str,
+    ) -> Result<switchyard_model::ConfigDoc, ClientError> {
+        self.get(&path(&["config", version], &[])).await
+    }
+
     /// The newest `limit` audit entries, oldest first.
     pub async fn history(&self, limit: usize) -> Result<History, ClientError> {
         self.get(&path(&["history"], &[("limit", limit.to_string())]))

@@ -8,7 +8,7 @@ use std::io::Write;
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
-use switchyard_model::{Config, Controls};
+use switchyard_model::{Config, ConfigDoc, Controls};
 
 /// What is kept: the controls, when and from where they came.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -97,15 +97,69 @@ pub fn load(path: &Path, config: &Config) -> Result<Option<LastKnownGood>, LkgEr
 /// the folder synced), so a crash at any point leaves either the old or the
 /// new set, never half of one.
 pub fn save(path: &Path, controls: &Controls, source: &str, now_ms: u64) -> std::io::Result<()> {
+    write_atomic(
+        path,
+        &LastKnownGood {
+            saved_at_ms: now_ms,
+            source: source.into(),
+            controls: controls.clone(),
+        },
+    )
+}
+
+/// The last config taken from the control plane, kept like the controls.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LastKnownGoodConfig {
+    pub saved_at_ms: u64,
+    pub config: ConfigDoc,
+}
+
+/// Keeps `config` at `path` (atomically, as [`save`] does).
+pub fn save_config(path: &Path, config: &ConfigDoc, now_ms: u64) -> std::io::Result<()> {
+    write_atomic(
+        path,
+        &LastKnownGoodConfig {
+            saved_at_ms: now_ms,
+            config: config.clone(),
+        },
+    )
+}
+
+/// The kept config; `None` when there is none. A file whose text does not
+/// hash to its version is an error: it would run under a false version.
+/// Whether the text is a valid config is for the caller to find out.
+pub fn load_config(path: &Path) -> Result<Option<LastKnownGoodConfig>, LkgError> {
+    let p = path.display().to_string();
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(source) => return Err(LkgError::Io { path: p, source }),
+    };
+    let lkg: LastKnownGoodConfig =
+        serde_json::from_str(&text).map_err(|e| LkgError::Unreadable {
+            path: p.clone(),
+            reason: e.to_string(),
+        })?;
+    if !lkg.config.is_intact() {
+        return Err(LkgError::Unreadable {
+            path: p,
+            reason: format!(
+                "the config's text does not hash to its version {}",
+                lkg.config.version
+            ),
+        });
+    }
+    Ok(Some(lkg))
+}
+
+/// Written to a temporary file, synced, then renamed over the old one (and
+/// the folder synced), so a crash at any point leaves either the old or the
+/// new document, never half of one.
+fn write_atomic<T: Serialize>(path: &Path, doc: &T) -> std::io::Result<()> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }
-    let body = serde_json::to_vec_pretty(&LastKnownGood {
-        saved_at_ms: now_ms,
-        source: source.into(),
-        controls: controls.clone(),
-    })
-    .map_err(std::io::Error::other)?;
+    let body = serde_json::to_vec_pretty(doc).map_err(std::io::Error::other)?;
     let tmp = path.with_extension("json.tmp");
     {
         let mut f = std::fs::File::create(&tmp)?;
@@ -147,6 +201,23 @@ mod tests {
                 && err.to_string().contains(&missing.display().to_string()),
             "{err}"
         );
+    }
+
+    #[test]
+    fn a_saved_config_reads_back_and_an_altered_one_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.config.lkg.json");
+        assert!(load_config(&path).unwrap().is_none());
+        let doc = ConfigDoc::new("[edge]\n".into());
+        save_config(&path, &doc, 9).unwrap();
+        let back = load_config(&path).unwrap().unwrap();
+        assert_eq!((back.config, back.saved_at_ms), (doc.clone(), 9));
+        let altered = std::fs::read_to_string(&path)
+            .unwrap()
+            .replace("[edge]", "[edgy]");
+        std::fs::write(&path, altered).unwrap();
+        let e = load_config(&path).unwrap_err();
+        assert!(e.to_string().contains(&doc.version), "{e}");
     }
 
     #[test]

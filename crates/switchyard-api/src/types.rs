@@ -2,12 +2,12 @@
 //! server serializes these, the client, the CLI, the lab and the tests
 //! deserialize them. A field renamed here is renamed for both sides.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 use switchyard_model::finding::{Alarm, Finding, Mitigation};
 use switchyard_model::incident::{Durations, Severity, Stage, Status};
-use switchyard_model::{AuditEntry, AuditRecord, Controls, Op, RegionState};
+use switchyard_model::{AuditEntry, AuditRecord, ConfigDoc, Controls, Op, RegionState};
 
 /// `POST /v1/ops`: one operation, why, and whether to force it past the rules
 /// or only preview it.
@@ -161,6 +161,33 @@ impl ErrorBody {
 pub struct ControlsView {
     pub version: u64,
     pub controls: Controls,
+}
+
+/// `GET /v1/config`: which config each member runs. A member is an edge's
+/// zone name, or `dns:<name>` for a DNS server (its watch identity). The
+/// control plane holds it as `switchyard_control::configs::Assignment`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ConfigAssignment {
+    /// Grows by one with every assignment, never goes back.
+    pub revision: u64,
+    /// What every member not in `members` runs.
+    pub base: ConfigDoc,
+    /// What the `members` run, while a change rolls out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<ConfigDoc>,
+    #[serde(default)]
+    pub members: BTreeSet<String>,
+}
+
+impl ConfigAssignment {
+    /// The config `member` is to run: the target when it is named and
+    /// there is one, else the base.
+    pub fn doc_for(&self, member: &str) -> &ConfigDoc {
+        match &self.target {
+            Some(t) if self.members.contains(member) => t,
+            _ => &self.base,
+        }
+    }
 }
 
 /// A control plane among those sharing a store: its id (unique per

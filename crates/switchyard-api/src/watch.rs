@@ -5,6 +5,10 @@
 //! it has and tries again with a capped backoff: the data plane never waits
 //! on the control plane.
 //!
+//! Besides `controls`, the plane sends a `config` event with the config
+//! this follower is to run (by its identity), before the first `controls`
+//! and again whenever that config changes.
+//!
 //! The event framing is parsed by `eventsource-stream` (the SSE format has
 //! corner cases — multi-line data, comments, CRLF — not worth owning).
 
@@ -12,7 +16,7 @@ use std::time::Duration;
 
 use eventsource_stream::Eventsource;
 use futures_util::StreamExt;
-use switchyard_model::Controls;
+use switchyard_model::{ConfigDoc, Controls};
 
 /// A process that follows the control plane: an edge, a DNS server.
 pub trait Follower: Send + Sync {
@@ -34,6 +38,11 @@ pub trait Follower: Send + Sync {
     /// A full set arrived. The follower validates it against its own config
     /// and keeps its current set when it refuses.
     fn controls(&self, controls: Controls);
+    /// The config this follower is to run arrived (see
+    /// [`ConfigDoc`]); a follower that takes configs only from its file
+    /// ignores it. It validates the config itself and keeps the running
+    /// one when it refuses.
+    fn config(&self, _doc: ConfigDoc) {}
     /// An event that is not a controls document this build can read.
     fn unreadable(&self, reason: &str) {
         tracing::error!(reason, "control plane sent controls that cannot be read");
@@ -160,12 +169,23 @@ async fn once<F: Follower>(
     let mut events = std::pin::pin!(bytes.eventsource());
     while let Some(ev) = events.next().await {
         let ev = ev.map_err(|e| e.to_string())?;
-        if ev.event != "controls" {
-            continue;
-        }
-        match serde_json::from_str::<Controls>(&ev.data) {
-            Ok(c) => f.controls(c),
-            Err(e) => f.unreadable(&e.to_string()),
+        match ev.event.as_str() {
+            "controls" => match serde_json::from_str::<Controls>(&ev.data) {
+                Ok(c) => f.controls(c),
+                Err(e) => f.unreadable(&e.to_string()),
+            },
+            "config" => match serde_json::from_str::<ConfigDoc>(&ev.data) {
+                // A version that is not the text's hash was altered on the
+                // way: running it would report a version it is not.
+                Ok(d) if d.is_intact() => f.config(d),
+                Ok(d) => f.unreadable(&format!(
+                    "config {} does not hash to its version ({})",
+                    d.version,
+                    switchyard_model::config_version(&d.text)
+                )),
+                Err(e) => f.unreadable(&format!("config: {e}")),
+            },
+            _ => {}
         }
     }
     Ok(())

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::extract::{Query, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
@@ -54,6 +54,8 @@ pub fn router<S: Store + 'static>(api: Api<S>) -> Router {
         .route("/v1/ingest/heartbeat", post(ingest_heartbeat::<S>))
         .route("/v1/events/dns-push", post(dns_push_event::<S>))
         .route("/v1/watch", get(watch::<S>))
+        .route("/v1/config", get(config_assignment::<S>))
+        .route("/v1/config/{version}", get(config_doc::<S>))
         .merge(crate::api_incidents::routes::<S>())
         .fallback(|| async {
             error(
@@ -484,16 +486,58 @@ async fn history<S: Store>(State(api): State<Api<S>>, Query(q): Query<HistoryQue
     .into_response())
 }
 
-/// Server-sent events: the full state at once, then every change. Edges
+/// `GET /v1/config`: which config each member runs.
+async fn config_assignment<S: Store>(
+    State(api): State<Api<S>>,
+) -> Json<crate::configs::Assignment> {
+    Json((*api.plane.assignment()).clone())
+}
+
+/// `GET /v1/config/{version}`: a config this plane has assigned, as a
+/// [`switchyard_model::ConfigDoc`].
+async fn config_doc<S: Store>(State(api): State<Api<S>>, Path(version): Path<String>) -> Answer {
+    within_limits(&[("version", version.as_str(), limits::NAME)])?;
+    match api.plane.config_doc(&version).await.map_err(unavailable)? {
+        Some(d) => Ok(Json(d).into_response()),
+        None => Err(error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            vec![format!(
+                "no config of version {version:?} was ever assigned here"
+            )],
+        )),
+    }
+}
+
+/// Who watches: an edge names its zone, a DNS server its name.
+#[derive(Deserialize)]
+struct Watcher {
+    zone: Option<String>,
+    dns: Option<String>,
+}
+
+/// Server-sent events: the watcher's config, then the full state at once,
+/// then every change (of the controls, or of the watcher's config). Edges
 /// need nothing else to catch up after a reconnect.
-async fn watch<S: Store>(State(api): State<Api<S>>) -> Response {
+async fn watch<S: Store>(State(api): State<Api<S>>, Query(who): Query<Watcher>) -> Response {
     // A plane whose store is behind the edges' state publishes nothing:
     // its followers keep what they hold (or follow another plane).
     if let Some(why) = api.plane.held_back() {
         return error(StatusCode::CONFLICT, "store_behind", vec![why]);
     }
+    let member =
+        crate::configs::member(who.zone.as_deref(), who.dns.as_deref()).unwrap_or_default();
     let rx = api.plane.subscribe();
+    let mut assignments = api.plane.watch_assignment();
+    let doc = assignments.borrow_and_update().doc_for(&member).clone();
     let first = Arc::new(api.plane.current());
+    let config_event = |d: &switchyard_model::ConfigDoc| {
+        Ok::<_, Infallible>(
+            Event::default()
+                .event("config")
+                .data(serde_json::to_string(d).expect("a config serializes")),
+        )
+    };
     let event = |p: &Published| {
         let mut c = p.controls.clone();
         c.version = p.version;
@@ -503,10 +547,7 @@ async fn watch<S: Store>(State(api): State<Api<S>>) -> Response {
                 .data(serde_json::to_string(&c).expect("controls serialize")),
         )
     };
-    let head = stream::once({
-        let e = event(&first);
-        async move { e }
-    });
+    let head = stream::iter([config_event(&doc), event(&first)]);
     let rest = stream::unfold(rx, move |mut rx| async move {
         loop {
             match rx.recv().await {
@@ -517,8 +558,23 @@ async fn watch<S: Store>(State(api): State<Api<S>>) -> Response {
             }
         }
     });
+    // Only a change of this member's config is sent, not every assignment
+    // (a wave moving other members changes nothing here).
+    let configs = stream::unfold((assignments, doc.version), move |(mut rx, mut running)| {
+        let member = member.clone();
+        async move {
+            loop {
+                rx.changed().await.ok()?;
+                let d = rx.borrow_and_update().doc_for(&member).clone();
+                if d.version != running {
+                    running = d.version.clone();
+                    return Some((config_event(&d), (rx, running)));
+                }
+            }
+        }
+    });
     let mut stopping = api.stopping.clone();
-    let rest = rest.take_until(async move {
+    let rest = stream::select(rest, configs).take_until(async move {
         let _ = stopping.wait_for(|s| *s).await;
     });
     Sse::new(head.chain(rest))

@@ -738,9 +738,16 @@ mod tests {
             .unwrap();
         assert!(term.leading);
         let incidents = Arc::new(Incidents::new(&config, settings.incidents, settings.notify));
-        let plane = ControlPlane::new(Arc::new(config), settings.safety, store, me, None)
-            .await
-            .unwrap();
+        let plane = ControlPlane::new(
+            Arc::new(config),
+            String::new(),
+            settings.safety,
+            store,
+            me,
+            None,
+        )
+        .await
+        .unwrap();
         let api = Api {
             plane,
             incidents,

@@ -10,6 +10,7 @@ pub mod api;
 pub mod api_incidents;
 pub mod automation;
 pub mod backup;
+pub mod configs;
 pub mod dns_preview;
 pub mod forward;
 pub mod incidents;

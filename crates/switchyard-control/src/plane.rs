@@ -94,6 +94,11 @@ pub struct ControlPlane<S: Store> {
     /// Alerts and heartbeats posted to the API, for the detection loop.
     pub ingest: tokio::sync::mpsc::UnboundedSender<Ingest>,
     pub ingest_rx: Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<Ingest>>>,
+    /// Which config each member runs (see [`crate::configs`]).
+    pub(crate) assignment: tokio::sync::watch::Sender<Arc<crate::configs::Assignment>>,
+    /// Assignments are written one at a time here; across planes, the
+    /// store's compare-and-set and the leader fence serialize them.
+    pub(crate) assigning: tokio::sync::Mutex<()>,
 }
 
 /// What the ingest endpoints hand to detection.
@@ -120,8 +125,11 @@ impl<S: Store> ControlPlane<S> {
     /// `snapshot` of the last published state exists, the plane starts on
     /// it, says so (`stale`), and takes the store's state once it answers
     /// (`sync`); without a snapshot it then publishes nothing meanwhile.
+    /// `config_text` is the text of the plane's config file: the config
+    /// every member runs when the store has no assignment yet.
     pub async fn new(
         config: Arc<Config>,
+        config_text: String,
         safety: SafetyConfig,
         store: S,
         me: Candidate,
@@ -173,6 +181,22 @@ impl<S: Store> ControlPlane<S> {
         if let Some(why) = &stale {
             tracing::error!(%why, "starting without the store");
         }
+        let assignment = if stale.is_some() {
+            // Revision 0: whatever the store holds supersedes it once it
+            // answers (`sync_assignment`).
+            crate::configs::Assignment {
+                revision: 0,
+                ..crate::configs::seed(&config_text)
+            }
+        } else {
+            crate::configs::open(&store, &config_text).await?
+        };
+        tracing::info!(
+            revision = assignment.revision,
+            base = %assignment.base.version,
+            own = %switchyard_model::config_version(&config_text),
+            "config assignment"
+        );
         Ok(Arc::new(ControlPlane {
             config,
             safety,
@@ -190,6 +214,8 @@ impl<S: Store> ControlPlane<S> {
             stale: Mutex::new(stale),
             ingest,
             ingest_rx: Mutex::new(Some(ingest_rx)),
+            assignment: tokio::sync::watch::channel(Arc::new(assignment)).0,
+            assigning: tokio::sync::Mutex::new(()),
         }))
     }
 

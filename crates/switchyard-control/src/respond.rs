@@ -85,7 +85,7 @@ pub fn unavailable(e: StoreError) -> Response {
                 "nothing was changed: send it again, it goes to the new leader".into(),
             ],
         ),
-        StoreError::DocConflict { .. } => error(
+        StoreError::DocConflict { .. } | StoreError::NotNext { .. } => error(
             StatusCode::CONFLICT,
             "conflict",
             vec![

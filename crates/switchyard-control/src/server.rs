@@ -241,8 +241,14 @@ impl Running {
 }
 
 /// Starts the control plane of `config` (with its path resolving a relative
-/// SQLite file) and returns once it listens.
-pub async fn start(config: Config, config_path: &Path, adopt: bool) -> anyhow::Result<Running> {
+/// SQLite file, and `config_text` the file's text, the config members run
+/// until another is assigned) and returns once it listens.
+pub async fn start(
+    config: Config,
+    config_text: String,
+    config_path: &Path,
+    adopt: bool,
+) -> anyhow::Result<Running> {
     let settings = settings(&config, config_path)?;
     let ctl = config.control.clone().expect("checked by safety_config");
     let config = Arc::new(config);
@@ -255,7 +261,17 @@ pub async fn start(config: Config, config_path: &Path, adopt: bool) -> anyhow::R
             };
             let store =
                 SqliteStore::open(&path).map_err(|e| anyhow::anyhow!("control.store: {e}"))?;
-            serve(config, settings, store, ctl.listen, adopt, None).await
+            serve(
+                config,
+                config_text,
+                settings,
+                store,
+                ctl.listen,
+                adopt,
+                None,
+            )
+            .await
+            .map(|(r, _)| r)
         }
         StoreSpec::Etcd(eps) => {
             let store = EtcdStore::with_tls(
@@ -265,6 +281,7 @@ pub async fn start(config: Config, config_path: &Path, adopt: bool) -> anyhow::R
             );
             serve(
                 config,
+                config_text,
                 settings,
                 store,
                 ctl.listen,
@@ -279,18 +296,22 @@ pub async fn start(config: Config, config_path: &Path, adopt: bool) -> anyhow::R
                 ),
             )
             .await
+            .map(|(r, _)| r)
         }
     }
 }
 
-async fn serve<S: Store + 'static>(
+/// Serves a plane on `store`, and hands back the plane itself too (for
+/// whoever runs it in-process: tests, the rollout engine's tests).
+pub async fn serve<S: Store + 'static>(
     config: Arc<Config>,
+    config_text: String,
     settings: Settings,
     store: S,
     listen: std::net::SocketAddr,
     adopt: bool,
     snapshot: Option<std::path::PathBuf>,
-) -> anyhow::Result<Running> {
+) -> anyhow::Result<(Running, Arc<ControlPlane<S>>)> {
     let incidents = Arc::new(crate::incidents::Incidents::new(
         &config,
         settings.incidents,
@@ -311,7 +332,7 @@ async fn serve<S: Store + 'static>(
         url: format!("{scheme}://{listen}"),
     };
     let server_tls = settings.tls.clone();
-    let plane = ControlPlane::new(config, settings.safety, store, me, snapshot)
+    let plane = ControlPlane::new(config, config_text, settings.safety, store, me, snapshot)
         .await
         .map_err(|e| anyhow::anyhow!("control.store: {e}"))?;
     match incidents.restore(plane.store()).await {
@@ -359,11 +380,21 @@ async fn serve<S: Store + 'static>(
     let mut sync_rx = rx.clone();
     // Other control planes may change a shared store: follow it.
     tokio::spawn(async move {
+        let mut round = 0u64;
         loop {
             tokio::select! {
                 _ = tokio::time::sleep(Duration::from_millis(250)) => {
                     if let Err(e) = sync_plane.sync().await {
                         tracing::warn!(error = %e, "cannot read the store; serving the last known state");
+                    }
+                    // The config assignment once a second, by every plane
+                    // (the leader too: it may have lost the lead while it
+                    // stalled), so edges following any plane get the same.
+                    round += 1;
+                    if round.is_multiple_of(4) && sync_plane.stale().is_none() {
+                        if let Err(e) = sync_plane.sync_assignment().await {
+                            tracing::warn!(error = %e, "cannot read the config assignment; serving the last known one");
+                        }
                     }
                 }
                 r = sync_rx.changed() => {
@@ -409,11 +440,14 @@ async fn serve<S: Store + 'static>(
         let _ = election.await;
     });
     tracing::info!(%listen, scheme, "control plane serving");
-    Ok(Running {
-        listen,
-        stop: tx,
-        task,
-    })
+    Ok((
+        Running {
+            listen,
+            stop: tx,
+            task,
+        },
+        plane,
+    ))
 }
 
 struct AbortOnDrop(tokio::task::JoinHandle<()>);
@@ -431,7 +465,7 @@ pub async fn run(config_path: &Path, adopt: bool) -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", config_path.display()))?;
     let config = Config::from_toml(&text, |k| std::env::var(k).ok())
         .map_err(|e| anyhow::anyhow!("{}: {e}", config_path.display()))?;
-    let running = start(config, config_path, adopt).await?;
+    let running = start(config, text, config_path, adopt).await?;
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}

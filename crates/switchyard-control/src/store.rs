@@ -51,6 +51,17 @@ pub enum StoreError {
     /// it stalled); nothing was written.
     #[error("this control plane no longer leads: the store refused its write of {0}")]
     NotLeader(String),
+    /// A versioned document (the config assignment) was offered with a
+    /// revision that is not the next one after what is stored: it would
+    /// go back, or skip; nothing was written.
+    #[error(
+        "{what}: revision {given} is not the next one after revision {current}; nothing changed"
+    )]
+    NotNext {
+        what: String,
+        current: u64,
+        given: u64,
+    },
 }
 
 fn rev_text(rev: Option<u64>) -> String {

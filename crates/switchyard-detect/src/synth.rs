@@ -491,6 +491,8 @@ pub fn generate(name: &str, seed: u64, seconds: u64, rps: u64) -> Option<Trace> 
                     source_zone: zone.to_string(),
                     series,
                     probes,
+                    config_version: None,
+                    config_refused: None,
                 });
             }
         }

@@ -278,6 +278,8 @@ mod shifted_zone {
             source_zone: zone.into(),
             series,
             probes,
+            config_version: None,
+            config_refused: None,
         }
     }
 
@@ -362,6 +364,8 @@ mod low_rate_write_failures {
             source_zone: zone.into(),
             series,
             probes: Vec::new(),
+            config_version: None,
+            config_refused: None,
         }
     }
 

@@ -7,6 +7,7 @@
 pub mod access_log;
 pub mod admin;
 pub mod body;
+pub mod configs;
 pub mod conn;
 pub mod error;
 pub mod grpc;
@@ -55,31 +56,7 @@ pub fn reload_config(edge: &Edge) -> Result<(), UpdateError> {
     // Certificates are their own files: an operator who replaced them and
     // sent SIGHUP wants them read, whatever becomes of the config.
     edge.tls_reload.notify_one();
-    let text = std::fs::read_to_string(&edge.config_path).map_err(|e| {
-        UpdateError::Refused(format!("cannot read {}: {e}", edge.config_path.display()))
-    })?;
-    match Config::from_toml(&text, |k| std::env::var(k).ok()) {
-        Ok(c) => {
-            // The new config's client-side TLS settings are loaded before it
-            // applies, so a service that gains upstream_tls is never served
-            // a moment without them. Files that do not load are left to the
-            // watcher, which logs, counts and keeps the old settings.
-            let dir = edge.config_path.parent().unwrap_or(Path::new("."));
-            let clients = tls::Material::build(&tls::Files::read(&c, dir)).ok();
-            let r = edge.apply_config(c);
-            if let (Ok(()), Some(m)) = (&r, clients) {
-                edge.client_tls.store(Arc::new(m.clients));
-            }
-            // Again, now that the new config names the files.
-            edge.tls_reload.notify_one();
-            r
-        }
-        Err(e) => {
-            edge.metrics.update("config", false);
-            tracing::error!(reasons = ?e.reasons(), "config refused; keeping the running one");
-            Err(e.into())
-        }
-    }
+    configs::from_file(edge)
 }
 
 pub struct EdgeOptions {
@@ -130,7 +107,7 @@ impl Running {
 }
 
 pub async fn start(opts: EdgeOptions) -> anyhow::Result<Running> {
-    let config = load_config(&opts.config_path)?;
+    let (config, doc, source) = configs::initial(&opts.config_path, &opts.zone)?;
     let own_zone = config.zone(&opts.zone);
     let listen_for_lock = opts.listen.or_else(|| own_zone.map(|z| z.edge));
     let tls_for_lock = opts
@@ -144,7 +121,12 @@ pub async fn start(opts: EdgeOptions) -> anyhow::Result<Running> {
         &opts.zone,
         &[listen_for_lock, tls_for_lock],
     )?;
-    let edge = Edge::new(config, opts.config_path.clone(), &opts.zone)?;
+    let edge = Edge::new(
+        config,
+        (doc.version, source),
+        opts.config_path.clone(),
+        &opts.zone,
+    )?;
     if opts.without_observation {
         tracing::warn!(
             "observation off: no request metrics, signals or outlier state are recorded"
@@ -754,7 +736,9 @@ async fn signal_loop(edge: Arc<Edge>) {
     loop {
         let every = edge.snapshot().config.edge.signal_interval;
         tokio::time::sleep(every).await;
-        edge.signals.rotate(now_ms(), every);
+        let running = edge.running_config();
+        edge.signals
+            .rotate(now_ms(), every, Some(running.version), running.refused);
     }
 }
 

@@ -54,6 +54,11 @@ pub struct CheckLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct VersionLabels {
+    pub version: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ShedLabels {
     pub service: String,
     pub priority: String,
@@ -171,6 +176,8 @@ pub struct Metrics {
     pub client_connections: Family<ListenerLabels, Gauge>,
     pub connections_refused: Family<RefusalLabels, Counter>,
     pub last_known_good_unusable: Gauge,
+    /// 1 for the version of the config running, absent for every other.
+    pub config_info: Family<VersionLabels, Gauge>,
     pub access_log_dropped: Counter,
     pub tls_reloads: Family<TlsReloadLabels, Counter>,
     pub tls_handshakes: Family<HandshakeLabels, Counter>,
@@ -234,6 +241,13 @@ impl Metrics {
             connections_refused.clone(),
         );
         let last_known_good_unusable = Gauge::default();
+        let config_info = Family::default();
+        // `switchyard_edge_config_info`: the name rollouts and dashboards ask for.
+        registry.register(
+            "edge_config_info",
+            "1 for the version (content hash) of the config the edge runs",
+            config_info.clone(),
+        );
         let access_log_dropped = Counter::default();
         registry.register(
             "access_log_dropped",
@@ -399,6 +413,7 @@ impl Metrics {
             client_connections,
             connections_refused,
             last_known_good_unusable,
+            config_info,
             access_log_dropped,
             tls_reloads,
             tls_handshakes,
@@ -419,6 +434,20 @@ impl Metrics {
                 result: if ok { "accepted" } else { "refused" }.into(),
             })
             .inc();
+    }
+
+    /// The config running is now `version` (it was `was`).
+    pub fn config_running(&self, was: Option<&str>, version: &str) {
+        if let Some(w) = was.filter(|w| *w != version) {
+            self.config_info.remove(&VersionLabels {
+                version: w.to_string(),
+            });
+        }
+        self.config_info
+            .get_or_create(&VersionLabels {
+                version: version.to_string(),
+            })
+            .set(1);
     }
 
     pub fn encode(&self) -> String {

@@ -74,8 +74,15 @@ impl Signals {
             .push(p);
     }
 
-    /// Closes the interval and publishes its snapshot.
-    pub fn rotate(&self, at_ms: u64, interval: Duration) -> Snapshot {
+    /// Closes the interval and publishes its snapshot, with the version of
+    /// the config that ran and the last config refused.
+    pub fn rotate(
+        &self,
+        at_ms: u64,
+        interval: Duration,
+        config_version: Option<String>,
+        config_refused: Option<switchyard_model::signals::ConfigRefusal>,
+    ) -> Snapshot {
         let taken = std::mem::take(&mut *self.current.lock().unwrap_or_else(|e| e.into_inner()));
         let mut series: Vec<(SeriesKey, Acc)> = taken.into_iter().collect();
         series.sort_by(|a, b| a.0.cmp(&b.0));
@@ -107,6 +114,8 @@ impl Signals {
                 })
                 .collect(),
             probes: std::mem::take(&mut *self.probes.lock().unwrap_or_else(|e| e.into_inner())),
+            config_version,
+            config_refused,
         };
         let mut recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
         if recent.len() == KEEP {
@@ -158,14 +167,17 @@ mod tests {
             Duration::from_millis(5),
             Some(ErrorClass::UpstreamConnect),
         );
-        let snap = s.rotate(1000, Duration::from_secs(1));
+        let snap = s.rotate(1000, Duration::from_secs(1), None, None);
         assert_eq!(snap.series.len(), 2);
         let a = &snap.series[0];
         assert_eq!((a.requests, a.errors["status_5xx"]), (100, 10));
         assert!((a.p50_ms - 50.0).abs() < 1.0, "{}", a.p50_ms);
         assert!((a.p99_ms - 99.0).abs() < 1.5, "{}", a.p99_ms);
         assert_eq!(snap.series[1].errors["upstream_connect"], 1);
-        assert!(s.rotate(2000, Duration::from_secs(1)).series.is_empty());
+        assert!(s
+            .rotate(2000, Duration::from_secs(1), None, None)
+            .series
+            .is_empty());
         assert_eq!(s.recent().len(), 2);
     }
 }

@@ -52,13 +52,25 @@ pub async fn watch_files(edge: Arc<Edge>) {
             .map(|p| resolve(&edge.config_path, p))
     };
     let mut controls_stamp = controls_path(&edge).and_then(|p| stamp(&p));
+    // A file rewritten with the same text is no change: it must not take
+    // an edge off the config the control plane gave it.
+    let file_version = |edge: &Edge| {
+        std::fs::read_to_string(&edge.config_path)
+            .ok()
+            .map(|t| switchyard_model::config_version(&t))
+    };
+    let mut config_version = file_version(&edge);
     let mut tick = tokio::time::interval(Duration::from_millis(500));
     loop {
         tick.tick().await;
         let s = stamp(&edge.config_path);
         if s.is_some() && s != config_stamp {
             config_stamp = s;
-            let _ = crate::reload_config(&edge);
+            let v = file_version(&edge);
+            if v != config_version {
+                config_version = v;
+                let _ = crate::reload_config(&edge);
+            }
         }
         if let Some(p) = controls_path(&edge) {
             let s = stamp(&p);
@@ -125,6 +137,10 @@ impl switchyard_api::watch::Follower for Edge {
                 tracing::error!(reasons = ?e.reasons(), "control plane sent controls that were refused")
             }
         }
+    }
+
+    fn config(&self, doc: switchyard_model::ConfigDoc) {
+        crate::configs::from_control_plane(self, doc)
     }
 
     fn unreadable(&self, reason: &str) {

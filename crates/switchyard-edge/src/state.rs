@@ -207,7 +207,7 @@ pub enum UpdateError {
     /// Not a controls document at all (an array, a string, …).
     #[error("{0}")]
     NotADocument(String),
-    #[error("could not save last-known-good controls: {0}")]
+    #[error("could not save last-known-good state: {0}")]
     Persist(std::io::Error),
 }
 
@@ -248,6 +248,9 @@ pub struct Edge {
     /// How the edge speaks TLS to instances and peer edges; replaced whole
     /// when the files change (see `tls::watch`).
     pub client_tls: ArcSwap<crate::tls::ClientSides>,
+    /// The config running (its version and source), changed with it under
+    /// the update lock.
+    running_config: Mutex<crate::configs::RunningConfig>,
 }
 
 impl Edge {
@@ -256,9 +259,15 @@ impl Edge {
         self.observation.load(Ordering::Relaxed)
     }
 
-    /// Builds the edge for `zone`. Controls start from the last-known-good
-    /// file when it is there and still fits the config.
-    pub fn new(config: Config, config_path: PathBuf, zone: &str) -> anyhow::Result<Arc<Edge>> {
+    /// Builds the edge for `zone` on `config`, whose version and source
+    /// (`file`, `last-known-good`) `running` gives. Controls start from the
+    /// last-known-good file when it is there and still fits the config.
+    pub fn new(
+        config: Config,
+        running: (String, String),
+        config_path: PathBuf,
+        zone: &str,
+    ) -> anyhow::Result<Arc<Edge>> {
         let z = config.zone(zone).ok_or_else(|| {
             anyhow::anyhow!(
                 "zone {zone:?} is not in the config (known: {})",
@@ -296,6 +305,7 @@ impl Edge {
         metrics
             .last_known_good_unusable
             .set(i64::from(lkg_error.is_some()));
+        metrics.config_running(None, &running.0);
         let services = build_services(&config, &region, None, &metrics);
         let access_log = match &config.edge.access_log {
             Some(t) => Some(crate::access_log::AccessLog::open(
@@ -327,12 +337,37 @@ impl Edge {
             tunnels: crate::upgrade::Tunnels::default(),
             observation: AtomicBool::new(true),
             client_tls: ArcSwap::from_pointee(crate::tls::ClientSides::default()),
+            running_config: Mutex::new(crate::configs::RunningConfig {
+                version: running.0,
+                source: running.1,
+                refused: None,
+            }),
         });
         Ok(edge)
     }
 
     pub fn snapshot(&self) -> Arc<Snapshot> {
         self.snap.load_full()
+    }
+
+    /// The version (content hash) of the config running.
+    pub fn config_version(&self) -> String {
+        self.running_config().version
+    }
+
+    /// The config running, where it came from, and the last one refused.
+    pub fn running_config(&self) -> crate::configs::RunningConfig {
+        self.running_config
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    pub(crate) fn set_config_refused(&self, r: Option<switchyard_model::signals::ConfigRefusal>) {
+        self.running_config
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .refused = r;
     }
 
     pub fn controls_source(&self) -> String {
@@ -413,9 +448,18 @@ impl Edge {
         result
     }
 
-    /// Swaps in a new config. Instance health, limits and connection pools
-    /// carry over for everything that did not change.
-    pub fn apply_config(&self, config: Config) -> Result<(), UpdateError> {
+    /// Swaps in a new config of `version` from `source`. Instance health,
+    /// limits and connection pools carry over for everything that did not
+    /// change. `keep` runs once every check passed, just before the swap
+    /// (it keeps the config on disk, or forgets the kept one); its error
+    /// refuses the config.
+    pub fn apply_config(
+        &self,
+        config: Config,
+        version: &str,
+        source: &str,
+        keep: impl FnOnce() -> Result<(), UpdateError>,
+    ) -> Result<(), UpdateError> {
         let _g = self.update_lock.lock().unwrap_or_else(|e| e.into_inner());
         let cur = self.snapshot();
         let result = (|| {
@@ -458,16 +502,24 @@ impl Edge {
             let config = Arc::new(config);
             let services =
                 build_services(&config, &self.region, Some(&cur.services), &self.metrics);
+            keep()?;
             self.snap.store(Arc::new(Snapshot {
                 config,
                 controls: cur.controls.clone(),
                 services,
             }));
+            let mut running = self
+                .running_config
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            self.metrics.config_running(Some(&running.version), version);
+            running.version = version.to_string();
+            running.source = source.to_string();
             Ok(())
         })();
         self.metrics.update("config", result.is_ok());
         match &result {
-            Ok(()) => tracing::info!("config reloaded"),
+            Ok(()) => tracing::info!(version, source, "config applied"),
             Err(e) => tracing::warn!(error = %e, "config refused; keeping the running one"),
         }
         result

@@ -402,6 +402,8 @@ mod tests {
             source_zone: zone.into(),
             series,
             probes: Vec::new(),
+            config_version: None,
+            config_refused: None,
         }
     }
 

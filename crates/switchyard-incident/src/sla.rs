@@ -1000,6 +1000,8 @@ availability = 0.5
             source_zone: zone.into(),
             series,
             probes: vec![],
+            config_version: None,
+            config_refused: None,
         }
     }
 

@@ -1358,6 +1358,8 @@ mod tests {
                             max_ms: 12.0,
                         }],
                         probes: Vec::new(),
+                        config_version: None,
+                        config_refused: None,
                     });
                 }
                 self.t.on_alarms(&self.alarms, self.now);

@@ -171,6 +171,20 @@ pub struct Snapshot {
     pub series: Vec<Series>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub probes: Vec<Probe>,
+    /// The version of the config the edge ran during the interval (see
+    /// [`crate::ConfigDoc`]), so what it saw can be told apart by config.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config_version: Option<String>,
+    /// The last config the edge was sent and refused, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config_refused: Option<ConfigRefusal>,
+}
+
+/// A config an edge was sent and kept out, and why.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ConfigRefusal {
+    pub version: String,
+    pub reason: String,
 }
 
 #[cfg(test)]

@@ -254,6 +254,8 @@ fn bench(series: usize, seconds: u64) -> (usize, f64) {
                 source_zone: zone.clone(),
                 series,
                 probes: vec![],
+                config_version: None,
+                config_refused: None,
             });
         }
         snaps.push(v);

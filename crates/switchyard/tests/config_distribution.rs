@@ -1,0 +1,244 @@
+//! Configs distributed by the control plane to real edges: an edge runs the
+//! config assigned to its zone and says which, keeps the last one it took
+//! on disk and comes back on it with the plane gone, and keeps out one it
+//! cannot run.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use switchyard_control::configs::Assignment;
+use switchyard_model::{Config, ConfigDoc};
+use switchyard_testkit::client::Req;
+use switchyard_testkit::{eventually, sample, ControlProcess, EdgeProcess, Topology};
+
+const BIN: &str = env!("CARGO_BIN_EXE_switchyard");
+
+/// A host only a config that names it serves: what a request can tell of
+/// which config an edge runs.
+const NEW_HOST: &str = "new.test";
+
+fn with_new_host(text: &str) -> String {
+    let old = format!("hosts = [{:?}]", switchyard_testkit::HOST);
+    assert!(text.contains(&old), "the topology's service hosts changed");
+    text.replace(
+        &old,
+        &format!("hosts = [{:?}, {NEW_HOST:?}]", switchyard_testkit::HOST),
+    )
+}
+
+async fn serves_new_host(e: &EdgeProcess) -> bool {
+    Req::get(e.listen, "/items/1")
+        .host(NEW_HOST)
+        .send()
+        .await
+        .is_ok_and(|r| r.status.is_success())
+}
+
+/// Within 10 s the edge runs `version`.
+async fn runs(e: &EdgeProcess, version: &str, what: &str) {
+    eventually(what, Duration::from_secs(10), || async {
+        let s = e.status().await;
+        let c = s.config.ok_or("no config in the status")?;
+        (c.version == version)
+            .then_some(())
+            .ok_or(format!("runs {} from {}", c.version, c.source))
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_edge_following_a_plane_runs_the_planes_config_and_reports_its_version() {
+    let lab = Topology::new(BIN, &[("r1", &["a", "b"])]).with_control_plane();
+    let _ups = lab.start_upstreams().await;
+    lab.write_config();
+    // The plane's own file serves one more host than the edge's.
+    let plane_text = with_new_host(&lab.config_text());
+    let plane_dir = lab.dir().join("plane");
+    std::fs::create_dir_all(&plane_dir).unwrap();
+    let plane_cfg = plane_dir.join("switchyard.toml");
+    std::fs::write(&plane_cfg, &plane_text).unwrap();
+    let cp = ControlProcess::start(lab.bin(), &plane_cfg, lab.control_addr(), &plane_dir).await;
+    let base = ConfigDoc::new(plane_text);
+    let a = cp.api(None).config_assignment().await.unwrap();
+    assert_eq!((a.revision, &a.base, &a.target), (1, &base, &None));
+    assert_eq!(cp.api(None).config_doc(&base.version).await.unwrap(), base);
+
+    let e = lab.start_edge("a").await;
+    let file_version = switchyard_model::config_version(&lab.config_text());
+    assert_ne!(file_version, base.version);
+    runs(&e, &base.version, "the edge runs the plane's base").await;
+    let s = e.status().await.config.unwrap();
+    assert_eq!((s.source.as_str(), s.refused), ("control-plane", None));
+    assert!(serves_new_host(&e).await, "the plane's config is in force");
+    let m = e.metrics().await;
+    assert_eq!(
+        sample(
+            &m,
+            &format!(
+                "switchyard_edge_config_info{{version=\"{}\"}}",
+                base.version
+            )
+        ),
+        1.0,
+        "{m}"
+    );
+    assert!(
+        !m.contains(&file_version),
+        "the file's version is gone: {m}"
+    );
+    // The signals carry the version too.
+    eventually(
+        "the signals name the config",
+        Duration::from_secs(5),
+        || async {
+            let r = Req::get(e.admin, "/signals/recent").send().await?;
+            let last = r.json().as_array().and_then(|a| a.last().cloned());
+            let v = last.as_ref().and_then(|l| l["config_version"].as_str());
+            (v == Some(base.version.as_str()))
+                .then_some(())
+                .ok_or(format!("{last:?}"))
+        },
+    )
+    .await;
+}
+
+/// An edge address moved: an edge can only take that with a restart.
+fn moving_zone_a(lab: &Topology, text: &str) -> String {
+    let old = format!("edge = \"{}\"", lab.edge_addr("a"));
+    assert!(text.contains(&old));
+    text.replace(&old, &format!("edge = \"{}\"", lab.aux_addr(9)))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_assignment_moves_only_its_members_refusals_are_kept_out_and_a_restart_keeps_the_config()
+{
+    let lab = Topology::new(BIN, &[("r1", &["a", "b"])]).with_control_plane();
+    let _ups = lab.start_upstreams().await;
+    let path = lab.write_config();
+    let text = lab.config_text();
+    // The plane in this process, so the test can assign as the rollout
+    // engine will; the edges are real processes following it.
+    let config = Config::from_toml(&text, |k| std::env::var(k).ok()).unwrap();
+    let settings = switchyard_control::server::settings(&config, &path).unwrap();
+    let store = switchyard_control::store::sqlite::SqliteStore::open(&lab.dir().join("control.db"))
+        .unwrap();
+    let (running, plane) = switchyard_control::server::serve(
+        Arc::new(config),
+        text.clone(),
+        settings,
+        store,
+        lab.control_addr(),
+        false,
+        None,
+    )
+    .await
+    .unwrap();
+    let base = ConfigDoc::new(text.clone());
+    let mut ea = lab.start_edge("a").await;
+    let eb = lab.start_edge("b").await;
+    for e in [&ea, &eb] {
+        runs(e, &base.version, "the edge runs the base").await;
+        eventually("the edge follows", Duration::from_secs(5), || async {
+            e.status()
+                .await
+                .control_plane
+                .connected
+                .then_some(())
+                .ok_or("not connected".into())
+        })
+        .await;
+        assert!(!serves_new_host(e).await);
+    }
+
+    // Zone a alone takes the new config.
+    let new = ConfigDoc::new(with_new_host(&text));
+    let cur = plane.assignment();
+    plane
+        .assign(Assignment {
+            revision: cur.revision + 1,
+            base: base.clone(),
+            target: Some(new.clone()),
+            members: BTreeSet::from(["a".to_string()]),
+        })
+        .await
+        .unwrap();
+    runs(&ea, &new.version, "zone a runs the target").await;
+    assert!(serves_new_host(&ea).await, "the target is in force on a");
+    assert!(!serves_new_host(&eb).await, "b is not a member");
+    assert_eq!(eb.status().await.config.unwrap().version, base.version);
+    assert!(
+        eb.log().matches("config applied").count() == 0,
+        "b was sent nothing to apply: {}",
+        eb.log()
+    );
+
+    // A config a cannot run (its own address moved) is kept out; a keeps
+    // serving on what it ran, and says what it refused and why.
+    let bad = ConfigDoc::new(moving_zone_a(&lab, &with_new_host(&text)));
+    let cur = plane.assignment();
+    plane
+        .assign(Assignment {
+            revision: cur.revision + 1,
+            target: Some(bad.clone()),
+            ..(*cur).clone()
+        })
+        .await
+        .unwrap();
+    eventually("a says it refused", Duration::from_secs(10), || async {
+        let c = ea.status().await.config.unwrap();
+        match c.refused {
+            Some(r) if r.version == bad.version => {
+                assert!(r.reason.contains("changed its addresses"), "{r:?}");
+                assert_eq!(c.version, new.version);
+                Ok(())
+            }
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    assert!(serves_new_host(&ea).await, "a still runs the config it had");
+    eventually(
+        "a's signals carry the refusal",
+        Duration::from_secs(5),
+        || async {
+            let r = Req::get(ea.admin, "/signals/recent").send().await?;
+            let last = r.json().as_array().and_then(|a| a.last().cloned());
+            let v = last
+                .as_ref()
+                .and_then(|l| l["config_refused"]["version"].as_str());
+            (v == Some(bad.version.as_str()))
+                .then_some(())
+                .ok_or(format!("{last:?}"))
+        },
+    )
+    .await;
+
+    // Back to the config a runs; then a dies, the plane goes, and a comes
+    // back on the config it had taken, not its file's.
+    let cur = plane.assignment();
+    plane
+        .assign(Assignment {
+            revision: cur.revision + 1,
+            target: Some(new.clone()),
+            ..(*cur).clone()
+        })
+        .await
+        .unwrap();
+    ea.kill9();
+    running.shutdown().await;
+    ea.restart().await;
+    let s = ea.status().await;
+    let c = s.config.unwrap();
+    assert_eq!(
+        (c.version.as_str(), c.source.as_str()),
+        (new.version.as_str(), "last-known-good")
+    );
+    assert!(!s.control_plane.connected);
+    assert!(serves_new_host(&ea).await, "the kept config is in force");
+    assert!(
+        ea.log().contains(&base.version) && ea.log().contains(&new.version),
+        "the start names both the file's and the kept version: {}",
+        ea.log()
+    );
+}
