@@ -20,6 +20,9 @@ pub struct DnsStatus {
     pub control_plane_connected: bool,
     /// Why the last-known-good file could not be used at start, if it could not.
     pub last_known_good_error: Option<String>,
+    /// The config running (absent from servers that predate it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config: Option<crate::configs::RunningConfig>,
     /// Per zone: whether the server's probes see its edge alive.
     pub edges: BTreeMap<String, bool>,
     /// Per region the probes saw down (no edge alive) that has an edge

@@ -18,21 +18,8 @@ pub struct EdgeStatus {
     pub control_plane: ControlPlaneLink,
     /// The config running (absent from edges that predate it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub config: Option<EdgeConfig>,
+    pub config: Option<crate::configs::RunningConfig>,
     pub services: Vec<EdgeService>,
-}
-
-/// The config an edge runs, where it came from, and the last one it was
-/// sent and refused.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct EdgeConfig {
-    /// The hash of the config's text (see `switchyard_model::ConfigDoc`).
-    pub version: String,
-    /// `file`, `control-plane` or `last-known-good` (taken from the plane
-    /// before a restart).
-    pub source: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub refused: Option<switchyard_model::signals::ConfigRefusal>,
 }
 
 impl EdgeStatus {

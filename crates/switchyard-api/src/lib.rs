@@ -9,6 +9,7 @@
 #![forbid(unsafe_code)]
 
 pub mod client;
+pub mod configs;
 pub mod dns;
 pub mod edge;
 pub mod lkg;

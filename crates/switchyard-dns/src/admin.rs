@@ -23,6 +23,7 @@ pub fn status(dns: &Dns) -> DnsStatus {
         serial: view.serial,
         control_plane_connected: dns.control_plane_connected.load(Ordering::Relaxed),
         last_known_good_error: dns.last_known_good_error.clone(),
+        config: Some(dns.running_config()),
         edges: dns
             .health()
             .into_iter()

@@ -18,6 +18,7 @@
 
 pub mod admin;
 pub mod answers;
+pub mod configs;
 pub mod metrics;
 pub mod packet;
 pub mod probe;
@@ -67,20 +68,14 @@ pub fn resolve(config_path: &Path, p: &str) -> PathBuf {
 /// Reads the config file again and proposes it; a file that does not read
 /// or validate is refused with every reason, and the running config stays.
 pub fn reload(dns: &Dns) -> Result<(), String> {
-    let text = std::fs::read_to_string(&dns.config_path)
-        .map_err(|e| format!("cannot read {}: {e}", dns.config_path.display()));
-    let parsed = text.and_then(|t| {
-        switchyard_model::Config::from_toml(&t, |k| std::env::var(k).ok())
-            .map_err(|e| e.reasons().join("; "))
-    });
-    match parsed {
-        Ok(c) => dns.apply_config(c),
-        Err(e) => {
+    let r = configs::from_file(dns);
+    if let Err(e) = &r {
+        if e.starts_with("cannot read") {
             dns.metrics.update("config", false);
             tracing::warn!(error = %e, "config refused; keeping the running one");
-            Err(e)
         }
     }
+    r
 }
 
 /// Reloads when the config file changes (polled every 500 ms) and on SIGHUP.
@@ -91,6 +86,14 @@ async fn watch_config(dns: Arc<Dns>) {
         Some((m.modified().ok()?, m.len()))
     };
     let mut seen = stamp(&dns.config_path);
+    // A file rewritten with the same text is no change: it must not take
+    // the server off the config the control plane gave it.
+    let version = |dns: &Dns| {
+        std::fs::read_to_string(&dns.config_path)
+            .ok()
+            .map(|t| switchyard_model::config_version(&t))
+    };
+    let mut seen_version = version(&dns);
     let mut hup = signal(SignalKind::hangup()).ok();
     let mut tick = tokio::time::interval(std::time::Duration::from_millis(500));
     loop {
@@ -112,7 +115,11 @@ async fn watch_config(dns: Arc<Dns>) {
         let now = stamp(&dns.config_path);
         if by_signal || (now.is_some() && now != seen) {
             seen = now;
-            let _ = reload(&dns);
+            let v = version(&dns);
+            if by_signal || v != seen_version {
+                seen_version = v;
+                let _ = reload(&dns);
+            }
         }
     }
 }
@@ -156,7 +163,25 @@ pub async fn run(opts: DnsOptions) -> anyhow::Result<()> {
             ),
         },
     };
-    let dns = Dns::new(config, opts.config_path.clone(), &name)?;
+    // The file named the server; the config last taken from the control
+    // plane, when kept, runs if it still has that server.
+    let start = switchyard_api::configs::start(
+        &opts.config_path,
+        |c| configs::lkg_path(c, &name),
+        |c| c.dns.as_ref().and_then(|d| d.server(&name)).is_some(),
+    )
+    .map_err(|e| match e {
+        switchyard_api::configs::StartError::Invalid { error, .. } => {
+            anyhow::anyhow!("invalid config:\n{error}")
+        }
+        e => anyhow::anyhow!(e),
+    })?;
+    let dns = Dns::new(
+        start.config,
+        (start.doc.version, start.source),
+        opts.config_path.clone(),
+        &name,
+    )?;
     let me = dns
         .config()
         .dns

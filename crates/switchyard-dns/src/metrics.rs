@@ -62,8 +62,15 @@ pub struct ActionLabels {
     pub action: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct VersionLabels {
+    pub version: String,
+}
+
 pub struct Metrics {
     pub registry: Registry,
+    /// 1 for the version of the config running, absent for every other.
+    pub config_info: Family<VersionLabels, Gauge>,
     pub queries: Family<QueryLabels, Counter>,
     pub truncated: Counter,
     pub answer_sets_changed: Counter,
@@ -85,6 +92,7 @@ impl Metrics {
     pub fn new() -> Metrics {
         let mut r = Registry::with_prefix("switchyard_dns");
         let m = Metrics {
+            config_info: Family::default(),
             queries: Family::default(),
             truncated: Counter::default(),
             answer_sets_changed: Counter::default(),
@@ -102,6 +110,11 @@ impl Metrics {
             rrl: Family::default(),
             registry: Registry::default(),
         };
+        r.register(
+            "config_info",
+            "1 for the version (content hash) of the config the server runs",
+            m.config_info.clone(),
+        );
         r.register(
             "queries",
             "Queries answered, by query type, rcode, answered region and transport",
@@ -178,6 +191,20 @@ impl Metrics {
             m.rrl.clone(),
         );
         Metrics { registry: r, ..m }
+    }
+
+    /// The config running is now `version` (it was `was`).
+    pub fn config_running(&self, was: Option<&str>, version: &str) {
+        if let Some(w) = was.filter(|w| *w != version) {
+            self.config_info.remove(&VersionLabels {
+                version: w.to_string(),
+            });
+        }
+        self.config_info
+            .get_or_create(&VersionLabels {
+                version: version.to_string(),
+            })
+            .set(1);
     }
 
     pub fn update(&self, source: &str, ok: bool) {

@@ -230,12 +230,23 @@ pub struct Dns {
     pub query_log: Option<switchyard_metrics::line_log::LineLog<crate::QueryLine>>,
     /// The last push to each outside zone, for `/status`.
     pub pushes: Mutex<BTreeMap<String, switchyard_api::dns::PushState>>,
+    /// The config running (version, source, last refusal), changed with it
+    /// under this lock so a reload and a config from the plane never
+    /// interleave.
+    running_config: Mutex<switchyard_api::configs::RunningConfig>,
 }
 
 impl Dns {
     /// The server `name` of `config`'s `[dns]`, starting from its
     /// last-known-good controls when they are there and still fit.
-    pub fn new(config: Config, config_path: PathBuf, name: &str) -> anyhow::Result<Arc<Dns>> {
+    /// `running` gives the config's version and source (`file`,
+    /// `last-known-good`).
+    pub fn new(
+        config: Config,
+        running: (String, String),
+        config_path: PathBuf,
+        name: &str,
+    ) -> anyhow::Result<Arc<Dns>> {
         let dns = config
             .dns
             .as_ref()
@@ -281,6 +292,7 @@ impl Dns {
         metrics
             .last_known_good_unusable
             .set(i64::from(lkg_error.is_some()));
+        metrics.config_running(None, &running.0);
         let query_log = match &dns.query_log {
             None => None,
             Some(t) => {
@@ -334,7 +346,32 @@ impl Dns {
             changes: tokio::sync::watch::Sender::new(0),
             query_log,
             pushes: Mutex::new(BTreeMap::new()),
+            running_config: Mutex::new(switchyard_api::configs::RunningConfig {
+                version: running.0,
+                source: running.1,
+                refused: None,
+            }),
         }))
+    }
+
+    /// The config running, where it came from, and the last one refused.
+    pub fn running_config(&self) -> switchyard_api::configs::RunningConfig {
+        self.running_config
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// The version (content hash) of the config running.
+    pub fn config_version(&self) -> String {
+        self.running_config().version
+    }
+
+    pub(crate) fn set_config_refused(&self, r: Option<switchyard_model::signals::ConfigRefusal>) {
+        self.running_config
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .refused = r;
     }
 
     pub fn view(&self) -> arc_swap::Guard<Arc<View>> {
@@ -350,8 +387,20 @@ impl Dns {
     /// this server is no longer in it, its addresses, state folder or query
     /// log changed (those need a restart), or the controls in force do not
     /// fit it. Zones, names, geo map, TTLs, regions and services change at
-    /// once.
-    pub fn apply_config(&self, config: Config) -> Result<(), String> {
+    /// once. `version` and `source` say which config it is; `keep` runs
+    /// once every check passed, just before it goes in force (keeping it on
+    /// disk, or forgetting the kept one), and its error refuses it.
+    pub fn apply_config(
+        &self,
+        config: Config,
+        version: &str,
+        source: &str,
+        keep: impl FnOnce() -> Result<(), String>,
+    ) -> Result<(), String> {
+        let mut running = self
+            .running_config
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         let result = (|| {
             let cur = self.config();
             let (old, new) = (cur.dns.as_ref(), config.dns.as_ref());
@@ -396,13 +445,18 @@ impl Dns {
                     h.entry(z).or_default();
                 }
             }
+            keep()?;
             self.config.store(Arc::new(config));
+            self.metrics.config_running(Some(&running.version), version);
+            running.version = version.to_string();
+            running.source = source.to_string();
             Ok(())
         })();
+        drop(running);
         self.metrics.update("config", result.is_ok());
         match &result {
             Ok(()) => {
-                tracing::info!("config reloaded");
+                tracing::info!(version, source, "config applied");
                 self.rebuild();
             }
             Err(e) => tracing::warn!(error = %e, "config refused; keeping the running one"),
@@ -582,6 +636,10 @@ impl switchyard_api::watch::Follower for Dns {
         let _ = self.apply_controls(controls, "control-plane");
     }
 
+    fn config(&self, doc: switchyard_model::ConfigDoc) {
+        crate::configs::from_control_plane(self, doc)
+    }
+
     fn unreadable(&self, reason: &str) {
         self.metrics.update("control-plane", false);
         tracing::error!(reason, "control plane sent controls that cannot be read");
@@ -639,6 +697,10 @@ ns_addresses = { "ns1.test" = ["127.0.0.53"] }
         c
     }
 
+    fn test_running() -> (String, String) {
+        ("c-test".into(), "file".into())
+    }
+
     fn r1_answer(dns: &Dns) -> String {
         dns.view().answers[0].for_region(Some("r1"))[0]
             .region
@@ -653,7 +715,7 @@ ns_addresses = { "ns1.test" = ["127.0.0.53"] }
         )
         .replace("[dns]\n", &format!("[dns]\n{dns_keys}\n"));
         let config = Config::from_toml(&text, |_| None).unwrap();
-        Dns::new(config, dir.join("c.toml"), "ns1").unwrap()
+        Dns::new(config, test_running(), dir.join("c.toml"), "ns1").unwrap()
     }
 
     /// r1's share of the answers to r1's clients.
@@ -790,7 +852,13 @@ ns_addresses = { "ns1.test" = ["127.0.0.53"] }
     #[test]
     fn a_reload_that_changes_the_push_targets_is_refused() {
         let dir = tempfile::tempdir().unwrap();
-        let dns = Dns::new(config(dir.path()), dir.path().join("c.toml"), "ns1").unwrap();
+        let dns = Dns::new(
+            config(dir.path()),
+            test_running(),
+            dir.path().join("c.toml"),
+            "ns1",
+        )
+        .unwrap();
         let text = format!(
             "[edge]\nstate_dir = {:?}\n{}",
             dir.path().display().to_string(),
@@ -801,18 +869,27 @@ ns_addresses = { "ns1.test" = ["127.0.0.53"] }
             with_push.dns.as_ref().unwrap().pusher.as_deref(),
             Some("ns1")
         );
-        let err = dns.apply_config(with_push).unwrap_err();
+        let err = dns
+            .apply_config(with_push, "c-push", "file", || Ok(()))
+            .unwrap_err();
         assert!(
             err.contains("dns.push changed; that needs a restart"),
             "{err}"
         );
         assert!(dns.config().dns.as_ref().unwrap().push.is_empty());
+        assert_eq!(dns.config_version(), "c-test");
     }
 
     #[test]
     fn accepted_controls_change_the_answers_wake_watchers_and_survive_a_restart() {
         let dir = tempfile::tempdir().unwrap();
-        let dns = Dns::new(config(dir.path()), dir.path().join("c.toml"), "ns1").unwrap();
+        let dns = Dns::new(
+            config(dir.path()),
+            test_running(),
+            dir.path().join("c.toml"),
+            "ns1",
+        )
+        .unwrap();
         let mut changes = dns.changes();
         assert_eq!(r1_answer(&dns), "r1");
         dns.apply_controls(r1_out(3), "control-plane").unwrap();
@@ -827,7 +904,13 @@ ns_addresses = { "ns1.test" = ["127.0.0.53"] }
         assert!(!changes.has_changed().unwrap());
         assert_eq!(r1_answer(&dns), "r2");
         drop(dns);
-        let again = Dns::new(config(dir.path()), dir.path().join("c.toml"), "ns1").unwrap();
+        let again = Dns::new(
+            config(dir.path()),
+            test_running(),
+            dir.path().join("c.toml"),
+            "ns1",
+        )
+        .unwrap();
         assert_eq!(again.controls_source(), "last-known-good");
         assert_eq!(r1_answer(&again), "r2");
     }

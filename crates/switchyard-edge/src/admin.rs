@@ -358,14 +358,7 @@ pub fn status(edge: &Edge) -> EdgeStatus {
             url: snap.config.edge.control_urls.first().cloned(),
             connected: edge.control_plane_connected.load(Ordering::Relaxed),
         },
-        config: {
-            let r = edge.running_config();
-            Some(switchyard_api::edge::EdgeConfig {
-                version: r.version,
-                source: r.source,
-                refused: r.refused,
-            })
-        },
+        config: Some(edge.running_config()),
         services,
     }
 }

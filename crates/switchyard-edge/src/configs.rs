@@ -15,15 +15,7 @@ use switchyard_model::{Config, ConfigDoc};
 
 use crate::state::{Edge, UpdateError};
 
-/// The config running: its version, where it came from (`file`,
-/// `control-plane`, `last-known-good`), and the last config the control
-/// plane sent that the edge refused.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RunningConfig {
-    pub version: String,
-    pub source: String,
-    pub refused: Option<ConfigRefusal>,
-}
+pub use switchyard_api::configs::RunningConfig;
 
 /// Where the config taken from the control plane is kept: beside the
 /// controls' last-known-good file.
@@ -35,50 +27,16 @@ pub fn lkg_path(config: &Config, zone: &str) -> Option<PathBuf> {
         .map(|d| Path::new(d).join(format!("{zone}.config.lkg.json")))
 }
 
-fn parse(doc: &ConfigDoc) -> Result<Config, switchyard_model::ConfigError> {
-    Config::from_toml(&doc.text, |k| std::env::var(k).ok())
-}
-
-/// The config to start on, its document and its source: the one last
-/// taken from the control plane when the state folder holds it (and the
-/// file still names a control plane: an edge taken off the plane runs its
-/// file), else the config file. A kept config that no longer parses or
-/// has no zone for this edge is logged and passed over.
+/// The config to start on, its document and its source (see
+/// [`switchyard_api::configs::start`]): the one last taken from the
+/// control plane, if it still has this edge's zone, else the file.
 pub fn initial(config_path: &Path, zone: &str) -> anyhow::Result<(Config, ConfigDoc, String)> {
-    let text = std::fs::read_to_string(config_path)
-        .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", config_path.display()))?;
-    let file = Config::from_toml(&text, |k| std::env::var(k).ok())
-        .map_err(|e| anyhow::anyhow!("{}: {}", config_path.display(), e))?;
-    let file_doc = ConfigDoc::new(text);
-    let from_file = |file, doc| Ok((file, doc, "file".to_string()));
-    if file.edge.control_urls.is_empty() {
-        return from_file(file, file_doc);
-    }
-    let Some(path) = lkg_path(&file, zone) else {
-        return from_file(file, file_doc);
-    };
-    match switchyard_api::lkg::load_config(&path) {
-        Ok(Some(kept)) => match parse(&kept.config) {
-            Ok(c) if c.zone(zone).is_some() => {
-                tracing::info!(
-                    path = %path.display(),
-                    running = %kept.config.version,
-                    file = %file_doc.version,
-                    "starting on the config last taken from the control plane, not the config file"
-                );
-                return Ok((c, kept.config, "last-known-good".into()));
-            }
-            Ok(_) => tracing::error!(path = %path.display(), zone,
-                "the kept config has no zone for this edge; starting on the config file"),
-            Err(e) => tracing::error!(path = %path.display(), reasons = ?e.reasons(),
-                "the kept config is no longer valid; starting on the config file"),
-        },
-        Ok(None) => {}
-        Err(e) => {
-            tracing::error!(error = %e, "the kept config is unusable; starting on the config file")
-        }
-    }
-    from_file(file, file_doc)
+    let s = switchyard_api::configs::start(
+        config_path,
+        |c| lkg_path(c, zone),
+        |c| c.zone(zone).is_some(),
+    )?;
+    Ok((s.config, s.doc, s.source))
 }
 
 /// Parses `doc` and puts it in force as coming from `source`; `keep` runs
@@ -93,7 +51,7 @@ pub fn apply(
     source: &str,
     keep: impl FnOnce() -> Result<(), UpdateError>,
 ) -> Result<(), UpdateError> {
-    let c = match parse(doc) {
+    let c = match switchyard_api::configs::parse(doc) {
         Ok(c) => c,
         Err(e) => {
             edge.metrics.update("config", false);
@@ -147,12 +105,6 @@ pub fn from_file(edge: &Edge) -> Result<(), UpdateError> {
         UpdateError::Refused(format!("cannot read {}: {e}", edge.config_path.display()))
     })?;
     let lkg = lkg_path(&edge.snapshot().config, &edge.zone);
-    let forget = || match &lkg {
-        Some(p) => match std::fs::remove_file(p) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(UpdateError::Persist(e)),
-            _ => Ok(()),
-        },
-        None => Ok(()),
-    };
+    let forget = || switchyard_api::configs::forget(lkg.as_deref()).map_err(UpdateError::Persist);
     apply(edge, &ConfigDoc::new(text), "file", forget)
 }

@@ -7,7 +7,9 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
+use hickory_proto::rr::RecordType;
 use switchyard_control::configs::Assignment;
+use switchyard_control::store::sqlite::SqliteStore;
 use switchyard_model::{Config, ConfigDoc};
 use switchyard_testkit::client::Req;
 use switchyard_testkit::{eventually, sample, ControlProcess, EdgeProcess, Topology};
@@ -103,6 +105,31 @@ async fn an_edge_following_a_plane_runs_the_planes_config_and_reports_its_versio
     .await;
 }
 
+type Plane = Arc<switchyard_control::plane::ControlPlane<SqliteStore>>;
+
+/// The lab's control plane served in this process on its address, so the
+/// test can assign as the rollout engine will; the edges and DNS servers
+/// are real processes following it. Also the config's text.
+async fn plane_in_process(lab: &Topology) -> (switchyard_control::server::Running, Plane, String) {
+    let path = lab.write_config();
+    let text = lab.config_text();
+    let config = Config::from_toml(&text, |k| std::env::var(k).ok()).unwrap();
+    let settings = switchyard_control::server::settings(&config, &path).unwrap();
+    let store = SqliteStore::open(&lab.dir().join("control.db")).unwrap();
+    let (running, plane) = switchyard_control::server::serve(
+        Arc::new(config),
+        text.clone(),
+        settings,
+        store,
+        lab.control_addr(),
+        false,
+        None,
+    )
+    .await
+    .unwrap();
+    (running, plane, text)
+}
+
 /// An edge address moved: an edge can only take that with a restart.
 fn moving_zone_a(lab: &Topology, text: &str) -> String {
     let old = format!("edge = \"{}\"", lab.edge_addr("a"));
@@ -115,25 +142,7 @@ async fn an_assignment_moves_only_its_members_refusals_are_kept_out_and_a_restar
 {
     let lab = Topology::new(BIN, &[("r1", &["a", "b"])]).with_control_plane();
     let _ups = lab.start_upstreams().await;
-    let path = lab.write_config();
-    let text = lab.config_text();
-    // The plane in this process, so the test can assign as the rollout
-    // engine will; the edges are real processes following it.
-    let config = Config::from_toml(&text, |k| std::env::var(k).ok()).unwrap();
-    let settings = switchyard_control::server::settings(&config, &path).unwrap();
-    let store = switchyard_control::store::sqlite::SqliteStore::open(&lab.dir().join("control.db"))
-        .unwrap();
-    let (running, plane) = switchyard_control::server::serve(
-        Arc::new(config),
-        text.clone(),
-        settings,
-        store,
-        lab.control_addr(),
-        false,
-        None,
-    )
-    .await
-    .unwrap();
+    let (running, plane, text) = plane_in_process(&lab).await;
     let base = ConfigDoc::new(text.clone());
     let mut ea = lab.start_edge("a").await;
     let eb = lab.start_edge("b").await;
@@ -241,4 +250,79 @@ async fn an_assignment_moves_only_its_members_refusals_are_kept_out_and_a_restar
         "the start names both the file's and the kept version: {}",
         ea.log()
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_dns_server_runs_the_config_assigned_to_it_and_comes_back_on_it() {
+    let lab = Topology::new(BIN, &[("r1", &["a"])])
+        .with_control_plane()
+        .with_dns(1)
+        .dns_probe_interval_ms(0);
+    let (running, plane, text) = plane_in_process(&lab).await;
+    let mut ns = lab.start_dns(1).await;
+    let base = ConfigDoc::new(text.clone());
+    let ttl = |ns: &switchyard_testkit::DnsProcess| {
+        let q = ns.ask("svc.test.", RecordType::A);
+        async move { q.udp().await.answers[0].ttl }
+    };
+    eventually(
+        "the server runs the base",
+        Duration::from_secs(10),
+        || async {
+            let c = ns.status().await.config.ok_or("no config in the status")?;
+            // The plane's base is this very text: nothing to apply.
+            (c.version == base.version && ns.status().await.control_plane_connected)
+                .then_some(())
+                .ok_or(format!("{c:?}"))
+        },
+    )
+    .await;
+    assert_eq!(ttl(&ns).await, 30);
+
+    let seven = ConfigDoc::new(text.replace(
+        "probe_interval_ms = 0\n",
+        "probe_interval_ms = 0\nttl_s = 7\n",
+    ));
+    assert_ne!(seven, base);
+    let cur = plane.assignment();
+    plane
+        .assign(Assignment {
+            revision: cur.revision + 1,
+            base: base.clone(),
+            target: Some(seven.clone()),
+            members: BTreeSet::from([format!("dns:{}", ns.name)]),
+        })
+        .await
+        .unwrap();
+    eventually(
+        "the server answers with the new TTL",
+        Duration::from_secs(10),
+        || async {
+            let t = ttl(&ns).await;
+            (t == 7).then_some(()).ok_or(t.to_string())
+        },
+    )
+    .await;
+    let m = ns.metrics().await;
+    assert_eq!(
+        sample(
+            &m,
+            &format!(
+                "switchyard_dns_config_info{{version=\"{}\"}}",
+                seven.version
+            )
+        ),
+        1.0,
+        "{m}"
+    );
+
+    ns.kill9();
+    running.shutdown().await;
+    ns.restart().await;
+    let c = ns.status().await.config.unwrap();
+    assert_eq!(
+        (c.version.as_str(), c.source.as_str()),
+        (seven.version.as_str(), "last-known-good")
+    );
+    assert_eq!(ttl(&ns).await, 7);
 }
