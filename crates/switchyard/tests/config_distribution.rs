@@ -66,6 +66,19 @@ async fn an_edge_following_a_plane_runs_the_planes_config_and_reports_its_versio
     assert_eq!((a.revision, &a.base, &a.target), (1, &base, &None));
     assert_eq!(cp.api(None).config_doc(&base.version).await.unwrap(), base);
 
+    let missing = cp
+        .api(None)
+        .config_doc("c0000000000000000")
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            missing,
+            switchyard_api::ClientError::Api { status: 404, .. }
+        ),
+        "{missing:?}"
+    );
+
     let e = lab.start_edge("a").await;
     let file_version = switchyard_model::config_version(&lab.config_text());
     assert_ne!(file_version, base.version);
@@ -130,6 +143,56 @@ async fn plane_in_process(lab: &Topology) -> (switchyard_control::server::Runnin
     (running, plane, text)
 }
 
+/// A watcher that records the versions of the `config` events it gets,
+/// and `controls` for each controls event, in order.
+struct Recorder {
+    url: String,
+    zone: &'static str,
+    got: std::sync::Mutex<Vec<String>>,
+}
+
+impl switchyard_api::watch::Follower for Recorder {
+    fn control_urls(&self) -> Vec<String> {
+        vec![self.url.clone()]
+    }
+    fn identity(&self) -> Vec<(&'static str, String)> {
+        vec![("zone", self.zone.to_string())]
+    }
+    fn connected(&self, _up: bool) {}
+    fn controls(&self, _controls: switchyard_model::Controls) {
+        self.got.lock().unwrap().push("controls".into());
+    }
+    fn config(&self, doc: ConfigDoc) {
+        self.got.lock().unwrap().push(doc.version);
+    }
+}
+
+impl Recorder {
+    fn follow(url: String, zone: &'static str) -> (Arc<Recorder>, tokio::task::JoinHandle<()>) {
+        let r = Arc::new(Recorder {
+            url,
+            zone,
+            got: Default::default(),
+        });
+        let f = r.clone();
+        let task = tokio::spawn(async move { switchyard_api::watch::follow(&*f).await });
+        (r, task)
+    }
+
+    /// The config versions sent, checking that the first came before
+    /// the first controls.
+    fn got(&self) -> Vec<String> {
+        let all = self.got.lock().unwrap().clone();
+        if let Some(first) = all.first() {
+            assert_ne!(
+                first, "controls",
+                "controls came before the config: {all:?}"
+            );
+        }
+        all.into_iter().filter(|v| v != "controls").collect()
+    }
+}
+
 /// An edge address moved: an edge can only take that with a restart.
 fn moving_zone_a(lab: &Topology, text: &str) -> String {
     let old = format!("edge = \"{}\"", lab.edge_addr("a"));
@@ -144,6 +207,10 @@ async fn an_assignment_moves_only_its_members_refusals_are_kept_out_and_a_restar
     let _ups = lab.start_upstreams().await;
     let (running, plane, text) = plane_in_process(&lab).await;
     let base = ConfigDoc::new(text.clone());
+    // What the plane sends, watched as zones a and b.
+    let url = format!("http://{}", lab.control_addr());
+    let (watch_a, task_a) = Recorder::follow(url.clone(), "a");
+    let (watch_b, task_b) = Recorder::follow(url, "b");
     let mut ea = lab.start_edge("a").await;
     let eb = lab.start_edge("b").await;
     for e in [&ea, &eb] {
@@ -222,6 +289,23 @@ async fn an_assignment_moves_only_its_members_refusals_are_kept_out_and_a_restar
         },
     )
     .await;
+
+    // Each watcher was sent its config first, then only its own changes:
+    // b, never a member, nothing after its base.
+    eventually(
+        "a's watcher got every change of a's config",
+        Duration::from_secs(5),
+        || async {
+            let got = watch_a.got();
+            (got == [base.version.as_str(), &new.version, &bad.version])
+                .then_some(())
+                .ok_or(format!("{got:?}"))
+        },
+    )
+    .await;
+    assert_eq!(watch_b.got(), [base.version.as_str()]);
+    task_a.abort();
+    task_b.abort();
 
     // Back to the config a runs; then a dies, the plane goes, and a comes
     // back on the config it had taken, not its file's.
