@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use hickory_proto::rr::RecordType;
 use switchyard_control::configs::Assignment;
+use switchyard_control::store::etcd::EtcdStore;
 use switchyard_control::store::sqlite::SqliteStore;
 use switchyard_model::{Config, ConfigDoc};
 use switchyard_testkit::client::Req;
@@ -409,4 +410,88 @@ async fn a_dns_server_runs_the_config_assigned_to_it_and_comes_back_on_it() {
         (seven.version.as_str(), "last-known-good")
     );
     assert_eq!(ttl(&ns).await, 7);
+}
+
+/// A plane of the lab on a shared etcd store, in this process, on `listen`.
+async fn etcd_plane(
+    lab: &Topology,
+    listen: std::net::SocketAddr,
+) -> (
+    switchyard_control::server::Running,
+    Arc<switchyard_control::plane::ControlPlane<EtcdStore>>,
+) {
+    let path = lab.write_config();
+    let text = lab.config_text();
+    let config = Config::from_toml(&text, |k| std::env::var(k).ok()).unwrap();
+    let settings = switchyard_control::server::settings(&config, &path).unwrap();
+    let endpoint = lab
+        .config_text()
+        .lines()
+        .find_map(|l| {
+            Some(
+                l.strip_prefix("store = \"etcd:")?
+                    .trim_end_matches('"')
+                    .to_string(),
+            )
+        })
+        .expect("an etcd store");
+    let store = EtcdStore::new(vec![endpoint], switchyard_control::backup::ETCD_PREFIX);
+    switchyard_control::server::serve(Arc::new(config), text, settings, store, listen, false, None)
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_edge_following_a_plane_that_does_not_lead_gets_what_the_leader_assigned() {
+    let etcd = switchyard_testkit::etcd::Etcd::start().await;
+    let lab = Topology::new(BIN, &[("r1", &["a"])])
+        .with_control_planes(&[1])
+        .etcd_store(&etcd.endpoint);
+    let _ups = lab.start_upstreams().await;
+    // The plane at aux_addr(1) starts first and leads; the edge follows
+    // the one at control_addr(), first in its list, which does not.
+    let (leader_run, leader) = etcd_plane(&lab, lab.aux_addr(1)).await;
+    eventually("the first plane leads", Duration::from_secs(10), || async {
+        leader
+            .leadership
+            .acting(switchyard_model::time::now_ms())
+            .then_some(())
+            .ok_or("not yet".into())
+    })
+    .await;
+    let (follower_run, follower) = etcd_plane(&lab, lab.control_addr()).await;
+    assert_eq!(*follower.assignment(), *leader.assignment());
+    let e = lab.start_edge("a").await;
+    let base = ConfigDoc::new(lab.config_text());
+    runs(&e, &base.version, "the edge runs the base").await;
+    eventually(
+        "the edge follows the plane that does not lead",
+        Duration::from_secs(5),
+        || async {
+            let w = (follower.watchers(), leader.watchers());
+            (w == (1, 0)).then_some(()).ok_or(format!("{w:?}"))
+        },
+    )
+    .await;
+
+    let new = ConfigDoc::new(with_new_host(&lab.config_text()));
+    let next = Assignment {
+        revision: leader.assignment().revision + 1,
+        base: base.clone(),
+        target: Some(new.clone()),
+        members: BTreeSet::from(["a".to_string()]),
+    };
+    // Only the leader writes the assignment.
+    let refused = follower.assign(next.clone()).await.unwrap_err();
+    assert!(
+        matches!(refused, switchyard_control::store::StoreError::NotLeader(_)),
+        "{refused:?}"
+    );
+    assert_eq!(follower.assignment().target, None);
+    leader.assign(next).await.unwrap();
+    runs(&e, &new.version, "the edge runs what the leader assigned").await;
+    assert_eq!(follower.assignment().target, Some(new));
+    assert!(serves_new_host(&e).await);
+    follower_run.shutdown().await;
+    leader_run.shutdown().await;
 }
