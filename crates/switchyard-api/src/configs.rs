@@ -20,6 +20,22 @@ pub struct RunningConfig {
     pub source: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub refused: Option<ConfigRefusal>,
+    /// The version of the config file as last read (at start or by a
+    /// reload), which differs from `version` while a config from the
+    /// control plane runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file_version: Option<String>,
+}
+
+impl RunningConfig {
+    /// Whether a reload of the file reading `file_version` has nothing to
+    /// do: the file runs already, or it is unchanged since it was last
+    /// read while a config from the control plane runs (a `SIGHUP` sent
+    /// to reload certificates must not take a process off the config the
+    /// plane gave it).
+    pub fn file_unchanged(&self, file_version: &str) -> bool {
+        self.version == file_version || self.file_version.as_deref() == Some(file_version)
+    }
 }
 
 /// Parses a config's text with the process's environment for secrets.
@@ -39,11 +55,10 @@ pub enum StartError {
     Invalid { path: String, error: ConfigError },
 }
 
-/// What a process starts on: the config, its document, its source.
+/// What a process starts on: the config, and which it is.
 pub struct Start {
     pub config: Config,
-    pub doc: ConfigDoc,
-    pub source: String,
+    pub running: RunningConfig,
 }
 
 /// The config to start on: the one last taken from the control plane
@@ -67,10 +82,16 @@ pub fn start(
         path: path(),
         error,
     })?;
-    let from_file = |config, doc| Start {
+    let file_version = doc.version.clone();
+    let running = |version: &str, source: &str| RunningConfig {
+        version: version.to_string(),
+        source: source.to_string(),
+        refused: None,
+        file_version: Some(file_version.clone()),
+    };
+    let from_file = |config, doc: ConfigDoc| Start {
         config,
-        doc,
-        source: "file".into(),
+        running: running(&doc.version, "file"),
     };
     if file.edge.control_urls.is_empty() {
         return Ok(from_file(file, doc));
@@ -89,8 +110,7 @@ pub fn start(
                 );
                 return Ok(Start {
                     config: c,
-                    doc: k.config,
-                    source: "last-known-good".into(),
+                    running: running(&k.config.version, "last-known-good"),
                 });
             }
             Ok(_) => tracing::error!(path = %lkg.display(),

@@ -68,16 +68,24 @@ pub fn from_control_plane(dns: &Dns, doc: ConfigDoc) {
     }
 }
 
-/// The config file, read again (SIGHUP, a change on disk): what the
-/// operator put there runs, and the config kept from the control plane is
-/// dropped, so a restart comes back on the file too.
+/// The config file, read again (SIGHUP, a change on disk): when its text
+/// changed since it was last read, what the operator put there runs, and
+/// the config kept from the control plane is dropped, so a restart comes
+/// back on the file too. An unchanged file changes nothing.
 pub fn from_file(dns: &Dns) -> Result<(), String> {
     let text = std::fs::read_to_string(&dns.config_path)
         .map_err(|e| format!("cannot read {}: {e}", dns.config_path.display()))?;
+    let doc = ConfigDoc::new(text);
+    let running = dns.running_config();
+    if running.file_unchanged(&doc.version) {
+        tracing::info!(file = %doc.version, running = %running.version, source = %running.source,
+            "the config file is unchanged; keeping the config running");
+        return Ok(());
+    }
     let lkg = lkg_path(&dns.config(), &dns.name);
     let forget = || {
         switchyard_api::configs::forget(lkg.as_deref())
             .map_err(|e| format!("could not drop the kept config: {e}"))
     };
-    apply(dns, &ConfigDoc::new(text), "file", forget)
+    apply(dns, &doc, "file", forget)
 }

@@ -176,12 +176,7 @@ pub async fn run(opts: DnsOptions) -> anyhow::Result<()> {
         }
         e => anyhow::anyhow!(e),
     })?;
-    let dns = Dns::new(
-        start.config,
-        (start.doc.version, start.source),
-        opts.config_path.clone(),
-        &name,
-    )?;
+    let dns = Dns::new(start.config, start.running, opts.config_path.clone(), &name)?;
     let me = dns
         .config()
         .dns

@@ -239,11 +239,11 @@ pub struct Dns {
 impl Dns {
     /// The server `name` of `config`'s `[dns]`, starting from its
     /// last-known-good controls when they are there and still fit.
-    /// `running` gives the config's version and source (`file`,
-    /// `last-known-good`).
+    /// `running` says which config it is (see
+    /// `switchyard_api::configs::start`).
     pub fn new(
         config: Config,
-        running: (String, String),
+        running: switchyard_api::configs::RunningConfig,
         config_path: PathBuf,
         name: &str,
     ) -> anyhow::Result<Arc<Dns>> {
@@ -292,7 +292,7 @@ impl Dns {
         metrics
             .last_known_good_unusable
             .set(i64::from(lkg_error.is_some()));
-        metrics.config_running(None, &running.0);
+        metrics.config_running(None, &running.version);
         let query_log = match &dns.query_log {
             None => None,
             Some(t) => {
@@ -346,11 +346,7 @@ impl Dns {
             changes: tokio::sync::watch::Sender::new(0),
             query_log,
             pushes: Mutex::new(BTreeMap::new()),
-            running_config: Mutex::new(switchyard_api::configs::RunningConfig {
-                version: running.0,
-                source: running.1,
-                refused: None,
-            }),
+            running_config: Mutex::new(running),
         }))
     }
 
@@ -450,6 +446,9 @@ impl Dns {
             self.metrics.config_running(Some(&running.version), version);
             running.version = version.to_string();
             running.source = source.to_string();
+            if source == "file" {
+                running.file_version = Some(version.to_string());
+            }
             Ok(())
         })();
         drop(running);
@@ -697,8 +696,13 @@ ns_addresses = { "ns1.test" = ["127.0.0.53"] }
         c
     }
 
-    fn test_running() -> (String, String) {
-        ("c-test".into(), "file".into())
+    fn test_running() -> switchyard_api::configs::RunningConfig {
+        switchyard_api::configs::RunningConfig {
+            version: "c-test".into(),
+            source: "file".into(),
+            refused: None,
+            file_version: Some("c-test".into()),
+        }
     }
 
     fn r1_answer(dns: &Dns) -> String {

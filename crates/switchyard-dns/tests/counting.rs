@@ -44,7 +44,13 @@ fn sample(text: &str, series: &str) -> f64 {
 fn fast_answers_are_counted_once_each_under_their_labels_across_views() {
     let dir = tempfile::tempdir().unwrap();
     let config = Config::from_toml(CONFIG, |_| None).unwrap();
-    let running = (switchyard_model::config_version(CONFIG), "file".to_string());
+    let version = switchyard_model::config_version(CONFIG);
+    let running = switchyard_api::configs::RunningConfig {
+        version: version.clone(),
+        source: "file".into(),
+        refused: None,
+        file_version: Some(version),
+    };
     let dns = Dns::new(config, running, dir.path().join("c.toml"), "ns1").unwrap();
     let from: SocketAddr = "10.9.0.1:5000".parse().unwrap();
     let ask = |id: u16, name: &str, t: RecordType, transport| {

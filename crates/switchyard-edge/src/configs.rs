@@ -27,16 +27,16 @@ pub fn lkg_path(config: &Config, zone: &str) -> Option<PathBuf> {
         .map(|d| Path::new(d).join(format!("{zone}.config.lkg.json")))
 }
 
-/// The config to start on, its document and its source (see
+/// The config to start on and which it is (see
 /// [`switchyard_api::configs::start`]): the one last taken from the
 /// control plane, if it still has this edge's zone, else the file.
-pub fn initial(config_path: &Path, zone: &str) -> anyhow::Result<(Config, ConfigDoc, String)> {
+pub fn initial(config_path: &Path, zone: &str) -> anyhow::Result<(Config, RunningConfig)> {
     let s = switchyard_api::configs::start(
         config_path,
         |c| lkg_path(c, zone),
         |c| c.zone(zone).is_some(),
     )?;
-    Ok((s.config, s.doc, s.source))
+    Ok((s.config, s.running))
 }
 
 /// Parses `doc` and puts it in force as coming from `source`; `keep` runs
@@ -98,13 +98,21 @@ pub fn from_control_plane(edge: &Edge, doc: ConfigDoc) {
 }
 
 /// The config file, read again (SIGHUP, a change on disk, `POST /reload`):
-/// what the operator put there runs, and the config kept from the control
-/// plane is dropped, so a restart comes back on the file too.
+/// when its text changed since it was last read, what the operator put
+/// there runs, and the config kept from the control plane is dropped, so a
+/// restart comes back on the file too. An unchanged file changes nothing.
 pub fn from_file(edge: &Edge) -> Result<(), UpdateError> {
     let text = std::fs::read_to_string(&edge.config_path).map_err(|e| {
         UpdateError::Refused(format!("cannot read {}: {e}", edge.config_path.display()))
     })?;
+    let doc = ConfigDoc::new(text);
+    let running = edge.running_config();
+    if running.file_unchanged(&doc.version) {
+        tracing::info!(file = %doc.version, running = %running.version, source = %running.source,
+            "the config file is unchanged; keeping the config running");
+        return Ok(());
+    }
     let lkg = lkg_path(&edge.snapshot().config, &edge.zone);
     let forget = || switchyard_api::configs::forget(lkg.as_deref()).map_err(UpdateError::Persist);
-    apply(edge, &ConfigDoc::new(text), "file", forget)
+    apply(edge, &doc, "file", forget)
 }

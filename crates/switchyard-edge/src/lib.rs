@@ -107,7 +107,7 @@ impl Running {
 }
 
 pub async fn start(opts: EdgeOptions) -> anyhow::Result<Running> {
-    let (config, doc, source) = configs::initial(&opts.config_path, &opts.zone)?;
+    let (config, running) = configs::initial(&opts.config_path, &opts.zone)?;
     let own_zone = config.zone(&opts.zone);
     let listen_for_lock = opts.listen.or_else(|| own_zone.map(|z| z.edge));
     let tls_for_lock = opts
@@ -121,12 +121,7 @@ pub async fn start(opts: EdgeOptions) -> anyhow::Result<Running> {
         &opts.zone,
         &[listen_for_lock, tls_for_lock],
     )?;
-    let edge = Edge::new(
-        config,
-        (doc.version, source),
-        opts.config_path.clone(),
-        &opts.zone,
-    )?;
+    let edge = Edge::new(config, running, opts.config_path.clone(), &opts.zone)?;
     if opts.without_observation {
         tracing::warn!(
             "observation off: no request metrics, signals or outlier state are recorded"

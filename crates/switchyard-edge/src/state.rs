@@ -259,12 +259,12 @@ impl Edge {
         self.observation.load(Ordering::Relaxed)
     }
 
-    /// Builds the edge for `zone` on `config`, whose version and source
-    /// (`file`, `last-known-good`) `running` gives. Controls start from the
+    /// Builds the edge for `zone` on `config`, which `running` describes
+    /// (see [`crate::configs::initial`]). Controls start from the
     /// last-known-good file when it is there and still fits the config.
     pub fn new(
         config: Config,
-        running: (String, String),
+        running: crate::configs::RunningConfig,
         config_path: PathBuf,
         zone: &str,
     ) -> anyhow::Result<Arc<Edge>> {
@@ -305,7 +305,7 @@ impl Edge {
         metrics
             .last_known_good_unusable
             .set(i64::from(lkg_error.is_some()));
-        metrics.config_running(None, &running.0);
+        metrics.config_running(None, &running.version);
         let services = build_services(&config, &region, None, &metrics);
         let access_log = match &config.edge.access_log {
             Some(t) => Some(crate::access_log::AccessLog::open(
@@ -337,11 +337,7 @@ impl Edge {
             tunnels: crate::upgrade::Tunnels::default(),
             observation: AtomicBool::new(true),
             client_tls: ArcSwap::from_pointee(crate::tls::ClientSides::default()),
-            running_config: Mutex::new(crate::configs::RunningConfig {
-                version: running.0,
-                source: running.1,
-                refused: None,
-            }),
+            running_config: Mutex::new(running),
         });
         Ok(edge)
     }
@@ -515,6 +511,9 @@ impl Edge {
             self.metrics.config_running(Some(&running.version), version);
             running.version = version.to_string();
             running.source = source.to_string();
+            if source == "file" {
+                running.file_version = Some(version.to_string());
+            }
             Ok(())
         })();
         self.metrics.update("config", result.is_ok());

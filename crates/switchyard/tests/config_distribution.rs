@@ -117,6 +117,38 @@ async fn an_edge_following_a_plane_runs_the_planes_config_and_reports_its_versio
         },
     )
     .await;
+    let s = e.status().await.config.unwrap();
+    assert_eq!(s.file_version.as_deref(), Some(file_version.as_str()));
+
+    // SIGHUP with the file unchanged (as sent to reload certificates)
+    // keeps the plane's config; a changed file takes over, and the config
+    // kept from the plane is dropped, so a restart would run the file.
+    let hup = || {
+        let ok = std::process::Command::new("kill")
+            .args(["-HUP", &e.pid().unwrap().to_string()])
+            .status()
+            .unwrap();
+        assert!(ok.success());
+    };
+    hup();
+    eventually("the SIGHUP is handled", Duration::from_secs(5), || async {
+        e.log()
+            .contains("the config file is unchanged")
+            .then_some(())
+            .ok_or("not yet".into())
+    })
+    .await;
+    assert_eq!(e.status().await.config.unwrap().version, base.version);
+    let kept = lab.dir().join("state").join("a.config.lkg.json");
+    assert!(kept.exists(), "the plane's config is kept");
+    let edited = format!("{}# edited\n", lab.config_text());
+    std::fs::write(lab.config_path(), &edited).unwrap();
+    hup();
+    let edited = ConfigDoc::new(edited);
+    runs(&e, &edited.version, "the edited file runs").await;
+    assert_eq!(e.status().await.config.unwrap().source, "file");
+    assert!(!serves_new_host(&e).await);
+    assert!(!kept.exists(), "the kept config is dropped");
 }
 
 type Plane = Arc<switchyard_control::plane::ControlPlane<SqliteStore>>;
