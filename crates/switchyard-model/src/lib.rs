@@ -9,6 +9,7 @@
 
 pub mod check;
 pub mod config;
+pub mod config_diff;
 pub mod controls;
 pub mod dns;
 pub mod error;
@@ -26,6 +27,7 @@ pub use config::{
     Instance, LimitSettings, PlaybookMode, Priority, Region, Route, RouteKind, Scope, Service,
     StoreSpec, Timeouts, UpstreamProtocol, UpstreamTls, Zone,
 };
+pub use config_diff::{Difference, RiskKind};
 pub use controls::{
     Backwards, CapacityMode, Controls, Fault, Origin, RegionControl, RegionState, ServiceControls,
     ZoneControl,
