@@ -214,8 +214,18 @@ impl Side {
             // must not make a ratio above 1.
             failed: busy.iter().map(|s| s.failed.min(s.requests)).sum(),
             seconds: busy.len(),
-            p50: busy.iter().map(|s| s.p50_ms).collect(),
-            p99: busy.iter().map(|s| s.p99_ms).collect(),
+            // A NaN or infinite latency is a broken sample, not a slow one;
+            // kept out, it cannot make a result unserializable either.
+            p50: busy
+                .iter()
+                .map(|s| s.p50_ms)
+                .filter(|v| v.is_finite())
+                .collect(),
+            p99: busy
+                .iter()
+                .map(|s| s.p99_ms)
+                .filter(|v| v.is_finite())
+                .collect(),
         }
     }
 
@@ -693,6 +703,25 @@ mod tests {
             (2..=20).contains(&latency_signals),
             "{latency_signals} of {trials} p50 tests below 0.05"
         );
+    }
+
+    #[test]
+    fn broken_samples_neither_panic_nor_poison_the_results() {
+        let mut rng = Lcg(9);
+        let mut canary = seconds(&mut rng, 30, 20, 0.0, 20.0, 80.0);
+        canary[0].p50_ms = f64::NAN;
+        canary[1].p99_ms = f64::INFINITY;
+        canary[2].failed = 1_000;
+        let baseline = seconds(&mut rng, 30, 20, 0.0, 20.0, 80.0);
+        let j = judge(
+            &one("get", canary),
+            &one("get", baseline),
+            &CanaryConfig::default(),
+        );
+        assert!(j.metrics.iter().all(|m| m.canary.is_finite()), "{j:#?}");
+        assert!(j.metrics[0].canary <= 1.0, "{:?}", j.metrics[0]);
+        let back: Judgement = serde_json::from_str(&serde_json::to_string(&j).unwrap()).unwrap();
+        assert_eq!(back, j);
     }
 
     #[test]
