@@ -6,6 +6,7 @@
 #![forbid(unsafe_code)]
 
 pub mod alerts;
+pub mod canary;
 pub mod corpus;
 pub mod engine;
 pub mod evidence;

@@ -9,6 +9,7 @@
 
 pub mod check;
 pub mod config;
+pub mod config_diff;
 pub mod config_doc;
 pub mod controls;
 pub mod dns;
@@ -27,6 +28,7 @@ pub use config::{
     Instance, LimitSettings, PlaybookMode, Priority, Region, Route, RouteKind, Scope, Service,
     StoreSpec, Timeouts, UpstreamProtocol, UpstreamTls, Zone,
 };
+pub use config_diff::{Difference, RiskKind};
 pub use config_doc::{config_version, ConfigDoc};
 pub use controls::{
     Backwards, CapacityMode, Controls, Fault, Origin, RegionControl, RegionState, ServiceControls,
