@@ -14,6 +14,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use switchyard_model::incident::Incident;
 use switchyard_model::notice::Silence;
+use switchyard_model::rollout::Rollout;
 
 use crate::types::*;
 
@@ -408,6 +409,47 @@ impl Client {
 
     pub async fn service_feed(&self, service: &str) -> Result<ServiceFeed, ClientError> {
         self.get(&path(&["status-feed", service], &[])).await
+    }
+
+    /// Starts a rollout (`dry_run` is ignored: see [`Client::plan_rollout`]).
+    pub async fn start_rollout(
+        &self,
+        req: &crate::rollout::StartRollout,
+    ) -> Result<Rollout, ClientError> {
+        let req = crate::rollout::StartRollout {
+            dry_run: false,
+            ..req.clone()
+        };
+        self.post("/v1/rollouts", &req).await
+    }
+
+    /// What rolling the config out would mean; nothing starts.
+    pub async fn plan_rollout(
+        &self,
+        req: &crate::rollout::StartRollout,
+    ) -> Result<crate::rollout::RolloutPlan, ClientError> {
+        let req = crate::rollout::StartRollout {
+            dry_run: true,
+            ..req.clone()
+        };
+        self.post("/v1/rollouts", &req).await
+    }
+
+    pub async fn rollouts(&self) -> Result<crate::rollout::RolloutList, ClientError> {
+        self.get("/v1/rollouts").await
+    }
+
+    pub async fn rollout(&self, id: &str) -> Result<Rollout, ClientError> {
+        self.get(&path(&["rollouts", id], &[])).await
+    }
+
+    pub async fn rollout_action(
+        &self,
+        id: &str,
+        action: crate::rollout::RolloutAction,
+    ) -> Result<Rollout, ClientError> {
+        self.post(&path(&["rollouts", id, action.as_str()], &[]), &())
+            .await
     }
 }
 

@@ -13,6 +13,7 @@ pub mod configs;
 pub mod dns;
 pub mod edge;
 pub mod lkg;
+pub mod rollout;
 pub mod signals;
 pub mod tls;
 pub mod types;

@@ -57,6 +57,7 @@ pub fn router<S: Store + 'static>(api: Api<S>) -> Router {
         .route("/v1/config", get(config_assignment::<S>))
         .route("/v1/config/{version}", get(config_doc::<S>))
         .merge(crate::api_incidents::routes::<S>())
+        .merge(crate::api_rollouts::routes::<S>())
         .fallback(|| async {
             error(
                 StatusCode::NOT_FOUND,

@@ -751,6 +751,7 @@ mod tests {
         let api = Api {
             plane,
             incidents,
+            rollouts: Arc::new(crate::rollout_run::Rollouts::new(settings.rollout)),
             stopping: tokio::sync::watch::channel(false).1,
             peer_tls: settings.peer_tls,
         };

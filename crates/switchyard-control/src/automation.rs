@@ -24,6 +24,7 @@ use crate::store::{AuditEntry, Store};
 pub async fn run<S: Store + 'static>(
     plane: Arc<ControlPlane<S>>,
     incidents: Arc<Incidents>,
+    rollouts: Arc<crate::rollout_run::Rollouts>,
     detect: DetectConfig,
     playbook_cfg: PlaybookConfig,
 ) {
@@ -74,12 +75,14 @@ pub async fn run<S: Store + 'static>(
         if was_acting && !acting {
             // Its copies would go stale under the next leader's writes.
             incidents.step_down();
+            rollouts.step_down().await;
             plane.metrics.open_incidents.set(0);
             tracing::warn!("stopped acting: incidents are read from the store until elected again");
         }
         was_acting = acting;
         while let Ok(s) = rx.try_recv() {
             engine.ingest(&s);
+            rollouts.ingest(&s);
             if acting {
                 incidents.lock().ingest(&s);
             }
@@ -172,6 +175,12 @@ pub async fn run<S: Store + 'static>(
             if let Err(e) = incidents.persist(&plane).await {
                 tracing::warn!(error = %e, "cannot store incidents; kept in memory and retried");
             }
+            let blockers = {
+                let t = incidents.lock();
+                let open: Vec<_> = t.open_incidents().cloned().collect();
+                crate::rollout_run::blockers(&plane.config, engine.findings(), &open)
+            };
+            rollouts.tick(&plane, &incidents, &blockers, now).await;
         }
         let due = if acting {
             incidents.due_notices(&base_url, now)

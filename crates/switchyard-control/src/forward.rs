@@ -35,9 +35,14 @@ const TIMEOUT: Duration = Duration::from_secs(10);
 fn leader_only(method: &Method, path: &str) -> bool {
     method != Method::GET
         && method != Method::HEAD
-        && ["/v1/incidents", "/v1/silences", "/v1/ingest/"]
-            .iter()
-            .any(|p| path.starts_with(p))
+        && [
+            "/v1/incidents",
+            "/v1/silences",
+            "/v1/ingest/",
+            "/v1/rollouts",
+        ]
+        .iter()
+        .any(|p| path.starts_with(p))
 }
 
 pub async fn to_leader<S: Store + 'static>(

@@ -403,7 +403,7 @@ pub async fn follow_changes<S: Store + 'static>(
         };
         let e = &ev.entry;
         // Only the leader tracks incidents (and may write them).
-        if e.kind != AuditKind::Change
+        if !matches!(e.kind, AuditKind::Change | AuditKind::Rollout)
             || ev.services.is_empty()
             || !plane.leadership.acting(crate::plane::now_ms())
         {

@@ -8,6 +8,7 @@
 pub mod adopt;
 pub mod api;
 pub mod api_incidents;
+pub mod api_rollouts;
 pub mod automation;
 pub mod backup;
 pub mod configs;
@@ -19,6 +20,8 @@ pub mod metrics;
 pub mod plane;
 pub mod playbooks;
 pub mod respond;
+pub mod rollout;
+pub mod rollout_run;
 pub mod safety;
 pub mod server;
 

@@ -383,7 +383,6 @@ impl<S: Store> ControlPlane<S> {
     /// Records a playbook's recommendation or verification: an audit entry
     /// that changes nothing, published like a change.
     pub async fn record(&self, entry: AuditEntry) -> Result<(), StoreError> {
-        self.store.append_audit(&entry).await?;
         let services = entry
             .op
             .as_ref()
@@ -391,6 +390,18 @@ impl<S: Store> ControlPlane<S> {
             .map(str::to_string)
             .into_iter()
             .collect();
+        self.record_for(entry, services).await
+    }
+
+    /// [`ControlPlane::record`] of an entry without an operation that
+    /// concerns `services` (a rollout's step): their incidents' timelines
+    /// get it.
+    pub async fn record_for(
+        &self,
+        entry: AuditEntry,
+        services: BTreeSet<String>,
+    ) -> Result<(), StoreError> {
+        self.store.append_audit(&entry).await?;
         self.publish_event(&entry, services);
         Ok(())
     }

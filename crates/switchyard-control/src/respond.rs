@@ -17,6 +17,7 @@ use crate::store::{Store, StoreError};
 pub struct Api<S: Store> {
     pub plane: Arc<ControlPlane<S>>,
     pub incidents: Arc<Incidents>,
+    pub rollouts: Arc<crate::rollout_run::Rollouts>,
     /// Becomes `true` when the plane shuts down: long-lived answers (watch
     /// streams) end then, so the server can drain and exit.
     pub stopping: tokio::sync::watch::Receiver<bool>,
@@ -29,6 +30,7 @@ impl<S: Store> Clone for Api<S> {
         Api {
             plane: self.plane.clone(),
             incidents: self.incidents.clone(),
+            rollouts: self.rollouts.clone(),
             peer_tls: self.peer_tls.clone(),
             stopping: self.stopping.clone(),
         }

@@ -26,6 +26,7 @@ pub struct Settings {
     pub detect: DetectConfig,
     pub incidents: switchyard_incident::TrackerConfig,
     pub notify: switchyard_notify::NotifyConfig,
+    pub rollout: crate::rollout_run::RolloutConfig,
     /// `[control.tls]`: serve the API over HTTPS with this.
     pub tls: Option<Arc<rustls::ServerConfig>>,
     /// Whom this plane trusts when it passes a request to the leader: the
@@ -195,6 +196,7 @@ pub fn check(t: &ControlTables, base: &Path) -> Result<Settings, Vec<String>> {
         detect: table(&t.detect, "control.detect", &mut errs),
         incidents: table(&t.incidents, "control.incidents", &mut errs),
         notify: table(&t.notify, "control.notify", &mut errs),
+        rollout: table(&t.rollout, "control.rollout", &mut errs),
         tls: serve,
         peer_tls,
         etcd_tls: etcd_tls(&t.etcd_tls, base, &mut errs),
@@ -210,6 +212,7 @@ pub fn check(t: &ControlTables, base: &Path) -> Result<Settings, Vec<String>> {
     }
     errs.extend(s.playbook.validate("control.playbook"));
     errs.extend(s.detect.validate("control.detect"));
+    errs.extend(s.rollout.validate("control.rollout"));
     if errs.is_empty() {
         Ok(s)
     } else {
@@ -365,10 +368,12 @@ pub async fn serve<S: Store + 'static>(
         }
     }
     let (tx, mut rx) = tokio::sync::watch::channel(false);
+    let rollouts = Arc::new(crate::rollout_run::Rollouts::new(settings.rollout.clone()));
     let app = router(Api {
         peer_tls: settings.peer_tls.clone(),
         plane: plane.clone(),
         incidents: incidents.clone(),
+        rollouts: rollouts.clone(),
         stopping: rx.clone(),
     });
     let timelines = tokio::spawn(crate::incidents::follow_changes(
@@ -416,6 +421,7 @@ pub async fn serve<S: Store + 'static>(
     let automation = tokio::spawn(crate::automation::run(
         plane.clone(),
         incidents,
+        rollouts,
         settings.detect,
         settings.playbook,
     ));

@@ -28,7 +28,9 @@ use switchyard_model::signals::{ProbeTarget, Snapshot};
 use switchyard_model::{Actor, AuditEntry, AuditKind, Op};
 
 use crate::evidence::{self, CheckRules, UserSignals};
-use crate::incident::{severity_of, EntryKind, Impact, Incident, Point, Severity, Stage, Status};
+use crate::incident::{
+    severity_of, Entry, EntryKind, Impact, Incident, Point, Severity, Stage, Status,
+};
 
 mod alarms;
 pub use alarms::ALARM_CLEAR_MS;
@@ -204,8 +206,15 @@ struct Pending {
 /// each second once it is over, and the last one must have arrived.
 const SETTLE_MS: u64 = 1500;
 
+/// How far back an incident that opens looks for config changes to its
+/// service: a bad config shows within its bake time, which is minutes.
+pub const CHANGES_BEFORE_MS: u64 = 30 * 60_000;
+
 pub struct Tracker {
     cfg: TrackerConfig,
+    /// Config rollout steps of the last [`CHANGES_BEFORE_MS`], per service:
+    /// an incident that opens copies them into its timeline.
+    config_changes: BTreeMap<String, Vec<(u64, String, String)>>,
     /// second → service → what the edges saw.
     seconds: BTreeMap<u64, BTreeMap<String, Second>>,
     zone_region: BTreeMap<String, String>,
@@ -355,6 +364,7 @@ impl Tracker {
             notices: Vec::new(),
             ids: BTreeSet::new(),
             closed: Vec::new(),
+            config_changes: BTreeMap::new(),
             alarms: BTreeMap::new(),
         }
     }
@@ -578,6 +588,7 @@ impl Tracker {
         }
         let id = incident_id(service, now_ms, &self.ids);
         let mut i = Incident::new(id.clone(), service, title, who, now_ms);
+        self.backfill_config_changes(&mut i);
         // People report what has been going on for a while: this is the
         // best baseline there is.
         i.baseline_p99_ms = self.users.baseline_p99(
@@ -625,6 +636,7 @@ impl Tracker {
                 let id = incident_id(&f.service, now_ms, &self.ids);
                 let title = format!("{} {} ({})", f.service, f.scope.replace(':', " "), f.kind);
                 let mut i = Incident::new(id.clone(), &f.service, &title, "switchyard", now_ms);
+                self.backfill_config_changes(&mut i);
                 // The users' p99 before the fault: what a check of an
                 // action calls slow is judged against it.
                 i.baseline_p99_ms = self.users.baseline_p99(
@@ -772,7 +784,56 @@ impl Tracker {
     /// playbook or a person, touching `service`: its audit entry. An
     /// accepted mitigation is checked `verify_after_ms` later (not one whose
     /// entry predates typed operations: what it did is not known).
+    /// A config rollout step: into the open incident's timeline, and kept
+    /// a while for an incident that opens after it.
+    fn on_config_change(&mut self, service: &str, e: &AuditEntry) {
+        let (who, text) = (e.actor.to_string(), e.action.clone());
+        let kept = self.config_changes.entry(service.to_string()).or_default();
+        kept.retain(|(at, _, _)| *at + CHANGES_BEFORE_MS >= e.at_ms);
+        kept.push((e.at_ms, who.clone(), text.clone()));
+        if let Some(i) = self.open.get_mut(service) {
+            i.log(
+                e.at_ms,
+                EntryKind::ConfigChange,
+                &who,
+                text,
+                json!({"reason": e.reason, "rollout": e.detail}),
+            );
+            let id = i.id.clone();
+            self.dirty.insert(id);
+        }
+    }
+
+    /// The config changes to the service shortly before `i` opened, at
+    /// the top of its timeline.
+    fn backfill_config_changes(&self, i: &mut Incident) {
+        let Some(kept) = self.config_changes.get(&i.service) else {
+            return;
+        };
+        let since = i.created_ms.saturating_sub(CHANGES_BEFORE_MS);
+        let mut before: Vec<Entry> = kept
+            .iter()
+            .filter(|(at, _, _)| *at >= since && *at <= i.created_ms)
+            .map(|(at, who, text)| Entry {
+                at_ms: *at,
+                kind: EntryKind::ConfigChange,
+                who: who.clone(),
+                text: format!("before the incident: {text}"),
+                detail: serde_json::Value::Null,
+            })
+            .collect();
+        if before.is_empty() {
+            return;
+        }
+        before.append(&mut i.timeline);
+        i.timeline = before;
+    }
+
     pub fn on_change(&mut self, service: &str, e: &AuditEntry) {
+        if e.kind == AuditKind::Rollout {
+            self.on_config_change(service, e);
+            return;
+        }
         if e.kind != AuditKind::Change {
             // A recommendation or a verification changed nothing.
             return;
@@ -1845,6 +1906,65 @@ mod tests {
         assert!(i.alarms[0].end_ms.is_some(), "{:?}", i.alarms);
         next.run_until(100_000);
         assert!(next.t.open_for("svc").is_none(), "and resolved");
+    }
+
+    fn rollout_step(at_ms: u64, text: &str) -> AuditEntry {
+        AuditEntry {
+            at_ms,
+            actor: Actor::Rollout { id: "r1".into() },
+            kind: AuditKind::Rollout,
+            op: None,
+            action: format!("rollout: {text}"),
+            reason: "new timeouts".into(),
+            accepted: true,
+            rule: None,
+            version: None,
+            detail: serde_json::Value::Null,
+            check: None,
+        }
+    }
+
+    #[test]
+    fn config_changes_before_an_incident_open_its_timeline_and_later_ones_join_it() {
+        let mut w = world(cfg());
+        w.run_until(30_000);
+        // Long before: not this incident's business.
+        w.t.on_change("svc", &rollout_step(1_000, "wave 1 went out long ago"));
+        w.now = 40 * 60_000;
+        w.run_until(40 * 60_000 + 1_000);
+        w.t.on_change(
+            "svc",
+            &rollout_step(w.now, "wave 1 (canary a) going out to a"),
+        );
+        w.t.on_change("other", &rollout_step(w.now, "another service's wave"));
+        w.run_until(w.now + 20_000);
+        w.broken.insert("a", 0.3);
+        w.run_until(w.now + 3_000);
+        w.open("zone:a");
+        let i = w.t.open_for("svc").unwrap();
+        assert_eq!(
+            i.timeline[0].kind,
+            EntryKind::ConfigChange,
+            "{:?}",
+            i.timeline
+        );
+        assert!(i.timeline[0]
+            .text
+            .contains("before the incident: rollout: wave 1 (canary a)"));
+        assert_eq!(
+            i.timeline
+                .iter()
+                .filter(|e| e.kind == EntryKind::ConfigChange)
+                .count(),
+            1,
+            "only this service's, and only recent ones"
+        );
+        assert_eq!(i.timeline[1].kind, EntryKind::Opened);
+        w.t.on_change("svc", &rollout_step(w.now, "rolled back to cold"));
+        let i = w.t.open_for("svc").unwrap();
+        let last = i.timeline.last().unwrap();
+        assert_eq!(last.kind, EntryKind::ConfigChange);
+        assert_eq!(last.text, "rollout: rolled back to cold");
     }
 
     #[test]

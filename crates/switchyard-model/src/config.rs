@@ -46,6 +46,7 @@ pub mod raw {
                 detect: self.detect.clone(),
                 incidents: self.incidents.clone(),
                 notify: self.notify.clone(),
+                rollout: self.rollout.clone(),
                 tls: self.tls.clone(),
                 etcd_tls: self.etcd_tls.clone(),
             }
@@ -74,6 +75,8 @@ pub mod raw {
         pub incidents: Option<toml::Table>,
         /// Notification receivers, routes and silences.
         pub notify: Option<toml::Table>,
+        /// Staged config rollouts: bake times and the canary analysis.
+        pub rollout: Option<toml::Table>,
         /// `cert_file`, `key_file`: serve the API over HTTPS; read and
         /// checked by the control plane.
         pub tls: Option<toml::Table>,
@@ -374,6 +377,7 @@ pub struct ControlTables {
     pub detect: Option<toml::Table>,
     pub incidents: Option<toml::Table>,
     pub notify: Option<toml::Table>,
+    pub rollout: Option<toml::Table>,
     pub tls: Option<toml::Table>,
     pub etcd_tls: Option<toml::Table>,
 }

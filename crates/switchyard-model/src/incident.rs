@@ -256,6 +256,10 @@ pub enum EntryKind {
     /// An alarm (SLO burn, threshold, trend, silent heartbeat) started or
     /// stopped firing while the incident was open.
     Alarm,
+    /// A step of a config rollout touching the service (a wave went out,
+    /// its verdict, a rollback), also those shortly before the incident
+    /// opened: the change that came before the errors.
+    ConfigChange,
 }
 
 /// An alarm as an incident records it: one firing episode.

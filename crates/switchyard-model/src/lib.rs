@@ -7,6 +7,7 @@
 //! rule can be unit-tested and reused by the edge, the control plane and the CLI.
 #![forbid(unsafe_code)]
 
+pub mod canary;
 pub mod check;
 pub mod config;
 pub mod config_diff;
@@ -18,6 +19,7 @@ pub mod finding;
 pub mod incident;
 pub mod notice;
 pub mod ops;
+pub mod rollout;
 pub mod secret;
 pub mod signals;
 pub mod time;

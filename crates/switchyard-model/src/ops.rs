@@ -640,6 +640,9 @@ pub enum AuditKind {
     /// A DNS server's push to an outside zone that sent changes or failed:
     /// the record changes the controls caused there.
     DnsPush,
+    /// A step of a staged config rollout: a wave going out, its verdict
+    /// with the numbers, a rollback, a person's pause, resume or abort.
+    Rollout,
 }
 
 /// One line of the audit log: every change, accepted or refused, with who
@@ -691,6 +694,7 @@ impl AuditEntry {
             AuditKind::Recommendation => "recommend: ",
             AuditKind::Verification => "verify: ",
             AuditKind::DnsPush => "dns push: ",
+            AuditKind::Rollout => "rollout: ",
         };
         AuditEntry {
             at_ms,

@@ -8,6 +8,7 @@ mod incident_cmd;
 mod lab_cmd;
 mod load;
 mod propagation;
+mod rollout_cmd;
 mod sla_cmd;
 
 use std::net::SocketAddr;
@@ -123,6 +124,9 @@ enum Cmd {
     /// Incidents: list, show, open, acknowledge, status, stages, silences,
     /// durations, and the postmortem written from what was recorded.
     Incident(incident_cmd::Args),
+    /// Roll a new config out in waves with canary analysis: start (or
+    /// --dry-run), status, history, pause, resume, abort.
+    Rollout(rollout_cmd::Args),
     /// Measure how long a control change takes to reach every edge.
     BenchPropagation(propagation::Args),
     /// Detection: replay and score traces, synthetic cases, the corpus, the benchmark.
@@ -332,6 +336,7 @@ fn main() -> ExitCode {
         Cmd::Detect(cmd) => detect_cmd::detect(cmd),
         Cmd::Ctl(args) => ctl_cmd::ctl(args),
         Cmd::Incident(args) => incident_cmd::run(args),
+        Cmd::Rollout(args) => rollout_cmd::run(args),
         Cmd::BenchPropagation(args) => propagation::main(args),
         Cmd::Control {
             store: Some(cmd), ..

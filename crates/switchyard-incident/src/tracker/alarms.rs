@@ -167,6 +167,7 @@ impl Tracker {
         let id = incident_id(svc, now_ms, &self.ids);
         let title = format!("{svc}: {}", e.alarm.describe());
         let mut i = Incident::new(id.clone(), svc, &title, "switchyard", now_ms);
+        self.backfill_config_changes(&mut i);
         i.scopes.push(e.alarm.scope());
         i.alarms.push(record(&e, true));
         i.baseline_p99_ms = self.users.baseline_p99(
