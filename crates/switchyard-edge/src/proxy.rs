@@ -891,7 +891,8 @@ async fn attempt(
     // An injected delay stands for a slow instance: what signals and
     // outlier detection see includes it, as users do.
     end.started = t0;
-    let t = &rt.svc.timeouts;
+    // The route's own timeout when it has one, else the service's.
+    let t = &route.timeouts;
     let sent_at = Instant::now();
     let dest = Dest {
         addr: inst.meta.addr,
@@ -1099,11 +1100,10 @@ async fn forward_or_fall_back(
     out: &mut Outbound,
     start: Instant,
 ) -> Result<Served, EdgeError> {
-    let write = route.kind == RouteKind::Write;
     let mut tried = vec![region];
     loop {
         let to = tried.last().expect("one region at least");
-        let result = forward_to_region(edge, snap, rt, to, write, out).await;
+        let result = forward_to_region(edge, snap, rt, to, route, out).await;
         match &result {
             Err(e) if e.kind == ErrorKind::UpstreamConnect && out.body.replayable() => {}
             Err(e) if e.kind == ErrorKind::UpstreamConnect => {
@@ -1145,9 +1145,10 @@ async fn forward_to_region(
     snap: &Snapshot,
     rt: &Arc<ServiceRuntime>,
     region: &str,
-    write: bool,
+    route: &Route,
     out: &mut Outbound,
 ) -> Result<Served, EdgeError> {
+    let write = route.kind == RouteKind::Write;
     let edges = switchyard_steer::forward_edges(&snap.config, &edge.region, region);
     if edges.is_empty() {
         return Err(EdgeError::new(
@@ -1172,7 +1173,8 @@ async fn forward_to_region(
                 .insert(HeaderName::from_static(FORWARD_AUTH), v);
         }
     }
-    let t = &rt.svc.timeouts;
+    // The route's own timeout when it has one, else the service's.
+    let t = &route.timeouts;
     let tls = peer_tls(edge, snap)?;
     let mut last = None;
     for k in 0..n.min(2) {

@@ -270,6 +270,10 @@ pub mod raw {
         pub kind: Option<super::RouteKind>,
         pub priority: Option<super::Priority>,
         pub heartbeat_path: Option<String>,
+        /// The route's own total timeout, in place of the service's
+        /// `timeouts.total_ms` (its connect and header timeouts are capped
+        /// by it).
+        pub timeout_ms: Option<u64>,
     }
 
     #[derive(Debug, Deserialize)]
@@ -582,6 +586,22 @@ pub struct Timeouts {
     pub total: Duration,
 }
 
+impl Timeouts {
+    /// A route's timeouts: its own total in place of the service's, the
+    /// connect and header timeouts capped by it (a route that must answer
+    /// within 50 ms cannot wait 250 ms to connect).
+    pub fn for_route(self, total: Option<Duration>) -> Timeouts {
+        match total {
+            None => self,
+            Some(t) => Timeouts {
+                connect: self.connect.min(t),
+                header: self.header.min(t),
+                total: t,
+            },
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct LimitSettings {
     pub max_concurrency: u32,
@@ -676,6 +696,11 @@ pub struct Route {
     pub priority: Priority,
     /// Path of the route's heartbeat endpoint on each instance, if it has one.
     pub heartbeat_path: Option<String>,
+    /// `timeout_ms` as written: the route's own total timeout.
+    pub timeout: Option<Duration>,
+    /// What the route's requests get: the service's timeouts, with the
+    /// route's own total (and the others capped by it) when it has one.
+    pub timeouts: Timeouts,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -1743,6 +1768,10 @@ fn validate_service(
                 );
             }
         }
+        if r.timeout_ms == Some(0) {
+            errs.push(format!("{rp}.timeout_ms"), "must be greater than 0");
+        }
+        let timeout = r.timeout_ms.filter(|t| *t > 0).map(Duration::from_millis);
         if let (Some(name), Some(kind)) = (&r.name, r.kind) {
             routes.push(Route {
                 name: name.clone(),
@@ -1751,6 +1780,8 @@ fn validate_service(
                 kind,
                 priority: r.priority.unwrap_or(Priority::Normal),
                 heartbeat_path: r.heartbeat_path.clone(),
+                timeout,
+                timeouts: timeouts.for_route(timeout),
             });
         }
     }
@@ -1824,13 +1855,13 @@ fn validate_service(
         routes,
         instances,
         default_routes: [
-            default_route(RouteKind::Read),
-            default_route(RouteKind::Write),
+            default_route(RouteKind::Read, timeouts),
+            default_route(RouteKind::Write, timeouts),
         ],
     })
 }
 
-fn default_route(kind: RouteKind) -> Route {
+fn default_route(kind: RouteKind, timeouts: Timeouts) -> Route {
     Route {
         name: "default".into(),
         path_prefix: "/".into(),
@@ -1838,6 +1869,8 @@ fn default_route(kind: RouteKind) -> Route {
         kind,
         priority: Priority::Normal,
         heartbeat_path: None,
+        timeout: None,
+        timeouts,
     }
 }
 

@@ -423,6 +423,17 @@ fn routes(path: &str, old: &[Route], new: &[Route], out: &mut Out) {
             );
             continue;
         };
+        // Only where the new config sets the route's own timeout: a cut
+        // of the service's is reported once, on the service.
+        if n.timeout.is_some() && sharp_cut(secs(r.timeouts.total), secs(n.timeouts.total)) {
+            out.push(
+                RiskKind::TimeoutCut,
+                format!("{rp}.timeout_ms"),
+                r.timeouts.total.as_millis().to_string(),
+                n.timeouts.total.as_millis().to_string(),
+                "the route's requests slower than its new timeout, which succeeded before, will fail",
+            );
+        }
         if r.path_prefix != n.path_prefix {
             out.push(
                 RiskKind::UpstreamChanged,
@@ -715,6 +726,28 @@ mod tests {
             )]
         );
         assert_eq!(d[0].before, "any /recommendations (read, sheddable)");
+    }
+
+    #[test]
+    fn a_routes_own_timeout_far_below_what_it_had_is_flagged_on_the_route() {
+        let d = diff_edited(&[(
+            "  name = \"get-item\"\n",
+            "  name = \"get-item\"\n  timeout_ms = 40\n",
+        )]);
+        assert_eq!(
+            kinds_paths(&d),
+            vec![(
+                RiskKind::TimeoutCut,
+                "service.catalog.route.get-item.timeout_ms"
+            )]
+        );
+        assert_eq!((d[0].before.as_str(), d[0].after.as_str()), ("10000", "40"));
+        // A route timeout raised, or within half, is not a risk.
+        assert!(diff_edited(&[(
+            "  name = \"get-item\"\n",
+            "  name = \"get-item\"\n  timeout_ms = 6000\n",
+        )])
+        .is_empty());
     }
 
     #[test]

@@ -1,3 +1,5 @@
+use std::time::Duration;
+
 use switchyard_model::{Config, ConfigError, Controls};
 
 const EXAMPLE: &str = include_str!("../../../examples/switchyard.toml");
@@ -486,5 +488,32 @@ fn upstream_and_peer_tls_name_every_missing_or_wrong_field() {
         errors(&text).iter().any(|e| e.contains("insecure")),
         "{:?}",
         errors(&text)
+    );
+}
+
+#[test]
+fn a_routes_own_timeout_replaces_the_services_total_and_caps_the_others() {
+    let c = Config::from_toml(
+        &EXAMPLE.replace(
+            "  name = \"get-item\"\n",
+            "  name = \"get-item\"\n  timeout_ms = 40\n",
+        ),
+        no_env,
+    )
+    .unwrap();
+    let svc = &c.services[0];
+    let get = svc.routes.iter().find(|r| r.name == "get-item").unwrap();
+    assert_eq!(get.timeouts.total, Duration::from_millis(40));
+    assert!(get.timeouts.connect <= get.timeouts.total);
+    assert!(get.timeouts.header <= get.timeouts.total);
+    let put = svc.routes.iter().find(|r| r.name == "put-item").unwrap();
+    assert_eq!(put.timeouts, svc.timeouts);
+    let errs = errors(&EXAMPLE.replace(
+        "  name = \"get-item\"\n",
+        "  name = \"get-item\"\n  timeout_ms = 0\n",
+    ));
+    assert_eq!(
+        errs,
+        vec!["service.catalog.route.get-item.timeout_ms: must be greater than 0"]
     );
 }

@@ -23,6 +23,8 @@ pub struct Topology {
     pub min_healthy: Option<f64>,
     pub per_zone: usize,
     service_extra: String,
+    /// Extra keys per route name, written into that `[[service.route]]`.
+    route_extra: Vec<(String, String)>,
     edge_extra: String,
     /// The body of `[edge.tls]`; with it every zone gets an `edge_tls` address.
     edge_tls: Option<String>,
@@ -63,6 +65,7 @@ impl Topology {
             min_healthy: Some(0.5),
             per_zone: 2,
             service_extra: String::new(),
+            route_extra: Vec::new(),
             edge_extra: String::new(),
             edge_tls: None,
             peer_tls: None,
@@ -166,6 +169,14 @@ impl Topology {
     pub fn service_toml(mut self, extra: &str) -> Self {
         self.service_extra.push_str(extra);
         self.service_extra.push('\n');
+        self
+    }
+
+    /// Extra keys for one of the test service's routes (`get-item`,
+    /// `put-item`, `recommendations`), e.g. `timeout_ms = 50`.
+    pub fn route_toml(mut self, route: &str, extra: &str) -> Self {
+        self.route_extra
+            .push((route.to_string(), extra.to_string()));
         self
     }
 
@@ -374,13 +385,22 @@ impl Topology {
                 String::new()
             }
         };
-        t.push_str(&format!(
+        let mut routes = format!(
             "[[service.route]]\nname = \"get-item\"\npath_prefix = \"/items/\"\nmethods = [\"GET\"]\nkind = \"read\"\npriority = \"critical\"\n{}\
              [[service.route]]\nname = \"put-item\"\npath_prefix = \"/items/\"\nmethods = [\"PUT\", \"POST\"]\nkind = \"write\"\npriority = \"normal\"\n{}\
              [[service.route]]\nname = \"recommendations\"\npath_prefix = \"/recommendations\"\nkind = \"read\"\npriority = \"sheddable\"\n",
             hb("/heartbeat/read"),
             hb(crate::upstream::WRITE_HEARTBEAT)
-        ));
+        );
+        for (route, extra) in &self.route_extra {
+            let at = format!("name = {route:?}\n");
+            assert!(
+                routes.contains(&at),
+                "the test service has no route {route:?}"
+            );
+            routes = routes.replacen(&at, &format!("{at}{extra}\n"), 1);
+        }
+        t.push_str(&routes);
         for z in self.zones() {
             for i in 1..=self.per_zone {
                 let (name, addr) = self.instance(&z, i);
