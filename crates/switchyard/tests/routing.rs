@@ -364,18 +364,14 @@ async fn a_client_cannot_claim_its_request_was_forwarded() {
 async fn a_routes_own_timeout_holds_its_requests_alone() {
     let lab = Topology::new(BIN, &[("r1", &["a"])]).route_toml("get-item", "timeout_ms = 40");
     let ups = lab.start_upstreams().await;
+    // Slow, but well within the service's timeouts (and its health
+    // checks'): only a route timeout can turn this into a 504.
     for u in ups.values() {
-        u.set_delay(Duration::from_secs(3));
+        u.set_delay(Duration::from_millis(400));
     }
     let a = lab.start_edge("a").await;
-    let started = std::time::Instant::now();
     let r = a.get("/items/1").send().await.unwrap();
-    assert_eq!(r.status, 504, "{}", r.body);
-    assert!(
-        started.elapsed() < Duration::from_secs(2),
-        "cut at the route's 40 ms, not after the instance's 3 s: {:?}",
-        started.elapsed()
-    );
+    assert_eq!(r.status, 504, "cut at the route's 40 ms: {}", r.body);
     // The service's timeouts still hold for its other routes.
     let r = a.get("/recommendations").send().await.unwrap();
     assert_eq!(r.status, 200, "{}", r.body);
