@@ -58,6 +58,23 @@ fn refused_start(e: StartError) -> Response {
             error(StatusCode::CONFLICT, "needs_acknowledgement", reasons)
         }
         StartError::Conflict(why) => error(StatusCode::CONFLICT, "conflict", vec![why]),
+        StartError::Refused(refusals) => {
+            let body = switchyard_api::ErrorBody {
+                error: "refused".into(),
+                reasons: refusals
+                    .iter()
+                    .map(|(rule, why)| format!("{rule}: {why}"))
+                    .collect(),
+                rules: refusals
+                    .into_iter()
+                    .map(|(rule, message)| switchyard_api::Refusal {
+                        rule: rule.to_string(),
+                        message,
+                    })
+                    .collect(),
+            };
+            (StatusCode::CONFLICT, Json(body)).into_response()
+        }
         StartError::Store(e) => unavailable(e),
     }
 }

@@ -291,6 +291,15 @@ impl<S: Store> ControlPlane<S> {
         self.tx.receiver_count()
     }
 
+    /// Instances of `service` taken out of service within the hour before
+    /// `now_ms` by changes to the controls (the removal-rate rule's count).
+    pub fn removed_within_hour(&self, service: &str, now_ms: u64) -> f64 {
+        self.history
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .removed_within_hour(service, now_ms)
+    }
+
     pub async fn history(&self, limit: usize) -> Result<Vec<AuditEntry>, StoreError> {
         self.store.history(limit).await
     }

@@ -156,6 +156,8 @@ pub enum StartError {
     NeedsAccept(Box<switchyard_api::rollout::RolloutPlan>),
     /// Another rollout runs or is paused, or the config already runs.
     Conflict(String),
+    /// A safety rule refuses it whatever was acknowledged: (rule, why).
+    Refused(Vec<(&'static str, String)>),
     Store(StoreError),
 }
 
@@ -329,6 +331,10 @@ impl Rollouts {
         let (plan, doc) = self.plan(plane, req).await?;
         if !plan.needs_accept.is_empty() {
             return Err(StartError::NeedsAccept(Box::new(plan)));
+        }
+        let refusals = removal_refusals(plane, &req.config, now_ms);
+        if !refusals.is_empty() {
+            return Err(StartError::Refused(refusals));
         }
         if plan.from == plan.to {
             return Err(StartError::Conflict(format!(
@@ -704,6 +710,32 @@ pub enum HandError {
     NotFound,
     Refused(String),
     Store(StoreError),
+}
+
+/// The removal-rate rule on the instances the new config drops, service by
+/// service (against the config every member runs now).
+fn removal_refusals<S: Store>(
+    plane: &ControlPlane<S>,
+    new_text: &str,
+    now_ms: u64,
+) -> Vec<(&'static str, String)> {
+    let env = |k: &str| std::env::var(k).ok();
+    let (Ok(old), Ok(new)) = (
+        Config::from_toml(&plane.assignment().base.text, env),
+        Config::from_toml(new_text, env),
+    ) else {
+        // Checked by `plan` already.
+        return Vec::new();
+    };
+    old.services
+        .iter()
+        .filter_map(|o| {
+            let n = new.services.iter().find(|n| n.name == o.name)?;
+            let earlier = plane.removed_within_hour(&o.name, now_ms);
+            crate::safety::config_removal_rate(&plane.safety, o, n, earlier)
+        })
+        .map(|r| (r.rule, r.message))
+        .collect()
 }
 
 fn same_but_words(a: &Rollout, b: &Rollout) -> bool {

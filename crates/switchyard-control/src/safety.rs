@@ -603,6 +603,43 @@ fn removal_rate(
     }
 }
 
+/// Rule 4 for a config that removes instances: they leave service as its
+/// rollout reaches them, and an acknowledgement of `capacity_removed` says a
+/// person meant it, not that the pace is safe. So the instances a new config
+/// drops from `old` count against the same hourly budget as shifts do
+/// (`earlier`: taken out within the hour by changes to the controls). A
+/// service the new config drops altogether is `service_removed`, not
+/// capacity leaving a service that keeps serving.
+pub fn config_removal_rate(
+    rules: &SafetyConfig,
+    old: &Service,
+    new: &Service,
+    earlier: f64,
+) -> Option<Refusal> {
+    let removed = old
+        .instances
+        .iter()
+        .filter(|i| !new.instances.iter().any(|n| n.name == i.name))
+        .count() as f64;
+    if removed <= EPSILON {
+        return None;
+    }
+    let total = old.instances.len();
+    let limit = rules.max_removal_per_hour * total as f64;
+    (removed + earlier > limit + EPSILON).then(|| Refusal {
+        rule: rule::REMOVAL_RATE,
+        message: format!(
+            "service {}: the new config removes {} of its {} instances ({} more taken out earlier in the hour); at most {} ({}%) may leave service per hour: remove them in several rollouts, an hour apart",
+            old.name,
+            num(removed),
+            total,
+            num(earlier),
+            num(limit),
+            num(rules.max_removal_per_hour * 100.0),
+        ),
+    })
+}
+
 /// Rule 5, flip wait. Zonal shift's wait period against flapping: steering
 /// must be stable and predictable, and a change needs time to show its effect
 /// before the next one is decided on the signals it produced.

@@ -2,7 +2,8 @@
 //! instances of `catalog` (12 in all), `min_healthy = 0.5`.
 
 use switchyard_control::safety::{
-    capacity_removed, changed_keys, check, rule, History, Refusal, SafetyConfig, Verdict, HOUR_MS,
+    capacity_removed, changed_keys, check, config_removal_rate, rule, History, Refusal,
+    SafetyConfig, Verdict, HOUR_MS,
 };
 use switchyard_model::{Config, Controls, RegionState, ZoneControl};
 
@@ -892,4 +893,41 @@ fn history_survives_a_restart_as_json() {
     let back: History = serde_json::from_str(&serde_json::to_string(&h).unwrap()).unwrap();
     assert_eq!(back, h);
     assert_eq!(back.removed_within_hour("catalog", T0 + 1), 2.0);
+}
+
+#[test]
+fn instances_a_config_drops_count_against_the_hourly_removal_budget() {
+    let old = config();
+    let drop = |names: &[&str]| {
+        let mut text = EXAMPLE.to_string();
+        for n in names {
+            let at = text
+                .find(&format!("name = \"{n}\""))
+                .unwrap_or_else(|| panic!("no instance {n}"));
+            let start = text[..at].rfind("[[service.instance]]").unwrap();
+            let end = text[at..]
+                .find("[[service.instance]]")
+                .map_or(text.len(), |e| at + e);
+            text.replace_range(start..end, "");
+        }
+        Config::from_toml(&text, |_| None).expect("valid config")
+    };
+    let rules = SafetyConfig {
+        max_removal_per_hour: 0.34,
+        ..lenient()
+    };
+    let (o, svc) = (&old.services[0], "catalog");
+    assert_eq!(o.name, svc);
+    // 4 of 12 fit in 34 % of an hour's budget; 5 do not.
+    let four = drop(&["use-a-1", "use-a-2", "use-b-1", "use-b-2"]);
+    assert!(config_removal_rate(&rules, o, &four.services[0], 0.0).is_none());
+    let five = drop(&["use-a-1", "use-a-2", "use-b-1", "use-b-2", "use-c-1"]);
+    let r = config_removal_rate(&rules, o, &five.services[0], 0.0).expect("refused");
+    assert_eq!(r.rule, rule::REMOVAL_RATE);
+    contains(&r.message, "removes 5 of its 12 instances");
+    // What shifts took out earlier in the hour counts too.
+    let r = config_removal_rate(&rules, o, &four.services[0], 1.0).expect("refused");
+    contains(&r.message, "1 more taken out earlier in the hour");
+    // Nothing dropped, nothing to say.
+    assert!(config_removal_rate(&rules, o, &old.services[0], 11.0).is_none());
 }

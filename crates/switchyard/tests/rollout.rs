@@ -358,7 +358,28 @@ async fn a_lowered_floor_without_acknowledgement_is_refused_naming_it_and_change
         .await
         .unwrap_err();
     assert_eq!(e.status(), Some(401), "{e}");
-    // Acknowledged, it starts.
+    // Acknowledged or not, capacity leaves at the removal rule's pace: four
+    // of six instances at once is more than the hour allows (0.6 here).
+    let mut fewer = text.clone();
+    for (z, i) in [("a", 1), ("a", 2), ("b", 1), ("c", 1)] {
+        let (name, addr) = lab.instance(z, i);
+        let block =
+            format!("[[service.instance]]\nname = {name:?}\nzone = {z:?}\naddr = \"{addr}\"\n");
+        assert!(fewer.contains(&block), "{fewer}");
+        fewer = fewer.replace(&block, "");
+    }
+    let mut req = start_req(fewer, "fewer instances needed");
+    req.accept = vec!["floor_lowered".into(), "capacity_removed".into()];
+    let e = api.start_rollout(&req).await.unwrap_err();
+    assert_eq!(e.status(), Some(409), "{e}");
+    let body = e.body().unwrap();
+    assert!(body.refused_by("removal_rate"), "{body:?}");
+    assert!(
+        body.reasons[0].contains("removes 4 of its 6 instances"),
+        "{body:?}"
+    );
+    assert!(api.rollouts().await.unwrap().rollouts.is_empty());
+    // Acknowledged, the floor alone starts.
     let mut req = start_req(text, "fewer instances needed");
     req.accept = vec!["floor_lowered".into()];
     let r = api.start_rollout(&req).await.unwrap();
