@@ -89,7 +89,7 @@ async fn leader<S: Store>(State(api): State<Api<S>>) -> Json<switchyard_api::Lea
 
 async fn status<S: Store>(State(api): State<Api<S>>) -> Json<StatusView> {
     let cur = api.plane.current();
-    let cfg = &api.plane.config;
+    let cfg = &api.plane.config();
     let now = now_ms();
     let services = cfg
         .services
@@ -263,15 +263,14 @@ fn preview<S: Store>(api: &Api<S>, req: OpRequest) -> Result<Preview, Response> 
         .preview(&req.op, &Actor::person("preview"), &req.reason)
         .map_err(IntoResponse::into_response)?;
     let now = now_ms();
-    let services: Vec<_> = api
-        .plane
-        .config
+    let config = api.plane.config();
+    let services: Vec<_> = config
         .services
         .iter()
         .filter(|s| req.op.service().is_none_or(|n| n == s.name))
         .collect();
     let dns = crate::dns_preview::moves(
-        &api.plane.config,
+        &api.plane.config(),
         &api.plane.current().controls,
         &proposed,
         &services,

@@ -257,7 +257,7 @@ async fn open<S: Store>(State(api): State<Api<S>>, headers: HeaderMap, raw: Body
         ("title", req.title.as_str(), limits::NOTE),
     ])?;
     let mut errs = Vec::new();
-    if api.plane.config.service(&req.service).is_none() {
+    if api.plane.config().service(&req.service).is_none() {
         return Err(error(
             StatusCode::NOT_FOUND,
             "not_found",
@@ -537,7 +537,7 @@ async fn add_silence<S: Store>(State(api): State<Api<S>>, headers: HeaderMap, ra
         }
     };
     if let Some(s) = &req.service {
-        if api.plane.config.service(s).is_none() {
+        if api.plane.config().service(s).is_none() {
             errs.push(format!("service: unknown service {s:?}"));
         }
     }
@@ -676,7 +676,7 @@ async fn feed<S: Store>(State(api): State<Api<S>>) -> Answer {
     let now = now_ms();
     let services: Vec<_> = api
         .plane
-        .config
+        .config()
         .services
         .iter()
         .map(|s| service_status(&api, &s.name, now, stored.as_deref()))
@@ -685,7 +685,7 @@ async fn feed<S: Store>(State(api): State<Api<S>>) -> Answer {
 }
 
 async fn feed_one<S: Store>(State(api): State<Api<S>>, Path(service): Path<String>) -> Answer {
-    if api.plane.config.service(&service).is_none() {
+    if api.plane.config().service(&service).is_none() {
         return Err(error(
             StatusCode::NOT_FOUND,
             "not_found",

@@ -29,18 +29,18 @@ pub async fn run<S: Store + 'static>(
     playbook_cfg: PlaybookConfig,
 ) {
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    for z in plane.config.zones() {
+    for z in plane.config().zones() {
         tokio::spawn(switchyard_api::signals::follow(z.admin, tx.clone()));
     }
     drop(tx);
     let modes: BTreeMap<String, PlaybookMode> = plane
-        .config
+        .config()
         .control
         .as_ref()
         .map(|c| c.playbooks.clone())
         .unwrap_or_default();
     let regions = plane
-        .config
+        .config()
         .regions
         .iter()
         .map(|r| r.name.clone())
@@ -55,7 +55,7 @@ pub async fn run<S: Store + 'static>(
     let mut tick = tokio::time::interval(Duration::from_millis(100));
     let mut recent: Vec<Finding> = Vec::new();
     let base_url = plane
-        .config
+        .config()
         .control
         .as_ref()
         .map(|c| format!("http://{}", c.listen))
@@ -178,7 +178,7 @@ pub async fn run<S: Store + 'static>(
             let blockers = {
                 let t = incidents.lock();
                 let open: Vec<_> = t.open_incidents().cloned().collect();
-                crate::rollout_run::blockers(&plane.config, engine.findings(), &open)
+                crate::rollout_run::blockers(&plane.config(), engine.findings(), &open)
             };
             rollouts.tick(&plane, &incidents, &blockers, now).await;
         }

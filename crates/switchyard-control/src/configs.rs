@@ -115,6 +115,7 @@ impl<S: Store> ControlPlane<S> {
             "config assignment changed"
         );
         self.assignment.send_replace(next.clone());
+        self.follow_base(&next.base);
         Ok(next)
     }
 
@@ -130,6 +131,7 @@ impl<S: Store> ControlPlane<S> {
         if stored.revision <= cur.revision {
             return Ok(false);
         }
+        self.follow_base(&stored.base);
         self.assignment.send_replace(Arc::new(stored));
         Ok(true)
     }

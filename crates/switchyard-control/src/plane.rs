@@ -69,7 +69,10 @@ pub struct Published {
 }
 
 pub struct ControlPlane<S: Store> {
-    pub config: Arc<Config>,
+    /// The plane's own `[control]` section from its file; regions, services,
+    /// edge and DNS settings from the assignment's base (see
+    /// [`ControlPlane::follow_base`]).
+    config: arc_swap::ArcSwap<Config>,
     pub safety: SafetyConfig,
     store: S,
     current: Mutex<Published>,
@@ -197,8 +200,8 @@ impl<S: Store> ControlPlane<S> {
             own = %switchyard_model::config_version(&config_text),
             "config assignment"
         );
-        Ok(Arc::new(ControlPlane {
-            config,
+        let plane = Arc::new(ControlPlane {
+            config: arc_swap::ArcSwap::new(config),
             safety,
             store,
             current: Mutex::new(current),
@@ -214,9 +217,45 @@ impl<S: Store> ControlPlane<S> {
             stale: Mutex::new(stale),
             ingest,
             ingest_rx: Mutex::new(Some(ingest_rx)),
-            assignment: tokio::sync::watch::channel(Arc::new(assignment)).0,
+            assignment: tokio::sync::watch::channel(Arc::new(assignment.clone())).0,
             assigning: tokio::sync::Mutex::new(()),
-        }))
+        });
+        plane.follow_base(&assignment.base);
+        Ok(plane)
+    }
+
+    /// The config the plane works with now.
+    pub fn config(&self) -> Arc<Config> {
+        self.config.load_full()
+    }
+
+    /// Takes the topology, services and data-plane settings of the config
+    /// every member runs (the assignment's base: after a rollout, the new
+    /// config; after a restart, what the store says rather than an older
+    /// file), so safety rules, floors and reads follow what the edges run.
+    /// The plane's own `[control]` section stays its file's: where it
+    /// listens, its store and its tokens change only with a restart. A base
+    /// that does not validate here, or that the controls in force do not
+    /// fit, is logged and the config held stays.
+    pub fn follow_base(&self, base: &switchyard_model::ConfigDoc) {
+        let held = self.config();
+        let mut next = match Config::from_toml(&base.text, |k| std::env::var(k).ok()) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!(version = %base.version, reasons = ?e.reasons(), "the config every member runs does not validate here; the plane keeps the one it has");
+                return;
+            }
+        };
+        next.control = held.control.clone();
+        if *held == next {
+            return;
+        }
+        if let Err(e) = self.current().controls.validate(&next) {
+            tracing::error!(version = %base.version, errors = ?e.iter().map(|x| x.to_string()).collect::<Vec<_>>(), "the controls in force do not fit the config every member runs; the plane keeps the one it has");
+            return;
+        }
+        tracing::info!(version = %base.version, "the plane follows the config every member runs");
+        self.config.store(Arc::new(next));
     }
 
     /// Why what is served is a snapshot rather than the store's state.
@@ -359,7 +398,7 @@ impl<S: Store> ControlPlane<S> {
     /// Every safety rule's verdict on going from `cur` to `proposed`.
     fn judge(&self, cur: &Controls, proposed: &Controls, now: u64) -> safety::Verdict {
         let h = self.history.lock().unwrap_or_else(|e| e.into_inner());
-        safety::check(&self.config, &self.safety, &h, cur, proposed, now)
+        safety::check(&self.config(), &self.safety, &h, cur, proposed, now)
     }
 
     /// The one place an operation becomes new controls: applied to a copy,
@@ -376,7 +415,7 @@ impl<S: Store> ControlPlane<S> {
         let label = actor.label(reason);
         op.apply(
             &ApplyContext {
-                config: &self.config,
+                config: &self.config(),
                 now_ms: now,
                 reason: &label,
             },
@@ -384,7 +423,7 @@ impl<S: Store> ControlPlane<S> {
         )?;
         proposed.version = cur.version + 1;
         proposed
-            .validate(&self.config)
+            .validate(&self.config())
             .map_err(|e| ChangeError::Invalid(e.iter().map(|x| x.to_string()).collect()))?;
         Ok(proposed)
     }
@@ -514,7 +553,7 @@ impl<S: Store> ControlPlane<S> {
             }
             entry.accepted = true;
             // What the rules remember of it, committed with it.
-            let effects = safety::Effects::of(&self.config, &cur.controls, &proposed, now);
+            let effects = safety::Effects::of(&self.config(), &cur.controls, &proposed, now);
             detail.insert("safety".into(), serde_json::json!(effects));
             // Force is recorded whenever it is asked for, not only when a
             // rule had to be overridden: who holds the override and uses it
@@ -681,7 +720,7 @@ impl<S: Store> ControlPlane<S> {
         self.history
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .record(&self.config, &cur.controls, &p.controls, now_ms());
+            .record(&self.config(), &cur.controls, &p.controls, now_ms());
         self.publish(p);
         Ok(true)
     }

@@ -146,7 +146,7 @@ pub fn authorize<S: Store>(
         })?;
     let tokens = api
         .plane
-        .config
+        .config()
         .control
         .as_ref()
         .map(|c| c.tokens.clone())

@@ -645,7 +645,7 @@ impl Rollouts {
             check: None,
         };
         let services = plane
-            .config
+            .config()
             .services
             .iter()
             .map(|s| s.name.clone())
@@ -679,7 +679,7 @@ impl Rollouts {
             .unwrap_or_default();
         let services: Vec<String> = if hurt.is_empty() {
             plane
-                .config
+                .config()
                 .services
                 .iter()
                 .map(|s| s.name.clone())

@@ -350,7 +350,7 @@ pub async fn serve<S: Store + 'static>(
     }
     let verdict = crate::adopt::judge(
         &plane.current().controls,
-        &crate::adopt::holdings(&plane.config).await,
+        &crate::adopt::holdings(&plane.config()).await,
     );
     if !verdict.behind.is_empty() {
         if adopt {

@@ -170,7 +170,7 @@ async fn a_harmless_config_goes_out_wave_by_wave_each_after_its_bake_and_ends_on
     let zones = ["a", "b", "c"];
     let lab = topology();
     let _ups = lab.start_upstreams().await;
-    let cp = lab.start_control().await;
+    let mut cp = lab.start_control().await;
     let edges = lab.start_edges(&zones).await;
     let api = cp.api(Some("operate-token"));
     let from = settled(&api, &edges, &zones).await;
@@ -180,7 +180,13 @@ async fn a_harmless_config_goes_out_wave_by_wave_each_after_its_bake_and_ends_on
             .map(|z| (z.to_string(), lab.edge_addr(z)))
             .collect::<Vec<_>>(),
     );
-    let text = with_service_table(&lab.config_text(), "[service.timeouts]\ntotal_ms = 30000");
+    // A raised floor is no risk, and shows in the plane's status.
+    let text = with_service_table(
+        &lab.config_text()
+            .replace("min_healthy = 0.5", "min_healthy = 0.75"),
+        "[service.timeouts]\ntotal_ms = 30000",
+    );
+    assert_eq!(r1_floor(&api).await, 2, "half of r1's 4 instances");
     let r = api
         .start_rollout(&start_req(text, "more patience for slow items"))
         .await
@@ -225,6 +231,24 @@ async fn a_harmless_config_goes_out_wave_by_wave_each_after_its_bake_and_ends_on
         steps.iter().any(|s| s.contains("rollout done")),
         "{steps:#?}"
     );
+    // The plane's own rules follow what every edge runs, also after a
+    // restart on its older file: the store's base wins.
+    assert_eq!(r1_floor(&api).await, 3);
+    cp.kill9();
+    cp.restart().await;
+    let api = cp.api(Some("operate-token"));
+    assert_eq!(r1_floor(&api).await, 3);
+    assert_eq!(api.config_assignment().await.unwrap().base.version, r.to);
+}
+
+async fn r1_floor(api: &Client) -> usize {
+    let s = api.status().await.unwrap();
+    s.services[0]
+        .regions
+        .iter()
+        .find(|r| r.region == "r1")
+        .unwrap()
+        .floor
 }
 
 #[tokio::test(flavor = "multi_thread")]
