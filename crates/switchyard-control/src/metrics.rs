@@ -26,8 +26,26 @@ pub struct NotifyLabels {
     pub result: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabels {
+    /// `succeeded`, `rolled_back` or `aborted`.
+    pub outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct VerdictLabels {
+    /// `pass`, `fail` or `wait` (a wave paused for want of traffic).
+    pub verdict: String,
+}
+
 pub struct Metrics {
     registry: Registry,
+    /// The wave of the running rollout (1-based); 0 when none runs.
+    pub rollout_wave: Gauge,
+    /// 1 while a rollout is paused (by a person, or for want of traffic).
+    pub rollout_paused: Gauge,
+    pub rollouts: Family<OutcomeLabels, Counter>,
+    pub rollout_verdicts: Family<VerdictLabels, Counter>,
     pub changes: Family<ChangeLabels, Counter>,
     pub refusals: Family<RuleLabels, Counter>,
     pub version: Gauge,
@@ -54,6 +72,30 @@ impl Metrics {
         let notifications = Family::<NotifyLabels, Counter>::default();
         let leader = Gauge::default();
         let incident_conflicts = Counter::default();
+        let rollout_wave = Gauge::default();
+        let rollout_paused = Gauge::default();
+        let rollouts = Family::<OutcomeLabels, Counter>::default();
+        let rollout_verdicts = Family::<VerdictLabels, Counter>::default();
+        registry.register(
+            "rollout_wave",
+            "The wave of the config rollout running now (1 is the canary); 0 when none runs",
+            rollout_wave.clone(),
+        );
+        registry.register(
+            "rollout_paused",
+            "1 while the config rollout is paused and waits for a person",
+            rollout_paused.clone(),
+        );
+        registry.register(
+            "rollouts",
+            "Config rollouts ended, by outcome",
+            rollouts.clone(),
+        );
+        registry.register(
+            "rollout_verdicts",
+            "Verdicts on rollout waves, by verdict",
+            rollout_verdicts.clone(),
+        );
         registry.register(
             "incident_conflicts",
             "Incident writes refused because another control plane had changed the stored copy; the stored copy replaced this plane's",
@@ -97,6 +139,10 @@ impl Metrics {
         );
         Metrics {
             registry,
+            rollout_wave,
+            rollout_paused,
+            rollouts,
+            rollout_verdicts,
             changes,
             refusals,
             version,

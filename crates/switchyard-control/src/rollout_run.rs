@@ -413,6 +413,7 @@ impl Rollouts {
             .await
             .map_err(StartError::Store)?;
         self.audit(plane, &r, now_ms, text).await;
+        show(plane, Some(&r));
         active.rollout = Some(r.clone());
         active.fails_in_row = 0;
         Ok(r)
@@ -527,6 +528,7 @@ impl Rollouts {
                 return;
             }
         }
+        show(plane, r.as_ref());
         active.rollout = r;
         active.fails_in_row = 0;
     }
@@ -579,6 +581,11 @@ impl Rollouts {
         effects: Vec<Effect>,
         now_ms: u64,
     ) -> Result<Rollout, StoreError> {
+        let before_verdicts = active
+            .rollout
+            .as_ref()
+            .filter(|a| a.id == r.id)
+            .map_or(0, |a| a.verdicts.len());
         // The members move first: a rollout stored as further along than
         // the members are would judge members that never got the config.
         if effects.iter().any(|e| {
@@ -613,6 +620,22 @@ impl Rollouts {
         active.rollout = (!r.state.is_done()).then(|| r.clone());
         if r.state.is_done() {
             active.fails_in_row = 0;
+        }
+        show(plane, active.rollout.as_ref());
+        let m = &plane.metrics;
+        for v in r.verdicts.iter().skip(before_verdicts) {
+            m.rollout_verdicts
+                .get_or_create(&crate::metrics::VerdictLabels {
+                    verdict: v.verdict.as_str().into(),
+                })
+                .inc();
+        }
+        if r.state.is_done() {
+            m.rollouts
+                .get_or_create(&crate::metrics::OutcomeLabels {
+                    outcome: r.state.as_str().into(),
+                })
+                .inc();
         }
         Ok(r)
     }
@@ -736,6 +759,15 @@ fn removal_refusals<S: Store>(
         })
         .map(|r| (r.rule, r.message))
         .collect()
+}
+
+/// The running rollout in the plane's gauges.
+fn show<S: Store>(plane: &ControlPlane<S>, r: Option<&Rollout>) {
+    let m = &plane.metrics;
+    m.rollout_wave.set(r.map_or(0, |r| r.wave as i64 + 1));
+    m.rollout_paused.set(i64::from(
+        r.is_some_and(|r| r.state == RolloutState::Paused),
+    ));
 }
 
 fn same_but_words(a: &Rollout, b: &Rollout) -> bool {

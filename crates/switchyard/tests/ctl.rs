@@ -236,3 +236,85 @@ async fn incidents_read_as_text_and_stats_count_the_acknowledgement() {
     assert_eq!(code, 0);
     assert!(out.contains("deploy") && no_epoch_ms(&out), "{out}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rollout_plans_refuses_starts_and_reports_as_a_script_reads_it() {
+    let lab = Topology::new(BIN, &[("r1", &["a", "b"])])
+        .min_healthy(0.5)
+        .with_control_plane();
+    let cp = lab.start_control().await;
+    let u = url(&cp);
+    let file = lab.dir().join("lower-floor.toml");
+    std::fs::write(
+        &file,
+        lab.config_text()
+            .replace("min_healthy = 0.5", "min_healthy = 0.1"),
+    )
+    .unwrap();
+    let f = file.to_str().unwrap();
+    let auth = ["--url", &u, "--token", "operate-token"];
+    // A dry run names the risk and the waves, and starts nothing.
+    let (code, out, err) = run(&[
+        &[
+            "rollout",
+            "start",
+            f,
+            "--reason",
+            "fewer",
+            "--dry-run",
+            "--json",
+        ][..],
+        &auth[..],
+    ]
+    .concat());
+    assert_eq!(code, 0, "{out}{err}");
+    let plan: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(plan["needs_accept"], serde_json::json!(["floor_lowered"]));
+    assert_eq!(plan["waves"][0]["name"], "canary a");
+    // Unacknowledged: refused, exit 1, every reason on stderr.
+    let (code, out, err) =
+        run(&[&["rollout", "start", f, "--reason", "fewer"][..], &auth[..]].concat());
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        err.contains("service.svc.min_healthy (floor_lowered)"),
+        "{err}"
+    );
+    assert!(err.contains("accept"), "{err}");
+    // A file that is not there is bad input.
+    let (code, _, err) = run(&[
+        &["rollout", "start", "/nonexistent.toml", "--reason", "x"][..],
+        &auth[..],
+    ]
+    .concat());
+    assert_eq!(code, 2, "{err}");
+    // Acknowledged it starts; then aborted, and `status` says so.
+    let (code, out, err) = run(&[
+        &[
+            "rollout",
+            "start",
+            f,
+            "--reason",
+            "fewer",
+            "--accept",
+            "floor_lowered",
+        ][..],
+        &auth[..],
+    ]
+    .concat());
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("rollout r1 started"), "{out}");
+    let (code, out, err) = run(&[&["rollout", "abort", "r1"][..], &auth[..]].concat());
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("r1  aborted"), "{out}");
+    let (code, out, err) = run(&["rollout", "status", "--wait", "--json", "--url", &u]);
+    assert_eq!(code, 1, "an aborted rollout is not a success: {out}{err}");
+    let r: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(r["state"], "aborted");
+    let (code, out, _) = run(&["rollout", "history", "--url", &u]);
+    assert_eq!(code, 0);
+    assert!(out.contains("r1") && out.contains("aborted"), "{out}");
+    assert!(no_epoch_ms(&out), "{out}");
+    // Unknown ids are bad input.
+    let (code, _, err) = run(&[&["rollout", "pause", "r9"][..], &auth[..]].concat());
+    assert_eq!(code, 2, "{err}");
+}

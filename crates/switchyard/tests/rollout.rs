@@ -14,7 +14,7 @@ use switchyard_model::canary::Verdict;
 use switchyard_model::incident::EntryKind;
 use switchyard_model::rollout::{Rollout, RolloutState};
 use switchyard_model::AuditKind;
-use switchyard_testkit::{eventually, EdgeProcess, Req, Topology, HOST};
+use switchyard_testkit::{eventually, sample, EdgeProcess, Req, Topology, HOST};
 
 const BIN: &str = env!("CARGO_BIN_EXE_switchyard");
 
@@ -312,6 +312,26 @@ async fn a_config_that_breaks_the_canary_is_rolled_back_before_any_other_wave_wi
     let c = traffic.counts();
     assert!(c["a"].1 > 0, "{c:?}");
     assert_eq!(c["b"].1 + c["c"].1, 0, "{c:?}");
+    let metrics = cp
+        .api(None)
+        .raw(http::Method::GET, "/metrics", None)
+        .await
+        .unwrap()
+        .body;
+    assert_eq!(
+        sample(
+            &metrics,
+            "switchyard_control_rollouts_total{outcome=\"rolled_back\"}"
+        ),
+        1.0
+    );
+    assert!(
+        sample(
+            &metrics,
+            "switchyard_control_rollout_verdicts_total{verdict=\"fail\"}"
+        ) >= 1.0
+    );
+    assert_eq!(sample(&metrics, "switchyard_control_rollout_wave"), 0.0);
     // The failure is an incident whose timeline shows the change first.
     let id = r.incident.clone().expect("an incident");
     let i = api.incident(&id).await.unwrap();
