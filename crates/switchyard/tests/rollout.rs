@@ -286,15 +286,16 @@ async fn a_config_that_breaks_the_canary_is_rolled_back_before_any_other_wave_wi
     let others_took = took.contains_key("b") || took.contains_key("c");
     assert!(!others_took, "no wave after the canary went out");
     assert_eq!(r.state, RolloutState::RolledBack, "{:#?}", r.steps);
-    // Caught by the analysis (naming the route), or by detection on the
-    // canary's zone if that was quicker: either way, on the canary.
+    // Caught by the analysis (naming the route), or by detection if that
+    // was quicker (on a loaded machine it may localize the canary's errors
+    // to its region): either way, on members running the new config.
     let back = r
         .steps
         .iter()
         .find(|s| s.text.contains("rolled back"))
         .unwrap_or_else(|| panic!("{:#?}", r.steps));
     assert!(
-        back.text.contains("get-item") || back.text.contains("zone:a"),
+        back.text.contains("get-item") || back.text.contains("on members running the new config"),
         "{}",
         back.text
     );
@@ -335,7 +336,11 @@ async fn a_config_that_breaks_the_canary_is_rolled_back_before_any_other_wave_wi
     // The failure is an incident whose timeline shows the change first.
     let id = r.incident.clone().expect("an incident");
     let i = api.incident(&id).await.unwrap();
-    assert!(i.title.contains(&r.id), "{}", i.title);
+    // Opened by the rollback, or joined when detection opened it first.
+    assert!(
+        i.title.contains(&r.id) || i.timeline.iter().any(|e| e.text.contains(&r.id)),
+        "{i:#?}"
+    );
     let changes: Vec<&str> = i
         .timeline
         .iter()
