@@ -171,7 +171,7 @@ async fn a_harmless_config_goes_out_wave_by_wave_each_after_its_bake_and_ends_on
     let lab = topology();
     let _ups = lab.start_upstreams().await;
     let mut cp = lab.start_control().await;
-    let edges = lab.start_edges(&zones).await;
+    let mut edges = lab.start_edges(&zones).await;
     let api = cp.api(Some("operate-token"));
     let from = settled(&api, &edges, &zones).await;
     let _traffic = Traffic::start(
@@ -457,7 +457,7 @@ async fn a_control_plane_killed_mid_rollout_carries_it_on_after_a_restart() {
     let lab = topology();
     let _ups = lab.start_upstreams().await;
     let mut cp = lab.start_control().await;
-    let edges = lab.start_edges(&zones).await;
+    let mut edges = lab.start_edges(&zones).await;
     let api = cp.api(Some("operate-token"));
     let from = settled(&api, &edges, &zones).await;
     let _traffic = Traffic::start(
@@ -492,6 +492,13 @@ async fn a_control_plane_killed_mid_rollout_carries_it_on_after_a_restart() {
     for e in &edges {
         assert!(e.get("/items/1").send().await.unwrap().status.is_success());
     }
+    // The canary's edge restarted with no plane to ask comes back on the
+    // version it had reported, not on its file's.
+    edges[0].kill9();
+    edges[0].restart().await;
+    let running = edges[0].status().await.config.unwrap();
+    assert_eq!(running.version, r.to, "{running:?}");
+    assert_eq!(running.source, "last-known-good");
     cp.restart().await;
     let api = cp.api(Some("operate-token"));
     let done = ended(&api, &r.id, Duration::from_secs(90)).await;
