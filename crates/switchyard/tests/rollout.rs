@@ -171,7 +171,7 @@ async fn a_harmless_config_goes_out_wave_by_wave_each_after_its_bake_and_ends_on
     let lab = topology();
     let _ups = lab.start_upstreams().await;
     let mut cp = lab.start_control().await;
-    let mut edges = lab.start_edges(&zones).await;
+    let edges = lab.start_edges(&zones).await;
     let api = cp.api(Some("operate-token"));
     let from = settled(&api, &edges, &zones).await;
     let _traffic = Traffic::start(
