@@ -132,3 +132,39 @@ pub struct Choice {
     /// No edge of the region was usable, so all of them are answered.
     pub fail_open: bool,
 }
+
+/// Reads one DNS server's `/status` once a second and forwards the config
+/// it runs (`dns:NAME`, what it reports) until the receiver is gone: DNS
+/// servers send no signals, so this is how the control plane learns which
+/// config each runs, for a rollout's DNS wave. A server that does not
+/// answer is simply not reported (a rollout waiting on it times out).
+pub async fn follow_config(
+    name: String,
+    admin: std::net::SocketAddr,
+    tx: tokio::sync::mpsc::UnboundedSender<(String, crate::configs::RunningConfig)>,
+) {
+    let tls = crate::tls::client_config(&[], None).expect("the shipped roots make a TLS config");
+    let http = crate::tls::reqwest_builder(tls)
+        .connect_timeout(std::time::Duration::from_secs(1))
+        .timeout(std::time::Duration::from_secs(2))
+        .build()
+        .expect("an HTTP client with a preconfigured TLS config builds");
+    let url = format!("http://{admin}/status");
+    let member = format!("dns:{name}");
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+    loop {
+        tick.tick().await;
+        if tx.is_closed() {
+            return;
+        }
+        let status = match http.get(&url).send().await {
+            Ok(r) => r.json::<DnsStatus>().await.ok(),
+            Err(_) => None,
+        };
+        if let Some(running) = status.and_then(|s| s.config) {
+            if tx.send((member.clone(), running)).is_err() {
+                return;
+            }
+        }
+    }
+}

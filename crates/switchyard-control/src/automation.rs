@@ -33,6 +33,17 @@ pub async fn run<S: Store + 'static>(
         tokio::spawn(switchyard_api::signals::follow(z.admin, tx.clone()));
     }
     drop(tx);
+    // DNS servers send no signals; what config each runs is read from its
+    // status, for the rollouts' DNS wave.
+    let (dns_tx, mut dns_rx) = tokio::sync::mpsc::unbounded_channel();
+    for s in plane.config().dns.iter().flat_map(|d| d.servers.iter()) {
+        tokio::spawn(switchyard_api::dns::follow_config(
+            s.name.clone(),
+            s.admin,
+            dns_tx.clone(),
+        ));
+    }
+    drop(dns_tx);
     let modes: BTreeMap<String, PlaybookMode> = plane
         .config()
         .control
@@ -80,6 +91,9 @@ pub async fn run<S: Store + 'static>(
             tracing::warn!("stopped acting: incidents are read from the store until elected again");
         }
         was_acting = acting;
+        while let Ok((member, running)) = dns_rx.try_recv() {
+            rollouts.ingest_dns(member, running);
+        }
         while let Ok(s) = rx.try_recv() {
             engine.ingest(&s);
             rollouts.ingest(&s);

@@ -165,7 +165,12 @@ pub fn advance(
         );
     }
     let wave_members: BTreeSet<String> = wave.members.iter().cloned().collect();
-    let old: BTreeSet<String> = all_members(r).difference(&on_new).cloned().collect();
+    // DNS servers carry no requests: no baseline for edges.
+    let old: BTreeSet<String> = all_members(r)
+        .difference(&on_new)
+        .filter(|m| !m.starts_with("dns:"))
+        .cloned()
+        .collect();
     let baked = now_ms.saturating_sub(taken);
     let req = if old.is_empty() {
         JudgeRequest {
@@ -411,6 +416,25 @@ impl Samples {
         }
     }
 
+    /// What a DNS server reports running (`dns:NAME`): DNS servers send no
+    /// signals, the plane reads their status.
+    pub fn report(
+        &mut self,
+        member: String,
+        version: String,
+        refused: Option<(String, String)>,
+        at_ms: u64,
+    ) {
+        self.reported.insert(
+            member,
+            Reported {
+                version: Some(version),
+                refused,
+                at_ms,
+            },
+        );
+    }
+
     pub fn reported(&self) -> &BTreeMap<String, Reported> {
         &self.reported
     }
@@ -586,6 +610,29 @@ mod tests {
         assert_eq!(last.baseline, last.canary);
         assert!(last.baseline_window.1 <= last.canary_window.0);
         assert_eq!(r.verdicts.len(), 3);
+    }
+
+    #[test]
+    fn the_last_edge_wave_before_the_dns_servers_is_compared_with_itself_before() {
+        let mut r = rollout();
+        r.waves.push(Wave {
+            name: "dns".into(),
+            members: vec!["dns:ns1".into()],
+        });
+        let mut fails = 0;
+        let mut asked = Vec::new();
+        let all_new = running(&[("a", "cnew"), ("b", "cnew"), ("c", "cnew")]);
+        r.wave = 2;
+        let mut judge = |q: &JudgeRequest| {
+            asked.push(q.clone());
+            judged(Verdict::Pass)
+        };
+        advance(&mut r, 0, &all_new, &[], &mut judge, &mut fails);
+        advance(&mut r, 1_000, &all_new, &[], &mut judge, &mut fails);
+        advance(&mut r, 2_000, &all_new, &[], &mut judge, &mut fails);
+        assert_eq!(asked[0].canary, BTreeSet::from(["c".into()]));
+        assert_eq!(asked[0].baseline, asked[0].canary, "not the DNS server");
+        assert_eq!(asked[0].baseline_is, "the same members before");
     }
 
     #[test]

@@ -194,6 +194,13 @@ impl Rollouts {
         self.samples().ingest(s);
     }
 
+    /// What a DNS server reports running, read from its status.
+    pub fn ingest_dns(&self, member: String, running: switchyard_api::configs::RunningConfig) {
+        let refused = running.refused.map(|r| (r.version, r.reason));
+        self.samples()
+            .report(member, running.version, refused, crate::plane::now_ms());
+    }
+
     /// What each member last reported running (edges, by zone).
     pub fn reported(&self) -> BTreeMap<String, crate::rollout::Reported> {
         self.samples().reported().clone()
@@ -282,7 +289,12 @@ impl Rollouts {
                     e.reasons().join("; ")
                 )])
             })?;
-        let waves = match plan_waves(&old, req.canary.as_deref(), &[]) {
+        let dns: Vec<String> = old
+            .dns
+            .as_ref()
+            .map(|d| d.servers.iter().map(|s| s.name.clone()).collect())
+            .unwrap_or_default();
+        let waves = match plan_waves(&old, req.canary.as_deref(), &dns) {
             Ok(w) => w,
             Err(e) => {
                 errs.push(e);
@@ -463,6 +475,9 @@ impl Rollouts {
         let reported = self.reported();
         let canary_cfg = self.config.canary();
         let mut judge = |q: &JudgeRequest| {
+            if q.canary.iter().all(|m| m.starts_with("dns:")) {
+                return dns_wave();
+            }
             let s = self.samples();
             let canary = s.group(&q.canary, q.canary_window);
             let baseline = s.group(&q.baseline, q.baseline_window);
@@ -759,6 +774,18 @@ fn removal_refusals<S: Store>(
         })
         .map(|r| (r.rule, r.message))
         .collect()
+}
+
+/// The verdict on a wave of DNS servers. They carry no requests the plane
+/// sees, so there is nothing to compare: the wave passes on its bake, as
+/// long as every server reported the new config and nothing opened (both
+/// checked by the rules before this is asked).
+fn dns_wave() -> switchyard_model::canary::Judgement {
+    switchyard_model::canary::Judgement {
+        verdict: switchyard_model::canary::Verdict::Pass,
+        metrics: Vec::new(),
+        reason: "DNS servers carry no request signals: every server runs the new config and nothing opened during the bake".into(),
+    }
 }
 
 /// The running rollout in the plane's gauges.

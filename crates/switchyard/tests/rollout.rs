@@ -168,10 +168,11 @@ async fn follow(
 #[tokio::test(flavor = "multi_thread")]
 async fn a_harmless_config_goes_out_wave_by_wave_each_after_its_bake_and_ends_on_every_edge() {
     let zones = ["a", "b", "c"];
-    let lab = topology();
+    let lab = topology().with_dns(1).dns_probe_interval_ms(0);
     let _ups = lab.start_upstreams().await;
     let mut cp = lab.start_control().await;
     let edges = lab.start_edges(&zones).await;
+    let ns = lab.start_dns(1).await;
     let api = cp.api(Some("operate-token"));
     let from = settled(&api, &edges, &zones).await;
     let _traffic = Traffic::start(
@@ -192,7 +193,8 @@ async fn a_harmless_config_goes_out_wave_by_wave_each_after_its_bake_and_ends_on
         .await
         .unwrap();
     let names: Vec<&str> = r.waves.iter().map(|w| w.name.as_str()).collect();
-    assert_eq!(names, ["canary a", "rest of r1", "r2"]);
+    assert_eq!(names, ["canary a", "rest of r1", "r2", "dns"]);
+    assert_eq!(r.waves[3].members, ["dns:ns1"]);
     assert_ne!(r.to, from);
     let (done, took) = follow(&api, &edges, &zones, &r, Duration::from_secs(90)).await;
     assert_eq!(done.state, RolloutState::Succeeded, "{:#?}", done.steps);
@@ -208,9 +210,17 @@ async fn a_harmless_config_goes_out_wave_by_wave_each_after_its_bake_and_ends_on
         "{:?}",
         c - b
     );
-    assert_eq!(done.verdicts.len(), 3, "{:#?}", done.verdicts);
+    assert_eq!(done.verdicts.len(), 4, "{:#?}", done.verdicts);
     assert!(done.verdicts.iter().all(|v| v.verdict == Verdict::Pass));
     assert_eq!(done.verdicts[2].baseline, "the same members before");
+    // The DNS server went last, once every edge had passed.
+    let ns_runs = ns.status().await.config.unwrap().version;
+    assert_eq!(ns_runs, r.to);
+    assert!(
+        done.verdicts[3].reason.contains("DNS servers"),
+        "{:#?}",
+        done.verdicts[3]
+    );
     let v = versions(&edges, &zones).await;
     assert!(v.values().all(|x| *x == r.to), "{v:?}");
     assert_eq!(api.config_assignment().await.unwrap().base.version, r.to);
@@ -224,7 +234,7 @@ async fn a_harmless_config_goes_out_wave_by_wave_each_after_its_bake_and_ends_on
     assert!(
         steps
             .iter()
-            .any(|s| s.contains("wave 1 of 3 (canary a) going out")),
+            .any(|s| s.contains("wave 1 of 4 (canary a) going out")),
         "{steps:#?}"
     );
     assert!(
