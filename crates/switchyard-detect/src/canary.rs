@@ -80,6 +80,11 @@ impl Default for CanaryConfig {
     }
 }
 
+/// `1 route`, `3 routes`.
+fn count_routes(n: usize) -> String {
+    format!("{n} route{}", if n == 1 { "" } else { "s" })
+}
+
 /// Judges the canary against the baseline, route by route; see the module
 /// documentation for the rules.
 pub fn judge(
@@ -333,8 +338,8 @@ fn overall(
         (
             Verdict::Pass,
             format!(
-                "{} routes judged, carrying {} of {} canary requests ({}); none worse than the baseline",
-                routes(Verdict::Pass),
+                "{} judged, carrying {} of {} canary requests ({}); none worse than the baseline",
+                count_routes(routes(Verdict::Pass)),
                 judged_total,
                 canary_total,
                 pct(share)
@@ -344,11 +349,11 @@ fn overall(
         (
             Verdict::Wait,
             format!(
-                "only {} of the canary's {} requests are on routes with enough traffic to judge (needs {}); {} routes waiting",
+                "only {} of the canary's {} requests are on routes with enough traffic to judge (needs {}); {} waiting",
                 pct(share),
                 canary_total,
                 pct(cfg.judged_share),
-                routes(Verdict::Wait)
+                count_routes(routes(Verdict::Wait))
             ),
         )
     }
@@ -496,7 +501,7 @@ mod tests {
         assert_eq!(j.verdict, Verdict::Pass, "{j:#?}");
         assert!(
             j.reason
-                .starts_with("1 routes judged, carrying 3000 of 3000 canary requests (100.0 %)"),
+                .starts_with("1 route judged, carrying 3000 of 3000 canary requests (100.0 %)"),
             "{}",
             j.reason
         );
