@@ -15,10 +15,13 @@ use switchyard_api::rollout::{RolloutAction, RolloutList, StartRollout};
 use switchyard_model::Scope;
 
 use crate::plane::now_ms;
-use crate::respond::{authorize, body, error, not_found, read_body, unavailable, Answer, Api};
+use crate::respond::{
+    authorize, body, error, not_found, read_body, unavailable, within_limits, Answer, Api,
+};
 use crate::rollout::Hand;
 use crate::rollout_run::{HandError, StartError};
 use crate::store::Store;
+use switchyard_api::limits;
 
 pub fn routes<S: Store + 'static>() -> Router<Api<S>> {
     Router::new()
@@ -82,6 +85,27 @@ fn refused_start(e: StartError) -> Response {
 async fn start<S: Store>(State(api): State<Api<S>>, headers: HeaderMap, raw: Body) -> Answer {
     let who = authorize(&api, &headers, Scope::Operate)?;
     let req: StartRollout = body(&read_body(raw).await?)?;
+    let mut fields = vec![
+        ("reason", req.reason.as_str(), limits::REASON),
+        ("canary", req.canary.as_deref().unwrap_or(""), limits::NAME),
+        ("bake", req.bake.as_deref().unwrap_or(""), limits::NAME),
+    ];
+    fields.extend(
+        req.accept
+            .iter()
+            .map(|a| ("accept", a.as_str(), limits::NAME)),
+    );
+    within_limits(&fields)?;
+    if req.accept.len() > 32 {
+        return Err(error(
+            StatusCode::BAD_REQUEST,
+            "invalid",
+            vec![format!(
+                "accept: at most 32 kinds, got {}",
+                req.accept.len()
+            )],
+        ));
+    }
     if req.dry_run {
         let (plan, _) = api
             .rollouts

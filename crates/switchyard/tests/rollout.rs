@@ -410,6 +410,16 @@ async fn a_lowered_floor_without_acknowledgement_is_refused_naming_it_and_change
             .any(|r| r.contains("min_healthy")),
         "{e}"
     );
+    // What a person writes, not what a script can send.
+    let e = api
+        .start_rollout(&start_req(text.clone(), &"x".repeat(2000)))
+        .await
+        .unwrap_err();
+    assert_eq!(e.status(), Some(400), "{e}");
+    assert!(
+        e.body().unwrap().reasons[0].starts_with("reason: at most"),
+        "{e}"
+    );
     // Reads are open, starting needs a token.
     let e = cp
         .api(None)
