@@ -209,6 +209,7 @@ impl Lab {
     /// Client groups as the topology describes them.
     pub fn groups(&self) -> Vec<Group> {
         let region_of = Arc::new(self.topo.region_of_edges());
+        let zone_of = Arc::new(self.topo.zone_of_edges());
         let servers: Vec<SocketAddr> = self
             .topo
             .dns_servers()
@@ -239,6 +240,7 @@ impl Lab {
                     users: DNS_USERS,
                 }),
                 region_of: region_of.clone(),
+                zone_of: zone_of.clone(),
                 host: HOST.into(),
                 home: c.home.clone(),
                 rate: c.rate,
@@ -381,17 +383,7 @@ impl Lab {
     /// One edge's admin status; `None` when it does not answer (or
     /// answers something this build cannot read).
     pub async fn edge_status(&self, zone: &str) -> Option<switchyard_api::edge::EdgeStatus> {
-        let (s, b) = admin_call(
-            self.topo.admin_addr(zone),
-            Method::GET,
-            "/status",
-            Bytes::new(),
-        )
-        .await
-        .ok()?;
-        (s == StatusCode::OK)
-            .then(|| serde_json::from_slice(&b).ok())
-            .flatten()
+        edge_status_at(self.topo.admin_addr(zone)).await
     }
 
     pub async fn replication(&self, region: &str) -> Option<crate::store::Replication> {
@@ -488,6 +480,17 @@ impl Lab {
         }
         s
     }
+}
+
+/// The admin status of the edge at `admin`; `None` when it does not
+/// answer (or answers something this build cannot read).
+pub async fn edge_status_at(admin: SocketAddr) -> Option<switchyard_api::edge::EdgeStatus> {
+    let (s, b) = admin_call(admin, Method::GET, "/status", Bytes::new())
+        .await
+        .ok()?;
+    (s == StatusCode::OK)
+        .then(|| serde_json::from_slice(&b).ok())
+        .flatten()
 }
 
 async fn admin_call(

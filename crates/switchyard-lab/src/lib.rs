@@ -15,6 +15,7 @@ pub mod link;
 pub mod load;
 pub mod procs;
 pub mod resolve;
+pub mod rollout_spec;
 pub mod scenario;
 pub mod store;
 pub mod topology;

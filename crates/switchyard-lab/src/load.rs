@@ -36,6 +36,9 @@ pub struct Group {
     /// The region of every edge address, for counting where requests
     /// entered.
     pub region_of: Arc<BTreeMap<IpAddr, String>>,
+    /// The zone of every edge address, for counting where requests entered
+    /// by zone (a config rollout goes edge by edge).
+    pub zone_of: Arc<BTreeMap<IpAddr, String>>,
     pub host: String,
     pub home: Option<String>,
     pub rate: f64,
@@ -77,6 +80,8 @@ struct Bucket {
     regions: BTreeMap<String, (u64, u64, Histogram<u64>)>,
     zones: BTreeMap<String, (u64, u64, Histogram<u64>)>,
     entered: BTreeMap<String, BTreeMap<String, u64>>,
+    /// Zone of the edge called → (requests, failed).
+    entered_zones: BTreeMap<String, (u64, u64)>,
 }
 
 fn p99(h: &Histogram<u64>) -> f64 {
@@ -125,8 +130,9 @@ impl Recorder {
     }
 
     /// One request's outcome: `region` is its group's, `entered` the region
-    /// of the edge it was sent to (`"none"` when it had no edge to go to),
-    /// `zone` where an instance served it.
+    /// of the edge it was sent to and `entered_zone` that edge's zone
+    /// (`"none"` when it had no edge to go to), `zone` where an instance
+    /// served it.
     #[allow(clippy::too_many_arguments)]
     pub fn record(
         &self,
@@ -134,6 +140,7 @@ impl Recorder {
         group: &str,
         region: &str,
         entered: &str,
+        entered_zone: &str,
         zone: Option<&str>,
         outcome: Outcome,
         latency: Duration,
@@ -159,6 +166,12 @@ impl Recorder {
             .or_default()
             .entry(entered.to_string())
             .or_default() += 1;
+        let ez = bk
+            .entered_zones
+            .entry(entered_zone.to_string())
+            .or_default();
+        ez.0 += 1;
+        ez.1 += u64::from(failed);
         for (map, key) in [
             (&mut bk.regions, region),
             (&mut bk.zones, zone.unwrap_or("none")),
@@ -180,6 +193,21 @@ impl Recorder {
             }
         }
         p99(&h)
+    }
+
+    /// Requests and failed requests by the zone of the edge they were sent
+    /// to, over the seconds `from..to` they were due in.
+    pub fn entered_zones_between(&self, from: usize, to: usize) -> BTreeMap<String, (u64, u64)> {
+        let b = self.buckets.lock().expect("recorder lock");
+        let mut out: BTreeMap<String, (u64, u64)> = BTreeMap::new();
+        for bk in b.iter().take(to).skip(from) {
+            for (z, (r, f)) in &bk.entered_zones {
+                let e = out.entry(z.clone()).or_default();
+                e.0 += r;
+                e.1 += f;
+            }
+        }
+        out
     }
 
     /// The timeline of seconds `0..upto`.
@@ -355,6 +383,9 @@ pub async fn run_group(g: Group, rec: Arc<Recorder>, stop: Arc<AtomicBool>) {
         let entered = edge
             .and_then(|e| g.region_of.get(&e.ip()).cloned())
             .unwrap_or_else(|| "none".into());
+        let entered_zone = edge
+            .and_then(|e| g.zone_of.get(&e.ip()).cloned())
+            .unwrap_or_else(|| "none".into());
         let write = rand::thread_rng().gen::<f64>() * 100.0 < g.write_percent;
         let id = rand::thread_rng().gen_range(0..1000);
         let (client, rec2, region, name, timeout) = (
@@ -391,6 +422,7 @@ pub async fn run_group(g: Group, rec: Arc<Recorder>, stop: Arc<AtomicBool>) {
                 &name,
                 &region,
                 &entered,
+                &entered_zone,
                 zone.as_deref(),
                 outcome,
                 due.elapsed(),

@@ -6,6 +6,7 @@
 use serde::Deserialize;
 
 use crate::link::LinkSettings;
+use crate::rollout_spec::RolloutSpec;
 use crate::topology::Topology;
 
 pub const BUILTIN: &[(&str, &str)] = &[
@@ -68,6 +69,18 @@ pub const BUILTIN: &[(&str, &str)] = &[
     (
         "dns-failback",
         include_str!("../scenarios/dns-failback.toml"),
+    ),
+    (
+        "good-config-rollout",
+        include_str!("../scenarios/good-config-rollout.toml"),
+    ),
+    (
+        "bad-config-rollout",
+        include_str!("../scenarios/bad-config-rollout.toml"),
+    ),
+    (
+        "floor-drop-rollout",
+        include_str!("../scenarios/floor-drop-rollout.toml"),
     ),
 ];
 
@@ -422,6 +435,9 @@ pub enum Action {
         zones: Vec<String>,
         interval_s: f64,
     },
+    /// Starts a staged config rollout through the control plane with the
+    /// config it runs, changed as the step says.
+    Rollout(RolloutSpec),
 }
 
 fn error_status() -> u16 {
@@ -462,6 +478,7 @@ impl Action {
             Action::Load { .. } => "load",
             Action::PushConfigWithoutFloor => "push_config_without_floor",
             Action::RemoveCapacity { .. } => "remove_capacity",
+            Action::Rollout(_) => "rollout",
         }
     }
 
@@ -660,6 +677,18 @@ pub const METRICS: &[&str] = &[
     "dns_return_steps",
     "dns_flaps",
     "clients_returned_s",
+    "rollouts_started",
+    "rollouts_refused",
+    "rollout_steps_unexpected",
+    "rollouts_succeeded",
+    "rollouts_rolled_back",
+    "rollout_waves",
+    "rollout_waves_passed",
+    "rollout_caught_s",
+    "rollout_edges_on_new",
+    "rollout_incidents",
+    "failed_in_canary",
+    "failed_outside_canary",
 ];
 
 impl Scenario {
@@ -725,6 +754,7 @@ impl Scenario {
             zones: topo.zones().map(|(_, z)| z.to_string()).collect(),
             links: topo.links().into_iter().map(|l| l.name).collect(),
             regions: topo.regions.iter().map(|r| r.name.clone()).collect(),
+            control_plane: topo.control_plane,
         };
         for (i, st) in s.steps.iter().enumerate() {
             let p = format!("step[{i}]");
@@ -794,6 +824,7 @@ struct Known {
     zones: Vec<String>,
     links: Vec<String>,
     regions: Vec<String>,
+    control_plane: bool,
 }
 
 impl Known {
@@ -912,6 +943,14 @@ impl Known {
                         errs.push(format!("{p}.zones: unknown zone {z:?}"));
                     }
                 }
+            }
+            Action::Rollout(spec) => {
+                if !self.control_plane {
+                    errs.push(format!(
+                        "{p}.action: a rollout needs the lab's control plane (the topology has control_plane = false)"
+                    ));
+                }
+                field(spec.problems(&self.zones, &self.instances), errs)
             }
             Action::ClearFaults | Action::PushConfigWithoutFloor => {}
         }

@@ -352,6 +352,13 @@ impl Topology {
             .collect()
     }
 
+    /// The zone of every edge, by its address.
+    pub fn zone_of_edges(&self) -> std::collections::BTreeMap<IpAddr, String> {
+        self.zones()
+            .map(|(_, z)| (self.edge_addr(z).ip(), z.to_string()))
+            .collect()
+    }
+
     fn dns_config(&self, t: &mut String) {
         let servers = self.dns_servers();
         writeln!(
@@ -491,10 +498,18 @@ impl Topology {
             // Shifted zones take back a 10 % canary of real traffic before
             // their failback: a zone's clients send it about 3 requests a
             // second, so 40 requests take some 13 s of the 15 s canary.
+            // Config rollouts bake 10 s per wave: an edge gets about 30
+            // reads and 3 writes a second, so 25 requests judge both routes
+            // of a wave within its bake, and one second with requests lets
+            // a broken canary be judged (twice in a row, and rolled back)
+            // a few seconds after it took the config: each second there
+            // costs a sixth of the users' requests. A pass still rests on
+            // the whole bake.
             writeln!(
                 t,
                 "\n[control]\nlisten = \"{CONTROL_ADDR}\"\nstore = \"sqlite:{state_dir}/control.db\"\nplaybooks = {{ catalog = {:?} }}\n\
                  [control.safety]\nflip_wait_ms = 2000\n\
+                 [control.rollout]\nbake_ms = 10000\ntake_timeout_ms = 10000\nmax_extra_wait_ms = 20000\nmin_requests = 25\nmin_seconds = 1\n\
                  [control.playbook]\nfailback_hold_ms = 15000\nfailback_canary_percent = 10\nfailback_canary_ms = 15000\nfailback_canary_min_requests = 40\n\
                  [control.incidents]\nresolve_after_ms = 15000\nslow_p99_ms = 250\n\
                  [control.notify]\ngroup_wait_ms = 1000\n\

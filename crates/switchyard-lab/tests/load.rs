@@ -49,6 +49,7 @@ async fn a_slow_server_never_lowers_the_offered_rate() {
         edges: vec![addr],
         dns: None,
         region_of: Arc::new([(addr.ip(), "r1".to_string())].into()),
+        zone_of: Arc::new([(addr.ip(), "r1-a".to_string())].into()),
         host: "x".into(),
         home: None,
         rate: 50.0,

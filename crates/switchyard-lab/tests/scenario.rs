@@ -7,7 +7,7 @@ use switchyard_lab::scenario::{Scenario, BUILTIN};
 fn every_built_in_scenario_parses_and_is_under_two_minutes() {
     // Drills that judge a failback must outlast the fault, its clean
     // evidence and the 30 s hold, so some take more than a minute.
-    assert_eq!(BUILTIN.len(), 18);
+    assert_eq!(BUILTIN.len(), 21);
     for (name, text) in BUILTIN {
         let s = Scenario::parse(text).unwrap_or_else(|e| panic!("{name}: {e}"));
         assert_eq!(&s.name, name);
@@ -247,4 +247,57 @@ fn the_step_examples_in_the_docs_parse() {
         checked += 1;
     }
     assert!(checked >= 4, "{checked} examples");
+}
+
+#[test]
+fn a_rollout_step_is_checked_field_by_field() {
+    let e = refused("[[step]]\nat_s = 1\naction = \"rollout\"\n");
+    assert!(
+        e.contains("step[0].replace: a rollout must change the config"),
+        "{e}"
+    );
+    let e = refused(
+        r#"[[step]]
+at_s = 1
+action = "rollout"
+replace = [["min_healthy = 0.5", "min_healthy = 0.5"], ["", "x"]]
+remove_instances = ["mars-a-1"]
+accept = ["floor_lowerd"]
+canary = "mars-a"
+expect_reasons = ["floor_lowered"]
+"#,
+    );
+    for want in [
+        "step[0].replace[0]: \"min_healthy = 0.5\" is replaced by itself",
+        "step[0].replace[1]: the text to replace is empty",
+        "step[0].remove_instances: unknown instance \"mars-a-1\"",
+        "step[0].accept: unknown risk kind \"floor_lowerd\"",
+        "step[0].canary: unknown zone \"mars-a\"",
+        "step[0].expect_reasons: only a refusal has reasons",
+    ] {
+        assert!(e.contains(want), "{want:?} missing from: {e}");
+    }
+    let e = refused(
+        "[[step]]\nat_s = 1\naction = \"rollout\"\nreplace = [[\"a\", \"b\"]]\nexpect = \"maybe\"\n",
+    );
+    assert!(e.contains("step at 1 s") && e.contains("maybe"), "{e}");
+    let e = refused(
+        "[[step]]\nat_s = 1\naction = \"rollout\"\nreplace = [[\"a\", \"b\"]]\nbake = \"1s\"\n",
+    );
+    assert!(e.contains("unknown field `bake`"), "{e}");
+    // A good one parses, with its defaults.
+    let s = Scenario::parse(&format!(
+        "{BASE}[[step]]\nat_s = 1\naction = \"rollout\"\nreplace = [[\"a\", \"b\"]]\naccept = [\"floor_lowered\"]\n"
+    ))
+    .unwrap();
+    match &s.steps[0].action {
+        switchyard_lab::scenario::Action::Rollout(r) => {
+            assert_eq!(r.replace, [("a".to_string(), "b".to_string())]);
+            assert_eq!(
+                r.expect,
+                switchyard_lab::rollout_spec::RolloutExpect::Started
+            );
+        }
+        other => panic!("{other:?}"),
+    }
 }

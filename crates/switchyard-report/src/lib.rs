@@ -26,6 +26,12 @@ pub fn entry_plot(report: &DrillReport) -> chart::Plot {
     plot::entry(report)
 }
 
+/// The numbers of the rollout plot (edges on each config version per
+/// second), to check without pixels.
+pub fn rollout_plot(report: &DrillReport) -> chart::Plot {
+    plot::config_versions(report)
+}
+
 /// Writes the report for people into `dir` (created if needed):
 ///
 /// - `report.md`: verdict, summary, expectations, findings, actions, and the
@@ -34,7 +40,9 @@ pub fn entry_plot(report: &DrillReport) -> chart::Plot {
 /// - `errors.png` / `errors.svg`: client error rate per region and overall;
 /// - `p99.png` / `p99.svg`: p99 latency per region;
 /// - `entry.png` / `entry.svg`: per client group, the share of its requests
-///   sent to each region's edges.
+///   sent to each region's edges;
+/// - `rollout.png` / `rollout.svg`, for a run that followed a config
+///   rollout: how many edges ran each config version, second by second.
 ///
 /// Returns the path of `report.md`. Existing files of those names are
 /// replaced. Text in the plots uses a font bundled in this crate, so no
@@ -43,6 +51,10 @@ pub fn write_report(report: &DrillReport, dir: &Path) -> io::Result<PathBuf> {
     std::fs::create_dir_all(dir)?;
     for plot in &plot::PLOTS {
         draw::write_plot(&(plot.build)(report), dir, plot.stem)?;
+    }
+    if !report.config_versions.is_empty() {
+        let p = &plot::ROLLOUT_PLOT;
+        draw::write_plot(&(p.build)(report), dir, p.stem)?;
     }
     // Written last, so a report.md never points at plots that failed.
     let path = dir.join("report.md");

@@ -3,8 +3,8 @@
 
 use std::fmt::Write as _;
 
-use crate::plot::PLOTS;
-use crate::types::{Action, AlarmFired, DrillReport, Expectation, Finding};
+use crate::plot::{PLOTS, ROLLOUT_PLOT};
+use crate::types::{Action, AlarmFired, DrillReport, Expectation, Finding, RolloutRun};
 
 const MISSING: &str = "—";
 
@@ -25,7 +25,8 @@ pub fn render_markdown(report: &DrillReport) -> String {
     }
     summary(&mut md, report);
     expectations(&mut md, &report.expectations);
-    plots(&mut md);
+    plots(&mut md, report);
+    rollouts(&mut md, &report.rollouts);
     findings(&mut md, &report.findings);
     alarms(&mut md, &report.alarms);
     actions(&mut md, &report.actions);
@@ -142,7 +143,7 @@ fn expectations(md: &mut String, expectations: &[Expectation]) {
     md.push('\n');
 }
 
-fn plots(md: &mut String) {
+fn plots(md: &mut String, report: &DrillReport) {
     md.push_str("## Plots\n\n");
     md.push_str(
         "Dashed vertical lines mark the fault, its detection, mitigation, \
@@ -153,11 +154,51 @@ fn plots(md: &mut String) {
     for plot in &PLOTS {
         let _ = writeln!(md, "![{}]({}.png)\n", plot.caption, plot.stem);
     }
+    let rollout = (!report.config_versions.is_empty()).then_some(&ROLLOUT_PLOT);
+    if let Some(plot) = rollout {
+        let _ = writeln!(md, "![{}]({}.png)\n", plot.caption, plot.stem);
+    }
     let svgs: Vec<String> = PLOTS
         .iter()
+        .chain(rollout)
         .map(|plot| format!("[{0}.svg]({0}.svg)", plot.stem))
         .collect();
     let _ = writeln!(md, "Vector (SVG) versions: {}.\n", svgs.join(", "));
+}
+
+/// The config rollouts the drill started; nothing when it started none.
+fn rollouts(md: &mut String, rollouts: &[RolloutRun]) {
+    if rollouts.is_empty() {
+        return;
+    }
+    md.push_str("## Config rollouts\n\n");
+    md.push_str(
+        "| rollout | from → to | state | waves passed | started | canary took it | ended | incident |\n|---|---|---|---|---|---|---|---|\n",
+    );
+    for r in rollouts {
+        let _ = writeln!(
+            md,
+            "| {} | {} → {} | {} | {} of {} | {} | {} | {} | {} |",
+            code(&r.id),
+            code(&r.from),
+            code(&r.to),
+            cell(&r.state),
+            r.waves_passed,
+            r.waves.len(),
+            seconds(Some(r.started_at_s)),
+            seconds(r.canary_took_at_s),
+            seconds(r.ended_at_s),
+            r.incident.as_deref().map_or(MISSING.to_string(), code),
+        );
+    }
+    md.push('\n');
+    for r in rollouts.iter().filter(|r| !r.verdicts.is_empty()) {
+        let _ = writeln!(md, "Verdicts of {}:\n", code(&r.id));
+        for v in &r.verdicts {
+            let _ = writeln!(md, "- {}", inline(v));
+        }
+        md.push('\n');
+    }
 }
 
 fn findings(md: &mut String, findings: &[Finding]) {

@@ -122,6 +122,61 @@ impl Plot {
     }
 }
 
+/// The config rollout plot, drawn only for runs that followed one.
+pub(crate) const ROLLOUT_PLOT: PlotFile = PlotFile {
+    stem: "rollout",
+    caption: "Config rollout: how many edges ran each config version",
+    build: config_versions,
+};
+
+/// Edges running each config version, second by second: a rollout's waves
+/// show as steps, a rollback as the new version's line falling to zero.
+pub(crate) fn config_versions(report: &DrillReport) -> Plot {
+    let versions: BTreeSet<&str> = report
+        .config_versions
+        .iter()
+        .flat_map(|s| s.zones.values().map(String::as_str))
+        .collect();
+    let label = |v: &str| {
+        let role = report.rollouts.iter().find_map(|r| {
+            if r.to == v {
+                Some("new")
+            } else if r.from == v {
+                Some("old")
+            } else {
+                None
+            }
+        });
+        match role {
+            Some(role) => format!("{v} ({role})"),
+            None => v.to_string(),
+        }
+    };
+    let series = versions
+        .into_iter()
+        .map(|v| {
+            let points = report
+                .config_versions
+                .iter()
+                .map(|s| {
+                    let n = s.zones.values().filter(|x| x.as_str() == v).count();
+                    (f64::from(s.t), Some(n as f64))
+                })
+                .collect();
+            Series::new(label(v), points)
+        })
+        .collect();
+    Plot {
+        title: format!("{}: edges on each config version", report.scenario),
+        y_label: "edges".into(),
+        y_unit: "",
+        series,
+        markers: markers(report),
+        bound: None,
+        x_max: x_max(report),
+    }
+}
+
 /// Requests served per second by each zone: shows traffic leaving a zone.
 pub(crate) fn zone_rps(report: &DrillReport) -> Plot {
     let zones = keys(&report.timeline, |s| &s.zones);

@@ -54,6 +54,47 @@ pub struct DrillReport {
     /// heartbeat) seen firing during the run, first fired first.
     #[serde(default)]
     pub alarms: Vec<AlarmFired>,
+    /// The config rollouts the drill started, as it followed them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rollouts: Vec<RolloutRun>,
+    /// Which config version each edge ran, second by second, while the
+    /// drill followed a rollout.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub config_versions: Vec<ConfigSecond>,
+}
+
+/// A staged config rollout a drill started, as the drill followed it
+/// (times in seconds from the start of the run).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct RolloutRun {
+    pub id: String,
+    /// Config versions, before and going out.
+    pub from: String,
+    pub to: String,
+    /// `succeeded`, `rolled_back`, `aborted`, or `running`/`paused` when
+    /// the run ended first.
+    pub state: String,
+    pub canary: String,
+    /// Wave names in order.
+    pub waves: Vec<String>,
+    pub waves_passed: usize,
+    pub started_at_s: f64,
+    /// When the canary edge was first seen running the new config.
+    pub canary_took_at_s: Option<f64>,
+    /// When the rollout ended, by the control plane's record.
+    pub ended_at_s: Option<f64>,
+    /// One line per verdict: wave, verdict and its reason with the numbers.
+    pub verdicts: Vec<String>,
+    /// The incident its failure opened or joined.
+    pub incident: Option<String>,
+}
+
+/// One second: the config version each edge (by zone) ran at the drill's
+/// last look in that second; `?` for an edge that did not answer.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ConfigSecond {
+    pub t: u32,
+    pub zones: BTreeMap<String, String>,
 }
 
 /// An alarm of the control plane seen firing during the run. The control

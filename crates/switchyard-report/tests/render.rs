@@ -8,7 +8,8 @@ use std::path::Path;
 
 use serde_json::json;
 use switchyard_report::{
-    write_report, Action, AlarmFired, Cell, DrillReport, Expectation, Finding, Second, SteadyState,
+    write_report, Action, AlarmFired, Cell, ConfigSecond, DrillReport, Expectation, Finding,
+    RolloutRun, Second, SteadyState,
 };
 
 const REGIONS: [&str; 2] = ["us-east", "eu-west"];
@@ -364,4 +365,70 @@ fn json_round_trip() {
     let text = serde_json::to_string(&report).unwrap();
     let back: DrillReport = serde_json::from_str(&text).unwrap();
     assert_eq!(back, report);
+}
+
+#[test]
+fn a_followed_rollout_gets_its_plot_and_section_and_its_waves_show_as_steps() {
+    // Three edges; the canary a takes c2 at 2 s, b at 4 s, then the
+    // rollout is rolled back at 6 s; c did not answer at 1 s.
+    let at = |t: u32, a: &str, b: &str, c: &str| ConfigSecond {
+        t,
+        zones: [("a", a), ("b", b), ("c", c)]
+            .into_iter()
+            .map(|(z, v)| (z.to_string(), v.to_string()))
+            .collect(),
+    };
+    let report = DrillReport {
+        scenario: "rollout".into(),
+        duration_s: 8.0,
+        rollouts: vec![RolloutRun {
+            id: "r1".into(),
+            from: "c1".into(),
+            to: "c2".into(),
+            state: "rolled_back".into(),
+            canary: "a".into(),
+            waves: vec!["canary a".into(), "rest of r".into()],
+            waves_passed: 1,
+            started_at_s: 1.5,
+            canary_took_at_s: Some(2.1),
+            ended_at_s: Some(6.0),
+            verdicts: vec!["wave 2 (rest of r): fail — route get: canary errors 100 %".into()],
+            incident: Some("i1".into()),
+        }],
+        config_versions: vec![
+            at(0, "c1", "c1", "c1"),
+            at(1, "c1", "c1", "?"),
+            at(2, "c2", "c1", "c1"),
+            at(4, "c2", "c2", "c1"),
+            at(6, "c1", "c1", "c1"),
+        ],
+        ..DrillReport::default()
+    };
+    let p = switchyard_report::rollout_plot(&report);
+    let line = |name: &str| -> Vec<f64> {
+        p.series
+            .iter()
+            .find(|s| s.name == name)
+            .unwrap_or_else(|| panic!("{name}: {:?}", p.series))
+            .points
+            .iter()
+            .map(|(_, v)| v.unwrap())
+            .collect()
+    };
+    assert_eq!(line("c2 (new)"), [0.0, 0.0, 1.0, 2.0, 0.0]);
+    assert_eq!(line("c1 (old)"), [3.0, 2.0, 2.0, 1.0, 3.0]);
+    assert_eq!(line("?"), [0.0, 1.0, 0.0, 0.0, 0.0]);
+    let dir = render(&report, "rollout");
+    let out = dir.path().join("drill");
+    assert!(out.join("rollout.png").exists() && out.join("rollout.svg").exists());
+    let md = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(md.contains("![Config rollout"), "{md}");
+    assert!(
+        md.contains("| `r1` | `c1` → `c2` | rolled_back | 1 of 2 | 1.5 s | 2.1 s | 6.0 s | `i1` |"),
+        "{md}"
+    );
+    assert!(md.contains("- wave 2 (rest of r): fail"), "{md}");
+    // A run without a rollout has neither.
+    let plain = render(&sample_report(), "plain");
+    assert!(!plain.path().join("drill/rollout.png").exists());
 }

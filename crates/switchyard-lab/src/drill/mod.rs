@@ -10,6 +10,7 @@
 //! the edges' signals itself to record a trace when asked.
 
 mod dns;
+mod rollout;
 mod score;
 mod steps;
 
@@ -68,6 +69,11 @@ struct Run<'a> {
     restored_at: Option<f64>,
     replication_max: u64,
     t0_ms: u64,
+    /// Follows rollouts and the edges' config versions, when the scenario
+    /// starts a rollout.
+    follower: Option<rollout::Follower>,
+    /// What the plane answered each `rollout` step.
+    rollout_answers: Vec<rollout::StepAnswer>,
 }
 
 /// What the run saw, for scoring: besides the report's own fields, the
@@ -97,6 +103,8 @@ pub(crate) struct Observed {
     /// Region → its zones, and client group → its users' region.
     pub(crate) region_zones: BTreeMap<String, Vec<String>>,
     pub(crate) group_regions: BTreeMap<String, String>,
+    /// What the plane answered each `rollout` step.
+    pub(crate) rollout_answers: Vec<rollout::StepAnswer>,
 }
 
 impl Observed {
@@ -369,7 +377,29 @@ pub async fn run(scenario: &Scenario, opts: &Options) -> anyhow::Result<DrillRep
         restored_at: None,
         replication_max: 0,
         t0_ms: switchyard_model::time::now_ms(),
+        follower: None,
+        rollout_answers: Vec::new(),
     };
+    let rolls_out = scenario
+        .steps
+        .iter()
+        .any(|s| matches!(s.action, crate::scenario::Action::Rollout(_)));
+    if rolls_out && run.lab.topo.control_plane {
+        let edges = run
+            .lab
+            .edge_zones()
+            .into_iter()
+            .map(|z| {
+                let admin = run.lab.topo.admin_addr(&z);
+                (z, admin)
+            })
+            .collect();
+        run.follower = Some(rollout::Follower::start(
+            run.lab.api.clone(),
+            edges,
+            rec.start(),
+        ));
+    }
     let aborted = run.step(scenario, &steps, bar.as_ref()).await;
     let duration = run.now_s();
     stop.store(true, Ordering::Relaxed);
@@ -377,6 +407,12 @@ pub async fn run(scenario: &Scenario, opts: &Options) -> anyhow::Result<DrillRep
         let _ = l.await;
     }
     let (mut observed, incidents, notifications) = run.tear_down().await;
+    let secs = duration.floor() as usize;
+    let (rollouts, config_versions) = match run.follower.take() {
+        Some(f) => f.finish(run.t0_ms, secs).await,
+        None => (Vec::new(), Vec::new()),
+    };
+    observed.rollout_answers = std::mem::take(&mut run.rollout_answers);
     if let Some(w) = dns_watch {
         observed.dns_samples = w.finish();
         let (f, a) = dns::findings_and_actions(&observed.dns_samples, &run.lab.topo);
@@ -408,7 +444,6 @@ pub async fn run(scenario: &Scenario, opts: &Options) -> anyhow::Result<DrillRep
             restored_at.unwrap_or(duration),
         )?;
     }
-    let secs = duration.floor() as usize;
     let report = DrillReport {
         scenario: scenario.name.clone(),
         passed: false,
@@ -435,6 +470,8 @@ pub async fn run(scenario: &Scenario, opts: &Options) -> anyhow::Result<DrillRep
         incidents,
         notifications,
         alarms,
+        rollouts,
+        config_versions,
     };
     Ok(score::score(scenario, report, &rec, &observed))
 }

@@ -88,6 +88,7 @@ pub(crate) fn score(
         _ => None,
     };
     let shape = dns.as_ref().map(|d| d.return_shape());
+    let roll = RolloutNumbers::of(&report, observed, rec);
     // Metrics made of the control plane's record: not measured without one.
     let plane = |v: f64| observed.control_plane.then_some(v);
     let metric = |m: &str| -> Option<f64> {
@@ -171,6 +172,28 @@ pub(crate) fn score(
             "clients_returned_s" => {
                 dns.as_ref()?.clients_returned_at(&report.timeline)? - restored_at?
             }
+            "rollouts_started" => plane(roll.started as f64)?,
+            "rollouts_refused" => plane(roll.refused as f64)?,
+            "rollout_steps_unexpected" => plane(roll.unexpected as f64)?,
+            "rollouts_succeeded" => plane(roll.in_state("succeeded") as f64)?,
+            "rollouts_rolled_back" => plane(roll.in_state("rolled_back") as f64)?,
+            "rollout_waves" => report.rollouts.last()?.waves.len() as f64,
+            "rollout_waves_passed" => report.rollouts.last()?.waves_passed as f64,
+            "rollout_caught_s" => {
+                let r = report
+                    .rollouts
+                    .last()
+                    .filter(|r| r.state == "rolled_back")?;
+                r.ended_at_s? - r.canary_took_at_s?
+            }
+            "rollout_edges_on_new" => {
+                let to = &report.rollouts.last()?.to;
+                let end = report.config_versions.last()?;
+                end.zones.values().filter(|v| *v == to).count() as f64
+            }
+            "rollout_incidents" => plane(roll.incidents as f64)?,
+            "failed_in_canary" => roll.failed?.0 as f64,
+            "failed_outside_canary" => roll.failed?.1 as f64,
             _ => return None,
         })
     };
@@ -195,6 +218,78 @@ pub(crate) fn score(
         .collect();
     report.passed = report.aborted.is_none() && report.expectations.iter().all(|e| e.held);
     report
+}
+
+/// Seconds after a rollout ended whose requests still count as during it:
+/// requests due just before the end may take the clients' 2 s timeout.
+pub const ROLLOUT_GRACE_S: f64 = 3.0;
+
+/// Whether an incident (as the control plane recorded it) names the
+/// rollout: in its title (one the rollout opened) or as the author of a
+/// config change on its timeline (one it joined, or one detection opened
+/// that copied the changes before it).
+fn names_rollout(incident: &serde_json::Value, id: &str) -> bool {
+    let title = incident["title"].as_str().unwrap_or_default();
+    let who = format!("rollout {id}");
+    title.split_whitespace().any(|w| w == id)
+        || incident["timeline"].as_array().is_some_and(|t| {
+            t.iter()
+                .any(|e| e["kind"] == "config_change" && e["who"].as_str() == Some(who.as_str()))
+        })
+}
+
+/// The rollout numbers of a run.
+struct RolloutNumbers<'a> {
+    runs: &'a [switchyard_report::RolloutRun],
+    started: usize,
+    refused: usize,
+    unexpected: usize,
+    /// Incidents whose title names a rollout of the run.
+    incidents: usize,
+    /// Failed requests during the last started rollout, (entered through
+    /// the canary's edge, through any other or none).
+    failed: Option<(u64, u64)>,
+}
+
+impl<'a> RolloutNumbers<'a> {
+    fn of(report: &'a DrillReport, observed: &Observed, rec: &Recorder) -> RolloutNumbers<'a> {
+        let answers = &observed.rollout_answers;
+        let incidents = report
+            .incidents
+            .iter()
+            .filter(|i| report.rollouts.iter().any(|r| names_rollout(i, &r.id)))
+            .count();
+        let failed = report.rollouts.last().map(|r| {
+            let from = r.started_at_s.max(0.0).floor() as usize;
+            let until = r
+                .ended_at_s
+                .map_or(report.duration_s, |e| e + ROLLOUT_GRACE_S)
+                .min(report.duration_s)
+                .ceil() as usize;
+            rec.entered_zones_between(from, until).into_iter().fold(
+                (0, 0),
+                |(c, o), (zone, (_, f))| {
+                    if zone == r.canary {
+                        (c + f, o)
+                    } else {
+                        (c, o + f)
+                    }
+                },
+            )
+        });
+        RolloutNumbers {
+            runs: &report.rollouts,
+            started: answers.iter().filter(|a| a.id.is_some()).count(),
+            refused: answers.iter().filter(|a| a.id.is_none()).count(),
+            unexpected: answers.iter().filter(|a| !a.as_expected).count(),
+            incidents,
+            failed,
+        }
+    }
+
+    fn in_state(&self, state: &str) -> usize {
+        self.runs.iter().filter(|r| r.state == state).count()
+    }
 }
 
 fn fmt_num(v: f64) -> String {

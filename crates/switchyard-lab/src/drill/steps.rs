@@ -362,6 +362,7 @@ impl Run<'_> {
                 self.record(format!("offered load x{factor}"), why, true, None);
             }
             Action::PushConfigWithoutFloor => self.push_config_without_floor(why).await?,
+            Action::Rollout(spec) => self.rollout(spec, why).await,
             other => anyhow::bail!("{other:?} is an operation on the controls, not an action"),
         }
         Ok(())
