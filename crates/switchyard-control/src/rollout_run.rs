@@ -26,7 +26,8 @@ use crate::store::{Fence, Store, StoreError};
 /// The store's kind for rollouts.
 pub const ROLLOUT: &str = "rollout";
 
-/// `[control.rollout]`: the waves' timings and the canary analysis.
+/// `[control.rollout]`: the waves' timings; `[control.rollout.canary]`:
+/// the analysis.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RolloutConfig {
@@ -37,32 +38,17 @@ pub struct RolloutConfig {
     pub max_extra_wait_ms: u64,
     /// How long members may take to report running the new config.
     pub take_timeout_ms: u64,
-    pub alpha: f64,
-    pub min_requests: u64,
-    pub min_seconds: usize,
-    pub error_margin: f64,
-    pub latency_ratio: f64,
-    pub latency_floor_ms: f64,
-    pub max_error_ratio: f64,
-    pub judged_share: f64,
+    pub canary: CanaryConfig,
 }
 
 impl Default for RolloutConfig {
     fn default() -> RolloutConfig {
         let s = RolloutSettings::default();
-        let c = CanaryConfig::default();
         RolloutConfig {
             bake_ms: s.bake_ms,
             max_extra_wait_ms: s.max_extra_wait_ms,
             take_timeout_ms: s.take_timeout_ms,
-            alpha: c.alpha,
-            min_requests: c.min_requests,
-            min_seconds: c.min_seconds,
-            error_margin: c.error_margin,
-            latency_ratio: c.latency_ratio,
-            latency_floor_ms: c.latency_floor_ms,
-            max_error_ratio: c.max_error_ratio,
-            judged_share: c.judged_share,
+            canary: CanaryConfig::default(),
         }
     }
 }
@@ -83,45 +69,7 @@ impl RolloutConfig {
                 self.take_timeout_ms
             ));
         }
-        if !(self.alpha > 0.0 && self.alpha < 0.5) {
-            errs.push(format!(
-                "{path}.alpha: above 0 and below 0.5, got {}",
-                self.alpha
-            ));
-        }
-        if !(self.error_margin >= 0.0 && self.error_margin < 1.0) {
-            errs.push(format!(
-                "{path}.error_margin: from 0 to below 1, got {}",
-                self.error_margin
-            ));
-        }
-        if !(self.latency_ratio >= 1.0 && self.latency_ratio.is_finite()) {
-            errs.push(format!(
-                "{path}.latency_ratio: at least 1, got {}",
-                self.latency_ratio
-            ));
-        }
-        if !(self.latency_floor_ms >= 0.0 && self.latency_floor_ms.is_finite()) {
-            errs.push(format!(
-                "{path}.latency_floor_ms: at least 0, got {}",
-                self.latency_floor_ms
-            ));
-        }
-        if !(self.max_error_ratio > 0.0 && self.max_error_ratio <= 1.0) {
-            errs.push(format!(
-                "{path}.max_error_ratio: above 0 and at most 1, got {}",
-                self.max_error_ratio
-            ));
-        }
-        if !(self.judged_share > 0.0 && self.judged_share <= 1.0) {
-            errs.push(format!(
-                "{path}.judged_share: above 0 and at most 1, got {}",
-                self.judged_share
-            ));
-        }
-        if self.min_seconds == 0 {
-            errs.push(format!("{path}.min_seconds: at least 1"));
-        }
+        errs.extend(self.canary.validate(&format!("{path}.canary")));
         errs
     }
 
@@ -130,19 +78,6 @@ impl RolloutConfig {
             bake_ms: self.bake_ms,
             max_extra_wait_ms: self.max_extra_wait_ms,
             take_timeout_ms: self.take_timeout_ms,
-        }
-    }
-
-    pub fn canary(&self) -> CanaryConfig {
-        CanaryConfig {
-            alpha: self.alpha,
-            min_requests: self.min_requests,
-            min_seconds: self.min_seconds,
-            error_margin: self.error_margin,
-            latency_ratio: self.latency_ratio,
-            latency_floor_ms: self.latency_floor_ms,
-            max_error_ratio: self.max_error_ratio,
-            judged_share: self.judged_share,
         }
     }
 }
@@ -377,27 +312,16 @@ impl Rollouts {
         let mut accepted: Vec<String> = req.accept.clone();
         accepted.sort();
         accepted.dedup();
-        let mut r = Rollout {
-            id: id.clone(),
-            from: plan.from,
-            to: plan.to,
-            by: who.to_string(),
-            reason: req.reason.trim().to_string(),
-            created_ms: now_ms,
-            updated_ms: now_ms,
-            state: RolloutState::Running,
-            differences: plan.differences,
-            accepted,
-            settings: plan.settings,
-            waves: plan.waves,
-            wave: 0,
-            assigned_ms: None,
-            taken_ms: None,
-            waiting_for: None,
-            verdicts: Vec::new(),
-            steps: Vec::new(),
-            incident: None,
-        };
+        let mut r = Rollout::new(
+            id.clone(),
+            (plan.from, plan.to),
+            (who.to_string(), req.reason.trim().to_string()),
+            now_ms,
+            plan.settings,
+            plan.waves,
+        );
+        r.differences = plan.differences;
+        r.accepted = accepted;
         let risky: Vec<String> = r
             .differences
             .iter()
@@ -473,7 +397,7 @@ impl Rollouts {
             return;
         };
         let reported = self.reported();
-        let canary_cfg = self.config.canary();
+        let canary_cfg = self.config.canary.clone();
         let mut judge = |q: &JudgeRequest| {
             if q.canary.iter().all(|m| m.starts_with("dns:")) {
                 return dns_wave();

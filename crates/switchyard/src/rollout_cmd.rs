@@ -14,7 +14,7 @@ use switchyard_api::rollout::{RolloutAction, RolloutPlan, StartRollout};
 use switchyard_api::{Client, ClientError};
 use switchyard_model::rollout::{Rollout, RolloutState};
 
-use crate::ctl_cmd::{block_on, failed, print_json, Endpoint};
+use crate::ctl_cmd::{block_on, failed, print_json, report, utc, Endpoint};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -71,11 +71,6 @@ pub fn run(args: Args) -> ExitCode {
         Err(code) => return code,
     };
     block_on(go(&c, args.cmd, args.endpoint.json))
-}
-
-fn ms(t: Option<u64>) -> String {
-    t.map(|t| switchyard_model::time::human_utc(t as i64))
-        .unwrap_or_else(|| "—".into())
 }
 
 fn print_plan(p: &RolloutPlan) {
@@ -154,7 +149,7 @@ fn print_rollout(r: &Rollout) {
     }
     println!("  steps:");
     for s in &r.steps {
-        println!("    {}  {}", ms(Some(s.at_ms)), s.text);
+        println!("    {}  {}", utc(Some(s.at_ms)), s.text);
     }
 }
 
@@ -163,17 +158,7 @@ fn answer<T: serde::Serialize>(
     json_out: bool,
     show: impl FnOnce(&T),
 ) -> ExitCode {
-    match r {
-        Ok(v) if json_out => {
-            print_json(&v);
-            ExitCode::SUCCESS
-        }
-        Ok(v) => {
-            show(&v);
-            ExitCode::SUCCESS
-        }
-        Err(e) => failed("rollout", json_out, &e),
-    }
+    report("rollout", r, json_out, show)
 }
 
 async fn go(c: &Client, cmd: Cmd, json_out: bool) -> ExitCode {
@@ -234,7 +219,7 @@ async fn go(c: &Client, cmd: Cmd, json_out: bool) -> ExitCode {
                 };
                 let now = r.waiting_for.clone().unwrap_or_default();
                 if !json_out && now != last && !now.is_empty() {
-                    eprintln!("{}  {now}", ms(Some(switchyard_model::time::now_ms())));
+                    eprintln!("{}  {now}", utc(Some(switchyard_model::time::now_ms())));
                     last = now;
                 }
                 if r.state.is_done() || r.state == RolloutState::Paused {
@@ -263,7 +248,7 @@ async fn go(c: &Client, cmd: Cmd, json_out: bool) -> ExitCode {
                     "{:<6} {:<12} {:<21} {:<20} {:<20} {}",
                     r.id,
                     r.state.as_str(),
-                    ms(Some(r.created_ms)),
+                    utc(Some(r.created_ms)),
                     r.from,
                     r.to,
                     r.reason

@@ -25,7 +25,7 @@ fn topology() -> Topology {
         .min_healthy(0.5)
         .with_control_plane()
         .control_toml(
-            "[control.rollout]\nbake_ms = 3000\ntake_timeout_ms = 15000\nmax_extra_wait_ms = 20000\nmin_requests = 40\nmin_seconds = 2\n",
+            "[control.rollout]\nbake_ms = 3000\ntake_timeout_ms = 15000\nmax_extra_wait_ms = 20000\n[control.rollout.canary]\nmin_requests = 40\nmin_seconds = 2\n",
         )
 }
 
@@ -336,11 +336,17 @@ async fn a_config_that_breaks_the_canary_is_rolled_back_before_any_other_wave_wi
         ),
         1.0
     );
-    assert!(
+    let failed_verdicts = r
+        .verdicts
+        .iter()
+        .filter(|v| v.verdict == Verdict::Fail)
+        .count();
+    assert_eq!(
         sample(
             &metrics,
             "switchyard_control_rollout_verdicts_total{verdict=\"fail\"}"
-        ) >= 1.0
+        ),
+        failed_verdicts as f64
     );
     assert_eq!(sample(&metrics, "switchyard_control_rollout_wave"), 0.0);
     // The failure is an incident whose timeline shows the change first.
