@@ -605,3 +605,37 @@ async fn eventually_leader(apis: &[Client]) -> usize {
     }
     found.expect("a plane leads within 15 s")
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_config_the_canary_refuses_rolls_back_naming_the_refusal() {
+    let zones = ["a", "b", "c"];
+    let lab = topology();
+    let _ups = lab.start_upstreams().await;
+    let cp = lab.start_control().await;
+    let edges = lab.start_edges(&zones).await;
+    let api = cp.api(Some("operate-token"));
+    let from = settled(&api, &edges, &zones).await;
+    // Valid on its own, but it moves the canary's admin listener: an edge
+    // cannot take that without a restart, and says so.
+    let admin = lab.admin_addr("a").to_string();
+    let moved = lab.config_text().replacen(
+        &format!("admin = \"{admin}\""),
+        "admin = \"127.250.0.1:9090\"",
+        1,
+    );
+    assert_ne!(moved, lab.config_text());
+    let r = api
+        .start_rollout(&start_req(moved, "move a's admin"))
+        .await
+        .unwrap();
+    let done = ended(&api, &r.id, Duration::from_secs(30)).await;
+    assert_eq!(done.state, RolloutState::RolledBack, "{:#?}", done.steps);
+    let back = done.steps.last().unwrap();
+    assert!(
+        back.text.contains("a refused the new config") && back.text.contains("restart"),
+        "{}",
+        back.text
+    );
+    let v = versions(&edges, &zones).await;
+    assert!(v.values().all(|x| *x == from), "{v:?}");
+}
