@@ -211,6 +211,21 @@ async fn go(c: &Client, cmd: Cmd, json_out: bool) -> ExitCode {
             if !wait {
                 return answer(c.rollout(&id).await, json_out, print_rollout);
             }
+            // Waves done out of all, and what it waits for now: a bar on a
+            // terminal, a line per change in a log, nothing with --json.
+            use std::io::IsTerminal;
+            let bar = (!json_out && std::io::stderr().is_terminal()).then(|| {
+                let b = indicatif::ProgressBar::new(0);
+                b.set_style(
+                    indicatif::ProgressStyle::with_template(
+                        "{prefix} [{bar:20}] {pos}/{len} waves {msg}",
+                    )
+                    .expect("a valid template")
+                    .progress_chars("=> "),
+                );
+                b.set_prefix(id.clone());
+                b
+            });
             let mut last = String::new();
             loop {
                 let r = match c.rollout(&id).await {
@@ -218,11 +233,22 @@ async fn go(c: &Client, cmd: Cmd, json_out: bool) -> ExitCode {
                     Err(e) => return failed("rollout", json_out, &e),
                 };
                 let now = r.waiting_for.clone().unwrap_or_default();
-                if !json_out && now != last && !now.is_empty() {
-                    eprintln!("{}  {now}", utc(Some(switchyard_model::time::now_ms())));
-                    last = now;
+                match &bar {
+                    Some(b) => {
+                        b.set_length(r.waves.len() as u64);
+                        b.set_position(r.wave.min(r.waves.len()) as u64);
+                        b.set_message(now);
+                    }
+                    None if !json_out && now != last && !now.is_empty() => {
+                        eprintln!("{}  {now}", utc(Some(switchyard_model::time::now_ms())));
+                        last = now;
+                    }
+                    None => {}
                 }
                 if r.state.is_done() || r.state == RolloutState::Paused {
+                    if let Some(b) = &bar {
+                        b.finish_and_clear();
+                    }
                     let ok = r.state == RolloutState::Succeeded;
                     if json_out {
                         print_json(&r);
