@@ -69,6 +69,17 @@ impl RolloutConfig {
                 self.take_timeout_ms
             ));
         }
+        // The last edge wave is compared with its members' traffic before
+        // it went out, over as long as it baked: the plane keeps that long.
+        let keep = crate::rollout::Samples::KEEP_MS / 2;
+        if self.bake_ms.saturating_add(self.max_extra_wait_ms) > keep {
+            errs.push(format!(
+                "{path}.bake_ms: with max_extra_wait_ms at most {keep} in all (the plane keeps {} min of traffic to compare a wave with), got {} + {}",
+                crate::rollout::Samples::KEEP_MS / 60_000,
+                self.bake_ms,
+                self.max_extra_wait_ms
+            ));
+        }
         errs.extend(self.canary.validate(&format!("{path}.canary")));
         errs
     }
@@ -819,5 +830,33 @@ fn members_of(config: &Config, scope: &str) -> BTreeSet<String> {
             .collect(),
         "link" => name.split("->").flat_map(|r| region(r.trim())).collect(),
         _ => BTreeSet::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn settings_are_checked_with_their_paths_all_at_once() {
+        let t: toml::Table = toml::from_str(
+            "bake_ms = 600000\nmax_extra_wait_ms = 600000\ntake_timeout_ms = 10\n[canary]\nalpha = 0.7\nmin_seconds = 0\n",
+        )
+        .unwrap();
+        let c: RolloutConfig = t.try_into().unwrap();
+        let errs = c.validate("control.rollout");
+        assert_eq!(errs.len(), 4, "{errs:#?}");
+        assert!(errs[0].starts_with("control.rollout.take_timeout_ms"));
+        assert!(errs[1].starts_with("control.rollout.bake_ms: with max_extra_wait_ms"));
+        assert!(errs[2].starts_with("control.rollout.canary.alpha"));
+        assert!(errs[3].starts_with("control.rollout.canary.min_seconds"));
+        let unknown: Result<RolloutConfig, _> = toml::from_str::<toml::Table>("bake = 5")
+            .unwrap()
+            .try_into();
+        assert!(unknown
+            .unwrap_err()
+            .to_string()
+            .contains("unknown field `bake`"));
+        assert!(RolloutConfig::default().validate("x").is_empty());
     }
 }
