@@ -221,6 +221,16 @@ impl Rollouts {
         let mut settings = self.config.settings();
         if let Some(b) = &req.bake {
             match switchyard_model::ops::human_duration::parse(b) {
+                Ok(d)
+                    if d.as_millis() as u64 + settings.max_extra_wait_ms
+                        > crate::rollout::Samples::KEEP_MS / 2 =>
+                {
+                    errs.push(format!(
+                        "bake: at most {} s with the extra wait of {} s (the traffic the plane keeps to compare a wave with), got {b:?}",
+                        (crate::rollout::Samples::KEEP_MS / 2 - settings.max_extra_wait_ms) / 1000,
+                        settings.max_extra_wait_ms / 1000
+                    ))
+                }
                 Ok(d) if d.as_millis() >= 1000 => settings.bake_ms = d.as_millis() as u64,
                 Ok(_) => errs.push(format!("bake: at least 1s, got {b:?}")),
                 Err(e) => errs.push(format!("bake: {e}")),

@@ -417,6 +417,15 @@ async fn a_lowered_floor_without_acknowledgement_is_refused_naming_it_and_change
             .any(|r| r.contains("min_healthy")),
         "{e}"
     );
+    // A bake longer than the plane can compare is named.
+    let mut long = start_req(text.clone(), "slow");
+    long.bake = Some("2h".into());
+    let e = api.start_rollout(&long).await.unwrap_err();
+    assert_eq!(e.status(), Some(400), "{e}");
+    assert!(
+        e.body().unwrap().reasons[0].starts_with("bake: at most"),
+        "{e}"
+    );
     // What a person writes, not what a script can send.
     let e = api
         .start_rollout(&start_req(text.clone(), &"x".repeat(2000)))
