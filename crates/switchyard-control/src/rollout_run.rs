@@ -388,7 +388,8 @@ impl Rollouts {
     ) -> Result<Rollout, HandError> {
         let mut active = self.active.lock().await;
         self.load(plane, &mut active, now_ms).await;
-        let Some(r) = active.rollout.as_mut().filter(|r| r.id == id) else {
+        // Changed on a copy: held (and shown) only once it is stored.
+        let Some(mut r) = active.rollout.clone().filter(|r| r.id == id) else {
             return match get(plane, id).await.map_err(HandError::Store)? {
                 Some(r) => Err(HandError::Refused(format!(
                     "rollout {id} is over ({})",
@@ -397,8 +398,7 @@ impl Rollouts {
                 None => Err(HandError::NotFound),
             };
         };
-        let effects = by_hand(r, hand, who, now_ms).map_err(HandError::Refused)?;
-        let r = r.clone();
+        let effects = by_hand(&mut r, hand, who, now_ms).map_err(HandError::Refused)?;
         self.carry_out(plane, incidents, &mut active, r, effects, now_ms)
             .await
             .map_err(HandError::Store)
