@@ -482,44 +482,26 @@ mod tests {
     use switchyard_model::rollout::{RolloutSettings, Wave};
 
     fn rollout() -> Rollout {
-        Rollout {
-            id: "r1".into(),
-            from: "cold".into(),
-            to: "cnew".into(),
-            by: "ann".into(),
-            reason: "test".into(),
-            created_ms: 0,
-            updated_ms: 0,
-            state: RolloutState::Running,
-            differences: Vec::new(),
-            accepted: Vec::new(),
-            settings: RolloutSettings {
+        let wave = |name: &str, m: &str| Wave {
+            name: name.into(),
+            members: vec![m.into()],
+        };
+        Rollout::new(
+            "r1".into(),
+            ("cold".into(), "cnew".into()),
+            ("ann".into(), "test".into()),
+            0,
+            RolloutSettings {
                 bake_ms: 10_000,
                 max_extra_wait_ms: 5_000,
                 take_timeout_ms: 3_000,
             },
-            waves: vec![
-                Wave {
-                    name: "canary a".into(),
-                    members: vec!["a".into()],
-                },
-                Wave {
-                    name: "rest of r1".into(),
-                    members: vec!["b".into()],
-                },
-                Wave {
-                    name: "r2".into(),
-                    members: vec!["c".into()],
-                },
+            vec![
+                wave("canary a", "a"),
+                wave("rest of r1", "b"),
+                wave("r2", "c"),
             ],
-            wave: 0,
-            assigned_ms: None,
-            taken_ms: None,
-            waiting_for: None,
-            verdicts: Vec::new(),
-            steps: Vec::new(),
-            incident: None,
-        }
+        )
     }
 
     /// Members on a version, as their snapshots would say.

@@ -26,7 +26,8 @@ use crate::store::{Fence, Store, StoreError};
 /// The store's kind for rollouts.
 pub const ROLLOUT: &str = "rollout";
 
-/// `[control.rollout]`: the waves' timings and the canary analysis.
+/// `[control.rollout]`: the waves' timings; `[control.rollout.canary]`:
+/// the analysis.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RolloutConfig {
@@ -37,32 +38,17 @@ pub struct RolloutConfig {
     pub max_extra_wait_ms: u64,
     /// How long members may take to report running the new config.
     pub take_timeout_ms: u64,
-    pub alpha: f64,
-    pub min_requests: u64,
-    pub min_seconds: usize,
-    pub error_margin: f64,
-    pub latency_ratio: f64,
-    pub latency_floor_ms: f64,
-    pub max_error_ratio: f64,
-    pub judged_share: f64,
+    pub canary: CanaryConfig,
 }
 
 impl Default for RolloutConfig {
     fn default() -> RolloutConfig {
         let s = RolloutSettings::default();
-        let c = CanaryConfig::default();
         RolloutConfig {
             bake_ms: s.bake_ms,
             max_extra_wait_ms: s.max_extra_wait_ms,
             take_timeout_ms: s.take_timeout_ms,
-            alpha: c.alpha,
-            min_requests: c.min_requests,
-            min_seconds: c.min_seconds,
-            error_margin: c.error_margin,
-            latency_ratio: c.latency_ratio,
-            latency_floor_ms: c.latency_floor_ms,
-            max_error_ratio: c.max_error_ratio,
-            judged_share: c.judged_share,
+            canary: CanaryConfig::default(),
         }
     }
 }
@@ -83,45 +69,18 @@ impl RolloutConfig {
                 self.take_timeout_ms
             ));
         }
-        if !(self.alpha > 0.0 && self.alpha < 0.5) {
+        // The last edge wave is compared with its members' traffic before
+        // it went out, over as long as it baked: the plane keeps that long.
+        let keep = crate::rollout::Samples::KEEP_MS / 2;
+        if self.bake_ms.saturating_add(self.max_extra_wait_ms) > keep {
             errs.push(format!(
-                "{path}.alpha: above 0 and below 0.5, got {}",
-                self.alpha
+                "{path}.bake_ms: with max_extra_wait_ms at most {keep} in all (the plane keeps {} min of traffic to compare a wave with), got {} + {}",
+                crate::rollout::Samples::KEEP_MS / 60_000,
+                self.bake_ms,
+                self.max_extra_wait_ms
             ));
         }
-        if !(self.error_margin >= 0.0 && self.error_margin < 1.0) {
-            errs.push(format!(
-                "{path}.error_margin: from 0 to below 1, got {}",
-                self.error_margin
-            ));
-        }
-        if !(self.latency_ratio >= 1.0 && self.latency_ratio.is_finite()) {
-            errs.push(format!(
-                "{path}.latency_ratio: at least 1, got {}",
-                self.latency_ratio
-            ));
-        }
-        if !(self.latency_floor_ms >= 0.0 && self.latency_floor_ms.is_finite()) {
-            errs.push(format!(
-                "{path}.latency_floor_ms: at least 0, got {}",
-                self.latency_floor_ms
-            ));
-        }
-        if !(self.max_error_ratio > 0.0 && self.max_error_ratio <= 1.0) {
-            errs.push(format!(
-                "{path}.max_error_ratio: above 0 and at most 1, got {}",
-                self.max_error_ratio
-            ));
-        }
-        if !(self.judged_share > 0.0 && self.judged_share <= 1.0) {
-            errs.push(format!(
-                "{path}.judged_share: above 0 and at most 1, got {}",
-                self.judged_share
-            ));
-        }
-        if self.min_seconds == 0 {
-            errs.push(format!("{path}.min_seconds: at least 1"));
-        }
+        errs.extend(self.canary.validate(&format!("{path}.canary")));
         errs
     }
 
@@ -130,19 +89,6 @@ impl RolloutConfig {
             bake_ms: self.bake_ms,
             max_extra_wait_ms: self.max_extra_wait_ms,
             take_timeout_ms: self.take_timeout_ms,
-        }
-    }
-
-    pub fn canary(&self) -> CanaryConfig {
-        CanaryConfig {
-            alpha: self.alpha,
-            min_requests: self.min_requests,
-            min_seconds: self.min_seconds,
-            error_margin: self.error_margin,
-            latency_ratio: self.latency_ratio,
-            latency_floor_ms: self.latency_floor_ms,
-            max_error_ratio: self.max_error_ratio,
-            judged_share: self.judged_share,
         }
     }
 }
@@ -275,6 +221,16 @@ impl Rollouts {
         let mut settings = self.config.settings();
         if let Some(b) = &req.bake {
             match switchyard_model::ops::human_duration::parse(b) {
+                Ok(d)
+                    if d.as_millis() as u64 + settings.max_extra_wait_ms
+                        > crate::rollout::Samples::KEEP_MS / 2 =>
+                {
+                    errs.push(format!(
+                        "bake: at most {} s with the extra wait of {} s (the traffic the plane keeps to compare a wave with), got {b:?}",
+                        (crate::rollout::Samples::KEEP_MS / 2 - settings.max_extra_wait_ms) / 1000,
+                        settings.max_extra_wait_ms / 1000
+                    ))
+                }
                 Ok(d) if d.as_millis() >= 1000 => settings.bake_ms = d.as_millis() as u64,
                 Ok(_) => errs.push(format!("bake: at least 1s, got {b:?}")),
                 Err(e) => errs.push(format!("bake: {e}")),
@@ -377,27 +333,16 @@ impl Rollouts {
         let mut accepted: Vec<String> = req.accept.clone();
         accepted.sort();
         accepted.dedup();
-        let mut r = Rollout {
-            id: id.clone(),
-            from: plan.from,
-            to: plan.to,
-            by: who.to_string(),
-            reason: req.reason.trim().to_string(),
-            created_ms: now_ms,
-            updated_ms: now_ms,
-            state: RolloutState::Running,
-            differences: plan.differences,
-            accepted,
-            settings: plan.settings,
-            waves: plan.waves,
-            wave: 0,
-            assigned_ms: None,
-            taken_ms: None,
-            waiting_for: None,
-            verdicts: Vec::new(),
-            steps: Vec::new(),
-            incident: None,
-        };
+        let mut r = Rollout::new(
+            id.clone(),
+            (plan.from, plan.to),
+            (who.to_string(), req.reason.trim().to_string()),
+            now_ms,
+            plan.settings,
+            plan.waves,
+        );
+        r.differences = plan.differences;
+        r.accepted = accepted;
         let risky: Vec<String> = r
             .differences
             .iter()
@@ -443,7 +388,8 @@ impl Rollouts {
     ) -> Result<Rollout, HandError> {
         let mut active = self.active.lock().await;
         self.load(plane, &mut active, now_ms).await;
-        let Some(r) = active.rollout.as_mut().filter(|r| r.id == id) else {
+        // Changed on a copy: held (and shown) only once it is stored.
+        let Some(mut r) = active.rollout.clone().filter(|r| r.id == id) else {
             return match get(plane, id).await.map_err(HandError::Store)? {
                 Some(r) => Err(HandError::Refused(format!(
                     "rollout {id} is over ({})",
@@ -452,8 +398,7 @@ impl Rollouts {
                 None => Err(HandError::NotFound),
             };
         };
-        let effects = by_hand(r, hand, who, now_ms).map_err(HandError::Refused)?;
-        let r = r.clone();
+        let effects = by_hand(&mut r, hand, who, now_ms).map_err(HandError::Refused)?;
         self.carry_out(plane, incidents, &mut active, r, effects, now_ms)
             .await
             .map_err(HandError::Store)
@@ -473,7 +418,7 @@ impl Rollouts {
             return;
         };
         let reported = self.reported();
-        let canary_cfg = self.config.canary();
+        let canary_cfg = self.config.canary.clone();
         let mut judge = |q: &JudgeRequest| {
             if q.canary.iter().all(|m| m.starts_with("dns:")) {
                 return dns_wave();
@@ -895,5 +840,33 @@ fn members_of(config: &Config, scope: &str) -> BTreeSet<String> {
             .collect(),
         "link" => name.split("->").flat_map(|r| region(r.trim())).collect(),
         _ => BTreeSet::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn settings_are_checked_with_their_paths_all_at_once() {
+        let t: toml::Table = toml::from_str(
+            "bake_ms = 600000\nmax_extra_wait_ms = 600000\ntake_timeout_ms = 10\n[canary]\nalpha = 0.7\nmin_seconds = 0\n",
+        )
+        .unwrap();
+        let c: RolloutConfig = t.try_into().unwrap();
+        let errs = c.validate("control.rollout");
+        assert_eq!(errs.len(), 4, "{errs:#?}");
+        assert!(errs[0].starts_with("control.rollout.take_timeout_ms"));
+        assert!(errs[1].starts_with("control.rollout.bake_ms: with max_extra_wait_ms"));
+        assert!(errs[2].starts_with("control.rollout.canary.alpha"));
+        assert!(errs[3].starts_with("control.rollout.canary.min_seconds"));
+        let unknown: Result<RolloutConfig, _> = toml::from_str::<toml::Table>("bake = 5")
+            .unwrap()
+            .try_into();
+        assert!(unknown
+            .unwrap_err()
+            .to_string()
+            .contains("unknown field `bake`"));
+        assert!(RolloutConfig::default().validate("x").is_empty());
     }
 }

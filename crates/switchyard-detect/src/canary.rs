@@ -65,6 +65,45 @@ pub struct CanaryConfig {
     pub judged_share: f64,
 }
 
+impl CanaryConfig {
+    /// Every problem, each as `path.field: message`.
+    pub fn validate(&self, path: &str) -> Vec<String> {
+        let mut errs = Vec::new();
+        let mut fraction = |field: &str, v: f64, open_top: f64| {
+            if !(v > 0.0 && v <= open_top) {
+                errs.push(format!(
+                    "{path}.{field}: above 0 and at most {open_top}, got {v}"
+                ));
+            }
+        };
+        fraction("alpha", self.alpha, 0.5);
+        fraction("max_error_ratio", self.max_error_ratio, 1.0);
+        fraction("judged_share", self.judged_share, 1.0);
+        if !(self.error_margin >= 0.0 && self.error_margin < 1.0) {
+            errs.push(format!(
+                "{path}.error_margin: from 0 to below 1, got {}",
+                self.error_margin
+            ));
+        }
+        if !(self.latency_ratio >= 1.0 && self.latency_ratio.is_finite()) {
+            errs.push(format!(
+                "{path}.latency_ratio: at least 1, got {}",
+                self.latency_ratio
+            ));
+        }
+        if !(self.latency_floor_ms >= 0.0 && self.latency_floor_ms.is_finite()) {
+            errs.push(format!(
+                "{path}.latency_floor_ms: at least 0, got {}",
+                self.latency_floor_ms
+            ));
+        }
+        if self.min_seconds == 0 {
+            errs.push(format!("{path}.min_seconds: at least 1"));
+        }
+        errs
+    }
+}
+
 impl Default for CanaryConfig {
     fn default() -> Self {
         CanaryConfig {

@@ -509,7 +509,7 @@ impl Topology {
                 t,
                 "\n[control]\nlisten = \"{CONTROL_ADDR}\"\nstore = \"sqlite:{state_dir}/control.db\"\nplaybooks = {{ catalog = {:?} }}\n\
                  [control.safety]\nflip_wait_ms = 2000\n\
-                 [control.rollout]\nbake_ms = 10000\ntake_timeout_ms = 10000\nmax_extra_wait_ms = 20000\nmin_requests = 25\nmin_seconds = 1\n\
+                 [control.rollout]\nbake_ms = 10000\ntake_timeout_ms = 10000\nmax_extra_wait_ms = 20000\n[control.rollout.canary]\nmin_requests = 25\nmin_seconds = 1\n\
                  [control.playbook]\nfailback_hold_ms = 15000\nfailback_canary_percent = 10\nfailback_canary_ms = 15000\nfailback_canary_min_requests = 40\n\
                  [control.incidents]\nresolve_after_ms = 15000\nslow_p99_ms = 250\n\
                  [control.notify]\ngroup_wait_ms = 1000\n\

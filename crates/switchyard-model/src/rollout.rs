@@ -144,6 +144,38 @@ pub struct Rollout {
 }
 
 impl Rollout {
+    /// A rollout of `to` over `from`, running, before its first wave.
+    pub fn new(
+        id: String,
+        (from, to): (String, String),
+        (by, reason): (String, String),
+        now_ms: u64,
+        settings: RolloutSettings,
+        waves: Vec<Wave>,
+    ) -> Rollout {
+        Rollout {
+            id,
+            from,
+            to,
+            by,
+            reason,
+            created_ms: now_ms,
+            updated_ms: now_ms,
+            state: RolloutState::Running,
+            differences: Vec::new(),
+            accepted: Vec::new(),
+            settings,
+            waves,
+            wave: 0,
+            assigned_ms: None,
+            taken_ms: None,
+            waiting_for: None,
+            verdicts: Vec::new(),
+            steps: Vec::new(),
+            incident: None,
+        }
+    }
+
     /// The members on the new config: every wave up to the current one,
     /// once it was assigned.
     pub fn members_on_new(&self) -> BTreeSet<String> {

@@ -223,6 +223,33 @@ pub(crate) async fn service_or_only(
 }
 
 /// Prints an answer as JSON.
+/// A time as people read it (UTC), or `—` for none.
+pub(crate) fn utc(t: Option<u64>) -> String {
+    t.map(|t| switchyard_model::time::human_utc(t as i64))
+        .unwrap_or_else(|| "—".into())
+}
+
+/// Prints an answer of `switchyard WHAT`: as JSON, or as people read it;
+/// a failure as [`failed`] does.
+pub(crate) fn report<T: Serialize>(
+    what: &str,
+    r: Result<T, ClientError>,
+    json_out: bool,
+    show: impl FnOnce(&T),
+) -> ExitCode {
+    match r {
+        Ok(v) if json_out => {
+            print_json(&v);
+            ExitCode::SUCCESS
+        }
+        Ok(v) => {
+            show(&v);
+            ExitCode::SUCCESS
+        }
+        Err(e) => failed(what, json_out, &e),
+    }
+}
+
 pub(crate) fn print_json<T: Serialize>(v: &T) {
     println!("{}", serde_json::to_string(v).expect("serializable"));
 }

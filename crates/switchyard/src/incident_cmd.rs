@@ -17,7 +17,7 @@ use switchyard_api::{
 use switchyard_model::incident::{Incident, Stage};
 use switchyard_model::ops::human_duration;
 
-use crate::ctl_cmd::{block_on, failed, print_json, service_or_only, Endpoint};
+use crate::ctl_cmd::{block_on, failed, print_json, report, service_or_only, utc, Endpoint};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -156,28 +156,13 @@ pub fn run(args: Args) -> ExitCode {
     block_on(go(&c, args.cmd, args.endpoint.json))
 }
 
-fn ms(t: Option<u64>) -> String {
-    t.map(|t| switchyard_model::time::human_utc(t as i64))
-        .unwrap_or_else(|| "—".into())
-}
-
 /// Prints an answer: as JSON, or as people read it.
 fn done<T: Serialize>(
     r: Result<T, ClientError>,
     json_out: bool,
     show: impl FnOnce(&T),
 ) -> ExitCode {
-    match r {
-        Ok(v) if json_out => {
-            print_json(&v);
-            ExitCode::SUCCESS
-        }
-        Ok(v) => {
-            show(&v);
-            ExitCode::SUCCESS
-        }
-        Err(e) => failed("incident", json_out, &e),
-    }
+    report("incident", r, json_out, show)
 }
 
 fn print_incident(v: &Incident) {
@@ -202,8 +187,8 @@ fn print_incident(v: &Incident) {
             a.name,
             a.severity,
             a.scope,
-            ms(Some(a.since_ms)),
-            a.end_ms.map_or("still firing".into(), |e| ms(Some(e))),
+            utc(Some(a.since_ms)),
+            a.end_ms.map_or("still firing".into(), |e| utc(Some(e))),
             if a.opened {
                 ", opened the incident"
             } else {
@@ -213,14 +198,14 @@ fn print_incident(v: &Incident) {
     }
     println!("  stages:");
     for s in Stage::ALL {
-        println!("    {:<13} {}", s.as_str(), ms(v.stages.get(&s).copied()));
+        println!("    {:<13} {}", s.as_str(), utc(v.stages.get(&s).copied()));
     }
     println!("  timeline:");
     for e in &v.timeline {
         let kind = serde_json::to_value(e.kind).expect("serializable");
         println!(
             "    {}  {:<16} {:<10} {}",
-            ms(Some(e.at_ms)),
+            utc(Some(e.at_ms)),
             kind.as_str().unwrap_or(""),
             e.who,
             e.text
@@ -232,7 +217,7 @@ fn print_silence(x: &switchyard_model::notice::Silence) {
     println!(
         "{}  until {}  service {}  severity {}  scope {}  by {}: {}",
         x.id,
-        ms(Some(x.until_ms)),
+        utc(Some(x.until_ms)),
         x.service.as_deref().unwrap_or("any"),
         x.severity
             .map(|s| s.to_string())
@@ -261,7 +246,7 @@ async fn go(c: &Client, cmd: Cmd, json_out: bool) -> ExitCode {
                         i.id,
                         i.severity.as_str(),
                         i.status.as_str(),
-                        ms(i.stages.get(&Stage::Occurred).copied()),
+                        utc(i.stages.get(&Stage::Occurred).copied()),
                         i.title
                     );
                 }

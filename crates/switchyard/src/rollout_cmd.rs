@@ -14,7 +14,7 @@ use switchyard_api::rollout::{RolloutAction, RolloutPlan, StartRollout};
 use switchyard_api::{Client, ClientError};
 use switchyard_model::rollout::{Rollout, RolloutState};
 
-use crate::ctl_cmd::{block_on, failed, print_json, Endpoint};
+use crate::ctl_cmd::{block_on, failed, print_json, report, utc, Endpoint};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -71,11 +71,6 @@ pub fn run(args: Args) -> ExitCode {
         Err(code) => return code,
     };
     block_on(go(&c, args.cmd, args.endpoint.json))
-}
-
-fn ms(t: Option<u64>) -> String {
-    t.map(|t| switchyard_model::time::human_utc(t as i64))
-        .unwrap_or_else(|| "—".into())
 }
 
 fn print_plan(p: &RolloutPlan) {
@@ -154,7 +149,7 @@ fn print_rollout(r: &Rollout) {
     }
     println!("  steps:");
     for s in &r.steps {
-        println!("    {}  {}", ms(Some(s.at_ms)), s.text);
+        println!("    {}  {}", utc(Some(s.at_ms)), s.text);
     }
 }
 
@@ -163,17 +158,7 @@ fn answer<T: serde::Serialize>(
     json_out: bool,
     show: impl FnOnce(&T),
 ) -> ExitCode {
-    match r {
-        Ok(v) if json_out => {
-            print_json(&v);
-            ExitCode::SUCCESS
-        }
-        Ok(v) => {
-            show(&v);
-            ExitCode::SUCCESS
-        }
-        Err(e) => failed("rollout", json_out, &e),
-    }
+    report("rollout", r, json_out, show)
 }
 
 async fn go(c: &Client, cmd: Cmd, json_out: bool) -> ExitCode {
@@ -226,6 +211,21 @@ async fn go(c: &Client, cmd: Cmd, json_out: bool) -> ExitCode {
             if !wait {
                 return answer(c.rollout(&id).await, json_out, print_rollout);
             }
+            // Waves done out of all, and what it waits for now: a bar on a
+            // terminal, a line per change in a log, nothing with --json.
+            use std::io::IsTerminal;
+            let bar = (!json_out && std::io::stderr().is_terminal()).then(|| {
+                let b = indicatif::ProgressBar::new(0);
+                b.set_style(
+                    indicatif::ProgressStyle::with_template(
+                        "{prefix} [{bar:20}] {pos}/{len} waves {msg}",
+                    )
+                    .expect("a valid template")
+                    .progress_chars("=> "),
+                );
+                b.set_prefix(id.clone());
+                b
+            });
             let mut last = String::new();
             loop {
                 let r = match c.rollout(&id).await {
@@ -233,11 +233,22 @@ async fn go(c: &Client, cmd: Cmd, json_out: bool) -> ExitCode {
                     Err(e) => return failed("rollout", json_out, &e),
                 };
                 let now = r.waiting_for.clone().unwrap_or_default();
-                if !json_out && now != last && !now.is_empty() {
-                    eprintln!("{}  {now}", ms(Some(switchyard_model::time::now_ms())));
-                    last = now;
+                match &bar {
+                    Some(b) => {
+                        b.set_length(r.waves.len() as u64);
+                        b.set_position(r.wave.min(r.waves.len()) as u64);
+                        b.set_message(now);
+                    }
+                    None if !json_out && now != last && !now.is_empty() => {
+                        eprintln!("{}  {now}", utc(Some(switchyard_model::time::now_ms())));
+                        last = now;
+                    }
+                    None => {}
                 }
                 if r.state.is_done() || r.state == RolloutState::Paused {
+                    if let Some(b) = &bar {
+                        b.finish_and_clear();
+                    }
                     let ok = r.state == RolloutState::Succeeded;
                     if json_out {
                         print_json(&r);
@@ -263,7 +274,7 @@ async fn go(c: &Client, cmd: Cmd, json_out: bool) -> ExitCode {
                     "{:<6} {:<12} {:<21} {:<20} {:<20} {}",
                     r.id,
                     r.state.as_str(),
-                    ms(Some(r.created_ms)),
+                    utc(Some(r.created_ms)),
                     r.from,
                     r.to,
                     r.reason

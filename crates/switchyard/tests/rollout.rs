@@ -21,11 +21,12 @@ const BIN: &str = env!("CARGO_BIN_EXE_switchyard");
 /// Two regions, r1 with zones a and b, r2 with c; bakes short enough for
 /// a test, enough traffic (see [`Traffic`]) to judge within them.
 fn topology() -> Topology {
-    Topology::new(BIN, &[("r1", &["a", "b"]), ("r2", &["c"])])
-        .min_healthy(0.5)
-        .with_control_plane()
-        .control_toml(
-            "[control.rollout]\nbake_ms = 3000\ntake_timeout_ms = 15000\nmax_extra_wait_ms = 20000\nmin_requests = 40\nmin_seconds = 2\n",
+    bakes_short(Topology::new(BIN, &[("r1", &["a", "b"]), ("r2", &["c"])]).with_control_plane())
+}
+
+fn bakes_short(t: Topology) -> Topology {
+    t.min_healthy(0.5).control_toml(
+            "[control.rollout]\nbake_ms = 3000\ntake_timeout_ms = 15000\nmax_extra_wait_ms = 20000\n[control.rollout.canary]\nmin_requests = 40\nmin_seconds = 2\n",
         )
 }
 
@@ -336,11 +337,17 @@ async fn a_config_that_breaks_the_canary_is_rolled_back_before_any_other_wave_wi
         ),
         1.0
     );
-    assert!(
+    let failed_verdicts = r
+        .verdicts
+        .iter()
+        .filter(|v| v.verdict == Verdict::Fail)
+        .count();
+    assert_eq!(
         sample(
             &metrics,
             "switchyard_control_rollout_verdicts_total{verdict=\"fail\"}"
-        ) >= 1.0
+        ),
+        failed_verdicts as f64
     );
     assert_eq!(sample(&metrics, "switchyard_control_rollout_wave"), 0.0);
     // The failure is an incident whose timeline shows the change first.
@@ -408,6 +415,15 @@ async fn a_lowered_floor_without_acknowledgement_is_refused_naming_it_and_change
             .reasons
             .iter()
             .any(|r| r.contains("min_healthy")),
+        "{e}"
+    );
+    // A bake longer than the plane can compare is named.
+    let mut long = start_req(text.clone(), "slow");
+    long.bake = Some("2h".into());
+    let e = api.start_rollout(&long).await.unwrap_err();
+    assert_eq!(e.status(), Some(400), "{e}");
+    assert!(
+        e.body().unwrap().reasons[0].starts_with("bake: at most"),
         "{e}"
     );
     // What a person writes, not what a script can send.
@@ -530,4 +546,105 @@ async fn a_control_plane_killed_mid_rollout_carries_it_on_after_a_restart() {
     );
     let v = versions(&edges, &zones).await;
     assert!(v.values().all(|x| *x == r.to), "{v:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rollout_asked_of_a_follower_outlives_the_leader_that_ran_it() {
+    let etcd = switchyard_testkit::etcd::Etcd::start().await;
+    let zones = ["a", "b", "c"];
+    let lab = bakes_short(
+        Topology::new(BIN, &[("r1", &["a", "b"]), ("r2", &["c"])])
+            .with_control_planes(&[9])
+            .etcd_store(&etcd.endpoint),
+    );
+    let _ups = lab.start_upstreams().await;
+    let mut procs = [
+        lab.start_control().await,
+        lab.start_another_control(9).await,
+    ];
+    let edges = lab.start_edges(&zones).await;
+    let apis: Vec<Client> = procs.iter().map(|p| p.api(Some("operate-token"))).collect();
+    let leader = eventually_leader(&apis).await;
+    let follower = 1 - leader;
+    settled(&apis[leader], &edges, &zones).await;
+    let _traffic = Traffic::start(
+        &zones
+            .iter()
+            .map(|z| (z.to_string(), lab.edge_addr(z)))
+            .collect::<Vec<_>>(),
+    );
+    let text = with_service_table(&lab.config_text(), "[service.timeouts]\ntotal_ms = 30000");
+    // Asked of the follower, run by the leader.
+    let r = apis[follower]
+        .start_rollout(&start_req(text, "more patience"))
+        .await
+        .unwrap();
+    eventually("the canary bakes", Duration::from_secs(20), || async {
+        let now = apis[follower].rollout(&r.id).await.unwrap();
+        now.taken_ms
+            .is_some()
+            .then_some(())
+            .ok_or(format!("{:?}", now.waiting_for))
+    })
+    .await;
+    procs[leader].kill9();
+    let done = ended(&apis[follower], &r.id, Duration::from_secs(90)).await;
+    assert_eq!(done.state, RolloutState::Succeeded, "{:#?}", done.steps);
+    assert!(
+        done.steps.iter().any(|s| s.text.contains("took over")),
+        "{:#?}",
+        done.steps
+    );
+    let v = versions(&edges, &zones).await;
+    assert!(v.values().all(|x| *x == r.to), "{v:?}");
+}
+
+async fn eventually_leader(apis: &[Client]) -> usize {
+    let mut found = None;
+    for _ in 0..150 {
+        for (i, a) in apis.iter().enumerate() {
+            if a.leader().await.is_ok_and(|l| l.acting) {
+                found = Some(i);
+            }
+        }
+        if found.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    found.expect("a plane leads within 15 s")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_config_the_canary_refuses_rolls_back_naming_the_refusal() {
+    let zones = ["a", "b", "c"];
+    let lab = topology();
+    let _ups = lab.start_upstreams().await;
+    let cp = lab.start_control().await;
+    let edges = lab.start_edges(&zones).await;
+    let api = cp.api(Some("operate-token"));
+    let from = settled(&api, &edges, &zones).await;
+    // Valid on its own, but it moves the canary's admin listener: an edge
+    // cannot take that without a restart, and says so.
+    let admin = lab.admin_addr("a").to_string();
+    let moved = lab.config_text().replacen(
+        &format!("admin = \"{admin}\""),
+        "admin = \"127.250.0.1:9090\"",
+        1,
+    );
+    assert_ne!(moved, lab.config_text());
+    let r = api
+        .start_rollout(&start_req(moved, "move a's admin"))
+        .await
+        .unwrap();
+    let done = ended(&api, &r.id, Duration::from_secs(30)).await;
+    assert_eq!(done.state, RolloutState::RolledBack, "{:#?}", done.steps);
+    let back = done.steps.last().unwrap();
+    assert!(
+        back.text.contains("a refused the new config") && back.text.contains("restart"),
+        "{}",
+        back.text
+    );
+    let v = versions(&edges, &zones).await;
+    assert!(v.values().all(|x| *x == from), "{v:?}");
 }
