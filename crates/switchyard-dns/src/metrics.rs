@@ -62,10 +62,7 @@ pub struct ActionLabels {
     pub action: &'static str,
 }
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct VersionLabels {
-    pub version: String,
-}
+pub use switchyard_metrics::VersionLabels;
 
 pub struct Metrics {
     pub registry: Registry,
@@ -195,16 +192,7 @@ impl Metrics {
 
     /// The config running is now `version` (it was `was`).
     pub fn config_running(&self, was: Option<&str>, version: &str) {
-        if let Some(w) = was.filter(|w| *w != version) {
-            self.config_info.remove(&VersionLabels {
-                version: w.to_string(),
-            });
-        }
-        self.config_info
-            .get_or_create(&VersionLabels {
-                version: version.to_string(),
-            })
-            .set(1);
+        switchyard_metrics::set_running_version(&self.config_info, was, version);
     }
 
     pub fn update(&self, source: &str, ok: bool) {

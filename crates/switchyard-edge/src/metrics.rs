@@ -53,10 +53,7 @@ pub struct CheckLabels {
     pub result: String,
 }
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct VersionLabels {
-    pub version: String,
-}
+pub use switchyard_metrics::VersionLabels;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ShedLabels {
@@ -438,16 +435,7 @@ impl Metrics {
 
     /// The config running is now `version` (it was `was`).
     pub fn config_running(&self, was: Option<&str>, version: &str) {
-        if let Some(w) = was.filter(|w| *w != version) {
-            self.config_info.remove(&VersionLabels {
-                version: w.to_string(),
-            });
-        }
-        self.config_info
-            .get_or_create(&VersionLabels {
-                version: version.to_string(),
-            })
-            .set(1);
+        switchyard_metrics::set_running_version(&self.config_info, was, version);
     }
 
     pub fn encode(&self) -> String {

@@ -8,6 +8,9 @@
 
 pub mod line_log;
 
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
 /// The `Content-Type` of [`encode`]'s text.
@@ -19,6 +22,26 @@ pub fn encode(registry: &Registry) -> String {
     prometheus_client::encoding::text::encode(&mut out, registry)
         .expect("writing to a String cannot fail");
     out
+}
+
+/// The label of an info gauge: the version of what runs (a config's hash).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct VersionLabels {
+    pub version: String,
+}
+
+/// An info gauge (`…_config_info{version}`) now says `version` runs: 1 for
+/// it, and the series of `was` (the one before) gone.
+pub fn set_running_version(info: &Family<VersionLabels, Gauge>, was: Option<&str>, version: &str) {
+    if let Some(w) = was.filter(|w| *w != version) {
+        info.remove(&VersionLabels {
+            version: w.to_string(),
+        });
+    }
+    info.get_or_create(&VersionLabels {
+        version: version.to_string(),
+    })
+    .set(1);
 }
 
 #[cfg(test)]
