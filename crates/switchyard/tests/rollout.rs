@@ -74,6 +74,15 @@ impl Traffic {
         Traffic { counts, tasks }
     }
 
+    /// To the edges of `zones`.
+    fn to_edges(lab: &Topology, zones: &[&str]) -> Traffic {
+        let edges: Vec<(String, SocketAddr)> = zones
+            .iter()
+            .map(|z| (z.to_string(), lab.edge_addr(z)))
+            .collect();
+        Traffic::start(&edges)
+    }
+
     /// (ok, failed) per zone so far.
     fn counts(&self) -> BTreeMap<String, (u64, u64)> {
         self.counts.lock().unwrap().clone()
@@ -176,12 +185,7 @@ async fn a_harmless_config_goes_out_wave_by_wave_each_after_its_bake_and_ends_on
     let ns = lab.start_dns(1).await;
     let api = cp.api(Some("operate-token"));
     let from = settled(&api, &edges, &zones).await;
-    let _traffic = Traffic::start(
-        &zones
-            .iter()
-            .map(|z| (z.to_string(), lab.edge_addr(z)))
-            .collect::<Vec<_>>(),
-    );
+    let _traffic = Traffic::to_edges(&lab, &zones);
     // A raised floor is no risk, and shows in the plane's status.
     let text = with_service_table(
         &lab.config_text()
@@ -274,12 +278,7 @@ async fn a_config_that_breaks_the_canary_is_rolled_back_before_any_other_wave_wi
     let edges = lab.start_edges(&zones).await;
     let api = cp.api(Some("operate-token"));
     let from = settled(&api, &edges, &zones).await;
-    let traffic = Traffic::start(
-        &zones
-            .iter()
-            .map(|z| (z.to_string(), lab.edge_addr(z)))
-            .collect::<Vec<_>>(),
-    );
+    let traffic = Traffic::to_edges(&lab, &zones);
     // Far too short for a 40 ms service: every request the canary sends
     // times out.
     let text = with_service_table(&lab.config_text(), "[service.timeouts]\nheader_ms = 10");
@@ -496,12 +495,7 @@ async fn a_control_plane_killed_mid_rollout_carries_it_on_after_a_restart() {
     let mut edges = lab.start_edges(&zones).await;
     let api = cp.api(Some("operate-token"));
     let from = settled(&api, &edges, &zones).await;
-    let _traffic = Traffic::start(
-        &zones
-            .iter()
-            .map(|z| (z.to_string(), lab.edge_addr(z)))
-            .collect::<Vec<_>>(),
-    );
+    let _traffic = Traffic::to_edges(&lab, &zones);
     let text = with_service_table(&lab.config_text(), "[service.timeouts]\ntotal_ms = 30000");
     let r = api
         .start_rollout(&start_req(text, "more patience"))
@@ -567,12 +561,7 @@ async fn a_rollout_asked_of_a_follower_outlives_the_leader_that_ran_it() {
     let leader = eventually_leader(&apis).await;
     let follower = 1 - leader;
     settled(&apis[leader], &edges, &zones).await;
-    let _traffic = Traffic::start(
-        &zones
-            .iter()
-            .map(|z| (z.to_string(), lab.edge_addr(z)))
-            .collect::<Vec<_>>(),
-    );
+    let _traffic = Traffic::to_edges(&lab, &zones);
     let text = with_service_table(&lab.config_text(), "[service.timeouts]\ntotal_ms = 30000");
     // Asked of the follower, run by the leader.
     let r = apis[follower]
