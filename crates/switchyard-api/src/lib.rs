@@ -12,6 +12,7 @@ pub mod client;
 pub mod configs;
 pub mod dns;
 pub mod edge;
+pub mod live;
 pub mod lkg;
 pub mod rollout;
 pub mod signals;

@@ -58,6 +58,7 @@ pub fn router<S: Store + 'static>(api: Api<S>) -> Router {
         .route("/v1/config/{version}", get(config_doc::<S>))
         .merge(crate::api_incidents::routes::<S>())
         .merge(crate::api_rollouts::routes::<S>())
+        .merge(crate::api_live::routes::<S>())
         .fallback(|| async {
             error(
                 StatusCode::NOT_FOUND,
@@ -73,6 +74,10 @@ pub fn router<S: Store + 'static>(api: Api<S>) -> Router {
 }
 
 async fn leader<S: Store>(State(api): State<Api<S>>) -> Json<switchyard_api::LeaderView> {
+    Json(leader_view(&api))
+}
+
+pub fn leader_view<S: Store>(api: &Api<S>) -> switchyard_api::LeaderView {
     let l = &api.plane.leadership;
     let acting = l.acting(now_ms());
     let leader = match l.role() {
@@ -80,14 +85,20 @@ async fn leader<S: Store>(State(api): State<Api<S>>) -> Json<switchyard_api::Lea
         crate::leader::Role::Follower { leader } => leader,
         crate::leader::Role::Leader { .. } => None,
     };
-    Json(switchyard_api::LeaderView {
+    switchyard_api::LeaderView {
         me: l.me.clone(),
         acting,
         leader,
-    })
+    }
 }
 
 async fn status<S: Store>(State(api): State<Api<S>>) -> Json<StatusView> {
+    Json(status_view(&api))
+}
+
+/// The controls in force per service, region and zone, as `/v1/status` and
+/// the live view show them.
+pub fn status_view<S: Store>(api: &Api<S>) -> StatusView {
     let cur = api.plane.current();
     let cfg = &api.plane.config();
     let now = now_ms();
@@ -143,12 +154,12 @@ async fn status<S: Store>(State(api): State<Api<S>>) -> Json<StatusView> {
             }
         })
         .collect();
-    Json(StatusView {
+    StatusView {
         version: cur.version,
         services,
         watchers: api.plane.watchers(),
         problem: api.plane.held_back().or_else(|| api.plane.stale()),
-    })
+    }
 }
 
 async fn get_controls<S: Store>(State(api): State<Api<S>>) -> Json<ControlsView> {

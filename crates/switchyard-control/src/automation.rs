@@ -95,6 +95,11 @@ pub async fn run<S: Store + 'static>(
             rollouts.ingest_dns(member, running);
         }
         while let Ok(s) = rx.try_recv() {
+            plane
+                .live
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .ingest(&s, now);
             engine.ingest(&s);
             rollouts.ingest(&s);
             if acting {

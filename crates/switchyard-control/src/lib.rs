@@ -8,6 +8,7 @@
 pub mod adopt;
 pub mod api;
 pub mod api_incidents;
+pub mod api_live;
 pub mod api_rollouts;
 pub mod automation;
 pub mod backup;
@@ -16,6 +17,7 @@ pub mod dns_preview;
 pub mod forward;
 pub mod incidents;
 pub mod leader;
+pub mod live;
 pub mod metrics;
 pub mod plane;
 pub mod playbooks;

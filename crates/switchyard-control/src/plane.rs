@@ -83,6 +83,10 @@ pub struct ControlPlane<S: Store> {
     events: broadcast::Sender<Arc<ChangeEvent>>,
     /// What detection and the playbooks see now, for `/v1/findings`.
     pub observed: Mutex<FindingsView>,
+    /// What the edges' signals show, second by second, for `/v1/live`.
+    pub live: Mutex<crate::live::Live>,
+    /// Bounds the live streams served at once.
+    pub viewers: Arc<tokio::sync::Semaphore>,
     pub metrics: crate::metrics::Metrics,
     /// Set while this plane's store is behind what the edges hold: why.
     held_back: Mutex<Option<String>>,
@@ -210,6 +214,8 @@ impl<S: Store> ControlPlane<S> {
             tx: broadcast::channel(64).0,
             events: broadcast::channel(256).0,
             observed: Mutex::new(FindingsView::default()),
+            live: Mutex::new(crate::live::Live::default()),
+            viewers: Arc::new(tokio::sync::Semaphore::new(crate::api_live::MAX_VIEWERS)),
             metrics: crate::metrics::Metrics::new(),
             leadership: Leadership::new(me),
             held_back: Mutex::new(held_back),
