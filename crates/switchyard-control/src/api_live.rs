@@ -77,18 +77,21 @@ async fn live<S: Store + 'static>(State(api): State<Api<S>>) -> Response {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let state = (api.clone(), changes, tick, permit);
-    let frames = stream::unfold(state, move |(api, mut changes, mut tick, permit)| async move {
-        tokio::select! {
-            _ = tick.tick() => {}
-            r = changes.recv() => {
-                if let Err(tokio::sync::broadcast::error::RecvError::Closed) = r {
-                    return None;
+    let frames = stream::unfold(
+        state,
+        move |(api, mut changes, mut tick, permit)| async move {
+            tokio::select! {
+                _ = tick.tick() => {}
+                r = changes.recv() => {
+                    if let Err(tokio::sync::broadcast::error::RecvError::Closed) = r {
+                        return None;
+                    }
                 }
             }
-        }
-        let v = frame(&api);
-        Some((to_event(&v), (api, changes, tick, permit)))
-    });
+            let v = frame(&api);
+            Some((to_event(&v), (api, changes, tick, permit)))
+        },
+    );
     let mut stopping = api.stopping.clone();
     let frames = frames.take_until(async move {
         let _ = stopping.wait_for(|s| *s).await;

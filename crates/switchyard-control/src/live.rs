@@ -69,10 +69,7 @@ impl Live {
             slot.requests += series.requests;
             slot.failures += series.failures();
             slot.p99_ms = slot.p99_ms.max(series.p99_ms);
-            while q
-                .front()
-                .is_some_and(|(t, _)| *t + KEEP_SECONDS < second)
-            {
+            while q.front().is_some_and(|(t, _)| *t + KEEP_SECONDS < second) {
                 q.pop_front();
             }
         }
@@ -100,14 +97,14 @@ impl Live {
                     .map(|(t, s)| point(*t * 1000, s, 1))
                     .collect();
                 let recent_from = now_s.saturating_sub(RECENT_SECONDS);
-                let recent = seconds
-                    .iter()
-                    .filter(|(t, _)| *t >= recent_from)
-                    .fold(Second::default(), |a, (_, s)| Second {
+                let recent = seconds.iter().filter(|(t, _)| *t >= recent_from).fold(
+                    Second::default(),
+                    |a, (_, s)| Second {
                         requests: a.requests + s.requests,
                         failures: a.failures + s.failures,
                         p99_ms: a.p99_ms.max(s.p99_ms),
-                    });
+                    },
+                );
                 out.push(ZoneTraffic {
                     service: svc.name.clone(),
                     region: zone.region.clone(),
@@ -198,7 +195,14 @@ addr = "127.0.0.1:7002"
         .expect("valid config")
     }
 
-    fn snapshot(from: &str, at_ms: u64, to: &str, requests: u64, failed: u64, p99: f64) -> Snapshot {
+    fn snapshot(
+        from: &str,
+        at_ms: u64,
+        to: &str,
+        requests: u64,
+        failed: u64,
+        p99: f64,
+    ) -> Snapshot {
         let mut errors = Map::new();
         if failed > 0 {
             errors.insert("status_5xx".to_string(), failed);

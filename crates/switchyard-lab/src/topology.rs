@@ -13,6 +13,10 @@ use serde::Deserialize;
 pub const DEFAULT: &str = include_str!("../topologies/default.toml");
 pub const HOST: &str = "catalog.lab";
 pub const ADMIN_TOKEN: &str = "lab-admin-token";
+/// The console's and the API's other two scopes, so a person (or a test)
+/// can look without being able to act, and act without `force`.
+pub const READ_TOKEN: &str = "lab-read-token";
+pub const OPERATE_TOKEN: &str = "lab-operate-token";
 /// The secret the lab's edges show each other when they forward.
 pub const FORWARD_SECRET: &str = "lab-forward-secret-0123";
 
@@ -516,7 +520,9 @@ impl Topology {
                  [[control.notify.receiver]]\nname = \"lab-oncall\"\nkind = \"webhook\"\nurl = \"http://{inbox}/webhook\"\n\
                  [[control.notify.receiver]]\nname = \"lab-chat\"\nkind = \"slack\"\nurl = \"http://{inbox}/slack\"\n\
                  [[control.notify.route]]\nreceivers = [\"lab-oncall\", \"lab-chat\"]\n\
-                 [[control.token]]\nname = \"lab\"\nscope = \"admin\"\ntoken = {ADMIN_TOKEN:?}",
+                 [[control.token]]\nname = \"lab\"\nscope = \"admin\"\ntoken = {ADMIN_TOKEN:?}\n\
+                 [[control.token]]\nname = \"lab-read\"\nscope = \"read\"\ntoken = {READ_TOKEN:?}\n\
+                 [[control.token]]\nname = \"lab-operate\"\nscope = \"operate\"\ntoken = {OPERATE_TOKEN:?}",
                 self.playbooks,
                 inbox = crate::inbox::ADDR,
             )
