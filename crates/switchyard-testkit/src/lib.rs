@@ -5,6 +5,7 @@
 
 pub mod bench;
 pub mod bind;
+pub mod browser;
 pub mod client;
 pub mod control;
 pub mod dns;
@@ -22,6 +23,7 @@ pub mod websocket;
 
 pub use bench::BackendProcess;
 pub use bind::{Bind, BindKey};
+pub use browser::Browser;
 pub use client::{send, Reply, Req, Sent, Traffic};
 pub use control::ControlProcess;
 pub use dns::DnsProcess;
