@@ -59,6 +59,7 @@ pub fn router<S: Store + 'static>(api: Api<S>) -> Router {
         .merge(crate::api_incidents::routes::<S>())
         .merge(crate::api_rollouts::routes::<S>())
         .merge(crate::api_live::routes::<S>())
+        .merge(crate::api_console::routes::<S>())
         .fallback(|| async {
             error(
                 StatusCode::NOT_FOUND,

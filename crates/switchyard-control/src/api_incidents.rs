@@ -91,7 +91,7 @@ async fn all<S: Store>(api: &Api<S>) -> Result<Vec<Incident>, Response> {
     Ok(out)
 }
 
-async fn one<S: Store>(api: &Api<S>, id: &str) -> Result<Incident, Response> {
+pub(crate) async fn one<S: Store>(api: &Api<S>, id: &str) -> Result<Incident, Response> {
     if acting(api) {
         if let Some(i) = api.incidents.lock().open_incidents().find(|i| i.id == id) {
             return Ok(i.clone());
@@ -754,6 +754,7 @@ mod tests {
             rollouts: Arc::new(crate::rollout_run::Rollouts::new(settings.rollout)),
             stopping: tokio::sync::watch::channel(false).1,
             peer_tls: settings.peer_tls,
+            console: Arc::new(settings.console),
         };
         (api, lab)
     }

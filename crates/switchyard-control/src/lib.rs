@@ -7,6 +7,7 @@
 
 pub mod adopt;
 pub mod api;
+pub mod api_console;
 pub mod api_incidents;
 pub mod api_live;
 pub mod api_rollouts;

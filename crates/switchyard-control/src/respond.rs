@@ -23,6 +23,8 @@ pub struct Api<S: Store> {
     pub stopping: tokio::sync::watch::Receiver<bool>,
     /// How to reach the leader over HTTPS when requests are passed to it.
     pub peer_tls: Arc<rustls::ClientConfig>,
+    /// The web console's settings (`[control.console]`).
+    pub console: Arc<crate::api_console::ConsoleSettings>,
 }
 
 impl<S: Store> Clone for Api<S> {
@@ -33,6 +35,7 @@ impl<S: Store> Clone for Api<S> {
             rollouts: self.rollouts.clone(),
             peer_tls: self.peer_tls.clone(),
             stopping: self.stopping.clone(),
+            console: self.console.clone(),
         }
     }
 }
@@ -126,30 +129,64 @@ impl IntoResponse for ChangeError {
     }
 }
 
-/// The caller's token name, if its token allows `need`.
-#[allow(clippy::result_large_err)] // the error is the answer to send as it is
-pub fn authorize<S: Store>(
-    api: &Api<S>,
-    headers: &HeaderMap,
-    need: Scope,
-) -> Result<String, Response> {
-    let given = headers
+/// Who calls: the name and scope of the token given, and whether it came
+/// in the console's session cookie rather than an `Authorization` header.
+pub struct Caller {
+    pub name: String,
+    pub scope: Scope,
+    pub session: bool,
+}
+
+/// The token of a request: `Authorization: Bearer`, or else the console's
+/// session cookie — accepted only with its CSRF header, so a page on
+/// another site that makes the browser send the cookie gets nothing done.
+#[allow(clippy::result_large_err)]
+pub fn identify<S: Store>(api: &Api<S>, headers: &HeaderMap) -> Result<Caller, Response> {
+    use switchyard_console::session;
+    let bearer = headers
         .get("authorization")
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .ok_or_else(|| {
-            error(
+        .and_then(|v| v.strip_prefix("Bearer "));
+    let cookie = || {
+        headers
+            .get_all("cookie")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .find_map(|h| session::cookie(h, session::SESSION_COOKIE))
+            .filter(|t| !t.is_empty())
+    };
+    let (given, from_session) = match (bearer, cookie()) {
+        (Some(t), _) => (t, false),
+        (None, Some(t)) => {
+            let csrf = headers
+                .get(session::CSRF_HEADER)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("");
+            if !session::csrf_matches(t, csrf) {
+                return Err(error(
+                    StatusCode::FORBIDDEN,
+                    "csrf",
+                    vec![format!(
+                        "{}: missing or not this session's; a console session's requests must carry it (reload the console)",
+                        session::CSRF_HEADER
+                    )],
+                ));
+            }
+            (t, true)
+        }
+        (None, None) => {
+            return Err(error(
                 StatusCode::UNAUTHORIZED,
                 "unauthorized",
-                vec!["an Authorization: Bearer token is required".into()],
-            )
-        })?;
-    let tokens = api
-        .plane
-        .config()
+                vec!["an Authorization: Bearer token (or a console session) is required".into()],
+            ))
+        }
+    };
+    let config = api.plane.config();
+    let tokens = config
         .control
         .as_ref()
-        .map(|c| c.tokens.clone())
+        .map(|c| c.tokens.as_slice())
         .unwrap_or_default();
     let Some((name, scope, _)) = tokens
         .iter()
@@ -161,7 +198,22 @@ pub fn authorize<S: Store>(
             vec!["unknown token".into()],
         ));
     };
-    if *scope < need {
+    Ok(Caller {
+        name: name.clone(),
+        scope: *scope,
+        session: from_session,
+    })
+}
+
+/// The caller's token name, if its token allows `need`.
+#[allow(clippy::result_large_err)] // the error is the answer to send as it is
+pub fn authorize<S: Store>(
+    api: &Api<S>,
+    headers: &HeaderMap,
+    need: Scope,
+) -> Result<String, Response> {
+    let Caller { name, scope, .. } = identify(api, headers)?;
+    if scope < need {
         return Err(error(
             StatusCode::FORBIDDEN,
             "forbidden",
@@ -170,7 +222,7 @@ pub fn authorize<S: Store>(
             )],
         ));
     }
-    Ok(name.clone())
+    Ok(name)
 }
 
 /// The whole body, read only after the caller is authenticated (so a

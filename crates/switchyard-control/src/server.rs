@@ -35,6 +35,8 @@ pub struct Settings {
     /// `[control.etcd_tls]`: how to speak TLS to etcd (`https://` endpoints
     /// without it trust the shipped roots and present no certificate).
     pub etcd_tls: Option<rustls::ClientConfig>,
+    /// `[control.console]`, files resolved.
+    pub console: crate::api_console::ConsoleSettings,
 }
 
 /// `[control.tls]` as written.
@@ -200,6 +202,12 @@ pub fn check(t: &ControlTables, base: &Path) -> Result<Settings, Vec<String>> {
         tls: serve,
         peer_tls,
         etcd_tls: etcd_tls(&t.etcd_tls, base, &mut errs),
+        console: crate::api_console::ConsoleSettings::check(
+            &t.console,
+            t.tls.is_some(),
+            base,
+            &mut errs,
+        ),
     };
     if let Err(e) = s.notify.validate(|k| std::env::var(k).ok()) {
         errs.extend(e);
@@ -370,6 +378,7 @@ pub async fn serve<S: Store + 'static>(
     let (tx, mut rx) = tokio::sync::watch::channel(false);
     let rollouts = Arc::new(crate::rollout_run::Rollouts::new(settings.rollout.clone()));
     let app = router(Api {
+        console: Arc::new(settings.console.clone()),
         peer_tls: settings.peer_tls.clone(),
         plane: plane.clone(),
         incidents: incidents.clone(),

@@ -699,6 +699,15 @@ fn evidence_lines(e: &serde_json::Value, _i: &Incident) -> Vec<(String, String)>
     out
 }
 
+/// The plot `stem` of the postmortem (as its Markdown names it,
+/// `STEM.png`) as an SVG document; `None` when it has no such plot.
+pub fn plot_svg(i: &Incident, stem: &str) -> Option<io::Result<String>> {
+    plots(i)
+        .into_iter()
+        .find(|(s, _, _)| *s == stem)
+        .map(|(_, _, plot)| switchyard_report::chart::svg_string(&plot))
+}
+
 /// Writes `postmortem.md` and its plots (PNG and SVG) into `dir`.
 pub fn write(i: &Incident, dir: &Path) -> io::Result<PathBuf> {
     std::fs::create_dir_all(dir)?;

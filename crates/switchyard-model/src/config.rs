@@ -49,6 +49,7 @@ pub mod raw {
                 rollout: self.rollout.clone(),
                 tls: self.tls.clone(),
                 etcd_tls: self.etcd_tls.clone(),
+                console: self.console.clone(),
             }
         }
     }
@@ -83,6 +84,9 @@ pub mod raw {
         /// `ca_file`, `cert_file`, `key_file`: TLS with a client
         /// certificate to etcd; read and checked by the control plane.
         pub etcd_tls: Option<toml::Table>,
+        /// The web console (`reports_dir`: drill reports to show), checked
+        /// by the control plane.
+        pub console: Option<toml::Table>,
     }
 
     #[derive(Debug, Deserialize)]
@@ -384,6 +388,7 @@ pub struct ControlTables {
     pub rollout: Option<toml::Table>,
     pub tls: Option<toml::Table>,
     pub etcd_tls: Option<toml::Table>,
+    pub console: Option<toml::Table>,
 }
 
 #[derive(Debug, Clone, PartialEq)]

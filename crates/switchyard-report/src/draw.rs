@@ -83,6 +83,18 @@ pub fn write_plot(plot: &Plot, dir: &Path, stem: &str) -> io::Result<()> {
     Ok(())
 }
 
+/// The plot as an SVG document, for a page that shows it inline.
+pub fn svg_string(plot: &Plot) -> io::Result<String> {
+    register_bundled_font()?;
+    let mut out = String::new();
+    {
+        let root = SVGBackend::with_string(&mut out, (WIDTH, HEIGHT)).into_drawing_area();
+        draw(&root, plot).map_err(plot_error)?;
+        root.present().map_err(plot_error)?;
+    }
+    Ok(out)
+}
+
 /// plotters' `ab_glyph` font table is process-wide, so register once.
 fn register_bundled_font() -> io::Result<()> {
     static REGISTERED: OnceLock<bool> = OnceLock::new();

@@ -16,7 +16,7 @@ pub use types::*;
 /// Charts for other reports (incident postmortems): lines over time with
 /// event markers and a bound, written as PNG and SVG with the bundled font.
 pub mod chart {
-    pub use crate::draw::write_plot;
+    pub use crate::draw::{svg_string, write_plot};
     pub use crate::plot::{Marker, MarkerKind, Plot, Series};
 }
 
