@@ -630,9 +630,18 @@ async function preview() {
       ` (${p.serving_instances_after} of ${p.total_instances} instances serving)`
     )
   );
-  let rules = p.rules;
-  if (!rules) rules = p.refusals.map((r) => ({ rule: r.rule, passed: false, message: r.message }));
-  out.append(el("h4", { text: "Safety rules" }), rules.length ? ruleList(rules) : el("p", { text: "No rule applies to this operation." }));
+  out.append(el("h4", { text: "Safety rules" }));
+  if (p.rules) {
+    out.append(p.rules.length ? ruleList(p.rules) : el("p", { text: "No rule applies to this operation." }));
+  } else {
+    // A plane that sends only the refusals: say so rather than imply
+    // that no rule was asked.
+    out.append(
+      p.refusals.length
+        ? ruleList(p.refusals.map((r) => ({ rule: r.rule, passed: false, message: r.message })))
+        : el("p", { "data-testid": "rules-passed", text: "Every rule passed (this plane sends only refusals, not each rule's numbers)." })
+    );
+  }
   if (!p.allowed && p.refusals.length) {
     out.append(el("h4", { text: "Refused by" }), ruleList(p.refusals.map((r) => ({ rule: r.rule, passed: false, message: r.message }))));
   }
@@ -862,6 +871,10 @@ function actorText(a) {
       return JSON.stringify(a);
   }
 }
+function actorName(a) {
+  if (typeof a === "string") return a;
+  return a.kind === "rollout" ? a.id : a.name;
+}
 function entryService(e) {
   const op = e.op || {};
   return op.service || (op.fault && op.fault.service) || "";
@@ -874,29 +887,40 @@ async function renderHistory() {
   app.textContent = "";
   app.append(el("h1", { text: "History" }));
 
-  // Audit log, filtered here.
+  // Audit log: the plane filters (by service, actor kind or name, and
+  // kind of entry) among its newest 10,000 entries.
   const sec = el("section", { "aria-labelledby": "audit-h" }, el("h2", { id: "audit-h", text: "Audit log" }));
+  app.append(sec);
   if (h.status !== 200) {
     sec.append(el("p", { class: "error", role: "alert", text: errorText(h) }));
   } else {
-    const entries = h.body.entries.slice().reverse();
+    const seen = h.body.entries;
     const uniq = (xs) => [...new Set(xs.filter(Boolean))].sort();
+    const services = uniq(seen.map(entryService).concat(S.live ? S.live.status.services.map((x) => x.service) : []));
+    const actors = ["person", "playbook", "drill", "rollout"].concat(uniq(seen.map(actorName)));
+    const kinds = ["change", "recommendation", "verification", "dns_push", "rollout"];
     const pick = (id, label, opts) =>
       el("label", { for: id }, `${label} `, el("select", { id }, el("option", { value: "", text: "all" }), opts.map((o) => el("option", { value: o, text: o }))));
-    const filters = el(
-      "div",
-      { class: "filters" },
-      pick("f-service", "Service", uniq(entries.map(entryService))),
-      pick("f-actor", "Actor", uniq(entries.map((e) => actorText(e.actor)))),
-      pick("f-kind", "Kind", uniq(entries.map((e) => e.kind || "change")))
-    );
+    const filters = el("div", { class: "filters" }, pick("f-service", "Service", services), pick("f-actor", "Actor", actors), pick("f-kind", "Kind", kinds));
     const table = el("table", { class: "list", id: "audit" });
-    const draw = () => {
-      const fs = document.getElementById("f-service").value;
-      const fa = document.getElementById("f-actor").value;
-      const fk = document.getElementById("f-kind").value;
-      const rows = entries.filter((e) => (!fs || entryService(e) === fs) && (!fa || actorText(e.actor) === fa) && (!fk || (e.kind || "change") === fk));
+    const count = el("p", { id: "audit-count", class: "muted", role: "status" });
+    const draw = async () => {
+      const q = new URLSearchParams({ limit: "500" });
+      for (const [id, key] of [
+        ["f-service", "service"],
+        ["f-actor", "actor"],
+        ["f-kind", "kind"],
+      ]) {
+        const v = document.getElementById(id).value;
+        if (v) q.set(key, v);
+      }
+      const res = await api("GET", `/v1/history?${q}`);
       table.textContent = "";
+      if (res.status !== 200) {
+        count.textContent = errorText(res);
+        return;
+      }
+      const rows = res.body.entries.slice().reverse();
       table.append(el("thead", {}, el("tr", {}, ["when", "actor", "kind", "action", "reason", "outcome"].map((x) => el("th", { scope: "col", text: x })))));
       const body = el("tbody");
       for (const e of rows) {
@@ -906,14 +930,12 @@ async function renderHistory() {
         );
       }
       table.append(body);
-      document.getElementById("audit-count").textContent = `${rows.length} of ${entries.length} entries`;
+      count.textContent = `${rows.length} entries, newest first`;
     };
-    sec.append(filters, el("p", { id: "audit-count", class: "muted", role: "status" }), table);
-    app.append(sec);
+    sec.append(filters, count, table);
     for (const id of ["f-service", "f-actor", "f-kind"]) document.getElementById(id).addEventListener("change", draw);
-    draw();
+    await draw();
   }
-  if (!sec.isConnected) app.append(sec);
 
   // Rollouts.
   const rs = el("section", { "aria-labelledby": "ro-h" }, el("h2", { id: "ro-h", text: "Config rollouts" }));

@@ -63,9 +63,6 @@ impl Browser {
             .stdin(Stdio::null())
             .stdout(out.try_clone().expect("log handle"))
             .stderr(out);
-        // Its own process group, so the browser it starts is killed with it
-        // on drop even when the session was never closed.
-        std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
         let driver = cmd.spawn().expect("spawn chromedriver");
         let profile = tempfile::tempdir().expect("a browser profile dir");
         let url = format!("http://127.0.0.1:{port}");
@@ -163,13 +160,18 @@ impl Browser {
             .map_err(|e| format!("{css}: {e}"))
     }
 
-    /// The visible text of the element a CSS selector finds now.
+    /// The visible text of the element a CSS selector finds now (found
+    /// again when the page replaced it meanwhile, as for [`Browser::click`]).
     pub async fn text(&self, css: &str) -> Result<String, String> {
-        self.find(css)
-            .await?
-            .text()
-            .await
-            .map_err(|e| format!("{css}: {e}"))
+        let mut last = String::new();
+        for _ in 0..5 {
+            match self.find(css).await?.text().await {
+                Ok(t) => return Ok(t),
+                Err(e) => last = format!("{css}: {e}"),
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Err(last)
     }
 
     /// How many elements a CSS selector finds now.
@@ -181,12 +183,19 @@ impl Browser {
             .unwrap_or(0)
     }
 
+    /// Clicks the element a CSS selector finds. A page that redraws
+    /// itself (the console's overview does, every second) may replace the
+    /// element between finding and clicking: it is found again, a few times.
     pub async fn click(&self, css: &str) -> Result<(), String> {
-        self.find(css)
-            .await?
-            .click()
-            .await
-            .map_err(|e| format!("click {css}: {e}"))
+        let mut last = String::new();
+        for _ in 0..5 {
+            match self.find(css).await?.click().await {
+                Ok(()) => return Ok(()),
+                Err(e) => last = format!("click {css}: {e}"),
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Err(last)
     }
 
     /// Replaces the value of the input a CSS selector finds with `text`.
@@ -244,24 +253,55 @@ impl Browser {
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
+}
 
-    /// Messages the page wrote to its console (errors, CSP violations), as
-    /// chromedriver's log records them.
-    pub fn page_errors(&self) -> Vec<String> {
-        self.log()
-            .lines()
-            .filter(|l| l.contains("Content Security Policy") || l.contains("Uncaught"))
-            .map(str::to_string)
-            .collect()
+/// The processes below `pid` (children first found, then theirs), from /proc.
+fn descendants(pid: u32) -> Vec<u32> {
+    let mut parent_of = Vec::new();
+    if let Ok(rd) = std::fs::read_dir("/proc") {
+        for e in rd.flatten() {
+            let Ok(p) = e.file_name().to_string_lossy().parse::<u32>() else {
+                continue;
+            };
+            let Ok(stat) = std::fs::read_to_string(format!("/proc/{p}/stat")) else {
+                continue;
+            };
+            // `pid (comm) state ppid …`; comm may hold spaces and parentheses.
+            let ppid = stat
+                .rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+                .and_then(|x| x.parse::<u32>().ok());
+            if let Some(pp) = ppid {
+                parent_of.push((p, pp));
+            }
+        }
     }
+    let mut out = Vec::new();
+    let mut frontier = vec![pid];
+    while let Some(q) = frontier.pop() {
+        for (c, pp) in &parent_of {
+            if *pp == q && !out.contains(c) {
+                out.push(*c);
+                frontier.push(*c);
+            }
+        }
+    }
+    out
 }
 
 impl Drop for Browser {
     fn drop(&mut self) {
-        // The whole group: chromedriver and the Chromium it started.
-        let _ = Command::new("kill")
-            .args(["-KILL", &format!("-{}", self.driver.id())])
-            .status();
+        // Chromium and its helpers first (by their own pids, found under
+        // chromedriver), then chromedriver, so none outlives the test even
+        // when the session was never closed.
+        let below = descendants(self.driver.id());
+        if !below.is_empty() {
+            let _ = Command::new("kill")
+                .arg("-KILL")
+                .args(below.iter().map(|p| p.to_string()))
+                .stderr(Stdio::null())
+                .status();
+        }
         let _ = self.driver.kill();
         let _ = self.driver.wait();
     }
