@@ -120,6 +120,18 @@ pub struct Preview {
     /// follow the same controls). Only answers that change are listed.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub dns: Vec<DnsMove>,
+    /// Every safety rule that judged the change, refused or passed, with
+    /// its numbers, in the order the rules apply (refusals first).
+    #[serde(default)]
+    pub rules: Vec<RuleVerdict>,
+}
+
+/// One safety rule's verdict on a change.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RuleVerdict {
+    pub rule: String,
+    pub passed: bool,
+    pub message: String,
 }
 
 /// One service's DNS answer for one kind of client, before and after.

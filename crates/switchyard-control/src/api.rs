@@ -312,6 +312,17 @@ fn preview<S: Store>(api: &Api<S>, req: OpRequest) -> Result<Preview, Response> 
         allowed: verdict.allowed,
         refusals: verdict.refusals.iter().map(|r| r.to_wire()).collect(),
         dns,
+        rules: verdict
+            .refusals
+            .iter()
+            .map(|r| (r, false))
+            .chain(verdict.passed.iter().map(|r| (r, true)))
+            .map(|(r, passed)| switchyard_api::RuleVerdict {
+                rule: r.rule.to_string(),
+                passed,
+                message: r.message.clone(),
+            })
+            .collect(),
     })
 }
 

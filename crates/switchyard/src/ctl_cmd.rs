@@ -384,8 +384,9 @@ async fn run(c: &Client, cmd: CtlCmd, json_out: bool) -> ExitCode {
                 if preview.refusals.is_empty() {
                     println!("  every safety rule allows it");
                 }
-                for r in &preview.refusals {
-                    println!("  {} refuses: {}", r.rule, r.message);
+                for r in &preview.rules {
+                    let verdict = if r.passed { "passes" } else { "refuses" };
+                    println!("  {} {verdict}: {}", r.rule, r.message);
                 }
                 for line in dns_lines(&preview.dns) {
                     println!("{line}");
