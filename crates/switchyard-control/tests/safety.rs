@@ -194,7 +194,7 @@ fn a_change_that_passes_says_what_each_rule_judged() {
     contains(&passed(rule::SHIFT_EXPIRY), "expires in 1 h");
     contains(
         &passed(rule::ONE_ZONE_PER_REGION),
-        "1 zone shifted away; at most 1",
+        "1 zone shifted away; at most 3",
     );
     contains(
         &passed(rule::REMOVAL_RATE),
