@@ -41,6 +41,10 @@ pub struct Topology {
     /// each group calls its own region's edges.
     #[serde(default = "yes")]
     pub dns: bool,
+    /// Drill reports the console lists (`[control.console] reports_dir`);
+    /// set by `lab up --reports`, not read from a topology file.
+    #[serde(skip)]
+    pub reports_dir: Option<String>,
 }
 
 fn yes() -> bool {
@@ -527,6 +531,9 @@ impl Topology {
                 inbox = crate::inbox::ADDR,
             )
             .unwrap();
+            if let Some(d) = &self.reports_dir {
+                writeln!(t, "\n[control.console]\nreports_dir = {d:?}").unwrap();
+            }
         }
         t
     }

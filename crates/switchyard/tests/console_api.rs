@@ -174,6 +174,16 @@ async fn a_console_session_acts_only_with_its_csrf_token_and_within_its_scope() 
         .unwrap();
     assert_eq!(r.json()["error"], "csrf", "{}", r.body);
 
+    let m = cp.api(None).metrics().await.unwrap();
+    assert!(
+        m.contains("switchyard_control_console_logins_total{result=\"refused\"} 1"),
+        "{m}"
+    );
+    assert!(
+        m.contains("switchyard_control_console_logins_total{result=\"ok\"} 2"),
+        "{m}"
+    );
+
     // Logging out ends the cookie.
     let r = Req::post(addr, "/ui/logout")
         .header("cookie", &jar)
@@ -200,6 +210,8 @@ async fn the_live_view_shows_traffic_per_zone_and_a_change_within_a_second() {
     let api = cp.api(None);
     let frames = api.live(Duration::from_secs(60)).await.unwrap();
     let mut frames = std::pin::pin!(frames);
+    let m = api.metrics().await.unwrap();
+    assert!(m.contains("switchyard_control_live_viewers 1"), "{m}");
     // Zone a serves; the plane has heard from both edges.
     let deadline = Instant::now() + Duration::from_secs(15);
     let seen = loop {
