@@ -295,6 +295,25 @@ impl Client {
             .await
     }
 
+    /// The newest `limit` entries that match `f`.
+    pub async fn history_where(
+        &self,
+        limit: usize,
+        f: &HistoryFilter,
+    ) -> Result<History, ClientError> {
+        let mut q = vec![("limit", limit.to_string())];
+        for (k, v) in [
+            ("service", &f.service),
+            ("actor", &f.actor),
+            ("kind", &f.kind),
+        ] {
+            if let Some(v) = v {
+                q.push((k, v.clone()));
+            }
+        }
+        self.get(&path(&["history"], &q)).await
+    }
+
     /// One page of the audit log in a time window; follow `next_after`
     /// (as `after`) for the rest.
     pub async fn history_page(&self, r: &HistoryRange) -> Result<HistoryPage, ClientError> {

@@ -296,6 +296,17 @@ pub struct HistoryRange {
     pub limit: usize,
 }
 
+/// `GET /v1/history?limit=N&service=S&actor=A&kind=K`: the newest entries
+/// that match every filter given (looked for among the newest 10,000).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HistoryFilter {
+    pub service: Option<String>,
+    /// An actor's kind (`person`, `playbook`, `drill`, `rollout`) or name.
+    pub actor: Option<String>,
+    /// `change`, `recommendation`, `verification`, `dns_push`, `rollout`.
+    pub kind: Option<String>,
+}
+
 /// `GET /v1/findings`: what detection and the playbooks see now.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct FindingsView {

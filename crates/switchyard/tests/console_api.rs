@@ -148,6 +148,48 @@ async fn a_console_session_acts_only_with_its_csrf_token_and_within_its_scope() 
         "{last:?}"
     );
 
+    // The audit log filtered as the console's history view asks for it.
+    let api = cp.api(None);
+    let mine = api
+        .history_where(
+            10,
+            &switchyard_api::HistoryFilter {
+                service: Some("svc".into()),
+                actor: Some("operate-user".into()),
+                kind: Some("change".into()),
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(mine.entries.len(), 1, "{mine:?}");
+    assert_eq!(mine.entries[0].reason, "console test");
+    let none = api
+        .history_where(
+            10,
+            &switchyard_api::HistoryFilter {
+                actor: Some("playbook".into()),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert!(none.entries.is_empty(), "{none:?}");
+    let bad = api
+        .history_where(
+            10,
+            &switchyard_api::HistoryFilter {
+                kind: Some("gossip".into()),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(bad.status(), Some(400));
+    assert!(
+        bad.body().unwrap().reasons[0].starts_with("kind: \"gossip\""),
+        "{bad:?}"
+    );
+
     // A read session sees, and cannot act, whatever it sends.
     let r = login(addr, "read-token").await;
     let (read_jar, _) = cookies(&r);
