@@ -206,6 +206,59 @@ impl Client {
         self.send(r, path).await
     }
 
+    /// `GET /v1/live`: the live view's frames as the plane sends them (one
+    /// a second, and one at once after a change), until the stream ends
+    /// or `for_at_most` has passed.
+    pub async fn live(
+        &self,
+        for_at_most: Duration,
+    ) -> Result<
+        impl futures_util::Stream<Item = Result<crate::live::LiveView, ClientError>>,
+        ClientError,
+    > {
+        use eventsource_stream::Eventsource;
+        use futures_util::StreamExt;
+        let path = "/v1/live";
+        let resp = self
+            .request(Method::GET, path)
+            .timeout(for_at_most)
+            .send()
+            .await
+            .map_err(|e| ClientError::Unreachable {
+                url: self.url(path),
+                reason: crate::tls::describe(&e),
+            })?;
+        let status = resp.status().as_u16();
+        if status != 200 {
+            let text = resp.text().await.unwrap_or_default();
+            let body = serde_json::from_str(&text).unwrap_or_else(|_| ErrorBody {
+                error: "http".into(),
+                reasons: vec![text.trim().to_string()],
+                rules: Vec::new(),
+            });
+            return Err(ClientError::Api { status, body });
+        }
+        let url = self.url(path);
+        Ok(resp.bytes_stream().eventsource().filter_map(move |ev| {
+            let url = url.clone();
+            async move {
+                match ev {
+                    Err(e) => Some(Err(ClientError::Unreachable {
+                        url,
+                        reason: e.to_string(),
+                    })),
+                    Ok(ev) if ev.event == "live" => Some(serde_json::from_str(&ev.data).map_err(
+                        |e| ClientError::Decode {
+                            url,
+                            reason: e.to_string(),
+                        },
+                    )),
+                    Ok(_) => None,
+                }
+            }
+        }))
+    }
+
     pub async fn health(&self) -> Result<(), ClientError> {
         self.get::<serde_json::Value>("/health").await.map(|_| ())
     }
@@ -240,6 +293,25 @@ impl Client {
     pub async fn history(&self, limit: usize) -> Result<History, ClientError> {
         self.get(&path(&["history"], &[("limit", limit.to_string())]))
             .await
+    }
+
+    /// The newest `limit` entries that match `f`.
+    pub async fn history_where(
+        &self,
+        limit: usize,
+        f: &HistoryFilter,
+    ) -> Result<History, ClientError> {
+        let mut q = vec![("limit", limit.to_string())];
+        for (k, v) in [
+            ("service", &f.service),
+            ("actor", &f.actor),
+            ("kind", &f.kind),
+        ] {
+            if let Some(v) = v {
+                q.push((k, v.clone()));
+            }
+        }
+        self.get(&path(&["history"], &q)).await
     }
 
     /// One page of the audit log in a time window; follow `next_after`

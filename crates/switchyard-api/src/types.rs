@@ -120,6 +120,18 @@ pub struct Preview {
     /// follow the same controls). Only answers that change are listed.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub dns: Vec<DnsMove>,
+    /// Every safety rule that judged the change, refused or passed, with
+    /// its numbers, in the order the rules apply (refusals first).
+    #[serde(default)]
+    pub rules: Vec<RuleVerdict>,
+}
+
+/// One safety rule's verdict on a change.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RuleVerdict {
+    pub rule: String,
+    pub passed: bool,
+    pub message: String,
 }
 
 /// One service's DNS answer for one kind of client, before and after.
@@ -282,6 +294,17 @@ pub struct HistoryRange {
     pub until_ms: Option<u64>,
     pub after: u64,
     pub limit: usize,
+}
+
+/// `GET /v1/history?limit=N&service=S&actor=A&kind=K`: the newest entries
+/// that match every filter given (looked for among the newest 10,000).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HistoryFilter {
+    pub service: Option<String>,
+    /// An actor's kind (`person`, `playbook`, `drill`, `rollout`) or name.
+    pub actor: Option<String>,
+    /// `change`, `recommendation`, `verification`, `dns_push`, `rollout`.
+    pub kind: Option<String>,
 }
 
 /// `GET /v1/findings`: what detection and the playbooks see now.

@@ -312,6 +312,17 @@ fn preview<S: Store>(api: &Api<S>, req: OpRequest) -> Result<Preview, Response> 
         allowed: verdict.allowed,
         refusals: verdict.refusals.iter().map(|r| r.to_wire()).collect(),
         dns,
+        rules: verdict
+            .refusals
+            .iter()
+            .map(|r| (r, false))
+            .chain(verdict.passed.iter().map(|r| (r, true)))
+            .map(|(r, passed)| switchyard_api::RuleVerdict {
+                rule: r.rule.to_string(),
+                passed,
+                message: r.message.clone(),
+            })
+            .collect(),
     })
 }
 
@@ -448,15 +459,94 @@ struct HistoryQuery {
     since: Option<String>,
     until: Option<String>,
     after: Option<String>,
+    service: Option<String>,
+    actor: Option<String>,
+    kind: Option<String>,
+}
+
+/// How far back a filtered read of the newest entries looks.
+const FILTER_SCAN: usize = 10_000;
+
+/// `service`, `actor` (a kind — `person`, `playbook`, `drill`, `rollout` —
+/// or a name) and `kind` (of entry), each optional; all must match.
+struct HistoryFilter {
+    service: Option<String>,
+    actor: Option<String>,
+    kind: Option<switchyard_model::AuditKind>,
+}
+
+impl HistoryFilter {
+    #[allow(clippy::result_large_err)]
+    fn of(q: &HistoryQuery) -> Result<Option<HistoryFilter>, Response> {
+        let kind = match q.kind.as_deref() {
+            None => None,
+            Some(k) => Some(
+                serde_json::from_value(serde_json::Value::String(k.to_string())).map_err(|_| {
+                    invalid(
+                        "kind",
+                        format!(
+                            "{k:?} is not a kind of entry (change, recommendation, verification, dns_push, rollout)"
+                        ),
+                    )
+                })?,
+            ),
+        };
+        for (field, v) in [("service", &q.service), ("actor", &q.actor)] {
+            if let Some(v) = v {
+                within_limits(&[(field, v.as_str(), limits::NAME)])?;
+            }
+        }
+        let f = HistoryFilter {
+            service: q.service.clone(),
+            actor: q.actor.clone(),
+            kind,
+        };
+        Ok((f.service.is_some() || f.actor.is_some() || f.kind.is_some()).then_some(f))
+    }
+
+    fn matches(&self, e: &switchyard_model::AuditEntry) -> bool {
+        let service =
+            e.op.as_ref()
+                .and_then(|o| o.service().map(str::to_string))
+                .or_else(|| e.detail["service"].as_str().map(str::to_string));
+        let actor_name = match &e.actor {
+            Actor::Person { name } | Actor::Playbook { name } | Actor::Drill { name, .. } => {
+                name.as_str()
+            }
+            Actor::Rollout { id } => id.as_str(),
+        };
+        self.service
+            .as_deref()
+            .is_none_or(|s| service.as_deref() == Some(s))
+            && self
+                .actor
+                .as_deref()
+                .is_none_or(|a| a == e.actor.kind() || a == actor_name)
+            && self.kind.is_none_or(|k| k == e.kind)
+    }
 }
 
 /// The newest `limit` entries as before; with `since`, `until` or `after`,
 /// one [`HistoryPage`] of a time window, paged by sequence number.
 async fn history<S: Store>(State(api): State<Api<S>>, Query(q): Query<HistoryQuery>) -> Answer {
     let limit = q.limit.unwrap_or(50).min(10_000);
+    let filter = HistoryFilter::of(&q)?;
     if q.since.is_none() && q.until.is_none() && q.after.is_none() {
-        let entries = api.plane.history(limit).await.map_err(unavailable)?;
+        let entries = match &filter {
+            None => api.plane.history(limit).await.map_err(unavailable)?,
+            Some(f) => {
+                let mut all = api.plane.history(FILTER_SCAN).await.map_err(unavailable)?;
+                all.retain(|e| f.matches(e));
+                all.split_off(all.len().saturating_sub(limit))
+            }
+        };
         return Ok(Json(History { entries }).into_response());
+    }
+    if filter.is_some() {
+        return Err(invalid(
+            "service",
+            "filters apply to the newest entries (limit), not to the export (since, until, after)",
+        ));
     }
     let instant = |v: &Option<String>| {
         v.as_deref()

@@ -196,9 +196,16 @@ async fn login<S: Store>(State(api): State<Api<S>>, raw: Body) -> Response {
         return refused(StatusCode::UNAUTHORIZED, "unknown token");
     };
     h.insert(header::AUTHORIZATION, v);
+    let logins = &api.plane.metrics.console_logins;
     let caller = match identify(&api, &h) {
         Ok(c) => c,
-        Err(_) => return refused(StatusCode::UNAUTHORIZED, "unknown token"),
+        Err(_) => {
+            logins
+                .get_or_create(&crate::metrics::ResultLabels { result: "refused" })
+                .inc();
+            tracing::warn!("console login refused: unknown token");
+            return refused(StatusCode::UNAUTHORIZED, "unknown token");
+        }
     };
     if !session::cookie_safe(token) {
         return refused(
@@ -206,6 +213,9 @@ async fn login<S: Store>(State(api): State<Api<S>>, raw: Body) -> Response {
             "this token has characters a cookie cannot hold; use the API with it",
         );
     }
+    logins
+        .get_or_create(&crate::metrics::ResultLabels { result: "ok" })
+        .inc();
     tracing::info!(token = %caller.name, scope = ?caller.scope, "console login");
     with_cookies(see_other("/ui/"), session::open(token, api.console.secure))
 }

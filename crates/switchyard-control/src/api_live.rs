@@ -66,6 +66,10 @@ async fn live<S: Store + 'static>(State(api): State<Api<S>>) -> Response {
             )],
         );
     };
+    // Counted while the stream lives: the guard goes with the permit.
+    let gauge = api.plane.metrics.live_viewers.clone();
+    gauge.inc();
+    let permit = (permit, Viewer(gauge));
     let to_event = |v: &LiveView| {
         Ok::<_, Infallible>(
             Event::default()
@@ -99,4 +103,13 @@ async fn live<S: Store + 'static>(State(api): State<Api<S>>) -> Response {
     Sse::new(frames)
         .keep_alive(KeepAlive::new().interval(Duration::from_secs(5)))
         .into_response()
+}
+
+/// Takes its viewer off the gauge when the stream ends.
+struct Viewer(prometheus_client::metrics::gauge::Gauge);
+
+impl Drop for Viewer {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
 }

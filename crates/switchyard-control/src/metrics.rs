@@ -58,6 +58,15 @@ pub struct Metrics {
     /// Incident writes refused because the store's copy had changed since
     /// this plane read it (the store's copy was taken instead).
     pub incident_conflicts: Counter,
+    /// Live-view streams (consoles) open now.
+    pub live_viewers: Gauge,
+    /// Console logins, by result (`ok`, `refused`).
+    pub console_logins: Family<ResultLabels, Counter>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
+pub struct ResultLabels {
+    pub result: &'static str,
 }
 
 impl Metrics {
@@ -76,6 +85,18 @@ impl Metrics {
         let rollout_paused = Gauge::default();
         let rollouts = Family::<OutcomeLabels, Counter>::default();
         let rollout_verdicts = Family::<VerdictLabels, Counter>::default();
+        let live_viewers = Gauge::default();
+        let console_logins = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            "live_viewers",
+            "Live-view streams (GET /v1/live, the console's overview) open now",
+            live_viewers.clone(),
+        );
+        registry.register(
+            "console_logins",
+            "Console logins, by result (ok, refused)",
+            console_logins.clone(),
+        );
         registry.register(
             "rollout_wave",
             "The wave of the config rollout running now (1 is the canary); 0 when none runs",
@@ -152,6 +173,8 @@ impl Metrics {
             notifications,
             leader,
             incident_conflicts,
+            live_viewers,
+            console_logins,
         }
     }
 

@@ -153,6 +153,11 @@ pub struct Verdict {
     pub allowed: bool,
     /// Every refusal found, in rule order per service.
     pub refusals: Vec<Refusal>,
+    /// The rules that judged the change and let it through, with their
+    /// numbers, for the services it changes (a preview shows every rule's
+    /// verdict, not only the refusals). Not kept in audit entries.
+    #[serde(default, skip)]
+    pub passed: Vec<Refusal>,
 }
 
 impl Verdict {
@@ -388,12 +393,13 @@ pub fn check(
     proposed: &Controls,
     now_ms: u64,
 ) -> Verdict {
-    let mut out = Vec::new();
+    let mut out = Judging::default();
     let empty = ServiceControls::default();
     for svc in &config.services {
         let cur = View::of(current, &svc.name, &empty, now_ms);
         let prop = View::of(proposed, &svc.name, &empty, now_ms);
         let regions = service_regions(config, svc);
+        let passed_before = out.passed.len();
         serving_zones(config, rules, svc, &regions, &cur, &prop, &mut out);
         serving_regions(rules, svc, &regions, &cur, &prop, &mut out);
         capacity_floor(svc, &regions, &cur, &prop, &mut out);
@@ -402,10 +408,32 @@ pub fn check(
         flip_wait(config, rules, history, svc, &cur, &prop, now_ms, &mut out);
         one_zone_per_region(config, rules, svc, &regions, &cur, &prop, &mut out);
         shift_expiry(config, rules, svc, &cur, &prop, now_ms, &mut out);
+        // A service the change leaves alone passes every rule trivially.
+        if cur.sc == prop.sc {
+            out.passed.truncate(passed_before);
+        }
     }
     Verdict {
-        allowed: out.is_empty(),
-        refusals: out,
+        allowed: out.refusals.is_empty(),
+        refusals: out.refusals,
+        passed: out.passed,
+    }
+}
+
+/// What the rules found, refusals and passes, as they are applied.
+#[derive(Default)]
+pub struct Judging {
+    refusals: Vec<Refusal>,
+    passed: Vec<Refusal>,
+}
+
+impl Judging {
+    fn push(&mut self, r: Refusal) {
+        self.refusals.push(r);
+    }
+
+    fn pass(&mut self, rule: &'static str, message: String) {
+        self.passed.push(Refusal { rule, message });
     }
 }
 
@@ -421,7 +449,7 @@ fn serving_zones(
     regions: &[String],
     cur: &View,
     prop: &View,
-    out: &mut Vec<Refusal>,
+    out: &mut Judging,
 ) {
     let min = rules.min_serving_zones_per_region;
     for region in regions {
@@ -445,6 +473,16 @@ fn serving_zones(
                     plural(min, "is", "are"),
                 ),
             });
+        } else if after != before {
+            out.pass(
+                rule::SERVING_ZONES,
+                format!(
+                    "service {}: region {region} keeps {after} serving {} of {} (was {before}); at least {min} required",
+                    svc.name,
+                    plural(after, "zone", "zones"),
+                    zones.len(),
+                ),
+            );
         }
     }
 }
@@ -458,7 +496,7 @@ fn serving_regions(
     regions: &[String],
     cur: &View,
     prop: &View,
-    out: &mut Vec<Refusal>,
+    out: &mut Judging,
 ) {
     let min = rules.min_serving_regions;
     let after = regions.iter().filter(|r| prop.region_serving(r)).count();
@@ -474,6 +512,16 @@ fn serving_regions(
                 plural(min, "is", "are"),
             ),
         });
+    } else if after != before {
+        out.pass(
+            rule::SERVING_REGIONS,
+            format!(
+                "service {} keeps {after} serving {} of {} (was {before}); at least {min} required",
+                svc.name,
+                plural(after, "region", "regions"),
+                regions.len(),
+            ),
+        );
     }
 }
 
@@ -482,13 +530,7 @@ fn serving_regions(
 /// explicit in the config and every change must keep that many instances of
 /// each region that stays in inside serving zones (the same floor the edges
 /// guard with panic routing).
-fn capacity_floor(
-    svc: &Service,
-    regions: &[String],
-    cur: &View,
-    prop: &View,
-    out: &mut Vec<Refusal>,
-) {
+fn capacity_floor(svc: &Service, regions: &[String], cur: &View, prop: &View, out: &mut Judging) {
     for region in regions {
         if !prop.region_in(region) {
             continue;
@@ -511,6 +553,16 @@ fn capacity_floor(
                     svc.instances_in_region(region).count(),
                 ),
             });
+        } else if after != before {
+            out.pass(
+                rule::CAPACITY_FLOOR,
+                format!(
+                    "service {}: region {region} keeps {after} of {} instances in serving zones (was {before}); the floor is {floor} (min_healthy {})",
+                    svc.name,
+                    svc.instances_in_region(region).count(),
+                    num(svc.min_healthy),
+                ),
+            );
         }
     }
 }
@@ -527,7 +579,7 @@ fn move_capacity(
     regions: &[String],
     cur: &View,
     prop: &View,
-    out: &mut Vec<Refusal>,
+    out: &mut Judging,
 ) {
     let moved = regions
         .iter()
@@ -558,6 +610,15 @@ fn move_capacity(
                 num(rules.min_capacity_after_move),
             ),
         });
+    } else {
+        out.pass(
+            rule::MOVE_CAPACITY,
+            format!(
+                "service {}: the regions left serving hold {after} of its {total} instances in serving zones; at least {need} needed (min_capacity_after_move {})",
+                svc.name,
+                num(rules.min_capacity_after_move),
+            ),
+        );
     }
 }
 
@@ -577,7 +638,7 @@ fn removal_rate(
     current: &Controls,
     proposed: &Controls,
     now_ms: u64,
-    out: &mut Vec<Refusal>,
+    out: &mut Judging,
 ) {
     let now = capacity_removed(svc, current, proposed, now_ms);
     if now <= EPSILON {
@@ -600,6 +661,20 @@ fn removal_rate(
                 num(rules.max_removal_per_hour * 100.0),
             ),
         });
+    } else {
+        out.pass(
+            rule::REMOVAL_RATE,
+            format!(
+                "service {}: {} instances taken out of service within the hour ({} now, {} earlier); at most {} of {} ({}%) allowed",
+                svc.name,
+                num(now + earlier),
+                num(now),
+                num(earlier),
+                num(limit),
+                total,
+                num(rules.max_removal_per_hour * 100.0),
+            ),
+        );
     }
 }
 
@@ -652,7 +727,7 @@ fn flip_wait(
     cur: &View,
     prop: &View,
     now_ms: u64,
-    out: &mut Vec<Refusal>,
+    out: &mut Judging,
 ) {
     let before = control_values(config, svc, cur);
     let after = control_values(config, svc, prop);
@@ -661,10 +736,25 @@ fn flip_wait(
             continue;
         }
         let Some(at) = history.last_change(key) else {
+            out.pass(
+                rule::FLIP_WAIT,
+                format!(
+                    "{key}: {old} to {new}, not changed in the remembered history (the wait is {} ms)",
+                    rules.flip_wait_ms
+                ),
+            );
             continue;
         };
         let ago = now_ms.saturating_sub(at);
-        if ago < rules.flip_wait_ms {
+        if ago >= rules.flip_wait_ms {
+            out.pass(
+                rule::FLIP_WAIT,
+                format!(
+                    "{key}: {old} to {new}, last changed {ago} ms ago; at least {} ms must pass",
+                    rules.flip_wait_ms
+                ),
+            );
+        } else {
             out.push(Refusal {
                 rule: rule::FLIP_WAIT,
                 message: format!(
@@ -688,7 +778,7 @@ fn one_zone_per_region(
     regions: &[String],
     cur: &View,
     prop: &View,
-    out: &mut Vec<Refusal>,
+    out: &mut Judging,
 ) {
     let max = rules.max_zones_shifted_per_region;
     for region in regions {
@@ -712,6 +802,16 @@ fn one_zone_per_region(
                     after.join(", "),
                 ),
             });
+        } else if after != before {
+            out.pass(
+                rule::ONE_ZONE_PER_REGION,
+                format!(
+                    "service {}: region {region} would have {} {} shifted away; at most {max} at a time",
+                    svc.name,
+                    after.len(),
+                    plural(after.len(), "zone", "zones"),
+                ),
+            );
         }
     }
 }
@@ -727,7 +827,7 @@ fn shift_expiry(
     cur: &View,
     prop: &View,
     now_ms: u64,
-    out: &mut Vec<Refusal>,
+    out: &mut Judging,
 ) {
     let latest = now_ms.saturating_add(rules.max_shift_ms);
     for zone in config.zones() {
@@ -744,7 +844,20 @@ fn shift_expiry(
                 t - now_ms,
                 t - latest
             ),
-            Some(_) => continue,
+            Some(t) => {
+                out.pass(
+                    rule::SHIFT_EXPIRY,
+                    format!(
+                        "service {}: zone {} at weight {} expires in {}; at most {} allowed",
+                        svc.name,
+                        zone.name,
+                        num(zc.weight),
+                        human_ms(t.saturating_sub(now_ms)),
+                        human_ms(rules.max_shift_ms),
+                    ),
+                );
+                continue;
+            }
         };
         out.push(Refusal {
             rule: rule::SHIFT_EXPIRY,

@@ -36,8 +36,9 @@ use hickory_proto::rr::rdata::opt::{ClientSubnet, EdnsCode, EdnsOption};
 use hickory_proto::rr::{DNSClass, Name, Record, RecordType};
 use hickory_proto::serialize::binary::{BinDecodable, BinDecoder};
 
-use crate::answers::{draw, pick};
+use crate::answers::pick;
 use std::sync::OnceLock;
+use switchyard_steer::client_draw;
 
 use prometheus_client::metrics::counter::Counter;
 
@@ -328,9 +329,9 @@ pub fn respond_fast<'v>(
         return None;
     }
     let name = std::str::from_utf8(&key[..klen]).ok()?;
-    // Where the client is, and its key for the draw, as the full path.
-    let mut draw_key = [0u8; 17];
-    let (placed_by, key_len, ecs_addr) = match ecs {
+    // Where the client is, and what of it is known for the draw (its
+    // subnet, else the resolver's whole address), as the full path.
+    let (placed_by, known, ecs_addr) = match ecs {
         Some(b) if b[2] > 0 => {
             let source = b[2];
             let addr = if b[1] == 1 {
@@ -343,32 +344,9 @@ pub fn respond_fast<'v>(
                 IpAddr::from(o)
             };
             let masked = switchyard_model::dns::mask(addr, source);
-            draw_key[0] = source;
-            let n = match masked {
-                IpAddr::V4(a) => {
-                    draw_key[1..5].copy_from_slice(&a.octets());
-                    5
-                }
-                IpAddr::V6(a) => {
-                    draw_key[1..17].copy_from_slice(&a.octets());
-                    17
-                }
-            };
-            (masked, n, Some((addr, source)))
+            (masked, source, Some((addr, source)))
         }
-        _ => {
-            let n = match client {
-                IpAddr::V4(a) => {
-                    draw_key[..4].copy_from_slice(&a.octets());
-                    4
-                }
-                IpAddr::V6(a) => {
-                    draw_key[..16].copy_from_slice(&a.octets());
-                    16
-                }
-            };
-            (client, n, None)
-        }
+        _ => (client, u8::MAX, None),
     };
     let client_region = view
         .config
@@ -388,7 +366,7 @@ pub fn respond_fast<'v>(
             let family = usize::from(qtype == 28);
             let sa = &view.answers[*s];
             let choices = view.fast[*s].for_region(client_region);
-            let x = draw(&sa.service, &draw_key[..key_len]);
+            let x = client_draw(&sa.service, placed_by, known);
             let choice = switchyard_steer::weighted_at(choices, |c| c.weight, x)?;
             let set = choice.sets[family].as_ref()?;
             let answers = set.rotated(u16::from_be_bytes(id));
@@ -556,8 +534,9 @@ pub fn respond_full(view: &View, packet: &[u8], client: IpAddr, transport: Trans
             EdnsOption::Subnet(cs) => Some(*cs),
             _ => None,
         });
-    let mut key: Vec<u8> = Vec::with_capacity(17);
-    let placed_by = match subnet {
+    // With what of the client is known for the draw: its subnet, else the
+    // resolver's whole address.
+    let (placed_by, known) = match subnet {
         Some(cs) if cs.source_prefix() > 0 => {
             info.ecs = Some(format!("{}/{}", cs.addr(), cs.source_prefix()));
             let addr = switchyard_model::dns::mask(cs.addr(), cs.source_prefix());
@@ -570,21 +549,16 @@ pub fn respond_full(view: &View, packet: &[u8], client: IpAddr, transport: Trans
                     0,
                 )));
             }
-            key.push(cs.source_prefix());
-            addr
+            (addr, cs.source_prefix())
         }
         other => {
             if let (Some(cs), Some(e)) = (other, edns.as_mut()) {
                 e.options_mut()
                     .insert(EdnsOption::Subnet(ClientSubnet::new(cs.addr(), 0, 0)));
             }
-            client
+            (client, u8::MAX)
         }
     };
-    match placed_by {
-        IpAddr::V4(a) => key.extend_from_slice(&a.octets()),
-        IpAddr::V6(a) => key.extend_from_slice(&a.octets()),
-    }
     let dns = view.config.dns.as_ref();
     info.client_region = dns.and_then(|d| d.region_of(placed_by)).map(str::to_string);
     let mut edns = edns.zip(Some(limit));
@@ -622,7 +596,7 @@ pub fn respond_full(view: &View, packet: &[u8], client: IpAddr, transport: Trans
             info.service = Some(sa.service.clone());
             let ttl = sa.ttl;
             let choices = sa.for_region(info.client_region.as_deref());
-            if let Some(c) = pick(choices, draw(&sa.service, &key)) {
+            if let Some(c) = pick(choices, client_draw(&sa.service, placed_by, known)) {
                 // This answer is the subnet's own: say for how much of it.
                 if let (Some(cs), Some((e, _))) = (subnet, edns.as_mut()) {
                     if cs.source_prefix() > 0 {
@@ -1383,6 +1357,48 @@ region = "r2"
             "2001:db8:9::1",
         ])
         .prop_map(|s| s.parse().unwrap())
+    }
+
+    #[test]
+    fn a_client_is_drawn_by_its_24_as_the_edges_draw_it_on_both_paths() {
+        // r1 at half: which half of its clients keeps r1 is the edges'
+        // draw of each client's /24, whether the resolver sends the /24,
+        // the whole address or no subnet at all.
+        let cfg = Config::from_toml(CONFIG, |_| None).unwrap();
+        let mut c = Controls::default();
+        c.services
+            .entry("svc".into())
+            .or_default()
+            .regions
+            .entry("r1".into())
+            .or_default()
+            .weight = 0.5;
+        let v = View::build(Arc::new(cfg), Arc::new(c), &|_: &str| true, 0);
+        let mut kept = 0;
+        for i in 0..200u8 {
+            let net: IpAddr = format!("10.1.{i}.0").parse().unwrap();
+            let host: IpAddr = format!("10.1.{i}.77").parse().unwrap();
+            let want_r1 = switchyard_steer::client_draw("svc", host, 32) < 0.5;
+            kept += usize::from(want_r1);
+            let want = if want_r1 {
+                vec!["127.1.1.1", "127.1.2.1"]
+            } else {
+                vec!["127.2.1.1"]
+            };
+            for (q, from) in [
+                (Some((net, 24)), host),
+                (Some((host, 32)), "10.9.9.9".parse().unwrap()),
+                (None, host),
+            ] {
+                let q = query(1, "svc.example.test.", RecordType::A, Some(1232), q);
+                let fast = respond_fast(&v, &q, from, Transport::Udp).expect("fast path");
+                let full = respond_full(&v, &q, from, Transport::Udp);
+                assert_eq!(Some(&fast.bytes), full.bytes.as_ref());
+                let m = Message::from_vec(&fast.bytes).unwrap();
+                assert_eq!(addrs(&m), want, "{host}: {q:?} from {from}");
+            }
+        }
+        assert!((70..=130).contains(&kept), "r1 kept {kept} of 200");
     }
 
     #[test]

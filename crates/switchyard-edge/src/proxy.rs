@@ -345,11 +345,15 @@ async fn serve(
 
     let home = home_region(&parts.headers);
     let forwarded = forwarded_by_an_edge(&parts.headers, snap, parts.extensions.get());
+    // Drawn by the peer's /24 or /56, as DNS draws the client. No
+    // forwarded-for header is believed: the edge has no proxies to trust,
+    // and a client could pick its region by writing one.
     let target = switchyard_steer::target(
         &rt.svc,
         &snap.controls,
         &edge.region,
         home.as_deref(),
+        peer.ip(),
         forwarded,
         &AllUp,
         &mut rand::thread_rng(),

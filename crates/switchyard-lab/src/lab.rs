@@ -430,6 +430,13 @@ impl Lab {
                 crate::topology::CONTROL_ADDR,
                 crate::inbox::ADDR
             ));
+            s.push_str(&format!(
+                "console http://{}/ui/  log in with {} (operate), {} (read only) or {} (admin)\n",
+                crate::topology::CONTROL_ADDR,
+                crate::topology::OPERATE_TOKEN,
+                crate::topology::READ_TOKEN,
+                crate::topology::ADMIN_TOKEN,
+            ));
         }
         if t.dns {
             for (name, listen, admin) in t.dns_servers() {

@@ -51,8 +51,8 @@ pub struct Group {
 pub struct GroupDns {
     /// Name servers, the lookup, and the source address queries leave from.
     pub resolver: crate::resolve::Resolver,
-    /// Users of the group, each with a client subnet of its own carved from
-    /// the group's /24.
+    /// Users of the group, each with a /24 of its own, from the group's
+    /// source address's on, as its client subnet.
     pub users: u8,
 }
 

@@ -244,17 +244,17 @@ impl User {
     }
 }
 
-/// `users` users with client subnets of equal size carved from `base`/24:
-/// user k has `a.b.c.(k·step)/(32 − log2 step)`.
+/// `users` users, each with a /24 of its own as its client subnet, from
+/// `base`'s on: user k has `a.b.(c+k).0/24`. A /24 is what DNS servers and
+/// edges draw a client by (`switchyard_steer::client_draw`), so users that
+/// shared one would all be sent the same way, as one client.
 pub fn users_of(base: Ipv4Addr, users: u8) -> Vec<Arc<User>> {
-    let users = users.clamp(1, 64);
-    let step = (256 / u32::from(users).next_power_of_two()).max(4);
-    let len = 32 - step.trailing_zeros() as u8;
     let o = base.octets();
-    (0..u32::from(users))
+    let users = u32::from(users.clamp(1, 64)).min(256 - u32::from(o[2]));
+    (0..users)
         .map(|k| {
-            let ip = Ipv4Addr::new(o[0], o[1], o[2], (k * step) as u8);
-            Arc::new(User::new((IpAddr::V4(ip), len)))
+            let ip = Ipv4Addr::new(o[0], o[1], (u32::from(o[2]) + k) as u8, 0);
+            Arc::new(User::new((IpAddr::V4(ip), 24)))
         })
         .collect()
 }
@@ -264,16 +264,18 @@ mod tests {
     use super::*;
 
     #[test]
-    fn users_get_distinct_subnets_inside_their_groups_24() {
-        let u = users_of(Ipv4Addr::new(127, 200, 1, 1), 16);
+    fn users_get_a_24_each_from_their_groups_on() {
+        let u = users_of(Ipv4Addr::new(127, 201, 0, 1), 16);
         let subnets: Vec<String> = u
             .iter()
             .map(|u| format!("{}/{}", u.subnet.0, u.subnet.1))
             .collect();
         assert_eq!(subnets.len(), 16);
-        assert_eq!(subnets[0], "127.200.1.0/28");
-        assert_eq!(subnets[15], "127.200.1.240/28");
+        assert_eq!(subnets[0], "127.201.0.0/24");
+        assert_eq!(subnets[15], "127.201.15.0/24");
         let distinct: std::collections::BTreeSet<_> = subnets.iter().collect();
         assert_eq!(distinct.len(), 16);
+        // Never past the group's /16.
+        assert_eq!(users_of(Ipv4Addr::new(127, 201, 250, 1), 16).len(), 6);
     }
 }

@@ -2,8 +2,9 @@
 //! zone z → `127.r.z.0/24`, the zone's edge on `.1`, instances on `.11`,
 //! `.12`, …, the region's store on `127.r.0.10`, link proxies on `.100` of
 //! each zone (to the store) and on `127.r.0.x` (to the other regions), client
-//! groups on `127.200.g.1` (their users' client subnets inside
-//! `127.200.g.0/24`), the two DNS servers on `127.0.53.1` and `127.0.53.2`.
+//! group g (from 1) on `127.(200+g).0.1` (its users' client subnets are
+//! `127.(200+g).k.0/24`, one /24 each), the two DNS servers on `127.0.53.1`
+//! and `127.0.53.2`.
 
 use std::fmt::Write;
 use std::net::{IpAddr, SocketAddr};
@@ -41,6 +42,10 @@ pub struct Topology {
     /// each group calls its own region's edges.
     #[serde(default = "yes")]
     pub dns: bool,
+    /// Drill reports the console lists (`[control.console] reports_dir`);
+    /// set by `lab up --reports`, not read from a topology file.
+    #[serde(skip)]
+    pub reports_dir: Option<String>,
 }
 
 fn yes() -> bool {
@@ -179,8 +184,11 @@ impl Topology {
                     c.name, c.write_percent
                 ));
             }
-            if i >= 250 {
-                errs.push("client: at most 250 groups".into());
+            if i >= 55 {
+                errs.push(format!(
+                    "client: at most 55 groups (each has 127.(200+g).0.0/16), got {}",
+                    self.clients.len()
+                ));
             }
         }
         if errs.is_empty() {
@@ -399,15 +407,15 @@ impl Topology {
             };
             writeln!(
                 t,
-                "[[dns.geo]]\nprefix = \"{}.{}.{}.0/24\"\nregion = {:?}",
-                o[0], o[1], o[2], c.region
+                "[[dns.geo]]\nprefix = \"{}.{}.0.0/16\"\nregion = {:?}",
+                o[0], o[1], c.region
             )
             .unwrap();
         }
     }
 
     pub fn client_source(&self, index: usize) -> IpAddr {
-        format!("127.200.{}.1", index + 1)
+        format!("127.{}.0.1", 201 + index)
             .parse()
             .expect("valid address")
     }
@@ -527,6 +535,9 @@ impl Topology {
                 inbox = crate::inbox::ADDR,
             )
             .unwrap();
+            if let Some(d) = &self.reports_dir {
+                writeln!(t, "\n[control.console]\nreports_dir = {d:?}").unwrap();
+            }
         }
         t
     }

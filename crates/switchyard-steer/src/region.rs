@@ -2,9 +2,12 @@
 //! which regions' edges to answer a client with; an edge asks it whether to
 //! serve a request or forward it. Both read the one weighted list
 //! [`regions`] returns, so during an evacuation or a failover the names DNS
-//! hands out and the forwarding the edges do tell the same story.
+//! hands out and the forwarding the edges do tell the same story. Where a
+//! client without a home region falls in that list is [`client_draw`] of
+//! its address, the same number in both, so DNS and the edges also agree
+//! on which clients a partly evacuated region keeps.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use rand::Rng;
 use serde::Serialize;
@@ -114,9 +117,10 @@ impl<'a> Regions<'a> {
     }
 
     /// The region whose share covers `x` in [0, 1), shares laid end to end
-    /// in list order. A DNS server draws `x` from a hash of the client, so
-    /// one client gets one answer while the weights hold, and lowering a
-    /// region's weight moves only the clients above the new share.
+    /// in list order. DNS servers and edges draw `x` with [`client_draw`],
+    /// so one client gets one answer while the weights hold, the same from
+    /// both, and lowering a region's weight moves only the clients above
+    /// the new share.
     pub fn pick_at(&self, x: f64) -> Share<'a> {
         *weighted_at(self.as_slice(), |s| s.weight, x).expect("a list is never empty")
     }
@@ -136,6 +140,62 @@ pub fn weighted_at<T>(items: &[T], weight: impl Fn(&T) -> f64, x: f64) -> Option
         x -= w;
     }
     items.last()
+}
+
+/// The prefix of an IPv4 client's address it is drawn by: one household,
+/// office or small network behind one NAT, and what resolvers commonly send
+/// as the client subnet.
+pub const CLIENT_PREFIX_V4: u8 = 24;
+/// The prefix of an IPv6 client's address it is drawn by: one site's
+/// delegation, and what resolvers commonly send as the client subnet.
+pub const CLIENT_PREFIX_V6: u8 = 56;
+
+/// Where a client falls in [0, 1) for `service`: the `x` of
+/// [`Regions::pick_at`]. A DNS server and an edge both draw with this, so a
+/// client that DNS sends to a partly evacuated region is kept there by the
+/// region's edges, and one DNS sends away is forwarded away by them.
+///
+/// `addr/prefix` is what the caller knows of the client: a connection's
+/// peer or a resolver's address (a prefix as long as the address, or
+/// longer), or the client subnet a resolver sent. It is keyed by its first
+/// [`CLIENT_PREFIX_V4`] or [`CLIENT_PREFIX_V6`] bits, fewer when fewer are
+/// known, so every address of one /24 (or /56) draws the same, whether the
+/// client is seen directly or through a resolver that sends its subnet. An IPv4 address mapped into
+/// IPv6 (a dual-stack listener's view of an IPv4 client) draws as the IPv4
+/// address.
+///
+/// FNV-1a then a SplitMix64 finaliser over the service name, the prefix
+/// length and the masked address: stable across builds and platforms,
+/// unlike the standard library's hasher, and allocation free.
+pub fn client_draw(service: &str, addr: IpAddr, prefix: u8) -> f64 {
+    let (addr, prefix) = match addr {
+        IpAddr::V6(a) => match a.to_ipv4_mapped() {
+            Some(v4) => (
+                IpAddr::V4(v4),
+                prefix.saturating_sub(96).min(CLIENT_PREFIX_V4),
+            ),
+            None => (addr, prefix.min(CLIENT_PREFIX_V6)),
+        },
+        IpAddr::V4(_) => (addr, prefix.min(CLIENT_PREFIX_V4)),
+    };
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut eat = |b: u8| {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    };
+    service.bytes().for_each(&mut eat);
+    eat(0);
+    eat(prefix);
+    match switchyard_model::dns::mask(addr, prefix) {
+        IpAddr::V4(a) => a.octets().into_iter().for_each(&mut eat),
+        IpAddr::V6(a) => a.octets().into_iter().for_each(&mut eat),
+    }
+    h ^= h >> 30;
+    h = h.wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    h ^= h >> 27;
+    h = h.wrapping_mul(0x94d0_49bb_1331_11eb);
+    h ^= h >> 31;
+    (h >> 11) as f64 / (1u64 << 53) as f64
 }
 
 /// The region a DNS client is steered from: its own region (by the geo
@@ -269,11 +329,23 @@ pub enum Target<'a> {
 /// already forwarded once is always served where it lands, so two edges
 /// whose views of the controls differ for a moment can never bounce it
 /// between them.
+///
+/// A request naming no home is drawn by its client, `client` being the
+/// connection's peer address ([`client_draw`]): the clients a DNS server
+/// keeps in a partly evacuated region are the ones its edges serve, every
+/// request of them, and the others are forwarded as DNS would have sent
+/// them. Drawn at random instead, the region would keep `w` of the requests
+/// of the `w` of clients DNS sends it, `w²` in all. A request naming a home
+/// is drawn at random (`rng`), as before: DNS does not know homes, so such
+/// a client enters anywhere, and a home at weight `w` serves `w` of its
+/// requests because every entry keeps or sends home `w` of them.
+#[allow(clippy::too_many_arguments)]
 pub fn target<'a, R: Rng>(
     service: &'a Service,
     controls: &Controls,
     local_region: &'a str,
     home: Option<&str>,
+    client: IpAddr,
     already_forwarded: bool,
     health: &impl RegionHealth,
     rng: &mut R,
@@ -281,7 +353,12 @@ pub fn target<'a, R: Rng>(
     if already_forwarded {
         return Target::Local;
     }
-    let s = regions(service, controls, local_region, home, health).pick(rng);
+    let list = regions(service, controls, local_region, home, health);
+    let s = match (list.as_slice(), home) {
+        ([only], _) => *only,
+        (_, None) => list.pick_at(client_draw(&service.name, client, u8::MAX)),
+        (_, Some(_)) => list.pick(rng),
+    };
     match s.reason {
         Reason::Local | Reason::FailOpen => Target::Local,
         Reason::Home | Reason::Evacuation => Target::Forward {
@@ -584,11 +661,109 @@ instance = [{ name = "i1", zone = "r1a", addr = "127.1.1.11:8081" }]
         );
     }
 
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn a_client_draws_by_its_prefix_the_same_seen_directly_or_through_its_subnet() {
+        let x = client_draw("svc", ip("198.51.100.7"), 32);
+        assert!((0.0..1.0).contains(&x));
+        // Every address of one /24, the /24 as a resolver sends it, a
+        // longer subnet of it, and the address seen on a dual-stack socket.
+        for (addr, prefix) in [
+            ("198.51.100.200", 32),
+            ("198.51.100.0", 24),
+            ("198.51.100.128", 25),
+            ("::ffff:198.51.100.9", 128),
+            ("::ffff:198.51.100.0", 120),
+        ] {
+            assert_eq!(client_draw("svc", ip(addr), prefix), x, "{addr}/{prefix}");
+        }
+        // A subnet shorter than /24 is all that is known: drawn by that.
+        assert_ne!(client_draw("svc", ip("198.51.100.0"), 16), x);
+        // The next /24, and another service, draw anew.
+        assert_ne!(client_draw("svc", ip("198.51.101.7"), 32), x);
+        assert_ne!(client_draw("other", ip("198.51.100.7"), 32), x);
+        // IPv6 by its /56.
+        let y = client_draw("svc", ip("2001:db8:0:1200::1"), 128);
+        assert_eq!(client_draw("svc", ip("2001:db8:0:12ff:ab::9"), 128), y);
+        assert_eq!(client_draw("svc", ip("2001:db8:0:1200::"), 56), y);
+        assert_ne!(client_draw("svc", ip("2001:db8:0:1300::1"), 128), y);
+    }
+
+    #[test]
+    fn client_draws_spread_evenly() {
+        // 20 000 consecutive /24s and /56s, as a real population is not
+        // random either: each tenth of [0, 1) gets its tenth.
+        for v6 in [false, true] {
+            let mut tenths = [0u32; 10];
+            let n = 20_000u32;
+            for i in 0..n {
+                let addr = if v6 {
+                    IpAddr::from(std::net::Ipv6Addr::from(
+                        (0x2001_0db8_u128 << 96) | (u128::from(i) << 72),
+                    ))
+                } else {
+                    IpAddr::from(std::net::Ipv4Addr::from(0x0a00_0000 + (i << 8)))
+                };
+                let x = client_draw("svc", addr, 128);
+                assert!((0.0..1.0).contains(&x));
+                tenths[(x * 10.0) as usize] += 1;
+            }
+            for (t, c) in tenths.iter().enumerate() {
+                let share = f64::from(*c) / f64::from(n);
+                assert!(
+                    (0.09..0.11).contains(&share),
+                    "v6 {v6}: tenth {t} has {share}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn the_edge_keeps_a_client_without_a_home_where_dns_would_send_it() {
+        // r1 at half: the clients DNS answers with r1 (by the same draw)
+        // are served at r1's edge, every request; the others forwarded.
+        let c = controls(&[("r1", weight(0.5))]);
+        let list = regions(svc(), &c, "r1", None, &AllUp);
+        let mut rng = StdRng::seed_from_u64(7);
+        let mut kept = 0;
+        for i in 0..2_000u32 {
+            let client = IpAddr::from(std::net::Ipv4Addr::from(0x0a00_0000 + (i << 8)));
+            let dns = list.pick_at(client_draw("svc", client, 24)).region;
+            let mut seen =
+                (0..5).map(|_| target(svc(), &c, "r1", None, client, false, &AllUp, &mut rng));
+            let first = seen.next().unwrap();
+            assert!(seen.all(|t| t == first), "{client} split between regions");
+            match first {
+                Target::Local => {
+                    assert_eq!(dns, "r1", "{client}");
+                    kept += 1;
+                }
+                Target::Forward { region, reason } => {
+                    assert_eq!((region, reason), (dns, Reason::Evacuation), "{client}");
+                }
+            }
+        }
+        assert!((900..1100).contains(&kept), "kept {kept} of 2000");
+        // A client naming a home is drawn per request, as before.
+        let client = ip("10.9.9.9");
+        let home = (0..50)
+            .filter(|_| {
+                target(svc(), &c, "r2", Some("r1"), client, false, &AllUp, &mut rng)
+                    != Target::Local
+            })
+            .count();
+        assert!((5..45).contains(&home), "{home} of 50 sent home");
+    }
+
     #[test]
     fn the_edge_forwards_what_the_list_gives_away_but_never_twice() {
         let mut rng = StdRng::seed_from_u64(5);
+        let client = ip("192.0.2.1");
         let mut edge = |c: &Controls, home, forwarded| {
-            target(svc(), c, "r1", home, forwarded, &AllUp, &mut rng)
+            target(svc(), c, "r1", home, client, forwarded, &AllUp, &mut rng)
         };
         let c = controls(&[("r1", out())]);
         let evacuation = Target::Forward {

@@ -1,6 +1,6 @@
 //! A plain HTTP/1.1 client for tests: one request, full answer.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -46,6 +46,7 @@ pub struct Req {
     path: String,
     headers: Vec<(String, String)>,
     body: Bytes,
+    from: Option<IpAddr>,
 }
 
 impl Req {
@@ -56,6 +57,7 @@ impl Req {
             path: path.into(),
             headers: Vec::new(),
             body: Bytes::new(),
+            from: None,
         }
     }
 
@@ -89,6 +91,13 @@ impl Req {
         self
     }
 
+    /// Sent from this source address (every 127.x.y.z is bindable), so one
+    /// test can be many clients.
+    pub fn from(mut self, ip: IpAddr) -> Self {
+        self.from = Some(ip);
+        self
+    }
+
     pub async fn send(self) -> Result<Reply, String> {
         let mut b = Request::builder()
             .method(self.method)
@@ -97,21 +106,28 @@ impl Req {
             b = b.header(k.as_str(), v.as_str());
         }
         let req = b.body(Full::new(self.body)).map_err(|e| e.to_string())?;
-        send(req).await
+        send_from(req, self.from).await
     }
 }
 
-fn client() -> Client<HttpConnector, Full<Bytes>> {
+fn client(from: Option<IpAddr>) -> Client<HttpConnector, Full<Bytes>> {
+    let mut c = HttpConnector::new();
+    c.set_local_address(from);
     Client::builder(TokioExecutor::new())
         .pool_max_idle_per_host(0)
-        .build_http()
+        .build(c)
 }
 
 /// Sends on a fresh connection, with a 10 s bound so a hung edge fails the
 /// test instead of hanging it.
 pub async fn send(req: Request<Full<Bytes>>) -> Result<Reply, String> {
+    send_from(req, None).await
+}
+
+/// [`send`] from source address `from` (the system's choice when `None`).
+pub async fn send_from(req: Request<Full<Bytes>>, from: Option<IpAddr>) -> Result<Reply, String> {
     let fut = async {
-        let resp = client()
+        let resp = client(from)
             .request(req)
             .await
             .map_err(|e| format!("request failed: {e:?}"))?;

@@ -126,6 +126,18 @@ impl Topology {
         format!("127.{}.{}.9", self.octet, 200 + r).parse().unwrap()
     }
 
+    /// Client `i` (below 100) of many: an address in a /24 of its own that
+    /// no geo prefix places and no process of this topology listens on.
+    pub fn unplaced_client_ip(&self, i: u8) -> std::net::IpAddr {
+        assert!(i < 100, "client {i}: only 100 unplaced clients");
+        // Zones' addresses use third octets up to regions × 16 + zones.
+        assert!(
+            self.regions.len() < 6,
+            "unplaced clients need under 6 regions"
+        );
+        format!("127.{}.{}.9", self.octet, 100 + i).parse().unwrap()
+    }
+
     /// Starts DNS server `n` as a real process on the config as written now.
     pub async fn start_dns(&self, n: u8) -> crate::DnsProcess {
         let cfg = self.write_config();

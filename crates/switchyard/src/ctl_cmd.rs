@@ -167,6 +167,17 @@ enum CtlCmd {
         /// Every entry after this audit sequence number (0: all of them).
         #[arg(long)]
         after: Option<u64>,
+        /// Only entries of this service (with --limit).
+        #[arg(long, conflicts_with_all = ["since", "until", "after"])]
+        service: Option<String>,
+        /// Only entries by this actor: a kind (person, playbook, drill,
+        /// rollout) or a name (with --limit).
+        #[arg(long, conflicts_with_all = ["since", "until", "after"])]
+        actor: Option<String>,
+        /// Only entries of this kind: change, recommendation,
+        /// verification, dns_push, rollout (with --limit).
+        #[arg(long, conflicts_with_all = ["since", "until", "after"])]
+        kind: Option<String>,
     },
 }
 
@@ -384,8 +395,9 @@ async fn run(c: &Client, cmd: CtlCmd, json_out: bool) -> ExitCode {
                 if preview.refusals.is_empty() {
                     println!("  every safety rule allows it");
                 }
-                for r in &preview.refusals {
-                    println!("  {} refuses: {}", r.rule, r.message);
+                for r in &preview.rules {
+                    let verdict = if r.passed { "passes" } else { "refuses" };
+                    println!("  {} {verdict}: {}", r.rule, r.message);
                 }
                 for line in dns_lines(&preview.dns) {
                     println!("{line}");
@@ -436,6 +448,7 @@ async fn run(c: &Client, cmd: CtlCmd, json_out: bool) -> ExitCode {
             since,
             until,
             after,
+            ..
         } if since.is_some() || until.is_some() || after.is_some() => {
             let mut range = switchyard_api::HistoryRange {
                 since_ms: since,
@@ -470,7 +483,23 @@ async fn run(c: &Client, cmd: CtlCmd, json_out: bool) -> ExitCode {
             }
             ExitCode::SUCCESS
         }
-        CtlCmd::History { limit, .. } => match c.history(limit).await {
+        CtlCmd::History {
+            limit,
+            service,
+            actor,
+            kind,
+            ..
+        } => match c
+            .history_where(
+                limit,
+                &switchyard_api::HistoryFilter {
+                    service,
+                    actor,
+                    kind,
+                },
+            )
+            .await
+        {
             Ok(h) if json_out => {
                 print_json(&h);
                 ExitCode::SUCCESS

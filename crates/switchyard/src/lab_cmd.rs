@@ -28,6 +28,10 @@ pub enum LabCmd {
         /// The lab's admin API (links).
         #[arg(long, default_value = switchyard_lab::admin::DEFAULT_ADDR)]
         admin: SocketAddr,
+        /// Drill reports the console lists (default: docs/drills when run
+        /// from the repository).
+        #[arg(long)]
+        reports: Option<PathBuf>,
     },
     /// Degrade, cut or restore a link of a running lab.
     Link {
@@ -112,7 +116,8 @@ pub fn lab(cmd: LabCmd) -> ExitCode {
             dir,
             for_s,
             admin,
-        } => crate::block_on("lab up", up(topology, dir, for_s, admin)),
+            reports,
+        } => crate::block_on("lab up", up(topology, dir, for_s, admin, reports)),
         LabCmd::Link {
             name,
             latency_ms,
@@ -177,8 +182,9 @@ async fn up(
     dir: Option<PathBuf>,
     for_s: Option<u64>,
     admin: SocketAddr,
+    reports: Option<PathBuf>,
 ) -> anyhow::Result<()> {
-    let topo = match &topology {
+    let mut topo = match &topology {
         None => Topology::default_topology(),
         Some(p) => {
             let text = std::fs::read_to_string(p)
@@ -186,6 +192,15 @@ async fn up(
             Topology::parse(&text).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?
         }
     };
+    let reports = reports.or_else(|| {
+        let d = PathBuf::from("docs/drills");
+        d.is_dir().then_some(d)
+    });
+    if let Some(r) = reports {
+        let r = std::fs::canonicalize(&r)
+            .map_err(|e| anyhow::anyhow!("--reports {}: {e}", r.display()))?;
+        topo.reports_dir = Some(r.display().to_string());
+    }
     let (dir, _keep) = lab_dir(dir)?;
     eprintln!(
         "starting the lab ({} regions, {} zones) in {}",

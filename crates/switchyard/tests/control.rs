@@ -284,6 +284,30 @@ async fn failover_previews_then_moves_the_service_and_failback_returns_it() {
         .unwrap();
     assert_eq!(p.serving_instances_after, 2);
     assert_eq!(p.total_instances, 4);
+    // Every rule that judged it, with the numbers it judged on, not only
+    // the refusals (there are none).
+    let rule = |name: &str| {
+        p.rules
+            .iter()
+            .find(|r| r.rule == name)
+            .unwrap_or_else(|| panic!("no verdict of {name} in {:?}", p.rules))
+    };
+    assert!(rule("move_capacity").passed, "{:?}", p.rules);
+    assert!(
+        rule("move_capacity")
+            .message
+            .contains("hold 2 of its 4 instances"),
+        "{:?}",
+        p.rules
+    );
+    assert!(rule("serving_regions").passed, "{:?}", p.rules);
+    assert!(
+        rule("serving_regions")
+            .message
+            .contains("keeps 1 serving region of 2"),
+        "{:?}",
+        p.rules
+    );
     let (code, _, out) = cp.ctl(
         "operate-token",
         &[

@@ -2,6 +2,7 @@
 //! subnet and resolver address, a control change reflected within a second,
 //! static stability with the control plane killed, dead edges left out,
 //! a region whose edges come back getting its clients back gradually,
+//! the edges serving a gradual evacuation's clients where DNS sends them,
 //! truncation and TCP fallback, and the negative answers.
 
 use std::time::{Duration, Instant};
@@ -580,4 +581,99 @@ async fn a_zonal_shift_takes_the_zones_edge_out_of_the_answers_until_it_ends() {
         (a == all).then_some(()).ok_or(format!("{a:?}"))
     })
     .await;
+}
+
+/// During a gradual evacuation DNS and the edges split the region's clients
+/// the same way: a client DNS answers with r1's edge is served in r1 by that
+/// edge, every request of it, and one DNS sends to r2 but that reaches r1's
+/// edge anyway (a cached answer, no DNS at all) is forwarded to r2. Split
+/// twice, once by DNS and again per request by the edge, r1 would serve
+/// about w² of these clients' traffic instead of w.
+#[tokio::test(flavor = "multi_thread")]
+async fn during_a_gradual_evacuation_the_edges_serve_the_clients_dns_sends_them() {
+    let lab = Topology::new(BIN, &[("r1", &["a"]), ("r2", &["b"])])
+        .instances_per_zone(1)
+        .with_control_plane()
+        .with_dns(1)
+        // One address asks for 100 client subnets in a tight loop, the
+        // traffic of many resolvers: not a flood to rate limit.
+        .dns_toml("rrl = { responses_per_s = 0 }");
+    let _ups = lab.start_upstreams().await;
+    let cp = lab.start_control().await;
+    let edges = lab.start_edges(&["a", "b"]).await;
+    let ns = lab.start_dns(1).await;
+    ns.following().await;
+    let op = Op::RegionWeight {
+        service: "svc".into(),
+        region: "r1".into(),
+        weight: 0.5,
+    };
+    cp.api(Some("operate-token"))
+        .apply(&OpRequest::new(op, "evacuate r1 gradually"))
+        .await
+        .unwrap();
+    eventually(
+        "the weight reaches the DNS server and r1's edge",
+        Duration::from_secs(3),
+        || async {
+            let s = ns.status().await;
+            let dns = s.service("svc").unwrap().for_region(Some("r1"))[0].weight;
+            let st = edges[0].status().await;
+            let edge = st
+                .service("svc")
+                .unwrap()
+                .regions
+                .get("r1")
+                .map(|r| r.weight);
+            (dns == 0.5 && edge == Some(0.5))
+                .then_some(())
+                .ok_or(format!("dns {dns}, edge {edge:?}"))
+        },
+    )
+    .await;
+    // 100 clients, each in a /24 of its own that no geo prefix places (so
+    // they count as r1's), each asking DNS through a resolver that sends
+    // its subnet, then sending three requests to r1's edge with no home.
+    let (a, b) = (edge_ip(&lab, "a"), edge_ip(&lab, "b"));
+    let (mut sent_to_r1, mut served_in_r1) = (0, 0);
+    let mut wrong = Vec::new();
+    for i in 0..100u8 {
+        let ip = lab.unplaced_client_ip(i);
+        let net = prefix24(ip);
+        let (subnet, _) = net.split_once('/').unwrap();
+        let answer = addrs(&ns.ask(NAME, RecordType::A).subnet(subnet, 24).udp().await);
+        let dns_r1 = answer == a;
+        assert!(dns_r1 || answer == b, "{ip}: DNS answered {answer:?}");
+        sent_to_r1 += usize::from(dns_r1);
+        let mut regions = Vec::new();
+        for n in 0..3 {
+            let r = edges[0]
+                .get(&format!("/items/{n}"))
+                .from(ip)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status, 200, "{ip}: {}", r.body);
+            regions.push(r.upstream().split('/').next().unwrap_or("").to_string());
+        }
+        let want = if dns_r1 { "r1" } else { "r2" };
+        if regions.iter().any(|r| r != want) {
+            wrong.push(format!(
+                "{ip}: DNS sends it to {want}, served in {regions:?}"
+            ));
+        }
+        served_in_r1 += regions.iter().filter(|r| *r == "r1").count();
+    }
+    eprintln!("DNS sent {sent_to_r1} of 100 clients to r1; r1's edge served {served_in_r1} of their 300 requests there");
+    assert!(
+        wrong.is_empty(),
+        "{} of 100 clients not served where DNS sends them:\n{}",
+        wrong.len(),
+        wrong.join("\n")
+    );
+    assert!(
+        (30..=70).contains(&sent_to_r1),
+        "DNS sent {sent_to_r1} of 100 clients to r1"
+    );
+    assert_eq!(served_in_r1, 3 * sent_to_r1);
 }

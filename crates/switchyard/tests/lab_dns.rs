@@ -52,8 +52,9 @@ async fn lab_users_keep_answers_for_the_ttl_ask_again_when_refused_and_use_the_s
     assert_eq!(first.ttl, Duration::from_secs(30));
     assert_eq!(first.server, ns1.listen);
 
-    // Four users with subnets of their own inside the client's /24.
-    let base = match lab.client_ip("r1") {
+    // Four users, each with a /24 of its own that no geo prefix places:
+    // clients of the service's first region, r1.
+    let base = match lab.unplaced_client_ip(0) {
         IpAddr::V4(v4) => v4,
         IpAddr::V6(_) => unreachable!("the testkit's clients are IPv4"),
     };

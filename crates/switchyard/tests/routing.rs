@@ -223,22 +223,25 @@ async fn an_evacuated_region_forwards_to_the_next_one_and_never_bounces() {
         let r = a.get("/items/1").send().await.unwrap();
         assert!(r.upstream().starts_with("r2/b/"), "{}", r.upstream());
     }
-    // Half-evacuated: roughly half the traffic stays.
+    // Half-evacuated: roughly half the clients stay, each with all its
+    // requests (drawn by its /24, as DNS draws it).
     a.put_controls(&json!({"services": {"svc": {"regions": {"r1": {"weight": 0.5}}}}}))
         .await;
     let mut local = 0;
-    for _ in 0..100 {
-        if a.get("/items/1")
-            .send()
-            .await
-            .unwrap()
-            .upstream()
-            .starts_with("r1/")
-        {
-            local += 1;
+    for i in 0..100 {
+        let client = lab.unplaced_client_ip(i);
+        let mut served = Vec::new();
+        for _ in 0..2 {
+            let r = a.get("/items/1").from(client).send().await.unwrap();
+            served.push(r.upstream().starts_with("r1/"));
         }
+        assert_eq!(served[0], served[1], "{client} was split between regions");
+        local += usize::from(served[0]);
     }
-    assert!((25..=75).contains(&local), "{local} of 100 stayed local");
+    assert!(
+        (25..=75).contains(&local),
+        "{local} of 100 clients stayed local"
+    );
     // Both regions out: serving locally beats serving nobody.
     let both =
         json!({"services": {"svc": {"regions": {"r1": {"state": "out"}, "r2": {"state": "out"}}}}});
