@@ -897,7 +897,7 @@ async function renderHistory() {
     const seen = h.body.entries;
     const uniq = (xs) => [...new Set(xs.filter(Boolean))].sort();
     const services = uniq(seen.map(entryService).concat(S.live ? S.live.status.services.map((x) => x.service) : []));
-    const actors = ["person", "playbook", "drill", "rollout"].concat(uniq(seen.map(actorName)));
+    const actors = ["person", "playbook", "drill", "rollout"].concat(uniq(seen.map((e) => actorName(e.actor))));
     const kinds = ["change", "recommendation", "verification", "dns_push", "rollout"];
     const pick = (id, label, opts) =>
       el("label", { for: id }, `${label} `, el("select", { id }, el("option", { value: "", text: "all" }), opts.map((o) => el("option", { value: o, text: o }))));

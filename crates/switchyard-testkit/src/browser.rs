@@ -198,6 +198,16 @@ impl Browser {
         Err(last)
     }
 
+    /// Chooses the option of that value in the `<select>` a CSS selector
+    /// finds (a change event follows, as when a person picks it).
+    pub async fn select(&self, css: &str, value: &str) -> Result<(), String> {
+        self.find(css)
+            .await?
+            .select_by_value(value)
+            .await
+            .map_err(|e| format!("select {value:?} in {css}: {e}"))
+    }
+
     /// Replaces the value of the input a CSS selector finds with `text`.
     pub async fn fill(&self, css: &str, text: &str) -> Result<(), String> {
         let e = self.find(css).await?;

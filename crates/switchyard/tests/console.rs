@@ -238,9 +238,13 @@ async fn the_console_shows_the_lab_and_moves_traffic_with_a_preview() {
                 })
                 .map(|r| (r.at_ms, r.error_ratio))
                 .collect();
+            // Each stream makes its frames on its own second, and a
+            // second's signals may still be arriving: two clients' frames
+            // for the same three seconds differ by those late requests
+            // (a few out of a hundred), never by the fault's tens of percent.
             let same = sent
                 .iter()
-                .any(|(a, r)| *a == at && (r - ratio).abs() <= 0.00005 + 1e-9);
+                .any(|(a, r)| *a == at && (r - ratio).abs() <= 0.05);
             if !same {
                 let tail = &sent[sent.len().saturating_sub(6)..];
                 return Err(format!(
@@ -533,6 +537,45 @@ async fn the_console_shows_the_lab_and_moves_traffic_with_a_preview() {
     )
     .await;
 
+    eprintln!("console test: history");
+    // The audit log, filtered by the plane: the person's change is there.
+    b.goto(&ui("/ui/#/history")).await;
+    eventually(
+        "the history view is drawn",
+        Duration::from_secs(5),
+        || async {
+            let page = b.text("#app").await.unwrap_or_default();
+            b.select("#f-actor", "lab-operate")
+                .await
+                .map_err(|e| format!("{e}\n{page}"))
+        },
+    )
+    .await;
+    let want = lab
+        .api
+        .raw(
+            http::Method::GET,
+            "/v1/history?limit=500&actor=lab-operate",
+            None,
+        )
+        .await
+        .unwrap();
+    let want: Value = serde_json::from_str(&want.body).unwrap();
+    let n = want["entries"].as_array().map_or(0, Vec::len);
+    assert!(n >= 1, "{want}");
+    eventually(
+        "the history shows the person's entries",
+        Duration::from_secs(5),
+        || async {
+            let rows = b.count("#audit tbody tr").await;
+            let text = b.text("#audit").await?;
+            (rows == n && text.contains(reason))
+                .then_some(())
+                .ok_or(format!("{rows} rows of {n}: {text}"))
+        },
+    )
+    .await;
+
     eprintln!("console test: read");
     // A read session: everything to see, nothing to press, and the API
     // refuses it even with the cookie and the CSRF header.
@@ -586,6 +629,7 @@ async fn the_console_shows_the_lab_and_moves_traffic_with_a_preview() {
         .as_u64()
         .unwrap();
     assert!(wide <= 390, "the page is {wide} px wide on a 390 px screen");
+    b.screenshot(&shots.join("phone.png")).await;
 
     eprintln!("console test: end");
     stop.store(true, Ordering::Relaxed);
