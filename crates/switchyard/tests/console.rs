@@ -108,7 +108,7 @@ async fn the_console_shows_the_lab_and_moves_traffic_with_a_preview() {
     topo.playbooks = "recommend".into();
     topo.dns = false;
     eprintln!("console test: lab start");
-    let lab = Lab::start(topo, &tmp.path().join("lab"), BIN.as_ref())
+    let mut lab = Lab::start(topo, &tmp.path().join("lab"), BIN.as_ref())
         .await
         .unwrap_or_else(|e| panic!("lab: {e:#}"));
     let rec = Recorder::new(tokio::time::Instant::now());
@@ -288,6 +288,26 @@ async fn the_console_shows_the_lab_and_moves_traffic_with_a_preview() {
     assert_eq!(open, json!(true));
     let focused = b.js("return document.activeElement.id").await;
     assert_eq!(focused, json!("action-for"), "focus moves into the dialog");
+    // Esc closes it and gives focus back to the button that opened it.
+    b.find("#action-for")
+        .await
+        .unwrap()
+        .send_keys("\u{e00c}")
+        .await
+        .unwrap();
+    eventually("Esc closes the dialog", Duration::from_secs(3), || async {
+        let open = b.js("return document.getElementById('action').open").await;
+        let back = b
+            .js("return document.activeElement.dataset.key || ''")
+            .await;
+        (open == json!(false) && back == json!(format!("shift/{SERVICE}/{ZONE}")))
+            .then_some(())
+            .ok_or(format!("open {open}, focus on {back}"))
+    })
+    .await;
+    b.click(&format!("{} [data-action=shift]", cell(ZONE)))
+        .await
+        .unwrap();
     b.fill("#action-for", "20m").await.unwrap();
     // No reason, no preview.
     b.click("#action-preview").await.unwrap();
@@ -517,6 +537,36 @@ async fn the_console_shows_the_lab_and_moves_traffic_with_a_preview() {
         },
     )
     .await;
+    let postmortem = b.text("#postmortem").await.unwrap();
+    assert!(
+        b.count("#postmortem h1, #postmortem h2").await > 0,
+        "the postmortem is rendered: {postmortem}"
+    );
+    // Acknowledged from the page, as the session's person.
+    let acked = lab.api.incident(&id).await.unwrap();
+    if !acked
+        .stages
+        .contains_key(&switchyard_model::incident::Stage::Acknowledged)
+    {
+        eprintln!("console test: ack");
+        b.click("#ack").await.unwrap();
+        eventually(
+            "the incident is acknowledged",
+            Duration::from_secs(10),
+            || async {
+                let inc = lab.api.incident(&id).await.map_err(|e| e.to_string())?;
+                let by = inc.timeline.iter().any(|e| e.who == "lab-operate");
+                let shown = b.text("[data-stage=acknowledged]").await?;
+                (inc.stages
+                    .contains_key(&switchyard_model::incident::Stage::Acknowledged)
+                    && by
+                    && !shown.contains("not yet"))
+                .then_some(())
+                .ok_or(format!("stages {:?}, page {shown:?}", inc.stages))
+            },
+        )
+        .await;
+    }
     let note = "seen from the console: the store link drops connections";
     b.fill("#note", note).await.unwrap();
     b.click("[data-action=note]").await.unwrap();
@@ -630,6 +680,18 @@ async fn the_console_shows_the_lab_and_moves_traffic_with_a_preview() {
         .unwrap();
     assert!(wide <= 390, "the page is {wide} px wide on a 390 px screen");
     b.screenshot(&shots.join("phone.png")).await;
+
+    // The plane gone: the page says the stream is lost, in words.
+    lab.procs.kill("control").unwrap();
+    eventually(
+        "the page says the stream is lost",
+        Duration::from_secs(10),
+        || async {
+            let s = b.text("#stream-state").await?;
+            s.contains("Disconnected").then_some(()).ok_or(s)
+        },
+    )
+    .await;
 
     eprintln!("console test: end");
     stop.store(true, Ordering::Relaxed);
