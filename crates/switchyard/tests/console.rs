@@ -464,6 +464,42 @@ async fn the_console_shows_the_lab_and_moves_traffic_with_a_preview() {
     )
     .await;
 
+    eprintln!("console test: other actions");
+    // Every other action's dialog sends an operation the plane reads: its
+    // preview comes back with a verdict (not a 400), and Cancel changes
+    // nothing.
+    for (button, what) in [
+        (format!("{} [data-action=unshift]", cell(ZONE)), "end shift"),
+        (
+            format!("[data-region=\"{SERVICE}/us-east\"] [data-action=read-only-region]"),
+            "read-only in a region",
+        ),
+        ("[data-action=failover]".to_string(), "failover"),
+        ("[data-action=read-only]".to_string(), "read-only"),
+        ("[data-action=shed]".to_string(), "shed level"),
+    ] {
+        b.click(&button)
+            .await
+            .unwrap_or_else(|e| panic!("{what}: {e}"));
+        b.fill("#action-reason", "console test: preview only")
+            .await
+            .unwrap();
+        b.click("#action-preview").await.unwrap();
+        eventually(
+            &format!("{what}: a preview"),
+            Duration::from_secs(5),
+            || async {
+                let v = b.text("[data-testid=verdict]").await?;
+                b.find("[data-testid=capacity-after]").await?;
+                Ok::<_, String>(v).map(|_| ())
+            },
+        )
+        .await;
+        b.click("#action-cancel").await.unwrap();
+    }
+    let after = lab.api.status().await.unwrap();
+    assert_eq!(after.version, version, "previews changed nothing");
+
     eprintln!("console test: csrf");
     // A cookie-authenticated change without the CSRF header is refused.
     let body = json!({"op": op, "reason": "no header"}).to_string();
