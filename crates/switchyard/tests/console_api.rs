@@ -344,3 +344,85 @@ async fn the_live_view_shows_traffic_per_zone_and_a_change_within_a_second() {
     .await;
     traffic.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn reports_and_postmortems_are_rendered_without_running_what_people_wrote() {
+    let reports = tempfile::tempdir().unwrap();
+    let d = reports.path().join("zone-gray");
+    std::fs::create_dir_all(&d).unwrap();
+    std::fs::write(
+        d.join("report.md"),
+        "# Drill zone-gray\n\nA note <script>alert(1)</script>\n\n![entry](entry.png)\n",
+    )
+    .unwrap();
+    std::fs::write(d.join("entry.png"), b"\x89PNG\r\n\x1a\nnot really").unwrap();
+    std::fs::write(reports.path().join("secret.txt"), "no").unwrap();
+    let lab = Topology::new(BIN, &[("r1", &["a", "b", "c"])])
+        .with_control_plane()
+        .control_toml(&format!(
+            "[control.console]\nreports_dir = {:?}",
+            reports.path().display().to_string()
+        ));
+    let cp = lab.start_control().await;
+    let addr = cp.addr;
+    let (jar, _) = cookies(&login(addr, "read-token").await);
+    let csrf = csrf_of(&jar);
+    let get = |path: &str| {
+        Req::get(addr, path)
+            .header("cookie", &jar)
+            .header("x-csrf-token", &csrf)
+    };
+
+    let list = get("/ui/drills").send().await.unwrap().json();
+    assert_eq!(list[0]["name"], "zone-gray");
+    assert_eq!(list[0]["title"], "Drill zone-gray");
+    let page = get("/ui/drills/zone-gray").send().await.unwrap();
+    assert_eq!(page.status, StatusCode::OK);
+    assert!(page.body.contains("&lt;script&gt;"), "{}", page.body);
+    assert!(!page.body.contains("<script>"), "{}", page.body);
+    assert!(
+        page.body.contains("src=\"/ui/drills/zone-gray/entry.png\""),
+        "{}",
+        page.body
+    );
+    let png = get("/ui/drills/zone-gray/entry.png").send().await.unwrap();
+    assert_eq!(png.status, StatusCode::OK);
+    assert_eq!(png.header("content-type").as_deref(), Some("image/png"));
+    // Nothing but plots, and nothing outside the reports.
+    for path in [
+        "/ui/drills/zone-gray/report.md",
+        "/ui/drills/..%2Fsecret.txt",
+        "/ui/drills/zone-gray/..%2F..%2Fsecret.txt",
+        "/ui/drills/..",
+    ] {
+        let r = get(path).send().await.unwrap();
+        assert_eq!(r.status, StatusCode::NOT_FOUND, "{path}: {}", r.body);
+    }
+    // Without a session, nothing.
+    let r = Req::get(addr, "/ui/drills").send().await.unwrap();
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+
+    // A person's note in an incident reaches its postmortem as text.
+    let ops = cp.api(Some("operate-token"));
+    let opened = ops
+        .open_incident(&switchyard_api::OpenIncident {
+            service: "svc".into(),
+            title: "checkout <b>slow</b>".into(),
+            severity: None,
+        })
+        .await
+        .unwrap();
+    ops.note(&opened.id, "<img src=x onerror=alert(1)>")
+        .await
+        .unwrap();
+    let pm = get(&format!("/ui/incidents/{}/postmortem", opened.id))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(pm.status, StatusCode::OK, "{}", pm.body);
+    assert!(pm.body.contains("<h1>"), "{}", pm.body);
+    assert!(!pm.body.contains("<img src=x"), "{}", pm.body);
+    assert!(!pm.body.contains("<b>slow"), "{}", pm.body);
+    let r = get("/ui/incidents/nope/postmortem").send().await.unwrap();
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+}
