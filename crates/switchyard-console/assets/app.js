@@ -769,7 +769,7 @@ async function renderIncident(id) {
 
   const tl = el("ol", { class: "timeline", "data-testid": "timeline" });
   for (const e of i.timeline) {
-    tl.append(el("li", { "data-kind": e.kind }, el("time", { text: fmtTime(e.at_ms) }), " ", el("span", { class: "kind", text: e.kind.replace(/_/g, " ") }), " ", el("span", { class: "who", text: e.who }), ": ", el("span", { text: e.text })));
+    tl.append(el("li", { "data-kind": e.kind }, el("time", { text: fmtTime(e.at_ms) }), " ", el("span", { class: "kind", text: e.kind.replace(/_/g, " ") }), " ", el("span", { class: "tl-who", text: e.who }), ": ", el("span", { text: e.text })));
   }
   root.append(el("h2", { text: "Timeline" }), tl);
   const notes = i.timeline.filter((e) => e.kind === "note");
@@ -930,7 +930,7 @@ async function renderHistory() {
         );
       }
       table.append(body);
-      count.textContent = `${rows.length} entries, newest first`;
+      count.textContent = `${rows.length} ${rows.length === 1 ? "entry" : "entries"}, newest first`;
     };
     sec.append(filters, count, table);
     for (const id of ["f-service", "f-actor", "f-kind"]) document.getElementById(id).addEventListener("change", draw);

@@ -573,6 +573,7 @@ async fn the_console_shows_the_lab_and_moves_traffic_with_a_preview() {
         },
     )
     .await;
+    b.screenshot(&shots.join("incident.png")).await;
     let postmortem = b.text("#postmortem").await.unwrap();
     assert!(
         b.count("#postmortem h1, #postmortem h2").await > 0,
@@ -661,6 +662,8 @@ async fn the_console_shows_the_lab_and_moves_traffic_with_a_preview() {
         },
     )
     .await;
+
+    b.screenshot(&shots.join("history.png")).await;
 
     eprintln!("console test: read");
     // A read session: everything to see, nothing to press, and the API
