@@ -19,7 +19,7 @@ use serde_json::{json, Value};
 use switchyard_api::live::LiveView;
 use switchyard_lab::link::LinkSettings;
 use switchyard_lab::load::Recorder;
-use switchyard_lab::topology::{Topology, CONTROL_ADDR, OPERATE_TOKEN, READ_TOKEN};
+use switchyard_lab::topology::{Topology, ADMIN_TOKEN, CONTROL_ADDR, OPERATE_TOKEN, READ_TOKEN};
 use switchyard_lab::Lab;
 use switchyard_testkit::{eventually, Browser};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
@@ -719,6 +719,33 @@ async fn the_console_shows_the_lab_and_moves_traffic_with_a_preview() {
         .unwrap();
     assert!(wide <= 390, "the page is {wide} px wide on a 390 px screen");
     b.screenshot(&shots.join("phone.png")).await;
+
+    // An admin session may force past the rules.
+    b.set_viewport(1280, 800).await;
+    b.click("#logout").await.unwrap();
+    eventually("logged out", Duration::from_secs(5), || async {
+        let u = b.url().await;
+        u.ends_with("/ui/login").then_some(()).ok_or(u)
+    })
+    .await;
+    log_in(b, ADMIN_TOKEN).await;
+    eventually(
+        "an admin's dialog offers force",
+        Duration::from_secs(10),
+        || async {
+            b.click("[data-action=shed]").await?;
+            let on = b
+                .find("#action-force")
+                .await?
+                .is_enabled()
+                .await
+                .map_err(|e| e.to_string())?;
+            on.then_some(())
+                .ok_or("force is disabled for an admin".to_string())
+        },
+    )
+    .await;
+    b.click("#action-cancel").await.unwrap();
 
     // The plane gone: the page says the stream is lost, in words.
     lab.procs.kill("control").unwrap();
