@@ -275,7 +275,7 @@ fn validate_prints_every_error_and_exits_2() {
 fn validate_checks_the_control_tables_with_the_rest_of_the_file() {
     let lab = Topology::new(BIN, &[("r1", &["a"])])
         .with_control_plane()
-        .control_toml("[control.notify.retry]\nattempts = 0\n[control.detect]\nwindow_seconds = 3");
+        .control_toml("[control.notify.retry]\nattempts = 0\n[control.detect]\nwindow_seconds = 3\n[control.console]\nreports_dir = \"\"");
     let control_only = lab.config_text().replace(
         "failback_hold_ms = 3000",
         "failback_hold_ms = 3000\nevacuation_steps = 0",
@@ -293,13 +293,14 @@ fn validate_checks_the_control_tables_with_the_rest_of_the_file() {
         "control.detect: unknown field `window_seconds`",
         "control.notify.retry.attempts: must be at least 1",
         "control.playbook.evacuation_steps: at least 1",
+        "control.console.reports_dir: must not be empty",
     ];
 
     // The rest is valid: the control tables alone make the file invalid.
     let out = validate(&control_only, false);
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("invalid (3 problems)"), "{err}");
+    assert!(err.contains("invalid (4 problems)"), "{err}");
     for p in control_problems {
         assert!(err.contains(p), "{p} in {err}");
     }
@@ -316,7 +317,7 @@ fn validate_checks_the_control_tables_with_the_rest_of_the_file() {
         .iter()
         .map(|e| e.as_str().unwrap())
         .collect();
-    assert_eq!(errors.len(), 4, "{errors:?}");
+    assert_eq!(errors.len(), 5, "{errors:?}");
     assert!(
         errors[0].starts_with("service.svc.min_healthy: required"),
         "{errors:?}"
