@@ -22,7 +22,6 @@ use switchyard_lab::load::Recorder;
 use switchyard_lab::topology::{Topology, ADMIN_TOKEN, CONTROL_ADDR, OPERATE_TOKEN, READ_TOKEN};
 use switchyard_lab::Lab;
 use switchyard_testkit::{eventually, Browser};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
 const BIN: &str = env!("CARGO_BIN_EXE_switchyard");
 const SERVICE: &str = "catalog";
@@ -43,35 +42,28 @@ fn shots_dir(tmp: &std::path::Path) -> PathBuf {
 /// Connections `follow_live` made, for failure messages.
 static CONNECTS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
-/// Frames of `GET /v1/live` as the plane sends them, read by a client that
-/// shares no code with the page (HTTP/1.0, so the body is not chunked).
+/// Frames of `GET /v1/live` as the plane sends them, read with the typed
+/// client beside the page, to hold the page's numbers against.
 fn follow_live(frames: Arc<Mutex<Vec<LiveView>>>) -> tokio::task::JoinHandle<()> {
+    use futures_util::StreamExt;
     tokio::spawn(async move {
+        let api = switchyard_api::Client::new(&format!("http://{CONTROL_ADDR}"), None);
         loop {
-            let Ok(mut s) = tokio::net::TcpStream::connect(CONTROL_ADDR).await else {
+            let Ok(stream) = api.live(Duration::from_secs(3600)).await else {
                 tokio::time::sleep(Duration::from_millis(200)).await;
                 continue;
             };
             CONNECTS.fetch_add(1, Ordering::Relaxed);
-            let req = "GET /v1/live HTTP/1.0\r\nAccept: text/event-stream\r\n\r\n";
-            if s.write_all(req.as_bytes()).await.is_err() {
-                tokio::time::sleep(Duration::from_millis(200)).await;
-                continue;
-            }
-            let mut lines = BufReader::new(s).lines();
-            // Not in a tight loop when the plane turns the stream away.
-            tokio::time::sleep(Duration::from_millis(200)).await;
-            while let Ok(Some(l)) = lines.next_line().await {
-                if let Some(data) = l.strip_prefix("data:") {
-                    if let Ok(v) = serde_json::from_str::<LiveView>(data.trim()) {
-                        let mut f = frames.lock().unwrap();
-                        f.push(v);
-                        if f.len() > 300 {
-                            f.remove(0);
-                        }
-                    }
+            let mut stream = std::pin::pin!(stream);
+            while let Some(Ok(v)) = stream.next().await {
+                let mut f = frames.lock().unwrap();
+                f.push(v);
+                if f.len() > 300 {
+                    f.remove(0);
                 }
             }
+            // Not in a tight loop when the plane turns the stream away.
+            tokio::time::sleep(Duration::from_millis(200)).await;
         }
     })
 }
