@@ -647,34 +647,25 @@ fn removal_rate(
     let earlier = history.removed_within_hour(&svc.name, now_ms);
     let total = svc.instances.len();
     let limit = rules.max_removal_per_hour * total as f64;
+    // One message either way: a preview shows the same numbers whether
+    // the rule lets the change through or not.
+    let message = format!(
+        "service {} would have {} instances taken out of service within an hour ({} now, {} earlier in the hour); at most {} of {} ({}%) may be taken out per hour",
+        svc.name,
+        num(now + earlier),
+        num(now),
+        num(earlier),
+        num(limit),
+        total,
+        num(rules.max_removal_per_hour * 100.0),
+    );
     if now + earlier > limit + EPSILON {
         out.push(Refusal {
             rule: rule::REMOVAL_RATE,
-            message: format!(
-                "service {} would have {} instances taken out of service within an hour ({} now, {} earlier in the hour); at most {} of {} ({}%) may be taken out per hour",
-                svc.name,
-                num(now + earlier),
-                num(now),
-                num(earlier),
-                num(limit),
-                total,
-                num(rules.max_removal_per_hour * 100.0),
-            ),
+            message,
         });
     } else {
-        out.pass(
-            rule::REMOVAL_RATE,
-            format!(
-                "service {}: {} instances taken out of service within the hour ({} now, {} earlier); at most {} of {} ({}%) allowed",
-                svc.name,
-                num(now + earlier),
-                num(now),
-                num(earlier),
-                num(limit),
-                total,
-                num(rules.max_removal_per_hour * 100.0),
-            ),
-        );
+        out.pass(rule::REMOVAL_RATE, message);
     }
 }
 

@@ -198,7 +198,7 @@ fn a_change_that_passes_says_what_each_rule_judged() {
     );
     contains(
         &passed(rule::REMOVAL_RATE),
-        "taken out of service within the hour",
+        "taken out of service within an hour",
     );
     contains(&passed(rule::FLIP_WAIT), "us-east-a");
     // The region rules did not judge it: no region moved.

@@ -47,6 +47,23 @@ async fn login(addr: std::net::SocketAddr, token: &str) -> switchyard_testkit::R
         .unwrap()
 }
 
+/// `POST /v1/ops` as the page sends it: the session's cookies, and its
+/// CSRF header when given.
+async fn post_op(
+    addr: std::net::SocketAddr,
+    jar: &str,
+    csrf: Option<&str>,
+    body: String,
+) -> switchyard_testkit::Reply {
+    let mut r = Req::post(addr, "/v1/ops")
+        .header("cookie", jar)
+        .header("content-type", "application/json");
+    if let Some(c) = csrf {
+        r = r.header("x-csrf-token", c);
+    }
+    r.body(body).send().await.unwrap()
+}
+
 fn shift(zone: &str) -> String {
     serde_json::to_string(&OpRequest::new(
         Op::Shift {
@@ -111,35 +128,15 @@ async fn a_console_session_acts_only_with_its_csrf_token_and_within_its_scope() 
     // The cookie alone is what a cross-site form would carry: refused,
     // and nothing changes.
     let before = cp.api(None).status().await.unwrap().version;
-    let r = Req::post(addr, "/v1/ops")
-        .header("cookie", &jar)
-        .header("content-type", "application/json")
-        .body(shift("a"))
-        .send()
-        .await
-        .unwrap();
+    let r = post_op(addr, &jar, None, shift("a")).await;
     assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", r.body);
     assert_eq!(r.json()["error"], "csrf");
-    let r = Req::post(addr, "/v1/ops")
-        .header("cookie", &jar)
-        .header("x-csrf-token", "0".repeat(64).as_str())
-        .header("content-type", "application/json")
-        .body(shift("a"))
-        .send()
-        .await
-        .unwrap();
+    let r = post_op(addr, &jar, Some("0".repeat(64).as_str()), shift("a")).await;
     assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", r.body);
     assert_eq!(cp.api(None).status().await.unwrap().version, before);
 
     // With it, the session acts as its token.
-    let r = Req::post(addr, "/v1/ops")
-        .header("cookie", &jar)
-        .header("x-csrf-token", &csrf)
-        .header("content-type", "application/json")
-        .body(shift("a"))
-        .send()
-        .await
-        .unwrap();
+    let r = post_op(addr, &jar, Some(csrf.as_str()), shift("a")).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
     let h = cp.api(None).history(5).await.unwrap();
     let last = h.entries.last().unwrap();
@@ -195,25 +192,11 @@ async fn a_console_session_acts_only_with_its_csrf_token_and_within_its_scope() 
     let (read_jar, _) = cookies(&r);
     let read_csrf = csrf_of(&read_jar);
     assert_ne!(read_csrf, csrf);
-    let r = Req::post(addr, "/v1/ops")
-        .header("cookie", &read_jar)
-        .header("x-csrf-token", &read_csrf)
-        .header("content-type", "application/json")
-        .body(shift("b"))
-        .send()
-        .await
-        .unwrap();
+    let r = post_op(addr, &read_jar, Some(read_csrf.as_str()), shift("b")).await;
     assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", r.body);
     assert_eq!(r.json()["error"], "forbidden");
     // One session's CSRF token does not open another's.
-    let r = Req::post(addr, "/v1/ops")
-        .header("cookie", &read_jar)
-        .header("x-csrf-token", &csrf)
-        .header("content-type", "application/json")
-        .body(shift("b"))
-        .send()
-        .await
-        .unwrap();
+    let r = post_op(addr, &read_jar, Some(csrf.as_str()), shift("b")).await;
     assert_eq!(r.json()["error"], "csrf", "{}", r.body);
 
     let m = cp.api(None).metrics().await.unwrap();
