@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use serde_json::{json, Value};
+use serde_json::json;
 use switchyard_api::live::LiveView;
 use switchyard_lab::link::LinkSettings;
 use switchyard_lab::load::Recorder;
@@ -518,6 +518,7 @@ async fn the_console_shows_the_lab_and_moves_traffic_with_a_preview() {
 
     eprintln!("console test: csrf");
     // A cookie-authenticated change without the CSRF header is refused.
+    let op = json!({"op": "shift", "service": SERVICE, "zone": ZONE, "for": "20m"});
     let body = json!({"op": op, "reason": "no header"}).to_string();
     let (status, text) = b
         .fetch(

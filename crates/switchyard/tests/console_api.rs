@@ -368,8 +368,13 @@ async fn reports_and_postmortems_are_rendered_without_running_what_people_wrote(
         "{}",
         page.body
     );
-    let png = get("/ui/drills/zone-gray/entry.png").send().await.unwrap();
-    assert_eq!(png.status, StatusCode::OK);
+    // As an <img> loads it: the cookie, no CSRF header (a read).
+    let png = Req::get(addr, "/ui/drills/zone-gray/entry.png")
+        .header("cookie", &jar)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(png.status, StatusCode::OK, "{}", png.body);
     assert_eq!(png.header("content-type").as_deref(), Some("image/png"));
     // Nothing but plots, and nothing outside the reports.
     for path in [
