@@ -434,12 +434,8 @@ async fn a_second_server_of_the_same_name_refuses_to_start_and_sigterm_ends_one(
     assert!(st.is_some_and(|s| s.success()), "{st:?}");
 }
 
-#[tokio::test]
-async fn a_gradual_evacuation_moves_its_share_of_clients_and_each_client_stays_put() {
-    let lab = two_regions();
-    let cp = lab.start_control().await;
-    let ns = lab.start_dns(1).await;
-    ns.following().await;
+/// r1 at weight 0.5 through the plane: a gradual evacuation half done.
+async fn evacuate_r1_halfway(cp: &switchyard_testkit::ControlProcess) {
     let op = Op::RegionWeight {
         service: "svc".into(),
         region: "r1".into(),
@@ -449,6 +445,15 @@ async fn a_gradual_evacuation_moves_its_share_of_clients_and_each_client_stays_p
         .apply(&OpRequest::new(op, "evacuate r1 gradually"))
         .await
         .unwrap();
+}
+
+#[tokio::test]
+async fn a_gradual_evacuation_moves_its_share_of_clients_and_each_client_stays_put() {
+    let lab = two_regions();
+    let cp = lab.start_control().await;
+    let ns = lab.start_dns(1).await;
+    ns.following().await;
+    evacuate_r1_halfway(&cp).await;
     eventually(
         "the weight reaches the server",
         Duration::from_secs(2),
@@ -603,15 +608,7 @@ async fn during_a_gradual_evacuation_the_edges_serve_the_clients_dns_sends_them(
     let edges = lab.start_edges(&["a", "b"]).await;
     let ns = lab.start_dns(1).await;
     ns.following().await;
-    let op = Op::RegionWeight {
-        service: "svc".into(),
-        region: "r1".into(),
-        weight: 0.5,
-    };
-    cp.api(Some("operate-token"))
-        .apply(&OpRequest::new(op, "evacuate r1 gradually"))
-        .await
-        .unwrap();
+    evacuate_r1_halfway(&cp).await;
     eventually(
         "the weight reaches the DNS server and r1's edge",
         Duration::from_secs(3),
