@@ -17,7 +17,9 @@ use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use switchyard_console::{assets, markdown, session};
 
-use crate::respond::{error, identify, not_found, read_body, Answer, Api};
+use crate::respond::{
+    error, identify, known_token, not_found, read_body, session_cookie, Answer, Api,
+};
 use crate::store::Store;
 
 /// `[control.console]` as written.
@@ -139,20 +141,8 @@ fn with_cookies(mut r: Response, cookies: [String; 2]) -> Response {
 
 /// The session's token when its cookie names a known token. A page load
 /// carries no CSRF header, and needs none: it changes nothing.
-fn session_token<S: Store>(api: &Api<S>, headers: &HeaderMap) -> Option<String> {
-    let token = headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .find_map(|h| session::cookie(h, session::SESSION_COOKIE))?;
-    let config = api.plane.config();
-    config
-        .control
-        .as_ref()?
-        .tokens
-        .iter()
-        .any(|(_, _, t)| switchyard_model::secret::equal(t.as_bytes(), token.as_bytes()))
-        .then(|| token.to_string())
+fn session_token<'h, S: Store>(api: &Api<S>, headers: &'h HeaderMap) -> Option<&'h str> {
+    session_cookie(headers).filter(|t| known_token(api, t).is_some())
 }
 
 async fn index<S: Store>(State(api): State<Api<S>>, headers: HeaderMap) -> Response {
@@ -190,16 +180,10 @@ async fn login<S: Store>(State(api): State<Api<S>>, raw: Body) -> Response {
     if token.is_empty() {
         return refused(StatusCode::BAD_REQUEST, "token: enter an API token");
     }
-    let mut h = HeaderMap::new();
-    let bearer = format!("Bearer {token}");
-    let Ok(v) = HeaderValue::from_str(&bearer) else {
-        return refused(StatusCode::UNAUTHORIZED, "unknown token");
-    };
-    h.insert(header::AUTHORIZATION, v);
     let logins = &api.plane.metrics.console_logins;
-    let caller = match identify(&api, &h) {
-        Ok(c) => c,
-        Err(_) => {
+    let caller = match known_token(&api, token) {
+        Some(c) => c,
+        None => {
             logins
                 .get_or_create(&crate::metrics::ResultLabels { result: "refused" })
                 .inc();
@@ -238,11 +222,10 @@ pub struct SessionView {
 
 async fn whoami<S: Store>(State(api): State<Api<S>>, headers: HeaderMap) -> Answer {
     let caller = identify(&api, &headers)?;
-    let token = session_token(&api, &headers).unwrap_or_default();
     Ok(Json(SessionView {
         token: caller.name,
         scope: caller.scope,
-        csrf: session::csrf_for(&token),
+        csrf: session::csrf_for(session_cookie(&headers).unwrap_or_default()),
     })
     .into_response())
 }

@@ -129,12 +129,38 @@ impl IntoResponse for ChangeError {
     }
 }
 
-/// Who calls: the name and scope of the token given, and whether it came
-/// in the console's session cookie rather than an `Authorization` header.
+/// Who calls: the name and scope of the token given.
 pub struct Caller {
     pub name: String,
     pub scope: Scope,
-    pub session: bool,
+}
+
+/// The token a console session's cookie holds, if the request has one.
+pub fn session_cookie(headers: &HeaderMap) -> Option<&str> {
+    use switchyard_console::session;
+    headers
+        .get_all("cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find_map(|h| session::cookie(h, session::SESSION_COOKIE))
+        .filter(|t| !t.is_empty())
+}
+
+/// The configured token `given` is, compared in constant time.
+pub fn known_token<S: Store>(api: &Api<S>, given: &str) -> Option<Caller> {
+    let config = api.plane.config();
+    let tokens = config
+        .control
+        .as_ref()
+        .map(|c| c.tokens.as_slice())
+        .unwrap_or_default();
+    tokens
+        .iter()
+        .find(|(_, _, t)| switchyard_model::secret::equal(t.as_bytes(), given.as_bytes()))
+        .map(|(name, scope, _)| Caller {
+            name: name.clone(),
+            scope: *scope,
+        })
 }
 
 /// The token of a request: `Authorization: Bearer`, or else the console's
@@ -147,16 +173,8 @@ pub fn identify<S: Store>(api: &Api<S>, headers: &HeaderMap) -> Result<Caller, R
         .get("authorization")
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "));
-    let cookie = || {
-        headers
-            .get_all("cookie")
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .find_map(|h| session::cookie(h, session::SESSION_COOKIE))
-            .filter(|t| !t.is_empty())
-    };
-    let (given, from_session) = match (bearer, cookie()) {
-        (Some(t), _) => (t, false),
+    let given = match (bearer, session_cookie(headers)) {
+        (Some(t), _) => t,
         (None, Some(t)) => {
             let csrf = headers
                 .get(session::CSRF_HEADER)
@@ -172,7 +190,7 @@ pub fn identify<S: Store>(api: &Api<S>, headers: &HeaderMap) -> Result<Caller, R
                     )],
                 ));
             }
-            (t, true)
+            t
         }
         (None, None) => {
             return Err(error(
@@ -182,26 +200,12 @@ pub fn identify<S: Store>(api: &Api<S>, headers: &HeaderMap) -> Result<Caller, R
             ))
         }
     };
-    let config = api.plane.config();
-    let tokens = config
-        .control
-        .as_ref()
-        .map(|c| c.tokens.as_slice())
-        .unwrap_or_default();
-    let Some((name, scope, _)) = tokens
-        .iter()
-        .find(|(_, _, t)| switchyard_model::secret::equal(t.as_bytes(), given.as_bytes()))
-    else {
-        return Err(error(
+    known_token(api, given).ok_or_else(|| {
+        error(
             StatusCode::UNAUTHORIZED,
             "unauthorized",
             vec!["unknown token".into()],
-        ));
-    };
-    Ok(Caller {
-        name: name.clone(),
-        scope: *scope,
-        session: from_session,
+        )
     })
 }
 
