@@ -35,23 +35,19 @@ pub fn frame<S: Store>(api: &Api<S>) -> LiveView {
         let l = api.plane.live.lock().unwrap_or_else(|e| e.into_inner());
         (l.traffic(&config, now), l.edges(&config, now))
     };
-    let observed = api
-        .plane
-        .observed
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .clone();
+    // Only what is open, copied: the view keeps up to 200 findings.
+    let (findings, mitigations) = {
+        let o = api.plane.observed.lock().unwrap_or_else(|e| e.into_inner());
+        let open = o.findings.iter().filter(|f| f.end_ms.is_none()).cloned();
+        (open.collect(), o.mitigations.clone())
+    };
     LiveView {
         at_ms: now,
         status: crate::api::status_view(api),
         traffic,
         edges,
-        findings: observed
-            .findings
-            .into_iter()
-            .filter(|f| f.end_ms.is_none())
-            .collect(),
-        mitigations: observed.mitigations,
+        findings,
+        mitigations,
         plane: crate::api::leader_view(api),
     }
 }

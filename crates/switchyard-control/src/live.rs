@@ -6,7 +6,7 @@
 //! Pure over the snapshots it is given and the `now` it is asked at, so
 //! it can be tested without a clock; the detection loop feeds it.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 
 use switchyard_api::live::{
     EdgeHealth, EdgeSeen, TrafficPoint, ZoneTraffic, EDGE_STALE_MS, RECENT_SECONDS, SPARK_SECONDS,
@@ -35,7 +35,7 @@ const KEEP_SECONDS: u64 = SPARK_SECONDS + 5;
 #[derive(Debug, Default)]
 pub struct Live {
     /// (service, zone served) → second (epoch s) → totals.
-    seconds: BTreeMap<(String, String), VecDeque<(u64, Second)>>,
+    seconds: BTreeMap<(String, String), BTreeMap<u64, Second>>,
     /// Edge zone → last signal.
     heard: BTreeMap<String, Heard>,
 }
@@ -55,22 +55,15 @@ impl Live {
         for series in s.series.iter().filter(|x| x.requests > 0) {
             let key = (series.service.clone(), series.target_zone.clone());
             let q = self.seconds.entry(key).or_default();
-            let slot = match q.iter().position(|(t, _)| *t >= second) {
-                Some(i) if q[i].0 == second => &mut q[i].1,
-                Some(i) => {
-                    q.insert(i, (second, Second::default()));
-                    &mut q[i].1
-                }
-                None => {
-                    q.push_back((second, Second::default()));
-                    &mut q.back_mut().expect("just pushed").1
-                }
-            };
+            let slot = q.entry(second).or_default();
             slot.requests += series.requests;
             slot.failures += series.failures();
             slot.p99_ms = slot.p99_ms.max(series.p99_ms);
-            while q.front().is_some_and(|(t, _)| *t + KEEP_SECONDS < second) {
-                q.pop_front();
+            while q
+                .first_key_value()
+                .is_some_and(|(t, _)| *t + KEEP_SECONDS < second)
+            {
+                q.pop_first();
             }
         }
     }
@@ -86,9 +79,8 @@ impl Live {
                 let q = self.seconds.get(&(svc.name.clone(), zone.name.clone()));
                 let seconds: Vec<(u64, Second)> = q
                     .map(|q| {
-                        q.iter()
-                            .filter(|(t, _)| *t < now_s && *t + SPARK_SECONDS >= now_s)
-                            .copied()
+                        q.range(now_s.saturating_sub(SPARK_SECONDS)..now_s)
+                            .map(|(t, s)| (*t, *s))
                             .collect()
                     })
                     .unwrap_or_default();
