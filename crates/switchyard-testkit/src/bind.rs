@@ -52,21 +52,13 @@ pub struct Bind {
 }
 
 fn named_binary() -> PathBuf {
-    let mut dirs: Vec<PathBuf> = std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).collect())
-        .unwrap_or_default();
-    // Debian installs named in sbin, often not on a user's PATH.
-    dirs.extend(["/usr/sbin", "/sbin"].map(PathBuf::from));
-    dirs.into_iter()
-        .map(|d| d.join("named"))
-        .find(|p| p.is_file())
-        .unwrap_or_else(|| {
-            panic!(
-                "the RFC 2136 tests need BIND's `named`, and it is not on PATH nor in /usr/sbin; \
-                 install Debian's bind9 and bind9-dnsutils (`apt-get install bind9 \
-                 bind9-dnsutils`), or run scripts/test, which installs them"
-            )
-        })
+    crate::process::system_binary(
+        "named",
+        &["/usr/sbin", "/sbin"],
+        "the RFC 2136 tests need BIND's `named` (also looked for in /usr/sbin); \
+         install Debian's bind9 and bind9-dnsutils (`apt-get install bind9 \
+         bind9-dnsutils`), or run scripts/test, which installs them",
+    )
 }
 
 impl Bind {

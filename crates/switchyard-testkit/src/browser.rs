@@ -32,22 +32,11 @@ pub struct Browser {
 }
 
 fn find(name: &str) -> PathBuf {
-    std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
-        .unwrap_or_default()
-        .into_iter()
-        .map(|d| d.join(name))
-        .find(|p| p.is_file())
-        .unwrap_or_else(|| {
-            panic!("{name} is not on PATH: install Debian's chromium and chromium-driver (scripts/test does)")
-        })
-}
-
-fn is_root() -> bool {
-    Command::new("id")
-        .arg("-u")
-        .output()
-        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+    crate::process::system_binary(
+        name,
+        &[],
+        "install Debian's chromium and chromium-driver (scripts/test does)",
+    )
 }
 
 impl Browser {
@@ -79,7 +68,7 @@ impl Browser {
             format!("--user-data-dir={}", profile.path().display()),
         ];
         // Chromium refuses to run as root with its sandbox on.
-        if is_root() {
+        if rustix::process::geteuid().is_root() {
             args.push("--no-sandbox".into());
         }
         let mut caps = serde_json::Map::new();

@@ -26,17 +26,12 @@ pub struct Etcd {
 }
 
 fn etcd_binary() -> PathBuf {
-    let found = std::env::var_os("PATH")
-        .into_iter()
-        .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
-        .map(|d| d.join("etcd"))
-        .find(|p| p.is_file());
-    found.unwrap_or_else(|| {
-        panic!(
-            "the etcd tests need a real etcd server, and `etcd` is not on PATH; install Debian's \
-             etcd-server (`apt-get install etcd-server`), or run scripts/test, which installs it"
-        )
-    })
+    crate::process::system_binary(
+        "etcd",
+        &[],
+        "the etcd tests need a real etcd server; install Debian's etcd-server \
+         (`apt-get install etcd-server`), or run scripts/test, which installs it",
+    )
 }
 
 /// A port nothing listens on right now. The OS may hand a released port out

@@ -15,6 +15,22 @@ use crate::client::Req;
 /// How long a process may take to answer `/health` before the test fails.
 const START_TIMEOUT: Duration = Duration::from_secs(15);
 
+/// A program a test needs from the system (etcd, BIND's named, chromium):
+/// the first `name` on PATH or in `also` (Debian puts daemons in sbin, often
+/// not on a user's PATH). Tests never skip when it is missing — that would
+/// hide what went untested — so its absence fails them with `install`, how
+/// to get it.
+pub fn system_binary(name: &str, also: &[&str], install: &str) -> PathBuf {
+    std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+        .unwrap_or_default()
+        .into_iter()
+        .chain(also.iter().map(PathBuf::from))
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| panic!("`{name}` is not on PATH: {install}"))
+}
+
 pub struct ChildProcess {
     /// Names the process in failure messages (`edge us-east-a`, `control plane`).
     what: String,
